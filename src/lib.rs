@@ -1,0 +1,18 @@
+//! ringtorrent: a BitTorrent engine for Linux.
+//!
+//! The crate is split along the design in `ARCHITECTURE.md`:
+//!
+//! - [`core`] is the sans-IO protocol core: no sockets, files, clock or global randomness.
+//!   Today it holds the shared identifier types and the peer wire codec.
+//! - [`bencode`] decodes bencode with exact byte spans and bounded resources, and encodes it.
+//! - [`metainfo`] validates `.torrent` files and magnet links into types that cannot describe
+//!   anything unsafe (no path escapes, consistent lengths), and authors new torrents.
+//! - [`limits`] is the one home of every bound on input that comes from outside.
+//! - `cli` (in the binary) turns all of it into the `ringtorrent` command.
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod bencode;
+pub mod core;
+pub mod limits;
+pub mod metainfo;

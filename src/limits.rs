@@ -1,0 +1,72 @@
+//! Every bound on input that comes from outside lives here, with the reason for its value.
+//!
+//! Relations between the constants are checked at compile time, so changing one cannot quietly
+//! break another.
+
+/// The unit of transfer on the wire. Every client since 2008 requests 16 KiB blocks, and many
+/// (libtorrent, Transmission) refuse larger requests by default.
+pub const BLOCK_LEN: u32 = 16 * 1024;
+
+/// The largest block length a peer may be configured to accept in a request; larger requests
+/// are a protocol violation even when the user raises the serving limit.
+pub const MAX_BLOCK_LEN: u32 = 128 * 1024;
+
+/// The smallest piece length a torrent may declare. Smaller pieces make no sense with 16 KiB
+/// blocks and are not produced by any maintained tool.
+pub const MIN_PIECE_LEN: u64 = BLOCK_LEN as u64;
+
+/// The largest piece length a torrent may declare. libtorrent refuses more than 128 MiB; no
+/// tool makes pieces larger than 64 MiB, and a piece is held whole in memory while it is
+/// verified, so a bigger one is a memory attack, not a real torrent.
+pub const MAX_PIECE_LEN: u64 = 64 * 1024 * 1024;
+
+/// The largest `.torrent` file (and, later, metadata from a peer) accepted. 1 TiB in 256 KiB
+/// pieces needs an 80 MiB `pieces` string, but real torrents that large use larger pieces;
+/// 32 MiB covers 1.6 million pieces and keeps a hostile file from exhausting memory.
+pub const MAX_TORRENT_FILE_LEN: usize = 32 * 1024 * 1024;
+
+/// Deepest nesting of lists and dictionaries in bencode. Real torrents nest four levels
+/// (`info` -> `files` -> file -> `path`); libtorrent allows 100. The decoder recurses, so this
+/// also bounds its stack use.
+pub const MAX_BENCODE_DEPTH: usize = 64;
+
+/// Most values (integers, strings, lists, dictionaries) in one bencode document. A torrent
+/// with a million files needs about four million; the decoded tree costs roughly 48 bytes a
+/// value, so this bounds the tree at a few hundred MiB even for a hostile input.
+pub const MAX_BENCODE_VALUES: usize = 4_000_000;
+
+/// Most files in one torrent. The largest public torrents hold a few hundred thousand files.
+pub const MAX_FILES: usize = 1_000_000;
+
+/// Longest path component, in bytes: Linux's `NAME_MAX`. A longer name cannot be created, so
+/// it is rejected when the torrent is read rather than when the first block arrives.
+pub const MAX_PATH_COMPONENT_LEN: usize = 255;
+
+/// Deepest folder nesting inside a torrent; Linux's `PATH_MAX` (4096) is reached long before.
+pub const MAX_PATH_DEPTH: usize = 64;
+
+/// Most pieces in one torrent: the `pieces` string is bounded by the file size limit anyway;
+/// this keeps piece indices well inside `u32` and bitfields under the message size limit.
+pub const MAX_PIECES: u64 = (MAX_TORRENT_FILE_LEN / 20) as u64;
+
+/// The largest total payload of one torrent: 2^50 bytes (1 PiB). Lengths past this are a sign
+/// of a corrupt or hostile file and would overflow offset arithmetic near `u64::MAX`.
+pub const MAX_TORRENT_LEN: u64 = 1 << 50;
+
+/// Most trackers across all tiers of `announce-list`; real torrents carry a few dozen.
+pub const MAX_TRACKERS: usize = 1024;
+
+/// The longest peer wire message accepted (its length prefix, not counting the 4 prefix bytes).
+/// It must hold a bitfield for [`MAX_PIECES`] pieces and a `piece` message with a
+/// [`MAX_BLOCK_LEN`] block; anything longer is a hostile length prefix.
+pub const MAX_MESSAGE_LEN: u32 = 1 << 21;
+
+/// Seconds the `handshake` command waits for a connection and for each reply.
+pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+
+const _: () = assert!(MAX_PIECE_LEN.is_power_of_two() && MIN_PIECE_LEN.is_power_of_two());
+const _: () = assert!(MIN_PIECE_LEN <= MAX_PIECE_LEN);
+const _: () = assert!(MAX_BLOCK_LEN as u64 <= MIN_PIECE_LEN * 8);
+const _: () = assert!(MAX_PIECES.div_ceil(8) + 1 <= MAX_MESSAGE_LEN as u64);
+const _: () = assert!(MAX_BLOCK_LEN + 9 <= MAX_MESSAGE_LEN);
+const _: () = assert!(MAX_PIECES < u32::MAX as u64);

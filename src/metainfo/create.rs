@@ -1,0 +1,344 @@
+//! Authoring torrents from files on disk (`ringtorrent create`).
+//!
+//! The file order and piece hashes match mktorrent's for the same input and piece length:
+//! regular files (symlinks followed) sorted by their full relative path compared byte by byte,
+//! as mktorrent's `strcmp` does, so `a-b` comes before `a/b`. Pieces are hashed in parallel on
+//! the rayon pool; each worker reads its piece's spans with positioned reads, so workers never
+//! share a file offset.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use sha1::{Digest, Sha1};
+
+use super::{files, FileSpans, MetainfoError, Torrent};
+use crate::bencode::OwnedValue;
+use crate::core::Lengths;
+use crate::limits;
+
+/// What to put in a new torrent.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// A file (single-file torrent) or a folder (multi-file torrent).
+    pub path: PathBuf,
+    /// Tracker tiers; the first URL of the first tier also becomes `announce`.
+    pub trackers: Vec<Vec<String>>,
+    /// Piece length in bytes (a power of two); `None` picks one from the total size.
+    pub piece_len: Option<u64>,
+    /// Set the private flag (BEP 27).
+    pub private: bool,
+    /// Free-text comment.
+    pub comment: Option<String>,
+    /// `source` tag in the info dictionary (changes the info hash; used by private trackers).
+    pub source: Option<String>,
+    /// Web seed URLs (BEP 19).
+    pub web_seeds: Vec<String>,
+    /// Creation time in seconds since the Unix epoch; `None` leaves the field out.
+    pub creation_date: Option<i64>,
+}
+
+/// Why a torrent could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// Reading the input failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The error from the system.
+        source: std::io::Error,
+    },
+    /// The input is neither a regular file nor a folder.
+    #[error("{0}: not a regular file or a folder")]
+    NotFileOrFolder(PathBuf),
+    /// A folder with no files in it.
+    #[error("{0}: the folder holds no files")]
+    Empty(PathBuf),
+    /// A name that a torrent cannot carry (not UTF-8, or not a plain name).
+    #[error("{path}: {reason}")]
+    BadName {
+        /// The offending path.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The piece length or total size is out of range.
+    #[error("{0}")]
+    Lengths(#[from] crate::core::lengths::LengthsError),
+    /// A file changed size while it was being hashed.
+    #[error("{0}: the file changed while it was being read")]
+    Changed(PathBuf),
+    /// The torrent made does not validate (a bug, or input beyond the limits).
+    #[error("the torrent made does not validate: {0}")]
+    Invalid(#[from] MetainfoError),
+}
+
+/// A torrent just made: its bytes, ready to write, and the parsed form.
+#[derive(Debug)]
+pub struct Created {
+    /// The bencoded `.torrent` file.
+    pub bytes: Vec<u8>,
+    /// The same torrent parsed back and validated.
+    pub torrent: Torrent,
+}
+
+/// A file found on disk: where it is, and its path inside the torrent.
+#[derive(Debug, Clone)]
+struct Source {
+    disk: PathBuf,
+    path: Vec<String>,
+    len: u64,
+}
+
+/// Picks a piece length for `total` bytes when the user gives none: about 1000 to 2000
+/// pieces, between 16 KiB and 16 MiB. Fewer pieces make a smaller torrent and bitfield; more
+/// make a new peer useful sooner; this range is where libtorrent and Transmission land too.
+pub fn auto_piece_len(total: u64) -> u64 {
+    (total / 1500)
+        .next_power_of_two()
+        .clamp(limits::MIN_PIECE_LEN, 16 * 1024 * 1024)
+}
+
+/// Makes a torrent. `progress` counts the bytes hashed so far, for a progress bar.
+pub fn create(opts: &CreateOptions, progress: &AtomicU64) -> Result<Created, CreateError> {
+    let (name, sources, single) = scan(&opts.path)?;
+    let total: u64 = sources.iter().map(|s| s.len).sum();
+    let piece_len = opts.piece_len.unwrap_or_else(|| auto_piece_len(total));
+    let lengths = Lengths::new(total, piece_len)?;
+    let pieces = hash_pieces(&sources, &lengths, progress)?;
+
+    let mut info = BTreeMap::new();
+    let int =
+        |v: u64| OwnedValue::Int(i64::try_from(v).expect("lengths are bounded by MAX_TORRENT_LEN"));
+    info.insert(b"name".to_vec(), OwnedValue::str(&name));
+    info.insert(b"piece length".to_vec(), int(piece_len));
+    info.insert(b"pieces".to_vec(), OwnedValue::Bytes(pieces));
+    if single {
+        info.insert(b"length".to_vec(), int(total));
+    } else {
+        let list = sources
+            .iter()
+            .map(|s| {
+                let mut file = BTreeMap::new();
+                file.insert(b"length".to_vec(), int(s.len));
+                let path = s.path[1..].iter().map(|c| OwnedValue::str(c)).collect();
+                file.insert(b"path".to_vec(), OwnedValue::List(path));
+                OwnedValue::Dict(file)
+            })
+            .collect();
+        info.insert(b"files".to_vec(), OwnedValue::List(list));
+    }
+    if opts.private {
+        info.insert(b"private".to_vec(), OwnedValue::Int(1));
+    }
+    if let Some(source) = &opts.source {
+        info.insert(b"source".to_vec(), OwnedValue::str(source));
+    }
+
+    let mut root = BTreeMap::new();
+    let tiers: Vec<Vec<String>> = opts
+        .trackers
+        .iter()
+        .filter(|t| !t.is_empty())
+        .cloned()
+        .collect();
+    if let Some(first) = tiers.first().and_then(|t| t.first()) {
+        root.insert(b"announce".to_vec(), OwnedValue::str(first));
+    }
+    if tiers.len() > 1 || tiers.first().is_some_and(|t| t.len() > 1) {
+        let list = tiers
+            .iter()
+            .map(|tier| OwnedValue::List(tier.iter().map(|u| OwnedValue::str(u)).collect()))
+            .collect();
+        root.insert(b"announce-list".to_vec(), OwnedValue::List(list));
+    }
+    if let Some(comment) = &opts.comment {
+        root.insert(b"comment".to_vec(), OwnedValue::str(comment));
+    }
+    root.insert(
+        b"created by".to_vec(),
+        OwnedValue::str(concat!("ringtorrent ", env!("CARGO_PKG_VERSION"))),
+    );
+    if let Some(date) = opts.creation_date {
+        root.insert(b"creation date".to_vec(), OwnedValue::Int(date));
+    }
+    match opts.web_seeds.as_slice() {
+        [] => {}
+        [one] => {
+            root.insert(b"url-list".to_vec(), OwnedValue::str(one));
+        }
+        many => {
+            root.insert(
+                b"url-list".to_vec(),
+                OwnedValue::List(many.iter().map(|u| OwnedValue::str(u)).collect()),
+            );
+        }
+    }
+    root.insert(b"info".to_vec(), OwnedValue::Dict(info));
+    let bytes = OwnedValue::Dict(root).to_bytes();
+    let torrent = Torrent::from_bytes(&bytes)?;
+    Ok(Created { bytes, torrent })
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CreateError + '_ {
+    move |source| CreateError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn component(disk: &Path, name: &std::ffi::OsStr) -> Result<String, CreateError> {
+    let bad = |reason: String| CreateError::BadName {
+        path: disk.to_owned(),
+        reason,
+    };
+    let name = name
+        .to_str()
+        .ok_or_else(|| bad("the name is not valid UTF-8".into()))?;
+    files::check_component(name).map_err(|e| bad(e.to_string()))?;
+    Ok(name.to_owned())
+}
+
+/// Finds the files to put in the torrent, in mktorrent's order.
+fn scan(path: &Path) -> Result<(String, Vec<Source>, bool), CreateError> {
+    let meta = std::fs::metadata(path).map_err(io_err(path))?;
+    let canonical = path.canonicalize().map_err(io_err(path))?;
+    let base = canonical
+        .file_name()
+        .ok_or_else(|| CreateError::NotFileOrFolder(path.to_owned()))?;
+    let name = component(path, base)?;
+    if meta.is_file() {
+        let source = Source {
+            disk: path.to_owned(),
+            path: vec![name.clone()],
+            len: meta.len(),
+        };
+        return Ok((name, vec![source], true));
+    }
+    if !meta.is_dir() {
+        return Err(CreateError::NotFileOrFolder(path.to_owned()));
+    }
+    let mut found = Vec::new();
+    walk(path, &mut vec![name.clone()], &mut found, 0)?;
+    if found.is_empty() {
+        return Err(CreateError::Empty(path.to_owned()));
+    }
+    // mktorrent orders by strcmp of the '/'-joined path below the top folder.
+    found.sort_by(|a, b| {
+        a.path[1..]
+            .join("/")
+            .as_bytes()
+            .cmp(b.path[1..].join("/").as_bytes())
+    });
+    if found.len() > limits::MAX_FILES {
+        return Err(CreateError::Invalid(MetainfoError::TooManyFiles(
+            found.len(),
+        )));
+    }
+    Ok((name, found, false))
+}
+
+fn walk(
+    dir: &Path,
+    prefix: &mut Vec<String>,
+    found: &mut Vec<Source>,
+    depth: usize,
+) -> Result<(), CreateError> {
+    if depth >= limits::MAX_PATH_DEPTH {
+        return Err(CreateError::BadName {
+            path: dir.to_owned(),
+            reason: "folders nested too deep".into(),
+        });
+    }
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let disk = entry.path();
+        let kind = entry.file_type().map_err(io_err(&disk))?;
+        // Follow symlinks to files, as mktorrent does; never follow links to folders, which
+        // could loop.
+        let meta = if kind.is_symlink() {
+            match std::fs::metadata(&disk) {
+                Ok(m) if m.is_file() => m,
+                _ => continue,
+            }
+        } else {
+            entry.metadata().map_err(io_err(&disk))?
+        };
+        if meta.is_dir() {
+            prefix.push(component(&disk, &entry.file_name())?);
+            walk(&disk, prefix, found, depth + 1)?;
+            prefix.pop();
+        } else if meta.is_file() {
+            let mut path = prefix.clone();
+            path.push(component(&disk, &entry.file_name())?);
+            found.push(Source {
+                disk,
+                path,
+                len: meta.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Hashes every piece in parallel and returns the concatenated SHA1s.
+fn hash_pieces(
+    sources: &[Source],
+    lengths: &Lengths,
+    progress: &AtomicU64,
+) -> Result<Vec<u8>, CreateError> {
+    // Offsets of each file in the payload, in the shape the span iterator works on.
+    let mut offset = 0;
+    let entries: Vec<super::FileEntry> = sources
+        .iter()
+        .map(|s| {
+            let e = super::FileEntry {
+                path: s.path.clone(),
+                length: s.len,
+                offset,
+                attr: Default::default(),
+                symlink_target: None,
+            };
+            offset += s.len;
+            e
+        })
+        .collect();
+    let hashes: Vec<[u8; 20]> = lengths
+        .pieces()
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map_init(
+            || vec![0u8; lengths.piece_len() as usize],
+            |buf, piece| {
+                let len = lengths.len_of(piece) as usize;
+                let buf = &mut buf[..len];
+                let mut at = 0;
+                let spans = FileSpans::new(&entries, lengths.offset_of(piece), len as u64);
+                for span in spans {
+                    let source = &sources[span.file];
+                    let n = span.len as usize;
+                    let file = File::open(&source.disk).map_err(io_err(&source.disk))?;
+                    file.read_exact_at(&mut buf[at..at + n], span.file_offset)
+                        .map_err(|e| {
+                            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                                CreateError::Changed(source.disk.clone())
+                            } else {
+                                CreateError::Io {
+                                    path: source.disk.clone(),
+                                    source: e,
+                                }
+                            }
+                        })?;
+                    at += n;
+                }
+                progress.fetch_add(len as u64, Ordering::Relaxed);
+                Ok(Sha1::digest(&buf[..]).into())
+            },
+        )
+        .collect::<Result<_, CreateError>>()?;
+    Ok(hashes.concat())
+}

@@ -1,0 +1,443 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::bencode::OwnedValue as V;
+
+fn s(text: &str) -> V {
+    V::str(text)
+}
+
+fn dict(entries: Vec<(&str, V)>) -> V {
+    V::Dict(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v))
+            .collect::<BTreeMap<_, _>>(),
+    )
+}
+
+fn file(len: i64, path: &[&str]) -> V {
+    dict(vec![
+        ("length", V::Int(len)),
+        ("path", V::List(path.iter().map(|c| s(c)).collect())),
+    ])
+}
+
+/// A valid multi-file info dictionary with the right number of piece hashes.
+fn multi_info(files: Vec<V>, piece_len: i64, total: i64) -> Vec<(&'static str, V)> {
+    let count = (total + piece_len - 1) / piece_len;
+    vec![
+        ("name", s("top")),
+        ("piece length", V::Int(piece_len)),
+        ("pieces", V::Bytes(vec![7u8; 20 * count as usize])),
+        ("files", V::List(files)),
+    ]
+}
+
+fn torrent(info: Vec<(&str, V)>) -> Vec<u8> {
+    dict(vec![
+        ("announce", s("http://127.0.0.1:6969/announce")),
+        ("info", dict(info)),
+    ])
+    .to_bytes()
+}
+
+fn parse(info: Vec<(&str, V)>) -> Result<Torrent, MetainfoError> {
+    Torrent::from_bytes(&torrent(info))
+}
+
+fn with(mut info: Vec<(&'static str, V)>, key: &'static str, value: V) -> Vec<(&'static str, V)> {
+    info.retain(|(k, _)| *k != key);
+    info.push((key, value));
+    info
+}
+
+fn single(len: i64) -> Vec<(&'static str, V)> {
+    vec![
+        ("name", s("file.bin")),
+        ("piece length", V::Int(16384)),
+        (
+            "pieces",
+            V::Bytes(vec![1u8; 20 * ((len as usize).div_ceil(16384))]),
+        ),
+        ("length", V::Int(len)),
+    ]
+}
+
+#[test]
+fn single_file_torrent() {
+    let t = parse(single(40_000)).unwrap();
+    let info = &t.info;
+    assert!(info.is_single_file());
+    assert_eq!(info.name(), "file.bin");
+    assert_eq!(
+        (
+            info.total_len(),
+            info.lengths().piece_count(),
+            info.lengths().last_piece_len()
+        ),
+        (40_000, 3, 40_000 - 32_768)
+    );
+    assert_eq!(info.files()[0].path, vec!["file.bin"]);
+    assert_eq!(
+        t.trackers,
+        vec![vec!["http://127.0.0.1:6969/announce".to_string()]]
+    );
+    assert!(!info.is_private());
+}
+
+#[test]
+fn multi_file_offsets_and_spans() {
+    let files = vec![
+        file(10_000, &["a.txt"]),
+        file(0, &["empty"]),
+        file(30_000, &["sub", "b.bin"]),
+        file(5, &["c"]),
+    ];
+    let t = parse(multi_info(files, 16384, 40_005)).unwrap();
+    let info = &t.info;
+    let offsets: Vec<u64> = info.files().iter().map(|f| f.offset).collect();
+    assert_eq!(offsets, vec![0, 10_000, 10_000, 40_000]);
+    assert_eq!(
+        info.files()[2].relative_path(),
+        std::path::PathBuf::from("top/sub/b.bin")
+    );
+    // Piece 0 covers all of a.txt and the start of b.bin; the empty file yields no span.
+    let p0: Vec<FileSpan> = info.piece_spans(info.lengths().piece(0).unwrap()).collect();
+    assert_eq!(
+        p0,
+        vec![
+            FileSpan {
+                file: 0,
+                file_offset: 0,
+                len: 10_000,
+                padding: false
+            },
+            FileSpan {
+                file: 2,
+                file_offset: 0,
+                len: 6384,
+                padding: false
+            },
+        ]
+    );
+    // The last piece crosses from b.bin into c.
+    let last = info.lengths().piece(2).unwrap();
+    let spans: Vec<FileSpan> = info.piece_spans(last).collect();
+    assert_eq!(
+        spans.iter().map(|s| s.len).sum::<u64>(),
+        u64::from(info.lengths().len_of(last))
+    );
+    assert_eq!(
+        spans.last().unwrap(),
+        &FileSpan {
+            file: 3,
+            file_offset: 0,
+            len: 5,
+            padding: false
+        }
+    );
+    // A block inside one file.
+    let block = info.lengths().block_at(1, 16000, 100).unwrap();
+    assert_eq!(
+        info.block_spans(block).collect::<Vec<_>>(),
+        vec![FileSpan {
+            file: 2,
+            file_offset: 22_384,
+            len: 100,
+            padding: false
+        }]
+    );
+    // Spans past the end are cut off rather than invented.
+    assert_eq!(info.spans(40_000, 1_000).map(|s| s.len).sum::<u64>(), 5);
+}
+
+#[test]
+fn padding_files_are_understood() {
+    let pad = dict(vec![
+        ("attr", s("p")),
+        ("length", V::Int(6384)),
+        ("path", V::List(vec![s(".pad"), s("6384")])),
+    ]);
+    let files = vec![
+        file(10_000, &["a"]),
+        pad.clone(),
+        file(16384, &["b"]),
+        pad,
+        file(1, &["c"]),
+    ];
+    let t = parse(multi_info(files, 16384, 10_000 + 6384 + 16384 + 6384 + 1)).unwrap();
+    let spans: Vec<FileSpan> = t
+        .info
+        .piece_spans(t.info.lengths().piece(0).unwrap())
+        .collect();
+    assert!(spans[1].padding && !spans[0].padding);
+    // Two padding files with the same path are not a duplicate: they are never created.
+    assert!(t.info.files()[3].attr.padding);
+}
+
+#[test]
+fn info_hash_uses_exact_bytes_even_unsorted() {
+    // Keys out of order and an unknown key: re-encoding would sort them and change the hash.
+    let info =
+        b"d4:name1:x12:piece lengthi16384e6:lengthi3e6:pieces20:AAAAAAAAAAAAAAAAAAAA3:zzz1:qe";
+    let mut file = b"d8:announce9:http://x/4:info".to_vec();
+    file.extend_from_slice(info);
+    file.push(b'e');
+    let t = Torrent::from_bytes(&file).unwrap();
+    let expected: [u8; 20] = Sha1::digest(info).into();
+    assert_eq!(t.info_hash().as_bytes(), &expected);
+    assert_eq!(t.info.raw(), info);
+    let resorted = crate::bencode::decode(info)
+        .unwrap()
+        .to_owned_value()
+        .to_bytes();
+    assert_ne!(Sha1::digest(&resorted).as_slice(), expected.as_slice());
+}
+
+#[test]
+fn trackers_tiers_and_private() {
+    let root = dict(vec![
+        ("announce", s("http://a/announce")),
+        (
+            "announce-list",
+            V::List(vec![
+                V::List(vec![s("http://b/"), s(""), s("http://b/")]),
+                V::List(vec![]),
+                V::List(vec![s("udp://c:80")]),
+                s("junk"),
+            ]),
+        ),
+        ("url-list", s("http://seed/")),
+        ("info", dict(with(single(1), "private", V::Int(1)))),
+    ]);
+    let t = Torrent::from_bytes(&root.to_bytes()).unwrap();
+    assert_eq!(
+        t.trackers,
+        vec![
+            vec!["http://b/".to_string()],
+            vec!["udp://c:80".to_string()]
+        ]
+    );
+    assert_eq!(t.url_list, vec!["http://seed/".to_string()]);
+    assert!(t.info.is_private());
+    let none = Torrent::from_bytes(&dict(vec![("info", dict(single(1)))]).to_bytes()).unwrap();
+    assert!(none.trackers.is_empty());
+}
+
+#[test]
+fn hostile_lengths() {
+    assert_eq!(
+        parse(with(single(1), "length", V::Int(-5))),
+        Err(MetainfoError::NegativeLength {
+            field: "info.length".into(),
+            value: -5
+        })
+    );
+    assert_eq!(
+        parse(with(single(1), "piece length", V::Int(3 << 14))),
+        Err(MetainfoError::Lengths(LengthsError::PieceLength(3 << 14)))
+    );
+    assert_eq!(
+        parse(with(single(1), "piece length", V::Int(128 << 20))),
+        Err(MetainfoError::Lengths(LengthsError::PieceLength(128 << 20)))
+    );
+    assert_eq!(
+        parse(with(single(1), "piece length", V::Int(-16384))),
+        Err(MetainfoError::NegativeLength {
+            field: "info.piece length".into(),
+            value: -16384
+        })
+    );
+    assert_eq!(
+        parse(with(single(1), "length", V::Int(i64::MAX))),
+        Err(MetainfoError::TotalTooLarge)
+    );
+    assert_eq!(
+        parse(with(single(0), "pieces", V::Bytes(vec![]))),
+        Err(MetainfoError::Lengths(LengthsError::TotalLength(0)))
+    );
+    assert_eq!(
+        parse(with(single(1), "pieces", V::Bytes(vec![0; 21]))),
+        Err(MetainfoError::PiecesNotMultipleOf20(21))
+    );
+    assert_eq!(
+        parse(with(single(1), "pieces", V::Bytes(vec![0; 40]))),
+        Err(MetainfoError::PieceCountMismatch {
+            expected: 1,
+            found: 2
+        })
+    );
+    let overflow = vec![file(i64::MAX, &["a"]), file(i64::MAX, &["b"])];
+    assert_eq!(
+        parse(multi_info(overflow, 16384, 1)),
+        Err(MetainfoError::TotalTooLarge)
+    );
+}
+
+#[test]
+fn hostile_structure() {
+    assert!(matches!(
+        Torrent::from_bytes(b"i1e"),
+        Err(MetainfoError::WrongType {
+            expected: "dictionary",
+            ..
+        })
+    ));
+    assert!(
+        matches!(Torrent::from_bytes(b"d4:infoi1ee"), Err(MetainfoError::WrongType { ref field, .. }) if field == "info")
+    );
+    assert!(matches!(
+        Torrent::from_bytes(b"d4:info"),
+        Err(MetainfoError::Bencode(_))
+    ));
+    assert_eq!(
+        Torrent::from_bytes(b"de"),
+        Err(MetainfoError::Missing("info".into()))
+    );
+    let mut no_name = single(1);
+    no_name.retain(|(k, _)| *k != "name");
+    assert_eq!(
+        parse(no_name),
+        Err(MetainfoError::Missing("info.name".into()))
+    );
+    assert_eq!(
+        parse(with(
+            multi_info(vec![file(1, &["a"])], 16384, 1),
+            "length",
+            V::Int(1)
+        )),
+        Err(MetainfoError::LengthAndFiles)
+    );
+    let mut neither = single(1);
+    neither.retain(|(k, _)| *k != "length");
+    assert_eq!(parse(neither), Err(MetainfoError::NoLayout));
+    assert_eq!(
+        parse(multi_info(vec![], 16384, 1)),
+        Err(MetainfoError::NoFiles)
+    );
+    assert!(
+        matches!(parse(multi_info(vec![s("x")], 16384, 1)), Err(MetainfoError::WrongType { ref field, .. }) if field == "info.files[0]")
+    );
+    assert!(
+        matches!(parse(with(single(1), "name", V::Int(3))), Err(MetainfoError::WrongType { ref field, .. }) if field == "info.name")
+    );
+    let big = vec![0u8; crate::limits::MAX_TORRENT_FILE_LEN + 1];
+    assert!(matches!(
+        Torrent::from_bytes(&big),
+        Err(MetainfoError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn hostile_paths_never_escape() {
+    let cases: Vec<(Vec<&str>, PathError)> = vec![
+        (vec![".."], PathError::DotComponent("..".into())),
+        (vec!["a", "..", "b"], PathError::DotComponent("..".into())),
+        (vec!["."], PathError::DotComponent(".".into())),
+        (
+            vec!["/etc/passwd"],
+            PathError::Separator("/etc/passwd".into()),
+        ),
+        (vec!["a/../../b"], PathError::Separator("a/../../b".into())),
+        (vec![""], PathError::EmptyComponent),
+        (vec!["a\0b"], PathError::Nul("a\\0b".into())),
+        (vec![], PathError::Empty),
+    ];
+    for (path, reason) in cases {
+        let err = parse(multi_info(vec![file(1, &path)], 16384, 1)).unwrap_err();
+        match err {
+            MetainfoError::BadPath { field, reason: got } => {
+                assert!(field.starts_with("info.files[0].path"), "{field}");
+                assert_eq!(got, reason, "{path:?}");
+            }
+            other => panic!("{path:?}: {other}"),
+        }
+    }
+    let long = "x".repeat(256);
+    assert!(matches!(
+        parse(multi_info(vec![file(1, &[&long])], 16384, 1)),
+        Err(MetainfoError::BadPath {
+            reason: PathError::ComponentTooLong(256),
+            ..
+        })
+    ));
+    for name in ["..", "a/b", "", "/"] {
+        let err = parse(with(single(1), "name", s(name))).unwrap_err();
+        assert!(
+            matches!(err, MetainfoError::BadPath { ref field, .. } if field == "info.name"),
+            "{name:?}: {err}"
+        );
+    }
+    // A symlink target is a path like any other.
+    let link = dict(vec![
+        ("attr", s("l")),
+        ("length", V::Int(0)),
+        ("path", V::List(vec![s("l")])),
+        ("symlink path", V::List(vec![s(".."), s("x")])),
+    ]);
+    assert!(matches!(
+        parse(multi_info(vec![link, file(1, &["a"])], 16384, 1)),
+        Err(MetainfoError::BadPath { .. })
+    ));
+}
+
+#[test]
+fn duplicate_and_conflicting_paths() {
+    let dup = vec![file(1, &["a", "b"]), file(1, &["a", "b"])];
+    assert_eq!(
+        parse(multi_info(dup, 16384, 2)),
+        Err(MetainfoError::DuplicatePath("top/a/b".into()))
+    );
+    let conflict = vec![file(1, &["a"]), file(1, &["a", "b"])];
+    assert_eq!(
+        parse(multi_info(conflict, 16384, 2)),
+        Err(MetainfoError::FileFolderConflict("top/a".into()))
+    );
+}
+
+#[test]
+fn utf8_variants_and_lossy_names() {
+    let info = with(single(1), "name.utf-8", s("naïve.txt"));
+    assert_eq!(parse(info).unwrap().info.name(), "naïve.txt");
+    let info = with(single(1), "name", V::Bytes(b"caf\xe9".to_vec()));
+    assert_eq!(parse(info).unwrap().info.name(), "caf\u{fffd}");
+}
+
+#[test]
+fn info_from_bare_bytes_matches() {
+    let bytes = torrent(single(100));
+    let t = Torrent::from_bytes(&bytes).unwrap();
+    let bare = Info::from_bytes(t.info.raw()).unwrap();
+    assert_eq!(bare, t.info);
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn mutated_torrents(at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>()) {
+            let files = vec![file(10_000, &["a.txt"]), file(0, &["e"]), file(30_000, &["sub", "b"])];
+            let mut bytes = torrent(multi_info(files, 16384, 40_000));
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            let _ = Torrent::from_bytes(&bytes);
+            bytes.truncate(cut.index(bytes.len()));
+            let _ = Torrent::from_bytes(&bytes);
+        }
+
+        #[test]
+        fn parsed_paths_are_always_plain(names in proptest::collection::vec("[./a\\x00]{0,4}", 1..4)) {
+            let path: Vec<&str> = names.iter().map(String::as_str).collect();
+            if let Ok(t) = parse(multi_info(vec![file(1, &path)], 16384, 1)) {
+                for component in &t.info.files()[0].path {
+                    prop_assert!(!component.is_empty() && component != "." && component != "..");
+                    prop_assert!(!component.contains('/') && !component.contains('\0'));
+                }
+            }
+        }
+    }
+}
