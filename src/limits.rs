@@ -61,12 +61,17 @@ pub const MAX_TRACKERS: usize = 1024;
 /// [`MAX_BLOCK_LEN`] block; anything longer is a hostile length prefix.
 pub const MAX_MESSAGE_LEN: u32 = 1 << 21;
 
+/// Most bencode values in one BEP 10 extended handshake. Real ones hold a few dozen (a dozen
+/// extensions in `m` plus a handful of keys); without this a 2 MiB payload of tiny values
+/// would decode into tens of MiB of tree.
+pub const MAX_EXTENDED_HANDSHAKE_VALUES: usize = 4096;
+
 /// Seconds the `handshake` command waits for a connection and for each reply.
 pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
 
 const _: () = assert!(MAX_PIECE_LEN.is_power_of_two() && MIN_PIECE_LEN.is_power_of_two());
 const _: () = assert!(MIN_PIECE_LEN <= MAX_PIECE_LEN);
 const _: () = assert!(MAX_BLOCK_LEN as u64 <= MIN_PIECE_LEN * 8);
-const _: () = assert!(MAX_PIECES.div_ceil(8) + 1 <= MAX_MESSAGE_LEN as u64);
+const _: () = assert!(MAX_PIECES.div_ceil(8) < MAX_MESSAGE_LEN as u64);
 const _: () = assert!(MAX_BLOCK_LEN + 9 <= MAX_MESSAGE_LEN);
 const _: () = assert!(MAX_PIECES < u32::MAX as u64);
