@@ -1,0 +1,213 @@
+#!/usr/bin/python3
+"""Seed one torrent with libtorrent 2.0 on 127.0.0.1, for integration tests.
+
+Usage: lt_seed.py TORRENT DATA_DIR [--port P] [--peer-id ID] [--verbose]
+
+DATA_DIR must already hold the complete payload (it is the save path: a single-file torrent's
+file, or a multi-file torrent's <name>/ folder, lies directly in it). The session is TCP only
+(uTP off both ways), with DHT, LSD, UPnP, NAT-PMP and PEX off, the torrent's trackers and web
+seeds ignored, and allow_multiple_connections_per_ip on. It listens on 127.0.0.1:P (P = 0,
+the default, picks a free port).
+
+Once the data is checked and the torrent is seeding, one JSON line goes to stdout:
+    {"port": P, "peer_id": "<40 hex digits>", "info_hash": "<40 hex digits, v1>"}
+The peer id is exactly the one libtorrent sends in every handshake: the whole 20 bytes are
+set through the peer_fingerprint setting (libtorrent only randomises the part of the id that
+the fingerprint does not cover). By default it is "-LT2080-" followed by 12 random
+alphanumerics; --peer-id sets all 20 (printable ASCII) characters.
+
+The seeder then runs until its stdin reaches end-of-file (so the parent must give it a pipe,
+e.g. Stdio::piped(), and keep the write end open while it needs the seeder; dropping it ends
+the seeder) or until 120 seconds after it started, whichever comes first; it can also simply
+be killed. Diagnostics go to stderr; failure to listen, to load the torrent or to verify the
+data exits with status 1 before anything is printed on stdout.
+"""
+
+import argparse
+import json
+import os
+import random
+import select
+import string
+import sys
+import time
+
+import libtorrent as lt
+
+HARD_LIMIT_S = 120.0
+VERBOSE = False
+
+
+def log(msg: str) -> None:
+    print(f"lt_seed.py: {msg}", file=sys.stderr, flush=True)
+
+
+def fail(msg: str) -> None:
+    log(msg)
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def drain_alerts(ses) -> list:
+    alerts = ses.pop_alerts()
+    for a in alerts:
+        if VERBOSE or a.category() & lt.alert.category_t.error_notification:
+            log(f"alert {type(a).__name__}: {a.message()}")
+    return alerts
+
+
+def main() -> None:
+    global VERBOSE
+    start = time.monotonic()
+    deadline = start + HARD_LIMIT_S
+
+    parser = argparse.ArgumentParser(description="seed a torrent with libtorrent on 127.0.0.1")
+    parser.add_argument("torrent")
+    parser.add_argument("data_dir")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--peer-id", help="all 20 characters of the peer id (printable ASCII)")
+    parser.add_argument("--verbose", action="store_true", help="log every alert to stderr")
+    args = parser.parse_args()
+    VERBOSE = args.verbose
+
+    if args.peer_id is None:
+        alphabet = string.ascii_letters + string.digits
+        peer_id = "-LT2080-" + "".join(random.SystemRandom().choice(alphabet) for _ in range(12))
+    else:
+        peer_id = args.peer_id
+    if len(peer_id) != 20 or not all(" " <= c <= "~" for c in peer_id):
+        fail(f"--peer-id must be exactly 20 printable ASCII characters, got {peer_id!r}")
+    if not 0 <= args.port <= 65535:
+        fail(f"bad port {args.port}")
+
+    try:
+        ti = lt.torrent_info(args.torrent)
+    except (RuntimeError, OSError, ValueError) as e:
+        fail(f"invalid torrent {args.torrent}: {e}")
+    if not ti.info_hashes().has_v1():
+        fail(f"{args.torrent} has no v1 info hash")
+    if not os.path.isdir(args.data_dir):
+        fail(f"{args.data_dir} is not a directory")
+
+    cat = lt.alert.category_t
+    settings = {
+        "listen_interfaces": f"127.0.0.1:{args.port}",
+        "listen_system_port_fallback": False,
+        "max_retry_port_bind": 0,
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
+        "enable_outgoing_tcp": True,
+        "enable_incoming_tcp": True,
+        "enable_dht": False,
+        "dht_bootstrap_nodes": "",
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "enable_ip_notifier": False,
+        "allow_multiple_connections_per_ip": True,
+        "peer_fingerprint": peer_id,
+        "alert_mask": cat.error_notification | cat.status_notification | cat.storage_notification
+        | (cat.all_categories if VERBOSE else 0),
+    }
+    ses = lt.session(settings)
+
+    # Wait for the listen socket, so the port printed is the real, bound one.
+    port = None
+    while port is None:
+        if time.monotonic() > deadline:
+            fail("timed out waiting for the listen socket")
+        ses.wait_for_alert(100)
+        for a in drain_alerts(ses):
+            if isinstance(a, lt.listen_failed_alert):
+                fail(f"cannot listen on 127.0.0.1:{args.port}: {a.message()}")
+            if isinstance(a, lt.listen_succeeded_alert) and a.socket_type == lt.socket_type_t.tcp:
+                port = a.port
+    if ses.listen_port() != port:
+        log(f"note: listen_port() says {ses.listen_port()}, listen_succeeded_alert said {port}")
+
+    atp = lt.add_torrent_params()
+    atp.ti = ti
+    atp.save_path = os.path.abspath(args.data_dir)
+    tf = lt.torrent_flags
+    atp.flags = (
+        atp.flags | tf.override_trackers | tf.override_web_seeds
+        | tf.disable_dht | tf.disable_lsd | tf.disable_pex
+    ) & ~tf.auto_managed & ~tf.paused
+    atp.trackers = []
+    atp.url_seeds = []
+    h = ses.add_torrent(atp)
+
+    # Wait for the data check; recheck once if it did not end in seeding.
+    rechecked = False
+    while True:
+        if time.monotonic() > deadline:
+            fail("timed out waiting for the torrent to be checked")
+        ses.wait_for_alert(100)
+        checked = False
+        for a in drain_alerts(ses):
+            if isinstance(a, lt.torrent_error_alert):
+                fail(f"torrent error: {a.message()}")
+            if isinstance(a, lt.torrent_checked_alert):
+                checked = True
+        st = h.status()
+        if st.errc.value() != 0:
+            fail(f"torrent error: {st.errc.message()}")
+        if st.is_seeding:
+            break
+        if checked:
+            # The state settles in the same tick as the alert; give it a moment anyway.
+            settle = time.monotonic() + 2.0
+            while not st.is_seeding and time.monotonic() < settle:
+                time.sleep(0.05)
+                st = h.status()
+            if st.is_seeding:
+                break
+            if rechecked:
+                fail(
+                    f"data in {args.data_dir} does not match the torrent: "
+                    f"{st.num_pieces}/{ti.num_pieces()} pieces verified, state {st.state}"
+                )
+            log("check did not end in seeding; forcing a recheck")
+            h.force_recheck()
+            rechecked = True
+
+    print(
+        json.dumps(
+            {
+                "port": port,
+                "peer_id": peer_id.encode("ascii").hex(),
+                "info_hash": str(ti.info_hashes().v1),
+            }
+        ),
+        flush=True,
+    )
+    log(f"seeding {ti.name()} on 127.0.0.1:{port} as {peer_id}")
+
+    # An absent or unreadable stdin counts as already closed.
+    try:
+        stdin_fd = sys.stdin.fileno() if sys.stdin is not None else -1
+    except (OSError, ValueError):
+        stdin_fd = -1
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            log("120 s limit reached; exiting")
+            break
+        try:
+            readable, _, _ = select.select([stdin_fd], [], [], min(left, 0.5))
+            data = os.read(stdin_fd, 4096) if readable else None
+        except (OSError, ValueError):
+            data = b""
+        if data == b"":
+            log("stdin closed; exiting")
+            break
+        drain_alerts(ses)
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip the session's orderly shutdown: nothing needs saving, and it must never hang.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
