@@ -1,0 +1,51 @@
+//! Feeds arbitrary bytes to the bencode decoder, the torrent validator and the magnet parser.
+//! Nothing may panic, and whatever validates must keep the invariants the rest of the engine
+//! relies on (plain relative paths, consistent lengths, exact-bytes info hash).
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ringtorrent::bencode;
+use ringtorrent::metainfo::{Info, Magnet, Torrent};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(node) = bencode::decode(data) {
+        // Spans are exact: the root covers the whole input.
+        assert_eq!(node.span, 0..data.len());
+        let again = node.to_owned_value().to_bytes();
+        assert!(bencode::decode(&again).is_ok());
+    }
+    if let Ok(torrent) = Torrent::from_bytes(data) {
+        check(&torrent.info);
+        let bare = Info::from_bytes(torrent.info.raw()).expect("the info bytes validate alone");
+        assert_eq!(bare.info_hash(), torrent.info_hash());
+    }
+    if let Ok(info) = Info::from_bytes(data) {
+        check(&info);
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(magnet) = Magnet::parse(text) {
+            let again = Magnet::parse(&magnet.to_uri()).expect("a formatted magnet parses");
+            assert_eq!(again.info_hash, magnet.info_hash);
+        }
+    }
+});
+
+fn check(info: &Info) {
+    let mut end = 0;
+    for file in info.files() {
+        assert_eq!(file.offset, end);
+        end += file.length;
+        for c in &file.path {
+            assert!(
+                !c.is_empty() && c != "." && c != ".." && !c.contains('/') && !c.contains('\0')
+            );
+        }
+    }
+    assert_eq!(end, info.total_len());
+    let lengths = info.lengths();
+    for piece in lengths.pieces() {
+        let covered: u64 = info.piece_spans(piece).map(|s| s.len).sum();
+        assert_eq!(covered, u64::from(lengths.len_of(piece)));
+    }
+}

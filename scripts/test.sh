@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the tests need (when missing), then runs every check: formatting, clippy with
+# warnings as errors, the fuzz targets' build, and all tests. This is the README's test command
+# and what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests drive: mktorrent and libtorrent are the references that `create`,
+# `info` and `handshake` are checked against.
+need=()
+command -v mktorrent >/dev/null 2>&1 || need+=(mktorrent)
+/usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need+=(python3-libtorrent)
+if ((${#need[@]})); then
+    echo "installing: ${need[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+# The fuzz crate is its own workspace, so cargo fmt does not reach it.
+rustfmt --check --edition 2021 fuzz/fuzz_targets/*.rs
+echo "== cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+echo "== fuzz targets build"
+cargo check --locked --manifest-path fuzz/Cargo.toml --quiet
+echo "== cargo test"
+cargo test --locked

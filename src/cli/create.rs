@@ -1,0 +1,119 @@
+//! `ringtorrent create`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::format;
+use ringtorrent::metainfo::create::{create, CreateOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The file or folder to share.
+    path: PathBuf,
+    /// Tracker announce URL. Repeat for backup tiers; separate URLs with commas to put them
+    /// in one tier (as mktorrent does). None makes a trackerless torrent.
+    #[arg(short = 'a', long = "announce", value_name = "URL[,URL...]")]
+    announce: Vec<String>,
+    /// Piece length in bytes, a power of two from 16K to 64M (e.g. 262144, 256K, 1M).
+    /// Default: picked from the total size, aiming at 1000 to 2000 pieces.
+    #[arg(short = 'l', long, value_name = "SIZE", value_parser = format::parse_size)]
+    piece_length: Option<u64>,
+    /// Mark the torrent private (BEP 27): peers only from its trackers.
+    #[arg(short = 'p', long)]
+    private: bool,
+    /// Where to write the torrent. Default: `<name>.torrent` in the current folder.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Overwrite the output file if it exists.
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// A comment to store in the torrent.
+    #[arg(short = 'c', long)]
+    comment: Option<String>,
+    /// A `source` tag for the info dictionary (private trackers use it; it changes the hash).
+    #[arg(short = 's', long)]
+    source: Option<String>,
+    /// Web seed URL (BEP 19). Repeatable.
+    #[arg(short = 'w', long = "web-seed", value_name = "URL")]
+    web_seeds: Vec<String>,
+    /// Leave out the creation date, so the same input always gives the same file.
+    #[arg(short = 'd', long)]
+    no_date: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let trackers = args
+        .announce
+        .iter()
+        .map(|tier| {
+            tier.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect();
+    let creation_date = if args.no_date {
+        None
+    } else {
+        Some(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        )
+    };
+    let opts = CreateOptions {
+        path: args.path.clone(),
+        trackers,
+        piece_len: args.piece_length,
+        private: args.private,
+        comment: args.comment,
+        source: args.source,
+        web_seeds: args.web_seeds,
+        creation_date,
+    };
+
+    let progress = AtomicU64::new(0);
+    let bar = ProgressBar::hidden();
+    let created = std::thread::scope(|scope| {
+        let work = scope.spawn(|| create(&opts, &progress));
+        // The total is unknown until the folder is scanned; show bytes hashed as they come.
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("hashing {bytes} ({bytes_per_sec}) {elapsed}")
+                .expect("valid template"),
+        );
+        while !work.is_finished() {
+            bar.set_position(progress.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bar.finish_and_clear();
+        work.join().expect("hashing thread panicked")
+    })
+    .with_context(|| format!("cannot make a torrent from {}", args.path.display()))?;
+
+    let info = &created.torrent.info;
+    let output = args
+        .output
+        .unwrap_or_else(|| PathBuf::from(format!("{}.torrent", info.name())));
+    if output.exists() && !args.force {
+        bail!("{} exists; use --force to overwrite it", output.display());
+    }
+    std::fs::write(&output, &created.bytes)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    println!("wrote {}", output.display());
+    println!("info hash:  {}", info.info_hash());
+    println!(
+        "size:       {} in {} file{}, {} pieces of {}",
+        format::bytes(info.total_len()),
+        info.files().len(),
+        if info.files().len() == 1 { "" } else { "s" },
+        info.lengths().piece_count(),
+        format::bytes(u64::from(info.lengths().piece_len())),
+    );
+    Ok(())
+}
