@@ -80,19 +80,26 @@ pub fn run(args: Args) -> Result<()> {
     let progress = AtomicU64::new(0);
     let bar = ProgressBar::hidden();
     let created = std::thread::scope(|scope| {
-        let work = scope.spawn(|| create(&opts, &progress));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let (opts, progress) = (&opts, &progress);
+        scope.spawn(move || {
+            let _ = done_tx.send(create(opts, progress));
+        });
         // The total is unknown until the folder is scanned; show bytes hashed as they come.
         bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template("hashing {bytes} ({bytes_per_sec}) {elapsed}")
                 .expect("valid template"),
         );
-        while !work.is_finished() {
-            bar.set_position(progress.load(Ordering::Relaxed));
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        // Wake on completion at once, or every 100 ms to redraw.
+        let result = loop {
+            match done_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(result) => break result,
+                Err(_) => bar.set_position(progress.load(Ordering::Relaxed)),
+            }
+        };
         bar.finish_and_clear();
-        work.join().expect("hashing thread panicked")
+        result
     })
     .with_context(|| format!("cannot make a torrent from {}", args.path.display()))?;
 
