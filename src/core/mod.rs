@@ -5,10 +5,16 @@
 //! this by scanning the sources. That is what lets the io_uring driver, the epoll driver and
 //! the seeded simulator run exactly the same protocol code.
 
+pub mod bitfield;
 pub mod hex;
 pub mod lengths;
+pub mod rng;
+pub mod time;
 pub mod types;
 pub mod wire;
 
+pub use bitfield::Bitfield;
 pub use lengths::{BlockRef, Lengths, PieceIndex};
+pub use rng::Rng;
+pub use time::Time;
 pub use types::{InfoHash, PeerId};
