@@ -17,4 +17,4 @@ pub use bitfield::Bitfield;
 pub use lengths::{BlockRef, Lengths, PieceIndex};
 pub use rng::Rng;
 pub use time::Time;
-pub use types::{InfoHash, PeerId};
+pub use types::{InfoHash, PeerId, PeerKey};

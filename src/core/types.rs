@@ -183,3 +183,8 @@ mod tests {
         assert_eq!(PeerId::from_bytes([0xff; 20]).client(), None);
     }
 }
+
+/// A peer connection's key within one torrent (its slot in the torrent's peer slab). The picker
+/// and choker name peers by it; it is only meaningful inside the torrent that issued it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerKey(pub u32);
