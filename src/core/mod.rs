@@ -6,8 +6,11 @@
 //! the seeded simulator run exactly the same protocol code.
 
 pub mod bitfield;
+pub mod choker;
 pub mod hex;
 pub mod lengths;
+pub mod picker;
+pub mod rate;
 pub mod rng;
 pub mod time;
 pub mod types;
