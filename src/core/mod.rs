@@ -5,19 +5,29 @@
 //! this by scanning the sources. That is what lets the io_uring driver, the epoll driver and
 //! the seeded simulator run exactly the same protocol code.
 
+pub mod api;
 pub mod bitfield;
 pub mod choker;
+pub mod config;
+mod fast;
 pub mod hex;
 pub mod lengths;
+mod peer;
 pub mod picker;
 pub mod rate;
 pub mod rng;
+mod sendbuf;
+pub mod session;
 pub mod time;
+mod torrent;
 pub mod types;
 pub mod wire;
 
 pub use bitfield::Bitfield;
 pub use lengths::{BlockRef, Lengths, PieceIndex};
 pub use rng::Rng;
+pub use sendbuf::SendBuf;
+pub use session::Session;
 pub use time::Time;
+pub use torrent::TorrentStats;
 pub use types::{InfoHash, PeerId, PeerKey};

@@ -1,0 +1,115 @@
+//! The core's knobs, each with its default and the reason for it. Drivers and the simulator
+//! build a [`Config`] (from flags or a config file) and hand it to the session.
+
+use std::time::Duration;
+
+use crate::limits::{BLOCK_LEN, MAX_BLOCK_LEN};
+
+use super::choker::ChokerConfig;
+use super::picker::PickerConfig;
+
+/// Everything the protocol core can be tuned by.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long an outgoing TCP connection may take to come up. libtorrent uses 15 s; on a
+    /// loaded seedbox a peer that slow to answer a SYN is not worth the slot.
+    pub connect_timeout: Duration,
+    /// How long a connected peer may take to complete its handshake. 10 s, as libtorrent:
+    /// a real client answers within one round trip.
+    pub handshake_timeout: Duration,
+    /// A peer that sends nothing at all (not even a keep-alive) for this long is dropped.
+    /// Clients send keep-alives every 2 minutes at most, so 4 minutes is two missed ones.
+    pub inactivity_timeout: Duration,
+    /// Send a keep-alive after this long without sending anything (BEP 3's two minutes).
+    pub keepalive_interval: Duration,
+    /// A request outstanding this long is given back to the picker and the peer marked
+    /// snubbed. libtorrent's default is 60 s; at loopback and LAN speeds 20 s is already
+    /// hundreds of round trips.
+    pub request_timeout: Duration,
+    /// The request pipeline aims to keep this much of a peer's download time in flight
+    /// (libtorrent's `request_queue_time`, 3 s): enough to cover a round trip at any rate.
+    pub request_queue_time: Duration,
+    /// Fewest requests kept outstanding with a peer that unchokes us, whatever its rate, so
+    /// that a new or slow peer still fills one round trip.
+    pub min_requests: usize,
+    /// Most requests kept outstanding with one peer (and what we ask before its `reqq` is
+    /// known is the lesser of this and 250, BEP 10's suggested default).
+    pub max_requests: usize,
+    /// Requests we queue from one peer before rejecting more; advertised as our `reqq`.
+    /// Bounds the memory a peer can make us hold.
+    pub max_queued_requests: usize,
+    /// Longest block we serve. 16 KiB is what every client asks for and what libtorrent and
+    /// Transmission accept; it may be raised to [`MAX_BLOCK_LEN`].
+    pub max_request_len: u32,
+    /// Block reads in flight to disk for one peer; more queue as requests.
+    pub max_reads_per_peer: usize,
+    /// Bytes queued to send to one peer before we stop reading more blocks for it; keeps
+    /// a slow reader from pinning memory (4 MiB is about 1 s at 4 MB/s).
+    pub send_buffer_high: usize,
+    /// Allowed-fast pieces offered to each peer (BEP 6 suggests 10).
+    pub allowed_fast_set_size: u32,
+    /// Hash failures a peer may take part in before it is banned from the torrent. A peer
+    /// that alone sent a failing piece counts double.
+    pub max_hash_strikes: u32,
+    /// Connections per torrent; past it, incoming ones are refused and none are dialled.
+    pub max_peers_per_torrent: usize,
+    /// Connections across the session (handshaking ones included).
+    pub max_connections: usize,
+    /// Outgoing connection attempts in progress at once per torrent, so a tracker reply of
+    /// 200 peers does not open 200 sockets in one tick.
+    pub max_half_open: usize,
+    /// Delay before dialling a peer again after its connection failed or closed.
+    pub reconnect_delay: Duration,
+    /// How often the session's housekeeping runs (timeouts, keep-alives, rates, dialling).
+    pub tick: Duration,
+    /// Choking algorithm settings.
+    pub choker: ChokerConfig,
+    /// Piece picking settings.
+    pub picker: PickerConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            connect_timeout: Duration::from_secs(15),
+            handshake_timeout: Duration::from_secs(10),
+            inactivity_timeout: Duration::from_secs(240),
+            keepalive_interval: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(20),
+            request_queue_time: Duration::from_secs(3),
+            min_requests: 4,
+            max_requests: 500,
+            max_queued_requests: 500,
+            max_request_len: BLOCK_LEN,
+            max_reads_per_peer: 8,
+            send_buffer_high: 4 << 20,
+            allowed_fast_set_size: 10,
+            max_hash_strikes: 3,
+            max_peers_per_torrent: 200,
+            max_connections: 2000,
+            max_half_open: 32,
+            reconnect_delay: Duration::from_secs(30),
+            tick: Duration::from_millis(500),
+            choker: ChokerConfig::default(),
+            picker: PickerConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Clamps settings that have hard bounds (a request length above [`MAX_BLOCK_LEN`], zero
+    /// limits) so that a config file cannot put the core outside what it was built for.
+    pub fn sanitized(mut self) -> Config {
+        self.max_request_len = self.max_request_len.clamp(BLOCK_LEN, MAX_BLOCK_LEN);
+        self.min_requests = self.min_requests.max(1);
+        self.max_requests = self.max_requests.max(self.min_requests);
+        self.max_queued_requests = self.max_queued_requests.max(1);
+        self.max_reads_per_peer = self.max_reads_per_peer.max(1);
+        self.max_peers_per_torrent = self.max_peers_per_torrent.max(1);
+        self.max_connections = self.max_connections.max(1);
+        self.max_half_open = self.max_half_open.max(1);
+        self.max_hash_strikes = self.max_hash_strikes.max(1);
+        self.tick = self.tick.max(Duration::from_millis(10));
+        self
+    }
+}

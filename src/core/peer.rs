@@ -1,0 +1,197 @@
+//! One peer connection's state after its handshake. The protocol logic that changes it lives in
+//! `torrent.rs`, which also owns the picker and the choker the peer's messages feed; this file
+//! holds the data and the small helpers that keep its invariants. See `STATE.md` for the
+//! states and transitions.
+
+use std::collections::VecDeque;
+
+use ::core::net::SocketAddr;
+
+use bytes::BytesMut;
+
+use super::api::ConnId;
+use super::picker::PeerPieces;
+use super::rate::RateMeter;
+use super::sendbuf::SendBuf;
+use super::wire::{Message, Reserved, ReservedFlag};
+use super::{Bitfield, BlockRef, PeerId, PieceIndex, Time};
+
+/// What a peer has told us it has.
+#[derive(Debug, Clone)]
+pub(crate) enum Has {
+    /// `have all` (or a full bitfield): a seed. Costs no per-piece memory.
+    All,
+    /// Its pieces so far.
+    Some(Bitfield),
+}
+
+impl Has {
+    pub(crate) fn pieces(&self) -> PeerPieces<'_> {
+        match self {
+            Has::All => PeerPieces::All,
+            Has::Some(b) => PeerPieces::Some(b),
+        }
+    }
+
+    pub(crate) fn get(&self, piece: u32) -> bool {
+        match self {
+            Has::All => true,
+            Has::Some(b) => b.get(piece),
+        }
+    }
+
+    pub(crate) fn is_all(&self) -> bool {
+        match self {
+            Has::All => true,
+            Has::Some(b) => b.is_full(),
+        }
+    }
+
+    pub(crate) fn count(&self, piece_count: u32) -> u32 {
+        match self {
+            Has::All => piece_count,
+            Has::Some(b) => b.count(),
+        }
+    }
+}
+
+/// An outstanding request we sent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutRequest {
+    pub(crate) block: BlockRef,
+    pub(crate) sent_at: Time,
+}
+
+/// A peer connection past its handshake.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub(crate) conn: ConnId,
+    pub(crate) addr: SocketAddr,
+    pub(crate) peer_id: PeerId,
+    pub(crate) outgoing: bool,
+    /// Both sides announced BEP 6.
+    pub(crate) fast: bool,
+    /// Both sides announced BEP 10.
+    pub(crate) extended: bool,
+
+    pub(crate) am_choking: bool,
+    pub(crate) am_interested: bool,
+    pub(crate) peer_choking: bool,
+    pub(crate) peer_interested: bool,
+
+    pub(crate) has: Has,
+    /// Whether the peer's first message has been seen (a bitfield is only allowed first).
+    pub(crate) first_message_seen: bool,
+    /// Pieces the peer has that we want and lack; we are interested while this is above 0.
+    pub(crate) interesting: u32,
+    /// The peer's `reqq`, once its extension handshake says.
+    pub(crate) reqq: Option<u32>,
+
+    pub(crate) requests_out: Vec<OutRequest>,
+    /// While in slow start, the request target grows by one per block received.
+    pub(crate) slow_start_target: usize,
+    pub(crate) slow_start_until: Option<Time>,
+    pub(crate) snubbed: bool,
+    /// Pieces the peer lets us download while it chokes us (BEP 6).
+    pub(crate) allowed_fast_in: Vec<PieceIndex>,
+    /// Pieces the peer suggested (BEP 6).
+    pub(crate) suggested: Vec<PieceIndex>,
+
+    /// Requests from the peer waiting for a disk read.
+    pub(crate) requests_in: VecDeque<BlockRef>,
+    /// Blocks being read from disk for the peer.
+    pub(crate) reading: Vec<BlockRef>,
+    /// Pieces we let the peer download while we choke it (BEP 6).
+    pub(crate) allowed_fast_out: Vec<u32>,
+
+    pub(crate) down: RateMeter,
+    pub(crate) up: RateMeter,
+    pub(crate) connected_at: Time,
+    pub(crate) last_recv: Time,
+    pub(crate) last_send: Time,
+    pub(crate) last_unchoked: Option<Time>,
+    pub(crate) uploaded_since_unchoke: u64,
+    /// Hash failures this peer took part in (see `Config::max_hash_strikes`).
+    pub(crate) strikes: u32,
+
+    pub(crate) recv: BytesMut,
+    pub(crate) send: SendBuf,
+    pub(crate) send_notified: bool,
+}
+
+impl Peer {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        conn: ConnId,
+        addr: SocketAddr,
+        peer_id: PeerId,
+        outgoing: bool,
+        ours: Reserved,
+        theirs: Reserved,
+        piece_count: u32,
+        now: Time,
+        recv: BytesMut,
+        send: SendBuf,
+        send_notified: bool,
+    ) -> Peer {
+        let both = |flag| ours.contains(flag) && theirs.contains(flag);
+        Peer {
+            conn,
+            addr,
+            peer_id,
+            outgoing,
+            fast: both(ReservedFlag::Fast),
+            extended: both(ReservedFlag::ExtensionProtocol),
+            am_choking: true,
+            am_interested: false,
+            peer_choking: true,
+            peer_interested: false,
+            has: Has::Some(Bitfield::new(piece_count)),
+            first_message_seen: false,
+            interesting: 0,
+            reqq: None,
+            requests_out: Vec::new(),
+            slow_start_target: 0,
+            slow_start_until: None,
+            snubbed: false,
+            allowed_fast_in: Vec::new(),
+            suggested: Vec::new(),
+            requests_in: VecDeque::new(),
+            reading: Vec::new(),
+            allowed_fast_out: Vec::new(),
+            down: RateMeter::new(now),
+            up: RateMeter::new(now),
+            connected_at: now,
+            last_recv: now,
+            last_send: now,
+            last_unchoked: None,
+            uploaded_since_unchoke: 0,
+            strikes: 0,
+            recv,
+            send,
+            send_notified,
+        }
+    }
+
+    /// Queues `msg` and reports whether the driver must be told there is data to send.
+    pub(crate) fn queue(&mut self, msg: &Message<'_>, now: Time) -> bool {
+        self.send.encode(|out| msg.encode(out));
+        self.last_send = now;
+        self.needs_notify()
+    }
+
+    /// Whether the send buffer has data the driver has not been told about; marks it told.
+    pub(crate) fn needs_notify(&mut self) -> bool {
+        if !self.send.is_empty() && !self.send_notified {
+            self.send_notified = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the peer may be served `piece` while we choke it.
+    pub(crate) fn allowed_fast(&self, piece: u32) -> bool {
+        self.fast && self.allowed_fast_out.contains(&piece)
+    }
+}

@@ -1,0 +1,793 @@
+//! The session: the core's public face. It owns every torrent and every connection (in a slab,
+//! so a connection is a slot plus a generation), routes a connection to its torrent once the
+//! handshake names the info hash, and runs housekeeping on a fixed tick.
+//!
+//! # Contract with drivers
+//!
+//! Inputs are `handle_*` calls and `add_*`/`connect`/`accept`, each taking `now`. After any
+//! input, drain outputs in this order: [`Session::poll_action`] until `None` (connects, sends,
+//! closes, disk operations), [`Session::poll_event`] until `None`, then arm a timer for
+//! [`Session::poll_timeout`] and call [`Session::handle_timeout`] when it fires. The session never
+//! reads a clock, never draws randomness except from the seeded [`Rng`] it was built with, and
+//! never touches a socket or a file.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ::core::net::SocketAddr;
+
+use bytes::{Buf, Bytes, BytesMut};
+use slab::Slab;
+
+use super::api::{Action, CloseReason, ConnId, DiskDone, DiskOp, Event, TorrentId};
+use super::config::Config;
+use super::peer::Peer;
+use super::picker::Priority;
+use super::sendbuf::SendBuf;
+use super::torrent::{Outbox, Torrent, TorrentStats};
+use super::wire::{Decoded, Handshake, Reserved, ReservedFlag, SplitBytes, HANDSHAKE_LEN};
+use super::{Bitfield, InfoHash, PeerId, PeerKey, Rng, Time};
+use crate::metainfo::Info;
+
+/// The reserved bits we announce: the Fast extension and the extension protocol.
+const OUR_RESERVED: Reserved = Reserved::NONE
+    .with(ReservedFlag::Fast, true)
+    .with(ReservedFlag::ExtensionProtocol, true);
+
+/// A connection before its handshake is done.
+#[derive(Debug)]
+struct Handshaking {
+    addr: SocketAddr,
+    outgoing: bool,
+    /// Known from the start when we dial; from the info hash when the peer dials us.
+    torrent: Option<TorrentId>,
+    /// Whether the TCP connection is up (always, for incoming ones).
+    connected: bool,
+    since: Time,
+    sent_ours: bool,
+    recv: BytesMut,
+    send: SendBuf,
+    send_notified: bool,
+}
+
+#[derive(Debug)]
+enum ConnState {
+    Handshaking(Box<Handshaking>),
+    Peer { torrent: TorrentId, key: PeerKey },
+}
+
+#[derive(Debug)]
+struct Conn {
+    generation: u32,
+    state: ConnState,
+}
+
+struct TorrentSlot {
+    generation: u32,
+    torrent: Torrent,
+}
+
+/// A BitTorrent session: many torrents and their connections, as a deterministic state
+/// machine.
+pub struct Session {
+    config: Config,
+    peer_id: PeerId,
+    listen_port: Option<u16>,
+    rng: Rng,
+    torrents: Slab<TorrentSlot>,
+    by_hash: HashMap<InfoHash, TorrentId>,
+    conns: Slab<Conn>,
+    next_generation: u32,
+    out: Outbox,
+    next_tick: Time,
+    /// Closes of connections that never reached a torrent, by reason.
+    handshake_closes: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl Session {
+    /// A session with `config`, announcing `peer_id`, drawing randomness from `seed`.
+    pub fn new(config: Config, peer_id: PeerId, seed: u64, now: Time) -> Session {
+        let config = config.sanitized();
+        Session {
+            next_tick: now + config.tick,
+            config,
+            peer_id,
+            listen_port: None,
+            rng: Rng::new(seed),
+            torrents: Slab::new(),
+            by_hash: HashMap::new(),
+            conns: Slab::new(),
+            next_generation: 0,
+            out: Outbox::default(),
+            handshake_closes: Default::default(),
+        }
+    }
+
+    /// The port we accept connections on, announced in extension handshakes.
+    pub fn set_listen_port(&mut self, port: u16) {
+        self.listen_port = Some(port);
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The session's settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn generation(&mut self) -> u32 {
+        self.next_generation = self.next_generation.wrapping_add(1);
+        self.next_generation
+    }
+
+    // --------------------------------------------------------------------------- torrents
+
+    /// Adds a torrent. `have` says which pieces storage already holds verified (from resume
+    /// data or a check). Returns `None` if the torrent is already in the session.
+    pub fn add_torrent(
+        &mut self,
+        info: Arc<Info>,
+        have: &Bitfield,
+        now: Time,
+    ) -> Option<TorrentId> {
+        if self.by_hash.contains_key(&info.info_hash())
+            || have.len() != info.lengths().piece_count()
+        {
+            return None;
+        }
+        let generation = self.generation();
+        let entry = self.torrents.vacant_entry();
+        let id = TorrentId {
+            slot: entry.key() as u32,
+            generation,
+        };
+        self.by_hash.insert(info.info_hash(), id);
+        entry.insert(TorrentSlot {
+            generation,
+            torrent: Torrent::new(id, info, have, &self.config, now),
+        });
+        Some(id)
+    }
+
+    /// Removes a torrent, closing its connections.
+    pub fn remove_torrent(&mut self, id: TorrentId, now: Time) {
+        let Some(t) = self.torrent_mut(id) else {
+            return;
+        };
+        let hash = t.info.info_hash();
+        let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
+        let slot = &mut self.torrents[id.slot as usize].torrent;
+        slot.close_all(CloseReason::TorrentRemoved, config, now, rng, out);
+        self.torrents.remove(id.slot as usize);
+        self.by_hash.remove(&hash);
+        // Connections still handshaking for it are closed too.
+        let stale: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(&c.state, ConnState::Handshaking(h) if h.torrent == Some(id)))
+            .map(|(k, _)| k)
+            .collect();
+        for slot in stale {
+            let id = ConnId {
+                slot: slot as u32,
+                generation: self.conns[slot].generation,
+            };
+            self.close_handshaking(id, CloseReason::TorrentRemoved, now);
+        }
+        self.reap();
+    }
+
+    fn torrent_mut(&mut self, id: TorrentId) -> Option<&mut Torrent> {
+        self.torrents
+            .get_mut(id.slot as usize)
+            .filter(|t| t.generation == id.generation)
+            .map(|t| &mut t.torrent)
+    }
+
+    fn torrent(&self, id: TorrentId) -> Option<&Torrent> {
+        self.torrents
+            .get(id.slot as usize)
+            .filter(|t| t.generation == id.generation)
+            .map(|t| &t.torrent)
+    }
+
+    /// The torrent's id for an info hash.
+    pub fn torrent_by_hash(&self, hash: &InfoHash) -> Option<TorrentId> {
+        self.by_hash.get(hash).copied()
+    }
+
+    /// Every torrent's id, in slot order.
+    pub fn torrent_ids(&self) -> Vec<TorrentId> {
+        self.torrents.iter().map(|(_, t)| t.torrent.id).collect()
+    }
+
+    /// The torrent's counters.
+    pub fn stats(&self, id: TorrentId) -> Option<&TorrentStats> {
+        self.torrent(id).map(|t| &t.stats)
+    }
+
+    /// The pieces the torrent has verified.
+    pub fn have(&self, id: TorrentId) -> Option<&Bitfield> {
+        self.torrent(id).map(|t| t.picker.have())
+    }
+
+    /// Whether every wanted piece is verified.
+    pub fn is_complete(&self, id: TorrentId) -> bool {
+        self.torrent(id).is_some_and(|t| t.picker.is_complete())
+    }
+
+    /// Wanted bytes not yet verified.
+    pub fn bytes_left(&self, id: TorrentId) -> u64 {
+        self.torrent(id).map_or(0, |t| t.picker.bytes_left())
+    }
+
+    /// Connected peers of the torrent.
+    pub fn peer_count(&self, id: TorrentId) -> usize {
+        self.torrent(id).map_or(0, |t| t.peers.len())
+    }
+
+    /// The disk error that stopped the torrent, if any.
+    pub fn error(&self, id: TorrentId) -> Option<&str> {
+        self.torrent(id).and_then(|t| t.error.as_deref())
+    }
+
+    /// Sets file priorities (one per file of the torrent, padding files included).
+    pub fn set_file_priorities(&mut self, id: TorrentId, priorities: &[Priority], now: Time) {
+        let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
+        if let Some(t) = self
+            .torrents
+            .get_mut(id.slot as usize)
+            .filter(|t| t.generation == id.generation)
+        {
+            t.torrent
+                .set_file_priorities(priorities, config, now, rng, out);
+        }
+        self.reap();
+    }
+
+    /// Downloads pieces in order (for streaming) instead of rarest first.
+    pub fn set_sequential(&mut self, id: TorrentId, on: bool) {
+        if let Some(t) = self.torrent_mut(id) {
+            t.set_sequential(on);
+        }
+    }
+
+    /// Adds peer addresses to dial for a torrent; they are dialled on the next ticks, within
+    /// the connection limits.
+    pub fn add_peers(&mut self, id: TorrentId, addrs: &[SocketAddr], now: Time) {
+        if let Some(t) = self.torrent_mut(id) {
+            t.add_known(addrs, now);
+        }
+        self.next_tick = self.next_tick.min(now);
+    }
+
+    // ------------------------------------------------------------------------ connections
+
+    fn insert_conn(&mut self, state: ConnState) -> ConnId {
+        let generation = self.generation();
+        let slot = self.conns.insert(Conn { generation, state }) as u32;
+        ConnId { slot, generation }
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(id.slot as usize)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    /// Dials `addr` for a torrent now, bypassing the known-peer list. Returns `None` when
+    /// the limits forbid it.
+    pub fn connect(&mut self, torrent: TorrentId, addr: SocketAddr, now: Time) -> Option<ConnId> {
+        if self.conns.len() >= self.config.max_connections
+            || !self.torrent(torrent)?.has_room(&self.config)
+        {
+            return None;
+        }
+        let conn = self.insert_conn(ConnState::Handshaking(Box::new(Handshaking {
+            addr,
+            outgoing: true,
+            torrent: Some(torrent),
+            connected: false,
+            since: now,
+            sent_ours: false,
+            recv: BytesMut::new(),
+            send: SendBuf::default(),
+            send_notified: false,
+        })));
+        self.out.actions.push_back(Action::Connect { conn, addr });
+        Some(conn)
+    }
+
+    /// An outgoing connection came up: the handshake goes out.
+    pub fn handle_connected(&mut self, conn: ConnId, now: Time) {
+        let peer_id = self.peer_id;
+        let hash = match self.conn_mut(conn).map(|c| &c.state) {
+            Some(ConnState::Handshaking(h)) => h.torrent,
+            _ => return,
+        };
+        let Some(hash) = hash
+            .and_then(|t| self.torrent(t))
+            .map(|t| t.info.info_hash())
+        else {
+            return;
+        };
+        let Some(Conn {
+            state: ConnState::Handshaking(h),
+            ..
+        }) = conn_in(&mut self.conns, conn)
+        else {
+            return;
+        };
+        h.connected = true;
+        h.since = now;
+        Self::send_handshake(&mut self.out, conn, h, hash, peer_id);
+    }
+
+    fn send_handshake(
+        out: &mut Outbox,
+        conn: ConnId,
+        h: &mut Handshaking,
+        hash: InfoHash,
+        peer_id: PeerId,
+    ) {
+        h.send
+            .push_bytes(&Handshake::new(OUR_RESERVED, hash, peer_id).to_bytes());
+        h.sent_ours = true;
+        if !h.send_notified {
+            h.send_notified = true;
+            out.actions.push_back(Action::Send { conn });
+        }
+    }
+
+    /// The driver accepted an incoming connection. Returns `None` (close the socket) when
+    /// the session is at its connection limit.
+    pub fn accept(&mut self, addr: SocketAddr, now: Time) -> Option<ConnId> {
+        if self.conns.len() >= self.config.max_connections {
+            *self
+                .handshake_closes
+                .entry(CloseReason::TooManyConnections.name())
+                .or_default() += 1;
+            return None;
+        }
+        Some(
+            self.insert_conn(ConnState::Handshaking(Box::new(Handshaking {
+                addr,
+                outgoing: false,
+                torrent: None,
+                connected: true,
+                since: now,
+                sent_ours: false,
+                recv: BytesMut::new(),
+                send: SendBuf::default(),
+                send_notified: false,
+            }))),
+        )
+    }
+
+    /// Bytes arrived on a connection.
+    pub fn handle_recv(&mut self, conn: ConnId, data: &[u8], now: Time) {
+        let Some(c) = self.conn_mut(conn) else { return };
+        match &mut c.state {
+            ConnState::Peer { torrent, key } => {
+                let (torrent, key) = (*torrent, *key);
+                let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
+                if let Some(t) = self
+                    .torrents
+                    .get_mut(torrent.slot as usize)
+                    .filter(|t| t.generation == torrent.generation)
+                {
+                    t.torrent.on_bytes(key, data, config, now, rng, out);
+                }
+            }
+            ConnState::Handshaking(h) => {
+                h.recv.extend_from_slice(data);
+                self.advance_handshake(conn, now);
+            }
+        }
+        self.reap();
+    }
+
+    fn close_handshaking(&mut self, conn: ConnId, reason: CloseReason, now: Time) {
+        let Some(c) = self.conn_mut(conn) else { return };
+        let ConnState::Handshaking(h) = &c.state else {
+            return;
+        };
+        let (addr, torrent, outgoing) = (h.addr, h.torrent, h.outgoing);
+        self.conns.remove(conn.slot as usize);
+        *self.handshake_closes.entry(reason.name()).or_default() += 1;
+        if let (Some(t), true) = (torrent, outgoing) {
+            let config = &self.config;
+            if let Some(slot) = self
+                .torrents
+                .get_mut(t.slot as usize)
+                .filter(|s| s.generation == t.generation)
+            {
+                slot.torrent.dial_failed(addr, config, now);
+            }
+        }
+        self.out.actions.push_back(Action::Close { conn });
+        self.out.events.push_back(Event::PeerClosed {
+            torrent,
+            conn,
+            addr,
+            reason,
+        });
+    }
+
+    fn advance_handshake(&mut self, conn: ConnId, now: Time) {
+        let peer_id = self.peer_id;
+        let Some(Conn {
+            state: ConnState::Handshaking(h),
+            ..
+        }) = self.conn_mut(conn)
+        else {
+            return;
+        };
+        // Route an incoming connection as soon as the info hash is in.
+        if h.torrent.is_none() {
+            let prefix = match Handshake::decode_prefix(SplitBytes::single(&h.recv)) {
+                Err(e) => return self.close_handshaking(conn, CloseReason::NotBitTorrent(e), now),
+                Ok(Decoded::Incomplete { .. }) => return,
+                Ok(Decoded::Complete { value, .. }) => value,
+            };
+            let addr = h.addr;
+            let Some(&tid) = self.by_hash.get(&prefix.info_hash) else {
+                return self.close_handshaking(conn, CloseReason::UnknownTorrent, now);
+            };
+            let t = self.torrent(tid).expect("by_hash points at live torrents");
+            if t.is_banned(addr.ip()) {
+                return self.close_handshaking(conn, CloseReason::Banned, now);
+            }
+            if !t.has_room(&self.config) {
+                return self.close_handshaking(conn, CloseReason::TooManyPeers, now);
+            }
+            let Some(Conn {
+                state: ConnState::Handshaking(h),
+                ..
+            }) = conn_in(&mut self.conns, conn)
+            else {
+                return;
+            };
+            h.torrent = Some(tid);
+            Self::send_handshake(&mut self.out, conn, h, prefix.info_hash, peer_id);
+        }
+        let Some(Conn {
+            state: ConnState::Handshaking(h),
+            ..
+        }) = self.conn_mut(conn)
+        else {
+            return;
+        };
+        let theirs = match Handshake::decode(SplitBytes::single(&h.recv)) {
+            Err(e) => return self.close_handshaking(conn, CloseReason::NotBitTorrent(e), now),
+            Ok(Decoded::Incomplete { .. }) => return,
+            Ok(Decoded::Complete { value, .. }) => value,
+        };
+        let tid = h.torrent.expect("set above");
+        let Some(t) = self.torrent(tid) else {
+            return self.close_handshaking(conn, CloseReason::TorrentRemoved, now);
+        };
+        if theirs.info_hash != t.info.info_hash() {
+            return self.close_handshaking(conn, CloseReason::WrongInfoHash, now);
+        }
+        if theirs.peer_id == peer_id {
+            return self.close_handshaking(conn, CloseReason::SelfConnection, now);
+        }
+        if let Some((existing, existing_outgoing)) = t.peer_by_id(&theirs.peer_id) {
+            // Two connections between the same pair, usually because both dialled at once.
+            // Both sides must drop the same one, or both die: keep the connection opened by
+            // the peer with the smaller id.
+            let outgoing = match self.conns.get(conn.slot as usize).map(|c| &c.state) {
+                Some(ConnState::Handshaking(h)) => h.outgoing,
+                _ => return,
+            };
+            let initiator = |ours: bool| if ours { peer_id } else { theirs.peer_id };
+            let keep_new = initiator(outgoing).as_bytes() < initiator(existing_outgoing).as_bytes();
+            if !keep_new {
+                return self.close_handshaking(conn, CloseReason::DuplicatePeer, now);
+            }
+            let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
+            let slot = &mut self.torrents[tid.slot as usize].torrent;
+            slot.close_peer(existing, CloseReason::DuplicatePeer, config, now, rng, out);
+            self.reap();
+        }
+        let Some(t) = self.torrent(tid) else { return };
+        if !t.has_room(&self.config) {
+            return self.close_handshaking(conn, CloseReason::TooManyPeers, now);
+        }
+        let piece_count = t.info.lengths().piece_count();
+        // Take the connection's buffers over into the peer: unsent handshake bytes and any
+        // bytes the peer sent after its handshake.
+        let Some(c) = self.conn_mut(conn) else { return };
+        let ConnState::Handshaking(mut h) = std::mem::replace(
+            &mut c.state,
+            ConnState::Peer {
+                torrent: tid,
+                key: PeerKey(0),
+            },
+        ) else {
+            unreachable!("checked above")
+        };
+        h.recv.advance(HANDSHAKE_LEN);
+        let leftover = h.recv.split();
+        let (config, rng, out, listen_port) =
+            (&self.config, &mut self.rng, &mut self.out, self.listen_port);
+        let slot = &mut self.torrents[tid.slot as usize].torrent;
+        let key = slot.next_peer_key();
+        let peer = Peer::new(
+            conn,
+            h.addr,
+            theirs.peer_id,
+            h.outgoing,
+            OUR_RESERVED,
+            theirs.reserved,
+            piece_count,
+            now,
+            BytesMut::new(),
+            std::mem::take(&mut h.send),
+            h.send_notified,
+        );
+        slot.attach(key, peer, config, listen_port, now, out);
+        if let Some(c) = self.conns.get_mut(conn.slot as usize) {
+            c.state = ConnState::Peer { torrent: tid, key };
+        }
+        if !leftover.is_empty() {
+            slot.on_bytes(key, &leftover, config, now, rng, out);
+        }
+    }
+
+    /// The driver's socket for `conn` closed or failed.
+    pub fn handle_closed(&mut self, conn: ConnId, now: Time) {
+        let Some(c) = self.conn_mut(conn) else { return };
+        match &c.state {
+            ConnState::Handshaking(h) => {
+                let (addr, torrent, outgoing, connected) =
+                    (h.addr, h.torrent, h.outgoing, h.connected);
+                self.conns.remove(conn.slot as usize);
+                let reason = if outgoing && !connected {
+                    CloseReason::ConnectFailed
+                } else {
+                    CloseReason::RemoteClosed
+                };
+                *self.handshake_closes.entry(reason.name()).or_default() += 1;
+                if let (Some(t), true) = (torrent, outgoing) {
+                    let config = &self.config;
+                    if let Some(slot) = self
+                        .torrents
+                        .get_mut(t.slot as usize)
+                        .filter(|s| s.generation == t.generation)
+                    {
+                        slot.torrent.dial_failed(addr, config, now);
+                    }
+                }
+                self.out.events.push_back(Event::PeerClosed {
+                    torrent,
+                    conn,
+                    addr,
+                    reason,
+                });
+            }
+            ConnState::Peer { torrent, key } => {
+                let (torrent, key) = (*torrent, *key);
+                let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
+                if let Some(t) = self
+                    .torrents
+                    .get_mut(torrent.slot as usize)
+                    .filter(|t| t.generation == torrent.generation)
+                {
+                    t.torrent
+                        .close_peer(key, CloseReason::RemoteClosed, config, now, rng, out);
+                }
+                // The driver already closed the socket; drop the Close action we queued.
+                self.out.actions.retain(|a| *a != Action::Close { conn });
+                self.reap();
+            }
+        }
+    }
+
+    /// The bytes waiting to go out on `conn`, as slices in order (for a vectored send).
+    pub fn send_chunks(&mut self, conn: ConnId) -> Vec<&[u8]> {
+        let Some(c) = self
+            .conns
+            .get_mut(conn.slot as usize)
+            .filter(|c| c.generation == conn.generation)
+        else {
+            return Vec::new();
+        };
+        match &mut c.state {
+            ConnState::Handshaking(h) => h.send.chunks().collect(),
+            ConnState::Peer { torrent, key } => {
+                let (torrent, key) = (*torrent, *key);
+                match self
+                    .torrents
+                    .get_mut(torrent.slot as usize)
+                    .filter(|t| t.generation == torrent.generation)
+                {
+                    Some(t) => t
+                        .torrent
+                        .peers
+                        .get_mut(&key)
+                        .map(|p| p.send.chunks().collect())
+                        .unwrap_or_default(),
+                    None => Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// The driver sent `n` bytes from the front of `conn`'s send buffer.
+    pub fn handle_sent(&mut self, conn: ConnId, n: usize, _now: Time) {
+        let Some(c) = self.conn_mut(conn) else { return };
+        match &mut c.state {
+            ConnState::Handshaking(h) => {
+                h.send.consume(n);
+                if h.send.is_empty() {
+                    h.send_notified = false;
+                }
+            }
+            ConnState::Peer { torrent, key } => {
+                let (torrent, key) = (*torrent, *key);
+                let (config, out) = (&self.config, &mut self.out);
+                if let Some(t) = self
+                    .torrents
+                    .get_mut(torrent.slot as usize)
+                    .filter(|t| t.generation == torrent.generation)
+                {
+                    t.torrent.on_sent(key, n, config, out);
+                }
+            }
+        }
+    }
+
+    /// Takes whole chunks queued on `conn`, up to about `max` bytes (at least one chunk), for
+    /// drivers such as the simulator that move owned buffers. While data remains, the driver
+    /// keeps taking; a new [`Action::Send`] comes only after the buffer was emptied.
+    pub fn take_send(&mut self, conn: ConnId, max: usize) -> Vec<Bytes> {
+        let Some(c) = self.conn_mut(conn) else {
+            return Vec::new();
+        };
+        match &mut c.state {
+            ConnState::Handshaking(h) => {
+                let taken = h.send.take_upto(max);
+                if h.send.is_empty() {
+                    h.send_notified = false;
+                }
+                taken
+            }
+            ConnState::Peer { torrent, key } => {
+                let (torrent, key) = (*torrent, *key);
+                let (config, out) = (&self.config, &mut self.out);
+                match self
+                    .torrents
+                    .get_mut(torrent.slot as usize)
+                    .filter(|t| t.generation == torrent.generation)
+                {
+                    Some(t) => t.torrent.take_send(key, max, config, out),
+                    None => Vec::new(),
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------ disk, timers
+
+    /// A disk operation finished.
+    pub fn handle_disk(&mut self, done: DiskDone, now: Time) {
+        let torrent = match &done {
+            DiskDone::Written { torrent, .. }
+            | DiskDone::Read { torrent, .. }
+            | DiskDone::Verified { torrent, .. } => *torrent,
+        };
+        let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
+        if let Some(t) = self
+            .torrents
+            .get_mut(torrent.slot as usize)
+            .filter(|t| t.generation == torrent.generation)
+        {
+            t.torrent.on_disk(done, config, now, rng, out);
+        }
+        self.reap();
+    }
+
+    /// When [`Session::handle_timeout`] wants to be called next.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        Some(self.next_tick)
+    }
+
+    /// Runs housekeeping if it is due: handshake and connect time-outs, keep-alives,
+    /// inactivity, request time-outs, the choker, and dialling known peers.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + self.config.tick;
+        let expired: Vec<(ConnId, CloseReason)> = self
+            .conns
+            .iter()
+            .filter_map(|(slot, c)| match &c.state {
+                ConnState::Handshaking(h) => {
+                    let id = ConnId {
+                        slot: slot as u32,
+                        generation: c.generation,
+                    };
+                    if !h.connected && now.saturating_since(h.since) >= self.config.connect_timeout
+                    {
+                        Some((id, CloseReason::ConnectTimeout))
+                    } else if h.connected
+                        && now.saturating_since(h.since) >= self.config.handshake_timeout
+                    {
+                        Some((id, CloseReason::HandshakeTimeout))
+                    } else {
+                        None
+                    }
+                }
+                ConnState::Peer { .. } => None,
+            })
+            .collect();
+        for (id, reason) in expired {
+            self.close_handshaking(id, reason, now);
+        }
+        let ids = self.torrent_ids();
+        for id in ids {
+            let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
+            let Some(slot) = self.torrents.get_mut(id.slot as usize) else {
+                continue;
+            };
+            slot.torrent.tick(config, now, rng, out);
+            let room = config.max_connections.saturating_sub(self.conns.len());
+            let addrs = slot.torrent.dial_candidates(now, config, room);
+            for addr in addrs {
+                let _ = self.connect(id, addr, now);
+            }
+        }
+        self.reap();
+    }
+
+    /// Frees the slots of connections the torrents closed.
+    fn reap(&mut self) {
+        for conn in std::mem::take(&mut self.out.closed) {
+            if self
+                .conns
+                .get(conn.slot as usize)
+                .is_some_and(|c| c.generation == conn.generation)
+            {
+                self.conns.remove(conn.slot as usize);
+            }
+        }
+    }
+
+    /// The next thing for the driver to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.out.actions.pop_front()
+    }
+
+    /// The next event for the user interface or logs.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.out.events.pop_front()
+    }
+
+    /// Connections open (handshaking included).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Closes of connections that never joined a torrent, by reason.
+    pub fn handshake_closes(&self) -> &std::collections::BTreeMap<&'static str, u64> {
+        &self.handshake_closes
+    }
+
+    /// Pending disk operations are the driver's business; this drops the queued ones for a
+    /// torrent that is gone (used by drivers on removal).
+    pub fn discard_actions_for(&mut self, torrent: TorrentId) {
+        self.out.actions.retain(|a| !matches!(a, Action::Disk(DiskOp::Write { torrent: t, .. } | DiskOp::Read { torrent: t, .. } | DiskOp::Verify { torrent: t, .. }) if *t == torrent));
+    }
+}
+
+fn conn_in(conns: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
+    conns
+        .get_mut(id.slot as usize)
+        .filter(|c| c.generation == id.generation)
+}

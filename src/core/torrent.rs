@@ -1,0 +1,1381 @@
+//! One torrent's protocol state: its peers, piece picker and choker, and the logic that turns
+//! peer messages, disk results and timer ticks into messages, disk operations and events.
+//!
+//! Everything here is synchronous and deterministic: the session calls in with `now` and the
+//! seeded `Rng`, and this code writes what it wants done into the [`Outbox`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use ::core::net::{IpAddr, SocketAddr};
+
+use bytes::{Buf, Bytes};
+
+use super::api::{Action, CloseReason, ConnId, DiskDone, DiskOp, Event, TorrentId, Violation};
+use super::choker::{ChokePeer, Choker, RechokeReason};
+use super::config::Config;
+use super::fast::allowed_fast_set;
+use super::peer::{Has, OutRequest, Peer};
+use super::picker::{BlockReceived, PickMode, Picker, Priority};
+use super::wire::{
+    piece_header, BlockRequest, Decoded, Decoder, ExtendedHandshake, Message, SplitBytes,
+    EXTENDED_HANDSHAKE_ID,
+};
+use super::{Bitfield, BlockRef, PeerId, PeerKey, PieceIndex, Rng, Time};
+use crate::limits::{BLOCK_LEN, MAX_BLOCK_LEN};
+use crate::metainfo::Info;
+
+/// Most pieces a peer may suggest or allow-fast us at once; older entries are dropped.
+const MAX_SUGGESTED: usize = 32;
+const MAX_ALLOWED_FAST_IN: usize = 64;
+/// Longest back-off between attempts to dial a peer that keeps failing.
+const MAX_RECONNECT_BACKOFF_SHIFT: u32 = 5;
+
+/// What the core wants done, collected while it handles one input.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    pub(crate) actions: VecDeque<Action>,
+    pub(crate) events: VecDeque<Event>,
+    /// Connections the torrent closed; the session frees their slots.
+    pub(crate) closed: Vec<ConnId>,
+}
+
+impl Outbox {
+    fn send(&mut self, conn: ConnId, notify: bool) {
+        if notify {
+            self.actions.push_back(Action::Send { conn });
+        }
+    }
+}
+
+/// Counters for one torrent, for reports and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TorrentStats {
+    /// Payload bytes received that we needed.
+    pub downloaded: u64,
+    /// Payload bytes sent.
+    pub uploaded: u64,
+    /// Payload bytes received that were duplicates or unrequested.
+    pub wasted: u64,
+    /// Bytes of pieces that failed their hash check.
+    pub corrupt: u64,
+    /// Pieces that failed their hash check.
+    pub hash_failures: u64,
+    /// Pieces verified.
+    pub pieces_verified: u64,
+    /// Peers banned for corrupt data.
+    pub banned: u64,
+    /// Connections closed, by reason name.
+    pub closes: BTreeMap<&'static str, u64>,
+}
+
+/// A peer address we know of, and whether to dial it.
+#[derive(Debug, Clone)]
+struct KnownPeer {
+    state: KnownState,
+    next_try: Time,
+    failures: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KnownState {
+    Idle,
+    Connecting,
+    Connected,
+    /// Never dial again (banned, or nothing to exchange).
+    Done,
+}
+
+/// A torrent in the session.
+pub(crate) struct Torrent {
+    pub(crate) id: TorrentId,
+    pub(crate) info: Arc<Info>,
+    pub(crate) picker: Picker,
+    choker: Choker,
+    decoder: Decoder,
+    pub(crate) peers: BTreeMap<PeerKey, Peer>,
+    next_key: u32,
+    known: BTreeMap<SocketAddr, KnownPeer>,
+    banned: BTreeSet<IpAddr>,
+    pending_writes: HashMap<u32, u32>,
+    complete_unwritten: BTreeSet<u32>,
+    pub(crate) stats: TorrentStats,
+    pub(crate) error: Option<String>,
+    complete_announced: bool,
+    pick_buf: Vec<BlockRef>,
+    /// Pieces wanted and not had, so a seed's interest count is known without a scan.
+    wanted_missing: u32,
+}
+
+/// A peer's message with its payload copied out of (or split off) the receive buffer.
+enum Msg {
+    KeepAlive,
+    Choke,
+    Unchoke,
+    Interested,
+    NotInterested,
+    Have(u32),
+    Bitfield(Vec<u8>),
+    Request(BlockRequest),
+    Piece {
+        piece: u32,
+        offset: u32,
+        data: Bytes,
+    },
+    Cancel(BlockRequest),
+    Port,
+    Suggest(u32),
+    HaveAll,
+    HaveNone,
+    Reject(BlockRequest),
+    AllowedFast(u32),
+    Extended {
+        id: u8,
+        payload: Vec<u8>,
+    },
+}
+
+impl Torrent {
+    pub(crate) fn new(
+        id: TorrentId,
+        info: Arc<Info>,
+        have: &Bitfield,
+        config: &Config,
+        now: Time,
+    ) -> Torrent {
+        let lengths = *info.lengths();
+        let picker = Picker::new(lengths, have, config.picker);
+        let decoder = Decoder::new()
+            .with_piece_count(Some(lengths.piece_count()))
+            .with_max_message_len(MAX_BLOCK_LEN + 13);
+        let mut t = Torrent {
+            id,
+            info,
+            picker,
+            choker: Choker::new(config.choker.clone(), now),
+            decoder,
+            peers: BTreeMap::new(),
+            next_key: 0,
+            known: BTreeMap::new(),
+            banned: BTreeSet::new(),
+            pending_writes: HashMap::new(),
+            complete_unwritten: BTreeSet::new(),
+            stats: TorrentStats::default(),
+            error: None,
+            complete_announced: false,
+            pick_buf: Vec::new(),
+            wanted_missing: 0,
+        };
+        t.recount_wanted();
+        t.complete_announced = t.picker.is_complete();
+        t
+    }
+
+    fn recount_wanted(&mut self) {
+        let lengths = *self.info.lengths();
+        self.wanted_missing = lengths
+            .pieces()
+            .filter(|&p| self.picker.is_piece_interesting(p))
+            .count() as u32;
+    }
+
+    /// A torrent-unique key: never reused, so stale disk results and picker entries for a
+    /// departed peer can never be mistaken for a new one.
+    pub(crate) fn next_peer_key(&mut self) -> PeerKey {
+        self.next_key += 1;
+        PeerKey(self.next_key)
+    }
+
+    pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
+        self.banned.contains(&ip)
+    }
+
+    pub(crate) fn has_room(&self, config: &Config) -> bool {
+        self.peers.len() < config.max_peers_per_torrent
+    }
+
+    /// The connected peer with this peer id, and whether we dialled it.
+    pub(crate) fn peer_by_id(&self, id: &PeerId) -> Option<(PeerKey, bool)> {
+        self.peers
+            .iter()
+            .find(|(_, p)| p.peer_id == *id)
+            .map(|(k, p)| (*k, p.outgoing))
+    }
+
+    // ---------------------------------------------------------------- peers joining and leaving
+
+    /// Adds a peer that completed its handshake and sends what follows it: the extension
+    /// handshake, our pieces, and the allowed-fast set.
+    pub(crate) fn attach(
+        &mut self,
+        key: PeerKey,
+        mut peer: Peer,
+        config: &Config,
+        listen_port: Option<u16>,
+        now: Time,
+        out: &mut Outbox,
+    ) {
+        let conn = peer.conn;
+        let mut notify = false;
+        if peer.extended {
+            let ext = ExtendedHandshake {
+                client: Some(concat!("ringtorrent ", env!("CARGO_PKG_VERSION")).to_owned()),
+                request_queue: Some(config.max_queued_requests as u32),
+                your_ip: Some(peer.addr.ip()),
+                listen_port,
+                ..Default::default()
+            };
+            let payload = ext.to_bencode().to_bytes();
+            let msg = Message::Extended {
+                id: EXTENDED_HANDSHAKE_ID,
+                payload: SplitBytes::single(&payload),
+            };
+            notify |= peer.queue(&msg, now);
+        }
+        let have = self.picker.have();
+        if peer.fast && have.is_full() {
+            notify |= peer.queue(&Message::HaveAll, now);
+        } else if peer.fast && have.is_none() {
+            notify |= peer.queue(&Message::HaveNone, now);
+        } else if !have.is_none() {
+            let bits = have.to_wire();
+            notify |= peer.queue(
+                &Message::Bitfield {
+                    bits: SplitBytes::single(&bits),
+                },
+                now,
+            );
+        }
+        if peer.fast {
+            let set = allowed_fast_set(
+                peer.addr.ip(),
+                &self.info.info_hash(),
+                self.info.lengths().piece_count(),
+                config.allowed_fast_set_size,
+            );
+            for piece in set {
+                if self.picker.have().get(piece) {
+                    notify |= peer.queue(&Message::AllowedFast { piece }, now);
+                }
+                peer.allowed_fast_out.push(piece);
+            }
+        }
+        if let Some(k) = self.known.get_mut(&peer.addr) {
+            k.state = KnownState::Connected;
+            k.failures = 0;
+        }
+        out.events.push_back(Event::PeerConnected {
+            torrent: self.id,
+            conn,
+            addr: peer.addr,
+            peer_id: peer.peer_id,
+            outgoing: peer.outgoing,
+        });
+        self.peers.insert(key, peer);
+        out.send(conn, notify);
+    }
+
+    /// Closes a peer: gives its requests back, forgets its pieces, and tells the driver.
+    pub(crate) fn close_peer(
+        &mut self,
+        key: PeerKey,
+        reason: CloseReason,
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) {
+        let Some(peer) = self.peers.remove(&key) else {
+            return;
+        };
+        for r in &peer.requests_out {
+            self.picker.request_dropped(key, r.block);
+        }
+        self.picker.peer_left(peer.has.pieces());
+        *self.stats.closes.entry(reason.name()).or_default() += 1;
+        if let Some(k) = self.known.get_mut(&peer.addr) {
+            k.state = match reason {
+                CloseReason::Banned | CloseReason::BothSeeds | CloseReason::SelfConnection => {
+                    KnownState::Done
+                }
+                _ if k.state == KnownState::Done => KnownState::Done,
+                _ => KnownState::Idle,
+            };
+            k.next_try = now + config.reconnect_delay;
+        }
+        out.actions.push_back(Action::Close { conn: peer.conn });
+        out.closed.push(peer.conn);
+        out.events.push_back(Event::PeerClosed {
+            torrent: Some(self.id),
+            conn: peer.conn,
+            addr: peer.addr,
+            reason,
+        });
+        if !peer.am_choking || peer.peer_interested {
+            self.rechoke(RechokeReason::PeerLeft, now, rng, out);
+        }
+    }
+
+    /// Closes every peer (torrent removed, session shutting down).
+    pub(crate) fn close_all(
+        &mut self,
+        reason: CloseReason,
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.close_peer(key, reason.clone(), config, now, rng, out);
+        }
+    }
+
+    // ------------------------------------------------------------------------- known peers
+
+    /// Remembers addresses to dial (from trackers, the user, or other peers).
+    pub(crate) fn add_known(&mut self, addrs: &[SocketAddr], now: Time) {
+        for &addr in addrs {
+            if self.banned.contains(&addr.ip()) {
+                continue;
+            }
+            self.known.entry(addr).or_insert(KnownPeer {
+                state: KnownState::Idle,
+                next_try: now,
+                failures: 0,
+            });
+        }
+    }
+
+    /// Picks known peers to dial now and marks them as being dialled.
+    pub(crate) fn dial_candidates(
+        &mut self,
+        now: Time,
+        config: &Config,
+        max: usize,
+    ) -> Vec<SocketAddr> {
+        if self.picker.is_complete()
+            && self
+                .known
+                .values()
+                .all(|k| k.state != KnownState::Connecting)
+        {
+            // A seed waits for leechers to come to it; it still dials when told peers exist
+            // and it has few connections, so a seed started with `--peer` serves them.
+            if self.peers.len() >= config.max_peers_per_torrent / 4 {
+                return Vec::new();
+            }
+        }
+        let connecting = self
+            .known
+            .values()
+            .filter(|k| k.state == KnownState::Connecting)
+            .count();
+        let room = config
+            .max_peers_per_torrent
+            .saturating_sub(self.peers.len() + connecting);
+        let max = max
+            .min(room)
+            .min(config.max_half_open.saturating_sub(connecting));
+        let mut picked = Vec::new();
+        for (addr, k) in self.known.iter_mut() {
+            if picked.len() >= max {
+                break;
+            }
+            if k.state == KnownState::Idle && k.next_try <= now {
+                k.state = KnownState::Connecting;
+                picked.push(*addr);
+            }
+        }
+        picked
+    }
+
+    /// A dial failed or a connection closed before its handshake.
+    pub(crate) fn dial_failed(&mut self, addr: SocketAddr, config: &Config, now: Time) {
+        if let Some(k) = self.known.get_mut(&addr) {
+            if k.state == KnownState::Connecting {
+                k.state = KnownState::Idle;
+                k.failures += 1;
+                let shift = k.failures.min(MAX_RECONNECT_BACKOFF_SHIFT);
+                k.next_try = now + config.reconnect_delay * (1 << shift) / 2;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------- bytes from peers
+
+    /// Appends received bytes to a peer's buffer and handles every whole message in it.
+    pub(crate) fn on_bytes(
+        &mut self,
+        key: PeerKey,
+        data: &[u8],
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        peer.recv.extend_from_slice(data);
+        if !data.is_empty() {
+            peer.last_recv = now;
+        }
+        loop {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                return;
+            };
+            let msg = match self.decoder.decode(SplitBytes::single(&peer.recv)) {
+                Err(e) => {
+                    self.close_peer(
+                        key,
+                        CloseReason::Violation(Violation::Malformed(e)),
+                        config,
+                        now,
+                        rng,
+                        out,
+                    );
+                    return;
+                }
+                Ok(Decoded::Incomplete { .. }) => return,
+                Ok(Decoded::Complete { value, consumed }) => {
+                    let (msg, keep_frame) = owned(value);
+                    if let Some(data_len) = keep_frame {
+                        // Split the frame off without copying; the block is a slice of it.
+                        let frame = peer.recv.split_to(consumed).freeze();
+                        match msg {
+                            Msg::Piece { piece, offset, .. } => Msg::Piece {
+                                piece,
+                                offset,
+                                data: frame.slice(consumed - data_len..),
+                            },
+                            other => other,
+                        }
+                    } else {
+                        peer.recv.advance(consumed);
+                        msg
+                    }
+                }
+            };
+            self.on_message(key, msg, config, now, rng, out);
+        }
+    }
+
+    fn violation(
+        &mut self,
+        key: PeerKey,
+        v: Violation,
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) {
+        self.close_peer(key, CloseReason::Violation(v), config, now, rng, out);
+    }
+
+    fn on_message(
+        &mut self,
+        key: PeerKey,
+        msg: Msg,
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) {
+        let piece_count = self.info.lengths().piece_count();
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        // The bitfield must come first, but the extension handshake (BEP 10) is sent right
+        // after the handshake by libtorrent and by us, and keep-alives and `port` can come at
+        // any time: none of them uses up the bitfield's turn.
+        let first = !peer.first_message_seen;
+        if !matches!(msg, Msg::KeepAlive | Msg::Port | Msg::Extended { .. }) {
+            peer.first_message_seen = true;
+        }
+        let fast = peer.fast;
+        let needs_fast = matches!(
+            msg,
+            Msg::Suggest(_) | Msg::HaveAll | Msg::HaveNone | Msg::Reject(_) | Msg::AllowedFast(_)
+        );
+        if needs_fast && !fast {
+            return self.violation(key, Violation::FastNotNegotiated, config, now, rng, out);
+        }
+        match msg {
+            Msg::KeepAlive | Msg::Port => {}
+            Msg::Choke => {
+                peer.peer_choking = true;
+                if !peer.fast {
+                    // Without BEP 6 a choke silently discards our requests.
+                    for r in peer.requests_out.drain(..) {
+                        self.picker.request_dropped(key, r.block);
+                    }
+                }
+            }
+            Msg::Unchoke => {
+                peer.peer_choking = false;
+                peer.slow_start_target = config.min_requests;
+                peer.slow_start_until = Some(now + config.request_queue_time);
+                self.fill_requests(key, config, now, rng, out);
+            }
+            Msg::Interested | Msg::NotInterested => {
+                let interested = matches!(msg, Msg::Interested);
+                if peer.peer_interested != interested {
+                    peer.peer_interested = interested;
+                    self.rechoke(RechokeReason::InterestChanged, now, rng, out);
+                }
+            }
+            Msg::Have(index) => {
+                let Some(piece) = self.info.lengths().piece(index) else {
+                    return self.violation(key, Violation::BadPieceIndex, config, now, rng, out);
+                };
+                let Has::Some(bits) = &mut peer.has else {
+                    return;
+                };
+                if !bits.set(index) {
+                    return;
+                }
+                self.picker.peer_has(piece);
+                if self.picker.is_piece_interesting(piece) {
+                    peer.interesting += 1;
+                    self.update_interest(key, now, out);
+                    self.fill_requests(key, config, now, rng, out);
+                }
+                self.maybe_close_seed_pair(key, config, now, rng, out);
+            }
+            Msg::Bitfield(bits) => {
+                if !first {
+                    return self.violation(key, Violation::LateBitfield, config, now, rng, out);
+                }
+                // The decoder checked the length and spare bits against the piece count.
+                let Ok(bits) = Bitfield::from_wire(&bits[..], piece_count) else {
+                    return self.violation(key, Violation::BadPieceIndex, config, now, rng, out);
+                };
+                peer.has = Has::Some(bits);
+                self.joined(key, config, now, rng, out);
+            }
+            Msg::HaveAll | Msg::HaveNone => {
+                if !first {
+                    return self.violation(key, Violation::LateBitfield, config, now, rng, out);
+                }
+                if matches!(msg, Msg::HaveAll) {
+                    peer.has = Has::All;
+                    self.joined(key, config, now, rng, out);
+                }
+            }
+            Msg::Request(r) => self.on_request(key, r, config, now, rng, out),
+            Msg::Piece {
+                piece,
+                offset,
+                data,
+            } => self.on_piece(key, piece, offset, data, config, now, rng, out),
+            Msg::Cancel(r) => {
+                let Some(block) = self.info.lengths().block_at(r.piece, r.offset, r.len) else {
+                    return self.violation(key, Violation::BadBlock, config, now, rng, out);
+                };
+                let queued = peer.requests_in.iter().position(|b| *b == block);
+                let reading = peer.reading.iter().position(|b| *b == block);
+                if let Some(i) = queued {
+                    peer.requests_in.remove(i);
+                }
+                if let Some(i) = reading {
+                    peer.reading.swap_remove(i);
+                }
+                if peer.fast && (queued.is_some() || reading.is_some()) {
+                    let notify = peer.queue(&Message::Reject(r), now);
+                    out.send(peer.conn, notify);
+                }
+            }
+            Msg::Suggest(index) => {
+                let Some(piece) = self.info.lengths().piece(index) else {
+                    return self.violation(key, Violation::BadPieceIndex, config, now, rng, out);
+                };
+                if !peer.suggested.contains(&piece) {
+                    if peer.suggested.len() >= MAX_SUGGESTED {
+                        peer.suggested.remove(0);
+                    }
+                    peer.suggested.push(piece);
+                }
+            }
+            Msg::Reject(r) => {
+                let Some(block) = self.info.lengths().block_at(r.piece, r.offset, r.len) else {
+                    return self.violation(key, Violation::BadBlock, config, now, rng, out);
+                };
+                // A reject may answer a request we cancelled or timed out; only one that
+                // matches an outstanding request changes anything.
+                if let Some(i) = peer.requests_out.iter().position(|o| o.block == block) {
+                    peer.requests_out.swap_remove(i);
+                    self.picker.request_dropped(key, block);
+                    if !peer.peer_choking {
+                        self.fill_requests(key, config, now, rng, out);
+                    }
+                }
+            }
+            Msg::AllowedFast(index) => {
+                let Some(piece) = self.info.lengths().piece(index) else {
+                    return self.violation(key, Violation::BadPieceIndex, config, now, rng, out);
+                };
+                if !peer.allowed_fast_in.contains(&piece) {
+                    if peer.allowed_fast_in.len() >= MAX_ALLOWED_FAST_IN {
+                        peer.allowed_fast_in.remove(0);
+                    }
+                    peer.allowed_fast_in.push(piece);
+                }
+                if peer.peer_choking {
+                    self.fill_requests(key, config, now, rng, out);
+                }
+            }
+            Msg::Extended { id, payload } => {
+                if !peer.extended {
+                    return self.violation(
+                        key,
+                        Violation::ExtendedNotNegotiated,
+                        config,
+                        now,
+                        rng,
+                        out,
+                    );
+                }
+                if id == EXTENDED_HANDSHAKE_ID {
+                    match ExtendedHandshake::decode(&payload[..]) {
+                        Ok(ext) => peer.reqq = ext.request_queue.map(|q| q.max(1)),
+                        Err(_) => {
+                            let v = Violation::BadExtendedHandshake;
+                            self.violation(key, v, config, now, rng, out);
+                        }
+                    }
+                }
+                // Other extensions (metadata exchange, PEX) are not spoken yet; their
+                // messages are ignored, as BEP 10 allows for ids we did not assign.
+            }
+        }
+    }
+
+    /// The peer told us its pieces for the first time (bitfield or have all).
+    fn joined(
+        &mut self,
+        key: PeerKey,
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        self.picker.peer_joined(peer.has.pieces());
+        peer.interesting = match &peer.has {
+            Has::All => self.wanted_missing,
+            Has::Some(bits) => bits
+                .ones()
+                .filter_map(|i| self.info.lengths().piece(i))
+                .filter(|&p| self.picker.is_piece_interesting(p))
+                .count() as u32,
+        };
+        self.update_interest(key, now, out);
+        if !self.maybe_close_seed_pair(key, config, now, rng, out) {
+            self.fill_requests(key, config, now, rng, out);
+        }
+    }
+
+    /// Closes the connection when both sides have everything: nothing can flow either way.
+    fn maybe_close_seed_pair(
+        &mut self,
+        key: PeerKey,
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) -> bool {
+        let both = self.picker.is_seed() && self.peers.get(&key).is_some_and(|p| p.has.is_all());
+        if both {
+            self.close_peer(key, CloseReason::BothSeeds, config, now, rng, out);
+        }
+        both
+    }
+
+    /// Sends `interested` or `not interested` when the peer's interest count says so.
+    fn update_interest(&mut self, key: PeerKey, now: Time, out: &mut Outbox) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let want = peer.interesting > 0 && self.error.is_none();
+        if want != peer.am_interested {
+            peer.am_interested = want;
+            let msg = if want {
+                Message::Interested
+            } else {
+                Message::NotInterested
+            };
+            let notify = peer.queue(&msg, now);
+            out.send(peer.conn, notify);
+        }
+    }
+
+    // ------------------------------------------------------------------- downloading blocks
+
+    /// How many requests to keep outstanding with this peer: enough to cover
+    /// `request_queue_time` of its download rate, at least `min_requests`, never above its
+    /// `reqq`. During slow start after an unchoke the target grows by one per block received,
+    /// as TCP's window does, because the rate meter has no history yet.
+    fn request_target(peer: &mut Peer, config: &Config, now: Time) -> usize {
+        if peer.snubbed {
+            return 1;
+        }
+        let rate = peer.down.rate(now);
+        let by_rate = (rate as u128 * config.request_queue_time.as_micros()
+            / 1_000_000
+            / u128::from(BLOCK_LEN)) as usize;
+        let mut target = by_rate.max(config.min_requests);
+        if let Some(until) = peer.slow_start_until {
+            if now < until {
+                target = target.max(peer.slow_start_target);
+            } else {
+                peer.slow_start_until = None;
+            }
+        }
+        // BEP 10 suggests assuming 250 until the peer says otherwise.
+        let cap = config
+            .max_requests
+            .min(peer.reqq.map_or(250, |q| q as usize));
+        target.min(cap).max(1)
+    }
+
+    /// Tops up the requests outstanding with a peer.
+    fn fill_requests(
+        &mut self,
+        key: PeerKey,
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) {
+        if self.error.is_some() {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if !peer.am_interested {
+            return;
+        }
+        if peer.peer_choking && peer.allowed_fast_in.is_empty() {
+            return;
+        }
+        let mut target = Torrent::request_target(peer, config, now);
+        if self.picker.is_endgame() {
+            // In endgame every block we could ask for is already asked of someone. As
+            // libtorrent does, a peer gets one duplicate at a time and only once it has
+            // nothing else in flight, so duplicates go to idle peers and waste stays small.
+            if !peer.requests_out.is_empty() {
+                return;
+            }
+            target = 1;
+        }
+        let restrict = peer.peer_choking.then_some(&peer.allowed_fast_in[..]);
+        let have = peer.requests_out.len();
+        if have >= target {
+            return;
+        }
+        self.pick_buf.clear();
+        self.picker.pick(
+            key,
+            peer.has.pieces(),
+            target - have,
+            restrict,
+            &peer.suggested,
+            rng,
+            &mut self.pick_buf,
+        );
+        let mut notify = false;
+        for &block in &self.pick_buf {
+            let r = BlockRequest {
+                piece: block.piece.get(),
+                offset: block.offset,
+                len: block.len,
+            };
+            notify |= peer.queue(&Message::Request(r), now);
+            peer.requests_out.push(OutRequest {
+                block,
+                sent_at: now,
+            });
+        }
+        out.send(peer.conn, notify);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_piece(
+        &mut self,
+        key: PeerKey,
+        index: u32,
+        offset: u32,
+        data: Bytes,
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) {
+        let len = data.len() as u32;
+        let Some(block) = self.info.lengths().block_at(index, offset, len) else {
+            return self.violation(key, Violation::BadBlock, config, now, rng, out);
+        };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        peer.down.add(now, u64::from(len));
+        peer.snubbed = false;
+        if let Some(i) = peer.requests_out.iter().position(|r| r.block == block) {
+            peer.requests_out.swap_remove(i);
+            if peer.slow_start_until.is_some() {
+                peer.slow_start_target += 1;
+            }
+        }
+        match self.picker.block_received(key, block) {
+            BlockReceived::New {
+                piece_complete,
+                cancel,
+            } => {
+                self.stats.downloaded += u64::from(len);
+                let piece = block.piece.get();
+                *self.pending_writes.entry(piece).or_default() += 1;
+                if piece_complete {
+                    self.complete_unwritten.insert(piece);
+                }
+                out.actions.push_back(Action::Disk(DiskOp::Write {
+                    torrent: self.id,
+                    block,
+                    data,
+                }));
+                for other in cancel {
+                    let Some(p) = self.peers.get_mut(&other) else {
+                        continue;
+                    };
+                    if let Some(i) = p.requests_out.iter().position(|r| r.block == block) {
+                        p.requests_out.swap_remove(i);
+                        let r = BlockRequest {
+                            piece,
+                            offset: block.offset,
+                            len: block.len,
+                        };
+                        let notify = p.queue(&Message::Cancel(r), now);
+                        out.send(p.conn, notify);
+                    }
+                }
+            }
+            BlockReceived::Duplicate | BlockReceived::Unrequested => {
+                self.stats.wasted += u64::from(len)
+            }
+        }
+        self.fill_requests(key, config, now, rng, out);
+    }
+
+    // ---------------------------------------------------------------------- serving blocks
+
+    fn on_request(
+        &mut self,
+        key: PeerKey,
+        r: BlockRequest,
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) {
+        if r.len > config.max_request_len {
+            return self.violation(key, Violation::RequestTooLong, config, now, rng, out);
+        }
+        let Some(block) = self.info.lengths().block_at(r.piece, r.offset, r.len) else {
+            let v = if self.info.lengths().piece(r.piece).is_none() {
+                Violation::BadPieceIndex
+            } else {
+                Violation::BadBlock
+            };
+            return self.violation(key, v, config, now, rng, out);
+        };
+        let have = self.picker.have().get(r.piece);
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let reject = |peer: &mut Peer, out: &mut Outbox| {
+            if peer.fast {
+                let notify = peer.queue(&Message::Reject(r), now);
+                out.send(peer.conn, notify);
+            }
+        };
+        if !have {
+            if peer.fast {
+                return reject(peer, out);
+            }
+            return self.violation(
+                key,
+                Violation::RequestForMissingPiece,
+                config,
+                now,
+                rng,
+                out,
+            );
+        }
+        if peer.am_choking && !peer.allowed_fast(r.piece) {
+            // BEP 6: reject; without it the request is silently dropped, as BEP 3 says.
+            return reject(peer, out);
+        }
+        if peer.requests_in.contains(&block) || peer.reading.contains(&block) {
+            return;
+        }
+        if peer.requests_in.len() + peer.reading.len() >= config.max_queued_requests {
+            if peer.fast {
+                return reject(peer, out);
+            }
+            return self.violation(key, Violation::TooManyRequests, config, now, rng, out);
+        }
+        peer.requests_in.push_back(block);
+        self.pump_reads(key, config, out);
+    }
+
+    /// Starts disk reads for queued requests while the peer's send buffer has room.
+    fn pump_reads(&mut self, key: PeerKey, config: &Config, out: &mut Outbox) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        while peer.reading.len() < config.max_reads_per_peer
+            && peer.send.len() < config.send_buffer_high
+        {
+            let Some(block) = peer.requests_in.pop_front() else {
+                break;
+            };
+            peer.reading.push(block);
+            out.actions.push_back(Action::Disk(DiskOp::Read {
+                torrent: self.id,
+                peer: key,
+                block,
+            }));
+        }
+    }
+
+    /// The driver sent `n` bytes of a peer's buffer; serve more if it has room now.
+    pub(crate) fn on_sent(&mut self, key: PeerKey, n: usize, config: &Config, out: &mut Outbox) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        peer.send.consume(n);
+        if peer.send.is_empty() {
+            peer.send_notified = false;
+        }
+        self.pump_reads(key, config, out);
+    }
+
+    /// The driver took the whole send buffer (the simulator does).
+    pub(crate) fn take_send(
+        &mut self,
+        key: PeerKey,
+        max: usize,
+        config: &Config,
+        out: &mut Outbox,
+    ) -> Vec<Bytes> {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return Vec::new();
+        };
+        let chunks = peer.send.take_upto(max);
+        if peer.send.is_empty() {
+            peer.send_notified = false;
+        }
+        self.pump_reads(key, config, out);
+        chunks
+    }
+
+    // ---------------------------------------------------------------------------- disk
+
+    pub(crate) fn on_disk(
+        &mut self,
+        done: DiskDone,
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) {
+        match done {
+            DiskDone::Written { block, result, .. } => {
+                let piece = block.piece.get();
+                if let Some(n) = self.pending_writes.get_mut(&piece) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.pending_writes.remove(&piece);
+                    }
+                }
+                if let Err(error) = result {
+                    self.fail(error, config, now, out);
+                    return;
+                }
+                if !self.pending_writes.contains_key(&piece)
+                    && self.complete_unwritten.remove(&piece)
+                {
+                    out.actions.push_back(Action::Disk(DiskOp::Verify {
+                        torrent: self.id,
+                        piece: block.piece,
+                    }));
+                }
+            }
+            DiskDone::Read {
+                peer: key,
+                block,
+                result,
+                ..
+            } => self.on_read(key, block, result, config, now, out),
+            DiskDone::Verified { piece, ok, .. } => {
+                self.on_verified(piece, ok, config, now, rng, out)
+            }
+        }
+    }
+
+    fn on_read(
+        &mut self,
+        key: PeerKey,
+        block: BlockRef,
+        result: Result<Bytes, String>,
+        config: &Config,
+        now: Time,
+        out: &mut Outbox,
+    ) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Some(i) = peer.reading.iter().position(|b| *b == block) else {
+            return;
+        };
+        peer.reading.swap_remove(i);
+        let data = match result {
+            Ok(data) if data.len() == block.len as usize => data,
+            Ok(_) | Err(_) => {
+                let error = match result {
+                    Err(e) => e,
+                    Ok(d) => format!(
+                        "read of piece {} returned {} bytes, not {}",
+                        block.piece.get(),
+                        d.len(),
+                        block.len
+                    ),
+                };
+                self.fail(error, config, now, out);
+                return;
+            }
+        };
+        if peer.am_choking && !peer.allowed_fast(block.piece.get()) {
+            return;
+        }
+        let len = u64::from(block.len);
+        peer.send.encode(|o| {
+            o.extend_from_slice(&piece_header(block.piece.get(), block.offset, block.len))
+        });
+        peer.send.push_shared(data);
+        peer.last_send = now;
+        peer.up.add(now, len);
+        peer.uploaded_since_unchoke += len;
+        self.stats.uploaded += len;
+        let notify = peer.needs_notify();
+        out.send(peer.conn, notify);
+        self.pump_reads(key, config, out);
+    }
+
+    fn on_verified(
+        &mut self,
+        piece: PieceIndex,
+        ok: bool,
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) {
+        if !ok {
+            let contributors = self.picker.piece_verified(piece, false);
+            self.stats.hash_failures += 1;
+            self.stats.corrupt += u64::from(self.info.lengths().len_of(piece));
+            out.events.push_back(Event::HashFailed {
+                torrent: self.id,
+                piece,
+            });
+            // A peer that alone sent the piece is surely at fault: it takes two strikes.
+            let strikes = if contributors.len() == 1 { 2 } else { 1 };
+            for key in contributors {
+                let Some(peer) = self.peers.get_mut(&key) else {
+                    continue;
+                };
+                peer.strikes += strikes;
+                if peer.strikes >= config.max_hash_strikes {
+                    let addr = peer.addr;
+                    self.banned.insert(addr.ip());
+                    self.stats.banned += 1;
+                    out.events.push_back(Event::PeerBanned {
+                        torrent: self.id,
+                        addr,
+                    });
+                    self.close_peer(key, CloseReason::Banned, config, now, rng, out);
+                }
+            }
+            // Close every other connection from a banned address too.
+            let keys: Vec<PeerKey> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| self.banned.contains(&p.addr.ip()))
+                .map(|(k, _)| *k)
+                .collect();
+            for key in keys {
+                self.close_peer(key, CloseReason::Banned, config, now, rng, out);
+            }
+            return;
+        }
+        let was_interesting = self.picker.is_piece_interesting(piece);
+        self.picker.piece_verified(piece, true);
+        self.stats.pieces_verified += 1;
+        if was_interesting {
+            self.wanted_missing = self.wanted_missing.saturating_sub(1);
+        }
+        out.events.push_back(Event::PieceVerified {
+            torrent: self.id,
+            piece,
+        });
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in &keys {
+            let Some(peer) = self.peers.get_mut(key) else {
+                continue;
+            };
+            if peer.has.get(piece.get()) {
+                if was_interesting {
+                    peer.interesting = peer.interesting.saturating_sub(1);
+                }
+                self.update_interest(*key, now, out);
+            } else {
+                let notify = peer.queue(&Message::Have { piece: piece.get() }, now);
+                out.send(peer.conn, notify);
+            }
+        }
+        if self.picker.is_complete() && !self.complete_announced {
+            self.complete_announced = true;
+            out.events
+                .push_back(Event::TorrentComplete { torrent: self.id });
+            if self.picker.is_seed() {
+                self.rechoke(RechokeReason::BecameSeed, now, rng, out);
+                for key in keys {
+                    self.maybe_close_seed_pair(key, config, now, rng, out);
+                }
+            }
+        }
+    }
+
+    /// A disk error: stop downloading, keep serving what we have.
+    fn fail(&mut self, error: String, config: &Config, now: Time, out: &mut Outbox) {
+        let _ = config;
+        if self.error.is_some() {
+            return;
+        }
+        self.error = Some(error.clone());
+        out.events.push_back(Event::TorrentError {
+            torrent: self.id,
+            error,
+        });
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            if let Some(peer) = self.peers.get_mut(&key) {
+                for r in peer.requests_out.drain(..) {
+                    self.picker.request_dropped(key, r.block);
+                }
+            }
+            self.update_interest(key, now, out);
+        }
+    }
+
+    // ------------------------------------------------------------------------- choking
+
+    fn rechoke(&mut self, reason: RechokeReason, now: Time, rng: &mut Rng, out: &mut Outbox) {
+        let piece_count = self.info.lengths().piece_count().max(1);
+        let view: Vec<ChokePeer> = self
+            .peers
+            .iter()
+            .map(|(key, p)| ChokePeer {
+                key: *key,
+                interested: p.peer_interested,
+                unchoked: !p.am_choking,
+                down_rate: p.down.rate(now),
+                up_rate: p.up.rate(now),
+                connected_at: p.connected_at,
+                last_unchoked: p.last_unchoked,
+                uploaded_since_unchoke: p.uploaded_since_unchoke,
+                progress: {
+                    // What it announced, or what we sent it if that is more: a peer that
+                    // hides its `have`s must not look like a newcomer forever (anti-leech).
+                    let announced = p.has.count(piece_count) as f32 / piece_count as f32;
+                    let sent = p.up.total() as f32 / self.info.total_len().max(1) as f32;
+                    announced.max(sent).min(1.0)
+                },
+                is_seed: p.has.is_all(),
+                snubbed: p.snubbed,
+            })
+            .collect();
+        let seeding = self.picker.is_complete();
+        for (key, unchoke) in self.choker.rechoke(now, seeding, &view, reason, rng) {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            if unchoke != peer.am_choking {
+                continue;
+            }
+            peer.am_choking = !unchoke;
+            let mut notify;
+            if unchoke {
+                peer.last_unchoked = Some(now);
+                peer.uploaded_since_unchoke = 0;
+                notify = peer.queue(&Message::Unchoke, now);
+            } else {
+                notify = peer.queue(&Message::Choke, now);
+                // BEP 6: choke first, then reject what will not be served; allowed-fast
+                // requests stay.
+                let dropped: Vec<BlockRef> = peer
+                    .requests_in
+                    .iter()
+                    .chain(peer.reading.iter())
+                    .copied()
+                    .filter(|b| !peer.allowed_fast(b.piece.get()))
+                    .collect();
+                peer.requests_in
+                    .retain(|b| peer.fast && peer.allowed_fast_out.contains(&b.piece.get()));
+                peer.reading
+                    .retain(|b| peer.fast && peer.allowed_fast_out.contains(&b.piece.get()));
+                if peer.fast {
+                    for b in dropped {
+                        let r = BlockRequest {
+                            piece: b.piece.get(),
+                            offset: b.offset,
+                            len: b.len,
+                        };
+                        notify |= peer.queue(&Message::Reject(r), now);
+                    }
+                }
+            }
+            out.send(peer.conn, notify);
+        }
+    }
+
+    // ---------------------------------------------------------------------------- timers
+
+    /// Housekeeping: timeouts, keep-alives, request time-outs, the choker, request top-up.
+    pub(crate) fn tick(&mut self, config: &Config, now: Time, rng: &mut Rng, out: &mut Outbox) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            if now.saturating_since(peer.last_recv) >= config.inactivity_timeout {
+                self.close_peer(key, CloseReason::Inactive, config, now, rng, out);
+                continue;
+            }
+            if now.saturating_since(peer.last_send) >= config.keepalive_interval {
+                let notify = peer.queue(&Message::KeepAlive, now);
+                out.send(peer.conn, notify);
+            }
+            let timed_out: Vec<BlockRef> = peer
+                .requests_out
+                .iter()
+                .filter(|r| now.saturating_since(r.sent_at) >= config.request_timeout)
+                .map(|r| r.block)
+                .collect();
+            if !timed_out.is_empty() {
+                peer.snubbed = true;
+                peer.requests_out
+                    .retain(|r| now.saturating_since(r.sent_at) < config.request_timeout);
+                for block in timed_out {
+                    self.picker.request_dropped(key, block);
+                }
+            }
+            self.fill_requests(key, config, now, rng, out);
+        }
+        if now >= self.choker.next_due() {
+            self.rechoke(RechokeReason::Timer, now, rng, out);
+        }
+    }
+
+    // ------------------------------------------------------------------------ settings
+
+    pub(crate) fn set_file_priorities(
+        &mut self,
+        priorities: &[Priority],
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) {
+        let piece_prios = super::picker::piece_priorities(&self.info, priorities);
+        self.picker.set_piece_priorities(&piece_prios);
+        self.recount_wanted();
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            peer.interesting = match &peer.has {
+                Has::All => self.wanted_missing,
+                Has::Some(bits) => bits
+                    .ones()
+                    .filter_map(|i| self.info.lengths().piece(i))
+                    .filter(|&p| self.picker.is_piece_interesting(p))
+                    .count() as u32,
+            };
+            self.update_interest(key, now, out);
+            self.fill_requests(key, config, now, rng, out);
+        }
+        if self.picker.is_complete() && !self.complete_announced {
+            self.complete_announced = true;
+            out.events
+                .push_back(Event::TorrentComplete { torrent: self.id });
+        } else if !self.picker.is_complete() {
+            self.complete_announced = false;
+        }
+    }
+
+    pub(crate) fn set_sequential(&mut self, on: bool) {
+        self.picker.set_mode(if on {
+            PickMode::Sequential
+        } else {
+            PickMode::RarestFirst
+        });
+    }
+}
+
+/// Converts a decoded message into one that does not borrow the receive buffer. For `piece`
+/// messages the block's length is returned so the caller can split the frame off instead of
+/// copying the block.
+fn owned(msg: Message<'_>) -> (Msg, Option<usize>) {
+    let m = match msg {
+        Message::KeepAlive => Msg::KeepAlive,
+        Message::Choke => Msg::Choke,
+        Message::Unchoke => Msg::Unchoke,
+        Message::Interested => Msg::Interested,
+        Message::NotInterested => Msg::NotInterested,
+        Message::Have { piece } => Msg::Have(piece),
+        Message::Bitfield { bits } => Msg::Bitfield(bits.to_vec()),
+        Message::Request(r) => Msg::Request(r),
+        Message::Piece {
+            piece,
+            offset,
+            data,
+        } => {
+            return (
+                Msg::Piece {
+                    piece,
+                    offset,
+                    data: Bytes::new(),
+                },
+                Some(data.len()),
+            );
+        }
+        Message::Cancel(r) => Msg::Cancel(r),
+        Message::Port { .. } => Msg::Port,
+        Message::Suggest { piece } => Msg::Suggest(piece),
+        Message::HaveAll => Msg::HaveAll,
+        Message::HaveNone => Msg::HaveNone,
+        Message::Reject(r) => Msg::Reject(r),
+        Message::AllowedFast { piece } => Msg::AllowedFast(piece),
+        Message::Extended { id, payload } => Msg::Extended {
+            id,
+            payload: payload.to_vec(),
+        },
+    };
+    (m, None)
+}
