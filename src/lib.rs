@@ -14,5 +14,6 @@
 
 pub mod bencode;
 pub mod core;
+pub mod driver;
 pub mod limits;
 pub mod metainfo;

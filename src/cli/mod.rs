@@ -5,6 +5,7 @@ mod create;
 mod format;
 mod handshake;
 mod info;
+mod simulate;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,11 @@ enum Command {
     ///
     /// Example: ringtorrent handshake file.torrent 127.0.0.1:6881
     Handshake(handshake::Args),
+    /// Run a seeded, deterministic swarm of the real protocol core in memory: latency,
+    /// bandwidth, loss, churn, corrupt and silent peers. Same seed, same output.
+    ///
+    /// Example: ringtorrent simulate --peers 200 --size 64M --corrupt 5 --seed 7
+    Simulate(simulate::Args),
 }
 
 /// Runs the command line and turns errors into one clear line on stderr and exit status 1.
@@ -54,6 +60,7 @@ pub fn main() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Create(args) => create::run(args),
         Command::Handshake(args) => handshake::run(args),
+        Command::Simulate(args) => simulate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,266 @@
+//! What a simulation run produced, as numbers a person or a script can compare across runs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use super::{Role, Simulation};
+
+/// A distribution of values in seconds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Distribution {
+    /// Smallest.
+    pub min: f64,
+    /// 10th percentile.
+    pub p10: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// Largest.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+impl Distribution {
+    fn of(mut values: Vec<f64>) -> Option<Distribution> {
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+        Some(Distribution {
+            min: values[0],
+            p10: at(0.1),
+            p50: at(0.5),
+            p90: at(0.9),
+            max: values[values.len() - 1],
+            mean: values.iter().sum::<f64>() / values.len() as f64,
+        })
+    }
+}
+
+/// The outcome of one run. The same configuration and seed give an identical report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SimReport {
+    /// The seed of the run.
+    pub seed: u64,
+    /// Leechers in the swarm.
+    pub leechers: usize,
+    /// Honest seeds.
+    pub seeds: usize,
+    /// Corrupt seeds.
+    pub corrupt: usize,
+    /// Silent peers.
+    pub silent: usize,
+    /// Payload size in bytes.
+    pub size: u64,
+    /// Piece length in bytes.
+    pub piece_len: u64,
+    /// Leechers that finished.
+    pub completed: usize,
+    /// Whether every leecher ended with exactly the payload.
+    pub every_byte_right: bool,
+    /// Virtual seconds until the last leecher finished (`None` if some did not).
+    pub completion_s: Option<f64>,
+    /// Virtual seconds from joining to finishing, over finished leechers.
+    pub download_s: Option<Distribution>,
+    /// Payload bytes received that were needed.
+    pub bytes_downloaded: u64,
+    /// Payload bytes received twice or unasked (endgame duplicates, late blocks).
+    pub bytes_wasted: u64,
+    /// Bytes of pieces that failed their hash check.
+    pub bytes_corrupt: u64,
+    /// Pieces that failed their hash check.
+    pub hash_failures: u64,
+    /// Bans for corrupt data (a peer banned by several leechers counts several times).
+    pub peers_banned: u64,
+    /// Corrupt peers that every leecher that met them banned... counted as corrupt peers
+    /// banned by at least one leecher.
+    pub corrupt_peers_banned: usize,
+    /// Jain's fairness index of bytes uploaded by leechers (1 = perfectly even).
+    pub upload_fairness: f64,
+    /// Connections closed, by reason.
+    pub closes: BTreeMap<String, u64>,
+    /// Simulation events processed.
+    pub events: u64,
+    /// Virtual seconds simulated.
+    pub virtual_s: f64,
+}
+
+/// Jain's fairness index: (Σx)² / (n·Σx²); 1 when all equal, 1/n when one does everything.
+pub fn jain(values: &[f64]) -> f64 {
+    let sum: f64 = values.iter().sum();
+    let squares: f64 = values.iter().map(|v| v * v).sum();
+    if values.is_empty() || squares == 0.0 {
+        return 1.0;
+    }
+    sum * sum / (values.len() as f64 * squares)
+}
+
+pub(super) fn build(sim: &Simulation) -> SimReport {
+    let leechers: Vec<_> = sim
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Leecher)
+        .collect();
+    let times: Vec<f64> = leechers
+        .iter()
+        .filter_map(|n| Some(n.finished_at?.saturating_since(n.joined_at?).as_secs_f64()))
+        .collect();
+    let completed = times.len();
+    let completion_s = (completed == leechers.len())
+        .then(|| {
+            leechers
+                .iter()
+                .filter_map(|n| n.finished_at)
+                .max()
+                .map(|t| t.as_secs_f64())
+        })
+        .flatten();
+    let mut downloaded = 0;
+    let mut wasted = 0;
+    let mut corrupt = 0;
+    for n in &sim.nodes {
+        let past = &n.past;
+        let live = n
+            .session
+            .as_ref()
+            .zip(n.torrent)
+            .and_then(|(s, t)| s.stats(t).cloned())
+            .unwrap_or_default();
+        downloaded += past.downloaded + live.downloaded;
+        wasted += past.wasted + live.wasted;
+        corrupt += past.corrupt + live.corrupt;
+    }
+    let uploads: Vec<f64> = leechers.iter().map(|n| n.uploaded as f64).collect();
+    let corrupt_addrs: Vec<_> = sim
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Corrupt)
+        .map(|n| n.addr)
+        .collect();
+    SimReport {
+        seed: sim.config.seed,
+        leechers: sim.config.leechers,
+        seeds: sim.config.seeds,
+        corrupt: sim.config.corrupt,
+        silent: sim.config.silent,
+        size: sim.config.size,
+        piece_len: sim.config.piece_len,
+        completed,
+        every_byte_right: sim.every_byte_right(),
+        completion_s,
+        download_s: Distribution::of(times),
+        bytes_downloaded: downloaded,
+        bytes_wasted: wasted,
+        bytes_corrupt: corrupt,
+        hash_failures: sim.hash_failures,
+        peers_banned: sim.banned,
+        corrupt_peers_banned: corrupt_addrs
+            .iter()
+            .filter(|a| sim.banned_addrs.contains(a))
+            .count(),
+        upload_fairness: jain(&uploads),
+        closes: sim
+            .closes
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        events: sim.events_handled,
+        virtual_s: sim.now.as_secs_f64(),
+    }
+}
+
+impl fmt::Display for SimReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "swarm:            {} leechers, {} seeds, {} corrupt, {} silent; {} bytes in {}-byte pieces; seed {}",
+            self.leechers, self.seeds, self.corrupt, self.silent, self.size, self.piece_len, self.seed
+        )?;
+        writeln!(
+            f,
+            "completed:        {}/{} leechers, every byte right: {}",
+            self.completed,
+            self.leechers,
+            if self.every_byte_right { "yes" } else { "NO" }
+        )?;
+        match self.completion_s {
+            Some(t) => writeln!(f, "swarm done at:    {t:.3} s (virtual)")?,
+            None => writeln!(
+                f,
+                "swarm done at:    not finished by {:.3} s (virtual)",
+                self.virtual_s
+            )?,
+        }
+        if let Some(d) = &self.download_s {
+            writeln!(
+                f,
+                "download time:    min {:.3} s, p10 {:.3}, p50 {:.3}, p90 {:.3}, max {:.3}, mean {:.3}",
+                d.min, d.p10, d.p50, d.p90, d.max, d.mean
+            )?;
+        }
+        let pct = |x: u64| {
+            if self.bytes_downloaded == 0 {
+                0.0
+            } else {
+                100.0 * x as f64 / self.bytes_downloaded as f64
+            }
+        };
+        writeln!(f, "downloaded:       {} bytes", self.bytes_downloaded)?;
+        writeln!(
+            f,
+            "wasted:           {} bytes ({:.3}%) duplicate or unrequested",
+            self.bytes_wasted,
+            pct(self.bytes_wasted)
+        )?;
+        writeln!(
+            f,
+            "corrupt:          {} bytes in {} failed pieces ({:.3}%)",
+            self.bytes_corrupt,
+            self.hash_failures,
+            pct(self.bytes_corrupt)
+        )?;
+        writeln!(
+            f,
+            "banned:           {} bans; {}/{} corrupt peers banned",
+            self.peers_banned, self.corrupt_peers_banned, self.corrupt
+        )?;
+        writeln!(
+            f,
+            "upload fairness:  {:.4} (Jain's index over leechers)",
+            self.upload_fairness
+        )?;
+        let closes: Vec<String> = self
+            .closes
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        writeln!(
+            f,
+            "closes:           {}",
+            if closes.is_empty() {
+                "none".into()
+            } else {
+                closes.join(", ")
+            }
+        )?;
+        write!(
+            f,
+            "events:           {} in {:.3} virtual s",
+            self.events, self.virtual_s
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn jain_bounds() {
+        assert!((super::jain(&[5.0, 5.0, 5.0]) - 1.0).abs() < 1e-12);
+        assert!((super::jain(&[9.0, 0.0, 0.0]) - 1.0 / 3.0).abs() < 1e-12);
+    }
+}
