@@ -17,3 +17,4 @@ pub mod core;
 pub mod driver;
 pub mod limits;
 pub mod metainfo;
+pub mod storage;

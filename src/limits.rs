@@ -66,6 +66,17 @@ pub const MAX_MESSAGE_LEN: u32 = 1 << 21;
 /// would decode into tens of MiB of tree.
 pub const MAX_EXTENDED_HANDSHAKE_VALUES: usize = 4096;
 
+/// Files held open by storage across the whole process, each costing one descriptor (kept
+/// for `pwrite`) and one mapping; past it a file is opened for each access. 4096 stays well
+/// under the kernel's default `vm.max_map_count` (65530) and leaves descriptors for sockets
+/// once `RLIMIT_NOFILE` is raised, as a seedbox must; libtorrent's default file pool is 40.
+pub const MAX_OPEN_FILES: usize = 4096;
+
+/// The largest resume file read. A million files (`MAX_FILES`) take about 40 bytes each
+/// (`li<size>ei<mtime ns>ee`) and the bitfield for `MAX_PIECES` 200 KiB, so 64 MiB holds
+/// the largest torrent with room; anything larger is damage, not data.
+pub const MAX_RESUME_FILE_LEN: usize = 64 * 1024 * 1024;
+
 /// Seconds the `handshake` command waits for a connection and for each reply.
 pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
 
@@ -75,3 +86,4 @@ const _: () = assert!(MAX_BLOCK_LEN as u64 <= MIN_PIECE_LEN * 8);
 const _: () = assert!(MAX_PIECES.div_ceil(8) < MAX_MESSAGE_LEN as u64);
 const _: () = assert!(MAX_BLOCK_LEN + 9 <= MAX_MESSAGE_LEN);
 const _: () = assert!(MAX_PIECES < u32::MAX as u64);
+const _: () = assert!(MAX_FILES * 3 + 16 <= MAX_BENCODE_VALUES);

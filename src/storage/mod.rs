@@ -1,0 +1,975 @@
+//! Storage: a torrent's files on disk, block reads and writes across file boundaries, piece
+//! hashing on a pool, resume data, and full checks.
+//!
+//! # How blocks move (measured: `perf/2026-11-24-storage-cold-pages.md`)
+//!
+//! - **The event loop never touches file data.** Copying a cold block out of a mapping held
+//!   the copying thread for 0.2 to 9 ms (p99), even with `MADV_WILLNEED` issued just before;
+//!   prefetching pieces ahead helped the median but not the tail. So every call in this module
+//!   runs on a pool thread ([`DiskPool`]), and results come back through a per-loop
+//!   [`Completions`] queue and its eventfd.
+//! - **Writes use `pwrite`, never the mapping.** Overwriting cold data through a mapping reads
+//!   every page first (30 times slower than `pwrite` here), and a write fault that cannot
+//!   allocate (a full copy-on-write filesystem) is a `SIGBUS`, where `pwrite` returns ENOSPC.
+//!   So mappings are read-only (`PROT_READ`) and a stray write through one cannot happen.
+//! - **Reads and hashing use the mapping** (no copy for hashing), with `MADV_RANDOM` while
+//!   serving (the default: this machine's 8 MiB readahead otherwise reads 8 MiB around every
+//!   fault) plus `MADV_WILLNEED` over the whole piece when its first block is read, and
+//!   `MADV_SEQUENTIAL` for a full check ([`Access`]).
+//!
+//! # Files
+//!
+//! [`Storage::open`] resolves every path below the download folder with
+//! `openat2(RESOLVE_BENEATH)` (or, without it, a component walk that follows no symlink), so a
+//! symlink planted inside the folder cannot redirect a write outside it. It checks every
+//! existing file before it changes anything, checks free space with `statvfs`, creates folders
+//! and files, and preallocates them with `fallocate`, so a full disk is an error when the
+//! torrent is added rather than a `SIGBUS` or a failed write later. Files are mapped once and
+//! their descriptors kept for `pwrite`, up to [`limits::MAX_OPEN_FILES`] across the process;
+//! past that a file is opened for each access.
+//!
+//! BEP 47 padding files are never created: they read as zeros, and writes to them are
+//! ignored (as libtorrent does): the piece hash is computed over the zeros we hold, so a
+//! peer's non-zero padding cannot make a piece pass or fail wrongly.
+//!
+//! A file truncated by another program while mapped makes reads past its new end fault with
+//! `SIGBUS`; ringtorrent does not defend against that (libtorrent installs a signal handler
+//! and longjmps, which Rust cannot do soundly).
+
+mod check;
+mod error;
+mod pool;
+mod resume;
+pub(crate) mod sys;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use memmap2::{Advice, MmapOptions, MmapRaw};
+use sha1::{Digest, Sha1};
+
+use crate::core::{BlockRef, PieceIndex};
+use crate::limits;
+use crate::metainfo::{FileEntry, FileSpan, Info};
+use sys::Resolve;
+
+pub use check::{check, CheckReport, FileCheck, FileVerdict, PieceVerdict};
+pub use error::StorageError;
+pub use pool::{
+    completion_queue, Completion, CompletionSender, Completions, DiskJob, DiskPool, DiskPoolConfig,
+    Outcome,
+};
+pub use resume::{resume_path, FileStamp, PieceSet, ResumeData, ResumeError, RESUME_VERSION};
+
+/// How [`Storage::open`] treats the files on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Seeding or checking data already there: nothing is created or changed, files are
+    /// opened read-only, and missing or wrong-size files are recorded in
+    /// [`Storage::files`] instead of failing, so a check can report them. Writes fail.
+    ReadOnly,
+    /// Downloading: create missing folders and files and preallocate them. An existing file
+    /// of the wrong size is an error ([`StorageError::WrongSize`]) and is left untouched.
+    Create,
+    /// Like [`OpenMode::Create`], but a file of the wrong size is cut or extended to the
+    /// torrent's size. Data past a file's new end is lost: only when the user asked.
+    CreateResize,
+}
+
+/// Options for [`Storage::open_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageOptions {
+    /// How existing files are treated.
+    pub mode: OpenMode,
+    /// Keep each file's descriptor and mapping open (within [`limits::MAX_OPEN_FILES`] for
+    /// the process). `false` opens a file for each access: slower, for tests of that path
+    /// and for torrents that should hold no descriptors.
+    pub hold_open: bool,
+    /// Refuse every symlink inside the download folder, even one that stays inside. Without
+    /// this, links that stay inside are followed where the kernel has `openat2` (Linux 5.6)
+    /// and refused where it has not.
+    pub refuse_symlinks: bool,
+}
+
+impl StorageOptions {
+    /// The given mode, files held open.
+    pub fn new(mode: OpenMode) -> Self {
+        StorageOptions {
+            mode,
+            hold_open: true,
+            refuse_symlinks: false,
+        }
+    }
+}
+
+/// The expected access pattern, passed to the kernel as `madvise`/`fadvise` hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Serving and downloading: blocks of scattered pieces. No readahead around faults;
+    /// [`Storage::read_block`] prefetches the piece itself. The default.
+    Random,
+    /// A full check: every piece in order, with aggressive readahead.
+    Sequential,
+}
+
+/// What was found on disk for one file of the torrent when the storage was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileState {
+    /// A BEP 47 padding file, or a zero-length symlink entry: nothing on disk.
+    NotStored,
+    /// The file is there with the torrent's size.
+    Present {
+        /// Whether this open created it.
+        created: bool,
+        /// Whether the filesystem refused `fallocate` (EOPNOTSUPP), so the file is sparse
+        /// and a full disk shows up as a failed write instead of at open.
+        sparse: bool,
+    },
+    /// The file does not exist ([`OpenMode::ReadOnly`] only).
+    Missing,
+    /// The file exists with another size ([`OpenMode::ReadOnly`] only); the bytes that both
+    /// sizes cover can still be read and checked.
+    WrongSize {
+        /// Its length on disk.
+        actual: u64,
+    },
+}
+
+/// The torrent's files on disk. `Send + Sync`: every method takes `&self` and is meant to be
+/// called from pool threads ([`DiskPool`]), never from an event loop (see the module doc).
+///
+/// Concurrency contract: calls may overlap freely, except that the caller (the core) must not
+/// write a piece after submitting it for verification, nor write one block twice with
+/// different data; storage serialises the memory accesses themselves (a lock stripe per
+/// piece) but cannot know which write the caller meant to keep.
+#[derive(Debug)]
+pub struct Storage {
+    info: Arc<Info>,
+    dir: PathBuf,
+    root: OwnedFd,
+    writable: bool,
+    resolve: Resolve,
+    files: Vec<Slot>,
+    stripes: Box<[RwLock<()>]>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    rel: PathBuf,
+    len: u64,
+    state: FileState,
+    backing: Backing,
+    dirty: AtomicBool,
+}
+
+#[derive(Debug)]
+enum Backing {
+    /// Nothing to read or write: padding, zero length, or missing.
+    Nothing,
+    /// Descriptor (for `pwrite`) and read-only mapping held for the storage's life.
+    Held {
+        file: File,
+        map: MmapRaw,
+        /// Bytes readable: the torrent's length, or less for a short file (read-only mode).
+        readable: u64,
+        _budget: OpenFileBudget,
+    },
+    /// Opened for each access; `readable` as above.
+    Reopen { readable: u64 },
+}
+
+/// Lock stripes per torrent. A stripe is held shared while a piece is read or hashed and
+/// exclusively while a block of it is written; 64 makes two pieces in flight share a stripe
+/// rarely (1 in 64) and costs under 1 KiB per torrent, where a lock per piece would cost
+/// megabytes for the largest torrents.
+const LOCK_STRIPES: usize = 64;
+
+/// Zeros fed to the hasher for padding files.
+static ZEROS: [u8; limits::BLOCK_LEN as usize] = [0; limits::BLOCK_LEN as usize];
+
+/// Files held open (descriptor and mapping) across every storage in the process.
+static OPEN_FILES: AtomicUsize = AtomicUsize::new(0);
+
+/// One unit of [`OPEN_FILES`], given back when dropped.
+#[derive(Debug)]
+struct OpenFileBudget(());
+
+impl OpenFileBudget {
+    fn take() -> Option<Self> {
+        OPEN_FILES
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limits::MAX_OPEN_FILES).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| OpenFileBudget(()))
+    }
+}
+
+impl Drop for OpenFileBudget {
+    fn drop(&mut self) {
+        OPEN_FILES.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A file's entry in the plan made before anything on disk changes.
+struct Found {
+    fd: Option<OwnedFd>,
+    actual: Option<u64>,
+    allocated: u64,
+    dev: u64,
+}
+
+/// What [`Storage::open`] created, removed again if a later step fails.
+#[derive(Default)]
+struct Undo {
+    files: Vec<PathBuf>,
+    folders: Vec<PathBuf>,
+}
+
+impl Undo {
+    fn run(self, root: BorrowedFd<'_>, resolve: Resolve) {
+        // Best effort: the open already failed and reports that error. Only what this call
+        // created is removed, and a folder only if it is empty.
+        for rel in self.files.iter().rev() {
+            let _ = remove_beneath(root, rel, false, resolve);
+        }
+        for rel in self.folders.iter().rev() {
+            let _ = remove_beneath(root, rel, true, resolve);
+        }
+    }
+}
+
+fn remove_beneath(
+    root: BorrowedFd<'_>,
+    rel: &Path,
+    folder: bool,
+    resolve: Resolve,
+) -> io::Result<()> {
+    let name = Path::new(
+        rel.file_name()
+            .expect("a relative path of plain components"),
+    );
+    match rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+        None => sys::unlinkat(root, name, folder),
+        Some(parent) => {
+            let dir =
+                sys::open_beneath(root, parent, libc::O_RDONLY | libc::O_DIRECTORY, 0, resolve)?;
+            sys::unlinkat(dir.as_fd(), name, folder)
+        }
+    }
+}
+
+/// Whether a file has bytes on disk: not padding, and not an empty BEP 47 symlink entry
+/// (symlinks are not created yet).
+fn stored(entry: &FileEntry) -> bool {
+    let empty_symlink = entry.attr.symlink && entry.length == 0;
+    !(entry.attr.padding || empty_symlink)
+}
+
+impl Storage {
+    /// Opens (and, in the create modes, creates and preallocates) `info`'s files under
+    /// `download_dir`, holding them open. See [`Storage::open_with`].
+    pub fn open(
+        info: Arc<Info>,
+        download_dir: &Path,
+        mode: OpenMode,
+    ) -> Result<Storage, StorageError> {
+        Self::open_with(info, download_dir, StorageOptions::new(mode))
+    }
+
+    /// Opens `info`'s files under `download_dir`.
+    ///
+    /// Every existing file is examined before anything changes, so a refused open (wrong
+    /// size, no space, a symlink leading out) leaves the disk as it was; if creating or
+    /// preallocating fails part-way, the files and folders this call created are removed.
+    pub fn open_with(
+        info: Arc<Info>,
+        download_dir: &Path,
+        options: StorageOptions,
+    ) -> Result<Storage, StorageError> {
+        let resolve = if options.refuse_symlinks {
+            Resolve::NoSymlinks
+        } else {
+            Resolve::Auto
+        };
+        let mode = options.mode;
+        let writable = mode != OpenMode::ReadOnly;
+        let dir = download_dir.to_path_buf();
+        if writable {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| StorageError::from_io(dir.clone(), "create folder", e))?;
+        }
+        let root = sys::open_dir(&dir).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => StorageError::Missing { path: dir.clone() },
+            _ => StorageError::from_io(dir.clone(), "open folder", e),
+        })?;
+        let root_dev = sys::fstat(root.as_fd())
+            .map_err(|e| StorageError::from_io(dir.clone(), "examine", e))?
+            .st_dev;
+
+        // 1. Examine what is there; change nothing.
+        let access = if writable {
+            libc::O_RDWR
+        } else {
+            libc::O_RDONLY
+        };
+        let mut found = Vec::with_capacity(info.files().len());
+        // A descriptor on each filesystem involved, for the space check.
+        let mut on_dev: HashMap<u64, OwnedFd> = HashMap::new();
+        let mut folder_dev: HashMap<PathBuf, u64> = HashMap::new();
+        for entry in info.files() {
+            if !stored(entry) {
+                found.push(None);
+                continue;
+            }
+            let rel = entry.relative_path();
+            let path = dir.join(&rel);
+            let flags = access | libc::O_NONBLOCK;
+            match sys::open_beneath(root.as_fd(), &rel, flags, 0, resolve) {
+                Ok(fd) => {
+                    let st = sys::fstat(fd.as_fd())
+                        .map_err(|e| StorageError::from_io(path.clone(), "examine", e))?;
+                    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                        return Err(StorageError::NotAFile { path });
+                    }
+                    let actual = st.st_size as u64;
+                    if mode == OpenMode::Create && actual != entry.length {
+                        return Err(StorageError::WrongSize {
+                            path,
+                            expected: entry.length,
+                            actual,
+                        });
+                    }
+                    if writable && !on_dev.contains_key(&st.st_dev) {
+                        if let Ok(dup) = fd.try_clone() {
+                            on_dev.insert(st.st_dev, dup);
+                        }
+                    }
+                    found.push(Some(Found {
+                        fd: Some(fd),
+                        actual: Some(actual),
+                        allocated: (st.st_blocks as u64).saturating_mul(512),
+                        dev: st.st_dev,
+                    }));
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    let dev = if writable {
+                        nearest_dev(root.as_fd(), &rel, resolve, &mut folder_dev, &mut on_dev)
+                    } else {
+                        None
+                    };
+                    found.push(Some(Found {
+                        fd: None,
+                        actual: None,
+                        allocated: 0,
+                        dev: dev.unwrap_or(root_dev),
+                    }));
+                }
+                Err(e) => return Err(open_error(path, e)),
+            }
+        }
+
+        // 2. Enough space for what is still to allocate, per filesystem. fallocate's ENOSPC
+        // stays the final word; this check refuses before anything is created.
+        if writable {
+            let mut needed: HashMap<u64, u64> = HashMap::new();
+            for (entry, f) in info.files().iter().zip(&found) {
+                let Some(f) = f else { continue };
+                let more = entry.length.saturating_sub(f.allocated);
+                let total = needed.entry(f.dev).or_default();
+                *total = total.saturating_add(more);
+            }
+            for (dev, bytes) in needed {
+                if bytes == 0 {
+                    continue;
+                }
+                let fd = on_dev.get(&dev).map_or(root.as_fd(), |f| f.as_fd());
+                let available = sys::free_bytes(fd)
+                    .map_err(|e| StorageError::from_io(dir.clone(), "examine", e))?;
+                if available < bytes {
+                    return Err(StorageError::NoSpace {
+                        path: dir.clone(),
+                        needed: bytes,
+                        available,
+                    });
+                }
+            }
+        }
+
+        // 3. Create and preallocate; undo on failure.
+        let mut undo = Undo::default();
+        let result = Self::materialise(
+            &info,
+            &dir,
+            root.as_fd(),
+            mode,
+            resolve,
+            &mut found,
+            &mut undo,
+        );
+        let states = match result {
+            Ok(states) => states,
+            Err(e) => {
+                undo.run(root.as_fd(), resolve);
+                return Err(e);
+            }
+        };
+
+        // 4. Map and hold within the process budget.
+        let mut files = Vec::with_capacity(info.files().len());
+        for ((entry, f), state) in info.files().iter().zip(found).zip(states) {
+            let readable = match state {
+                FileState::Present { .. } => entry.length,
+                FileState::WrongSize { actual } => actual.min(entry.length),
+                FileState::NotStored | FileState::Missing => 0,
+            };
+            let backing = match f.and_then(|f| f.fd) {
+                Some(fd) if readable > 0 => hold(fd, readable, options.hold_open),
+                _ => Backing::Nothing,
+            };
+            files.push(Slot {
+                rel: entry.relative_path(),
+                len: entry.length,
+                state,
+                backing,
+                dirty: AtomicBool::new(false),
+            });
+        }
+        let stripes = (0..LOCK_STRIPES.min(info.lengths().piece_count() as usize))
+            .map(|_| RwLock::new(()))
+            .collect();
+        let storage = Storage {
+            info,
+            dir,
+            root,
+            writable,
+            resolve,
+            files,
+            stripes,
+        };
+        storage.set_access(Access::Random);
+        Ok(storage)
+    }
+
+    fn materialise(
+        info: &Info,
+        dir: &Path,
+        root: BorrowedFd<'_>,
+        mode: OpenMode,
+        resolve: Resolve,
+        found: &mut [Option<Found>],
+        undo: &mut Undo,
+    ) -> Result<Vec<FileState>, StorageError> {
+        let mut ready_folders: HashSet<PathBuf> = HashSet::new();
+        let mut states = Vec::with_capacity(found.len());
+        for (entry, f) in info.files().iter().zip(found.iter_mut()) {
+            let Some(f) = f else {
+                states.push(FileState::NotStored);
+                continue;
+            };
+            let rel = entry.relative_path();
+            let path = dir.join(&rel);
+            if mode == OpenMode::ReadOnly {
+                states.push(match f.actual {
+                    None => FileState::Missing,
+                    Some(a) if a != entry.length => FileState::WrongSize { actual: a },
+                    Some(_) => FileState::Present {
+                        created: false,
+                        sparse: false,
+                    },
+                });
+                continue;
+            }
+            let created = f.fd.is_none();
+            if created {
+                make_folders(root, dir, &rel, resolve, &mut ready_folders, undo)?;
+                let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NONBLOCK;
+                let fd = sys::open_beneath(root, &rel, flags, 0o666, resolve)
+                    .map_err(|e| open_error(path.clone(), e))?;
+                undo.files.push(rel.clone());
+                f.fd = Some(fd);
+            }
+            let fd = f.fd.as_ref().expect("opened above").as_fd();
+            if mode == OpenMode::CreateResize && f.actual.is_some_and(|a| a > entry.length) {
+                File::from(
+                    fd.try_clone_to_owned()
+                        .map_err(|e| StorageError::from_io(path.clone(), "resize", e))?,
+                )
+                .set_len(entry.length)
+                .map_err(|e| StorageError::from_io(path.clone(), "resize", e))?;
+            }
+            let mut sparse = false;
+            if entry.length > 0 {
+                match sys::fallocate(fd, entry.length) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                        let available = sys::free_bytes(fd).unwrap_or(0);
+                        return Err(StorageError::NoSpace {
+                            path,
+                            needed: entry.length.saturating_sub(f.allocated),
+                            available,
+                        });
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                        // No preallocation on this filesystem (some FUSE and network ones):
+                        // a sparse file of the right size instead, reported in the state.
+                        sparse = true;
+                        let file = File::from(
+                            fd.try_clone_to_owned()
+                                .map_err(|e| StorageError::from_io(path.clone(), "resize", e))?,
+                        );
+                        file.set_len(entry.length)
+                            .map_err(|e| StorageError::from_io(path.clone(), "resize", e))?;
+                    }
+                    Err(e) => return Err(StorageError::from_io(path, "preallocate", e)),
+                }
+            }
+            states.push(FileState::Present { created, sparse });
+        }
+        Ok(states)
+    }
+
+    /// The torrent this storage holds.
+    pub fn info(&self) -> &Arc<Info> {
+        &self.info
+    }
+
+    /// The download folder the files live under.
+    pub fn download_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What was found on disk for each file of the torrent (same order as
+    /// [`Info::files`]) when the storage was opened.
+    pub fn file_states(&self) -> impl ExactSizeIterator<Item = FileState> + '_ {
+        self.files.iter().map(|s| s.state)
+    }
+
+    /// The full path of file `index`.
+    pub fn path_of(&self, index: usize) -> PathBuf {
+        self.dir.join(&self.files[index].rel)
+    }
+
+    /// Writes `data` (exactly `block.len` bytes) at `block`, across file boundaries, with
+    /// `pwrite`. Bytes that fall in padding files are dropped.
+    pub fn write_block(&self, block: BlockRef, data: &[u8]) -> Result<(), StorageError> {
+        assert_eq!(
+            data.len(),
+            block.len as usize,
+            "block and data lengths differ"
+        );
+        if !self.writable {
+            return Err(StorageError::ReadOnly {
+                path: self.dir.clone(),
+                action: "write to",
+            });
+        }
+        let _guard = self.lock_exclusive(block.piece);
+        let mut at = 0usize;
+        for span in self.info.block_spans(block) {
+            let part = &data[at..at + span.len as usize];
+            at += span.len as usize;
+            if span.padding {
+                continue;
+            }
+            let slot = &self.files[span.file];
+            let result = match &slot.backing {
+                Backing::Held { file, .. } => file.write_all_at(part, span.file_offset),
+                Backing::Reopen { .. } => self
+                    .reopen(slot, true)
+                    .and_then(|f| f.write_all_at(part, span.file_offset)),
+                Backing::Nothing => {
+                    return Err(StorageError::Missing {
+                        path: self.dir.join(&slot.rel),
+                    })
+                }
+            };
+            result.map_err(|e| self.write_error(slot, span.len, e))?;
+            slot.dirty.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Reads `block` into `out` (exactly `block.len` bytes). The first block of a piece
+    /// (offset 0) asks the kernel to read the whole piece ahead, so the next blocks a peer
+    /// requests are one I/O instead of one per 4 KiB page.
+    pub fn read_block(&self, block: BlockRef, out: &mut [u8]) -> Result<(), StorageError> {
+        assert_eq!(
+            out.len(),
+            block.len as usize,
+            "block and buffer lengths differ"
+        );
+        if block.offset == 0 {
+            self.prefetch_piece(block.piece);
+        }
+        let _guard = self.lock_shared(block.piece);
+        let mut at = 0usize;
+        for span in self.info.block_spans(block) {
+            let part = &mut out[at..at + span.len as usize];
+            at += span.len as usize;
+            self.read_span(&span, part)?;
+        }
+        Ok(())
+    }
+
+    /// Reads a whole piece into `out` (resized to the piece's length).
+    pub fn read_piece(&self, piece: PieceIndex, out: &mut Vec<u8>) -> Result<(), StorageError> {
+        out.resize(self.info.lengths().len_of(piece) as usize, 0);
+        let _guard = self.lock_shared(piece);
+        let mut at = 0usize;
+        for span in self.info.piece_spans(piece) {
+            let part = &mut out[at..at + span.len as usize];
+            at += span.len as usize;
+            self.read_span(&span, part)?;
+        }
+        Ok(())
+    }
+
+    /// The SHA1 of `piece` as stored, hashed straight from the mapping (padding as zeros).
+    pub fn hash_piece(&self, piece: PieceIndex) -> Result<[u8; 20], StorageError> {
+        let _guard = self.lock_shared(piece);
+        let mut hasher = Sha1::new();
+        let mut scratch = Vec::new();
+        for span in self.info.piece_spans(piece) {
+            if span.padding {
+                let mut left = span.len as usize;
+                while left > 0 {
+                    let n = left.min(ZEROS.len());
+                    hasher.update(&ZEROS[..n]);
+                    left -= n;
+                }
+                continue;
+            }
+            let slot = &self.files[span.file];
+            self.check_readable(slot, &span)?;
+            match &slot.backing {
+                Backing::Held { map, .. } => {
+                    // SAFETY: `check_readable` proved the span lies inside the mapping. The
+                    // stripe lock held above keeps this storage's own writes to the piece
+                    // out; the mapping is read-only, so nothing in this process writes
+                    // through it. Another process changing the file changes the bytes seen
+                    // (the hash then fails), as with any shared file; truncation is the
+                    // SIGBUS caveat in the module doc.
+                    let bytes = unsafe {
+                        std::slice::from_raw_parts(
+                            map.as_ptr().add(span.file_offset as usize),
+                            span.len as usize,
+                        )
+                    };
+                    hasher.update(bytes);
+                }
+                Backing::Reopen { .. } => {
+                    let file = self
+                        .reopen(slot, false)
+                        .map_err(|e| self.read_error(slot, e))?;
+                    scratch.resize((span.len as usize).min(1 << 20), 0);
+                    let mut done = 0u64;
+                    while done < span.len {
+                        let n = (span.len - done).min(scratch.len() as u64) as usize;
+                        file.read_exact_at(&mut scratch[..n], span.file_offset + done)
+                            .map_err(|e| self.read_error(slot, e))?;
+                        hasher.update(&scratch[..n]);
+                        done += n as u64;
+                    }
+                }
+                Backing::Nothing => unreachable!("check_readable refuses files with no data"),
+            }
+        }
+        Ok(hasher.finalize().into())
+    }
+
+    /// Hashes `piece` and compares with `expected`.
+    pub fn verify_piece(
+        &self,
+        piece: PieceIndex,
+        expected: &[u8; 20],
+    ) -> Result<bool, StorageError> {
+        Ok(&self.hash_piece(piece)? == expected)
+    }
+
+    /// Asks the kernel to start reading `piece` into the page cache (`MADV_WILLNEED`); returns
+    /// at once. Useful before hashing or serving a piece that may be cold.
+    pub fn prefetch_piece(&self, piece: PieceIndex) {
+        for span in self.info.piece_spans(piece) {
+            if let Backing::Held { map, readable, .. } = &self.files[span.file].backing {
+                if span.file_offset < *readable {
+                    let len = span.len.min(readable - span.file_offset);
+                    // A hint: failure only costs speed.
+                    let _ =
+                        map.advise_range(Advice::WillNeed, span.file_offset as usize, len as usize);
+                }
+            }
+        }
+    }
+
+    /// Tells the kernel how the files will be read next (see [`Access`]).
+    pub fn set_access(&self, access: Access) {
+        let (advice, fadvice) = match access {
+            Access::Random => (Advice::Random, libc::POSIX_FADV_RANDOM),
+            Access::Sequential => (Advice::Sequential, libc::POSIX_FADV_SEQUENTIAL),
+        };
+        for slot in &self.files {
+            if let Backing::Held { file, map, .. } = &slot.backing {
+                // Hints: failure only costs speed.
+                let _ = map.advise(advice);
+                sys::fadvise(file.as_fd(), 0, 0, fadvice);
+            }
+        }
+    }
+
+    /// Makes every write so far durable (`fsync` of each file written since the last call),
+    /// so that pieces verified until now may be recorded in resume data.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        for slot in &self.files {
+            if !slot.dirty.swap(false, Ordering::AcqRel) {
+                continue;
+            }
+            let result = match &slot.backing {
+                Backing::Held { file, .. } => file.sync_all(),
+                Backing::Reopen { .. } => self.reopen(slot, true).and_then(|f| f.sync_all()),
+                Backing::Nothing => Ok(()),
+            };
+            if let Err(e) = result {
+                slot.dirty.store(true, Ordering::Release);
+                return Err(StorageError::from_io(self.dir.join(&slot.rel), "sync", e));
+            }
+        }
+        Ok(())
+    }
+
+    /// The size and modification time of every file now, for resume data; `None` for files
+    /// not stored (padding) or missing. Taken by path, not from held descriptors, so a file
+    /// deleted or replaced behind the storage's back shows as such.
+    pub fn file_stamps(&self) -> Result<Vec<Option<FileStamp>>, StorageError> {
+        self.files
+            .iter()
+            .map(|slot| {
+                if slot.state == FileState::NotStored {
+                    return Ok(None);
+                }
+                let path = || self.dir.join(&slot.rel);
+                let flags = libc::O_PATH;
+                let fd =
+                    match sys::open_beneath(self.root.as_fd(), &slot.rel, flags, 0, self.resolve) {
+                        Ok(fd) => fd,
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+                        Err(e) => return Err(open_error(path(), e)),
+                    };
+                let st = sys::fstat(fd.as_fd())
+                    .map_err(|e| StorageError::from_io(path(), "examine", e))?;
+                Ok(Some(FileStamp {
+                    size: st.st_size as u64,
+                    mtime_ns: sys::mtime_ns(&st),
+                }))
+            })
+            .collect()
+    }
+
+    fn read_span(&self, span: &FileSpan, out: &mut [u8]) -> Result<(), StorageError> {
+        if span.padding {
+            out.fill(0);
+            return Ok(());
+        }
+        let slot = &self.files[span.file];
+        self.check_readable(slot, span)?;
+        match &slot.backing {
+            Backing::Held { map, .. } => {
+                // SAFETY: `check_readable` proved the span lies inside the mapping and `out`
+                // is exactly `span.len` bytes of our own memory, so the ranges cannot
+                // overlap. The caller holds the piece's stripe lock (see `hash_piece`).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        map.as_ptr().add(span.file_offset as usize),
+                        out.as_mut_ptr(),
+                        out.len(),
+                    )
+                };
+                Ok(())
+            }
+            Backing::Reopen { .. } => self
+                .reopen(slot, false)
+                .and_then(|f| f.read_exact_at(out, span.file_offset))
+                .map_err(|e| self.read_error(slot, e)),
+            Backing::Nothing => unreachable!("check_readable refuses files with no data"),
+        }
+    }
+
+    fn check_readable(&self, slot: &Slot, span: &FileSpan) -> Result<(), StorageError> {
+        let readable = match (&slot.backing, slot.state) {
+            (_, FileState::Missing) => {
+                return Err(StorageError::Missing {
+                    path: self.dir.join(&slot.rel),
+                })
+            }
+            (Backing::Held { readable, .. } | Backing::Reopen { readable }, _) => *readable,
+            (Backing::Nothing, _) => 0,
+        };
+        let end = span.file_offset + span.len;
+        if end > readable {
+            return Err(StorageError::ShortFile {
+                path: self.dir.join(&slot.rel),
+                len: match slot.state {
+                    FileState::WrongSize { actual } => actual,
+                    _ => readable,
+                },
+                needed: end,
+            });
+        }
+        Ok(())
+    }
+
+    fn reopen(&self, slot: &Slot, write: bool) -> io::Result<File> {
+        let flags = if write { libc::O_RDWR } else { libc::O_RDONLY };
+        sys::open_beneath(self.root.as_fd(), &slot.rel, flags, 0, self.resolve).map(File::from)
+    }
+
+    fn write_error(&self, slot: &Slot, len: u64, e: io::Error) -> StorageError {
+        let path = self.dir.join(&slot.rel);
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            // Only on filesystems where preallocation does not reserve space for rewrites
+            // (copy-on-write ones) or where the file is sparse.
+            return StorageError::NoSpace {
+                available: sys::free_bytes(self.root.as_fd()).unwrap_or(0),
+                path,
+                needed: len,
+            };
+        }
+        StorageError::from_io(path, "write to", e)
+    }
+
+    fn read_error(&self, slot: &Slot, e: io::Error) -> StorageError {
+        let path = self.dir.join(&slot.rel);
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof => StorageError::ShortFile {
+                path,
+                len: slot.len,
+                needed: slot.len,
+            },
+            io::ErrorKind::NotFound => StorageError::Missing { path },
+            _ => StorageError::from_io(path, "read", e),
+        }
+    }
+
+    fn stripe(&self, piece: PieceIndex) -> &RwLock<()> {
+        &self.stripes[piece.as_usize() % self.stripes.len()]
+    }
+
+    fn lock_shared(&self, piece: PieceIndex) -> RwLockReadGuard<'_, ()> {
+        // The lock guards no data, so a panic while it was held leaves nothing inconsistent.
+        self.stripe(piece).read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_exclusive(&self, piece: PieceIndex) -> RwLockWriteGuard<'_, ()> {
+        self.stripe(piece)
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Maps `fd` read-only and keeps it, or falls back to opening per access when the process
+/// budget is spent, the caller asked so, or the mapping fails (e.g. `vm.max_map_count`).
+fn hold(fd: OwnedFd, readable: u64, hold_open: bool) -> Backing {
+    let budget = if hold_open {
+        OpenFileBudget::take()
+    } else {
+        None
+    };
+    let Some(budget) = budget else {
+        return Backing::Reopen { readable };
+    };
+    let file = File::from(fd);
+    let Ok(len) = usize::try_from(readable) else {
+        return Backing::Reopen { readable };
+    };
+    match MmapOptions::new().len(len).map_raw_read_only(&file) {
+        Ok(map) => Backing::Held {
+            file,
+            map,
+            readable,
+            _budget: budget,
+        },
+        Err(_) => Backing::Reopen { readable },
+    }
+}
+
+/// The device of the nearest existing folder on the way to `rel` (`None`: the download
+/// folder's), remembering a descriptor on it for the space check.
+fn nearest_dev(
+    root: BorrowedFd<'_>,
+    rel: &Path,
+    resolve: Resolve,
+    cache: &mut HashMap<PathBuf, u64>,
+    on_dev: &mut HashMap<u64, OwnedFd>,
+) -> Option<u64> {
+    let mut folder = rel.parent();
+    while let Some(f) = folder.filter(|f| !f.as_os_str().is_empty()) {
+        if let Some(&dev) = cache.get(f) {
+            return Some(dev);
+        }
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+        if let Ok(fd) = sys::open_beneath(root, f, flags, 0, resolve) {
+            let dev = sys::fstat(fd.as_fd()).ok()?.st_dev;
+            cache.insert(f.to_path_buf(), dev);
+            on_dev.entry(dev).or_insert(fd);
+            return Some(dev);
+        }
+        folder = f.parent();
+    }
+    None
+}
+
+/// Creates the folders on the way to `rel`, each relative to its parent's descriptor.
+fn make_folders(
+    root: BorrowedFd<'_>,
+    dir: &Path,
+    rel: &Path,
+    resolve: Resolve,
+    ready: &mut HashSet<PathBuf>,
+    undo: &mut Undo,
+) -> Result<(), StorageError> {
+    let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if ready.contains(parent) {
+        return Ok(());
+    }
+    let mut prefix = PathBuf::new();
+    let mut held: Option<OwnedFd> = None;
+    for comp in parent.components() {
+        prefix.push(comp);
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+        let opened = match sys::open_beneath(root, &prefix, flags, 0, resolve) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                let at = held.as_ref().map_or(root, |f| f.as_fd());
+                match sys::mkdirat(at, Path::new(comp.as_os_str())) {
+                    Ok(()) => undo.folders.push(prefix.clone()),
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => {
+                        return Err(StorageError::from_io(dir.join(&prefix), "create folder", e))
+                    }
+                }
+                sys::open_beneath(root, &prefix, flags, 0, resolve)
+            }
+            other => other,
+        };
+        held = Some(opened.map_err(|e| open_error(dir.join(&prefix), e))?);
+        ready.insert(prefix.clone());
+    }
+    Ok(())
+}
+
+/// Classifies a failed open: a symlink refused, a file where a folder should be, or the
+/// general cases.
+fn open_error(path: PathBuf, e: io::Error) -> StorageError {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => StorageError::PathEscape { path },
+        Some(libc::EISDIR) => StorageError::NotAFile { path },
+        _ => StorageError::from_io(path, "open", e),
+    }
+}

@@ -1,0 +1,281 @@
+//! The disk pool: block writes, block reads and piece verification run on rayon pools, and
+//! each result goes back to the event loop that asked, through that loop's own
+//! [`Completions`] queue and eventfd.
+//!
+//! Hashing and block I/O get separate pools: a thread waiting on a slow disk must not hold up
+//! the verification of pieces that are already in memory, nor hashing delay a peer's block.
+//!
+//! A loop's protocol with its queue, whatever its driver:
+//!
+//! 1. At start-up: `let (tx, rx) = completion_queue()?`; keep `rx`, pass `tx` with each job.
+//! 2. Arm a read on `rx.eventfd()` in the ring (or register it with epoll).
+//! 3. When it fires: consume the counter (the ring's read already did; with epoll call
+//!    [`Completions::acknowledge`]) **before** draining, then call [`Completions::drain`]
+//!    with the per-turn bound. If it returns `true`, more results wait: come back next turn
+//!    without waiting for the eventfd, which only signals when the queue goes from empty to
+//!    non-empty. Re-arm the read.
+//!
+//! Consuming before draining is what makes a wake-up impossible to lose: a result pushed
+//! after the drain took the queue's lock finds it empty and signals again.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{sys, Storage, StorageError};
+use crate::core::{BlockRef, PieceIndex};
+
+/// Sizes of the two pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskPoolConfig {
+    /// Threads that verify pieces (CPU-bound: one per core is the most that helps).
+    pub hash_threads: usize,
+    /// Threads that copy blocks to and from files (they mostly wait on the disk, so more
+    /// than cores helps a deep device queue; 4 keeps an SSD's queue busy at small cost).
+    pub io_threads: usize,
+}
+
+impl Default for DiskPoolConfig {
+    fn default() -> Self {
+        DiskPoolConfig {
+            hash_threads: std::thread::available_parallelism().map_or(1, usize::from),
+            io_threads: 4,
+        }
+    }
+}
+
+/// One disk operation, as the core asks for it.
+#[derive(Debug)]
+pub enum DiskJob {
+    /// Hash a piece and compare with its expected SHA1.
+    Verify {
+        /// The piece.
+        piece: PieceIndex,
+        /// Its hash from the torrent.
+        expected: [u8; 20],
+    },
+    /// Write a block; `data.len()` must equal `block.len`. The buffer comes back in
+    /// [`Outcome::Written`] for reuse.
+    Write {
+        /// Where the data goes.
+        block: BlockRef,
+        /// The block's bytes.
+        data: Vec<u8>,
+    },
+    /// Read a block into `buf` (resized to `block.len`), which comes back in
+    /// [`Outcome::Read`].
+    Read {
+        /// The block to read.
+        block: BlockRef,
+        /// A buffer to fill, reused from an earlier job when possible.
+        buf: Vec<u8>,
+    },
+}
+
+/// What a job produced.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A verification: `Ok(true)` when the piece matched its hash, `Ok(false)` when not.
+    Verified {
+        /// The piece.
+        piece: PieceIndex,
+        /// Whether it matched, or why it could not be read.
+        result: Result<bool, StorageError>,
+    },
+    /// A write finished.
+    Written {
+        /// The block.
+        block: BlockRef,
+        /// The caller's buffer, back for reuse.
+        buf: Vec<u8>,
+        /// Whether the write succeeded.
+        result: Result<(), StorageError>,
+    },
+    /// A read finished; on success `buf` holds the block.
+    Read {
+        /// The block.
+        block: BlockRef,
+        /// The block's bytes on success.
+        buf: Vec<u8>,
+        /// Whether the read succeeded.
+        result: Result<(), StorageError>,
+    },
+}
+
+/// A finished job and the caller's token for it.
+#[derive(Debug)]
+pub struct Completion {
+    /// The opaque value the caller submitted the job with (a slab key, a generation...).
+    pub token: u64,
+    /// What the job produced.
+    pub outcome: Outcome,
+}
+
+#[derive(Debug)]
+struct Shared {
+    queue: Mutex<VecDeque<Completion>>,
+    eventfd: OwnedFd,
+}
+
+/// The sending side of a loop's completion queue: cheap to clone, `Send + Sync`.
+#[derive(Debug, Clone)]
+pub struct CompletionSender(Arc<Shared>);
+
+/// The receiving side of one event loop's completion queue, with the eventfd that signals
+/// it. Each loop makes its own with [`completion_queue`].
+#[derive(Debug)]
+pub struct Completions(Arc<Shared>);
+
+/// A new completion queue and its eventfd.
+pub fn completion_queue() -> Result<(CompletionSender, Completions), StorageError> {
+    let eventfd = sys::eventfd().map_err(|e| StorageError::Io {
+        path: "eventfd".into(),
+        action: "create",
+        source: e,
+    })?;
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(VecDeque::new()),
+        eventfd,
+    });
+    Ok((CompletionSender(shared.clone()), Completions(shared)))
+}
+
+impl CompletionSender {
+    /// Queues a completion and signals the eventfd if the queue was empty.
+    pub fn send(&self, completion: Completion) {
+        let was_empty = {
+            let mut queue = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.push_back(completion);
+            queue.len() == 1
+        };
+        if was_empty {
+            sys::eventfd_signal(self.0.eventfd.as_fd());
+        }
+    }
+}
+
+impl Completions {
+    /// The eventfd to arm a read on (or poll for readability). It is non-blocking and
+    /// close-on-exec; its counter says only "the queue became non-empty".
+    pub fn eventfd(&self) -> BorrowedFd<'_> {
+        self.0.eventfd.as_fd()
+    }
+
+    /// Resets the eventfd's counter (for epoll drivers; a ring's read does it already).
+    /// Call it before [`Completions::drain`]. Returns whether it was set.
+    pub fn acknowledge(&self) -> bool {
+        sys::eventfd_clear(self.0.eventfd.as_fd())
+    }
+
+    /// Moves up to `max` completions into `out`, oldest first. Returns `true` when more
+    /// remain, which the eventfd will not signal again.
+    pub fn drain(&self, max: usize, out: &mut Vec<Completion>) -> bool {
+        let mut queue = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let n = max.min(queue.len());
+        out.extend(queue.drain(..n));
+        !queue.is_empty()
+    }
+
+    /// Another sender for this queue.
+    pub fn sender(&self) -> CompletionSender {
+        CompletionSender(self.0.clone())
+    }
+
+    /// Blocks until the eventfd is readable or `timeout` passes; returns whether it became
+    /// readable. For tools and tests: an event loop arms a read instead.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&self.0.eventfd),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd, count 1.
+        unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+    }
+}
+
+/// The pools that run [`DiskJob`]s.
+#[derive(Debug)]
+pub struct DiskPool {
+    hash: rayon::ThreadPool,
+    io: rayon::ThreadPool,
+}
+
+impl DiskPool {
+    /// Starts the pools' threads (named `rt-hash-N` and `rt-io-N`).
+    pub fn new(config: DiskPoolConfig) -> Result<DiskPool, StorageError> {
+        let build = |n: usize, name: &'static str| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n.max(1))
+                .thread_name(move |i| format!("rt-{name}-{i}"))
+                .build()
+                .map_err(|e| StorageError::Pool(e.to_string()))
+        };
+        Ok(DiskPool {
+            hash: build(config.hash_threads, "hash")?,
+            io: build(config.io_threads, "io")?,
+        })
+    }
+
+    /// The hashing pool, for work that wants rayon's parallel iterators on it (a full
+    /// check runs there with [`rayon::ThreadPool::install`]).
+    pub fn hash_pool(&self) -> &rayon::ThreadPool {
+        &self.hash
+    }
+
+    /// Runs `job` on `storage` on the matching pool and sends the result, tagged with
+    /// `token`, to `reply`. Returns at once.
+    pub fn submit(
+        &self,
+        storage: &Arc<Storage>,
+        token: u64,
+        job: DiskJob,
+        reply: &CompletionSender,
+    ) {
+        let storage = storage.clone();
+        let reply = reply.clone();
+        let pool = match job {
+            DiskJob::Verify { .. } => &self.hash,
+            DiskJob::Write { .. } | DiskJob::Read { .. } => &self.io,
+        };
+        pool.spawn(move || {
+            let outcome = run(&storage, job);
+            reply.send(Completion { token, outcome });
+        });
+    }
+}
+
+fn run(storage: &Storage, job: DiskJob) -> Outcome {
+    match job {
+        DiskJob::Verify { piece, expected } => Outcome::Verified {
+            piece,
+            result: storage.verify_piece(piece, &expected),
+        },
+        DiskJob::Write { block, data } => {
+            let result = if data.len() == block.len as usize {
+                storage.write_block(block, &data)
+            } else {
+                Err(StorageError::Io {
+                    path: storage.download_dir().to_path_buf(),
+                    action: "write to",
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "the buffer's length differs from the block's",
+                    ),
+                })
+            };
+            Outcome::Written {
+                block,
+                buf: data,
+                result,
+            }
+        }
+        DiskJob::Read { block, mut buf } => {
+            buf.resize(block.len as usize, 0);
+            let result = storage.read_block(block, &mut buf);
+            Outcome::Read { block, buf, result }
+        }
+    }
+}

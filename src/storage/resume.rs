@@ -1,0 +1,524 @@
+//! Resume data: which pieces were verified, and the size and modification time of every file
+//! when that was recorded, so a restart can skip the full check when nothing changed.
+//!
+//! The file is bencode, `<state_dir>/<info hash hex>.resume`:
+//!
+//! ```text
+//! d 5:files l l i<size> i<mtime ns> e ... e   one entry per torrent file, in order;
+//!                                              `le` for padding or missing files
+//!   9:info-hash 20:<bytes>
+//!   11:piece-count i<n> e
+//!   6:pieces <bitfield, wire order, spare bits zero>
+//!   7:version i1e
+//! e
+//! ```
+//!
+//! It is written atomically (a temporary file in the same folder, written, `fsync`ed, renamed
+//! over the old one, then the folder `fsync`ed), so after a crash or `kill -9` it is either
+//! the old or the new version, never a mix. [`ResumeData::capture`] syncs the torrent's files
+//! before it takes their stamps, so a piece recorded as verified was on disk at that moment.
+//!
+//! On load any doubt (unknown version, another torrent, a different piece or file count, a
+//! file whose size or modification time changed, a file that is corrupt) is a
+//! [`ResumeError`] whose message says why, and the caller checks every piece instead. A
+//! piece is trusted only when its bit is set in a file that passed every test.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::bencode::{self, Limits, OwnedValue};
+use crate::core::{InfoHash, PieceIndex};
+use crate::limits;
+
+use super::{FileState, Storage, StorageError};
+
+/// The resume format this build writes and reads.
+pub const RESUME_VERSION: i64 = 1;
+
+/// A set of pieces, one bit each in wire order (piece 0 is the high bit of byte 0), as in
+/// a `bitfield` message. Bits past the piece count are always zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PieceSet {
+    bits: Vec<u8>,
+    count: u32,
+}
+
+impl PieceSet {
+    /// An empty set for a torrent of `count` pieces.
+    pub fn new(count: u32) -> Self {
+        PieceSet {
+            bits: vec![0; count.div_ceil(8) as usize],
+            count,
+        }
+    }
+
+    /// Reads a bitfield of exactly `ceil(count / 8)` bytes whose spare bits are zero.
+    pub fn from_bytes(count: u32, bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != count.div_ceil(8) as usize {
+            return None;
+        }
+        let spare = (8 - count % 8) % 8;
+        if spare > 0 && bytes.last().is_some_and(|b| b & ((1 << spare) - 1) != 0) {
+            return None;
+        }
+        Some(PieceSet {
+            bits: bytes.to_vec(),
+            count,
+        })
+    }
+
+    /// The bitfield bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bits
+    }
+
+    /// The torrent's piece count.
+    pub fn piece_count(&self) -> u32 {
+        self.count
+    }
+
+    /// Adds `piece`.
+    pub fn insert(&mut self, piece: PieceIndex) {
+        let i = piece.as_usize();
+        self.bits[i / 8] |= 0x80 >> (i % 8);
+    }
+
+    /// Removes `piece`.
+    pub fn remove(&mut self, piece: PieceIndex) {
+        let i = piece.as_usize();
+        self.bits[i / 8] &= !(0x80 >> (i % 8));
+    }
+
+    /// Whether `piece` is in the set.
+    pub fn contains(&self, piece: PieceIndex) -> bool {
+        let i = piece.as_usize();
+        self.bits[i / 8] & (0x80 >> (i % 8)) != 0
+    }
+
+    /// How many pieces are in the set.
+    pub fn len(&self) -> u32 {
+        self.bits.iter().map(|b| b.count_ones()).sum()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bits.iter().all(|&b| b == 0)
+    }
+}
+
+/// A file's size and modification time (nanoseconds since the Unix epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    /// Length in bytes.
+    pub size: u64,
+    /// Modification time in nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+}
+
+/// Why resume data was not used. Each case means: check every piece.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// There is no resume file for this torrent.
+    #[error("no resume data at {0}")]
+    NotFound(PathBuf),
+    /// The resume file could not be read or written.
+    #[error("cannot {action} resume data {path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// The file is not valid resume data (truncated, garbled, wrong types, too large).
+    #[error("resume data is corrupt: {0}")]
+    Corrupt(String),
+    /// A format version this build does not know.
+    #[error("resume data has format version {0}; this build reads version {RESUME_VERSION}")]
+    UnknownVersion(i64),
+    /// The file belongs to another torrent.
+    #[error("resume data is for torrent {found}, not {expected}")]
+    WrongTorrent {
+        /// The torrent being resumed.
+        expected: InfoHash,
+        /// The torrent the file names.
+        found: InfoHash,
+    },
+    /// The piece or file count differs from the torrent's.
+    #[error("resume data records {found} {what}, the torrent has {expected}")]
+    Layout {
+        /// `pieces` or `files`.
+        what: &'static str,
+        /// The torrent's count.
+        expected: u64,
+        /// The recorded count.
+        found: u64,
+    },
+    /// A file changed since the data was recorded.
+    #[error("{path} changed since the resume data was saved: {change}")]
+    FileChanged {
+        /// The file.
+        path: PathBuf,
+        /// What changed, with the recorded and current values.
+        change: String,
+    },
+    /// The files' current stamps could not be read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Where the resume data of `info_hash` lives in `state_dir`.
+pub fn resume_path(state_dir: &Path, info_hash: InfoHash) -> PathBuf {
+    state_dir.join(format!("{}.resume", info_hash.to_hex()))
+}
+
+/// The resume data of one torrent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeData {
+    /// The torrent.
+    pub info_hash: InfoHash,
+    /// The pieces verified when the data was taken.
+    pub verified: PieceSet,
+    /// Per torrent file: its stamp, or `None` for padding and missing files.
+    pub files: Vec<Option<FileStamp>>,
+}
+
+impl ResumeData {
+    /// Takes resume data for `storage` with `verified` pieces: first makes every write
+    /// durable ([`Storage::sync`]), then records each file's stamp.
+    pub fn capture(storage: &Storage, verified: PieceSet) -> Result<Self, StorageError> {
+        assert_eq!(
+            verified.piece_count(),
+            storage.info().lengths().piece_count(),
+            "piece set of another torrent"
+        );
+        storage.sync()?;
+        Ok(ResumeData {
+            info_hash: storage.info().info_hash(),
+            verified,
+            files: storage.file_stamps()?,
+        })
+    }
+
+    /// The bencoded file.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let key = |k: &str| k.as_bytes().to_vec();
+        let files = self
+            .files
+            .iter()
+            .map(|f| {
+                OwnedValue::List(match f {
+                    None => Vec::new(),
+                    Some(s) => vec![
+                        // Sizes are bounded by MAX_TORRENT_LEN (2^50) when they are ours;
+                        // saturate rather than wrap for anything else.
+                        OwnedValue::Int(i64::try_from(s.size).unwrap_or(i64::MAX)),
+                        OwnedValue::Int(s.mtime_ns),
+                    ],
+                })
+            })
+            .collect();
+        let mut d = BTreeMap::new();
+        d.insert(key("version"), OwnedValue::Int(RESUME_VERSION));
+        d.insert(
+            key("info-hash"),
+            OwnedValue::Bytes(self.info_hash.as_bytes().to_vec()),
+        );
+        d.insert(
+            key("piece-count"),
+            OwnedValue::Int(i64::from(self.verified.piece_count())),
+        );
+        d.insert(
+            key("pieces"),
+            OwnedValue::Bytes(self.verified.as_bytes().to_vec()),
+        );
+        d.insert(key("files"), OwnedValue::List(files));
+        OwnedValue::Dict(d).to_bytes()
+    }
+
+    /// Parses a resume file's bytes, checking its shape but not against any torrent.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ResumeError> {
+        let limits = Limits {
+            max_depth: 4,
+            max_values: limits::MAX_BENCODE_VALUES,
+            max_len: limits::MAX_RESUME_FILE_LEN,
+        };
+        let corrupt = |what: &str| ResumeError::Corrupt(what.to_owned());
+        let root = bencode::decode_with(bytes, &limits)
+            .map_err(|e| ResumeError::Corrupt(e.to_string()))?;
+        let int = |key: &str| {
+            root.get(key.as_bytes())
+                .and_then(|n| n.as_int())
+                .ok_or_else(|| corrupt(&format!("`{key}` is missing or not an integer")))
+        };
+        let version = int("version")?;
+        if version != RESUME_VERSION {
+            return Err(ResumeError::UnknownVersion(version));
+        }
+        let info_hash = root
+            .get(b"info-hash")
+            .and_then(|n| n.as_bytes())
+            .and_then(InfoHash::from_slice)
+            .ok_or_else(|| corrupt("`info-hash` is not 20 bytes"))?;
+        let count = u32::try_from(int("piece-count")?)
+            .ok()
+            .filter(|&c| u64::from(c) <= limits::MAX_PIECES)
+            .ok_or_else(|| corrupt("`piece-count` is out of range"))?;
+        let verified = root
+            .get(b"pieces")
+            .and_then(|n| n.as_bytes())
+            .and_then(|b| PieceSet::from_bytes(count, b))
+            .ok_or_else(|| corrupt("`pieces` does not match `piece-count`"))?;
+        let list = root
+            .get(b"files")
+            .and_then(|n| n.as_list())
+            .ok_or_else(|| corrupt("`files` is missing or not a list"))?;
+        let files = list
+            .iter()
+            .map(|entry| match entry.as_list() {
+                Some([]) => Ok(None),
+                Some([size, mtime]) => {
+                    match (
+                        size.as_int().and_then(|s| u64::try_from(s).ok()),
+                        mtime.as_int(),
+                    ) {
+                        (Some(size), Some(mtime_ns)) => Ok(Some(FileStamp { size, mtime_ns })),
+                        _ => Err(corrupt("a file entry holds a bad size or time")),
+                    }
+                }
+                _ => Err(corrupt("a file entry is not a list of size and time")),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ResumeData {
+            info_hash,
+            verified,
+            files,
+        })
+    }
+
+    /// Writes the data to [`resume_path`] atomically and durably. One writer per torrent at
+    /// a time: writers share the temporary file's name.
+    pub fn save(&self, state_dir: &Path) -> Result<PathBuf, ResumeError> {
+        let path = resume_path(state_dir, self.info_hash);
+        let tmp = state_dir.join(format!("{}.resume.tmp", self.info_hash.to_hex()));
+        let io = |path: &Path, action| {
+            let path = path.to_path_buf();
+            move |source| ResumeError::Io {
+                path,
+                action,
+                source,
+            }
+        };
+        std::fs::create_dir_all(state_dir).map_err(io(state_dir, "create the folder of"))?;
+        let bytes = self.to_bytes();
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io(&tmp, "create"))?;
+            file.write_all(&bytes).map_err(io(&tmp, "write"))?;
+            file.sync_all().map_err(io(&tmp, "sync"))?;
+            std::fs::rename(&tmp, &path).map_err(io(&path, "replace"))
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        // The rename is durable only once the folder's entry is on disk.
+        File::open(state_dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io(state_dir, "sync the folder of"))?;
+        Ok(path)
+    }
+
+    /// Reads the resume data of `info_hash` from `state_dir`, checking its shape and that it
+    /// names this torrent.
+    pub fn load(state_dir: &Path, info_hash: InfoHash) -> Result<Self, ResumeError> {
+        let path = resume_path(state_dir, info_hash);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ResumeError::NotFound(path))
+            }
+            Err(source) => {
+                return Err(ResumeError::Io {
+                    path,
+                    action: "open",
+                    source,
+                })
+            }
+        };
+        let mut bytes = Vec::new();
+        file.take(limits::MAX_RESUME_FILE_LEN as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| ResumeError::Io {
+                path: path.clone(),
+                action: "read",
+                source,
+            })?;
+        if bytes.len() > limits::MAX_RESUME_FILE_LEN {
+            return Err(ResumeError::Corrupt(format!(
+                "the file is over {} bytes",
+                limits::MAX_RESUME_FILE_LEN
+            )));
+        }
+        let data = Self::from_bytes(&bytes)?;
+        if data.info_hash != info_hash {
+            return Err(ResumeError::WrongTorrent {
+                expected: info_hash,
+                found: data.info_hash,
+            });
+        }
+        Ok(data)
+    }
+
+    /// Checks the data against `storage`'s torrent and its files as they are now.
+    pub fn validate(&self, storage: &Storage) -> Result<(), ResumeError> {
+        let info = storage.info();
+        if self.info_hash != info.info_hash() {
+            return Err(ResumeError::WrongTorrent {
+                expected: info.info_hash(),
+                found: self.info_hash,
+            });
+        }
+        let pieces = info.lengths().piece_count();
+        if self.verified.piece_count() != pieces {
+            return Err(ResumeError::Layout {
+                what: "pieces",
+                expected: u64::from(pieces),
+                found: u64::from(self.verified.piece_count()),
+            });
+        }
+        if self.files.len() != info.files().len() {
+            return Err(ResumeError::Layout {
+                what: "files",
+                expected: info.files().len() as u64,
+                found: self.files.len() as u64,
+            });
+        }
+        let now = storage.file_stamps()?;
+        for (i, ((recorded, now), state)) in self
+            .files
+            .iter()
+            .zip(&now)
+            .zip(storage.file_states())
+            .enumerate()
+        {
+            if state == FileState::NotStored {
+                continue;
+            }
+            let change = match (recorded, now) {
+                (Some(r), Some(n)) if r.size != n.size => {
+                    format!("its size was {} bytes, now {}", r.size, n.size)
+                }
+                (Some(r), Some(n)) if r.mtime_ns != n.mtime_ns => format!(
+                    "it was modified (time was {} ns, now {} ns)",
+                    r.mtime_ns, n.mtime_ns
+                ),
+                (Some(_), None) => "it is missing now".to_owned(),
+                (None, Some(_)) => "it was missing and exists now".to_owned(),
+                _ => continue,
+            };
+            return Err(ResumeError::FileChanged {
+                path: storage.path_of(i),
+                change,
+            });
+        }
+        Ok(())
+    }
+
+    /// Loads and validates `storage`'s resume data: the pieces that may be trusted without
+    /// a check, or why every piece must be checked.
+    pub fn restore(state_dir: &Path, storage: &Storage) -> Result<PieceSet, ResumeError> {
+        let data = Self::load(state_dir, storage.info().info_hash())?;
+        data.validate(storage)?;
+        Ok(data.verified)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(i: u32) -> PieceIndex {
+        crate::core::Lengths::new(11 * 16384, 16384)
+            .unwrap()
+            .piece(i)
+            .unwrap()
+    }
+
+    fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+        let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
+        [&bytes[..at], to, &bytes[at + from.len()..]].concat()
+    }
+
+    fn sample() -> ResumeData {
+        let mut verified = PieceSet::new(11);
+        verified.insert(piece(0));
+        verified.insert(piece(10));
+        ResumeData {
+            info_hash: InfoHash::from_bytes([7; 20]),
+            verified,
+            files: vec![
+                Some(FileStamp {
+                    size: 100,
+                    mtime_ns: 1_795_492_452_123_456_789,
+                }),
+                None,
+                Some(FileStamp {
+                    size: 0,
+                    mtime_ns: -5,
+                }),
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let data = sample();
+        assert_eq!(ResumeData::from_bytes(&data.to_bytes()).unwrap(), data);
+        assert_eq!(data.verified.len(), 2);
+        assert!(data.verified.contains(piece(10)));
+        assert!(!data.verified.contains(piece(9)));
+    }
+
+    #[test]
+    fn piece_set_refuses_bad_bitfields() {
+        assert!(PieceSet::from_bytes(11, &[0xff, 0xe0]).is_some());
+        assert!(
+            PieceSet::from_bytes(11, &[0xff, 0xf0]).is_none(),
+            "spare bit set"
+        );
+        assert!(PieceSet::from_bytes(11, &[0xff]).is_none(), "too short");
+        assert!(PieceSet::from_bytes(8, &[0xff]).is_some());
+    }
+
+    #[test]
+    fn refuses_damage_with_a_reason() {
+        let bytes = sample().to_bytes();
+        // Every truncation is refused, never misread.
+        for cut in 0..bytes.len() {
+            assert!(
+                ResumeData::from_bytes(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let future = replace(&bytes, b"7:versioni1e", b"7:versioni9e");
+        assert!(matches!(
+            ResumeData::from_bytes(&future),
+            Err(ResumeError::UnknownVersion(9))
+        ));
+        let miscounted = replace(&bytes, b"11:piece-counti11e", b"11:piece-counti17e");
+        assert!(matches!(
+            ResumeData::from_bytes(&miscounted),
+            Err(ResumeError::Corrupt(_))
+        ));
+    }
+}
