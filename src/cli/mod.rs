@@ -2,10 +2,12 @@
 //! only place that uses `anyhow`; the library reports typed errors.
 
 mod create;
+mod demo;
 mod format;
 mod handshake;
 mod info;
 mod simulate;
+mod transfer;
 
 use std::process::ExitCode;
 
@@ -29,6 +31,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Make a payload, seed it and leech it over loopback through the real engine, verify
+    /// every byte and print the throughput. The quickest way to see ringtorrent work.
+    ///
+    /// Example: ringtorrent demo --size 1G
+    Demo(demo::Args),
+    /// Download a torrent into a folder from the given peers.
+    ///
+    /// Example: ringtorrent download file.torrent -o ./downloads --peer 127.0.0.1:6881
+    Download(transfer::DownloadArgs),
+    /// Serve a torrent's data from a folder (checked first) to every peer that asks.
+    ///
+    /// Example: ringtorrent seed file.torrent ./data --port 6881
+    Seed(transfer::SeedArgs),
     /// Show what a .torrent file or magnet link describes: name, info hash, size, pieces, files,
     /// trackers.
     ///
@@ -57,6 +72,9 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Download(args) => transfer::download(args),
+        Command::Seed(args) => transfer::seed(args),
         Command::Info(args) => info::run(args),
         Command::Create(args) => create::run(args),
         Command::Handshake(args) => handshake::run(args),

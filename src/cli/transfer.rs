@@ -1,0 +1,375 @@
+//! `ringtorrent download` and `ringtorrent seed`: the engine on real sockets, through the
+//! epoll driver, with storage on memory-mapped files and hashing on the disk pool.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::format;
+use ringtorrent::core::api::{Event, TorrentId};
+use ringtorrent::core::config::Config;
+use ringtorrent::core::{Bitfield, PeerId, Session};
+use ringtorrent::driver::epoll::EpollDriver;
+use ringtorrent::metainfo::{Info, Torrent};
+use ringtorrent::storage::{check, DiskPool, DiskPoolConfig, OpenMode, Storage};
+
+/// `--io`: which I/O backend runs the event loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Io {
+    /// io_uring where the kernel allows it, else epoll.
+    Auto,
+    /// io_uring only.
+    Uring,
+    /// epoll only.
+    Epoll,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DownloadArgs {
+    /// The .torrent file.
+    torrent: PathBuf,
+    /// Folder to download into (the torrent's files and folders are created inside it).
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    dir: PathBuf,
+    /// A peer to connect to, HOST:PORT. Repeatable.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    peers: Vec<String>,
+    /// Keep seeding after the download completes (until interrupted).
+    #[arg(long)]
+    seed: bool,
+    /// Port to accept peers on (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: String,
+    /// I/O backend.
+    #[arg(long, value_enum, default_value_t = Io::Auto)]
+    io: Io,
+    /// Give up after this many seconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SeedArgs {
+    /// The .torrent file.
+    torrent: PathBuf,
+    /// Folder that holds the torrent's data (as `download -o` would have made it).
+    dir: PathBuf,
+    /// Port to accept peers on (0: any free port, printed at start).
+    #[arg(long, default_value_t = 6881)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: String,
+    /// A peer to connect to and serve, HOST:PORT (for leechers that do not dial).
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    peers: Vec<String>,
+    /// I/O backend.
+    #[arg(long, value_enum, default_value_t = Io::Auto)]
+    io: Io,
+    /// Stop after this many seconds (0: run until interrupted).
+    #[arg(long, default_value_t = 0)]
+    duration: u64,
+}
+
+/// One torrent running in one driver.
+pub struct Transfer {
+    pub driver: EpollDriver,
+    pub torrent: TorrentId,
+    pub info: Arc<Info>,
+}
+
+pub fn load_torrent(path: &Path) -> Result<Arc<Info>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let torrent = Torrent::from_bytes(&bytes)
+        .with_context(|| format!("{} is not a valid torrent", path.display()))?;
+    Ok(Arc::new(torrent.info))
+}
+
+/// Picks the backend. io_uring is not wired yet, so `auto` means epoll, and asking for
+/// io_uring explicitly is an error rather than a silent substitution.
+pub fn backend(io: Io) -> Result<&'static str> {
+    match io {
+        Io::Auto | Io::Epoll => Ok("epoll"),
+        Io::Uring => {
+            bail!("--io uring: the io_uring driver is not built yet; use --io epoll or auto")
+        }
+    }
+}
+
+pub fn resolve(peers: &[String]) -> Result<Vec<SocketAddr>> {
+    peers
+        .iter()
+        .map(|p| {
+            p.to_socket_addrs()
+                .map_err(|e| anyhow!("invalid peer `{p}` (expected HOST:PORT): {e}"))?
+                .next()
+                .ok_or_else(|| anyhow!("peer `{p}` has no address"))
+        })
+        .collect()
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id()));
+    h.finish()
+}
+
+/// Opens storage, learns which pieces are already there (by hashing them on the pool), and
+/// starts a session and driver for the torrent.
+pub fn start(
+    info: Arc<Info>,
+    dir: &Path,
+    mode: OpenMode,
+    listen: Option<SocketAddr>,
+    pool: Arc<DiskPool>,
+    known_complete: bool,
+    quiet: bool,
+) -> Result<Transfer> {
+    let storage = Arc::new(
+        Storage::open(info.clone(), dir, mode)
+            .with_context(|| format!("cannot open the torrent's files under {}", dir.display()))?,
+    );
+    let piece_count = info.lengths().piece_count();
+    let have = if known_complete {
+        Bitfield::full(piece_count)
+    } else {
+        let progress = AtomicU64::new(0);
+        let started = Instant::now();
+        let report = check(&storage, pool.hash_pool(), &progress);
+        let verified = report.verified(info.lengths());
+        let mut have = Bitfield::new(piece_count);
+        for piece in info.lengths().pieces().filter(|&p| verified.contains(p)) {
+            have.set(piece.get());
+        }
+        if !quiet && have.count() > 0 {
+            eprintln!(
+                "checked existing data: {} of {} pieces present ({:.1} s)",
+                have.count(),
+                piece_count,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        have
+    };
+    let epoch = Instant::now();
+    let mut seed_bytes = [0u8; 12];
+    seed_bytes[..8].copy_from_slice(&random_seed().to_le_bytes());
+    let session = Session::new(
+        Config::default(),
+        PeerId::generate(seed_bytes),
+        random_seed(),
+        ringtorrent::core::Time::ZERO,
+    );
+    let mut driver =
+        EpollDriver::new(session, listen, pool, epoch).context("cannot start the event loop")?;
+    let now = driver.now();
+    let torrent = driver
+        .session()
+        .add_torrent(info.clone(), &have, now)
+        .ok_or_else(|| anyhow!("the torrent could not be added"))?;
+    driver.attach_storage(torrent, storage);
+    Ok(Transfer {
+        driver,
+        torrent,
+        info,
+    })
+}
+
+fn listen_addr(bind: &str, port: u16) -> Result<SocketAddr> {
+    format!("{bind}:{port}")
+        .parse()
+        .map_err(|_| anyhow!("invalid --bind address `{bind}`"))
+}
+
+fn pool() -> Result<Arc<DiskPool>> {
+    Ok(Arc::new(
+        DiskPool::new(DiskPoolConfig::default())
+            .map_err(|e| anyhow!("cannot start the disk pool: {e}"))?,
+    ))
+}
+
+/// Shows download progress: a bar on a terminal, a plain line per second otherwise.
+pub struct Progress {
+    bar: ProgressBar,
+    plain: bool,
+    last_line: Instant,
+    started: Instant,
+}
+
+impl Progress {
+    pub fn new(total: u64, quiet: bool) -> Progress {
+        use std::io::IsTerminal;
+        let terminal = std::io::stderr().is_terminal();
+        let bar = if quiet || !terminal {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(total)
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+            )
+            .expect("valid template"),
+        );
+        Progress {
+            bar,
+            plain: !terminal && !quiet,
+            last_line: Instant::now(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn update(&mut self, done: u64, total: u64, peers: usize) {
+        self.bar.set_position(done);
+        self.bar.set_message(format!("{peers} peers"));
+        if self.plain && self.last_line.elapsed() >= Duration::from_secs(1) {
+            self.last_line = Instant::now();
+            let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+            eprintln!(
+                "{:5.1}%  {} of {}  {}/s  {peers} peers",
+                100.0 * done as f64 / total.max(1) as f64,
+                format::bytes(done),
+                format::bytes(total),
+                format::bytes((done as f64 / secs) as u64)
+            );
+        }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Runs the driver until the torrent is complete (or `deadline`), showing progress.
+pub fn run_download(t: &mut Transfer, deadline: Option<Instant>, quiet: bool) -> Result<Duration> {
+    let total = t.info.total_len();
+    let started = Instant::now();
+    let mut progress = Progress::new(total, quiet);
+    let mut failure = None;
+    while !t.driver.session().is_complete(t.torrent) {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            progress.finish();
+            bail!(
+                "gave up: the download did not finish in time ({} left)",
+                format::bytes(t.driver.session().bytes_left(t.torrent))
+            );
+        }
+        let id = t.torrent;
+        t.driver.turn(Duration::from_millis(100), &mut |e| {
+            if let Event::TorrentError { torrent, error } = e {
+                if *torrent == id {
+                    failure = Some(error.clone());
+                }
+            }
+        })?;
+        if let Some(error) = failure.take() {
+            progress.finish();
+            bail!("download stopped: {error}");
+        }
+        let left = t.driver.session().bytes_left(t.torrent);
+        progress.update(
+            total - left,
+            total,
+            t.driver.session().peer_count(t.torrent),
+        );
+    }
+    progress.finish();
+    Ok(started.elapsed())
+}
+
+/// Serves until `deadline` (or forever).
+pub fn run_seed(t: &mut Transfer, deadline: Option<Instant>) -> Result<()> {
+    while deadline.is_none_or(|d| Instant::now() < d) {
+        t.driver.turn(Duration::from_millis(200), &mut |_| {})?;
+    }
+    Ok(())
+}
+
+pub fn download(args: DownloadArgs) -> Result<()> {
+    let backend = backend(args.io)?;
+    let info = load_torrent(&args.torrent)?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let listen = listen_addr(&args.bind, args.port)?;
+    let mut t = start(
+        info.clone(),
+        &args.dir,
+        OpenMode::Create,
+        Some(listen),
+        pool()?,
+        false,
+        false,
+    )?;
+    let peers = resolve(&args.peers)?;
+    let now = t.driver.now();
+    t.driver.session().add_peers(t.torrent, &peers, now);
+    eprintln!(
+        "downloading {} ({}) with {backend}, listening on {}",
+        info.name(),
+        format::bytes(info.total_len()),
+        t.driver
+            .local_addr()
+            .map_or("nothing".into(), |a| a.to_string())
+    );
+    let deadline = (args.timeout > 0).then(|| Instant::now() + Duration::from_secs(args.timeout));
+    let took = run_download(&mut t, deadline, false)?;
+    println!(
+        "done: {} in {:.2} s ({}/s)",
+        format::bytes(info.total_len()),
+        took.as_secs_f64(),
+        format::bytes((info.total_len() as f64 / took.as_secs_f64().max(1e-6)) as u64)
+    );
+    if args.seed {
+        eprintln!("seeding; interrupt to stop");
+        run_seed(&mut t, None)?;
+    }
+    Ok(())
+}
+
+pub fn seed(args: SeedArgs) -> Result<()> {
+    let backend = backend(args.io)?;
+    let info = load_torrent(&args.torrent)?;
+    let listen = listen_addr(&args.bind, args.port)?;
+    let mut t = start(
+        info.clone(),
+        &args.dir,
+        OpenMode::ReadOnly,
+        Some(listen),
+        pool()?,
+        false,
+        false,
+    )?;
+    let have = t
+        .driver
+        .session()
+        .have(t.torrent)
+        .map_or(0, Bitfield::count);
+    if have < info.lengths().piece_count() {
+        eprintln!(
+            "warning: only {have} of {} pieces are present; serving those",
+            info.lengths().piece_count()
+        );
+    }
+    let peers = resolve(&args.peers)?;
+    let now = t.driver.now();
+    t.driver.session().add_peers(t.torrent, &peers, now);
+    // The port line is on stdout, first, so scripts can read it.
+    println!(
+        "seeding {} on {} with {backend}",
+        info.name(),
+        t.driver
+            .local_addr()
+            .map_or("nothing".into(), |a| a.to_string())
+    );
+    let deadline = (args.duration > 0).then(|| Instant::now() + Duration::from_secs(args.duration));
+    run_seed(&mut t, deadline)
+}

@@ -1,0 +1,466 @@
+//! The epoll driver: one event loop over mio that runs a [`Session`] against real sockets,
+//! the disk pool and the monotonic clock. It is the fallback where io_uring is refused, and
+//! it follows the same contract the io_uring driver does: after every input, drain actions,
+//! then events, then arm the session's timer.
+//!
+//! Disk work never runs on the loop: writes, reads and verifications go to the
+//! [`DiskPool`]; their completions come back through a queue whose eventfd is registered
+//! here, so a finished hash wakes the loop like a readable socket.
+
+use std::collections::HashMap;
+use std::io::{self, ErrorKind, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::core::api::{Action, ConnId, DiskDone, DiskOp, Event, TorrentId};
+use crate::core::{PeerKey, Session, Time};
+use crate::storage::{
+    completion_queue, CompletionSender, Completions, DiskJob, DiskPool, Outcome, Storage,
+};
+
+const LISTENER: Token = Token(usize::MAX);
+const DISK: Token = Token(usize::MAX - 1);
+
+/// Bytes read from a socket per `read` call. 256 KiB lets one call drain a loopback burst
+/// of 16 blocks; the session copies what it needs, so the buffer is reused.
+const READ_BUF: usize = 256 * 1024;
+
+/// Disk completions handled per loop turn, so a burst of finished reads cannot starve the
+/// sockets.
+const MAX_COMPLETIONS_PER_TURN: usize = 1024;
+
+/// Socket reads per connection per readiness event before moving on (fairness).
+const MAX_READS_PER_EVENT: usize = 16;
+
+struct Socket {
+    stream: TcpStream,
+    connecting: bool,
+}
+
+/// What a disk job in flight was for.
+enum Pending {
+    Write {
+        torrent: TorrentId,
+        block: crate::core::BlockRef,
+    },
+    Read {
+        torrent: TorrentId,
+        peer: PeerKey,
+        block: crate::core::BlockRef,
+    },
+    Verify {
+        torrent: TorrentId,
+        piece: crate::core::PieceIndex,
+    },
+}
+
+/// A session, its sockets, its torrents' storage and the disk pool, driven by epoll.
+pub struct EpollDriver {
+    poll: Poll,
+    events: Events,
+    listener: Option<TcpListener>,
+    pub(crate) session: Session,
+    epoch: Instant,
+    sockets: HashMap<ConnId, Socket>,
+    storage: HashMap<TorrentId, Arc<Storage>>,
+    disk: Arc<DiskPool>,
+    completions: Completions,
+    reply: CompletionSender,
+    pending: Slab<Pending>,
+    read_buf: Vec<u8>,
+    done_buf: Vec<crate::storage::Completion>,
+    /// Completions left in the queue after a capped drain; the next turn must not sleep.
+    disk_backlog: bool,
+}
+
+impl EpollDriver {
+    /// A driver for `session`, listening on `listen` if given (port 0 picks a free port).
+    pub fn new(
+        session: Session,
+        listen: Option<SocketAddr>,
+        disk: Arc<DiskPool>,
+        epoch: Instant,
+    ) -> io::Result<EpollDriver> {
+        let poll = Poll::new()?;
+        let mut listener = match listen {
+            Some(addr) => Some(TcpListener::bind(addr)?),
+            None => None,
+        };
+        if let Some(l) = listener.as_mut() {
+            poll.registry().register(l, LISTENER, Interest::READABLE)?;
+        }
+        let (reply, completions) = completion_queue().map_err(io::Error::other)?;
+        poll.registry().register(
+            &mut SourceFd(&completions.eventfd().as_raw_fd()),
+            DISK,
+            Interest::READABLE,
+        )?;
+        let mut driver = EpollDriver {
+            poll,
+            events: Events::with_capacity(1024),
+            listener,
+            session,
+            epoch,
+            sockets: HashMap::new(),
+            storage: HashMap::new(),
+            disk,
+            completions,
+            reply,
+            pending: Slab::new(),
+            read_buf: vec![0; READ_BUF],
+            done_buf: Vec::new(),
+            disk_backlog: false,
+        };
+        if let Some(port) = driver.local_addr().map(|a| a.port()) {
+            driver.session.set_listen_port(port);
+        }
+        Ok(driver)
+    }
+
+    /// The address we listen on.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The session's clock reading now.
+    pub fn now(&self) -> Time {
+        Time::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    /// The session, to add torrents and peers or read statistics.
+    pub fn session(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// Registers the storage that serves a torrent's disk operations.
+    pub fn attach_storage(&mut self, torrent: TorrentId, storage: Arc<Storage>) {
+        self.storage.insert(torrent, storage);
+    }
+
+    /// Runs one loop turn, waiting at most `max_wait`, and hands every session event to
+    /// `on_event`.
+    pub fn turn(&mut self, max_wait: Duration, on_event: &mut dyn FnMut(&Event)) -> io::Result<()> {
+        self.process(on_event);
+        let now = self.now();
+        let mut wait = self
+            .session
+            .poll_timeout()
+            .map_or(max_wait, |t| t.saturating_since(now).min(max_wait));
+        if self.disk_backlog {
+            wait = Duration::ZERO;
+            self.disk_done(now);
+            self.process(on_event);
+        }
+        match self.poll.poll(&mut self.events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let ready: Vec<(Token, bool, bool, bool)> = self
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.token(),
+                    e.is_readable() || e.is_read_closed(),
+                    e.is_writable(),
+                    e.is_error(),
+                )
+            })
+            .collect();
+        for (token, readable, writable, error) in ready {
+            let now = self.now();
+            match token {
+                LISTENER => self.accept(now),
+                DISK => self.disk_done(now),
+                Token(t) => {
+                    let conn = ConnId::from_u64(t as u64);
+                    if error {
+                        self.socket_closed(conn, now);
+                        continue;
+                    }
+                    if writable {
+                        self.writable(conn, now);
+                    }
+                    if readable {
+                        self.readable(conn, now);
+                    }
+                }
+            }
+            self.process(on_event);
+        }
+        let now = self.now();
+        self.session.handle_timeout(now);
+        self.process(on_event);
+        Ok(())
+    }
+
+    fn accept(&mut self, now: Time) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((mut stream, addr)) => {
+                    let Some(conn) = self.session.accept(addr, now) else {
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let token = Token(conn.to_u64() as usize);
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                        .is_err()
+                    {
+                        self.session.handle_closed(conn, now);
+                        continue;
+                    }
+                    self.sockets.insert(
+                        conn,
+                        Socket {
+                            stream,
+                            connecting: false,
+                        },
+                    );
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // Out of descriptors and the like: try again on the next readiness event.
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn readable(&mut self, conn: ConnId, now: Time) {
+        for _ in 0..MAX_READS_PER_EVENT {
+            let Some(socket) = self.sockets.get_mut(&conn) else {
+                return;
+            };
+            match socket.stream.read(&mut self.read_buf) {
+                Ok(0) => return self.socket_closed(conn, now),
+                Ok(n) => self.session.handle_recv(conn, &self.read_buf[..n], now),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return self.socket_closed(conn, now),
+            }
+        }
+        // More may be waiting; mio is edge-triggered, so read again on the next turn.
+        let token = Token(conn.to_u64() as usize);
+        if let Some(socket) = self.sockets.get_mut(&conn) {
+            let _ = self.poll.registry().reregister(
+                &mut socket.stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            );
+        }
+    }
+
+    fn writable(&mut self, conn: ConnId, now: Time) {
+        let Some(socket) = self.sockets.get_mut(&conn) else {
+            return;
+        };
+        if socket.connecting {
+            match socket.stream.take_error() {
+                Ok(None) if socket.stream.peer_addr().is_ok() => {
+                    socket.connecting = false;
+                    let _ = socket.stream.set_nodelay(true);
+                    self.session.handle_connected(conn, now);
+                }
+                Ok(None) => return, // not connected yet
+                _ => return self.socket_closed(conn, now),
+            }
+        }
+        self.flush(conn, now);
+    }
+
+    /// Writes as much of the connection's send buffer as the socket takes.
+    fn flush(&mut self, conn: ConnId, now: Time) {
+        loop {
+            let Some(socket) = self.sockets.get_mut(&conn) else {
+                return;
+            };
+            if socket.connecting {
+                return;
+            }
+            let chunks = self.session.send_chunks(conn);
+            if chunks.is_empty() {
+                return;
+            }
+            let slices: Vec<IoSlice<'_>> =
+                chunks.iter().take(64).map(|c| IoSlice::new(c)).collect();
+            match socket.stream.write_vectored(&slices) {
+                Ok(0) => return self.socket_closed(conn, now),
+                Ok(n) => {
+                    drop(slices);
+                    self.session.handle_sent(conn, n, now);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return self.socket_closed(conn, now),
+            }
+        }
+    }
+
+    fn socket_closed(&mut self, conn: ConnId, now: Time) {
+        if let Some(mut socket) = self.sockets.remove(&conn) {
+            let _ = self.poll.registry().deregister(&mut socket.stream);
+        }
+        self.session.handle_closed(conn, now);
+    }
+
+    fn disk_done(&mut self, now: Time) {
+        self.completions.acknowledge();
+        let more = self
+            .completions
+            .drain(MAX_COMPLETIONS_PER_TURN, &mut self.done_buf);
+        for done in std::mem::take(&mut self.done_buf) {
+            let Some(pending) = self.pending.try_remove(done.token as usize) else {
+                continue;
+            };
+            let result = match (pending, done.outcome) {
+                (Pending::Write { torrent, block }, Outcome::Written { result, .. }) => {
+                    DiskDone::Written {
+                        torrent,
+                        block,
+                        result: result.map_err(|e| e.to_string()),
+                    }
+                }
+                (
+                    Pending::Read {
+                        torrent,
+                        peer,
+                        block,
+                    },
+                    Outcome::Read { buf, result, .. },
+                ) => DiskDone::Read {
+                    torrent,
+                    peer,
+                    block,
+                    result: result.map(|()| Bytes::from(buf)).map_err(|e| e.to_string()),
+                },
+                (Pending::Verify { torrent, piece }, Outcome::Verified { result, .. }) => {
+                    // A read error while hashing means the data is not what it should be.
+                    DiskDone::Verified {
+                        torrent,
+                        piece,
+                        ok: result.unwrap_or(false),
+                    }
+                }
+                _ => continue,
+            };
+            self.session.handle_disk(result, now);
+        }
+        // The rest waits for the next turn, which will not sleep (the eventfd was cleared).
+        self.disk_backlog = more;
+    }
+
+    /// Carries out the session's actions and hands its events out.
+    fn process(&mut self, on_event: &mut dyn FnMut(&Event)) {
+        loop {
+            let mut any = false;
+            while let Some(action) = self.session.poll_action() {
+                any = true;
+                let now = self.now();
+                match action {
+                    Action::Connect { conn, addr } => self.connect(conn, addr, now),
+                    Action::Send { conn } => self.flush(conn, now),
+                    Action::Close { conn } => {
+                        if let Some(mut socket) = self.sockets.remove(&conn) {
+                            let _ = self.poll.registry().deregister(&mut socket.stream);
+                        }
+                    }
+                    Action::Disk(op) => self.submit(op),
+                }
+            }
+            while let Some(event) = self.session.poll_event() {
+                any = true;
+                on_event(&event);
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr, now: Time) {
+        match TcpStream::connect(addr) {
+            Ok(mut stream) => {
+                let token = Token(conn.to_u64() as usize);
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                    .is_err()
+                {
+                    return self.session.handle_closed(conn, now);
+                }
+                self.sockets.insert(
+                    conn,
+                    Socket {
+                        stream,
+                        connecting: true,
+                    },
+                );
+            }
+            Err(_) => self.session.handle_closed(conn, now),
+        }
+    }
+
+    fn submit(&mut self, op: DiskOp) {
+        let (torrent, pending, job) = match op {
+            DiskOp::Write {
+                torrent,
+                block,
+                data,
+            } => (
+                torrent,
+                Pending::Write { torrent, block },
+                DiskJob::Write {
+                    block,
+                    data: data.to_vec(),
+                },
+            ),
+            DiskOp::Read {
+                torrent,
+                peer,
+                block,
+            } => (
+                torrent,
+                Pending::Read {
+                    torrent,
+                    peer,
+                    block,
+                },
+                DiskJob::Read {
+                    block,
+                    buf: vec![0; block.len as usize],
+                },
+            ),
+            DiskOp::Verify { torrent, piece } => {
+                let Some(storage) = self.storage.get(&torrent) else {
+                    return;
+                };
+                let expected = *storage.info().piece_hash(piece);
+                (
+                    torrent,
+                    Pending::Verify { torrent, piece },
+                    DiskJob::Verify { piece, expected },
+                )
+            }
+        };
+        let Some(storage) = self.storage.get(&torrent) else {
+            return;
+        };
+        let token = self.pending.insert(pending) as u64;
+        self.disk.submit(storage, token, job, &self.reply);
+    }
+}

@@ -1,0 +1,164 @@
+//! Real transfers over 127.0.0.1 through the epoll driver, storage and hashing pool: the
+//! `demo` command, ringtorrent to ringtorrent between two processes, and ringtorrent leeching
+//! from a libtorrent seed. Every started process is ended by PID; every payload is compared
+//! byte for byte.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{ringtorrent, run_bounded, run_ok, support, write_payload, write_tree};
+
+/// A child process ended by PID when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn same_tree(a: &Path, b: &Path) {
+    let mut files = Vec::new();
+    collect(a, a, &mut files);
+    assert!(!files.is_empty());
+    for rel in files {
+        let x = std::fs::read(a.join(&rel)).unwrap();
+        let y = std::fs::read(b.join(&rel))
+            .unwrap_or_else(|e| panic!("{}: {e}", b.join(&rel).display()));
+        assert!(x == y, "{} differs", rel.display());
+    }
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            collect(root, &p, out);
+        } else {
+            out.push(p.strip_prefix(root).unwrap().to_path_buf());
+        }
+    }
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    let out = run_bounded(
+        ringtorrent().args(["demo", "--size", "8M", "--piece-length", "256K", "--quiet"]),
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("verified byte for byte"), "{stdout}");
+}
+
+#[test]
+fn ringtorrent_seeds_ringtorrent_multi_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tree = data.join("tree");
+    write_tree(&tree);
+    write_payload(&tree.join("big.bin"), 3_000_001, 21);
+    let torrent = dir.path().join("tree.torrent");
+    run_ok(
+        ringtorrent()
+            .arg("create")
+            .arg(&tree)
+            .args(["-l", "32K", "-o"])
+            .arg(&torrent),
+    );
+
+    let mut seed = Guard(
+        ringtorrent()
+            .arg("seed")
+            .arg(&torrent)
+            .arg(&data)
+            .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "120"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(seed.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("{line}"));
+
+    let out_dir = dir.path().join("out");
+    let out = run_bounded(
+        ringtorrent()
+            .arg("download")
+            .arg(&torrent)
+            .arg("-o")
+            .arg(&out_dir)
+            .args(["--peer", addr, "--bind", "127.0.0.1", "--timeout", "90"]),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    same_tree(&data, &out_dir);
+}
+
+#[test]
+fn ringtorrent_leeches_from_a_libtorrent_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_payload(&data.join("odd.bin"), 5_000_017, 33);
+    let torrent = dir.path().join("odd.torrent");
+    run_ok(
+        Command::new("mktorrent")
+            .args(["-l", "18", "-a", "http://127.0.0.1:6969/announce", "-o"])
+            .arg(&torrent)
+            .arg(data.join("odd.bin")),
+    );
+
+    let mut seed = Guard(
+        Command::new("/usr/bin/python3")
+            .arg(support("lt_seed.py"))
+            .arg(&torrent)
+            .arg(&data)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(seed.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = format!("127.0.0.1:{}", info["port"]);
+
+    let out_dir = dir.path().join("out");
+    let out = run_bounded(
+        ringtorrent()
+            .arg("download")
+            .arg(&torrent)
+            .arg("-o")
+            .arg(&out_dir)
+            .args(["--peer", &addr, "--bind", "127.0.0.1", "--timeout", "90"]),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    same_tree(&data, &out_dir);
+}
