@@ -22,6 +22,16 @@ impl Drop for Guard {
     }
 }
 
+/// Starts `cmd` with stdout piped and returns it (ended by PID on drop) with its first line.
+fn start_with_first_line(cmd: &mut Command) -> (Guard, String) {
+    let mut child = Guard(cmd.stdout(Stdio::piped()).spawn().unwrap());
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
+}
+
 fn same_tree(a: &Path, b: &Path) {
     let mut files = Vec::new();
     collect(a, a, &mut files);
@@ -76,21 +86,14 @@ fn ringtorrent_seeds_ringtorrent_multi_file() {
             .arg(&torrent),
     );
 
-    let mut seed = Guard(
+    let (_seed, line) = start_with_first_line(
         ringtorrent()
             .arg("seed")
             .arg(&torrent)
             .arg(&data)
             .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "120"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::null()),
     );
-    let mut line = String::new();
-    BufReader::new(seed.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
     let addr = line
         .split_whitespace()
         .find(|w| w.starts_with("127.0.0.1:"))
@@ -127,21 +130,14 @@ fn ringtorrent_leeches_from_a_libtorrent_seed() {
             .arg(data.join("odd.bin")),
     );
 
-    let mut seed = Guard(
+    let (_seed, line) = start_with_first_line(
         Command::new("/usr/bin/python3")
             .arg(support("lt_seed.py"))
             .arg(&torrent)
             .arg(&data)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::null()),
     );
-    let mut line = String::new();
-    BufReader::new(seed.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
     let info: serde_json::Value = serde_json::from_str(&line).unwrap();
     let addr = format!("127.0.0.1:{}", info["port"]);
 

@@ -180,6 +180,23 @@ impl Session {
         self.reap();
     }
 
+    /// Runs `f` on a live torrent with the session's config, RNG and outbox; does nothing
+    /// for a stale id.
+    fn with_torrent(
+        &mut self,
+        id: TorrentId,
+        f: impl FnOnce(&mut Torrent, &Config, &mut Rng, &mut Outbox),
+    ) {
+        let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
+        if let Some(slot) = self
+            .torrents
+            .get_mut(id.slot as usize)
+            .filter(|t| t.generation == id.generation)
+        {
+            f(&mut slot.torrent, config, rng, out);
+        }
+    }
+
     fn torrent_mut(&mut self, id: TorrentId) -> Option<&mut Torrent> {
         self.torrents
             .get_mut(id.slot as usize)
@@ -236,15 +253,9 @@ impl Session {
 
     /// Sets file priorities (one per file of the torrent, padding files included).
     pub fn set_file_priorities(&mut self, id: TorrentId, priorities: &[Priority], now: Time) {
-        let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
-        if let Some(t) = self
-            .torrents
-            .get_mut(id.slot as usize)
-            .filter(|t| t.generation == id.generation)
-        {
-            t.torrent
-                .set_file_priorities(priorities, config, now, rng, out);
-        }
+        self.with_torrent(id, |t, config, rng, out| {
+            t.set_file_priorities(priorities, config, now, rng, out)
+        });
         self.reap();
     }
 
@@ -373,14 +384,9 @@ impl Session {
         match &mut c.state {
             ConnState::Peer { torrent, key } => {
                 let (torrent, key) = (*torrent, *key);
-                let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
-                if let Some(t) = self
-                    .torrents
-                    .get_mut(torrent.slot as usize)
-                    .filter(|t| t.generation == torrent.generation)
-                {
-                    t.torrent.on_bytes(key, data, config, now, rng, out);
-                }
+                self.with_torrent(torrent, |t, config, rng, out| {
+                    t.on_bytes(key, data, config, now, rng, out)
+                });
             }
             ConnState::Handshaking(h) => {
                 h.recv.extend_from_slice(data);
@@ -391,6 +397,18 @@ impl Session {
     }
 
     fn close_handshaking(&mut self, conn: ConnId, reason: CloseReason, now: Time) {
+        self.forget_handshaking(conn, reason, now, true);
+    }
+
+    /// Drops a connection that never finished its handshake: counts why, lets its torrent
+    /// retry the address later, and (unless the driver closed it) asks for the socket closed.
+    fn forget_handshaking(
+        &mut self,
+        conn: ConnId,
+        reason: CloseReason,
+        now: Time,
+        close_socket: bool,
+    ) {
         let Some(c) = self.conn_mut(conn) else { return };
         let ConnState::Handshaking(h) = &c.state else {
             return;
@@ -408,7 +426,9 @@ impl Session {
                 slot.torrent.dial_failed(addr, config, now);
             }
         }
-        self.out.actions.push_back(Action::Close { conn });
+        if close_socket {
+            self.out.actions.push_back(Action::Close { conn });
+        }
         self.out.events.push_back(Event::PeerClosed {
             torrent,
             conn,
@@ -544,43 +564,19 @@ impl Session {
         let Some(c) = self.conn_mut(conn) else { return };
         match &c.state {
             ConnState::Handshaking(h) => {
-                let (addr, torrent, outgoing, connected) =
-                    (h.addr, h.torrent, h.outgoing, h.connected);
-                self.conns.remove(conn.slot as usize);
-                let reason = if outgoing && !connected {
+                let reason = if h.outgoing && !h.connected {
                     CloseReason::ConnectFailed
                 } else {
                     CloseReason::RemoteClosed
                 };
-                *self.handshake_closes.entry(reason.name()).or_default() += 1;
-                if let (Some(t), true) = (torrent, outgoing) {
-                    let config = &self.config;
-                    if let Some(slot) = self
-                        .torrents
-                        .get_mut(t.slot as usize)
-                        .filter(|s| s.generation == t.generation)
-                    {
-                        slot.torrent.dial_failed(addr, config, now);
-                    }
-                }
-                self.out.events.push_back(Event::PeerClosed {
-                    torrent,
-                    conn,
-                    addr,
-                    reason,
-                });
+                // The driver has closed the socket already.
+                self.forget_handshaking(conn, reason, now, false);
             }
             ConnState::Peer { torrent, key } => {
                 let (torrent, key) = (*torrent, *key);
-                let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
-                if let Some(t) = self
-                    .torrents
-                    .get_mut(torrent.slot as usize)
-                    .filter(|t| t.generation == torrent.generation)
-                {
-                    t.torrent
-                        .close_peer(key, CloseReason::RemoteClosed, config, now, rng, out);
-                }
+                self.with_torrent(torrent, |t, config, rng, out| {
+                    t.close_peer(key, CloseReason::RemoteClosed, config, now, rng, out)
+                });
                 // The driver already closed the socket; drop the Close action we queued.
                 self.out.actions.retain(|a| *a != Action::Close { conn });
                 self.reap();
@@ -681,14 +677,9 @@ impl Session {
             | DiskDone::Read { torrent, .. }
             | DiskDone::Verified { torrent, .. } => *torrent,
         };
-        let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
-        if let Some(t) = self
-            .torrents
-            .get_mut(torrent.slot as usize)
-            .filter(|t| t.generation == torrent.generation)
-        {
-            t.torrent.on_disk(done, config, now, rng, out);
-        }
+        self.with_torrent(torrent, |t, config, rng, out| {
+            t.on_disk(done, config, now, rng, out)
+        });
         self.reap();
     }
 

@@ -21,7 +21,7 @@ use super::wire::{
     piece_header, BlockRequest, Decoded, Decoder, ExtendedHandshake, Message, SplitBytes,
     EXTENDED_HANDSHAKE_ID,
 };
-use super::{Bitfield, BlockRef, PeerId, PeerKey, PieceIndex, Rng, Time};
+use super::{Bitfield, BlockRef, Lengths, PeerId, PeerKey, PieceIndex, Rng, Time};
 use crate::limits::{BLOCK_LEN, MAX_BLOCK_LEN};
 use crate::metainfo::Info;
 
@@ -461,18 +461,7 @@ impl Torrent {
         }
     }
 
-    fn violation(
-        &mut self,
-        key: PeerKey,
-        v: Violation,
-        config: &Config,
-        now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
-    ) {
-        self.close_peer(key, CloseReason::Violation(v), config, now, rng, out);
-    }
-
+    /// Handles one message; a protocol violation closes the peer with its reason.
     fn on_message(
         &mut self,
         key: PeerKey,
@@ -482,9 +471,23 @@ impl Torrent {
         rng: &mut Rng,
         out: &mut Outbox,
     ) {
+        if let Err(v) = self.handle_message(key, msg, config, now, rng, out) {
+            self.close_peer(key, CloseReason::Violation(v), config, now, rng, out);
+        }
+    }
+
+    fn handle_message(
+        &mut self,
+        key: PeerKey,
+        msg: Msg,
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) -> Result<(), Violation> {
         let piece_count = self.info.lengths().piece_count();
         let Some(peer) = self.peers.get_mut(&key) else {
-            return;
+            return Ok(());
         };
         // The bitfield must come first, but the extension handshake (BEP 10) is sent right
         // after the handshake by libtorrent and by us, and keep-alives and `port` can come at
@@ -499,7 +502,7 @@ impl Torrent {
             Msg::Suggest(_) | Msg::HaveAll | Msg::HaveNone | Msg::Reject(_) | Msg::AllowedFast(_)
         );
         if needs_fast && !fast {
-            return self.violation(key, Violation::FastNotNegotiated, config, now, rng, out);
+            return Err(Violation::FastNotNegotiated);
         }
         match msg {
             Msg::KeepAlive | Msg::Port => {}
@@ -526,14 +529,12 @@ impl Torrent {
                 }
             }
             Msg::Have(index) => {
-                let Some(piece) = self.info.lengths().piece(index) else {
-                    return self.violation(key, Violation::BadPieceIndex, config, now, rng, out);
-                };
+                let piece = wire_piece(self.info.lengths(), index)?;
                 let Has::Some(bits) = &mut peer.has else {
-                    return;
+                    return Ok(());
                 };
                 if !bits.set(index) {
-                    return;
+                    return Ok(());
                 }
                 self.picker.peer_has(piece);
                 if self.picker.is_piece_interesting(piece) {
@@ -545,34 +546,32 @@ impl Torrent {
             }
             Msg::Bitfield(bits) => {
                 if !first {
-                    return self.violation(key, Violation::LateBitfield, config, now, rng, out);
+                    return Err(Violation::LateBitfield);
                 }
                 // The decoder checked the length and spare bits against the piece count.
                 let Ok(bits) = Bitfield::from_wire(&bits[..], piece_count) else {
-                    return self.violation(key, Violation::BadPieceIndex, config, now, rng, out);
+                    return Err(Violation::BadPieceIndex);
                 };
                 peer.has = Has::Some(bits);
                 self.joined(key, config, now, rng, out);
             }
             Msg::HaveAll | Msg::HaveNone => {
                 if !first {
-                    return self.violation(key, Violation::LateBitfield, config, now, rng, out);
+                    return Err(Violation::LateBitfield);
                 }
                 if matches!(msg, Msg::HaveAll) {
                     peer.has = Has::All;
                     self.joined(key, config, now, rng, out);
                 }
             }
-            Msg::Request(r) => self.on_request(key, r, config, now, rng, out),
+            Msg::Request(r) => self.on_request(key, r, config, now, out)?,
             Msg::Piece {
                 piece,
                 offset,
                 data,
-            } => self.on_piece(key, piece, offset, data, config, now, rng, out),
+            } => self.on_piece(key, piece, offset, data, config, now, rng, out)?,
             Msg::Cancel(r) => {
-                let Some(block) = self.info.lengths().block_at(r.piece, r.offset, r.len) else {
-                    return self.violation(key, Violation::BadBlock, config, now, rng, out);
-                };
+                let block = wire_block(self.info.lengths(), r)?;
                 let queued = peer.requests_in.iter().position(|b| *b == block);
                 let reading = peer.reading.iter().position(|b| *b == block);
                 if let Some(i) = queued {
@@ -587,9 +586,7 @@ impl Torrent {
                 }
             }
             Msg::Suggest(index) => {
-                let Some(piece) = self.info.lengths().piece(index) else {
-                    return self.violation(key, Violation::BadPieceIndex, config, now, rng, out);
-                };
+                let piece = wire_piece(self.info.lengths(), index)?;
                 if !peer.suggested.contains(&piece) {
                     if peer.suggested.len() >= MAX_SUGGESTED {
                         peer.suggested.remove(0);
@@ -598,9 +595,7 @@ impl Torrent {
                 }
             }
             Msg::Reject(r) => {
-                let Some(block) = self.info.lengths().block_at(r.piece, r.offset, r.len) else {
-                    return self.violation(key, Violation::BadBlock, config, now, rng, out);
-                };
+                let block = wire_block(self.info.lengths(), r)?;
                 // A reject may answer a request we cancelled or timed out; only one that
                 // matches an outstanding request changes anything.
                 if let Some(i) = peer.requests_out.iter().position(|o| o.block == block) {
@@ -612,9 +607,7 @@ impl Torrent {
                 }
             }
             Msg::AllowedFast(index) => {
-                let Some(piece) = self.info.lengths().piece(index) else {
-                    return self.violation(key, Violation::BadPieceIndex, config, now, rng, out);
-                };
+                let piece = wire_piece(self.info.lengths(), index)?;
                 if !peer.allowed_fast_in.contains(&piece) {
                     if peer.allowed_fast_in.len() >= MAX_ALLOWED_FAST_IN {
                         peer.allowed_fast_in.remove(0);
@@ -627,28 +620,19 @@ impl Torrent {
             }
             Msg::Extended { id, payload } => {
                 if !peer.extended {
-                    return self.violation(
-                        key,
-                        Violation::ExtendedNotNegotiated,
-                        config,
-                        now,
-                        rng,
-                        out,
-                    );
+                    return Err(Violation::ExtendedNotNegotiated);
                 }
                 if id == EXTENDED_HANDSHAKE_ID {
                     match ExtendedHandshake::decode(&payload[..]) {
                         Ok(ext) => peer.reqq = ext.request_queue.map(|q| q.max(1)),
-                        Err(_) => {
-                            let v = Violation::BadExtendedHandshake;
-                            self.violation(key, v, config, now, rng, out);
-                        }
+                        Err(_) => return Err(Violation::BadExtendedHandshake),
                     }
                 }
                 // Other extensions (metadata exchange, PEX) are not spoken yet; their
                 // messages are ignored, as BEP 10 allows for ids we did not assign.
             }
         }
+        Ok(())
     }
 
     /// The peer told us its pieces for the first time (bitfield or have all).
@@ -664,14 +648,12 @@ impl Torrent {
             return;
         };
         self.picker.peer_joined(peer.has.pieces());
-        peer.interesting = match &peer.has {
-            Has::All => self.wanted_missing,
-            Has::Some(bits) => bits
-                .ones()
-                .filter_map(|i| self.info.lengths().piece(i))
-                .filter(|&p| self.picker.is_piece_interesting(p))
-                .count() as u32,
-        };
+        peer.interesting = interesting_count(
+            &peer.has,
+            &self.picker,
+            self.info.lengths(),
+            self.wanted_missing,
+        );
         self.update_interest(key, now, out);
         if !self.maybe_close_seed_pair(key, config, now, rng, out) {
             self.fill_requests(key, config, now, rng, out);
@@ -814,13 +796,13 @@ impl Torrent {
         now: Time,
         rng: &mut Rng,
         out: &mut Outbox,
-    ) {
+    ) -> Result<(), Violation> {
         let len = data.len() as u32;
         let Some(block) = self.info.lengths().block_at(index, offset, len) else {
-            return self.violation(key, Violation::BadBlock, config, now, rng, out);
+            return Err(Violation::BadBlock);
         };
         let Some(peer) = self.peers.get_mut(&key) else {
-            return;
+            return Ok(());
         };
         peer.down.add(now, u64::from(len));
         peer.snubbed = false;
@@ -867,6 +849,7 @@ impl Torrent {
             }
         }
         self.fill_requests(key, config, now, rng, out);
+        Ok(())
     }
 
     // ---------------------------------------------------------------------- serving blocks
@@ -877,58 +860,45 @@ impl Torrent {
         r: BlockRequest,
         config: &Config,
         now: Time,
-        rng: &mut Rng,
         out: &mut Outbox,
-    ) {
+    ) -> Result<(), Violation> {
         if r.len > config.max_request_len {
-            return self.violation(key, Violation::RequestTooLong, config, now, rng, out);
+            return Err(Violation::RequestTooLong);
         }
-        let Some(block) = self.info.lengths().block_at(r.piece, r.offset, r.len) else {
-            let v = if self.info.lengths().piece(r.piece).is_none() {
-                Violation::BadPieceIndex
-            } else {
-                Violation::BadBlock
-            };
-            return self.violation(key, v, config, now, rng, out);
-        };
+        let block = wire_block(self.info.lengths(), r)?;
         let have = self.picker.have().get(r.piece);
         let Some(peer) = self.peers.get_mut(&key) else {
-            return;
+            return Ok(());
         };
         let reject = |peer: &mut Peer, out: &mut Outbox| {
             if peer.fast {
                 let notify = peer.queue(&Message::Reject(r), now);
                 out.send(peer.conn, notify);
             }
+            Ok(())
         };
         if !have {
             if peer.fast {
                 return reject(peer, out);
             }
-            return self.violation(
-                key,
-                Violation::RequestForMissingPiece,
-                config,
-                now,
-                rng,
-                out,
-            );
+            return Err(Violation::RequestForMissingPiece);
         }
         if peer.am_choking && !peer.allowed_fast(r.piece) {
             // BEP 6: reject; without it the request is silently dropped, as BEP 3 says.
             return reject(peer, out);
         }
         if peer.requests_in.contains(&block) || peer.reading.contains(&block) {
-            return;
+            return Ok(());
         }
         if peer.requests_in.len() + peer.reading.len() >= config.max_queued_requests {
             if peer.fast {
                 return reject(peer, out);
             }
-            return self.violation(key, Violation::TooManyRequests, config, now, rng, out);
+            return Err(Violation::TooManyRequests);
         }
         peer.requests_in.push_back(block);
         self.pump_reads(key, config, out);
+        Ok(())
     }
 
     /// Starts disk reads for queued requests while the peer's send buffer has room.
@@ -1309,14 +1279,12 @@ impl Torrent {
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
             };
-            peer.interesting = match &peer.has {
-                Has::All => self.wanted_missing,
-                Has::Some(bits) => bits
-                    .ones()
-                    .filter_map(|i| self.info.lengths().piece(i))
-                    .filter(|&p| self.picker.is_piece_interesting(p))
-                    .count() as u32,
-            };
+            peer.interesting = interesting_count(
+                &peer.has,
+                &self.picker,
+                self.info.lengths(),
+                self.wanted_missing,
+            );
             self.update_interest(key, now, out);
             self.fill_requests(key, config, now, rng, out);
         }
@@ -1336,6 +1304,31 @@ impl Torrent {
             PickMode::RarestFirst
         });
     }
+}
+
+/// How many pieces a peer has that we want and lack: its interest count.
+fn interesting_count(has: &Has, picker: &Picker, lengths: &Lengths, wanted_missing: u32) -> u32 {
+    match has {
+        Has::All => wanted_missing,
+        Has::Some(bits) => bits
+            .ones()
+            .filter_map(|i| lengths.piece(i))
+            .filter(|&p| picker.is_piece_interesting(p))
+            .count() as u32,
+    }
+}
+
+/// A piece index from the wire, checked against the torrent.
+fn wire_piece(lengths: &Lengths, index: u32) -> Result<PieceIndex, Violation> {
+    lengths.piece(index).ok_or(Violation::BadPieceIndex)
+}
+
+/// A block from the wire, checked against its piece.
+fn wire_block(lengths: &Lengths, r: BlockRequest) -> Result<BlockRef, Violation> {
+    wire_piece(lengths, r.piece)?;
+    lengths
+        .block_at(r.piece, r.offset, r.len)
+        .ok_or(Violation::BadBlock)
 }
 
 /// Converts a decoded message into one that does not borrow the receive buffer. For `piece`

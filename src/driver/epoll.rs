@@ -209,28 +209,12 @@ impl EpollDriver {
                 return;
             };
             match listener.accept() {
-                Ok((mut stream, addr)) => {
+                Ok((stream, addr)) => {
                     let Some(conn) = self.session.accept(addr, now) else {
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    let token = Token(conn.to_u64() as usize);
-                    if self
-                        .poll
-                        .registry()
-                        .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-                        .is_err()
-                    {
-                        self.session.handle_closed(conn, now);
-                        continue;
-                    }
-                    self.sockets.insert(
-                        conn,
-                        Socket {
-                            stream,
-                            connecting: false,
-                        },
-                    );
+                    self.register(stream, conn, false, now);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -393,26 +377,24 @@ impl EpollDriver {
 
     fn connect(&mut self, conn: ConnId, addr: SocketAddr, now: Time) {
         match TcpStream::connect(addr) {
-            Ok(mut stream) => {
-                let token = Token(conn.to_u64() as usize);
-                if self
-                    .poll
-                    .registry()
-                    .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-                    .is_err()
-                {
-                    return self.session.handle_closed(conn, now);
-                }
-                self.sockets.insert(
-                    conn,
-                    Socket {
-                        stream,
-                        connecting: true,
-                    },
-                );
-            }
+            Ok(stream) => self.register(stream, conn, true, now),
             Err(_) => self.session.handle_closed(conn, now),
         }
+    }
+
+    /// Watches `stream` for `conn`; a socket the poller refuses is reported closed.
+    fn register(&mut self, mut stream: TcpStream, conn: ConnId, connecting: bool, now: Time) {
+        let token = Token(conn.to_u64() as usize);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if self
+            .poll
+            .registry()
+            .register(&mut stream, token, interest)
+            .is_err()
+        {
+            return self.session.handle_closed(conn, now);
+        }
+        self.sockets.insert(conn, Socket { stream, connecting });
     }
 
     fn submit(&mut self, op: DiskOp) {
