@@ -120,6 +120,7 @@ pub fn run(args: Args) -> Result<()> {
     let pool =
         Arc::new(DiskPool::new(DiskPoolConfig::default()).map_err(|e| anyhow::anyhow!("{e}"))?);
     let mut seeder = start(
+        backend,
         info.clone(),
         &seed_dir,
         OpenMode::ReadOnly,
@@ -148,6 +149,7 @@ pub fn run(args: Args) -> Result<()> {
             })?
     };
     let mut leecher = start(
+        backend,
         info.clone(),
         &leech_dir,
         OpenMode::Create,

@@ -3,6 +3,7 @@
 
 mod create;
 mod demo;
+mod driver;
 mod format;
 mod handshake;
 mod info;

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub use super::driver::backend;
+use super::driver::{Backend, Driver};
 use super::format;
 use ringtorrent::core::api::{Event, TorrentId};
 use ringtorrent::core::config::Config;
 use ringtorrent::core::{Bitfield, PeerId, Session};
-use ringtorrent::driver::epoll::EpollDriver;
 use ringtorrent::metainfo::{Info, Torrent};
-use ringtorrent::storage::{check, DiskPool, DiskPoolConfig, OpenMode, Storage};
+use ringtorrent::storage::{check, DiskPool, DiskPoolConfig, FileState, OpenMode, Storage};
 
 /// `--io`: which I/O backend runs the event loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -81,7 +82,7 @@ pub struct SeedArgs {
 
 /// One torrent running in one driver.
 pub struct Transfer {
-    pub driver: EpollDriver,
+    pub driver: Driver,
     pub torrent: TorrentId,
     pub info: Arc<Info>,
 }
@@ -91,17 +92,6 @@ pub fn load_torrent(path: &Path) -> Result<Arc<Info>> {
     let torrent = Torrent::from_bytes(&bytes)
         .with_context(|| format!("{} is not a valid torrent", path.display()))?;
     Ok(Arc::new(torrent.info))
-}
-
-/// Picks the backend. io_uring is not wired yet, so `auto` means epoll, and asking for
-/// io_uring explicitly is an error rather than a silent substitution.
-pub fn backend(io: Io) -> Result<&'static str> {
-    match io {
-        Io::Auto | Io::Epoll => Ok("epoll"),
-        Io::Uring => {
-            bail!("--io uring: the io_uring driver is not built yet; use --io epoll or auto")
-        }
-    }
 }
 
 pub fn resolve(peers: &[String]) -> Result<Vec<SocketAddr>> {
@@ -125,7 +115,9 @@ fn random_seed() -> u64 {
 
 /// Opens storage, learns which pieces are already there (by hashing them on the pool), and
 /// starts a session and driver for the torrent.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
+    backend: Backend,
     info: Arc<Info>,
     dir: &Path,
     mode: OpenMode,
@@ -139,8 +131,17 @@ pub fn start(
             .with_context(|| format!("cannot open the torrent's files under {}", dir.display()))?,
     );
     let piece_count = info.lengths().piece_count();
+    // Files this open just created hold zeros: hashing them would only prove that.
+    let all_new = storage.file_states().all(|s| {
+        matches!(
+            s,
+            FileState::Present { created: true, .. } | FileState::NotStored
+        )
+    });
     let have = if known_complete {
         Bitfield::full(piece_count)
+    } else if all_new {
+        Bitfield::new(piece_count)
     } else {
         let progress = AtomicU64::new(0);
         let started = Instant::now();
@@ -169,8 +170,8 @@ pub fn start(
         random_seed(),
         ringtorrent::core::Time::ZERO,
     );
-    let mut driver =
-        EpollDriver::new(session, listen, pool, epoch).context("cannot start the event loop")?;
+    let mut driver = Driver::new(backend, session, listen, pool, epoch)
+        .with_context(|| format!("cannot start the {backend} event loop"))?;
     let now = driver.now();
     let torrent = driver
         .session()
@@ -301,6 +302,7 @@ pub fn download(args: DownloadArgs) -> Result<()> {
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let listen = listen_addr(&args.bind, args.port)?;
     let mut t = start(
+        backend,
         info.clone(),
         &args.dir,
         OpenMode::Create,
@@ -340,6 +342,7 @@ pub fn seed(args: SeedArgs) -> Result<()> {
     let info = load_torrent(&args.torrent)?;
     let listen = listen_addr(&args.bind, args.port)?;
     let mut t = start(
+        backend,
         info.clone(),
         &args.dir,
         OpenMode::ReadOnly,

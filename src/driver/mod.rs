@@ -1,5 +1,7 @@
 //! Drivers run the sans-IO core against the world: they own sockets, files and the clock.
-//! Today there is the seeded simulator; the io_uring and epoll drivers come next.
+//! Three of them run the same core: io_uring (the default where the kernel allows it), epoll
+//! (the fallback), and the seeded simulator.
 
 pub mod epoll;
 pub mod sim;
+pub mod uring;

@@ -1,0 +1,1038 @@
+//! The io_uring driver: one ring per loop, a hand-written completion loop over the `io-uring`
+//! crate that runs a [`Session`] against real sockets, the disk pool and the monotonic clock.
+//! It has the same public API and follows the same session contract as the epoll driver
+//! ([`crate::driver::epoll::EpollDriver`]): after every input, drain actions, then events,
+//! then wait no longer than the session's next deadline.
+//!
+//! # Operations
+//!
+//! - The listener has one multishot `ACCEPT` armed; it is re-armed when the kernel ends it.
+//! - Each open connection has one multishot `RECV` armed, selecting from a provided buffer
+//!   ring shared by all connections ([`bufring::BufRing`]), so an idle connection holds no
+//!   receive buffer. The session copies what it needs in `handle_recv`, so each buffer goes
+//!   back to the ring before the next completion is looked at.
+//! - Each connection has at most one `SENDMSG` in flight, over chunks the driver has taken
+//!   from the session with [`Session::take_send`] (see "Buffer ownership" below).
+//! - Outgoing connections start with `CONNECT` on a fresh socket.
+//! - The disk pool's eventfd always has one 8-byte `READ` armed.
+//! - Timers need no operation: each turn waits in `io_uring_enter` with a timeout
+//!   (`IORING_FEAT_EXT_ARG`) no longer than the session's `poll_timeout`.
+//! - `Action::Close` and a failed socket `ASYNC_CANCEL` the connection's operations by
+//!   `user_data`; the socket is closed, and its slot freed, when the last one completes.
+//!
+//! Every `user_data` packs the operation, the driver's slot and the slot's generation
+//! ([`token::Token`]), so a completion for a slot's previous occupant is ignored.
+//!
+//! # Buffer ownership
+//!
+//! Memory named in a submission must stay valid, and unmoved, until that operation's final
+//! completion. The driver keeps that true by owning all such memory itself and freeing a
+//! connection's slot only when its count of operations in flight is zero:
+//!
+//! - send data: `take_send` moves the `Bytes` out of the session into the slot's
+//!   [`Outgoing`]; the session cannot drop or move them, whatever it does to the connection
+//!   (close it, remove its torrent). The `iovec` array and `msghdr` live in heap allocations
+//!   owned by the same `Outgoing`, which is not touched while a send is in flight. (Sending
+//!   straight from `send_chunks` would not be sound: the session drops a connection's send
+//!   buffer as soon as it forgets the connection, with the kernel possibly still reading it.)
+//! - the connect address: a `Box` in the slot.
+//! - receive buffers: the buffer ring's mappings, which live as long as the driver.
+//! - the eventfd read's 8 bytes: a heap allocation owned by the driver.
+//!
+//! Dropping the driver cancels everything and waits (boundedly) for the last completion
+//! before freeing any of it; if that cannot be confirmed, it leaks the memory instead.
+//!
+//! # Threads
+//!
+//! Where the kernel supports it (6.1+), the ring is created with `SINGLE_ISSUER |
+//! DEFER_TASKRUN` and disabled, and enabled by the first [`UringDriver::turn`]: the driver may
+//! be built on one thread and run on another (as `demo` does), but from then on only that
+//! thread may turn it, and should drop it: dropped on another thread, the driver cannot
+//! cancel its operations (the kernel refuses a second issuer), so it leaks its buffers (16
+//! MiB) rather than free memory the kernel may still write.
+
+mod bufring;
+mod probe;
+mod token;
+
+pub use probe::probe;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::mem::ManuallyDrop;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use slab::Slab;
+
+use self::bufring::BufRing;
+use self::probe::{build_ring, Setup};
+use self::token::{Op, Token};
+use crate::core::api::{Action, ConnId, DiskDone, DiskOp, Event, TorrentId};
+use crate::core::{PeerKey, Session, Time};
+use crate::storage::{
+    completion_queue, CompletionSender, Completions, DiskJob, DiskPool, Outcome, Storage,
+};
+
+/// Submission queue entries. Each turn submits at most a few per connection with work; a
+/// full queue is flushed to the kernel and refilled, so this bounds only batching.
+const SQ_ENTRIES: u32 = 256;
+
+/// Receive buffers in the provided ring, and their size: 256 x 64 KiB = 16 MiB per loop,
+/// whatever the number of connections. 64 KiB takes a loopback burst in one completion;
+/// 256 of them outlast a full turn's worth of completions before the ring runs dry (when it
+/// does, the kernel ends the multishot receive with ENOBUFS and the driver re-arms it).
+const RECV_BUFS: u16 = 256;
+const RECV_BUF_LEN: u32 = 64 * 1024;
+const BUF_GROUP: u16 = 0;
+
+/// Completions handled per loop turn, so one busy turn cannot starve the session's timers.
+/// The rest stay in the completion queue (or the kernel's overflow list, which
+/// `IORING_FEAT_NODROP` guarantees) for the next turn, which then does not sleep.
+const MAX_CQES_PER_TURN: usize = 4096;
+
+/// Disk completions handled per loop turn, as in the epoll driver.
+const MAX_DISK_PER_TURN: usize = 1024;
+
+/// Bytes taken from a connection's send buffer per `SENDMSG`: large enough to keep the
+/// socket's buffer full between completions, small enough that the session keeps back-pressure
+/// (it stops reading blocks for a peer whose buffer is above its high-water mark).
+const SEND_BATCH: usize = 1 << 20;
+
+/// How long to wait before re-arming an accept that failed: errors such as EMFILE last until
+/// some connection closes, and retrying at once would spin the loop.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// The kernel's limit on iovecs per call (`IOV_MAX`).
+const MAX_IOVECS: usize = 1024;
+
+const _: () = assert!(RECV_BUFS.is_power_of_two());
+const _: () = assert!(SQ_ENTRIES.is_power_of_two());
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// `CONNECT` in flight.
+    Connecting,
+    /// Receiving and sending.
+    Open,
+    /// Cancelling; the slot is freed when nothing is in flight.
+    Closing,
+}
+
+/// A connection's outgoing bytes that the kernel may be reading.
+struct Outgoing {
+    /// Taken from the session; the front ones are what the `iov` below points into.
+    chunks: VecDeque<Bytes>,
+    iov: Vec<libc::iovec>,
+    msg: Box<libc::msghdr>,
+}
+
+// SAFETY: the raw pointers in `iov` and `msg` point only into `chunks` and `iov`, which this
+// value owns; nothing else refers to them, so the value can move to another thread whole.
+unsafe impl Send for Outgoing {}
+
+impl Outgoing {
+    fn new() -> Outgoing {
+        // SAFETY: msghdr is a plain C struct for which all-zero bytes is a valid value.
+        let msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        Outgoing {
+            chunks: VecDeque::new(),
+            iov: Vec::new(),
+            msg: Box::new(msg),
+        }
+    }
+
+    /// Points `iov` and `msg` at the front chunks. Only called with no send in flight.
+    fn prepare(&mut self) -> *const libc::msghdr {
+        self.iov.clear();
+        self.iov
+            .extend(self.chunks.iter().take(MAX_IOVECS).map(|c| libc::iovec {
+                iov_base: c.as_ptr() as *mut libc::c_void,
+                iov_len: c.len(),
+            }));
+        self.msg.msg_iov = self.iov.as_mut_ptr();
+        self.msg.msg_iovlen = self.iov.len() as _;
+        &*self.msg
+    }
+
+    /// Drops the first `n` bytes, which the kernel has sent.
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                return;
+            };
+            if front.len() <= n {
+                n -= front.len();
+                self.chunks.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+}
+
+/// One socket and what is in flight on it.
+struct Conn {
+    id: ConnId,
+    generation: u32,
+    stream: TcpStream,
+    state: State,
+    /// Whether the session still knows the connection (it has neither asked us to close it
+    /// nor been told it closed).
+    known: bool,
+    /// Operations in flight whose final completion has not been seen.
+    inflight: u32,
+    recv_armed: bool,
+    sending: bool,
+    /// An `Action::Send` came while connecting.
+    send_wanted: bool,
+    /// The address a `CONNECT` in flight reads.
+    connect_addr: Option<Box<SockAddr>>,
+    out: Outgoing,
+}
+
+/// A socket address in C form, for `CONNECT`.
+struct SockAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+/// What a disk job in flight was for.
+enum Pending {
+    Write {
+        torrent: TorrentId,
+        block: crate::core::BlockRef,
+    },
+    Read {
+        torrent: TorrentId,
+        peer: PeerKey,
+        block: crate::core::BlockRef,
+    },
+    Verify {
+        torrent: TorrentId,
+        piece: crate::core::PieceIndex,
+    },
+}
+
+/// The 8 bytes the eventfd read fills, in a heap allocation whose address never changes.
+struct EventBuf(NonNull<u64>);
+
+// SAFETY: the allocation is owned by this value alone (the kernel writes it, which is not
+// tied to a thread), so moving the value between threads is sound.
+unsafe impl Send for EventBuf {}
+
+/// Sizes of the driver's receive memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UringOptions {
+    /// Buffers in the provided buffer ring (a power of two, at most 32768).
+    pub recv_buffers: u16,
+    /// Bytes per receive buffer.
+    pub recv_buffer_len: u32,
+}
+
+impl Default for UringOptions {
+    fn default() -> Self {
+        UringOptions {
+            recv_buffers: RECV_BUFS,
+            recv_buffer_len: RECV_BUF_LEN,
+        }
+    }
+}
+
+/// A session, its sockets, its torrents' storage and the disk pool, driven by io_uring.
+pub struct UringDriver {
+    ring: IoUring,
+    /// Whether the ring has been enabled (rings made with `DeferTaskrun` start disabled).
+    enabled: bool,
+    listener: Option<TcpListener>,
+    accept_armed: bool,
+    /// When to re-arm an accept that failed (out of descriptors, say): not at once, or the
+    /// loop would spin on the same error.
+    accept_retry: Option<Instant>,
+    session: Session,
+    epoch: Instant,
+    conns: Slab<Conn>,
+    by_id: HashMap<ConnId, usize>,
+    next_generation: u32,
+    /// Operations in flight that own memory or a slot (everything but cancellations).
+    inflight: u64,
+    bufs: ManuallyDrop<BufRing>,
+    event_buf: EventBuf,
+    storage: HashMap<TorrentId, Arc<Storage>>,
+    disk: Arc<DiskPool>,
+    completions: Completions,
+    reply: CompletionSender,
+    pending: Slab<Pending>,
+    done_buf: Vec<crate::storage::Completion>,
+    /// Completions left in the disk queue after a capped drain; the next turn must not sleep.
+    disk_backlog: bool,
+    cqes: Vec<(u64, i32, u32)>,
+}
+
+impl UringDriver {
+    /// A driver for `session`, listening on `listen` if given (port 0 picks a free port).
+    /// Fails where io_uring is unavailable; call [`probe`] first to choose a driver.
+    pub fn new(
+        session: Session,
+        listen: Option<SocketAddr>,
+        disk: Arc<DiskPool>,
+        epoch: Instant,
+    ) -> io::Result<UringDriver> {
+        Self::with_options(session, listen, disk, epoch, UringOptions::default())
+    }
+
+    /// As [`UringDriver::new`], with receive buffers sized by `options` (tests use tiny ones
+    /// to run the ring dry). Fails with `InvalidInput` if `recv_buffers` is not a power of two.
+    pub fn with_options(
+        session: Session,
+        listen: Option<SocketAddr>,
+        disk: Arc<DiskPool>,
+        epoch: Instant,
+        options: UringOptions,
+    ) -> io::Result<UringDriver> {
+        if !options.recv_buffers.is_power_of_two()
+            || options.recv_buffers > 32768
+            || options.recv_buffer_len == 0
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "recv_buffers must be a power of two up to 32768, recv_buffer_len above zero",
+            ));
+        }
+        let (ring, setup) = build_ring(SQ_ENTRIES)?;
+        let bufs = BufRing::new(
+            &ring,
+            BUF_GROUP,
+            options.recv_buffers,
+            options.recv_buffer_len,
+        )?;
+        let listener = match listen {
+            // mio's bind sets SO_REUSEADDR and a 1024 backlog, as the epoll driver's does.
+            Some(addr) => Some(TcpListener::from(OwnedFd::from(
+                mio::net::TcpListener::bind(addr)?,
+            ))),
+            None => None,
+        };
+        let (reply, completions) = completion_queue().map_err(io::Error::other)?;
+        let event_buf = EventBuf(NonNull::from(Box::leak(Box::new(0u64))));
+        let mut driver = UringDriver {
+            ring,
+            enabled: setup != Setup::DeferTaskrun,
+            listener,
+            accept_armed: false,
+            accept_retry: None,
+            session,
+            epoch,
+            conns: Slab::new(),
+            by_id: HashMap::new(),
+            next_generation: 0,
+            inflight: 0,
+            bufs: ManuallyDrop::new(bufs),
+            event_buf,
+            storage: HashMap::new(),
+            disk,
+            completions,
+            reply,
+            pending: Slab::new(),
+            done_buf: Vec::new(),
+            disk_backlog: false,
+            cqes: Vec::with_capacity(MAX_CQES_PER_TURN),
+        };
+        driver.arm_accept();
+        driver.arm_disk_event();
+        if let Some(port) = driver.local_addr().map(|a| a.port()) {
+            driver.session.set_listen_port(port);
+        }
+        Ok(driver)
+    }
+
+    /// The address we listen on.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The session's clock reading now.
+    pub fn now(&self) -> Time {
+        Time::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    /// The session, to add torrents and peers or read statistics.
+    pub fn session(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// Registers the storage that serves a torrent's disk operations.
+    pub fn attach_storage(&mut self, torrent: TorrentId, storage: Arc<Storage>) {
+        self.storage.insert(torrent, storage);
+    }
+
+    /// Runs one loop turn, waiting at most `max_wait`, and hands every session event to
+    /// `on_event`. The first call enables the ring for the calling thread (see the module
+    /// documentation); later calls must come from the same thread.
+    pub fn turn(&mut self, max_wait: Duration, on_event: &mut dyn FnMut(&Event)) -> io::Result<()> {
+        if !self.enabled {
+            self.ring.submitter().register_enable_rings()?;
+            self.enabled = true;
+        }
+        self.process(on_event);
+        let now = self.now();
+        let mut wait = self
+            .session
+            .poll_timeout()
+            .map_or(max_wait, |t| t.saturating_since(now).min(max_wait));
+        if self.disk_backlog {
+            wait = Duration::ZERO;
+            self.disk_done(now);
+            self.process(on_event);
+        }
+        if let Some(at) = self.accept_retry {
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.accept_retry = None;
+                self.arm_accept();
+            } else {
+                wait = wait.min(left);
+            }
+        }
+        if !self.ring.completion().is_empty() {
+            // Left over from a capped turn.
+            wait = Duration::ZERO;
+        }
+        let ts = types::Timespec::from(wait);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => {}
+            // ETIME: the wait timed out; EINTR: a signal; EBUSY: the completion queue is full
+            // and the kernel holds overflowed entries, which reading the queue makes room for.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.extend(
+            self.ring
+                .completion()
+                .take(MAX_CQES_PER_TURN)
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for &(user_data, result, flags) in &cqes {
+            let now = self.now();
+            self.complete(user_data, result, flags, now);
+            self.process(on_event);
+        }
+        cqes.clear();
+        self.cqes = cqes;
+        let now = self.now();
+        self.session.handle_timeout(now);
+        self.process(on_event);
+        Ok(())
+    }
+
+    /// Queues a submission, flushing the queue to the kernel first if it is full.
+    ///
+    /// # Safety
+    ///
+    /// Every buffer `entry` names must stay valid and unmoved until the operation's final
+    /// completion has been reaped (see "Buffer ownership" in the module documentation).
+    unsafe fn push(&mut self, entry: squeue::Entry) {
+        loop {
+            // SAFETY: the caller's contract is this function's.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+            // Full: hand what is queued to the kernel, which takes submissions even while
+            // completions overflow (since 5.19; the probe requires 6.0 for multishot
+            // receive), so this makes room without reaping. A ring not yet enabled cannot
+            // submit, but nothing fills the queue before the first turn enables it (`new`
+            // queues two entries).
+            if self.ring.submit().is_err() {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn arm_accept(&mut self) {
+        let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
+            return;
+        };
+        if self.accept_armed {
+            return;
+        }
+        let entry = opcode::AcceptMulti::new(types::Fd(fd))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(Token::global(Op::Accept).pack());
+        // SAFETY: a multishot accept names no memory (no address out-parameter); the listener
+        // it names lives as long as the driver, which cancels it before closing it (Drop).
+        unsafe { self.push(entry) };
+        self.accept_armed = true;
+        self.inflight += 1;
+    }
+
+    fn arm_disk_event(&mut self) {
+        let fd = self.completions.eventfd().as_raw_fd();
+        let entry = opcode::Read::new(types::Fd(fd), self.event_buf.0.as_ptr().cast(), 8)
+            .build()
+            .user_data(Token::global(Op::DiskEvent).pack());
+        // SAFETY: `event_buf` is an 8-byte heap allocation owned by the driver and freed only
+        // in Drop after the read's final completion; nothing else reads or writes it. The
+        // eventfd is owned by `completions`, which lives as long as the driver.
+        unsafe { self.push(entry) };
+        self.inflight += 1;
+    }
+
+    fn token(&self, op: Op, slot: usize) -> u64 {
+        Token {
+            op,
+            slot: slot as u32,
+            generation: self.conns[slot].generation,
+        }
+        .pack()
+    }
+
+    fn insert_conn(&mut self, id: ConnId, stream: TcpStream, state: State) -> usize {
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let slot = self.conns.insert(Conn {
+            id,
+            generation: self.next_generation,
+            stream,
+            state,
+            known: true,
+            inflight: 0,
+            recv_armed: false,
+            sending: false,
+            send_wanted: false,
+            connect_addr: None,
+            out: Outgoing::new(),
+        });
+        self.by_id.insert(id, slot);
+        slot
+    }
+
+    fn arm_recv(&mut self, slot: usize) {
+        let c = &self.conns[slot];
+        if c.state != State::Open || c.recv_armed {
+            return;
+        }
+        let entry = opcode::RecvMulti::new(types::Fd(c.stream.as_raw_fd()), self.bufs.group())
+            .build()
+            .user_data(self.token(Op::Recv, slot));
+        // SAFETY: the receive writes only into provided buffers, which live as long as the
+        // driver (Drop waits for every operation to end before unmapping them). The socket
+        // stays open until the slot is freed, which waits for this operation's end.
+        unsafe { self.push(entry) };
+        let c = &mut self.conns[slot];
+        c.recv_armed = true;
+        c.inflight += 1;
+        self.inflight += 1;
+    }
+
+    /// Starts a send if none is in flight and there is something to send.
+    fn send(&mut self, slot: usize) {
+        let c = &mut self.conns[slot];
+        match c.state {
+            State::Connecting => {
+                c.send_wanted = true;
+                return;
+            }
+            State::Closing => return,
+            State::Open if c.sending => return,
+            State::Open => {}
+        }
+        if c.out.chunks.is_empty() {
+            c.out
+                .chunks
+                .extend(self.session.take_send(c.id, SEND_BATCH));
+            if c.out.chunks.is_empty() {
+                return;
+            }
+        }
+        let msg = c.out.prepare();
+        let fd = c.stream.as_raw_fd();
+        let entry = opcode::SendMsg::new(types::Fd(fd), msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(self.token(Op::Send, slot));
+        // SAFETY: `msg`, the iovec array it points to and the chunks those point into are all
+        // owned by the slot's `Outgoing` (the `Bytes` were moved out of the session by
+        // `take_send`, so the session cannot free them). None of them is changed while
+        // `sending` is set, and the slot is freed only after this operation's completion.
+        unsafe { self.push(entry) };
+        let c = &mut self.conns[slot];
+        c.sending = true;
+        c.inflight += 1;
+        self.inflight += 1;
+    }
+
+    fn connect(&mut self, id: ConnId, addr: SocketAddr, now: Time) {
+        let Ok(stream) = new_socket(&addr) else {
+            return self.session.handle_closed(id, now);
+        };
+        let slot = self.insert_conn(id, stream, State::Connecting);
+        let sa = Box::new(SockAddr::from(addr));
+        let (ptr, len) = (&sa.storage as *const libc::sockaddr_storage, sa.len);
+        let c = &mut self.conns[slot];
+        c.connect_addr = Some(sa);
+        let fd = c.stream.as_raw_fd();
+        let entry = opcode::Connect::new(types::Fd(fd), ptr.cast(), len)
+            .build()
+            .user_data(self.token(Op::Connect, slot));
+        // SAFETY: the address lives in a Box held by the slot until the slot is freed, which
+        // waits for this operation's completion; the Box's contents never move.
+        unsafe { self.push(entry) };
+        self.conns[slot].inflight += 1;
+        self.inflight += 1;
+    }
+
+    /// Starts closing a slot: cancels what is in flight and frees the slot once all of it
+    /// has completed.
+    fn close(&mut self, slot: usize) {
+        let c = &mut self.conns[slot];
+        if c.state == State::Closing {
+            return;
+        }
+        let was_connecting = c.state == State::Connecting;
+        c.state = State::Closing;
+        if self.by_id.get(&c.id) == Some(&slot) {
+            self.by_id.remove(&c.id);
+        }
+        let (recv, send) = (c.recv_armed, c.sending);
+        for (op, armed) in [
+            (Op::Recv, recv),
+            (Op::Send, send),
+            (Op::Connect, was_connecting),
+        ] {
+            if armed {
+                let entry = opcode::AsyncCancel::new(self.token(op, slot))
+                    .build()
+                    .user_data(Token::global(Op::Cancel).pack());
+                // SAFETY: a cancellation names only a user_data value, no memory.
+                unsafe { self.push(entry) };
+            }
+        }
+        self.maybe_free(slot);
+    }
+
+    fn maybe_free(&mut self, slot: usize) {
+        let c = &self.conns[slot];
+        if c.state == State::Closing && c.inflight == 0 {
+            // Closes the socket and frees the send chunks: nothing in flight refers to them.
+            self.conns.remove(slot);
+        }
+    }
+
+    /// The connection failed on our side: tell the session, if it still knows it, and close.
+    fn lost(&mut self, slot: usize, now: Time) {
+        let c = &mut self.conns[slot];
+        if c.state == State::Closing {
+            return;
+        }
+        if std::mem::take(&mut c.known) {
+            let id = c.id;
+            self.session.handle_closed(id, now);
+        }
+        self.close(slot);
+    }
+
+    /// Routes one completion.
+    fn complete(&mut self, user_data: u64, result: i32, flags: u32, now: Time) {
+        let Some(token) = Token::unpack(user_data) else {
+            debug_assert!(false, "unknown user_data {user_data:#x}");
+            return;
+        };
+        let more = cqueue::more(flags);
+        if token.op != Op::Cancel && !more {
+            self.inflight -= 1;
+        }
+        match token.op {
+            Op::Cancel => {}
+            Op::Accept => {
+                if !more {
+                    self.accept_armed = false;
+                }
+                if result >= 0 {
+                    // SAFETY: a successful accept returns a new descriptor that nothing else
+                    // owns.
+                    let fd = unsafe { OwnedFd::from_raw_fd(result) };
+                    self.accepted(TcpStream::from(fd), now);
+                    if !more {
+                        self.arm_accept();
+                    }
+                } else if !more {
+                    self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
+                }
+            }
+            Op::DiskEvent => {
+                self.arm_disk_event();
+                self.disk_done(now);
+            }
+            Op::Connect | Op::Recv | Op::Send => {
+                let slot = token.slot as usize;
+                let live = self
+                    .conns
+                    .get(slot)
+                    .is_some_and(|c| token.matches(c.generation));
+                if !live {
+                    // Impossible while slots are freed only with nothing in flight; a
+                    // provided buffer must still go back.
+                    debug_assert!(false, "completion for a freed slot");
+                    if let Some(bid) = cqueue::buffer_select(flags) {
+                        self.bufs.give_back(bid);
+                    }
+                    return;
+                }
+                if !more {
+                    self.conns[slot].inflight -= 1;
+                }
+                match token.op {
+                    Op::Connect => self.connected(slot, result, now),
+                    Op::Recv => self.received(slot, result, flags, now),
+                    _ => self.sent(slot, result, now),
+                }
+                if self.conns.contains(slot) {
+                    self.maybe_free(slot);
+                }
+            }
+        }
+    }
+
+    fn accepted(&mut self, stream: TcpStream, now: Time) {
+        let Ok(addr) = stream.peer_addr() else {
+            return;
+        };
+        let Some(id) = self.session.accept(addr, now) else {
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        let slot = self.insert_conn(id, stream, State::Open);
+        self.arm_recv(slot);
+    }
+
+    fn connected(&mut self, slot: usize, result: i32, now: Time) {
+        let c = &mut self.conns[slot];
+        c.connect_addr = None;
+        if c.state == State::Closing {
+            return;
+        }
+        if result < 0 {
+            return self.lost(slot, now);
+        }
+        c.state = State::Open;
+        let _ = c.stream.set_nodelay(true);
+        let (id, wanted) = (c.id, std::mem::take(&mut c.send_wanted));
+        self.arm_recv(slot);
+        self.session.handle_connected(id, now);
+        if wanted {
+            self.send(slot);
+        }
+    }
+
+    fn received(&mut self, slot: usize, result: i32, flags: u32, now: Time) {
+        let more = cqueue::more(flags);
+        let c = &mut self.conns[slot];
+        if !more {
+            c.recv_armed = false;
+        }
+        let (id, open) = (c.id, c.state == State::Open);
+        if let Some(bid) = cqueue::buffer_select(flags) {
+            if open && result > 0 {
+                // SAFETY: this completion handed us `bid`, holding `result` bytes; the slice
+                // is dropped (handle_recv copies what it keeps) before the buffer goes back.
+                let data = unsafe { self.bufs.get(bid, result as usize) };
+                self.session.handle_recv(id, data, now);
+            }
+            self.bufs.give_back(bid);
+        }
+        if !open || !self.conns.contains(slot) {
+            return;
+        }
+        match result {
+            0 => self.lost(slot, now),
+            n if n > 0 || n == -libc::ENOBUFS => {
+                if !more && self.conns[slot].state == State::Open {
+                    self.arm_recv(slot);
+                }
+            }
+            _ => self.lost(slot, now),
+        }
+    }
+
+    fn sent(&mut self, slot: usize, result: i32, now: Time) {
+        let c = &mut self.conns[slot];
+        c.sending = false;
+        if c.state != State::Open {
+            return;
+        }
+        match result {
+            n if n > 0 => {
+                c.out.advance(n as usize);
+                self.send(slot);
+            }
+            n if n == -libc::EAGAIN || n == -libc::EINTR => self.send(slot),
+            _ => self.lost(slot, now),
+        }
+    }
+
+    fn disk_done(&mut self, now: Time) {
+        let more = self
+            .completions
+            .drain(MAX_DISK_PER_TURN, &mut self.done_buf);
+        for done in std::mem::take(&mut self.done_buf) {
+            let Some(pending) = self.pending.try_remove(done.token as usize) else {
+                continue;
+            };
+            let result = match (pending, done.outcome) {
+                (Pending::Write { torrent, block }, Outcome::Written { result, .. }) => {
+                    DiskDone::Written {
+                        torrent,
+                        block,
+                        result: result.map_err(|e| e.to_string()),
+                    }
+                }
+                (
+                    Pending::Read {
+                        torrent,
+                        peer,
+                        block,
+                    },
+                    Outcome::Read { buf, result, .. },
+                ) => DiskDone::Read {
+                    torrent,
+                    peer,
+                    block,
+                    result: result.map(|()| Bytes::from(buf)).map_err(|e| e.to_string()),
+                },
+                (Pending::Verify { torrent, piece }, Outcome::Verified { result, .. }) => {
+                    // A read error while hashing means the data is not what it should be.
+                    DiskDone::Verified {
+                        torrent,
+                        piece,
+                        ok: result.unwrap_or(false),
+                    }
+                }
+                _ => continue,
+            };
+            self.session.handle_disk(result, now);
+        }
+        // The rest waits for the next turn, which will not sleep: the eventfd signals only
+        // when the queue goes from empty to not empty.
+        self.disk_backlog = more;
+    }
+
+    /// Carries out the session's actions and hands its events out.
+    fn process(&mut self, on_event: &mut dyn FnMut(&Event)) {
+        loop {
+            let mut any = false;
+            while let Some(action) = self.session.poll_action() {
+                any = true;
+                let now = self.now();
+                match action {
+                    Action::Connect { conn, addr } => self.connect(conn, addr, now),
+                    Action::Send { conn } => {
+                        if let Some(&slot) = self.by_id.get(&conn) {
+                            self.send(slot);
+                        }
+                    }
+                    Action::Close { conn } => {
+                        if let Some(&slot) = self.by_id.get(&conn) {
+                            self.conns[slot].known = false;
+                            self.close(slot);
+                        }
+                    }
+                    Action::Disk(op) => self.submit_disk(op),
+                }
+            }
+            while let Some(event) = self.session.poll_event() {
+                any = true;
+                on_event(&event);
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    fn submit_disk(&mut self, op: DiskOp) {
+        let (torrent, pending, job) = match op {
+            DiskOp::Write {
+                torrent,
+                block,
+                data,
+            } => (
+                torrent,
+                Pending::Write { torrent, block },
+                DiskJob::Write {
+                    block,
+                    data: data.to_vec(),
+                },
+            ),
+            DiskOp::Read {
+                torrent,
+                peer,
+                block,
+            } => (
+                torrent,
+                Pending::Read {
+                    torrent,
+                    peer,
+                    block,
+                },
+                DiskJob::Read {
+                    block,
+                    buf: vec![0; block.len as usize],
+                },
+            ),
+            DiskOp::Verify { torrent, piece } => {
+                let Some(storage) = self.storage.get(&torrent) else {
+                    return;
+                };
+                let expected = *storage.info().piece_hash(piece);
+                (
+                    torrent,
+                    Pending::Verify { torrent, piece },
+                    DiskJob::Verify { piece, expected },
+                )
+            }
+        };
+        let Some(storage) = self.storage.get(&torrent) else {
+            return;
+        };
+        let token = self.pending.insert(pending) as u64;
+        self.disk.submit(storage, token, job, &self.reply);
+    }
+
+    /// Cancels everything in flight and waits up to about a second for the last final
+    /// completion. Returns whether nothing is in flight any more.
+    fn quiesce(&mut self) -> bool {
+        if !self.enabled {
+            // Nothing was ever submitted: the queued entries die with the ring.
+            return true;
+        }
+        let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(Token::global(Op::Cancel).pack());
+        // SAFETY: a cancellation names no memory.
+        if unsafe { self.ring.submission().push(&entry) }.is_err() {
+            let _ = self.ring.submit();
+        }
+        for _ in 0..200 {
+            if self.inflight == 0 {
+                return true;
+            }
+            let ts = types::Timespec::from(Duration::from_millis(5));
+            let args = types::SubmitArgs::new().timespec(&ts);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                    ) => {}
+                // Another thread than the ring's issuer, or the ring is unusable.
+                Err(_) => return false,
+            }
+            for c in self.ring.completion() {
+                let op = Token::unpack(c.user_data()).map(|t| t.op);
+                if op != Some(Op::Cancel) && !cqueue::more(c.flags()) {
+                    self.inflight -= 1;
+                }
+                // A multishot accept or receive that is not final yet is cancelled by the
+                // request above (CANCEL_ANY) along with the rest; a re-armed one cannot
+                // appear because nothing is re-armed here.
+            }
+        }
+        self.inflight == 0
+    }
+}
+
+impl Drop for UringDriver {
+    fn drop(&mut self) {
+        if self.quiesce() {
+            // SAFETY: nothing is in flight, so the kernel no longer selects receive buffers
+            // nor writes the eventfd buffer; both are dropped once, here.
+            unsafe {
+                ManuallyDrop::drop(&mut self.bufs);
+                drop(Box::from_raw(self.event_buf.0.as_ptr()));
+            }
+        } else {
+            // The kernel may still own some of this memory: leaking it is the safe choice.
+            // The receive buffers (ManuallyDrop) and the eventfd buffer (raw) are simply not
+            // freed; the slots' send chunks and connect addresses are leaked with the slab.
+            std::mem::forget(std::mem::take(&mut self.conns));
+        }
+    }
+}
+
+impl From<SocketAddr> for SockAddr {
+    fn from(addr: SocketAddr) -> SockAddr {
+        // SAFETY: sockaddr_storage is a plain C struct for which all-zero bytes is valid.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is larger than and aligned for any sockaddr_*.
+                unsafe {
+                    std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin)
+                };
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: a.scope_id(),
+                };
+                // SAFETY: as above.
+                unsafe {
+                    std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6)
+                };
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        SockAddr {
+            storage,
+            len: len as libc::socklen_t,
+        }
+    }
+}
+
+/// A fresh non-blocking TCP socket for `addr`'s family.
+fn new_socket(addr: &SocketAddr) -> io::Result<TcpStream> {
+    let family = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: socket(2) takes plain integers; the result is checked before use.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socket(2) succeeded, so `fd` is a new descriptor that nothing else owns.
+    Ok(TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
