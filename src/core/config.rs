@@ -36,7 +36,9 @@ pub struct Config {
     /// known is the lesser of this and 250, BEP 10's suggested default).
     pub max_requests: usize,
     /// Requests we queue from one peer before rejecting more; advertised as our `reqq`.
-    /// Bounds the memory a peer can make us hold.
+    /// Bounds the memory a peer can make us hold (12 bytes a request). libtorrent keeps up
+    /// to 500 requests outstanding and advertises 2000 itself; at 500 we were rejecting
+    /// near the bound when serving it.
     pub max_queued_requests: usize,
     /// Longest block we serve. 16 KiB is what every client asks for and what libtorrent and
     /// Transmission accept; it may be raised to [`MAX_BLOCK_LEN`].
@@ -79,7 +81,7 @@ impl Default for Config {
             request_queue_time: Duration::from_secs(3),
             min_requests: 4,
             max_requests: 500,
-            max_queued_requests: 500,
+            max_queued_requests: 2000,
             max_request_len: BLOCK_LEN,
             max_reads_per_peer: 8,
             send_buffer_high: 4 << 20,
