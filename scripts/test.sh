@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 need=()
 command -v mktorrent >/dev/null 2>&1 || need+=(mktorrent)
 /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need+=(python3-libtorrent)
+# opentracker is the real tracker the tracker tests announce to; openssl makes their
+# HTTPS certificates.
+command -v opentracker >/dev/null 2>&1 || need+=(opentracker)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"
     sudo=""

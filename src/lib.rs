@@ -18,3 +18,4 @@ pub mod driver;
 pub mod limits;
 pub mod metainfo;
 pub mod storage;
+pub mod tracker;

@@ -80,6 +80,36 @@ pub const MAX_RESUME_FILE_LEN: usize = 64 * 1024 * 1024;
 /// Seconds the `handshake` command waits for a connection and for each reply.
 pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
 
+/// The largest tracker response read (HTTP headers and body together, or one UDP datagram).
+/// A compact announce reply with 200 peers is 1.2 KB and a scrape of 64 torrents 4 KB; 1 MiB
+/// leaves room for dictionary-model replies with thousands of peers and bounds what a hostile
+/// tracker can make us buffer.
+pub const MAX_TRACKER_RESPONSE_LEN: usize = 1024 * 1024;
+
+/// Most peers taken from one announce reply (IPv4 and IPv6 together); the rest are dropped,
+/// not an error. We ask for at most `numwant` (200 by default), and the session's own peer
+/// list is bounded, so a tracker that sends more gains nothing.
+pub const MAX_TRACKER_PEERS: usize = 2000;
+
+/// Most info hashes in one UDP scrape: BEP 15 says about 74 fit, since 16 + 20 * 74 = 1496
+/// bytes keeps the request inside a 1500-byte Ethernet frame.
+pub const MAX_SCRAPE_HASHES_UDP: usize = 74;
+
+/// Most info hashes in one HTTP scrape: each costs about 70 bytes of URL, and 64 keeps the
+/// request line under 8 KiB, the smallest default limit among common HTTP servers.
+pub const MAX_SCRAPE_HASHES_HTTP: usize = 64;
+
+/// Longest tracker URL accepted (and longest host name, by DNS's own 253). Announce URLs with
+/// passkeys run to a few hundred bytes; anything past 2 KiB is not a tracker.
+pub const MAX_TRACKER_URL_LEN: usize = 2048;
+
+/// Longest `failure reason` or `warning message` kept, in bytes; longer text is cut, since it
+/// is only shown to a person.
+pub const MAX_TRACKER_MESSAGE_LEN: usize = 1024;
+
+/// Longest `tracker id` kept and sent back; real ones are a few dozen bytes.
+pub const MAX_TRACKER_ID_LEN: usize = 256;
+
 const _: () = assert!(MAX_PIECE_LEN.is_power_of_two() && MIN_PIECE_LEN.is_power_of_two());
 const _: () = assert!(MIN_PIECE_LEN <= MAX_PIECE_LEN);
 const _: () = assert!(MAX_BLOCK_LEN as u64 <= MIN_PIECE_LEN * 8);
@@ -87,3 +117,5 @@ const _: () = assert!(MAX_PIECES.div_ceil(8) < MAX_MESSAGE_LEN as u64);
 const _: () = assert!(MAX_BLOCK_LEN + 9 <= MAX_MESSAGE_LEN);
 const _: () = assert!(MAX_PIECES < u32::MAX as u64);
 const _: () = assert!(MAX_FILES * 3 + 16 <= MAX_BENCODE_VALUES);
+const _: () = assert!(16 + 20 * MAX_SCRAPE_HASHES_UDP <= 1500);
+const _: () = assert!(20 + 18 * MAX_TRACKER_PEERS <= MAX_TRACKER_RESPONSE_LEN);

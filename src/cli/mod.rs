@@ -8,6 +8,7 @@ mod format;
 mod handshake;
 mod info;
 mod simulate;
+mod tracker;
 mod transfer;
 
 use std::process::ExitCode;
@@ -67,6 +68,15 @@ enum Command {
     ///
     /// Example: ringtorrent simulate --peers 200 --size 64M --corrupt 5 --seed 7
     Simulate(simulate::Args),
+    /// Announce a torrent to its trackers once (BEP 12 order: tier by tier, the first that
+    /// answers wins) and print the reply: interval, seeders, leechers, peers.
+    ///
+    /// Example: ringtorrent announce file.torrent --event started --port 6881 --json
+    Announce(tracker::AnnounceArgs),
+    /// Ask a torrent's trackers for its seeders, completed downloads and leechers.
+    ///
+    /// Example: ringtorrent scrape file.torrent
+    Scrape(tracker::ScrapeArgs),
 }
 
 /// Runs the command line and turns errors into one clear line on stderr and exit status 1.
@@ -80,6 +90,8 @@ pub fn main() -> ExitCode {
         Command::Create(args) => create::run(args),
         Command::Handshake(args) => handshake::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Announce(args) => tracker::announce(args),
+        Command::Scrape(args) => tracker::scrape(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

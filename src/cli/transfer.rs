@@ -85,6 +85,8 @@ pub struct Transfer {
     pub driver: Driver,
     pub torrent: TorrentId,
     pub info: Arc<Info>,
+    /// The torrent's trackers, when it names any and the command announces.
+    pub trackers: Option<super::tracker::Hook>,
 }
 
 pub fn load_torrent(path: &Path) -> Result<Arc<Info>> {
@@ -182,6 +184,7 @@ pub fn start(
         driver,
         torrent,
         info,
+        trackers: None,
     })
 }
 
@@ -272,6 +275,9 @@ pub fn run_download(t: &mut Transfer, deadline: Option<Instant>, quiet: bool) ->
                 }
             }
         })?;
+        if let Some(trackers) = t.trackers.as_mut() {
+            trackers.pump(&mut t.driver);
+        }
         if let Some(error) = failure.take() {
             progress.finish();
             bail!("download stopped: {error}");
@@ -291,6 +297,9 @@ pub fn run_download(t: &mut Transfer, deadline: Option<Instant>, quiet: bool) ->
 pub fn run_seed(t: &mut Transfer, deadline: Option<Instant>) -> Result<()> {
     while deadline.is_none_or(|d| Instant::now() < d) {
         t.driver.turn(Duration::from_millis(200), &mut |_| {})?;
+        if let Some(trackers) = t.trackers.as_mut() {
+            trackers.pump(&mut t.driver);
+        }
     }
     Ok(())
 }
@@ -314,6 +323,7 @@ pub fn download(args: DownloadArgs) -> Result<()> {
     let peers = resolve(&args.peers)?;
     let now = t.driver.now();
     t.driver.session().add_peers(t.torrent, &peers, now);
+    t.trackers = super::tracker::Hook::start(&args.torrent, &mut t.driver, t.torrent, false)?;
     eprintln!(
         "downloading {} ({}) with {backend}, listening on {}",
         info.name(),
@@ -333,6 +343,9 @@ pub fn download(args: DownloadArgs) -> Result<()> {
     if args.seed {
         eprintln!("seeding; interrupt to stop");
         run_seed(&mut t, None)?;
+    }
+    if let Some(mut trackers) = t.trackers.take() {
+        trackers.stop(&mut t.driver);
     }
     Ok(())
 }
@@ -365,6 +378,7 @@ pub fn seed(args: SeedArgs) -> Result<()> {
     let peers = resolve(&args.peers)?;
     let now = t.driver.now();
     t.driver.session().add_peers(t.torrent, &peers, now);
+    t.trackers = super::tracker::Hook::start(&args.torrent, &mut t.driver, t.torrent, false)?;
     // The port line is on stdout, first, so scripts can read it.
     println!(
         "seeding {} on {} with {backend}",
@@ -374,5 +388,9 @@ pub fn seed(args: SeedArgs) -> Result<()> {
             .map_or("nothing".into(), |a| a.to_string())
     );
     let deadline = (args.duration > 0).then(|| Instant::now() + Duration::from_secs(args.duration));
-    run_seed(&mut t, deadline)
+    run_seed(&mut t, deadline)?;
+    if let Some(mut trackers) = t.trackers.take() {
+        trackers.stop(&mut t.driver);
+    }
+    Ok(())
 }

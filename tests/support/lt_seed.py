@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 """Seed one torrent with libtorrent 2.0 on 127.0.0.1, for integration tests.
 
-Usage: lt_seed.py TORRENT DATA_DIR [--port P] [--peer-id ID] [--verbose]
+Usage: lt_seed.py TORRENT DATA_DIR [--port P] [--peer-id ID] [--tracker URL] [--verbose]
 
 DATA_DIR must already hold the complete payload (it is the save path: a single-file torrent's
 file, or a multi-file torrent's <name>/ folder, lies directly in it). The session is TCP only
 (uTP off both ways), with DHT, LSD, UPnP, NAT-PMP and PEX off, the torrent's trackers and web
-seeds ignored, and allow_multiple_connections_per_ip on. It listens on 127.0.0.1:P (P = 0,
+seeds ignored (unless --tracker URL is given: then the seed announces to that one tracker,
+and only to it), and allow_multiple_connections_per_ip on. It listens on 127.0.0.1:P (P = 0,
 the default, picks a free port).
 
 Once the data is checked and the torrent is seeding, one JSON line goes to stdout:
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("data_dir")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--peer-id", help="all 20 characters of the peer id (printable ASCII)")
+    parser.add_argument("--tracker", help="announce to this tracker URL (default: none)")
     parser.add_argument("--verbose", action="store_true", help="log every alert to stderr")
     args = parser.parse_args()
     VERBOSE = args.verbose
@@ -133,7 +135,7 @@ def main() -> None:
         atp.flags | tf.override_trackers | tf.override_web_seeds
         | tf.disable_dht | tf.disable_lsd | tf.disable_pex
     ) & ~tf.auto_managed & ~tf.paused
-    atp.trackers = []
+    atp.trackers = [args.tracker] if args.tracker else []
     atp.url_seeds = []
     h = ses.add_torrent(atp)
 
