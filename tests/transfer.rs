@@ -56,9 +56,24 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 }
 
 #[test]
-fn demo_runs_end_to_end() {
+fn demo_runs_end_to_end_on_both_backends() {
+    for io in ["uring", "epoll"] {
+        demo(io);
+    }
+}
+
+fn demo(io: &str) {
     let out = run_bounded(
-        ringtorrent().args(["demo", "--size", "8M", "--piece-length", "256K", "--quiet"]),
+        ringtorrent().args([
+            "demo",
+            "--size",
+            "8M",
+            "--piece-length",
+            "256K",
+            "--quiet",
+            "--io",
+            io,
+        ]),
         Duration::from_secs(120),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -71,7 +86,18 @@ fn demo_runs_end_to_end() {
 }
 
 #[test]
-fn ringtorrent_seeds_ringtorrent_multi_file() {
+fn ringtorrent_seeds_ringtorrent_multi_file_uring_to_epoll() {
+    seed_and_download("uring", "epoll");
+}
+
+#[test]
+fn ringtorrent_seeds_ringtorrent_multi_file_epoll_to_uring() {
+    seed_and_download("epoll", "uring");
+}
+
+/// A multi-file torrent (odd sizes, empty file, nested folders, pieces crossing files) seeded
+/// by one process on backend `seed_io` and downloaded by another on `leech_io`.
+fn seed_and_download(seed_io: &str, leech_io: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let tree = data.join("tree");
@@ -91,7 +117,16 @@ fn ringtorrent_seeds_ringtorrent_multi_file() {
             .arg("seed")
             .arg(&torrent)
             .arg(&data)
-            .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "120"])
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--duration",
+                "120",
+                "--io",
+                seed_io,
+            ])
             .stderr(Stdio::null()),
     );
     let addr = line
@@ -106,7 +141,16 @@ fn ringtorrent_seeds_ringtorrent_multi_file() {
             .arg(&torrent)
             .arg("-o")
             .arg(&out_dir)
-            .args(["--peer", addr, "--bind", "127.0.0.1", "--timeout", "90"]),
+            .args([
+                "--peer",
+                addr,
+                "--bind",
+                "127.0.0.1",
+                "--timeout",
+                "90",
+                "--io",
+                leech_io,
+            ]),
         Duration::from_secs(120),
     );
     assert!(

@@ -172,6 +172,12 @@ pub fn run(args: Args) -> Result<()> {
         .map_err(|_| anyhow::anyhow!("the seeder thread panicked"))?;
     let took = took?;
     seeded?;
+    let id = leecher.torrent;
+    let latency = leecher
+        .driver
+        .session()
+        .stats(id)
+        .map(|st| st.request_latency_us.clone());
     drop(leecher);
 
     // 4. Every byte, compared.
@@ -185,6 +191,19 @@ pub fn run(args: Args) -> Result<()> {
         format::bytes(info.total_len()),
         took.as_secs_f64()
     );
+    if let Some(h) = latency.filter(|h| !h.is_empty()) {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "request-to-block latency over {} blocks: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, \
+             p99.9 {:.2} ms, max {:.2} ms",
+            h.len(),
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            ms(0.999),
+            h.max() as f64 / 1000.0
+        );
+    }
     Ok(())
 }
 
