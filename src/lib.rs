@@ -7,6 +7,7 @@
 //! - [`bencode`] decodes bencode with exact byte spans and bounded resources, and encodes it.
 //! - [`metainfo`] validates `.torrent` files and magnet links into types that cannot describe
 //!   anything unsafe (no path escapes, consistent lengths), and authors new torrents.
+//! - [`storage`] holds a torrent's files: mapped, preallocated, hashed on a pool, resumed.
 //! - [`limits`] is the one home of every bound on input that comes from outside.
 //! - `cli` (in the binary) turns all of it into the `ringtorrent` command.
 

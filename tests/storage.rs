@@ -1,0 +1,933 @@
+//! Storage against a real filesystem: round trips across file boundaries and padding, every
+//! refusal (disk full, wrong sizes, read-only and forbidden folders, symlinks leading out),
+//! the disk pool's completions through eventfds, and resume data (validation, and atomicity
+//! under `kill -9`).
+//!
+//! Some tests mount a tmpfs, which needs root; they fail with a clear message otherwise, and
+//! unmount on the way out, panics included. Tests that need another process re-run this
+//! binary with one `#[ignore]`d test selected and an environment variable set.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringtorrent::bencode::OwnedValue;
+use ringtorrent::core::{BlockRef, InfoHash};
+use ringtorrent::metainfo::{Info, Torrent};
+use ringtorrent::storage::{
+    completion_queue, Completion, DiskJob, DiskPool, DiskPoolConfig, FileStamp, FileState,
+    OpenMode, Outcome, PieceSet, ResumeData, ResumeError, Storage, StorageError, StorageOptions,
+};
+use sha1::{Digest, Sha1};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// A file of a test torrent: path below the torrent's folder, length, padding.
+struct F(&'static str, u64, bool);
+
+/// Builds a multi-file torrent named `name` over deterministic data (zeros in padding
+/// files) and returns it with its payload.
+fn torrent(name: &str, files: &[F], piece_len: u64) -> (Arc<Info>, Vec<u8>) {
+    let mut payload = Vec::new();
+    let mut state = 0x1234_5678_9abc_def1u64;
+    for f in files {
+        for _ in 0..f.1 {
+            if f.2 {
+                payload.push(0);
+            } else {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                payload.push(state as u8);
+            }
+        }
+    }
+    let pieces: Vec<u8> = payload
+        .chunks(piece_len as usize)
+        .flat_map(|c| Sha1::digest(c).to_vec())
+        .collect();
+    let list = files
+        .iter()
+        .map(|f| {
+            let mut d = BTreeMap::new();
+            d.insert(b"length".to_vec(), OwnedValue::Int(f.1 as i64));
+            d.insert(
+                b"path".to_vec(),
+                OwnedValue::List(f.0.split('/').map(OwnedValue::str).collect()),
+            );
+            if f.2 {
+                d.insert(b"attr".to_vec(), OwnedValue::str("p"));
+            }
+            OwnedValue::Dict(d)
+        })
+        .collect();
+    let mut info = BTreeMap::new();
+    info.insert(b"name".to_vec(), OwnedValue::str(name));
+    info.insert(b"piece length".to_vec(), OwnedValue::Int(piece_len as i64));
+    info.insert(b"pieces".to_vec(), OwnedValue::Bytes(pieces));
+    info.insert(b"files".to_vec(), OwnedValue::List(list));
+    let mut root = BTreeMap::new();
+    root.insert(b"info".to_vec(), OwnedValue::Dict(info));
+    let bytes = OwnedValue::Dict(root).to_bytes();
+    (Arc::new(Torrent::from_bytes(&bytes).unwrap().info), payload)
+}
+
+/// Small files, a padding file, an empty file and nested folders, so that blocks and pieces
+/// cross file boundaries in every way.
+fn layout() -> (Arc<Info>, Vec<u8>) {
+    torrent(
+        "t",
+        &[
+            F("a.bin", 10_000, false),
+            F(".pad/6384", 6_384, true),
+            F("d/b.bin", 40_000, false),
+            F("d/e/empty", 0, false),
+            F("d/e/c.bin", 70_001, false),
+            F("z.bin", 1, false),
+        ],
+        32_768,
+    )
+}
+
+fn blocks(info: &Info) -> Vec<BlockRef> {
+    let l = info.lengths();
+    l.pieces()
+        .flat_map(|p| l.blocks(p).collect::<Vec<_>>())
+        .collect()
+}
+
+fn slice(info: &Info, payload: &[u8], b: BlockRef) -> Vec<u8> {
+    let start = (info.lengths().offset_of(b.piece) + u64::from(b.offset)) as usize;
+    payload[start..start + b.len as usize].to_vec()
+}
+
+/// Writes every block in a scrambled order.
+fn write_all(storage: &Storage, payload: &[u8]) {
+    let info = storage.info().clone();
+    let mut all = blocks(&info);
+    all.reverse();
+    all.rotate_left(3);
+    for b in all {
+        storage.write_block(b, &slice(&info, payload, b)).unwrap();
+    }
+}
+
+fn assert_all_read_back(storage: &Storage, payload: &[u8]) {
+    let info = storage.info().clone();
+    for b in blocks(&info) {
+        let mut out = vec![0xEE; b.len as usize];
+        storage.read_block(b, &mut out).unwrap();
+        assert_eq!(out, slice(&info, payload, b), "block {b:?}");
+    }
+    let mut piece = Vec::new();
+    for p in info.lengths().pieces() {
+        storage.read_piece(p, &mut piece).unwrap();
+        let start = info.lengths().offset_of(p) as usize;
+        assert_eq!(piece, &payload[start..start + piece.len()]);
+        assert_eq!(
+            &storage.hash_piece(p).unwrap(),
+            info.piece_hash(p),
+            "piece {p:?}"
+        );
+    }
+}
+
+fn require_root(what: &str) {
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root to {what}; run the tests as root (CI does), it is not skipped"
+    );
+}
+
+/// A tmpfs mounted for one test, unmounted (lazily, so an open file cannot keep it) when
+/// dropped, panics included.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(dir: &Path, options: &str, read_only: bool) -> Mount {
+        require_root("mount a tmpfs");
+        std::fs::create_dir_all(dir).unwrap();
+        let c = |s: &[u8]| CString::new(s).unwrap();
+        let target = c(dir.as_os_str().as_bytes());
+        let data = c(options.as_bytes());
+        let flags = if read_only { libc::MS_RDONLY } else { 0 };
+        // SAFETY: all strings are valid and NUL-terminated for the call.
+        let rc = unsafe {
+            libc::mount(
+                c(b"tmpfs").as_ptr(),
+                target.as_ptr(),
+                c(b"tmpfs").as_ptr(),
+                flags,
+                data.as_ptr().cast(),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "mount tmpfs on {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        );
+        Mount(dir.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let target = CString::new(self.0.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid path string.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Re-runs this test binary with only `test` selected and `env` set, killing it past
+/// `limit`; returns its status and output.
+fn child(test: &str, env: &[(&str, &Path)], limit: Duration) -> std::process::Output {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        test,
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut proc = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while proc.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = proc.kill();
+            panic!("child {test} ran past {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    proc.wait_with_output().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// Round trips
+
+#[test]
+fn round_trip_across_file_boundaries_and_padding() {
+    let (info, payload) = layout();
+    for options in [
+        StorageOptions::new(OpenMode::Create),
+        StorageOptions {
+            hold_open: false,
+            ..StorageOptions::new(OpenMode::Create)
+        },
+        StorageOptions {
+            refuse_symlinks: true,
+            ..StorageOptions::new(OpenMode::Create)
+        },
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = Storage::open_with(info.clone(), tmp.path(), options).unwrap();
+        // Preallocated at open, padding never created, the empty file created.
+        assert_eq!(
+            files_under(tmp.path()),
+            [
+                "t",
+                "t/a.bin",
+                "t/d",
+                "t/d/b.bin",
+                "t/d/e",
+                "t/d/e/c.bin",
+                "t/d/e/empty",
+                "t/z.bin"
+            ]
+            .map(PathBuf::from)
+        );
+        assert_eq!(
+            std::fs::metadata(tmp.path().join("t/d/e/c.bin"))
+                .unwrap()
+                .len(),
+            70_001
+        );
+        assert!(storage.file_states().all(|s| matches!(
+            s,
+            FileState::Present { created: true, .. } | FileState::NotStored
+        )));
+
+        write_all(&storage, &payload);
+        assert_all_read_back(&storage, &payload);
+        storage.sync().unwrap();
+        // The bytes on disk are the payload minus the padding.
+        assert_eq!(
+            std::fs::read(tmp.path().join("t/a.bin")).unwrap(),
+            &payload[..10_000]
+        );
+        assert_eq!(
+            std::fs::read(tmp.path().join("t/d/e/c.bin")).unwrap(),
+            &payload[56_384..126_385]
+        );
+        assert!(!tmp.path().join("t/.pad").exists());
+        drop(storage);
+
+        // Reopened, everything is still there and nothing is recreated.
+        let again = Storage::open_with(info.clone(), tmp.path(), options).unwrap();
+        assert!(again.file_states().all(|s| matches!(
+            s,
+            FileState::Present { created: false, .. } | FileState::NotStored
+        )));
+        assert_all_read_back(&again, &payload);
+    }
+}
+
+#[test]
+fn padding_writes_are_ignored_and_read_as_zeros() {
+    let (info, payload) = layout();
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = Storage::open(info.clone(), tmp.path(), OpenMode::Create).unwrap();
+    // Block 0 of piece 0 holds a.bin's first 10,000 bytes and 6,384 of padding.
+    let b = info
+        .lengths()
+        .block(info.lengths().piece(0).unwrap(), 0)
+        .unwrap();
+    let mut data = slice(&info, &payload, b);
+    data[10_000..].fill(0xFF);
+    storage.write_block(b, &data).unwrap();
+    let mut out = vec![0; b.len as usize];
+    storage.read_block(b, &mut out).unwrap();
+    assert_eq!(out, slice(&info, &payload, b));
+    assert!(!tmp.path().join("t/.pad").exists());
+}
+
+#[test]
+fn read_only_storage_refuses_writes_and_reports_missing_and_short_files() {
+    let (info, payload) = layout();
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let storage = Storage::open(info.clone(), tmp.path(), OpenMode::Create).unwrap();
+        write_all(&storage, &payload);
+    }
+    std::fs::remove_file(tmp.path().join("t/d/b.bin")).unwrap();
+    let c = std::fs::OpenOptions::new()
+        .write(true)
+        .open(tmp.path().join("t/d/e/c.bin"))
+        .unwrap();
+    c.set_len(50_000).unwrap();
+    let before = files_under(tmp.path());
+
+    let storage = Storage::open(info.clone(), tmp.path(), OpenMode::ReadOnly).unwrap();
+    let states: Vec<_> = storage.file_states().collect();
+    assert_eq!(states[2], FileState::Missing);
+    assert_eq!(states[4], FileState::WrongSize { actual: 50_000 });
+    let l = info.lengths();
+    let piece = |i| l.piece(i).unwrap();
+    let first = l.block(piece(0), 0).unwrap();
+    assert!(matches!(
+        storage.write_block(first, &slice(&info, &payload, first)),
+        Err(StorageError::ReadOnly { .. })
+    ));
+    // Block 0 (a.bin and padding) is intact, but piece 0 runs on into the missing b.bin.
+    let mut out = vec![0; first.len as usize];
+    storage.read_block(first, &mut out).unwrap();
+    assert_eq!(out, slice(&info, &payload, first));
+    assert!(matches!(
+        storage.hash_piece(piece(0)),
+        Err(StorageError::Missing { path }) if path.ends_with("t/d/b.bin")
+    ));
+    // Piece 2 lies in the part of c.bin that is left; piece 3 past its end.
+    assert_eq!(
+        &storage.hash_piece(piece(2)).unwrap(),
+        info.piece_hash(piece(2))
+    );
+    assert!(matches!(
+        storage.hash_piece(piece(3)),
+        Err(StorageError::ShortFile {
+            len: 50_000,
+            needed: 70_001,
+            ..
+        })
+    ));
+    assert_eq!(
+        files_under(tmp.path()),
+        before,
+        "read-only open changed the folder"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Refusals
+
+#[test]
+fn existing_file_of_wrong_size_is_refused_and_left_untouched() {
+    let (info, payload) = layout();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("t/d/e")).unwrap();
+    std::fs::write(tmp.path().join("t/d/e/c.bin"), b"hello").unwrap();
+
+    let err = Storage::open(info.clone(), tmp.path(), OpenMode::Create).unwrap_err();
+    match &err {
+        StorageError::WrongSize {
+            path,
+            expected,
+            actual,
+        } => {
+            assert!(path.ends_with("t/d/e/c.bin"));
+            assert_eq!((*expected, *actual), (70_001, 5));
+        }
+        other => panic!("expected WrongSize, got {other:?}"),
+    }
+    assert!(
+        err.to_string()
+            .contains("c.bin is 5 bytes but the torrent says 70001"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(tmp.path().join("t/d/e/c.bin")).unwrap(),
+        b"hello"
+    );
+    // Refused before anything was created.
+    assert_eq!(
+        files_under(tmp.path()),
+        ["t", "t/d", "t/d/e", "t/d/e/c.bin"].map(PathBuf::from)
+    );
+
+    // Resizing only when asked; the existing bytes stay.
+    let storage = Storage::open(info.clone(), tmp.path(), OpenMode::CreateResize).unwrap();
+    let c = std::fs::read(tmp.path().join("t/d/e/c.bin")).unwrap();
+    assert_eq!((c.len(), &c[..5]), (70_001, &b"hello"[..]));
+    write_all(&storage, &payload);
+    assert_all_read_back(&storage, &payload);
+}
+
+#[test]
+fn disk_full_is_refused_up_front_with_sizes_and_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    let _mount = Mount::tmpfs(&mnt, "size=4m", false);
+    let (info, _) = torrent(
+        "big",
+        &[F("one", 3 << 20, false), F("two", 3 << 20, false)],
+        1 << 20,
+    );
+    let err = Storage::open(info, &mnt, OpenMode::Create).unwrap_err();
+    match &err {
+        StorageError::NoSpace {
+            path,
+            needed,
+            available,
+        } => {
+            assert_eq!(path, &mnt);
+            assert_eq!(*needed, 6 << 20);
+            assert!(*available <= 4 << 20, "{available}");
+        }
+        other => panic!("expected NoSpace, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains("not enough space") && text.contains(&mnt.display().to_string()),
+        "{text}"
+    );
+    assert!(
+        files_under(&mnt).is_empty(),
+        "left files behind: {:?}",
+        files_under(&mnt)
+    );
+}
+
+#[test]
+fn fallocate_enospc_part_way_names_the_file_and_removes_what_was_created() {
+    // 1500 one-byte files pass the up-front check (1500 bytes needed, 4 MiB free), but tmpfs
+    // allocates a 4 KiB page for each, so fallocate runs out at about the 1000th file. The
+    // error names that file, and every file and folder the open created is removed.
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    let _mount = Mount::tmpfs(&mnt, "size=4m", false);
+    let files: Vec<F> = (0..1500)
+        .map(|i| {
+            F(
+                Box::leak(format!("d{}/f{i}", i / 100).into_boxed_str()),
+                1,
+                false,
+            )
+        })
+        .collect();
+    let (info, _) = torrent("many", &files, 16_384);
+    let err = Storage::open(info, &mnt, OpenMode::Create).unwrap_err();
+    match &err {
+        StorageError::NoSpace { path, needed, .. } => {
+            assert!(path.starts_with(mnt.join("many")), "{path:?}");
+            assert_eq!(*needed, 1);
+        }
+        other => panic!("expected NoSpace, got {other:?}"),
+    }
+    assert!(
+        files_under(&mnt).is_empty(),
+        "left behind: {} entries",
+        files_under(&mnt).len()
+    );
+}
+
+#[test]
+fn read_only_filesystem_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ro = tmp.path().join("ro");
+    let _mount = Mount::tmpfs(&ro, "size=1m", true);
+    let (info, _) = layout();
+    let err = Storage::open(info, &ro, OpenMode::Create).unwrap_err();
+    match &err {
+        StorageError::ReadOnly { path, action } => {
+            assert!(path.starts_with(&ro), "{path:?}");
+            assert_eq!(*action, "create folder");
+        }
+        other => panic!("expected ReadOnly, got {other:?}"),
+    }
+    assert!(err.to_string().contains(&ro.display().to_string()));
+}
+
+#[test]
+fn permission_denied_names_the_path() {
+    // Root ignores permission bits, so the open runs in a child that drops to `nobody`.
+    require_root("drop to another user in a child process");
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dl = tmp.path().join("dl");
+    std::fs::create_dir(&dl).unwrap();
+    std::fs::set_permissions(&dl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = child(
+        "child_open_as_nobody",
+        &[("RT_TEST_DL", &dl)],
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "RESULT permission denied: cannot create folder {}",
+            dl.join("t").display()
+        )),
+        "{stdout}"
+    );
+    assert!(!dl.join("t").exists());
+}
+
+#[test]
+#[ignore = "run by permission_denied_names_the_path in a child process"]
+fn child_open_as_nobody() {
+    let Some(dl) = std::env::var_os("RT_TEST_DL") else {
+        return;
+    };
+    // SAFETY: plain syscalls; this process runs this one test on one thread.
+    unsafe {
+        assert_eq!(libc::setgid(65534), 0);
+        assert_eq!(libc::setuid(65534), 0);
+    }
+    let (info, _) = layout();
+    match Storage::open(info, Path::new(&dl), OpenMode::Create) {
+        Err(e @ StorageError::PermissionDenied { .. }) => println!("RESULT {e}"),
+        other => panic!("expected PermissionDenied, got {other:?}"),
+    }
+}
+
+#[test]
+fn symlinks_leading_out_are_refused() {
+    let (info, _) = layout();
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(outside.join("d")).unwrap();
+    std::fs::write(outside.join("a.bin"), b"precious").unwrap();
+
+    // The torrent's folder itself is a link out.
+    let dl = tmp.path().join("dl1");
+    std::fs::create_dir(&dl).unwrap();
+    std::os::unix::fs::symlink(&outside, dl.join("t")).unwrap();
+    for refuse in [false, true] {
+        let options = StorageOptions {
+            refuse_symlinks: refuse,
+            ..StorageOptions::new(OpenMode::Create)
+        };
+        let err = Storage::open_with(info.clone(), &dl, options).unwrap_err();
+        assert!(
+            matches!(&err, StorageError::PathEscape { path } if path.starts_with(&dl)),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("symbolic link"));
+    }
+
+    // One file is a link to a file outside, absolute or relative.
+    for (n, target) in [
+        (2, outside.join("a.bin")),
+        (3, PathBuf::from("../../outside/a.bin")),
+    ] {
+        let dl = tmp.path().join(format!("dl{n}"));
+        std::fs::create_dir_all(dl.join("t")).unwrap();
+        std::os::unix::fs::symlink(&target, dl.join("t/a.bin")).unwrap();
+        let err = Storage::open(info.clone(), &dl, OpenMode::Create).unwrap_err();
+        assert!(
+            matches!(&err, StorageError::PathEscape { path } if path.ends_with("t/a.bin")),
+            "{err:?}"
+        );
+        assert!(!dl.join("t/d").exists(), "created folders before refusing");
+    }
+    assert_eq!(std::fs::read(outside.join("a.bin")).unwrap(), b"precious");
+    assert!(files_under(&outside.join("d")).is_empty());
+
+    // A link that stays inside is followed (openat2) unless refused.
+    let dl = tmp.path().join("dl4");
+    std::fs::create_dir_all(dl.join("t/real")).unwrap();
+    std::os::unix::fs::symlink("real", dl.join("t/d")).unwrap();
+    let refused = Storage::open_with(
+        info.clone(),
+        &dl,
+        StorageOptions {
+            refuse_symlinks: true,
+            ..StorageOptions::new(OpenMode::Create)
+        },
+    );
+    assert!(
+        matches!(refused, Err(StorageError::PathEscape { .. })),
+        "{refused:?}"
+    );
+    if let Ok(storage) = Storage::open(info.clone(), &dl, OpenMode::Create) {
+        drop(storage);
+        assert!(dl.join("t/real/b.bin").exists());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The disk pool
+
+fn drain_all(rx: &ringtorrent::storage::Completions, n: usize) -> Vec<Completion> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} completions",
+            got.len()
+        );
+        if rx.wait(Duration::from_millis(100)) {
+            rx.acknowledge();
+        }
+        rx.drain(usize::MAX, &mut got);
+    }
+    got
+}
+
+#[test]
+fn pool_results_reach_each_owner_through_its_eventfd() {
+    let (info, payload) = layout();
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = Arc::new(Storage::open(info.clone(), tmp.path(), OpenMode::Create).unwrap());
+    let pool = DiskPool::new(DiskPoolConfig {
+        hash_threads: 2,
+        io_threads: 2,
+    })
+    .unwrap();
+    let (tx1, rx1) = completion_queue().unwrap();
+    let (tx2, rx2) = completion_queue().unwrap();
+    assert!(!rx1.wait(Duration::ZERO), "signalled before any job");
+
+    // Writes through the pool, answered on owner 1.
+    let all = blocks(&info);
+    for (i, &b) in all.iter().enumerate() {
+        let job = DiskJob::Write {
+            block: b,
+            data: slice(&info, &payload, b),
+        };
+        pool.submit(&storage, i as u64, job, &tx1);
+    }
+    for c in drain_all(&rx1, all.len()) {
+        let Outcome::Written { block, result, buf } = c.outcome else {
+            panic!("{c:?}")
+        };
+        result.unwrap();
+        assert_eq!(all[c.token as usize], block);
+        assert_eq!(buf.len(), block.len as usize);
+    }
+
+    // Verifications: owner 1 asks for every piece (one with a wrong expected hash), owner
+    // 2 for piece 0 only; each gets exactly its own answers.
+    let l = info.lengths();
+    for p in l.pieces() {
+        let mut expected = *info.piece_hash(p);
+        if p.get() == 2 {
+            expected[0] ^= 1;
+        }
+        pool.submit(
+            &storage,
+            1000 + u64::from(p.get()),
+            DiskJob::Verify { piece: p, expected },
+            &tx1,
+        );
+    }
+    let p0 = l.piece(0).unwrap();
+    pool.submit(
+        &storage,
+        7,
+        DiskJob::Verify {
+            piece: p0,
+            expected: *info.piece_hash(p0),
+        },
+        &tx2,
+    );
+
+    let got = drain_all(&rx1, l.piece_count() as usize);
+    assert_eq!(got.len(), l.piece_count() as usize);
+    for c in got {
+        let Outcome::Verified { piece, result } = c.outcome else {
+            panic!("{c:?}")
+        };
+        assert_eq!(c.token, 1000 + u64::from(piece.get()));
+        assert_eq!(result.unwrap(), piece.get() != 2, "piece {piece:?}");
+    }
+    let got2 = drain_all(&rx2, 1);
+    assert!(matches!(
+        got2[0].outcome,
+        Outcome::Verified {
+            result: Ok(true),
+            ..
+        }
+    ));
+    assert_eq!(got2[0].token, 7);
+    let mut none = Vec::new();
+    assert!(!rx1.drain(usize::MAX, &mut none) && none.is_empty());
+
+    // Reads come back with the data; a bounded drain says when more remain.
+    for (i, &b) in all.iter().enumerate() {
+        pool.submit(
+            &storage,
+            i as u64,
+            DiskJob::Read {
+                block: b,
+                buf: Vec::new(),
+            },
+            &tx2,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    while got.len() < all.len() {
+        assert!(Instant::now() < deadline);
+        rx2.wait(Duration::from_millis(100));
+        rx2.acknowledge();
+        let before = got.len();
+        let more = rx2.drain(1, &mut got);
+        assert!(got.len() <= before + 1);
+        if more {
+            assert_eq!(got.len(), before + 1);
+        }
+    }
+    for c in got {
+        let Outcome::Read { block, buf, result } = c.outcome else {
+            panic!()
+        };
+        result.unwrap();
+        assert_eq!(buf, slice(&info, &payload, block));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Resume data
+
+#[test]
+fn resume_is_trusted_only_when_nothing_changed() {
+    let (info, payload) = layout();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let dl = tmp.path().join("dl");
+    let storage = Storage::open(info.clone(), &dl, OpenMode::Create).unwrap();
+    assert!(matches!(
+        ResumeData::restore(&state, &storage),
+        Err(ResumeError::NotFound(_))
+    ));
+    write_all(&storage, &payload);
+    let l = info.lengths();
+    let mut verified = PieceSet::new(l.piece_count());
+    verified.insert(l.piece(0).unwrap());
+    verified.insert(l.piece(3).unwrap());
+    let data = ResumeData::capture(&storage, verified.clone()).unwrap();
+    let path = data.save(&state).unwrap();
+    assert_eq!(
+        path,
+        state.join(format!("{}.resume", info.info_hash().to_hex()))
+    );
+    assert!(!state
+        .join(format!("{}.resume.tmp", info.info_hash().to_hex()))
+        .exists());
+    assert_eq!(ResumeData::restore(&state, &storage).unwrap(), verified);
+
+    // A file modified since: refused, naming it.
+    let b = dl.join("t/d/b.bin");
+    let f = std::fs::OpenOptions::new().write(true).open(&b).unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000))
+        .unwrap();
+    let err = ResumeData::restore(&state, &storage).unwrap_err();
+    assert!(
+        matches!(&err, ResumeError::FileChanged { path, .. } if path == &b),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("modified"), "{err}");
+
+    // A file of another size: refused.
+    data.save(&state).unwrap();
+    let stamp = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        FileStamp {
+            size: m.len(),
+            mtime_ns: 0,
+        }
+    };
+    let mut grown = ResumeData::capture(&storage, verified.clone()).unwrap();
+    grown.save(&state).unwrap();
+    assert!(ResumeData::restore(&state, &storage).is_ok());
+    grown.files[0] = Some(FileStamp {
+        size: stamp(&dl.join("t/a.bin")).size + 1,
+        ..grown.files[0].unwrap()
+    });
+    grown.save(&state).unwrap();
+    let err = ResumeData::restore(&state, &storage).unwrap_err();
+    assert!(
+        err.to_string().contains("size was 10001 bytes, now 10000"),
+        "{err}"
+    );
+
+    // A missing file: refused.
+    let fresh = ResumeData::capture(&storage, verified.clone()).unwrap();
+    fresh.save(&state).unwrap();
+    std::fs::remove_file(dl.join("t/z.bin")).unwrap();
+    let err = ResumeData::restore(&state, &storage).unwrap_err();
+    assert!(err.to_string().contains("missing now"), "{err}");
+
+    // Another torrent's data under this torrent's name, garbage, a future version.
+    let other = ResumeData {
+        info_hash: InfoHash::from_bytes([9; 20]),
+        ..fresh.clone()
+    };
+    std::fs::write(&path, other.to_bytes()).unwrap();
+    assert!(matches!(
+        ResumeData::restore(&state, &storage),
+        Err(ResumeError::WrongTorrent { .. })
+    ));
+    std::fs::write(&path, b"d7:versioni1e4:junk").unwrap();
+    assert!(matches!(
+        ResumeData::restore(&state, &storage),
+        Err(ResumeError::Corrupt(_))
+    ));
+    let future: Vec<u8> = {
+        let bytes = fresh.to_bytes();
+        let at = bytes
+            .windows(12)
+            .position(|w| w == b"7:versioni1e")
+            .unwrap();
+        [&bytes[..at], b"7:versioni2e", &bytes[at + 12..]].concat()
+    };
+    std::fs::write(&path, future).unwrap();
+    let err = ResumeData::restore(&state, &storage).unwrap_err();
+    assert!(matches!(err, ResumeError::UnknownVersion(2)), "{err:?}");
+}
+
+/// Two versions of a large resume file (a write takes several milliseconds).
+fn versions() -> (ResumeData, ResumeData) {
+    let make = |fill: u8, mtime: i64| {
+        let count = 80_000u32;
+        let mut bits = vec![fill; count.div_ceil(8) as usize];
+        *bits.last_mut().unwrap() = 0;
+        ResumeData {
+            info_hash: InfoHash::from_bytes([0xAB; 20]),
+            verified: PieceSet::from_bytes(count, &bits).unwrap(),
+            files: (0..100_000)
+                .map(|i| {
+                    Some(FileStamp {
+                        size: i * 1000,
+                        mtime_ns: mtime + i as i64,
+                    })
+                })
+                .collect(),
+        }
+    };
+    (
+        make(0x55, 1_700_000_000_000_000_000),
+        make(0xAA, 1_800_000_000_000_000_000),
+    )
+}
+
+#[test]
+fn resume_file_is_old_or_new_after_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let (a, b) = versions();
+    a.save(&state).unwrap();
+    let (mut saw_a, mut saw_b) = (0, 0);
+    for round in 0..12u64 {
+        let mut proc = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_save_resume_forever",
+                "--include-ignored",
+                "--nocapture",
+            ])
+            .env("RT_TEST_STATE", &state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Let it get going, then kill it at a different point each round.
+        std::thread::sleep(Duration::from_millis(150 + round * 37 % 100));
+        // SAFETY: a plain kill of our own child by its id.
+        unsafe { libc::kill(proc.id() as libc::pid_t, libc::SIGKILL) };
+        proc.wait().unwrap();
+        let loaded = ResumeData::load(&state, a.info_hash)
+            .unwrap_or_else(|e| panic!("round {round}: resume data unreadable after kill -9: {e}"));
+        if loaded == a {
+            saw_a += 1;
+        } else if loaded == b {
+            saw_b += 1;
+        } else {
+            panic!("round {round}: a mix of versions");
+        }
+    }
+    eprintln!("after kill -9: old version {saw_a} times, new version {saw_b} times");
+    assert_eq!(saw_a + saw_b, 12);
+}
+
+#[test]
+#[ignore = "run by resume_file_is_old_or_new_after_kill_9 in a child process"]
+fn child_save_resume_forever() {
+    let Some(state) = std::env::var_os("RT_TEST_STATE") else {
+        return;
+    };
+    let (a, b) = versions();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        b.save(Path::new(&state)).unwrap();
+        a.save(Path::new(&state)).unwrap();
+    }
+}
