@@ -128,6 +128,7 @@ pub fn run(args: Args) -> Result<()> {
         pool.clone(),
         true,
         true,
+        ringtorrent::core::config::Config::default(),
     )?;
     let seed_addr = seeder
         .driver
@@ -157,6 +158,7 @@ pub fn run(args: Args) -> Result<()> {
         pool,
         false,
         true,
+        ringtorrent::core::config::Config::default(),
     )?;
     let now = leecher.driver.now();
     leecher

@@ -78,6 +78,10 @@ pub struct SeedArgs {
     /// Stop after this many seconds (0: run until interrupted).
     #[arg(long, default_value_t = 0)]
     duration: u64,
+    /// Most peers connected at once (a seedbox with memory to spare may raise it to tens of
+    /// thousands).
+    #[arg(long, default_value_t = Config::default().max_peers_per_torrent)]
+    max_peers: usize,
 }
 
 /// One torrent running in one driver.
@@ -127,6 +131,7 @@ pub fn start(
     pool: Arc<DiskPool>,
     known_complete: bool,
     quiet: bool,
+    config: Config,
 ) -> Result<Transfer> {
     let storage = Arc::new(
         Storage::open(info.clone(), dir, mode)
@@ -167,7 +172,7 @@ pub fn start(
     let mut seed_bytes = [0u8; 12];
     seed_bytes[..8].copy_from_slice(&random_seed().to_le_bytes());
     let session = Session::new(
-        Config::default(),
+        config,
         PeerId::generate(seed_bytes),
         random_seed(),
         ringtorrent::core::Time::ZERO,
@@ -319,6 +324,7 @@ pub fn download(args: DownloadArgs) -> Result<()> {
         pool()?,
         false,
         false,
+        Config::default(),
     )?;
     let peers = resolve(&args.peers)?;
     let now = t.driver.now();
@@ -363,6 +369,11 @@ pub fn seed(args: SeedArgs) -> Result<()> {
         pool()?,
         false,
         false,
+        Config {
+            max_peers_per_torrent: args.max_peers,
+            max_connections: args.max_peers + 64,
+            ..Config::default()
+        },
     )?;
     let have = t
         .driver
