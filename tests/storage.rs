@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringtorrent::bencode::OwnedValue;
+use ringtorrent::core::Bitfield;
 use ringtorrent::core::{BlockRef, InfoHash};
 use ringtorrent::metainfo::{Info, Torrent};
 use ringtorrent::storage::{
     completion_queue, Completion, DiskJob, DiskPool, DiskPoolConfig, FileStamp, FileState,
-    OpenMode, Outcome, PieceSet, ResumeData, ResumeError, Storage, StorageError, StorageOptions,
+    OpenMode, Outcome, ResumeData, ResumeError, Storage, StorageError, StorageOptions,
 };
 use sha1::{Digest, Sha1};
 
@@ -770,9 +771,9 @@ fn resume_is_trusted_only_when_nothing_changed() {
     ));
     write_all(&storage, &payload);
     let l = info.lengths();
-    let mut verified = PieceSet::new(l.piece_count());
-    verified.insert(l.piece(0).unwrap());
-    verified.insert(l.piece(3).unwrap());
+    let mut verified = Bitfield::new(l.piece_count());
+    verified.set(0);
+    verified.set(3);
     let data = ResumeData::capture(&storage, verified.clone()).unwrap();
     let path = data.save(&state).unwrap();
     assert_eq!(
@@ -862,7 +863,7 @@ fn versions() -> (ResumeData, ResumeData) {
         *bits.last_mut().unwrap() = 0;
         ResumeData {
             info_hash: InfoHash::from_bytes([0xAB; 20]),
-            verified: PieceSet::from_bytes(count, &bits).unwrap(),
+            verified: Bitfield::from_wire(&bits[..], count).unwrap(),
             files: (0..100_000)
                 .map(|i| {
                     Some(FileStamp {

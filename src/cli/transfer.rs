@@ -153,11 +153,7 @@ pub fn start(
         let progress = AtomicU64::new(0);
         let started = Instant::now();
         let report = check(&storage, pool.hash_pool(), &progress);
-        let verified = report.verified(info.lengths());
-        let mut have = Bitfield::new(piece_count);
-        for piece in info.lengths().pieces().filter(|&p| verified.contains(p)) {
-            have.set(piece.get());
-        }
+        let have = report.verified(info.lengths());
         if !quiet && have.count() > 0 {
             eprintln!(
                 "checked existing data: {} of {} pieces present ({:.1} s)",

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use super::{Access, FileState, PieceSet, Storage, StorageError};
+use super::{Access, FileState, Storage, StorageError};
+use crate::core::Bitfield;
 
 /// The state of one piece after a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,11 +81,11 @@ impl CheckReport {
     }
 
     /// The complete pieces as a set, e.g. to save as resume data.
-    pub fn verified(&self, lengths: &crate::core::Lengths) -> PieceSet {
-        let mut set = PieceSet::new(lengths.piece_count());
+    pub fn verified(&self, lengths: &crate::core::Lengths) -> Bitfield {
+        let mut set = Bitfield::new(lengths.piece_count());
         for piece in lengths.pieces() {
             if self.pieces[piece.as_usize()] == PieceVerdict::Complete {
-                set.insert(piece);
+                set.set(piece.get());
             }
         }
         set

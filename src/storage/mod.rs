@@ -66,7 +66,7 @@ pub use pool::{
     completion_queue, Completion, CompletionSender, Completions, DiskJob, DiskPool, DiskPoolConfig,
     Outcome,
 };
-pub use resume::{resume_path, FileStamp, PieceSet, ResumeData, ResumeError, RESUME_VERSION};
+pub use resume::{resume_path, FileStamp, ResumeData, ResumeError, RESUME_VERSION};
 
 /// How [`Storage::open`] treats the files on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

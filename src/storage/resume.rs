@@ -30,84 +30,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::bencode::{self, Limits, OwnedValue};
-use crate::core::{InfoHash, PieceIndex};
+use crate::core::{Bitfield, InfoHash};
 use crate::limits;
 
 use super::{FileState, Storage, StorageError};
 
 /// The resume format this build writes and reads.
 pub const RESUME_VERSION: i64 = 1;
-
-/// A set of pieces, one bit each in wire order (piece 0 is the high bit of byte 0), as in
-/// a `bitfield` message. Bits past the piece count are always zero.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PieceSet {
-    bits: Vec<u8>,
-    count: u32,
-}
-
-impl PieceSet {
-    /// An empty set for a torrent of `count` pieces.
-    pub fn new(count: u32) -> Self {
-        PieceSet {
-            bits: vec![0; count.div_ceil(8) as usize],
-            count,
-        }
-    }
-
-    /// Reads a bitfield of exactly `ceil(count / 8)` bytes whose spare bits are zero.
-    pub fn from_bytes(count: u32, bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != count.div_ceil(8) as usize {
-            return None;
-        }
-        let spare = (8 - count % 8) % 8;
-        if spare > 0 && bytes.last().is_some_and(|b| b & ((1 << spare) - 1) != 0) {
-            return None;
-        }
-        Some(PieceSet {
-            bits: bytes.to_vec(),
-            count,
-        })
-    }
-
-    /// The bitfield bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bits
-    }
-
-    /// The torrent's piece count.
-    pub fn piece_count(&self) -> u32 {
-        self.count
-    }
-
-    /// Adds `piece`.
-    pub fn insert(&mut self, piece: PieceIndex) {
-        let i = piece.as_usize();
-        self.bits[i / 8] |= 0x80 >> (i % 8);
-    }
-
-    /// Removes `piece`.
-    pub fn remove(&mut self, piece: PieceIndex) {
-        let i = piece.as_usize();
-        self.bits[i / 8] &= !(0x80 >> (i % 8));
-    }
-
-    /// Whether `piece` is in the set.
-    pub fn contains(&self, piece: PieceIndex) -> bool {
-        let i = piece.as_usize();
-        self.bits[i / 8] & (0x80 >> (i % 8)) != 0
-    }
-
-    /// How many pieces are in the set.
-    pub fn len(&self) -> u32 {
-        self.bits.iter().map(|b| b.count_ones()).sum()
-    }
-
-    /// Whether the set is empty.
-    pub fn is_empty(&self) -> bool {
-        self.bits.iter().all(|&b| b == 0)
-    }
-}
 
 /// A file's size and modification time (nanoseconds since the Unix epoch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +111,7 @@ pub struct ResumeData {
     /// The torrent.
     pub info_hash: InfoHash,
     /// The pieces verified when the data was taken.
-    pub verified: PieceSet,
+    pub verified: Bitfield,
     /// Per torrent file: its stamp, or `None` for padding and missing files.
     pub files: Vec<Option<FileStamp>>,
 }
@@ -190,9 +119,9 @@ pub struct ResumeData {
 impl ResumeData {
     /// Takes resume data for `storage` with `verified` pieces: first makes every write
     /// durable ([`Storage::sync`]), then records each file's stamp.
-    pub fn capture(storage: &Storage, verified: PieceSet) -> Result<Self, StorageError> {
+    pub fn capture(storage: &Storage, verified: Bitfield) -> Result<Self, StorageError> {
         assert_eq!(
-            verified.piece_count(),
+            verified.len(),
             storage.info().lengths().piece_count(),
             "piece set of another torrent"
         );
@@ -230,12 +159,9 @@ impl ResumeData {
         );
         d.insert(
             key("piece-count"),
-            OwnedValue::Int(i64::from(self.verified.piece_count())),
+            OwnedValue::Int(i64::from(self.verified.len())),
         );
-        d.insert(
-            key("pieces"),
-            OwnedValue::Bytes(self.verified.as_bytes().to_vec()),
-        );
+        d.insert(key("pieces"), OwnedValue::Bytes(self.verified.to_wire()));
         d.insert(key("files"), OwnedValue::List(files));
         OwnedValue::Dict(d).to_bytes()
     }
@@ -271,7 +197,7 @@ impl ResumeData {
         let verified = root
             .get(b"pieces")
             .and_then(|n| n.as_bytes())
-            .and_then(|b| PieceSet::from_bytes(count, b))
+            .and_then(|b| Bitfield::from_wire(b, count).ok())
             .ok_or_else(|| corrupt("`pieces` does not match `piece-count`"))?;
         let list = root
             .get(b"files")
@@ -389,11 +315,11 @@ impl ResumeData {
             });
         }
         let pieces = info.lengths().piece_count();
-        if self.verified.piece_count() != pieces {
+        if self.verified.len() != pieces {
             return Err(ResumeError::Layout {
                 what: "pieces",
                 expected: u64::from(pieces),
-                found: u64::from(self.verified.piece_count()),
+                found: u64::from(self.verified.len()),
             });
         }
         if self.files.len() != info.files().len() {
@@ -436,7 +362,7 @@ impl ResumeData {
 
     /// Loads and validates `storage`'s resume data: the pieces that may be trusted without
     /// a check, or why every piece must be checked.
-    pub fn restore(state_dir: &Path, storage: &Storage) -> Result<PieceSet, ResumeError> {
+    pub fn restore(state_dir: &Path, storage: &Storage) -> Result<Bitfield, ResumeError> {
         let data = Self::load(state_dir, storage.info().info_hash())?;
         data.validate(storage)?;
         Ok(data.verified)
@@ -447,22 +373,15 @@ impl ResumeData {
 mod tests {
     use super::*;
 
-    fn piece(i: u32) -> PieceIndex {
-        crate::core::Lengths::new(11 * 16384, 16384)
-            .unwrap()
-            .piece(i)
-            .unwrap()
-    }
-
     fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
         let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
         [&bytes[..at], to, &bytes[at + from.len()..]].concat()
     }
 
     fn sample() -> ResumeData {
-        let mut verified = PieceSet::new(11);
-        verified.insert(piece(0));
-        verified.insert(piece(10));
+        let mut verified = Bitfield::new(11);
+        verified.set(0);
+        verified.set(10);
         ResumeData {
             info_hash: InfoHash::from_bytes([7; 20]),
             verified,
@@ -484,20 +403,20 @@ mod tests {
     fn round_trips() {
         let data = sample();
         assert_eq!(ResumeData::from_bytes(&data.to_bytes()).unwrap(), data);
-        assert_eq!(data.verified.len(), 2);
-        assert!(data.verified.contains(piece(10)));
-        assert!(!data.verified.contains(piece(9)));
+        assert_eq!(data.verified.count(), 2);
+        assert!(data.verified.get(10));
+        assert!(!data.verified.get(9));
     }
 
     #[test]
     fn piece_set_refuses_bad_bitfields() {
-        assert!(PieceSet::from_bytes(11, &[0xff, 0xe0]).is_some());
+        assert!(Bitfield::from_wire(&[0xff, 0xe0][..], 11).is_ok());
         assert!(
-            PieceSet::from_bytes(11, &[0xff, 0xf0]).is_none(),
+            Bitfield::from_wire(&[0xff, 0xf0][..], 11).is_err(),
             "spare bit set"
         );
-        assert!(PieceSet::from_bytes(11, &[0xff]).is_none(), "too short");
-        assert!(PieceSet::from_bytes(8, &[0xff]).is_some());
+        assert!(Bitfield::from_wire(&[0xff][..], 11).is_err(), "too short");
+        assert!(Bitfield::from_wire(&[0xff][..], 8).is_ok());
     }
 
     #[test]
