@@ -3,6 +3,7 @@
 # run, seeder x leecher for libtorrent 2.0 (python3-libtorrent, TCP only) and ringtorrent.
 # Prints a markdown table of MB/s (median of RUNS) with ratios against libtorrent->libtorrent.
 # Usage: scripts/bench-clients.sh [SIZE_MIB=1024] [RUNS=3]
+# LT_LEECH_ARGS (e.g. --plaintext) are passed to the libtorrent leecher in every row.
 # Needs: mktorrent, python3-libtorrent (scripts/test.sh installs both). Payload in /dev/shm.
 # Every process it starts is ended by PID.
 set -euo pipefail
@@ -66,7 +67,8 @@ stop_seed() {
 leech() {
     rm -rf "$work/out"; mkdir -p "$work/out"
     if [ "$1" = lt ]; then
-        /usr/bin/python3 "$lt_leech" "$work/p.torrent" "$work/out" --peer "$2" --timeout 300 \
+        # shellcheck disable=SC2086  # LT_LEECH_ARGS is a list of flags
+        /usr/bin/python3 "$lt_leech" "$work/p.torrent" "$work/out" --peer "$2" --timeout 300 ${LT_LEECH_ARGS:-} \
             | python3 -c 'import json,sys; print(json.load(sys.stdin)["seconds"])'
     else
         "$rt" download "$work/p.torrent" -o "$work/out" --peer "$2" --bind 127.0.0.1 --timeout 300 2>/dev/null \

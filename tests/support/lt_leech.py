@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Download one torrent with libtorrent 2.0 from given peers on loopback, for tests and benches.
 
-Usage: lt_leech.py TORRENT SAVE_DIR --peer HOST:PORT [--peer ...] [--timeout S]
+Usage: lt_leech.py TORRENT SAVE_DIR --peer HOST:PORT [--peer ...] [--timeout S] [--stats]
 
 TCP only (uTP off both ways), no DHT, LSD, UPnP, NAT-PMP or trackers; listens on 127.0.0.1
 (any free port) and dials every --peer. When the torrent is complete and its pieces verified,
@@ -18,12 +18,41 @@ import time
 import libtorrent as lt
 
 
+def print_stats(start: float, status, handle) -> None:
+    """One stderr line: time, progress, rate, and per peer its choke state, request queue,
+    round-trip time, disk backlog and receive buffer."""
+    peers = []
+    for p in handle.get_peer_info():
+        choked = "C" if p.flags & lt.peer_info.remote_choked else "u"
+        peers.append(
+            f"{p.ip[0]}:{p.ip[1]} {choked} q={p.download_queue_length}"
+            f" qtime={p.download_queue_time} rate={p.down_speed / 1e6:.0f}MB/s rtt={p.rtt}ms"
+            f" pending_disk={p.pending_disk_bytes} rbuf={p.used_receive_buffer}/{p.receive_buffer_size}"
+        )
+    print(
+        f"{time.monotonic() - start:7.2f}s {status.progress * 100:5.1f}%"
+        f" {status.download_rate / 1e6:6.1f} MB/s  " + "; ".join(peers),
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="leech a torrent with libtorrent on loopback")
     parser.add_argument("torrent")
     parser.add_argument("save_dir")
     parser.add_argument("--peer", action="append", default=[], help="HOST:PORT to connect to")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--stats",
+        action="store_true",
+        help="print the download rate and each peer's request queue to stderr every 0.25 s",
+    )
+    parser.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="dial without trying the encrypted (MSE/PE) handshake first",
+    )
     args = parser.parse_args()
 
     ti = lt.torrent_info(args.torrent)
@@ -39,6 +68,8 @@ def main() -> None:
         "allow_multiple_connections_per_ip": True,
         "alert_mask": lt.alert.category_t.error_notification | lt.alert.category_t.status_notification,
     }
+    if args.plaintext:
+        settings["out_enc_policy"] = lt.enc_policy.pe_disabled
     ses = lt.session(settings)
     params = lt.add_torrent_params()
     params.ti = ti
@@ -51,8 +82,12 @@ def main() -> None:
         host, _, port = peer.rpartition(":")
         handle.connect_peer((host.strip("[]"), int(port)))
     deadline = start + args.timeout
+    next_stats = start
     while True:
         status = handle.status()
+        if args.stats and time.monotonic() >= next_stats:
+            next_stats += 0.25
+            print_stats(start, status, handle)
         if status.is_seeding or (status.state == lt.torrent_status.seeding):
             break
         if time.monotonic() > deadline:
