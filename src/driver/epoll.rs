@@ -406,10 +406,7 @@ impl EpollDriver {
             } => (
                 torrent,
                 Pending::Write { torrent, block },
-                DiskJob::Write {
-                    block,
-                    data: data.to_vec(),
-                },
+                DiskJob::Write { block, data },
             ),
             DiskOp::Read {
                 torrent,

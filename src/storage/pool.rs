@@ -19,6 +19,8 @@
 //! after the drain took the queue's lock finds it empty and signals again.
 
 use std::collections::VecDeque;
+
+use bytes::Bytes;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,13 +57,13 @@ pub enum DiskJob {
         /// Its hash from the torrent.
         expected: [u8; 20],
     },
-    /// Write a block; `data.len()` must equal `block.len`. The buffer comes back in
-    /// [`Outcome::Written`] for reuse.
+    /// Write a block; `data.len()` must equal `block.len`. `Bytes`, so that the block the
+    /// core split off its receive buffer reaches the file without another copy.
     Write {
         /// Where the data goes.
         block: BlockRef,
         /// The block's bytes.
-        data: Vec<u8>,
+        data: Bytes,
     },
     /// Read a block into `buf` (resized to `block.len`), which comes back in
     /// [`Outcome::Read`].
@@ -87,8 +89,6 @@ pub enum Outcome {
     Written {
         /// The block.
         block: BlockRef,
-        /// The caller's buffer, back for reuse.
-        buf: Vec<u8>,
         /// Whether the write succeeded.
         result: Result<(), StorageError>,
     },
@@ -266,11 +266,7 @@ fn run(storage: &Storage, job: DiskJob) -> Outcome {
                     ),
                 })
             };
-            Outcome::Written {
-                block,
-                buf: data,
-                result,
-            }
+            Outcome::Written { block, result }
         }
         DiskJob::Read { block, mut buf } => {
             buf.resize(block.len as usize, 0);

@@ -870,10 +870,7 @@ impl UringDriver {
             } => (
                 torrent,
                 Pending::Write { torrent, block },
-                DiskJob::Write {
-                    block,
-                    data: data.to_vec(),
-                },
+                DiskJob::Write { block, data },
             ),
             DiskOp::Read {
                 torrent,
