@@ -29,6 +29,7 @@ rustfmt --check --edition 2021 fuzz/fuzz_targets/*.rs
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== fuzz targets build"
-cargo check --locked --manifest-path fuzz/Cargo.toml --quiet
+# The fuzz crate's lock follows the main crate's dependencies; it is refreshed, not enforced.
+cargo check --manifest-path fuzz/Cargo.toml --quiet
 echo "== cargo test"
 cargo test --locked
