@@ -202,3 +202,79 @@ fn ringtorrent_leeches_from_a_libtorrent_seed() {
     );
     same_tree(&data, &out_dir);
 }
+
+#[test]
+fn restart_trusts_resume_data_until_a_file_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_payload(&data.join("r.bin"), 2_000_003, 44);
+    let torrent = dir.path().join("r.torrent");
+    run_ok(
+        ringtorrent()
+            .arg("create")
+            .arg(data.join("r.bin"))
+            .args(["-l", "64K", "-o"])
+            .arg(&torrent),
+    );
+    let (_seed, line) = start_with_first_line(
+        ringtorrent()
+            .arg("seed")
+            .arg(&torrent)
+            .arg(&data)
+            .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "60"])
+            .stderr(Stdio::null()),
+    );
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap()
+        .to_owned();
+    let out_dir = dir.path().join("out");
+    let state = dir.path().join("state");
+    let download = |peer: bool| {
+        let mut cmd = ringtorrent();
+        cmd.arg("download")
+            .arg(&torrent)
+            .arg("-o")
+            .arg(&out_dir)
+            .arg("--state-dir")
+            .arg(&state);
+        cmd.args(["--bind", "127.0.0.1", "--timeout", "60"]);
+        if peer {
+            cmd.args(["--peer", &addr]);
+        }
+        let out = run_bounded(&mut cmd, Duration::from_secs(90));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    download(true);
+    same_tree(&data, &out_dir);
+    assert!(
+        std::fs::read_dir(&state).unwrap().count() > 0,
+        "resume data was saved"
+    );
+
+    // Restarted with nothing changed: the resume data is trusted, nothing is hashed.
+    let again = download(false);
+    assert!(again.contains("resumed: 31 of 31 pieces"), "{again}");
+    assert!(!again.contains("checked existing data"), "{again}");
+
+    // A file that changed since (here: its mtime) is not trusted: a check decides.
+    let f = std::fs::File::options()
+        .append(true)
+        .open(out_dir.join("r.bin"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    drop(f);
+    let changed = download(false);
+    assert!(changed.contains("resume data not used"), "{changed}");
+    assert!(
+        changed.contains("checked existing data: 31 of 31"),
+        "{changed}"
+    );
+}

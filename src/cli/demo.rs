@@ -129,6 +129,7 @@ pub fn run(args: Args) -> Result<()> {
         true,
         true,
         ringtorrent::core::config::Config::default(),
+        None,
     )?;
     let seed_addr = seeder
         .driver
@@ -159,6 +160,7 @@ pub fn run(args: Args) -> Result<()> {
         false,
         true,
         ringtorrent::core::config::Config::default(),
+        None,
     )?;
     let now = leecher.driver.now();
     leecher

@@ -3,7 +3,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,9 @@ use ringtorrent::core::api::{Event, TorrentId};
 use ringtorrent::core::config::Config;
 use ringtorrent::core::{Bitfield, PeerId, Session};
 use ringtorrent::metainfo::{Info, Torrent};
-use ringtorrent::storage::{check, DiskPool, DiskPoolConfig, FileState, OpenMode, Storage};
+use ringtorrent::storage::{
+    check, DiskPool, DiskPoolConfig, FileState, OpenMode, ResumeData, ResumeError, Storage,
+};
 
 /// `--io`: which I/O backend runs the event loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,6 +57,10 @@ pub struct DownloadArgs {
     /// Give up after this many seconds (0: never).
     #[arg(long, default_value_t = 0)]
     timeout: u64,
+    /// Folder for resume data, so a restart need not re-check everything (default:
+    /// $XDG_STATE_HOME/ringtorrent or ~/.local/state/ringtorrent).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -82,6 +88,10 @@ pub struct SeedArgs {
     /// thousands).
     #[arg(long, default_value_t = Config::default().max_peers_per_torrent)]
     max_peers: usize,
+    /// Folder for resume data, so a restart need not re-check the data (default:
+    /// $XDG_STATE_HOME/ringtorrent or ~/.local/state/ringtorrent).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 /// One torrent running in one driver.
@@ -91,6 +101,58 @@ pub struct Transfer {
     pub info: Arc<Info>,
     /// The torrent's trackers, when it names any and the command announces.
     pub trackers: Option<super::tracker::Hook>,
+    /// Where resume data is kept, if anywhere, and the storage it describes.
+    resume: Option<Resume>,
+}
+
+/// Keeps a torrent's resume data current: after the start-up check, every
+/// [`RESUME_EVERY`] while downloading (on a side thread, since saving syncs the files), and
+/// when the download completes.
+struct Resume {
+    dir: PathBuf,
+    storage: Arc<Storage>,
+    last_save: Instant,
+    saving: Arc<AtomicBool>,
+}
+
+/// How often resume data is saved during a download: a crash loses at most this much
+/// verification work (the data itself is re-checked, never trusted).
+const RESUME_EVERY: Duration = Duration::from_secs(60);
+
+impl Resume {
+    fn save_now(&self, have: Bitfield) -> Result<()> {
+        let data = ResumeData::capture(&self.storage, have)
+            .map_err(|e| anyhow!("cannot save resume data: {e}"))?;
+        data.save(&self.dir)
+            .map_err(|e| anyhow!("cannot save resume data: {e}"))?;
+        Ok(())
+    }
+
+    fn save_in_background(&mut self, have: Bitfield) {
+        if self.saving.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.last_save = Instant::now();
+        let (storage, dir, saving) = (self.storage.clone(), self.dir.clone(), self.saving.clone());
+        std::thread::spawn(move || {
+            if let Err(e) = ResumeData::capture(&storage, have)
+                .map_err(|e| e.to_string())
+                .and_then(|d| d.save(&dir).map(|_| ()).map_err(|e| e.to_string()))
+            {
+                eprintln!("warning: cannot save resume data: {e}");
+            }
+            saving.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// The default folder for resume data: `$XDG_STATE_HOME/ringtorrent`, else
+/// `~/.local/state/ringtorrent`.
+pub fn default_state_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .map(|d| d.join("ringtorrent"))
 }
 
 pub fn load_torrent(path: &Path) -> Result<Arc<Info>> {
@@ -132,6 +194,7 @@ pub fn start(
     known_complete: bool,
     quiet: bool,
     config: Config,
+    state_dir: Option<&Path>,
 ) -> Result<Transfer> {
     let storage = Arc::new(
         Storage::open(info.clone(), dir, mode)
@@ -145,8 +208,33 @@ pub fn start(
             FileState::Present { created: true, .. } | FileState::NotStored
         )
     });
+    // Resume data names the pieces verified before; it is trusted only if every file is as
+    // it was when the data was saved.
+    let restored = match state_dir.filter(|_| !known_complete && !all_new) {
+        Some(d) => match ResumeData::restore(d, &storage) {
+            Ok(have) => Some(have),
+            Err(ResumeError::NotFound(_)) => None,
+            Err(e) => {
+                if !quiet {
+                    eprintln!("resume data not used: {e}; checking the data instead");
+                }
+                None
+            }
+        },
+        None => None,
+    };
+    let checked = !known_complete && !all_new && restored.is_none();
     let have = if known_complete {
         Bitfield::full(piece_count)
+    } else if let Some(have) = restored {
+        if !quiet {
+            eprintln!(
+                "resumed: {} of {} pieces verified before",
+                have.count(),
+                piece_count
+            );
+        }
+        have
     } else if all_new {
         Bitfield::new(piece_count)
     } else {
@@ -180,12 +268,24 @@ pub fn start(
         .session()
         .add_torrent(info.clone(), &have, now)
         .ok_or_else(|| anyhow!("the torrent could not be added"))?;
+    let resume = state_dir.map(|dir| Resume {
+        dir: dir.to_path_buf(),
+        storage: storage.clone(),
+        last_save: Instant::now(),
+        saving: Arc::new(AtomicBool::new(false)),
+    });
+    if let (Some(r), true) = (&resume, checked) {
+        std::fs::create_dir_all(&r.dir)
+            .with_context(|| format!("cannot create {}", r.dir.display()))?;
+        r.save_now(have.clone())?;
+    }
     driver.attach_storage(torrent, storage);
     Ok(Transfer {
         driver,
         torrent,
         info,
         trackers: None,
+        resume,
     })
 }
 
@@ -289,9 +389,20 @@ pub fn run_download(t: &mut Transfer, deadline: Option<Instant>, quiet: bool) ->
             total,
             t.driver.session().peer_count(t.torrent),
         );
+        let have = t.driver.session().have(t.torrent).cloned();
+        if let (Some(r), Some(have)) = (t.resume.as_mut(), have) {
+            if r.last_save.elapsed() >= RESUME_EVERY {
+                r.save_in_background(have);
+            }
+        }
     }
     progress.finish();
-    Ok(started.elapsed())
+    let took = started.elapsed();
+    let have = t.driver.session().have(t.torrent).cloned();
+    if let (Some(r), Some(have)) = (t.resume.as_ref(), have) {
+        r.save_now(have)?;
+    }
+    Ok(took)
 }
 
 /// Serves until `deadline` (or forever).
@@ -321,6 +432,7 @@ pub fn download(args: DownloadArgs) -> Result<()> {
         false,
         false,
         Config::default(),
+        args.state_dir.clone().or_else(default_state_dir).as_deref(),
     )?;
     let peers = resolve(&args.peers)?;
     let now = t.driver.now();
@@ -370,6 +482,7 @@ pub fn seed(args: SeedArgs) -> Result<()> {
             max_connections: args.max_peers + 64,
             ..Config::default()
         },
+        args.state_dir.clone().or_else(default_state_dir).as_deref(),
     )?;
     let have = t
         .driver

@@ -506,7 +506,10 @@ impl Storage {
                 .map_err(|e| StorageError::from_io(path.clone(), "resize", e))?;
             }
             let mut sparse = false;
-            if entry.length > 0 {
+            // An existing file that is already fully allocated needs nothing more, and
+            // fallocate would still update its mtime, which resume data checks.
+            let fully_allocated = !created && f.allocated >= entry.length;
+            if entry.length > 0 && !fully_allocated {
                 match sys::fallocate(fd, entry.length) {
                     Ok(()) => {}
                     Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
