@@ -278,3 +278,64 @@ fn restart_trusts_resume_data_until_a_file_changes() {
         "{changed}"
     );
 }
+
+#[test]
+fn a_leecher_with_twenty_seeders_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_payload(&data.join("many.bin"), 24_000_017, 55);
+    let torrent = dir.path().join("many.torrent");
+    run_ok(
+        ringtorrent()
+            .arg("create")
+            .arg(data.join("many.bin"))
+            .args(["-l", "256K", "-o"])
+            .arg(&torrent),
+    );
+    let mut seeds = Vec::new();
+    let mut peers = Vec::new();
+    for i in 0..20 {
+        let io = if i % 2 == 0 { "uring" } else { "epoll" };
+        let (guard, line) = start_with_first_line(
+            ringtorrent()
+                .arg("seed")
+                .arg(&torrent)
+                .arg(&data)
+                .args([
+                    "--port",
+                    "0",
+                    "--bind",
+                    "127.0.0.1",
+                    "--duration",
+                    "120",
+                    "--io",
+                    io,
+                ])
+                .stderr(Stdio::null()),
+        );
+        let addr = line
+            .split_whitespace()
+            .find(|w| w.starts_with("127.0.0.1:"))
+            .unwrap()
+            .to_owned();
+        seeds.push(guard);
+        peers.push(addr);
+    }
+    let out_dir = dir.path().join("out");
+    let mut cmd = ringtorrent();
+    cmd.arg("download")
+        .arg(&torrent)
+        .arg("-o")
+        .arg(&out_dir)
+        .args(["--bind", "127.0.0.1", "--timeout", "90"]);
+    for p in &peers {
+        cmd.args(["--peer", p]);
+    }
+    let out = run_bounded(&mut cmd, Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    same_tree(&data, &out_dir);
+}
