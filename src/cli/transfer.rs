@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub use super::driver::backend;
 use super::driver::{Backend, Driver};
@@ -302,40 +302,63 @@ fn pool() -> Result<Arc<DiskPool>> {
     ))
 }
 
-/// Shows download progress: a bar on a terminal, a plain line per second otherwise.
+/// Most per-file bars shown at once under the overall bar: the first files not yet complete.
+const MAX_FILE_BARS: usize = 8;
+
+/// Shows download progress: on a terminal an overall bar and, for a multi-file torrent, one
+/// bar per file being completed; otherwise a plain line per second.
 pub struct Progress {
+    multi: MultiProgress,
     bar: ProgressBar,
+    files: Vec<(usize, ProgressBar)>,
+    info: Option<Arc<Info>>,
     plain: bool,
     last_line: Instant,
+    last_files: Instant,
     started: Instant,
 }
 
 impl Progress {
-    pub fn new(total: u64, quiet: bool) -> Progress {
+    /// Progress for `total` bytes; per-file bars when `info` is given and has several files.
+    pub fn new(total: u64, info: Option<Arc<Info>>, quiet: bool) -> Progress {
         use std::io::IsTerminal;
         let terminal = std::io::stderr().is_terminal();
-        let bar = if quiet || !terminal {
-            ProgressBar::hidden()
+        let multi = if quiet || !terminal {
+            MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
         } else {
-            ProgressBar::new(total)
+            MultiProgress::new()
         };
+        let bar = multi.add(ProgressBar::new(total));
         bar.set_style(
             ProgressStyle::with_template(
                 "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
             )
             .expect("valid template"),
         );
+        let info = info.filter(|i| !i.is_single_file() && terminal && !quiet);
         Progress {
+            multi,
             bar,
+            files: Vec::new(),
+            info,
             plain: !terminal && !quiet,
             last_line: Instant::now(),
+            last_files: Instant::now(),
             started: Instant::now(),
         }
     }
 
-    pub fn update(&mut self, done: u64, total: u64, peers: usize) {
+    /// Shows `done` of `total` bytes and, a few times a second, each file's share of the
+    /// verified pieces in `have`.
+    pub fn update(&mut self, done: u64, total: u64, peers: usize, have: Option<&Bitfield>) {
         self.bar.set_position(done);
         self.bar.set_message(format!("{peers} peers"));
+        if let (Some(info), Some(have)) = (self.info.clone(), have) {
+            if self.last_files.elapsed() >= Duration::from_millis(250) {
+                self.last_files = Instant::now();
+                self.update_files(&info, have);
+            }
+        }
         if self.plain && self.last_line.elapsed() >= Duration::from_secs(1) {
             self.last_line = Instant::now();
             let secs = self.started.elapsed().as_secs_f64().max(1e-3);
@@ -349,7 +372,57 @@ impl Progress {
         }
     }
 
+    fn update_files(&mut self, info: &Info, have: &Bitfield) {
+        let lengths = info.lengths();
+        let piece_len = u64::from(lengths.piece_len());
+        let mut shown = Vec::new();
+        for (i, f) in info.files().iter().enumerate() {
+            if shown.len() >= MAX_FILE_BARS {
+                break;
+            }
+            if f.attr.padding || f.length == 0 {
+                continue;
+            }
+            let (start, end) = (f.offset, f.offset + f.length);
+            let done: u64 = (start / piece_len..=(end - 1) / piece_len)
+                .filter(|&p| have.get(p as u32))
+                .map(|p| end.min((p + 1) * piece_len) - start.max(p * piece_len))
+                .sum();
+            if done < f.length {
+                shown.push((i, done));
+            }
+        }
+        // Bars for files no longer shown (complete, or pushed out) go away.
+        let keep: Vec<usize> = shown.iter().map(|(i, _)| *i).collect();
+        self.files.retain(|(i, bar)| {
+            let kept = keep.contains(i);
+            if !kept {
+                bar.finish_and_clear();
+                self.multi.remove(bar);
+            }
+            kept
+        });
+        for (i, done) in shown {
+            if !self.files.iter().any(|(j, _)| *j == i) {
+                let f = &info.files()[i];
+                let bar = self.multi.add(ProgressBar::new(f.length));
+                bar.set_style(
+                    ProgressStyle::with_template("  {bar:30} {bytes:>10}/{total_bytes:10} {msg}")
+                        .expect("valid template"),
+                );
+                bar.set_message(f.display_path());
+                self.files.push((i, bar));
+            }
+            if let Some((_, bar)) = self.files.iter().find(|(j, _)| *j == i) {
+                bar.set_position(done);
+            }
+        }
+    }
+
     pub fn finish(&self) {
+        for (_, bar) in &self.files {
+            bar.finish_and_clear();
+        }
         self.bar.finish_and_clear();
     }
 }
@@ -358,7 +431,7 @@ impl Progress {
 pub fn run_download(t: &mut Transfer, deadline: Option<Instant>, quiet: bool) -> Result<Duration> {
     let total = t.info.total_len();
     let started = Instant::now();
-    let mut progress = Progress::new(total, quiet);
+    let mut progress = Progress::new(total, Some(t.info.clone()), quiet);
     let mut failure = None;
     while !t.driver.session().is_complete(t.torrent) {
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -384,10 +457,12 @@ pub fn run_download(t: &mut Transfer, deadline: Option<Instant>, quiet: bool) ->
             bail!("download stopped: {error}");
         }
         let left = t.driver.session().bytes_left(t.torrent);
+        let peers = t.driver.session().peer_count(t.torrent);
         progress.update(
             total - left,
             total,
-            t.driver.session().peer_count(t.torrent),
+            peers,
+            t.driver.session().have(t.torrent),
         );
         let have = t.driver.session().have(t.torrent).cloned();
         if let (Some(r), Some(have)) = (t.resume.as_mut(), have) {
