@@ -211,7 +211,17 @@ fn unknown_torrent_and_non_bittorrent_bytes_are_refused() {
         .session
         .accept("127.0.0.11:1".parse().unwrap(), r.now)
         .unwrap();
-    r.session.handle_recv(third, b"GET / HTTP/1.1\r\n", r.now);
+    // A first byte other than 19 starts the encrypted (MSE) handshake; bytes that never
+    // carry its synchronisation hash within the padding bound are refused.
+    let mut http = b"GET / HTTP/1.1\r\n".to_vec();
+    http.resize(700, b'x');
+    r.session.handle_recv(third, &http, r.now);
+    let fourth = r
+        .session
+        .accept("127.0.0.12:1".parse().unwrap(), r.now)
+        .unwrap();
+    r.session
+        .handle_recv(fourth, b"\x13BitTorrent protocoX\0\0\0\0\0\0\0\0", r.now);
     r.pump();
     let reasons: Vec<&'static str> = r
         .events
@@ -221,7 +231,10 @@ fn unknown_torrent_and_non_bittorrent_bytes_are_refused() {
             _ => None,
         })
         .collect();
-    assert_eq!(reasons, vec!["unknown_torrent", "not_bittorrent"]);
+    assert_eq!(
+        reasons,
+        vec!["unknown_torrent", "mse_no_sync", "not_bittorrent"]
+    );
 }
 
 #[test]

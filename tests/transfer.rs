@@ -339,3 +339,49 @@ fn a_leecher_with_twenty_seeders_at_once() {
     );
     same_tree(&data, &out_dir);
 }
+
+/// A libtorrent leecher that speaks only the encrypted (MSE/PE) handshake, and never retries
+/// in plaintext, downloads from a ringtorrent seed: ringtorrent answers MSE and selects
+/// plaintext, so the download works and is byte-identical.
+#[test]
+fn libtorrent_leeches_with_forced_encryption_from_a_ringtorrent_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_payload(&data.join("enc.bin"), 3_000_017, 44);
+    let torrent = dir.path().join("enc.torrent");
+    run_ok(
+        ringtorrent()
+            .arg("create")
+            .arg(data.join("enc.bin"))
+            .args(["-l", "64K", "-o"])
+            .arg(&torrent),
+    );
+    let (_seed, line) = start_with_first_line(
+        ringtorrent()
+            .arg("seed")
+            .arg(&torrent)
+            .arg(&data)
+            .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "120"])
+            .stderr(Stdio::null()),
+    );
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("{line}"));
+
+    let out_dir = dir.path().join("out");
+    let out = run_bounded(
+        Command::new("/usr/bin/python3")
+            .arg(support("lt_leech.py"))
+            .arg(&torrent)
+            .arg(&out_dir)
+            .args(["--peer", addr, "--timeout", "60", "--encryption", "forced"]),
+        Duration::from_secs(90),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    same_tree(&data, &out_dir);
+}

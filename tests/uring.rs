@@ -169,11 +169,13 @@ fn transfer(seed_uring: bool, leech_uring: bool, junk: usize, tiny_recv: bool) {
             open
         })
     };
-    // Peers that connect, send a bad handshake and linger: the session closes them.
+    // Peers that connect, send a bad handshake and linger: the session closes them. A first
+    // byte other than 19 starts an encrypted (MSE) handshake, which waits for up to 628
+    // bytes (Ya, PadA, the sync hash) before it can call them junk; 700 is past that.
     let junk: Vec<TcpStream> = (0..junk)
         .map(|i| {
             let mut s = TcpStream::connect(addr).unwrap();
-            let _ = s.write_all(&[i as u8; 80]);
+            let _ = s.write_all(&[i as u8; 700]);
             s
         })
         .collect();

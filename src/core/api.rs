@@ -5,6 +5,7 @@ use ::core::net::SocketAddr;
 
 use bytes::Bytes;
 
+use super::mse::MseError;
 use super::wire::{HandshakeError, MessageError};
 use super::{BlockRef, PeerId, PeerKey, PieceIndex};
 
@@ -211,6 +212,8 @@ pub enum CloseReason {
     RemoteClosed,
     /// The bytes that opened the connection are not a BitTorrent handshake.
     NotBitTorrent(HandshakeError),
+    /// The peer's encrypted (MSE/PE) handshake failed or asked for what we do not support.
+    Encryption(MseError),
     /// The peer asked for a torrent we do not have.
     UnknownTorrent,
     /// We dialled for one torrent and the peer answered for another.
@@ -242,6 +245,7 @@ impl CloseReason {
             CloseReason::Inactive => "inactive",
             CloseReason::RemoteClosed => "remote_closed",
             CloseReason::NotBitTorrent(_) => "not_bittorrent",
+            CloseReason::Encryption(e) => e.name(),
             CloseReason::UnknownTorrent => "unknown_torrent",
             CloseReason::WrongInfoHash => "wrong_info_hash",
             CloseReason::SelfConnection => "self_connection",

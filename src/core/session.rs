@@ -21,6 +21,7 @@ use slab::Slab;
 
 use super::api::{Action, CloseReason, ConnId, DiskDone, DiskOp, Event, TorrentId};
 use super::config::Config;
+use super::mse::{Responder, Step};
 use super::peer::Peer;
 use super::picker::Priority;
 use super::sendbuf::SendBuf;
@@ -48,6 +49,19 @@ struct Handshaking {
     recv: BytesMut,
     send: SendBuf,
     send_notified: bool,
+    mse: Mse,
+}
+
+/// Where an incoming connection stands with the encrypted (MSE/PE) handshake.
+#[derive(Debug)]
+enum Mse {
+    /// Not (yet) encrypted: a first byte of 19 means a plain BitTorrent handshake.
+    Off,
+    /// The first byte was not 19: answering an MSE handshake.
+    Responding(Box<Responder>),
+    /// The MSE handshake selected plaintext for this torrent; the plain BitTorrent
+    /// handshake that follows must name the same one.
+    Done(InfoHash),
 }
 
 #[derive(Debug)]
@@ -307,6 +321,7 @@ impl Session {
             recv: BytesMut::new(),
             send: SendBuf::default(),
             send_notified: false,
+            mse: Mse::Off,
         })));
         self.out.actions.push_back(Action::Connect { conn, addr });
         Some(conn)
@@ -344,9 +359,18 @@ impl Session {
         hash: InfoHash,
         peer_id: PeerId,
     ) {
-        h.send
-            .push_bytes(&Handshake::new(OUR_RESERVED, hash, peer_id).to_bytes());
+        Self::queue_send(
+            out,
+            conn,
+            h,
+            &Handshake::new(OUR_RESERVED, hash, peer_id).to_bytes(),
+        );
         h.sent_ours = true;
+    }
+
+    /// Queues bytes on a handshaking connection, telling the driver if the buffer was empty.
+    fn queue_send(out: &mut Outbox, conn: ConnId, h: &mut Handshaking, bytes: &[u8]) {
+        h.send.push_bytes(bytes);
         if !h.send_notified {
             h.send_notified = true;
             out.actions.push_back(Action::Send { conn });
@@ -374,6 +398,7 @@ impl Session {
                 recv: BytesMut::new(),
                 send: SendBuf::default(),
                 send_notified: false,
+                mse: Mse::Off,
             }))),
         )
     }
@@ -442,10 +467,40 @@ impl Session {
         let Some(Conn {
             state: ConnState::Handshaking(h),
             ..
-        }) = self.conn_mut(conn)
+        }) = conn_in(&mut self.conns, conn)
         else {
             return;
         };
+        // An incoming connection that does not open with the plain handshake's 19 speaks
+        // MSE/PE (libtorrent, Transmission and qBittorrent do so by default). We answer it,
+        // select plaintext, and carry on below with the decrypted bytes.
+        if !h.outgoing
+            && h.torrent.is_none()
+            && matches!(h.mse, Mse::Off)
+            && h.recv.first().is_some_and(|&b| b != 19)
+        {
+            h.mse = Mse::Responding(Box::new(Responder::new(&mut self.rng)));
+        }
+        if let Mse::Responding(responder) = &mut h.mse {
+            let data = h.recv.split();
+            match responder.feed(&data, self.by_hash.keys()) {
+                Err(e) => return self.close_handshaking(conn, CloseReason::Encryption(e), now),
+                Ok(Step::NeedMore) => return,
+                Ok(Step::Send(bytes)) => {
+                    Self::queue_send(&mut self.out, conn, h, &bytes);
+                    return;
+                }
+                Ok(Step::Established {
+                    info_hash,
+                    send,
+                    plaintext_after,
+                }) => {
+                    Self::queue_send(&mut self.out, conn, h, &send);
+                    h.recv.extend_from_slice(&plaintext_after);
+                    h.mse = Mse::Done(info_hash);
+                }
+            }
+        }
         // Route an incoming connection as soon as the info hash is in.
         if h.torrent.is_none() {
             let prefix = match Handshake::decode_prefix(SplitBytes::single(&h.recv)) {
@@ -454,6 +509,9 @@ impl Session {
                 Ok(Decoded::Complete { value, .. }) => value,
             };
             let addr = h.addr;
+            if matches!(h.mse, Mse::Done(skey) if skey != prefix.info_hash) {
+                return self.close_handshaking(conn, CloseReason::WrongInfoHash, now);
+            }
             let Some(&tid) = self.by_hash.get(&prefix.info_hash) else {
                 return self.close_handshaking(conn, CloseReason::UnknownTorrent, now);
             };

@@ -2,6 +2,7 @@
 """Download one torrent with libtorrent 2.0 from given peers on loopback, for tests and benches.
 
 Usage: lt_leech.py TORRENT SAVE_DIR --peer HOST:PORT [--peer ...] [--timeout S] [--stats]
+                   [--plaintext | --encryption forced]
 
 TCP only (uTP off both ways), no DHT, LSD, UPnP, NAT-PMP or trackers; listens on 127.0.0.1
 (any free port) and dials every --peer. When the torrent is complete and its pieces verified,
@@ -53,7 +54,16 @@ def main() -> None:
         action="store_true",
         help="dial without trying the encrypted (MSE/PE) handshake first",
     )
+    parser.add_argument(
+        "--encryption",
+        choices=["default", "forced"],
+        default="default",
+        help="forced: only the encrypted (MSE/PE) handshake, both ways, never a plaintext retry"
+        " (plaintext or RC4 allowed after it); default: libtorrent's own policy",
+    )
     args = parser.parse_args()
+    if args.plaintext and args.encryption == "forced":
+        parser.error("--plaintext and --encryption forced contradict each other")
 
     ti = lt.torrent_info(args.torrent)
     settings = {
@@ -70,6 +80,10 @@ def main() -> None:
     }
     if args.plaintext:
         settings["out_enc_policy"] = lt.enc_policy.pe_disabled
+    if args.encryption == "forced":
+        settings["out_enc_policy"] = lt.enc_policy.pe_forced
+        settings["in_enc_policy"] = lt.enc_policy.pe_forced
+        settings["allowed_enc_level"] = lt.enc_level.pe_both
     ses = lt.session(settings)
     params = lt.add_torrent_params()
     params.ti = ti
