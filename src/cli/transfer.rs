@@ -115,6 +115,35 @@ struct Resume {
     saving: Arc<AtomicBool>,
 }
 
+/// Set by SIGINT or SIGTERM; the transfer loops notice it within one turn and stop cleanly
+/// (resume data saved, trackers told `stopped`).
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_signal: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Makes Ctrl-C (and SIGTERM) stop a transfer cleanly instead of killing the process.
+pub fn catch_interrupts() {
+    let handler: extern "C" fn(libc::c_int) = on_interrupt;
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `signal` has no preconditions beyond a valid signal number and handler; the
+        // handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(signal, handler as libc::sighandler_t);
+        }
+    }
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+/// The error a transfer loop returns when the user interrupted it.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
 /// How often resume data is saved during a download: a crash loses at most this much
 /// verification work (the data itself is re-checked, never trusted).
 const RESUME_EVERY: Duration = Duration::from_secs(60);
@@ -434,6 +463,14 @@ pub fn run_download(t: &mut Transfer, deadline: Option<Instant>, quiet: bool) ->
     let mut progress = Progress::new(total, Some(t.info.clone()), quiet);
     let mut failure = None;
     while !t.driver.session().is_complete(t.torrent) {
+        if interrupted() {
+            progress.finish();
+            let have = t.driver.session().have(t.torrent).cloned();
+            if let (Some(r), Some(have)) = (t.resume.as_ref(), have) {
+                r.save_now(have)?;
+            }
+            return Err(Interrupted.into());
+        }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             progress.finish();
             bail!(
@@ -482,7 +519,7 @@ pub fn run_download(t: &mut Transfer, deadline: Option<Instant>, quiet: bool) ->
 
 /// Serves until `deadline` (or forever).
 pub fn run_seed(t: &mut Transfer, deadline: Option<Instant>) -> Result<()> {
-    while deadline.is_none_or(|d| Instant::now() < d) {
+    while deadline.is_none_or(|d| Instant::now() < d) && !interrupted() {
         t.driver.turn(Duration::from_millis(200), &mut |_| {})?;
         if let Some(trackers) = t.trackers.as_mut() {
             trackers.pump(&mut t.driver);
@@ -492,6 +529,7 @@ pub fn run_seed(t: &mut Transfer, deadline: Option<Instant>) -> Result<()> {
 }
 
 pub fn download(args: DownloadArgs) -> Result<()> {
+    catch_interrupts();
     let backend = backend(args.io)?;
     let info = load_torrent(&args.torrent)?;
     std::fs::create_dir_all(&args.dir)
@@ -522,7 +560,17 @@ pub fn download(args: DownloadArgs) -> Result<()> {
             .map_or("nothing".into(), |a| a.to_string())
     );
     let deadline = (args.timeout > 0).then(|| Instant::now() + Duration::from_secs(args.timeout));
-    let took = run_download(&mut t, deadline, false)?;
+    let took = match run_download(&mut t, deadline, false) {
+        Ok(took) => took,
+        Err(e) if e.is::<Interrupted>() => {
+            if let Some(mut trackers) = t.trackers.take() {
+                trackers.stop(&mut t.driver);
+            }
+            let left = format::bytes(t.driver.session().bytes_left(t.torrent));
+            bail!("interrupted with {left} left; run the same command again to resume");
+        }
+        Err(e) => return Err(e),
+    };
     println!(
         "done: {} in {:.2} s ({}/s)",
         format::bytes(info.total_len()),
@@ -540,6 +588,7 @@ pub fn download(args: DownloadArgs) -> Result<()> {
 }
 
 pub fn seed(args: SeedArgs) -> Result<()> {
+    catch_interrupts();
     let backend = backend(args.io)?;
     let info = load_torrent(&args.torrent)?;
     let listen = listen_addr(&args.bind, args.port)?;
