@@ -14,17 +14,14 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use slab::Slab;
 
-use crate::core::api::{Action, ConnId, DiskDone, DiskOp, Event, TorrentId};
-use crate::core::{PeerKey, Session, Time};
-use crate::storage::{
-    completion_queue, CompletionSender, Completions, DiskJob, DiskPool, Outcome, Storage,
-};
+use super::disk::DiskBridge;
+use crate::core::api::{Action, ConnId, DiskOp, Event, TorrentId};
+use crate::core::{Session, Time};
+use crate::storage::{DiskPool, Storage};
 
 const LISTENER: Token = Token(usize::MAX);
 const DISK: Token = Token(usize::MAX - 1);
@@ -45,23 +42,6 @@ struct Socket {
     connecting: bool,
 }
 
-/// What a disk job in flight was for.
-enum Pending {
-    Write {
-        torrent: TorrentId,
-        block: crate::core::BlockRef,
-    },
-    Read {
-        torrent: TorrentId,
-        peer: PeerKey,
-        block: crate::core::BlockRef,
-    },
-    Verify {
-        torrent: TorrentId,
-        piece: crate::core::PieceIndex,
-    },
-}
-
 /// A session, its sockets, its torrents' storage and the disk pool, driven by epoll.
 pub struct EpollDriver {
     poll: Poll,
@@ -70,15 +50,8 @@ pub struct EpollDriver {
     pub(crate) session: Session,
     epoch: Instant,
     sockets: HashMap<ConnId, Socket>,
-    storage: HashMap<TorrentId, Arc<Storage>>,
-    disk: Arc<DiskPool>,
-    completions: Completions,
-    reply: CompletionSender,
-    pending: Slab<Pending>,
+    disk: DiskBridge,
     read_buf: Vec<u8>,
-    done_buf: Vec<crate::storage::Completion>,
-    /// Completions left in the queue after a capped drain; the next turn must not sleep.
-    disk_backlog: bool,
 }
 
 impl EpollDriver {
@@ -97,9 +70,9 @@ impl EpollDriver {
         if let Some(l) = listener.as_mut() {
             poll.registry().register(l, LISTENER, Interest::READABLE)?;
         }
-        let (reply, completions) = completion_queue().map_err(io::Error::other)?;
+        let disk = DiskBridge::new(disk)?;
         poll.registry().register(
-            &mut SourceFd(&completions.eventfd().as_raw_fd()),
+            &mut SourceFd(&disk.eventfd().as_raw_fd()),
             DISK,
             Interest::READABLE,
         )?;
@@ -110,14 +83,8 @@ impl EpollDriver {
             session,
             epoch,
             sockets: HashMap::new(),
-            storage: HashMap::new(),
             disk,
-            completions,
-            reply,
-            pending: Slab::new(),
             read_buf: vec![0; READ_BUF],
-            done_buf: Vec::new(),
-            disk_backlog: false,
         };
         if let Some(port) = driver.local_addr().map(|a| a.port()) {
             driver.session.set_listen_port(port);
@@ -142,7 +109,7 @@ impl EpollDriver {
 
     /// Registers the storage that serves a torrent's disk operations.
     pub fn attach_storage(&mut self, torrent: TorrentId, storage: Arc<Storage>) {
-        self.storage.insert(torrent, storage);
+        self.disk.attach(torrent, storage);
     }
 
     /// Runs one loop turn, waiting at most `max_wait`, and hands every session event to
@@ -154,7 +121,7 @@ impl EpollDriver {
             .session
             .poll_timeout()
             .map_or(max_wait, |t| t.saturating_since(now).min(max_wait));
-        if self.disk_backlog {
+        if self.disk.backlog {
             wait = Duration::ZERO;
             self.disk_done(now);
             self.process(on_event);
@@ -302,49 +269,10 @@ impl EpollDriver {
     }
 
     fn disk_done(&mut self, now: Time) {
-        self.completions.acknowledge();
-        let more = self
-            .completions
-            .drain(MAX_COMPLETIONS_PER_TURN, &mut self.done_buf);
-        for done in std::mem::take(&mut self.done_buf) {
-            let Some(pending) = self.pending.try_remove(done.token as usize) else {
-                continue;
-            };
-            let result = match (pending, done.outcome) {
-                (Pending::Write { torrent, block }, Outcome::Written { result, .. }) => {
-                    DiskDone::Written {
-                        torrent,
-                        block,
-                        result: result.map_err(|e| e.to_string()),
-                    }
-                }
-                (
-                    Pending::Read {
-                        torrent,
-                        peer,
-                        block,
-                    },
-                    Outcome::Read { buf, result, .. },
-                ) => DiskDone::Read {
-                    torrent,
-                    peer,
-                    block,
-                    result: result.map(|()| Bytes::from(buf)).map_err(|e| e.to_string()),
-                },
-                (Pending::Verify { torrent, piece }, Outcome::Verified { result, .. }) => {
-                    // A read error while hashing means the data is not what it should be.
-                    DiskDone::Verified {
-                        torrent,
-                        piece,
-                        ok: result.unwrap_or(false),
-                    }
-                }
-                _ => continue,
-            };
-            self.session.handle_disk(result, now);
-        }
-        // The rest waits for the next turn, which will not sleep (the eventfd was cleared).
-        self.disk_backlog = more;
+        let session = &mut self.session;
+        self.disk.complete(MAX_COMPLETIONS_PER_TURN, true, |done| {
+            session.handle_disk(done, now)
+        });
     }
 
     /// Carries out the session's actions and hands its events out.
@@ -398,48 +326,6 @@ impl EpollDriver {
     }
 
     fn submit(&mut self, op: DiskOp) {
-        let (torrent, pending, job) = match op {
-            DiskOp::Write {
-                torrent,
-                block,
-                data,
-            } => (
-                torrent,
-                Pending::Write { torrent, block },
-                DiskJob::Write { block, data },
-            ),
-            DiskOp::Read {
-                torrent,
-                peer,
-                block,
-            } => (
-                torrent,
-                Pending::Read {
-                    torrent,
-                    peer,
-                    block,
-                },
-                DiskJob::Read {
-                    block,
-                    buf: vec![0; block.len as usize],
-                },
-            ),
-            DiskOp::Verify { torrent, piece } => {
-                let Some(storage) = self.storage.get(&torrent) else {
-                    return;
-                };
-                let expected = *storage.info().piece_hash(piece);
-                (
-                    torrent,
-                    Pending::Verify { torrent, piece },
-                    DiskJob::Verify { piece, expected },
-                )
-            }
-        };
-        let Some(storage) = self.storage.get(&torrent) else {
-            return;
-        };
-        let token = self.pending.insert(pending) as u64;
-        self.disk.submit(storage, token, job, &self.reply);
+        self.disk.submit(op);
     }
 }

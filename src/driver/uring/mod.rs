@@ -73,11 +73,10 @@ use slab::Slab;
 use self::bufring::BufRing;
 use self::probe::{build_ring, Setup};
 use self::token::{Op, Token};
-use crate::core::api::{Action, ConnId, DiskDone, DiskOp, Event, TorrentId};
-use crate::core::{PeerKey, Session, Time};
-use crate::storage::{
-    completion_queue, CompletionSender, Completions, DiskJob, DiskPool, Outcome, Storage,
-};
+use super::disk::DiskBridge;
+use crate::core::api::{Action, ConnId, DiskOp, Event, TorrentId};
+use crate::core::{Session, Time};
+use crate::storage::{DiskPool, Storage};
 
 /// Submission queue entries. Each turn submits at most a few per connection with work; a
 /// full queue is flushed to the kernel and refilled, so this bounds only batching.
@@ -203,23 +202,6 @@ struct SockAddr {
     len: libc::socklen_t,
 }
 
-/// What a disk job in flight was for.
-enum Pending {
-    Write {
-        torrent: TorrentId,
-        block: crate::core::BlockRef,
-    },
-    Read {
-        torrent: TorrentId,
-        peer: PeerKey,
-        block: crate::core::BlockRef,
-    },
-    Verify {
-        torrent: TorrentId,
-        piece: crate::core::PieceIndex,
-    },
-}
-
 /// The 8 bytes the eventfd read fills, in a heap allocation whose address never changes.
 struct EventBuf(NonNull<u64>);
 
@@ -264,14 +246,7 @@ pub struct UringDriver {
     inflight: u64,
     bufs: ManuallyDrop<BufRing>,
     event_buf: EventBuf,
-    storage: HashMap<TorrentId, Arc<Storage>>,
-    disk: Arc<DiskPool>,
-    completions: Completions,
-    reply: CompletionSender,
-    pending: Slab<Pending>,
-    done_buf: Vec<crate::storage::Completion>,
-    /// Completions left in the disk queue after a capped drain; the next turn must not sleep.
-    disk_backlog: bool,
+    disk: DiskBridge,
     cqes: Vec<(u64, i32, u32)>,
 }
 
@@ -319,7 +294,7 @@ impl UringDriver {
             ))),
             None => None,
         };
-        let (reply, completions) = completion_queue().map_err(io::Error::other)?;
+        let disk = DiskBridge::new(disk)?;
         let event_buf = EventBuf(NonNull::from(Box::leak(Box::new(0u64))));
         let mut driver = UringDriver {
             ring,
@@ -335,13 +310,7 @@ impl UringDriver {
             inflight: 0,
             bufs: ManuallyDrop::new(bufs),
             event_buf,
-            storage: HashMap::new(),
             disk,
-            completions,
-            reply,
-            pending: Slab::new(),
-            done_buf: Vec::new(),
-            disk_backlog: false,
             cqes: Vec::with_capacity(MAX_CQES_PER_TURN),
         };
         driver.arm_accept();
@@ -369,7 +338,7 @@ impl UringDriver {
 
     /// Registers the storage that serves a torrent's disk operations.
     pub fn attach_storage(&mut self, torrent: TorrentId, storage: Arc<Storage>) {
-        self.storage.insert(torrent, storage);
+        self.disk.attach(torrent, storage);
     }
 
     /// Runs one loop turn, waiting at most `max_wait`, and hands every session event to
@@ -386,7 +355,7 @@ impl UringDriver {
             .session
             .poll_timeout()
             .map_or(max_wait, |t| t.saturating_since(now).min(max_wait));
-        if self.disk_backlog {
+        if self.disk.backlog {
             wait = Duration::ZERO;
             self.disk_done(now);
             self.process(on_event);
@@ -479,13 +448,13 @@ impl UringDriver {
     }
 
     fn arm_disk_event(&mut self) {
-        let fd = self.completions.eventfd().as_raw_fd();
+        let fd = self.disk.eventfd().as_raw_fd();
         let entry = opcode::Read::new(types::Fd(fd), self.event_buf.0.as_ptr().cast(), 8)
             .build()
             .user_data(Token::global(Op::DiskEvent).pack());
         // SAFETY: `event_buf` is an 8-byte heap allocation owned by the driver and freed only
         // in Drop after the read's final completion; nothing else reads or writes it. The
-        // eventfd is owned by `completions`, which lives as long as the driver.
+        // eventfd is owned by the disk bridge, which lives as long as the driver.
         unsafe { self.push(entry) };
         self.inflight += 1;
     }
@@ -783,49 +752,10 @@ impl UringDriver {
     }
 
     fn disk_done(&mut self, now: Time) {
-        let more = self
-            .completions
-            .drain(MAX_DISK_PER_TURN, &mut self.done_buf);
-        for done in std::mem::take(&mut self.done_buf) {
-            let Some(pending) = self.pending.try_remove(done.token as usize) else {
-                continue;
-            };
-            let result = match (pending, done.outcome) {
-                (Pending::Write { torrent, block }, Outcome::Written { result, .. }) => {
-                    DiskDone::Written {
-                        torrent,
-                        block,
-                        result: result.map_err(|e| e.to_string()),
-                    }
-                }
-                (
-                    Pending::Read {
-                        torrent,
-                        peer,
-                        block,
-                    },
-                    Outcome::Read { buf, result, .. },
-                ) => DiskDone::Read {
-                    torrent,
-                    peer,
-                    block,
-                    result: result.map(|()| Bytes::from(buf)).map_err(|e| e.to_string()),
-                },
-                (Pending::Verify { torrent, piece }, Outcome::Verified { result, .. }) => {
-                    // A read error while hashing means the data is not what it should be.
-                    DiskDone::Verified {
-                        torrent,
-                        piece,
-                        ok: result.unwrap_or(false),
-                    }
-                }
-                _ => continue,
-            };
-            self.session.handle_disk(result, now);
-        }
-        // The rest waits for the next turn, which will not sleep: the eventfd signals only
-        // when the queue goes from empty to not empty.
-        self.disk_backlog = more;
+        let session = &mut self.session;
+        self.disk.complete(MAX_DISK_PER_TURN, false, |done| {
+            session.handle_disk(done, now)
+        });
     }
 
     /// Carries out the session's actions and hands its events out.
@@ -862,49 +792,7 @@ impl UringDriver {
     }
 
     fn submit_disk(&mut self, op: DiskOp) {
-        let (torrent, pending, job) = match op {
-            DiskOp::Write {
-                torrent,
-                block,
-                data,
-            } => (
-                torrent,
-                Pending::Write { torrent, block },
-                DiskJob::Write { block, data },
-            ),
-            DiskOp::Read {
-                torrent,
-                peer,
-                block,
-            } => (
-                torrent,
-                Pending::Read {
-                    torrent,
-                    peer,
-                    block,
-                },
-                DiskJob::Read {
-                    block,
-                    buf: vec![0; block.len as usize],
-                },
-            ),
-            DiskOp::Verify { torrent, piece } => {
-                let Some(storage) = self.storage.get(&torrent) else {
-                    return;
-                };
-                let expected = *storage.info().piece_hash(piece);
-                (
-                    torrent,
-                    Pending::Verify { torrent, piece },
-                    DiskJob::Verify { piece, expected },
-                )
-            }
-        };
-        let Some(storage) = self.storage.get(&torrent) else {
-            return;
-        };
-        let token = self.pending.insert(pending) as u64;
-        self.disk.submit(storage, token, job, &self.reply);
+        self.disk.submit(op);
     }
 
     /// Cancels everything in flight and waits up to about a second for the last final

@@ -1,0 +1,173 @@
+//! The disk side every driver shares: it turns the core's disk operations into jobs for the
+//! disk pool, remembers what each job was for, and turns the pool's completions back into the
+//! core's results. The completions arrive on a queue whose eventfd the driver watches (epoll
+//! registers it; io_uring keeps a read armed on it).
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use slab::Slab;
+
+use crate::core::api::{DiskDone, DiskOp, TorrentId};
+use crate::core::{BlockRef, PeerKey, PieceIndex};
+use crate::storage::{
+    completion_queue, Completion, CompletionSender, Completions, DiskJob, DiskPool, Outcome,
+    Storage,
+};
+
+/// What a disk job in flight was for.
+enum Pending {
+    Write {
+        torrent: TorrentId,
+        block: BlockRef,
+    },
+    Read {
+        torrent: TorrentId,
+        peer: PeerKey,
+        block: BlockRef,
+    },
+    Verify {
+        torrent: TorrentId,
+        piece: PieceIndex,
+    },
+}
+
+/// Disk jobs in flight for one driver, and the queue their results come back on.
+pub(crate) struct DiskBridge {
+    pool: Arc<DiskPool>,
+    storage: HashMap<TorrentId, Arc<Storage>>,
+    completions: Completions,
+    reply: CompletionSender,
+    pending: Slab<Pending>,
+    done_buf: Vec<Completion>,
+    /// Completions left in the queue after a capped drain: the next turn must not sleep,
+    /// since the eventfd has already been consumed.
+    pub(crate) backlog: bool,
+}
+
+impl DiskBridge {
+    pub(crate) fn new(pool: Arc<DiskPool>) -> io::Result<DiskBridge> {
+        let (reply, completions) = completion_queue().map_err(io::Error::other)?;
+        Ok(DiskBridge {
+            pool,
+            storage: HashMap::new(),
+            completions,
+            reply,
+            pending: Slab::new(),
+            done_buf: Vec::new(),
+            backlog: false,
+        })
+    }
+
+    /// The eventfd that becomes readable when results are waiting.
+    pub(crate) fn eventfd(&self) -> BorrowedFd<'_> {
+        self.completions.eventfd()
+    }
+
+    /// Registers the storage that serves a torrent's disk operations.
+    pub(crate) fn attach(&mut self, torrent: TorrentId, storage: Arc<Storage>) {
+        self.storage.insert(torrent, storage);
+    }
+
+    /// Hands a disk operation to the pool. Operations for a torrent without storage are
+    /// dropped (the torrent is gone).
+    pub(crate) fn submit(&mut self, op: DiskOp) {
+        let (torrent, pending, job) = match op {
+            DiskOp::Write {
+                torrent,
+                block,
+                data,
+            } => (
+                torrent,
+                Pending::Write { torrent, block },
+                DiskJob::Write { block, data },
+            ),
+            DiskOp::Read {
+                torrent,
+                peer,
+                block,
+            } => (
+                torrent,
+                Pending::Read {
+                    torrent,
+                    peer,
+                    block,
+                },
+                DiskJob::Read {
+                    block,
+                    buf: vec![0; block.len as usize],
+                },
+            ),
+            DiskOp::Verify { torrent, piece } => {
+                let Some(storage) = self.storage.get(&torrent) else {
+                    return;
+                };
+                let expected = *storage.info().piece_hash(piece);
+                (
+                    torrent,
+                    Pending::Verify { torrent, piece },
+                    DiskJob::Verify { piece, expected },
+                )
+            }
+        };
+        let Some(storage) = self.storage.get(&torrent) else {
+            return;
+        };
+        let token = self.pending.insert(pending) as u64;
+        self.pool.submit(storage, token, job, &self.reply);
+    }
+
+    /// Hands up to `max` finished operations to `deliver`, as the core's results. `clear_event`
+    /// consumes the eventfd first (epoll); io_uring's armed read has already consumed it.
+    pub(crate) fn complete(
+        &mut self,
+        max: usize,
+        clear_event: bool,
+        mut deliver: impl FnMut(DiskDone),
+    ) {
+        if clear_event {
+            self.completions.acknowledge();
+        }
+        self.backlog = self.completions.drain(max, &mut self.done_buf);
+        for done in std::mem::take(&mut self.done_buf) {
+            let Some(pending) = self.pending.try_remove(done.token as usize) else {
+                continue;
+            };
+            let result = match (pending, done.outcome) {
+                (Pending::Write { torrent, block }, Outcome::Written { result, .. }) => {
+                    DiskDone::Written {
+                        torrent,
+                        block,
+                        result: result.map_err(|e| e.to_string()),
+                    }
+                }
+                (
+                    Pending::Read {
+                        torrent,
+                        peer,
+                        block,
+                    },
+                    Outcome::Read { buf, result, .. },
+                ) => DiskDone::Read {
+                    torrent,
+                    peer,
+                    block,
+                    result: result.map(|()| Bytes::from(buf)).map_err(|e| e.to_string()),
+                },
+                // A read error while hashing means the data is not what it should be.
+                (Pending::Verify { torrent, piece }, Outcome::Verified { result, .. }) => {
+                    DiskDone::Verified {
+                        torrent,
+                        piece,
+                        ok: result.unwrap_or(false),
+                    }
+                }
+                _ => continue,
+            };
+            deliver(result);
+        }
+    }
+}
