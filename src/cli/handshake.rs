@@ -14,7 +14,7 @@ use ringtorrent::core::wire::{
     Decoded, Decoder, ExtendedHandshake, Handshake, Message, Reserved, ReservedFlag, SplitBytes,
     EXTENDED_HANDSHAKE_ID,
 };
-use ringtorrent::core::{InfoHash, PeerId};
+use ringtorrent::core::InfoHash;
 use ringtorrent::limits::HANDSHAKE_TIMEOUT_SECS;
 use ringtorrent::metainfo::{Magnet, Torrent};
 
@@ -92,19 +92,6 @@ fn resolve(peer: &str) -> Result<SocketAddr> {
         .ok_or_else(|| anyhow!("invalid peer address `{peer}`: the name has no address"))
 }
 
-/// A peer id for this one connection. The CLI may draw randomness (the core may not); std's
-/// per-process random hash keys are enough for an id that only has to differ between runs.
-fn our_peer_id() -> PeerId {
-    use std::hash::{BuildHasher, Hasher};
-    let mut random = [0u8; 12];
-    for (i, chunk) in random.chunks_mut(8).enumerate() {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_usize(i);
-        chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
-    }
-    PeerId::generate(random)
-}
-
 fn talk(
     addr: SocketAddr,
     info_hash: InfoHash,
@@ -132,7 +119,7 @@ fn talk(
     let reserved = Reserved::NONE
         .with(ReservedFlag::ExtensionProtocol, true)
         .with(ReservedFlag::Fast, true);
-    let ours = Handshake::new(reserved, info_hash, our_peer_id());
+    let ours = Handshake::new(reserved, info_hash, super::random_peer_id());
     stream
         .write_all(&ours.to_bytes())
         .map_err(|e| anyhow!("cannot send the handshake to {addr}: {e}"))?;

@@ -88,6 +88,24 @@ enum Command {
     Check(check::Args),
 }
 
+/// A random 64-bit value, for RNG seeds and peer ids. The CLI may draw randomness (the core
+/// may not); std's hasher, freshly and randomly keyed on every call, is enough for values that
+/// only have to differ between runs and peers.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// A fresh peer id: our client prefix and twelve random characters.
+pub(crate) fn random_peer_id() -> ringtorrent::core::PeerId {
+    let mut tail = [0u8; 12];
+    tail[..8].copy_from_slice(&random_u64().to_le_bytes());
+    tail[8..].copy_from_slice(&random_u64().to_le_bytes()[..4]);
+    ringtorrent::core::PeerId::generate(tail)
+}
+
 /// Runs the command line and turns errors into one clear line on stderr and exit status 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

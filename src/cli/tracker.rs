@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::driver::Driver;
 use ringtorrent::core::api::TorrentId;
-use ringtorrent::core::{PeerId, Time};
+use ringtorrent::core::Time;
 use ringtorrent::metainfo::Torrent;
 use ringtorrent::tracker::{
     AnnounceEvent, Announcer, Mode, Progress, TrackerConfig, TrackerEvent, TrackerIo,
@@ -85,20 +85,6 @@ fn load(path: &Path) -> Result<Torrent> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     Torrent::from_bytes(&bytes)
         .with_context(|| format!("{} is not a valid torrent", path.display()))
-}
-
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id()));
-    h.finish()
-}
-
-fn random_peer_id() -> PeerId {
-    let mut tail = [0u8; 12];
-    tail[..8].copy_from_slice(&random_u64().to_le_bytes());
-    tail[8..].copy_from_slice(&(random_u64() as u32).to_le_bytes());
-    PeerId::generate(tail)
 }
 
 fn tiers(common: &Common, torrent: &Torrent) -> Result<Vec<Vec<String>>> {
@@ -185,7 +171,7 @@ pub fn announce(args: AnnounceArgs) -> Result<()> {
         config,
         Mode::Once(event),
         torrent.info.info_hash(),
-        random_peer_id(),
+        super::random_peer_id(),
         args.port,
         &tiers,
         Progress {
@@ -193,7 +179,7 @@ pub fn announce(args: AnnounceArgs) -> Result<()> {
             downloaded: 0,
             left,
         },
-        random_u64(),
+        super::random_u64(),
         Time::ZERO,
     );
     let events = run_once(&mut announcer, &args.common)?;
@@ -260,11 +246,11 @@ pub fn scrape(args: ScrapeArgs) -> Result<()> {
         config(&args.common),
         Mode::Scrape(vec![hash]),
         hash,
-        random_peer_id(),
+        super::random_peer_id(),
         0,
         &tiers,
         Progress::default(),
-        random_u64(),
+        super::random_u64(),
         Time::ZERO,
     );
     let events = run_once(&mut announcer, &args.common)?;
@@ -341,7 +327,7 @@ impl Hook {
             listen_port,
             &file.trackers,
             progress,
-            random_u64(),
+            super::random_u64(),
             now,
         );
         let io = TrackerIo::new().map_err(|e| anyhow!("cannot open a UDP socket: {e}"))?;

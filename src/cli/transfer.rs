@@ -15,7 +15,7 @@ use super::driver::{Backend, Driver};
 use super::format;
 use ringtorrent::core::api::{Event, TorrentId};
 use ringtorrent::core::config::Config;
-use ringtorrent::core::{Bitfield, PeerId, Session};
+use ringtorrent::core::{Bitfield, Session};
 use ringtorrent::metainfo::{Info, Torrent};
 use ringtorrent::storage::{
     check, DiskPool, DiskPoolConfig, FileState, OpenMode, ResumeData, ResumeError, Storage,
@@ -203,13 +203,6 @@ pub fn resolve(peers: &[String]) -> Result<Vec<SocketAddr>> {
         .collect()
 }
 
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id()));
-    h.finish()
-}
-
 /// Opens storage, learns which pieces are already there (by hashing them on the pool), and
 /// starts a session and driver for the torrent.
 #[allow(clippy::too_many_arguments)]
@@ -282,12 +275,10 @@ pub fn start(
         have
     };
     let epoch = Instant::now();
-    let mut seed_bytes = [0u8; 12];
-    seed_bytes[..8].copy_from_slice(&random_seed().to_le_bytes());
     let session = Session::new(
         config,
-        PeerId::generate(seed_bytes),
-        random_seed(),
+        super::random_peer_id(),
+        super::random_u64(),
         ringtorrent::core::Time::ZERO,
     );
     let mut driver = Driver::new(backend, session, listen, pool, epoch)
@@ -501,10 +492,13 @@ pub fn run_download(t: &mut Transfer, deadline: Option<Instant>, quiet: bool) ->
             peers,
             t.driver.session().have(t.torrent),
         );
-        let have = t.driver.session().have(t.torrent).cloned();
-        if let (Some(r), Some(have)) = (t.resume.as_mut(), have) {
-            if r.last_save.elapsed() >= RESUME_EVERY {
-                r.save_in_background(have);
+        if let Some(r) = t
+            .resume
+            .as_mut()
+            .filter(|r| r.last_save.elapsed() >= RESUME_EVERY)
+        {
+            if let Some(have) = t.driver.session().have(t.torrent) {
+                r.save_in_background(have.clone());
             }
         }
     }

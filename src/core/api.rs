@@ -282,8 +282,6 @@ pub enum Violation {
     RequestForMissingPiece,
     /// More queued requests than we advertised, while choked.
     TooManyRequests,
-    /// A `reject` for a request we never sent (BEP 6 says to close).
-    UnexpectedReject,
 }
 
 impl Violation {
@@ -300,7 +298,6 @@ impl Violation {
             Violation::RequestTooLong => "request_too_long",
             Violation::RequestForMissingPiece => "request_for_missing_piece",
             Violation::TooManyRequests => "too_many_requests",
-            Violation::UnexpectedReject => "unexpected_reject",
         }
     }
 }

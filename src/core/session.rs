@@ -19,7 +19,7 @@ use ::core::net::SocketAddr;
 use bytes::{Buf, Bytes, BytesMut};
 use slab::Slab;
 
-use super::api::{Action, CloseReason, ConnId, DiskDone, DiskOp, Event, TorrentId};
+use super::api::{Action, CloseReason, ConnId, DiskDone, Event, TorrentId};
 use super::config::Config;
 use super::mse::{Responder, Step};
 use super::peer::Peer;
@@ -635,8 +635,6 @@ impl Session {
                 self.with_torrent(torrent, |t, config, rng, out| {
                     t.close_peer(key, CloseReason::RemoteClosed, config, now, rng, out)
                 });
-                // The driver already closed the socket; drop the Close action we queued.
-                self.out.actions.retain(|a| *a != Action::Close { conn });
                 self.reap();
             }
         }
@@ -826,12 +824,6 @@ impl Session {
     /// Closes of connections that never joined a torrent, by reason.
     pub fn handshake_closes(&self) -> &std::collections::BTreeMap<&'static str, u64> {
         &self.handshake_closes
-    }
-
-    /// Pending disk operations are the driver's business; this drops the queued ones for a
-    /// torrent that is gone (used by drivers on removal).
-    pub fn discard_actions_for(&mut self, torrent: TorrentId) {
-        self.out.actions.retain(|a| !matches!(a, Action::Disk(DiskOp::Write { torrent: t, .. } | DiskOp::Read { torrent: t, .. } | DiskOp::Verify { torrent: t, .. }) if *t == torrent));
     }
 }
 

@@ -325,7 +325,10 @@ impl Torrent {
             };
             k.next_try = now + config.reconnect_delay;
         }
-        out.actions.push_back(Action::Close { conn: peer.conn });
+        // A remote close was reported by the driver, whose socket is already gone.
+        if reason != CloseReason::RemoteClosed {
+            out.actions.push_back(Action::Close { conn: peer.conn });
+        }
         out.closed.push(peer.conn);
         out.events.push_back(Event::PeerClosed {
             torrent: Some(self.id),

@@ -57,7 +57,7 @@ mod token;
 
 pub use probe::probe;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -66,7 +66,6 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 
@@ -75,7 +74,7 @@ use self::probe::{build_ring, Setup};
 use self::token::{Op, Token};
 use super::disk::DiskBridge;
 use crate::core::api::{Action, ConnId, DiskOp, Event, TorrentId};
-use crate::core::{Session, Time};
+use crate::core::{SendBuf, Session, Time};
 use crate::storage::{DiskPool, Storage};
 
 /// Submission queue entries. Each turn submits at most a few per connection with work; a
@@ -125,13 +124,13 @@ enum State {
 
 /// A connection's outgoing bytes that the kernel may be reading.
 struct Outgoing {
-    /// Taken from the session; the front ones are what the `iov` below points into.
-    chunks: VecDeque<Bytes>,
+    /// Taken from the session; the front chunks are what the `iov` below points into.
+    buf: SendBuf,
     iov: Vec<libc::iovec>,
     msg: Box<libc::msghdr>,
 }
 
-// SAFETY: the raw pointers in `iov` and `msg` point only into `chunks` and `iov`, which this
+// SAFETY: the raw pointers in `iov` and `msg` point only into `buf` and `iov`, which this
 // value owns; nothing else refers to them, so the value can move to another thread whole.
 unsafe impl Send for Outgoing {}
 
@@ -140,7 +139,7 @@ impl Outgoing {
         // SAFETY: msghdr is a plain C struct for which all-zero bytes is a valid value.
         let msg: libc::msghdr = unsafe { std::mem::zeroed() };
         Outgoing {
-            chunks: VecDeque::new(),
+            buf: SendBuf::default(),
             iov: Vec::new(),
             msg: Box::new(msg),
         }
@@ -150,29 +149,13 @@ impl Outgoing {
     fn prepare(&mut self) -> *const libc::msghdr {
         self.iov.clear();
         self.iov
-            .extend(self.chunks.iter().take(MAX_IOVECS).map(|c| libc::iovec {
+            .extend(self.buf.chunks().take(MAX_IOVECS).map(|c| libc::iovec {
                 iov_base: c.as_ptr() as *mut libc::c_void,
                 iov_len: c.len(),
             }));
         self.msg.msg_iov = self.iov.as_mut_ptr();
         self.msg.msg_iovlen = self.iov.len() as _;
         &*self.msg
-    }
-
-    /// Drops the first `n` bytes, which the kernel has sent.
-    fn advance(&mut self, mut n: usize) {
-        while n > 0 {
-            let Some(front) = self.chunks.front_mut() else {
-                return;
-            };
-            if front.len() <= n {
-                n -= front.len();
-                self.chunks.pop_front();
-            } else {
-                front.advance(n);
-                n = 0;
-            }
-        }
     }
 }
 
@@ -517,11 +500,11 @@ impl UringDriver {
             State::Open if c.sending => return,
             State::Open => {}
         }
-        if c.out.chunks.is_empty() {
-            c.out
-                .chunks
-                .extend(self.session.take_send(c.id, SEND_BATCH));
-            if c.out.chunks.is_empty() {
+        if c.out.buf.is_empty() {
+            for chunk in self.session.take_send(c.id, SEND_BATCH) {
+                c.out.buf.push_shared(chunk);
+            }
+            if c.out.buf.is_empty() {
                 return;
             }
         }
@@ -743,7 +726,7 @@ impl UringDriver {
         }
         match result {
             n if n > 0 => {
-                c.out.advance(n as usize);
+                c.out.buf.consume(n as usize);
                 self.send(slot);
             }
             n if n == -libc::EAGAIN || n == -libc::EINTR => self.send(slot),
