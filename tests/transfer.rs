@@ -32,6 +32,55 @@ fn start_with_first_line(cmd: &mut Command) -> (Guard, String) {
     (child, line)
 }
 
+/// Makes a torrent of `path` with `ringtorrent create` and the given piece length.
+fn make_torrent(path: &Path, piece_len: &str, out: &Path) {
+    run_ok(
+        ringtorrent()
+            .arg("create")
+            .arg(path)
+            .args(["-l", piece_len, "-o"])
+            .arg(out),
+    );
+}
+
+/// Starts `ringtorrent seed` on 127.0.0.1 (any free port) with `extra` flags and returns it
+/// (ended by PID on drop) with the address it listens on.
+fn start_seed(torrent: &Path, data: &Path, extra: &[&str]) -> (Guard, String) {
+    let (guard, line) = start_with_first_line(
+        ringtorrent()
+            .arg("seed")
+            .arg(torrent)
+            .arg(data)
+            .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "120"])
+            .args(extra)
+            .stderr(Stdio::null()),
+    );
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    (guard, addr)
+}
+
+/// Runs `ringtorrent download` into `out` with `extra` flags; fails the test if it fails, and
+/// returns what it said on stderr.
+fn download(torrent: &Path, out: &Path, extra: &[&str]) -> String {
+    let result = run_bounded(
+        ringtorrent()
+            .arg("download")
+            .arg(torrent)
+            .arg("-o")
+            .arg(out)
+            .args(["--bind", "127.0.0.1", "--timeout", "90"])
+            .args(extra),
+        Duration::from_secs(120),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr).into_owned();
+    assert!(result.status.success(), "{stderr}");
+    stderr
+}
+
 fn same_tree(a: &Path, b: &Path) {
     let mut files = Vec::new();
     collect(a, a, &mut files);
@@ -58,31 +107,27 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 #[test]
 fn demo_runs_end_to_end_on_both_backends() {
     for io in ["uring", "epoll"] {
-        demo(io);
+        let out = run_bounded(
+            ringtorrent().args([
+                "demo",
+                "--size",
+                "8M",
+                "--piece-length",
+                "256K",
+                "--quiet",
+                "--io",
+                io,
+            ]),
+            Duration::from_secs(120),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("verified byte for byte"), "{stdout}");
     }
-}
-
-fn demo(io: &str) {
-    let out = run_bounded(
-        ringtorrent().args([
-            "demo",
-            "--size",
-            "8M",
-            "--piece-length",
-            "256K",
-            "--quiet",
-            "--io",
-            io,
-        ]),
-        Duration::from_secs(120),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("verified byte for byte"), "{stdout}");
 }
 
 #[test]
@@ -104,60 +149,10 @@ fn seed_and_download(seed_io: &str, leech_io: &str) {
     write_tree(&tree);
     write_payload(&tree.join("big.bin"), 3_000_001, 21);
     let torrent = dir.path().join("tree.torrent");
-    run_ok(
-        ringtorrent()
-            .arg("create")
-            .arg(&tree)
-            .args(["-l", "32K", "-o"])
-            .arg(&torrent),
-    );
-
-    let (_seed, line) = start_with_first_line(
-        ringtorrent()
-            .arg("seed")
-            .arg(&torrent)
-            .arg(&data)
-            .args([
-                "--port",
-                "0",
-                "--bind",
-                "127.0.0.1",
-                "--duration",
-                "120",
-                "--io",
-                seed_io,
-            ])
-            .stderr(Stdio::null()),
-    );
-    let addr = line
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("{line}"));
-
+    make_torrent(&tree, "32K", &torrent);
+    let (_seed, addr) = start_seed(&torrent, &data, &["--io", seed_io]);
     let out_dir = dir.path().join("out");
-    let out = run_bounded(
-        ringtorrent()
-            .arg("download")
-            .arg(&torrent)
-            .arg("-o")
-            .arg(&out_dir)
-            .args([
-                "--peer",
-                addr,
-                "--bind",
-                "127.0.0.1",
-                "--timeout",
-                "90",
-                "--io",
-                leech_io,
-            ]),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    download(&torrent, &out_dir, &["--peer", &addr, "--io", leech_io]);
     same_tree(&data, &out_dir);
 }
 
@@ -173,7 +168,6 @@ fn ringtorrent_leeches_from_a_libtorrent_seed() {
             .arg(&torrent)
             .arg(data.join("odd.bin")),
     );
-
     let (_seed, line) = start_with_first_line(
         Command::new("/usr/bin/python3")
             .arg(support("lt_seed.py"))
@@ -184,22 +178,8 @@ fn ringtorrent_leeches_from_a_libtorrent_seed() {
     );
     let info: serde_json::Value = serde_json::from_str(&line).unwrap();
     let addr = format!("127.0.0.1:{}", info["port"]);
-
     let out_dir = dir.path().join("out");
-    let out = run_bounded(
-        ringtorrent()
-            .arg("download")
-            .arg(&torrent)
-            .arg("-o")
-            .arg(&out_dir)
-            .args(["--peer", &addr, "--bind", "127.0.0.1", "--timeout", "90"]),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    download(&torrent, &out_dir, &["--peer", &addr]);
     same_tree(&data, &out_dir);
 }
 
@@ -209,57 +189,20 @@ fn restart_trusts_resume_data_until_a_file_changes() {
     let data = dir.path().join("data");
     write_payload(&data.join("r.bin"), 2_000_003, 44);
     let torrent = dir.path().join("r.torrent");
-    run_ok(
-        ringtorrent()
-            .arg("create")
-            .arg(data.join("r.bin"))
-            .args(["-l", "64K", "-o"])
-            .arg(&torrent),
-    );
-    let (_seed, line) = start_with_first_line(
-        ringtorrent()
-            .arg("seed")
-            .arg(&torrent)
-            .arg(&data)
-            .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "60"])
-            .stderr(Stdio::null()),
-    );
-    let addr = line
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap()
-        .to_owned();
+    make_torrent(&data.join("r.bin"), "64K", &torrent);
+    let (_seed, addr) = start_seed(&torrent, &data, &[]);
     let out_dir = dir.path().join("out");
     let state = dir.path().join("state");
-    let download = |peer: bool| {
-        let mut cmd = ringtorrent();
-        cmd.arg("download")
-            .arg(&torrent)
-            .arg("-o")
-            .arg(&out_dir)
-            .arg("--state-dir")
-            .arg(&state);
-        cmd.args(["--bind", "127.0.0.1", "--timeout", "60"]);
-        if peer {
-            cmd.args(["--peer", &addr]);
-        }
-        let out = run_bounded(&mut cmd, Duration::from_secs(90));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
-    download(true);
+    let state = state.to_str().unwrap();
+    download(&torrent, &out_dir, &["--state-dir", state, "--peer", &addr]);
     same_tree(&data, &out_dir);
     assert!(
-        std::fs::read_dir(&state).unwrap().count() > 0,
+        std::fs::read_dir(state).unwrap().count() > 0,
         "resume data was saved"
     );
 
     // Restarted with nothing changed: the resume data is trusted, nothing is hashed.
-    let again = download(false);
+    let again = download(&torrent, &out_dir, &["--state-dir", state]);
     assert!(again.contains("resumed: 31 of 31 pieces"), "{again}");
     assert!(!again.contains("checked existing data"), "{again}");
 
@@ -271,7 +214,7 @@ fn restart_trusts_resume_data_until_a_file_changes() {
     f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
         .unwrap();
     drop(f);
-    let changed = download(false);
+    let changed = download(&torrent, &out_dir, &["--state-dir", state]);
     assert!(changed.contains("resume data not used"), "{changed}");
     assert!(
         changed.contains("checked existing data: 31 of 31"),
@@ -285,58 +228,22 @@ fn a_leecher_with_twenty_seeders_at_once() {
     let data = dir.path().join("data");
     write_payload(&data.join("many.bin"), 24_000_017, 55);
     let torrent = dir.path().join("many.torrent");
-    run_ok(
-        ringtorrent()
-            .arg("create")
-            .arg(data.join("many.bin"))
-            .args(["-l", "256K", "-o"])
-            .arg(&torrent),
-    );
-    let mut seeds = Vec::new();
-    let mut peers = Vec::new();
-    for i in 0..20 {
-        let io = if i % 2 == 0 { "uring" } else { "epoll" };
-        let (guard, line) = start_with_first_line(
-            ringtorrent()
-                .arg("seed")
-                .arg(&torrent)
-                .arg(&data)
-                .args([
-                    "--port",
-                    "0",
-                    "--bind",
-                    "127.0.0.1",
-                    "--duration",
-                    "120",
-                    "--io",
-                    io,
-                ])
-                .stderr(Stdio::null()),
-        );
-        let addr = line
-            .split_whitespace()
-            .find(|w| w.starts_with("127.0.0.1:"))
-            .unwrap()
-            .to_owned();
-        seeds.push(guard);
-        peers.push(addr);
+    make_torrent(&data.join("many.bin"), "256K", &torrent);
+    let seeds: Vec<(Guard, String)> = (0..20)
+        .map(|i| {
+            start_seed(
+                &torrent,
+                &data,
+                &["--io", if i % 2 == 0 { "uring" } else { "epoll" }],
+            )
+        })
+        .collect();
+    let mut extra = Vec::new();
+    for (_, addr) in &seeds {
+        extra.extend(["--peer", addr.as_str()]);
     }
     let out_dir = dir.path().join("out");
-    let mut cmd = ringtorrent();
-    cmd.arg("download")
-        .arg(&torrent)
-        .arg("-o")
-        .arg(&out_dir)
-        .args(["--bind", "127.0.0.1", "--timeout", "90"]);
-    for p in &peers {
-        cmd.args(["--peer", p]);
-    }
-    let out = run_bounded(&mut cmd, Duration::from_secs(120));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    download(&torrent, &out_dir, &extra);
     same_tree(&data, &out_dir);
 }
 
@@ -349,33 +256,15 @@ fn libtorrent_leeches_with_forced_encryption_from_a_ringtorrent_seed() {
     let data = dir.path().join("data");
     write_payload(&data.join("enc.bin"), 3_000_017, 44);
     let torrent = dir.path().join("enc.torrent");
-    run_ok(
-        ringtorrent()
-            .arg("create")
-            .arg(data.join("enc.bin"))
-            .args(["-l", "64K", "-o"])
-            .arg(&torrent),
-    );
-    let (_seed, line) = start_with_first_line(
-        ringtorrent()
-            .arg("seed")
-            .arg(&torrent)
-            .arg(&data)
-            .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "120"])
-            .stderr(Stdio::null()),
-    );
-    let addr = line
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("{line}"));
-
+    make_torrent(&data.join("enc.bin"), "64K", &torrent);
+    let (_seed, addr) = start_seed(&torrent, &data, &[]);
     let out_dir = dir.path().join("out");
     let out = run_bounded(
         Command::new("/usr/bin/python3")
             .arg(support("lt_leech.py"))
             .arg(&torrent)
             .arg(&out_dir)
-            .args(["--peer", addr, "--timeout", "60", "--encryption", "forced"]),
+            .args(["--peer", &addr, "--timeout", "60", "--encryption", "forced"]),
         Duration::from_secs(90),
     );
     assert!(
