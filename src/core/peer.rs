@@ -130,7 +130,6 @@ impl Peer {
         theirs: Reserved,
         piece_count: u32,
         now: Time,
-        recv: BytesMut,
         send: SendBuf,
         send_notified: bool,
     ) -> Peer {
@@ -167,7 +166,7 @@ impl Peer {
             last_unchoked: None,
             uploaded_since_unchoke: 0,
             strikes: 0,
-            recv,
+            recv: BytesMut::new(),
             send,
             send_notified,
         }

@@ -604,7 +604,6 @@ impl Session {
             theirs.reserved,
             piece_count,
             now,
-            BytesMut::new(),
             std::mem::take(&mut h.send),
             h.send_notified,
         );

@@ -515,8 +515,8 @@ fn percent_decode(
     while let Some(&b) = bytes.get(i) {
         match b {
             b'%' => {
-                let hi = bytes.get(i + 1).copied().and_then(hex_value);
-                let lo = bytes.get(i + 2).copied().and_then(hex_value);
+                let hi = bytes.get(i + 1).copied().and_then(crate::core::hex::digit);
+                let lo = bytes.get(i + 2).copied().and_then(crate::core::hex::digit);
                 let (Some(hi), Some(lo)) = (hi, lo) else {
                     return Err(MagnetError::BadPercentEncoding { param, offset: i });
                 };
@@ -540,15 +540,6 @@ fn percent_decode(
 fn decode_text(param: &'static str, raw: &str) -> Result<String, MagnetError> {
     String::from_utf8(percent_decode(param, raw, false)?)
         .map_err(|_| MagnetError::NotUtf8 { param })
-}
-
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Appends `text` percent-encoded: RFC 3986 unreserved characters and `:` `/` `@` `,` are
