@@ -20,3 +20,4 @@ pub mod limits;
 pub mod metainfo;
 pub mod storage;
 pub mod tracker;
+pub mod wake;

@@ -5,28 +5,16 @@
 //! Hashing and block I/O get separate pools: a thread waiting on a slow disk must not hold up
 //! the verification of pieces that are already in memory, nor hashing delay a peer's block.
 //!
-//! A loop's protocol with its queue, whatever its driver:
-//!
-//! 1. At start-up: `let (tx, rx) = completion_queue()?`; keep `rx`, pass `tx` with each job.
-//! 2. Arm a read on `rx.eventfd()` in the ring (or register it with epoll).
-//! 3. When it fires: consume the counter (the ring's read already did; with epoll call
-//!    [`Completions::acknowledge`]) **before** draining, then call [`Completions::drain`]
-//!    with the per-turn bound. If it returns `true`, more results wait: come back next turn
-//!    without waiting for the eventfd, which only signals when the queue goes from empty to
-//!    non-empty. Re-arm the read.
-//!
-//! Consuming before draining is what makes a wake-up impossible to lose: a result pushed
-//! after the drain took the queue's lock finds it empty and signals again.
+//! The queue is a [`crate::wake`] queue: its module documentation gives a loop's protocol
+//! with it (arm a read on the eventfd, acknowledge before draining, a bounded drain).
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use super::{sys, Storage, StorageError};
+use super::{Storage, StorageError};
 use crate::core::{BlockRef, PieceIndex};
+use crate::wake::{wake_queue, WakeQueue, WakeSender};
 
 /// Sizes of the two pools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,88 +100,20 @@ pub struct Completion {
     pub outcome: Outcome,
 }
 
-#[derive(Debug)]
-struct Shared {
-    queue: Mutex<VecDeque<Completion>>,
-    eventfd: OwnedFd,
-}
-
 /// The sending side of a loop's completion queue: cheap to clone, `Send + Sync`.
-#[derive(Debug, Clone)]
-pub struct CompletionSender(Arc<Shared>);
+pub type CompletionSender = WakeSender<Completion>;
 
 /// The receiving side of one event loop's completion queue, with the eventfd that signals
 /// it. Each loop makes its own with [`completion_queue`].
-#[derive(Debug)]
-pub struct Completions(Arc<Shared>);
+pub type Completions = WakeQueue<Completion>;
 
 /// A new completion queue and its eventfd.
 pub fn completion_queue() -> Result<(CompletionSender, Completions), StorageError> {
-    let eventfd = sys::eventfd().map_err(|e| StorageError::Io {
+    wake_queue().map_err(|e| StorageError::Io {
         path: "eventfd".into(),
         action: "create",
         source: e,
-    })?;
-    let shared = Arc::new(Shared {
-        queue: Mutex::new(VecDeque::new()),
-        eventfd,
-    });
-    Ok((CompletionSender(shared.clone()), Completions(shared)))
-}
-
-impl CompletionSender {
-    /// Queues a completion and signals the eventfd if the queue was empty.
-    pub fn send(&self, completion: Completion) {
-        let was_empty = {
-            let mut queue = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
-            queue.push_back(completion);
-            queue.len() == 1
-        };
-        if was_empty {
-            sys::eventfd_signal(self.0.eventfd.as_fd());
-        }
-    }
-}
-
-impl Completions {
-    /// The eventfd to arm a read on (or poll for readability). It is non-blocking and
-    /// close-on-exec; its counter says only "the queue became non-empty".
-    pub fn eventfd(&self) -> BorrowedFd<'_> {
-        self.0.eventfd.as_fd()
-    }
-
-    /// Resets the eventfd's counter (for epoll drivers; a ring's read does it already).
-    /// Call it before [`Completions::drain`]. Returns whether it was set.
-    pub fn acknowledge(&self) -> bool {
-        sys::eventfd_clear(self.0.eventfd.as_fd())
-    }
-
-    /// Moves up to `max` completions into `out`, oldest first. Returns `true` when more
-    /// remain, which the eventfd will not signal again.
-    pub fn drain(&self, max: usize, out: &mut Vec<Completion>) -> bool {
-        let mut queue = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let n = max.min(queue.len());
-        out.extend(queue.drain(..n));
-        !queue.is_empty()
-    }
-
-    /// Another sender for this queue.
-    pub fn sender(&self) -> CompletionSender {
-        CompletionSender(self.0.clone())
-    }
-
-    /// Blocks until the eventfd is readable or `timeout` passes; returns whether it became
-    /// readable. For tools and tests: an event loop arms a read instead.
-    pub fn wait(&self, timeout: Duration) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: std::os::fd::AsRawFd::as_raw_fd(&self.0.eventfd),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: one valid pollfd, count 1.
-        unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
-    }
+    })
 }
 
 /// The pools that run [`DiskJob`]s.
