@@ -779,9 +779,8 @@ fn resume_is_trusted_only_when_nothing_changed() {
         path,
         state.join(format!("{}.resume", info.info_hash().to_hex()))
     );
-    assert!(!state
-        .join(format!("{}.resume.tmp", info.info_hash().to_hex()))
-        .exists());
+    // Only the resume file is left: no temporary file behind.
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 1);
     assert_eq!(ResumeData::restore(&state, &storage).unwrap(), verified);
 
     // A file modified since: refused, naming it.

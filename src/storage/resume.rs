@@ -226,11 +226,19 @@ impl ResumeData {
         })
     }
 
-    /// Writes the data to [`resume_path`] atomically and durably. One writer per torrent at
-    /// a time: writers share the temporary file's name.
+    /// Writes the data to [`resume_path`] atomically and durably. Each save writes its own
+    /// temporary file (named by process and a counter), so concurrent writers of the same
+    /// torrent (two processes downloading it into different folders, say) never rename each
+    /// other's half-written file; the last rename wins.
     pub fn save(&self, state_dir: &Path) -> Result<PathBuf, ResumeError> {
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let path = resume_path(state_dir, self.info_hash);
-        let tmp = state_dir.join(format!("{}.resume.tmp", self.info_hash.to_hex()));
+        let tmp = state_dir.join(format!(
+            "{}.resume.tmp.{}.{}",
+            self.info_hash.to_hex(),
+            std::process::id(),
+            SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let io = |path: &Path, action| {
             let path = path.to_path_buf();
             move |source| ResumeError::Io {
