@@ -61,6 +61,13 @@ pub const MAX_TRACKERS: usize = 1024;
 /// [`MAX_BLOCK_LEN`] block; anything longer is a hostile length prefix.
 pub const MAX_MESSAGE_LEN: u32 = 1 << 21;
 
+/// Bytes an incoming connection may send while it moves from the loop that accepted it to the
+/// loop that owns its torrent (thread-per-core sharding): its handshake and what a client
+/// pipelines behind it (bitfield, extension handshake) take a few KiB, and a bitfield at most
+/// one [`MAX_MESSAGE_LEN`] message; twice that is slack, and more is a peer flooding a
+/// connection nobody has answered yet.
+pub const MAX_HANDOFF_BUFFER: usize = 2 * MAX_MESSAGE_LEN as usize;
+
 /// Most bencode values in one BEP 10 extended handshake. Real ones hold a few dozen (a dozen
 /// extensions in `m` plus a handful of keys); without this a 2 MiB payload of tiny values
 /// would decode into tens of MiB of tree.

@@ -67,6 +67,17 @@ pub enum Action {
     },
     /// Carry out a disk operation and report with `Session::handle_disk`.
     Disk(DiskOp),
+    /// `conn` is for a torrent another session owns (thread-per-core sharding): stop
+    /// receiving on it, let any send in flight finish, then take the connection's state with
+    /// `Session::take_handoff` and give it, with the socket, to shard `shard`'s
+    /// `Session::adopt`. Bytes received meanwhile still go to `handle_recv`; the session keeps
+    /// them for the new owner.
+    HandOff {
+        /// The connection's handle.
+        conn: ConnId,
+        /// The shard (event loop) that owns the torrent.
+        shard: u32,
+    },
 }
 
 /// A disk operation for the storage layer, carried out off the event loop.
@@ -232,6 +243,9 @@ pub enum CloseReason {
     BothSeeds,
     /// The torrent was removed.
     TorrentRemoved,
+    /// The peer sent more than `limits::MAX_HANDOFF_BUFFER` while its connection moved to
+    /// the loop that owns its torrent, before anyone had answered its handshake.
+    HandOffFlood,
 }
 
 impl CloseReason {
@@ -255,6 +269,7 @@ impl CloseReason {
             CloseReason::Banned => "banned",
             CloseReason::BothSeeds => "both_seeds",
             CloseReason::TorrentRemoved => "torrent_removed",
+            CloseReason::HandOffFlood => "handoff_flood",
         }
     }
 }

@@ -24,6 +24,9 @@ mod torrent;
 pub mod types;
 pub mod wire;
 
+#[cfg(test)]
+mod handoff_tests;
+
 pub use bitfield::Bitfield;
 pub use lengths::{BlockRef, Lengths, PieceIndex};
 pub use rng::Rng;

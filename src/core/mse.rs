@@ -447,7 +447,7 @@ impl Responder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::Rng;
     use super::*;
     use proptest::prelude::{any, proptest, ProptestConfig};
@@ -467,7 +467,7 @@ mod tests {
     }
 
     /// The dialling side, written from the specification, to drive the responder.
-    struct Initiator {
+    pub(crate) struct Initiator {
         secret: [u8; SECRET_LEN],
         pad_a: usize,
         provide: u32,
@@ -478,7 +478,7 @@ mod tests {
     }
 
     impl Initiator {
-        fn new(seed: u64, skey: InfoHash, provide: u32) -> Initiator {
+        pub(crate) fn new(seed: u64, skey: InfoHash, provide: u32) -> Initiator {
             let mut rng = Rng::new(seed);
             let mut secret = [0u8; SECRET_LEN];
             rng.fill(&mut secret);
@@ -492,7 +492,7 @@ mod tests {
             }
         }
 
-        fn first(&self) -> Vec<u8> {
+        pub(crate) fn first(&self) -> Vec<u8> {
             let mut out = mod_pow(&BigUint::from(2u32), &self.secret).to_vec();
             out.extend(std::iter::repeat_n(0xAB, self.pad_a));
             out
@@ -500,7 +500,7 @@ mod tests {
 
         /// A's second message, given B's `Yb` (the first 96 bytes B sent), and the
         /// decryptor of B's stream.
-        fn second(&self, yb: &[u8], ia: &[u8]) -> (Vec<u8>, Rc4) {
+        pub(crate) fn second(&self, yb: &[u8], ia: &[u8]) -> (Vec<u8>, Rc4) {
             let s = mod_pow(&BigUint::from_bytes_be(yb), &self.secret);
             let mut out = hash(&[b"req1", &s]).to_vec();
             let req2 = hash(&[b"req2", self.skey.as_bytes()]);

@@ -10,6 +10,16 @@
 //! [`Session::poll_timeout`] and call [`Session::handle_timeout`] when it fires. The session never
 //! reads a clock, never draws randomness except from the seeded [`Rng`] it was built with, and
 //! never touches a socket or a file.
+//!
+//! # Sharding
+//!
+//! With one event loop per core, each loop runs its own session and owns the torrents whose
+//! info hash maps to it. Every session is told which other session owns each torrent
+//! ([`Session::set_route`]). An incoming connection is accepted by whichever loop the kernel
+//! picks; once its handshake (plain, or MSE's) names a torrent owned elsewhere, the session
+//! emits [`Action::HandOff`], keeps buffering what arrives, and gives the connection's state up
+//! with [`Session::take_handoff`]; the owning loop's session continues it with
+//! [`Session::adopt`], exactly where it stopped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +38,7 @@ use super::sendbuf::SendBuf;
 use super::torrent::{Outbox, Torrent, TorrentStats};
 use super::wire::{Decoded, Handshake, Reserved, ReservedFlag, SplitBytes, HANDSHAKE_LEN};
 use super::{Bitfield, InfoHash, PeerId, PeerKey, Rng, Time};
+use crate::limits::MAX_HANDOFF_BUFFER;
 use crate::metainfo::Info;
 
 /// The reserved bits we announce: the Fast extension and the extension protocol.
@@ -64,10 +75,50 @@ enum Mse {
     Done(InfoHash),
 }
 
+/// An incoming connection on its way from the session that accepted it to the one that owns
+/// its torrent: what it has received and not yet handled, and what must be sent on it before
+/// anything else. Produced by [`Session::take_handoff`], consumed by [`Session::adopt`].
+#[derive(Debug)]
+pub struct HandOff {
+    addr: SocketAddr,
+    info_hash: InfoHash,
+    shard: u32,
+    since: Time,
+    /// Plain bytes from the peer not yet handled (its handshake, at least the first 48 bytes
+    /// of it, unless MSE already named the torrent).
+    recv: BytesMut,
+    /// Bytes for the peer that the driver has not taken yet (the end of an MSE reply).
+    send: Vec<u8>,
+    /// The MSE handshake selected plaintext for this torrent.
+    encrypted: bool,
+}
+
+impl HandOff {
+    /// The peer's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The torrent the connection is for.
+    pub fn info_hash(&self) -> InfoHash {
+        self.info_hash
+    }
+
+    /// The shard that owns the torrent.
+    pub fn shard(&self) -> u32 {
+        self.shard
+    }
+}
+
 #[derive(Debug)]
 enum ConnState {
     Handshaking(Box<Handshaking>),
-    Peer { torrent: TorrentId, key: PeerKey },
+    /// Waiting for the driver to move the socket to another shard.
+    HandingOff(Box<HandOff>),
+    Peer {
+        torrent: TorrentId,
+        key: PeerKey,
+    },
 }
 
 #[derive(Debug)]
@@ -96,6 +147,18 @@ pub struct Session {
     next_tick: Time,
     /// Closes of connections that never reached a torrent, by reason.
     handshake_closes: std::collections::BTreeMap<&'static str, u64>,
+    /// Torrents other sessions own, and which (see "Sharding" above).
+    routes: HashMap<InfoHash, u32>,
+    handoffs: HandOffStats,
+}
+
+/// Connections moved between sessions (see "Sharding" in the module documentation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandOffStats {
+    /// Accepted here, handed to the owning session.
+    pub sent: u64,
+    /// Accepted elsewhere, continued here.
+    pub adopted: u64,
 }
 
 impl Session {
@@ -114,12 +177,29 @@ impl Session {
             next_generation: 0,
             out: Outbox::default(),
             handshake_closes: Default::default(),
+            routes: HashMap::new(),
+            handoffs: HandOffStats::default(),
         }
     }
 
     /// The port we accept connections on, announced in extension handshakes.
     pub fn set_listen_port(&mut self, port: u16) {
         self.listen_port = Some(port);
+    }
+
+    /// Records that shard `shard` owns the torrent `hash` (`None`: no shard does any more), so
+    /// incoming connections for it are handed over rather than refused. A session never routes
+    /// a torrent it holds itself elsewhere: its own torrents win.
+    pub fn set_route(&mut self, hash: InfoHash, shard: Option<u32>) {
+        match shard {
+            Some(s) => self.routes.insert(hash, s),
+            None => self.routes.remove(&hash),
+        };
+    }
+
+    /// Connections handed to other sessions and adopted from them.
+    pub fn handoff_stats(&self) -> HandOffStats {
+        self.handoffs
     }
 
     /// Our peer id.
@@ -417,6 +497,12 @@ impl Session {
                 h.recv.extend_from_slice(data);
                 self.advance_handshake(conn, now);
             }
+            ConnState::HandingOff(h) => {
+                if h.recv.len() + data.len() > MAX_HANDOFF_BUFFER {
+                    return self.close_handshaking(conn, CloseReason::HandOffFlood, now);
+                }
+                h.recv.extend_from_slice(data);
+            }
         }
         self.reap();
     }
@@ -435,10 +521,11 @@ impl Session {
         close_socket: bool,
     ) {
         let Some(c) = self.conn_mut(conn) else { return };
-        let ConnState::Handshaking(h) = &c.state else {
-            return;
+        let (addr, torrent, outgoing) = match &c.state {
+            ConnState::Handshaking(h) => (h.addr, h.torrent, h.outgoing),
+            ConnState::HandingOff(h) => (h.addr, None, false),
+            ConnState::Peer { .. } => return,
         };
-        let (addr, torrent, outgoing) = (h.addr, h.torrent, h.outgoing);
         self.conns.remove(conn.slot as usize);
         *self.handshake_closes.entry(reason.name()).or_default() += 1;
         if let (Some(t), true) = (torrent, outgoing) {
@@ -483,7 +570,7 @@ impl Session {
         }
         if let Mse::Responding(responder) = &mut h.mse {
             let data = h.recv.split();
-            match responder.feed(&data, self.by_hash.keys()) {
+            match responder.feed(&data, self.by_hash.keys().chain(self.routes.keys())) {
                 Err(e) => return self.close_handshaking(conn, CloseReason::Encryption(e), now),
                 Ok(Step::NeedMore) => return,
                 Ok(Step::Send(bytes)) => {
@@ -495,9 +582,14 @@ impl Session {
                     send,
                     plaintext_after,
                 }) => {
-                    Self::queue_send(&mut self.out, conn, h, &send);
                     h.recv.extend_from_slice(&plaintext_after);
                     h.mse = Mse::Done(info_hash);
+                    if !self.by_hash.contains_key(&info_hash) {
+                        if let Some(&shard) = self.routes.get(&info_hash) {
+                            return self.hand_off(conn, info_hash, shard, send);
+                        }
+                    }
+                    Self::queue_send(&mut self.out, conn, h, &send);
                 }
             }
         }
@@ -513,6 +605,9 @@ impl Session {
                 return self.close_handshaking(conn, CloseReason::WrongInfoHash, now);
             }
             let Some(&tid) = self.by_hash.get(&prefix.info_hash) else {
+                if let Some(&shard) = self.routes.get(&prefix.info_hash) {
+                    return self.hand_off(conn, prefix.info_hash, shard, Vec::new());
+                }
                 return self.close_handshaking(conn, CloseReason::UnknownTorrent, now);
             };
             let t = self.torrent(tid).expect("by_hash points at live torrents");
@@ -616,6 +711,96 @@ impl Session {
         }
     }
 
+    /// Turns a handshaking incoming connection into one waiting to move to `shard`, with
+    /// `send` (an MSE reply's end) to go out after whatever it has queued.
+    fn hand_off(&mut self, conn: ConnId, info_hash: InfoHash, shard: u32, send: Vec<u8>) {
+        let Some(c) = conn_in(&mut self.conns, conn) else {
+            return;
+        };
+        let ConnState::Handshaking(h) = &mut c.state else {
+            return;
+        };
+        let mut queued: Vec<u8> = h.send.chunks().flatten().copied().collect();
+        queued.extend_from_slice(&send);
+        let handoff = HandOff {
+            addr: h.addr,
+            info_hash,
+            shard,
+            since: h.since,
+            recv: h.recv.split(),
+            send: queued,
+            encrypted: matches!(h.mse, Mse::Done(_)),
+        };
+        c.state = ConnState::HandingOff(Box::new(handoff));
+        self.handoffs.sent += 1;
+        self.out.actions.push_back(Action::HandOff { conn, shard });
+    }
+
+    /// Gives up a connection announced by [`Action::HandOff`], for the owning shard's
+    /// [`Session::adopt`]. The session forgets it; `None` if it is not being handed off (it
+    /// closed meanwhile).
+    pub fn take_handoff(&mut self, conn: ConnId) -> Option<HandOff> {
+        let c = self.conn_mut(conn)?;
+        if !matches!(c.state, ConnState::HandingOff(_)) {
+            return None;
+        }
+        match self.conns.remove(conn.slot as usize).state {
+            ConnState::HandingOff(h) => Some(*h),
+            _ => unreachable!("checked above"),
+        }
+    }
+
+    /// Continues a connection another session accepted (see [`Session::take_handoff`]): the
+    /// driver has registered its socket under the returned id. `None` (close the socket) when
+    /// this session is at its connection limit. The handshake carries on from the bytes the
+    /// hand-off holds; a torrent that went away meanwhile closes it as unknown.
+    pub fn adopt(&mut self, handoff: HandOff, now: Time) -> Option<ConnId> {
+        if self.conns.len() >= self.config.max_connections {
+            *self
+                .handshake_closes
+                .entry(CloseReason::TooManyConnections.name())
+                .or_default() += 1;
+            return None;
+        }
+        let HandOff {
+            addr,
+            info_hash,
+            recv,
+            send,
+            encrypted,
+            ..
+        } = handoff;
+        let conn = self.insert_conn(ConnState::Handshaking(Box::new(Handshaking {
+            addr,
+            outgoing: false,
+            torrent: None,
+            connected: true,
+            since: now,
+            sent_ours: false,
+            recv,
+            send: SendBuf::default(),
+            send_notified: false,
+            mse: if encrypted {
+                Mse::Done(info_hash)
+            } else {
+                Mse::Off
+            },
+        })));
+        self.handoffs.adopted += 1;
+        if !send.is_empty() {
+            if let Some(Conn {
+                state: ConnState::Handshaking(h),
+                ..
+            }) = conn_in(&mut self.conns, conn)
+            {
+                Self::queue_send(&mut self.out, conn, h, &send);
+            }
+        }
+        self.advance_handshake(conn, now);
+        self.reap();
+        Some(conn)
+    }
+
     /// The driver's socket for `conn` closed or failed.
     pub fn handle_closed(&mut self, conn: ConnId, now: Time) {
         let Some(c) = self.conn_mut(conn) else { return };
@@ -628,6 +813,9 @@ impl Session {
                 };
                 // The driver has closed the socket already.
                 self.forget_handshaking(conn, reason, now, false);
+            }
+            ConnState::HandingOff(_) => {
+                self.forget_handshaking(conn, CloseReason::RemoteClosed, now, false)
             }
             ConnState::Peer { torrent, key } => {
                 let (torrent, key) = (*torrent, *key);
@@ -650,6 +838,7 @@ impl Session {
         };
         match &mut c.state {
             ConnState::Handshaking(h) => h.send.chunks().collect(),
+            ConnState::HandingOff(_) => Vec::new(),
             ConnState::Peer { torrent, key } => {
                 let (torrent, key) = (*torrent, *key);
                 match self
@@ -679,6 +868,7 @@ impl Session {
                     h.send_notified = false;
                 }
             }
+            ConnState::HandingOff(_) => {}
             ConnState::Peer { torrent, key } => {
                 let (torrent, key) = (*torrent, *key);
                 let (config, out) = (&self.config, &mut self.out);
@@ -708,6 +898,7 @@ impl Session {
                 }
                 taken
             }
+            ConnState::HandingOff(_) => Vec::new(),
             ConnState::Peer { torrent, key } => {
                 let (torrent, key) = (*torrent, *key);
                 let (config, out) = (&self.config, &mut self.out);
@@ -769,6 +960,17 @@ impl Session {
                     } else {
                         None
                     }
+                }
+                // A driver that cannot move the socket (its send never completes) must not
+                // keep it forever.
+                ConnState::HandingOff(h) => {
+                    (now.saturating_since(h.since) >= self.config.handshake_timeout).then_some((
+                        ConnId {
+                            slot: slot as u32,
+                            generation: c.generation,
+                        },
+                        CloseReason::HandshakeTimeout,
+                    ))
                 }
                 ConnState::Peer { .. } => None,
             })

@@ -1,0 +1,270 @@
+//! Moving an incoming connection between sessions (thread-per-core sharding): the accepting
+//! session hands it off once the torrent is named, keeps what arrives meanwhile, and the owning
+//! session continues the handshake exactly where it stopped, plain or after MSE.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::api::{Action, CloseReason, ConnId, Event};
+use super::config::Config;
+use super::mse::tests::Initiator;
+use super::mse::{CRYPTO_PLAINTEXT, KEY_LEN};
+use super::session::HandOff;
+use super::wire::{Decoded, Handshake, Message, Reserved, SplitBytes, HANDSHAKE_LEN};
+use super::{Bitfield, PeerId, Session, Time};
+use crate::bencode::OwnedValue;
+use crate::limits::MAX_HANDOFF_BUFFER;
+use crate::metainfo::{Info, Torrent};
+
+const PIECES: u32 = 4;
+
+fn info() -> Arc<Info> {
+    let mut info = BTreeMap::new();
+    info.insert(b"name".to_vec(), OwnedValue::str("t.bin"));
+    info.insert(b"piece length".to_vec(), OwnedValue::Int(32 * 1024));
+    info.insert(
+        b"pieces".to_vec(),
+        OwnedValue::Bytes(vec![0; 20 * PIECES as usize]),
+    );
+    info.insert(b"length".to_vec(), OwnedValue::Int(4 * 32 * 1024));
+    let mut root = BTreeMap::new();
+    root.insert(b"info".to_vec(), OwnedValue::Dict(info));
+    Arc::new(
+        Torrent::from_bytes(&OwnedValue::Dict(root).to_bytes())
+            .unwrap()
+            .info,
+    )
+}
+
+const NOW: Time = Time::from_secs(1);
+
+fn session(seed: u64) -> Session {
+    Session::new(Config::default(), PeerId::generate([1; 12]), seed, NOW)
+}
+
+fn actions(s: &mut Session) -> Vec<Action> {
+    std::iter::from_fn(|| s.poll_action()).collect()
+}
+
+fn events(s: &mut Session) -> Vec<Event> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+fn closed(events: &[Event]) -> Vec<CloseReason> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PeerClosed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Two sessions of one process: `a` accepted the connection, `b` (shard 1) owns the torrent.
+struct Pair {
+    a: Session,
+    b: Session,
+    info: Arc<Info>,
+    conn: ConnId,
+}
+
+fn pair() -> Pair {
+    let info = info();
+    let mut a = session(1);
+    let mut b = session(2);
+    b.add_torrent(info.clone(), &Bitfield::full(PIECES), NOW)
+        .unwrap();
+    a.set_route(info.info_hash(), Some(1));
+    let conn = a.accept("127.0.0.9:5000".parse().unwrap(), NOW).unwrap();
+    Pair { a, b, info, conn }
+}
+
+fn their_handshake(info: &Info) -> Vec<u8> {
+    Handshake::new(
+        Reserved::NONE,
+        info.info_hash(),
+        PeerId::from_bytes(*b"-XX0001-remotepeer01"),
+    )
+    .to_bytes()
+    .to_vec()
+}
+
+fn encode(msg: Message<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    msg.encode(&mut out);
+    out
+}
+
+/// Moves the connection from `a` to `b` as a driver would; returns its id in `b`.
+fn move_over(p: &mut Pair) -> ConnId {
+    let handoff: HandOff = p.a.take_handoff(p.conn).expect("handing off");
+    assert_eq!(handoff.shard(), 1);
+    assert_eq!(handoff.info_hash(), p.info.info_hash());
+    assert_eq!(
+        p.a.connection_count(),
+        0,
+        "the accepting session forgets it"
+    );
+    assert!(p.a.take_handoff(p.conn).is_none());
+    p.b.adopt(handoff, NOW).expect("room to adopt")
+}
+
+#[test]
+fn plain_handshake_moves_with_every_byte_received() {
+    let mut p = pair();
+    let mut bytes = their_handshake(&p.info);
+    bytes.extend(encode(Message::Interested));
+    // 47 bytes do not name the torrent yet; the 48th does.
+    p.a.handle_recv(p.conn, &bytes[..47], NOW);
+    assert!(actions(&mut p.a).is_empty());
+    p.a.handle_recv(p.conn, &bytes[47..60], NOW);
+    assert_eq!(
+        actions(&mut p.a),
+        vec![Action::HandOff {
+            conn: p.conn,
+            shard: 1
+        }]
+    );
+    // What arrives while the socket moves is kept for the new owner, nothing is sent here.
+    p.a.handle_recv(p.conn, &bytes[60..], NOW);
+    assert!(actions(&mut p.a).is_empty());
+    assert!(p.a.take_send(p.conn, usize::MAX).is_empty());
+    assert_eq!(p.a.handoff_stats().sent, 1);
+
+    let conn = move_over(&mut p);
+    let t = p.b.torrent_by_hash(&p.info.info_hash()).unwrap();
+    assert_eq!(p.b.peer_count(t), 1, "the handshake completed in the owner");
+    assert!(actions(&mut p.b).contains(&Action::Send { conn }));
+    let sent: Vec<u8> = p.b.take_send(conn, usize::MAX).concat();
+    let Ok(Decoded::Complete { value, .. }) = Handshake::decode(SplitBytes::single(&sent)) else {
+        panic!("the owner answers with its handshake first");
+    };
+    assert_eq!(value.info_hash, p.info.info_hash());
+    assert!(closed(&events(&mut p.b)).is_empty());
+    assert_eq!(p.b.handoff_stats().adopted, 1);
+}
+
+#[test]
+fn mse_connection_moves_after_the_key_exchange() {
+    let mut p = pair();
+    let hash = p.info.info_hash();
+    let initiator = Initiator::new(5, hash, CRYPTO_PLAINTEXT);
+    p.a.handle_recv(p.conn, &initiator.first(), NOW);
+    assert_eq!(actions(&mut p.a), vec![Action::Send { conn: p.conn }]);
+    let yb: Vec<u8> = p.a.take_send(p.conn, usize::MAX).concat();
+    assert!(yb.len() >= KEY_LEN);
+    // Only the first part of the plain handshake rides in the initial payload.
+    let hs = their_handshake(&p.info);
+    let (second, mut decrypt) = initiator.second(&yb[..KEY_LEN], &hs[..20]);
+    p.a.handle_recv(p.conn, &second, NOW);
+    assert_eq!(
+        actions(&mut p.a),
+        vec![Action::HandOff {
+            conn: p.conn,
+            shard: 1
+        }]
+    );
+    p.a.handle_recv(p.conn, &hs[20..], NOW);
+
+    let conn = move_over(&mut p);
+    let t = p.b.torrent_by_hash(&hash).unwrap();
+    assert_eq!(p.b.peer_count(t), 1);
+    // The owner sends the end of the MSE reply (encrypted: VC, plaintext selected), then
+    // its plain handshake.
+    let sent: Vec<u8> = p.b.take_send(conn, usize::MAX).concat();
+    let mut reply = sent[..14].to_vec();
+    decrypt.apply(&mut reply);
+    assert_eq!(&reply[..8], &[0u8; 8], "verification constant");
+    assert_eq!(&reply[8..12], &CRYPTO_PLAINTEXT.to_be_bytes());
+    assert_eq!(reply[12..14], [0, 0], "no padding");
+    let Ok(Decoded::Complete { value, .. }) = Handshake::decode(SplitBytes::single(&sent[14..]))
+    else {
+        panic!("a plain handshake follows the MSE reply");
+    };
+    assert_eq!(value.info_hash, hash);
+}
+
+#[test]
+fn a_torrent_gone_before_adoption_closes_as_unknown() {
+    let mut p = pair();
+    p.a.handle_recv(p.conn, &their_handshake(&p.info), NOW);
+    let handoff = p.a.take_handoff(p.conn).unwrap();
+    let t = p.b.torrent_by_hash(&p.info.info_hash()).unwrap();
+    p.b.remove_torrent(t, NOW);
+    let conn = p.b.adopt(handoff, NOW).unwrap();
+    assert_eq!(actions(&mut p.b), vec![Action::Close { conn }]);
+    assert_eq!(closed(&events(&mut p.b)), vec![CloseReason::UnknownTorrent]);
+}
+
+#[test]
+fn unrouted_torrents_are_refused_and_routes_can_be_withdrawn() {
+    let mut p = pair();
+    p.a.set_route(p.info.info_hash(), None);
+    p.a.handle_recv(p.conn, &their_handshake(&p.info), NOW);
+    assert_eq!(actions(&mut p.a), vec![Action::Close { conn: p.conn }]);
+    assert_eq!(closed(&events(&mut p.a)), vec![CloseReason::UnknownTorrent]);
+}
+
+#[test]
+fn a_peer_flooding_during_the_move_is_closed() {
+    let mut p = pair();
+    p.a.handle_recv(p.conn, &their_handshake(&p.info), NOW);
+    actions(&mut p.a);
+    // The handshake is held too; the rest of the bound may follow.
+    let room = vec![0u8; MAX_HANDOFF_BUFFER - HANDSHAKE_LEN];
+    p.a.handle_recv(p.conn, &room, NOW);
+    assert!(
+        closed(&events(&mut p.a)).is_empty(),
+        "up to the bound is kept"
+    );
+    p.a.handle_recv(p.conn, &[0], NOW);
+    assert_eq!(actions(&mut p.a), vec![Action::Close { conn: p.conn }]);
+    assert_eq!(closed(&events(&mut p.a)), vec![CloseReason::HandOffFlood]);
+    assert!(p.a.take_handoff(p.conn).is_none());
+}
+
+#[test]
+fn a_move_that_never_completes_times_out() {
+    let mut p = pair();
+    p.a.handle_recv(p.conn, &their_handshake(&p.info), NOW);
+    actions(&mut p.a);
+    let later = NOW + Duration::from_secs(11);
+    p.a.handle_timeout(later);
+    assert_eq!(actions(&mut p.a), vec![Action::Close { conn: p.conn }]);
+    assert_eq!(
+        closed(&events(&mut p.a)),
+        vec![CloseReason::HandshakeTimeout]
+    );
+    // A socket closing during the move is forgotten without a close action.
+    let mut p = pair();
+    p.a.handle_recv(p.conn, &their_handshake(&p.info), NOW);
+    actions(&mut p.a);
+    p.a.handle_closed(p.conn, NOW);
+    assert!(actions(&mut p.a).is_empty());
+    assert_eq!(closed(&events(&mut p.a)), vec![CloseReason::RemoteClosed]);
+    assert_eq!(p.a.connection_count(), 0);
+}
+
+#[test]
+fn a_full_owner_refuses_adoption() {
+    let mut p = pair();
+    p.a.handle_recv(p.conn, &their_handshake(&p.info), NOW);
+    let handoff = p.a.take_handoff(p.conn).unwrap();
+    let mut full = Session::new(
+        Config {
+            max_connections: 1,
+            ..Config::default()
+        },
+        PeerId::generate([1; 12]),
+        3,
+        NOW,
+    );
+    full.add_torrent(p.info.clone(), &Bitfield::full(PIECES), NOW);
+    full.accept("127.0.0.8:1".parse().unwrap(), NOW).unwrap();
+    assert!(full.adopt(handoff, NOW).is_none());
+    assert_eq!(
+        full.handshake_closes().get("too_many_connections"),
+        Some(&1)
+    );
+}
