@@ -62,6 +62,11 @@ pub struct Config {
     pub max_half_open: usize,
     /// Delay before dialling a peer again after its connection failed or closed.
     pub reconnect_delay: Duration,
+    /// Delay before dialling again a peer that was sending us blocks until its connection
+    /// closed (Transmission retries such peers after 5 s too): a seed restarting or a brief
+    /// network fault should not stall a download for the full `reconnect_delay`. Failed
+    /// dials after that back off from `reconnect_delay` as usual.
+    pub reconnect_delay_useful: Duration,
     /// How often the session's housekeeping runs (timeouts, keep-alives, rates, dialling).
     pub tick: Duration,
     /// Choking algorithm settings.
@@ -91,6 +96,7 @@ impl Default for Config {
             max_connections: 2000,
             max_half_open: 32,
             reconnect_delay: Duration::from_secs(30),
+            reconnect_delay_useful: Duration::from_secs(5),
             tick: Duration::from_millis(500),
             choker: ChokerConfig::default(),
             picker: PickerConfig::default(),

@@ -110,6 +110,8 @@ pub(crate) struct Peer {
     pub(crate) last_recv: Time,
     pub(crate) last_send: Time,
     pub(crate) last_unchoked: Option<Time>,
+    /// When the peer last sent us a block we had asked for.
+    pub(crate) last_block: Option<Time>,
     pub(crate) uploaded_since_unchoke: u64,
     /// Hash failures this peer took part in (see `Config::max_hash_strikes`).
     pub(crate) strikes: u32,
@@ -164,6 +166,7 @@ impl Peer {
             last_recv: now,
             last_send: now,
             last_unchoked: None,
+            last_block: None,
             uploaded_since_unchoke: 0,
             strikes: 0,
             recv: BytesMut::new(),

@@ -323,7 +323,17 @@ impl Torrent {
                 _ if k.state == KnownState::Done => KnownState::Done,
                 _ => KnownState::Idle,
             };
-            k.next_try = now + config.reconnect_delay;
+            // A peer that was sending us data moments ago is worth trying again soon: a
+            // restarted seed or a network blip should not cost the full delay.
+            let useful = peer
+                .last_block
+                .is_some_and(|t| now.saturating_since(t) <= config.reconnect_delay_useful * 2);
+            k.next_try = now
+                + if useful {
+                    config.reconnect_delay_useful
+                } else {
+                    config.reconnect_delay
+                };
         }
         // A remote close was reported by the driver, whose socket is already gone.
         if reason != CloseReason::RemoteClosed {
@@ -830,6 +840,7 @@ impl Torrent {
             return Ok(());
         };
         peer.down.add(now, u64::from(len));
+        peer.last_block = Some(now);
         peer.snubbed = false;
         if let Some(i) = peer.requests_out.iter().position(|r| r.block == block) {
             let sent = peer.requests_out.swap_remove(i).sent_at;
