@@ -257,7 +257,9 @@ fn libtorrent_leeches_with_forced_encryption_from_a_ringtorrent_seed() {
     write_payload(&data.join("enc.bin"), 3_000_017, 44);
     let torrent = dir.path().join("enc.torrent");
     make_torrent(&data.join("enc.bin"), "64K", &torrent);
-    let (_seed, addr) = start_seed(&torrent, &data, &[]);
+    // Four loops: the connection usually lands on one that does not own the torrent and is
+    // handed over after the MSE key exchange names it.
+    let (_seed, addr) = start_seed(&torrent, &data, &["--threads", "4"]);
     let out_dir = dir.path().join("out");
     let out = run_bounded(
         Command::new("/usr/bin/python3")
@@ -273,4 +275,81 @@ fn libtorrent_leeches_with_forced_encryption_from_a_ringtorrent_seed() {
         String::from_utf8_lossy(&out.stderr)
     );
     same_tree(&data, &out_dir);
+}
+
+/// A seed with four event loops: each leecher's connection is accepted by whichever loop the
+/// kernel picks (`SO_REUSEPORT`) and handed to the loop that owns the torrent. Eight leechers
+/// at once all finish byte for byte, and the seed reports connections that came through
+/// another loop (all eight landing on the owner has odds of 1 in 65536).
+#[test]
+fn a_seed_with_four_event_loops_hands_connections_over_uring() {
+    four_loops("uring");
+}
+
+#[test]
+fn a_seed_with_four_event_loops_hands_connections_over_epoll() {
+    four_loops("epoll");
+}
+
+fn four_loops(io: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_payload(&data.join("loops.bin"), 5_000_011, 66);
+    let torrent = dir.path().join("loops.torrent");
+    make_torrent(&data.join("loops.bin"), "64K", &torrent);
+    let mut seed = ringtorrent()
+        .arg("seed")
+        .arg(&torrent)
+        .arg(&data)
+        .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "120"])
+        .args(["--threads", "4", "--io", io])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(seed.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let seed = Guard(seed);
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    std::thread::scope(|scope| {
+        for i in 0..8 {
+            let (torrent, addr, out) = (&torrent, &addr, dir.path().join(format!("out{i}")));
+            let data = &data;
+            scope.spawn(move || {
+                download(
+                    torrent,
+                    &out,
+                    &["--peer", addr, "--io", io, "--threads", "1"],
+                );
+                same_tree(data, &out);
+            });
+        }
+    });
+    // SIGTERM stops the seed cleanly; its last line counts the connections handed over.
+    // SAFETY-free: kill(2) through the command line, by PID.
+    run_ok(Command::new("kill").args(["-TERM", &seed.0.id().to_string()]));
+    let mut seed = seed;
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(seed.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let status = seed.0.wait().unwrap();
+    assert!(status.success(), "{stderr}");
+    let handed: u64 = stderr
+        .lines()
+        .find_map(|l| {
+            l.split("; ")
+                .nth(1)?
+                .strip_suffix(" connections came through another event loop")
+        })
+        .unwrap_or_else(|| panic!("no summary in: {stderr}"))
+        .parse()
+        .unwrap();
+    assert!(handed >= 1, "{stderr}");
 }

@@ -93,7 +93,7 @@ fn side(
     } else {
         Bitfield::new(n)
     };
-    let listen = Some("127.0.0.1:0".parse().unwrap());
+    let listen = Some(loopback_listener());
     let epoch = Instant::now();
     let mut d = if uring {
         let options = if tiny_recv {
@@ -119,6 +119,14 @@ fn side(
         Driver::Uring(x) => x.attach_storage(t, storage),
     }
     (d, t)
+}
+
+/// A listener on a free loopback port.
+fn loopback_listener() -> std::net::TcpListener {
+    let addr = "127.0.0.1:0".parse().unwrap();
+    ringtorrent::driver::net::bind_listeners(addr, 1)
+        .unwrap()
+        .remove(0)
 }
 
 /// Makes a payload and its torrent under `dir/seed`.
@@ -252,13 +260,8 @@ fn uring_drop_with_operations_in_flight() {
         return;
     }
     let pool = Arc::new(DiskPool::new(DiskPoolConfig::default()).unwrap());
-    let mut d = UringDriver::new(
-        session(3),
-        Some("127.0.0.1:0".parse().unwrap()),
-        pool,
-        Instant::now(),
-    )
-    .unwrap();
+    let mut d =
+        UringDriver::new(session(3), Some(loopback_listener()), pool, Instant::now()).unwrap();
     let addr = d.local_addr().unwrap();
     let clients: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
     let deadline = Instant::now() + Duration::from_secs(5);

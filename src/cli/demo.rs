@@ -121,6 +121,7 @@ pub fn run(args: Args) -> Result<()> {
         Arc::new(DiskPool::new(DiskPoolConfig::default()).map_err(|e| anyhow::anyhow!("{e}"))?);
     let mut seeder = start(
         backend,
+        1,
         info.clone(),
         &seed_dir,
         OpenMode::ReadOnly,
@@ -152,6 +153,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut leecher = start(
         backend,
+        1,
         info.clone(),
         &leech_dir,
         OpenMode::Create,

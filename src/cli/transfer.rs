@@ -16,6 +16,7 @@ use super::format;
 use ringtorrent::core::api::{Event, TorrentId};
 use ringtorrent::core::config::Config;
 use ringtorrent::core::{Bitfield, Session};
+use ringtorrent::driver::shard::{self, LoopThread};
 use ringtorrent::metainfo::{Info, Torrent};
 use ringtorrent::storage::{
     check, DiskPool, DiskPoolConfig, FileState, OpenMode, ResumeData, ResumeError, Storage,
@@ -54,6 +55,10 @@ pub struct DownloadArgs {
     /// I/O backend.
     #[arg(long, value_enum, default_value_t = Io::Auto)]
     io: Io,
+    /// Event loops, one per thread (0: one per core). The torrent lives on one of them; the
+    /// others accept connections and hand them over.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Give up after this many seconds (0: never).
     #[arg(long, default_value_t = 0)]
     timeout: u64,
@@ -81,6 +86,10 @@ pub struct SeedArgs {
     /// I/O backend.
     #[arg(long, value_enum, default_value_t = Io::Auto)]
     io: Io,
+    /// Event loops, one per thread (0: one per core). The torrent lives on one of them; the
+    /// others accept connections and hand them over.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Stop after this many seconds (0: run until interrupted).
     #[arg(long, default_value_t = 0)]
     duration: u64,
@@ -94,9 +103,12 @@ pub struct SeedArgs {
     state_dir: Option<PathBuf>,
 }
 
-/// One torrent running in one driver.
+/// One torrent running in one driver, the event loop that owns it; other loops, if any, run on
+/// their own threads, accepting connections and handing this torrent's over.
 pub struct Transfer {
     pub driver: Driver,
+    /// The other loops; dropping them stops them.
+    pub others: Vec<LoopThread>,
     pub torrent: TorrentId,
     pub info: Arc<Info>,
     /// The torrent's trackers, when it names any and the command announces.
@@ -208,6 +220,7 @@ pub fn resolve(peers: &[String]) -> Result<Vec<SocketAddr>> {
 #[allow(clippy::too_many_arguments)]
 pub fn start(
     backend: Backend,
+    threads: usize,
     info: Arc<Info>,
     dir: &Path,
     mode: OpenMode,
@@ -275,14 +288,34 @@ pub fn start(
         have
     };
     let epoch = Instant::now();
-    let session = Session::new(
-        config,
-        super::random_peer_id(),
-        super::random_u64(),
-        ringtorrent::core::Time::ZERO,
-    );
-    let mut driver = Driver::new(backend, session, listen, pool, epoch)
-        .with_context(|| format!("cannot start the {backend} event loop"))?;
+    let peer_id = super::random_peer_id();
+    let mut drivers = shard::build(backend, threads, listen, pool, epoch, |_| {
+        Session::new(
+            config.clone(),
+            peer_id,
+            super::random_u64(),
+            ringtorrent::core::Time::ZERO,
+        )
+    })
+    .with_context(|| match listen {
+        Some(addr) => format!("cannot start the {backend} event loops listening on {addr}"),
+        None => format!("cannot start the {backend} event loops"),
+    })?;
+    let hash = info.info_hash();
+    let owner = shard::shard_of(&hash, drivers.len()) as usize;
+    for (i, d) in drivers.iter_mut().enumerate() {
+        if i != owner {
+            d.session().set_route(hash, Some(owner as u32));
+        }
+    }
+    let mut driver = drivers.remove(owner);
+    let mut others = Vec::with_capacity(drivers.len());
+    for (i, d) in drivers.into_iter().enumerate() {
+        others.push(
+            LoopThread::spawn(d, format!("rt-loop-{i}"), |_| {})
+                .context("cannot start an event loop thread")?,
+        );
+    }
     let now = driver.now();
     let torrent = driver
         .session()
@@ -302,6 +335,7 @@ pub fn start(
     driver.attach_storage(torrent, storage);
     Ok(Transfer {
         driver,
+        others,
         torrent,
         info,
         trackers: None,
@@ -531,6 +565,7 @@ pub fn download(args: DownloadArgs) -> Result<()> {
     let listen = listen_addr(&args.bind, args.port)?;
     let mut t = start(
         backend,
+        super::driver::threads(args.threads),
         info.clone(),
         &args.dir,
         OpenMode::Create,
@@ -588,6 +623,7 @@ pub fn seed(args: SeedArgs) -> Result<()> {
     let listen = listen_addr(&args.bind, args.port)?;
     let mut t = start(
         backend,
+        super::driver::threads(args.threads),
         info.clone(),
         &args.dir,
         OpenMode::ReadOnly,
@@ -625,10 +661,24 @@ pub fn seed(args: SeedArgs) -> Result<()> {
             .local_addr()
             .map_or("nothing".into(), |a| a.to_string())
     );
+    let loops = t.others.len() + 1;
+    if loops > 1 {
+        eprintln!("{loops} event loops accept connections; the torrent's own loop serves them");
+    }
     let deadline = (args.duration > 0).then(|| Instant::now() + Duration::from_secs(args.duration));
     run_seed(&mut t, deadline)?;
     if let Some(mut trackers) = t.trackers.take() {
         trackers.stop(&mut t.driver);
     }
+    let uploaded = t
+        .driver
+        .session()
+        .stats(t.torrent)
+        .map_or(0, |s| s.uploaded);
+    let adopted = t.driver.session().handoff_stats().adopted;
+    eprintln!(
+        "stopped: uploaded {}; {adopted} connections came through another event loop",
+        format::bytes(uploaded)
+    );
     Ok(())
 }

@@ -67,6 +67,11 @@ impl DiskBridge {
         self.completions.eventfd()
     }
 
+    /// The completion queue, for queues that share its eventfd.
+    pub(crate) fn queue(&self) -> &Completions {
+        &self.completions
+    }
+
     /// Registers the storage that serves a torrent's disk operations.
     pub(crate) fn attach(&mut self, torrent: TorrentId, storage: Arc<Storage>) {
         self.storage.insert(torrent, storage);

@@ -5,12 +5,13 @@
 //!
 //! Disk work never runs on the loop: writes, reads and verifications go to the
 //! [`DiskPool`]; their completions come back through a queue whose eventfd is registered
-//! here, so a finished hash wakes the loop like a readable socket.
+//! here, so a finished hash wakes the loop like a readable socket. Mail from other loops
+//! ([`super::shard`]) shares that eventfd.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::disk::DiskBridge;
+use super::shard::{Mailbox, PostOffice, Run};
 use crate::core::api::{Action, ConnId, DiskOp, Event, TorrentId};
+use crate::core::session::HandOff;
 use crate::core::{Session, Time};
 use crate::storage::{DiskPool, Storage};
 
@@ -51,20 +54,25 @@ pub struct EpollDriver {
     epoch: Instant,
     sockets: HashMap<ConnId, Socket>,
     disk: DiskBridge,
+    post: PostOffice,
     read_buf: Vec<u8>,
 }
 
 impl EpollDriver {
-    /// A driver for `session`, listening on `listen` if given (port 0 picks a free port).
+    /// A driver for `session`, accepting on `listener` if given (see
+    /// [`super::net::bind_listeners`]).
     pub fn new(
         session: Session,
-        listen: Option<SocketAddr>,
+        listener: Option<std::net::TcpListener>,
         disk: Arc<DiskPool>,
         epoch: Instant,
     ) -> io::Result<EpollDriver> {
         let poll = Poll::new()?;
-        let mut listener = match listen {
-            Some(addr) => Some(TcpListener::bind(addr)?),
+        let mut listener = match listener {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                Some(TcpListener::from_std(l))
+            }
             None => None,
         };
         if let Some(l) = listener.as_mut() {
@@ -76,6 +84,7 @@ impl EpollDriver {
             DISK,
             Interest::READABLE,
         )?;
+        let post = PostOffice::new(&disk);
         let mut driver = EpollDriver {
             poll,
             events: Events::with_capacity(1024),
@@ -84,6 +93,7 @@ impl EpollDriver {
             epoch,
             sockets: HashMap::new(),
             disk,
+            post,
             read_buf: vec![0; READ_BUF],
         };
         if let Some(port) = driver.local_addr().map(|a| a.port()) {
@@ -112,6 +122,21 @@ impl EpollDriver {
         self.disk.attach(torrent, storage);
     }
 
+    /// Where other loops post this one's mail.
+    pub fn mailbox(&self) -> Mailbox {
+        self.post.mailbox()
+    }
+
+    /// Gives the loop every loop's mailbox, by shard.
+    pub fn link(&mut self, shards: Arc<[Mailbox]>) {
+        self.post.link(shards);
+    }
+
+    /// Closures received by mail since the last call, for the caller to run.
+    pub fn take_runs(&mut self) -> Vec<Run> {
+        self.post.take_runs()
+    }
+
     /// Runs one loop turn, waiting at most `max_wait`, and hands every session event to
     /// `on_event`.
     pub fn turn(&mut self, max_wait: Duration, on_event: &mut dyn FnMut(&Event)) -> io::Result<()> {
@@ -121,9 +146,10 @@ impl EpollDriver {
             .session
             .poll_timeout()
             .map_or(max_wait, |t| t.saturating_since(now).min(max_wait));
-        if self.disk.backlog {
+        if self.disk.backlog || self.post.backlog {
             wait = Duration::ZERO;
             self.disk_done(now);
+            self.mail(now);
             self.process(on_event);
         }
         match self.poll.poll(&mut self.events, Some(wait)) {
@@ -147,7 +173,11 @@ impl EpollDriver {
             let now = self.now();
             match token {
                 LISTENER => self.accept(now),
-                DISK => self.disk_done(now),
+                DISK => {
+                    // Consumes the shared eventfd, then drains both queues behind it.
+                    self.disk_done(now);
+                    self.mail(now);
+                }
                 Token(t) => {
                     let conn = ConnId::from_u64(t as u64);
                     if error {
@@ -268,6 +298,34 @@ impl EpollDriver {
         self.session.handle_closed(conn, now);
     }
 
+    /// Adopts connections other loops handed over; closures wait for [`Self::take_runs`].
+    fn mail(&mut self, now: Time) {
+        let mut adopted = Vec::new();
+        self.post
+            .collect(|stream, handoff| adopted.push((stream, handoff)));
+        for (stream, handoff) in adopted {
+            let Some(conn) = self.session.adopt(handoff, now) else {
+                continue;
+            };
+            let _ = stream.set_nonblocking(true);
+            self.register(TcpStream::from_std(stream), conn, false, now);
+        }
+    }
+
+    /// Moves a connection the session handed off to the loop that owns its torrent. Nothing
+    /// of it is in flight here: reads and writes are synchronous.
+    fn hand_off(&mut self, conn: ConnId) {
+        let Some(mut socket) = self.sockets.remove(&conn) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut socket.stream);
+        let handoff: Option<HandOff> = self.session.take_handoff(conn);
+        if let Some(handoff) = handoff {
+            let stream = std::net::TcpStream::from(OwnedFd::from(socket.stream));
+            self.post.forward(stream, handoff);
+        }
+    }
+
     fn disk_done(&mut self, now: Time) {
         let session = &mut self.session;
         self.disk.complete(MAX_COMPLETIONS_PER_TURN, true, |done| {
@@ -290,6 +348,7 @@ impl EpollDriver {
                             let _ = self.poll.registry().deregister(&mut socket.stream);
                         }
                     }
+                    Action::HandOff { conn, .. } => self.hand_off(conn),
                     Action::Disk(op) => self.submit(op),
                 }
             }

@@ -425,6 +425,15 @@ impl Simulation {
                 Action::Connect { conn, addr } => network::connect(self, i, conn, addr),
                 Action::Send { conn } => network::want_send(self, i, conn),
                 Action::Close { conn } => network::close(self, i, conn),
+                // Each simulated node is one session and is told no routes, so nothing is
+                // ever handed over; were it asked to, dropping the connection is what a
+                // driver without other shards does.
+                Action::HandOff { conn, .. } => {
+                    if let Some(s) = self.nodes[i].session.as_mut() {
+                        let _ = s.take_handoff(conn);
+                    }
+                    network::close(self, i, conn)
+                }
                 Action::Disk(op) => {
                     let done = self.disk(i, op);
                     if let Some(s) = self.nodes[i].session.as_mut() {

@@ -14,7 +14,12 @@
 //! - Each connection has at most one `SENDMSG` in flight, over chunks the driver has taken
 //!   from the session with [`Session::take_send`] (see "Buffer ownership" below).
 //! - Outgoing connections start with `CONNECT` on a fresh socket.
-//! - The disk pool's eventfd always has one 8-byte `READ` armed.
+//! - The disk pool's eventfd always has one 8-byte `READ` armed; mail from other loops
+//!   ([`super::shard`]) shares that eventfd.
+//! - A connection the session hands to another loop ([`Action::HandOff`]) has its receive
+//!   cancelled (bytes that still arrive go to the session, which keeps them for the new owner)
+//!   and its send in flight finished; when nothing is in flight, its socket and state are
+//!   posted to the owning loop.
 //! - Timers need no operation: each turn waits in `io_uring_enter` with a timeout
 //!   (`IORING_FEAT_EXT_ARG`) no longer than the session's `poll_timeout`.
 //! - `Action::Close` and a failed socket `ASYNC_CANCEL` the connection's operations by
@@ -73,6 +78,8 @@ use self::bufring::BufRing;
 use self::probe::{build_ring, Setup};
 use self::token::{Op, Token};
 use super::disk::DiskBridge;
+use super::net::{new_socket, SockAddr};
+use super::shard::{Mailbox, PostOffice, Run};
 use crate::core::api::{Action, ConnId, DiskOp, Event, TorrentId};
 use crate::core::{SendBuf, Session, Time};
 use crate::storage::{DiskPool, Storage};
@@ -118,6 +125,9 @@ enum State {
     Connecting,
     /// Receiving and sending.
     Open,
+    /// Moving to another loop: the receive is cancelled, a send in flight finishes, and the
+    /// socket goes when nothing is in flight.
+    HandingOff,
     /// Cancelling; the slot is freed when nothing is in flight.
     Closing,
 }
@@ -179,12 +189,6 @@ struct Conn {
     out: Outgoing,
 }
 
-/// A socket address in C form, for `CONNECT`.
-struct SockAddr {
-    storage: libc::sockaddr_storage,
-    len: libc::socklen_t,
-}
-
 /// The 8 bytes the eventfd read fills, in a heap allocation whose address never changes.
 struct EventBuf(NonNull<u64>);
 
@@ -230,26 +234,28 @@ pub struct UringDriver {
     bufs: ManuallyDrop<BufRing>,
     event_buf: EventBuf,
     disk: DiskBridge,
+    post: PostOffice,
     cqes: Vec<(u64, i32, u32)>,
 }
 
 impl UringDriver {
-    /// A driver for `session`, listening on `listen` if given (port 0 picks a free port).
-    /// Fails where io_uring is unavailable; call [`probe`] first to choose a driver.
+    /// A driver for `session`, accepting on `listener` if given (see
+    /// [`super::net::bind_listeners`]). Fails where io_uring is unavailable; call [`probe`]
+    /// first to choose a driver.
     pub fn new(
         session: Session,
-        listen: Option<SocketAddr>,
+        listener: Option<TcpListener>,
         disk: Arc<DiskPool>,
         epoch: Instant,
     ) -> io::Result<UringDriver> {
-        Self::with_options(session, listen, disk, epoch, UringOptions::default())
+        Self::with_options(session, listener, disk, epoch, UringOptions::default())
     }
 
     /// As [`UringDriver::new`], with receive buffers sized by `options` (tests use tiny ones
     /// to run the ring dry). Fails with `InvalidInput` if `recv_buffers` is not a power of two.
     pub fn with_options(
         session: Session,
-        listen: Option<SocketAddr>,
+        listener: Option<TcpListener>,
         disk: Arc<DiskPool>,
         epoch: Instant,
         options: UringOptions,
@@ -270,14 +276,8 @@ impl UringDriver {
             options.recv_buffers,
             options.recv_buffer_len,
         )?;
-        let listener = match listen {
-            // mio's bind sets SO_REUSEADDR and a 1024 backlog, as the epoll driver's does.
-            Some(addr) => Some(TcpListener::from(OwnedFd::from(
-                mio::net::TcpListener::bind(addr)?,
-            ))),
-            None => None,
-        };
         let disk = DiskBridge::new(disk)?;
+        let post = PostOffice::new(&disk);
         let event_buf = EventBuf(NonNull::from(Box::leak(Box::new(0u64))));
         let mut driver = UringDriver {
             ring,
@@ -294,6 +294,7 @@ impl UringDriver {
             bufs: ManuallyDrop::new(bufs),
             event_buf,
             disk,
+            post,
             cqes: Vec::with_capacity(MAX_CQES_PER_TURN),
         };
         driver.arm_accept();
@@ -324,6 +325,21 @@ impl UringDriver {
         self.disk.attach(torrent, storage);
     }
 
+    /// Where other loops post this one's mail.
+    pub fn mailbox(&self) -> Mailbox {
+        self.post.mailbox()
+    }
+
+    /// Gives the loop every loop's mailbox, by shard.
+    pub fn link(&mut self, shards: Arc<[Mailbox]>) {
+        self.post.link(shards);
+    }
+
+    /// Closures received by mail since the last call, for the caller to run.
+    pub fn take_runs(&mut self) -> Vec<Run> {
+        self.post.take_runs()
+    }
+
     /// Runs one loop turn, waiting at most `max_wait`, and hands every session event to
     /// `on_event`. The first call enables the ring for the calling thread (see the module
     /// documentation); later calls must come from the same thread.
@@ -338,9 +354,10 @@ impl UringDriver {
             .session
             .poll_timeout()
             .map_or(max_wait, |t| t.saturating_since(now).min(max_wait));
-        if self.disk.backlog {
+        if self.disk.backlog || self.post.backlog {
             wait = Duration::ZERO;
             self.disk_done(now);
+            self.mail(now);
             self.process(on_event);
         }
         if let Some(at) = self.accept_retry {
@@ -497,10 +514,14 @@ impl UringDriver {
                 return;
             }
             State::Closing => return,
-            State::Open if c.sending => return,
-            State::Open => {}
+            State::Open | State::HandingOff if c.sending => return,
+            State::Open | State::HandingOff => {}
         }
         if c.out.buf.is_empty() {
+            if c.state == State::HandingOff {
+                // What the session still holds for the peer goes with the hand-off.
+                return;
+            }
             for chunk in self.session.take_send(c.id, SEND_BATCH) {
                 c.out.buf.push_shared(chunk);
             }
@@ -576,9 +597,55 @@ impl UringDriver {
 
     fn maybe_free(&mut self, slot: usize) {
         let c = &self.conns[slot];
-        if c.state == State::Closing && c.inflight == 0 {
+        if c.inflight > 0 {
+            return;
+        }
+        match c.state {
             // Closes the socket and frees the send chunks: nothing in flight refers to them.
-            self.conns.remove(slot);
+            State::Closing => drop(self.conns.remove(slot)),
+            State::HandingOff if c.out.buf.is_empty() => {
+                let c = self.conns.remove(slot);
+                if self.by_id.get(&c.id) == Some(&slot) {
+                    self.by_id.remove(&c.id);
+                }
+                // `None`: the session closed it meanwhile; dropping the stream closes it.
+                if let Some(handoff) = self.session.take_handoff(c.id) {
+                    self.post.forward(c.stream, handoff);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Starts moving a connection to the loop that owns its torrent: no more receives; the
+    /// socket goes once what is in flight has completed (see [`Self::maybe_free`]).
+    fn hand_off(&mut self, slot: usize) {
+        let c = &mut self.conns[slot];
+        if c.state != State::Open {
+            return;
+        }
+        c.state = State::HandingOff;
+        if c.recv_armed {
+            let entry = opcode::AsyncCancel::new(self.token(Op::Recv, slot))
+                .build()
+                .user_data(Token::global(Op::Cancel).pack());
+            // SAFETY: a cancellation names only a user_data value, no memory.
+            unsafe { self.push(entry) };
+        }
+        self.maybe_free(slot);
+    }
+
+    /// Adopts connections other loops handed over; closures wait for [`Self::take_runs`].
+    fn mail(&mut self, now: Time) {
+        let mut adopted = Vec::new();
+        self.post
+            .collect(|stream, handoff| adopted.push((stream, handoff)));
+        for (stream, handoff) in adopted {
+            let Some(id) = self.session.adopt(handoff, now) else {
+                continue;
+            };
+            let slot = self.insert_conn(id, stream, State::Open);
+            self.arm_recv(slot);
         }
     }
 
@@ -626,6 +693,7 @@ impl UringDriver {
             Op::DiskEvent => {
                 self.arm_disk_event();
                 self.disk_done(now);
+                self.mail(now);
             }
             Op::Connect | Op::Recv | Op::Send => {
                 let slot = token.slot as usize;
@@ -695,8 +763,11 @@ impl UringDriver {
             c.recv_armed = false;
         }
         let (id, open) = (c.id, c.state == State::Open);
+        // A connection being handed off still delivers what arrives: the session keeps it
+        // for the new owner.
+        let deliver = open || c.state == State::HandingOff;
         if let Some(bid) = cqueue::buffer_select(flags) {
-            if open && result > 0 {
+            if deliver && result > 0 {
                 // SAFETY: this completion handed us `bid`, holding `result` bytes; the slice
                 // is dropped (handle_recv copies what it keeps) before the buffer goes back.
                 let data = unsafe { self.bufs.get(bid, result as usize) };
@@ -704,7 +775,7 @@ impl UringDriver {
             }
             self.bufs.give_back(bid);
         }
-        if !open || !self.conns.contains(slot) {
+        if !deliver || !self.conns.contains(slot) {
             return;
         }
         match result {
@@ -714,6 +785,8 @@ impl UringDriver {
                     self.arm_recv(slot);
                 }
             }
+            // The cancellation that a hand-off asked for.
+            n if n == -libc::ECANCELED && !open => {}
             _ => self.lost(slot, now),
         }
     }
@@ -721,7 +794,7 @@ impl UringDriver {
     fn sent(&mut self, slot: usize, result: i32, now: Time) {
         let c = &mut self.conns[slot];
         c.sending = false;
-        if c.state != State::Open {
+        if !matches!(c.state, State::Open | State::HandingOff) {
             return;
         }
         match result {
@@ -759,6 +832,11 @@ impl UringDriver {
                         if let Some(&slot) = self.by_id.get(&conn) {
                             self.conns[slot].known = false;
                             self.close(slot);
+                        }
+                    }
+                    Action::HandOff { conn, .. } => {
+                        if let Some(&slot) = self.by_id.get(&conn) {
+                            self.hand_off(slot);
                         }
                     }
                     Action::Disk(op) => self.submit_disk(op),
@@ -838,69 +916,4 @@ impl Drop for UringDriver {
             std::mem::forget(std::mem::take(&mut self.conns));
         }
     }
-}
-
-impl From<SocketAddr> for SockAddr {
-    fn from(addr: SocketAddr) -> SockAddr {
-        // SAFETY: sockaddr_storage is a plain C struct for which all-zero bytes is valid.
-        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let len = match addr {
-            SocketAddr::V4(a) => {
-                let sin = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: a.port().to_be(),
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from_ne_bytes(a.ip().octets()),
-                    },
-                    sin_zero: [0; 8],
-                };
-                // SAFETY: sockaddr_storage is larger than and aligned for any sockaddr_*.
-                unsafe {
-                    std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin)
-                };
-                std::mem::size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(a) => {
-                let sin6 = libc::sockaddr_in6 {
-                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                    sin6_port: a.port().to_be(),
-                    sin6_flowinfo: a.flowinfo(),
-                    sin6_addr: libc::in6_addr {
-                        s6_addr: a.ip().octets(),
-                    },
-                    sin6_scope_id: a.scope_id(),
-                };
-                // SAFETY: as above.
-                unsafe {
-                    std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6)
-                };
-                std::mem::size_of::<libc::sockaddr_in6>()
-            }
-        };
-        SockAddr {
-            storage,
-            len: len as libc::socklen_t,
-        }
-    }
-}
-
-/// A fresh non-blocking TCP socket for `addr`'s family.
-fn new_socket(addr: &SocketAddr) -> io::Result<TcpStream> {
-    let family = match addr {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
-    };
-    // SAFETY: socket(2) takes plain integers; the result is checked before use.
-    let fd = unsafe {
-        libc::socket(
-            family,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: socket(2) succeeded, so `fd` is a new descriptor that nothing else owns.
-    Ok(TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }

@@ -1,0 +1,143 @@
+//! Sockets in the form the drivers need: C socket addresses for io_uring's `CONNECT`, fresh
+//! non-blocking sockets, and listeners, one per event loop on a shared port.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Connections a listener queues before the kernel drops new ones: 1024, as mio's and
+/// std's defaults (the kernel caps it at `net.core.somaxconn`).
+const BACKLOG: libc::c_int = 1024;
+
+/// A socket address in C form.
+pub(crate) struct SockAddr {
+    pub(crate) storage: libc::sockaddr_storage,
+    pub(crate) len: libc::socklen_t,
+}
+
+/// Listeners for `n` event loops on one address: with `n > 1` each is its own socket bound
+/// with `SO_REUSEPORT`, so the kernel spreads incoming connections across the loops (by a hash
+/// of the connection's addresses) and no loop is woken for another's connection. Port 0 picks
+/// a free port for the first; the rest bind the same one. All are non-blocking and
+/// close-on-exec, with `SO_REUSEADDR` so a restart can bind at once.
+///
+/// `SO_REUSEPORT` lets another process of the same user bind the port too and take a share of
+/// the connections; with one loop it is not set.
+pub fn bind_listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>> {
+    let first = bind_one(addr, n > 1)?;
+    let mut shared = addr;
+    shared.set_port(first.local_addr()?.port());
+    let mut listeners = vec![first];
+    for _ in 1..n {
+        listeners.push(bind_one(shared, true)?);
+    }
+    Ok(listeners)
+}
+
+fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let socket = new_socket(&addr)?;
+    let fd = socket.as_raw_fd();
+    let on: libc::c_int = 1;
+    let mut options = vec![libc::SO_REUSEADDR];
+    if reuse_port {
+        options.push(libc::SO_REUSEPORT);
+    }
+    for option in options {
+        // SAFETY: `fd` is an open socket owned by `socket`; the option value is a c_int that
+        // outlives the call, and its size is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let sa = SockAddr::from(addr);
+    // SAFETY: `sa.storage` holds a valid address of length `sa.len` for the socket's family.
+    if unsafe {
+        libc::bind(
+            fd,
+            (&sa.storage as *const libc::sockaddr_storage).cast(),
+            sa.len,
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: listen(2) on an open, bound socket; plain integers.
+    if unsafe { libc::listen(fd, BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(TcpListener::from(OwnedFd::from(socket)))
+}
+
+/// A fresh non-blocking, close-on-exec TCP socket for `addr`'s family.
+pub(crate) fn new_socket(addr: &SocketAddr) -> io::Result<TcpStream> {
+    let family = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: socket(2) takes plain integers; the result is checked before use.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socket(2) succeeded, so `fd` is a new descriptor that nothing else owns.
+    Ok(TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+impl From<SocketAddr> for SockAddr {
+    fn from(addr: SocketAddr) -> SockAddr {
+        // SAFETY: sockaddr_storage is a plain C struct for which all-zero bytes is valid.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is larger than and aligned for any sockaddr_*.
+                unsafe {
+                    std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin)
+                };
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: a.scope_id(),
+                };
+                // SAFETY: as above.
+                unsafe {
+                    std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6)
+                };
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        SockAddr {
+            storage,
+            len: len as libc::socklen_t,
+        }
+    }
+}
