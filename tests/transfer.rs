@@ -157,6 +157,33 @@ fn seed_and_download(seed_io: &str, leech_io: &str) {
 }
 
 #[test]
+fn seed_upload_limit_paces_a_real_transfer() {
+    // 8 MiB from a seed limited to 4 MiB/s takes about 2 s (a little less: the bucket starts
+    // with a tenth of a second's worth). Unlimited, this takes well under a second on
+    // loopback. Only the lower bound is tight; a shared, loaded machine can be slower.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_payload(&data.join("paced.bin"), 8 << 20, 55);
+    let torrent = dir.path().join("paced.torrent");
+    make_torrent(&data.join("paced.bin"), "256K", &torrent);
+    let (_seed, addr) = start_seed(&torrent, &data, &["--upload-limit", "4M"]);
+    let out_dir = dir.path().join("out");
+    let started = std::time::Instant::now();
+    download(&torrent, &out_dir, &["--peer", &addr]);
+    let took = started.elapsed();
+    same_tree(&data, &out_dir);
+    println!(
+        "8 MiB at --upload-limit 4M took {:.2} s",
+        took.as_secs_f64()
+    );
+    assert!(
+        took >= Duration::from_millis(1500),
+        "{took:?}: the limit did not hold"
+    );
+    assert!(took <= Duration::from_secs(60), "{took:?}");
+}
+
+#[test]
 fn ringtorrent_leeches_from_a_libtorrent_seed() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -62,6 +62,13 @@ pub struct DownloadArgs {
     /// Give up after this many seconds (0: never).
     #[arg(long, default_value_t = 0)]
     timeout: u64,
+    /// Upload limit in bytes per second, for the whole session: plain bytes or with a K, M or
+    /// G suffix, powers of 1024 (500K, 8M, 1.5M). Default: unlimited.
+    #[arg(long, value_name = "RATE", value_parser = format::parse_rate)]
+    upload_limit: Option<u64>,
+    /// Download limit in bytes per second, as --upload-limit. Default: unlimited.
+    #[arg(long, value_name = "RATE", value_parser = format::parse_rate)]
+    download_limit: Option<u64>,
     /// Folder for resume data, so a restart need not re-check everything (default:
     /// $XDG_STATE_HOME/ringtorrent or ~/.local/state/ringtorrent).
     #[arg(long, value_name = "DIR")]
@@ -97,6 +104,13 @@ pub struct SeedArgs {
     /// thousands).
     #[arg(long, default_value_t = Config::default().max_peers_per_torrent)]
     max_peers: usize,
+    /// Upload limit in bytes per second, for the whole session: plain bytes or with a K, M or
+    /// G suffix, powers of 1024 (500K, 8M, 1.5M). Default: unlimited.
+    #[arg(long, value_name = "RATE", value_parser = format::parse_rate)]
+    upload_limit: Option<u64>,
+    /// Download limit in bytes per second, as --upload-limit. Default: unlimited.
+    #[arg(long, value_name = "RATE", value_parser = format::parse_rate)]
+    download_limit: Option<u64>,
     /// Folder for resume data, so a restart need not re-check the data (default:
     /// $XDG_STATE_HOME/ringtorrent or ~/.local/state/ringtorrent).
     #[arg(long, value_name = "DIR")]
@@ -573,7 +587,11 @@ pub fn download(args: DownloadArgs) -> Result<()> {
         pool()?,
         false,
         false,
-        Config::default(),
+        Config {
+            upload_rate_limit: args.upload_limit,
+            download_rate_limit: args.download_limit,
+            ..Config::default()
+        },
         args.state_dir.clone().or_else(default_state_dir).as_deref(),
     )?;
     let peers = resolve(&args.peers)?;
@@ -634,6 +652,8 @@ pub fn seed(args: SeedArgs) -> Result<()> {
         Config {
             max_peers_per_torrent: args.max_peers,
             max_connections: args.max_peers + 64,
+            upload_rate_limit: args.upload_limit,
+            download_rate_limit: args.download_limit,
             ..Config::default()
         },
         args.state_dir.clone().or_else(default_state_dir).as_deref(),

@@ -69,6 +69,19 @@ pub struct Config {
     pub reconnect_delay_useful: Duration,
     /// How often the session's housekeeping runs (timeouts, keep-alives, rates, dialling).
     pub tick: Duration,
+    /// Session-wide upload limit in bytes per second (libtorrent's `upload_rate_limit`,
+    /// Transmission's upload speed limit); `None` or 0 is unlimited. A seedbox shares its
+    /// uplink with other services, and a home user's upload saturating the link stalls their
+    /// own downloads' requests. Counted in block payload when its disk read is issued; each
+    /// torrent may have a lower limit of its own ([`Session::set_rate_limits`]).
+    ///
+    /// [`Session::set_rate_limits`]: super::session::Session::set_rate_limits
+    pub upload_rate_limit: Option<u64>,
+    /// Session-wide download limit in bytes per second (libtorrent's `download_rate_limit`);
+    /// `None` or 0 is unlimited. Leaves room on the link for everything else. Enforced by
+    /// pacing our requests (a request spends its block's length), since bytes already asked
+    /// for will arrive anyway; per-torrent limits as for upload.
+    pub download_rate_limit: Option<u64>,
     /// Choking algorithm settings.
     pub choker: ChokerConfig,
     /// Piece picking settings.
@@ -98,6 +111,8 @@ impl Default for Config {
             reconnect_delay: Duration::from_secs(30),
             reconnect_delay_useful: Duration::from_secs(5),
             tick: Duration::from_millis(500),
+            upload_rate_limit: None,
+            download_rate_limit: None,
             choker: ChokerConfig::default(),
             picker: PickerConfig::default(),
         }
@@ -106,7 +121,8 @@ impl Default for Config {
 
 impl Config {
     /// Clamps settings that have hard bounds (a request length above [`MAX_BLOCK_LEN`], zero
-    /// limits) so that a config file cannot put the core outside what it was built for.
+    /// limits; a rate limit of 0 becomes `None`, unlimited) so that a config file cannot put
+    /// the core outside what it was built for.
     pub fn sanitized(mut self) -> Config {
         self.max_request_len = self.max_request_len.clamp(BLOCK_LEN, MAX_BLOCK_LEN);
         self.min_requests = self.min_requests.max(1);
@@ -118,6 +134,8 @@ impl Config {
         self.max_half_open = self.max_half_open.max(1);
         self.max_hash_strikes = self.max_hash_strikes.max(1);
         self.tick = self.tick.max(Duration::from_millis(10));
+        self.upload_rate_limit = self.upload_rate_limit.filter(|&r| r > 0);
+        self.download_rate_limit = self.download_rate_limit.filter(|&r| r > 0);
         self
     }
 }

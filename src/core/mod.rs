@@ -12,6 +12,7 @@ pub mod config;
 mod fast;
 pub mod hex;
 pub mod lengths;
+pub mod limiter;
 pub mod mse;
 mod peer;
 pub mod picker;

@@ -119,6 +119,11 @@ pub(crate) struct Peer {
     pub(crate) recv: BytesMut,
     pub(crate) send: SendBuf,
     pub(crate) send_notified: bool,
+
+    /// In the torrent's queue of peers waiting for upload tokens (rate limits).
+    pub(crate) up_waiting: bool,
+    /// In the torrent's queue of peers waiting for download tokens (rate limits).
+    pub(crate) down_waiting: bool,
 }
 
 impl Peer {
@@ -172,6 +177,8 @@ impl Peer {
             recv: BytesMut::new(),
             send,
             send_notified,
+            up_waiting: false,
+            down_waiting: false,
         }
     }
 

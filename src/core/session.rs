@@ -31,6 +31,7 @@ use slab::Slab;
 
 use super::api::{Action, CloseReason, ConnId, DiskDone, Event, TorrentId};
 use super::config::Config;
+use super::limiter::RateLimits;
 use super::mse::{Responder, Step};
 use super::peer::Peer;
 use super::picker::Priority;
@@ -150,6 +151,9 @@ pub struct Session {
     /// Torrents other sessions own, and which (see "Sharding" above).
     routes: HashMap<InfoHash, u32>,
     handoffs: HandOffStats,
+    /// Which torrent is served first when rate-limit wake-ups fall due, turning each time so
+    /// that no torrent always spends the session's tokens first.
+    rate_turn: usize,
 }
 
 /// Connections moved between sessions (see "Sharding" in the module documentation).
@@ -165,6 +169,8 @@ impl Session {
     /// A session with `config`, announcing `peer_id`, drawing randomness from `seed`.
     pub fn new(config: Config, peer_id: PeerId, seed: u64, now: Time) -> Session {
         let config = config.sanitized();
+        let session_limits =
+            RateLimits::new(config.upload_rate_limit, config.download_rate_limit, now);
         Session {
             next_tick: now + config.tick,
             config,
@@ -175,10 +181,14 @@ impl Session {
             by_hash: HashMap::new(),
             conns: Slab::new(),
             next_generation: 0,
-            out: Outbox::default(),
+            out: Outbox {
+                session_limits,
+                ..Outbox::default()
+            },
             handshake_closes: Default::default(),
             routes: HashMap::new(),
             handoffs: HandOffStats::default(),
+            rate_turn: 0,
         }
     }
 
@@ -351,6 +361,65 @@ impl Session {
             t.set_file_priorities(priorities, config, now, rng, out)
         });
         self.reap();
+    }
+
+    /// Sets a torrent's own upload and download limits in bytes per second (`None` or 0:
+    /// unlimited). They apply on top of the session-wide limits of [`Config`]: a block goes
+    /// out, or a request is sent, only when both allow it.
+    pub fn set_rate_limits(
+        &mut self,
+        id: TorrentId,
+        up: Option<u64>,
+        down: Option<u64>,
+        now: Time,
+    ) {
+        self.with_torrent(id, |t, config, rng, out| {
+            t.set_rate_limits(up, down, config, now, rng, out)
+        });
+    }
+
+    /// A torrent's own (upload, download) limits, as [`Session::set_rate_limits`] set them.
+    pub fn rate_limits(&self, id: TorrentId) -> Option<(Option<u64>, Option<u64>)> {
+        self.torrent(id)
+            .map(|t| (t.limits.up.rate(), t.limits.down.rate()))
+    }
+
+    /// Changes the session-wide upload and download limits (`Config::upload_rate_limit` and
+    /// `Config::download_rate_limit`) while running.
+    pub fn set_session_rate_limits(&mut self, up: Option<u64>, down: Option<u64>, now: Time) {
+        self.out.session_limits.set(up, down, now);
+        self.config.upload_rate_limit = self.out.session_limits.up.rate();
+        self.config.download_rate_limit = self.out.session_limits.down.rate();
+        self.serve_rate_limited(now, true);
+    }
+
+    /// Serves peers waiting for rate-limit tokens in torrents whose wake-up is due (or in
+    /// every torrent, after a limit changed), starting one torrent further each time.
+    fn serve_rate_limited(&mut self, now: Time, all: bool) {
+        let any_due = self
+            .torrents
+            .iter()
+            .any(|(_, t)| t.torrent.rate_wake().is_some_and(|at| at <= now));
+        if !any_due && !all {
+            return;
+        }
+        let ids = self.torrent_ids();
+        if ids.is_empty() {
+            return;
+        }
+        let start = self.rate_turn % ids.len();
+        self.rate_turn = self.rate_turn.wrapping_add(1);
+        for &id in ids[start..].iter().chain(&ids[..start]) {
+            let due = self
+                .torrent(id)
+                .and_then(|t| t.rate_wake())
+                .is_some_and(|at| at <= now);
+            if due || all {
+                self.with_torrent(id, |t, config, rng, out| {
+                    t.serve_limited(config, now, rng, out)
+                });
+            }
+        }
     }
 
     /// Downloads pieces in order (for streaming) instead of rarest first.
@@ -859,7 +928,7 @@ impl Session {
     }
 
     /// The driver sent `n` bytes from the front of `conn`'s send buffer.
-    pub fn handle_sent(&mut self, conn: ConnId, n: usize, _now: Time) {
+    pub fn handle_sent(&mut self, conn: ConnId, n: usize, now: Time) {
         let Some(c) = self.conn_mut(conn) else { return };
         match &mut c.state {
             ConnState::Handshaking(h) => {
@@ -877,7 +946,7 @@ impl Session {
                     .get_mut(torrent.slot as usize)
                     .filter(|t| t.generation == torrent.generation)
                 {
-                    t.torrent.on_sent(key, n, config, out);
+                    t.torrent.on_sent(key, n, config, now, out);
                 }
             }
         }
@@ -929,15 +998,24 @@ impl Session {
         self.reap();
     }
 
-    /// When [`Session::handle_timeout`] wants to be called next.
+    /// When [`Session::handle_timeout`] wants to be called next: the next housekeeping tick,
+    /// or sooner when rate-limited peers wait for tokens that will have accrued by then.
     pub fn poll_timeout(&self) -> Option<Time> {
-        Some(self.next_tick)
+        let wake = self
+            .torrents
+            .iter()
+            .filter_map(|(_, t)| t.torrent.rate_wake())
+            .min();
+        Some(wake.map_or(self.next_tick, |w| w.min(self.next_tick)))
     }
 
-    /// Runs housekeeping if it is due: handshake and connect time-outs, keep-alives,
-    /// inactivity, request time-outs, the choker, and dialling known peers.
+    /// Serves rate-limited peers whose tokens have accrued, and runs housekeeping if it is
+    /// due: handshake and connect time-outs, keep-alives, inactivity, request time-outs, the
+    /// choker, and dialling known peers.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.serve_rate_limited(now, false);
         if now < self.next_tick {
+            self.reap();
             return;
         }
         self.next_tick = now + self.config.tick;

@@ -16,6 +16,7 @@ use super::api::{Action, CloseReason, ConnId, DiskDone, DiskOp, Event, TorrentId
 use super::choker::{ChokePeer, Choker, RechokeReason};
 use super::config::Config;
 use super::fast::allowed_fast_set;
+use super::limiter::RateLimits;
 use super::peer::{Has, OutRequest, Peer};
 use super::picker::{BlockReceived, PickMode, Picker, Priority};
 use super::wire::{
@@ -39,6 +40,10 @@ pub(crate) struct Outbox {
     pub(crate) events: VecDeque<Event>,
     /// Connections the torrent closed; the session frees their slots.
     pub(crate) closed: Vec<ConnId>,
+    /// The session-wide rate limits. They ride along with the outbox because every path that
+    /// issues a block read or a request already carries it, so a torrent can spend from its
+    /// own buckets and the session's in one place.
+    pub(crate) session_limits: RateLimits,
 }
 
 impl Outbox {
@@ -127,6 +132,17 @@ pub(crate) struct Torrent {
     pick_buf: Vec<BlockRef>,
     /// Pieces wanted and not had, so a seed's interest count is known without a scan.
     wanted_missing: u32,
+    /// This torrent's own rate limits (the session's apply as well).
+    pub(crate) limits: RateLimits,
+    /// Peers with requests queued that wait for upload tokens, served one block per turn so
+    /// that no peer starves behind another (each has `Peer::up_waiting` set while queued).
+    up_waiting: VecDeque<PeerKey>,
+    /// Peers that want to request more and wait for download tokens, one block per turn.
+    down_waiting: VecDeque<PeerKey>,
+    /// When the buckets will have refilled for the first peer waiting to be served, and for
+    /// the first waiting to request; the session wakes us then.
+    up_wake: Option<Time>,
+    down_wake: Option<Time>,
 }
 
 /// A peer's message with its payload copied out of (or split off) the receive buffer.
@@ -187,6 +203,11 @@ impl Torrent {
             complete_announced: false,
             pick_buf: Vec::new(),
             wanted_missing: 0,
+            limits: RateLimits::default(),
+            up_waiting: VecDeque::new(),
+            down_waiting: VecDeque::new(),
+            up_wake: None,
+            down_wake: None,
         };
         t.recount_wanted();
         t.complete_announced = t.picker.is_complete();
@@ -758,7 +779,8 @@ impl Torrent {
         target.min(cap).max(1)
     }
 
-    /// Tops up the requests outstanding with a peer.
+    /// Tops up the requests outstanding with a peer. Under a download limit the peer joins
+    /// the queue of peers waiting for download tokens, which is then served in turn.
     fn fill_requests(
         &mut self,
         key: PeerKey,
@@ -767,17 +789,72 @@ impl Torrent {
         rng: &mut Rng,
         out: &mut Outbox,
     ) {
-        if self.error.is_some() {
+        if !self.limits.down.is_limited() && !out.session_limits.down.is_limited() {
+            self.request_blocks(key, usize::MAX, config, now, rng, out);
             return;
+        }
+        if let Some(peer) = self.peers.get_mut(&key) {
+            if !peer.down_waiting {
+                peer.down_waiting = true;
+                self.down_waiting.push_back(key);
+            }
+        }
+        self.serve_downloads(config, now, rng, out);
+    }
+
+    /// Gives waiting peers one request each in turn while both download buckets (ours and
+    /// the session's) hold a block's worth, and notes when to try again if they run short.
+    fn serve_downloads(&mut self, config: &Config, now: Time, rng: &mut Rng, out: &mut Outbox) {
+        self.limits.down.refill(now);
+        out.session_limits.down.refill(now);
+        self.down_wake = None;
+        let need = u64::from(BLOCK_LEN);
+        while let Some(&key) = self.down_waiting.front() {
+            if !self.peers.contains_key(&key) {
+                self.down_waiting.pop_front();
+                continue;
+            }
+            let (ours, session) = (&self.limits.down, &out.session_limits.down);
+            if !ours.can_take(need) || !session.can_take(need) {
+                self.down_wake = ours.ready_at(need).max(session.ready_at(need));
+                break;
+            }
+            self.down_waiting.pop_front();
+            let (bytes, more) = self.request_blocks(key, 1, config, now, rng, out);
+            self.limits.down.take(bytes);
+            out.session_limits.down.take(bytes);
+            if let Some(peer) = self.peers.get_mut(&key) {
+                if more {
+                    self.down_waiting.push_back(key);
+                } else {
+                    peer.down_waiting = false;
+                }
+            }
+        }
+    }
+
+    /// Sends up to `max` new requests to a peer, as many as its pipeline target allows.
+    /// Returns the bytes requested and whether the peer could take more.
+    fn request_blocks(
+        &mut self,
+        key: PeerKey,
+        max: usize,
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) -> (u64, bool) {
+        if self.error.is_some() {
+            return (0, false);
         }
         let Some(peer) = self.peers.get_mut(&key) else {
-            return;
+            return (0, false);
         };
         if !peer.am_interested {
-            return;
+            return (0, false);
         }
         if peer.peer_choking && peer.allowed_fast_in.is_empty() {
-            return;
+            return (0, false);
         }
         let mut target = Torrent::request_target(peer, config, now);
         if self.picker.is_endgame() {
@@ -785,26 +862,28 @@ impl Torrent {
             // libtorrent does, a peer gets one duplicate at a time and only once it has
             // nothing else in flight, so duplicates go to idle peers and waste stays small.
             if !peer.requests_out.is_empty() {
-                return;
+                return (0, false);
             }
             target = 1;
         }
         let restrict = peer.peer_choking.then_some(&peer.allowed_fast_in[..]);
         let have = peer.requests_out.len();
         if have >= target {
-            return;
+            return (0, false);
         }
+        let count = (target - have).min(max);
         self.pick_buf.clear();
         self.picker.pick(
             key,
             peer.has.pieces(),
-            target - have,
+            count,
             restrict,
             &peer.suggested,
             rng,
             &mut self.pick_buf,
         );
         let mut notify = false;
+        let mut bytes = 0;
         for &block in &self.pick_buf {
             let r = BlockRequest {
                 piece: block.piece.get(),
@@ -816,8 +895,12 @@ impl Torrent {
                 block,
                 sent_at: now,
             });
+            bytes += u64::from(block.len);
         }
         out.send(peer.conn, notify);
+        // Room for more only if the picker gave all we asked for and the target allows more.
+        let more = self.pick_buf.len() == count && have + count < target;
+        (bytes, more)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -937,12 +1020,25 @@ impl Torrent {
             return Err(Violation::TooManyRequests);
         }
         peer.requests_in.push_back(block);
-        self.pump_reads(key, config, out);
+        self.pump_reads(key, config, Some(now), out);
         Ok(())
     }
 
-    /// Starts disk reads for queued requests while the peer's send buffer has room.
-    fn pump_reads(&mut self, key: PeerKey, config: &Config, out: &mut Outbox) {
+    /// Starts disk reads for queued requests while the peer's send buffer has room. Under an
+    /// upload limit the peer joins the queue of peers waiting for upload tokens, which is then
+    /// served in turn. `now` is `None` where the caller has no time (the simulator's
+    /// `take_send`): buckets are then not refilled, only spent.
+    fn pump_reads(&mut self, key: PeerKey, config: &Config, now: Option<Time>, out: &mut Outbox) {
+        if self.limits.up.is_limited() || out.session_limits.up.is_limited() {
+            if let Some(peer) = self.peers.get_mut(&key) {
+                if !peer.up_waiting && wants_read(peer, config) {
+                    peer.up_waiting = true;
+                    self.up_waiting.push_back(key);
+                }
+            }
+            self.serve_uploads(config, now, out);
+            return;
+        }
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
@@ -961,8 +1057,97 @@ impl Torrent {
         }
     }
 
+    /// Starts one block read per waiting peer in turn while both upload buckets (ours and the
+    /// session's) hold the block's length, and notes when to try again if they run short.
+    fn serve_uploads(&mut self, config: &Config, now: Option<Time>, out: &mut Outbox) {
+        if let Some(now) = now {
+            self.limits.up.refill(now);
+            out.session_limits.up.refill(now);
+        }
+        self.up_wake = None;
+        while let Some(&key) = self.up_waiting.front() {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                self.up_waiting.pop_front();
+                continue;
+            };
+            let Some(&block) = peer
+                .requests_in
+                .front()
+                .filter(|_| wants_read(peer, config))
+            else {
+                peer.up_waiting = false;
+                self.up_waiting.pop_front();
+                continue;
+            };
+            let need = u64::from(block.len);
+            let (ours, session) = (&mut self.limits.up, &mut out.session_limits.up);
+            if !ours.can_take(need) || !session.can_take(need) {
+                self.up_wake = ours.ready_at(need).max(session.ready_at(need));
+                break;
+            }
+            ours.take(need);
+            session.take(need);
+            self.up_waiting.pop_front();
+            peer.requests_in.pop_front();
+            peer.reading.push(block);
+            out.actions.push_back(Action::Disk(DiskOp::Read {
+                torrent: self.id,
+                peer: key,
+                block,
+            }));
+            if wants_read(peer, config) {
+                self.up_waiting.push_back(key);
+            } else {
+                peer.up_waiting = false;
+            }
+        }
+    }
+
+    /// When the session should call [`Torrent::serve_limited`]: the buckets will have refilled
+    /// for a peer waiting on them.
+    pub(crate) fn rate_wake(&self) -> Option<Time> {
+        match (self.up_wake, self.down_wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Serves peers waiting for tokens, as far as the buckets allow now (called when
+    /// [`Torrent::rate_wake`] is due and after limits change).
+    pub(crate) fn serve_limited(
+        &mut self,
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) {
+        self.serve_uploads(config, Some(now), out);
+        self.serve_downloads(config, now, rng, out);
+    }
+
+    /// Changes this torrent's own limits and serves whoever the change lets through.
+    pub(crate) fn set_rate_limits(
+        &mut self,
+        up: Option<u64>,
+        down: Option<u64>,
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) {
+        self.limits.set(up, down, now);
+        self.serve_limited(config, now, rng, out);
+    }
+
     /// The driver sent `n` bytes of a peer's buffer; serve more if it has room now.
-    pub(crate) fn on_sent(&mut self, key: PeerKey, n: usize, config: &Config, out: &mut Outbox) {
+    pub(crate) fn on_sent(
+        &mut self,
+        key: PeerKey,
+        n: usize,
+        config: &Config,
+        now: Time,
+        out: &mut Outbox,
+    ) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
@@ -970,7 +1155,7 @@ impl Torrent {
         if peer.send.is_empty() {
             peer.send_notified = false;
         }
-        self.pump_reads(key, config, out);
+        self.pump_reads(key, config, Some(now), out);
     }
 
     /// The driver took the whole send buffer (the simulator does).
@@ -988,7 +1173,7 @@ impl Torrent {
         if peer.send.is_empty() {
             peer.send_notified = false;
         }
-        self.pump_reads(key, config, out);
+        self.pump_reads(key, config, None, out);
         chunks
     }
 
@@ -1082,7 +1267,7 @@ impl Torrent {
         self.stats.uploaded += len;
         let notify = peer.needs_notify();
         out.send(peer.conn, notify);
-        self.pump_reads(key, config, out);
+        self.pump_reads(key, config, Some(now), out);
     }
 
     fn on_verified(
@@ -1344,6 +1529,14 @@ impl Torrent {
             PickMode::RarestFirst
         });
     }
+}
+
+/// Whether a block read may start for a peer now, tokens aside: it has a request queued, reads
+/// in flight under the bound, and room in its send buffer.
+fn wants_read(peer: &Peer, config: &Config) -> bool {
+    !peer.requests_in.is_empty()
+        && peer.reading.len() < config.max_reads_per_peer
+        && peer.send.len() < config.send_buffer_high
 }
 
 /// How many pieces a peer has that we want and lack: its interest count.

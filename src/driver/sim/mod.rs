@@ -83,6 +83,9 @@ pub struct SimConfig {
     pub time_limit: Duration,
     /// The core's settings for every node.
     pub core: Config,
+    /// The core's settings for honest seeds, where they differ from `core` (a seed with an
+    /// upload limit serving unlimited leechers, say).
+    pub seed_core: Option<Config>,
 }
 
 impl Default for SimConfig {
@@ -105,6 +108,7 @@ impl Default for SimConfig {
             peers_per_node: 40,
             time_limit: Duration::from_secs(3600),
             core: Config::default(),
+            seed_core: None,
         }
     }
 }
@@ -355,7 +359,11 @@ impl Simulation {
         let mut id = [0u8; 12];
         self.rng.fill(&mut id);
         let peer_id = PeerId::generate(id);
-        let mut session = Session::new(self.config.core.clone(), peer_id, self.rng.next_u64(), now);
+        let core = match (&self.config.seed_core, node.role) {
+            (Some(seed_core), Role::Seed) => seed_core,
+            _ => &self.config.core,
+        };
+        let mut session = Session::new(core.clone(), peer_id, self.rng.next_u64(), now);
         session.set_listen_port(node.addr.port());
         let torrent = session
             .add_torrent(self.payload.info.clone(), &node.have, now)
