@@ -380,3 +380,81 @@ fn four_loops(io: &str) {
         .unwrap();
     assert!(handed >= 1, "{stderr}");
 }
+
+/// A seed killed with SIGKILL mid-transfer and restarted on the same port (trusting its
+/// resume data): the leecher sees the connection drop, dials the seed again within seconds,
+/// and finishes byte for byte. The seed is rate-limited so the kill lands mid-transfer; the
+/// leecher's progress lines show it was left with no peer part-way.
+#[test]
+fn a_seed_killed_mid_transfer_and_restarted_uring() {
+    seed_killed_and_restarted("uring");
+}
+
+#[test]
+fn a_seed_killed_mid_transfer_and_restarted_epoll() {
+    seed_killed_and_restarted("epoll");
+}
+
+fn seed_killed_and_restarted(io: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_payload(&data.join("restart.bin"), 12_000_007, 77);
+    let torrent = dir.path().join("restart.torrent");
+    make_torrent(&data.join("restart.bin"), "256K", &torrent);
+    let state = dir.path().join("state");
+    let seed_on = |port: &str| {
+        let (guard, line) = start_with_first_line(
+            ringtorrent()
+                .arg("seed")
+                .arg(&torrent)
+                .arg(&data)
+                .args(["--port", port, "--bind", "127.0.0.1", "--duration", "120"])
+                .args(["--io", io, "--upload-limit", "3M", "--state-dir"])
+                .arg(&state)
+                .stderr(Stdio::null()),
+        );
+        let addr = line
+            .split_whitespace()
+            .find(|w| w.starts_with("127.0.0.1:"))
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_owned();
+        (guard, addr)
+    };
+    let (first, addr) = seed_on("0");
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let out_dir = dir.path().join("out");
+    let leech_state = dir.path().join("leech-state");
+    let leech_state = leech_state.to_str().unwrap();
+    std::thread::scope(|scope| {
+        let leecher = scope.spawn(|| {
+            download(
+                &torrent,
+                &out_dir,
+                &["--peer", &addr, "--io", io, "--state-dir", leech_state],
+            )
+        });
+        // 12 MB at 3 MiB/s takes about 4 s: at 1.5 s the transfer is under way.
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(first); // SIGKILL, by PID
+        std::thread::sleep(Duration::from_millis(500));
+        let (_second, again) = seed_on(&port);
+        assert_eq!(
+            again, addr,
+            "the restarted seed listens where the first did"
+        );
+        let stderr = leecher.join().unwrap();
+        same_tree(&data, &out_dir);
+        let stranded = stderr.lines().any(|l| {
+            l.trim_end().ends_with(" 0 peers")
+                && l.trim_start()
+                    .split('%')
+                    .next()
+                    .and_then(|p| p.trim().parse::<f64>().ok())
+                    .is_some_and(|p| p > 0.0 && p < 100.0)
+        });
+        assert!(
+            stranded,
+            "the leecher never lost its seed part-way:\n{stderr}"
+        );
+    });
+}
