@@ -141,3 +141,20 @@ fn unlimited_config_is_the_default() {
     );
     assert_eq!(zero.download_rate_limit, None);
 }
+
+/// Three leechers that upload almost nothing (1 B/s) to each other: their requests to one
+/// another time out. Each timed-out block must go to the seed, not back to the slow peer that
+/// sat on it; before the tick topped up responsive peers first, two slow peers could hold
+/// an endgame block between them for good and one leecher never finished.
+#[test]
+fn blocks_timed_out_on_slow_peers_go_to_the_seed() {
+    // 16 MiB at 1 MiB/s takes 16 s; two minutes is ample. Seeds 1 to 8 all stalled before.
+    let mut config = base(4, 4 * MIB);
+    config.seed = 4;
+    config.time_limit = Duration::from_secs(120);
+    config.core = limited(Some(1), None);
+    config.seed_core = Some(limited(Some(MIB), None));
+    let r = run(config);
+    assert_eq!(r.completed, 4, "every leecher finishes");
+    assert!(r.every_byte_right);
+}

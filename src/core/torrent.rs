@@ -1479,6 +1479,14 @@ impl Torrent {
                     self.picker.request_dropped(key, block);
                 }
             }
+        }
+        // Top up the responsive peers first: blocks a snubbed peer just timed out on go to
+        // them, not straight back to the peer that sat on them (which, with two slow peers
+        // holding an endgame block, starved an idle seed of it for good).
+        let mut keys: Vec<(bool, PeerKey)> =
+            self.peers.iter().map(|(k, p)| (p.snubbed, *k)).collect();
+        keys.sort_by_key(|&(snubbed, _)| snubbed);
+        for (_, key) in keys {
             self.fill_requests(key, config, now, rng, out);
         }
         if now >= self.choker.next_due() {
