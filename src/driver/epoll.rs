@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, IoSlice, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::disk::DiskBridge;
 use super::shard::{Mailbox, PostOffice, Run};
+use super::Protocol;
 use crate::core::api::{Action, ConnId, DiskOp, Event, TorrentId};
 use crate::core::session::HandOff;
 use crate::core::{Session, Time};
@@ -46,11 +47,11 @@ struct Socket {
 }
 
 /// A session, its sockets, its torrents' storage and the disk pool, driven by epoll.
-pub struct EpollDriver {
+pub struct EpollDriver<P: Protocol = Session> {
     poll: Poll,
     events: Events,
     listener: Option<TcpListener>,
-    pub(crate) session: Session,
+    pub(crate) session: P,
     epoch: Instant,
     sockets: HashMap<ConnId, Socket>,
     disk: DiskBridge,
@@ -58,15 +59,15 @@ pub struct EpollDriver {
     read_buf: Vec<u8>,
 }
 
-impl EpollDriver {
+impl<P: Protocol> EpollDriver<P> {
     /// A driver for `session`, accepting on `listener` if given (see
     /// [`super::net::bind_listeners`]).
     pub fn new(
-        session: Session,
+        session: P,
         listener: Option<std::net::TcpListener>,
         disk: Arc<DiskPool>,
         epoch: Instant,
-    ) -> io::Result<EpollDriver> {
+    ) -> io::Result<EpollDriver<P>> {
         let poll = Poll::new()?;
         let mut listener = match listener {
             Some(l) => {
@@ -113,7 +114,7 @@ impl EpollDriver {
     }
 
     /// The session, to add torrents and peers or read statistics.
-    pub fn session(&mut self) -> &mut Session {
+    pub fn session(&mut self) -> &mut P {
         &mut self.session
     }
 
@@ -341,7 +342,7 @@ impl EpollDriver {
                 any = true;
                 let now = self.now();
                 match action {
-                    Action::Connect { conn, addr } => self.connect(conn, addr, now),
+                    Action::Connect { conn, addr, from } => self.connect(conn, addr, from, now),
                     Action::Send { conn } => self.flush(conn, now),
                     Action::Close { conn } => {
                         if let Some(mut socket) = self.sockets.remove(&conn) {
@@ -362,9 +363,9 @@ impl EpollDriver {
         }
     }
 
-    fn connect(&mut self, conn: ConnId, addr: SocketAddr, now: Time) {
-        match TcpStream::connect(addr) {
-            Ok(stream) => self.register(stream, conn, true, now),
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr, from: Option<IpAddr>, now: Time) {
+        match super::net::connect_nonblocking(addr, from) {
+            Ok(stream) => self.register(TcpStream::from_std(stream), conn, true, now),
             Err(_) => self.session.handle_closed(conn, now),
         }
     }

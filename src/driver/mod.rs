@@ -6,6 +6,7 @@
 mod disk;
 pub mod epoll;
 pub mod net;
+pub mod protocol;
 pub mod shard;
 pub mod sim;
 pub mod uring;
@@ -18,6 +19,7 @@ use crate::core::api::{Event, TorrentId};
 use crate::core::{Session, Time};
 use crate::storage::{DiskPool, Storage};
 use epoll::EpollDriver;
+pub use protocol::Protocol;
 use shard::Mailbox;
 use uring::UringDriver;
 

@@ -65,7 +65,7 @@ pub use probe::probe;
 use std::collections::HashMap;
 use std::io;
 use std::mem::ManuallyDrop;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -78,8 +78,9 @@ use self::bufring::BufRing;
 use self::probe::{build_ring, Setup};
 use self::token::{Op, Token};
 use super::disk::DiskBridge;
-use super::net::{new_socket, SockAddr};
+use super::net::{bind_local, new_socket, SockAddr};
 use super::shard::{Mailbox, PostOffice, Run};
+use super::Protocol;
 use crate::core::api::{Action, ConnId, DiskOp, Event, TorrentId};
 use crate::core::{SendBuf, Session, Time};
 use crate::storage::{DiskPool, Storage};
@@ -214,8 +215,9 @@ impl Default for UringOptions {
     }
 }
 
-/// A session, its sockets, its torrents' storage and the disk pool, driven by io_uring.
-pub struct UringDriver {
+/// A session (or any [`Protocol`]), its sockets, its torrents' storage and the disk pool,
+/// driven by io_uring.
+pub struct UringDriver<P: Protocol = Session> {
     ring: IoUring,
     /// Whether the ring has been enabled (rings made with `DeferTaskrun` start disabled).
     enabled: bool,
@@ -224,7 +226,7 @@ pub struct UringDriver {
     /// When to re-arm an accept that failed (out of descriptors, say): not at once, or the
     /// loop would spin on the same error.
     accept_retry: Option<Instant>,
-    session: Session,
+    session: P,
     epoch: Instant,
     conns: Slab<Conn>,
     by_id: HashMap<ConnId, usize>,
@@ -238,28 +240,28 @@ pub struct UringDriver {
     cqes: Vec<(u64, i32, u32)>,
 }
 
-impl UringDriver {
+impl<P: Protocol> UringDriver<P> {
     /// A driver for `session`, accepting on `listener` if given (see
     /// [`super::net::bind_listeners`]). Fails where io_uring is unavailable; call [`probe`]
     /// first to choose a driver.
     pub fn new(
-        session: Session,
+        session: P,
         listener: Option<TcpListener>,
         disk: Arc<DiskPool>,
         epoch: Instant,
-    ) -> io::Result<UringDriver> {
+    ) -> io::Result<UringDriver<P>> {
         Self::with_options(session, listener, disk, epoch, UringOptions::default())
     }
 
     /// As [`UringDriver::new`], with receive buffers sized by `options` (tests use tiny ones
     /// to run the ring dry). Fails with `InvalidInput` if `recv_buffers` is not a power of two.
     pub fn with_options(
-        session: Session,
+        session: P,
         listener: Option<TcpListener>,
         disk: Arc<DiskPool>,
         epoch: Instant,
         options: UringOptions,
-    ) -> io::Result<UringDriver> {
+    ) -> io::Result<UringDriver<P>> {
         if !options.recv_buffers.is_power_of_two()
             || options.recv_buffers > 32768
             || options.recv_buffer_len == 0
@@ -316,7 +318,7 @@ impl UringDriver {
     }
 
     /// The session, to add torrents and peers or read statistics.
-    pub fn session(&mut self) -> &mut Session {
+    pub fn session(&mut self) -> &mut P {
         &mut self.session
     }
 
@@ -546,8 +548,12 @@ impl UringDriver {
         self.inflight += 1;
     }
 
-    fn connect(&mut self, id: ConnId, addr: SocketAddr, now: Time) {
-        let Ok(stream) = new_socket(&addr) else {
+    fn connect(&mut self, id: ConnId, addr: SocketAddr, from: Option<IpAddr>, now: Time) {
+        let socket = new_socket(&addr).and_then(|s| match from {
+            Some(ip) => bind_local(&s, ip).map(|()| s),
+            None => Ok(s),
+        });
+        let Ok(stream) = socket else {
             return self.session.handle_closed(id, now);
         };
         let slot = self.insert_conn(id, stream, State::Connecting);
@@ -822,7 +828,7 @@ impl UringDriver {
                 any = true;
                 let now = self.now();
                 match action {
-                    Action::Connect { conn, addr } => self.connect(conn, addr, now),
+                    Action::Connect { conn, addr, from } => self.connect(conn, addr, from, now),
                     Action::Send { conn } => {
                         if let Some(&slot) = self.by_id.get(&conn) {
                             self.send(slot);
@@ -900,7 +906,7 @@ impl UringDriver {
     }
 }
 
-impl Drop for UringDriver {
+impl<P: Protocol> Drop for UringDriver<P> {
     fn drop(&mut self) {
         if self.quiesce() {
             // SAFETY: nothing is in flight, so the kernel no longer selects receive buffers

@@ -1,0 +1,101 @@
+//! What a driver runs. The peer-wire [`Session`] is the engine; a load generator's synthetic
+//! peers (`swarm-load`) are another sans-IO state machine with the same contract, so both run
+//! on the same io_uring and epoll loops.
+//!
+//! The contract is the session's (see [`crate::core::session`]): inputs are the `handle_*`
+//! calls, each with `now`; after any input the driver drains [`Protocol::poll_action`], then
+//! [`Protocol::poll_event`], then waits no longer than [`Protocol::poll_timeout`].
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::core::api::{Action, ConnId, DiskDone, Event};
+use crate::core::session::HandOff;
+use crate::core::{Session, Time};
+
+/// A sans-IO state machine over TCP connections that a driver can run.
+pub trait Protocol {
+    /// The port the driver listens on, once known.
+    fn set_listen_port(&mut self, _port: u16) {}
+    /// An incoming connection was accepted; `None` closes it.
+    fn accept(&mut self, addr: SocketAddr, now: Time) -> Option<ConnId>;
+    /// A connection another loop handed over; `None` closes it. Only sessions shard.
+    fn adopt(&mut self, _handoff: HandOff, _now: Time) -> Option<ConnId> {
+        None
+    }
+    /// The state of a connection announced by [`Action::HandOff`].
+    fn take_handoff(&mut self, _conn: ConnId) -> Option<HandOff> {
+        None
+    }
+    /// An outgoing connection came up.
+    fn handle_connected(&mut self, conn: ConnId, now: Time);
+    /// Bytes arrived.
+    fn handle_recv(&mut self, conn: ConnId, data: &[u8], now: Time);
+    /// `n` bytes from the front of [`Protocol::send_chunks`] were sent.
+    fn handle_sent(&mut self, conn: ConnId, n: usize, now: Time);
+    /// The socket closed or failed.
+    fn handle_closed(&mut self, conn: ConnId, now: Time);
+    /// The bytes waiting to go out on `conn`, in order.
+    fn send_chunks(&mut self, conn: ConnId) -> Vec<&[u8]>;
+    /// Takes up to about `max` bytes of whole chunks queued on `conn`.
+    fn take_send(&mut self, conn: ConnId, max: usize) -> Vec<Bytes>;
+    /// A disk operation finished.
+    fn handle_disk(&mut self, _done: DiskDone, _now: Time) {}
+    /// Timers: called every turn; does nothing until [`Protocol::poll_timeout`] is due.
+    fn handle_timeout(&mut self, now: Time);
+    /// The next thing for the driver to do.
+    fn poll_action(&mut self) -> Option<Action>;
+    /// The next event.
+    fn poll_event(&mut self) -> Option<Event>;
+    /// When [`Protocol::handle_timeout`] wants to run next.
+    fn poll_timeout(&self) -> Option<Time>;
+}
+
+impl Protocol for Session {
+    fn set_listen_port(&mut self, port: u16) {
+        Session::set_listen_port(self, port)
+    }
+    fn accept(&mut self, addr: SocketAddr, now: Time) -> Option<ConnId> {
+        Session::accept(self, addr, now)
+    }
+    fn adopt(&mut self, handoff: HandOff, now: Time) -> Option<ConnId> {
+        Session::adopt(self, handoff, now)
+    }
+    fn take_handoff(&mut self, conn: ConnId) -> Option<HandOff> {
+        Session::take_handoff(self, conn)
+    }
+    fn handle_connected(&mut self, conn: ConnId, now: Time) {
+        Session::handle_connected(self, conn, now)
+    }
+    fn handle_recv(&mut self, conn: ConnId, data: &[u8], now: Time) {
+        Session::handle_recv(self, conn, data, now)
+    }
+    fn handle_sent(&mut self, conn: ConnId, n: usize, now: Time) {
+        Session::handle_sent(self, conn, n, now)
+    }
+    fn handle_closed(&mut self, conn: ConnId, now: Time) {
+        Session::handle_closed(self, conn, now)
+    }
+    fn send_chunks(&mut self, conn: ConnId) -> Vec<&[u8]> {
+        Session::send_chunks(self, conn)
+    }
+    fn take_send(&mut self, conn: ConnId, max: usize) -> Vec<Bytes> {
+        Session::take_send(self, conn, max)
+    }
+    fn handle_disk(&mut self, done: DiskDone, now: Time) {
+        Session::handle_disk(self, done, now)
+    }
+    fn handle_timeout(&mut self, now: Time) {
+        Session::handle_timeout(self, now)
+    }
+    fn poll_action(&mut self) -> Option<Action> {
+        Session::poll_action(self)
+    }
+    fn poll_event(&mut self) -> Option<Event> {
+        Session::poll_event(self)
+    }
+    fn poll_timeout(&self) -> Option<Time> {
+        Session::poll_timeout(self)
+    }
+}
