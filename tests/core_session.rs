@@ -435,7 +435,8 @@ fn half_open_connections_time_out() {
         s.poll_action(),
         Some(Action::Connect {
             conn,
-            addr: "127.0.0.20:1".parse().unwrap()
+            addr: "127.0.0.20:1".parse().unwrap(),
+            from: None,
         })
     );
     s.handle_timeout(Time::from_secs(16));

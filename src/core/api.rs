@@ -53,6 +53,10 @@ pub enum Action {
         conn: ConnId,
         /// Where to connect.
         addr: SocketAddr,
+        /// The local address to connect from (port chosen by the kernel), or `None` for the
+        /// kernel's choice. The session never sets it; load generators spread their peers
+        /// over many loopback addresses with it, so per-address limits do not hide the load.
+        from: Option<::core::net::IpAddr>,
     },
     /// `conn` has bytes to send (see `Session::send_chunks`). Sent once each time its send
     /// buffer goes from empty to not empty.

@@ -472,7 +472,11 @@ impl Session {
             send_notified: false,
             mse: Mse::Off,
         })));
-        self.out.actions.push_back(Action::Connect { conn, addr });
+        self.out.actions.push_back(Action::Connect {
+            conn,
+            addr,
+            from: None,
+        });
         Some(conn)
     }
 

@@ -2,7 +2,7 @@
 //! non-blocking sockets, and listeners, one per event loop on a shared port.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Connections a listener queues before the kernel drops new ones: 1024, as mio's and
@@ -75,6 +75,50 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
         return Err(io::Error::last_os_error());
     }
     Ok(TcpListener::from(OwnedFd::from(socket)))
+}
+
+/// Binds `socket` to `ip` with a port the kernel picks, before it connects. A loopback
+/// address other than 127.0.0.1 needs no set-up on Linux: all of 127.0.0.0/8 is local.
+pub(crate) fn bind_local(socket: &TcpStream, ip: IpAddr) -> io::Result<()> {
+    let sa = SockAddr::from(SocketAddr::new(ip, 0));
+    // SAFETY: `socket` is an open socket; `sa.storage` holds a valid address of `sa.len`.
+    let rc = unsafe {
+        libc::bind(
+            socket.as_raw_fd(),
+            (&sa.storage as *const libc::sockaddr_storage).cast(),
+            sa.len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A non-blocking connect to `addr`, from `from` if given: the connection completes later
+/// (the socket turns writable), or fails then.
+pub(crate) fn connect_nonblocking(addr: SocketAddr, from: Option<IpAddr>) -> io::Result<TcpStream> {
+    let socket = new_socket(&addr)?;
+    if let Some(ip) = from {
+        bind_local(&socket, ip)?;
+    }
+    let sa = SockAddr::from(addr);
+    // SAFETY: `socket` is an open non-blocking socket; `sa.storage` holds a valid address of
+    // `sa.len` bytes for its family.
+    let rc = unsafe {
+        libc::connect(
+            socket.as_raw_fd(),
+            (&sa.storage as *const libc::sockaddr_storage).cast(),
+            sa.len,
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    Ok(socket)
 }
 
 /// A fresh non-blocking, close-on-exec TCP socket for `addr`'s family.

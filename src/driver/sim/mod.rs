@@ -430,7 +430,7 @@ impl Simulation {
                 break;
             };
             match action {
-                Action::Connect { conn, addr } => network::connect(self, i, conn, addr),
+                Action::Connect { conn, addr, .. } => network::connect(self, i, conn, addr),
                 Action::Send { conn } => network::want_send(self, i, conn),
                 Action::Close { conn } => network::close(self, i, conn),
                 // Each simulated node is one session and is told no routes, so nothing is
