@@ -389,3 +389,36 @@ where
         failures.join("\n")
     );
 }
+
+/// Starts `tests/support/lt_seed.py` (libtorrent, TCP only) for `p`, dialling each of
+/// `peers`; returns it with the port it listens on. Its stdin stays open as long as the
+/// returned process lives (closing it ends the seed).
+pub fn lt_seed(p: &Prepared, peers: &[String], work: &Path) -> (Proc, u16) {
+    let log = work.join(format!("lt-seed-{}.log", p.label));
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg(super::support("lt_seed.py"))
+        .arg(&p.torrent)
+        .arg(&p.data);
+    for peer in peers {
+        cmd.args(["--peer", peer]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start lt_seed.py");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let proc = Proc {
+        child,
+        name: format!("lt_seed.py {}", p.label),
+        log,
+    };
+    let info: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("lt_seed.py printed {line:?}: {e}\n{}", proc.log()));
+    let port = info["port"].as_u64().unwrap() as u16;
+    (proc, port)
+}
