@@ -2,7 +2,7 @@
 """Seed one torrent with libtorrent 2.0 on 127.0.0.1, for integration tests.
 
 Usage: lt_seed.py TORRENT DATA_DIR [--port P] [--peer-id ID] [--tracker URL] [--peer HOST:PORT]...
-                  [--verbose]
+                  [--max-seconds S] [--verbose]
 
 DATA_DIR must already hold the complete payload (it is the save path: a single-file torrent's
 file, or a multi-file torrent's <name>/ folder, lies directly in it). The session is TCP only
@@ -22,7 +22,7 @@ alphanumerics; --peer-id sets all 20 (printable ASCII) characters.
 
 The seeder then runs until its stdin reaches end-of-file (so the parent must give it a pipe,
 e.g. Stdio::piped(), and keep the write end open while it needs the seeder; dropping it ends
-the seeder) or until 120 seconds after it started, whichever comes first; it can also simply
+the seeder) or until --max-seconds (default 120) after it started, whichever comes first; it can also simply
 be killed. Diagnostics go to stderr; failure to listen, to load the torrent or to verify the
 data exits with status 1 before anything is printed on stdout.
 """
@@ -72,9 +72,11 @@ def main() -> None:
     parser.add_argument("--peer-id", help="all 20 characters of the peer id (printable ASCII)")
     parser.add_argument("--tracker", help="announce to this tracker URL (default: none)")
     parser.add_argument("--peer", action="append", default=[], help="HOST:PORT to dial")
+    parser.add_argument("--max-seconds", type=float, default=HARD_LIMIT_S, help="exit after this long")
     parser.add_argument("--verbose", action="store_true", help="log every alert to stderr")
     args = parser.parse_args()
     VERBOSE = args.verbose
+    deadline = start + args.max_seconds
 
     if args.peer_id is None:
         alphabet = string.ascii_letters + string.digits
@@ -211,7 +213,7 @@ def main() -> None:
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            log("120 s limit reached; exiting")
+            log(f"{args.max_seconds:g} s limit reached; exiting")
             break
         try:
             readable, _, _ = select.select([stdin_fd], [], [], min(left, 0.5))
