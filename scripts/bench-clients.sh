@@ -1,23 +1,43 @@
 #!/usr/bin/env bash
-# Side-by-side transfer benchmark on loopback: the same payload and torrent, measured in one
-# run, seeder x leecher for libtorrent 2.0 (python3-libtorrent, TCP only) and ringtorrent.
+# Side-by-side transfer benchmark on loopback: the same payload (in /dev/shm) and the same
+# torrent, measured in one run, for libtorrent 2.0 (python3-libtorrent, TCP only),
+# ringtorrent, Transmission 3.00 (transmission-daemon) and aria2 1.36:
+#   - each client leeching from a libtorrent seed,
+#   - each client seeding to a libtorrent leecher,
+#   - ringtorrent to ringtorrent.
 # Prints a markdown table of MB/s (median of RUNS) with ratios against libtorrent->libtorrent.
+#
 # Usage: scripts/bench-clients.sh [SIZE_MIB=1024] [RUNS=3]
 # LT_LEECH_ARGS (e.g. --plaintext) are passed to the libtorrent leecher in every row.
-# Needs: mktorrent, python3-libtorrent (scripts/test.sh installs both). Payload in /dev/shm.
-# Every process it starts is ended by PID.
+# ONLY="lt:lt lt:rt ..." runs only the listed seeder:leecher rows (lt, rt, tr, aria2).
+# Needs: mktorrent, python3-libtorrent, transmission-daemon, transmission-cli, aria2
+# (scripts/test.sh installs them all).
+# rqbit is not measured yet; to add it, install it outside the repository with
+#   cargo install rqbit --locked --root DIR
+# (measuring.md has the loopback settings it needs).
+#
+# What is timed: libtorrent and ringtorrent leechers report their own time from adding the
+# torrent (after any check) to completion. Transmission and aria2 leechers are timed by this
+# script from the moment the libtorrent seed is ready and dialling them until Transmission
+# reports 100% (polled every 0.1 s) or aria2 exits; Transmission decides interest only on its
+# ten-second pulse, and that wait is part of its time. Every process it starts is ended by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mib=${1:-1024}
 runs=${2:-3}
+only=${ONLY:-"lt:lt lt:rt lt:tr lt:aria2 rt:lt tr:lt aria2:lt rt:rt"}
 cargo build --release --quiet
-rt=$PWD/target/release/ringtorrent
+rt=${CARGO_TARGET_DIR:-$PWD/target}/release/ringtorrent
 lt_seed=$PWD/tests/support/lt_seed.py
 lt_leech=$PWD/tests/support/lt_leech.py
+for tool in mktorrent transmission-daemon transmission-remote aria2c; do
+    command -v "$tool" >/dev/null || { echo "$tool is missing: run scripts/test.sh once" >&2; exit 1; }
+done
 work=$(mktemp -d /dev/shm/rt-bench-clients.XXXXXX)
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -27,24 +47,107 @@ head -c $((size_mib << 20)) /dev/urandom > "$work/seed/payload.bin"
 mktorrent -l 20 -a http://127.0.0.1:1/announce -o "$work/p.torrent" "$work/seed/payload.bin" >/dev/null
 bytes=$((size_mib << 20))
 
-# Starts a seeder in the background and sets SEED_PID and SEED_ADDR. $1: lt or rt.
-# (Not called in a subshell, so the PID stays known to this script.)
+free_port() {
+    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+now() { date +%s.%N; }
+
+# Transmission: one daemon for the whole run, its own config folder, loopback only, no
+# DHT/LPD/uTP/PEX/port mapping, no queues or limits. Started on first use.
+tr_rpc=""
+tr_port=""
+tr_start() {
+    [ -n "$tr_rpc" ] && return
+    local rpc_port
+    rpc_port=$(free_port); tr_port=$(free_port)
+    mkdir -p "$work/tr-config"
+    cat > "$work/tr-config/settings.json" <<EOF
+{"dht-enabled": false, "lpd-enabled": false, "utp-enabled": false, "pex-enabled": false,
+ "port-forwarding-enabled": false, "peer-port": $tr_port, "peer-port-random-on-start": false,
+ "bind-address-ipv4": "127.0.0.1", "bind-address-ipv6": "::1",
+ "rpc-port": $rpc_port, "rpc-bind-address": "127.0.0.1", "rpc-authentication-required": false,
+ "rpc-whitelist-enabled": true, "rpc-whitelist": "127.0.0.1", "rpc-host-whitelist-enabled": false,
+ "download-dir": "$work/tr-default", "incomplete-dir-enabled": false, "watch-dir-enabled": false,
+ "rename-partial-files": false, "download-queue-enabled": false, "seed-queue-enabled": false,
+ "ratio-limit-enabled": false, "idle-seeding-limit-enabled": false,
+ "speed-limit-down-enabled": false, "speed-limit-up-enabled": false, "alt-speed-enabled": false,
+ "blocklist-enabled": false, "start-added-torrents": true, "encryption": 1, "message-level": 1}
+EOF
+    transmission-daemon -f -g "$work/tr-config" > "$work/tr.log" 2>&1 &
+    pids+=("$!")
+    tr_rpc="127.0.0.1:$rpc_port"
+    for _ in $(seq 200); do
+        transmission-remote "$tr_rpc" -l >/dev/null 2>&1 && return
+        sleep 0.1
+    done
+    echo "transmission-daemon did not start" >&2
+    exit 1
+}
+# The "Done" column of the one torrent Transmission holds ("" when none).
+tr_done() { transmission-remote "$tr_rpc" -l | awk 'NR == 2 && $1 != "Sum:" {print $2}'; }
+tr_remove() {
+    transmission-remote "$tr_rpc" -t all -r >/dev/null
+    for _ in $(seq 100); do [ -z "$(tr_done)" ] && return; sleep 0.1; done
+}
+
+aria2_args=(--no-conf=true --enable-dht=false --enable-dht6=false --enable-peer-exchange=false
+    --bt-enable-lpd=false --interface=127.0.0.1 --summary-interval=0 --console-log-level=warn
+    --allow-overwrite=true --auto-file-renaming=false --file-allocation=none
+    --bt-stop-timeout=120 --stop=900)
+
+wait_port() {
+    for _ in $(seq 1200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
+        sleep 0.05
+    done
+    echo "nothing listens on port $1" >&2
+    exit 1
+}
+
+# Starts a seeder in the background and sets SEED_PID and SEED_ADDR. $1: lt, rt, tr or aria2;
+# $2 (lt only): an address the seed dials. (Not called in a subshell, so the PID stays known.)
 start_seed() {
     local out="$work/seed.out"
     : > "$out"
-    if [ "$1" = lt ]; then
-        # lt_seed.py runs until its stdin closes or 120 s pass; its stdin is a fifo we hold.
+    SEED_ADDR=""
+    case "$1" in
+    lt)
+        # lt_seed.py runs until its stdin closes or 900 s pass; its stdin is a fifo we hold.
         rm -f "$work/seed.in"; mkfifo "$work/seed.in"
-        /usr/bin/python3 "$lt_seed" "$work/p.torrent" "$work/seed" < "$work/seed.in" > "$out" 2>/dev/null &
+        local dial=()
+        [ -n "${2:-}" ] && dial=(--peer "$2")
+        /usr/bin/python3 "$lt_seed" "$work/p.torrent" "$work/seed" --max-seconds 900 "${dial[@]}" < "$work/seed.in" > "$out" 2>/dev/null &
         SEED_PID=$!
         exec 9> "$work/seed.in"
-    else
-        "$rt" seed "$work/p.torrent" "$work/seed" --port 0 --bind 127.0.0.1 --duration 600 > "$out" 2>/dev/null &
+        ;;
+    rt)
+        "$rt" seed "$work/p.torrent" "$work/seed" --port 0 --bind 127.0.0.1 --duration 600 \
+            --state-dir "$work/rt-state" > "$out" 2>/dev/null &
         SEED_PID=$!
-    fi
+        ;;
+    tr)
+        tr_start
+        transmission-remote "$tr_rpc" -a "$work/p.torrent" -w "$work/seed" >/dev/null
+        for _ in $(seq 1200); do [ "$(tr_done)" = "100%" ] && break; sleep 0.1; done
+        [ "$(tr_done)" = "100%" ] || { echo "Transmission did not verify the seed" >&2; exit 1; }
+        SEED_PID=""
+        SEED_ADDR="127.0.0.1:$tr_port"
+        return
+        ;;
+    aria2)
+        local port
+        port=$(free_port)
+        aria2c "${aria2_args[@]}" --listen-port="$port" --dir="$work/seed" -V --seed-ratio=0.0 \
+            "$work/p.torrent" > "$work/aria2-seed.log" 2>&1 &
+        SEED_PID=$!
+        pids+=("$SEED_PID")
+        wait_port "$port" # aria2 listens once its check is done
+        SEED_ADDR="127.0.0.1:$port"
+        return
+        ;;
+    esac
     pids+=("$SEED_PID")
-    SEED_ADDR=""
-    for _ in $(seq 400); do
+    for _ in $(seq 1200); do
         if [ "$1" = lt ] && grep -q '"port"' "$out"; then
             SEED_ADDR="127.0.0.1:$(grep -o '"port": [0-9]*' "$out" | grep -o '[0-9]*$')"
         elif [ "$1" = rt ] && grep -q '127.0.0.1:' "$out"; then
@@ -59,41 +162,86 @@ start_seed() {
 
 stop_seed() {
     exec 9>&- 2>/dev/null || true
-    kill "$SEED_PID" 2>/dev/null || true
-    wait "$SEED_PID" 2>/dev/null || true
+    if [ -n "$SEED_PID" ]; then
+        kill "$SEED_PID" 2>/dev/null || true
+        wait "$SEED_PID" 2>/dev/null || true
+    fi
+    if [ -n "$tr_rpc" ]; then tr_remove; fi
 }
 
-# Leeches from $2 with client $1; prints seconds.
+# Leeches with client $2 from a seed of client $1; sets LEECH_S to the seconds it took.
+# Transmission and aria2 never dial a loopback seed here, so the seed dials them. (Not called
+# in a subshell, so the processes it starts stay known to this script.)
 leech() {
+    local seeder=$1 leecher=$2 t0 t1
+    LEECH_S=""
     rm -rf "$work/out"; mkdir -p "$work/out"
-    if [ "$1" = lt ]; then
-        # shellcheck disable=SC2086  # LT_LEECH_ARGS is a list of flags
-        /usr/bin/python3 "$lt_leech" "$work/p.torrent" "$work/out" --peer "$2" --timeout 300 ${LT_LEECH_ARGS:-} \
-            | python3 -c 'import json,sys; print(json.load(sys.stdin)["seconds"])'
-    else
-        "$rt" download "$work/p.torrent" -o "$work/out" --peer "$2" --bind 127.0.0.1 --timeout 300 2>/dev/null \
-            | sed -n 's/.* in \([0-9.]*\) s .*/\1/p'
-    fi
-    cmp -s "$work/seed/payload.bin" "$work/out/payload.bin" || { echo "payload differs" >&2; exit 1; }
+    case "$leecher" in
+    lt|rt)
+        start_seed "$seeder"
+        if [ "$leecher" = lt ]; then
+            # shellcheck disable=SC2086  # LT_LEECH_ARGS is a list of flags
+            LEECH_S=$(/usr/bin/python3 "$lt_leech" "$work/p.torrent" "$work/out" --peer "$SEED_ADDR" --timeout 600 ${LT_LEECH_ARGS:-} \
+                | python3 -c 'import json,sys; print(json.load(sys.stdin)["seconds"])')
+        else
+            LEECH_S=$("$rt" download "$work/p.torrent" -o "$work/out" --peer "$SEED_ADDR" --bind 127.0.0.1 --timeout 600 \
+                --state-dir "$work/rt-leech-state" 2>/dev/null | sed -n 's/.* in \([0-9.]*\) s .*/\1/p')
+            rm -rf "$work/rt-leech-state"
+        fi
+        ;;
+    tr)
+        tr_start
+        transmission-remote "$tr_rpc" -a "$work/p.torrent" -w "$work/out" >/dev/null
+        start_seed "$seeder" "127.0.0.1:$tr_port"
+        t0=$(now)
+        for _ in $(seq 6000); do [ "$(tr_done)" = "100%" ] && break; sleep 0.1; done
+        t1=$(now)
+        [ "$(tr_done)" = "100%" ] || { echo "Transmission did not finish" >&2; exit 1; }
+        LEECH_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
+        ;;
+    aria2)
+        local port pid
+        port=$(free_port)
+        aria2c "${aria2_args[@]}" --listen-port="$port" --dir="$work/out" --seed-time=0 \
+            "$work/p.torrent" > "$work/aria2-leech.log" 2>&1 &
+        pid=$!
+        pids+=("$pid")
+        wait_port "$port"
+        start_seed "$seeder" "127.0.0.1:$port"
+        t0=$(now)
+        wait "$pid" || { echo "aria2 failed: $(tail -5 "$work/aria2-leech.log")" >&2; exit 1; }
+        t1=$(now)
+        LEECH_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
+        ;;
+    esac
+    stop_seed
+    # Transmission may still be flushing its cache when it says 100%.
+    for _ in $(seq 100); do cmp -s "$work/seed/payload.bin" "$work/out/payload.bin" && break; sleep 0.1; done
+    cmp -s "$work/seed/payload.bin" "$work/out/payload.bin" || { echo "payload differs ($seeder -> $leecher)" >&2; exit 1; }
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+name() {
+    case "$1" in
+    lt) echo libtorrent ;; rt) echo ringtorrent ;; tr) echo Transmission ;; aria2) echo aria2 ;;
+    esac
+}
 
 echo "| seeder -> leecher | runs (s) | median s | MB/s | vs libtorrent->libtorrent |"
 echo "|---|---|---|---|---|"
 ref=""
-for pair in lt:lt lt:rt rt:lt rt:rt; do
+for pair in $only; do
     s=${pair%%:*}; l=${pair##*:}
     times=()
     for _ in $(seq "$runs"); do
-        start_seed "$s"
-        times+=("$(leech "$l" "$SEED_ADDR")")
-        stop_seed
+        leech "$s" "$l"
+        [ -n "$LEECH_S" ] || { echo "no time measured for $s -> $l" >&2; exit 1; }
+        times+=("$LEECH_S")
     done
     med=$(printf '%s\n' "${times[@]}" | median)
     mbs=$(awk -v b="$bytes" -v t="$med" 'BEGIN {printf "%.0f", b/t/1e6}')
-    [ -z "$ref" ] && ref=$mbs
-    name() { [ "$1" = lt ] && echo libtorrent || echo ringtorrent; }
-    printf '| %s -> %s | %s | %.2f | %s | %.2fx |\n' "$(name "$s")" "$(name "$l")" "${times[*]}" "$med" "$mbs" \
-        "$(awk -v a="$mbs" -v r="$ref" 'BEGIN {print a/r}')"
+    [ -z "$ref" ] && [ "$pair" = lt:lt ] && ref=$mbs
+    ratio="n/a"
+    [ -n "$ref" ] && ratio=$(awk -v a="$mbs" -v r="$ref" 'BEGIN {printf "%.2fx", a/r}')
+    printf '| %s -> %s | %s | %.2f | %s | %s |\n' "$(name "$s")" "$(name "$l")" "${times[*]}" "$med" "$mbs" "$ratio"
 done

@@ -14,6 +14,11 @@ command -v mktorrent >/dev/null 2>&1 || need+=(mktorrent)
 # HTTPS certificates.
 command -v opentracker >/dev/null 2>&1 || need+=(opentracker)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# Real clients the interop tests transfer with: Transmission 3.00 (the daemon, driven with
+# transmission-remote from transmission-cli) and aria2 1.36.
+command -v transmission-daemon >/dev/null 2>&1 || need+=(transmission-daemon)
+command -v transmission-remote >/dev/null 2>&1 || need+=(transmission-cli)
+command -v aria2c >/dev/null 2>&1 || need+=(aria2)
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"
     sudo=""

@@ -293,6 +293,54 @@ fn protocol_violations_close_with_their_reason() {
     ));
 }
 
+/// aria2 announces pieces with a whole `bitfield` whenever that is no longer than the `have`s
+/// would be (after every piece, on a small torrent), and with `have all` when it completes.
+/// Both come after its first message; they count as `have`s and never close the connection.
+#[test]
+fn late_bitfield_and_have_all_count_as_haves() {
+    // A leecher learns the pieces and becomes interested.
+    let mut r = Remote::new(false, fast_ext());
+    r.sent();
+    r.send_msg(Message::HaveNone);
+    assert!(r.sent().is_empty());
+    let mut bits = Bitfield::new(PIECES);
+    bits.set(2);
+    r.send_msg(Message::Bitfield {
+        bits: SplitBytes::single(&bits.to_wire()),
+    });
+    assert_eq!(r.closed(), None);
+    assert_eq!(r.sent(), vec!["interested"]);
+    r.send_msg(Message::Unchoke);
+    let requests = r.sent();
+    assert!(!requests.is_empty(), "requests after unchoke");
+    assert!(
+        requests.iter().all(|m| m.starts_with("request 2 ")),
+        "only piece 2 is known: {requests:?}"
+    );
+    // `have all` later: every piece can be asked for now.
+    r.send_msg(Message::HaveAll);
+    assert_eq!(r.closed(), None);
+    // A bitfield that leaves out pieces announced before takes nothing back.
+    r.send_msg(Message::Bitfield {
+        bits: SplitBytes::single(&Bitfield::new(PIECES).to_wire()),
+    });
+    assert_eq!(r.closed(), None);
+
+    // A seed keeps serving a leecher that reports its pieces this way.
+    let mut r = Remote::new(true, fast_ext());
+    r.sent();
+    r.send_msg(Message::HaveNone);
+    r.send_msg(Message::Interested);
+    assert_eq!(r.sent(), vec!["unchoke"]);
+    r.send_msg(Message::Bitfield {
+        bits: SplitBytes::single(&bits.to_wire()),
+    });
+    assert_eq!(r.closed(), None);
+    // Once it has everything (a late `have all`), two seeds have nothing to trade.
+    r.send_msg(Message::HaveAll);
+    assert_eq!(r.closed(), Some(CloseReason::BothSeeds));
+}
+
 #[test]
 fn choked_requests_are_rejected_then_served_after_unchoke() {
     let mut r = Remote::new(true, fast_ext());

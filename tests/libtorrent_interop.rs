@@ -11,7 +11,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{info_json, ringtorrent, run_bounded, run_ok, support, write_payload, write_tree};
+use common::{
+    info_json, interop, ringtorrent, run_bounded, run_ok, support, write_payload, write_tree,
+};
 use serde_json::Value;
 
 fn lt_info(torrent: &Path) -> Value {
@@ -288,4 +290,86 @@ fn handshake_errors_are_one_clear_line() {
 
     // Not an address at all.
     one_line(handshake(&torrent, "no-port-here", &[]), "address");
+}
+
+/// Every case of `common::interop::CASES` on both backends, each with its own payload.
+fn all_cases(work: &Path, tag: &str, seed: u64) -> Vec<(interop::Prepared, &'static str)> {
+    let mut all = Vec::new();
+    for (i, case) in interop::CASES.iter().enumerate() {
+        for (j, io) in interop::BACKENDS.into_iter().enumerate() {
+            let tag = format!("{tag}-lt-{io}");
+            all.push((
+                interop::prepare(work, case, &tag, seed + (i * 2 + j) as u64),
+                io,
+            ));
+        }
+    }
+    all
+}
+
+/// libtorrent (TCP only, no DHT, LSD, UPnP or NAT-PMP) leeches every case from a
+/// ringtorrent seed on each backend, all at once; every file compared byte for byte.
+#[test]
+fn libtorrent_leeches_every_case_from_ringtorrent_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let all = all_cases(work, "to", 300);
+    let jobs = all
+        .iter()
+        .map(|(p, io)| {
+            (
+                format!("ringtorrent -> libtorrent {} --io {io}", p.label),
+                {
+                    move || {
+                        let (seed, addr) = interop::rt_seed(p, io, &[], work);
+                        let out = work.join(format!("{}-out", p.label));
+                        let result = run_bounded(
+                            Command::new("/usr/bin/python3")
+                                .arg(support("lt_leech.py"))
+                                .arg(&p.torrent)
+                                .arg(&out)
+                                .args(["--peer", &addr, "--timeout", "60"]),
+                            Duration::from_secs(90),
+                        );
+                        if !result.status.success() {
+                            return Err(format!(
+                                "lt_leech.py failed: {}\n{}",
+                                String::from_utf8_lossy(&result.stderr),
+                                seed.log()
+                            ));
+                        }
+                        interop::compare_trees(&p.data, &out)
+                    }
+                },
+            )
+        })
+        .collect();
+    interop::run_all(jobs);
+}
+
+/// ringtorrent leeches every case from a libtorrent seed on each backend, all at once.
+#[test]
+fn ringtorrent_leeches_every_case_from_libtorrent_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let all = all_cases(work, "from", 400);
+    let jobs = all
+        .iter()
+        .map(|(p, io)| {
+            (
+                format!("libtorrent -> ringtorrent {} --io {io}", p.label),
+                {
+                    move || {
+                        let seed = Seed::start(&p.torrent, &p.data);
+                        let out = work.join(format!("{}-out", p.label));
+                        let peer = format!("127.0.0.1:{}", seed.port);
+                        let result = interop::rt_download(p, &out, io, &[peer], &[], work);
+                        interop::download_ok(&p.label, &result)?;
+                        interop::compare_trees(&p.data, &out)
+                    }
+                },
+            )
+        })
+        .collect();
+    interop::run_all(jobs);
 }

@@ -585,39 +585,37 @@ impl Torrent {
                 }
             }
             Msg::Have(index) => {
-                let piece = wire_piece(self.info.lengths(), index)?;
-                let Has::Some(bits) = &mut peer.has else {
-                    return Ok(());
-                };
-                if !bits.set(index) {
-                    return Ok(());
-                }
-                self.picker.peer_has(piece);
-                if self.picker.is_piece_interesting(piece) {
-                    peer.interesting += 1;
-                    self.update_interest(key, now, out);
-                    self.fill_requests(key, config, now, rng, out);
-                }
-                self.maybe_close_seed_pair(key, config, now, rng, out);
+                wire_piece(self.info.lengths(), index)?;
+                self.late_haves(key, std::iter::once(index), config, now, rng, out);
             }
             Msg::Bitfield(bits) => {
-                if !first {
-                    return Err(Violation::LateBitfield);
-                }
                 // The decoder checked the length and spare bits against the piece count.
                 let Ok(bits) = Bitfield::from_wire(&bits[..], piece_count) else {
                     return Err(Violation::BadPieceIndex);
                 };
-                peer.has = Has::Some(bits);
-                self.joined(key, config, now, rng, out);
-            }
-            Msg::HaveAll | Msg::HaveNone => {
-                if !first {
-                    return Err(Violation::LateBitfield);
+                if first {
+                    peer.has = Has::Some(bits);
+                    self.joined(key, config, now, rng, out);
+                } else {
+                    // aria2 sends a whole bitfield instead of `have`s whenever it is no
+                    // longer than they would be (with few pieces, after every piece it
+                    // gets). Its new pieces count as `have`s; pieces are never taken back.
+                    self.late_haves(key, bits.ones(), config, now, rng, out);
                 }
-                if matches!(msg, Msg::HaveAll) {
+            }
+            Msg::HaveAll => {
+                if first {
                     peer.has = Has::All;
                     self.joined(key, config, now, rng, out);
+                } else {
+                    // aria2 sends `have all` instead of `have`s when it completes.
+                    self.late_haves(key, 0..piece_count, config, now, rng, out);
+                }
+            }
+            Msg::HaveNone => {
+                // Saying it has nothing after saying what it has is a contradiction.
+                if !first {
+                    return Err(Violation::LateBitfield);
                 }
             }
             Msg::Request(r) => self.on_request(key, r, config, now, out)?,
@@ -714,6 +712,46 @@ impl Torrent {
         if !self.maybe_close_seed_pair(key, config, now, rng, out) {
             self.fill_requests(key, config, now, rng, out);
         }
+    }
+
+    /// Pieces a peer announced after its first message (`have`, or a later `bitfield` or
+    /// `have all`): each one new to us raises its availability and, if we want it, the
+    /// peer's interest count; then interest and requests are updated once.
+    fn late_haves(
+        &mut self,
+        key: PeerKey,
+        pieces: impl Iterator<Item = u32>,
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) {
+        let lengths = self.info.lengths();
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Has::Some(bits) = &mut peer.has else {
+            return;
+        };
+        let mut interesting = 0;
+        for index in pieces {
+            let Some(piece) = lengths.piece(index) else {
+                continue;
+            };
+            if !bits.set(index) {
+                continue;
+            }
+            self.picker.peer_has(piece);
+            if self.picker.is_piece_interesting(piece) {
+                interesting += 1;
+            }
+        }
+        if interesting > 0 {
+            peer.interesting += interesting;
+            self.update_interest(key, now, out);
+            self.fill_requests(key, config, now, rng, out);
+        }
+        self.maybe_close_seed_pair(key, config, now, rng, out);
     }
 
     /// Closes the connection when both sides have everything: nothing can flow either way.

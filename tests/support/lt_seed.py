@@ -1,13 +1,16 @@
 #!/usr/bin/python3
 """Seed one torrent with libtorrent 2.0 on 127.0.0.1, for integration tests.
 
-Usage: lt_seed.py TORRENT DATA_DIR [--port P] [--peer-id ID] [--tracker URL] [--verbose]
+Usage: lt_seed.py TORRENT DATA_DIR [--port P] [--peer-id ID] [--tracker URL] [--peer HOST:PORT]...
+                  [--max-seconds S] [--verbose]
 
 DATA_DIR must already hold the complete payload (it is the save path: a single-file torrent's
 file, or a multi-file torrent's <name>/ folder, lies directly in it). The session is TCP only
 (uTP off both ways), with DHT, LSD, UPnP, NAT-PMP and PEX off, the torrent's trackers and web
 seeds ignored (unless --tracker URL is given: then the seed announces to that one tracker,
-and only to it), and allow_multiple_connections_per_ip on. It listens on 127.0.0.1:P (P = 0,
+and only to it), and allow_multiple_connections_per_ip on. Each --peer is dialled once the data
+is checked, and again every 2 s while it is not connected (for leechers that never dial,
+like Transmission on loopback, or that start listening later). It listens on 127.0.0.1:P (P = 0,
 the default, picks a free port).
 
 Once the data is checked and the torrent is seeding, one JSON line goes to stdout:
@@ -19,7 +22,7 @@ alphanumerics; --peer-id sets all 20 (printable ASCII) characters.
 
 The seeder then runs until its stdin reaches end-of-file (so the parent must give it a pipe,
 e.g. Stdio::piped(), and keep the write end open while it needs the seeder; dropping it ends
-the seeder) or until 120 seconds after it started, whichever comes first; it can also simply
+the seeder) or until --max-seconds (default 120) after it started, whichever comes first; it can also simply
 be killed. Diagnostics go to stderr; failure to listen, to load the torrent or to verify the
 data exits with status 1 before anything is printed on stdout.
 """
@@ -68,9 +71,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--peer-id", help="all 20 characters of the peer id (printable ASCII)")
     parser.add_argument("--tracker", help="announce to this tracker URL (default: none)")
+    parser.add_argument("--peer", action="append", default=[], help="HOST:PORT to dial")
+    parser.add_argument("--max-seconds", type=float, default=HARD_LIMIT_S, help="exit after this long")
     parser.add_argument("--verbose", action="store_true", help="log every alert to stderr")
     args = parser.parse_args()
     VERBOSE = args.verbose
+    deadline = start + args.max_seconds
 
     if args.peer_id is None:
         alphabet = string.ascii_letters + string.digits
@@ -185,6 +191,20 @@ def main() -> None:
     )
     log(f"seeding {ti.name()} on 127.0.0.1:{port} as {peer_id}")
 
+    peers = []
+    for peer in args.peer:
+        host, _, p = peer.rpartition(":")
+        peers.append((host.strip("[]"), int(p)))
+
+    def dial_missing() -> None:
+        connected = {(p.ip[0], p.ip[1]) for p in h.get_peer_info()}
+        for peer in peers:
+            if peer not in connected:
+                h.connect_peer(peer)
+
+    dial_missing()
+    next_dial = time.monotonic() + 2.0
+
     # An absent or unreadable stdin counts as already closed.
     try:
         stdin_fd = sys.stdin.fileno() if sys.stdin is not None else -1
@@ -193,7 +213,7 @@ def main() -> None:
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            log("120 s limit reached; exiting")
+            log(f"{args.max_seconds:g} s limit reached; exiting")
             break
         try:
             readable, _, _ = select.select([stdin_fd], [], [], min(left, 0.5))
@@ -204,6 +224,9 @@ def main() -> None:
             log("stdin closed; exiting")
             break
         drain_alerts(ses)
+        if peers and time.monotonic() >= next_dial:
+            dial_missing()
+            next_dial = time.monotonic() + 2.0
 
     sys.stdout.flush()
     sys.stderr.flush()
