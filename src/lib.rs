@@ -8,6 +8,7 @@
 //! - [`metainfo`] validates `.torrent` files and magnet links into types that cannot describe
 //!   anything unsafe (no path escapes, consistent lengths), and authors new torrents.
 //! - [`storage`] holds a torrent's files: mapped, preallocated, hashed on a pool, resumed.
+//! - [`load`] holds the load generators (`tracker-load`) and their shared report format.
 //! - [`limits`] is the one home of every bound on input that comes from outside.
 //! - `cli` (in the binary) turns all of it into the `ringtorrent` command.
 
@@ -17,6 +18,7 @@ pub mod bencode;
 pub mod core;
 pub mod driver;
 pub mod limits;
+pub mod load;
 pub mod metainfo;
 pub mod storage;
 pub mod tracker;

@@ -10,6 +10,7 @@ mod handshake;
 mod info;
 mod simulate;
 mod tracker;
+mod tracker_load;
 mod transfer;
 
 use std::process::ExitCode;
@@ -86,6 +87,18 @@ enum Command {
     /// Example: ringtorrent check ubuntu.iso.torrent ~/Downloads
     ///          ringtorrent check album.torrent /srv/seed --json --threads 4
     Check(check::Args),
+    /// Load a UDP or HTTP tracker with simulated peers and measure it: replies per second by
+    /// action and outcome, latency histograms (coordinated omission corrected), time-outs,
+    /// and every reply checked against the generator's model of the swarm.
+    ///
+    /// Example: ringtorrent tracker-load udp://127.0.0.1:6969 --rate 20000 --duration 10
+    ///          ringtorrent tracker-load http://127.0.0.1:6969/announce --in-flight 32
+    ///          ringtorrent tracker-load udp://127.0.0.1:6969 --hammer --find-knee --p99-max-ms 5
+    TrackerLoad(tracker_load::Args),
+    /// Work with load reports (`tracker-load --output`): `report merge` adds shards exactly.
+    ///
+    /// Example: ringtorrent report merge shard0.json shard1.json -o all.json
+    Report(tracker_load::ReportArgs),
 }
 
 /// A random 64-bit value, for RNG seeds and peer ids. The CLI may draw randomness (the core
@@ -120,6 +133,8 @@ pub fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::Announce(args) => tracker::announce(args),
         Command::Scrape(args) => tracker::scrape(args),
+        Command::TrackerLoad(args) => tracker_load::run(args),
+        Command::Report(args) => tracker_load::report(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

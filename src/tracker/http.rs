@@ -51,14 +51,30 @@ fn join(path: &str) -> String {
 
 /// The announce path and query for `url` (its own query, e.g. a passkey, is kept).
 pub fn announce_target(url: &TrackerUrl, req: &AnnounceRequest) -> String {
+    announce_target_with(url, req, true)
+}
+
+/// [`announce_target`], asking for compact peers (BEP 23, `compact=1&no_peer_id=1`) or for
+/// the original dictionary model (`compact=0`, which some trackers refuse).
+pub fn announce_target_with(url: &TrackerUrl, req: &AnnounceRequest, compact: bool) -> String {
     let mut q = join(&url.path);
     q.push_str("info_hash=");
     percent_encode(&mut q, req.info_hash.as_bytes());
     q.push_str("&peer_id=");
     percent_encode(&mut q, req.peer_id.as_bytes());
     q.push_str(&format!(
-        "&port={}&uploaded={}&downloaded={}&left={}&compact=1&no_peer_id=1&numwant={}&key={:08x}",
-        req.port, req.uploaded, req.downloaded, req.left, req.numwant, req.key
+        "&port={}&uploaded={}&downloaded={}&left={}&{}&numwant={}&key={:08x}",
+        req.port,
+        req.uploaded,
+        req.downloaded,
+        req.left,
+        if compact {
+            "compact=1&no_peer_id=1"
+        } else {
+            "compact=0"
+        },
+        req.numwant,
+        req.key
     ));
     if let Some(event) = req.event.as_query() {
         q.push_str("&event=");
@@ -93,6 +109,11 @@ pub fn scrape_target(url: &TrackerUrl, hashes: &[InfoHash]) -> Result<String, Tr
 /// A complete `GET` request for `target` on `url`'s host. `Connection: close` lets the reply
 /// end at end-of-stream when the server sends no length.
 pub fn request(url: &TrackerUrl, target: &str) -> Vec<u8> {
+    request_with(url, target, false)
+}
+
+/// [`request`], asking to keep the connection open for the next request when `keep_alive`.
+pub fn request_with(url: &TrackerUrl, target: &str, keep_alive: bool) -> Vec<u8> {
     let host = match (url.scheme, url.port) {
         (super::Scheme::Http, 80) | (super::Scheme::Https, 443) => {
             if url.host.contains(':') {
@@ -105,7 +126,8 @@ pub fn request(url: &TrackerUrl, target: &str) -> Vec<u8> {
     };
     format!(
         "GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n\
-         Accept-Encoding: identity\r\nConnection: close\r\n\r\n"
+         Accept-Encoding: identity\r\nConnection: {}\r\n\r\n",
+        if keep_alive { "keep-alive" } else { "close" }
     )
     .into_bytes()
 }
@@ -433,6 +455,11 @@ mod tests {
         assert!(r.starts_with("GET /announce?passkey=k&info_hash="));
         assert!(r.contains("\r\nHost: t.example:8080\r\n"));
         assert!(r.ends_with("\r\n\r\n"));
+        assert!(r.contains("Connection: close\r\n"));
+        let k = String::from_utf8(request_with(&url, &t, true)).unwrap();
+        assert!(k.contains("Connection: keep-alive\r\n"));
+        let full = announce_target_with(&url, &req(), false);
+        assert!(full.contains("&compact=0&numwant=50") && !full.contains("no_peer_id"));
         let url = TrackerUrl::parse("http://t.example/announce").unwrap();
         assert_eq!(
             scrape_target(&url, &[InfoHash::from_bytes([0xff; 20])]).unwrap(),

@@ -1,0 +1,409 @@
+//! `ringtorrent tracker-load` against a real opentracker on 127.0.0.1 (UDP and HTTP on one
+//! port), whitelisting the hashes `--print-hashes` gives: runs that complete with counts
+//! that agree with the generator's model, wrong connection ids reported as errors, a stopped
+//! tracker reported as time-outs (not a hang), shard reports merged, and the loopback guard.
+//!
+//! Debian's opentracker is whitelist-only, refuses to run as root and chroots: it is started
+//! with `-u nobody -d DIR -w whitelist` and ended by PID (as in `tests/tracker.rs`).
+
+mod common;
+
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ringtorrent, run_bounded};
+use serde_json::Value;
+
+const TORRENTS: u32 = 50;
+
+/// An opentracker process, killed by PID when dropped.
+struct OpenTracker {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn hashes(seed: u64) -> Vec<String> {
+    let out = run_bounded(
+        ringtorrent().args([
+            "tracker-load",
+            "udp://127.0.0.1:1",
+            "--print-hashes",
+            "--torrents",
+            &TORRENTS.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ]),
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let hs: Vec<String> = text.lines().map(str::to_string).collect();
+    assert_eq!(hs.len(), TORRENTS as usize);
+    hs
+}
+
+impl OpenTracker {
+    fn start(seeds: &[u64]) -> OpenTracker {
+        static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+        let all: Vec<String> = seeds.iter().flat_map(|&s| hashes(s)).collect();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let whitelist = dir.path().join("whitelist");
+        std::fs::write(&whitelist, all.join("\n") + "\n").unwrap();
+        std::fs::set_permissions(&whitelist, std::fs::Permissions::from_mode(0o644)).unwrap();
+        for _ in 0..20 {
+            let port = free_port();
+            let mut child = Command::new("opentracker")
+                .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-P", &port.to_string()])
+                .arg("-d")
+                .arg(dir.path())
+                .args(["-u", "nobody", "-w", "whitelist"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start opentracker (scripts/test.sh installs it)");
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(10) {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if whitelist_loaded(port, &all[0]) {
+                    return OpenTracker {
+                        child,
+                        port,
+                        _dir: dir,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("opentracker did not start");
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OpenTracker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether opentracker accepts announces for `hash` yet (it loads the whitelist on a thread
+/// after it starts listening). The probe announces `stopped`, which adds no peer.
+fn whitelist_loaded(port: u16, hash: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let pct: String = hash
+        .as_bytes()
+        .chunks(2)
+        .map(|c| format!("%{}", std::str::from_utf8(c).unwrap()))
+        .collect();
+    let request = format!(
+        "GET /announce?info_hash={pct}&peer_id=-PROBE-0000000000000&port=1&uploaded=0\
+         &downloaded=0&left=0&event=stopped&compact=1 HTTP/1.1\r\nHost: x\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let mut reply = Vec::new();
+    s.write_all(request.as_bytes()).is_ok()
+        && s.read_to_end(&mut reply).is_ok()
+        && reply.starts_with(b"HTTP/1.")
+        && !String::from_utf8_lossy(&reply).contains("failure reason")
+}
+
+fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Runs `tracker-load URL ARGS --json` (bounded) and returns its report.
+fn load(url: &str, seed: u64, args: &[&str]) -> Value {
+    let out = run_bounded(
+        ringtorrent()
+            .args(["tracker-load", url, "--json", "--torrents"])
+            .arg(TORRENTS.to_string())
+            .args(["--seed", &seed.to_string()])
+            .args(args),
+        Duration::from_secs(60),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tracker-load failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn c(report: &Value, name: &str) -> u64 {
+    report["counters"][name].as_u64().unwrap_or(0)
+}
+
+/// Everything the model checks, and no time-outs.
+fn assert_correct(r: &Value) {
+    for bad in [
+        "check.counts_wrong",
+        "check.over_numwant",
+        "check.duplicate_peer",
+        "check.stopped_peer_returned",
+        "check.unknown_peer",
+        "check.scrape_counts_wrong",
+        "announce.timeout",
+        "announce.malformed",
+        "announce.error",
+        "reply.wrong_txid",
+    ] {
+        assert_eq!(c(r, bad), 0, "{bad}: {}", r["counters"]);
+    }
+    assert!(c(r, "announce.ok") > 100, "{}", r["counters"]);
+    assert_eq!(c(r, "check.counts_ok"), c(r, "announce.ok"));
+    assert!(c(r, "check.scrape_counts_ok") > 0, "{}", r["counters"]);
+    let h = &r["histograms"]["latency_us.announce"]["counts"];
+    let n: u64 = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_u64().unwrap())
+        .sum();
+    assert_eq!(n, c(r, "announce.ok"));
+}
+
+#[test]
+fn udp_run_against_opentracker_agrees_with_the_model() {
+    let t = OpenTracker::start(&[11]);
+    let url = format!("udp://127.0.0.1:{}", t.port);
+    // Hammer: every peer's lifecycle (started, regular, completed, stopped, started again)
+    // runs many times in two seconds, with a seedbox and mixed numwant.
+    let r = load(
+        &url,
+        11,
+        &[
+            "--peers",
+            "500",
+            "--hammer",
+            "--rate",
+            "1500",
+            "--duration",
+            "2",
+            "--numwant",
+            "0,5,50,200",
+            "--scrape-size",
+            "1-74",
+            "--seedbox",
+            "20",
+            "--stop-chance",
+            "0.1",
+            "--complete-chance",
+            "0.2",
+            "--workers",
+            "2",
+        ],
+    );
+    assert_correct(&r);
+    assert!(c(&r, "connect.ok") > 0);
+    assert_eq!(r["tool"], "tracker-load");
+}
+
+#[test]
+fn http_run_against_opentracker_agrees_with_the_model() {
+    let t = OpenTracker::start(&[12]);
+    let url = format!("http://127.0.0.1:{}/announce", t.port);
+    let r = load(
+        &url,
+        12,
+        &[
+            "--peers",
+            "300",
+            "--hammer",
+            "--rate",
+            "400",
+            "--duration",
+            "2",
+            "--numwant",
+            "0,5,50",
+            "--scrape-size",
+            "1-20",
+            "--stop-chance",
+            "0.1",
+        ],
+    );
+    assert_correct(&r);
+    // opentracker closes after every reply: one connection per request.
+    assert!(c(&r, "http.connects") >= c(&r, "announce.ok"));
+}
+
+#[test]
+fn wrong_connection_ids_are_reported_as_errors() {
+    let t = OpenTracker::start(&[13]);
+    let url = format!("udp://127.0.0.1:{}", t.port);
+    let r = load(
+        &url,
+        13,
+        &[
+            "--peers",
+            "200",
+            "--hammer",
+            "--rate",
+            "500",
+            "--duration",
+            "1",
+            "--scrape-weight",
+            "0",
+            "--bad-connection-id",
+            "1",
+        ],
+    );
+    let sent = c(&r, "fault.bad_connection_id_sent");
+    assert!(sent > 100, "{}", r["counters"]);
+    assert_eq!(c(&r, "fault.bad_connection_id_refused"), sent);
+    assert_eq!(c(&r, "announce.error"), sent);
+    assert_eq!(c(&r, "announce.ok"), 0);
+}
+
+#[test]
+fn a_stopped_tracker_is_reported_as_timeouts_not_a_hang() {
+    let mut t = OpenTracker::start(&[14]);
+    let url = format!("udp://127.0.0.1:{}", t.port);
+    t.stop();
+    let started = Instant::now();
+    let r = load(
+        &url,
+        14,
+        &[
+            "--peers",
+            "2000",
+            "--hammer",
+            "--rate",
+            "200",
+            "--duration",
+            "1",
+            "--timeout-ms",
+            "200",
+            "--retransmits",
+            "1",
+        ],
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(c(&r, "connect.timeout") > 50, "{}", r["counters"]);
+    // The kernel's port-unreachable answers show as receive errors, never as replies.
+    assert!(c(&r, "recv.error") > 0, "{}", r["counters"]);
+    assert_eq!(c(&r, "connect.timeout"), c(&r, "connect.sent"));
+    assert_eq!(c(&r, "connect.retransmit"), c(&r, "connect.sent"));
+    assert_eq!(c(&r, "connect.ok") + c(&r, "announce.ok"), 0);
+}
+
+#[test]
+fn shard_reports_merge_exactly_and_tools_do_not_mix() {
+    let t = OpenTracker::start(&[15]);
+    let url = format!("udp://127.0.0.1:{}", t.port);
+    let dir = tempfile::tempdir().unwrap();
+    let mut reports = Vec::new();
+    for i in 0..2 {
+        let path = dir.path().join(format!("s{i}.json"));
+        let r = load(
+            &url,
+            15,
+            &[
+                "--peers",
+                "200",
+                "--hammer",
+                "--rate",
+                "400",
+                "--duration",
+                "1",
+                "--shard",
+                &format!("{i}/2"),
+                "-o",
+                path.to_str().unwrap(),
+            ],
+        );
+        assert_correct(&r);
+        assert_eq!(r["shard"], serde_json::json!([i, 2]));
+        reports.push((path, r));
+    }
+    let out = run_bounded(
+        ringtorrent()
+            .args(["report", "merge", "--json"])
+            .arg(&reports[0].0)
+            .arg(&reports[1].0),
+        Duration::from_secs(20),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let merged: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in ["announce.ok", "connect.ok", "scrape.ok", "check.counts_ok"] {
+        assert_eq!(
+            c(&merged, k),
+            c(&reports[0].1, k) + c(&reports[1].1, k),
+            "{k}"
+        );
+    }
+    let count = |r: &Value| -> u64 {
+        r["histograms"]["latency_us.announce"]["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[1].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(count(&merged), count(&reports[0].1) + count(&reports[1].1));
+    // The text table renders too.
+    let text = run_bounded(
+        ringtorrent()
+            .args(["report", "merge"])
+            .arg(&reports[0].0)
+            .arg(&reports[1].0),
+        Duration::from_secs(20),
+    );
+    assert!(String::from_utf8_lossy(&text.stdout).contains("p99.9"));
+
+    let mut other = reports[1].1.clone();
+    other["tool"] = "swarm-load".into();
+    let other_path = dir.path().join("other.json");
+    std::fs::write(&other_path, other.to_string()).unwrap();
+    let out = run_bounded(
+        ringtorrent()
+            .args(["report", "merge"])
+            .arg(&reports[0].0)
+            .arg(&other_path),
+        Duration::from_secs(20),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot merge different tools"));
+}
+
+#[test]
+fn targets_outside_loopback_are_refused_unless_allowed() {
+    let out = run_bounded(
+        ringtorrent().args(["tracker-load", "udp://192.0.2.1:6969", "--duration", "1"]),
+        Duration::from_secs(20),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a loopback address") && err.contains("--allow-remote"),
+        "{err}"
+    );
+}
