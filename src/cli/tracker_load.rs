@@ -334,6 +334,10 @@ pub fn run(args: Args) -> Result<()> {
         (None, false) => Pace::Fixed(args.rate),
     };
     let pace_text = match pace {
+        _ if args.find_knee => format!(
+            "find-knee from {}/s in {} s steps",
+            args.rate, args.knee_step_secs
+        ),
         Pace::Closed(q) => format!("closed loop, {q} in flight"),
         Pace::Poisson(r) => format!("open loop, Poisson {r}/s"),
         Pace::Fixed(r) => format!("open loop, fixed {r}/s"),
