@@ -9,6 +9,7 @@ mod format;
 mod handshake;
 mod info;
 mod simulate;
+mod swarm_load;
 mod tracker;
 mod tracker_load;
 mod transfer;
@@ -95,6 +96,14 @@ enum Command {
     ///          ringtorrent tracker-load http://127.0.0.1:6969/announce --in-flight 32
     ///          ringtorrent tracker-load udp://127.0.0.1:6969 --hammer --find-knee --p99-max-ms 5
     TrackerLoad(tracker_load::Args),
+    /// Load a BitTorrent client with synthetic peers that seed to it or leech from it, and
+    /// measure it: MB/s, per-connection fairness, request-to-block latency, handshakes,
+    /// refusals, and corrupt blocks it must reject.
+    ///
+    /// Example: ringtorrent swarm-load gen --size 256 --piece-length 1M -o /dev/shm/load
+    ///          ringtorrent swarm-load run --target 127.0.0.1:6881 \
+    ///              --torrent /dev/shm/load/swarm-load.torrent --mode download --peers 1000
+    SwarmLoad(swarm_load::Args),
     /// Work with load reports (`tracker-load --output`): `report merge` adds shards exactly.
     ///
     /// Example: ringtorrent report merge shard0.json shard1.json -o all.json
@@ -134,6 +143,7 @@ pub fn main() -> ExitCode {
         Command::Announce(args) => tracker::announce(args),
         Command::Scrape(args) => tracker::scrape(args),
         Command::TrackerLoad(args) => tracker_load::run(args),
+        Command::SwarmLoad(args) => swarm_load::run(args),
         Command::Report(args) => tracker_load::report(args),
     };
     match result {

@@ -176,7 +176,7 @@ enum ReportCommand {
     },
 }
 
-fn parse_shard(text: &str) -> Result<(u32, u32)> {
+pub(crate) fn parse_shard(text: &str) -> Result<(u32, u32)> {
     let (i, n) = text
         .split_once('/')
         .ok_or_else(|| anyhow!("--shard `{text}`: expected I/N, e.g. 0/4"))?;
@@ -394,7 +394,7 @@ pub fn run(args: Args) -> Result<()> {
     emit(&report, args.json, args.output.as_ref())
 }
 
-fn emit(report: &LoadReport, as_json: bool, output: Option<&PathBuf>) -> Result<()> {
+pub(crate) fn emit(report: &LoadReport, as_json: bool, output: Option<&PathBuf>) -> Result<()> {
     let value = report.to_json();
     if let Some(path) = output {
         std::fs::write(path, serde_json::to_string_pretty(&value)? + "\n")
@@ -404,6 +404,8 @@ fn emit(report: &LoadReport, as_json: bool, output: Option<&PathBuf>) -> Result<
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else if report.tool == TOOL {
         print!("{}", table(report));
+    } else if report.tool == ringtorrent::load::swarm::TOOL {
+        print!("{}", ringtorrent::load::swarm::table(report));
     } else {
         print!("{}", report.text());
     }

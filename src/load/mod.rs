@@ -1,9 +1,10 @@
-//! Load generators: `tracker-load` (UDP and HTTP trackers) today, `swarm-load` next. They
+//! Load generators: `tracker-load` (UDP and HTTP trackers) and `swarm-load` (peers). They
 //! share the report format and its merge ([`report`]), and the small pieces of system glue
 //! below (the generator's own CPU time, a microsecond poll).
 //!
 //! ```text
 //!   report.rs          LoadReport: counters + lossless HDR histograms + params, JSON, merge
+//!   swarm/             swarm-load: pattern payloads, synthetic peers on the engine's loops
 //!   tracker/mod.rs     tracker-load: settings, worker threads, phases, --find-knee
 //!   tracker/model.rs   torrents, Zipf popularity, peers and their lifecycle, reply checks
 //!   tracker/udp.rs     BEP 15 worker: sockets, connection ids, retransmission, late replies
@@ -14,6 +15,7 @@
 //! (`--allow-remote`); the check is the CLI's ([`is_loopback_target`]).
 
 pub mod report;
+pub mod swarm;
 pub mod tracker;
 
 use std::net::SocketAddr;
