@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Download one torrent with libtorrent 2.0 from given peers on loopback, for tests and benches.
 
-Usage: lt_leech.py TORRENT SAVE_DIR --peer HOST:PORT [--peer ...] [--timeout S] [--stats]
+Usage: lt_leech.py TORRENT SAVE_DIR [--peer HOST:PORT ...] [--port P] [--timeout S] [--stats]
                    [--plaintext | --encryption forced]
 
 TCP only (uTP off both ways), no DHT, LSD, UPnP, NAT-PMP or trackers; listens on 127.0.0.1
@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("torrent")
     parser.add_argument("save_dir")
     parser.add_argument("--peer", action="append", default=[], help="HOST:PORT to connect to")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free one)")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument(
         "--stats",
@@ -67,7 +68,7 @@ def main() -> None:
 
     ti = lt.torrent_info(args.torrent)
     settings = {
-        "listen_interfaces": "127.0.0.1:0",
+        "listen_interfaces": f"127.0.0.1:{args.port}",
         "enable_outgoing_utp": False,
         "enable_incoming_utp": False,
         "enable_dht": False,
