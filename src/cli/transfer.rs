@@ -104,6 +104,12 @@ pub struct SeedArgs {
     /// thousands).
     #[arg(long, default_value_t = Config::default().max_peers_per_torrent)]
     max_peers: usize,
+    /// Who gets the upload slots: round-robin turns (libtorrent's default: a turn lasts a
+    /// quota of pieces and at least a minute), the fastest peers, anti-leech (newcomers and
+    /// finishers first), or unlimited (every interested peer, for an uplink larger than four
+    /// peers can take).
+    #[arg(long, value_enum, default_value_t = SeedChoke::RoundRobin)]
+    seed_choke: SeedChoke,
     /// Upload limit in bytes per second, for the whole session: plain bytes or with a K, M or
     /// G suffix, powers of 1024 (500K, 8M, 1.5M). Default: unlimited.
     #[arg(long, value_name = "RATE", value_parser = format::parse_rate)]
@@ -115,6 +121,31 @@ pub struct SeedArgs {
     /// $XDG_STATE_HOME/ringtorrent or ~/.local/state/ringtorrent).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+}
+
+/// `--seed-choke`: the seeding choker's mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SeedChoke {
+    /// Turns of a quota of pieces each.
+    RoundRobin,
+    /// The peers we upload to fastest.
+    Fastest,
+    /// Newcomers and finishers first.
+    AntiLeech,
+    /// Every interested peer.
+    Unlimited,
+}
+
+impl From<SeedChoke> for ringtorrent::core::choker::SeedChokeMode {
+    fn from(c: SeedChoke) -> Self {
+        use ringtorrent::core::choker::SeedChokeMode as M;
+        match c {
+            SeedChoke::RoundRobin => M::RoundRobin,
+            SeedChoke::Fastest => M::FastestUpload,
+            SeedChoke::AntiLeech => M::AntiLeech,
+            SeedChoke::Unlimited => M::Unlimited,
+        }
+    }
 }
 
 /// One torrent running in one driver, the event loop that owns it; other loops, if any, run on
@@ -654,6 +685,10 @@ pub fn seed(args: SeedArgs) -> Result<()> {
             max_connections: args.max_peers + 64,
             upload_rate_limit: args.upload_limit,
             download_rate_limit: args.download_limit,
+            choker: ringtorrent::core::choker::ChokerConfig {
+                seed_mode: args.seed_choke.into(),
+                ..Default::default()
+            },
             ..Config::default()
         },
         args.state_dir.clone().or_else(default_state_dir).as_deref(),

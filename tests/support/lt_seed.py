@@ -73,6 +73,12 @@ def main() -> None:
     parser.add_argument("--tracker", help="announce to this tracker URL (default: none)")
     parser.add_argument("--peer", action="append", default=[], help="HOST:PORT to dial")
     parser.add_argument("--max-seconds", type=float, default=HARD_LIMIT_S, help="exit after this long")
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=0,
+        help="raise libtorrent's connection limit (default 200) to this, e.g. for swarm-load",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every alert to stderr")
     args = parser.parse_args()
     VERBOSE = args.verbose
@@ -114,6 +120,7 @@ def main() -> None:
         "enable_ip_notifier": False,
         "allow_multiple_connections_per_ip": True,
         "peer_fingerprint": peer_id,
+        **({"connections_limit": args.max_connections} if args.max_connections else {}),
         "alert_mask": cat.error_notification | cat.status_notification | cat.storage_notification
         | (cat.all_categories if VERBOSE else 0),
     }
