@@ -156,6 +156,33 @@ pub struct Session {
     rate_turn: usize,
 }
 
+/// One connected peer, as [`Session::peers`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSummary {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its client, from an Azureus-style peer id, if it has one.
+    pub client: Option<String>,
+    /// We dialled it.
+    pub outgoing: bool,
+    /// We refuse its requests.
+    pub am_choking: bool,
+    /// We want what it has.
+    pub am_interested: bool,
+    /// It refuses our requests.
+    pub peer_choking: bool,
+    /// It wants what we have.
+    pub peer_interested: bool,
+    /// Bytes per second from it.
+    pub down_rate: u64,
+    /// Bytes per second to it.
+    pub up_rate: u64,
+    /// Pieces it has.
+    pub pieces: u32,
+    /// It stopped answering our requests.
+    pub snubbed: bool,
+}
+
 /// Connections moved between sessions (see "Sharding" in the module documentation).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HandOffStats {
@@ -343,6 +370,39 @@ impl Session {
     /// Wanted bytes not yet verified.
     pub fn bytes_left(&self, id: TorrentId) -> u64 {
         self.torrent(id).map_or(0, |t| t.picker.bytes_left())
+    }
+
+    /// The torrent's connected peers, for user interfaces and the control API.
+    pub fn peers(&self, id: TorrentId, now: Time) -> Vec<PeerSummary> {
+        let Some(t) = self.torrent(id) else {
+            return Vec::new();
+        };
+        let pieces = t.info.lengths().piece_count();
+        t.peers
+            .values()
+            .map(|p| PeerSummary {
+                addr: p.addr,
+                client: p.peer_id.client(),
+                outgoing: p.outgoing,
+                am_choking: p.am_choking,
+                am_interested: p.am_interested,
+                peer_choking: p.peer_choking,
+                peer_interested: p.peer_interested,
+                down_rate: p.down.rate(now),
+                up_rate: p.up.rate(now),
+                pieces: p.has.count(pieces),
+                snubbed: p.snubbed,
+            })
+            .collect()
+    }
+
+    /// The torrent's download and upload rates (bytes per second), summed over its peers.
+    pub fn rates(&self, id: TorrentId, now: Time) -> (u64, u64) {
+        self.torrent(id).map_or((0, 0), |t| {
+            t.peers.values().fold((0, 0), |(d, u), p| {
+                (d + p.down.rate(now), u + p.up.rate(now))
+            })
+        })
     }
 
     /// Connected peers of the torrent.

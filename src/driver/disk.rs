@@ -67,6 +67,11 @@ impl DiskBridge {
         self.completions.eventfd()
     }
 
+    /// Disk operations submitted and not yet completed.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.pending.len() as u64
+    }
+
     /// The completion queue, for queues that share its eventfd.
     pub(crate) fn queue(&self) -> &Completions {
         &self.completions

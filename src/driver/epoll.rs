@@ -57,6 +57,7 @@ pub struct EpollDriver<P: Protocol = Session> {
     disk: DiskBridge,
     post: PostOffice,
     read_buf: Vec<u8>,
+    stats: super::LoopStats,
 }
 
 impl<P: Protocol> EpollDriver<P> {
@@ -96,6 +97,7 @@ impl<P: Protocol> EpollDriver<P> {
             disk,
             post,
             read_buf: vec![0; READ_BUF],
+            stats: super::LoopStats::default(),
         };
         if let Some(port) = driver.local_addr().map(|a| a.port()) {
             driver.session.set_listen_port(port);
@@ -121,6 +123,14 @@ impl<P: Protocol> EpollDriver<P> {
     /// Registers the storage that serves a torrent's disk operations.
     pub fn attach_storage(&mut self, torrent: TorrentId, storage: Arc<Storage>) {
         self.disk.attach(torrent, storage);
+    }
+
+    /// The loop's counters.
+    pub fn loop_stats(&self) -> super::LoopStats {
+        super::LoopStats {
+            disk_in_flight: self.disk.in_flight(),
+            ..self.stats
+        }
     }
 
     /// Where other loops post this one's mail.
@@ -170,6 +180,8 @@ impl<P: Protocol> EpollDriver<P> {
                 )
             })
             .collect();
+        self.stats.turns += 1;
+        self.stats.completions += ready.len() as u64;
         for (token, readable, writable, error) in ready {
             let now = self.now();
             match token {

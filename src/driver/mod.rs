@@ -23,6 +23,18 @@ pub use protocol::Protocol;
 use shard::Mailbox;
 use uring::UringDriver;
 
+/// Counters of one event loop, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    /// Loop turns so far.
+    pub turns: u64,
+    /// Completions (io_uring) or readiness events (epoll) handled so far.
+    pub completions: u64,
+    /// Disk operations (reads, writes, hashes) submitted and not yet completed: the loop's
+    /// share of the disk and hash queue.
+    pub disk_in_flight: u64,
+}
+
 /// The kernel interface an event loop runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -113,6 +125,11 @@ impl Driver {
     /// Registers the storage that serves a torrent's disk operations.
     pub fn attach_storage(&mut self, torrent: TorrentId, storage: Arc<Storage>) {
         each!(mut self, d => d.attach_storage(torrent, storage))
+    }
+
+    /// The loop's counters.
+    pub fn loop_stats(&self) -> LoopStats {
+        each!(self, d => d.loop_stats())
     }
 
     /// Where other threads post this loop's mail.

@@ -238,6 +238,7 @@ pub struct UringDriver<P: Protocol = Session> {
     disk: DiskBridge,
     post: PostOffice,
     cqes: Vec<(u64, i32, u32)>,
+    stats: super::LoopStats,
 }
 
 impl<P: Protocol> UringDriver<P> {
@@ -298,6 +299,7 @@ impl<P: Protocol> UringDriver<P> {
             disk,
             post,
             cqes: Vec::with_capacity(MAX_CQES_PER_TURN),
+            stats: super::LoopStats::default(),
         };
         driver.arm_accept();
         driver.arm_disk_event();
@@ -325,6 +327,14 @@ impl<P: Protocol> UringDriver<P> {
     /// Registers the storage that serves a torrent's disk operations.
     pub fn attach_storage(&mut self, torrent: TorrentId, storage: Arc<Storage>) {
         self.disk.attach(torrent, storage);
+    }
+
+    /// The loop's counters.
+    pub fn loop_stats(&self) -> super::LoopStats {
+        super::LoopStats {
+            disk_in_flight: self.disk.in_flight(),
+            ..self.stats
+        }
     }
 
     /// Where other loops post this one's mail.
@@ -395,6 +405,8 @@ impl<P: Protocol> UringDriver<P> {
                 .take(MAX_CQES_PER_TURN)
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
+        self.stats.turns += 1;
+        self.stats.completions += cqes.len() as u64;
         for &(user_data, result, flags) in &cqes {
             let now = self.now();
             self.complete(user_data, result, flags, now);
