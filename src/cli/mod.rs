@@ -8,6 +8,7 @@ mod driver;
 mod format;
 mod handshake;
 mod info;
+mod serve;
 mod simulate;
 mod swarm_load;
 mod tracker;
@@ -88,6 +89,16 @@ enum Command {
     /// Example: ringtorrent check ubuntu.iso.torrent ~/Downloads
     ///          ringtorrent check album.torrent /srv/seed --json --threads 4
     Check(check::Args),
+    /// Run a seedbox: many torrents from a state folder, a watch folder and a control API
+    /// (HTTP + JSON, with Prometheus metrics at /metrics), until SIGINT or SIGTERM.
+    ///
+    /// Example: ringtorrent serve --data-dir /srv/data --watch-dir /srv/watch
+    ///          curl http://127.0.0.1:7070/torrents
+    Serve(serve::ServeArgs),
+    /// The config file of `serve`: `config print` writes the defaults, documented.
+    ///
+    /// Example: ringtorrent config print > ~/.config/ringtorrent/serve.toml
+    Config(serve::ConfigArgs),
     /// Load a UDP or HTTP tracker with simulated peers and measure it: replies per second by
     /// action and outcome, latency histograms (coordinated omission corrected), time-outs,
     /// and every reply checked against the generator's model of the swarm.
@@ -142,6 +153,8 @@ pub fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::Announce(args) => tracker::announce(args),
         Command::Scrape(args) => tracker::scrape(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Config(args) => serve::config(args),
         Command::TrackerLoad(args) => tracker_load::run(args),
         Command::SwarmLoad(args) => swarm_load::run(args),
         Command::Report(args) => tracker_load::report(args),

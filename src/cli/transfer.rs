@@ -177,7 +177,12 @@ struct Resume {
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_interrupt(_signal: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::Relaxed);
+    // A second signal means "now": exit without the clean stop (130, as a shell reports an
+    // interrupted command).
+    if INTERRUPTED.swap(true, Ordering::Relaxed) {
+        // SAFETY: _exit is async-signal-safe and takes a plain integer.
+        unsafe { libc::_exit(130) };
+    }
 }
 
 /// Makes Ctrl-C (and SIGTERM) stop a transfer cleanly instead of killing the process.
@@ -192,7 +197,7 @@ pub fn catch_interrupts() {
     }
 }
 
-fn interrupted() -> bool {
+pub(crate) fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::Relaxed)
 }
 

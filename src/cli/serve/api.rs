@@ -1,0 +1,370 @@
+//! The control API: HTTP/1.1 with JSON bodies, on loopback by default, plus `GET /metrics` in
+//! Prometheus text format. A thread accepts requests (tiny_http) and hands each to the control
+//! thread, which owns the [`Engine`], and sends back its answer.
+//!
+//! ```text
+//!   GET    /torrents                     every torrent's status
+//!   POST   /torrents                     add: the body is a .torrent file
+//!   GET    /torrents/<hash>              one torrent
+//!   DELETE /torrents/<hash>[?delete_data=true]
+//!   POST   /torrents/<hash>/pause        out of the session, data and state kept
+//!   POST   /torrents/<hash>/resume
+//!   PUT    /torrents/<hash>/limits       {"upload": bytes/s or null, "download": ...}
+//!   GET    /torrents/<hash>/peers        connected peers
+//!   GET    /metrics                      Prometheus text
+//! ```
+//!
+//! Errors are JSON `{"error": "..."}` with 400 (malformed request), 404 (unknown route or
+//! torrent), 409 (already added), 413 (body too large), 501 (magnet links, not yet) or 500.
+
+use std::io::Read;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use super::engine::{AlreadyAdded, Engine, Metrics, Settings, UnknownTorrent};
+use ringtorrent::core::InfoHash;
+
+/// The largest request body read: a torrent file for the largest torrent we accept is a few
+/// MiB of piece hashes (`limits::MAX_PIECES` x 20 bytes is 40 MB); 64 MiB bounds a hostile
+/// upload.
+const MAX_BODY: usize = 64 << 20;
+
+/// A request for the control thread.
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub body: Vec<u8>,
+}
+
+/// Its answer.
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    fn json(status: u16, v: Value) -> Response {
+        let mut body = serde_json::to_vec_pretty(&v).unwrap_or_default();
+        body.push(b'\n');
+        Response {
+            status,
+            content_type: "application/json",
+            body,
+        }
+    }
+
+    fn error(status: u16, msg: impl std::fmt::Display) -> Response {
+        Response::json(status, json!({ "error": msg.to_string() }))
+    }
+}
+
+/// What the API thread sends the control thread.
+pub type Call = (Request, mpsc::Sender<Response>);
+
+/// Starts the API server on `addr`; requests arrive on the returned channel. The server stops
+/// when the channel's receiver is dropped and a last request comes, or with the process.
+pub fn start(addr: &str) -> Result<(mpsc::Receiver<Call>, std::net::SocketAddr)> {
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| anyhow::anyhow!("cannot start the control API on {addr}: {e}"))?;
+    let local = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| anyhow::anyhow!("the control API has no IP address"))?;
+    let (tx, rx) = mpsc::channel::<Call>();
+    std::thread::Builder::new()
+        .name("rt-api".into())
+        .spawn(move || {
+            for mut req in server.incoming_requests() {
+                let url = req.url().to_string();
+                let (path, query) = match url.split_once('?') {
+                    Some((p, q)) => (p.to_string(), q.to_string()),
+                    None => (url, String::new()),
+                };
+                let mut body = Vec::new();
+                let too_big = req.body_length().is_some_and(|n| n > MAX_BODY)
+                    || req
+                        .as_reader()
+                        .take(MAX_BODY as u64 + 1)
+                        .read_to_end(&mut body)
+                        .is_err()
+                    || body.len() > MAX_BODY;
+                let answer = if too_big {
+                    Response::error(413, format!("the body is over {MAX_BODY} bytes"))
+                } else {
+                    let (reply_tx, reply_rx) = mpsc::channel();
+                    let call = Request {
+                        method: req.method().as_str().to_string(),
+                        path,
+                        query,
+                        body,
+                    };
+                    if tx.send((call, reply_tx)).is_err() {
+                        return; // the engine stopped
+                    }
+                    reply_rx
+                        .recv_timeout(Duration::from_secs(60))
+                        .unwrap_or_else(|_| Response::error(500, "the engine did not answer"))
+                };
+                let header = tiny_http::Header::from_bytes("Content-Type", answer.content_type)
+                    .expect("valid header");
+                let _ = req.respond(
+                    tiny_http::Response::from_data(answer.body)
+                        .with_status_code(answer.status)
+                        .with_header(header),
+                );
+            }
+        })?;
+    Ok((rx, local))
+}
+
+fn hash_of(text: &str) -> Result<InfoHash, Response> {
+    InfoHash::from_hex(text).ok_or_else(|| {
+        Response::error(400, format!("`{text}` is not an info hash (40 hex digits)"))
+    })
+}
+
+fn failure(e: anyhow::Error) -> Response {
+    if e.is::<UnknownTorrent>() {
+        Response::error(404, e)
+    } else if e.is::<AlreadyAdded>() {
+        Response::error(409, e)
+    } else {
+        Response::error(500, format!("{e:#}"))
+    }
+}
+
+/// Answers one request against the engine.
+pub fn handle(engine: &mut Engine, req: Request) -> Response {
+    let parts: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    let method = req.method.as_str();
+    match (method, parts.as_slice()) {
+        ("GET", ["metrics"]) => Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4",
+            body: prometheus(&engine.metrics()).into_bytes(),
+        },
+        ("GET", ["torrents"]) => Response::json(200, json!(engine.list())),
+        ("POST", ["torrents"]) => {
+            if req.body.first() == Some(&b'{') {
+                return match serde_json::from_slice::<Value>(&req.body) {
+                    Err(e) => Response::error(400, format!("malformed JSON: {e}")),
+                    Ok(v) if v.get("magnet").is_some() => {
+                        Response::error(501, "magnet links are not supported yet")
+                    }
+                    Ok(_) => Response::error(400, "send a .torrent file as the body"),
+                };
+            }
+            let settings = Settings {
+                source: "api".into(),
+                paused: req.query.split('&').any(|kv| kv == "paused=true"),
+                ..Settings::default()
+            };
+            match engine.add(&req.body, settings) {
+                Ok(hash) => Response::json(201, json!({ "info_hash": hash.to_hex() })),
+                Err(e) if e.is::<AlreadyAdded>() => Response::error(409, e),
+                Err(e) if e.to_string().starts_with("not a valid torrent") => {
+                    Response::error(400, format!("{e:#}"))
+                }
+                Err(e) => failure(e),
+            }
+        }
+        (_, ["torrents", hash, rest @ ..]) => {
+            let hash = match hash_of(hash) {
+                Ok(h) => h,
+                Err(r) => return r,
+            };
+            let result = match (method, rest) {
+                ("GET", []) => engine.get(hash).map(|s| json!(s)),
+                ("DELETE", []) => {
+                    let delete = req.query.split('&').any(|kv| kv == "delete_data=true");
+                    engine
+                        .remove(hash, delete)
+                        .map(|()| json!({ "removed": hash.to_hex() }))
+                }
+                ("POST", ["pause"]) => engine.pause(hash).map(|()| json!({ "paused": true })),
+                ("POST", ["resume"]) => engine.resume(hash).map(|()| json!({ "paused": false })),
+                ("GET", ["peers"]) => engine.peers(hash).map(|p| json!(p)),
+                ("PUT" | "POST", ["limits"]) => {
+                    let v: Value = match serde_json::from_slice(&req.body) {
+                        Ok(v) => v,
+                        Err(e) => return Response::error(400, format!("malformed JSON: {e}")),
+                    };
+                    let limit = |key: &str| -> Result<Option<u64>, Response> {
+                        match v.get(key) {
+                            None | Some(Value::Null) => Ok(None),
+                            Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => {
+                                Ok(n.as_u64())
+                            }
+                            Some(other) => Err(Response::error(
+                                400,
+                                format!(
+                                    "`{key}` must be bytes per second above 0 or null, not {other}"
+                                ),
+                            )),
+                        }
+                    };
+                    let (up, down) = match (limit("upload"), limit("download")) {
+                        (Ok(u), Ok(d)) => (u, d),
+                        (Err(r), _) | (_, Err(r)) => return r,
+                    };
+                    engine
+                        .set_limits(hash, up, down)
+                        .map(|()| json!({ "upload": up, "download": down }))
+                }
+                _ => return Response::error(404, format!("no route {method} {}", req.path)),
+            };
+            match result {
+                Ok(v) => Response::json(200, v),
+                Err(e) => failure(e),
+            }
+        }
+        _ => Response::error(404, format!("no route {method} {}", req.path)),
+    }
+}
+
+/// The metrics in Prometheus text format.
+pub fn prometheus(m: &Metrics) -> String {
+    let mut s = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, f64)>| {
+        s.push_str(&format!(
+            "# HELP ringtorrent_{name} {help}\n# TYPE ringtorrent_{name} {kind}\n"
+        ));
+        for (labels, v) in lines {
+            s.push_str(&format!("ringtorrent_{name}{labels} {v}\n"));
+        }
+    };
+    let one = |v: u64| vec![(String::new(), v as f64)];
+    metric(
+        "uploaded_bytes_total",
+        "counter",
+        "Payload bytes sent to peers.",
+        one(m.uploaded),
+    );
+    metric(
+        "downloaded_bytes_total",
+        "counter",
+        "Payload bytes received that we needed.",
+        one(m.downloaded),
+    );
+    metric(
+        "wasted_bytes_total",
+        "counter",
+        "Payload bytes received twice or unasked.",
+        one(m.wasted),
+    );
+    metric(
+        "pieces_verified_total",
+        "counter",
+        "Pieces that passed their hash check.",
+        one(m.pieces_verified),
+    );
+    metric(
+        "pieces_failed_total",
+        "counter",
+        "Pieces that failed their hash check.",
+        one(m.pieces_failed),
+    );
+    metric(
+        "peers_banned_total",
+        "counter",
+        "Peers banned for corrupt data.",
+        one(m.banned),
+    );
+    metric(
+        "peers",
+        "gauge",
+        "Connected peers by state.",
+        vec![
+            ("{state=\"connected\"}".into(), m.peers_connected as f64),
+            ("{state=\"interested\"}".into(), m.peers_interested as f64),
+            ("{state=\"unchoked\"}".into(), m.peers_unchoked as f64),
+            ("{state=\"seed\"}".into(), m.peers_seeds as f64),
+        ],
+    );
+    metric(
+        "connections_open",
+        "gauge",
+        "Connections open, handshaking ones included.",
+        one(m.connections_open),
+    );
+    metric(
+        "connections_closed_total",
+        "counter",
+        "Connections closed (or refused at the handshake), by reason.",
+        m.closes
+            .iter()
+            .map(|(k, v)| (format!("{{reason=\"{k}\"}}"), *v as f64))
+            .collect(),
+    );
+    metric(
+        "connections_handed_over_total",
+        "counter",
+        "Incoming connections moved to the loop that owns their torrent.",
+        one(m.handoffs_adopted),
+    );
+    metric(
+        "disk_queue_depth",
+        "gauge",
+        "Disk reads, writes and hash checks submitted and not yet done.",
+        one(m.loops.iter().map(|l| l.disk_in_flight).sum()),
+    );
+    metric(
+        "loop_turns_total",
+        "counter",
+        "Event loop turns.",
+        m.loops
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("{{loop=\"{i}\"}}"), l.turns as f64))
+            .collect(),
+    );
+    metric(
+        "loop_completions_total",
+        "counter",
+        "Completions (io_uring) or readiness events (epoll) handled.",
+        m.loops
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("{{loop=\"{i}\"}}"), l.completions as f64))
+            .collect(),
+    );
+    metric(
+        "torrents",
+        "gauge",
+        "Torrents by state.",
+        vec![
+            ("{state=\"active\"}".into(), m.torrents_active as f64),
+            ("{state=\"paused\"}".into(), m.torrents_paused as f64),
+        ],
+    );
+    let mut lines = Vec::new();
+    let (mut count, mut sum) = (0u64, 0f64);
+    if let Some(h) = &m.latency_us {
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            lines.push((
+                format!("{{quantile=\"{q}\"}}"),
+                h.value_at_quantile(q) as f64 / 1e6,
+            ));
+        }
+        count = h.len();
+        sum = h.mean() * h.len() as f64 / 1e6;
+    }
+    s.push_str(
+        "# HELP ringtorrent_request_latency_seconds From sending a request to receiving its block.\n\
+         # TYPE ringtorrent_request_latency_seconds summary\n",
+    );
+    for (labels, v) in lines {
+        s.push_str(&format!(
+            "ringtorrent_request_latency_seconds{labels} {v}\n"
+        ));
+    }
+    s.push_str(&format!(
+        "ringtorrent_request_latency_seconds_sum {sum}\nringtorrent_request_latency_seconds_count {count}\n"
+    ));
+    s
+}

@@ -1,0 +1,257 @@
+//! `serve`'s settings: a TOML file in which every key is optional (defaults below), unknown
+//! keys are an error naming the key, and flags override the file. `ringtorrent config print`
+//! writes [`TEMPLATE`], the defaults with a comment for each key; a test keeps it equal to
+//! [`ServeConfig::default`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use serde::Deserialize;
+
+use super::super::format;
+
+/// The default settings, documented, as `config print` writes them.
+pub const TEMPLATE: &str = r#"# ringtorrent serve: every key is optional; these are the defaults.
+# Flags given to `ringtorrent serve` override the file.
+
+# Address and port peers connect to.
+listen = "0.0.0.0:6881"
+# The control API (HTTP + JSON, and /metrics). Keep it on loopback: it has no authentication.
+api = "127.0.0.1:7070"
+# Where torrents' data lives (each torrent's files are created under it).
+data_dir = "~/.local/share/ringtorrent/data"
+# Where the session's state lives: torrent files, their settings and resume data.
+state_dir = "~/.local/state/ringtorrent/serve"
+# A folder watched for .torrent files: one dropped in is added (its data checked against
+# resume state), one removed is removed from the session (its data kept). Empty: no folder.
+watch_dir = ""
+# How often the watch folder is scanned, in seconds.
+watch_interval = 2
+# Event loops, one per thread; 0 means one per core.
+threads = 0
+# I/O backend: "auto" (io_uring where the kernel allows it, else epoll), "uring" or "epoll".
+io = "auto"
+# Log level: "error", "warn", "info", "debug" or "trace" (RINGTORRENT_LOG overrides it).
+log = "info"
+
+[limits]
+# Connections across the session, handshaking ones included.
+max_connections = 20000
+# Connections per torrent.
+max_peers_per_torrent = 200
+# Regular upload slots per torrent (plus one optimistic).
+upload_slots = 4
+# Who gets the upload slots while seeding: "round-robin", "fastest", "anti-leech" or
+# "unlimited" (every interested peer: for an uplink larger than the slots can take).
+seed_choke = "round-robin"
+# Session-wide rate limits in bytes per second, with K/M/G suffixes (powers of 1024);
+# "" means unlimited. Per-torrent limits are set through the API.
+upload_rate = ""
+download_rate = ""
+"#;
+
+/// Everything `serve` can be set by.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Peer listen address.
+    pub listen: String,
+    /// Control API address.
+    pub api: String,
+    /// Data folder.
+    pub data_dir: String,
+    /// State folder.
+    pub state_dir: String,
+    /// Watch folder ("" for none).
+    pub watch_dir: String,
+    /// Seconds between watch folder scans.
+    pub watch_interval: u64,
+    /// Event loops (0: one per core).
+    pub threads: usize,
+    /// `auto`, `uring` or `epoll`.
+    pub io: String,
+    /// Log level.
+    pub log: String,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Session-wide connections.
+    pub max_connections: usize,
+    /// Connections per torrent.
+    pub max_peers_per_torrent: usize,
+    /// Regular upload slots per torrent.
+    pub upload_slots: usize,
+    /// Seeding choker mode.
+    pub seed_choke: String,
+    /// Session upload limit ("" for none).
+    pub upload_rate: String,
+    /// Session download limit ("" for none).
+    pub download_rate: String,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: "0.0.0.0:6881".into(),
+            api: "127.0.0.1:7070".into(),
+            data_dir: "~/.local/share/ringtorrent/data".into(),
+            state_dir: "~/.local/state/ringtorrent/serve".into(),
+            watch_dir: String::new(),
+            watch_interval: 2,
+            threads: 0,
+            io: "auto".into(),
+            log: "info".into(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 20000,
+            max_peers_per_torrent: 200,
+            upload_slots: 4,
+            seed_choke: "round-robin".into(),
+            upload_rate: String::new(),
+            download_rate: String::new(),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Reads `path`; a missing file is an error (the caller decides whether to look).
+    pub fn load(path: &Path) -> Result<ServeConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses TOML text; unknown keys and wrong types are errors naming the key.
+    pub fn parse(text: &str) -> Result<ServeConfig> {
+        // toml's message names the line, the key and what was expected.
+        let config: ServeConfig = toml::from_str(text).map_err(|e| anyhow!("{e}"))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Rejects values that parse but make no sense, naming the key.
+    pub fn check(&self) -> Result<()> {
+        self.io_backend()?;
+        self.seed_choke()?;
+        self.rates()?;
+        if self.watch_interval == 0 {
+            return Err(anyhow!("watch_interval must be at least 1 second"));
+        }
+        for (key, value) in [("listen", &self.listen), ("api", &self.api)] {
+            value
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| anyhow!("{key} = {value:?} is not an address like 127.0.0.1:7070"))?;
+        }
+        Ok(())
+    }
+
+    /// `io` as the CLI's `--io`.
+    pub fn io_backend(&self) -> Result<super::super::transfer::Io> {
+        use super::super::transfer::Io;
+        match self.io.as_str() {
+            "auto" => Ok(Io::Auto),
+            "uring" => Ok(Io::Uring),
+            "epoll" => Ok(Io::Epoll),
+            other => Err(anyhow!(
+                "io = {other:?}: expected \"auto\", \"uring\" or \"epoll\""
+            )),
+        }
+    }
+
+    /// `limits.seed_choke` as the core's mode.
+    pub fn seed_choke(&self) -> Result<ringtorrent::core::choker::SeedChokeMode> {
+        use ringtorrent::core::choker::SeedChokeMode as M;
+        match self.limits.seed_choke.as_str() {
+            "round-robin" => Ok(M::RoundRobin),
+            "fastest" => Ok(M::FastestUpload),
+            "anti-leech" => Ok(M::AntiLeech),
+            "unlimited" => Ok(M::Unlimited),
+            other => Err(anyhow!(
+                "limits.seed_choke = {other:?}: expected \"round-robin\", \"fastest\", \
+                 \"anti-leech\" or \"unlimited\""
+            )),
+        }
+    }
+
+    /// `limits.upload_rate` and `limits.download_rate` in bytes per second.
+    pub fn rates(&self) -> Result<(Option<u64>, Option<u64>)> {
+        let parse = |key: &str, v: &str| -> Result<Option<u64>> {
+            if v.is_empty() {
+                return Ok(None);
+            }
+            format::parse_rate(v)
+                .map(Some)
+                .map_err(|e| anyhow!("limits.{key} = {v:?}: {e}"))
+        };
+        Ok((
+            parse("upload_rate", &self.limits.upload_rate)?,
+            parse("download_rate", &self.limits.download_rate)?,
+        ))
+    }
+
+    /// A path setting with `~` expanded.
+    pub fn path(value: &str) -> PathBuf {
+        match value.strip_prefix("~/") {
+            Some(rest) => std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(rest))
+                .unwrap_or_else(|| PathBuf::from(value)),
+            None => PathBuf::from(value),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_is_the_defaults() {
+        assert_eq!(
+            ServeConfig::parse(TEMPLATE).unwrap(),
+            ServeConfig::default()
+        );
+        assert_eq!(ServeConfig::parse("").unwrap(), ServeConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = ServeConfig::parse("lisen = \"0.0.0.0:1\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lisen"), "{e}");
+        let e = ServeConfig::parse("[limits]\nmax_conections = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_conections"), "{e}");
+        let e = ServeConfig::parse("threads = \"four\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("threads"), "{e}");
+        let e = ServeConfig::parse("io = \"kqueue\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("io"), "{e}");
+        let e = ServeConfig::parse("[limits]\nupload_rate = \"fast\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upload_rate"), "{e}");
+        let e = ServeConfig::parse("api = \"localhost\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("api"), "{e}");
+        let c = ServeConfig::parse("threads = 3\n[limits]\nupload_rate = \"8M\"").unwrap();
+        assert_eq!(c.threads, 3);
+        assert_eq!(c.rates().unwrap(), (Some(8 << 20), None));
+    }
+}

@@ -1,0 +1,803 @@
+//! The seedbox engine behind `serve`: one event loop per core (each a [`LoopThread`] owning
+//! the torrents whose info hash maps to it), and the registry of torrents the control thread
+//! keeps. Everything here runs on the control thread; a loop is reached only by posting it a
+//! closure and waiting for the answer ([`Engine::call`]).
+//!
+//! State on disk, under the state folder:
+//!
+//! ```text
+//!   torrents/<hash>.torrent   the torrent file, as added
+//!   torrents/<hash>.json      its settings: paused, limits, where it came from
+//!   resume/<hash>.resume      verified pieces and file stamps (storage::ResumeData)
+//! ```
+//!
+//! A restart adds every torrent found there, trusting resume data when every file is as it
+//! was, so what was verified before is not hashed again.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use ringtorrent::core::api::TorrentId;
+use ringtorrent::core::config::Config;
+use ringtorrent::core::session::PeerSummary;
+use ringtorrent::core::{Bitfield, InfoHash, Session, Time};
+use ringtorrent::driver::shard::{self, LoopThread};
+use ringtorrent::driver::{Backend, Driver, LoopStats};
+use ringtorrent::metainfo::{Info, Torrent};
+use ringtorrent::storage::{
+    check, DiskPool, DiskPoolConfig, FileState, OpenMode, ResumeData, ResumeError, Storage,
+};
+
+/// How long a loop may take to answer the control thread before the request fails.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A torrent's settings, kept beside its torrent file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Not in the session (its data and resume state are kept).
+    pub paused: bool,
+    /// Upload limit for this torrent, bytes per second.
+    pub upload_limit: Option<u64>,
+    /// Download limit for this torrent, bytes per second.
+    pub download_limit: Option<u64>,
+    /// `api`, or the watch folder file it came from.
+    pub source: String,
+    /// When it was added (Unix seconds).
+    pub added: u64,
+}
+
+/// What the registry knows of one torrent.
+struct Entry {
+    info: Arc<Info>,
+    storage: Arc<Storage>,
+    shard: u32,
+    /// The session's id while active; `None` while paused.
+    id: Option<TorrentId>,
+    settings: Settings,
+    /// Pieces verified when resume data was last saved.
+    saved: u32,
+}
+
+/// One torrent, as `GET /torrents` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub info_hash: String,
+    pub name: String,
+    pub size: u64,
+    pub pieces: u32,
+    pub pieces_have: u32,
+    pub progress: f64,
+    pub state: &'static str,
+    pub download_rate: u64,
+    pub upload_rate: u64,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub peers: usize,
+    pub upload_limit: Option<u64>,
+    pub download_limit: Option<u64>,
+    pub source: String,
+    pub error: Option<String>,
+}
+
+/// One peer, as `GET /torrents/<hash>/peers` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    pub addr: String,
+    pub client: Option<String>,
+    pub outgoing: bool,
+    pub am_choking: bool,
+    pub am_interested: bool,
+    pub peer_choking: bool,
+    pub peer_interested: bool,
+    pub download_rate: u64,
+    pub upload_rate: u64,
+    pub progress: f64,
+    pub snubbed: bool,
+}
+
+/// What one loop reports of one of its torrents.
+struct Live {
+    id: TorrentId,
+    have: u32,
+    rates: (u64, u64),
+    downloaded: u64,
+    uploaded: u64,
+    peers: usize,
+    error: Option<String>,
+}
+
+/// Everything `/metrics` shows, summed over the loops.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub wasted: u64,
+    pub pieces_verified: u64,
+    pub pieces_failed: u64,
+    pub banned: u64,
+    pub peers_connected: u64,
+    pub peers_interested: u64,
+    pub peers_unchoked: u64,
+    pub peers_seeds: u64,
+    pub connections_open: u64,
+    pub closes: BTreeMap<String, u64>,
+    pub handoffs_sent: u64,
+    pub handoffs_adopted: u64,
+    pub loops: Vec<LoopStats>,
+    pub latency_us: Option<Histogram<u64>>,
+    pub torrents_active: u64,
+    pub torrents_paused: u64,
+}
+
+/// The engine: loops, disk pool and the torrent registry.
+pub struct Engine {
+    loops: Vec<LoopThread>,
+    pool: Arc<DiskPool>,
+    torrents: BTreeMap<InfoHash, Entry>,
+    data_dir: PathBuf,
+    state_dir: PathBuf,
+    listen: SocketAddr,
+    backend: Backend,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Engine {
+    /// Starts `threads` loops listening on `listen`, with `config` for every session.
+    pub fn start(
+        backend: Backend,
+        threads: usize,
+        listen: SocketAddr,
+        config: Config,
+        data_dir: PathBuf,
+        state_dir: PathBuf,
+    ) -> Result<Engine> {
+        for dir in [
+            &data_dir,
+            &state_dir.join("torrents"),
+            &state_dir.join("resume"),
+        ] {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let pool = Arc::new(
+            DiskPool::new(DiskPoolConfig::default())
+                .map_err(|e| anyhow!("cannot start the disk pool: {e}"))?,
+        );
+        let peer_id = super::super::random_peer_id();
+        let drivers = shard::build(
+            backend,
+            threads,
+            Some(listen),
+            pool.clone(),
+            Instant::now(),
+            |_| {
+                Session::new(
+                    config.clone(),
+                    peer_id,
+                    super::super::random_u64(),
+                    Time::ZERO,
+                )
+            },
+        )
+        .with_context(|| format!("cannot listen for peers on {listen}"))?;
+        let listen = drivers[0].local_addr().unwrap_or(listen);
+        let mut loops = Vec::with_capacity(drivers.len());
+        for (i, d) in drivers.into_iter().enumerate() {
+            loops.push(
+                LoopThread::spawn(d, format!("rt-loop-{i}"), |_| {})
+                    .context("cannot start an event loop thread")?,
+            );
+        }
+        Ok(Engine {
+            loops,
+            pool,
+            torrents: BTreeMap::new(),
+            data_dir,
+            state_dir,
+            listen,
+            backend,
+        })
+    }
+
+    /// The address peers connect to.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The I/O backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Event loops running.
+    pub fn loop_count(&self) -> usize {
+        self.loops.len()
+    }
+
+    /// Runs `f` on loop `shard` and waits for its answer.
+    fn call<R: Send + 'static>(
+        &self,
+        shard: u32,
+        f: impl FnOnce(&mut Driver) -> R + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.loops[shard as usize].post(move |d| {
+            let _ = tx.send(f(d));
+        });
+        rx.recv_timeout(CALL_TIMEOUT)
+            .map_err(|_| anyhow!("event loop {shard} did not answer"))
+    }
+
+    /// Tells every loop but `owner` who owns `hash` (`None`: nobody any more).
+    fn route(&self, hash: InfoHash, owner: u32, owned: bool) {
+        for (i, l) in self.loops.iter().enumerate() {
+            if i as u32 != owner {
+                let shard = owned.then_some(owner);
+                l.post(move |d| d.session().set_route(hash, shard));
+            }
+        }
+    }
+
+    fn torrent_path(&self, hash: &InfoHash) -> PathBuf {
+        self.state_dir
+            .join("torrents")
+            .join(format!("{}.torrent", hash.to_hex()))
+    }
+
+    fn settings_path(&self, hash: &InfoHash) -> PathBuf {
+        self.state_dir
+            .join("torrents")
+            .join(format!("{}.json", hash.to_hex()))
+    }
+
+    fn resume_dir(&self) -> PathBuf {
+        self.state_dir.join("resume")
+    }
+
+    fn save_settings(&self, hash: &InfoHash, settings: &Settings) -> Result<()> {
+        let path = self.settings_path(hash);
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(settings)?)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Every torrent with where it came from.
+    pub fn sources(&self) -> Vec<(InfoHash, String)> {
+        self.torrents
+            .iter()
+            .map(|(h, e)| (*h, e.settings.source.clone()))
+            .collect()
+    }
+
+    /// The torrent whose settings name `source`.
+    pub fn by_source(&self, source: &str) -> Option<InfoHash> {
+        self.torrents
+            .iter()
+            .find(|(_, e)| e.settings.source == source)
+            .map(|(h, _)| *h)
+    }
+
+    /// Adds a torrent from its file's bytes: stored in the state folder, its data opened (or
+    /// created) under the data folder, resume data trusted if every file is as recorded,
+    /// otherwise the data checked, then served (unless `settings.paused`).
+    pub fn add(&mut self, bytes: &[u8], mut settings: Settings) -> Result<InfoHash> {
+        let torrent = Torrent::from_bytes(bytes).context("not a valid torrent")?;
+        let info = Arc::new(torrent.info);
+        let hash = info.info_hash();
+        if self.torrents.contains_key(&hash) {
+            bail!(AlreadyAdded(hash));
+        }
+        let storage = Arc::new(
+            Storage::open(info.clone(), &self.data_dir, OpenMode::Create).with_context(|| {
+                format!(
+                    "cannot open {}'s files under {}",
+                    info.name(),
+                    self.data_dir.display()
+                )
+            })?,
+        );
+        let path = self.torrent_path(&hash);
+        if !path.exists() {
+            std::fs::write(&path, bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        if settings.added == 0 {
+            settings.added = now_unix();
+        }
+        self.save_settings(&hash, &settings)?;
+        let have = self.restore(&storage)?;
+        let shard = shard::shard_of(&hash, self.loops.len());
+        let entry = Entry {
+            info: info.clone(),
+            storage,
+            shard,
+            id: None,
+            saved: have.count(),
+            settings,
+        };
+        self.torrents.insert(hash, entry);
+        if !self.torrents[&hash].settings.paused {
+            if let Err(e) = self.activate(hash, have) {
+                self.torrents.remove(&hash);
+                return Err(e);
+            }
+        }
+        tracing::info!(
+            "added {} ({hash}), {} of {} pieces verified",
+            info.name(),
+            self.torrents[&hash].saved,
+            info.lengths().piece_count()
+        );
+        Ok(hash)
+    }
+
+    /// The pieces storage holds verified: from resume data when it is still true, else by
+    /// hashing the data (unless every file was just created, so holds nothing).
+    fn restore(&self, storage: &Storage) -> Result<Bitfield> {
+        let pieces = storage.info().lengths().piece_count();
+        let all_new = storage.file_states().all(|s| {
+            matches!(
+                s,
+                FileState::Present { created: true, .. } | FileState::NotStored
+            )
+        });
+        if all_new {
+            return Ok(Bitfield::new(pieces));
+        }
+        match ResumeData::restore(&self.resume_dir(), storage) {
+            Ok(have) => return Ok(have),
+            Err(ResumeError::NotFound(_)) => {}
+            Err(e) => tracing::warn!(
+                "{}: resume data not used ({e}); checking the data",
+                storage.info().name()
+            ),
+        }
+        tracing::info!("{}: checking the data", storage.info().name());
+        let report = check(storage, self.pool.hash_pool(), &AtomicU64::new(0));
+        let have = report.verified(storage.info().lengths());
+        if let Err(e) = ResumeData::capture(storage, have.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|d| d.save(&self.resume_dir()).map_err(|e| e.to_string()))
+        {
+            tracing::warn!("{}: cannot save resume data: {e}", storage.info().name());
+        }
+        Ok(have)
+    }
+
+    /// Puts a registered torrent into its loop's session.
+    fn activate(&mut self, hash: InfoHash, have: Bitfield) -> Result<()> {
+        let entry = &self.torrents[&hash];
+        let (info, storage, shard) = (entry.info.clone(), entry.storage.clone(), entry.shard);
+        let (up, down) = (entry.settings.upload_limit, entry.settings.download_limit);
+        let id = self.call(shard, move |d| {
+            let now = d.now();
+            let id = d.session().add_torrent(info, &have, now)?;
+            d.session().set_rate_limits(id, up, down, now);
+            d.attach_storage(id, storage);
+            Some(id)
+        })?;
+        let id = id.ok_or_else(|| anyhow!("the session refused the torrent"))?;
+        self.route(hash, shard, true);
+        if let Some(e) = self.torrents.get_mut(&hash) {
+            e.id = Some(id);
+        }
+        Ok(())
+    }
+
+    /// Takes a torrent out of its loop's session (closing its peers) and saves its resume
+    /// data; it stays registered.
+    fn deactivate(&mut self, hash: InfoHash) -> Result<()> {
+        let Some(entry) = self.torrents.get(&hash) else {
+            return Ok(());
+        };
+        let Some(id) = entry.id else {
+            return Ok(());
+        };
+        let shard = entry.shard;
+        self.route(hash, shard, false);
+        let have = self.call(shard, move |d| {
+            let now = d.now();
+            let have = d.session().have(id).cloned();
+            d.session().remove_torrent(id, now);
+            have
+        })?;
+        let entry = self.torrents.get_mut(&hash).expect("checked above");
+        entry.id = None;
+        if let Some(have) = have {
+            entry.saved = have.count();
+            let storage = entry.storage.clone();
+            let dir = self.resume_dir();
+            ResumeData::capture(&storage, have)
+                .map_err(|e| anyhow!("{e}"))
+                .and_then(|d| d.save(&dir).map_err(|e| anyhow!("{e}")))
+                .context("cannot save resume data")?;
+        }
+        Ok(())
+    }
+
+    /// Pauses a torrent: out of the session, data and state kept.
+    pub fn pause(&mut self, hash: InfoHash) -> Result<()> {
+        self.deactivate(hash)?;
+        let entry = self.torrents.get_mut(&hash).ok_or(UnknownTorrent(hash))?;
+        entry.settings.paused = true;
+        let settings = entry.settings.clone();
+        self.save_settings(&hash, &settings)
+    }
+
+    /// Resumes a paused torrent.
+    pub fn resume(&mut self, hash: InfoHash) -> Result<()> {
+        let entry = self.torrents.get_mut(&hash).ok_or(UnknownTorrent(hash))?;
+        if entry.id.is_some() {
+            return Ok(());
+        }
+        entry.settings.paused = false;
+        let settings = entry.settings.clone();
+        let storage = entry.storage.clone();
+        self.save_settings(&hash, &settings)?;
+        let have = self.restore(&storage)?;
+        self.activate(hash, have)
+    }
+
+    /// Sets a torrent's own rate limits (bytes per second; `None`: none).
+    pub fn set_limits(&mut self, hash: InfoHash, up: Option<u64>, down: Option<u64>) -> Result<()> {
+        let entry = self.torrents.get_mut(&hash).ok_or(UnknownTorrent(hash))?;
+        entry.settings.upload_limit = up;
+        entry.settings.download_limit = down;
+        let (settings, id, shard) = (entry.settings.clone(), entry.id, entry.shard);
+        self.save_settings(&hash, &settings)?;
+        if let Some(id) = id {
+            self.call(shard, move |d| {
+                let now = d.now();
+                d.session().set_rate_limits(id, up, down, now);
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Removes a torrent from the session and the state folder; with `delete_data`, its files
+    /// too.
+    pub fn remove(&mut self, hash: InfoHash, delete_data: bool) -> Result<()> {
+        if !self.torrents.contains_key(&hash) {
+            bail!(UnknownTorrent(hash));
+        }
+        self.deactivate(hash)?;
+        let entry = self.torrents.remove(&hash).expect("checked above");
+        for path in [
+            self.torrent_path(&hash),
+            self.settings_path(&hash),
+            ringtorrent::storage::resume_path(&self.resume_dir(), hash),
+        ] {
+            let _ = std::fs::remove_file(path);
+        }
+        if delete_data {
+            drop(entry.storage);
+            delete_files(&self.data_dir, &entry.info)?;
+        }
+        tracing::info!(
+            "removed {} ({hash}){}",
+            entry.info.name(),
+            if delete_data { " and its data" } else { "" }
+        );
+        Ok(())
+    }
+
+    /// Loads every torrent of the state folder (after a restart).
+    pub fn load_state(&mut self) -> Result<usize> {
+        let dir = self.state_dir.join("torrents");
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "torrent"))
+            .collect();
+        paths.sort();
+        let mut loaded = 0;
+        for path in paths {
+            let settings: Settings = std::fs::read(path.with_extension("json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            let result = std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| self.add(&bytes, settings));
+            match result {
+                Ok(_) => loaded += 1,
+                Err(e) => tracing::warn!("{}: not loaded: {e:#}", path.display()),
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Every torrent's status.
+    pub fn list(&self) -> Vec<Status> {
+        let mut by_shard: BTreeMap<(u32, TorrentId), Live> = BTreeMap::new();
+        for shard in 0..self.loops.len() as u32 {
+            let got = self.call(shard, collect_live).unwrap_or_default();
+            for l in got {
+                by_shard.insert((shard, l.id), l);
+            }
+        }
+        self.torrents
+            .iter()
+            .map(|(hash, e)| {
+                let live = e.id.and_then(|id| by_shard.get(&(e.shard, id)));
+                status(hash, e, live)
+            })
+            .collect()
+    }
+
+    /// One torrent's status.
+    pub fn get(&self, hash: InfoHash) -> Result<Status> {
+        let e = self.torrents.get(&hash).ok_or(UnknownTorrent(hash))?;
+        let live = match e.id {
+            Some(id) => self
+                .call(e.shard, collect_live)?
+                .into_iter()
+                .find(|l| l.id == id),
+            None => None,
+        };
+        Ok(status(&hash, e, live.as_ref()))
+    }
+
+    /// A torrent's connected peers.
+    pub fn peers(&self, hash: InfoHash) -> Result<Vec<PeerStatus>> {
+        let e = self.torrents.get(&hash).ok_or(UnknownTorrent(hash))?;
+        let Some(id) = e.id else {
+            return Ok(Vec::new());
+        };
+        let pieces = e.info.lengths().piece_count().max(1);
+        let peers: Vec<PeerSummary> = self.call(e.shard, move |d| {
+            let now = d.now();
+            d.session().peers(id, now)
+        })?;
+        Ok(peers
+            .into_iter()
+            .map(|p| PeerStatus {
+                addr: p.addr.to_string(),
+                client: p.client,
+                outgoing: p.outgoing,
+                am_choking: p.am_choking,
+                am_interested: p.am_interested,
+                peer_choking: p.peer_choking,
+                peer_interested: p.peer_interested,
+                download_rate: p.down_rate,
+                upload_rate: p.up_rate,
+                progress: f64::from(p.pieces) / f64::from(pieces),
+                snubbed: p.snubbed,
+            })
+            .collect())
+    }
+
+    /// Counters for `/metrics`.
+    pub fn metrics(&self) -> Metrics {
+        let mut m = Metrics::default();
+        for shard in 0..self.loops.len() as u32 {
+            let got = self.call(shard, |d| {
+                let now = d.now();
+                let stats = d.loop_stats();
+                let s = d.session();
+                let mut part = Metrics::default();
+                part.loops.push(stats);
+                for (reason, n) in s.handshake_closes() {
+                    *part.closes.entry(reason.to_string()).or_default() += n;
+                }
+                let h = s.handoff_stats();
+                part.handoffs_sent = h.sent;
+                part.handoffs_adopted = h.adopted;
+                part.connections_open = s.connection_count() as u64;
+                for id in s.torrent_ids() {
+                    if let Some(st) = s.stats(id) {
+                        part.uploaded += st.uploaded;
+                        part.downloaded += st.downloaded;
+                        part.wasted += st.wasted;
+                        part.pieces_verified += st.pieces_verified;
+                        part.pieces_failed += st.hash_failures;
+                        part.banned += st.banned;
+                        for (reason, n) in &st.closes {
+                            *part.closes.entry(reason.to_string()).or_default() += n;
+                        }
+                        match &mut part.latency_us {
+                            Some(h) => {
+                                let _ = h.add(&st.request_latency_us);
+                            }
+                            None => part.latency_us = Some(st.request_latency_us.clone()),
+                        }
+                    }
+                    for p in s.peers(id, now) {
+                        part.peers_connected += 1;
+                        part.peers_interested += u64::from(p.peer_interested);
+                        part.peers_unchoked += u64::from(!p.am_choking);
+                        part.peers_seeds += u64::from(
+                            p.pieces > 0 && p.pieces == s.have(id).map_or(0, |h| h.len()),
+                        );
+                    }
+                }
+                part
+            });
+            let Ok(part) = got else { continue };
+            m.uploaded += part.uploaded;
+            m.downloaded += part.downloaded;
+            m.wasted += part.wasted;
+            m.pieces_verified += part.pieces_verified;
+            m.pieces_failed += part.pieces_failed;
+            m.banned += part.banned;
+            m.peers_connected += part.peers_connected;
+            m.peers_interested += part.peers_interested;
+            m.peers_unchoked += part.peers_unchoked;
+            m.peers_seeds += part.peers_seeds;
+            m.connections_open += part.connections_open;
+            m.handoffs_sent += part.handoffs_sent;
+            m.handoffs_adopted += part.handoffs_adopted;
+            for (k, v) in part.closes {
+                *m.closes.entry(k).or_default() += v;
+            }
+            m.loops.extend(part.loops);
+            if let Some(h) = part.latency_us {
+                match &mut m.latency_us {
+                    Some(all) => {
+                        let _ = all.add(&h);
+                    }
+                    None => m.latency_us = Some(h),
+                }
+            }
+        }
+        m.torrents_active = self.torrents.values().filter(|e| e.id.is_some()).count() as u64;
+        m.torrents_paused = self.torrents.len() as u64 - m.torrents_active;
+        m
+    }
+
+    /// Saves resume data of the active torrents that verified pieces since the last save.
+    pub fn save_resume(&mut self, all: bool) {
+        let mut haves = Vec::new();
+        for shard in 0..self.loops.len() as u32 {
+            let got = self.call(shard, |d| {
+                let s = d.session();
+                s.torrent_ids()
+                    .into_iter()
+                    .filter_map(|id| Some((id, s.have(id)?.clone())))
+                    .collect::<Vec<_>>()
+            });
+            for (id, have) in got.unwrap_or_default() {
+                haves.push((shard, id, have));
+            }
+        }
+        let dir = self.resume_dir();
+        for e in self.torrents.values_mut() {
+            let Some(id) = e.id else { continue };
+            let Some((_, _, have)) = haves.iter().find(|(s, i, _)| *s == e.shard && *i == id)
+            else {
+                continue;
+            };
+            if !all && have.count() == e.saved {
+                continue;
+            }
+            let count = have.count();
+            match ResumeData::capture(&e.storage, have.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|d| d.save(&dir).map_err(|e| e.to_string()))
+            {
+                Ok(_) => e.saved = count,
+                Err(err) => tracing::warn!("{}: cannot save resume data: {err}", e.info.name()),
+            }
+        }
+    }
+
+    /// Saves every torrent's resume data and stops the loops.
+    pub fn shutdown(mut self) {
+        self.save_resume(true);
+        for l in std::mem::take(&mut self.loops) {
+            if let Err(e) = l.stop() {
+                tracing::warn!("an event loop ended badly: {e}");
+            }
+        }
+    }
+}
+
+fn collect_live(d: &mut Driver) -> Vec<Live> {
+    let now = d.now();
+    let s = d.session();
+    s.torrent_ids()
+        .into_iter()
+        .map(|id| Live {
+            id,
+            have: s.have(id).map_or(0, Bitfield::count),
+            rates: s.rates(id, now),
+            downloaded: s.stats(id).map_or(0, |st| st.downloaded),
+            uploaded: s.stats(id).map_or(0, |st| st.uploaded),
+            peers: s.peer_count(id),
+            error: s.error(id).map(str::to_owned),
+        })
+        .collect()
+}
+
+fn status(hash: &InfoHash, e: &Entry, live: Option<&Live>) -> Status {
+    let pieces = e.info.lengths().piece_count();
+    let have = live.map_or(e.saved, |l| l.have);
+    let state = match (e.id, live) {
+        (None, _) => "paused",
+        (Some(_), Some(l)) if l.error.is_some() => "error",
+        (Some(_), _) if have == pieces => "seeding",
+        _ => "downloading",
+    };
+    Status {
+        info_hash: hash.to_hex(),
+        name: e.info.name().to_string(),
+        size: e.info.total_len(),
+        pieces,
+        pieces_have: have,
+        progress: f64::from(have) / f64::from(pieces.max(1)),
+        state,
+        download_rate: live.map_or(0, |l| l.rates.0),
+        upload_rate: live.map_or(0, |l| l.rates.1),
+        downloaded: live.map_or(0, |l| l.downloaded),
+        uploaded: live.map_or(0, |l| l.uploaded),
+        peers: live.map_or(0, |l| l.peers),
+        upload_limit: e.settings.upload_limit,
+        download_limit: e.settings.download_limit,
+        source: e.settings.source.clone(),
+        error: live.and_then(|l| l.error.clone()),
+    }
+}
+
+/// Deletes a torrent's files (and, for a multi-file torrent, the folders it made when they are
+/// left empty), never anything outside `data_dir`: paths come from a validated torrent.
+fn delete_files(data_dir: &Path, info: &Info) -> Result<()> {
+    for f in info.files() {
+        if f.attr.padding {
+            continue;
+        }
+        let path = data_dir.join(f.path.join("/"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow!("cannot delete {}: {e}", path.display())),
+        }
+    }
+    if !info.is_single_file() {
+        let root = data_dir.join(info.name());
+        let mut dirs: Vec<PathBuf> = info
+            .files()
+            .iter()
+            .flat_map(|f| {
+                let mut p = data_dir.to_path_buf();
+                let mut parents = Vec::new();
+                for c in &f.path[..f.path.len().saturating_sub(1)] {
+                    p.push(c);
+                    parents.push(p.clone());
+                }
+                parents
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        for d in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+        let _ = std::fs::remove_dir(root);
+    }
+    Ok(())
+}
+
+/// The torrent is already in the session.
+#[derive(Debug, thiserror::Error)]
+#[error("torrent {0} is already added")]
+pub struct AlreadyAdded(pub InfoHash);
+
+/// No torrent has this info hash.
+#[derive(Debug, thiserror::Error)]
+#[error("no torrent {0}")]
+pub struct UnknownTorrent(pub InfoHash);

@@ -1,0 +1,320 @@
+//! `ringtorrent serve`: one long-lived process seeding (and leeching) many torrents, driven by
+//! a config file, a watch folder and a control API; and `ringtorrent config print`.
+//!
+//! The control thread (this module's [`run`]) owns the [`engine::Engine`]. It answers API
+//! requests as they come, scans the watch folder every `watch_interval`, saves resume data
+//! every minute for torrents that verified pieces, and on SIGINT/SIGTERM saves everything and
+//! stops the loops (a second signal exits at once).
+
+mod api;
+mod config;
+mod engine;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, Context, Result};
+
+pub use config::ServeConfig;
+use engine::{Engine, Settings};
+use ringtorrent::core::config::Config;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The config file (TOML; `ringtorrent config print` writes the defaults). Default:
+    /// $XDG_CONFIG_HOME/ringtorrent/serve.toml or ~/.config/ringtorrent/serve.toml, if present.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Peer listen address (overrides `listen`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<String>,
+    /// Control API address (overrides `api`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    api: Option<String>,
+    /// Data folder (overrides `data_dir`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<String>,
+    /// State folder (overrides `state_dir`).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<String>,
+    /// Watch folder (overrides `watch_dir`).
+    #[arg(long, value_name = "DIR")]
+    watch_dir: Option<String>,
+    /// Event loops (overrides `threads`; 0: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// I/O backend: auto, uring or epoll (overrides `io`).
+    #[arg(long)]
+    io: Option<String>,
+    /// Log level (overrides `log`; RINGTORRENT_LOG overrides both).
+    #[arg(long)]
+    log: Option<String>,
+    /// Session-wide connection limit (overrides `limits.max_connections`).
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Connections per torrent (overrides `limits.max_peers_per_torrent`).
+    #[arg(long)]
+    max_peers: Option<usize>,
+    /// Upload slots per torrent (overrides `limits.upload_slots`).
+    #[arg(long)]
+    upload_slots: Option<usize>,
+    /// Seeding choker: round-robin, fastest, anti-leech, unlimited (overrides
+    /// `limits.seed_choke`).
+    #[arg(long)]
+    seed_choke: Option<String>,
+    /// Session upload limit, e.g. 8M (overrides `limits.upload_rate`).
+    #[arg(long, value_name = "RATE")]
+    upload_limit: Option<String>,
+    /// Session download limit, e.g. 8M (overrides `limits.download_rate`).
+    #[arg(long, value_name = "RATE")]
+    download_limit: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    command: ConfigCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ConfigCommand {
+    /// Print the default config file, every key documented.
+    ///
+    /// Example: ringtorrent config print > ~/.config/ringtorrent/serve.toml
+    Print,
+    /// Check a config file and print the settings it gives.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+pub fn config(args: ConfigArgs) -> Result<()> {
+    match args.command {
+        ConfigCommand::Print => {
+            print!("{}", config::TEMPLATE);
+            Ok(())
+        }
+        ConfigCommand::Check { file } => {
+            let c = ServeConfig::load(&file)?;
+            println!("{c:#?}");
+            Ok(())
+        }
+    }
+}
+
+fn default_config_path() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|d| d.join("ringtorrent/serve.toml"))
+}
+
+/// The file's settings with the flags applied, checked.
+fn settings(args: &ServeArgs) -> Result<ServeConfig> {
+    let mut c = match &args.config {
+        Some(path) => ServeConfig::load(path)?,
+        None => match default_config_path().filter(|p| p.exists()) {
+            Some(path) => ServeConfig::load(&path)?,
+            None => ServeConfig::default(),
+        },
+    };
+    let set = |slot: &mut String, v: &Option<String>| {
+        if let Some(v) = v {
+            *slot = v.clone();
+        }
+    };
+    set(&mut c.listen, &args.listen);
+    set(&mut c.api, &args.api);
+    set(&mut c.data_dir, &args.data_dir);
+    set(&mut c.state_dir, &args.state_dir);
+    set(&mut c.watch_dir, &args.watch_dir);
+    set(&mut c.io, &args.io);
+    set(&mut c.log, &args.log);
+    set(&mut c.limits.seed_choke, &args.seed_choke);
+    set(&mut c.limits.upload_rate, &args.upload_limit);
+    set(&mut c.limits.download_rate, &args.download_limit);
+    if let Some(v) = args.threads {
+        c.threads = v;
+    }
+    if let Some(v) = args.max_connections {
+        c.limits.max_connections = v;
+    }
+    if let Some(v) = args.max_peers {
+        c.limits.max_peers_per_torrent = v;
+    }
+    if let Some(v) = args.upload_slots {
+        c.limits.upload_slots = v;
+    }
+    c.check().context("invalid setting")?;
+    Ok(c)
+}
+
+fn init_logging(level: &str) -> Result<()> {
+    let level = std::env::var("RINGTORRENT_LOG").unwrap_or_else(|_| level.to_string());
+    let filter: tracing::level_filters::LevelFilter = level
+        .parse()
+        .map_err(|_| anyhow!("log level `{level}`: expected error, warn, info, debug or trace"))?;
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+    Ok(())
+}
+
+/// A file in the watch folder, as last seen.
+struct Watched {
+    modified: Option<SystemTime>,
+    /// The torrent it added, or why it was refused (reported once per version of the file).
+    outcome: Result<ringtorrent::core::InfoHash, String>,
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let c = settings(&args)?;
+    init_logging(&c.log)?;
+    super::transfer::catch_interrupts();
+    let backend = super::transfer::backend(c.io_backend()?)?;
+    let listen: SocketAddr = c.listen.parse().expect("checked");
+    let (up, down) = c.rates()?;
+    let mut core = Config {
+        max_connections: c.limits.max_connections,
+        max_peers_per_torrent: c.limits.max_peers_per_torrent,
+        upload_rate_limit: up,
+        download_rate_limit: down,
+        ..Config::default()
+    };
+    core.choker.upload_slots = c.limits.upload_slots.max(1);
+    core.choker.seed_mode = c.seed_choke()?;
+    let data_dir = ServeConfig::path(&c.data_dir);
+    let state_dir = ServeConfig::path(&c.state_dir);
+    let watch_dir = (!c.watch_dir.is_empty()).then(|| ServeConfig::path(&c.watch_dir));
+    let started = Instant::now();
+    let threads = super::driver::threads(c.threads);
+    let mut engine = Engine::start(backend, threads, listen, core, data_dir.clone(), state_dir)?;
+    let (calls, api_addr) = api::start(&c.api)?;
+    let loaded = engine.load_state()?;
+    // The first lines on stdout say where things are, for scripts.
+    println!("peers: {}", engine.listen_addr());
+    println!("api: http://{api_addr}");
+    tracing::info!(
+        "serving {loaded} torrents from {} with {} {} loop(s), started in {:.2} s",
+        data_dir.display(),
+        engine.loop_count(),
+        engine.backend(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut watched: BTreeMap<PathBuf, Watched> = BTreeMap::new();
+    let interval = Duration::from_secs(c.watch_interval);
+    let mut next_scan = Instant::now();
+    let mut next_save = Instant::now() + Duration::from_secs(60);
+    loop {
+        if super::transfer::interrupted() {
+            break;
+        }
+        if let Some(dir) = &watch_dir {
+            if Instant::now() >= next_scan {
+                next_scan = Instant::now() + interval;
+                scan(&mut engine, dir, &mut watched);
+            }
+        }
+        if Instant::now() >= next_save {
+            next_save = Instant::now() + Duration::from_secs(60);
+            engine.save_resume(false);
+        }
+        match calls.recv_timeout(Duration::from_millis(100)) {
+            Ok((req, reply)) => {
+                let answer = api::handle(&mut engine, req);
+                let _ = reply.send(answer);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(anyhow!("the control API stopped"));
+            }
+        }
+    }
+    tracing::info!("stopping: saving resume data");
+    let stopping = Instant::now();
+    engine.shutdown();
+    tracing::info!("stopped in {:.2} s", stopping.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// One pass over the watch folder: new or changed `.torrent` files are added, files gone
+/// take their torrent out of the session (data kept). A file that is not a torrent is
+/// reported once (until it changes) and otherwise ignored.
+fn scan(engine: &mut Engine, dir: &std::path::Path, watched: &mut BTreeMap<PathBuf, Watched>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!("cannot read the watch folder {}: {e}", dir.display());
+            return;
+        }
+    };
+    let mut present = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|x| x != "torrent") || !path.is_file() {
+            continue;
+        }
+        present.push(path.clone());
+        let modified = entry.metadata().ok().and_then(|m| m.modified().ok());
+        if watched.get(&path).is_some_and(|w| w.modified == modified) {
+            continue;
+        }
+        let source = format!("watch:{}", path.display());
+        let outcome = match std::fs::read(&path) {
+            Err(e) => Err(format!("cannot read it: {e}")),
+            Ok(bytes) => match engine.add(
+                &bytes,
+                Settings {
+                    source: source.clone(),
+                    ..Settings::default()
+                },
+            ) {
+                Ok(hash) => Ok(hash),
+                Err(e) if e.is::<engine::AlreadyAdded>() => {
+                    Ok(e.downcast::<engine::AlreadyAdded>().expect("checked").0)
+                }
+                Err(e) => Err(format!("{e:#}")),
+            },
+        };
+        if let Err(e) = &outcome {
+            tracing::warn!("watch folder: {} not added: {e}", path.display());
+        }
+        watched.insert(path, Watched { modified, outcome });
+    }
+    let gone: Vec<PathBuf> = watched
+        .keys()
+        .filter(|p| !present.contains(p))
+        .cloned()
+        .collect();
+    for path in gone {
+        let Some(w) = watched.remove(&path) else {
+            continue;
+        };
+        if let Ok(hash) = w.outcome {
+            // Only what the folder added goes when the file goes.
+            if engine.by_source(&format!("watch:{}", path.display())) == Some(hash) {
+                if let Err(e) = engine.remove(hash, false) {
+                    tracing::warn!("watch folder: cannot remove {hash}: {e:#}");
+                }
+            }
+        }
+    }
+    // Torrents the folder added whose file went while we were not running.
+    for (hash, source) in engine.sources() {
+        if let Some(path) = source.strip_prefix("watch:") {
+            let path = PathBuf::from(path);
+            if path.starts_with(dir) && !present.contains(&path) && !watched.contains_key(&path) {
+                if let Err(e) = engine.remove(hash, false) {
+                    tracing::warn!("watch folder: cannot remove {hash}: {e:#}");
+                }
+            }
+        }
+    }
+}
