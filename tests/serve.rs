@@ -1,0 +1,392 @@
+//! `ringtorrent serve` as a user runs it, on 127.0.0.1: the control API (every route and its
+//! errors), the watch folder (added, garbage ignored, removed), a restart that does not hash
+//! again what was verified, SIGTERM's clean stop, bad configs, and a leecher downloading from
+//! it. Every process is ended by PID; requests go through a minimal HTTP client here.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ringtorrent, run_bounded, run_ok, write_payload};
+
+/// A running `serve`, killed by PID when dropped.
+struct Serve {
+    child: Child,
+    api: String,
+    peers: String,
+    stderr: PathBuf,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    fn start(dir: &Path, extra: &[&str]) -> Serve {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("serve.log"))
+            .unwrap();
+        let mut child = ringtorrent()
+            .arg("serve")
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--api",
+                "127.0.0.1:0",
+                "--threads",
+                "2",
+            ])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(extra)
+            .env("RINGTORRENT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (mut peers, mut api) = (String::new(), String::new());
+        out.read_line(&mut peers).unwrap();
+        out.read_line(&mut api).unwrap();
+        let peers = peers.trim().strip_prefix("peers: ").unwrap_or_else(|| {
+            panic!(
+                "{peers} / {}",
+                std::fs::read_to_string(dir.join("serve.log")).unwrap()
+            )
+        });
+        let api = api.trim().strip_prefix("api: http://").unwrap().to_owned();
+        Serve {
+            child,
+            api,
+            peers: peers.to_owned(),
+            stderr: dir.join("serve.log"),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// One HTTP request; returns the status and the body.
+    fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        let mut s = TcpStream::connect(&self.api).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        s.write_all(body).unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).unwrap();
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        let status = text[9..12].parse().unwrap();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_owned();
+        (status, body)
+    }
+
+    fn json(&self, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+        let (status, text) = self.http(method, path, body);
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit.
+    fn stop(mut self) -> std::process::ExitStatus {
+        run_ok(Command::new("kill").args(["-TERM", &self.child.id().to_string()]));
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "serve did not stop: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Waits until `f` holds, up to `limit`.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// A payload under `dir/data/<name>` and its torrent at `dir/<name>.torrent`; returns the
+/// torrent's path and info hash.
+fn torrent(dir: &Path, name: &str, len: usize, seed: u64) -> (PathBuf, String) {
+    let data = dir.join("data").join(name);
+    write_payload(&data, len, seed);
+    let path = dir.join(format!("{name}.torrent"));
+    run_ok(
+        ringtorrent()
+            .arg("create")
+            .arg(&data)
+            .args(["-l", "64K", "-o"])
+            .arg(&path),
+    );
+    let info = run_ok(ringtorrent().arg("info").arg(&path).arg("--json"));
+    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    (path, v["info_hash"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn the_api_adds_lists_limits_pauses_resumes_and_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, hash) = torrent(dir.path(), "api.bin", 1_000_003, 1);
+    let serve = Serve::start(dir.path(), &[]);
+    let bytes = std::fs::read(&t).unwrap();
+
+    let (status, v) = serve.json("POST", "/torrents", &bytes);
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["info_hash"], hash.as_str());
+    let (status, _) = serve.json("POST", "/torrents", &bytes);
+    assert_eq!(status, 409, "the same torrent twice");
+    let (status, v) = serve.json("GET", "/torrents", b"");
+    assert_eq!(status, 200);
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(
+        v[0]["state"], "seeding",
+        "its data was there and checked: {v}"
+    );
+    assert_eq!(v[0]["progress"], 1.0);
+
+    let path = format!("/torrents/{hash}/limits");
+    let (status, v) = serve.json("PUT", &path, br#"{"upload": 1048576, "download": null}"#);
+    assert_eq!(status, 200, "{v}");
+    let (_, v) = serve.json("GET", &format!("/torrents/{hash}"), b"");
+    assert_eq!(v["upload_limit"], 1048576);
+    assert_eq!(v["download_limit"], serde_json::Value::Null);
+
+    let (status, v) = serve.json("POST", &format!("/torrents/{hash}/pause"), b"");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        serve.json("GET", &format!("/torrents/{hash}"), b"").1["state"],
+        "paused"
+    );
+    let (status, _) = serve.json("POST", &format!("/torrents/{hash}/resume"), b"");
+    assert_eq!(status, 200);
+    assert_eq!(
+        serve.json("GET", &format!("/torrents/{hash}"), b"").1["state"],
+        "seeding"
+    );
+    let (status, v) = serve.json("GET", &format!("/torrents/{hash}/peers"), b"");
+    assert_eq!((status, v), (200, serde_json::json!([])));
+
+    // Errors are 4xx with a message, and the session goes on.
+    let unknown = "ab".repeat(20);
+    for (method, path, body, want) in [
+        ("GET", format!("/torrents/{unknown}"), &b""[..], 404),
+        ("GET", "/torrents/not-a-hash".to_string(), b"", 400),
+        ("PUT", path.clone(), b"{nope", 400),
+        ("PUT", path.clone(), br#"{"upload": "fast"}"#, 400),
+        ("POST", "/torrents".to_string(), b"d4:infoi1ee", 400),
+        ("POST", "/torrents".to_string(), b"{\"x\": ", 400),
+        (
+            "POST",
+            "/torrents".to_string(),
+            br#"{"magnet": "magnet:?xt=urn:btih:00"}"#,
+            501,
+        ),
+        ("DELETE", format!("/torrents/{unknown}"), b"", 404),
+        ("GET", "/nowhere".to_string(), b"", 404),
+    ] {
+        let (status, v) = serve.json(method, &path, body);
+        assert_eq!(status, want, "{method} {path}: {v}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    }
+    let (status, text) = serve.http("GET", "/metrics", b"");
+    assert_eq!(status, 200);
+    for metric in [
+        "ringtorrent_uploaded_bytes_total",
+        "ringtorrent_pieces_verified_total",
+        "ringtorrent_peers{state=\"connected\"}",
+        "ringtorrent_disk_queue_depth",
+        "ringtorrent_loop_turns_total{loop=\"1\"}",
+        "ringtorrent_torrents{state=\"active\"} 1",
+        "ringtorrent_request_latency_seconds_count",
+    ] {
+        assert!(text.contains(metric), "{metric} missing:\n{text}");
+    }
+
+    // Removing with its data deletes the file; the session is empty again.
+    let (status, _) = serve.json("DELETE", &format!("/torrents/{hash}?delete_data=true"), b"");
+    assert_eq!(status, 200);
+    assert!(!dir.path().join("data/api.bin").exists());
+    assert_eq!(serve.json("GET", "/torrents", b"").1, serde_json::json!([]));
+    assert!(serve.stop().success());
+}
+
+#[test]
+fn the_watch_folder_adds_ignores_garbage_and_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let watch = dir.path().join("watch");
+    std::fs::create_dir_all(&watch).unwrap();
+    let (t, hash) = torrent(dir.path(), "watched.bin", 300_001, 2);
+    let w = watch.to_str().unwrap().to_owned();
+    let serve = Serve::start(dir.path(), &["--watch-dir", &w]);
+    std::fs::write(watch.join("garbage.torrent"), b"this is not bencode").unwrap();
+    std::fs::copy(&t, watch.join("good.torrent")).unwrap();
+    let listed = |serve: &Serve| serve.json("GET", "/torrents", b"").1;
+    assert!(
+        eventually(Duration::from_secs(15), || listed(&serve)[0]["info_hash"]
+            == hash.as_str()),
+        "{}",
+        serve.log()
+    );
+    assert_eq!(
+        listed(&serve).as_array().unwrap().len(),
+        1,
+        "the garbage file added nothing"
+    );
+    assert!(
+        serve.log().contains("garbage.torrent not added"),
+        "{}",
+        serve.log()
+    );
+    std::fs::remove_file(watch.join("good.torrent")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || listed(&serve)
+            == serde_json::json!([])),
+        "{}",
+        serve.log()
+    );
+    assert!(dir.path().join("data/watched.bin").exists(), "data kept");
+    assert!(serve.stop().success());
+}
+
+#[test]
+fn a_restart_trusts_resume_data_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, hash) = torrent(dir.path(), "restart.bin", 2_000_017, 3);
+    let serve = Serve::start(dir.path(), &[]);
+    assert_eq!(
+        serve
+            .json("POST", "/torrents", &std::fs::read(&t).unwrap())
+            .0,
+        201
+    );
+    let (status, _) = serve.json("POST", &format!("/torrents/{hash}/pause"), b"");
+    assert_eq!(status, 200);
+    let first_log = serve.log();
+    assert!(
+        first_log.contains("restart.bin: checking the data"),
+        "{first_log}"
+    );
+    let status = serve.stop();
+    assert!(status.success(), "SIGTERM: {status:?}");
+
+    let serve = Serve::start(dir.path(), &[]);
+    let (_, v) = serve.json("GET", "/torrents", b"");
+    assert_eq!(v[0]["info_hash"], hash.as_str(), "{v}");
+    assert_eq!(v[0]["state"], "paused", "settings survive the restart");
+    assert_eq!(
+        serve
+            .json("POST", &format!("/torrents/{hash}/resume"), b"")
+            .0,
+        200
+    );
+    assert_eq!(serve.json("GET", "/torrents", b"").1[0]["state"], "seeding");
+    let log = serve.log();
+    let checks = log.matches("restart.bin: checking the data").count();
+    assert_eq!(checks, 1, "the restart hashed again:\n{log}");
+
+    // A leecher downloads from it.
+    let out = dir.path().join("leech");
+    let leech_state = dir.path().join("leech-state");
+    let result = run_bounded(
+        ringtorrent()
+            .arg("download")
+            .arg(&t)
+            .arg("-o")
+            .arg(&out)
+            .args([
+                "--peer",
+                &serve.peers,
+                "--bind",
+                "127.0.0.1",
+                "--timeout",
+                "60",
+            ])
+            .arg("--state-dir")
+            .arg(&leech_state),
+        Duration::from_secs(90),
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert_eq!(
+        std::fs::read(out.join("restart.bin")).unwrap(),
+        std::fs::read(dir.path().join("data/restart.bin")).unwrap()
+    );
+    assert!(serve.stop().success());
+}
+
+#[test]
+fn bad_configs_and_a_taken_port_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("serve.toml");
+    std::fs::write(&config, "lisen = \"127.0.0.1:0\"\n").unwrap();
+    let out = run_bounded(
+        ringtorrent().arg("serve").arg("--config").arg(&config),
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lisen"), "{err}");
+
+    // config print is a valid config.
+    let printed = run_ok(ringtorrent().args(["config", "print"]));
+    std::fs::write(&config, printed).unwrap();
+    run_ok(ringtorrent().args(["config", "check"]).arg(&config));
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = run_bounded(
+        ringtorrent()
+            .arg("serve")
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--api",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("d"))
+            .arg("--state-dir")
+            .arg(dir.path().join("s")),
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+}
