@@ -604,3 +604,79 @@ fn ringtorrent_seed_and_leecher_meet_through_udp_tracker() {
     assert_eq!(scrape(&torrent, &url), (1, 1, 0));
     drop(seed);
 }
+
+/// `serve` announces its torrents: a leecher that knows only the tracker finds the seedbox
+/// through it, and when the seedbox stops (SIGTERM) it tells the tracker `stopped`, so the
+/// tracker counts no seeder any more.
+#[test]
+fn serve_announces_its_torrents_and_says_stopped_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, hash) = make_torrent(dir.path(), "box", 1_200_000, "http://x/announce");
+    let tracker = OpenTracker::start(std::slice::from_ref(&hash));
+    let url = tracker.udp();
+    let (torrent, data, _) = make_torrent(dir.path(), "box", 1_200_000, &url);
+    let watch = dir.path().join("watch");
+    std::fs::create_dir_all(&watch).unwrap();
+    std::fs::copy(&torrent, watch.join("box.torrent")).unwrap();
+    let mut child = ringtorrent()
+        .arg("serve")
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+            "--threads",
+            "2",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--watch-dir")
+        .arg(&watch)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let serve = RtSeed(child);
+    assert!(line.starts_with("peers: 127.0.0.1:"), "{line}");
+    let started = Instant::now();
+    while try_scrape(&torrent, &url).is_none_or(|(seeders, _, _)| seeders != 1) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the seedbox never announced"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out_dir = dir.path().join("out");
+    let out = run_bounded(
+        ringtorrent()
+            .arg("download")
+            .arg(&torrent)
+            .arg("-o")
+            .arg(&out_dir)
+            .args(["--bind", "127.0.0.1", "--timeout", "60", "--state-dir"])
+            .arg(dir.path().join("leech-state")),
+        Duration::from_secs(90),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(out_dir.join("box.bin")).unwrap(),
+        std::fs::read(data.join("box.bin")).unwrap()
+    );
+    run_ok(Command::new("kill").args(["-TERM", &serve.0.id().to_string()]));
+    let mut serve = serve;
+    let status = serve.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let (seeders, _, _) = scrape(&torrent, &url);
+    assert_eq!(seeders, 0, "the seedbox said stopped");
+}

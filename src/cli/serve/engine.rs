@@ -26,6 +26,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use super::trackers::Trackers;
 use ringtorrent::core::api::TorrentId;
 use ringtorrent::core::config::Config;
 use ringtorrent::core::session::PeerSummary;
@@ -36,6 +37,7 @@ use ringtorrent::metainfo::{Info, Torrent};
 use ringtorrent::storage::{
     check, DiskPool, DiskPoolConfig, FileState, OpenMode, ResumeData, ResumeError, Storage,
 };
+use ringtorrent::tracker::Progress;
 
 /// How long a loop may take to answer the control thread before the request fails.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,6 +60,8 @@ pub struct Settings {
 /// What the registry knows of one torrent.
 struct Entry {
     info: Arc<Info>,
+    /// The torrent's tracker tiers.
+    trackers: Vec<Vec<String>>,
     storage: Arc<Storage>,
     shard: u32,
     /// The session's id while active; `None` while paused.
@@ -147,6 +151,9 @@ pub struct Engine {
     state_dir: PathBuf,
     listen: SocketAddr,
     backend: Backend,
+    trackers: Trackers,
+    /// Last known progress of each active torrent, for the trackers.
+    progress: BTreeMap<InfoHash, Progress>,
 }
 
 fn now_unix() -> u64 {
@@ -195,6 +202,7 @@ impl Engine {
         )
         .with_context(|| format!("cannot listen for peers on {listen}"))?;
         let listen = drivers[0].local_addr().unwrap_or(listen);
+        let trackers = Trackers::new(peer_id, listen.port());
         let mut loops = Vec::with_capacity(drivers.len());
         for (i, d) in drivers.into_iter().enumerate() {
             loops.push(
@@ -210,6 +218,8 @@ impl Engine {
             state_dir,
             listen,
             backend,
+            trackers,
+            progress: BTreeMap::new(),
         })
     }
 
@@ -297,6 +307,7 @@ impl Engine {
     /// otherwise the data checked, then served (unless `settings.paused`).
     pub fn add(&mut self, bytes: &[u8], mut settings: Settings) -> Result<InfoHash> {
         let torrent = Torrent::from_bytes(bytes).context("not a valid torrent")?;
+        let tiers = torrent.trackers.clone();
         let info = Arc::new(torrent.info);
         let hash = info.info_hash();
         if self.torrents.contains_key(&hash) {
@@ -324,6 +335,7 @@ impl Engine {
         let shard = shard::shard_of(&hash, self.loops.len());
         let entry = Entry {
             info: info.clone(),
+            trackers: tiers,
             storage,
             shard,
             id: None,
@@ -395,6 +407,18 @@ impl Engine {
         self.route(hash, shard, true);
         if let Some(e) = self.torrents.get_mut(&hash) {
             e.id = Some(id);
+            let piece_len = u64::from(e.info.lengths().piece_len());
+            let left = e
+                .info
+                .total_len()
+                .saturating_sub(u64::from(e.saved) * piece_len);
+            let progress = Progress {
+                uploaded: 0,
+                downloaded: 0,
+                left,
+            };
+            self.progress.insert(hash, progress);
+            self.trackers.add(hash, &e.trackers, progress);
         }
         Ok(())
     }
@@ -409,6 +433,8 @@ impl Engine {
             return Ok(());
         };
         let shard = entry.shard;
+        self.trackers.remove(hash);
+        self.progress.remove(&hash);
         self.route(hash, shard, false);
         let have = self.call(shard, move |d| {
             let now = d.now();
@@ -696,9 +722,51 @@ impl Engine {
         }
     }
 
-    /// Saves every torrent's resume data and stops the loops.
+    /// Announces and hands the peers trackers returned to the torrents' loops. `refresh`
+    /// first asks the loops for every torrent's progress.
+    pub fn pump_trackers(&mut self, refresh: bool) {
+        if refresh {
+            for s in self.list() {
+                let Some(hash) = InfoHash::from_hex(&s.info_hash) else {
+                    continue;
+                };
+                if let Some(p) = self.progress.get_mut(&hash) {
+                    let piece_len = self.torrents[&hash].info.lengths().piece_len();
+                    *p = Progress {
+                        uploaded: s.uploaded,
+                        downloaded: s.downloaded,
+                        left: if s.pieces_have == s.pieces {
+                            0
+                        } else {
+                            s.size
+                                .saturating_sub(u64::from(s.pieces_have) * u64::from(piece_len))
+                        },
+                    };
+                }
+            }
+        }
+        for (hash, peers) in self.trackers.pump(&self.progress) {
+            let Some(e) = self.torrents.get(&hash) else {
+                continue;
+            };
+            let Some(id) = e.id else { continue };
+            // Trackers list us among the peers; dialling ourselves is pointless.
+            let own = self.listen.port();
+            let peers: Vec<SocketAddr> = peers
+                .into_iter()
+                .filter(|p| !(p.port() == own && (p.ip().is_loopback() || p.ip().is_unspecified())))
+                .collect();
+            self.loops[e.shard as usize].post(move |d| {
+                let now = d.now();
+                d.session().add_peers(id, &peers, now);
+            });
+        }
+    }
+
+    /// Saves every torrent's resume data, tells the trackers `stopped`, and stops the loops.
     pub fn shutdown(mut self) {
         self.save_resume(true);
+        self.trackers.stop_all();
         for l in std::mem::take(&mut self.loops) {
             if let Err(e) = l.stop() {
                 tracing::warn!("an event loop ended badly: {e}");

@@ -9,6 +9,7 @@
 mod api;
 mod config;
 mod engine;
+mod trackers;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -198,9 +199,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let mut engine = Engine::start(backend, threads, listen, core, data_dir.clone(), state_dir)?;
     let (calls, api_addr) = api::start(&c.api)?;
     let loaded = engine.load_state()?;
-    // The first lines on stdout say where things are, for scripts.
-    println!("peers: {}", engine.listen_addr());
-    println!("api: http://{api_addr}");
+    // The first lines on stdout say where things are, for scripts; a reader that went away
+    // must not stop the seedbox.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "peers: {}", engine.listen_addr());
+        let _ = writeln!(out, "api: http://{api_addr}");
+        let _ = out.flush();
+    }
     tracing::info!(
         "serving {loaded} torrents from {} with {} {} loop(s), started in {:.2} s",
         data_dir.display(),
@@ -212,6 +219,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let interval = Duration::from_secs(c.watch_interval);
     let mut next_scan = Instant::now();
     let mut next_save = Instant::now() + Duration::from_secs(60);
+    let mut next_progress = Instant::now();
     loop {
         if super::transfer::interrupted() {
             break;
@@ -221,6 +229,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 next_scan = Instant::now() + interval;
                 scan(&mut engine, dir, &mut watched);
             }
+        }
+        engine.pump_trackers(Instant::now() >= next_progress);
+        if Instant::now() >= next_progress {
+            next_progress = Instant::now() + Duration::from_secs(5);
         }
         if Instant::now() >= next_save {
             next_save = Instant::now() + Duration::from_secs(60);
