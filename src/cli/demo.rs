@@ -183,7 +183,7 @@ pub fn run(args: Args) -> Result<()> {
         .driver
         .session()
         .stats(id)
-        .map(|st| st.request_latency_us.clone());
+        .and_then(|st| st.request_latency_us.as_deref().cloned());
     drop(leecher);
 
     // 4. Every byte, compared.

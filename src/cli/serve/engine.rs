@@ -636,11 +636,13 @@ impl Engine {
                         for (reason, n) in &st.closes {
                             *part.closes.entry(reason.to_string()).or_default() += n;
                         }
-                        match &mut part.latency_us {
-                            Some(h) => {
-                                let _ = h.add(&st.request_latency_us);
+                        if let Some(theirs) = st.request_latency_us.as_deref() {
+                            match &mut part.latency_us {
+                                Some(h) => {
+                                    let _ = h.add(theirs);
+                                }
+                                None => part.latency_us = Some(theirs.clone()),
                             }
-                            None => part.latency_us = Some(st.request_latency_us.clone()),
                         }
                     }
                     for p in s.peers(id, now) {
