@@ -390,3 +390,48 @@ fn bad_configs_and_a_taken_port_are_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
 }
+
+/// A torrent whose data vanished while the seedbox was down is held with a clear error, not
+/// given empty files to download again; the other torrents serve on; putting the data back
+/// and resuming brings it back without a download.
+#[test]
+fn a_torrent_whose_data_vanished_is_held_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, hash_a) = torrent(dir.path(), "kept.bin", 300_007, 4);
+    let (b, hash_b) = torrent(dir.path(), "gone.bin", 300_011, 5);
+    let serve = Serve::start(dir.path(), &[]);
+    for t in [&a, &b] {
+        assert_eq!(
+            serve
+                .json("POST", "/torrents", &std::fs::read(t).unwrap())
+                .0,
+            201
+        );
+    }
+    assert!(serve.stop().success());
+    let data = dir.path().join("data/gone.bin");
+    let aside = dir.path().join("gone.bin.aside");
+    std::fs::rename(&data, &aside).unwrap();
+
+    let serve = Serve::start(dir.path(), &[]);
+    let (_, v) = serve.json("GET", &format!("/torrents/{hash_b}"), b"");
+    assert_eq!(v["state"], "error", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("gone.bin"), "{v}");
+    assert!(!data.exists(), "no empty file was made in its place");
+    assert_eq!(
+        serve.json("GET", &format!("/torrents/{hash_a}"), b"").1["state"],
+        "seeding"
+    );
+
+    std::fs::rename(&aside, &data).unwrap();
+    assert_eq!(
+        serve
+            .json("POST", &format!("/torrents/{hash_b}/resume"), b"")
+            .0,
+        200
+    );
+    let (_, v) = serve.json("GET", &format!("/torrents/{hash_b}"), b"");
+    assert_eq!(v["state"], "seeding", "{v}");
+    assert_eq!(v["error"], serde_json::Value::Null);
+    assert!(serve.stop().success());
+}

@@ -69,6 +69,8 @@ struct Entry {
     settings: Settings,
     /// Pieces verified when resume data was last saved.
     saved: u32,
+    /// Why the torrent is held out of the session (its data went missing), until resumed.
+    problem: Option<String>,
 }
 
 /// One torrent, as `GET /torrents` shows it.
@@ -313,8 +315,20 @@ impl Engine {
         if self.torrents.contains_key(&hash) {
             bail!(AlreadyAdded(hash));
         }
+        // A torrent that had data here (it is in the state folder and has resume data) whose
+        // files are gone is held with the reason, not given fresh empty files to download
+        // again: the disk or mount may just be missing, and a seedbox must not silently
+        // refill it.
+        let problem = (settings.added != 0 && !settings.paused)
+            .then(|| self.missing_data(&info))
+            .flatten();
+        let mode = if problem.is_some() {
+            OpenMode::ReadOnly
+        } else {
+            OpenMode::Create
+        };
         let storage = Arc::new(
-            Storage::open(info.clone(), &self.data_dir, OpenMode::Create).with_context(|| {
+            Storage::open(info.clone(), &self.data_dir, mode).with_context(|| {
                 format!(
                     "cannot open {}'s files under {}",
                     info.name(),
@@ -331,7 +345,15 @@ impl Engine {
             settings.added = now_unix();
         }
         self.save_settings(&hash, &settings)?;
-        let have = self.restore(&storage)?;
+        if let Some(p) = &problem {
+            tracing::warn!("{} ({hash}): {p}; held until resumed", info.name());
+            settings.paused = true;
+        }
+        let have = if problem.is_some() {
+            Bitfield::new(info.lengths().piece_count())
+        } else {
+            self.restore(&storage)?
+        };
         let shard = shard::shard_of(&hash, self.loops.len());
         let entry = Entry {
             info: info.clone(),
@@ -341,6 +363,7 @@ impl Engine {
             id: None,
             saved: have.count(),
             settings,
+            problem,
         };
         self.torrents.insert(hash, entry);
         if !self.torrents[&hash].settings.paused {
@@ -465,11 +488,19 @@ impl Engine {
         self.save_settings(&hash, &settings)
     }
 
-    /// Resumes a paused torrent.
+    /// Resumes a paused torrent. One held for missing data gets its files back (created
+    /// empty where still missing) and downloads what it lacks: the user asked.
     pub fn resume(&mut self, hash: InfoHash) -> Result<()> {
+        let data_dir = self.data_dir.clone();
         let entry = self.torrents.get_mut(&hash).ok_or(UnknownTorrent(hash))?;
         if entry.id.is_some() {
             return Ok(());
+        }
+        if entry.problem.take().is_some() {
+            entry.storage = Arc::new(
+                Storage::open(entry.info.clone(), &data_dir, OpenMode::Create)
+                    .with_context(|| format!("cannot open {}'s files", entry.info.name()))?,
+            );
         }
         entry.settings.paused = false;
         let settings = entry.settings.clone();
@@ -520,6 +551,27 @@ impl Engine {
             if delete_data { " and its data" } else { "" }
         );
         Ok(())
+    }
+
+    /// Why `info`'s data cannot be served from the data folder when its resume data says it
+    /// was there: the first of its files that is gone.
+    fn missing_data(&self, info: &Info) -> Option<String> {
+        let resume = ringtorrent::storage::resume_path(&self.resume_dir(), info.info_hash());
+        if !resume.exists() {
+            return None;
+        }
+        info.files()
+            .iter()
+            .filter(|f| !f.attr.padding && f.length > 0)
+            .map(|f| self.data_dir.join(f.path.join("/")))
+            .find(|p| !p.exists())
+            .map(|p| {
+                format!(
+                    "its data is missing ({} is gone): restore it and resume the torrent, or \
+                     remove it",
+                    p.display()
+                )
+            })
     }
 
     /// Loads every torrent of the state folder (after a restart).
@@ -798,6 +850,7 @@ fn status(hash: &InfoHash, e: &Entry, live: Option<&Live>) -> Status {
     let pieces = e.info.lengths().piece_count();
     let have = live.map_or(e.saved, |l| l.have);
     let state = match (e.id, live) {
+        (None, _) if e.problem.is_some() => "error",
         (None, _) => "paused",
         (Some(_), Some(l)) if l.error.is_some() => "error",
         (Some(_), _) if have == pieces => "seeding",
@@ -819,7 +872,10 @@ fn status(hash: &InfoHash, e: &Entry, live: Option<&Live>) -> Status {
         upload_limit: e.settings.upload_limit,
         download_limit: e.settings.download_limit,
         source: e.settings.source.clone(),
-        error: live.and_then(|l| l.error.clone()),
+        error: e
+            .problem
+            .clone()
+            .or_else(|| live.and_then(|l| l.error.clone())),
     }
 }
 
