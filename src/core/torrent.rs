@@ -55,7 +55,7 @@ impl Outbox {
 }
 
 /// Counters for one torrent, for reports and metrics.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TorrentStats {
     /// Payload bytes received that we needed.
     pub downloaded: u64,
@@ -78,22 +78,6 @@ pub struct TorrentStats {
     /// figures up to an hour it takes about 190 KiB, which a seedbox of ten thousand seeding
     /// torrents (which request nothing) must not pay for each.
     pub request_latency_us: Option<Box<Histogram<u64>>>,
-}
-
-impl Default for TorrentStats {
-    fn default() -> Self {
-        TorrentStats {
-            downloaded: 0,
-            uploaded: 0,
-            wasted: 0,
-            corrupt: 0,
-            hash_failures: 0,
-            pieces_verified: 0,
-            banned: 0,
-            closes: BTreeMap::new(),
-            request_latency_us: None,
-        }
-    }
 }
 
 /// A peer address we know of, and whether to dial it.

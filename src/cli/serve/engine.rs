@@ -342,15 +342,16 @@ impl Engine {
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         if settings.added == 0 {
+            // New: its settings are written; one loaded from the state folder has them.
             settings.added = now_unix();
+            self.save_settings(&hash, &settings)?;
         }
-        self.save_settings(&hash, &settings)?;
         if let Some(p) = &problem {
             tracing::warn!("{} ({hash}): {p}; held until resumed", info.name());
             settings.paused = true;
         }
-        let have = if problem.is_some() {
-            Bitfield::new(info.lengths().piece_count())
+        let (have, checked) = if problem.is_some() {
+            (Bitfield::new(info.lengths().piece_count()), false)
         } else {
             self.restore(&storage)?
         };
@@ -361,7 +362,8 @@ impl Engine {
             storage,
             shard,
             id: None,
-            saved: have.count(),
+            // A check's result is not saved yet: the next periodic save writes it.
+            saved: if checked { u32::MAX } else { have.count() },
             settings,
             problem,
         };
@@ -382,8 +384,9 @@ impl Engine {
     }
 
     /// The pieces storage holds verified: from resume data when it is still true, else by
-    /// hashing the data (unless every file was just created, so holds nothing).
-    fn restore(&self, storage: &Storage) -> Result<Bitfield> {
+    /// hashing the data (unless every file was just created, so holds nothing). The flag says
+    /// whether the data was hashed (so resume data is due).
+    fn restore(&self, storage: &Storage) -> Result<(Bitfield, bool)> {
         let pieces = storage.info().lengths().piece_count();
         let all_new = storage.file_states().all(|s| {
             matches!(
@@ -392,10 +395,10 @@ impl Engine {
             )
         });
         if all_new {
-            return Ok(Bitfield::new(pieces));
+            return Ok((Bitfield::new(pieces), false));
         }
         match ResumeData::restore(&self.resume_dir(), storage) {
-            Ok(have) => return Ok(have),
+            Ok(have) => return Ok((have, false)),
             Err(ResumeError::NotFound(_)) => {}
             Err(e) => tracing::warn!(
                 "{}: resume data not used ({e}); checking the data",
@@ -404,14 +407,9 @@ impl Engine {
         }
         tracing::info!("{}: checking the data", storage.info().name());
         let report = check(storage, self.pool.hash_pool(), &AtomicU64::new(0));
-        let have = report.verified(storage.info().lengths());
-        if let Err(e) = ResumeData::capture(storage, have.clone())
-            .map_err(|e| e.to_string())
-            .and_then(|d| d.save(&self.resume_dir()).map_err(|e| e.to_string()))
-        {
-            tracing::warn!("{}: cannot save resume data: {e}", storage.info().name());
-        }
-        Ok(have)
+        // Its resume data is written by the next periodic save (the entry is marked unsaved),
+        // not here: adding ten thousand torrents must not cost ten thousand synced writes.
+        Ok((report.verified(storage.info().lengths()), true))
     }
 
     /// Puts a registered torrent into its loop's session.
@@ -506,7 +504,12 @@ impl Engine {
         let settings = entry.settings.clone();
         let storage = entry.storage.clone();
         self.save_settings(&hash, &settings)?;
-        let have = self.restore(&storage)?;
+        let (have, checked) = self.restore(&storage)?;
+        if checked {
+            if let Some(e) = self.torrents.get_mut(&hash) {
+                e.saved = u32::MAX;
+            }
+        }
         self.activate(hash, have)
     }
 
