@@ -11,11 +11,16 @@
 #   cargo install --root /tmp/aquatic aquatic_udp
 #
 # Usage: scripts/bench-tracker-load.sh [SECONDS_PER_RUN=10] [ROUNDS=2] [AQUATIC_BIN=/tmp/aquatic/bin]
+# Environment: TRACKERS (default "opentracker aquatic_udp"), WORKERS (default 1: both
+# generators' worker threads; aquatic_udp_load_test's default is 1), BASELINE (another
+# ringtorrent binary, e.g. an older build, run too in every round for a same-run before/after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 rounds=${2:-2}
 aq=${3:-/tmp/aquatic/bin}
+trackers=${TRACKERS:-opentracker aquatic_udp}
+workers=${WORKERS:-1}
 torrents=10000
 peers=100000
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -30,7 +35,9 @@ trap cleanup EXIT
 port_ot=$((20000 + RANDOM % 10000))
 port_aq=$((port_ot + 1))
 for r in $(seq 1 "$rounds"); do
-    "$rt" tracker-load udp://127.0.0.1:1 --print-hashes --torrents $torrents --seed $((100 + r))
+    for s in $((100 + r)) $((200 + r)); do
+        "$rt" tracker-load udp://127.0.0.1:1 --print-hashes --torrents $torrents --seed $s
+    done
 done >"$work/whitelist"
 chmod 644 "$work/whitelist"
 opentracker -i 127.0.0.1 -p $port_ot -P $port_ot -d "$work" -u nobody -w whitelist \
@@ -48,14 +55,21 @@ aquatic() { # tracker port -> responses/s
         -e "s/^duration = .*/duration = $secs/" \
         -e "s/^number_of_torrents = .*/number_of_torrents = $torrents/" \
         -e "s/^number_of_peers = .*/number_of_peers = $peers/" \
+        -e "s/^workers = .*/workers = $workers/" \
         -e "s/^extra_statistics = .*/extra_statistics = false/" "$work/lt.toml"
-    "$aq/aquatic_udp_load_test" -c "$work/lt.toml" >"$work/lt.out" 2>&1 || true
-    grep -m1 'Average responses per second' "$work/lt.out" | awk '{print $NF}'
+    /usr/bin/time -o "$work/lt.time" -f "%U %S %e" \
+        "$aq/aquatic_udp_load_test" -c "$work/lt.toml" >"$work/lt.out" 2>&1 || true
+    # Its CPU over its whole life (start-up included) against its wall time, in %.
+    read -r u s e <"$work/lt.time"
+    echo "$(grep -m1 'Average responses per second' "$work/lt.out" | awk '{print $NF}')" \
+        "$(python3 -c "print(round(($u + $s) / $e * 100))")"
 }
-ours() { # tracker port, seed -> "responses/s p99_ms checks_wrong cpu%"
-    "$rt" tracker-load "udp://127.0.0.1:$1" --hammer --in-flight 256 --duration "$secs" \
+ours() { # binary, tracker port, seed -> "responses/s p99_ms checks_wrong cpu%"
+    local bin=$1
+    shift
+    "$bin" tracker-load "udp://127.0.0.1:$1" --hammer --in-flight 256 --duration "$secs" \
         --torrents $torrents --peers $peers --seed "$2" --connect-weight 50 \
-        --announce-weight 50 --scrape-weight 1 --numwant 30 --workers 1 --sockets 4 \
+        --announce-weight 50 --scrape-weight 1 --numwant 30 --workers "$workers" --sockets 4 \
         --timeout-ms 1000 -o "$work/ours.json" >"$work/ours.txt"
     python3 - "$work/ours.json" <<'EOF'
 import json, sys
@@ -77,11 +91,15 @@ EOF
 
 printf "%-12s %-5s %-28s %14s %10s %12s %8s %9s\n" tracker round generator "responses/s" "p99 ms" "checks wrong" "gen CPU%" timeouts
 for r in $(seq 1 "$rounds"); do
-    for tr in opentracker aquatic_udp; do
+    for tr in $trackers; do
         port=$port_ot; [ $tr = aquatic_udp ] && port=$port_aq
-        read -r rate p99 wrong cpu lost < <(ours $port $((100 + r)))
+        read -r rate p99 wrong cpu lost < <(ours "$rt" $port $((100 + r)))
         printf "%-12s %-5s %-28s %14s %10s %12s %8s %9s\n" $tr "$r" "ringtorrent tracker-load" "$rate" "$p99" "$wrong" "$cpu" "$lost"
-        a=$(aquatic $port)
-        printf "%-12s %-5s %-28s %14s %10s %12s %8s %9s\n" $tr "$r" aquatic_udp_load_test "$a" - - - -
+        if [ -n "${BASELINE:-}" ]; then
+            read -r rate p99 wrong cpu lost < <(ours "$BASELINE" $port $((200 + r)))
+            printf "%-12s %-5s %-28s %14s %10s %12s %8s %9s\n" $tr "$r" "baseline tracker-load" "$rate" "$p99" "$wrong" "$cpu" "$lost"
+        fi
+        read -r a acpu < <(aquatic $port)
+        printf "%-12s %-5s %-28s %14s %10s %12s %8s %9s\n" $tr "$r" aquatic_udp_load_test "$a" - - "$acpu" -
     done
 done
