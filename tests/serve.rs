@@ -229,6 +229,7 @@ fn the_api_adds_lists_limits_pauses_resumes_and_removes() {
         "ringtorrent_pieces_verified_total",
         "ringtorrent_peers{state=\"connected\"}",
         "ringtorrent_disk_queue_depth",
+        "ringtorrent_connections_accepted_total",
         "ringtorrent_loop_turns_total{loop=\"1\"}",
         "ringtorrent_torrents{state=\"active\"} 1",
         "ringtorrent_request_latency_seconds_count",

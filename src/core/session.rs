@@ -190,6 +190,8 @@ pub struct HandOffStats {
     pub sent: u64,
     /// Accepted elsewhere, continued here.
     pub adopted: u64,
+    /// Incoming connections this session accepted (whether kept or handed over).
+    pub accepted: u64,
 }
 
 impl Session {
@@ -600,6 +602,7 @@ impl Session {
                 .or_default() += 1;
             return None;
         }
+        self.handoffs.accepted += 1;
         Some(
             self.insert_conn(ConnState::Handshaking(Box::new(Handshaking {
                 addr,

@@ -287,6 +287,12 @@ pub fn prometheus(m: &Metrics) -> String {
         ],
     );
     metric(
+        "connections_accepted_total",
+        "counter",
+        "Incoming connections accepted (refusals are in connections_closed_total).",
+        one(m.accepted),
+    );
+    metric(
         "connections_open",
         "gauge",
         "Connections open, handshaking ones included.",

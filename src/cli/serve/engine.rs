@@ -138,6 +138,7 @@ pub struct Metrics {
     pub closes: BTreeMap<String, u64>,
     pub handoffs_sent: u64,
     pub handoffs_adopted: u64,
+    pub accepted: u64,
     pub loops: Vec<LoopStats>,
     pub latency_us: Option<Histogram<u64>>,
     pub torrents_active: u64,
@@ -679,6 +680,7 @@ impl Engine {
                 let h = s.handoff_stats();
                 part.handoffs_sent = h.sent;
                 part.handoffs_adopted = h.adopted;
+                part.accepted = h.accepted;
                 part.connections_open = s.connection_count() as u64;
                 for id in s.torrent_ids() {
                     if let Some(st) = s.stats(id) {
@@ -725,6 +727,7 @@ impl Engine {
             m.connections_open += part.connections_open;
             m.handoffs_sent += part.handoffs_sent;
             m.handoffs_adopted += part.handoffs_adopted;
+            m.accepted += part.accepted;
             for (k, v) in part.closes {
                 *m.closes.entry(k).or_default() += v;
             }
