@@ -233,6 +233,7 @@ fn the_api_adds_lists_limits_pauses_resumes_and_removes() {
         "ringtorrent_loop_turns_total{loop=\"1\"}",
         "ringtorrent_torrents{state=\"active\"} 1",
         "ringtorrent_request_latency_seconds_count",
+        "ringtorrent_hash_wait_seconds_count",
     ] {
         assert!(text.contains(metric), "{metric} missing:\n{text}");
     }

@@ -78,6 +78,18 @@ pub struct TorrentStats {
     /// figures up to an hour it takes about 190 KiB, which a seedbox of ten thousand seeding
     /// torrents (which request nothing) must not pay for each.
     pub request_latency_us: Option<Box<Histogram<u64>>>,
+    /// Microseconds from a piece's last write to its hash check's result: the wait in the
+    /// hash queue plus the hashing. Made on the first sample, like `request_latency_us`.
+    pub hash_wait_us: Option<Box<Histogram<u64>>>,
+}
+
+/// Records `micros` into a latency histogram made on its first sample (three significant
+/// figures, 1 us to an hour).
+fn record_latency(h: &mut Option<Box<Histogram<u64>>>, micros: u64) {
+    h.get_or_insert_with(|| {
+        Box::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"))
+    })
+    .saturating_record(micros.max(1));
 }
 
 /// A peer address we know of, and whether to dial it.
@@ -109,6 +121,8 @@ pub(crate) struct Torrent {
     known: BTreeMap<SocketAddr, KnownPeer>,
     banned: BTreeSet<IpAddr>,
     pending_writes: HashMap<u32, u32>,
+    /// When each piece's hash check was asked for (for `TorrentStats::hash_wait_us`).
+    verify_started: HashMap<u32, Time>,
     complete_unwritten: BTreeSet<u32>,
     pub(crate) stats: TorrentStats,
     pub(crate) error: Option<String>,
@@ -181,6 +195,7 @@ impl Torrent {
             known: BTreeMap::new(),
             banned: BTreeSet::new(),
             pending_writes: HashMap::new(),
+            verify_started: HashMap::new(),
             complete_unwritten: BTreeSet::new(),
             stats: TorrentStats::default(),
             error: None,
@@ -950,16 +965,7 @@ impl Torrent {
         if let Some(i) = peer.requests_out.iter().position(|r| r.block == block) {
             let sent = peer.requests_out.swap_remove(i).sent_at;
             let micros = now.saturating_since(sent).as_micros() as u64;
-            self.stats
-                .request_latency_us
-                .get_or_insert_with(|| {
-                    // Three significant digits from 1 us up to an hour.
-                    Box::new(
-                        Histogram::new_with_bounds(1, 3_600_000_000, 3)
-                            .expect("valid histogram bounds"),
-                    )
-                })
-                .saturating_record(micros.max(1));
+            record_latency(&mut self.stats.request_latency_us, micros);
             if peer.slow_start_until.is_some() {
                 peer.slow_start_target += 1;
             }
@@ -1232,6 +1238,7 @@ impl Torrent {
                 if !self.pending_writes.contains_key(&piece)
                     && self.complete_unwritten.remove(&piece)
                 {
+                    self.verify_started.insert(piece, now);
                     out.actions.push_back(Action::Disk(DiskOp::Verify {
                         torrent: self.id,
                         piece: block.piece,
@@ -1308,6 +1315,10 @@ impl Torrent {
         rng: &mut Rng,
         out: &mut Outbox,
     ) {
+        if let Some(asked) = self.verify_started.remove(&piece.get()) {
+            let micros = now.saturating_since(asked).as_micros() as u64;
+            record_latency(&mut self.stats.hash_wait_us, micros);
+        }
         if !ok {
             let contributors = self.picker.piece_verified(piece, false);
             self.stats.hash_failures += 1;

@@ -348,29 +348,38 @@ pub fn prometheus(m: &Metrics) -> String {
             ("{state=\"paused\"}".into(), m.torrents_paused as f64),
         ],
     );
-    let mut lines = Vec::new();
+    summary(
+        &mut s,
+        "request_latency_seconds",
+        "From sending a request to receiving its block.",
+        m.latency_us.as_ref(),
+    );
+    summary(
+        &mut s,
+        "hash_wait_seconds",
+        "From a piece's last write to its hash check's result (queue wait and hashing).",
+        m.hash_wait_us.as_ref(),
+    );
+    s
+}
+
+/// A Prometheus summary (quantiles, sum, count) of a histogram in microseconds.
+fn summary(s: &mut String, name: &str, help: &str, h: Option<&hdrhistogram::Histogram<u64>>) {
+    s.push_str(&format!(
+        "# HELP ringtorrent_{name} {help}\n# TYPE ringtorrent_{name} summary\n"
+    ));
     let (mut count, mut sum) = (0u64, 0f64);
-    if let Some(h) = &m.latency_us {
+    if let Some(h) = h {
         for q in [0.5, 0.9, 0.99, 0.999] {
-            lines.push((
-                format!("{{quantile=\"{q}\"}}"),
-                h.value_at_quantile(q) as f64 / 1e6,
+            s.push_str(&format!(
+                "ringtorrent_{name}{{quantile=\"{q}\"}} {}\n",
+                h.value_at_quantile(q) as f64 / 1e6
             ));
         }
         count = h.len();
         sum = h.mean() * h.len() as f64 / 1e6;
     }
-    s.push_str(
-        "# HELP ringtorrent_request_latency_seconds From sending a request to receiving its block.\n\
-         # TYPE ringtorrent_request_latency_seconds summary\n",
-    );
-    for (labels, v) in lines {
-        s.push_str(&format!(
-            "ringtorrent_request_latency_seconds{labels} {v}\n"
-        ));
-    }
     s.push_str(&format!(
-        "ringtorrent_request_latency_seconds_sum {sum}\nringtorrent_request_latency_seconds_count {count}\n"
+        "ringtorrent_{name}_sum {sum}\nringtorrent_{name}_count {count}\n"
     ));
-    s
 }

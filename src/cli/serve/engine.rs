@@ -141,6 +141,7 @@ pub struct Metrics {
     pub accepted: u64,
     pub loops: Vec<LoopStats>,
     pub latency_us: Option<Histogram<u64>>,
+    pub hash_wait_us: Option<Histogram<u64>>,
     pub torrents_active: u64,
     pub torrents_paused: u64,
 }
@@ -693,14 +694,8 @@ impl Engine {
                         for (reason, n) in &st.closes {
                             *part.closes.entry(reason.to_string()).or_default() += n;
                         }
-                        if let Some(theirs) = st.request_latency_us.as_deref() {
-                            match &mut part.latency_us {
-                                Some(h) => {
-                                    let _ = h.add(theirs);
-                                }
-                                None => part.latency_us = Some(theirs.clone()),
-                            }
-                        }
+                        merge(&mut part.latency_us, st.request_latency_us.as_deref());
+                        merge(&mut part.hash_wait_us, st.hash_wait_us.as_deref());
                     }
                     for p in s.peers(id, now) {
                         part.peers_connected += 1;
@@ -732,14 +727,8 @@ impl Engine {
                 *m.closes.entry(k).or_default() += v;
             }
             m.loops.extend(part.loops);
-            if let Some(h) = part.latency_us {
-                match &mut m.latency_us {
-                    Some(all) => {
-                        let _ = all.add(&h);
-                    }
-                    None => m.latency_us = Some(h),
-                }
-            }
+            merge(&mut m.latency_us, part.latency_us.as_ref());
+            merge(&mut m.hash_wait_us, part.hash_wait_us.as_ref());
         }
         m.torrents_active = self.torrents.values().filter(|e| e.id.is_some()).count() as u64;
         m.torrents_paused = self.torrents.len() as u64 - m.torrents_active;
@@ -832,6 +821,17 @@ impl Engine {
                 tracing::warn!("an event loop ended badly: {e}");
             }
         }
+    }
+}
+
+/// Adds `theirs` into `into` (taking a copy when `into` has none yet).
+fn merge(into: &mut Option<Histogram<u64>>, theirs: Option<&Histogram<u64>>) {
+    let Some(theirs) = theirs else { return };
+    match into {
+        Some(h) => {
+            let _ = h.add(theirs);
+        }
+        None => *into = Some(theirs.clone()),
     }
 }
 
