@@ -130,7 +130,7 @@ impl Net {
     }
 
     fn advance(&mut self, by: Duration) {
-        self.now = self.now + by;
+        self.now += by;
         self.session.handle_timeout(self.now);
         self.pump();
     }
