@@ -11,6 +11,17 @@
 //! reads a clock, never draws randomness except from the seeded [`Rng`] it was built with, and
 //! never touches a socket or a file.
 //!
+//! # Magnet links
+//!
+//! [`Session::add_magnet`] adds a torrent known only by its info hash. It routes connections
+//! and dials peers like any torrent, fetches the info dictionary from peers (BEP 9) and, once
+//! its SHA1 matches, emits [`Event::MetadataReceived`] with the [`Info`]. The driver then opens
+//! storage for it (checking existing data or resume data as for a .torrent), attaches it, and
+//! calls [`Session::start_torrent`] with the pieces storage holds: from then on the torrent is
+//! exactly one added with [`Session::add_torrent`], under the same id and with the same
+//! connections. Until then it asks for no disk operation. [`Session::is_magnet`] and
+//! [`Session::metadata`] say where it stands.
+//!
 //! # Sharding
 //!
 //! With one event loop per core, each loop runs its own session and owns the torrents whose

@@ -190,6 +190,13 @@ impl fmt::Display for SimReport {
             "swarm:            {} leechers, {} seeds, {} corrupt, {} silent; {} bytes in {}-byte pieces; seed {}",
             self.leechers, self.seeds, self.corrupt, self.silent, self.size, self.piece_len, self.seed
         )?;
+        if self.metadata_received > 0 {
+            writeln!(
+                f,
+                "metadata:         {} magnet leechers got it verified ({} wrong)",
+                self.metadata_received, self.metadata_wrong
+            )?;
+        }
         writeln!(
             f,
             "completed:        {}/{} leechers, every byte right: {}",
