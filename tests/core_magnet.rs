@@ -343,6 +343,37 @@ fn corrupt_metadata_from_one_of_two_peers_is_traced_to_it() {
 }
 
 #[test]
+fn a_suspect_that_refuses_its_turn_cannot_stall_the_download() {
+    let mut net = Net::magnet();
+    let size = net.info.raw().len() as u64;
+    let info = net.info.clone();
+    let bad = net.peer("10.0.0.3:7000", 0xbb);
+    let good = net.peer("10.0.0.2:7000", 0xaa);
+    net.sent(good);
+    net.sent(bad);
+    net.ext_handshake(bad, their_hs(4, Some(size)));
+    net.ext_handshake(good, their_hs(3, Some(size)));
+    net.sent(bad);
+    net.ext(bad, 1, b"d8:msg_typei2e5:piecei1ee");
+    net.sent(good);
+    net.ext(good, 1, &data(&info, 1, false));
+    net.ext(bad, 1, &data(&info, 0, true));
+    // The bad peer's turn as the sole source: it sends one piece and refuses the other.
+    net.advance(Duration::from_secs(6));
+    assert_eq!(net.sent(bad).0.len(), 2);
+    net.ext(bad, 1, &data(&info, 0, true));
+    net.ext(bad, 1, b"d8:msg_typei2e5:piecei1ee");
+    // Its attempt is dropped and the good peer's turn comes; it completes the download.
+    assert_eq!(net.sent(good).0.len(), 2);
+    net.ext(good, 1, &data(&info, 0, false));
+    net.ext(good, 1, &data(&info, 1, false));
+    assert!(net
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::MetadataReceived { .. })));
+}
+
+#[test]
 fn oversized_or_malformed_metadata_closes_the_peer() {
     let mut net = Net::magnet();
     let conn = net.peer("10.0.0.2:7000", 0xaa);

@@ -22,7 +22,7 @@
 //! peer alone is to blame; if it succeeds, the download is done. Each failed attempt thus
 //! either bans one peer or narrows the suspects, and honest peers complete it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use ::core::net::{IpAddr, SocketAddr};
@@ -151,8 +151,8 @@ struct Fetch {
     slots: Vec<Slot>,
     /// After a mismatch with several contributors: every piece from this one peer.
     sole: Option<PeerKey>,
-    /// Peers that contributed to a failed attempt, not yet cleared or blamed.
-    suspects: BTreeSet<PeerKey>,
+    /// Peers that contributed to a failed attempt, not yet cleared or blamed, in turn.
+    suspects: VecDeque<PeerKey>,
 }
 
 impl Fetch {
@@ -172,6 +172,17 @@ impl Fetch {
         let size = self.size?;
         let start = piece.checked_mul(METADATA_PIECE_LEN)?;
         (start < size).then(|| (size - start).min(METADATA_PIECE_LEN) as usize)
+    }
+
+    /// The sole source rejected or ignored a request: its attempt is abandoned (so that no
+    /// piece of it mixes with others') and the next suspect gets its turn, this one going to
+    /// the back of the line, so a suspect cannot stall the download by refusing.
+    fn next_suspect(&mut self, peer: PeerKey) {
+        if self.sole == Some(peer) {
+            self.sole = None;
+            self.slots.iter_mut().for_each(|s| *s = Slot::Missing);
+            self.suspects.push_back(peer);
+        }
     }
 
     /// Pieces requested from `peer` go back to missing.
@@ -278,7 +289,7 @@ impl MagnetTorrent {
         if self.fetch.sole == Some(key) {
             self.fetch.sole = None;
         }
-        self.fetch.suspects.remove(&key);
+        self.fetch.suspects.retain(|&k| k != key);
         *self.stats.closes.entry(reason.name()).or_default() += 1;
         self.known.closed(peer.addr, &reason, false, config, now);
         if reason != CloseReason::RemoteClosed {
@@ -439,6 +450,7 @@ impl MagnetTorrent {
                             *s = Slot::Missing;
                             peer.meta_requests = peer.meta_requests.saturating_sub(1);
                             peer.meta_backoff = Some(now + config.metadata_request_timeout);
+                            self.fetch.next_suspect(key);
                         }
                     }
                     self.fill(now, out);
@@ -567,7 +579,7 @@ impl MagnetTorrent {
             let reason = CloseReason::Violation(Violation::CorruptMetadata);
             self.close_peer(culprit, reason, config, now, out);
         } else {
-            self.fetch.suspects = contributors;
+            self.fetch.suspects = contributors.into_iter().collect();
             self.fetch.sole = None;
         }
         self.fill(now, out);
@@ -592,9 +604,18 @@ impl MagnetTorrent {
         // Blame mode: every piece from one suspect at a time.
         self.fetch.suspects.retain(|k| self.peers.contains_key(k));
         if self.fetch.sole.is_none() && !busy {
-            self.fetch.sole = self.fetch.suspects.pop_first();
+            self.fetch.sole = self.fetch.suspects.pop_front();
         }
         let sole = self.fetch.sole;
+        // Requests in flight per peer, counted from the pieces (the one source of truth).
+        for (key, peer) in self.peers.iter_mut() {
+            peer.meta_requests = self
+                .fetch
+                .slots
+                .iter()
+                .filter(|s| matches!(s, Slot::Requested { peer, .. } if peer == key))
+                .count() as u32;
+        }
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
             if sole.is_some_and(|s| s != key) {
@@ -647,16 +668,21 @@ impl MagnetTorrent {
                 out.send(peer.conn, notify);
             }
         }
+        let mut slow = Vec::new();
         for slot in &mut self.fetch.slots {
             if let Slot::Requested { peer, at } = *slot {
                 if now.saturating_since(at) >= config.metadata_request_timeout {
                     *slot = Slot::Missing;
+                    slow.push(peer);
                     if let Some(p) = self.peers.get_mut(&peer) {
                         p.meta_requests = p.meta_requests.saturating_sub(1);
                         p.meta_backoff = Some(now + config.metadata_request_timeout);
                     }
                 }
             }
+        }
+        for key in slow {
+            self.fetch.next_suspect(key);
         }
         self.fill(now, out);
     }
