@@ -20,7 +20,14 @@ use ringtorrent::metainfo::{Info, Torrent};
 /// A torrent whose info dictionary takes two metadata pieces (1,200 pieces: 24,000 bytes of
 /// hashes), so that pieces can come from different peers.
 fn info() -> Arc<Info> {
+    info_with(false)
+}
+
+fn info_with(private: bool) -> Arc<Info> {
     let mut info = BTreeMap::new();
+    if private {
+        info.insert(b"private".to_vec(), OwnedValue::Int(1));
+    }
     info.insert(b"name".to_vec(), OwnedValue::str("m.bin"));
     info.insert(b"piece length".to_vec(), OwnedValue::Int(16384));
     let pieces: Vec<u8> = (0..1200 * 20).map(|i| (i * 7 % 251) as u8).collect();
@@ -71,7 +78,12 @@ impl Net {
     }
 
     fn with_metadata(have: Bitfield) -> Net {
+        Net::with_info(info(), have)
+    }
+
+    fn with_info(info: Arc<Info>, have: Bitfield) -> Net {
         let mut net = Net::magnet();
+        net.info = info;
         let now = net.now;
         let mut session = Session::new(Config::default(), PeerId::generate([2; 12]), 7, now);
         session.set_listen_port(6881);
@@ -458,4 +470,44 @@ fn pex_tells_peers_about_each_other_and_learns_new_ones() {
         net.closed(c),
         Some(&CloseReason::Violation(Violation::BadPex))
     );
+}
+
+#[test]
+fn private_torrents_do_not_exchange_peers() {
+    let info = info_with(true);
+    let pieces = info.lengths().piece_count();
+    let mut net = Net::with_info(info, Bitfield::full(pieces));
+    let a = net.peer("10.0.0.2:7000", 0xaa);
+    let b = net.peer("10.0.0.3:7000", 0xbb);
+    let (ext, _) = net.sent(a);
+    let ours = ExtendedHandshake::decode(&ext[0].1[..]).unwrap();
+    assert_eq!(ours.extensions.get("ut_pex"), Some(&0));
+    assert_eq!(ours.extensions.get("ut_metadata"), Some(&1));
+    for conn in [a, b] {
+        net.ext_handshake(
+            conn,
+            ExtendedHandshake {
+                listen_port: Some(7100),
+                ..their_hs(3, None)
+            },
+        );
+    }
+    net.sent(b);
+    net.advance(Duration::from_secs(1));
+    assert!(net.sent(a).0.is_empty());
+    assert!(net.sent(b).0.is_empty());
+    // And what a peer tells us by PEX is not dialled.
+    let mut msg = Vec::new();
+    let learned: SocketAddr = "10.9.9.9:6881".parse().unwrap();
+    PexMsg {
+        added: vec![(learned, 0)],
+        dropped: vec![],
+    }
+    .encode(&mut msg);
+    net.ext(a, 2, &msg);
+    net.advance(Duration::from_secs(1));
+    assert!(!net
+        .actions
+        .iter()
+        .any(|x| matches!(x, Action::Connect { addr, .. } if *addr == learned)));
 }

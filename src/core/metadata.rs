@@ -63,9 +63,10 @@ pub(crate) fn our_ext_handshake(
 ) -> ExtendedHandshake {
     let mut extensions = BTreeMap::new();
     extensions.insert(UT_METADATA.to_owned(), OUR_UT_METADATA);
-    if !info.is_some_and(Info::is_private) {
-        extensions.insert(UT_PEX.to_owned(), OUR_UT_PEX);
-    }
+    // A 0 withdraws `ut_pex` from a peer told of it before the metadata showed the torrent
+    // is private (`m` is additive across handshakes).
+    let pex = !info.is_some_and(Info::is_private) && config.pex;
+    extensions.insert(UT_PEX.to_owned(), if pex { OUR_UT_PEX } else { 0 });
     ExtendedHandshake {
         extensions,
         client: Some(concat!("ringtorrent ", env!("CARGO_PKG_VERSION")).to_owned()),
