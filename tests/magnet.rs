@@ -65,7 +65,7 @@ fn download(what: &str, out: &Path, state: &Path, extra: &[&str]) -> String {
             .arg(out)
             .arg("--state-dir")
             .arg(state)
-            .args(["--bind", "127.0.0.1", "--timeout", "60", "--threads", "1"])
+            .args(["--bind", "127.0.0.1", "--timeout", "60"])
             .args(extra),
         Duration::from_secs(90),
     );
@@ -123,7 +123,12 @@ fn magnet_from_a_libtorrent_seed_by_x_pe_and_by_peer() {
     // By x.pe, then by --peer: metadata then data, byte for byte.
     let with_pe = format!("{magnet}&dn=tree&x.pe={addr}");
     let out = dir.path().join("out-pe");
-    let said = download(&with_pe, &out, &dir.path().join("state-pe"), &[]);
+    let said = download(
+        &with_pe,
+        &out,
+        &dir.path().join("state-pe"),
+        &["--threads", "1"],
+    );
     assert!(said.contains("fetching the metadata"), "{said}");
     same_tree(&data, &out);
     let out = dir.path().join("out-peer");
@@ -177,7 +182,7 @@ fn leechers_that_only_knew_the_seed_find_each_other_by_pex() {
         let magnet = magnet.clone();
         let seed = seed.clone();
         std::thread::spawn(move || {
-            let said = download(&magnet, &out, &state, &["--peer", &seed]);
+            let said = download(&magnet, &out, &state, &["--peer", &seed, "--threads", "1"]);
             (out, said)
         })
     };
