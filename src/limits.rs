@@ -73,6 +73,34 @@ pub const MAX_HANDOFF_BUFFER: usize = 2 * MAX_MESSAGE_LEN as usize;
 /// would decode into tens of MiB of tree.
 pub const MAX_EXTENDED_HANDSHAKE_VALUES: usize = 4096;
 
+/// The largest info dictionary fetched from peers by magnet link (BEP 9). The whole of it is
+/// held in memory while it arrives and is hashed on the event loop once complete, so it must
+/// stay well under [`MAX_TORRENT_FILE_LEN`]. 16 MiB holds the piece hashes of 838,000 pieces
+/// (more than 800 GiB at 1 MiB pieces, or a 100,000-file tree of a few GiB); libtorrent's
+/// `max_metadata_size` defaults to 3 MiB and real torrents rarely pass 1 MiB, so a peer
+/// announcing more is lying or the torrent is not worth a magnet.
+pub const MAX_METADATA_SIZE: u64 = 16 * 1024 * 1024;
+
+/// Bytes of ordinary messages (bitfield, haves, choke state) a peer may send before we have
+/// the metadata to understand them; they are kept and handled once it arrives. A bitfield for
+/// the largest torrent is 200 KiB; twice the largest message is slack for haves on top, and
+/// more is a peer flooding a connection that cannot be served yet.
+pub const MAX_PRE_METADATA_BUFFER: usize = 2 * MAX_MESSAGE_LEN as usize;
+
+/// Most peers taken from (and put in) one `ut_pex` message, added and dropped each. BEP 11
+/// asks senders for at most 50 of each, which is also what libtorrent sends; more from a peer
+/// is ignored rather than trusted.
+pub const MAX_PEX_PEERS: usize = 50;
+
+/// Seconds between our `ut_pex` messages to one peer: BEP 11 says at most one a minute.
+pub const PEX_INTERVAL_SECS: u64 = 60;
+
+/// Most peer addresses one torrent remembers (from trackers, the user, magnet links and
+/// peer exchange). Each costs about 64 bytes; a torrent connects to at most a few hundred,
+/// and 10,000 candidates outlast any swarm's churn, while a flood of PEX messages or tracker
+/// replies cannot grow the list without bound.
+pub const MAX_KNOWN_PEERS: usize = 10_000;
+
 /// Files held open by storage across the whole process, each costing one descriptor (kept
 /// for `pwrite`) and one mapping; past it a file is opened for each access. 4096 stays well
 /// under the kernel's default `vm.max_map_count` (65530) and leaves descriptors for sockets
@@ -117,6 +145,7 @@ pub const MAX_TRACKER_MESSAGE_LEN: usize = 1024;
 /// Longest `tracker id` kept and sent back; real ones are a few dozen bytes.
 pub const MAX_TRACKER_ID_LEN: usize = 256;
 
+const _: () = assert!(MAX_METADATA_SIZE <= MAX_TORRENT_FILE_LEN as u64);
 const _: () = assert!(MAX_PIECE_LEN.is_power_of_two() && MIN_PIECE_LEN.is_power_of_two());
 const _: () = assert!(MIN_PIECE_LEN <= MAX_PIECE_LEN);
 const _: () = assert!(MAX_BLOCK_LEN as u64 <= MIN_PIECE_LEN * 8);

@@ -1,4 +1,5 @@
-//! Fuzzes the peer wire codec: the handshake, every message and the extended handshake,
+//! Fuzzes the peer wire codec: the handshake, every message, the extended handshake and the
+//! `ut_metadata` and `ut_pex` payloads,
 //! decoded from arbitrary bytes split in two at a position taken from the input. Whatever
 //! decodes must re-encode to exactly the bytes it came from (extended handshakes, which drop
 //! unknown keys, must re-encode to something that decodes to the same value).
@@ -10,8 +11,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use ringtorrent::core::wire::{
-    Decoded, Decoder, ExtendedHandshake, Handshake, Message, SplitBytes, HANDSHAKE_LEN,
-    HANDSHAKE_PREFIX_LEN,
+    Decoded, Decoder, ExtendedHandshake, Handshake, Message, MetadataMsg, PexMsg, SplitBytes,
+    HANDSHAKE_LEN, HANDSHAKE_PREFIX_LEN,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -107,5 +108,18 @@ fn extended(payload: SplitBytes<'_>) {
     if let Ok(hs) = ExtendedHandshake::decode(payload) {
         let bytes = hs.to_bytes();
         assert_eq!(ExtendedHandshake::decode(&bytes), Ok(hs));
+    }
+    // The BEP 9 and BEP 11 payloads: what decodes re-encodes to something that decodes the
+    // same.
+    let bytes = payload.to_contiguous();
+    if let Ok(Some(msg)) = MetadataMsg::decode(&bytes) {
+        let mut out = Vec::new();
+        msg.encode(&mut out);
+        assert_eq!(MetadataMsg::decode(&out), Ok(Some(msg)));
+    }
+    if let Ok(pex) = PexMsg::decode(&bytes, 50) {
+        let mut out = Vec::new();
+        pex.encode(&mut out);
+        assert_eq!(PexMsg::decode(&out, 50), Ok(pex));
     }
 }

@@ -15,12 +15,48 @@ pub struct Args {
     /// Print one JSON object instead of text, for scripts.
     #[arg(long)]
     json: bool,
+    /// For a magnet link: a peer to fetch the metadata from, HOST:PORT. Repeatable. With a
+    /// peer here, in the link's `x.pe`, or with `--fetch`, the metadata is fetched (BEP 9)
+    /// and shown as for a .torrent file.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    peers: Vec<String>,
+    /// For a magnet link: fetch the metadata from its peers and trackers (`tr`).
+    #[arg(long)]
+    fetch: bool,
+    /// Seconds to wait for the metadata.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
 }
 
 pub fn run(args: Args) -> Result<()> {
     if args.input.starts_with("magnet:") {
         let magnet = Magnet::parse(&args.input).context("invalid magnet link")?;
-        print_magnet(&magnet, args.json);
+        let mut peers = super::transfer::resolve(&args.peers)?;
+        peers.extend(super::transfer::magnet_peers(&magnet));
+        if peers.is_empty() && !args.fetch {
+            print_magnet(&magnet, args.json);
+            return Ok(());
+        }
+        let timeout = std::time::Duration::from_secs(args.timeout);
+        let info = super::transfer::fetch_metadata(&magnet, &peers, timeout)
+            .context("cannot fetch the metadata")?;
+        let torrent = Torrent {
+            info: (*info).clone(),
+            trackers: if magnet.trackers.is_empty() {
+                Vec::new()
+            } else {
+                vec![magnet.trackers.clone()]
+            },
+            url_list: magnet.web_seeds.clone(),
+            comment: None,
+            created_by: None,
+            creation_date: None,
+        };
+        if args.json {
+            println!("{}", torrent_json(&torrent));
+        } else {
+            print_torrent(&torrent);
+        }
         return Ok(());
     }
     let path = Path::new(&args.input);

@@ -21,6 +21,12 @@ pub struct Args {
     /// Peers that accept connections and never answer (they should be timed out).
     #[arg(long, default_value_t = 0)]
     silent: usize,
+    /// Leechers start from a magnet link and fetch the metadata from their peers first.
+    #[arg(long)]
+    magnet: bool,
+    /// Seeds whose data is right but whose metadata is corrupt (for `--magnet`).
+    #[arg(long, default_value_t = 0)]
+    bad_metadata: usize,
     /// Payload size, e.g. 64M.
     #[arg(long, default_value = "16M", value_parser = format::parse_size)]
     size: u64,
@@ -72,6 +78,8 @@ pub fn run(args: Args) -> Result<()> {
         seeds: args.seeds,
         corrupt: args.corrupt,
         silent: args.silent,
+        magnet: args.magnet,
+        bad_metadata: args.bad_metadata,
         size: args.size,
         piece_len: args.piece_length,
         seed: args.seed,

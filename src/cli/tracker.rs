@@ -312,7 +312,25 @@ impl Hook {
         quiet: bool,
     ) -> Result<Option<Hook>> {
         let file = load(path)?;
-        if file.trackers.is_empty() {
+        Hook::start_tiers(
+            &file.trackers,
+            file.info.info_hash(),
+            driver,
+            torrent,
+            quiet,
+        )
+    }
+
+    /// [`Hook::start`] for trackers given as tiers of URLs (a magnet link's `tr`s), for the
+    /// torrent `info_hash`. `None` when there are none.
+    pub fn start_tiers(
+        tiers: &[Vec<String>],
+        info_hash: ringtorrent::core::InfoHash,
+        driver: &mut Driver,
+        torrent: TorrentId,
+        quiet: bool,
+    ) -> Result<Option<Hook>> {
+        if tiers.iter().all(Vec::is_empty) {
             return Ok(None);
         }
         let listen_port = driver.local_addr().map_or(0, |a| a.port());
@@ -322,10 +340,10 @@ impl Hook {
         let announcer = Announcer::new(
             TrackerConfig::default(),
             Mode::Regular,
-            file.info.info_hash(),
+            info_hash,
             session.peer_id(),
             listen_port,
-            &file.trackers,
+            tiers,
             progress,
             super::random_u64(),
             now,
@@ -404,6 +422,11 @@ fn progress(session: &mut ringtorrent::core::Session, torrent: TorrentId) -> Pro
     Progress {
         uploaded: stats.map_or(0, |s| s.uploaded),
         downloaded: stats.map_or(0, |s| s.downloaded),
-        left: session.bytes_left(torrent),
+        // Before a magnet's metadata arrives the size is unknown; announce as a leecher.
+        left: if session.is_magnet(torrent) {
+            1
+        } else {
+            session.bytes_left(torrent)
+        },
     }
 }

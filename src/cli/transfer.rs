@@ -17,7 +17,7 @@ use ringtorrent::core::api::{Event, TorrentId};
 use ringtorrent::core::config::Config;
 use ringtorrent::core::{Bitfield, Session};
 use ringtorrent::driver::shard::{self, LoopThread};
-use ringtorrent::metainfo::{Info, Torrent};
+use ringtorrent::metainfo::{Info, Magnet, Torrent};
 use ringtorrent::storage::{
     check, DiskPool, DiskPoolConfig, FileState, OpenMode, ResumeData, ResumeError, Storage,
 };
@@ -35,7 +35,8 @@ pub enum Io {
 
 #[derive(Debug, clap::Args)]
 pub struct DownloadArgs {
-    /// The .torrent file.
+    /// The .torrent file, or a magnet link (quote it in the shell): its metadata is fetched
+    /// from the link's peers (`x.pe`), `--peer`s and trackers (`tr`) first.
     torrent: PathBuf,
     /// Folder to download into (the torrent's files and folders are created inside it).
     #[arg(short = 'o', long = "output", value_name = "DIR")]
@@ -253,6 +254,22 @@ pub fn load_torrent(path: &Path) -> Result<Arc<Info>> {
     Ok(Arc::new(torrent.info))
 }
 
+/// A magnet link's `x.pe` peers that resolve (host names through the system resolver).
+pub fn magnet_peers(magnet: &Magnet) -> Vec<SocketAddr> {
+    magnet
+        .peers
+        .iter()
+        .filter_map(|p| {
+            p.socket_addr().or_else(|| {
+                (p.to_string().as_str())
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+            })
+        })
+        .collect()
+}
+
 pub fn resolve(peers: &[String]) -> Result<Vec<SocketAddr>> {
     peers
         .iter()
@@ -281,6 +298,218 @@ pub fn start(
     config: Config,
     state_dir: Option<&Path>,
 ) -> Result<Transfer> {
+    let opened = open_storage(&info, dir, mode, &pool, known_complete, quiet, state_dir)?;
+    let (mut driver, others) = launch(backend, threads, listen, pool, config, info.info_hash())?;
+    let now = driver.now();
+    let torrent = driver
+        .session()
+        .add_torrent(info.clone(), &opened.have, now)
+        .ok_or_else(|| anyhow!("the torrent could not be added"))?;
+    let resume = opened.resume(state_dir)?;
+    driver.attach_storage(torrent, opened.storage);
+    Ok(Transfer {
+        driver,
+        others,
+        torrent,
+        info,
+        trackers: None,
+        resume,
+    })
+}
+
+/// Starts the loops for a torrent known by its magnet link, fetches its metadata from
+/// `peers` (and the magnet's trackers), then opens storage and starts the torrent in place:
+/// the peers that gave the metadata stay connected and go on with the data.
+#[allow(clippy::too_many_arguments)]
+pub fn start_magnet(
+    backend: Backend,
+    threads: usize,
+    magnet: &Magnet,
+    peers: &[SocketAddr],
+    dir: &Path,
+    listen: Option<SocketAddr>,
+    pool: Arc<DiskPool>,
+    quiet: bool,
+    config: Config,
+    state_dir: Option<&Path>,
+    deadline: Option<Instant>,
+) -> Result<Transfer> {
+    let hash = magnet.info_hash;
+    let (mut driver, others) = launch(backend, threads, listen, pool.clone(), config, hash)?;
+    let now = driver.now();
+    let torrent = driver
+        .session()
+        .add_magnet(hash, now)
+        .ok_or_else(|| anyhow!("the torrent could not be added"))?;
+    driver.session().add_peers(torrent, peers, now);
+    let tiers = [magnet.trackers.clone()];
+    let mut trackers =
+        super::tracker::Hook::start_tiers(&tiers, hash, &mut driver, torrent, quiet)?;
+    let info = wait_metadata(&mut driver, torrent, trackers.as_mut(), deadline)?;
+    let opened = open_storage(&info, dir, OpenMode::Create, &pool, false, quiet, state_dir)?;
+    let resume = opened.resume(state_dir)?;
+    driver.attach_storage(torrent, opened.storage);
+    let now = driver.now();
+    if !driver.session().start_torrent(torrent, &opened.have, now) {
+        bail!("the torrent could not be started");
+    }
+    Ok(Transfer {
+        driver,
+        others,
+        torrent,
+        info,
+        trackers,
+        resume,
+    })
+}
+
+/// Fetches a magnet link's metadata from `peers` (and its trackers) on one epoll or io_uring
+/// loop that accepts no connections, within `timeout`; for `info`.
+pub fn fetch_metadata(
+    magnet: &Magnet,
+    peers: &[SocketAddr],
+    timeout: Duration,
+) -> Result<Arc<Info>> {
+    catch_interrupts();
+    let backend = backend(Io::Auto)?;
+    let hash = magnet.info_hash;
+    let (mut driver, _others) = launch(backend, 1, None, pool()?, Config::default(), hash)?;
+    let now = driver.now();
+    let torrent = driver
+        .session()
+        .add_magnet(hash, now)
+        .ok_or_else(|| anyhow!("the torrent could not be added"))?;
+    driver.session().add_peers(torrent, peers, now);
+    let tiers = [magnet.trackers.clone()];
+    let mut trackers = super::tracker::Hook::start_tiers(&tiers, hash, &mut driver, torrent, true)?;
+    let info = wait_metadata(
+        &mut driver,
+        torrent,
+        trackers.as_mut(),
+        Some(Instant::now() + timeout),
+    )?;
+    if let Some(mut t) = trackers {
+        t.stop(&mut driver);
+    }
+    Ok(info)
+}
+
+/// Turns the loop until the magnet torrent's metadata arrives and checks out.
+pub fn wait_metadata(
+    driver: &mut Driver,
+    torrent: TorrentId,
+    mut trackers: Option<&mut super::tracker::Hook>,
+    deadline: Option<Instant>,
+) -> Result<Arc<Info>> {
+    let mut got = None;
+    let mut failure = None;
+    loop {
+        if interrupted() {
+            return Err(Interrupted.into());
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let peers = driver.session().peer_count(torrent);
+            bail!("gave up: no verified metadata in time ({peers} peers connected)");
+        }
+        driver.turn(Duration::from_millis(100), &mut |e| match e {
+            Event::MetadataReceived { torrent: t, info } if *t == torrent => {
+                got = Some(info.clone());
+            }
+            Event::TorrentError { torrent: t, error } if *t == torrent => {
+                failure = Some(error.clone());
+            }
+            _ => {}
+        })?;
+        if let Some(t) = trackers.as_deref_mut() {
+            t.pump(driver);
+        }
+        if let Some(error) = failure.take() {
+            bail!("{error}");
+        }
+        if let Some(info) = got.take() {
+            return Ok(info);
+        }
+    }
+}
+
+/// Starts one event loop per thread; returns the one that owns `hash`, the others running
+/// on their own threads and routing its connections to it.
+fn launch(
+    backend: Backend,
+    threads: usize,
+    listen: Option<SocketAddr>,
+    pool: Arc<DiskPool>,
+    config: Config,
+    hash: ringtorrent::core::InfoHash,
+) -> Result<(Driver, Vec<LoopThread>)> {
+    let epoch = Instant::now();
+    let peer_id = super::random_peer_id();
+    let mut drivers = shard::build(backend, threads, listen, pool, epoch, |_| {
+        Session::new(
+            config.clone(),
+            peer_id,
+            super::random_u64(),
+            ringtorrent::core::Time::ZERO,
+        )
+    })
+    .with_context(|| match listen {
+        Some(addr) => format!("cannot start the {backend} event loops listening on {addr}"),
+        None => format!("cannot start the {backend} event loops"),
+    })?;
+    let owner = shard::shard_of(&hash, drivers.len()) as usize;
+    for (i, d) in drivers.iter_mut().enumerate() {
+        if i != owner {
+            d.session().set_route(hash, Some(owner as u32));
+        }
+    }
+    let driver = drivers.remove(owner);
+    let mut others = Vec::with_capacity(drivers.len());
+    for (i, d) in drivers.into_iter().enumerate() {
+        others.push(
+            LoopThread::spawn(d, format!("rt-loop-{i}"), |_| {})
+                .context("cannot start an event loop thread")?,
+        );
+    }
+    Ok((driver, others))
+}
+
+/// A torrent's storage, opened, with the pieces it holds.
+struct Opened {
+    storage: Arc<Storage>,
+    have: Bitfield,
+    /// Whether the data was checked (so resume data should be written now).
+    checked: bool,
+}
+
+impl Opened {
+    /// The resume-data keeper, saving what the check found.
+    fn resume(&self, state_dir: Option<&Path>) -> Result<Option<Resume>> {
+        let resume = state_dir.map(|dir| Resume {
+            dir: dir.to_path_buf(),
+            storage: self.storage.clone(),
+            last_save: Instant::now(),
+            saving: Arc::new(AtomicBool::new(false)),
+        });
+        if let (Some(r), true) = (&resume, self.checked) {
+            std::fs::create_dir_all(&r.dir)
+                .with_context(|| format!("cannot create {}", r.dir.display()))?;
+            r.save_now(self.have.clone())?;
+        }
+        Ok(resume)
+    }
+}
+
+/// Opens storage and learns which pieces are already there: from resume data, or by
+/// hashing them on the pool.
+fn open_storage(
+    info: &Arc<Info>,
+    dir: &Path,
+    mode: OpenMode,
+    pool: &DiskPool,
+    known_complete: bool,
+    quiet: bool,
+    state_dir: Option<&Path>,
+) -> Result<Opened> {
     let storage = Arc::new(
         Storage::open(info.clone(), dir, mode)
             .with_context(|| format!("cannot open the torrent's files under {}", dir.display()))?,
@@ -337,59 +566,10 @@ pub fn start(
         }
         have
     };
-    let epoch = Instant::now();
-    let peer_id = super::random_peer_id();
-    let mut drivers = shard::build(backend, threads, listen, pool, epoch, |_| {
-        Session::new(
-            config.clone(),
-            peer_id,
-            super::random_u64(),
-            ringtorrent::core::Time::ZERO,
-        )
-    })
-    .with_context(|| match listen {
-        Some(addr) => format!("cannot start the {backend} event loops listening on {addr}"),
-        None => format!("cannot start the {backend} event loops"),
-    })?;
-    let hash = info.info_hash();
-    let owner = shard::shard_of(&hash, drivers.len()) as usize;
-    for (i, d) in drivers.iter_mut().enumerate() {
-        if i != owner {
-            d.session().set_route(hash, Some(owner as u32));
-        }
-    }
-    let mut driver = drivers.remove(owner);
-    let mut others = Vec::with_capacity(drivers.len());
-    for (i, d) in drivers.into_iter().enumerate() {
-        others.push(
-            LoopThread::spawn(d, format!("rt-loop-{i}"), |_| {})
-                .context("cannot start an event loop thread")?,
-        );
-    }
-    let now = driver.now();
-    let torrent = driver
-        .session()
-        .add_torrent(info.clone(), &have, now)
-        .ok_or_else(|| anyhow!("the torrent could not be added"))?;
-    let resume = state_dir.map(|dir| Resume {
-        dir: dir.to_path_buf(),
-        storage: storage.clone(),
-        last_save: Instant::now(),
-        saving: Arc::new(AtomicBool::new(false)),
-    });
-    if let (Some(r), true) = (&resume, checked) {
-        std::fs::create_dir_all(&r.dir)
-            .with_context(|| format!("cannot create {}", r.dir.display()))?;
-        r.save_now(have.clone())?;
-    }
-    driver.attach_storage(torrent, storage);
-    Ok(Transfer {
-        driver,
-        others,
-        torrent,
-        info,
-        trackers: None,
-        resume,
+    Ok(Opened {
+        storage,
+        have,
+        checked,
     })
 }
 
@@ -609,31 +789,69 @@ pub fn run_seed(t: &mut Transfer, deadline: Option<Instant>) -> Result<()> {
 pub fn download(args: DownloadArgs) -> Result<()> {
     catch_interrupts();
     let backend = backend(args.io)?;
-    let info = load_torrent(&args.torrent)?;
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let listen = listen_addr(&args.bind, args.port)?;
-    let mut t = start(
-        backend,
-        super::driver::threads(args.threads),
-        info.clone(),
-        &args.dir,
-        OpenMode::Create,
-        Some(listen),
-        pool()?,
-        false,
-        false,
-        Config {
-            upload_rate_limit: args.upload_limit,
-            download_rate_limit: args.download_limit,
-            ..Config::default()
-        },
-        args.state_dir.clone().or_else(default_state_dir).as_deref(),
-    )?;
-    let peers = resolve(&args.peers)?;
-    let now = t.driver.now();
-    t.driver.session().add_peers(t.torrent, &peers, now);
-    t.trackers = super::tracker::Hook::start(&args.torrent, &mut t.driver, t.torrent, false)?;
+    let deadline = (args.timeout > 0).then(|| Instant::now() + Duration::from_secs(args.timeout));
+    let config = Config {
+        upload_rate_limit: args.upload_limit,
+        download_rate_limit: args.download_limit,
+        ..Config::default()
+    };
+    let state_dir = args.state_dir.clone().or_else(default_state_dir);
+    let mut peers = resolve(&args.peers)?;
+    let magnet = args
+        .torrent
+        .to_str()
+        .filter(|s| s.starts_with("magnet:"))
+        .map(Magnet::parse)
+        .transpose()
+        .context("invalid magnet link")?;
+    let mut t = if let Some(magnet) = magnet {
+        peers.extend(magnet_peers(&magnet));
+        eprintln!(
+            "fetching the metadata of {} from {} peers and {} trackers",
+            magnet.info_hash,
+            peers.len(),
+            magnet.trackers.len()
+        );
+        match start_magnet(
+            backend,
+            super::driver::threads(args.threads),
+            &magnet,
+            &peers,
+            &args.dir,
+            Some(listen),
+            pool()?,
+            false,
+            config,
+            state_dir.as_deref(),
+            deadline,
+        ) {
+            Err(e) if e.is::<Interrupted>() => bail!("interrupted before the metadata arrived"),
+            other => other?,
+        }
+    } else {
+        let info = load_torrent(&args.torrent)?;
+        let mut t = start(
+            backend,
+            super::driver::threads(args.threads),
+            info,
+            &args.dir,
+            OpenMode::Create,
+            Some(listen),
+            pool()?,
+            false,
+            false,
+            config,
+            state_dir.as_deref(),
+        )?;
+        let now = t.driver.now();
+        t.driver.session().add_peers(t.torrent, &peers, now);
+        t.trackers = super::tracker::Hook::start(&args.torrent, &mut t.driver, t.torrent, false)?;
+        t
+    };
+    let info = t.info.clone();
     eprintln!(
         "downloading {} ({}) with {backend}, listening on {}",
         info.name(),
@@ -642,7 +860,6 @@ pub fn download(args: DownloadArgs) -> Result<()> {
             .local_addr()
             .map_or("nothing".into(), |a| a.to_string())
     );
-    let deadline = (args.timeout > 0).then(|| Instant::now() + Duration::from_secs(args.timeout));
     let took = match run_download(&mut t, deadline, false) {
         Ok(took) => took,
         Err(e) if e.is::<Interrupted>() => {

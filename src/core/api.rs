@@ -201,6 +201,16 @@ pub enum Event {
         /// The torrent.
         torrent: TorrentId,
     },
+    /// A torrent added by magnet link (`Session::add_magnet`) has its metadata, verified
+    /// against the info hash. Its peers stay connected, and it serves the metadata to others,
+    /// but it downloads nothing until the driver has opened storage for `info` and called
+    /// `Session::start_torrent` (with the pieces storage already holds).
+    MetadataReceived {
+        /// The torrent.
+        torrent: TorrentId,
+        /// The info dictionary.
+        info: std::sync::Arc<crate::metainfo::Info>,
+    },
     /// A disk error stopped the torrent's downloading.
     TorrentError {
         /// The torrent.
@@ -301,6 +311,17 @@ pub enum Violation {
     RequestForMissingPiece,
     /// More queued requests than we advertised, while choked.
     TooManyRequests,
+    /// A malformed `ut_metadata` message, or a metadata piece of the wrong size.
+    BadMetadata,
+    /// A `metadata_size` of 0 or past `limits::MAX_METADATA_SIZE`.
+    BadMetadataSize,
+    /// Metadata that does not hash to the info hash, traced to this peer.
+    CorruptMetadata,
+    /// A malformed `ut_pex` message.
+    BadPex,
+    /// More than `limits::MAX_PRE_METADATA_BUFFER` bytes of messages before the metadata
+    /// arrived.
+    PreMetadataFlood,
 }
 
 impl Violation {
@@ -317,6 +338,11 @@ impl Violation {
             Violation::RequestTooLong => "request_too_long",
             Violation::RequestForMissingPiece => "request_for_missing_piece",
             Violation::TooManyRequests => "too_many_requests",
+            Violation::BadMetadata => "bad_metadata",
+            Violation::BadMetadataSize => "bad_metadata_size",
+            Violation::CorruptMetadata => "corrupt_metadata",
+            Violation::BadPex => "bad_pex",
+            Violation::PreMetadataFlood => "pre_metadata_flood",
         }
     }
 }

@@ -82,6 +82,17 @@ pub struct Config {
     /// pacing our requests (a request spends its block's length), since bytes already asked
     /// for will arrive anyway; per-torrent limits as for upload.
     pub download_rate_limit: Option<u64>,
+    /// A metadata piece (BEP 9) asked for and not answered this long is asked of another
+    /// peer, and the slow peer is left alone for as long. A piece is 16 KiB, one round trip
+    /// at any usable rate; libtorrent gives up after 5 s too.
+    pub metadata_request_timeout: Duration,
+    /// Peer exchange (BEP 11, `ut_pex`) on torrents that are not private. On by default, as in
+    /// every major client.
+    pub pex: bool,
+    /// Fault injection for simulations and tests: serve metadata pieces with their last byte
+    /// flipped, as a hostile peer would. Never set it otherwise.
+    #[doc(hidden)]
+    pub corrupt_metadata: bool,
     /// Choking algorithm settings.
     pub choker: ChokerConfig,
     /// Piece picking settings.
@@ -113,6 +124,9 @@ impl Default for Config {
             tick: Duration::from_millis(500),
             upload_rate_limit: None,
             download_rate_limit: None,
+            metadata_request_timeout: Duration::from_secs(5),
+            pex: true,
+            corrupt_metadata: false,
             choker: ChokerConfig::default(),
             picker: PickerConfig::default(),
         }

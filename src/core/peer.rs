@@ -3,7 +3,8 @@
 //! holds the data and the small helpers that keep its invariants. See `STATE.md` for the
 //! states and transitions.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
+use std::num::NonZeroU8;
 
 use ::core::net::SocketAddr;
 
@@ -124,6 +125,24 @@ pub(crate) struct Peer {
     pub(crate) up_waiting: bool,
     /// In the torrent's queue of peers waiting for download tokens (rate limits).
     pub(crate) down_waiting: bool,
+
+    /// The extension ids the peer assigned in its BEP 10 handshake (what we send under).
+    pub(crate) ut_metadata: Option<NonZeroU8>,
+    pub(crate) ut_pex: Option<NonZeroU8>,
+    /// The peer's listen port (`p`), so an incoming peer can be passed on by PEX.
+    pub(crate) listen_port: Option<u16>,
+    /// The metadata size the peer announced (BEP 9).
+    pub(crate) metadata_size: Option<u64>,
+    /// While the torrent's metadata is unknown: the peer's messages other than extended ones,
+    /// kept (bounded by `MAX_PRE_METADATA_BUFFER`) to be handled once it arrives.
+    pub(crate) replay: Vec<u8>,
+    /// Metadata pieces we asked this peer for and have not had.
+    pub(crate) meta_requests: u32,
+    /// No metadata requests to this peer before then (it rejected or ignored one).
+    pub(crate) meta_backoff: Option<Time>,
+    /// PEX: what we last told the peer is connected, and when we may tell it again.
+    pub(crate) pex_told: BTreeSet<SocketAddr>,
+    pub(crate) pex_next: Option<Time>,
 }
 
 impl Peer {
@@ -179,6 +198,15 @@ impl Peer {
             send_notified,
             up_waiting: false,
             down_waiting: false,
+            ut_metadata: None,
+            ut_pex: None,
+            listen_port: None,
+            metadata_size: None,
+            replay: Vec::new(),
+            meta_requests: 0,
+            meta_backoff: None,
+            pex_told: BTreeSet::new(),
+            pex_next: None,
         }
     }
 
@@ -200,6 +228,39 @@ impl Peer {
     }
 
     /// Whether the peer may be served `piece` while we choke it.
+    /// The address other peers can dial this one at: where we dialled it, or its IP with the
+    /// listen port from its extension handshake; `None` when an incoming peer never said.
+    pub(crate) fn listen_addr(&self) -> Option<SocketAddr> {
+        if self.outgoing {
+            Some(self.addr)
+        } else {
+            self.listen_port
+                .filter(|&p| p != 0)
+                .map(|p| SocketAddr::new(self.addr.ip(), p))
+        }
+    }
+
+    /// Records what the peer's extension handshake says (`m` is additive: a later handshake
+    /// changes only the extensions it names).
+    pub(crate) fn apply_ext_handshake(&mut self, ext: &super::wire::ExtendedHandshake) {
+        use super::wire::{UT_METADATA, UT_PEX};
+        if let Some(q) = ext.request_queue {
+            self.reqq = Some(q.max(1));
+        }
+        if ext.extensions.contains_key(UT_METADATA) {
+            self.ut_metadata = ext.extension_id(UT_METADATA);
+        }
+        if ext.extensions.contains_key(UT_PEX) {
+            self.ut_pex = ext.extension_id(UT_PEX);
+        }
+        if ext.listen_port.is_some() {
+            self.listen_port = ext.listen_port;
+        }
+        if ext.metadata_size.is_some() {
+            self.metadata_size = ext.metadata_size;
+        }
+    }
+
     pub(crate) fn allowed_fast(&self, piece: u32) -> bool {
         self.fast && self.allowed_fast_out.contains(&piece)
     }

@@ -11,6 +11,17 @@
 //! reads a clock, never draws randomness except from the seeded [`Rng`] it was built with, and
 //! never touches a socket or a file.
 //!
+//! # Magnet links
+//!
+//! [`Session::add_magnet`] adds a torrent known only by its info hash. It routes connections
+//! and dials peers like any torrent, fetches the info dictionary from peers (BEP 9) and, once
+//! its SHA1 matches, emits [`Event::MetadataReceived`] with the [`Info`]. The driver then opens
+//! storage for it (checking existing data or resume data as for a .torrent), attaches it, and
+//! calls [`Session::start_torrent`] with the pieces storage holds: from then on the torrent is
+//! exactly one added with [`Session::add_torrent`], under the same id and with the same
+//! connections. Until then it asks for no disk operation. [`Session::is_magnet`] and
+//! [`Session::metadata`] say where it stands.
+//!
 //! # Sharding
 //!
 //! With one event loop per core, each loop runs its own session and owns the torrents whose
@@ -32,6 +43,7 @@ use slab::Slab;
 use super::api::{Action, CloseReason, ConnId, DiskDone, Event, TorrentId};
 use super::config::Config;
 use super::limiter::RateLimits;
+use super::metadata::MagnetTorrent;
 use super::mse::{Responder, Step};
 use super::peer::Peer;
 use super::picker::Priority;
@@ -130,7 +142,108 @@ struct Conn {
 
 struct TorrentSlot {
     generation: u32,
-    torrent: Torrent,
+    entry: Entry,
+}
+
+/// A torrent in the session: with its metadata, or still fetching it (a magnet link).
+enum Entry {
+    Ready(Box<Torrent>),
+    Magnet(Box<MagnetTorrent>),
+}
+
+impl Entry {
+    fn id(&self) -> TorrentId {
+        match self {
+            Entry::Ready(t) => t.id,
+            Entry::Magnet(m) => m.id,
+        }
+    }
+
+    fn info_hash(&self) -> InfoHash {
+        match self {
+            Entry::Ready(t) => t.info.info_hash(),
+            Entry::Magnet(m) => m.info_hash,
+        }
+    }
+
+    fn ready(&self) -> Option<&Torrent> {
+        match self {
+            Entry::Ready(t) => Some(t),
+            Entry::Magnet(_) => None,
+        }
+    }
+
+    fn has_room(&self, config: &Config) -> bool {
+        match self {
+            Entry::Ready(t) => t.has_room(config),
+            Entry::Magnet(m) => m.has_room(config),
+        }
+    }
+
+    fn is_banned(&self, ip: ::core::net::IpAddr) -> bool {
+        match self {
+            Entry::Ready(t) => t.is_banned(ip),
+            Entry::Magnet(m) => m.is_banned(ip),
+        }
+    }
+
+    fn peer_by_id(&self, id: &PeerId) -> Option<(PeerKey, bool)> {
+        match self {
+            Entry::Ready(t) => t.peer_by_id(id),
+            Entry::Magnet(m) => m.peer_by_id(id),
+        }
+    }
+
+    fn peer_count(&self) -> usize {
+        match self {
+            Entry::Ready(t) => t.peers.len(),
+            Entry::Magnet(m) => m.peers.len(),
+        }
+    }
+
+    fn peer_mut(&mut self, key: PeerKey) -> Option<&mut Peer> {
+        match self {
+            Entry::Ready(t) => t.peers.get_mut(&key),
+            Entry::Magnet(m) => m.peers.get_mut(&key),
+        }
+    }
+
+    fn stats(&self) -> &TorrentStats {
+        match self {
+            Entry::Ready(t) => &t.stats,
+            Entry::Magnet(m) => &m.stats,
+        }
+    }
+
+    fn close_peer(
+        &mut self,
+        key: PeerKey,
+        reason: CloseReason,
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) {
+        match self {
+            Entry::Ready(t) => t.close_peer(key, reason, config, now, rng, out),
+            Entry::Magnet(m) => m.close_peer(key, reason, config, now, out),
+        }
+    }
+
+    fn on_bytes(
+        &mut self,
+        key: PeerKey,
+        data: &[u8],
+        config: &Config,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) {
+        match self {
+            Entry::Ready(t) => t.on_bytes(key, data, config, now, rng, out),
+            Entry::Magnet(m) => m.on_bytes(key, data, config, now, out),
+        }
+    }
 }
 
 /// A BitTorrent session: many torrents and their connections, as a deterministic state
@@ -280,20 +393,107 @@ impl Session {
         self.by_hash.insert(info.info_hash(), id);
         entry.insert(TorrentSlot {
             generation,
-            torrent: Torrent::new(id, info, have, &self.config, now),
+            entry: Entry::Ready(Box::new(Torrent::new(id, info, have, &self.config, now))),
         });
         Some(id)
     }
 
+    /// Adds a torrent known only by its info hash (a magnet link): it connects to peers
+    /// ([`Session::add_peers`]) and fetches the metadata from them (BEP 9). When the metadata
+    /// has arrived and checked out, [`Event::MetadataReceived`] carries it; the driver then
+    /// opens storage and calls [`Session::start_torrent`]. Until then the torrent downloads
+    /// nothing, and its peers stay connected. Returns `None` if the torrent is already in
+    /// the session.
+    pub fn add_magnet(&mut self, info_hash: InfoHash, now: Time) -> Option<TorrentId> {
+        let _ = now;
+        if self.by_hash.contains_key(&info_hash) {
+            return None;
+        }
+        let generation = self.generation();
+        let entry = self.torrents.vacant_entry();
+        let id = TorrentId {
+            slot: entry.key() as u32,
+            generation,
+        };
+        self.by_hash.insert(info_hash, id);
+        entry.insert(TorrentSlot {
+            generation,
+            entry: Entry::Magnet(Box::new(MagnetTorrent::new(id, info_hash))),
+        });
+        Some(id)
+    }
+
+    /// The torrent's metadata: always for a torrent added with its `Info`, and for one added
+    /// by magnet link once it has arrived and been verified.
+    pub fn metadata(&self, id: TorrentId) -> Option<Arc<Info>> {
+        match &self.slot(id)?.entry {
+            Entry::Ready(t) => Some(t.info.clone()),
+            Entry::Magnet(m) => m.info.clone(),
+        }
+    }
+
+    /// Whether the torrent is still waiting for its metadata or for [`Session::start_torrent`].
+    pub fn is_magnet(&self, id: TorrentId) -> bool {
+        self.slot(id)
+            .is_some_and(|s| matches!(s.entry, Entry::Magnet(_)))
+    }
+
+    /// Starts a torrent added by magnet link whose metadata has arrived
+    /// ([`Event::MetadataReceived`]), once the driver has storage for it: `have` says which
+    /// pieces storage already holds verified. The torrent keeps its id and its peers and
+    /// from here on behaves exactly as one added with [`Session::add_torrent`]. Returns false
+    /// (and changes nothing) if the torrent is not waiting to start or `have` has the wrong
+    /// length.
+    pub fn start_torrent(&mut self, id: TorrentId, have: &Bitfield, now: Time) -> bool {
+        let Some(info) = self.slot(id).and_then(|s| match &s.entry {
+            Entry::Magnet(m) => m.info.clone(),
+            Entry::Ready(_) => None,
+        }) else {
+            return false;
+        };
+        if have.len() != info.lengths().piece_count() {
+            return false;
+        }
+        let slot = &mut self.torrents[id.slot as usize];
+        let placeholder = Entry::Magnet(Box::new(MagnetTorrent::new(id, info.info_hash())));
+        let Entry::Magnet(magnet) = std::mem::replace(&mut slot.entry, placeholder) else {
+            unreachable!("checked above")
+        };
+        let (config, rng, out, listen_port) =
+            (&self.config, &mut self.rng, &mut self.out, self.listen_port);
+        let torrent = Torrent::from_magnet(*magnet, info, have, config, listen_port, now, rng, out);
+        self.torrents[id.slot as usize].entry = Entry::Ready(Box::new(torrent));
+        self.reap();
+        true
+    }
+
+    fn slot(&self, id: TorrentId) -> Option<&TorrentSlot> {
+        self.torrents
+            .get(id.slot as usize)
+            .filter(|t| t.generation == id.generation)
+    }
+
+    fn slot_mut(&mut self, id: TorrentId) -> Option<&mut TorrentSlot> {
+        self.torrents
+            .get_mut(id.slot as usize)
+            .filter(|t| t.generation == id.generation)
+    }
+
     /// Removes a torrent, closing its connections.
     pub fn remove_torrent(&mut self, id: TorrentId, now: Time) {
-        let Some(t) = self.torrent_mut(id) else {
+        let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
+        let Some(slot) = self
+            .torrents
+            .get_mut(id.slot as usize)
+            .filter(|t| t.generation == id.generation)
+        else {
             return;
         };
-        let hash = t.info.info_hash();
-        let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
-        let slot = &mut self.torrents[id.slot as usize].torrent;
-        slot.close_all(CloseReason::TorrentRemoved, config, now, rng, out);
+        let hash = slot.entry.info_hash();
+        match &mut slot.entry {
+            Entry::Ready(t) => t.close_all(CloseReason::TorrentRemoved, config, now, rng, out),
+            Entry::Magnet(m) => m.close_all(CloseReason::TorrentRemoved, config, now, out),
+        }
         self.torrents.remove(id.slot as usize);
         self.by_hash.remove(&hash);
         // Connections still handshaking for it are closed too.
@@ -321,12 +521,15 @@ impl Session {
         f: impl FnOnce(&mut Torrent, &Config, &mut Rng, &mut Outbox),
     ) {
         let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
-        if let Some(slot) = self
+        if let Some(TorrentSlot {
+            entry: Entry::Ready(t),
+            ..
+        }) = self
             .torrents
             .get_mut(id.slot as usize)
             .filter(|t| t.generation == id.generation)
         {
-            f(&mut slot.torrent, config, rng, out);
+            f(t, config, rng, out);
         }
     }
 
@@ -334,14 +537,17 @@ impl Session {
         self.torrents
             .get_mut(id.slot as usize)
             .filter(|t| t.generation == id.generation)
-            .map(|t| &mut t.torrent)
+            .and_then(|t| match &mut t.entry {
+                Entry::Ready(t) => Some(&mut **t),
+                Entry::Magnet(_) => None,
+            })
     }
 
     fn torrent(&self, id: TorrentId) -> Option<&Torrent> {
         self.torrents
             .get(id.slot as usize)
             .filter(|t| t.generation == id.generation)
-            .map(|t| &t.torrent)
+            .and_then(|t| t.entry.ready())
     }
 
     /// The torrent's id for an info hash.
@@ -351,12 +557,12 @@ impl Session {
 
     /// Every torrent's id, in slot order.
     pub fn torrent_ids(&self) -> Vec<TorrentId> {
-        self.torrents.iter().map(|(_, t)| t.torrent.id).collect()
+        self.torrents.iter().map(|(_, t)| t.entry.id()).collect()
     }
 
     /// The torrent's counters.
     pub fn stats(&self, id: TorrentId) -> Option<&TorrentStats> {
-        self.torrent(id).map(|t| &t.stats)
+        self.slot(id).map(|t| t.entry.stats())
     }
 
     /// The pieces the torrent has verified.
@@ -409,12 +615,15 @@ impl Session {
 
     /// Connected peers of the torrent.
     pub fn peer_count(&self, id: TorrentId) -> usize {
-        self.torrent(id).map_or(0, |t| t.peers.len())
+        self.slot(id).map_or(0, |t| t.entry.peer_count())
     }
 
     /// The disk error that stopped the torrent, if any.
     pub fn error(&self, id: TorrentId) -> Option<&str> {
-        self.torrent(id).and_then(|t| t.error.as_deref())
+        match &self.slot(id)?.entry {
+            Entry::Ready(t) => t.error.as_deref(),
+            Entry::Magnet(m) => m.error.as_deref(),
+        }
     }
 
     /// Sets file priorities (one per file of the torrent, padding files included).
@@ -461,7 +670,8 @@ impl Session {
         let any_due = self
             .torrents
             .iter()
-            .any(|(_, t)| t.torrent.rate_wake().is_some_and(|at| at <= now));
+            .filter_map(|(_, t)| t.entry.ready())
+            .any(|t| t.rate_wake().is_some_and(|at| at <= now));
         if !any_due && !all {
             return;
         }
@@ -494,8 +704,10 @@ impl Session {
     /// Adds peer addresses to dial for a torrent; they are dialled on the next ticks, within
     /// the connection limits.
     pub fn add_peers(&mut self, id: TorrentId, addrs: &[SocketAddr], now: Time) {
-        if let Some(t) = self.torrent_mut(id) {
-            t.add_known(addrs, now);
+        match self.slot_mut(id).map(|s| &mut s.entry) {
+            Some(Entry::Ready(t)) => t.add_known(addrs, now),
+            Some(Entry::Magnet(m)) => m.add_known(addrs, now),
+            None => {}
         }
         self.next_tick = self.next_tick.min(now);
     }
@@ -518,7 +730,7 @@ impl Session {
     /// the limits forbid it.
     pub fn connect(&mut self, torrent: TorrentId, addr: SocketAddr, now: Time) -> Option<ConnId> {
         if self.conns.len() >= self.config.max_connections
-            || !self.torrent(torrent)?.has_room(&self.config)
+            || !self.slot(torrent)?.entry.has_room(&self.config)
         {
             return None;
         }
@@ -549,10 +761,7 @@ impl Session {
             Some(ConnState::Handshaking(h)) => h.torrent,
             _ => return,
         };
-        let Some(hash) = hash
-            .and_then(|t| self.torrent(t))
-            .map(|t| t.info.info_hash())
-        else {
+        let Some(hash) = hash.and_then(|t| self.slot(t)).map(|t| t.entry.info_hash()) else {
             return;
         };
         let Some(Conn {
@@ -625,9 +834,14 @@ impl Session {
         match &mut c.state {
             ConnState::Peer { torrent, key } => {
                 let (torrent, key) = (*torrent, *key);
-                self.with_torrent(torrent, |t, config, rng, out| {
-                    t.on_bytes(key, data, config, now, rng, out)
-                });
+                let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
+                if let Some(slot) = self
+                    .torrents
+                    .get_mut(torrent.slot as usize)
+                    .filter(|t| t.generation == torrent.generation)
+                {
+                    slot.entry.on_bytes(key, data, config, now, rng, out);
+                }
             }
             ConnState::Handshaking(h) => {
                 h.recv.extend_from_slice(data);
@@ -666,12 +880,15 @@ impl Session {
         *self.handshake_closes.entry(reason.name()).or_default() += 1;
         if let (Some(t), true) = (torrent, outgoing) {
             let config = &self.config;
-            if let Some(slot) = self
+            match self
                 .torrents
                 .get_mut(t.slot as usize)
                 .filter(|s| s.generation == t.generation)
+                .map(|s| &mut s.entry)
             {
-                slot.torrent.dial_failed(addr, config, now);
+                Some(Entry::Ready(t)) => t.dial_failed(addr, config, now),
+                Some(Entry::Magnet(m)) => m.dial_failed(addr, config, now),
+                None => {}
             }
         }
         if close_socket {
@@ -746,7 +963,10 @@ impl Session {
                 }
                 return self.close_handshaking(conn, CloseReason::UnknownTorrent, now);
             };
-            let t = self.torrent(tid).expect("by_hash points at live torrents");
+            let t = &self
+                .slot(tid)
+                .expect("by_hash points at live torrents")
+                .entry;
             if t.is_banned(addr.ip()) {
                 return self.close_handshaking(conn, CloseReason::Banned, now);
             }
@@ -776,10 +996,10 @@ impl Session {
             Ok(Decoded::Complete { value, .. }) => value,
         };
         let tid = h.torrent.expect("set above");
-        let Some(t) = self.torrent(tid) else {
+        let Some(t) = self.slot(tid).map(|s| &s.entry) else {
             return self.close_handshaking(conn, CloseReason::TorrentRemoved, now);
         };
-        if theirs.info_hash != t.info.info_hash() {
+        if theirs.info_hash != t.info_hash() {
             return self.close_handshaking(conn, CloseReason::WrongInfoHash, now);
         }
         if theirs.peer_id == peer_id {
@@ -799,15 +1019,17 @@ impl Session {
                 return self.close_handshaking(conn, CloseReason::DuplicatePeer, now);
             }
             let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
-            let slot = &mut self.torrents[tid.slot as usize].torrent;
+            let slot = &mut self.torrents[tid.slot as usize].entry;
             slot.close_peer(existing, CloseReason::DuplicatePeer, config, now, rng, out);
             self.reap();
         }
-        let Some(t) = self.torrent(tid) else { return };
+        let Some(t) = self.slot(tid).map(|s| &s.entry) else {
+            return;
+        };
         if !t.has_room(&self.config) {
             return self.close_handshaking(conn, CloseReason::TooManyPeers, now);
         }
-        let piece_count = t.info.lengths().piece_count();
+        let piece_count = t.ready().map_or(0, |t| t.info.lengths().piece_count());
         // Take the connection's buffers over into the peer: unsent handshake bytes and any
         // bytes the peer sent after its handshake.
         let Some(c) = self.conn_mut(conn) else { return };
@@ -824,8 +1046,11 @@ impl Session {
         let leftover = h.recv.split();
         let (config, rng, out, listen_port) =
             (&self.config, &mut self.rng, &mut self.out, self.listen_port);
-        let slot = &mut self.torrents[tid.slot as usize].torrent;
-        let key = slot.next_peer_key();
+        let slot = &mut self.torrents[tid.slot as usize].entry;
+        let key = match slot {
+            Entry::Ready(t) => t.next_peer_key(),
+            Entry::Magnet(m) => m.next_peer_key(),
+        };
         let peer = Peer::new(
             conn,
             h.addr,
@@ -838,7 +1063,10 @@ impl Session {
             std::mem::take(&mut h.send),
             h.send_notified,
         );
-        slot.attach(key, peer, config, listen_port, now, out);
+        match slot {
+            Entry::Ready(t) => t.attach(key, peer, config, listen_port, now, out),
+            Entry::Magnet(m) => m.attach(key, peer, config, listen_port, now, out),
+        }
         if let Some(c) = self.conns.get_mut(conn.slot as usize) {
             c.state = ConnState::Peer { torrent: tid, key };
         }
@@ -955,9 +1183,15 @@ impl Session {
             }
             ConnState::Peer { torrent, key } => {
                 let (torrent, key) = (*torrent, *key);
-                self.with_torrent(torrent, |t, config, rng, out| {
-                    t.close_peer(key, CloseReason::RemoteClosed, config, now, rng, out)
-                });
+                let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
+                if let Some(slot) = self
+                    .torrents
+                    .get_mut(torrent.slot as usize)
+                    .filter(|t| t.generation == torrent.generation)
+                {
+                    let reason = CloseReason::RemoteClosed;
+                    slot.entry.close_peer(key, reason, config, now, rng, out);
+                }
                 self.reap();
             }
         }
@@ -983,9 +1217,8 @@ impl Session {
                     .filter(|t| t.generation == torrent.generation)
                 {
                     Some(t) => t
-                        .torrent
-                        .peers
-                        .get_mut(&key)
+                        .entry
+                        .peer_mut(key)
                         .map(|p| p.send.chunks().collect())
                         .unwrap_or_default(),
                     None => Vec::new(),
@@ -1008,12 +1241,15 @@ impl Session {
             ConnState::Peer { torrent, key } => {
                 let (torrent, key) = (*torrent, *key);
                 let (config, out) = (&self.config, &mut self.out);
-                if let Some(t) = self
+                match self
                     .torrents
                     .get_mut(torrent.slot as usize)
                     .filter(|t| t.generation == torrent.generation)
+                    .map(|t| &mut t.entry)
                 {
-                    t.torrent.on_sent(key, n, config, now, out);
+                    Some(Entry::Ready(t)) => t.on_sent(key, n, config, now, out),
+                    Some(Entry::Magnet(m)) => m.on_sent(key, n),
+                    None => {}
                 }
             }
         }
@@ -1042,8 +1278,10 @@ impl Session {
                     .torrents
                     .get_mut(torrent.slot as usize)
                     .filter(|t| t.generation == torrent.generation)
+                    .map(|t| &mut t.entry)
                 {
-                    Some(t) => t.torrent.take_send(key, max, config, out),
+                    Some(Entry::Ready(t)) => t.take_send(key, max, config, out),
+                    Some(Entry::Magnet(m)) => m.take_send(key, max),
                     None => Vec::new(),
                 }
             }
@@ -1071,7 +1309,7 @@ impl Session {
         let wake = self
             .torrents
             .iter()
-            .filter_map(|(_, t)| t.torrent.rate_wake())
+            .filter_map(|(_, t)| t.entry.ready().and_then(Torrent::rate_wake))
             .min();
         Some(wake.map_or(self.next_tick, |w| w.min(self.next_tick)))
     }
@@ -1129,9 +1367,17 @@ impl Session {
             let Some(slot) = self.torrents.get_mut(id.slot as usize) else {
                 continue;
             };
-            slot.torrent.tick(config, now, rng, out);
             let room = config.max_connections.saturating_sub(self.conns.len());
-            let addrs = slot.torrent.dial_candidates(now, config, room);
+            let addrs = match &mut slot.entry {
+                Entry::Ready(t) => {
+                    t.tick(config, now, rng, out);
+                    t.dial_candidates(now, config, room)
+                }
+                Entry::Magnet(m) => {
+                    m.tick(config, now, out);
+                    m.dial_candidates(now, config, room)
+                }
+            };
             for addr in addrs {
                 let _ = self.connect(id, addr, now);
             }

@@ -16,22 +16,25 @@ use super::api::{Action, CloseReason, ConnId, DiskDone, DiskOp, Event, TorrentId
 use super::choker::{ChokePeer, Choker, RechokeReason};
 use super::config::Config;
 use super::fast::allowed_fast_set;
+use super::known::KnownPeers;
 use super::limiter::RateLimits;
+use super::metadata::{
+    answer_metadata_request, our_ext_handshake, pex_peers, queue_extended, MagnetTorrent,
+    OUR_UT_METADATA, OUR_UT_PEX,
+};
 use super::peer::{Has, OutRequest, Peer};
 use super::picker::{BlockReceived, PickMode, Picker, Priority};
 use super::wire::{
-    piece_header, BlockRequest, Decoded, Decoder, ExtendedHandshake, Message, SplitBytes,
-    EXTENDED_HANDSHAKE_ID,
+    piece_header, BlockRequest, Decoded, Decoder, ExtendedHandshake, Message, MetadataMsg, PexMsg,
+    SplitBytes, EXTENDED_HANDSHAKE_ID,
 };
 use super::{Bitfield, BlockRef, Lengths, PeerId, PeerKey, PieceIndex, Rng, Time};
-use crate::limits::{BLOCK_LEN, MAX_BLOCK_LEN};
+use crate::limits::{BLOCK_LEN, MAX_BLOCK_LEN, MAX_KNOWN_PEERS, MAX_PEX_PEERS, PEX_INTERVAL_SECS};
 use crate::metainfo::Info;
 
 /// Most pieces a peer may suggest or allow-fast us at once; older entries are dropped.
 const MAX_SUGGESTED: usize = 32;
 const MAX_ALLOWED_FAST_IN: usize = 64;
-/// Longest back-off between attempts to dial a peer that keeps failing.
-const MAX_RECONNECT_BACKOFF_SHIFT: u32 = 5;
 
 /// What the core wants done, collected while it handles one input.
 #[derive(Debug, Default)]
@@ -47,7 +50,7 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    fn send(&mut self, conn: ConnId, notify: bool) {
+    pub(crate) fn send(&mut self, conn: ConnId, notify: bool) {
         if notify {
             self.actions.push_back(Action::Send { conn });
         }
@@ -92,23 +95,6 @@ fn record_latency(h: &mut Option<Box<Histogram<u64>>>, micros: u64) {
     .saturating_record(micros.max(1));
 }
 
-/// A peer address we know of, and whether to dial it.
-#[derive(Debug, Clone)]
-struct KnownPeer {
-    state: KnownState,
-    next_try: Time,
-    failures: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KnownState {
-    Idle,
-    Connecting,
-    Connected,
-    /// Never dial again (banned, or nothing to exchange).
-    Done,
-}
-
 /// A torrent in the session.
 pub(crate) struct Torrent {
     pub(crate) id: TorrentId,
@@ -118,8 +104,7 @@ pub(crate) struct Torrent {
     decoder: Decoder,
     pub(crate) peers: BTreeMap<PeerKey, Peer>,
     next_key: u32,
-    known: BTreeMap<SocketAddr, KnownPeer>,
-    banned: BTreeSet<IpAddr>,
+    pub(crate) known: KnownPeers,
     pending_writes: HashMap<u32, u32>,
     /// When each piece's hash check was asked for (for `TorrentStats::hash_wait_us`).
     verify_started: HashMap<u32, Time>,
@@ -192,8 +177,7 @@ impl Torrent {
             decoder,
             peers: BTreeMap::new(),
             next_key: 0,
-            known: BTreeMap::new(),
-            banned: BTreeSet::new(),
+            known: KnownPeers::default(),
             pending_writes: HashMap::new(),
             verify_started: HashMap::new(),
             complete_unwritten: BTreeSet::new(),
@@ -221,6 +205,94 @@ impl Torrent {
             .count() as u32;
     }
 
+    /// The torrent a [`MagnetTorrent`] becomes once its metadata is verified and storage is
+    /// ready: same id, same peers under the same keys and connections. Each peer gets our
+    /// extension handshake again (now with `metadata_size`) and our pieces, and the messages
+    /// it sent while we could not read them are handled now, in order.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_magnet(
+        magnet: MagnetTorrent,
+        info: Arc<Info>,
+        have: &Bitfield,
+        config: &Config,
+        listen_port: Option<u16>,
+        now: Time,
+        rng: &mut Rng,
+        out: &mut Outbox,
+    ) -> Torrent {
+        let mut t = Torrent::new(magnet.id, info, have, config, now);
+        t.known = magnet.known;
+        t.next_key = magnet.next_key;
+        t.stats.closes = magnet.stats.closes;
+        t.stats.banned = magnet.stats.banned;
+        let piece_count = t.info.lengths().piece_count();
+        let mut replays = Vec::new();
+        for (key, mut peer) in magnet.peers {
+            peer.has = Has::Some(Bitfield::new(piece_count));
+            peer.meta_requests = 0;
+            let mut replay = std::mem::take(&mut peer.replay);
+            replay.extend_from_slice(&peer.recv.split());
+            t.attach_peer(key, peer, config, listen_port, now, out, false);
+            replays.push((key, replay));
+        }
+        for (key, replay) in replays {
+            t.on_bytes(key, &replay, config, now, rng, out);
+        }
+        t
+    }
+
+    /// Whether peer exchange runs: on in the config, and never for a private torrent.
+    fn pex_on(&self, config: &Config) -> bool {
+        config.pex && !self.info.is_private()
+    }
+
+    /// Sends each peer that speaks `ut_pex`, at most once per [`PEX_INTERVAL_SECS`], the
+    /// peers connected since our last message to it and those gone since, [`MAX_PEX_PEERS`]
+    /// of each at most.
+    fn send_pex(&mut self, config: &Config, now: Time, out: &mut Outbox) {
+        if !self.pex_on(config) {
+            return;
+        }
+        let current: BTreeSet<SocketAddr> =
+            self.peers.values().filter_map(Peer::listen_addr).collect();
+        for peer in self.peers.values_mut() {
+            let Some(id) = peer.ut_pex.map(|i| i.get()) else {
+                continue;
+            };
+            if peer.pex_next.is_some_and(|t| now < t) {
+                continue;
+            }
+            let own = peer.listen_addr();
+            let added: Vec<(SocketAddr, u8)> = current
+                .iter()
+                .filter(|a| Some(**a) != own && !peer.pex_told.contains(a))
+                .take(MAX_PEX_PEERS)
+                .map(|&a| (a, 0))
+                .collect();
+            let dropped: Vec<SocketAddr> = peer
+                .pex_told
+                .iter()
+                .filter(|a| !current.contains(a))
+                .take(MAX_PEX_PEERS)
+                .copied()
+                .collect();
+            if added.is_empty() && dropped.is_empty() {
+                continue;
+            }
+            peer.pex_next = Some(now + std::time::Duration::from_secs(PEX_INTERVAL_SECS));
+            for (a, _) in &added {
+                peer.pex_told.insert(*a);
+            }
+            for a in &dropped {
+                peer.pex_told.remove(a);
+            }
+            let mut payload = Vec::new();
+            PexMsg { added, dropped }.encode(&mut payload);
+            let notify = queue_extended(peer, id, &payload, now);
+            out.send(peer.conn, notify);
+        }
+    }
+
     /// A torrent-unique key: never reused, so stale disk results and picker entries for a
     /// departed peer can never be mistaken for a new one.
     pub(crate) fn next_peer_key(&mut self) -> PeerKey {
@@ -229,7 +301,7 @@ impl Torrent {
     }
 
     pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
-        self.banned.contains(&ip)
+        self.known.is_banned(ip)
     }
 
     pub(crate) fn has_room(&self, config: &Config) -> bool {
@@ -251,28 +323,33 @@ impl Torrent {
     pub(crate) fn attach(
         &mut self,
         key: PeerKey,
-        mut peer: Peer,
+        peer: Peer,
         config: &Config,
         listen_port: Option<u16>,
         now: Time,
         out: &mut Outbox,
     ) {
+        self.attach_peer(key, peer, config, listen_port, now, out, true);
+    }
+
+    /// [`Torrent::attach`]; `announce`: emit `PeerConnected` (not for a peer carried over
+    /// from the torrent's metadata-fetching phase, which was announced then).
+    #[allow(clippy::too_many_arguments)]
+    fn attach_peer(
+        &mut self,
+        key: PeerKey,
+        mut peer: Peer,
+        config: &Config,
+        listen_port: Option<u16>,
+        now: Time,
+        out: &mut Outbox,
+        announce: bool,
+    ) {
         let conn = peer.conn;
         let mut notify = false;
         if peer.extended {
-            let ext = ExtendedHandshake {
-                client: Some(concat!("ringtorrent ", env!("CARGO_PKG_VERSION")).to_owned()),
-                request_queue: Some(config.max_queued_requests as u32),
-                your_ip: Some(peer.addr.ip()),
-                listen_port,
-                ..Default::default()
-            };
-            let payload = ext.to_bencode().to_bytes();
-            let msg = Message::Extended {
-                id: EXTENDED_HANDSHAKE_ID,
-                payload: SplitBytes::single(&payload),
-            };
-            notify |= peer.queue(&msg, now);
+            let ext = our_ext_handshake(config, &peer, listen_port, Some(&self.info));
+            notify |= queue_extended(&mut peer, EXTENDED_HANDSHAKE_ID, &ext.to_bytes(), now);
         }
         let have = self.picker.have();
         if peer.fast && have.is_full() {
@@ -302,17 +379,16 @@ impl Torrent {
                 peer.allowed_fast_out.push(piece);
             }
         }
-        if let Some(k) = self.known.get_mut(&peer.addr) {
-            k.state = KnownState::Connected;
-            k.failures = 0;
+        self.known.connected(peer.addr);
+        if announce {
+            out.events.push_back(Event::PeerConnected {
+                torrent: self.id,
+                conn,
+                addr: peer.addr,
+                peer_id: peer.peer_id,
+                outgoing: peer.outgoing,
+            });
         }
-        out.events.push_back(Event::PeerConnected {
-            torrent: self.id,
-            conn,
-            addr: peer.addr,
-            peer_id: peer.peer_id,
-            outgoing: peer.outgoing,
-        });
         self.peers.insert(key, peer);
         out.send(conn, notify);
     }
@@ -335,26 +411,12 @@ impl Torrent {
         }
         self.picker.peer_left(peer.has.pieces());
         *self.stats.closes.entry(reason.name()).or_default() += 1;
-        if let Some(k) = self.known.get_mut(&peer.addr) {
-            k.state = match reason {
-                CloseReason::Banned | CloseReason::BothSeeds | CloseReason::SelfConnection => {
-                    KnownState::Done
-                }
-                _ if k.state == KnownState::Done => KnownState::Done,
-                _ => KnownState::Idle,
-            };
-            // A peer that was sending us data moments ago is worth trying again soon: a
-            // restarted seed or a network blip should not cost the full delay.
-            let useful = peer
-                .last_block
-                .is_some_and(|t| now.saturating_since(t) <= config.reconnect_delay_useful * 2);
-            k.next_try = now
-                + if useful {
-                    config.reconnect_delay_useful
-                } else {
-                    config.reconnect_delay
-                };
-        }
+        // A peer that was sending us data moments ago is worth trying again soon: a
+        // restarted seed or a network blip should not cost the full delay.
+        let useful = peer
+            .last_block
+            .is_some_and(|t| now.saturating_since(t) <= config.reconnect_delay_useful * 2);
+        self.known.closed(peer.addr, &reason, useful, config, now);
         // A remote close was reported by the driver, whose socket is already gone.
         if reason != CloseReason::RemoteClosed {
             out.actions.push_back(Action::Close { conn: peer.conn });
@@ -390,16 +452,7 @@ impl Torrent {
 
     /// Remembers addresses to dial (from trackers, the user, or other peers).
     pub(crate) fn add_known(&mut self, addrs: &[SocketAddr], now: Time) {
-        for &addr in addrs {
-            if self.banned.contains(&addr.ip()) {
-                continue;
-            }
-            self.known.entry(addr).or_insert(KnownPeer {
-                state: KnownState::Idle,
-                next_try: now,
-                failures: 0,
-            });
-        }
+        self.known.add(addrs, now, MAX_KNOWN_PEERS);
     }
 
     /// Picks known peers to dial now and marks them as being dialled.
@@ -409,52 +462,20 @@ impl Torrent {
         config: &Config,
         max: usize,
     ) -> Vec<SocketAddr> {
+        // A seed waits for leechers to come to it; it still dials when told peers exist
+        // and it has few connections, so a seed started with `--peer` serves them.
         if self.picker.is_complete()
-            && self
-                .known
-                .values()
-                .all(|k| k.state != KnownState::Connecting)
+            && !self.known.any_connecting()
+            && self.peers.len() >= config.max_peers_per_torrent / 4
         {
-            // A seed waits for leechers to come to it; it still dials when told peers exist
-            // and it has few connections, so a seed started with `--peer` serves them.
-            if self.peers.len() >= config.max_peers_per_torrent / 4 {
-                return Vec::new();
-            }
+            return Vec::new();
         }
-        let connecting = self
-            .known
-            .values()
-            .filter(|k| k.state == KnownState::Connecting)
-            .count();
-        let room = config
-            .max_peers_per_torrent
-            .saturating_sub(self.peers.len() + connecting);
-        let max = max
-            .min(room)
-            .min(config.max_half_open.saturating_sub(connecting));
-        let mut picked = Vec::new();
-        for (addr, k) in self.known.iter_mut() {
-            if picked.len() >= max {
-                break;
-            }
-            if k.state == KnownState::Idle && k.next_try <= now {
-                k.state = KnownState::Connecting;
-                picked.push(*addr);
-            }
-        }
-        picked
+        self.known.candidates(now, config, max, self.peers.len())
     }
 
     /// A dial failed or a connection closed before its handshake.
     pub(crate) fn dial_failed(&mut self, addr: SocketAddr, config: &Config, now: Time) {
-        if let Some(k) = self.known.get_mut(&addr) {
-            if k.state == KnownState::Connecting {
-                k.state = KnownState::Idle;
-                k.failures += 1;
-                let shift = k.failures.min(MAX_RECONNECT_BACKOFF_SHIFT);
-                k.next_try = now + config.reconnect_delay * (1 << shift) / 2;
-            }
-        }
+        self.known.failed(addr, config, now);
     }
 
     // ---------------------------------------------------------------------- bytes from peers
@@ -675,14 +696,30 @@ impl Torrent {
                 if !peer.extended {
                     return Err(Violation::ExtendedNotNegotiated);
                 }
-                if id == EXTENDED_HANDSHAKE_ID {
-                    match ExtendedHandshake::decode(&payload[..]) {
-                        Ok(ext) => peer.reqq = ext.request_queue.map(|q| q.max(1)),
+                match id {
+                    EXTENDED_HANDSHAKE_ID => match ExtendedHandshake::decode(&payload[..]) {
+                        Ok(ext) => peer.apply_ext_handshake(&ext),
                         Err(_) => return Err(Violation::BadExtendedHandshake),
+                    },
+                    OUR_UT_METADATA => match MetadataMsg::decode(&payload) {
+                        Err(_) => return Err(Violation::BadMetadata),
+                        Ok(Some(MetadataMsg::Request { piece })) => {
+                            let info = Some(&*self.info);
+                            let notify = answer_metadata_request(peer, info, piece, config, now);
+                            out.send(peer.conn, notify);
+                        }
+                        // We have the metadata: data and rejects answer nothing of ours.
+                        Ok(_) => {}
+                    },
+                    OUR_UT_PEX => {
+                        let addrs = pex_peers(&payload)?;
+                        if self.pex_on(config) {
+                            self.add_known(&addrs, now);
+                        }
                     }
+                    // BEP 10: ids we never assigned are ignored.
+                    _ => {}
                 }
-                // Other extensions (metadata exchange, PEX) are not spoken yet; their
-                // messages are ignored, as BEP 10 allows for ids we did not assign.
             }
         }
         Ok(())
@@ -1336,7 +1373,7 @@ impl Torrent {
                 peer.strikes += strikes;
                 if peer.strikes >= config.max_hash_strikes {
                     let addr = peer.addr;
-                    self.banned.insert(addr.ip());
+                    self.known.ban(addr.ip());
                     self.stats.banned += 1;
                     out.events.push_back(Event::PeerBanned {
                         torrent: self.id,
@@ -1349,7 +1386,7 @@ impl Torrent {
             let keys: Vec<PeerKey> = self
                 .peers
                 .iter()
-                .filter(|(_, p)| self.banned.contains(&p.addr.ip()))
+                .filter(|(_, p)| self.known.is_banned(p.addr.ip()))
                 .map(|(k, _)| *k)
                 .collect();
             for key in keys {
@@ -1532,6 +1569,7 @@ impl Torrent {
         if now >= self.choker.next_due() {
             self.rechoke(RechokeReason::Timer, now, rng, out);
         }
+        self.send_pex(config, now, out);
     }
 
     // ------------------------------------------------------------------------ settings

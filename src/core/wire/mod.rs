@@ -40,6 +40,7 @@ mod extended;
 mod handshake;
 mod input;
 mod message;
+mod ut;
 
 #[cfg(test)]
 mod proptests;
@@ -55,3 +56,4 @@ pub use message::{
     bitfield_len, encode_piece_header, piece_header, validate_bitfield, BlockRequest, Decoder,
     Message, MessageId, LENGTH_PREFIX_LEN, PIECE_HEADER_LEN,
 };
+pub use ut::{MetadataMsg, PexMsg, UtError, METADATA_PIECE_LEN, UT_METADATA, UT_PEX};

@@ -262,4 +262,26 @@ proptest! {
         let (a, b) = bytes.split_at(split % (bytes.len() + 1));
         prop_assert_eq!(ExtendedHandshake::decode((a, b)), Ok(hs));
     }
+
+    #[test]
+    fn ut_payloads_never_panic_and_round_trip(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        if let Ok(Some(msg)) = MetadataMsg::decode(&bytes) {
+            let mut out = Vec::new();
+            msg.encode(&mut out);
+            prop_assert_eq!(MetadataMsg::decode(&out), Ok(Some(msg)));
+        }
+        if let Ok(pex) = PexMsg::decode(&bytes, 50) {
+            let mut out = Vec::new();
+            pex.encode(&mut out);
+            prop_assert_eq!(PexMsg::decode(&out, 50), Ok(pex));
+        }
+    }
+
+    #[test]
+    fn metadata_data_round_trips(piece in any::<u32>(), total in 0u64..1 << 40, data in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let msg = MetadataMsg::Data { piece, total_size: total, data: &data };
+        let mut out = Vec::new();
+        msg.encode(&mut out);
+        prop_assert_eq!(MetadataMsg::decode(&out), Ok(Some(msg)));
+    }
 }

@@ -81,6 +81,14 @@ pub struct SimConfig {
     pub peers_per_node: usize,
     /// The run stops at this virtual time even if not every leecher finished.
     pub time_limit: Duration,
+    /// Leechers start from a magnet link (the info hash only) and fetch the metadata from
+    /// their peers (BEP 9) before downloading.
+    pub magnet: bool,
+    /// Seeds whose data is right but whose metadata is corrupt (every piece served with a
+    /// byte flipped); magnet leechers must reject them and get the metadata elsewhere.
+    pub bad_metadata: usize,
+    /// Leechers are told only the seeds' addresses (and find each other by PEX, if at all).
+    pub seeds_only: bool,
     /// The core's settings for every node.
     pub core: Config,
     /// The core's settings for honest seeds, where they differ from `core` (a seed with an
@@ -107,6 +115,9 @@ impl Default for SimConfig {
             churn_offline: Duration::from_secs(10),
             peers_per_node: 40,
             time_limit: Duration::from_secs(3600),
+            magnet: false,
+            bad_metadata: 0,
+            seeds_only: false,
             core: Config::default(),
             seed_core: None,
         }
@@ -124,6 +135,8 @@ pub enum Role {
     Corrupt,
     /// Accepts connections, never says a word.
     Silent,
+    /// Has everything and serves it right, but serves corrupt metadata.
+    BadMetadata,
 }
 
 /// The shared payload: one `Bytes` per block, and the torrent describing it.
@@ -238,18 +251,24 @@ pub struct Simulation {
     hash_failures: u64,
     closes: BTreeMap<&'static str, u64>,
     banned_addrs: std::collections::BTreeSet<SocketAddr>,
+    metadata_received: u64,
+    metadata_wrong: u64,
+    leecher_links: u64,
 }
 
 impl Simulation {
     /// Builds the swarm: the payload, its torrent, and every node.
     pub fn new(config: SimConfig) -> Result<Simulation, String> {
-        if config.size == 0 || config.seeds + config.corrupt == 0 && config.leechers > 0 {
+        if config.size == 0
+            || config.seeds + config.corrupt + config.bad_metadata == 0 && config.leechers > 0
+        {
             return Err("a swarm needs a payload and at least one seed".into());
         }
         let payload = Payload::new(config.size, config.piece_len, config.seed)?;
         let mut rng = Rng::new(config.seed);
         let roles = std::iter::repeat_n(Role::Seed, config.seeds)
             .chain(std::iter::repeat_n(Role::Corrupt, config.corrupt))
+            .chain(std::iter::repeat_n(Role::BadMetadata, config.bad_metadata))
             .chain(std::iter::repeat_n(Role::Silent, config.silent))
             .chain(std::iter::repeat_n(Role::Leecher, config.leechers));
         let block_count = payload.blocks.len();
@@ -257,7 +276,7 @@ impl Simulation {
         let nodes: Vec<Node> = roles
             .enumerate()
             .map(|(i, role)| {
-                let seedlike = matches!(role, Role::Seed | Role::Corrupt);
+                let seedlike = matches!(role, Role::Seed | Role::Corrupt | Role::BadMetadata);
                 let n = i as u32 + 2;
                 Node {
                     role,
@@ -307,6 +326,9 @@ impl Simulation {
             hash_failures: 0,
             closes: BTreeMap::new(),
             banned_addrs: Default::default(),
+            metadata_received: 0,
+            metadata_wrong: 0,
+            leecher_links: 0,
         })
     }
 
@@ -359,19 +381,25 @@ impl Simulation {
         let mut id = [0u8; 12];
         self.rng.fill(&mut id);
         let peer_id = PeerId::generate(id);
-        let core = match (&self.config.seed_core, node.role) {
+        let mut core = match (&self.config.seed_core, node.role) {
             (Some(seed_core), Role::Seed) => seed_core,
             _ => &self.config.core,
-        };
-        let mut session = Session::new(core.clone(), peer_id, self.rng.next_u64(), now);
+        }
+        .clone();
+        core.corrupt_metadata = node.role == Role::BadMetadata;
+        let mut session = Session::new(core, peer_id, self.rng.next_u64(), now);
         session.set_listen_port(node.addr.port());
-        let torrent = session
-            .add_torrent(self.payload.info.clone(), &node.have, now)
-            .expect("a fresh session takes the torrent");
+        let torrent = if node.role == Role::Leecher && self.config.magnet {
+            session.add_magnet(self.payload.info.info_hash(), now)
+        } else {
+            session.add_torrent(self.payload.info.clone(), &node.have, now)
+        }
+        .expect("a fresh session takes the torrent");
         if node.role != Role::Silent {
             // Tell the node about a random subset of the others, as a tracker would.
+            let seeds_only = self.config.seeds_only;
             let mut others: Vec<SocketAddr> = (0..self.nodes.len())
-                .filter(|&j| j != i)
+                .filter(|&j| j != i && (!seeds_only || self.nodes[j].role != Role::Leecher))
                 .map(|j| self.nodes[j].addr)
                 .collect();
             self.rng.shuffle(&mut others);
@@ -450,7 +478,10 @@ impl Simulation {
                 }
             }
         }
-        self.events(i);
+        if self.events(i) {
+            // A magnet leecher started its torrent: carry out what that asked for.
+            return self.drain(i);
+        }
         if let Some(at) = self.nodes[i]
             .session
             .as_ref()
@@ -464,10 +495,30 @@ impl Simulation {
         }
     }
 
-    fn events(&mut self, i: usize) {
+    /// Handles node `i`'s events; true if that queued more actions.
+    fn events(&mut self, i: usize) -> bool {
         let now = self.now;
+        let mut again = false;
         while let Some(ev) = self.nodes[i].session.as_mut().and_then(Session::poll_event) {
             match ev {
+                Event::MetadataReceived { torrent, info } => {
+                    self.metadata_received += 1;
+                    if info.raw() != self.payload.info.raw() {
+                        self.metadata_wrong += 1;
+                    }
+                    let node = &mut self.nodes[i];
+                    if let Some(s) = node.session.as_mut() {
+                        again |= s.start_torrent(torrent, &node.have, now);
+                    }
+                }
+                Event::PeerConnected { addr, .. } => {
+                    let leecher = |n: &Node| n.role == Role::Leecher;
+                    if leecher(&self.nodes[i])
+                        && self.nodes.iter().any(|n| n.addr == addr && leecher(n))
+                    {
+                        self.leecher_links += 1;
+                    }
+                }
                 Event::TorrentComplete { .. } => {
                     let node = &mut self.nodes[i];
                     if node.role == Role::Leecher && node.finished_at.is_none() {
@@ -485,6 +536,7 @@ impl Simulation {
                 _ => {}
             }
         }
+        again
     }
 
     /// Storage in memory: writes are compared with the pattern, reads served from it.

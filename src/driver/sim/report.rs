@@ -84,6 +84,12 @@ pub struct SimReport {
     pub upload_fairness: f64,
     /// Connections closed, by reason.
     pub closes: BTreeMap<String, u64>,
+    /// Magnet leechers that received verified metadata (a leecher that churns counts again).
+    pub metadata_received: u64,
+    /// Of those, metadata that differs from the torrent's (must be 0).
+    pub metadata_wrong: u64,
+    /// Connections between two leechers, counted at each end.
+    pub leecher_links: u64,
     /// Simulation events processed.
     pub events: u64,
     /// Virtual seconds simulated.
@@ -169,6 +175,9 @@ pub(super) fn build(sim: &Simulation) -> SimReport {
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
+        metadata_received: sim.metadata_received,
+        metadata_wrong: sim.metadata_wrong,
+        leecher_links: sim.leecher_links,
         events: sim.events_handled,
         virtual_s: sim.now.as_secs_f64(),
     }
@@ -181,6 +190,13 @@ impl fmt::Display for SimReport {
             "swarm:            {} leechers, {} seeds, {} corrupt, {} silent; {} bytes in {}-byte pieces; seed {}",
             self.leechers, self.seeds, self.corrupt, self.silent, self.size, self.piece_len, self.seed
         )?;
+        if self.metadata_received > 0 {
+            writeln!(
+                f,
+                "metadata:         {} magnet leechers got it verified ({} wrong)",
+                self.metadata_received, self.metadata_wrong
+            )?;
+        }
         writeln!(
             f,
             "completed:        {}/{} leechers, every byte right: {}",

@@ -1,0 +1,690 @@
+//! A torrent added by magnet link before its metadata is known (BEP 9), and the parts of the
+//! extension protocol (BEP 10) that torrents with and without metadata share.
+//!
+//! A [`MagnetTorrent`] lives in the session under its own [`TorrentId`] exactly like a
+//! torrent with metadata: connections route to it by info hash, it dials known peers, and
+//! its peers are the same [`Peer`]s a full torrent has (with no pieces yet). It speaks only
+//! the extension protocol: it asks peers that announce `ut_metadata` and a `metadata_size`
+//! for the info dictionary's 16 KiB pieces, several peers in parallel, re-asking a piece
+//! elsewhere when a request is rejected or times out. Every other message a peer sends
+//! (bitfield, haves, choke state) is kept, bounded, in `Peer::replay`.
+//!
+//! When every piece is in, the SHA1 of the assembled dictionary must be the info hash and the
+//! dictionary must validate ([`Info::from_bytes`]). On success the torrent keeps its peers,
+//! serves the metadata to others, and emits [`Event::MetadataReceived`]; the session turns
+//! it into a full [`Torrent`](super::torrent::Torrent) when the driver calls
+//! `Session::start_torrent`, with the same id, peer keys and connections, and each peer's kept
+//! messages are handled then, as if they had just arrived.
+//!
+//! On a hash mismatch the pieces are dropped. If one peer sent them all it is closed
+//! (`corrupt_metadata`) and its IP banned from the torrent. If several did, the next attempt
+//! takes every piece from one of them (the suspects, in turn): if that attempt fails, that
+//! peer alone is to blame; if it succeeds, the download is done. Each failed attempt thus
+//! either bans one peer or narrows the suspects, and honest peers complete it.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use ::core::net::{IpAddr, SocketAddr};
+
+use bytes::Buf;
+use sha1::{Digest, Sha1};
+
+use super::api::{Action, CloseReason, Event, TorrentId, Violation};
+use super::config::Config;
+use super::known::KnownPeers;
+use super::peer::Peer;
+use super::torrent::{Outbox, TorrentStats};
+use super::wire::{
+    Decoded, Decoder, ExtendedHandshake, Message, MetadataMsg, PexMsg, SplitBytes,
+    EXTENDED_HANDSHAKE_ID, METADATA_PIECE_LEN, UT_METADATA, UT_PEX,
+};
+use super::{InfoHash, PeerKey, Time};
+use crate::limits::{MAX_KNOWN_PEERS, MAX_METADATA_SIZE, MAX_PEX_PEERS, MAX_PRE_METADATA_BUFFER};
+use crate::metainfo::Info;
+
+/// The extended message id peers send `ut_metadata` messages to us under.
+pub(crate) const OUR_UT_METADATA: u8 = 1;
+/// The extended message id peers send `ut_pex` messages to us under.
+pub(crate) const OUR_UT_PEX: u8 = 2;
+
+/// Metadata requests outstanding to one peer at once. libtorrent answers a few at a time; two
+/// keep a peer busy over one round trip while spreading a large dictionary over many peers.
+const METADATA_REQUESTS_PER_PEER: u32 = 2;
+
+/// Our extension handshake: the extensions we speak (no `ut_pex` for a private torrent, BEP
+/// 27), our request queue, client, the peer's address as we see it, our listen port, and
+/// the metadata size once we have it.
+pub(crate) fn our_ext_handshake(
+    config: &Config,
+    peer: &Peer,
+    listen_port: Option<u16>,
+    info: Option<&Info>,
+) -> ExtendedHandshake {
+    let mut extensions = BTreeMap::new();
+    extensions.insert(UT_METADATA.to_owned(), OUR_UT_METADATA);
+    // A 0 withdraws `ut_pex` from a peer told of it before the metadata showed the torrent
+    // is private (`m` is additive across handshakes).
+    let pex = !info.is_some_and(Info::is_private) && config.pex;
+    extensions.insert(UT_PEX.to_owned(), if pex { OUR_UT_PEX } else { 0 });
+    ExtendedHandshake {
+        extensions,
+        client: Some(concat!("ringtorrent ", env!("CARGO_PKG_VERSION")).to_owned()),
+        request_queue: Some(config.max_queued_requests as u32),
+        your_ip: Some(peer.addr.ip()),
+        listen_port,
+        metadata_size: info.map(|i| i.raw().len() as u64),
+        ..Default::default()
+    }
+}
+
+/// Queues an extended message with `payload` under the peer's id for it; returns whether
+/// the driver must be told.
+pub(crate) fn queue_extended(peer: &mut Peer, id: u8, payload: &[u8], now: Time) -> bool {
+    peer.queue(
+        &Message::Extended {
+            id,
+            payload: SplitBytes::single(payload),
+        },
+        now,
+    )
+}
+
+/// Answers a peer's metadata request: the piece when we have the metadata and the peer's
+/// send buffer has room, else a reject (BEP 9). Returns whether the driver must be told.
+pub(crate) fn answer_metadata_request(
+    peer: &mut Peer,
+    info: Option<&Info>,
+    piece: u32,
+    config: &Config,
+    now: Time,
+) -> bool {
+    let Some(id) = peer.ut_metadata.map(|i| i.get()) else {
+        return false;
+    };
+    let raw = info.map(Info::raw).unwrap_or_default();
+    let start = u64::from(piece) * u64::from(METADATA_PIECE_LEN);
+    let mut payload = Vec::new();
+    if info.is_some() && start < raw.len() as u64 && peer.send.len() < config.send_buffer_high {
+        let end = (start + u64::from(METADATA_PIECE_LEN)).min(raw.len() as u64);
+        MetadataMsg::Data {
+            piece,
+            total_size: raw.len() as u64,
+            data: &raw[start as usize..end as usize],
+        }
+        .encode(&mut payload);
+        if config.corrupt_metadata {
+            if let Some(last) = payload.last_mut() {
+                *last ^= 0xff;
+            }
+        }
+    } else {
+        MetadataMsg::Reject { piece }.encode(&mut payload);
+    }
+    queue_extended(peer, id, &payload, now)
+}
+
+/// Peers learned from a `ut_pex` message, at most [`MAX_PEX_PEERS`] of them.
+pub(crate) fn pex_peers(payload: &[u8]) -> Result<Vec<SocketAddr>, Violation> {
+    let msg = PexMsg::decode(payload, MAX_PEX_PEERS).map_err(|_| Violation::BadPex)?;
+    Ok(msg
+        .added
+        .into_iter()
+        .map(|(a, _)| a)
+        .filter(|a| a.port() != 0 && !a.ip().is_unspecified())
+        .collect())
+}
+
+/// Where one metadata piece stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Missing,
+    Requested { peer: PeerKey, at: Time },
+    Have { from: PeerKey },
+}
+
+/// The info dictionary being assembled.
+#[derive(Debug, Default)]
+struct Fetch {
+    /// The size being fetched, taken from the first peer asked; `None` before.
+    size: Option<u32>,
+    buf: Vec<u8>,
+    slots: Vec<Slot>,
+    /// After a mismatch with several contributors: every piece from this one peer.
+    sole: Option<PeerKey>,
+    /// Peers that contributed to a failed attempt, not yet cleared or blamed, in turn.
+    suspects: VecDeque<PeerKey>,
+}
+
+impl Fetch {
+    fn reset(&mut self) {
+        self.size = None;
+        self.buf = Vec::new();
+        self.slots.clear();
+    }
+
+    fn start(&mut self, size: u32) {
+        self.size = Some(size);
+        self.buf = vec![0; size as usize];
+        self.slots = vec![Slot::Missing; size.div_ceil(METADATA_PIECE_LEN) as usize];
+    }
+
+    fn piece_len(&self, piece: u32) -> Option<usize> {
+        let size = self.size?;
+        let start = piece.checked_mul(METADATA_PIECE_LEN)?;
+        (start < size).then(|| (size - start).min(METADATA_PIECE_LEN) as usize)
+    }
+
+    /// The sole source rejected or ignored a request: its attempt is abandoned (so that no
+    /// piece of it mixes with others') and the next suspect gets its turn, this one going to
+    /// the back of the line, so a suspect cannot stall the download by refusing.
+    fn next_suspect(&mut self, peer: PeerKey) {
+        if self.sole == Some(peer) {
+            self.sole = None;
+            self.slots.iter_mut().for_each(|s| *s = Slot::Missing);
+            self.suspects.push_back(peer);
+        }
+    }
+
+    /// Pieces requested from `peer` go back to missing.
+    fn drop_peer(&mut self, peer: PeerKey) {
+        for s in &mut self.slots {
+            if matches!(*s, Slot::Requested { peer: p, .. } if p == peer) {
+                *s = Slot::Missing;
+            }
+        }
+    }
+}
+
+/// A torrent known only by its info hash, fetching its metadata (see the module doc).
+pub(crate) struct MagnetTorrent {
+    pub(crate) id: TorrentId,
+    pub(crate) info_hash: InfoHash,
+    pub(crate) peers: BTreeMap<PeerKey, Peer>,
+    pub(crate) next_key: u32,
+    pub(crate) known: KnownPeers,
+    decoder: Decoder,
+    fetch: Fetch,
+    /// The verified metadata, once it arrived (the torrent waits for `start_torrent`).
+    pub(crate) info: Option<Arc<Info>>,
+    pub(crate) stats: TorrentStats,
+    pub(crate) error: Option<String>,
+}
+
+impl MagnetTorrent {
+    pub(crate) fn new(id: TorrentId, info_hash: InfoHash) -> MagnetTorrent {
+        MagnetTorrent {
+            id,
+            info_hash,
+            peers: BTreeMap::new(),
+            next_key: 0,
+            known: KnownPeers::default(),
+            decoder: Decoder::new(),
+            fetch: Fetch::default(),
+            info: None,
+            stats: TorrentStats::default(),
+            error: None,
+        }
+    }
+
+    pub(crate) fn next_peer_key(&mut self) -> PeerKey {
+        self.next_key += 1;
+        PeerKey(self.next_key)
+    }
+
+    pub(crate) fn has_room(&self, config: &Config) -> bool {
+        self.peers.len() < config.max_peers_per_torrent
+    }
+
+    pub(crate) fn peer_by_id(&self, id: &super::PeerId) -> Option<(PeerKey, bool)> {
+        self.peers
+            .iter()
+            .find(|(_, p)| p.peer_id == *id)
+            .map(|(k, p)| (*k, p.outgoing))
+    }
+
+    pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
+        self.known.is_banned(ip)
+    }
+
+    /// Adds a peer that completed its handshake; sends our extension handshake (nothing else
+    /// can be said before the metadata: BEP 6's `have none` waits, as libtorrent's does).
+    pub(crate) fn attach(
+        &mut self,
+        key: PeerKey,
+        mut peer: Peer,
+        config: &Config,
+        listen_port: Option<u16>,
+        now: Time,
+        out: &mut Outbox,
+    ) {
+        let mut notify = false;
+        if peer.extended {
+            let ext = our_ext_handshake(config, &peer, listen_port, self.info.as_deref());
+            notify |= queue_extended(&mut peer, EXTENDED_HANDSHAKE_ID, &ext.to_bytes(), now);
+        }
+        self.known.connected(peer.addr);
+        out.events.push_back(Event::PeerConnected {
+            torrent: self.id,
+            conn: peer.conn,
+            addr: peer.addr,
+            peer_id: peer.peer_id,
+            outgoing: peer.outgoing,
+        });
+        out.send(peer.conn, notify);
+        self.peers.insert(key, peer);
+    }
+
+    pub(crate) fn close_peer(
+        &mut self,
+        key: PeerKey,
+        reason: CloseReason,
+        config: &Config,
+        now: Time,
+        out: &mut Outbox,
+    ) {
+        let Some(peer) = self.peers.remove(&key) else {
+            return;
+        };
+        self.fetch.drop_peer(key);
+        if self.fetch.sole == Some(key) {
+            self.fetch.sole = None;
+        }
+        self.fetch.suspects.retain(|&k| k != key);
+        *self.stats.closes.entry(reason.name()).or_default() += 1;
+        self.known.closed(peer.addr, &reason, false, config, now);
+        if reason != CloseReason::RemoteClosed {
+            out.actions.push_back(Action::Close { conn: peer.conn });
+        }
+        out.closed.push(peer.conn);
+        out.events.push_back(Event::PeerClosed {
+            torrent: Some(self.id),
+            conn: peer.conn,
+            addr: peer.addr,
+            reason,
+        });
+    }
+
+    pub(crate) fn close_all(
+        &mut self,
+        reason: CloseReason,
+        config: &Config,
+        now: Time,
+        out: &mut Outbox,
+    ) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.close_peer(key, reason.clone(), config, now, out);
+        }
+    }
+
+    pub(crate) fn add_known(&mut self, addrs: &[SocketAddr], now: Time) {
+        self.known.add(addrs, now, MAX_KNOWN_PEERS);
+    }
+
+    pub(crate) fn dial_candidates(
+        &mut self,
+        now: Time,
+        config: &Config,
+        max: usize,
+    ) -> Vec<SocketAddr> {
+        self.known.candidates(now, config, max, self.peers.len())
+    }
+
+    pub(crate) fn dial_failed(&mut self, addr: SocketAddr, config: &Config, now: Time) {
+        self.known.failed(addr, config, now);
+    }
+
+    pub(crate) fn on_sent(&mut self, key: PeerKey, n: usize) {
+        if let Some(peer) = self.peers.get_mut(&key) {
+            peer.send.consume(n);
+            if peer.send.is_empty() {
+                peer.send_notified = false;
+            }
+        }
+    }
+
+    pub(crate) fn take_send(&mut self, key: PeerKey, max: usize) -> Vec<bytes::Bytes> {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return Vec::new();
+        };
+        let chunks = peer.send.take_upto(max);
+        if peer.send.is_empty() {
+            peer.send_notified = false;
+        }
+        chunks
+    }
+
+    /// Handles every whole message in a peer's buffer: extended ones now, the rest kept.
+    pub(crate) fn on_bytes(
+        &mut self,
+        key: PeerKey,
+        data: &[u8],
+        config: &Config,
+        now: Time,
+        out: &mut Outbox,
+    ) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        peer.recv.extend_from_slice(data);
+        if !data.is_empty() {
+            peer.last_recv = now;
+        }
+        loop {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                return;
+            };
+            let (id, payload) = match self.decoder.decode(SplitBytes::single(&peer.recv)) {
+                Err(e) => {
+                    let reason = CloseReason::Violation(Violation::Malformed(e));
+                    return self.close_peer(key, reason, config, now, out);
+                }
+                Ok(Decoded::Incomplete { .. }) => return,
+                Ok(Decoded::Complete { value, consumed }) => match value {
+                    Message::KeepAlive => {
+                        peer.recv.advance(consumed);
+                        continue;
+                    }
+                    Message::Extended { id, payload } => {
+                        let payload = payload.to_vec();
+                        peer.recv.advance(consumed);
+                        (id, payload)
+                    }
+                    _ => {
+                        if peer.replay.len() + consumed > MAX_PRE_METADATA_BUFFER {
+                            let reason = CloseReason::Violation(Violation::PreMetadataFlood);
+                            return self.close_peer(key, reason, config, now, out);
+                        }
+                        peer.replay.extend_from_slice(&peer.recv[..consumed]);
+                        peer.recv.advance(consumed);
+                        continue;
+                    }
+                },
+            };
+            if let Err(v) = self.on_extended(key, id, &payload, config, now, out) {
+                self.close_peer(key, CloseReason::Violation(v), config, now, out);
+            }
+        }
+    }
+
+    fn on_extended(
+        &mut self,
+        key: PeerKey,
+        id: u8,
+        payload: &[u8],
+        config: &Config,
+        now: Time,
+        out: &mut Outbox,
+    ) -> Result<(), Violation> {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return Ok(());
+        };
+        if !peer.extended {
+            return Err(Violation::ExtendedNotNegotiated);
+        }
+        match id {
+            EXTENDED_HANDSHAKE_ID => {
+                let ext = ExtendedHandshake::decode(payload)
+                    .map_err(|_| Violation::BadExtendedHandshake)?;
+                peer.apply_ext_handshake(&ext);
+                if peer
+                    .metadata_size
+                    .is_some_and(|s| s == 0 || s > MAX_METADATA_SIZE)
+                {
+                    return Err(Violation::BadMetadataSize);
+                }
+                self.fill(now, out);
+            }
+            OUR_UT_METADATA => match MetadataMsg::decode(payload) {
+                Err(_) => return Err(Violation::BadMetadata),
+                Ok(None) => {}
+                Ok(Some(MetadataMsg::Request { piece })) => {
+                    let notify =
+                        answer_metadata_request(peer, self.info.as_deref(), piece, config, now);
+                    out.send(peer.conn, notify);
+                }
+                Ok(Some(MetadataMsg::Reject { piece })) => {
+                    let slot = self.fetch.slots.get_mut(piece as usize);
+                    if let Some(s @ Slot::Requested { .. }) = slot {
+                        if matches!(*s, Slot::Requested { peer: p, .. } if p == key) {
+                            *s = Slot::Missing;
+                            peer.meta_requests = peer.meta_requests.saturating_sub(1);
+                            peer.meta_backoff = Some(now + config.metadata_request_timeout);
+                            self.fetch.next_suspect(key);
+                        }
+                    }
+                    self.fill(now, out);
+                }
+                Ok(Some(MetadataMsg::Data {
+                    piece,
+                    total_size,
+                    data,
+                })) => self.on_data(key, piece, total_size, data, config, now, out)?,
+            },
+            OUR_UT_PEX => {
+                let addrs = pex_peers(payload)?;
+                self.add_known(&addrs, now);
+            }
+            // BEP 10: messages under ids we never assigned are ignored.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_data(
+        &mut self,
+        key: PeerKey,
+        piece: u32,
+        total_size: u64,
+        data: &[u8],
+        config: &Config,
+        now: Time,
+        out: &mut Outbox,
+    ) -> Result<(), Violation> {
+        let requested = matches!(
+            self.fetch.slots.get(piece as usize),
+            Some(Slot::Requested { peer, .. }) if *peer == key
+        );
+        if !requested {
+            // Unasked for, answered after a time-out, or after we finished: ignored.
+            return Ok(());
+        }
+        if Some(total_size) != self.fetch.size.map(u64::from)
+            || self.fetch.piece_len(piece) != Some(data.len())
+        {
+            return Err(Violation::BadMetadata);
+        }
+        let start = piece as usize * METADATA_PIECE_LEN as usize;
+        self.fetch.buf[start..start + data.len()].copy_from_slice(data);
+        self.fetch.slots[piece as usize] = Slot::Have { from: key };
+        if let Some(peer) = self.peers.get_mut(&key) {
+            peer.meta_requests = peer.meta_requests.saturating_sub(1);
+        }
+        if self
+            .fetch
+            .slots
+            .iter()
+            .all(|s| matches!(s, Slot::Have { .. }))
+        {
+            self.assembled(config, now, out);
+        } else {
+            self.fill(now, out);
+        }
+        Ok(())
+    }
+
+    /// Every piece is in: verify, then either finish or find whom to blame.
+    fn assembled(&mut self, config: &Config, now: Time, out: &mut Outbox) {
+        let digest: [u8; 20] = Sha1::digest(&self.fetch.buf).into();
+        if digest == *self.info_hash.as_bytes() {
+            match Info::from_bytes(&self.fetch.buf) {
+                Ok(info) => {
+                    let info = Arc::new(info);
+                    self.info = Some(info.clone());
+                    out.events.push_back(Event::MetadataReceived {
+                        torrent: self.id,
+                        info: info.clone(),
+                    });
+                    // Peers that asked before we had it may ask again; tell every peer
+                    // our size now.
+                    for peer in self.peers.values_mut() {
+                        if peer.extended {
+                            let mut ext = our_ext_handshake(config, peer, None, Some(&info));
+                            ext.client = None;
+                            let notify =
+                                queue_extended(peer, EXTENDED_HANDSHAKE_ID, &ext.to_bytes(), now);
+                            out.send(peer.conn, notify);
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The hash matches, so this is the torrent the user asked for, and it is
+                    // invalid: nothing to retry.
+                    let error = format!("the torrent's metadata is invalid: {e}");
+                    self.error = Some(error.clone());
+                    out.events.push_back(Event::TorrentError {
+                        torrent: self.id,
+                        error,
+                    });
+                }
+            }
+            self.fetch.reset();
+            return;
+        }
+        let contributors: BTreeSet<PeerKey> = self
+            .fetch
+            .slots
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Have { from } => Some(*from),
+                _ => None,
+            })
+            .collect();
+        self.stats.hash_failures += 1;
+        self.stats.corrupt += u64::from(self.fetch.size.unwrap_or(0));
+        self.fetch.reset();
+        if contributors.len() == 1 {
+            let culprit = *contributors.first().expect("one contributor");
+            self.fetch.sole = None;
+            if let Some(peer) = self.peers.get(&culprit) {
+                let addr = peer.addr;
+                self.known.ban(addr.ip());
+                self.stats.banned += 1;
+                out.events.push_back(Event::PeerBanned {
+                    torrent: self.id,
+                    addr,
+                });
+            }
+            let reason = CloseReason::Violation(Violation::CorruptMetadata);
+            self.close_peer(culprit, reason, config, now, out);
+        } else {
+            self.fetch.suspects = contributors.into_iter().collect();
+            self.fetch.sole = None;
+        }
+        self.fill(now, out);
+    }
+
+    /// Asks peers for missing metadata pieces.
+    fn fill(&mut self, now: Time, out: &mut Outbox) {
+        if self.info.is_some() || self.error.is_some() {
+            return;
+        }
+        let usable = |p: &Peer, size: Option<u32>| {
+            p.ut_metadata.is_some()
+                && p.metadata_size.is_some()
+                && size.is_none_or(|s| p.metadata_size == Some(u64::from(s)))
+                && p.meta_backoff.is_none_or(|t| t <= now)
+        };
+        // Nothing received and no one left who agrees on the size: take another's size.
+        let busy = self.fetch.slots.iter().any(|s| !matches!(s, Slot::Missing));
+        if !busy && !self.peers.values().any(|p| usable(p, self.fetch.size)) {
+            self.fetch.reset();
+        }
+        // Blame mode: every piece from one suspect at a time.
+        self.fetch.suspects.retain(|k| self.peers.contains_key(k));
+        if self.fetch.sole.is_none() && !busy {
+            self.fetch.sole = self.fetch.suspects.pop_front();
+        }
+        let sole = self.fetch.sole;
+        // Requests in flight per peer, counted from the pieces (the one source of truth).
+        for (key, peer) in self.peers.iter_mut() {
+            peer.meta_requests = self
+                .fetch
+                .slots
+                .iter()
+                .filter(|s| matches!(s, Slot::Requested { peer, .. } if peer == key))
+                .count() as u32;
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            if sole.is_some_and(|s| s != key) {
+                continue;
+            }
+            let peer = self.peers.get_mut(&key).expect("listed above");
+            if !usable(peer, self.fetch.size) {
+                continue;
+            }
+            if self.fetch.size.is_none() {
+                let size = peer.metadata_size.expect("usable") as u32;
+                self.fetch.start(size);
+            }
+            let Some(id) = peer.ut_metadata.map(|i| i.get()) else {
+                continue;
+            };
+            let mut notify = false;
+            for (piece, slot) in self.fetch.slots.iter_mut().enumerate() {
+                if peer.meta_requests >= METADATA_REQUESTS_PER_PEER {
+                    break;
+                }
+                if *slot == Slot::Missing {
+                    *slot = Slot::Requested { peer: key, at: now };
+                    peer.meta_requests += 1;
+                    let mut payload = Vec::new();
+                    MetadataMsg::Request {
+                        piece: piece as u32,
+                    }
+                    .encode(&mut payload);
+                    notify |= queue_extended(peer, id, &payload, now);
+                }
+            }
+            out.send(peer.conn, notify);
+        }
+    }
+
+    /// Housekeeping: inactivity, keep-alives, metadata requests that timed out.
+    pub(crate) fn tick(&mut self, config: &Config, now: Time, out: &mut Outbox) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            if now.saturating_since(peer.last_recv) >= config.inactivity_timeout {
+                self.close_peer(key, CloseReason::Inactive, config, now, out);
+                continue;
+            }
+            if now.saturating_since(peer.last_send) >= config.keepalive_interval {
+                let notify = peer.queue(&Message::KeepAlive, now);
+                out.send(peer.conn, notify);
+            }
+        }
+        let mut slow = Vec::new();
+        for slot in &mut self.fetch.slots {
+            if let Slot::Requested { peer, at } = *slot {
+                if now.saturating_since(at) >= config.metadata_request_timeout {
+                    *slot = Slot::Missing;
+                    slow.push(peer);
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.meta_requests = p.meta_requests.saturating_sub(1);
+                        p.meta_backoff = Some(now + config.metadata_request_timeout);
+                    }
+                }
+            }
+        }
+        for key in slow {
+            self.fetch.next_suspect(key);
+        }
+        self.fill(now, out);
+    }
+}

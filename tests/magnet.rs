@@ -1,0 +1,201 @@
+//! Magnet links on real sockets over 127.0.0.1: ringtorrent fetching the metadata (BEP 9)
+//! from a libtorrent seed by `x.pe` and `--peer` and then the data, byte-identical; `info` on
+//! a magnet; and two ringtorrent leechers that only knew their seed finding each other by
+//! peer exchange (BEP 11). Every started process is ended by PID.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{info_json, ringtorrent, run_bounded, run_ok, support, write_payload, write_tree};
+
+/// A child process ended by PID when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_with_first_line(cmd: &mut Command) -> (Guard, String) {
+    let mut child = Guard(cmd.stdout(Stdio::piped()).spawn().unwrap());
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
+}
+
+fn same_tree(a: &Path, b: &Path) {
+    let mut files = Vec::new();
+    collect(a, a, &mut files);
+    assert!(!files.is_empty());
+    for rel in files {
+        let x = std::fs::read(a.join(&rel)).unwrap();
+        let y = std::fs::read(b.join(&rel))
+            .unwrap_or_else(|e| panic!("{}: {e}", b.join(&rel).display()));
+        assert!(x == y, "{} differs", rel.display());
+    }
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            collect(root, &p, out);
+        } else {
+            out.push(p.strip_prefix(root).unwrap().to_path_buf());
+        }
+    }
+}
+
+/// Runs `ringtorrent download` of `what` into `out`; fails the test if it fails, and returns
+/// its stderr.
+fn download(what: &str, out: &Path, state: &Path, extra: &[&str]) -> String {
+    let result = run_bounded(
+        ringtorrent()
+            .arg("download")
+            .arg(what)
+            .arg("-o")
+            .arg(out)
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--bind", "127.0.0.1", "--timeout", "60"])
+            .args(extra),
+        Duration::from_secs(90),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr).into_owned();
+    assert!(result.status.success(), "{stderr}");
+    stderr
+}
+
+#[test]
+fn magnet_from_a_libtorrent_seed_by_x_pe_and_by_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_tree(&data.join("tree"));
+    write_payload(&data.join("tree/big.bin"), 3_000_017, 51);
+    let torrent = dir.path().join("tree.torrent");
+    run_ok(
+        ringtorrent()
+            .arg("create")
+            .arg(data.join("tree"))
+            .args(["-l", "32K", "-o"])
+            .arg(&torrent),
+    );
+    let hash = info_json(&torrent)["info_hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_seed, line) = start_with_first_line(
+        Command::new("/usr/bin/python3")
+            .arg(support("lt_seed.py"))
+            .arg(&torrent)
+            .arg(&data)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let seed: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = format!("127.0.0.1:{}", seed["port"]);
+
+    // `info` fetches and shows the metadata, as for the .torrent file.
+    let magnet = format!("magnet:?xt=urn:btih:{hash}");
+    let shown = run_ok(ringtorrent().args([
+        "info",
+        "--json",
+        &magnet,
+        "--peer",
+        &addr,
+        "--timeout",
+        "30",
+    ]));
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let file = info_json(&torrent);
+    for key in ["name", "info_hash", "total_length", "piece_count", "files"] {
+        assert_eq!(shown[key], file[key], "{key}");
+    }
+
+    // By x.pe, then by --peer: metadata then data, byte for byte.
+    let with_pe = format!("{magnet}&dn=tree&x.pe={addr}");
+    let out = dir.path().join("out-pe");
+    let said = download(
+        &with_pe,
+        &out,
+        &dir.path().join("state-pe"),
+        &["--threads", "1"],
+    );
+    assert!(said.contains("fetching the metadata"), "{said}");
+    same_tree(&data, &out);
+    let out = dir.path().join("out-peer");
+    download(
+        &magnet,
+        &out,
+        &dir.path().join("state-peer"),
+        &["--peer", &addr],
+    );
+    same_tree(&data, &out);
+}
+
+#[test]
+fn leechers_that_only_knew_the_seed_find_each_other_by_pex() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_payload(&data.join("p.bin"), 3_000_000, 52);
+    let torrent = dir.path().join("p.torrent");
+    run_ok(
+        ringtorrent()
+            .arg("create")
+            .arg(data.join("p.bin"))
+            .args(["-l", "64K", "-o"])
+            .arg(&torrent),
+    );
+    let hash = info_json(&torrent)["info_hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A slow seed, so that the leechers are still downloading when PEX introduces them.
+    let (_seed, line) = start_with_first_line(
+        ringtorrent()
+            .arg("seed")
+            .arg(&torrent)
+            .arg(&data)
+            .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "60"])
+            .args(["--threads", "1", "--upload-limit", "400K"])
+            .arg("--state-dir")
+            .arg(dir.path().join("state-seed"))
+            .stderr(Stdio::null()),
+    );
+    let seed = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    let magnet = format!("magnet:?xt=urn:btih:{hash}");
+    let leech = |name: &str| {
+        let out = dir.path().join(name);
+        let state = dir.path().join(format!("state-{name}"));
+        let magnet = magnet.clone();
+        let seed = seed.clone();
+        std::thread::spawn(move || {
+            let said = download(&magnet, &out, &state, &["--peer", &seed, "--threads", "1"]);
+            (out, said)
+        })
+    };
+    let a = leech("a");
+    std::thread::sleep(Duration::from_millis(300));
+    let b = leech("b");
+    let (a_out, a_said) = a.join().unwrap();
+    let (b_out, b_said) = b.join().unwrap();
+    same_tree(&data, &a_out);
+    same_tree(&data, &b_out);
+    // Each progress line names the peers connected: at some point the seed and the other.
+    assert!(
+        a_said.contains(" 2 peers") || b_said.contains(" 2 peers"),
+        "{a_said}\n{b_said}"
+    );
+}
