@@ -1,0 +1,82 @@
+#!/usr/bin/python3
+"""Load every .torrent of a folder into one libtorrent 2.0 session, for the seedbox scale
+benchmark (scripts/bench-serve-scale.sh).
+
+Usage: lt_load.py TORRENTS_DIR DATA_DIR [--check]
+
+Each torrent is added with its data in DATA_DIR; without --check in seed mode (libtorrent
+trusts the data, as ringtorrent trusts resume data on a restart), with --check the data is
+hashed first. TCP only on 127.0.0.1, no DHT, LSD, UPnP or NAT-PMP. When every torrent is added
+(and, with --check, checked) it prints one JSON line {"torrents": N, "seconds": S,
+"rss_kib": R} where S runs from the start of the script's work and R is the process's
+resident memory, then exits.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import libtorrent as lt
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("torrents_dir")
+    parser.add_argument("data_dir")
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    start = time.monotonic()
+    ses = lt.session({
+        "listen_interfaces": "127.0.0.1:0",
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "alert_mask": lt.alert.category_t.error_notification,
+        # Every torrent active, as a seedbox runs them (libtorrent queues beyond 8 by default).
+        "active_limit": -1,
+        "active_seeds": -1,
+        "active_downloads": -1,
+        "active_checking": 2,
+    })
+    names = sorted(n for n in os.listdir(args.torrents_dir) if n.endswith(".torrent"))
+    for n in names:
+        p = lt.add_torrent_params()
+        p.ti = lt.torrent_info(os.path.join(args.torrents_dir, n))
+        p.save_path = args.data_dir
+        if not args.check:
+            p.flags |= lt.torrent_flags.seed_mode
+        # Started at once, not queued (libtorrent adds torrents paused and auto-managed).
+        p.flags &= ~lt.torrent_flags.auto_managed
+        p.flags &= ~lt.torrent_flags.paused
+        ses.async_add_torrent(p)
+    deadline = start + 3600
+    while True:
+        handles = ses.get_torrents()
+        if len(handles) == len(names):
+            states = [h.status().state for h in handles] if args.check else []
+            if not args.check or all(s == lt.torrent_status.seeding for s in states):
+                break
+        if time.monotonic() > deadline:
+            print("lt_load.py: not all torrents loaded in time", file=sys.stderr)
+            sys.exit(1)
+        ses.wait_for_alert(100)
+        ses.pop_alerts()
+    seconds = time.monotonic() - start
+    print(json.dumps({"torrents": len(names), "seconds": seconds, "rss_kib": rss_kib()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
