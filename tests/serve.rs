@@ -213,8 +213,9 @@ fn the_api_adds_lists_limits_pauses_resumes_and_removes() {
             "POST",
             "/torrents".to_string(),
             br#"{"magnet": "magnet:?xt=urn:btih:00"}"#,
-            501,
+            400,
         ),
+        ("POST", "/torrents".to_string(), br#"{"magnet": 7}"#, 400),
         ("DELETE", format!("/torrents/{unknown}"), b"", 404),
         ("GET", "/nowhere".to_string(), b"", 404),
     ] {
@@ -435,5 +436,57 @@ fn a_torrent_whose_data_vanished_is_held_with_the_reason() {
     let (_, v) = serve.json("GET", &format!("/torrents/{hash_b}"), b"");
     assert_eq!(v["state"], "seeding", "{v}");
     assert_eq!(v["error"], serde_json::Value::Null);
+    assert!(serve.stop().success());
+}
+
+/// A magnet link added through the API: the seedbox fetches the metadata from the link's
+/// peer, then the data, and keeps it as a torrent (a restart loads it from the state folder).
+#[test]
+fn a_magnet_link_added_through_the_api_is_fetched_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed_dir = dir.path().join("seed");
+    let (t, hash) = torrent(&seed_dir, "magnet.bin", 700_001, 6);
+    let port = common::interop::free_port();
+    let mut seed = ringtorrent()
+        .arg("seed")
+        .arg(&t)
+        .arg(seed_dir.join("data"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--duration",
+            "60",
+        ])
+        .arg("--state-dir")
+        .arg(seed_dir.join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(common::interop::wait_listening(
+        port,
+        Duration::from_secs(30)
+    ));
+    let serve = Serve::start(dir.path(), &[]);
+    let uri = format!("magnet:?xt=urn:btih:{hash}&dn=magnet.bin&x.pe=127.0.0.1:{port}");
+    let body = serde_json::json!({ "magnet": uri }).to_string();
+    let (status, v) = serve.json("POST", "/torrents", body.as_bytes());
+    assert_eq!(status, 201, "{v}");
+    let done = eventually(Duration::from_secs(30), || {
+        serve.json("GET", &format!("/torrents/{hash}"), b"").1["state"] == "seeding"
+    });
+    let _ = seed.kill();
+    let _ = seed.wait();
+    assert!(done, "{}", serve.log());
+    assert_eq!(
+        std::fs::read(dir.path().join("data/magnet.bin")).unwrap(),
+        std::fs::read(seed_dir.join("data/magnet.bin")).unwrap()
+    );
+    assert!(serve.stop().success());
+    let serve = Serve::start(dir.path(), &[]);
+    let (_, v) = serve.json("GET", &format!("/torrents/{hash}"), b"");
+    assert_eq!(v["state"], "seeding", "kept as a torrent: {v}");
     assert!(serve.stop().success());
 }

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!   GET    /torrents                     every torrent's status
-//!   POST   /torrents                     add: the body is a .torrent file
+//!   POST   /torrents                     add: the body is a .torrent file, or
+//!                                        {"magnet": "magnet:?xt=..."}
 //!   GET    /torrents/<hash>              one torrent
 //!   DELETE /torrents/<hash>[?delete_data=true]
 //!   POST   /torrents/<hash>/pause        out of the session, data and state kept
@@ -15,7 +16,7 @@
 //! ```
 //!
 //! Errors are JSON `{"error": "..."}` with 400 (malformed request), 404 (unknown route or
-//! torrent), 409 (already added), 413 (body too large), 501 (magnet links, not yet) or 500.
+//! torrent), 409 (already added), 413 (body too large) or 500.
 
 use std::io::Read;
 use std::sync::mpsc;
@@ -153,10 +154,20 @@ pub fn handle(engine: &mut Engine, req: Request) -> Response {
             if req.body.first() == Some(&b'{') {
                 return match serde_json::from_slice::<Value>(&req.body) {
                     Err(e) => Response::error(400, format!("malformed JSON: {e}")),
-                    Ok(v) if v.get("magnet").is_some() => {
-                        Response::error(501, "magnet links are not supported yet")
-                    }
-                    Ok(_) => Response::error(400, "send a .torrent file as the body"),
+                    Ok(v) if v.get("magnet").is_some() => match v["magnet"].as_str() {
+                        None => Response::error(400, "`magnet` must be a string"),
+                        Some(uri) => match engine.add_magnet(uri) {
+                            Ok(hash) => Response::json(201, json!({ "info_hash": hash.to_hex() })),
+                            Err(e) if e.to_string().starts_with("not a valid magnet") => {
+                                Response::error(400, format!("{e:#}"))
+                            }
+                            Err(e) => failure(e),
+                        },
+                    },
+                    Ok(_) => Response::error(
+                        400,
+                        "send a .torrent file as the body, or {\"magnet\": \"magnet:?...\"}",
+                    ),
                 };
             }
             let settings = Settings {

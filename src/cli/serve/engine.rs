@@ -146,6 +146,14 @@ pub struct Metrics {
     pub torrents_paused: u64,
 }
 
+/// A torrent added by magnet link whose metadata has not arrived yet.
+struct PendingMagnet {
+    name: Option<String>,
+    trackers: Vec<String>,
+    shard: u32,
+    id: TorrentId,
+}
+
 /// The engine: loops, disk pool and the torrent registry.
 pub struct Engine {
     loops: Vec<LoopThread>,
@@ -158,6 +166,8 @@ pub struct Engine {
     trackers: Trackers,
     /// Last known progress of each active torrent, for the trackers.
     progress: BTreeMap<InfoHash, Progress>,
+    /// Torrents added by magnet link, fetching their metadata.
+    magnets: BTreeMap<InfoHash, PendingMagnet>,
 }
 
 fn now_unix() -> u64 {
@@ -224,6 +234,7 @@ impl Engine {
             backend,
             trackers,
             progress: BTreeMap::new(),
+            magnets: BTreeMap::new(),
         })
     }
 
@@ -385,6 +396,158 @@ impl Engine {
         Ok(hash)
     }
 
+    /// Adds a torrent by magnet link: its loop fetches the metadata from the link's peers
+    /// (`x.pe`), its trackers (`tr`) and peer exchange; [`Engine::poll_magnets`] then opens its
+    /// storage and starts it as if its .torrent had been added. Kept in the state folder as
+    /// `<hash>.magnet` until then.
+    pub fn add_magnet(&mut self, uri: &str) -> Result<InfoHash> {
+        let magnet = ringtorrent::metainfo::magnet::Magnet::parse(uri)
+            .map_err(|e| anyhow!("not a valid magnet link: {e}"))?;
+        let hash = magnet.info_hash;
+        if self.torrents.contains_key(&hash) || self.magnets.contains_key(&hash) {
+            bail!(AlreadyAdded(hash));
+        }
+        let peers = super::super::transfer::magnet_peers(&magnet);
+        let shard = shard::shard_of(&hash, self.loops.len());
+        let id = self
+            .call(shard, move |d| {
+                let now = d.now();
+                let id = d.session().add_magnet(hash, now)?;
+                d.session().add_peers(id, &peers, now);
+                Some(id)
+            })?
+            .ok_or_else(|| anyhow!("the session refused the magnet link"))?;
+        self.route(hash, shard, true);
+        let path = self.magnet_path(&hash);
+        std::fs::write(&path, uri).with_context(|| format!("cannot write {}", path.display()))?;
+        let tiers = [magnet.trackers.clone()];
+        self.trackers.add(
+            hash,
+            if magnet.trackers.is_empty() {
+                &[]
+            } else {
+                &tiers
+            },
+            // Unknown size: announce as a leecher with something left.
+            Progress {
+                uploaded: 0,
+                downloaded: 0,
+                left: 1,
+            },
+        );
+        tracing::info!("added magnet {hash}; fetching its metadata");
+        self.magnets.insert(
+            hash,
+            PendingMagnet {
+                name: magnet.display_name.clone(),
+                trackers: magnet.trackers,
+                shard,
+                id,
+            },
+        );
+        Ok(hash)
+    }
+
+    fn magnet_path(&self, hash: &InfoHash) -> PathBuf {
+        self.state_dir
+            .join("torrents")
+            .join(format!("{}.magnet", hash.to_hex()))
+    }
+
+    /// Starts the magnet torrents whose metadata has arrived: a .torrent is written to the
+    /// state folder, storage opened (resume data or a check, as for any torrent) and the
+    /// torrent started in place, keeping its peers.
+    pub fn poll_magnets(&mut self) {
+        let ready: Vec<(InfoHash, Arc<Info>)> = self
+            .magnets
+            .iter()
+            .filter_map(|(hash, m)| {
+                let id = m.id;
+                let info = self
+                    .call(m.shard, move |d| d.session().metadata(id))
+                    .ok()
+                    .flatten()?;
+                Some((*hash, info))
+            })
+            .collect();
+        for (hash, info) in ready {
+            if let Err(e) = self.start_magnet(hash, info) {
+                tracing::warn!("magnet {hash}: cannot start: {e:#}");
+            }
+        }
+    }
+
+    fn start_magnet(&mut self, hash: InfoHash, info: Arc<Info>) -> Result<()> {
+        let m = self.magnets.remove(&hash).expect("pending");
+        // The .torrent a user would have added: the verified info dictionary and the link's
+        // trackers (keys in bencode's order: announce-list before info).
+        let mut bytes = b"d".to_vec();
+        if !m.trackers.is_empty() {
+            bytes.extend_from_slice(b"13:announce-listll");
+            for t in &m.trackers {
+                bytes.extend_from_slice(format!("{}:", t.len()).as_bytes());
+                bytes.extend_from_slice(t.as_bytes());
+            }
+            bytes.extend_from_slice(b"ee");
+        }
+        bytes.extend_from_slice(b"4:info");
+        bytes.extend_from_slice(info.raw());
+        bytes.push(b'e');
+        let path = self.torrent_path(&hash);
+        std::fs::write(&path, &bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        let _ = std::fs::remove_file(self.magnet_path(&hash));
+        let settings = Settings {
+            source: "api".into(),
+            added: now_unix(),
+            ..Settings::default()
+        };
+        self.save_settings(&hash, &settings)?;
+        let storage = Arc::new(
+            Storage::open(info.clone(), &self.data_dir, OpenMode::Create).with_context(|| {
+                format!(
+                    "cannot open {}'s files under {}",
+                    info.name(),
+                    self.data_dir.display()
+                )
+            })?,
+        );
+        let (have, checked) = self.restore(&storage)?;
+        let id = m.id;
+        let count = have.count();
+        let attach = storage.clone();
+        let started = self.call(m.shard, move |d| {
+            let now = d.now();
+            let ok = d.session().start_torrent(id, &have, now);
+            if ok {
+                d.attach_storage(id, attach);
+            }
+            ok
+        })?;
+        if !started {
+            bail!("the session could not start it");
+        }
+        tracing::info!("magnet {hash}: metadata received, {} started", info.name());
+        self.torrents.insert(
+            hash,
+            Entry {
+                trackers: if m.trackers.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![m.trackers.clone()]
+                },
+                info,
+                storage,
+                shard: m.shard,
+                id: Some(id),
+                settings,
+                saved: if checked { u32::MAX } else { count },
+                problem: None,
+            },
+        );
+        Ok(())
+    }
+
     /// The pieces storage holds verified: from resume data when it is still true, else by
     /// hashing the data (unless every file was just created, so holds nothing). The flag says
     /// whether the data was hashed (so resume data is due).
@@ -534,6 +697,17 @@ impl Engine {
     /// Removes a torrent from the session and the state folder; with `delete_data`, its files
     /// too.
     pub fn remove(&mut self, hash: InfoHash, delete_data: bool) -> Result<()> {
+        if let Some(m) = self.magnets.remove(&hash) {
+            self.trackers.remove(hash);
+            self.route(hash, m.shard, false);
+            let id = m.id;
+            self.call(m.shard, move |d| {
+                let now = d.now();
+                d.session().remove_torrent(id, now);
+            })?;
+            let _ = std::fs::remove_file(self.magnet_path(&hash));
+            return Ok(());
+        }
         if !self.torrents.contains_key(&hash) {
             bail!(UnknownTorrent(hash));
         }
@@ -589,6 +763,21 @@ impl Engine {
             .collect();
         paths.sort();
         let mut loaded = 0;
+        let mut magnets: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "magnet"))
+            .collect();
+        magnets.sort();
+        for path in magnets {
+            let result = std::fs::read_to_string(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|uri| self.add_magnet(uri.trim()));
+            match result {
+                Ok(_) => loaded += 1,
+                Err(e) => tracing::warn!("{}: not loaded: {e:#}", path.display()),
+            }
+        }
         for path in paths {
             let settings: Settings = std::fs::read(path.with_extension("json"))
                 .ok()
@@ -614,17 +803,31 @@ impl Engine {
                 by_shard.insert((shard, l.id), l);
             }
         }
-        self.torrents
+        let mut all: Vec<Status> = self
+            .torrents
             .iter()
             .map(|(hash, e)| {
                 let live = e.id.and_then(|id| by_shard.get(&(e.shard, id)));
                 status(hash, e, live)
             })
-            .collect()
+            .collect();
+        all.extend(self.magnets.iter().map(|(hash, m)| {
+            let live = by_shard.get(&(m.shard, m.id));
+            magnet_status(hash, m, live)
+        }));
+        all
     }
 
     /// One torrent's status.
     pub fn get(&self, hash: InfoHash) -> Result<Status> {
+        if let Some(m) = self.magnets.get(&hash) {
+            let id = m.id;
+            let live = self
+                .call(m.shard, collect_live)?
+                .into_iter()
+                .find(|l| l.id == id);
+            return Ok(magnet_status(&hash, m, live.as_ref()));
+        }
         let e = self.torrents.get(&hash).ok_or(UnknownTorrent(hash))?;
         let live = match e.id {
             Some(id) => self
@@ -821,6 +1024,27 @@ impl Engine {
                 tracing::warn!("an event loop ended badly: {e}");
             }
         }
+    }
+}
+
+fn magnet_status(hash: &InfoHash, m: &PendingMagnet, live: Option<&Live>) -> Status {
+    Status {
+        info_hash: hash.to_hex(),
+        name: m.name.clone().unwrap_or_else(|| hash.to_hex()),
+        size: 0,
+        pieces: 0,
+        pieces_have: 0,
+        progress: 0.0,
+        state: "metadata",
+        download_rate: 0,
+        upload_rate: 0,
+        downloaded: 0,
+        uploaded: 0,
+        peers: live.map_or(0, |l| l.peers),
+        upload_limit: None,
+        download_limit: None,
+        source: "magnet".into(),
+        error: None,
     }
 }
 

@@ -220,6 +220,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let mut next_scan = Instant::now();
     let mut next_save = Instant::now() + Duration::from_secs(60);
     let mut next_progress = Instant::now();
+    let mut next_magnets = Instant::now();
     loop {
         if super::transfer::interrupted() {
             break;
@@ -231,6 +232,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
             }
         }
         engine.pump_trackers(Instant::now() >= next_progress);
+        if Instant::now() >= next_magnets {
+            next_magnets = Instant::now() + Duration::from_millis(250);
+            engine.poll_magnets();
+        }
         if Instant::now() >= next_progress {
             next_progress = Instant::now() + Duration::from_secs(5);
         }
