@@ -35,7 +35,8 @@ io = "auto"
 log = "info"
 
 [limits]
-# Connections across the session, handshaking ones included.
+# Connections across the session, handshaking ones included (split evenly between the
+# event loops).
 max_connections = 20000
 # Connections per torrent.
 max_peers_per_torrent = 200
@@ -45,7 +46,8 @@ upload_slots = 4
 # "unlimited" (every interested peer: for an uplink larger than the slots can take).
 seed_choke = "round-robin"
 # Session-wide rate limits in bytes per second, with K/M/G suffixes (powers of 1024);
-# "" means unlimited. Per-torrent limits are set through the API.
+# "" means unlimited. Each event loop gets an equal share (torrents are spread evenly over
+# the loops by info hash). Per-torrent limits are set through the API.
 upload_rate = ""
 download_rate = ""
 "#;

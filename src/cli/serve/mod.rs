@@ -182,11 +182,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let backend = super::transfer::backend(c.io_backend()?)?;
     let listen: SocketAddr = c.listen.parse().expect("checked");
     let (up, down) = c.rates()?;
+    let threads = super::driver::threads(c.threads);
+    // Each loop runs its own session, so session-wide limits and connection counts are
+    // split evenly between the loops (torrents spread evenly by info hash).
+    let share = |v: u64| (v / threads as u64).max(1);
     let mut core = Config {
-        max_connections: c.limits.max_connections,
+        max_connections: (c.limits.max_connections / threads).max(1),
         max_peers_per_torrent: c.limits.max_peers_per_torrent,
-        upload_rate_limit: up,
-        download_rate_limit: down,
+        upload_rate_limit: up.map(share),
+        download_rate_limit: down.map(share),
         ..Config::default()
     };
     core.choker.upload_slots = c.limits.upload_slots.max(1);
@@ -195,7 +199,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let state_dir = ServeConfig::path(&c.state_dir);
     let watch_dir = (!c.watch_dir.is_empty()).then(|| ServeConfig::path(&c.watch_dir));
     let started = Instant::now();
-    let threads = super::driver::threads(c.threads);
     let mut engine = Engine::start(backend, threads, listen, core, data_dir.clone(), state_dir)?;
     let (calls, api_addr) = api::start(&c.api)?;
     let loaded = engine.load_state()?;
