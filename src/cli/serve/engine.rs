@@ -320,12 +320,25 @@ impl Engine {
     /// Adds a torrent from its file's bytes: stored in the state folder, its data opened (or
     /// created) under the data folder, resume data trusted if every file is as recorded,
     /// otherwise the data checked, then served (unless `settings.paused`).
-    pub fn add(&mut self, bytes: &[u8], mut settings: Settings) -> Result<InfoHash> {
+    pub fn add(&mut self, bytes: &[u8], settings: Settings) -> Result<InfoHash> {
+        let (hash, have) = self.register(bytes, settings)?;
+        if !self.torrents[&hash].settings.paused {
+            if let Err(e) = self.activate_many(vec![(hash, have)]) {
+                self.torrents.remove(&hash);
+                return Err(e);
+            }
+        }
+        Ok(hash)
+    }
+
+    /// Everything of [`Engine::add`] but putting the torrent in its loop's session: returns
+    /// the pieces it has, for [`Engine::activate_many`] (unless it is paused).
+    fn register(&mut self, bytes: &[u8], mut settings: Settings) -> Result<(InfoHash, Bitfield)> {
         let torrent = Torrent::from_bytes(bytes).context("not a valid torrent")?;
         let tiers = torrent.trackers.clone();
         let info = Arc::new(torrent.info);
         let hash = info.info_hash();
-        if self.torrents.contains_key(&hash) {
+        if self.torrents.contains_key(&hash) || self.magnets.contains_key(&hash) {
             bail!(AlreadyAdded(hash));
         }
         // A torrent that had data here (it is in the state folder and has resume data) whose
@@ -381,19 +394,13 @@ impl Engine {
             problem,
         };
         self.torrents.insert(hash, entry);
-        if !self.torrents[&hash].settings.paused {
-            if let Err(e) = self.activate(hash, have) {
-                self.torrents.remove(&hash);
-                return Err(e);
-            }
-        }
         tracing::info!(
             "added {} ({hash}), {} of {} pieces verified",
             info.name(),
-            self.torrents[&hash].saved,
+            have.count(),
             info.lengths().piece_count()
         );
-        Ok(hash)
+        Ok((hash, have))
     }
 
     /// Adds a torrent by magnet link: its loop fetches the metadata from the link's peers
@@ -577,36 +584,79 @@ impl Engine {
         Ok((report.verified(storage.info().lengths()), true))
     }
 
-    /// Puts a registered torrent into its loop's session.
-    fn activate(&mut self, hash: InfoHash, have: Bitfield) -> Result<()> {
-        let entry = &self.torrents[&hash];
-        let (info, storage, shard) = (entry.info.clone(), entry.storage.clone(), entry.shard);
-        let (up, down) = (entry.settings.upload_limit, entry.settings.download_limit);
-        let id = self.call(shard, move |d| {
-            let now = d.now();
-            let id = d.session().add_torrent(info, &have, now)?;
-            d.session().set_rate_limits(id, up, down, now);
-            d.attach_storage(id, storage);
-            Some(id)
-        })?;
-        let id = id.ok_or_else(|| anyhow!("the session refused the torrent"))?;
-        self.route(hash, shard, true);
-        if let Some(e) = self.torrents.get_mut(&hash) {
-            e.id = Some(id);
-            let piece_len = u64::from(e.info.lengths().piece_len());
-            let left = e
-                .info
-                .total_len()
-                .saturating_sub(u64::from(e.saved) * piece_len);
-            let progress = Progress {
-                uploaded: 0,
-                downloaded: 0,
-                left,
+    /// Puts registered torrents into their loops' sessions: one round trip per loop, and one
+    /// message per loop for the routes, however many torrents (a restart of a seedbox with
+    /// ten thousand torrents must not cost ten thousand of each).
+    fn activate_many(&mut self, torrents: Vec<(InfoHash, Bitfield)>) -> Result<()> {
+        type Job = (InfoHash, Arc<Info>, Arc<Storage>, Bitfield, Option<u64>, Option<u64>);
+        let mut by_shard: BTreeMap<u32, Vec<Job>> = BTreeMap::new();
+        for (hash, have) in torrents {
+            let Some(e) = self.torrents.get(&hash) else {
+                continue;
             };
-            self.progress.insert(hash, progress);
-            self.trackers.add(hash, &e.trackers, progress);
+            by_shard.entry(e.shard).or_default().push((
+                hash,
+                e.info.clone(),
+                e.storage.clone(),
+                have,
+                e.settings.upload_limit,
+                e.settings.download_limit,
+            ));
         }
-        Ok(())
+        let mut failed = None;
+        let mut routes: Vec<(InfoHash, u32)> = Vec::new();
+        for (shard, jobs) in by_shard {
+            let started = self.call(shard, move |d| {
+                let now = d.now();
+                jobs.into_iter()
+                    .map(|(hash, info, storage, have, up, down)| {
+                        let id = d.session().add_torrent(info, &have, now);
+                        if let Some(id) = id {
+                            d.session().set_rate_limits(id, up, down, now);
+                            d.attach_storage(id, storage);
+                        }
+                        (hash, id)
+                    })
+                    .collect::<Vec<_>>()
+            })?;
+            for (hash, id) in started {
+                let Some(id) = id else {
+                    failed = Some(hash);
+                    continue;
+                };
+                routes.push((hash, shard));
+                let e = self.torrents.get_mut(&hash).expect("registered");
+                e.id = Some(id);
+                let piece_len = u64::from(e.info.lengths().piece_len());
+                let saved = if e.saved == u32::MAX { 0 } else { e.saved };
+                let left = e.info.total_len().saturating_sub(u64::from(saved) * piece_len);
+                let progress = Progress {
+                    uploaded: 0,
+                    downloaded: 0,
+                    left,
+                };
+                self.progress.insert(hash, progress);
+                self.trackers.add(hash, &e.trackers, progress);
+            }
+        }
+        for (i, l) in self.loops.iter().enumerate() {
+            let theirs: Vec<(InfoHash, u32)> = routes
+                .iter()
+                .filter(|(_, owner)| *owner != i as u32)
+                .copied()
+                .collect();
+            if !theirs.is_empty() {
+                l.post(move |d| {
+                    for (hash, owner) in theirs {
+                        d.session().set_route(hash, Some(owner));
+                    }
+                });
+            }
+        }
+        match failed {
+            Some(hash) => Err(anyhow!("the session refused torrent {hash}")),
+            None => Ok(()),
+        }
     }
 
     /// Takes a torrent out of its loop's session (closing its peers) and saves its resume
@@ -675,7 +725,7 @@ impl Engine {
                 e.saved = u32::MAX;
             }
         }
-        self.activate(hash, have)
+        self.activate_many(vec![(hash, have)])
     }
 
     /// Sets a torrent's own rate limits (bytes per second; `None`: none).
@@ -778,6 +828,7 @@ impl Engine {
                 Err(e) => tracing::warn!("{}: not loaded: {e:#}", path.display()),
             }
         }
+        let mut ready = Vec::new();
         for path in paths {
             let settings: Settings = std::fs::read(path.with_extension("json"))
                 .ok()
@@ -785,12 +836,18 @@ impl Engine {
                 .unwrap_or_default();
             let result = std::fs::read(&path)
                 .map_err(anyhow::Error::from)
-                .and_then(|bytes| self.add(&bytes, settings));
+                .and_then(|bytes| self.register(&bytes, settings));
             match result {
-                Ok(_) => loaded += 1,
+                Ok((hash, have)) => {
+                    loaded += 1;
+                    if !self.torrents[&hash].settings.paused {
+                        ready.push((hash, have));
+                    }
+                }
                 Err(e) => tracing::warn!("{}: not loaded: {e:#}", path.display()),
             }
         }
+        self.activate_many(ready)?;
         Ok(loaded)
     }
 
