@@ -331,6 +331,28 @@ impl Engine {
         Ok(hash)
     }
 
+    /// [`Engine::add`] for many torrents at once (a watch folder's new files): each is
+    /// checked or resumed, then all go into their loops in one batch.
+    pub fn add_many(&mut self, torrents: Vec<(Vec<u8>, Settings)>) -> Vec<Result<InfoHash>> {
+        let mut results = Vec::with_capacity(torrents.len());
+        let mut ready = Vec::new();
+        for (bytes, settings) in torrents {
+            match self.register(&bytes, settings) {
+                Ok((hash, have)) => {
+                    if !self.torrents[&hash].settings.paused {
+                        ready.push((hash, have));
+                    }
+                    results.push(Ok(hash));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if let Err(e) = self.activate_many(ready) {
+            tracing::warn!("{e:#}");
+        }
+        results
+    }
+
     /// Everything of [`Engine::add`] but putting the torrent in its loop's session: returns
     /// the pieces it has, for [`Engine::activate_many`] (unless it is paused).
     fn register(&mut self, bytes: &[u8], mut settings: Settings) -> Result<(InfoHash, Bitfield)> {

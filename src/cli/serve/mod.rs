@@ -276,6 +276,9 @@ fn scan(engine: &mut Engine, dir: &std::path::Path, watched: &mut BTreeMap<PathB
         }
     };
     let mut present = Vec::new();
+    // New or changed files, added in one batch (one round trip per event loop).
+    let mut adds = Vec::new();
+    let mut adding = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
         if path.extension().is_none_or(|x| x != "torrent") || !path.is_file() {
@@ -286,22 +289,30 @@ fn scan(engine: &mut Engine, dir: &std::path::Path, watched: &mut BTreeMap<PathB
         if watched.get(&path).is_some_and(|w| w.modified == modified) {
             continue;
         }
-        let source = format!("watch:{}", path.display());
-        let outcome = match std::fs::read(&path) {
-            Err(e) => Err(format!("cannot read it: {e}")),
-            Ok(bytes) => match engine.add(
-                &bytes,
-                Settings {
-                    source: source.clone(),
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let settings = Settings {
+                    source: format!("watch:{}", path.display()),
                     ..Settings::default()
-                },
-            ) {
-                Ok(hash) => Ok(hash),
-                Err(e) if e.is::<engine::AlreadyAdded>() => {
-                    Ok(e.downcast::<engine::AlreadyAdded>().expect("checked").0)
-                }
-                Err(e) => Err(format!("{e:#}")),
-            },
+                };
+                adds.push((bytes, settings));
+                adding.push((path, modified));
+            }
+            Err(e) => {
+                let e = format!("cannot read it: {e}");
+                tracing::warn!("watch folder: {} not added: {e}", path.display());
+                let outcome = Err(e);
+                watched.insert(path, Watched { modified, outcome });
+            }
+        }
+    }
+    for ((path, modified), result) in adding.into_iter().zip(engine.add_many(adds)) {
+        let outcome = match result {
+            Ok(hash) => Ok(hash),
+            Err(e) if e.is::<engine::AlreadyAdded>() => {
+                Ok(e.downcast::<engine::AlreadyAdded>().expect("checked").0)
+            }
+            Err(e) => Err(format!("{e:#}")),
         };
         if let Err(e) = &outcome {
             tracing::warn!("watch folder: {} not added: {e}", path.display());
