@@ -311,3 +311,32 @@ fn shard_reports_merge_into_the_whole_run() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tracker-load"));
 }
+
+/// Churn: each synthetic leecher drops its connection every 40 blocks and dials again; every
+/// one still downloads everything, byte-checked, and the report counts the reconnections.
+#[test]
+fn churning_leechers_still_download_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (torrent, data) = gen(dir.path(), 2, "64K", 1);
+    let (_seed, addr) = rt_seed(&torrent, &data, dir.path(), "epoll");
+    let r = load(
+        &torrent,
+        &addr,
+        &[
+            "--mode",
+            "download",
+            "--peers",
+            "4",
+            "--churn-blocks",
+            "40",
+            "--io",
+            "epoll",
+        ],
+    );
+    assert_eq!(counter(&r, "run.timed_out"), 0, "{r:#}");
+    assert_eq!(counter(&r, "peers.passes"), 4, "{r:#}");
+    assert_eq!(counter(&r, "blocks.bad"), 0);
+    // 128 blocks each, a reconnect every 40: at least 3 per peer.
+    assert!(counter(&r, "churn.reconnects") >= 12, "{r:#}");
+    assert!(counter(&r, "conn.handshakes") >= 16, "{r:#}");
+}

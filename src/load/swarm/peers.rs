@@ -465,6 +465,15 @@ impl LoadPeers {
                         self.redial_later(i, now);
                         break;
                     }
+                    // Churn exactly at K blocks: what follows on this connection is dropped
+                    // with it (its requests are asked again on the next one).
+                    if self
+                        .s
+                        .churn_blocks
+                        .is_some_and(|k| self.peers[i].blocks_this_conn >= k)
+                    {
+                        break;
+                    }
                 }
                 Ok(Decoded::Incomplete { .. }) => break,
                 Err(_) => {
