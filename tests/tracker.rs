@@ -618,33 +618,8 @@ fn serve_announces_its_torrents_and_says_stopped_on_sigterm() {
     let watch = dir.path().join("watch");
     std::fs::create_dir_all(&watch).unwrap();
     std::fs::copy(&torrent, watch.join("box.torrent")).unwrap();
-    let mut child = ringtorrent()
-        .arg("serve")
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--api",
-            "127.0.0.1:0",
-            "--threads",
-            "2",
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--watch-dir")
-        .arg(&watch)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let serve = RtSeed(child);
-    assert!(line.starts_with("peers: 127.0.0.1:"), "{line}");
+    let w = watch.to_str().unwrap().to_owned();
+    let serve = common::serve::Serve::start_in(dir.path(), &data, &["--watch-dir", &w]);
     let started = Instant::now();
     while try_scrape(&torrent, &url).is_none_or(|(seeders, _, _)| seeders != 1) {
         assert!(
@@ -673,9 +648,7 @@ fn serve_announces_its_torrents_and_says_stopped_on_sigterm() {
         std::fs::read(out_dir.join("box.bin")).unwrap(),
         std::fs::read(data.join("box.bin")).unwrap()
     );
-    run_ok(Command::new("kill").args(["-TERM", &serve.0.id().to_string()]));
-    let mut serve = serve;
-    let status = serve.0.wait().unwrap();
+    let status = serve.stop();
     assert!(status.success(), "{status:?}");
     let (seeders, _, _) = scrape(&torrent, &url);
     assert_eq!(seeders, 0, "the seedbox said stopped");

@@ -7,30 +7,13 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{ringtorrent, run_bounded, run_ok, support, write_payload, write_tree};
-
-/// A child process ended by PID when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `cmd` with stdout piped and returns it (ended by PID on drop) with its first line.
-fn start_with_first_line(cmd: &mut Command) -> (Guard, String) {
-    let mut child = Guard(cmd.stdout(Stdio::piped()).spawn().unwrap());
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (child, line)
-}
+use common::{
+    ringtorrent, run_bounded, run_ok, same_tree, start_with_first_line, support, write_payload,
+    write_tree, Guard,
+};
 
 /// Makes a torrent of `path` with `ringtorrent create` and the given piece length.
 fn make_torrent(path: &Path, piece_len: &str, out: &Path) {
@@ -79,29 +62,6 @@ fn download(torrent: &Path, out: &Path, extra: &[&str]) -> String {
     let stderr = String::from_utf8_lossy(&result.stderr).into_owned();
     assert!(result.status.success(), "{stderr}");
     stderr
-}
-
-fn same_tree(a: &Path, b: &Path) {
-    let mut files = Vec::new();
-    collect(a, a, &mut files);
-    assert!(!files.is_empty());
-    for rel in files {
-        let x = std::fs::read(a.join(&rel)).unwrap();
-        let y = std::fs::read(b.join(&rel))
-            .unwrap_or_else(|e| panic!("{}: {e}", b.join(&rel).display()));
-        assert!(x == y, "{} differs", rel.display());
-    }
-}
-
-fn collect(root: &Path, dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            collect(root, &p, out);
-        } else {
-            out.push(p.strip_prefix(root).unwrap().to_path_buf());
-        }
-    }
 }
 
 #[test]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod interop;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -112,4 +113,49 @@ pub fn write_tree(root: &Path) {
 pub fn info_json(torrent: &Path) -> serde_json::Value {
     let out = run_ok(ringtorrent().arg("info").arg("--json").arg(torrent));
     serde_json::from_str(&out).unwrap()
+}
+
+/// Asserts that every file under `a` is under `b` with the same bytes.
+pub fn same_tree(a: &Path, b: &Path) {
+    let mut files = Vec::new();
+    collect(a, a, &mut files);
+    assert!(!files.is_empty());
+    for rel in files {
+        let x = std::fs::read(a.join(&rel)).unwrap();
+        let y = std::fs::read(b.join(&rel))
+            .unwrap_or_else(|e| panic!("{}: {e}", b.join(&rel).display()));
+        assert!(x == y, "{} differs", rel.display());
+    }
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            collect(root, &p, out);
+        } else {
+            out.push(p.strip_prefix(root).unwrap().to_path_buf());
+        }
+    }
+}
+
+/// A child process ended by PID when dropped.
+pub struct Guard(pub std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cmd` with stdout piped and returns it (ended by PID on drop) with its first line.
+pub fn start_with_first_line(cmd: &mut Command) -> (Guard, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Guard(cmd.stdout(Stdio::piped()).spawn().unwrap());
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
 }
