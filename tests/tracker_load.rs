@@ -8,22 +8,13 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::opentracker::OpenTracker;
 use common::{ringtorrent, run_bounded};
 use serde_json::Value;
 
 const TORRENTS: u32 = 50;
-
-/// An opentracker process, killed by PID when dropped.
-struct OpenTracker {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
 
 fn hashes(seed: u64) -> Vec<String> {
     let out = run_bounded(
@@ -45,94 +36,10 @@ fn hashes(seed: u64) -> Vec<String> {
     hs
 }
 
-impl OpenTracker {
-    fn start(seeds: &[u64]) -> OpenTracker {
-        static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
-        let all: Vec<String> = seeds.iter().flat_map(|&s| hashes(s)).collect();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let whitelist = dir.path().join("whitelist");
-        std::fs::write(&whitelist, all.join("\n") + "\n").unwrap();
-        std::fs::set_permissions(&whitelist, std::fs::Permissions::from_mode(0o644)).unwrap();
-        for _ in 0..20 {
-            let port = free_port();
-            let mut child = Command::new("opentracker")
-                .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-                .args(["-P", &port.to_string()])
-                .arg("-d")
-                .arg(dir.path())
-                .args(["-u", "nobody", "-w", "whitelist"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start opentracker (scripts/test.sh installs it)");
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(10) {
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                if whitelist_loaded(port, &all[0]) {
-                    return OpenTracker {
-                        child,
-                        port,
-                        _dir: dir,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("opentracker did not start");
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OpenTracker {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Whether opentracker accepts announces for `hash` yet (it loads the whitelist on a thread
-/// after it starts listening). The probe announces `stopped`, which adds no peer.
-fn whitelist_loaded(port: u16, hash: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let pct: String = hash
-        .as_bytes()
-        .chunks(2)
-        .map(|c| format!("%{}", std::str::from_utf8(c).unwrap()))
-        .collect();
-    let request = format!(
-        "GET /announce?info_hash={pct}&peer_id=-PROBE-0000000000000&port=1&uploaded=0\
-         &downloaded=0&left=0&event=stopped&compact=1 HTTP/1.1\r\nHost: x\r\n\
-         Connection: close\r\n\r\n"
-    );
-    let mut reply = Vec::new();
-    s.write_all(request.as_bytes()).is_ok()
-        && s.read_to_end(&mut reply).is_ok()
-        && reply.starts_with(b"HTTP/1.")
-        && !String::from_utf8_lossy(&reply).contains("failure reason")
-}
-
-fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+/// opentracker whitelisting the torrents of every run seeded with `seeds`.
+fn tracker_for(seeds: &[u64]) -> OpenTracker {
+    let all: Vec<String> = seeds.iter().flat_map(|&s| hashes(s)).collect();
+    OpenTracker::start(&all)
 }
 
 /// Runs `tracker-load URL ARGS --json` (bounded) and returns its report.
@@ -189,7 +96,7 @@ fn assert_correct(r: &Value) {
 
 #[test]
 fn udp_run_against_opentracker_agrees_with_the_model() {
-    let t = OpenTracker::start(&[11]);
+    let t = tracker_for(&[11]);
     let url = format!("udp://127.0.0.1:{}", t.port);
     // Hammer: every peer's lifecycle (started, regular, completed, stopped, started again)
     // runs many times in two seconds, with a seedbox and mixed numwant.
@@ -225,7 +132,7 @@ fn udp_run_against_opentracker_agrees_with_the_model() {
 
 #[test]
 fn http_run_against_opentracker_agrees_with_the_model() {
-    let t = OpenTracker::start(&[12]);
+    let t = tracker_for(&[12]);
     let url = format!("http://127.0.0.1:{}/announce", t.port);
     let r = load(
         &url,
@@ -253,7 +160,7 @@ fn http_run_against_opentracker_agrees_with_the_model() {
 
 #[test]
 fn wrong_connection_ids_are_reported_as_errors() {
-    let t = OpenTracker::start(&[13]);
+    let t = tracker_for(&[13]);
     let url = format!("udp://127.0.0.1:{}", t.port);
     let r = load(
         &url,
@@ -281,7 +188,7 @@ fn wrong_connection_ids_are_reported_as_errors() {
 
 #[test]
 fn a_stopped_tracker_is_reported_as_timeouts_not_a_hang() {
-    let mut t = OpenTracker::start(&[14]);
+    let mut t = tracker_for(&[14]);
     let url = format!("udp://127.0.0.1:{}", t.port);
     t.stop();
     let started = Instant::now();
@@ -313,7 +220,7 @@ fn a_stopped_tracker_is_reported_as_timeouts_not_a_hang() {
 
 #[test]
 fn shard_reports_merge_exactly_and_tools_do_not_mix() {
-    let t = OpenTracker::start(&[15]);
+    let t = tracker_for(&[15]);
     let url = format!("udp://127.0.0.1:{}", t.port);
     let dir = tempfile::tempdir().unwrap();
     let mut reports = Vec::new();

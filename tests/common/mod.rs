@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod interop;
+pub mod opentracker;
 pub mod serve;
 
 use std::path::{Path, PathBuf};
