@@ -120,6 +120,7 @@ fn the_api_adds_lists_limits_pauses_resumes_and_removes() {
         "ringtorrent_torrents{state=\"active\"} 1",
         "ringtorrent_request_latency_seconds_count",
         "ringtorrent_hash_wait_seconds_count",
+        "ringtorrent_announce_seconds_count",
     ] {
         assert!(text.contains(metric), "{metric} missing:\n{text}");
     }

@@ -531,6 +531,13 @@ fn serve_announces_its_torrents_and_says_stopped_on_sigterm() {
         std::fs::read(out_dir.join("box.bin")).unwrap(),
         std::fs::read(data.join("box.bin")).unwrap()
     );
+    let (_, metrics) = serve.http("GET", "/metrics", b"");
+    let announces: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ringtorrent_announce_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(announces >= 1, "{metrics}");
     let status = serve.stop();
     assert!(status.success(), "{status:?}");
     let (seeders, _, _) = scrape(&torrent, &url);

@@ -158,6 +158,9 @@ pub enum TrackerEvent {
         event: AnnounceEvent,
         /// Its reply.
         response: AnnounceResponse,
+        /// From the exchange's first packet (a UDP connect, where one was needed) to the
+        /// reply, retransmissions included.
+        took: Duration,
     },
     /// A tracker answered a scrape.
     Scraped {
@@ -844,6 +847,7 @@ impl Announcer {
         let Job::Announce(req) = p.job else {
             return;
         };
+        let took = now.saturating_since(p.began);
         let floor = self.config.min_interval_floor;
         let link = &mut self.links[i];
         link.failures = 0;
@@ -874,6 +878,7 @@ impl Announcer {
             url: link.url.raw.clone(),
             event: req.event,
             response,
+            took,
         });
         if req.event == AnnounceEvent::Completed {
             self.completed_pending = false;

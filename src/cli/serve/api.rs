@@ -367,6 +367,12 @@ pub fn prometheus(m: &Metrics) -> String {
     );
     summary(
         &mut s,
+        "announce_seconds",
+        "Tracker announces, from the first packet to the reply (retransmissions included).",
+        m.announce_us.as_ref(),
+    );
+    summary(
+        &mut s,
         "hash_wait_seconds",
         "From a piece's last write to its hash check's result (queue wait and hashing).",
         m.hash_wait_us.as_ref(),

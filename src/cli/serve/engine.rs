@@ -142,6 +142,7 @@ pub struct Metrics {
     pub loops: Vec<LoopStats>,
     pub latency_us: Option<Histogram<u64>>,
     pub hash_wait_us: Option<Histogram<u64>>,
+    pub announce_us: Option<Histogram<u64>>,
     pub torrents_active: u64,
     pub torrents_paused: u64,
 }
@@ -610,7 +611,14 @@ impl Engine {
     /// message per loop for the routes, however many torrents (a restart of a seedbox with
     /// ten thousand torrents must not cost ten thousand of each).
     fn activate_many(&mut self, torrents: Vec<(InfoHash, Bitfield)>) -> Result<()> {
-        type Job = (InfoHash, Arc<Info>, Arc<Storage>, Bitfield, Option<u64>, Option<u64>);
+        type Job = (
+            InfoHash,
+            Arc<Info>,
+            Arc<Storage>,
+            Bitfield,
+            Option<u64>,
+            Option<u64>,
+        );
         let mut by_shard: BTreeMap<u32, Vec<Job>> = BTreeMap::new();
         for (hash, have) in torrents {
             let Some(e) = self.torrents.get(&hash) else {
@@ -651,7 +659,10 @@ impl Engine {
                 e.id = Some(id);
                 let piece_len = u64::from(e.info.lengths().piece_len());
                 let saved = if e.saved == u32::MAX { 0 } else { e.saved };
-                let left = e.info.total_len().saturating_sub(u64::from(saved) * piece_len);
+                let left = e
+                    .info
+                    .total_len()
+                    .saturating_sub(u64::from(saved) * piece_len);
                 let progress = Progress {
                     uploaded: 0,
                     downloaded: 0,
@@ -1012,6 +1023,7 @@ impl Engine {
             merge(&mut m.latency_us, part.latency_us.as_ref());
             merge(&mut m.hash_wait_us, part.hash_wait_us.as_ref());
         }
+        merge(&mut m.announce_us, Some(self.trackers.latency_us()));
         m.torrents_active = self.torrents.values().filter(|e| e.id.is_some()).count() as u64;
         m.torrents_paused = self.torrents.len() as u64 - m.torrents_active;
         m

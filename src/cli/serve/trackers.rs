@@ -26,6 +26,8 @@ pub struct Trackers {
     epoch: Instant,
     peer_id: PeerId,
     port: u16,
+    /// Announce round trips (first packet to reply), microseconds.
+    latency_us: hdrhistogram::Histogram<u64>,
 }
 
 /// How long `stopped` may take before an announcer is dropped anyway.
@@ -50,7 +52,14 @@ impl Trackers {
             epoch: Instant::now(),
             peer_id,
             port,
+            latency_us: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("valid histogram bounds"),
         }
+    }
+
+    /// Announce round trips so far, microseconds.
+    pub fn latency_us(&self) -> &hdrhistogram::Histogram<u64> {
+        &self.latency_us
     }
 
     fn now(&self) -> Time {
@@ -115,8 +124,12 @@ impl Trackers {
             io.pump(e.owner, &mut e.announcer, now);
             while let Some(event) = e.announcer.poll_event() {
                 match event {
-                    TrackerEvent::Announced { response, .. } if !response.peers.is_empty() => {
-                        found.push((*hash, response.peers));
+                    TrackerEvent::Announced { response, took, .. } => {
+                        let micros = took.as_micros().min(u128::from(u64::MAX)) as u64;
+                        self.latency_us.saturating_record(micros.max(1));
+                        if !response.peers.is_empty() {
+                            found.push((*hash, response.peers));
+                        }
                     }
                     TrackerEvent::Error { url, error } => {
                         tracing::warn!("tracker {url} ({hash}): {error}")
