@@ -18,6 +18,9 @@
 //! - **Seeding**: nobody can reciprocate, so [`SeedChokeMode`] decides: round-robin turns,
 //!   fastest upload, anti-leech (favour peers near the start or end of the download), or
 //!   everyone interested.
+//! - **Local peers** ([`ChokePeer::local`]: loopback and the local network) are unchoked
+//!   whenever they are interested, outside the slot count, as libtorrent does by default:
+//!   choking shares a scarce uplink, and they do not compete for it.
 //! - **Optimistic unchoke**: one extra interested peer, picked at random every
 //!   [`ChokerConfig::optimistic_interval`], with new connections three times as likely, so the
 //!   choker keeps discovering peers better than the current ones and newcomers get their first
@@ -196,6 +199,10 @@ pub struct ChokePeer {
     pub is_seed: bool,
     /// The peer stopped sending blocks we requested from it; it ranks last while we leech.
     pub snubbed: bool,
+    /// The peer is on this host or the local network: unchoked whenever it is interested,
+    /// outside the slots (libtorrent's default for local peers). Choking exists to share a
+    /// scarce uplink; a LAN or loopback peer does not compete for it.
+    pub local: bool,
 }
 
 /// Why a rechoke is asked for. [`RechokeReason::BecameSeed`] forces a regular round; the
@@ -315,7 +322,7 @@ impl Choker {
         self.want.extend(peers.iter().map(|p| p.unchoked));
         self.ranked.clear();
         for (i, p) in peers.iter().enumerate() {
-            if p.interested && !p.is_seed && Some(i) != kept {
+            if p.interested && !p.is_seed && !p.local && Some(i) != kept {
                 let r = rank(&self.config, seeding, p, now, outgoing);
                 self.ranked.push((r, i as u32));
             }
@@ -327,6 +334,11 @@ impl Choker {
             self.next_regular = now + self.config.interval;
         } else {
             self.minimal_step(unlimited);
+        }
+        for (want, p) in self.want.iter_mut().zip(peers) {
+            if p.local && p.interested && !p.is_seed {
+                *want = true;
+            }
         }
         if !unlimited && kept.is_none() {
             let fallback = outgoing_idx.filter(|_| outgoing_valid);
@@ -572,6 +584,7 @@ mod tests {
     /// An interested leecher connected at the epoch, never unchoked, rates zero.
     fn peer(key: u32) -> ChokePeer {
         ChokePeer {
+            local: false,
             key: PeerKey(key),
             interested: true,
             unchoked: false,
@@ -661,7 +674,14 @@ mod tests {
                 );
                 assert!(!unlimited);
             }
-            let eligible = |p: &&ChokePeer| p.interested && !p.is_seed && Some(p.key) != opt;
+            // Local peers are unchoked outside the slots.
+            for p in &self.peers {
+                if p.local && p.interested && !p.is_seed {
+                    assert!(p.unchoked, "a local peer left choked: {p:?}");
+                }
+            }
+            let eligible =
+                |p: &&ChokePeer| p.interested && !p.is_seed && !p.local && Some(p.key) != opt;
             let regular = self
                 .peers
                 .iter()
@@ -1403,5 +1423,28 @@ mod tests {
         assert_eq!(choker.next_due(), Time::from_secs(5));
         choker.set_config(config.clone());
         assert_eq!(choker.config(), &config);
+    }
+
+    #[test]
+    fn local_peers_are_unchoked_outside_the_slots() {
+        // Ten interested peers, four slots; two of them are local: both get unchoked at once,
+        // and four of the remote ones (plus the optimistic one) still have the slots.
+        let mut peers = ten_by_rate();
+        peers[0].local = true;
+        peers[1].local = true;
+        let mut s = Swarm::new(ChokerConfig::default(), peers, 4);
+        s.at(0).rechoke(Timer);
+        assert!(
+            s.get(0).unchoked && s.get(1).unchoked,
+            "local peers unchoked"
+        );
+        let remote_regular = (2..10)
+            .filter(|&k| s.get(k).unchoked && Some(PeerKey(k)) != s.choker.optimistic())
+            .count();
+        assert_eq!(remote_regular, 4, "the slots still go to remote peers");
+        // A local peer that loses interest is not kept unchoked by the exemption.
+        s.get(0).interested = false;
+        s.at(1).rechoke(InterestChanged);
+        assert!(s.get(1).unchoked);
     }
 }

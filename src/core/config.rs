@@ -60,6 +60,11 @@ pub struct Config {
     /// Outgoing connection attempts in progress at once per torrent, so a tracker reply of
     /// 200 peers does not open 200 sockets in one tick.
     pub max_half_open: usize,
+    /// Unchoke peers on this host or the local network whenever they are interested, outside
+    /// the upload slots: choking shares a scarce uplink, and a LAN or loopback peer does not
+    /// compete for it (libtorrent does the same by default; a seedbox serving a local swarm
+    /// should not make its peers queue for four slots).
+    pub unchoke_local_peers: bool,
     /// Delay before dialling a peer again after its connection failed or closed.
     pub reconnect_delay: Duration,
     /// Delay before dialling again a peer that was sending us blocks until its connection
@@ -119,6 +124,7 @@ impl Default for Config {
             max_peers_per_torrent: 200,
             max_connections: 2000,
             max_half_open: 32,
+            unchoke_local_peers: true,
             reconnect_delay: Duration::from_secs(30),
             reconnect_delay_useful: Duration::from_secs(5),
             tick: Duration::from_millis(500),

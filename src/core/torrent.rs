@@ -86,6 +86,21 @@ pub struct TorrentStats {
     pub hash_wait_us: Option<Box<Histogram<u64>>>,
 }
 
+/// Whether `ip` is this host or the local network (loopback, private, link-local or unique
+/// local addresses), where a peer does not compete for the uplink choking shares.
+pub fn is_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_local(IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                v6.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+            }
+        },
+    }
+}
+
 /// Records `micros` into a latency histogram made on its first sample (three significant
 /// figures, 1 us to an hour).
 fn record_latency(h: &mut Option<Box<Histogram<u64>>>, micros: u64) {
@@ -108,6 +123,8 @@ pub(crate) struct Torrent {
     pending_writes: HashMap<u32, u32>,
     /// When each piece's hash check was asked for (for `TorrentStats::hash_wait_us`).
     verify_started: HashMap<u32, Time>,
+    /// `Config::unchoke_local_peers`.
+    unchoke_local: bool,
     complete_unwritten: BTreeSet<u32>,
     pub(crate) stats: TorrentStats,
     pub(crate) error: Option<String>,
@@ -180,6 +197,7 @@ impl Torrent {
             known: KnownPeers::default(),
             pending_writes: HashMap::new(),
             verify_started: HashMap::new(),
+            unchoke_local: config.unchoke_local_peers,
             complete_unwritten: BTreeSet::new(),
             stats: TorrentStats::default(),
             error: None,
@@ -1479,6 +1497,7 @@ impl Torrent {
                 },
                 is_seed: p.has.is_all(),
                 snubbed: p.snubbed,
+                local: self.unchoke_local && is_local(p.addr.ip()),
             })
             .collect();
         let seeding = self.picker.is_complete();

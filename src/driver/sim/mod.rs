@@ -387,6 +387,9 @@ impl Simulation {
         }
         .clone();
         core.corrupt_metadata = node.role == Role::BadMetadata;
+        // Simulated peers stand for peers across the Internet, though their addresses are
+        // loopback ones: the choker must treat them as remote.
+        core.unchoke_local_peers = false;
         let mut session = Session::new(core, peer_id, self.rng.next_u64(), now);
         session.set_listen_port(node.addr.port());
         let torrent = if node.role == Role::Leecher && self.config.magnet {
