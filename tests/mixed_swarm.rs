@@ -81,9 +81,8 @@ fn libtorrent_seed_two_ringtorrent_leechers_and_an_aria2_leecher_all_finish() {
         (
             "ringtorrent leecher 2 (epoll)".into(),
             Box::new(|| {
-                if !wait_listening(first_port, Duration::from_secs(20)) {
-                    return Err("leecher 1 never listened".into());
-                }
+                // It also knows the first leecher, which may already be done and gone (it
+                // exits when complete, often within a second): that dial just fails.
                 let out = work.join("rt2-out");
                 let peers = [seed_addr.clone(), aria2_addr.clone(), first_addr.clone()];
                 let mut p2 = p.clone();
