@@ -159,3 +159,60 @@ fn leechers_that_only_knew_the_seed_find_each_other_by_pex() {
         "{a_said}\n{b_said}"
     );
 }
+
+/// BEP 53 `so=`: a magnet link that selects files downloads those and finishes; the others
+/// are not fetched.
+#[test]
+fn a_magnet_link_with_so_downloads_only_the_selected_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_tree(&data.join("tree"));
+    let torrent = dir.path().join("tree.torrent");
+    run_ok(
+        ringtorrent()
+            .arg("create")
+            .arg(data.join("tree"))
+            .args(["-l", "16K", "-o"])
+            .arg(&torrent),
+    );
+    let info = info_json(&torrent);
+    let hash = info["info_hash"].as_str().unwrap().to_owned();
+    let files = info["files"].as_array().unwrap();
+    let index = files
+        .iter()
+        .position(|f| f["path"].as_str().is_some_and(|p| p.ends_with("x.bin")))
+        .unwrap_or_else(|| panic!("{info:#}"));
+    let (_seed, line) = start_with_first_line(
+        ringtorrent()
+            .arg("seed")
+            .arg(&torrent)
+            .arg(&data)
+            .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "60"])
+            .arg("--state-dir")
+            .arg(dir.path().join("seed-state"))
+            .stderr(Stdio::null()),
+    );
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap()
+        .to_owned();
+    let out = dir.path().join("out");
+    let uri = format!("magnet:?xt=urn:btih:{hash}&so={index}&x.pe={addr}");
+    let stderr = download(&uri, &out, &dir.path().join("state"), &[]);
+    assert!(
+        stderr.contains(&format!("selects 1 of {} files", files.len())),
+        "{stderr}"
+    );
+    let want = std::fs::read(data.join("tree/a/c/deep/x.bin")).unwrap();
+    assert_eq!(
+        std::fs::read(out.join("tree/a/c/deep/x.bin")).unwrap(),
+        want
+    );
+    // Another file, sharing no piece with x.bin, was not fetched.
+    let other = std::fs::read(out.join("tree/z/ü-ünicode.txt")).unwrap_or_default();
+    assert_ne!(
+        other,
+        std::fs::read(data.join("tree/z/ü-ünicode.txt")).unwrap()
+    );
+}

@@ -353,6 +353,27 @@ pub fn start_magnet(
     if !driver.session().start_torrent(torrent, &opened.have, now) {
         bail!("the torrent could not be started");
     }
+    // BEP 53 `so=`: only the files the link selects are downloaded (indices in the info
+    // dictionary's file order, padding files included).
+    if let Some(ranges) = &magnet.select_only {
+        use ringtorrent::core::picker::Priority;
+        let priorities: Vec<Priority> = (0..info.files().len() as u32)
+            .map(|i| {
+                if ranges.iter().any(|r| r.contains(i)) {
+                    Priority::Normal
+                } else {
+                    Priority::Skip
+                }
+            })
+            .collect();
+        if !quiet {
+            let chosen = priorities.iter().filter(|p| **p != Priority::Skip).count();
+            eprintln!("the link selects {chosen} of {} files", priorities.len());
+        }
+        driver
+            .session()
+            .set_file_priorities(torrent, &priorities, now);
+    }
     Ok(Transfer {
         driver,
         others,
