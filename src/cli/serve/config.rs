@@ -46,8 +46,8 @@ upload_slots = 4
 # "unlimited" (every interested peer: for an uplink larger than the slots can take).
 seed_choke = "round-robin"
 # Session-wide rate limits in bytes per second, with K/M/G suffixes (powers of 1024);
-# "" means unlimited. Each event loop gets an equal share (torrents are spread evenly over
-# the loops by info hash). Per-torrent limits are set through the API.
+# "" means unlimited. The event loops share them, each second moving what one loop leaves
+# unused to the loops that need it. Per-torrent limits are set through the API.
 upload_rate = ""
 download_rate = ""
 "#;

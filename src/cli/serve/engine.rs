@@ -169,6 +169,20 @@ pub struct Engine {
     progress: BTreeMap<InfoHash, Progress>,
     /// Torrents added by magnet link, fetching their metadata.
     magnets: BTreeMap<InfoHash, PendingMagnet>,
+    /// Session-wide rate limits, shared between the loops by [`Engine::rebalance_limits`].
+    limits: SharedLimits,
+}
+
+/// The session-wide limits and how they are shared out now.
+#[derive(Default)]
+struct SharedLimits {
+    up: Option<u64>,
+    down: Option<u64>,
+    /// Each loop's share now, (up, down).
+    shares: Vec<(u64, u64)>,
+    /// Each loop's byte totals when last looked at, (up, down), and when.
+    totals: Vec<(u64, u64)>,
+    at: Option<Instant>,
 }
 
 fn now_unix() -> u64 {
@@ -236,7 +250,82 @@ impl Engine {
             trackers,
             progress: BTreeMap::new(),
             magnets: BTreeMap::new(),
+            limits: SharedLimits::default(),
         })
+    }
+
+    /// The session-wide rate limits (bytes per second), shared out between the loops: an
+    /// even split first (as the loops were started with), then following demand.
+    pub fn set_session_limits(&mut self, up: Option<u64>, down: Option<u64>) {
+        let n = self.loops.len() as u64;
+        self.limits = SharedLimits {
+            up,
+            down,
+            shares: vec![(up.map_or(0, |l| l / n), down.map_or(0, |l| l / n)); self.loops.len()],
+            totals: Vec::new(),
+            at: None,
+        };
+    }
+
+    /// Moves the session-wide limits' unused shares to the loops that need them (see
+    /// `share.rs`). Called about once a second.
+    pub fn rebalance_limits(&mut self) {
+        if self.limits.up.is_none() && self.limits.down.is_none() {
+            return;
+        }
+        let mut totals = Vec::with_capacity(self.loops.len());
+        for shard in 0..self.loops.len() as u32 {
+            let t = self.call(shard, |d| {
+                let s = d.session();
+                s.torrent_ids()
+                    .into_iter()
+                    .fold((0u64, 0u64), |(u, dn), id| {
+                        s.stats(id)
+                            .map_or((u, dn), |st| (u + st.uploaded, dn + st.downloaded))
+                    })
+            });
+            let Ok(t) = t else { return };
+            totals.push(t);
+        }
+        let now = Instant::now();
+        let (Some(at), true) = (self.limits.at, self.limits.totals.len() == totals.len()) else {
+            self.limits.totals = totals;
+            self.limits.at = Some(now);
+            return;
+        };
+        let secs = now.duration_since(at).as_secs_f64().max(0.1);
+        let rate = |new: u64, old: u64| (new.saturating_sub(old) as f64 / secs) as u64;
+        let used_up: Vec<u64> = totals
+            .iter()
+            .zip(&self.limits.totals)
+            .map(|(n, o)| rate(n.0, o.0))
+            .collect();
+        let used_down: Vec<u64> = totals
+            .iter()
+            .zip(&self.limits.totals)
+            .map(|(n, o)| rate(n.1, o.1))
+            .collect();
+        let old_up: Vec<u64> = self.limits.shares.iter().map(|s| s.0).collect();
+        let old_down: Vec<u64> = self.limits.shares.iter().map(|s| s.1).collect();
+        let up = self
+            .limits
+            .up
+            .map(|l| super::share::rebalance(l, &used_up, &old_up));
+        let down = self
+            .limits
+            .down
+            .map(|l| super::share::rebalance(l, &used_down, &old_down));
+        for (i, l) in self.loops.iter().enumerate() {
+            let u = up.as_ref().map(|v| v[i].max(1));
+            let d = down.as_ref().map(|v| v[i].max(1));
+            self.limits.shares[i] = (u.unwrap_or(0), d.unwrap_or(0));
+            l.post(move |drv| {
+                let now = drv.now();
+                drv.session().set_session_rate_limits(u, d, now);
+            });
+        }
+        self.limits.totals = totals;
+        self.limits.at = Some(now);
     }
 
     /// The address peers connect to.

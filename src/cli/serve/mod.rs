@@ -9,6 +9,7 @@
 mod api;
 mod config;
 mod engine;
+mod share;
 mod trackers;
 
 use std::collections::BTreeMap;
@@ -184,7 +185,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let (up, down) = c.rates()?;
     let threads = super::driver::threads(c.threads);
     // Each loop runs its own session, so session-wide limits and connection counts are
-    // split evenly between the loops (torrents spread evenly by info hash).
+    // split between the loops: connections evenly (torrents spread evenly by info hash),
+    // rates evenly at first and then by demand (`Engine::rebalance_limits`).
     let share = |v: u64| (v / threads as u64).max(1);
     let mut core = Config {
         max_connections: (c.limits.max_connections / threads).max(1),
@@ -200,6 +202,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let watch_dir = (!c.watch_dir.is_empty()).then(|| ServeConfig::path(&c.watch_dir));
     let started = Instant::now();
     let mut engine = Engine::start(backend, threads, listen, core, data_dir.clone(), state_dir)?;
+    engine.set_session_limits(up, down);
     let (calls, api_addr) = api::start(&c.api)?;
     let loaded = engine.load_state()?;
     // The first lines on stdout say where things are, for scripts; a reader that went away
@@ -223,6 +226,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let mut next_scan = Instant::now();
     let mut next_save = Instant::now() + Duration::from_secs(60);
     let mut next_progress = Instant::now();
+    let mut next_rebalance = Instant::now() + Duration::from_secs(1);
     let mut next_magnets = Instant::now();
     loop {
         if super::transfer::interrupted() {
@@ -241,6 +245,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         if Instant::now() >= next_progress {
             next_progress = Instant::now() + Duration::from_secs(5);
+        }
+        if Instant::now() >= next_rebalance {
+            next_rebalance = Instant::now() + Duration::from_secs(1);
+            engine.rebalance_limits();
         }
         if Instant::now() >= next_save {
             next_save = Instant::now() + Duration::from_secs(60);
