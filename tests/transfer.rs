@@ -418,3 +418,30 @@ fn seed_killed_and_restarted(io: &str) {
         );
     });
 }
+
+/// A second seed started on the port of a running one (both with several loops, so both
+/// would set `SO_REUSEPORT`) fails with a clear error instead of silently taking a share of
+/// the first one's connections.
+#[test]
+fn a_port_in_use_by_another_seed_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_payload(&data.join("port.bin"), 100_003, 9);
+    let torrent = dir.path().join("port.torrent");
+    make_torrent(&data.join("port.bin"), "16K", &torrent);
+    let (_first, addr) = start_seed(&torrent, &data, &["--threads", "2"]);
+    let port = addr.rsplit(':').next().unwrap();
+    let out = run_bounded(
+        ringtorrent()
+            .arg("seed")
+            .arg(&torrent)
+            .arg(&data)
+            .args(["--port", port, "--bind", "127.0.0.1", "--threads", "2"])
+            .args(["--duration", "5", "--state-dir"])
+            .arg(dir.path().join("state2")),
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use"), "{err}");
+}

@@ -21,9 +21,16 @@ pub(crate) struct SockAddr {
 /// a free port for the first; the rest bind the same one. All are non-blocking and
 /// close-on-exec, with `SO_REUSEADDR` so a restart can bind at once.
 ///
-/// `SO_REUSEPORT` lets another process of the same user bind the port too and take a share of
-/// the connections; with one loop it is not set.
+/// A port some process already listens on is an error (`AddrInUse`), even one bound with
+/// `SO_REUSEPORT` by another of our processes; with one loop `SO_REUSEPORT` is not set.
 pub fn bind_listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>> {
+    if n > 1 && addr.port() != 0 {
+        // `SO_REUSEPORT` would let these sockets share the port with another process of the
+        // same user that set it too (a second seedbox started by mistake), splitting the
+        // connections between the two without a word. A plain bind first fails with
+        // EADDRINUSE on a port anyone listens on.
+        drop(bind_one(addr, false)?);
+    }
     let first = bind_one(addr, n > 1)?;
     let mut shared = addr;
     shared.set_port(first.local_addr()?.port());
