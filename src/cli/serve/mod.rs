@@ -283,7 +283,7 @@ fn scan(engine: &mut Engine, dir: &std::path::Path, watched: &mut BTreeMap<PathB
             return;
         }
     };
-    let mut present = Vec::new();
+    let mut present = std::collections::HashSet::new();
     // New or changed files, added in one batch (one round trip per event loop).
     let mut adds = Vec::new();
     let mut adding = Vec::new();
@@ -292,7 +292,7 @@ fn scan(engine: &mut Engine, dir: &std::path::Path, watched: &mut BTreeMap<PathB
         if path.extension().is_none_or(|x| x != "torrent") || !path.is_file() {
             continue;
         }
-        present.push(path.clone());
+        present.insert(path.clone());
         let modified = entry.metadata().ok().and_then(|m| m.modified().ok());
         if watched.get(&path).is_some_and(|w| w.modified == modified) {
             continue;
@@ -329,7 +329,7 @@ fn scan(engine: &mut Engine, dir: &std::path::Path, watched: &mut BTreeMap<PathB
     }
     let gone: Vec<PathBuf> = watched
         .keys()
-        .filter(|p| !present.contains(p))
+        .filter(|p| !present.contains(*p))
         .cloned()
         .collect();
     for path in gone {
