@@ -457,22 +457,32 @@ fn ringtorrent_seed_and_leecher_meet_through_udp_tracker() {
         .unwrap();
     let seed = RtSeed(child);
     assert!(line.starts_with("seeding"), "{line}");
+    leech_through_tracker(&torrent, &url, &data, dir.path(), "rt.bin");
+    assert_eq!(scrape(&torrent, &url), (1, 1, 0));
+    drop(seed);
+}
+
+/// Waits (bounded) until the tracker at `url` counts one seeder of `torrent`, then downloads
+/// it with `ringtorrent download` knowing no peer but the tracker, and compares `file` with
+/// the seed's copy in `data`.
+fn leech_through_tracker(torrent: &Path, url: &str, data: &Path, dir: &Path, file: &str) {
     let started = Instant::now();
-    while try_scrape(&torrent, &url).is_none_or(|(seeders, _, _)| seeders != 1) {
+    while try_scrape(torrent, url).is_none_or(|(seeders, _, _)| seeders != 1) {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "the seed never announced"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let out_dir = dir.path().join("out");
+    let out_dir = dir.join("out");
     let out = run_bounded(
         ringtorrent()
             .arg("download")
-            .arg(&torrent)
+            .arg(torrent)
             .arg("-o")
             .arg(&out_dir)
-            .args(["--bind", "127.0.0.1", "--timeout", "60"]),
+            .args(["--bind", "127.0.0.1", "--timeout", "60", "--state-dir"])
+            .arg(dir.join("leech-state")),
         Duration::from_secs(90),
     );
     assert!(
@@ -481,11 +491,9 @@ fn ringtorrent_seed_and_leecher_meet_through_udp_tracker() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        std::fs::read(out_dir.join("rt.bin")).unwrap(),
-        std::fs::read(data.join("rt.bin")).unwrap()
+        std::fs::read(out_dir.join(file)).unwrap(),
+        std::fs::read(data.join(file)).unwrap()
     );
-    assert_eq!(scrape(&torrent, &url), (1, 1, 0));
-    drop(seed);
 }
 
 /// `serve` announces its torrents: a leecher that knows only the tracker finds the seedbox
@@ -503,34 +511,7 @@ fn serve_announces_its_torrents_and_says_stopped_on_sigterm() {
     std::fs::copy(&torrent, watch.join("box.torrent")).unwrap();
     let w = watch.to_str().unwrap().to_owned();
     let serve = common::serve::Serve::start_in(dir.path(), &data, &["--watch-dir", &w]);
-    let started = Instant::now();
-    while try_scrape(&torrent, &url).is_none_or(|(seeders, _, _)| seeders != 1) {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the seedbox never announced"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out_dir = dir.path().join("out");
-    let out = run_bounded(
-        ringtorrent()
-            .arg("download")
-            .arg(&torrent)
-            .arg("-o")
-            .arg(&out_dir)
-            .args(["--bind", "127.0.0.1", "--timeout", "60", "--state-dir"])
-            .arg(dir.path().join("leech-state")),
-        Duration::from_secs(90),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        std::fs::read(out_dir.join("box.bin")).unwrap(),
-        std::fs::read(data.join("box.bin")).unwrap()
-    );
+    leech_through_tracker(&torrent, &url, &data, dir.path(), "box.bin");
     let (_, metrics) = serve.http("GET", "/metrics", b"");
     let announces: u64 = metrics
         .lines()

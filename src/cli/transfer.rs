@@ -973,7 +973,7 @@ pub fn seed(args: SeedArgs) -> Result<()> {
         .session()
         .stats(t.torrent)
         .map_or(0, |s| s.uploaded);
-    let adopted = t.driver.session().handoff_stats().adopted;
+    let adopted = t.driver.session().connection_stats().adopted;
     eprintln!(
         "stopped: uploaded {}; {adopted} connections came through another event loop",
         format::bytes(uploaded)

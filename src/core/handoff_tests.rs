@@ -130,7 +130,7 @@ fn plain_handshake_moves_with_every_byte_received() {
     p.a.handle_recv(p.conn, &bytes[60..], NOW);
     assert!(actions(&mut p.a).is_empty());
     assert!(p.a.take_send(p.conn, usize::MAX).is_empty());
-    assert_eq!(p.a.handoff_stats().sent, 1);
+    assert_eq!(p.a.connection_stats().sent, 1);
 
     let conn = move_over(&mut p);
     let t = p.b.torrent_by_hash(&p.info.info_hash()).unwrap();
@@ -142,7 +142,7 @@ fn plain_handshake_moves_with_every_byte_received() {
     };
     assert_eq!(value.info_hash, p.info.info_hash());
     assert!(closed(&events(&mut p.b)).is_empty());
-    assert_eq!(p.b.handoff_stats().adopted, 1);
+    assert_eq!(p.b.connection_stats().adopted, 1);
 }
 
 #[test]

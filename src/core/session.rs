@@ -263,7 +263,7 @@ pub struct Session {
     handshake_closes: std::collections::BTreeMap<&'static str, u64>,
     /// Torrents other sessions own, and which (see "Sharding" above).
     routes: HashMap<InfoHash, u32>,
-    handoffs: HandOffStats,
+    conn_stats: ConnectionStats,
     /// Which torrent is served first when rate-limit wake-ups fall due, turning each time so
     /// that no torrent always spends the session's tokens first.
     rate_turn: usize,
@@ -296,9 +296,10 @@ pub struct PeerSummary {
     pub snubbed: bool,
 }
 
-/// Connections moved between sessions (see "Sharding" in the module documentation).
+/// Incoming connections: accepted here, and moved between sessions (see "Sharding" in the
+/// module documentation).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HandOffStats {
+pub struct ConnectionStats {
     /// Accepted here, handed to the owning session.
     pub sent: u64,
     /// Accepted elsewhere, continued here.
@@ -329,7 +330,7 @@ impl Session {
             },
             handshake_closes: Default::default(),
             routes: HashMap::new(),
-            handoffs: HandOffStats::default(),
+            conn_stats: ConnectionStats::default(),
             rate_turn: 0,
         }
     }
@@ -349,9 +350,9 @@ impl Session {
         };
     }
 
-    /// Connections handed to other sessions and adopted from them.
-    pub fn handoff_stats(&self) -> HandOffStats {
-        self.handoffs
+    /// Incoming connections accepted, handed to other sessions and adopted from them.
+    pub fn connection_stats(&self) -> ConnectionStats {
+        self.conn_stats
     }
 
     /// Our peer id.
@@ -811,7 +812,7 @@ impl Session {
                 .or_default() += 1;
             return None;
         }
-        self.handoffs.accepted += 1;
+        self.conn_stats.accepted += 1;
         Some(
             self.insert_conn(ConnState::Handshaking(Box::new(Handshaking {
                 addr,
@@ -1096,7 +1097,7 @@ impl Session {
             encrypted: matches!(h.mse, Mse::Done(_)),
         };
         c.state = ConnState::HandingOff(Box::new(handoff));
-        self.handoffs.sent += 1;
+        self.conn_stats.sent += 1;
         self.out.actions.push_back(Action::HandOff { conn, shard });
     }
 
@@ -1150,7 +1151,7 @@ impl Session {
                 Mse::Off
             },
         })));
-        self.handoffs.adopted += 1;
+        self.conn_stats.adopted += 1;
         if !send.is_empty() {
             if let Some(Conn {
                 state: ConnState::Handshaking(h),

@@ -25,7 +25,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use super::engine::{AlreadyAdded, Engine, Metrics, Settings, UnknownTorrent};
+use super::engine::{AlreadyAdded, BadInput, Engine, Metrics, Settings, UnknownTorrent};
 use ringtorrent::core::InfoHash;
 
 /// The largest request body read: a torrent file for the largest torrent we accept is a few
@@ -134,6 +134,8 @@ fn failure(e: anyhow::Error) -> Response {
         Response::error(404, e)
     } else if e.is::<AlreadyAdded>() {
         Response::error(409, e)
+    } else if e.is::<BadInput>() {
+        Response::error(400, e)
     } else {
         Response::error(500, format!("{e:#}"))
     }
@@ -158,9 +160,6 @@ pub fn handle(engine: &mut Engine, req: Request) -> Response {
                         None => Response::error(400, "`magnet` must be a string"),
                         Some(uri) => match engine.add_magnet(uri) {
                             Ok(hash) => Response::json(201, json!({ "info_hash": hash.to_hex() })),
-                            Err(e) if e.to_string().starts_with("not a valid magnet") => {
-                                Response::error(400, format!("{e:#}"))
-                            }
                             Err(e) => failure(e),
                         },
                     },
@@ -177,10 +176,6 @@ pub fn handle(engine: &mut Engine, req: Request) -> Response {
             };
             match engine.add(&req.body, settings) {
                 Ok(hash) => Response::json(201, json!({ "info_hash": hash.to_hex() })),
-                Err(e) if e.is::<AlreadyAdded>() => Response::error(409, e),
-                Err(e) if e.to_string().starts_with("not a valid torrent") => {
-                    Response::error(400, format!("{e:#}"))
-                }
                 Err(e) => failure(e),
             }
         }

@@ -446,7 +446,8 @@ impl Engine {
     /// Everything of [`Engine::add`] but putting the torrent in its loop's session: returns
     /// the pieces it has, for [`Engine::activate_many`] (unless it is paused).
     fn register(&mut self, bytes: &[u8], mut settings: Settings) -> Result<(InfoHash, Bitfield)> {
-        let torrent = Torrent::from_bytes(bytes).context("not a valid torrent")?;
+        let torrent = Torrent::from_bytes(bytes)
+            .map_err(|e| BadInput(format!("not a valid torrent: {e}")))?;
         let tiers = torrent.trackers.clone();
         let info = Arc::new(torrent.info);
         let hash = info.info_hash();
@@ -521,7 +522,7 @@ impl Engine {
     /// `<hash>.magnet` until then.
     pub fn add_magnet(&mut self, uri: &str) -> Result<InfoHash> {
         let magnet = ringtorrent::metainfo::magnet::Magnet::parse(uri)
-            .map_err(|e| anyhow!("not a valid magnet link: {e}"))?;
+            .map_err(|e| BadInput(format!("not a valid magnet link: {e}")))?;
         let hash = magnet.info_hash;
         if self.torrents.contains_key(&hash) || self.magnets.contains_key(&hash) {
             bail!(AlreadyAdded(hash));
@@ -1060,7 +1061,7 @@ impl Engine {
                 for (reason, n) in s.handshake_closes() {
                     *part.closes.entry(reason.to_string()).or_default() += n;
                 }
-                let h = s.handoff_stats();
+                let h = s.connection_stats();
                 part.handoffs_sent = h.sent;
                 part.handoffs_adopted = h.adopted;
                 part.accepted = h.accepted;
@@ -1079,13 +1080,12 @@ impl Engine {
                         merge(&mut part.latency_us, st.request_latency_us.as_deref());
                         merge(&mut part.hash_wait_us, st.hash_wait_us.as_deref());
                     }
+                    let pieces = s.have(id).map_or(0, Bitfield::len);
                     for p in s.peers(id, now) {
                         part.peers_connected += 1;
                         part.peers_interested += u64::from(p.peer_interested);
                         part.peers_unchoked += u64::from(!p.am_choking);
-                        part.peers_seeds += u64::from(
-                            p.pieces > 0 && p.pieces == s.have(id).map_or(0, |h| h.len()),
-                        );
+                        part.peers_seeds += u64::from(p.pieces > 0 && p.pieces == pieces);
                     }
                 }
                 part
@@ -1327,6 +1327,11 @@ fn delete_files(data_dir: &Path, info: &Info) -> Result<()> {
     }
     Ok(())
 }
+
+/// What the user sent is not a torrent or magnet link (the API answers 400).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
 
 /// The torrent is already in the session.
 #[derive(Debug, thiserror::Error)]
