@@ -15,6 +15,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod bencode;
+pub mod client;
 pub mod core;
 pub mod driver;
 pub mod limits;

@@ -11,8 +11,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use super::format;
+use ringtorrent::client::check_data;
 use ringtorrent::metainfo::Torrent;
-use ringtorrent::storage::{self, CheckReport, FileVerdict, OpenMode, PieceVerdict, Storage};
+use ringtorrent::storage::{CheckReport, FileVerdict, PieceVerdict, Storage};
 
 /// Exit status when the check ran and some piece is not complete (0: complete; 1: error;
 /// 2: bad arguments, from clap).
@@ -51,21 +52,11 @@ fn check(args: &Args) -> Result<bool> {
     let torrent = Torrent::from_bytes(&bytes)
         .with_context(|| format!("{} is not a valid torrent", args.torrent.display()))?;
     let info = Arc::new(torrent.info);
-    let storage = Storage::open(info.clone(), &args.dir, OpenMode::ReadOnly)
-        .with_context(|| format!("cannot check in {}", args.dir.display()))?;
-    let threads = args.threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, usize::from),
-        usize::from,
-    );
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("rt-check-{i}"))
-        .build()
-        .context("cannot start the hashing threads")?;
-
+    let total = info.total_len();
+    let threads = args.threads.map_or(0, usize::from);
     let progress = AtomicU64::new(0);
     // Drawn only when stderr is a terminal.
-    let bar = ProgressBar::with_draw_target(Some(info.total_len()), ProgressDrawTarget::stderr());
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template(
             "checking [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
@@ -74,7 +65,7 @@ fn check(args: &Args) -> Result<bool> {
         .progress_chars("=> "),
     );
     let report = std::thread::scope(|scope| {
-        let work = scope.spawn(|| storage::check(&storage, &pool, &progress));
+        let work = scope.spawn(|| check_data(info, &args.dir, threads, &progress));
         while !work.is_finished() {
             bar.set_position(progress.load(Ordering::Relaxed));
             std::thread::sleep(Duration::from_millis(100));
@@ -82,9 +73,11 @@ fn check(args: &Args) -> Result<bool> {
         bar.finish_and_clear();
         work.join().expect("check thread panicked")
     });
+    let (storage, report) =
+        report.with_context(|| format!("cannot check in {}", args.dir.display()))?;
 
     if args.json {
-        println!("{}", report_json(&storage, &report));
+        outln!("{}", report_json(&storage, &report));
     } else {
         print_report(&storage, &report);
     }
@@ -168,7 +161,7 @@ fn print_report(storage: &Storage, report: &CheckReport) {
         .iter()
         .map(|&i| u64::from(l.len_of(l.piece(i).expect("checked index"))))
         .sum();
-    println!(
+    outln!(
         "{}: {} of {} pieces complete ({} of {}) in {}",
         info.name(),
         complete.len(),
@@ -187,13 +180,13 @@ fn print_report(storage: &Storage, report: &CheckReport) {
     ] {
         let list = report.pieces_with(verdict);
         if !list.is_empty() {
-            println!("{what}: {}", ranges(&list));
+            outln!("{what}: {}", ranges(&list));
         }
     }
     for (piece, msg) in report.errors.iter().take(10) {
-        println!("  piece {piece}: {msg}");
+        outln!("  piece {piece}: {msg}");
     }
-    println!("files:");
+    outln!("files:");
     for f in &report.files {
         let detail = match f.verdict {
             FileVerdict::Complete => String::new(),
@@ -206,7 +199,7 @@ fn print_report(storage: &Storage, report: &CheckReport) {
                 f.pieces_complete, f.pieces_total
             ),
         };
-        println!(
+        outln!(
             "  {:<10}  {:>12}  {}{detail}",
             verdict_name(f.verdict).replace('_', " "),
             format::bytes(f.length),

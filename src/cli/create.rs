@@ -112,9 +112,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     std::fs::write(&output, &created.bytes)
         .with_context(|| format!("cannot write {}", output.display()))?;
-    println!("wrote {}", output.display());
-    println!("info hash:  {}", info.info_hash());
-    println!(
+    outln!("wrote {}", output.display());
+    outln!("info hash:  {}", info.info_hash());
+    outln!(
         "size:       {} in {} file{}, {} pieces of {}",
         format::bytes(info.total_len()),
         info.files().len(),

@@ -3,17 +3,17 @@
 //! real event loop, storage and hashing pool, then checks every byte and prints throughput.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use super::format;
-use super::transfer::{backend, run_download, run_seed, start, Io};
+use super::signals::{self, Interrupted};
+use super::transfer::{start_client, wait_complete, Io};
+use ringtorrent::client::{AddTorrent, ClientConfig};
 use ringtorrent::core::Rng;
 use ringtorrent::metainfo::create::{create, CreateOptions};
-use ringtorrent::storage::{DiskPool, DiskPoolConfig, OpenMode};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -52,6 +52,10 @@ impl Drop for WorkDir {
 }
 
 fn work_dir(args: &Args) -> Result<WorkDir> {
+    // Check the backend before making anything, so a refused `--io uring` leaves nothing.
+    ringtorrent::client::IoChoice::from(args.io)
+        .resolve()
+        .map_err(anyhow::Error::from)?;
     let base = match &args.work_dir {
         Some(dir) => dir.clone(),
         None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
@@ -66,11 +70,24 @@ fn work_dir(args: &Args) -> Result<WorkDir> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let backend = backend(args.io)?;
+    signals::catch();
     if args.size == 0 {
         bail!("--size must be above zero");
     }
+    // The work folder goes when this returns, however it returns: a signal stops the demo
+    // cleanly (see `signals`), so an interrupted demo leaves nothing in /dev/shm.
     let work = work_dir(&args)?;
+    let result = demo(&args, &work);
+    match result {
+        Err(e) if e.is::<Interrupted>() => {
+            drop(work);
+            bail!("interrupted; the payload and the download were removed")
+        }
+        other => other,
+    }
+}
+
+fn demo(args: &Args, work: &WorkDir) -> Result<()> {
     let seed_dir = work.path.join("seed");
     let leech_dir = work.path.join("leech");
     std::fs::create_dir_all(&seed_dir)?;
@@ -90,6 +107,9 @@ pub fn run(args: Args) -> Result<()> {
         let mut chunk = vec![0u8; 1 << 20];
         let mut left = args.size;
         while left > 0 {
+            if signals::interrupted() {
+                return Err(Interrupted.into());
+            }
             let n = left.min(chunk.len() as u64) as usize;
             rng.fill(&mut chunk[..n]);
             file.write_all(&chunk[..n])?;
@@ -108,7 +128,10 @@ pub fn run(args: Args) -> Result<()> {
         &AtomicU64::new(0),
     )
     .context("cannot make the torrent")?;
-    let info = Arc::new(made.torrent.info);
+    if signals::interrupted() {
+        return Err(Interrupted.into());
+    }
+    let info = made.torrent.info.clone();
     eprintln!(
         "torrent {} ({} pieces of {})",
         info.info_hash(),
@@ -116,75 +139,31 @@ pub fn run(args: Args) -> Result<()> {
         format::bytes(args.piece_length)
     );
 
-    // 3. A seeder on 127.0.0.1 in its own thread, a leecher here, sharing one disk pool.
-    let pool =
-        Arc::new(DiskPool::new(DiskPoolConfig::default()).map_err(|e| anyhow::anyhow!("{e}"))?);
-    let mut seeder = start(
-        backend,
-        1,
-        info.clone(),
-        &seed_dir,
-        OpenMode::ReadOnly,
-        Some("127.0.0.1:0".parse()?),
-        pool.clone(),
-        true,
-        true,
-        ringtorrent::core::config::Config::default(),
-        None,
-    )?;
-    let seed_addr = seeder
-        .driver
-        .local_addr()
-        .context("the seeder has no address")?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let seeder_thread = {
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("rt-demo-seed".into())
-            .spawn(move || -> Result<()> {
-                while !stop.load(Ordering::Relaxed) {
-                    run_seed(
-                        &mut seeder,
-                        Some(Instant::now() + std::time::Duration::from_millis(50)),
-                    )?;
-                }
-                Ok(())
-            })?
+    // 3. Two clients on 127.0.0.1, each with one event loop: a seeder serving the payload it
+    // knows is complete, and a leecher told where the seeder is.
+    let config = |dir: &Path| ClientConfig {
+        listen: Some("127.0.0.1:0".parse().expect("valid address")),
+        loops: 1,
+        io: args.io.into(),
+        data_dir: dir.to_path_buf(),
+        trackers: false,
+        ..ClientConfig::default()
     };
-    let mut leecher = start(
-        backend,
-        1,
-        info.clone(),
-        &leech_dir,
-        OpenMode::Create,
-        Some("127.0.0.1:0".parse()?),
-        pool,
-        false,
-        true,
-        ringtorrent::core::config::Config::default(),
-        None,
-    )?;
-    let now = leecher.driver.now();
-    leecher
-        .driver
-        .session()
-        .add_peers(leecher.torrent, &[seed_addr], now);
+    let seeder = start_client(config(&seed_dir))?;
+    let mut seed = AddTorrent::bytes(made.bytes.clone()).seed_only();
+    seed.trust_data = true;
+    seeder.add(seed)?;
+    let seed_addr = seeder.listen_addr().context("the seeder has no address")?;
+    let leecher = ringtorrent::client::Client::start(config(&leech_dir))?;
+    let backend = leecher.backend();
+    let events = leecher.subscribe();
+    let torrent = leecher.add(AddTorrent::bytes(made.bytes).peers([seed_addr]))?;
     eprintln!("seeding from {seed_addr}, leeching over loopback with {backend}");
-    let deadline = Instant::now() + std::time::Duration::from_secs(600);
-    let took = run_download(&mut leecher, Some(deadline), args.quiet);
-    stop.store(true, Ordering::Relaxed);
-    let seeded = seeder_thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("the seeder thread panicked"))?;
-    let took = took?;
-    seeded?;
-    let id = leecher.torrent;
-    let latency = leecher
-        .driver
-        .session()
-        .stats(id)
-        .and_then(|st| st.request_latency_us.as_deref().cloned());
-    drop(leecher);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let took = wait_complete(&torrent, &events, Some(deadline), args.quiet)?;
+    let latency = torrent.request_latency_us()?;
+    leecher.shutdown();
+    seeder.shutdown();
 
     // 4. Every byte, compared.
     let got = leech_dir.join("payload.bin");
@@ -192,14 +171,14 @@ pub fn run(args: Args) -> Result<()> {
         bail!("the downloaded file differs from the payload");
     }
     let mb_s = info.total_len() as f64 / took.as_secs_f64().max(1e-6) / 1e6;
-    println!(
+    outln!(
         "ok: {} downloaded and verified byte for byte in {:.2} s: {mb_s:.0} MB/s over loopback ({backend})",
         format::bytes(info.total_len()),
         took.as_secs_f64()
     );
     if let Some(h) = latency.filter(|h| !h.is_empty()) {
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        println!(
+        outln!(
             "request-to-block latency over {} blocks: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, \
              p99.9 {:.2} ms, max {:.2} ms",
             h.len(),

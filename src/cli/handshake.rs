@@ -59,7 +59,7 @@ pub fn run(args: Args) -> Result<()> {
     let timeout = Duration::from_secs(args.timeout.max(1));
     let report = talk(addr, info_hash, piece_count, timeout)?;
     if args.json {
-        println!("{}", to_json(&report));
+        outln!("{}", to_json(&report));
     } else {
         print_text(&report);
     }
@@ -119,7 +119,7 @@ fn talk(
     let reserved = Reserved::NONE
         .with(ReservedFlag::ExtensionProtocol, true)
         .with(ReservedFlag::Fast, true);
-    let ours = Handshake::new(reserved, info_hash, super::random_peer_id());
+    let ours = Handshake::new(reserved, info_hash, ringtorrent::client::random_peer_id());
     stream
         .write_all(&ours.to_bytes())
         .map_err(|e| anyhow!("cannot send the handshake to {addr}: {e}"))?;
@@ -319,18 +319,18 @@ fn to_json(r: &Report) -> serde_json::Value {
 
 fn print_text(r: &Report) {
     let hs = &r.handshake;
-    println!(
+    outln!(
         "peer:         {} (connected in {:.1} ms)",
         r.addr,
         r.connect_time.as_secs_f64() * 1000.0
     );
-    println!("peer id:      {}", hs.peer_id.printable());
-    println!("peer id hex:  {}", hs.peer_id.to_hex());
+    outln!("peer id:      {}", hs.peer_id.printable());
+    outln!("peer id hex:  {}", hs.peer_id.to_hex());
     if let Some(client) = hs.peer_id.client() {
-        println!("client:       {client}");
+        outln!("client:       {client}");
     }
     let bits = reserved_names(&hs.reserved);
-    println!(
+    outln!(
         "reserved:     {} ({})",
         ringtorrent::core::hex::encode(hs.reserved.as_bytes()),
         if bits.is_empty() {
@@ -341,31 +341,31 @@ fn print_text(r: &Report) {
     );
     match &r.extended {
         Some(e) => {
-            println!("extension handshake (BEP 10):");
+            outln!("extension handshake (BEP 10):");
             if let Some(v) = &e.client {
-                println!("  client:         {v}");
+                outln!("  client:         {v}");
             }
             if let Some(p) = e.listen_port {
-                println!("  listen port:    {p}");
+                outln!("  listen port:    {p}");
             }
             if let Some(q) = e.request_queue {
-                println!("  request queue:  {q}");
+                outln!("  request queue:  {q}");
             }
             if let Some(m) = e.metadata_size {
-                println!("  metadata size:  {m} bytes");
+                outln!("  metadata size:  {m} bytes");
             }
             if let Some(ip) = e.your_ip {
-                println!("  sees us at:     {ip}");
+                outln!("  sees us at:     {ip}");
             }
             if let Some(u) = e.upload_only {
-                println!("  upload only:    {}", if u { "yes" } else { "no" });
+                outln!("  upload only:    {}", if u { "yes" } else { "no" });
             }
             let m: Vec<String> = e
                 .extensions
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
-            println!(
+            outln!(
                 "  extensions:     {}",
                 if m.is_empty() {
                     "none".to_owned()
@@ -375,24 +375,24 @@ fn print_text(r: &Report) {
             );
         }
         None if hs.reserved.contains(ReservedFlag::ExtensionProtocol) => {
-            println!("extension handshake (BEP 10): offered but not received")
+            outln!("extension handshake (BEP 10): offered but not received")
         }
-        None => println!("extension handshake (BEP 10): not offered"),
+        None => outln!("extension handshake (BEP 10): not offered"),
     }
     match &r.pieces {
         Some(Pieces {
             how,
             have,
             total: Some(total),
-        }) => println!("pieces:       {have} of {total} ({how})"),
+        }) => outln!("pieces:       {have} of {total} ({how})"),
         Some(Pieces {
             how,
             have,
             total: None,
-        }) => println!("pieces:       {have} ({how})"),
-        None => println!("pieces:       not announced"),
+        }) => outln!("pieces:       {have} ({how})"),
+        None => outln!("pieces:       not announced"),
     }
     if !r.messages.is_empty() {
-        println!("messages:     {}", r.messages.join(", "));
+        outln!("messages:     {}", r.messages.join(", "));
     }
 }

@@ -31,15 +31,15 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     if args.input.starts_with("magnet:") {
         let magnet = Magnet::parse(&args.input).context("invalid magnet link")?;
-        let mut peers = super::transfer::resolve(&args.peers)?;
-        peers.extend(super::transfer::magnet_peers(&magnet));
-        if peers.is_empty() && !args.fetch {
+        let peers = super::transfer::resolve(&args.peers)?;
+        if peers.is_empty() && ringtorrent::client::magnet_peers(&magnet).is_empty() && !args.fetch
+        {
             print_magnet(&magnet, args.json);
             return Ok(());
         }
         let timeout = std::time::Duration::from_secs(args.timeout);
-        let info = super::transfer::fetch_metadata(&magnet, &peers, timeout)
-            .context("cannot fetch the metadata")?;
+        let info =
+            fetch_metadata(&args.input, peers, timeout).context("cannot fetch the metadata")?;
         let torrent = Torrent {
             info: (*info).clone(),
             trackers: if magnet.trackers.is_empty() {
@@ -53,7 +53,7 @@ pub fn run(args: Args) -> Result<()> {
             creation_date: None,
         };
         if args.json {
-            println!("{}", torrent_json(&torrent));
+            outln!("{}", torrent_json(&torrent));
         } else {
             print_torrent(&torrent);
         }
@@ -64,11 +64,33 @@ pub fn run(args: Args) -> Result<()> {
     let torrent = Torrent::from_bytes(&bytes)
         .with_context(|| format!("{} is not a valid torrent", path.display()))?;
     if args.json {
-        println!("{}", torrent_json(&torrent));
+        outln!("{}", torrent_json(&torrent));
     } else {
         print_torrent(&torrent);
     }
     Ok(())
+}
+
+/// Fetches a magnet link's metadata from `peers`, the link's own and its trackers, with a
+/// client that accepts no connections and opens no storage.
+fn fetch_metadata(
+    uri: &str,
+    peers: Vec<std::net::SocketAddr>,
+    timeout: std::time::Duration,
+) -> Result<std::sync::Arc<ringtorrent::metainfo::Info>> {
+    use ringtorrent::client::{AddTorrent, ClientConfig};
+    super::signals::catch();
+    let client = super::transfer::start_client(ClientConfig {
+        listen: None,
+        loops: 1,
+        ..ClientConfig::default()
+    })?;
+    let events = client.subscribe();
+    let torrent = client.add(AddTorrent::magnet(uri).peers(peers).metadata_only())?;
+    let deadline = std::time::Instant::now() + timeout;
+    let info = super::transfer::wait_metadata(&torrent, &events, Some(deadline), false);
+    client.shutdown();
+    info
 }
 
 fn torrent_json(t: &Torrent) -> serde_json::Value {
@@ -100,55 +122,55 @@ fn torrent_json(t: &Torrent) -> serde_json::Value {
 fn print_torrent(t: &Torrent) {
     let info = &t.info;
     let l = info.lengths();
-    println!("name:         {}", info.name());
-    println!("info hash:    {}", info.info_hash());
-    println!(
+    outln!("name:         {}", info.name());
+    outln!("info hash:    {}", info.info_hash());
+    outln!(
         "size:         {} ({} bytes)",
         format::bytes(info.total_len()),
         info.total_len()
     );
-    println!(
+    outln!(
         "pieces:       {} of {} (last {})",
         l.piece_count(),
         format::bytes(u64::from(l.piece_len())),
         format::bytes(u64::from(l.last_piece_len()))
     );
-    println!(
+    outln!(
         "private:      {}",
         if info.is_private() { "yes" } else { "no" }
     );
     if let Some(source) = info.source() {
-        println!("source:       {source}");
+        outln!("source:       {source}");
     }
     if let Some(by) = &t.created_by {
-        println!("created by:   {by}");
+        outln!("created by:   {by}");
     }
     if let Some(date) = t.creation_date {
-        println!("created:      {}", format::unix_time(date));
+        outln!("created:      {}", format::unix_time(date));
     }
     if let Some(comment) = &t.comment {
-        println!("comment:      {comment}");
+        outln!("comment:      {comment}");
     }
     if t.trackers.is_empty() {
-        println!("trackers:     none (trackerless)");
+        outln!("trackers:     none (trackerless)");
     } else {
-        println!("trackers:");
+        outln!("trackers:");
         for (i, tier) in t.trackers.iter().enumerate() {
-            println!("  tier {}:     {}", i + 1, tier.join(", "));
+            outln!("  tier {}:     {}", i + 1, tier.join(", "));
         }
     }
     if !t.url_list.is_empty() {
-        println!("web seeds:    {}", t.url_list.join(", "));
+        outln!("web seeds:    {}", t.url_list.join(", "));
     }
     let real: Vec<_> = info.files().iter().filter(|f| !f.attr.padding).collect();
     let padding = info.files().len() - real.len();
     if padding > 0 {
-        println!("files:        {} (+{padding} padding)", real.len());
+        outln!("files:        {} (+{padding} padding)", real.len());
     } else {
-        println!("files:        {}", real.len());
+        outln!("files:        {}", real.len());
     }
     for f in real {
-        println!("  {:>12}  {}", format::bytes(f.length), f.display_path());
+        outln!("  {:>12}  {}", format::bytes(f.length), f.display_path());
     }
 }
 
@@ -163,28 +185,28 @@ fn print_magnet(m: &Magnet, json: bool) {
             "web_seeds": m.web_seeds,
             "exact_length": m.exact_length,
         });
-        println!("{value}");
+        outln!("{value}");
         return;
     }
-    println!(
+    outln!(
         "name:         {}",
         m.display_name.as_deref().unwrap_or("(none given)")
     );
-    println!("info hash:    {}", m.info_hash);
+    outln!("info hash:    {}", m.info_hash);
     match m.exact_length {
-        Some(len) => println!("size:         {} ({len} bytes)", format::bytes(len)),
-        None => println!("size:         unknown until the metadata is fetched from peers"),
+        Some(len) => outln!("size:         {} ({len} bytes)", format::bytes(len)),
+        None => outln!("size:         unknown until the metadata is fetched from peers"),
     }
     if m.trackers.is_empty() {
-        println!("trackers:     none");
+        outln!("trackers:     none");
     } else {
-        println!("trackers:");
-        m.trackers.iter().for_each(|t| println!("  {t}"));
+        outln!("trackers:");
+        m.trackers.iter().for_each(|t| outln!("  {t}"));
     }
     if !peers.is_empty() {
-        println!("peers:        {}", peers.join(", "));
+        outln!("peers:        {}", peers.join(", "));
     }
     if !m.web_seeds.is_empty() {
-        println!("web seeds:    {}", m.web_seeds.join(", "));
+        outln!("web seeds:    {}", m.web_seeds.join(", "));
     }
 }

@@ -1,5 +1,21 @@
-//! Command-line front end: argument parsing (clap) and one module per subcommand. This is the
-//! only place that uses `anyhow`; the library reports typed errors.
+//! Command-line front end: argument parsing (clap), config files and display, one module per
+//! subcommand. The engine is the library's [`ringtorrent::client::Client`]: no event loop,
+//! disk pool, storage, session or announcer is built here. This is the only place that uses
+//! `anyhow`; the library reports typed errors.
+
+/// `println!` for command output: a closed pipe ends the process quietly, as SIGPIPE ends any
+/// Unix tool (see `signals::out`).
+macro_rules! outln {
+    () => { $crate::cli::signals::out(format_args!("\n")) };
+    ($($arg:tt)*) => {
+        $crate::cli::signals::out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for command output, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::signals::out(format_args!($($arg)*)) };
+}
 
 mod check;
 mod create;
@@ -9,6 +25,7 @@ mod format;
 mod handshake;
 mod info;
 mod serve;
+mod signals;
 mod simulate;
 mod swarm_load;
 mod tracker;
@@ -21,8 +38,10 @@ use clap::{Parser, Subcommand};
 
 /// ringtorrent: a BitTorrent engine for Linux built for throughput.
 ///
-/// Today it reads and writes torrents and magnet links and talks the peer wire protocol
-/// (`handshake`). Seeding and leeching arrive with the io_uring driver.
+/// It downloads and seeds torrents and magnet links (one io_uring or epoll event loop per
+/// core), runs a seedbox of many torrents with a control API (`serve`), checks and makes
+/// torrents, and loads trackers and other clients (`tracker-load`, `swarm-load`). Every
+/// command that runs torrents uses the same engine, the `ringtorrent::client` library.
 #[derive(Debug, Parser)]
 #[command(
     name = "ringtorrent",
@@ -121,24 +140,6 @@ enum Command {
     Report(tracker_load::ReportArgs),
 }
 
-/// A random 64-bit value, for RNG seeds and peer ids. The CLI may draw randomness (the core
-/// may not); std's hasher, freshly and randomly keyed on every call, is enough for values that
-/// only have to differ between runs and peers.
-pub(crate) fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
-/// A fresh peer id: our client prefix and twelve random characters.
-pub(crate) fn random_peer_id() -> ringtorrent::core::PeerId {
-    let mut tail = [0u8; 12];
-    tail[..8].copy_from_slice(&random_u64().to_le_bytes());
-    tail[8..].copy_from_slice(&random_u64().to_le_bytes()[..4]);
-    ringtorrent::core::PeerId::generate(tail)
-}
-
 /// Runs the command line and turns errors into one clear line on stderr and exit status 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -160,10 +161,11 @@ pub fn main() -> ExitCode {
         Command::Report(args) => tracker_load::report(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => signals::exit_status().map_or(ExitCode::SUCCESS, ExitCode::from),
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            // A command a signal stopped says so with 128 + the signal, as a shell would.
+            signals::exit_status().map_or(ExitCode::FAILURE, ExitCode::from)
         }
     }
 }

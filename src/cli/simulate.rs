@@ -97,9 +97,9 @@ pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let report = simulate(config).map_err(|e| anyhow!("cannot simulate: {e}"))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("{report}");
+        outln!("{report}");
     }
     // Real time goes to stderr so that stdout stays identical for the same seed.
     eprintln!(

@@ -129,7 +129,7 @@ fn gen(a: GenArgs) -> Result<()> {
         .checked_mul(1 << 20)
         .ok_or_else(|| anyhow!("--size {} MiB is too large", a.size))?;
     let g = pattern::gen(&a.dir, size, a.piece_length, a.files).map_err(|e| anyhow!(e))?;
-    println!(
+    outln!(
         "wrote {} ({} in {} file(s), {} pieces) and its data under {}",
         g.torrent_path.display(),
         format::bytes(size),

@@ -1,16 +1,13 @@
 //! `ringtorrent announce` and `ringtorrent scrape`: one-shot tracker exchanges for people
-//! debugging trackers, and [`Hook`], which makes `download` and `seed` announce to the
-//! torrent's trackers and hand the peers they return to the session.
+//! debugging trackers. (Torrents the engine runs are announced by the library's client.)
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use super::driver::Driver;
-use ringtorrent::core::api::TorrentId;
 use ringtorrent::core::Time;
 use ringtorrent::metainfo::Torrent;
 use ringtorrent::tracker::{
@@ -148,8 +145,8 @@ fn errors_json(events: &[TrackerEvent]) -> Vec<serde_json::Value> {
 fn print_errors(events: &[TrackerEvent]) {
     for e in events {
         match e {
-            TrackerEvent::Error { url, error } => println!("{url}: failed: {error}"),
-            TrackerEvent::Warning { url, message } => println!("{url}: warning: {message}"),
+            TrackerEvent::Error { url, error } => outln!("{url}: failed: {error}"),
+            TrackerEvent::Warning { url, message } => outln!("{url}: warning: {message}"),
             _ => {}
         }
     }
@@ -171,7 +168,7 @@ pub fn announce(args: AnnounceArgs) -> Result<()> {
         config,
         Mode::Once(event),
         torrent.info.info_hash(),
-        super::random_peer_id(),
+        ringtorrent::client::random_peer_id(),
         args.port,
         &tiers,
         Progress {
@@ -179,7 +176,7 @@ pub fn announce(args: AnnounceArgs) -> Result<()> {
             downloaded: 0,
             left,
         },
-        super::random_u64(),
+        ringtorrent::client::random_u64(),
         Time::ZERO,
     );
     let events = run_once(&mut announcer, &args.common)?;
@@ -208,27 +205,27 @@ pub fn announce(args: AnnounceArgs) -> Result<()> {
                 .map(SocketAddr::to_string)
                 .collect::<Vec<_>>());
         }
-        println!("{out}");
+        outln!("{out}");
     } else {
         print_errors(&events);
         if let Some((url, r)) = answer {
-            println!("{url}: announce ({}) answered", event.name());
+            outln!("{url}: announce ({}) answered", event.name());
             let min = r.min_interval.map_or(String::new(), |m| {
                 format!(", min interval {} s", m.as_secs())
             });
-            println!("  interval {} s{min}", r.interval.as_secs());
+            outln!("  interval {} s{min}", r.interval.as_secs());
             let count = |v: Option<u32>| v.map_or("?".to_string(), |v| v.to_string());
-            println!(
+            outln!(
                 "  seeders {}, leechers {}",
                 count(r.seeders),
                 count(r.leechers)
             );
             if let Some(id) = &r.tracker_id {
-                println!("  tracker id {}", String::from_utf8_lossy(id));
+                outln!("  tracker id {}", String::from_utf8_lossy(id));
             }
-            println!("  {} peers", r.peers.len());
+            outln!("  {} peers", r.peers.len());
             for p in &r.peers {
-                println!("    {p}");
+                outln!("    {p}");
             }
         }
     }
@@ -246,11 +243,11 @@ pub fn scrape(args: ScrapeArgs) -> Result<()> {
         config(&args.common),
         Mode::Scrape(vec![hash]),
         hash,
-        super::random_peer_id(),
+        ringtorrent::client::random_peer_id(),
         0,
         &tiers,
         Progress::default(),
-        super::random_u64(),
+        ringtorrent::client::random_u64(),
         Time::ZERO,
     );
     let events = run_once(&mut announcer, &args.common)?;
@@ -274,15 +271,17 @@ pub fn scrape(args: ScrapeArgs) -> Result<()> {
             out["completed"] = json!(s.completed);
             out["leechers"] = json!(s.leechers);
         }
-        println!("{out}");
+        outln!("{out}");
     } else {
         print_errors(&events);
         match answer {
-            Some((url, Some(s))) => println!(
+            Some((url, Some(s))) => outln!(
                 "{url}: seeders {}, completed {}, leechers {}",
-                s.seeders, s.completed, s.leechers
+                s.seeders,
+                s.completed,
+                s.leechers
             ),
-            Some((url, None)) => println!("{url}: the tracker does not know this torrent"),
+            Some((url, None)) => outln!("{url}: the tracker does not know this torrent"),
             None => {}
         }
     }
@@ -290,143 +289,4 @@ pub fn scrape(args: ScrapeArgs) -> Result<()> {
         bail!("no tracker answered");
     }
     Ok(())
-}
-
-/// A running torrent's trackers: `download` and `seed` call [`Hook::pump`] every loop turn.
-pub struct Hook {
-    announcer: Announcer,
-    io: TrackerIo,
-    torrent: TorrentId,
-    listen_port: u16,
-    completed: bool,
-    quiet: bool,
-}
-
-impl Hook {
-    /// Starts announcing `torrent` (the session's id for the file at `path`) to the file's
-    /// trackers; `None` when it names none.
-    pub fn start(
-        path: &Path,
-        driver: &mut Driver,
-        torrent: TorrentId,
-        quiet: bool,
-    ) -> Result<Option<Hook>> {
-        let file = load(path)?;
-        Hook::start_tiers(
-            &file.trackers,
-            file.info.info_hash(),
-            driver,
-            torrent,
-            quiet,
-        )
-    }
-
-    /// [`Hook::start`] for trackers given as tiers of URLs (a magnet link's `tr`s), for the
-    /// torrent `info_hash`. `None` when there are none.
-    pub fn start_tiers(
-        tiers: &[Vec<String>],
-        info_hash: ringtorrent::core::InfoHash,
-        driver: &mut Driver,
-        torrent: TorrentId,
-        quiet: bool,
-    ) -> Result<Option<Hook>> {
-        if tiers.iter().all(Vec::is_empty) {
-            return Ok(None);
-        }
-        let listen_port = driver.local_addr().map_or(0, |a| a.port());
-        let now = driver.now();
-        let session = driver.session();
-        let progress = progress(session, torrent);
-        let announcer = Announcer::new(
-            TrackerConfig::default(),
-            Mode::Regular,
-            info_hash,
-            session.peer_id(),
-            listen_port,
-            tiers,
-            progress,
-            super::random_u64(),
-            now,
-        );
-        let io = TrackerIo::new().map_err(|e| anyhow!("cannot open a UDP socket: {e}"))?;
-        let mut hook = Hook {
-            announcer,
-            io,
-            torrent,
-            listen_port,
-            completed: progress.left == 0,
-            quiet,
-        };
-        hook.pump(driver);
-        Ok(Some(hook))
-    }
-
-    /// Hands replies to the announcer, fires its timers, and gives the peers it found to the
-    /// session.
-    pub fn pump(&mut self, driver: &mut Driver) {
-        let now = driver.now();
-        let session = driver.session();
-        self.announcer.set_progress(progress(session, self.torrent));
-        if !self.completed && session.is_complete(self.torrent) {
-            self.completed = true;
-            self.announcer.completed(now);
-        }
-        self.io.pump(0, &mut self.announcer, now);
-        while let Some(event) = self.announcer.poll_event() {
-            match event {
-                TrackerEvent::Announced { response, .. } => {
-                    // Trackers list us among the peers; dialling ourselves is pointless.
-                    let peers: Vec<SocketAddr> = response
-                        .peers
-                        .into_iter()
-                        .filter(|p| {
-                            !(p.port() == self.listen_port
-                                && (p.ip().is_loopback() || p.ip().is_unspecified()))
-                        })
-                        .collect();
-                    if !peers.is_empty() {
-                        driver.session().add_peers(self.torrent, &peers, now);
-                    }
-                }
-                TrackerEvent::Error { url, error } if !self.quiet => {
-                    eprintln!("tracker {url}: {error}")
-                }
-                TrackerEvent::Warning { url, message } if !self.quiet => {
-                    eprintln!("tracker {url} warns: {message}")
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Lets a `completed` the torrent just earned reach the tracker (for at most 3 s), then
-    /// sends `stopped` to the trackers that saw `started` (for at most 5 s more).
-    pub fn stop(&mut self, driver: &mut Driver) {
-        self.pump(driver);
-        let started = Instant::now();
-        while self.announcer.completed_pending() && started.elapsed() < Duration::from_secs(3) {
-            std::thread::sleep(Duration::from_millis(5));
-            self.pump(driver);
-        }
-        let started = Instant::now();
-        self.announcer.stop(driver.now());
-        while !self.announcer.is_done() && started.elapsed() < Duration::from_secs(6) {
-            self.io.pump(0, &mut self.announcer, driver.now());
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-fn progress(session: &mut ringtorrent::core::Session, torrent: TorrentId) -> Progress {
-    let stats = session.stats(torrent);
-    Progress {
-        uploaded: stats.map_or(0, |s| s.uploaded),
-        downloaded: stats.map_or(0, |s| s.downloaded),
-        // Before a magnet's metadata arrives the size is unknown; announce as a leecher.
-        left: if session.is_magnet(torrent) {
-            1
-        } else {
-            session.bytes_left(torrent)
-        },
-    }
 }

@@ -324,7 +324,7 @@ pub fn run(args: Args) -> Result<()> {
             out.push_str(&model::info_hash(args.seed, g).to_hex());
             out.push('\n');
         }
-        print!("{out}");
+        out!("{out}");
         return Ok(());
     }
     let cfg = config(&args)?;
@@ -346,13 +346,18 @@ pub fn run(args: Args) -> Result<()> {
     let mut p = params(&args, &cfg, &pace_text);
     let report = if args.find_knee {
         if !args.json {
-            println!(
+            outln!(
                 "finding the knee: p99 <= {} ms, loss <= {}, {} s steps",
-                args.p99_max_ms, args.loss_max, args.knee_step_secs
+                args.p99_max_ms,
+                args.loss_max,
+                args.knee_step_secs
             );
-            println!(
+            outln!(
                 "{:>12} {:>12} {:>10} {:>9}",
-                "rate/s", "replies/s", "p99 ms", "loss"
+                "rate/s",
+                "replies/s",
+                "p99 ms",
+                "loss"
             );
         }
         let quiet = args.json;
@@ -365,7 +370,7 @@ pub fn run(args: Args) -> Result<()> {
             args.knee_max_steps,
             |s| {
                 if !quiet {
-                    println!(
+                    outln!(
                         "{:>12.0} {:>12.0} {:>10.3} {:>9.5} {}",
                         s.rate,
                         s.replies_per_s,
@@ -380,8 +385,8 @@ pub fn run(args: Args) -> Result<()> {
         p["knee_steps"] = serde_json::to_value(&steps)?;
         if !args.json {
             match knee {
-                Some(k) => println!("knee: {k:.0} requests/s\n"),
-                None => println!("knee: not found (the first step already failed)\n"),
+                Some(k) => outln!("knee: {k:.0} requests/s\n"),
+                None => outln!("knee: not found (the first step already failed)\n"),
             }
         }
         report
@@ -401,13 +406,13 @@ pub(crate) fn emit(report: &LoadReport, as_json: bool, output: Option<&PathBuf>)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        outln!("{}", serde_json::to_string_pretty(&value)?);
     } else if report.tool == TOOL {
-        print!("{}", table(report));
+        out!("{}", table(report));
     } else if report.tool == ringtorrent::load::swarm::TOOL {
-        print!("{}", ringtorrent::load::swarm::table(report));
+        out!("{}", ringtorrent::load::swarm::table(report));
     } else {
-        print!("{}", report.text());
+        out!("{}", report.text());
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The control API: HTTP/1.1 with JSON bodies, on loopback by default, plus `GET /metrics` in
 //! Prometheus text format. A thread accepts requests (tiny_http) and hands each to the control
-//! thread, which owns the [`Engine`], and sends back its answer.
+//! thread, which asks the [`Client`], and sends back its answer.
 //!
 //! ```text
 //!   GET    /torrents                     every torrent's status
@@ -25,7 +25,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use super::engine::{AlreadyAdded, BadInput, Engine, Metrics, Settings, UnknownTorrent};
+use ringtorrent::client::{AddTorrent, Client, ClientError, Metrics, TorrentHandle};
 use ringtorrent::core::InfoHash;
 
 /// The largest request body read: a torrent file for the largest torrent we accept is a few
@@ -129,39 +129,44 @@ fn hash_of(text: &str) -> Result<InfoHash, Response> {
     })
 }
 
-fn failure(e: anyhow::Error) -> Response {
-    if e.is::<UnknownTorrent>() {
-        Response::error(404, e)
-    } else if e.is::<AlreadyAdded>() {
-        Response::error(409, e)
-    } else if e.is::<BadInput>() {
-        Response::error(400, e)
-    } else {
-        Response::error(500, format!("{e:#}"))
+fn failure(e: ClientError) -> Response {
+    let status = match e {
+        ClientError::UnknownTorrent(_) => 404,
+        ClientError::AlreadyAdded(_) => 409,
+        ClientError::InvalidTorrent(_)
+        | ClientError::InvalidMagnet(_)
+        | ClientError::InvalidArgument(_)
+        | ClientError::NoMetadata(_) => 400,
+        _ => 500,
+    };
+    Response::error(status, e)
+}
+
+fn added(result: Result<TorrentHandle, ClientError>) -> Response {
+    match result {
+        Ok(t) => Response::json(201, json!({ "info_hash": t.info_hash().to_hex() })),
+        Err(e) => failure(e),
     }
 }
 
-/// Answers one request against the engine.
-pub fn handle(engine: &mut Engine, req: Request) -> Response {
+/// Answers one request against the client.
+pub fn handle(client: &Client, req: Request) -> Response {
     let parts: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     let method = req.method.as_str();
     match (method, parts.as_slice()) {
         ("GET", ["metrics"]) => Response {
             status: 200,
             content_type: "text/plain; version=0.0.4",
-            body: prometheus(&engine.metrics()).into_bytes(),
+            body: prometheus(&client.metrics()).into_bytes(),
         },
-        ("GET", ["torrents"]) => Response::json(200, json!(engine.list())),
+        ("GET", ["torrents"]) => Response::json(200, json!(client.list())),
         ("POST", ["torrents"]) => {
             if req.body.first() == Some(&b'{') {
                 return match serde_json::from_slice::<Value>(&req.body) {
                     Err(e) => Response::error(400, format!("malformed JSON: {e}")),
                     Ok(v) if v.get("magnet").is_some() => match v["magnet"].as_str() {
                         None => Response::error(400, "`magnet` must be a string"),
-                        Some(uri) => match engine.add_magnet(uri) {
-                            Ok(hash) => Response::json(201, json!({ "info_hash": hash.to_hex() })),
-                            Err(e) => failure(e),
-                        },
+                        Some(uri) => added(client.add(AddTorrent::magnet(uri))),
                     },
                     Ok(_) => Response::error(
                         400,
@@ -169,32 +174,39 @@ pub fn handle(engine: &mut Engine, req: Request) -> Response {
                     ),
                 };
             }
-            let settings = Settings {
-                source: "api".into(),
-                paused: req.query.split('&').any(|kv| kv == "paused=true"),
-                ..Settings::default()
-            };
-            match engine.add(&req.body, settings) {
-                Ok(hash) => Response::json(201, json!({ "info_hash": hash.to_hex() })),
-                Err(e) => failure(e),
-            }
+            let paused = req.query.split('&').any(|kv| kv == "paused=true");
+            added(client.add(AddTorrent::bytes(req.body).paused(paused).label("api")))
         }
         (_, ["torrents", hash, rest @ ..]) => {
             let hash = match hash_of(hash) {
                 Ok(h) => h,
                 Err(r) => return r,
             };
+            let known = matches!(
+                (method, rest),
+                ("GET" | "DELETE", [])
+                    | ("POST", ["pause" | "resume"])
+                    | ("GET", ["peers"])
+                    | ("PUT" | "POST", ["limits"])
+            );
+            if !known {
+                return Response::error(404, format!("no route {method} {}", req.path));
+            }
+            let torrent = match client.get(hash) {
+                Some(t) => t,
+                None => return failure(ClientError::UnknownTorrent(hash)),
+            };
             let result = match (method, rest) {
-                ("GET", []) => engine.get(hash).map(|s| json!(s)),
+                ("GET", []) => torrent.status().map(|s| json!(s)),
                 ("DELETE", []) => {
                     let delete = req.query.split('&').any(|kv| kv == "delete_data=true");
-                    engine
-                        .remove(hash, delete)
+                    torrent
+                        .remove(delete)
                         .map(|()| json!({ "removed": hash.to_hex() }))
                 }
-                ("POST", ["pause"]) => engine.pause(hash).map(|()| json!({ "paused": true })),
-                ("POST", ["resume"]) => engine.resume(hash).map(|()| json!({ "paused": false })),
-                ("GET", ["peers"]) => engine.peers(hash).map(|p| json!(p)),
+                ("POST", ["pause"]) => torrent.pause().map(|()| json!({ "paused": true })),
+                ("POST", ["resume"]) => torrent.resume().map(|()| json!({ "paused": false })),
+                ("GET", ["peers"]) => torrent.peers().map(|p| json!(p)),
                 ("PUT" | "POST", ["limits"]) => {
                     let v: Value = match serde_json::from_slice(&req.body) {
                         Ok(v) => v,
@@ -218,8 +230,8 @@ pub fn handle(engine: &mut Engine, req: Request) -> Response {
                         (Ok(u), Ok(d)) => (u, d),
                         (Err(r), _) | (_, Err(r)) => return r,
                     };
-                    engine
-                        .set_limits(hash, up, down)
+                    torrent
+                        .set_limits(up, down)
                         .map(|()| json!({ "upload": up, "download": down }))
                 }
                 _ => return Response::error(404, format!("no route {method} {}", req.path)),

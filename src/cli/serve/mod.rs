@@ -1,16 +1,15 @@
 //! `ringtorrent serve`: one long-lived process seeding (and leeching) many torrents, driven by
 //! a config file, a watch folder and a control API; and `ringtorrent config print`.
 //!
-//! The control thread (this module's [`run`]) owns the [`engine::Engine`]. It answers API
-//! requests as they come, scans the watch folder every `watch_interval`, saves resume data
-//! every minute for torrents that verified pieces, and on SIGINT/SIGTERM saves everything and
-//! stops the loops (a second signal exits at once).
+//! The engine is the library's [`Client`], started on the state folder with
+//! `remember_torrents`, so it announces, saves resume data, fetches magnet links' metadata
+//! and shares the rate limits by itself. The control thread (this module's [`run`]) answers
+//! API requests as they come, scans the watch folder every `watch_interval`, and on a signal
+//! shuts the client down (resume data saved, `stopped` announced; a second signal exits at
+//! once).
 
 mod api;
 mod config;
-mod engine;
-mod share;
-mod trackers;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,8 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{anyhow, Context, Result};
 
 pub use config::ServeConfig;
-use engine::{Engine, Settings};
-use ringtorrent::core::config::Config;
+use ringtorrent::client::{AddTorrent, Client, ClientConfig, ClientError, Limits};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -97,12 +95,12 @@ enum ConfigCommand {
 pub fn config(args: ConfigArgs) -> Result<()> {
     match args.command {
         ConfigCommand::Print => {
-            print!("{}", config::TEMPLATE);
+            out!("{}", config::TEMPLATE);
             Ok(())
         }
         ConfigCommand::Check { file } => {
             let c = ServeConfig::load(&file)?;
-            println!("{c:#?}");
+            outln!("{c:#?}");
             Ok(())
         }
     }
@@ -179,84 +177,70 @@ struct Watched {
 pub fn run(args: ServeArgs) -> Result<()> {
     let c = settings(&args)?;
     init_logging(&c.log)?;
-    super::transfer::catch_interrupts();
-    let backend = super::transfer::backend(c.io_backend()?)?;
+    super::signals::catch();
     let listen: SocketAddr = c.listen.parse().expect("checked");
     let (up, down) = c.rates()?;
-    let threads = super::driver::threads(c.threads);
-    // Each loop runs its own session, so session-wide limits and connection counts are
-    // split between the loops: connections evenly (torrents spread evenly by info hash),
-    // rates evenly at first and then by demand (`Engine::rebalance_limits`).
-    let share = |v: u64| (v / threads as u64).max(1);
-    let mut core = Config {
-        max_connections: (c.limits.max_connections / threads).max(1),
-        max_peers_per_torrent: c.limits.max_peers_per_torrent,
-        upload_rate_limit: up.map(share),
-        download_rate_limit: down.map(share),
-        ..Config::default()
-    };
-    core.choker.upload_slots = c.limits.upload_slots.max(1);
-    core.choker.seed_mode = c.seed_choke()?;
     let data_dir = ServeConfig::path(&c.data_dir);
     let state_dir = ServeConfig::path(&c.state_dir);
     let watch_dir = (!c.watch_dir.is_empty()).then(|| ServeConfig::path(&c.watch_dir));
     let started = Instant::now();
-    let mut engine = Engine::start(backend, threads, listen, core, data_dir.clone(), state_dir)?;
-    engine.set_session_limits(up, down);
+    let client = super::transfer::start_client(ClientConfig {
+        listen: Some(listen),
+        loops: c.threads,
+        io: c.io_backend()?.into(),
+        data_dir: data_dir.clone(),
+        state_dir: Some(state_dir),
+        remember_torrents: true,
+        limits: Limits {
+            upload_rate: up,
+            download_rate: down,
+            max_connections: c.limits.max_connections,
+            max_peers_per_torrent: c.limits.max_peers_per_torrent,
+            upload_slots: c.limits.upload_slots,
+            seed_choke: c.seed_choke()?,
+        },
+        ..ClientConfig::default()
+    })?;
     let (calls, api_addr) = api::start(&c.api)?;
-    let loaded = engine.load_state()?;
     // The first lines on stdout say where things are, for scripts; a reader that went away
     // must not stop the seedbox.
     {
         use std::io::Write;
         let mut out = std::io::stdout();
-        let _ = writeln!(out, "peers: {}", engine.listen_addr());
+        let _ = writeln!(
+            out,
+            "peers: {}",
+            client
+                .listen_addr()
+                .map_or("nothing".into(), |a| a.to_string())
+        );
         let _ = writeln!(out, "api: http://{api_addr}");
         let _ = out.flush();
     }
     tracing::info!(
-        "serving {loaded} torrents from {} with {} {} loop(s), started in {:.2} s",
+        "serving {} torrents from {} with {} {} loop(s), started in {:.2} s",
+        client.sources().len(),
         data_dir.display(),
-        engine.loop_count(),
-        engine.backend(),
+        client.loop_count(),
+        client.backend(),
         started.elapsed().as_secs_f64()
     );
     let mut watched: BTreeMap<PathBuf, Watched> = BTreeMap::new();
     let interval = Duration::from_secs(c.watch_interval);
     let mut next_scan = Instant::now();
-    let mut next_save = Instant::now() + Duration::from_secs(60);
-    let mut next_progress = Instant::now();
-    let mut next_rebalance = Instant::now() + Duration::from_secs(1);
-    let mut next_magnets = Instant::now();
     loop {
-        if super::transfer::interrupted() {
+        if super::signals::interrupted() {
             break;
         }
         if let Some(dir) = &watch_dir {
             if Instant::now() >= next_scan {
                 next_scan = Instant::now() + interval;
-                scan(&mut engine, dir, &mut watched);
+                scan(&client, dir, &mut watched);
             }
-        }
-        engine.pump_trackers(Instant::now() >= next_progress);
-        if Instant::now() >= next_magnets {
-            next_magnets = Instant::now() + Duration::from_millis(250);
-            engine.poll_magnets();
-        }
-        if Instant::now() >= next_progress {
-            next_progress = Instant::now() + Duration::from_secs(5);
-        }
-        if Instant::now() >= next_rebalance {
-            next_rebalance = Instant::now() + Duration::from_secs(1);
-            engine.rebalance_limits();
-        }
-        if Instant::now() >= next_save {
-            next_save = Instant::now() + Duration::from_secs(60);
-            engine.save_resume(false);
         }
         match calls.recv_timeout(Duration::from_millis(100)) {
             Ok((req, reply)) => {
-                let answer = api::handle(&mut engine, req);
+                let answer = api::handle(&client, req);
                 let _ = reply.send(answer);
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -267,7 +251,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     }
     tracing::info!("stopping: saving resume data");
     let stopping = Instant::now();
-    engine.shutdown();
+    client.shutdown();
     tracing::info!("stopped in {:.2} s", stopping.elapsed().as_secs_f64());
     Ok(())
 }
@@ -275,7 +259,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
 /// One pass over the watch folder: new or changed `.torrent` files are added, files gone
 /// take their torrent out of the session (data kept). A file that is not a torrent is
 /// reported once (until it changes) and otherwise ignored.
-fn scan(engine: &mut Engine, dir: &std::path::Path, watched: &mut BTreeMap<PathBuf, Watched>) {
+fn scan(client: &Client, dir: &std::path::Path, watched: &mut BTreeMap<PathBuf, Watched>) {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
@@ -299,11 +283,7 @@ fn scan(engine: &mut Engine, dir: &std::path::Path, watched: &mut BTreeMap<PathB
         }
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let settings = Settings {
-                    source: format!("watch:{}", path.display()),
-                    ..Settings::default()
-                };
-                adds.push((bytes, settings));
+                adds.push(AddTorrent::bytes(bytes).label(format!("watch:{}", path.display())));
                 adding.push((path, modified));
             }
             Err(e) => {
@@ -314,13 +294,11 @@ fn scan(engine: &mut Engine, dir: &std::path::Path, watched: &mut BTreeMap<PathB
             }
         }
     }
-    for ((path, modified), result) in adding.into_iter().zip(engine.add_many(adds)) {
+    for ((path, modified), result) in adding.into_iter().zip(client.add_many(adds)) {
         let outcome = match result {
-            Ok(hash) => Ok(hash),
-            Err(e) if e.is::<engine::AlreadyAdded>() => {
-                Ok(e.downcast::<engine::AlreadyAdded>().expect("checked").0)
-            }
-            Err(e) => Err(format!("{e:#}")),
+            Ok(handle) => Ok(handle.info_hash()),
+            Err(ClientError::AlreadyAdded(hash)) => Ok(hash),
+            Err(e) => Err(e.to_string()),
         };
         if let Err(e) = &outcome {
             tracing::warn!("watch folder: {} not added: {e}", path.display());
@@ -338,22 +316,35 @@ fn scan(engine: &mut Engine, dir: &std::path::Path, watched: &mut BTreeMap<PathB
         };
         if let Ok(hash) = w.outcome {
             // Only what the folder added goes when the file goes.
-            if engine.by_source(&format!("watch:{}", path.display())) == Some(hash) {
-                if let Err(e) = engine.remove(hash, false) {
+            let label = format!("watch:{}", path.display());
+            if client
+                .sources()
+                .iter()
+                .any(|(h, s)| *h == hash && *s == label)
+            {
+                if let Err(e) = remove(client, hash) {
                     tracing::warn!("watch folder: cannot remove {hash}: {e:#}");
                 }
             }
         }
     }
     // Torrents the folder added whose file went while we were not running.
-    for (hash, source) in engine.sources() {
+    for (hash, source) in client.sources() {
         if let Some(path) = source.strip_prefix("watch:") {
             let path = PathBuf::from(path);
             if path.starts_with(dir) && !present.contains(&path) && !watched.contains_key(&path) {
-                if let Err(e) = engine.remove(hash, false) {
+                if let Err(e) = remove(client, hash) {
                     tracing::warn!("watch folder: cannot remove {hash}: {e:#}");
                 }
             }
         }
     }
+}
+
+/// Removes a torrent the watch folder added (its data kept).
+fn remove(client: &Client, hash: ringtorrent::core::InfoHash) -> Result<(), ClientError> {
+    client
+        .get(hash)
+        .ok_or(ClientError::UnknownTorrent(hash))?
+        .remove(false)
 }

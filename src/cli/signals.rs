@@ -1,0 +1,76 @@
+//! Signals and output, the same for every command.
+//!
+//! - SIGINT, SIGTERM and SIGHUP (a closed terminal) ask for a clean stop: the command notices
+//!   [`interrupted`] within a fraction of a second, saves resume data, announces `stopped`,
+//!   removes its temporary files and exits with 128 + the signal's number, as a shell reports a
+//!   command a signal ended. A second signal exits at once.
+//! - Writing to a closed pipe (`ringtorrent info x.torrent | head -1`) ends the process the
+//!   way it ends every Unix tool, by SIGPIPE, quietly. Rust ignores SIGPIPE so that a write to
+//!   a closed socket is an error rather than a death; the engine's sockets rely on that, so
+//!   the signal stays ignored and [`out`] turns a broken pipe on stdout into that death.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// The signal that asked us to stop, or 0.
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(signal: libc::c_int) {
+    if SIGNAL.swap(signal, Ordering::Relaxed) != 0 {
+        // SAFETY: _exit is async-signal-safe and takes a plain integer.
+        unsafe { libc::_exit(128 + signal) };
+    }
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP stop the command cleanly instead of killing the process.
+pub fn catch() {
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: `signal` has no preconditions beyond a valid signal number and handler; the
+        // handler only touches an atomic and calls `_exit`, both async-signal-safe.
+        unsafe {
+            libc::signal(signal, handler as libc::sighandler_t);
+        }
+    }
+}
+
+/// Whether a stop was asked for.
+pub fn interrupted() -> bool {
+    SIGNAL.load(Ordering::Relaxed) != 0
+}
+
+/// The exit status for a command a signal stopped: 128 + its number.
+pub fn exit_status() -> Option<u8> {
+    match SIGNAL.load(Ordering::Relaxed) {
+        0 => None,
+        s => Some((128 + s).min(255) as u8),
+    }
+}
+
+/// The error a command returns when a signal stopped it.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
+/// Writes to stdout; a reader that went away ends the process by SIGPIPE, as any tool's.
+pub fn out(args: std::fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            die_of_sigpipe();
+        }
+        // Any other failure (a full disk behind a redirection) is the user's to see.
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn die_of_sigpipe() -> ! {
+    // SAFETY: restoring the default action and raising a signal have no preconditions; the
+    // default action of SIGPIPE ends the process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    std::process::exit(141)
+}

@@ -1,0 +1,193 @@
+//! [`ClientConfig`]: everything a [`super::Client`] is started with, each field with its
+//! default and why.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::core::choker::SeedChokeMode;
+use crate::core::config::Config;
+use crate::core::PeerId;
+use crate::driver::{uring, Backend};
+
+use super::ClientError;
+
+/// Which kernel interface the event loops run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoChoice {
+    /// io_uring where the kernel allows it (probed at start), else epoll.
+    #[default]
+    Auto,
+    /// io_uring only: starting fails, with the probe's reason, where it is refused.
+    Uring,
+    /// epoll only.
+    Epoll,
+}
+
+impl IoChoice {
+    /// The backend this choice gives on this kernel, and for `Auto` a note saying why io_uring
+    /// was not used when it fell back to epoll.
+    pub fn resolve(self) -> Result<(Backend, Option<String>), ClientError> {
+        match self {
+            IoChoice::Epoll => Ok((Backend::Epoll, None)),
+            IoChoice::Uring => uring::probe()
+                .map(|()| (Backend::Uring, None))
+                .map_err(|e| ClientError::Backend(e.to_string())),
+            IoChoice::Auto => Ok(match uring::probe() {
+                Ok(()) => (Backend::Uring, None),
+                Err(e) => (Backend::Epoll, Some(format!("{e}; using epoll"))),
+            }),
+        }
+    }
+}
+
+/// Session-wide limits. Each event loop runs its own session, so the client splits them:
+/// connections evenly (torrents spread evenly over the loops by info hash), rates evenly at
+/// first and then, every second, by demand (see `share.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Upload limit for the whole client, bytes per second (`None`: unlimited).
+    pub upload_rate: Option<u64>,
+    /// Download limit for the whole client, bytes per second (`None`: unlimited).
+    pub download_rate: Option<u64>,
+    /// Connections across the client, handshaking ones included.
+    pub max_connections: usize,
+    /// Connections per torrent.
+    pub max_peers_per_torrent: usize,
+    /// Regular upload slots per torrent (plus one optimistic).
+    pub upload_slots: usize,
+    /// Who gets the upload slots while seeding.
+    pub seed_choke: SeedChokeMode,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let core = Config::default();
+        Limits {
+            upload_rate: None,
+            download_rate: None,
+            max_connections: core.max_connections,
+            max_peers_per_torrent: core.max_peers_per_torrent,
+            upload_slots: core.choker.upload_slots,
+            seed_choke: core.choker.seed_mode,
+        }
+    }
+}
+
+/// How a [`super::Client`] runs. `ClientConfig::default()` listens on `0.0.0.0:6881`, runs
+/// one event loop per core on io_uring where possible, and keeps no state on disk.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Where peers connect to (port 0: any free port; [`super::Client::listen_addr`] tells
+    /// which). `None`: accept no connections, only dial out (a metadata fetch, a test).
+    pub listen: Option<SocketAddr>,
+    /// Event loops, one thread each; 0 means one per core. Torrents are spread over them by
+    /// info hash.
+    pub loops: usize,
+    /// The I/O backend.
+    pub io: IoChoice,
+    /// Where torrents' data goes when [`super::AddTorrent::save_dir`] does not say.
+    pub data_dir: PathBuf,
+    /// Where resume data is kept (`resume/<hash>.resume`), and with
+    /// [`ClientConfig::remember_torrents`] the torrents themselves. `None`: nothing is kept,
+    /// and every restart checks the data again.
+    pub state_dir: Option<PathBuf>,
+    /// Keep every added torrent (its .torrent or magnet link and its settings) in
+    /// `state_dir/torrents` and add them all again when a client starts on the same folder:
+    /// a seedbox. Off for one-shot commands.
+    pub remember_torrents: bool,
+    /// Session-wide limits.
+    pub limits: Limits,
+    /// Our peer id. `None`: a fresh random one with ringtorrent's prefix.
+    pub peer_id: Option<PeerId>,
+    /// Announce to the torrents' trackers (`false`: peers come only from
+    /// [`super::AddTorrent::peers`], [`super::TorrentHandle::add_peers`] and peer exchange).
+    pub trackers: bool,
+    /// The protocol core's settings beyond [`ClientConfig::limits`] (which override the
+    /// matching fields here), for embedders and tests that tune it.
+    pub core: Config,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], 6881))),
+            loops: 0,
+            io: IoChoice::Auto,
+            data_dir: PathBuf::from("."),
+            state_dir: None,
+            remember_torrents: false,
+            limits: Limits::default(),
+            peer_id: None,
+            trackers: true,
+            core: Config::default(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The number of loops: `loops`, or one per core when it is 0.
+    pub fn loop_count(&self) -> usize {
+        if self.loops > 0 {
+            self.loops
+        } else {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        }
+    }
+
+    /// Each loop's core configuration: the limits applied, connection and rate limits split
+    /// between `loops` loops.
+    pub(crate) fn session_config(&self, loops: usize) -> Config {
+        let loops = loops.max(1);
+        let share = |v: u64| (v / loops as u64).max(1);
+        let mut core = self.core.clone();
+        core.max_connections = (self.limits.max_connections / loops).max(1);
+        core.max_peers_per_torrent = self.limits.max_peers_per_torrent;
+        core.upload_rate_limit = self.limits.upload_rate.map(share);
+        core.download_rate_limit = self.limits.download_rate.map(share);
+        core.choker.upload_slots = self.limits.upload_slots.max(1);
+        core.choker.seed_mode = self.limits.seed_choke;
+        core
+    }
+
+    /// The default state folder for one-shot commands: `$XDG_STATE_HOME/ringtorrent`, else
+    /// `~/.local/state/ringtorrent`.
+    pub fn default_state_dir() -> Option<PathBuf> {
+        std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .map(|d| d.join("ringtorrent"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_split_between_loops() {
+        let c = ClientConfig {
+            limits: Limits {
+                upload_rate: Some(1000),
+                download_rate: None,
+                max_connections: 100,
+                ..Limits::default()
+            },
+            ..ClientConfig::default()
+        };
+        let core = c.session_config(4);
+        assert_eq!(core.max_connections, 25);
+        assert_eq!(core.upload_rate_limit, Some(250));
+        assert_eq!(core.download_rate_limit, None);
+        // A limit smaller than the loop count still limits every loop.
+        let tiny = ClientConfig {
+            limits: Limits {
+                upload_rate: Some(2),
+                max_connections: 2,
+                ..Limits::default()
+            },
+            ..ClientConfig::default()
+        };
+        let core = tiny.session_config(4);
+        assert_eq!((core.max_connections, core.upload_rate_limit), (1, Some(1)));
+    }
+}

@@ -1,0 +1,210 @@
+//! [`TorrentHandle`]: one torrent of a [`super::Client`], and what it reports.
+//!
+//! A handle is cheap to clone and may be used from any thread. Each call locks the client's
+//! registry and, where it needs the torrent's live state, asks the torrent's event loop and
+//! waits (bounded) for the answer. A handle whose torrent was removed answers
+//! [`ClientError::UnknownTorrent`]; one whose client shut down, [`ClientError::ShutDown`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{ClientError, Shared};
+use crate::core::InfoHash;
+use crate::metainfo::Info;
+
+/// Where a torrent stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TorrentState {
+    /// Added by magnet link, fetching the metadata from peers.
+    Metadata,
+    /// Downloading (or waiting for peers that have what it lacks).
+    Downloading,
+    /// Every wanted piece is verified; serving peers.
+    Seeding,
+    /// Out of the session, data and state kept.
+    Paused,
+    /// Stopped on an error (see [`TorrentStatus::error`]).
+    Error,
+}
+
+impl TorrentState {
+    /// The lowercase name, as the JSON API shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TorrentState::Metadata => "metadata",
+            TorrentState::Downloading => "downloading",
+            TorrentState::Seeding => "seeding",
+            TorrentState::Paused => "paused",
+            TorrentState::Error => "error",
+        }
+    }
+}
+
+/// One torrent's status.
+#[derive(Debug, Clone, Serialize)]
+pub struct TorrentStatus {
+    /// Its info hash, 40 hex digits.
+    pub info_hash: String,
+    /// Its name (a magnet link's `dn`, or the hash, before the metadata).
+    pub name: String,
+    /// Payload bytes (0 before the metadata).
+    pub size: u64,
+    /// Pieces (0 before the metadata).
+    pub pieces: u32,
+    /// Pieces verified.
+    pub pieces_have: u32,
+    /// Pieces verified over pieces, 0 to 1.
+    pub progress: f64,
+    /// Wanted bytes not verified yet (selected files only).
+    pub bytes_left: u64,
+    /// Where it stands.
+    pub state: TorrentState,
+    /// Bytes per second received, over the last seconds.
+    pub download_rate: u64,
+    /// Bytes per second sent, over the last seconds.
+    pub upload_rate: u64,
+    /// Payload bytes received that we needed, since it was (re)started.
+    pub downloaded: u64,
+    /// Payload bytes sent, since it was (re)started.
+    pub uploaded: u64,
+    /// Connected peers.
+    pub peers: usize,
+    /// Its own upload limit, bytes per second.
+    pub upload_limit: Option<u64>,
+    /// Its own download limit, bytes per second.
+    pub download_limit: Option<u64>,
+    /// Where it came from (`api`, `watch:<file>`, `magnet`, a caller's label).
+    pub source: String,
+    /// Its data folder.
+    pub save_dir: PathBuf,
+    /// Why it stopped or is held, if it did.
+    pub error: Option<String>,
+}
+
+/// One connected peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerInfo {
+    /// Its address.
+    pub addr: String,
+    /// Its client, from an Azureus-style peer id.
+    pub client: Option<String>,
+    /// We dialled it.
+    pub outgoing: bool,
+    /// We refuse its requests.
+    pub am_choking: bool,
+    /// We want what it has.
+    pub am_interested: bool,
+    /// It refuses our requests.
+    pub peer_choking: bool,
+    /// It wants what we have.
+    pub peer_interested: bool,
+    /// Bytes per second from it.
+    pub download_rate: u64,
+    /// Bytes per second to it.
+    pub upload_rate: u64,
+    /// Share of the pieces it has, 0 to 1.
+    pub progress: f64,
+    /// It stopped answering our requests.
+    pub snubbed: bool,
+}
+
+/// One file of a torrent.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileStatus {
+    /// Its path below the data folder, `/`-separated.
+    pub path: String,
+    /// Its length in bytes.
+    pub length: u64,
+    /// Bytes of it in verified pieces.
+    pub done: u64,
+    /// Whether it is downloaded (deselected files are not).
+    pub wanted: bool,
+}
+
+/// One torrent of a client. See the module doc.
+#[derive(Clone)]
+pub struct TorrentHandle {
+    pub(crate) hash: InfoHash,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for TorrentHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TorrentHandle")
+            .field("info_hash", &self.hash)
+            .finish()
+    }
+}
+
+impl TorrentHandle {
+    /// Its info hash.
+    pub fn info_hash(&self) -> InfoHash {
+        self.hash
+    }
+
+    /// Its metadata, once known (always, for a torrent added from a .torrent file).
+    pub fn info(&self) -> Result<Option<Arc<Info>>, ClientError> {
+        self.shared.with(|s| s.info(self.hash))
+    }
+
+    /// Its status now.
+    pub fn status(&self) -> Result<TorrentStatus, ClientError> {
+        self.shared.with(|s| s.status(self.hash))
+    }
+
+    /// Its connected peers.
+    pub fn peers(&self) -> Result<Vec<PeerInfo>, ClientError> {
+        self.shared.with(|s| s.peers(self.hash))
+    }
+
+    /// Its files and how much of each is verified (none before the metadata).
+    pub fn files(&self) -> Result<Vec<FileStatus>, ClientError> {
+        self.shared.with(|s| s.files(self.hash))
+    }
+
+    /// Takes it out of the session (its peers closed, resume data saved); data kept.
+    pub fn pause(&self) -> Result<(), ClientError> {
+        self.shared.with(|s| s.pause(self.hash))
+    }
+
+    /// Puts a paused torrent back. One held because its data went missing gets its files
+    /// back (created empty where still missing) and downloads what it lacks: the user asked.
+    pub fn resume(&self) -> Result<(), ClientError> {
+        self.shared.with(|s| s.resume(self.hash))
+    }
+
+    /// Removes it from the client (and the state folder); with `delete_data`, its files too.
+    pub fn remove(&self, delete_data: bool) -> Result<(), ClientError> {
+        self.shared.with(|s| s.remove(self.hash, delete_data))
+    }
+
+    /// Sets its own rate limits, bytes per second (`None`: none), besides the client's.
+    pub fn set_limits(
+        &self,
+        upload: Option<u64>,
+        download: Option<u64>,
+    ) -> Result<(), ClientError> {
+        self.shared
+            .with(|s| s.set_limits(self.hash, upload, download))
+    }
+
+    /// Chooses which files are downloaded, by index (`true`: wanted). Pieces already
+    /// verified stay; a deselected file's pieces that no wanted file shares are not fetched.
+    pub fn set_files(&self, wanted: Vec<bool>) -> Result<(), ClientError> {
+        self.shared.with(|s| s.set_files(self.hash, wanted))
+    }
+
+    /// Peers to connect to, besides those trackers and peer exchange find.
+    pub fn add_peers(&self, peers: &[SocketAddr]) -> Result<(), ClientError> {
+        self.shared.with(|s| s.add_peers(self.hash, peers.to_vec()))
+    }
+
+    /// The request-to-block latency histogram (microseconds) of this run, if a block came.
+    pub fn request_latency_us(&self) -> Result<Option<hdrhistogram::Histogram<u64>>, ClientError> {
+        self.shared.with(|s| s.request_latency(self.hash))
+    }
+}

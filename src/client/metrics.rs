@@ -1,0 +1,133 @@
+//! [`Metrics`]: counters and histograms summed over the event loops, for a Prometheus page or
+//! a report. Each loop fills its part on its own thread ([`gather`]); the client adds them.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+
+use crate::core::Bitfield;
+use crate::driver::{Driver, LoopStats};
+
+/// A snapshot of the client's counters.
+#[derive(Debug, Default, Clone)]
+pub struct Metrics {
+    /// Payload bytes sent.
+    pub uploaded: u64,
+    /// Payload bytes received that we needed.
+    pub downloaded: u64,
+    /// Payload bytes received twice or unasked.
+    pub wasted: u64,
+    /// Pieces that passed their hash check.
+    pub pieces_verified: u64,
+    /// Pieces that failed their hash check.
+    pub pieces_failed: u64,
+    /// Peers banned for corrupt data.
+    pub banned: u64,
+    /// Peers connected (handshake done).
+    pub peers_connected: u64,
+    /// Of those, interested in us.
+    pub peers_interested: u64,
+    /// Of those, unchoked by us.
+    pub peers_unchoked: u64,
+    /// Of those, with every piece.
+    pub peers_seeds: u64,
+    /// Connections open, handshaking ones included.
+    pub connections_open: u64,
+    /// Connections closed (or refused at the handshake), by reason.
+    pub closes: BTreeMap<String, u64>,
+    /// Incoming connections sent to the loop that owns their torrent.
+    pub handoffs_sent: u64,
+    /// Incoming connections taken over from another loop.
+    pub handoffs_adopted: u64,
+    /// Incoming connections accepted.
+    pub accepted: u64,
+    /// Each loop's counters, in loop order.
+    pub loops: Vec<LoopStats>,
+    /// Request-to-block latency, microseconds.
+    pub latency_us: Option<Histogram<u64>>,
+    /// From a piece's last write to its hash check's result, microseconds.
+    pub hash_wait_us: Option<Histogram<u64>>,
+    /// Tracker announce round trips, microseconds.
+    pub announce_us: Option<Histogram<u64>>,
+    /// Torrents in the session.
+    pub torrents_active: u64,
+    /// Torrents paused or held.
+    pub torrents_paused: u64,
+}
+
+impl Metrics {
+    /// Adds another loop's part.
+    pub(crate) fn add(&mut self, part: Metrics) {
+        self.uploaded += part.uploaded;
+        self.downloaded += part.downloaded;
+        self.wasted += part.wasted;
+        self.pieces_verified += part.pieces_verified;
+        self.pieces_failed += part.pieces_failed;
+        self.banned += part.banned;
+        self.peers_connected += part.peers_connected;
+        self.peers_interested += part.peers_interested;
+        self.peers_unchoked += part.peers_unchoked;
+        self.peers_seeds += part.peers_seeds;
+        self.connections_open += part.connections_open;
+        self.handoffs_sent += part.handoffs_sent;
+        self.handoffs_adopted += part.handoffs_adopted;
+        self.accepted += part.accepted;
+        for (k, v) in part.closes {
+            *self.closes.entry(k).or_default() += v;
+        }
+        self.loops.extend(part.loops);
+        merge(&mut self.latency_us, part.latency_us.as_ref());
+        merge(&mut self.hash_wait_us, part.hash_wait_us.as_ref());
+    }
+}
+
+/// One loop's part, read on its own thread.
+pub(crate) fn gather(d: &mut Driver) -> Metrics {
+    let now = d.now();
+    let stats = d.loop_stats();
+    let s = d.session();
+    let mut part = Metrics::default();
+    part.loops.push(stats);
+    for (reason, n) in s.handshake_closes() {
+        *part.closes.entry(reason.to_string()).or_default() += n;
+    }
+    let h = s.connection_stats();
+    part.handoffs_sent = h.sent;
+    part.handoffs_adopted = h.adopted;
+    part.accepted = h.accepted;
+    part.connections_open = s.connection_count() as u64;
+    for id in s.torrent_ids() {
+        if let Some(st) = s.stats(id) {
+            part.uploaded += st.uploaded;
+            part.downloaded += st.downloaded;
+            part.wasted += st.wasted;
+            part.pieces_verified += st.pieces_verified;
+            part.pieces_failed += st.hash_failures;
+            part.banned += st.banned;
+            for (reason, n) in &st.closes {
+                *part.closes.entry(reason.to_string()).or_default() += n;
+            }
+            merge(&mut part.latency_us, st.request_latency_us.as_deref());
+            merge(&mut part.hash_wait_us, st.hash_wait_us.as_deref());
+        }
+        let pieces = s.have(id).map_or(0, Bitfield::len);
+        for p in s.peers(id, now) {
+            part.peers_connected += 1;
+            part.peers_interested += u64::from(p.peer_interested);
+            part.peers_unchoked += u64::from(!p.am_choking);
+            part.peers_seeds += u64::from(p.pieces > 0 && p.pieces == pieces);
+        }
+    }
+    part
+}
+
+/// Adds `theirs` into `into` (taking a copy when `into` has none yet).
+pub(crate) fn merge(into: &mut Option<Histogram<u64>>, theirs: Option<&Histogram<u64>>) {
+    let Some(theirs) = theirs else { return };
+    match into {
+        Some(h) => {
+            let _ = h.add(theirs);
+        }
+        None => *into = Some(theirs.clone()),
+    }
+}

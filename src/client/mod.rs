@@ -1,0 +1,600 @@
+//! `ringtorrent::Client`: the engine as a library. Every command (`download`, `seed`,
+//! `demo`, `serve`, `info` of a magnet link) runs torrents through it, and so can any program.
+//!
+//! ```no_run
+//! use ringtorrent::client::{AddTorrent, Client, ClientConfig, ClientEvent};
+//!
+//! let client = Client::start(ClientConfig {
+//!     data_dir: "downloads".into(),
+//!     ..ClientConfig::default()
+//! })?;
+//! let events = client.subscribe();
+//! let torrent = client.add(AddTorrent::file("debian.iso.torrent"))?;
+//! for event in events {
+//!     match event {
+//!         ClientEvent::PieceVerified { .. } => println!("{:?}", torrent.status()?.progress),
+//!         ClientEvent::Completed { .. } => break,
+//!         _ => {}
+//!     }
+//! }
+//! client.shutdown();
+//! # Ok::<(), ringtorrent::client::ClientError>(())
+//! ```
+//!
+//! # The shape
+//!
+//! ```text
+//!   Client / TorrentHandle (any thread)  -- lock -->  State: the registry (state.rs)
+//!                                                       |  post a closure, wait for the answer
+//!   housekeeping thread (worker.rs) ------ lock ------> |
+//!       trackers, resume saves, rate shares             v
+//!                                          event loops (one per core, driver::shard)
+//!                                          each a core::Session over io_uring or epoll
+//!   events: loops and the worker publish -> every subscriber's bounded queue (events.rs)
+//! ```
+//!
+//! A torrent starts in `State::add_many` (storage opened and checked in
+//! `open.rs`, then put into the loop that owns its info hash), runs on that loop while the
+//! housekeeping thread announces it and saves its resume data, and stops in `deactivate`
+//! (pause, remove, shutdown): resume data saved, `stopped` announced. The module doc of
+//! `state.rs` walks through it.
+//!
+//! Handles are synchronous: no async runtime runs in the engine. A call that needs a torrent's
+//! live state posts a closure to its loop and waits at most ten seconds for the answer.
+
+mod config;
+mod error;
+mod events;
+mod handle;
+mod metrics;
+mod open;
+mod share;
+mod state;
+mod store;
+mod trackers;
+mod worker;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+pub use config::{ClientConfig, IoChoice, Limits};
+pub use error::ClientError;
+pub use events::{ClientEvent, DataSource, Events, EVENT_QUEUE_CAPACITY};
+pub use handle::{FileStatus, PeerInfo, TorrentHandle, TorrentState, TorrentStatus};
+pub use metrics::Metrics;
+pub use open::check_data;
+pub use state::magnet_peers;
+pub use store::Settings;
+
+use crate::core::api::Event;
+use crate::core::{InfoHash, PeerId, Session, Time};
+use crate::driver::shard::{self, LoopThread};
+use crate::driver::Backend;
+use crate::storage::{DiskPool, DiskPoolConfig};
+use events::Publisher;
+use state::{IdMap, State};
+use worker::Work;
+
+/// Where a torrent to add comes from.
+#[derive(Debug, Clone)]
+pub enum TorrentSource {
+    /// A .torrent file on disk.
+    File(PathBuf),
+    /// A .torrent file's bytes.
+    Bytes(Vec<u8>),
+    /// A magnet link (`magnet:?xt=urn:btih:...`).
+    Magnet(String),
+}
+
+/// A torrent to add, and how. Build one with [`AddTorrent::file`], [`AddTorrent::bytes`],
+/// [`AddTorrent::magnet`] or [`AddTorrent::parse`], then set what differs from the defaults.
+#[derive(Debug, Clone)]
+pub struct AddTorrent {
+    /// Where it comes from.
+    pub source: TorrentSource,
+    /// Its data folder (default: the client's `data_dir`).
+    pub save_dir: Option<PathBuf>,
+    /// Add it paused: registered, files opened and checked, but not in the session.
+    pub paused: bool,
+    /// Peers to connect to, besides trackers' and peer exchange's.
+    pub peers: Vec<SocketAddr>,
+    /// Which files to download, by index in the info dictionary (`None`: all, or a magnet
+    /// link's BEP 53 `so=` selection).
+    pub files: Option<Vec<bool>>,
+    /// Its own upload limit, bytes per second.
+    pub upload_limit: Option<u64>,
+    /// Its own download limit, bytes per second.
+    pub download_limit: Option<u64>,
+    /// Serve what is on disk; never create or write a file (`seed`).
+    pub seed_only: bool,
+    /// Trust that the data is complete and skip the check (the caller just made it).
+    pub trust_data: bool,
+    /// For a magnet link: fetch the metadata and stop there ([`ClientEvent::MetadataReceived`]
+    /// carries it), opening no storage.
+    pub metadata_only: bool,
+    /// Where it came from, shown in its status (default `api`, or `magnet`).
+    pub label: Option<String>,
+    /// Settings kept from an earlier run (the state folder), overriding the fields above.
+    pub(crate) restored: Option<Settings>,
+}
+
+impl AddTorrent {
+    fn new(source: TorrentSource) -> AddTorrent {
+        AddTorrent {
+            source,
+            save_dir: None,
+            paused: false,
+            peers: Vec::new(),
+            files: None,
+            upload_limit: None,
+            download_limit: None,
+            seed_only: false,
+            trust_data: false,
+            metadata_only: false,
+            label: None,
+            restored: None,
+        }
+    }
+
+    /// A .torrent file on disk.
+    pub fn file(path: impl Into<PathBuf>) -> AddTorrent {
+        AddTorrent::new(TorrentSource::File(path.into()))
+    }
+
+    /// A .torrent file's bytes.
+    pub fn bytes(bytes: Vec<u8>) -> AddTorrent {
+        AddTorrent::new(TorrentSource::Bytes(bytes))
+    }
+
+    /// A magnet link.
+    pub fn magnet(uri: impl Into<String>) -> AddTorrent {
+        AddTorrent::new(TorrentSource::Magnet(uri.into()))
+    }
+
+    /// A magnet link if `arg` starts with `magnet:`, else a path to a .torrent file: what a
+    /// command line argument means.
+    pub fn parse(arg: &str) -> AddTorrent {
+        if arg.starts_with("magnet:") {
+            AddTorrent::magnet(arg)
+        } else {
+            AddTorrent::file(arg)
+        }
+    }
+
+    /// Sets the data folder.
+    pub fn save_dir(mut self, dir: impl Into<PathBuf>) -> AddTorrent {
+        self.save_dir = Some(dir.into());
+        self
+    }
+
+    /// Adds peers to connect to.
+    pub fn peers(mut self, peers: impl IntoIterator<Item = SocketAddr>) -> AddTorrent {
+        self.peers.extend(peers);
+        self
+    }
+
+    /// Adds it paused (or not).
+    pub fn paused(mut self, paused: bool) -> AddTorrent {
+        self.paused = paused;
+        self
+    }
+
+    /// Serves only: opens the files read-only and writes nothing.
+    pub fn seed_only(mut self) -> AddTorrent {
+        self.seed_only = true;
+        self
+    }
+
+    /// For a magnet link: stops at the metadata, opening no storage.
+    pub fn metadata_only(mut self) -> AddTorrent {
+        self.metadata_only = true;
+        self
+    }
+
+    /// Labels where it came from.
+    pub fn label(mut self, label: impl Into<String>) -> AddTorrent {
+        self.label = Some(label.into());
+        self
+    }
+}
+
+/// What the client's threads share.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    events: Publisher,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic on another thread while holding the lock leaves a registry that was
+        // consistent at each await point; keep serving rather than cascade the panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the registry unless the client shut down.
+    pub(crate) fn with<R>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<R, ClientError>,
+    ) -> Result<R, ClientError> {
+        let mut s = self.lock();
+        if s.closed {
+            return Err(ClientError::ShutDown);
+        }
+        f(&mut s)
+    }
+}
+
+/// A running BitTorrent client: event loops, the disk pool, trackers, the registry of
+/// torrents. See the module doc. Dropping it shuts it down as [`Client::shutdown`] does.
+pub struct Client {
+    shared: Arc<Shared>,
+    worker: Option<(mpsc::Sender<Work>, JoinHandle<()>)>,
+    listen: Option<SocketAddr>,
+    backend: Backend,
+    backend_note: Option<String>,
+    peer_id: PeerId,
+}
+
+impl Client {
+    /// Starts the loops (listening on `config.listen` if set), the disk pool and the
+    /// housekeeping thread; with `remember_torrents`, adds every torrent kept in the state
+    /// folder again.
+    pub fn start(config: ClientConfig) -> Result<Client, ClientError> {
+        let (backend, backend_note) = config.io.resolve()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(ClientError::io("create", &config.data_dir))?;
+        let loops = config.loop_count();
+        let store = match &config.state_dir {
+            Some(dir) => Some(store::Store::open(dir.clone(), config.remember_torrents)?),
+            None => None,
+        };
+        let pool = Arc::new(
+            DiskPool::new(DiskPoolConfig::default())
+                .map_err(|e| ClientError::Start(format!("cannot start the disk pool: {e}")))?,
+        );
+        let peer_id = config.peer_id.unwrap_or_else(random_peer_id);
+        let core = config.session_config(loops);
+        let drivers = shard::build(
+            backend,
+            loops,
+            config.listen,
+            pool.clone(),
+            Instant::now(),
+            |_| Session::new(core.clone(), peer_id, random_u64(), Time::ZERO),
+        )
+        .map_err(|e| {
+            ClientError::Start(match config.listen {
+                Some(addr) => format!("cannot listen for peers on {addr}: {e}"),
+                None => e.to_string(),
+            })
+        })?;
+        let listen = drivers.first().and_then(|d| d.local_addr());
+        let events = Publisher::default();
+        let (work_tx, work_rx) = mpsc::channel();
+        let mut maps = Vec::with_capacity(drivers.len());
+        let mut threads = Vec::with_capacity(drivers.len());
+        for (i, d) in drivers.into_iter().enumerate() {
+            let map = IdMap::default();
+            let on_event = forward_events(map.clone(), events.clone(), work_tx.clone());
+            threads.push(
+                LoopThread::spawn(d, format!("rt-loop-{i}"), on_event)
+                    .map_err(|e| ClientError::Start(format!("cannot start a loop thread: {e}")))?,
+            );
+            maps.push(map);
+        }
+        let trackers = config.trackers.then(|| {
+            trackers::Trackers::new(peer_id, listen.map_or(0, |a| a.port()), events.clone())
+        });
+        let mut state = State {
+            loops: threads,
+            maps,
+            pool,
+            torrents: Default::default(),
+            data_dir: config.data_dir.clone(),
+            store,
+            trackers,
+            progress: Default::default(),
+            limits: Default::default(),
+            events: events.clone(),
+            closed: false,
+        };
+        state.set_session_limits(config.limits.upload_rate, config.limits.download_rate);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            events,
+        });
+        let worker = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("rt-client".into())
+                .spawn(move || worker::run(shared, work_rx))
+                .map_err(|e| ClientError::Start(format!("cannot start a thread: {e}")))?
+        };
+        let client = Client {
+            shared,
+            worker: Some((work_tx, worker)),
+            listen,
+            backend,
+            backend_note,
+            peer_id,
+        };
+        client.load_state()?;
+        Ok(client)
+    }
+
+    /// Adds the torrents kept in the state folder (with `remember_torrents`).
+    fn load_state(&self) -> Result<usize, ClientError> {
+        let kept = {
+            let s = self.shared.lock();
+            match &s.store {
+                Some(store) => store.load()?,
+                None => return Ok(0),
+            }
+        };
+        let (magnets, torrents) = kept;
+        let adds = magnets
+            .into_iter()
+            .map(|(uri, settings)| AddTorrent {
+                restored: Some(settings),
+                ..AddTorrent::magnet(uri)
+            })
+            .chain(torrents.into_iter().map(|(bytes, settings)| AddTorrent {
+                restored: Some(settings),
+                ..AddTorrent::bytes(bytes)
+            }))
+            .collect();
+        let results = self.shared.with(|s| Ok(s.add_many(adds)))?;
+        let mut loaded = 0;
+        for r in results {
+            match r {
+                Ok(_) => loaded += 1,
+                Err(e) => tracing::warn!("a torrent of the state folder was not loaded: {e}"),
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// The address peers connect to (its real port when the config said 0).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen
+    }
+
+    /// The I/O backend the loops run on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Why io_uring was not used, when [`IoChoice::Auto`] fell back to epoll.
+    pub fn backend_note(&self) -> Option<&str> {
+        self.backend_note.as_deref()
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Event loops running.
+    pub fn loop_count(&self) -> usize {
+        self.shared.lock().loops.len()
+    }
+
+    /// Events from now on, each subscriber with its own bounded queue. Subscribe before
+    /// [`Client::add`] to see the torrent's [`ClientEvent::Added`].
+    pub fn subscribe(&self) -> Events {
+        self.shared.events.subscribe()
+    }
+
+    /// Adds a torrent: its files opened (created, unless seed-only) under its data folder,
+    /// the pieces already there found (resume data, else a check), and the torrent started
+    /// unless paused. A magnet link starts fetching its metadata.
+    pub fn add(&self, torrent: AddTorrent) -> Result<TorrentHandle, ClientError> {
+        let hash = self.shared.with(|s| {
+            s.add_many(vec![torrent])
+                .pop()
+                .expect("one result per torrent")
+        })?;
+        Ok(self.handle(hash))
+    }
+
+    /// [`Client::add`] for many torrents at once: each is opened and checked, then all go
+    /// into their loops in one batch (one round trip per loop).
+    pub fn add_many(&self, torrents: Vec<AddTorrent>) -> Vec<Result<TorrentHandle, ClientError>> {
+        match self.shared.with(|s| Ok(s.add_many(torrents))) {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map(|h| self.handle(h)))
+                .collect(),
+            Err(_) => vec![],
+        }
+    }
+
+    fn handle(&self, hash: InfoHash) -> TorrentHandle {
+        TorrentHandle {
+            hash,
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The torrent with this info hash, if added.
+    pub fn get(&self, hash: InfoHash) -> Option<TorrentHandle> {
+        self.shared
+            .lock()
+            .torrents
+            .contains_key(&hash)
+            .then(|| self.handle(hash))
+    }
+
+    /// Every torrent.
+    pub fn torrents(&self) -> Vec<TorrentHandle> {
+        let hashes: Vec<InfoHash> = self.shared.lock().torrents.keys().copied().collect();
+        hashes.into_iter().map(|h| self.handle(h)).collect()
+    }
+
+    /// Every torrent's status, in info hash order (one round trip per loop).
+    pub fn list(&self) -> Vec<TorrentStatus> {
+        self.shared.with(|s| Ok(s.list())).unwrap_or_default()
+    }
+
+    /// Every torrent with the label of where it came from (asks no loop).
+    pub fn sources(&self) -> Vec<(InfoHash, String)> {
+        self.shared.with(|s| Ok(s.sources())).unwrap_or_default()
+    }
+
+    /// Counters and histograms summed over the loops.
+    pub fn metrics(&self) -> Metrics {
+        self.shared.with(|s| Ok(s.metrics())).unwrap_or_default()
+    }
+
+    /// Sets the session-wide rate limits, bytes per second (`None`: unlimited).
+    pub fn set_limits(
+        &self,
+        upload: Option<u64>,
+        download: Option<u64>,
+    ) -> Result<(), ClientError> {
+        self.shared.with(|s| {
+            s.set_session_limits(upload, download);
+            Ok(())
+        })
+    }
+
+    /// Saves resume data of every torrent that verified pieces since the last save.
+    pub fn save_resume(&self) -> Result<(), ClientError> {
+        self.shared.with(|s| {
+            s.save_resume(false);
+            Ok(())
+        })
+    }
+
+    /// Stops gracefully: saves every torrent's resume data, lets a `completed` still on its
+    /// way reach the trackers, announces `stopped` (bounded: at most about 8 s), stops the
+    /// loops, and ends every event subscription.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let Some((tx, worker)) = self.worker.take() else {
+            return;
+        };
+        let _ = tx.send(Work::Stop);
+        let _ = worker.join();
+        let loops = {
+            let mut s = self.shared.lock();
+            s.save_resume(true);
+            if let Some(t) = s.trackers.as_mut() {
+                t.stop_all();
+            }
+            s.closed = true;
+            std::mem::take(&mut s.loops)
+        };
+        for l in loops {
+            if let Err(e) = l.stop() {
+                tracing::warn!("an event loop ended badly: {e}");
+            }
+        }
+        self.shared.events.close();
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A loop's event callback: publishes what subscribers want to know, and tells the
+/// housekeeping thread what it must act on. Never blocks the loop.
+fn forward_events(
+    map: IdMap,
+    events: Publisher,
+    work: mpsc::Sender<Work>,
+) -> impl FnMut(&Event) + Send + 'static {
+    move |e| {
+        let hash = |id| {
+            map.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&id)
+                .copied()
+        };
+        match e {
+            Event::PieceVerified { torrent, piece } => {
+                if let Some(info_hash) = hash(*torrent) {
+                    events.publish(ClientEvent::PieceVerified {
+                        info_hash,
+                        piece: piece.get(),
+                    });
+                }
+            }
+            Event::HashFailed { torrent, piece } => {
+                if let Some(info_hash) = hash(*torrent) {
+                    events.publish(ClientEvent::HashFailed {
+                        info_hash,
+                        piece: piece.get(),
+                    });
+                }
+            }
+            Event::TorrentComplete { torrent } => {
+                if let Some(info_hash) = hash(*torrent) {
+                    events.publish(ClientEvent::Completed { info_hash });
+                    let _ = work.send(Work::Completed(info_hash));
+                }
+            }
+            Event::MetadataReceived { torrent, info } => {
+                if let Some(info_hash) = hash(*torrent) {
+                    events.publish(ClientEvent::MetadataReceived {
+                        info_hash,
+                        info: info.clone(),
+                    });
+                    let _ = work.send(Work::Metadata(info_hash, info.clone()));
+                }
+            }
+            Event::TorrentError { torrent, error } => {
+                if let Some(info_hash) = hash(*torrent) {
+                    events.publish(ClientEvent::Error {
+                        info_hash,
+                        message: error.clone(),
+                    });
+                }
+            }
+            Event::PeerConnected { torrent, addr, .. } => {
+                if let Some(info_hash) = hash(*torrent) {
+                    events.publish(ClientEvent::PeerConnected {
+                        info_hash,
+                        addr: *addr,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A random 64-bit value from the kernel's CSPRNG (`getrandom`), for RNG seeds, tracker keys
+/// and peer ids; the core draws none of its own.
+pub fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: `buf` is valid for writes of its length for the whole call.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n == buf.len() as isize {
+        return u64::from_le_bytes(buf);
+    }
+    // No getrandom (a very old kernel): std's hasher is randomly keyed per process and call,
+    // enough for values that only have to differ between runs and peers.
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// A fresh peer id: our client prefix and twelve random characters.
+pub fn random_peer_id() -> PeerId {
+    let mut tail = [0u8; 12];
+    tail[..8].copy_from_slice(&random_u64().to_le_bytes());
+    tail[8..].copy_from_slice(&random_u64().to_le_bytes()[..4]);
+    PeerId::generate(tail)
+}

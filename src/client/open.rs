@@ -1,0 +1,154 @@
+//! Opening a torrent's storage and learning which pieces it already holds, and saving resume
+//! data: the one place both happen, for every way a torrent is added.
+//!
+//! The pieces on disk come from, in order of preference: the caller's word that the data is
+//! complete; nothing, when every file was just created; resume data, when every file is as it
+//! was when the data was saved; else a check that hashes every piece on the pool. A check's
+//! result is not written at once: the next periodic save (or shutdown) writes it, so adding ten
+//! thousand torrents does not cost ten thousand synced writes.
+
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::events::DataSource;
+use super::ClientError;
+use crate::core::Bitfield;
+use crate::metainfo::Info;
+use crate::storage::{
+    check, CheckReport, DiskPool, FileState, OpenMode, ResumeData, ResumeError, Storage,
+};
+
+/// A torrent's storage, opened, with the pieces it holds.
+pub(crate) struct Opened {
+    pub storage: Arc<Storage>,
+    pub have: Bitfield,
+    pub source: DataSource,
+}
+
+impl Opened {
+    /// Whether resume data should be written (the data was hashed, and nothing records it).
+    pub fn unsaved(&self) -> bool {
+        matches!(self.source, DataSource::Checked { .. })
+    }
+}
+
+/// Opens `info`'s files under `dir` (`mode` says whether missing ones are created) and finds
+/// which pieces they hold (see the module doc). `resume_dir` is where resume data lives.
+pub(crate) fn open(
+    info: &Arc<Info>,
+    dir: &Path,
+    mode: OpenMode,
+    pool: &DiskPool,
+    trust_data: bool,
+    resume_dir: Option<&Path>,
+) -> Result<Opened, ClientError> {
+    let storage = Arc::new(Storage::open(info.clone(), dir, mode).map_err(|source| {
+        ClientError::Storage {
+            name: info.name().to_string(),
+            source,
+        }
+    })?);
+    let (have, source) = restore(&storage, pool, trust_data, resume_dir);
+    Ok(Opened {
+        storage,
+        have,
+        source,
+    })
+}
+
+/// The pieces `storage` holds verified, and how that was learnt.
+pub(crate) fn restore(
+    storage: &Storage,
+    pool: &DiskPool,
+    trust_data: bool,
+    resume_dir: Option<&Path>,
+) -> (Bitfield, DataSource) {
+    let info = storage.info();
+    let pieces = info.lengths().piece_count();
+    if trust_data {
+        return (Bitfield::full(pieces), DataSource::Trusted);
+    }
+    // Files this open just created hold zeros: hashing them would only prove that.
+    let all_new = storage.file_states().all(|s| {
+        matches!(
+            s,
+            FileState::Present { created: true, .. } | FileState::NotStored
+        )
+    });
+    if all_new {
+        return (Bitfield::new(pieces), DataSource::New);
+    }
+    // Resume data names the pieces verified before; it is trusted only if every file is as
+    // it was when the data was saved.
+    let mut resume_rejected = None;
+    if let Some(dir) = resume_dir {
+        match ResumeData::restore(dir, storage) {
+            Ok(have) => return (have, DataSource::Resumed),
+            Err(ResumeError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::warn!(
+                    "{}: resume data not used ({e}); checking the data",
+                    info.name()
+                );
+                resume_rejected = Some(e.to_string());
+            }
+        }
+    }
+    tracing::info!("{}: checking the data", info.name());
+    let started = Instant::now();
+    let report: CheckReport = check(storage, pool.hash_pool(), &AtomicU64::new(0));
+    (
+        report.verified(info.lengths()),
+        DataSource::Checked {
+            secs: started.elapsed().as_secs_f64(),
+            resume_rejected,
+        },
+    )
+}
+
+/// Writes `have` as `storage`'s resume data under `dir` (atomically; see `ResumeData::save`).
+pub(crate) fn save_resume(
+    storage: &Storage,
+    have: Bitfield,
+    dir: &Path,
+) -> Result<(), ClientError> {
+    let name = || storage.info().name().to_string();
+    std::fs::create_dir_all(dir).map_err(ClientError::io("create", dir))?;
+    let data = ResumeData::capture(storage, have).map_err(|source| ClientError::Storage {
+        name: name(),
+        source,
+    })?;
+    data.save(dir).map_err(|source| ClientError::Resume {
+        name: name(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Checks a torrent's data under `dir`, changing nothing: every file examined and every piece
+/// hashed on `threads` threads (0: one per core), `progress` counting the bytes hashed so
+/// far. What `ringtorrent check` reports.
+pub fn check_data(
+    info: Arc<Info>,
+    dir: &Path,
+    threads: usize,
+    progress: &AtomicU64,
+) -> Result<(Storage, CheckReport), ClientError> {
+    let name = info.name().to_string();
+    let storage = Storage::open(info, dir, OpenMode::ReadOnly)
+        .map_err(|source| ClientError::Storage { name, source })?;
+    let threads = if threads > 0 {
+        threads
+    } else {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("rt-check-{i}"))
+        .build()
+        .map_err(|e| ClientError::Start(format!("cannot start the hashing threads: {e}")))?;
+    let report = check(&storage, &pool, progress);
+    Ok((storage, report))
+}

@@ -1,0 +1,1356 @@
+//! The client's registry: every torrent, where it lives, and the operations on it. One
+//! `State` sits behind the client's mutex; handles, the client and the housekeeping thread
+//! take turns on it. An event loop is reached only by posting it a closure and waiting
+//! (bounded) for the answer ([`State::call`]); loops never take this lock, so waiting on
+//! one while holding it cannot deadlock.
+//!
+//! Where a torrent starts, runs and stops:
+//!
+//! - **start**: [`State::add`] validates it, opens (or creates) its files and learns which
+//!   pieces are there (`open.rs`), then [`State::activate`] puts it into its loop's session
+//!   (the loop [`shard_of`] its info hash), tells the other loops to route its incoming
+//!   connections there, and starts announcing it. A magnet link goes into its loop with no
+//!   storage; when its loop reports the metadata, the housekeeping thread calls
+//!   [`State::start_magnet`], which opens storage and starts it in place.
+//! - **run**: the loop runs it; the housekeeping thread pumps its trackers, saves its resume
+//!   data and shares the rate limits between the loops (`worker.rs`).
+//! - **stop**: [`State::deactivate`] (pause, remove, shutdown) takes it out of its loop,
+//!   saves its resume data and sends `stopped` to its trackers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+
+use super::events::{ClientEvent, DataSource, Publisher};
+use super::handle::{FileStatus, PeerInfo, TorrentState, TorrentStatus};
+use super::metrics::{self, Metrics};
+use super::open::{self, Opened};
+use super::store::{Settings, Store};
+use super::trackers::Trackers;
+use super::{AddTorrent, ClientError, TorrentSource};
+use crate::core::api::TorrentId;
+use crate::core::picker::Priority;
+use crate::core::{Bitfield, InfoHash};
+use crate::driver::shard::{shard_of, LoopThread};
+use crate::driver::Driver;
+use crate::metainfo::{Info, Magnet, Torrent};
+use crate::storage::{DiskPool, OpenMode, Storage};
+use crate::tracker::Progress;
+
+/// How long a loop may take to answer before the request fails.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Each loop's map from its session's torrent ids to info hashes, so the events it publishes
+/// name torrents the way callers know them. Written on the loop's own thread (in the closures
+/// that add and remove torrents), read there by its event callback.
+pub(crate) type IdMap = Arc<Mutex<HashMap<TorrentId, InfoHash>>>;
+
+/// What the registry knows of one torrent.
+pub(crate) struct Entry {
+    /// The metadata; `None` for a magnet link still fetching it.
+    pub info: Option<Arc<Info>>,
+    /// A name before the metadata (the magnet's `dn`).
+    pub display_name: Option<String>,
+    /// The magnet link, while its metadata is being fetched.
+    pub magnet: Option<String>,
+    /// Stop at the metadata: open no storage (a metadata fetch).
+    pub metadata_only: bool,
+    /// Tracker tiers.
+    pub trackers: Vec<Vec<String>>,
+    /// Its files, once opened.
+    pub storage: Option<Arc<Storage>>,
+    /// The loop that owns it.
+    pub shard: u32,
+    /// The session's id while in the session (active); `None` while paused.
+    pub id: Option<TorrentId>,
+    pub settings: Settings,
+    /// Pieces verified when resume data was last saved; `None`: not saved since a check.
+    pub saved: Option<u32>,
+    /// Why it is held out of the session (its data went missing), until resumed.
+    pub problem: Option<String>,
+    /// Peers given when it was added, dialled when it starts.
+    pub peers: Vec<SocketAddr>,
+}
+
+impl Entry {
+    pub fn name(&self, hash: &InfoHash) -> String {
+        match (&self.info, &self.display_name) {
+            (Some(info), _) => info.name().to_string(),
+            (None, Some(dn)) => dn.clone(),
+            (None, None) => hash.to_hex(),
+        }
+    }
+
+    fn mode(&self) -> OpenMode {
+        if self.settings.seed_only {
+            OpenMode::ReadOnly
+        } else {
+            OpenMode::Create
+        }
+    }
+}
+
+/// The session-wide limits and how they are shared out now.
+#[derive(Default)]
+pub(crate) struct SharedLimits {
+    pub up: Option<u64>,
+    pub down: Option<u64>,
+    /// Each loop's share now, (up, down).
+    pub shares: Vec<(u64, u64)>,
+    /// Each loop's byte totals when last looked at, (up, down), and when.
+    pub totals: Vec<(u64, u64)>,
+    pub at: Option<Instant>,
+}
+
+/// What one loop reports of one of its torrents.
+pub(crate) struct Live {
+    pub id: TorrentId,
+    pub have: u32,
+    pub left: u64,
+    pub rates: (u64, u64),
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub peers: usize,
+    pub error: Option<String>,
+}
+
+/// The registry and everything that runs the torrents in it.
+pub(crate) struct State {
+    pub loops: Vec<LoopThread>,
+    pub maps: Vec<IdMap>,
+    pub pool: Arc<DiskPool>,
+    pub torrents: BTreeMap<InfoHash, Entry>,
+    pub data_dir: PathBuf,
+    pub store: Option<Store>,
+    pub trackers: Option<Trackers>,
+    /// Last known progress of each active torrent, for the trackers.
+    pub progress: BTreeMap<InfoHash, Progress>,
+    pub limits: SharedLimits,
+    pub events: Publisher,
+    pub closed: bool,
+}
+
+pub(crate) fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl State {
+    fn resume_dir(&self) -> Option<PathBuf> {
+        self.store.as_ref().map(Store::resume_dir)
+    }
+
+    /// Runs `f` on loop `shard` and waits for its answer.
+    pub fn call<R: Send + 'static>(
+        &self,
+        shard: u32,
+        f: impl FnOnce(&mut Driver) -> R + Send + 'static,
+    ) -> Result<R, ClientError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let l = self
+            .loops
+            .get(shard as usize)
+            .ok_or(ClientError::ShutDown)?;
+        l.post(move |d| {
+            let _ = tx.send(f(d));
+        });
+        rx.recv_timeout(CALL_TIMEOUT)
+            .map_err(|_| ClientError::LoopUnavailable(shard))
+    }
+
+    /// Tells every loop but `owner` who owns `hash` (`owned: false`: nobody any more).
+    fn route(&self, hash: InfoHash, owner: u32, owned: bool) {
+        for (i, l) in self.loops.iter().enumerate() {
+            if i as u32 != owner {
+                let shard = owned.then_some(owner);
+                l.post(move |d| d.session().set_route(hash, shard));
+            }
+        }
+    }
+
+    fn entry(&self, hash: InfoHash) -> Result<&Entry, ClientError> {
+        self.torrents
+            .get(&hash)
+            .ok_or(ClientError::UnknownTorrent(hash))
+    }
+
+    fn entry_mut(&mut self, hash: InfoHash) -> Result<&mut Entry, ClientError> {
+        self.torrents
+            .get_mut(&hash)
+            .ok_or(ClientError::UnknownTorrent(hash))
+    }
+
+    fn save_settings(&self, hash: &InfoHash) -> Result<(), ClientError> {
+        match (&self.store, self.torrents.get(hash)) {
+            (Some(store), Some(e)) => store.save_settings(hash, &e.settings),
+            _ => Ok(()),
+        }
+    }
+
+    // ------------------------------------------------------------------------------ adding
+
+    /// Adds torrents: each is registered (its files opened and checked or resumed), then all
+    /// that are not paused go into their loops in one batch (one round trip per loop however
+    /// many: a restart of ten thousand torrents must not cost ten thousand).
+    pub fn add_many(&mut self, adds: Vec<AddTorrent>) -> Vec<Result<InfoHash, ClientError>> {
+        let mut results = Vec::with_capacity(adds.len());
+        let mut ready = Vec::new();
+        for add in adds {
+            match self.register(add) {
+                Ok((hash, Some(have))) => {
+                    ready.push((hash, have));
+                    results.push(Ok(hash));
+                }
+                Ok((hash, None)) => results.push(Ok(hash)),
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let failed = self.activate(ready);
+        for r in results.iter_mut() {
+            if let Ok(hash) = r {
+                if failed.contains(hash) {
+                    *r = Err(ClientError::Refused(*hash));
+                }
+            }
+        }
+        for hash in failed {
+            self.torrents.remove(&hash);
+        }
+        results
+    }
+
+    /// Everything of adding but putting the torrent in its loop: returns the pieces it has
+    /// when it should go in now (not paused, not a magnet link, which goes in here).
+    fn register(&mut self, add: AddTorrent) -> Result<(InfoHash, Option<Bitfield>), ClientError> {
+        let AddTorrent {
+            source,
+            save_dir,
+            paused,
+            peers,
+            files,
+            upload_limit,
+            download_limit,
+            seed_only,
+            trust_data,
+            metadata_only,
+            label,
+            restored,
+        } = add;
+        let mut settings = restored.unwrap_or_else(|| Settings {
+            paused,
+            upload_limit,
+            download_limit,
+            source: label.unwrap_or_else(|| "api".into()),
+            added: 0,
+            save_dir,
+            files,
+            seed_only,
+        });
+        let bytes = match source {
+            TorrentSource::Magnet(uri) => {
+                return self.register_magnet(&uri, settings, peers, metadata_only)
+            }
+            TorrentSource::File(path) => {
+                std::fs::read(&path).map_err(ClientError::io("read", &path))?
+            }
+            TorrentSource::Bytes(bytes) => bytes,
+        };
+        let torrent =
+            Torrent::from_bytes(&bytes).map_err(|e| ClientError::InvalidTorrent(e.to_string()))?;
+        let tiers = torrent.trackers.clone();
+        let info = Arc::new(torrent.info);
+        let hash = info.info_hash();
+        if self.torrents.contains_key(&hash) {
+            return Err(ClientError::AlreadyAdded(hash));
+        }
+        if let Some(files) = &settings.files {
+            if files.len() != info.files().len() {
+                return Err(ClientError::InvalidArgument(format!(
+                    "the file selection names {} files; the torrent has {}",
+                    files.len(),
+                    info.files().len()
+                )));
+            }
+        }
+        let data_dir = settings
+            .save_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.clone());
+        // A torrent that had data here (it was added before and has resume data) whose files
+        // are gone is held with the reason, not given fresh empty files to download again:
+        // the disk or mount may just be missing, and a seedbox must not silently refill it.
+        let problem = (settings.added != 0 && !settings.paused)
+            .then(|| self.missing_data(&info, &data_dir))
+            .flatten();
+        let mode = if problem.is_some() || settings.seed_only {
+            OpenMode::ReadOnly
+        } else {
+            OpenMode::Create
+        };
+        let opened = if problem.is_some() {
+            let storage = Storage::open(info.clone(), &data_dir, mode).map_err(|source| {
+                ClientError::Storage {
+                    name: info.name().to_string(),
+                    source,
+                }
+            })?;
+            Opened {
+                storage: Arc::new(storage),
+                have: Bitfield::new(info.lengths().piece_count()),
+                source: DataSource::Missing,
+            }
+        } else {
+            open::open(
+                &info,
+                &data_dir,
+                mode,
+                &self.pool,
+                trust_data,
+                self.resume_dir().as_deref(),
+            )?
+        };
+        if let Some(store) = &self.store {
+            store.save_torrent(&hash, &bytes)?;
+        }
+        let new = settings.added == 0;
+        if new {
+            settings.added = now_unix();
+        }
+        if let Some(p) = &problem {
+            tracing::warn!("{} ({hash}): {p}; held until resumed", info.name());
+            settings.paused = true;
+        }
+        let verified = opened.have.count();
+        let saved = (!opened.unsaved()).then_some(verified);
+        let go = !settings.paused;
+        self.torrents.insert(
+            hash,
+            Entry {
+                info: Some(info.clone()),
+                display_name: None,
+                magnet: None,
+                metadata_only: false,
+                trackers: tiers,
+                storage: Some(opened.storage),
+                shard: shard_of(&hash, self.loops.len()),
+                id: None,
+                settings,
+                saved,
+                problem,
+                peers,
+            },
+        );
+        if new {
+            self.save_settings(&hash)?;
+        }
+        tracing::info!(
+            "added {} ({hash}), {} of {} pieces verified",
+            info.name(),
+            verified,
+            info.lengths().piece_count()
+        );
+        self.events.publish(ClientEvent::Added {
+            info_hash: hash,
+            name: info.name().to_string(),
+            verified,
+            pieces: info.lengths().piece_count(),
+            source: opened.source,
+        });
+        Ok((hash, go.then_some(opened.have)))
+    }
+
+    /// Adds a magnet link: its loop fetches the metadata from the link's peers (`x.pe`), the
+    /// given peers, its trackers (`tr`) and peer exchange; the housekeeping thread then calls
+    /// [`State::start_magnet`]. Kept in the state folder as `<hash>.magnet` until then.
+    fn register_magnet(
+        &mut self,
+        uri: &str,
+        mut settings: Settings,
+        mut peers: Vec<SocketAddr>,
+        metadata_only: bool,
+    ) -> Result<(InfoHash, Option<Bitfield>), ClientError> {
+        let magnet = Magnet::parse(uri).map_err(|e| ClientError::InvalidMagnet(e.to_string()))?;
+        let hash = magnet.info_hash;
+        if self.torrents.contains_key(&hash) {
+            return Err(ClientError::AlreadyAdded(hash));
+        }
+        peers.extend(magnet_peers(&magnet));
+        // BEP 53 `so=`: only the files the link selects are downloaded; the selection is
+        // applied when the metadata says how many files there are.
+        if settings.files.is_none() {
+            if let Some(ranges) = &magnet.select_only {
+                let last = ranges.iter().map(|r| r.last).max().unwrap_or(0);
+                let n = last.saturating_add(1).min(crate::limits::MAX_FILES as u32);
+                settings.files = Some(
+                    (0..n)
+                        .map(|i| ranges.iter().any(|r| r.contains(i)))
+                        .collect(),
+                );
+            }
+        }
+        if settings.source == "api" {
+            settings.source = "magnet".into();
+        }
+        let shard = shard_of(&hash, self.loops.len());
+        let map = self.maps[shard as usize].clone();
+        let dial = peers.clone();
+        let id = self
+            .call(shard, move |d| {
+                let now = d.now();
+                let id = d.session().add_magnet(hash, now)?;
+                map.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, hash);
+                d.session().add_peers(id, &dial, now);
+                Some(id)
+            })?
+            .ok_or(ClientError::Refused(hash))?;
+        self.route(hash, shard, true);
+        if !metadata_only {
+            if let Some(store) = &self.store {
+                store.save_magnet(&hash, uri)?;
+            }
+        }
+        let tiers = if magnet.trackers.is_empty() {
+            Vec::new()
+        } else {
+            vec![magnet.trackers.clone()]
+        };
+        if let Some(t) = self.trackers.as_mut() {
+            // Unknown size: announce as a leecher with something left.
+            t.add(
+                hash,
+                &tiers,
+                Progress {
+                    uploaded: 0,
+                    downloaded: 0,
+                    left: 1,
+                },
+            );
+        }
+        if settings.added == 0 {
+            settings.added = now_unix();
+        }
+        tracing::info!("added magnet {hash}; fetching its metadata");
+        let name = magnet.display_name.clone();
+        self.torrents.insert(
+            hash,
+            Entry {
+                info: None,
+                display_name: name.clone(),
+                magnet: Some(uri.to_string()),
+                metadata_only,
+                trackers: tiers,
+                storage: None,
+                shard,
+                id: Some(id),
+                settings,
+                saved: Some(0),
+                problem: None,
+                peers,
+            },
+        );
+        self.events.publish(ClientEvent::Added {
+            info_hash: hash,
+            name: name.unwrap_or_else(|| hash.to_hex()),
+            verified: 0,
+            pieces: 0,
+            source: DataSource::Magnet,
+        });
+        Ok((hash, None))
+    }
+
+    /// Starts a magnet torrent whose metadata arrived: a .torrent is written to the state
+    /// folder, storage opened (resume data or a check, as for any torrent) and the torrent
+    /// started in place, keeping its peers.
+    pub fn start_magnet(&mut self, hash: InfoHash, info: Arc<Info>) -> Result<(), ClientError> {
+        let pool = self.pool.clone();
+        let resume_dir = self.resume_dir();
+        let data_dir = self.data_dir.clone();
+        let Some(e) = self.torrents.get_mut(&hash) else {
+            return Ok(());
+        };
+        if e.magnet.is_none() {
+            return Ok(());
+        }
+        e.info = Some(info.clone());
+        if e.metadata_only {
+            return Ok(());
+        }
+        e.magnet = None;
+        let (Some(id), shard) = (e.id, e.shard) else {
+            return Ok(());
+        };
+        if let Some(files) = e.settings.files.as_mut() {
+            files.resize(info.files().len(), false);
+        }
+        let dir = e.settings.save_dir.clone().unwrap_or(data_dir);
+        let opened = open::open(&info, &dir, e.mode(), &pool, false, resume_dir.as_deref());
+        let opened = match opened {
+            Ok(o) => o,
+            Err(err) => {
+                e.problem = Some(err.to_string());
+                return Err(err);
+            }
+        };
+        e.storage = Some(opened.storage.clone());
+        e.saved = (!opened.unsaved()).then_some(opened.have.count());
+        let priorities = e.settings.files.as_ref().map(|f| priorities(f));
+        let (have, storage) = (opened.have.clone(), opened.storage.clone());
+        let started = self.call(shard, move |d| {
+            let now = d.now();
+            let ok = d.session().start_torrent(id, &have, now);
+            if ok {
+                d.attach_storage(id, storage);
+                if let Some(p) = priorities {
+                    d.session().set_file_priorities(id, &p, now);
+                }
+            }
+            ok
+        })?;
+        if !started {
+            return Err(ClientError::Refused(hash));
+        }
+        if let Some(store) = &self.store {
+            // The .torrent a user would have added: the verified info dictionary and the
+            // link's trackers (keys in bencode's order: announce-list before info).
+            let e = &self.torrents[&hash];
+            store.save_torrent(&hash, &torrent_file(&info, &e.trackers))?;
+            store.forget_magnet(&hash);
+            store.save_settings(&hash, &e.settings)?;
+        }
+        tracing::info!("magnet {hash}: metadata received, {} started", info.name());
+        self.events.publish(ClientEvent::Started {
+            info_hash: hash,
+            verified: opened.have.count(),
+        });
+        Ok(())
+    }
+
+    /// Puts registered torrents into their loops' sessions: one round trip per loop, and one
+    /// message per loop for the routes. Returns the torrents a session refused.
+    fn activate(&mut self, torrents: Vec<(InfoHash, Bitfield)>) -> Vec<InfoHash> {
+        type Job = (
+            InfoHash,
+            Arc<Info>,
+            Arc<Storage>,
+            Bitfield,
+            (Option<u64>, Option<u64>),
+            Option<Vec<Priority>>,
+            Vec<SocketAddr>,
+        );
+        let mut by_shard: BTreeMap<u32, Vec<Job>> = BTreeMap::new();
+        for (hash, have) in torrents {
+            let Some(e) = self.torrents.get(&hash) else {
+                continue;
+            };
+            let (Some(info), Some(storage)) = (e.info.clone(), e.storage.clone()) else {
+                continue;
+            };
+            by_shard.entry(e.shard).or_default().push((
+                hash,
+                info,
+                storage,
+                have,
+                (e.settings.upload_limit, e.settings.download_limit),
+                e.settings.files.as_ref().map(|f| priorities(f)),
+                e.peers.clone(),
+            ));
+        }
+        let mut failed = Vec::new();
+        let mut routes: Vec<(InfoHash, u32)> = Vec::new();
+        for (shard, jobs) in by_shard {
+            let hashes: Vec<InfoHash> = jobs.iter().map(|j| j.0).collect();
+            let map = self.maps[shard as usize].clone();
+            let started = self.call(shard, move |d| {
+                let now = d.now();
+                let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+                jobs.into_iter()
+                    .map(|(hash, info, storage, have, (up, down), prio, peers)| {
+                        let id = d.session().add_torrent(info, &have, now);
+                        if let Some(id) = id {
+                            map.insert(id, hash);
+                            d.session().set_rate_limits(id, up, down, now);
+                            if let Some(p) = prio {
+                                d.session().set_file_priorities(id, &p, now);
+                            }
+                            d.attach_storage(id, storage);
+                            d.session().add_peers(id, &peers, now);
+                        }
+                        (hash, id)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let Ok(started) = started else {
+                failed.extend(hashes);
+                continue;
+            };
+            for (hash, id) in started {
+                let Some(id) = id else {
+                    failed.push(hash);
+                    continue;
+                };
+                routes.push((hash, shard));
+                let e = self.torrents.get_mut(&hash).expect("registered");
+                e.id = Some(id);
+                let info = e.info.as_ref().expect("activated torrents have metadata");
+                let piece_len = u64::from(info.lengths().piece_len());
+                let left = info
+                    .total_len()
+                    .saturating_sub(u64::from(e.saved.unwrap_or(0)) * piece_len);
+                let progress = Progress {
+                    uploaded: 0,
+                    downloaded: 0,
+                    left,
+                };
+                self.progress.insert(hash, progress);
+                if let Some(t) = self.trackers.as_mut() {
+                    t.add(hash, &e.trackers, progress);
+                }
+            }
+        }
+        for (i, l) in self.loops.iter().enumerate() {
+            let theirs: Vec<(InfoHash, u32)> = routes
+                .iter()
+                .filter(|(_, owner)| *owner != i as u32)
+                .copied()
+                .collect();
+            if !theirs.is_empty() {
+                l.post(move |d| {
+                    for (hash, owner) in theirs {
+                        d.session().set_route(hash, Some(owner));
+                    }
+                });
+            }
+        }
+        failed
+    }
+
+    /// Takes a torrent out of its loop's session (closing its peers), saves its resume data
+    /// and sends `stopped` to its trackers; it stays registered.
+    fn deactivate(&mut self, hash: InfoHash) -> Result<(), ClientError> {
+        let Some(entry) = self.torrents.get(&hash) else {
+            return Ok(());
+        };
+        let Some(id) = entry.id else {
+            return Ok(());
+        };
+        let shard = entry.shard;
+        if let Some(t) = self.trackers.as_mut() {
+            t.remove(hash);
+        }
+        self.progress.remove(&hash);
+        self.route(hash, shard, false);
+        let map = self.maps[shard as usize].clone();
+        let have = self.call(shard, move |d| {
+            let now = d.now();
+            let have = d.session().have(id).cloned();
+            d.session().remove_torrent(id, now);
+            map.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            have
+        })?;
+        let resume_dir = self.resume_dir();
+        let entry = self.torrents.get_mut(&hash).expect("checked above");
+        entry.id = None;
+        if let (Some(have), Some(storage), Some(dir)) = (have, &entry.storage, resume_dir) {
+            entry.saved = Some(have.count());
+            open::save_resume(storage, have, &dir)?;
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------------- state changes
+
+    pub fn pause(&mut self, hash: InfoHash) -> Result<(), ClientError> {
+        let e = self.entry(hash)?;
+        if e.magnet.is_some() {
+            return Err(ClientError::NoMetadata(hash));
+        }
+        if e.settings.paused {
+            return Ok(());
+        }
+        self.deactivate(hash)?;
+        self.entry_mut(hash)?.settings.paused = true;
+        self.save_settings(&hash)?;
+        self.events.publish(ClientEvent::Paused { info_hash: hash });
+        Ok(())
+    }
+
+    pub fn resume(&mut self, hash: InfoHash) -> Result<(), ClientError> {
+        let data_dir = self.data_dir.clone();
+        let pool = self.pool.clone();
+        let resume_dir = self.resume_dir();
+        let entry = self.entry_mut(hash)?;
+        if entry.id.is_some() || entry.magnet.is_some() {
+            return Ok(());
+        }
+        let info = entry.info.clone().ok_or(ClientError::NoMetadata(hash))?;
+        let dir = entry.settings.save_dir.clone().unwrap_or(data_dir);
+        if entry.problem.is_some() {
+            let storage = Storage::open(info.clone(), &dir, entry.mode()).map_err(|source| {
+                ClientError::Storage {
+                    name: info.name().to_string(),
+                    source,
+                }
+            })?;
+            entry.storage = Some(Arc::new(storage));
+            entry.problem = None;
+        }
+        entry.settings.paused = false;
+        let storage = entry
+            .storage
+            .clone()
+            .expect("torrents with metadata have storage");
+        let (have, source) = open::restore(&storage, &pool, false, resume_dir.as_deref());
+        if matches!(source, DataSource::Checked { .. }) {
+            entry.saved = None;
+        }
+        self.save_settings(&hash)?;
+        if self.activate(vec![(hash, have)]).contains(&hash) {
+            self.entry_mut(hash)?.settings.paused = true;
+            return Err(ClientError::Refused(hash));
+        }
+        self.events
+            .publish(ClientEvent::Resumed { info_hash: hash });
+        Ok(())
+    }
+
+    pub fn set_limits(
+        &mut self,
+        hash: InfoHash,
+        up: Option<u64>,
+        down: Option<u64>,
+    ) -> Result<(), ClientError> {
+        if up == Some(0) || down == Some(0) {
+            return Err(ClientError::InvalidArgument(
+                "a rate limit must be above 0 bytes per second (None: unlimited)".into(),
+            ));
+        }
+        let entry = self.entry_mut(hash)?;
+        entry.settings.upload_limit = up;
+        entry.settings.download_limit = down;
+        let (id, shard) = (entry.id, entry.shard);
+        self.save_settings(&hash)?;
+        if let Some(id) = id {
+            self.call(shard, move |d| {
+                let now = d.now();
+                d.session().set_rate_limits(id, up, down, now);
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn set_files(&mut self, hash: InfoHash, wanted: Vec<bool>) -> Result<(), ClientError> {
+        let entry = self.entry_mut(hash)?;
+        let info = entry.info.clone().ok_or(ClientError::NoMetadata(hash))?;
+        if wanted.len() != info.files().len() {
+            return Err(ClientError::InvalidArgument(format!(
+                "the selection names {} files; the torrent has {}",
+                wanted.len(),
+                info.files().len()
+            )));
+        }
+        let p = priorities(&wanted);
+        entry.settings.files = Some(wanted);
+        let (id, shard) = (entry.id, entry.shard);
+        self.save_settings(&hash)?;
+        if let Some(id) = id {
+            self.call(shard, move |d| {
+                let now = d.now();
+                d.session().set_file_priorities(id, &p, now);
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn add_peers(&mut self, hash: InfoHash, peers: Vec<SocketAddr>) -> Result<(), ClientError> {
+        let entry = self.entry_mut(hash)?;
+        entry.peers.extend(peers.iter().copied());
+        let (id, shard) = (entry.id, entry.shard);
+        if let Some(id) = id {
+            self.loops[shard as usize].post(move |d| {
+                let now = d.now();
+                d.session().add_peers(id, &peers, now);
+            });
+        }
+        Ok(())
+    }
+
+    pub fn remove(&mut self, hash: InfoHash, delete_data: bool) -> Result<(), ClientError> {
+        let e = self.entry(hash)?;
+        let (magnet, name) = (e.magnet.is_some(), e.name(&hash));
+        if magnet {
+            // Still fetching: nothing on disk but the link.
+            if let Some(t) = self.trackers.as_mut() {
+                t.remove(hash);
+            }
+            let e = self.torrents.remove(&hash).expect("checked above");
+            self.route(hash, e.shard, false);
+            if let Some(id) = e.id {
+                let map = self.maps[e.shard as usize].clone();
+                self.call(e.shard, move |d| {
+                    let now = d.now();
+                    d.session().remove_torrent(id, now);
+                    map.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                })?;
+            }
+        } else {
+            self.deactivate(hash)?;
+            let e = self.torrents.remove(&hash).expect("checked above");
+            if delete_data {
+                if let (Some(info), Some(storage)) = (&e.info, e.storage) {
+                    let dir = storage.download_dir().to_path_buf();
+                    drop(storage);
+                    delete_files(&dir, info)?;
+                }
+            }
+        }
+        if let Some(store) = &self.store {
+            if store.remember {
+                store.forget(&hash);
+            }
+        }
+        tracing::info!(
+            "removed {name} ({hash}){}",
+            if delete_data { " and its data" } else { "" }
+        );
+        self.events.publish(ClientEvent::Removed {
+            info_hash: hash,
+            data_deleted: delete_data && !magnet,
+        });
+        Ok(())
+    }
+
+    /// Why `info`'s data cannot be served from `dir` when its resume data says it was there:
+    /// the first of its files that is gone.
+    fn missing_data(&self, info: &Info, dir: &Path) -> Option<String> {
+        if !self.store.as_ref()?.has_resume(info.info_hash()) {
+            return None;
+        }
+        info.files()
+            .iter()
+            .filter(|f| !f.attr.padding && f.length > 0)
+            .map(|f| dir.join(f.path.join("/")))
+            .find(|p| !p.exists())
+            .map(|p| {
+                format!(
+                    "its data is missing ({} is gone): restore it and resume the torrent, or \
+                     remove it",
+                    p.display()
+                )
+            })
+    }
+
+    // ---------------------------------------------------------------------------- reports
+
+    pub fn info(&self, hash: InfoHash) -> Result<Option<Arc<Info>>, ClientError> {
+        Ok(self.entry(hash)?.info.clone())
+    }
+
+    fn live(&self, shard: u32) -> Result<Vec<Live>, ClientError> {
+        self.call(shard, collect_live)
+    }
+
+    /// Every torrent's status: one round trip per loop.
+    pub fn list(&self) -> Vec<TorrentStatus> {
+        let mut by_loop: BTreeMap<(u32, TorrentId), Live> = BTreeMap::new();
+        for shard in 0..self.loops.len() as u32 {
+            for l in self.live(shard).unwrap_or_default() {
+                by_loop.insert((shard, l.id), l);
+            }
+        }
+        self.torrents
+            .iter()
+            .map(|(hash, e)| {
+                let live = e.id.and_then(|id| by_loop.get(&(e.shard, id)));
+                status(hash, e, live, &self.data_dir)
+            })
+            .collect()
+    }
+
+    pub fn status(&self, hash: InfoHash) -> Result<TorrentStatus, ClientError> {
+        let e = self.entry(hash)?;
+        let live = match e.id {
+            Some(id) => self.live(e.shard)?.into_iter().find(|l| l.id == id),
+            None => None,
+        };
+        Ok(status(&hash, e, live.as_ref(), &self.data_dir))
+    }
+
+    pub fn peers(&self, hash: InfoHash) -> Result<Vec<PeerInfo>, ClientError> {
+        let e = self.entry(hash)?;
+        let Some(id) = e.id else {
+            return Ok(Vec::new());
+        };
+        let pieces = e
+            .info
+            .as_ref()
+            .map_or(1, |i| i.lengths().piece_count().max(1));
+        let peers = self.call(e.shard, move |d| {
+            let now = d.now();
+            d.session().peers(id, now)
+        })?;
+        Ok(peers
+            .into_iter()
+            .map(|p| PeerInfo {
+                addr: p.addr.to_string(),
+                client: p.client,
+                outgoing: p.outgoing,
+                am_choking: p.am_choking,
+                am_interested: p.am_interested,
+                peer_choking: p.peer_choking,
+                peer_interested: p.peer_interested,
+                download_rate: p.down_rate,
+                upload_rate: p.up_rate,
+                progress: f64::from(p.pieces) / f64::from(pieces),
+                snubbed: p.snubbed,
+            })
+            .collect())
+    }
+
+    pub fn files(&self, hash: InfoHash) -> Result<Vec<FileStatus>, ClientError> {
+        let e = self.entry(hash)?;
+        let Some(info) = e.info.clone() else {
+            return Ok(Vec::new());
+        };
+        let have = match e.id {
+            Some(id) => self.call(e.shard, move |d| d.session().have(id).cloned())?,
+            None => None,
+        };
+        let piece_len = u64::from(info.lengths().piece_len());
+        Ok(info
+            .files()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.attr.padding)
+            .map(|(i, f)| {
+                let done = match (&have, f.length) {
+                    (_, 0) | (None, _) => 0,
+                    (Some(have), _) => {
+                        let (start, end) = (f.offset, f.offset + f.length);
+                        (start / piece_len..=(end - 1) / piece_len)
+                            .filter(|&p| have.get(p as u32))
+                            .map(|p| end.min((p + 1) * piece_len) - start.max(p * piece_len))
+                            .sum()
+                    }
+                };
+                FileStatus {
+                    path: f.display_path(),
+                    length: f.length,
+                    done,
+                    wanted: e.settings.files.as_ref().is_none_or(|w| w[i]),
+                }
+            })
+            .collect())
+    }
+
+    pub fn request_latency(&self, hash: InfoHash) -> Result<Option<Histogram<u64>>, ClientError> {
+        let e = self.entry(hash)?;
+        let Some(id) = e.id else { return Ok(None) };
+        self.call(e.shard, move |d| {
+            d.session()
+                .stats(id)
+                .and_then(|st| st.request_latency_us.as_deref().cloned())
+        })
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        let mut m = Metrics::default();
+        for shard in 0..self.loops.len() as u32 {
+            if let Ok(part) = self.call(shard, metrics::gather) {
+                m.add(part);
+            }
+        }
+        if let Some(t) = &self.trackers {
+            metrics::merge(&mut m.announce_us, Some(t.latency_us()));
+        }
+        m.torrents_active = self.torrents.values().filter(|e| e.id.is_some()).count() as u64;
+        m.torrents_paused = self.torrents.len() as u64 - m.torrents_active;
+        m
+    }
+
+    // ------------------------------------------------------------------- housekeeping
+
+    /// Saves resume data of the active torrents that verified pieces since the last save
+    /// (`all`: of every active torrent).
+    pub fn save_resume(&mut self, all: bool) {
+        let Some(dir) = self.resume_dir() else { return };
+        let mut haves = BTreeMap::new();
+        for shard in 0..self.loops.len() as u32 {
+            let got = self.call(shard, |d| {
+                let s = d.session();
+                s.torrent_ids()
+                    .into_iter()
+                    .filter(|id| !s.is_magnet(*id))
+                    .filter_map(|id| Some((id, s.have(id)?.clone())))
+                    .collect::<Vec<_>>()
+            });
+            for (id, have) in got.unwrap_or_default() {
+                haves.insert((shard, id), have);
+            }
+        }
+        for e in self.torrents.values_mut() {
+            let (Some(id), Some(storage)) = (e.id, &e.storage) else {
+                continue;
+            };
+            let Some(have) = haves.remove(&(e.shard, id)) else {
+                continue;
+            };
+            let count = have.count();
+            if !all && e.saved == Some(count) {
+                continue;
+            }
+            match open::save_resume(storage, have, &dir) {
+                Ok(()) => e.saved = Some(count),
+                Err(err) => tracing::warn!("{err}"),
+            }
+        }
+    }
+
+    /// Refreshes what the trackers are told from the loops (exact bytes left, totals).
+    pub fn refresh_progress(&mut self) {
+        for shard in 0..self.loops.len() as u32 {
+            let Ok(live) = self.live(shard) else { continue };
+            for l in live {
+                let map = self.maps[shard as usize]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let Some(hash) = map.get(&l.id).copied() else {
+                    continue;
+                };
+                drop(map);
+                if let Some(p) = self.progress.get_mut(&hash) {
+                    *p = Progress {
+                        uploaded: l.uploaded,
+                        downloaded: l.downloaded,
+                        left: l.left,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Announces, and hands the peers trackers returned to the torrents' loops.
+    pub fn pump_trackers(&mut self) {
+        let Some(trackers) = self.trackers.as_mut() else {
+            return;
+        };
+        for (hash, peers) in trackers.pump(&self.progress) {
+            let Some(e) = self.torrents.get(&hash) else {
+                continue;
+            };
+            let Some(id) = e.id else { continue };
+            self.loops[e.shard as usize].post(move |d| {
+                let now = d.now();
+                d.session().add_peers(id, &peers, now);
+            });
+        }
+    }
+
+    /// A torrent completed: its trackers hear `completed` now, and its resume data is saved.
+    pub fn on_completed(&mut self, hash: InfoHash) {
+        let Some(e) = self.torrents.get(&hash) else {
+            return;
+        };
+        let (Some(id), shard) = (e.id, e.shard) else {
+            return;
+        };
+        let got = self.call(shard, move |d| {
+            let s = d.session();
+            let st = s.stats(id).map(|st| (st.uploaded, st.downloaded));
+            (st, s.have(id).cloned(), s.bytes_left(id))
+        });
+        let Ok((stats, have, left)) = got else { return };
+        let (uploaded, downloaded) = stats.unwrap_or((0, 0));
+        let progress = Progress {
+            uploaded,
+            downloaded,
+            left,
+        };
+        self.progress.insert(hash, progress);
+        if let Some(t) = self.trackers.as_mut() {
+            t.completed(hash, progress);
+        }
+        let dir = self.resume_dir();
+        if let (Some(have), Some(dir)) = (have, dir) {
+            let e = self.torrents.get_mut(&hash).expect("checked above");
+            if let Some(storage) = &e.storage {
+                let count = have.count();
+                match open::save_resume(storage, have, &dir) {
+                    Ok(()) => e.saved = Some(count),
+                    Err(err) => tracing::warn!("{err}"),
+                }
+            }
+        }
+    }
+
+    /// The session-wide rate limits (bytes per second), shared out between the loops: an
+    /// even split first, then following demand ([`State::rebalance_limits`]).
+    pub fn set_session_limits(&mut self, up: Option<u64>, down: Option<u64>) {
+        let n = self.loops.len().max(1) as u64;
+        let split = |l: Option<u64>| l.map(|l| (l / n).max(1));
+        self.limits = SharedLimits {
+            up,
+            down,
+            shares: vec![(split(up).unwrap_or(0), split(down).unwrap_or(0)); self.loops.len()],
+            totals: Vec::new(),
+            at: None,
+        };
+        let (u, d) = (split(up), split(down));
+        for l in &self.loops {
+            l.post(move |drv| {
+                let now = drv.now();
+                drv.session().set_session_rate_limits(u, d, now);
+            });
+        }
+    }
+
+    /// Moves the session-wide limits' unused shares to the loops that need them (see
+    /// `share.rs`). Called about once a second.
+    pub fn rebalance_limits(&mut self) {
+        if (self.limits.up.is_none() && self.limits.down.is_none()) || self.loops.len() < 2 {
+            return;
+        }
+        let mut totals = Vec::with_capacity(self.loops.len());
+        for shard in 0..self.loops.len() as u32 {
+            let t = self.call(shard, |d| {
+                let s = d.session();
+                s.torrent_ids()
+                    .into_iter()
+                    .fold((0u64, 0u64), |(u, dn), id| {
+                        s.stats(id)
+                            .map_or((u, dn), |st| (u + st.uploaded, dn + st.downloaded))
+                    })
+            });
+            let Ok(t) = t else { return };
+            totals.push(t);
+        }
+        let now = Instant::now();
+        let (Some(at), true) = (self.limits.at, self.limits.totals.len() == totals.len()) else {
+            self.limits.totals = totals;
+            self.limits.at = Some(now);
+            return;
+        };
+        let secs = now.duration_since(at).as_secs_f64().max(0.1);
+        let rate = |new: u64, old: u64| (new.saturating_sub(old) as f64 / secs) as u64;
+        let used = |pick: fn(&(u64, u64)) -> u64| -> Vec<u64> {
+            totals
+                .iter()
+                .zip(&self.limits.totals)
+                .map(|(n, o)| rate(pick(n), pick(o)))
+                .collect()
+        };
+        let (used_up, used_down) = (used(|t| t.0), used(|t| t.1));
+        let old_up: Vec<u64> = self.limits.shares.iter().map(|s| s.0).collect();
+        let old_down: Vec<u64> = self.limits.shares.iter().map(|s| s.1).collect();
+        let up = self
+            .limits
+            .up
+            .map(|l| super::share::rebalance(l, &used_up, &old_up));
+        let down = self
+            .limits
+            .down
+            .map(|l| super::share::rebalance(l, &used_down, &old_down));
+        for (i, l) in self.loops.iter().enumerate() {
+            let u = up.as_ref().map(|v| v[i].max(1));
+            let d = down.as_ref().map(|v| v[i].max(1));
+            self.limits.shares[i] = (u.unwrap_or(0), d.unwrap_or(0));
+            l.post(move |drv| {
+                let now = drv.now();
+                drv.session().set_session_rate_limits(u, d, now);
+            });
+        }
+        self.limits.totals = totals;
+        self.limits.at = Some(now);
+    }
+
+    /// Every torrent with where it came from (no loop is asked).
+    pub fn sources(&self) -> Vec<(InfoHash, String)> {
+        self.torrents
+            .iter()
+            .map(|(h, e)| (*h, e.settings.source.clone()))
+            .collect()
+    }
+}
+
+/// The core's file priorities for a selection.
+fn priorities(wanted: &[bool]) -> Vec<Priority> {
+    wanted
+        .iter()
+        .map(|&w| if w { Priority::Normal } else { Priority::Skip })
+        .collect()
+}
+
+/// A magnet link's `x.pe` peers that resolve (host names through the system resolver).
+pub fn magnet_peers(magnet: &Magnet) -> Vec<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    magnet
+        .peers
+        .iter()
+        .filter_map(|p| {
+            p.socket_addr().or_else(|| {
+                (p.to_string().as_str())
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+            })
+        })
+        .collect()
+}
+
+/// The bytes of a .torrent holding `info` and `tiers` of trackers.
+fn torrent_file(info: &Info, tiers: &[Vec<String>]) -> Vec<u8> {
+    let mut bytes = b"d".to_vec();
+    if tiers.iter().any(|t| !t.is_empty()) {
+        bytes.extend_from_slice(b"13:announce-listl");
+        for tier in tiers {
+            bytes.push(b'l');
+            for t in tier {
+                bytes.extend_from_slice(format!("{}:", t.len()).as_bytes());
+                bytes.extend_from_slice(t.as_bytes());
+            }
+            bytes.push(b'e');
+        }
+        bytes.push(b'e');
+    }
+    bytes.extend_from_slice(b"4:info");
+    bytes.extend_from_slice(info.raw());
+    bytes.push(b'e');
+    bytes
+}
+
+fn collect_live(d: &mut Driver) -> Vec<Live> {
+    let now = d.now();
+    let s = d.session();
+    s.torrent_ids()
+        .into_iter()
+        .map(|id| Live {
+            id,
+            have: s.have(id).map_or(0, Bitfield::count),
+            left: if s.is_magnet(id) { 1 } else { s.bytes_left(id) },
+            rates: s.rates(id, now),
+            downloaded: s.stats(id).map_or(0, |st| st.downloaded),
+            uploaded: s.stats(id).map_or(0, |st| st.uploaded),
+            peers: s.peer_count(id),
+            error: s.error(id).map(str::to_owned),
+        })
+        .collect()
+}
+
+fn status(hash: &InfoHash, e: &Entry, live: Option<&Live>, data_dir: &Path) -> TorrentStatus {
+    let (size, pieces) = e
+        .info
+        .as_ref()
+        .map_or((0, 0), |i| (i.total_len(), i.lengths().piece_count()));
+    let have = live.map_or(e.saved.unwrap_or(0), |l| l.have);
+    let state = match (e.id, live) {
+        _ if e.magnet.is_some() => TorrentState::Metadata,
+        (None, _) if e.problem.is_some() => TorrentState::Error,
+        (None, _) => TorrentState::Paused,
+        (Some(_), Some(l)) if l.error.is_some() => TorrentState::Error,
+        (Some(_), Some(l)) if l.left == 0 => TorrentState::Seeding,
+        (Some(_), None) if have == pieces => TorrentState::Seeding,
+        _ => TorrentState::Downloading,
+    };
+    let piece_len = e
+        .info
+        .as_ref()
+        .map_or(0, |i| u64::from(i.lengths().piece_len()));
+    TorrentStatus {
+        info_hash: hash.to_hex(),
+        name: e.name(hash),
+        size,
+        pieces,
+        pieces_have: have,
+        progress: f64::from(have) / f64::from(pieces.max(1)),
+        bytes_left: live.map_or(size.saturating_sub(u64::from(have) * piece_len), |l| l.left),
+        state,
+        download_rate: live.map_or(0, |l| l.rates.0),
+        upload_rate: live.map_or(0, |l| l.rates.1),
+        downloaded: live.map_or(0, |l| l.downloaded),
+        uploaded: live.map_or(0, |l| l.uploaded),
+        peers: live.map_or(0, |l| l.peers),
+        upload_limit: e.settings.upload_limit,
+        download_limit: e.settings.download_limit,
+        source: e.settings.source.clone(),
+        save_dir: e
+            .settings
+            .save_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.to_path_buf()),
+        error: e
+            .problem
+            .clone()
+            .or_else(|| live.and_then(|l| l.error.clone())),
+    }
+}
+
+/// Deletes a torrent's files (and, for a multi-file torrent, the folders it made when they are
+/// left empty), never anything outside `data_dir`: paths come from a validated torrent.
+fn delete_files(data_dir: &Path, info: &Info) -> Result<(), ClientError> {
+    for f in info.files() {
+        if f.attr.padding {
+            continue;
+        }
+        let path = data_dir.join(f.path.join("/"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ClientError::io("delete", path)(e)),
+        }
+    }
+    if !info.is_single_file() {
+        let mut dirs: Vec<PathBuf> = info
+            .files()
+            .iter()
+            .flat_map(|f| {
+                let mut p = data_dir.to_path_buf();
+                let mut parents = Vec::new();
+                for c in &f.path[..f.path.len().saturating_sub(1)] {
+                    p.push(c);
+                    parents.push(p.clone());
+                }
+                parents
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        for d in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+        let _ = std::fs::remove_dir(data_dir.join(info.name()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_magnets_torrent_file_reads_back_with_its_trackers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, b"hello world").unwrap();
+        let opts = crate::metainfo::create::CreateOptions {
+            path,
+            ..Default::default()
+        };
+        let made = crate::metainfo::create::create(&opts, &Default::default()).unwrap();
+        let info = made.torrent.info;
+        let tiers = vec![
+            vec!["udp://a:1".to_string()],
+            vec!["http://b/announce".into()],
+        ];
+        let bytes = torrent_file(&info, &tiers);
+        let back = Torrent::from_bytes(&bytes).unwrap();
+        assert_eq!(back.info.info_hash(), info.info_hash());
+        assert_eq!(back.trackers, tiers);
+    }
+}

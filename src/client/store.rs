@@ -1,0 +1,209 @@
+//! The state folder: what a client keeps on disk between runs.
+//!
+//! ```text
+//!   resume/<hash>.resume      verified pieces and file stamps (storage::ResumeData)
+//!   torrents/<hash>.torrent   the torrent file, as added          } only with
+//!   torrents/<hash>.magnet    a magnet link still fetching        } remember_torrents
+//!   torrents/<hash>.json      its settings (Settings)             }
+//! ```
+//!
+//! Writes go through a temporary file and a rename, so a crash leaves the old file or the new
+//! one, never half of one.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::ClientError;
+use crate::core::InfoHash;
+
+/// A torrent's settings, kept beside its torrent file. Every field has a default, so files
+/// written by older versions still load.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Not in the session (its data and resume state are kept).
+    pub paused: bool,
+    /// Upload limit for this torrent, bytes per second.
+    pub upload_limit: Option<u64>,
+    /// Download limit for this torrent, bytes per second.
+    pub download_limit: Option<u64>,
+    /// Where it came from: `api`, `watch:<file>`, a caller's label.
+    pub source: String,
+    /// When it was added (Unix seconds); 0 for a torrent not added yet.
+    pub added: u64,
+    /// Its data folder, when not the client's.
+    pub save_dir: Option<PathBuf>,
+    /// Which files are downloaded, by index (`None`: all).
+    pub files: Option<Vec<bool>>,
+    /// Serve what is on disk, never create or write a file.
+    pub seed_only: bool,
+}
+
+/// The state folder's paths.
+#[derive(Debug, Clone)]
+pub(crate) struct Store {
+    dir: PathBuf,
+    /// Whether torrents themselves are kept (not only resume data).
+    pub remember: bool,
+}
+
+impl Store {
+    /// The folders it needs, created.
+    pub fn open(dir: PathBuf, remember: bool) -> Result<Store, ClientError> {
+        let store = Store { dir, remember };
+        let mut dirs = vec![store.resume_dir()];
+        if remember {
+            dirs.push(store.torrents_dir());
+        }
+        for d in dirs {
+            std::fs::create_dir_all(&d).map_err(ClientError::io("create", &d))?;
+        }
+        Ok(store)
+    }
+
+    pub fn resume_dir(&self) -> PathBuf {
+        self.dir.join("resume")
+    }
+
+    fn torrents_dir(&self) -> PathBuf {
+        self.dir.join("torrents")
+    }
+
+    fn path(&self, hash: &InfoHash, ext: &str) -> PathBuf {
+        self.torrents_dir().join(format!("{}.{ext}", hash.to_hex()))
+    }
+
+    /// Keeps a torrent's file (once: an existing one is the same bytes, named by their hash).
+    pub fn save_torrent(&self, hash: &InfoHash, bytes: &[u8]) -> Result<(), ClientError> {
+        if !self.remember {
+            return Ok(());
+        }
+        let path = self.path(hash, "torrent");
+        if path.exists() {
+            return Ok(());
+        }
+        write_atomic(&path, bytes)
+    }
+
+    /// Keeps a magnet link until its metadata comes.
+    pub fn save_magnet(&self, hash: &InfoHash, uri: &str) -> Result<(), ClientError> {
+        if !self.remember {
+            return Ok(());
+        }
+        write_atomic(&self.path(hash, "magnet"), uri.as_bytes())
+    }
+
+    pub fn forget_magnet(&self, hash: &InfoHash) {
+        let _ = std::fs::remove_file(self.path(hash, "magnet"));
+    }
+
+    pub fn save_settings(&self, hash: &InfoHash, settings: &Settings) -> Result<(), ClientError> {
+        if !self.remember {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec_pretty(settings).expect("settings serialise");
+        write_atomic(&self.path(hash, "json"), &bytes)
+    }
+
+    /// Forgets everything kept of a torrent, resume data included.
+    pub fn forget(&self, hash: &InfoHash) {
+        for ext in ["torrent", "json", "magnet"] {
+            let _ = std::fs::remove_file(self.path(hash, ext));
+        }
+        let _ = std::fs::remove_file(crate::storage::resume_path(&self.resume_dir(), *hash));
+    }
+
+    /// Whether resume data exists for `hash` (so its data was here before).
+    pub fn has_resume(&self, hash: InfoHash) -> bool {
+        crate::storage::resume_path(&self.resume_dir(), hash).exists()
+    }
+
+    /// Everything kept: magnet links (uri, settings) and torrent files (bytes, settings), each
+    /// in file name order; a file that cannot be read is reported and skipped.
+    #[allow(clippy::type_complexity)]
+    pub fn load(&self) -> Result<(Vec<(String, Settings)>, Vec<(Vec<u8>, Settings)>), ClientError> {
+        if !self.remember {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let dir = self.torrents_dir();
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(ClientError::io("read", &dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        paths.sort();
+        let settings = |p: &Path| -> Settings {
+            std::fs::read(p.with_extension("json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default()
+        };
+        let (mut magnets, mut torrents) = (Vec::new(), Vec::new());
+        for path in paths {
+            match path.extension().and_then(|x| x.to_str()) {
+                Some("magnet") => match std::fs::read_to_string(&path) {
+                    Ok(uri) => magnets.push((uri.trim().to_string(), settings(&path))),
+                    Err(e) => tracing::warn!("{}: not loaded: {e}", path.display()),
+                },
+                Some("torrent") => match std::fs::read(&path) {
+                    Ok(bytes) => torrents.push((bytes, settings(&path))),
+                    Err(e) => tracing::warn!("{}: not loaded: {e}", path.display()),
+                },
+                _ => {}
+            }
+        }
+        Ok((magnets, torrents))
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(ClientError::io("write", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_of_older_versions_still_load() {
+        let old = br#"{"paused": true, "upload_limit": 5, "download_limit": null,
+                       "source": "api", "added": 7}"#;
+        let s: Settings = serde_json::from_slice(old).unwrap();
+        assert!(s.paused && s.upload_limit == Some(5) && s.added == 7);
+        assert_eq!((s.save_dir, s.files, s.seed_only), (None, None, false));
+    }
+
+    #[test]
+    fn a_store_keeps_and_forgets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_path_buf(), true).unwrap();
+        let hash = InfoHash::from_bytes([3; 20]);
+        store.save_torrent(&hash, b"d4:infoe").unwrap();
+        let settings = Settings {
+            source: "api".into(),
+            ..Settings::default()
+        };
+        store.save_settings(&hash, &settings).unwrap();
+        store
+            .save_magnet(&InfoHash::from_bytes([4; 20]), "magnet:?x")
+            .unwrap();
+        let (magnets, torrents) = store.load().unwrap();
+        assert_eq!(
+            magnets,
+            vec![("magnet:?x".to_string(), Settings::default())]
+        );
+        assert_eq!(torrents, vec![(b"d4:infoe".to_vec(), settings)]);
+        store.forget(&hash);
+        assert!(store.load().unwrap().1.is_empty());
+        // A store that does not remember torrents writes none.
+        let quiet = Store::open(dir.path().join("q"), false).unwrap();
+        quiet.save_torrent(&hash, b"x").unwrap();
+        assert!(!dir.path().join("q/torrents").exists());
+    }
+}

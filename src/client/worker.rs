@@ -1,0 +1,89 @@
+//! The housekeeping thread: what runs beside the event loops on a timer or on their word.
+//!
+//! - On a loop's word (sent from its event callback, so a loop never waits on it): a magnet
+//!   link's metadata arrived (open its storage, start it), a torrent completed (tell its
+//!   trackers now, save its resume data).
+//! - Every [`TICK`]: pump the trackers (their replies, timers, retransmissions) and hand the
+//!   peers they give to the torrents' loops.
+//! - Every [`PROGRESS_EVERY`]: refresh what the trackers are told (bytes left, totals).
+//! - Every [`REBALANCE_EVERY`]: share the session-wide rate limits between loops by demand.
+//! - Every [`RESUME_EVERY`]: save resume data of torrents that verified pieces since.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::events::ClientEvent;
+use super::Shared;
+use crate::core::InfoHash;
+use crate::metainfo::Info;
+
+/// What a loop tells the housekeeping thread.
+pub(crate) enum Work {
+    /// A magnet link's metadata arrived.
+    Metadata(InfoHash, Arc<Info>),
+    /// A torrent completed.
+    Completed(InfoHash),
+    /// Stop.
+    Stop,
+}
+
+/// How often trackers are pumped: the delay a tracker's reply may wait before its peers are
+/// dialled, and the resolution of announce timers.
+const TICK: Duration = Duration::from_millis(50);
+/// How often the trackers' view of each torrent's progress is refreshed from the loops.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// How often session-wide rate limits are shared out again.
+const REBALANCE_EVERY: Duration = Duration::from_secs(1);
+/// How often resume data is saved: a crash loses at most this much verification work (the
+/// data itself is re-checked against file stamps, never trusted blindly).
+const RESUME_EVERY: Duration = Duration::from_secs(60);
+
+/// Runs until [`Work::Stop`] or the client is gone.
+pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>) {
+    let mut next_progress = Instant::now();
+    let mut next_rebalance = Instant::now() + REBALANCE_EVERY;
+    let mut next_save = Instant::now() + RESUME_EVERY;
+    loop {
+        match work.recv_timeout(TICK) {
+            Ok(Work::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Ok(Work::Metadata(hash, info)) => {
+                let result = shared.with(|s| s.start_magnet(hash, info));
+                if let Err(e) = result {
+                    tracing::warn!("magnet {hash}: cannot start: {e}");
+                    shared.events.publish(ClientEvent::Error {
+                        info_hash: hash,
+                        message: format!("cannot start: {e}"),
+                    });
+                }
+            }
+            Ok(Work::Completed(hash)) => {
+                let _ = shared.with(|s| {
+                    s.on_completed(hash);
+                    Ok(())
+                });
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        let now = Instant::now();
+        let stop = shared.with(|s| {
+            if now >= next_progress {
+                next_progress = now + PROGRESS_EVERY;
+                s.refresh_progress();
+            }
+            s.pump_trackers();
+            if now >= next_rebalance {
+                next_rebalance = now + REBALANCE_EVERY;
+                s.rebalance_limits();
+            }
+            if now >= next_save {
+                next_save = now + RESUME_EVERY;
+                s.save_resume(false);
+            }
+            Ok(())
+        });
+        if stop.is_err() {
+            return;
+        }
+    }
+}
