@@ -161,11 +161,10 @@ pub fn main() -> ExitCode {
         Command::Report(args) => tracker_load::report(args),
     };
     match result {
-        Ok(()) => signals::exit_status().map_or(ExitCode::SUCCESS, ExitCode::from),
+        Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            // A command a signal stopped says so with 128 + the signal, as a shell would.
-            signals::exit_status().map_or(ExitCode::FAILURE, ExitCode::from)
+            ExitCode::FAILURE
         }
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! - SIGINT, SIGTERM and SIGHUP (a closed terminal) ask for a clean stop: the command notices
 //!   [`interrupted`] within a fraction of a second, saves resume data, announces `stopped`,
-//!   removes its temporary files and exits with 128 + the signal's number, as a shell reports a
-//!   command a signal ended. A second signal exits at once.
+//!   removes its temporary files and exits: with status 0 when stopping was its normal end
+//!   (`seed`, `serve`), 1 with what was left undone otherwise (`download`, `demo`). A second
+//!   signal exits at once, with 128 + its number.
 //! - Writing to a closed pipe (`ringtorrent info x.torrent | head -1`) ends the process the
 //!   way it ends every Unix tool, by SIGPIPE, quietly. Rust ignores SIGPIPE so that a write to
 //!   a closed socket is an error rather than a death; the engine's sockets rely on that, so
@@ -37,14 +38,6 @@ pub fn catch() {
 /// Whether a stop was asked for.
 pub fn interrupted() -> bool {
     SIGNAL.load(Ordering::Relaxed) != 0
-}
-
-/// The exit status for a command a signal stopped: 128 + its number.
-pub fn exit_status() -> Option<u8> {
-    match SIGNAL.load(Ordering::Relaxed) {
-        0 => None,
-        s => Some((128 + s).min(255) as u8),
-    }
 }
 
 /// The error a command returns when a signal stopped it.

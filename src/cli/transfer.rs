@@ -361,6 +361,7 @@ pub fn download(args: DownloadArgs) -> Result<()> {
     let arg = args.torrent.to_string_lossy();
     let add = AddTorrent::parse(&arg).peers(resolve(&args.peers)?);
     let magnet = matches!(add.source, ringtorrent::client::TorrentSource::Magnet(_));
+    let mut selects = false;
     if let ringtorrent::client::TorrentSource::Magnet(uri) = &add.source {
         let m = ringtorrent::metainfo::Magnet::parse(uri).context("invalid magnet link")?;
         eprintln!(
@@ -369,6 +370,7 @@ pub fn download(args: DownloadArgs) -> Result<()> {
             add.peers.len() + ringtorrent::client::magnet_peers(&m).len(),
             m.trackers.len()
         );
+        selects = m.select_only.is_some();
     }
     let torrent = client.add(add)?;
     let info = if magnet {
@@ -384,6 +386,12 @@ pub fn download(args: DownloadArgs) -> Result<()> {
     };
     while let Some(e) = events.try_recv() {
         report_added(&e);
+    }
+    if selects {
+        // BEP 53 `so=`: only the files the link selects are downloaded.
+        let files = torrent.files()?;
+        let chosen = files.iter().filter(|f| f.wanted).count();
+        eprintln!("the link selects {chosen} of {} files", files.len());
     }
     eprintln!(
         "downloading {} ({}) with {backend}, listening on {}",

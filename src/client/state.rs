@@ -422,17 +422,15 @@ impl State {
         } else {
             vec![magnet.trackers.clone()]
         };
+        // Unknown size: announce as a leecher with something left.
+        let progress = Progress {
+            uploaded: 0,
+            downloaded: 0,
+            left: 1,
+        };
+        self.progress.insert(hash, progress);
         if let Some(t) = self.trackers.as_mut() {
-            // Unknown size: announce as a leecher with something left.
-            t.add(
-                hash,
-                &tiers,
-                Progress {
-                    uploaded: 0,
-                    downloaded: 0,
-                    left: 1,
-                },
-            );
+            t.add(hash, &tiers, progress);
         }
         if settings.added == 0 {
             settings.added = now_unix();
@@ -574,6 +572,7 @@ impl State {
                 jobs.into_iter()
                     .map(|(hash, info, storage, have, (up, down), prio, peers)| {
                         let id = d.session().add_torrent(info, &have, now);
+                        let mut left = 0;
                         if let Some(id) = id {
                             map.insert(id, hash);
                             d.session().set_rate_limits(id, up, down, now);
@@ -582,8 +581,9 @@ impl State {
                             }
                             d.attach_storage(id, storage);
                             d.session().add_peers(id, &peers, now);
+                            left = d.session().bytes_left(id);
                         }
-                        (hash, id)
+                        (hash, id, left)
                     })
                     .collect::<Vec<_>>()
             });
@@ -591,7 +591,7 @@ impl State {
                 failed.extend(hashes);
                 continue;
             };
-            for (hash, id) in started {
+            for (hash, id, left) in started {
                 let Some(id) = id else {
                     failed.push(hash);
                     continue;
@@ -599,11 +599,8 @@ impl State {
                 routes.push((hash, shard));
                 let e = self.torrents.get_mut(&hash).expect("registered");
                 e.id = Some(id);
-                let info = e.info.as_ref().expect("activated torrents have metadata");
-                let piece_len = u64::from(info.lengths().piece_len());
-                let left = info
-                    .total_len()
-                    .saturating_sub(u64::from(e.saved.unwrap_or(0)) * piece_len);
+                // What the first announce says is left: exact, from the session, so a seed
+                // never announces as a leecher and then `completed`.
                 let progress = Progress {
                     uploaded: 0,
                     downloaded: 0,
@@ -812,9 +809,7 @@ impl State {
             }
         }
         if let Some(store) = &self.store {
-            if store.remember {
-                store.forget(&hash);
-            }
+            store.forget(&hash);
         }
         tracing::info!(
             "removed {name} ({hash}){}",

@@ -1,0 +1,363 @@
+//! `ringtorrent::Client` as a library, without the binary: two clients on loopback, events as
+//! they happen, handles (status, files, peers, pause, resume, limits, remove), the state
+//! folder across a restart, magnet links, typed errors, shutdown; and `examples/download.rs`
+//! run against a seeding client.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use ringtorrent::client::{
+    AddTorrent, Client, ClientConfig, ClientError, ClientEvent, DataSource, Events, IoChoice,
+    TorrentState,
+};
+
+/// Every wait here has this bound; the transfers are a few MiB on loopback.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn config(data: &Path) -> ClientConfig {
+    ClientConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        loops: 2,
+        io: IoChoice::Auto,
+        data_dir: data.to_path_buf(),
+        trackers: false,
+        ..ClientConfig::default()
+    }
+}
+
+/// A payload of `len` bytes in `dir/name` and its torrent's bytes.
+fn make(dir: &Path, name: &str, len: usize) -> Vec<u8> {
+    std::fs::create_dir_all(dir).unwrap();
+    common::write_payload(&dir.join(name), len, 7);
+    let opts = ringtorrent::metainfo::create::CreateOptions {
+        path: dir.join(name),
+        piece_len: Some(64 * 1024),
+        ..Default::default()
+    };
+    ringtorrent::metainfo::create::create(&opts, &AtomicU64::new(0))
+        .unwrap()
+        .bytes
+}
+
+/// A client seeding `torrent` from `dir`.
+fn seeder(dir: &Path, torrent: &[u8]) -> Client {
+    let client = Client::start(config(dir)).unwrap();
+    let t = client
+        .add(AddTorrent::bytes(torrent.to_vec()).seed_only())
+        .unwrap();
+    assert_eq!(t.status().unwrap().state, TorrentState::Seeding);
+    client
+}
+
+/// The events until `done` says stop (or the bound passes, which fails the test).
+fn until(events: &Events, mut done: impl FnMut(&ClientEvent) -> bool) -> Vec<ClientEvent> {
+    let deadline = Instant::now() + LIMIT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let e = events
+            .recv_timeout(left)
+            .unwrap_or_else(|| panic!("timed out; events so far: {seen:?}"));
+        let stop = done(&e);
+        seen.push(e);
+        if stop {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn a_download_reports_every_step_as_it_happens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = make(&tmp.path().join("seed"), "file.bin", 1_000_000);
+    let seed = seeder(&tmp.path().join("seed"), &torrent);
+    let leech = Client::start(config(&tmp.path().join("leech"))).unwrap();
+    let events = leech.subscribe();
+    let t = leech
+        .add(AddTorrent::bytes(torrent.clone()).peers(seed.listen_addr()))
+        .unwrap();
+    let seen = until(&events, |e| matches!(e, ClientEvent::Completed { .. }));
+    let hash = t.info_hash();
+    assert!(
+        matches!(&seen[0], ClientEvent::Added { info_hash, source: DataSource::New, pieces: 16, .. } if *info_hash == hash),
+        "{seen:?}"
+    );
+    assert!(seen
+        .iter()
+        .any(|e| matches!(e, ClientEvent::PeerConnected { addr, .. } if Some(*addr) == seed.listen_addr())));
+    let mut pieces: Vec<u32> = seen
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::PieceVerified { piece, .. } => Some(*piece),
+            _ => None,
+        })
+        .collect();
+    pieces.sort();
+    assert_eq!(pieces, (0..16).collect::<Vec<_>>());
+    let status = t.status().unwrap();
+    assert_eq!(
+        (status.state, status.bytes_left, status.pieces_have),
+        (TorrentState::Seeding, 0, 16)
+    );
+    assert_eq!(status.downloaded, 1_000_000);
+    let files = t.files().unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!((files[0].done, files[0].length), (1_000_000, 1_000_000));
+    let m = leech.metrics();
+    assert_eq!((m.pieces_verified, m.downloaded), (16, 1_000_000));
+    assert_eq!(m.loops.len(), 2);
+    leech.shutdown();
+    seed.shutdown();
+    common::same_tree(&tmp.path().join("seed"), &tmp.path().join("leech"));
+    // Subscriptions end with the client.
+    assert!(events.recv_timeout(Duration::from_secs(1)).is_none());
+    assert!(events.is_closed());
+}
+
+#[test]
+fn pause_resume_limits_and_remove() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = make(&tmp.path().join("data"), "file.bin", 300_000);
+    let client = Client::start(ClientConfig {
+        state_dir: Some(tmp.path().join("state")),
+        ..config(&tmp.path().join("data"))
+    })
+    .unwrap();
+    let events = client.subscribe();
+    let t = client.add(AddTorrent::bytes(torrent.clone())).unwrap();
+    // The data was there: checked, complete.
+    match events.try_recv() {
+        Some(ClientEvent::Added {
+            verified: 5,
+            source: DataSource::Checked { .. },
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    t.pause().unwrap();
+    assert_eq!(t.status().unwrap().state, TorrentState::Paused);
+    assert!(matches!(
+        events.try_recv(),
+        Some(ClientEvent::Paused { .. })
+    ));
+    // Pausing saved resume data.
+    let resume = ringtorrent::storage::resume_path(&tmp.path().join("state/resume"), t.info_hash());
+    assert!(resume.exists());
+    t.resume().unwrap();
+    assert!(matches!(
+        events.try_recv(),
+        Some(ClientEvent::Resumed { .. })
+    ));
+    let s = t.status().unwrap();
+    assert_eq!((s.state, s.pieces_have), (TorrentState::Seeding, 5));
+    t.set_limits(Some(1 << 20), None).unwrap();
+    assert_eq!(t.status().unwrap().upload_limit, Some(1 << 20));
+    assert!(matches!(
+        t.set_limits(Some(0), None),
+        Err(ClientError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        client.add(AddTorrent::bytes(torrent.clone())),
+        Err(ClientError::AlreadyAdded(h)) if h == t.info_hash()
+    ));
+    assert!(matches!(
+        client.add(AddTorrent::bytes(b"d4:infoi1ee".to_vec())),
+        Err(ClientError::InvalidTorrent(_))
+    ));
+    assert!(matches!(
+        client.add(AddTorrent::magnet("magnet:?xt=urn:btih:zz")),
+        Err(ClientError::InvalidMagnet(_))
+    ));
+    t.remove(true).unwrap();
+    assert!(!tmp.path().join("data/file.bin").exists());
+    assert!(!resume.exists());
+    assert!(matches!(t.status(), Err(ClientError::UnknownTorrent(_))));
+    assert!(client.get(t.info_hash()).is_none());
+    let again = client.torrents();
+    client.shutdown();
+    assert!(again.is_empty());
+}
+
+#[test]
+fn a_state_folder_brings_torrents_back_without_a_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = make(&tmp.path().join("data"), "file.bin", 400_000);
+    let state = tmp.path().join("state");
+    let remembering = || ClientConfig {
+        state_dir: Some(state.clone()),
+        remember_torrents: true,
+        ..config(&tmp.path().join("data"))
+    };
+    let first = Client::start(remembering()).unwrap();
+    let t = first
+        .add(AddTorrent::bytes(torrent).label("test").paused(false))
+        .unwrap();
+    let hash = t.info_hash();
+    t.set_limits(None, Some(123_456)).unwrap();
+    first.shutdown();
+    // The handle outlives its client and says so.
+    assert!(matches!(t.status(), Err(ClientError::ShutDown)));
+
+    let second = Client::start(remembering()).unwrap();
+    let events = second.subscribe();
+    let t = second.get(hash).expect("the torrent came back");
+    let s = t.status().unwrap();
+    assert_eq!(
+        (s.state, s.pieces_have, s.source.as_str(), s.download_limit),
+        (TorrentState::Seeding, 7, "test", Some(123_456))
+    );
+    second.shutdown();
+    // It was added before the subscription: no event for it.
+    assert!(events.try_recv().is_none());
+
+    // Without remember_torrents, the state folder keeps resume data only: the same torrent
+    // added again is resumed, not checked.
+    let third = Client::start(ClientConfig {
+        state_dir: Some(state.clone()),
+        ..config(&tmp.path().join("data"))
+    })
+    .unwrap();
+    assert!(third.torrents().is_empty());
+    let events = third.subscribe();
+    let bytes = std::fs::read(state.join(format!("torrents/{}.torrent", hash.to_hex()))).unwrap();
+    third.add(AddTorrent::bytes(bytes)).unwrap();
+    assert!(matches!(
+        events.try_recv(),
+        Some(ClientEvent::Added {
+            source: DataSource::Resumed,
+            verified: 7,
+            ..
+        })
+    ));
+    third.shutdown();
+}
+
+#[test]
+fn a_magnet_link_fetches_its_metadata_and_downloads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = make(&tmp.path().join("seed"), "file.bin", 500_000);
+    let seed = seeder(&tmp.path().join("seed"), &torrent);
+    let hash = ringtorrent::metainfo::Torrent::from_bytes(&torrent)
+        .unwrap()
+        .info
+        .info_hash();
+    let leech = Client::start(config(&tmp.path().join("leech"))).unwrap();
+    let events = leech.subscribe();
+    let uri = format!(
+        "magnet:?xt=urn:btih:{}&dn=file.bin&x.pe={}",
+        hash.to_hex(),
+        seed.listen_addr().unwrap()
+    );
+    let t = leech.add(AddTorrent::magnet(uri)).unwrap();
+    assert_eq!(t.status().unwrap().state, TorrentState::Metadata);
+    assert_eq!(t.status().unwrap().name, "file.bin");
+    let seen = until(&events, |e| matches!(e, ClientEvent::Completed { .. }));
+    let order: Vec<&str> = seen
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Added { .. } => Some("added"),
+            ClientEvent::MetadataReceived { .. } => Some("metadata"),
+            ClientEvent::Started { .. } => Some("started"),
+            ClientEvent::Completed { .. } => Some("completed"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["added", "metadata", "started", "completed"]);
+    assert_eq!(t.info().unwrap().unwrap().info_hash(), hash);
+    leech.shutdown();
+    seed.shutdown();
+    common::same_tree(&tmp.path().join("seed"), &tmp.path().join("leech"));
+}
+
+#[test]
+fn a_metadata_only_magnet_opens_no_storage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = make(&tmp.path().join("seed"), "file.bin", 200_000);
+    let seed = seeder(&tmp.path().join("seed"), &torrent);
+    let hash = ringtorrent::metainfo::Torrent::from_bytes(&torrent)
+        .unwrap()
+        .info
+        .info_hash();
+    let fetch = Client::start(ClientConfig {
+        listen: None,
+        ..config(&tmp.path().join("nothing"))
+    })
+    .unwrap();
+    let events = fetch.subscribe();
+    let uri = format!("magnet:?xt=urn:btih:{}", hash.to_hex());
+    fetch
+        .add(
+            AddTorrent::magnet(uri)
+                .peers(seed.listen_addr())
+                .metadata_only(),
+        )
+        .unwrap();
+    let seen = until(&events, |e| {
+        matches!(e, ClientEvent::MetadataReceived { .. })
+    });
+    let ClientEvent::MetadataReceived { info, .. } = seen.last().unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(info.info_hash(), hash);
+    // Nothing arrives after it, and nothing was written.
+    assert!(!matches!(
+        events.recv_timeout(Duration::from_millis(300)),
+        Some(ClientEvent::Started { .. })
+    ));
+    fetch.shutdown();
+    seed.shutdown();
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("nothing"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn the_download_example_downloads_a_torrent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = make(&tmp.path().join("seed"), "file.bin", 700_000);
+    let file = tmp.path().join("file.torrent");
+    std::fs::write(&file, &torrent).unwrap();
+    let seed = seeder(&tmp.path().join("seed"), &torrent);
+    // Examples are built beside the test binaries (target/<profile>/examples).
+    let example = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/download");
+    if !example.exists() {
+        // `cargo test --test client` builds no example; build it the way a user would.
+        let built = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--example", "download"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(built.success() && example.exists(), "{}", example.display());
+    }
+    let out = common::run_bounded(
+        std::process::Command::new(&example)
+            .arg(&file)
+            .arg(tmp.path().join("out"))
+            .arg(seed.listen_addr().unwrap().to_string()),
+        LIMIT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("100.0%") && stdout.contains("done"),
+        "{stdout}"
+    );
+    seed.shutdown();
+    common::same_tree(&tmp.path().join("seed"), &tmp.path().join("out"));
+}
