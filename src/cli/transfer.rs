@@ -47,6 +47,16 @@ pub struct DownloadArgs {
     /// Port to accept peers on (0: any free port).
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Give up after this many seconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    timeout: u64,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// What `download` and `seed` both say of the engine.
+#[derive(Debug, clap::Args)]
+pub struct EngineArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     bind: String,
@@ -57,9 +67,6 @@ pub struct DownloadArgs {
     /// others accept connections and hand them over.
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Give up after this many seconds (0: never).
-    #[arg(long, default_value_t = 0)]
-    timeout: u64,
     /// Upload limit in bytes per second, for the whole session: plain bytes or with a K, M or
     /// G suffix, powers of 1024 (500K, 8M, 1.5M). Default: unlimited.
     #[arg(long, value_name = "RATE", value_parser = format::parse_rate)]
@@ -67,10 +74,32 @@ pub struct DownloadArgs {
     /// Download limit in bytes per second, as --upload-limit. Default: unlimited.
     #[arg(long, value_name = "RATE", value_parser = format::parse_rate)]
     download_limit: Option<u64>,
-    /// Folder for resume data, so a restart need not re-check everything (default:
+    /// Folder for resume data, so a restart need not re-check the data (default:
     /// $XDG_STATE_HOME/ringtorrent or ~/.local/state/ringtorrent).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    /// The client these arguments describe, listening on `port`, data in `dir`.
+    fn config(&self, port: u16, dir: &std::path::Path, limits: Limits) -> Result<ClientConfig> {
+        Ok(ClientConfig {
+            listen: Some(listen_addr(&self.bind, port)?),
+            loops: self.threads,
+            io: self.io.into(),
+            data_dir: dir.to_path_buf(),
+            state_dir: self
+                .state_dir
+                .clone()
+                .or_else(ClientConfig::default_state_dir),
+            limits: Limits {
+                upload_rate: self.upload_limit,
+                download_rate: self.download_limit,
+                ..limits
+            },
+            ..ClientConfig::default()
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -82,19 +111,9 @@ pub struct SeedArgs {
     /// Port to accept peers on (0: any free port, printed at start).
     #[arg(long, default_value_t = 6881)]
     port: u16,
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
-    bind: String,
     /// A peer to connect to and serve, HOST:PORT (for leechers that do not dial).
     #[arg(long = "peer", value_name = "HOST:PORT")]
     peers: Vec<String>,
-    /// I/O backend.
-    #[arg(long, value_enum, default_value_t = Io::Auto)]
-    io: Io,
-    /// Event loops, one per thread (0: one per core). The torrent lives on one of them; the
-    /// others accept connections and hand them over.
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
     /// Stop after this many seconds (0: run until interrupted).
     #[arg(long, default_value_t = 0)]
     duration: u64,
@@ -108,17 +127,8 @@ pub struct SeedArgs {
     /// peers can take).
     #[arg(long, value_enum, default_value_t = SeedChoke::RoundRobin)]
     seed_choke: SeedChoke,
-    /// Upload limit in bytes per second, for the whole session: plain bytes or with a K, M or
-    /// G suffix, powers of 1024 (500K, 8M, 1.5M). Default: unlimited.
-    #[arg(long, value_name = "RATE", value_parser = format::parse_rate)]
-    upload_limit: Option<u64>,
-    /// Download limit in bytes per second, as --upload-limit. Default: unlimited.
-    #[arg(long, value_name = "RATE", value_parser = format::parse_rate)]
-    download_limit: Option<u64>,
-    /// Folder for resume data, so a restart need not re-check the data (default:
-    /// $XDG_STATE_HOME/ringtorrent or ~/.local/state/ringtorrent).
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 /// `--seed-choke`: the seeding choker's mode.
@@ -340,22 +350,10 @@ pub fn download(args: DownloadArgs) -> Result<()> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let deadline = (args.timeout > 0).then(|| Instant::now() + Duration::from_secs(args.timeout));
-    let client = start_client(ClientConfig {
-        listen: Some(listen_addr(&args.bind, args.port)?),
-        loops: args.threads,
-        io: args.io.into(),
-        data_dir: args.dir.clone(),
-        state_dir: args
-            .state_dir
-            .clone()
-            .or_else(ClientConfig::default_state_dir),
-        limits: Limits {
-            upload_rate: args.upload_limit,
-            download_rate: args.download_limit,
-            ..Limits::default()
-        },
-        ..ClientConfig::default()
-    })?;
+    let client = start_client(
+        args.engine
+            .config(args.port, &args.dir, Limits::default())?,
+    )?;
     let backend = client.backend();
     let events = client.subscribe();
     let arg = args.torrent.to_string_lossy();
@@ -430,25 +428,16 @@ pub fn download(args: DownloadArgs) -> Result<()> {
 pub fn seed(args: SeedArgs) -> Result<()> {
     signals::catch();
     let info = load_torrent(&args.torrent)?;
-    let client = start_client(ClientConfig {
-        listen: Some(listen_addr(&args.bind, args.port)?),
-        loops: args.threads,
-        io: args.io.into(),
-        data_dir: args.dir.clone(),
-        state_dir: args
-            .state_dir
-            .clone()
-            .or_else(ClientConfig::default_state_dir),
-        limits: Limits {
-            upload_rate: args.upload_limit,
-            download_rate: args.download_limit,
+    let client = start_client(args.engine.config(
+        args.port,
+        &args.dir,
+        Limits {
             max_peers_per_torrent: args.max_peers,
             max_connections: args.max_peers + 64,
             seed_choke: args.seed_choke.into(),
             ..Limits::default()
         },
-        ..ClientConfig::default()
-    })?;
+    )?)?;
     let events = client.subscribe();
     let torrent = client.add(
         AddTorrent::file(&args.torrent)
