@@ -61,3 +61,35 @@ impl Context {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absorb_keeps_the_order_things_were_queued_in() {
+        let conn = |slot| ConnId {
+            slot,
+            generation: 1,
+        };
+        let mut session = Outbox::default();
+        session.send(conn(1), true);
+        let mut torrent = Outbox::default();
+        torrent.send(conn(2), true);
+        torrent.send(conn(9), false);
+        torrent.closed.push(conn(3));
+        session.absorb(&mut torrent);
+        session.send(conn(4), true);
+        let sends: Vec<u32> = session
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Send { conn } => conn.slot,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(sends, [1, 2, 4]);
+        assert_eq!(session.closed, [conn(3)]);
+        assert!(torrent.actions.is_empty() && torrent.closed.is_empty());
+    }
+}

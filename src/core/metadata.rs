@@ -405,7 +405,6 @@ impl MagnetTorrent {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_data(
         &mut self,
         key: PeerKey,

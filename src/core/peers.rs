@@ -288,3 +288,118 @@ impl PeerSet {
         Some(chunks)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::core::api::{Action, ConnId, TorrentId};
+    use crate::core::config::Config;
+    use crate::core::sendbuf::SendBuf;
+    use crate::core::wire::Reserved;
+    use crate::core::Rng;
+
+    fn ctx() -> Context {
+        let id = TorrentId {
+            slot: 0,
+            generation: 1,
+        };
+        Context::new(id, Arc::new(Config::default()), Rng::new(1))
+    }
+
+    fn peer(slot: u32, port: u16, now: Time) -> Peer {
+        let conn = ConnId {
+            slot,
+            generation: 1,
+        };
+        let addr = SocketAddr::from(([10, 0, 0, 1], port));
+        let id = PeerId::from_bytes([slot as u8; 20]);
+        let none = Reserved::NONE;
+        Peer::new(
+            conn,
+            addr,
+            id,
+            true,
+            none,
+            none,
+            4,
+            now,
+            SendBuf::default(),
+            false,
+        )
+    }
+
+    #[test]
+    fn attach_and_close_do_the_bookkeeping_both_torrents_share() {
+        let (mut set, mut ctx, mut stats) = (PeerSet::default(), ctx(), TorrentStats::default());
+        let now = Time::from_secs(1);
+        let key = set.next_key();
+        set.attach(key, peer(7, 6881, now), false, true, &mut ctx);
+        assert!(matches!(
+            ctx.out.events.pop_front(),
+            Some(Event::PeerConnected { .. })
+        ));
+        assert_eq!(
+            set.peer_by_id(&PeerId::from_bytes([7; 20])),
+            Some((key, true))
+        );
+        let gone = set.close(key, CloseReason::Inactive, now, &mut ctx, &mut stats);
+        assert!(gone.is_some());
+        assert_eq!(set.len(), 0);
+        assert_eq!(stats.closes.get(CloseReason::Inactive.name()), Some(&1));
+        assert!(matches!(
+            ctx.out.actions.pop_front(),
+            Some(Action::Close { .. })
+        ));
+        assert_eq!(ctx.out.closed.len(), 1);
+        assert!(matches!(
+            ctx.out.events.pop_front(),
+            Some(Event::PeerClosed { .. })
+        ));
+        // A peer that closed its end is not closed again; a second close finds nothing.
+        let key = set.next_key();
+        set.attach(key, peer(8, 6882, now), false, false, &mut ctx);
+        assert!(ctx.out.events.is_empty(), "not announced");
+        set.close(key, CloseReason::RemoteClosed, now, &mut ctx, &mut stats);
+        assert!(ctx.out.actions.is_empty());
+        assert!(set
+            .close(key, CloseReason::RemoteClosed, now, &mut ctx, &mut stats)
+            .is_none());
+    }
+
+    #[test]
+    fn keys_are_never_reused() {
+        let mut set = PeerSet::default();
+        let a = set.next_key();
+        let b = set.next_key();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_quiet_peer_gets_a_keep_alive_and_a_silent_one_is_inactive() {
+        let (mut set, mut ctx) = (PeerSet::default(), ctx());
+        let start = Time::from_secs(1);
+        let key = set.next_key();
+        set.attach(key, peer(3, 6881, start), false, false, &mut ctx);
+        let quiet = start + ctx.config.keepalive_interval;
+        set.receive(key, &[], quiet);
+        assert!(matches!(
+            set.keep_alive(key, quiet, &mut ctx),
+            Liveness::Alive
+        ));
+        assert!(matches!(
+            ctx.out.actions.pop_front(),
+            Some(Action::Send { .. })
+        ));
+        let silent = start + ctx.config.inactivity_timeout;
+        assert!(matches!(
+            set.keep_alive(key, silent, &mut ctx),
+            Liveness::Inactive
+        ));
+        assert!(matches!(
+            set.keep_alive(PeerKey(99), silent, &mut ctx),
+            Liveness::Gone
+        ));
+    }
+}

@@ -811,7 +811,6 @@ impl Torrent {
         (bytes, more)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_piece(
         &mut self,
         key: PeerKey,
