@@ -876,10 +876,12 @@ impl Session {
         self.conns.remove(conn.slot as usize);
         *self.handshake_closes.entry(reason.name()).or_default() += 1;
         if let (Some(t), true) = (torrent, outgoing) {
-            if let Some(slot) = self.slot_mut(t) {
-                let entry = &mut slot.entry;
-                let config = entry.ctx().config.clone();
-                entry.peers_mut().dial_failed(addr, &config, now);
+            if let Some(slot) = self
+                .torrents
+                .get_mut(t.slot as usize)
+                .filter(|s| s.generation == t.generation)
+            {
+                slot.entry.peers_mut().dial_failed(addr, &self.config, now);
             }
         }
         if close_socket {
