@@ -1,6 +1,7 @@
 //! Peer addresses a torrent knows of (from trackers, the user, magnet links and PEX), whether
-//! and when to dial them, and the IPs banned from the torrent. Shared by a torrent with its
-//! metadata and one still fetching it (`magnet.rs`), and carried from the second to the first.
+//! and when to dial them, and the IPs banned from the torrent. Part of a torrent's `PeerSet`
+//! (`peers.rs`), with its metadata or still fetching it (`metadata.rs`), and carried from the
+//! second to the first.
 
 use std::collections::{BTreeMap, BTreeSet};
 

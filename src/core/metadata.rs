@@ -1,9 +1,11 @@
 //! A torrent added by magnet link before its metadata is known (BEP 9), and the parts of the
 //! extension protocol (BEP 10) that torrents with and without metadata share.
 //!
-//! A [`MagnetTorrent`] lives in the session under its own [`TorrentId`] exactly like a
-//! torrent with metadata: connections route to it by info hash, it dials known peers, and
-//! its peers are the same [`Peer`]s a full torrent has (with no pieces yet). It speaks only
+//! A [`MagnetTorrent`] lives in the session under its own
+//! [`TorrentId`](super::api::TorrentId) exactly like a torrent with metadata: connections route
+//! to it by info hash, it dials known peers, and its peers are the same [`Peer`]s, in the same
+//! [`PeerSet`], a full torrent has (with no pieces yet); its [`Context`] is the one the full
+//! torrent will have. It speaks only
 //! the extension protocol: it asks peers that announce `ut_metadata` and a `metadata_size`
 //! for the info dictionary's 16 KiB pieces, several peers in parallel, re-asking a piece
 //! elsewhere when a request is rejected or times out. Every other message a peer sends
@@ -25,22 +27,23 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use ::core::net::{IpAddr, SocketAddr};
+use ::core::net::SocketAddr;
 
 use bytes::Buf;
 use sha1::{Digest, Sha1};
 
-use super::api::{Action, CloseReason, Event, TorrentId, Violation};
+use super::api::{CloseReason, Event, Violation};
 use super::config::Config;
-use super::known::KnownPeers;
+use super::context::Context;
 use super::peer::Peer;
-use super::torrent::{Outbox, TorrentStats};
+use super::peers::{Liveness, PeerSet};
+use super::torrent::TorrentStats;
 use super::wire::{
-    Decoded, Decoder, ExtendedHandshake, Message, MetadataMsg, PexMsg, SplitBytes,
-    EXTENDED_HANDSHAKE_ID, METADATA_PIECE_LEN, UT_METADATA, UT_PEX,
+    Decoder, ExtendedHandshake, Message, MetadataMsg, PexMsg, SplitBytes, EXTENDED_HANDSHAKE_ID,
+    METADATA_PIECE_LEN, UT_METADATA, UT_PEX,
 };
 use super::{InfoHash, PeerKey, Time};
-use crate::limits::{MAX_KNOWN_PEERS, MAX_METADATA_SIZE, MAX_PEX_PEERS, MAX_PRE_METADATA_BUFFER};
+use crate::limits::{MAX_METADATA_SIZE, MAX_PEX_PEERS, MAX_PRE_METADATA_BUFFER};
 use crate::metainfo::Info;
 
 /// The extended message id peers send `ut_metadata` messages to us under.
@@ -76,6 +79,22 @@ pub(crate) fn our_ext_handshake(
         metadata_size: info.map(|i| i.raw().len() as u64),
         ..Default::default()
     }
+}
+
+/// Queues our extension handshake for a peer that speaks BEP 10; returns whether the driver
+/// must be told.
+pub(crate) fn send_ext_handshake(
+    peer: &mut Peer,
+    config: &Config,
+    listen_port: Option<u16>,
+    info: Option<&Info>,
+    now: Time,
+) -> bool {
+    if !peer.extended {
+        return false;
+    }
+    let ext = our_ext_handshake(config, peer, listen_port, info);
+    queue_extended(peer, EXTENDED_HANDSHAKE_ID, &ext.to_bytes(), now)
 }
 
 /// Queues an extended message with `payload` under the peer's id for it; returns whether
@@ -196,13 +215,36 @@ impl Fetch {
     }
 }
 
+/// A peer's message before the metadata, as far as a [`MagnetTorrent`] reads it.
+enum Early {
+    KeepAlive,
+    Extended {
+        id: u8,
+        payload: Vec<u8>,
+    },
+    /// Anything else: kept for the full torrent, in `Peer::replay`.
+    Other,
+}
+
+impl From<Message<'_>> for Early {
+    fn from(msg: Message<'_>) -> Early {
+        match msg {
+            Message::KeepAlive => Early::KeepAlive,
+            Message::Extended { id, payload } => Early::Extended {
+                id,
+                payload: payload.to_vec(),
+            },
+            _ => Early::Other,
+        }
+    }
+}
+
 /// A torrent known only by its info hash, fetching its metadata (see the module doc).
 pub(crate) struct MagnetTorrent {
-    pub(crate) id: TorrentId,
+    /// Its id, settings, randomness and output queue, handed on to the `Torrent` it becomes.
+    pub(crate) ctx: Context,
     pub(crate) info_hash: InfoHash,
-    pub(crate) peers: BTreeMap<PeerKey, Peer>,
-    pub(crate) next_key: u32,
-    pub(crate) known: KnownPeers,
+    pub(crate) peers: PeerSet,
     decoder: Decoder,
     fetch: Fetch,
     /// The verified metadata, once it arrived (the torrent waits for `start_torrent`).
@@ -212,13 +254,11 @@ pub(crate) struct MagnetTorrent {
 }
 
 impl MagnetTorrent {
-    pub(crate) fn new(id: TorrentId, info_hash: InfoHash) -> MagnetTorrent {
+    pub(crate) fn new(ctx: Context, info_hash: InfoHash) -> MagnetTorrent {
         MagnetTorrent {
-            id,
+            ctx,
             info_hash,
-            peers: BTreeMap::new(),
-            next_key: 0,
-            known: KnownPeers::default(),
+            peers: PeerSet::default(),
             decoder: Decoder::new(),
             fetch: Fetch::default(),
             info: None,
@@ -227,183 +267,72 @@ impl MagnetTorrent {
         }
     }
 
-    pub(crate) fn next_peer_key(&mut self) -> PeerKey {
-        self.next_key += 1;
-        PeerKey(self.next_key)
-    }
-
-    pub(crate) fn has_room(&self, config: &Config) -> bool {
-        self.peers.len() < config.max_peers_per_torrent
-    }
-
-    pub(crate) fn peer_by_id(&self, id: &super::PeerId) -> Option<(PeerKey, bool)> {
-        self.peers
-            .iter()
-            .find(|(_, p)| p.peer_id == *id)
-            .map(|(k, p)| (*k, p.outgoing))
-    }
-
-    pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
-        self.known.is_banned(ip)
-    }
-
     /// Adds a peer that completed its handshake; sends our extension handshake (nothing else
     /// can be said before the metadata: BEP 6's `have none` waits, as libtorrent's does).
     pub(crate) fn attach(
         &mut self,
         key: PeerKey,
         mut peer: Peer,
-        config: &Config,
         listen_port: Option<u16>,
         now: Time,
-        out: &mut Outbox,
     ) {
-        let mut notify = false;
-        if peer.extended {
-            let ext = our_ext_handshake(config, &peer, listen_port, self.info.as_deref());
-            notify |= queue_extended(&mut peer, EXTENDED_HANDSHAKE_ID, &ext.to_bytes(), now);
-        }
-        self.known.connected(peer.addr);
-        out.events.push_back(Event::PeerConnected {
-            torrent: self.id,
-            conn: peer.conn,
-            addr: peer.addr,
-            peer_id: peer.peer_id,
-            outgoing: peer.outgoing,
-        });
-        out.send(peer.conn, notify);
-        self.peers.insert(key, peer);
+        let info = self.info.as_deref();
+        let notify = send_ext_handshake(&mut peer, &self.ctx.config, listen_port, info, now);
+        self.peers.attach(key, peer, notify, true, &mut self.ctx);
     }
 
-    pub(crate) fn close_peer(
-        &mut self,
-        key: PeerKey,
-        reason: CloseReason,
-        config: &Config,
-        now: Time,
-        out: &mut Outbox,
-    ) {
-        let Some(peer) = self.peers.remove(&key) else {
+    /// Closes a peer; the metadata pieces asked of it go back to missing.
+    pub(crate) fn close_peer(&mut self, key: PeerKey, reason: CloseReason, now: Time) {
+        if self
+            .peers
+            .close(key, reason, now, &mut self.ctx, &mut self.stats)
+            .is_none()
+        {
             return;
-        };
+        }
         self.fetch.drop_peer(key);
         if self.fetch.sole == Some(key) {
             self.fetch.sole = None;
         }
         self.fetch.suspects.retain(|&k| k != key);
-        *self.stats.closes.entry(reason.name()).or_default() += 1;
-        self.known.closed(peer.addr, &reason, false, config, now);
-        if reason != CloseReason::RemoteClosed {
-            out.actions.push_back(Action::Close { conn: peer.conn });
-        }
-        out.closed.push(peer.conn);
-        out.events.push_back(Event::PeerClosed {
-            torrent: Some(self.id),
-            conn: peer.conn,
-            addr: peer.addr,
-            reason,
-        });
     }
 
-    pub(crate) fn close_all(
-        &mut self,
-        reason: CloseReason,
-        config: &Config,
-        now: Time,
-        out: &mut Outbox,
-    ) {
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        for key in keys {
-            self.close_peer(key, reason.clone(), config, now, out);
+    /// Closes every peer (torrent removed).
+    pub(crate) fn close_all(&mut self, reason: CloseReason, now: Time) {
+        for key in self.peers.keys() {
+            self.close_peer(key, reason.clone(), now);
         }
     }
 
-    pub(crate) fn add_known(&mut self, addrs: &[SocketAddr], now: Time) {
-        self.known.add(addrs, now, MAX_KNOWN_PEERS);
-    }
-
-    pub(crate) fn dial_candidates(
-        &mut self,
-        now: Time,
-        config: &Config,
-        max: usize,
-    ) -> Vec<SocketAddr> {
-        self.known.candidates(now, config, max, self.peers.len())
-    }
-
-    pub(crate) fn dial_failed(&mut self, addr: SocketAddr, config: &Config, now: Time) {
-        self.known.failed(addr, config, now);
-    }
-
-    pub(crate) fn on_sent(&mut self, key: PeerKey, n: usize) {
-        if let Some(peer) = self.peers.get_mut(&key) {
-            peer.send.consume(n);
-            if peer.send.is_empty() {
-                peer.send_notified = false;
-            }
-        }
-    }
-
-    pub(crate) fn take_send(&mut self, key: PeerKey, max: usize) -> Vec<bytes::Bytes> {
-        let Some(peer) = self.peers.get_mut(&key) else {
-            return Vec::new();
-        };
-        let chunks = peer.send.take_upto(max);
-        if peer.send.is_empty() {
-            peer.send_notified = false;
-        }
-        chunks
-    }
-
-    /// Handles every whole message in a peer's buffer: extended ones now, the rest kept.
-    pub(crate) fn on_bytes(
-        &mut self,
-        key: PeerKey,
-        data: &[u8],
-        config: &Config,
-        now: Time,
-        out: &mut Outbox,
-    ) {
-        let Some(peer) = self.peers.get_mut(&key) else {
-            return;
-        };
-        peer.recv.extend_from_slice(data);
-        if !data.is_empty() {
-            peer.last_recv = now;
-        }
-        loop {
-            let Some(peer) = self.peers.get_mut(&key) else {
-                return;
+    /// Handles every whole message in a peer's receive buffer (`PeerSet::receive` filled
+    /// it): extended ones now, the rest kept for the full torrent.
+    pub(crate) fn on_received(&mut self, key: PeerKey, now: Time) {
+        while let Some(next) = self.peers.decode(key, &self.decoder, |m| Early::from(m)) {
+            let (early, consumed, peer) = match next {
+                Ok(next) => next,
+                Err(reason) => return self.close_peer(key, reason, now),
             };
-            let (id, payload) = match self.decoder.decode(SplitBytes::single(&peer.recv)) {
-                Err(e) => {
-                    let reason = CloseReason::Violation(Violation::Malformed(e));
-                    return self.close_peer(key, reason, config, now, out);
+            let (id, payload) = match early {
+                Early::KeepAlive => {
+                    peer.recv.advance(consumed);
+                    continue;
                 }
-                Ok(Decoded::Incomplete { .. }) => return,
-                Ok(Decoded::Complete { value, consumed }) => match value {
-                    Message::KeepAlive => {
-                        peer.recv.advance(consumed);
-                        continue;
+                Early::Extended { id, payload } => {
+                    peer.recv.advance(consumed);
+                    (id, payload)
+                }
+                Early::Other => {
+                    if peer.replay.len() + consumed > MAX_PRE_METADATA_BUFFER {
+                        let reason = CloseReason::Violation(Violation::PreMetadataFlood);
+                        return self.close_peer(key, reason, now);
                     }
-                    Message::Extended { id, payload } => {
-                        let payload = payload.to_vec();
-                        peer.recv.advance(consumed);
-                        (id, payload)
-                    }
-                    _ => {
-                        if peer.replay.len() + consumed > MAX_PRE_METADATA_BUFFER {
-                            let reason = CloseReason::Violation(Violation::PreMetadataFlood);
-                            return self.close_peer(key, reason, config, now, out);
-                        }
-                        peer.replay.extend_from_slice(&peer.recv[..consumed]);
-                        peer.recv.advance(consumed);
-                        continue;
-                    }
-                },
+                    peer.replay.extend_from_slice(&peer.recv[..consumed]);
+                    peer.recv.advance(consumed);
+                    continue;
+                }
             };
-            if let Err(v) = self.on_extended(key, id, &payload, config, now, out) {
-                self.close_peer(key, CloseReason::Violation(v), config, now, out);
+            if let Err(v) = self.on_extended(key, id, &payload, now) {
+                self.close_peer(key, CloseReason::Violation(v), now);
             }
         }
     }
@@ -413,9 +342,7 @@ impl MagnetTorrent {
         key: PeerKey,
         id: u8,
         payload: &[u8],
-        config: &Config,
         now: Time,
-        out: &mut Outbox,
     ) -> Result<(), Violation> {
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
@@ -434,15 +361,20 @@ impl MagnetTorrent {
                 {
                     return Err(Violation::BadMetadataSize);
                 }
-                self.fill(now, out);
+                self.fill(now);
             }
             OUR_UT_METADATA => match MetadataMsg::decode(payload) {
                 Err(_) => return Err(Violation::BadMetadata),
                 Ok(None) => {}
                 Ok(Some(MetadataMsg::Request { piece })) => {
-                    let notify =
-                        answer_metadata_request(peer, self.info.as_deref(), piece, config, now);
-                    out.send(peer.conn, notify);
+                    let notify = answer_metadata_request(
+                        peer,
+                        self.info.as_deref(),
+                        piece,
+                        &self.ctx.config,
+                        now,
+                    );
+                    self.ctx.out.send(peer.conn, notify);
                 }
                 Ok(Some(MetadataMsg::Reject { piece })) => {
                     let slot = self.fetch.slots.get_mut(piece as usize);
@@ -450,21 +382,22 @@ impl MagnetTorrent {
                         if matches!(*s, Slot::Requested { peer: p, .. } if p == key) {
                             *s = Slot::Missing;
                             peer.meta_requests = peer.meta_requests.saturating_sub(1);
-                            peer.meta_backoff = Some(now + config.metadata_request_timeout);
+                            peer.meta_backoff =
+                                Some(now + self.ctx.config.metadata_request_timeout);
                             self.fetch.next_suspect(key);
                         }
                     }
-                    self.fill(now, out);
+                    self.fill(now);
                 }
                 Ok(Some(MetadataMsg::Data {
                     piece,
                     total_size,
                     data,
-                })) => self.on_data(key, piece, total_size, data, config, now, out)?,
+                })) => self.on_data(key, piece, total_size, data, now)?,
             },
             OUR_UT_PEX => {
                 let addrs = pex_peers(payload)?;
-                self.add_known(&addrs, now);
+                self.peers.add_known(&addrs, now);
             }
             // BEP 10: messages under ids we never assigned are ignored.
             _ => {}
@@ -472,16 +405,13 @@ impl MagnetTorrent {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_data(
         &mut self,
         key: PeerKey,
         piece: u32,
         total_size: u64,
         data: &[u8],
-        config: &Config,
         now: Time,
-        out: &mut Outbox,
     ) -> Result<(), Violation> {
         let requested = matches!(
             self.fetch.slots.get(piece as usize),
@@ -508,34 +438,35 @@ impl MagnetTorrent {
             .iter()
             .all(|s| matches!(s, Slot::Have { .. }))
         {
-            self.assembled(config, now, out);
+            self.assembled(now);
         } else {
-            self.fill(now, out);
+            self.fill(now);
         }
         Ok(())
     }
 
     /// Every piece is in: verify, then either finish or find whom to blame.
-    fn assembled(&mut self, config: &Config, now: Time, out: &mut Outbox) {
+    fn assembled(&mut self, now: Time) {
         let digest: [u8; 20] = Sha1::digest(&self.fetch.buf).into();
         if digest == *self.info_hash.as_bytes() {
             match Info::from_bytes(&self.fetch.buf) {
                 Ok(info) => {
                     let info = Arc::new(info);
                     self.info = Some(info.clone());
-                    out.events.push_back(Event::MetadataReceived {
-                        torrent: self.id,
+                    self.ctx.out.events.push_back(Event::MetadataReceived {
+                        torrent: self.ctx.id,
                         info: info.clone(),
                     });
                     // Peers that asked before we had it may ask again; tell every peer
                     // our size now.
                     for peer in self.peers.values_mut() {
                         if peer.extended {
-                            let mut ext = our_ext_handshake(config, peer, None, Some(&info));
+                            let mut ext =
+                                our_ext_handshake(&self.ctx.config, peer, None, Some(&info));
                             ext.client = None;
                             let notify =
                                 queue_extended(peer, EXTENDED_HANDSHAKE_ID, &ext.to_bytes(), now);
-                            out.send(peer.conn, notify);
+                            self.ctx.out.send(peer.conn, notify);
                         }
                     }
                 }
@@ -544,8 +475,8 @@ impl MagnetTorrent {
                     // invalid: nothing to retry.
                     let error = format!("the torrent's metadata is invalid: {e}");
                     self.error = Some(error.clone());
-                    out.events.push_back(Event::TorrentError {
-                        torrent: self.id,
+                    self.ctx.out.events.push_back(Event::TorrentError {
+                        torrent: self.ctx.id,
                         error,
                     });
                 }
@@ -568,26 +499,18 @@ impl MagnetTorrent {
         if contributors.len() == 1 {
             let culprit = *contributors.first().expect("one contributor");
             self.fetch.sole = None;
-            if let Some(peer) = self.peers.get(&culprit) {
-                let addr = peer.addr;
-                self.known.ban(addr.ip());
-                self.stats.banned += 1;
-                out.events.push_back(Event::PeerBanned {
-                    torrent: self.id,
-                    addr,
-                });
-            }
+            self.peers.ban(culprit, &mut self.ctx, &mut self.stats);
             let reason = CloseReason::Violation(Violation::CorruptMetadata);
-            self.close_peer(culprit, reason, config, now, out);
+            self.close_peer(culprit, reason, now);
         } else {
             self.fetch.suspects = contributors.into_iter().collect();
             self.fetch.sole = None;
         }
-        self.fill(now, out);
+        self.fill(now);
     }
 
     /// Asks peers for missing metadata pieces.
-    fn fill(&mut self, now: Time, out: &mut Outbox) {
+    fn fill(&mut self, now: Time) {
         if self.info.is_some() || self.error.is_some() {
             return;
         }
@@ -603,7 +526,7 @@ impl MagnetTorrent {
             self.fetch.reset();
         }
         // Blame mode: every piece from one suspect at a time.
-        self.fetch.suspects.retain(|k| self.peers.contains_key(k));
+        self.fetch.suspects.retain(|k| self.peers.contains(k));
         if self.fetch.sole.is_none() && !busy {
             self.fetch.sole = self.fetch.suspects.pop_front();
         }
@@ -617,7 +540,7 @@ impl MagnetTorrent {
                 .filter(|s| matches!(s, Slot::Requested { peer, .. } if peer == key))
                 .count() as u32;
         }
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        let keys = self.peers.keys();
         for key in keys {
             if sole.is_some_and(|s| s != key) {
                 continue;
@@ -649,35 +572,26 @@ impl MagnetTorrent {
                     notify |= queue_extended(peer, id, &payload, now);
                 }
             }
-            out.send(peer.conn, notify);
+            self.ctx.out.send(peer.conn, notify);
         }
     }
 
     /// Housekeeping: inactivity, keep-alives, metadata requests that timed out.
-    pub(crate) fn tick(&mut self, config: &Config, now: Time, out: &mut Outbox) {
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        for key in keys {
-            let Some(peer) = self.peers.get_mut(&key) else {
-                continue;
-            };
-            if now.saturating_since(peer.last_recv) >= config.inactivity_timeout {
-                self.close_peer(key, CloseReason::Inactive, config, now, out);
-                continue;
-            }
-            if now.saturating_since(peer.last_send) >= config.keepalive_interval {
-                let notify = peer.queue(&Message::KeepAlive, now);
-                out.send(peer.conn, notify);
+    pub(crate) fn tick(&mut self, now: Time) {
+        for key in self.peers.keys() {
+            if let Liveness::Inactive = self.peers.keep_alive(key, now, &mut self.ctx) {
+                self.close_peer(key, CloseReason::Inactive, now);
             }
         }
         let mut slow = Vec::new();
         for slot in &mut self.fetch.slots {
             if let Slot::Requested { peer, at } = *slot {
-                if now.saturating_since(at) >= config.metadata_request_timeout {
+                if now.saturating_since(at) >= self.ctx.config.metadata_request_timeout {
                     *slot = Slot::Missing;
                     slow.push(peer);
                     if let Some(p) = self.peers.get_mut(&peer) {
                         p.meta_requests = p.meta_requests.saturating_sub(1);
-                        p.meta_backoff = Some(now + config.metadata_request_timeout);
+                        p.meta_backoff = Some(now + self.ctx.config.metadata_request_timeout);
                     }
                 }
             }
@@ -685,6 +599,6 @@ impl MagnetTorrent {
         for key in slow {
             self.fetch.next_suspect(key);
         }
-        self.fill(now, out);
+        self.fill(now);
     }
 }

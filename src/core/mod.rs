@@ -1,7 +1,8 @@
 //! The sans-IO protocol core.
 //!
 //! Nothing under `core/` touches a socket or a file, reads the clock or draws randomness of
-//! its own: time and seeded randomness arrive as arguments. `tests/core_purity.rs` enforces
+//! its own: time arrives as an argument, and randomness comes from the seed a `Session` is
+//! built with (each torrent's own generator is seeded from the session's). `tests/core_purity.rs` enforces
 //! this by scanning the sources. That is what lets the io_uring driver, the epoll driver and
 //! the seeded simulator run exactly the same protocol code.
 
@@ -9,6 +10,7 @@ pub mod api;
 pub mod bitfield;
 pub mod choker;
 pub mod config;
+mod context;
 mod fast;
 pub mod hex;
 mod known;
@@ -17,6 +19,7 @@ pub mod limiter;
 mod metadata;
 pub mod mse;
 mod peer;
+mod peers;
 pub mod picker;
 pub mod rate;
 pub mod rng;

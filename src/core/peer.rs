@@ -1,5 +1,6 @@
 //! One peer connection's state after its handshake. The protocol logic that changes it lives in
-//! `torrent.rs`, which also owns the picker and the choker the peer's messages feed; this file
+//! `torrent.rs`, which also owns the picker and the choker the peer's messages feed (and in
+//! `peers.rs`, the bookkeeping every torrent does alike when a peer joins or leaves); this file
 //! holds the data and the small helpers that keep its invariants. See `STATE.md` for the
 //! states and transitions.
 

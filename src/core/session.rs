@@ -8,8 +8,18 @@
 //! input, drain outputs in this order: [`Session::poll_action`] until `None` (connects, sends,
 //! closes, disk operations), [`Session::poll_event`] until `None`, then arm a timer for
 //! [`Session::poll_timeout`] and call [`Session::handle_timeout`] when it fires. The session never
-//! reads a clock, never draws randomness except from the seeded [`Rng`] it was built with, and
-//! never touches a socket or a file.
+//! reads a clock, never draws randomness except from the seeded [`Rng`] it was built with (each
+//! torrent has its own generator, seeded from that one when the torrent is added), and never
+//! touches a socket or a file.
+//!
+//! # What the session owns, and what its torrents own
+//!
+//! As in quinn-proto, each state machine owns its context, so its inputs are `now` and the
+//! input alone. A torrent owns a `Context` (its id, the shared `Arc<Config>`, its own `Rng`
+//! and its output queue) and its `PeerSet`. The session owns the connections, the handshakes,
+//! its own `Rng`, the session-wide `RateLimits` (lent to the torrent calls that may spend
+//! from them) and the outbox the `poll_*` calls drain: after every call into a torrent, the
+//! session moves what the torrent queued there, so outputs keep the order they were made in.
 //!
 //! # Magnet links
 //!
@@ -42,13 +52,15 @@ use slab::Slab;
 
 use super::api::{Action, CloseReason, ConnId, DiskDone, Event, TorrentId};
 use super::config::Config;
+use super::context::{Context, Outbox};
 use super::limiter::RateLimits;
 use super::metadata::MagnetTorrent;
 use super::mse::{Responder, Step};
 use super::peer::Peer;
+use super::peers::PeerSet;
 use super::picker::Priority;
 use super::sendbuf::SendBuf;
-use super::torrent::{Outbox, Torrent, TorrentStats};
+use super::torrent::{Torrent, TorrentStats};
 use super::wire::{Decoded, Handshake, Reserved, ReservedFlag, SplitBytes, HANDSHAKE_LEN};
 use super::{Bitfield, InfoHash, PeerId, PeerKey, Rng, Time};
 use crate::limits::MAX_HANDOFF_BUFFER;
@@ -151,12 +163,28 @@ enum Entry {
     Magnet(Box<MagnetTorrent>),
 }
 
-impl Entry {
-    fn id(&self) -> TorrentId {
-        match self {
-            Entry::Ready(t) => t.id,
-            Entry::Magnet(m) => m.id,
+/// The same expression on whichever kind of torrent an [`Entry`] holds: both have a
+/// `Context`, a `PeerSet`, stats and `close_peer`.
+macro_rules! either {
+    ($entry:expr, $t:ident => $e:expr) => {
+        match $entry {
+            Entry::Ready($t) => $e,
+            Entry::Magnet($t) => $e,
         }
+    };
+}
+
+impl Entry {
+    fn ctx(&self) -> &Context {
+        either!(self, t => &t.ctx)
+    }
+
+    fn ctx_mut(&mut self) -> &mut Context {
+        either!(self, t => &mut t.ctx)
+    }
+
+    fn id(&self) -> TorrentId {
+        self.ctx().id
     }
 
     fn info_hash(&self) -> InfoHash {
@@ -173,75 +201,32 @@ impl Entry {
         }
     }
 
-    fn has_room(&self, config: &Config) -> bool {
-        match self {
-            Entry::Ready(t) => t.has_room(config),
-            Entry::Magnet(m) => m.has_room(config),
-        }
+    fn peers(&self) -> &PeerSet {
+        either!(self, t => &t.peers)
     }
 
-    fn is_banned(&self, ip: ::core::net::IpAddr) -> bool {
-        match self {
-            Entry::Ready(t) => t.is_banned(ip),
-            Entry::Magnet(m) => m.is_banned(ip),
-        }
+    fn peers_mut(&mut self) -> &mut PeerSet {
+        either!(self, t => &mut t.peers)
     }
 
-    fn peer_by_id(&self, id: &PeerId) -> Option<(PeerKey, bool)> {
-        match self {
-            Entry::Ready(t) => t.peer_by_id(id),
-            Entry::Magnet(m) => m.peer_by_id(id),
-        }
-    }
-
-    fn peer_count(&self) -> usize {
-        match self {
-            Entry::Ready(t) => t.peers.len(),
-            Entry::Magnet(m) => m.peers.len(),
-        }
-    }
-
-    fn peer_mut(&mut self, key: PeerKey) -> Option<&mut Peer> {
-        match self {
-            Entry::Ready(t) => t.peers.get_mut(&key),
-            Entry::Magnet(m) => m.peers.get_mut(&key),
-        }
+    fn has_room(&self) -> bool {
+        self.peers().has_room(&self.ctx().config)
     }
 
     fn stats(&self) -> &TorrentStats {
-        match self {
-            Entry::Ready(t) => &t.stats,
-            Entry::Magnet(m) => &m.stats,
-        }
+        either!(self, t => &t.stats)
     }
 
-    fn close_peer(
-        &mut self,
-        key: PeerKey,
-        reason: CloseReason,
-        config: &Config,
-        now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
-    ) {
-        match self {
-            Entry::Ready(t) => t.close_peer(key, reason, config, now, rng, out),
-            Entry::Magnet(m) => m.close_peer(key, reason, config, now, out),
-        }
+    fn close_peer(&mut self, key: PeerKey, reason: CloseReason, now: Time) {
+        either!(self, t => t.close_peer(key, reason, now))
     }
 
-    fn on_bytes(
-        &mut self,
-        key: PeerKey,
-        data: &[u8],
-        config: &Config,
-        now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
-    ) {
+    /// Bytes arrived from a peer: buffered, then every whole message in them handled.
+    fn on_bytes(&mut self, key: PeerKey, data: &[u8], now: Time, session_limits: &mut RateLimits) {
+        self.peers_mut().receive(key, data, now);
         match self {
-            Entry::Ready(t) => t.on_bytes(key, data, config, now, rng, out),
-            Entry::Magnet(m) => m.on_bytes(key, data, config, now, out),
+            Entry::Ready(t) => t.on_received(key, now, session_limits),
+            Entry::Magnet(m) => m.on_received(key, now),
         }
     }
 }
@@ -249,7 +234,9 @@ impl Entry {
 /// A BitTorrent session: many torrents and their connections, as a deterministic state
 /// machine.
 pub struct Session {
-    config: Config,
+    /// Shared with every torrent's [`Context`]; replaced (not changed in place) when the
+    /// session-wide rate limits change.
+    config: Arc<Config>,
     peer_id: PeerId,
     listen_port: Option<u16>,
     rng: Rng,
@@ -257,7 +244,12 @@ pub struct Session {
     by_hash: HashMap<InfoHash, TorrentId>,
     conns: Slab<Conn>,
     next_generation: u32,
+    /// What the session and (moved here after every call into one) its torrents want done.
     out: Outbox,
+    /// The session-wide rate limits (`Config::upload_rate_limit`/`download_rate_limit`):
+    /// lent to the torrent calls that may read a block or send a request, which spend from
+    /// them and from the torrent's own.
+    session_limits: RateLimits,
     next_tick: Time,
     /// Closes of connections that never reached a torrent, by reason.
     handshake_closes: std::collections::BTreeMap<&'static str, u64>,
@@ -316,7 +308,7 @@ impl Session {
             RateLimits::new(config.upload_rate_limit, config.download_rate_limit, now);
         Session {
             next_tick: now + config.tick,
-            config,
+            config: Arc::new(config),
             peer_id,
             listen_port: None,
             rng: Rng::new(seed),
@@ -324,10 +316,8 @@ impl Session {
             by_hash: HashMap::new(),
             conns: Slab::new(),
             next_generation: 0,
-            out: Outbox {
-                session_limits,
-                ..Outbox::default()
-            },
+            out: Outbox::default(),
+            session_limits,
             handshake_closes: Default::default(),
             routes: HashMap::new(),
             conn_stats: ConnectionStats::default(),
@@ -365,6 +355,12 @@ impl Session {
         &self.config
     }
 
+    /// A new torrent's context: the session's config, and a generator of its own seeded from
+    /// the session's, so the whole run still follows from the session's seed.
+    fn torrent_context(&mut self, id: TorrentId) -> Context {
+        Context::new(id, self.config.clone(), Rng::new(self.rng.next_u64()))
+    }
+
     fn generation(&mut self) -> u32 {
         self.next_generation = self.next_generation.wrapping_add(1);
         self.next_generation
@@ -386,15 +382,16 @@ impl Session {
             return None;
         }
         let generation = self.generation();
-        let entry = self.torrents.vacant_entry();
         let id = TorrentId {
-            slot: entry.key() as u32,
+            slot: self.torrents.vacant_key() as u32,
             generation,
         };
         self.by_hash.insert(info.info_hash(), id);
-        entry.insert(TorrentSlot {
+        let ctx = self.torrent_context(id);
+        let torrent = Torrent::new(ctx, info, have, now);
+        self.torrents.insert(TorrentSlot {
             generation,
-            entry: Entry::Ready(Box::new(Torrent::new(id, info, have, &self.config, now))),
+            entry: Entry::Ready(Box::new(torrent)),
         });
         Some(id)
     }
@@ -411,15 +408,15 @@ impl Session {
             return None;
         }
         let generation = self.generation();
-        let entry = self.torrents.vacant_entry();
         let id = TorrentId {
-            slot: entry.key() as u32,
+            slot: self.torrents.vacant_key() as u32,
             generation,
         };
         self.by_hash.insert(info_hash, id);
-        entry.insert(TorrentSlot {
+        let ctx = self.torrent_context(id);
+        self.torrents.insert(TorrentSlot {
             generation,
-            entry: Entry::Magnet(Box::new(MagnetTorrent::new(id, info_hash))),
+            entry: Entry::Magnet(Box::new(MagnetTorrent::new(ctx, info_hash))),
         });
         Some(id)
     }
@@ -455,15 +452,17 @@ impl Session {
         if have.len() != info.lengths().piece_count() {
             return false;
         }
+        // A stand-in for the moment the magnet is out of its slot; it draws nothing.
+        let ctx = Context::new(id, self.config.clone(), Rng::new(0));
+        let placeholder = Entry::Magnet(Box::new(MagnetTorrent::new(ctx, info.info_hash())));
         let slot = &mut self.torrents[id.slot as usize];
-        let placeholder = Entry::Magnet(Box::new(MagnetTorrent::new(id, info.info_hash())));
         let Entry::Magnet(magnet) = std::mem::replace(&mut slot.entry, placeholder) else {
             unreachable!("checked above")
         };
-        let (config, rng, out, listen_port) =
-            (&self.config, &mut self.rng, &mut self.out, self.listen_port);
-        let torrent = Torrent::from_magnet(*magnet, info, have, config, listen_port, now, rng, out);
-        self.torrents[id.slot as usize].entry = Entry::Ready(Box::new(torrent));
+        let limits = &mut self.session_limits;
+        let torrent = Torrent::from_magnet(*magnet, info, have, self.listen_port, now, limits);
+        slot.entry = Entry::Ready(Box::new(torrent));
+        self.out.absorb(&mut slot.entry.ctx_mut().out);
         self.reap();
         true
     }
@@ -482,19 +481,16 @@ impl Session {
 
     /// Removes a torrent, closing its connections.
     pub fn remove_torrent(&mut self, id: TorrentId, now: Time) {
-        let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
-        let Some(slot) = self
-            .torrents
-            .get_mut(id.slot as usize)
-            .filter(|t| t.generation == id.generation)
-        else {
+        let reason = CloseReason::TorrentRemoved;
+        let Some(hash) = self.with_entry(id, |entry, _| {
+            match entry {
+                Entry::Ready(t) => t.close_all(reason, now),
+                Entry::Magnet(m) => m.close_all(reason, now),
+            }
+            entry.info_hash()
+        }) else {
             return;
         };
-        let hash = slot.entry.info_hash();
-        match &mut slot.entry {
-            Entry::Ready(t) => t.close_all(CloseReason::TorrentRemoved, config, now, rng, out),
-            Entry::Magnet(m) => m.close_all(CloseReason::TorrentRemoved, config, now, out),
-        }
         self.torrents.remove(id.slot as usize);
         self.by_hash.remove(&hash);
         // Connections still handshaking for it are closed too.
@@ -514,24 +510,30 @@ impl Session {
         self.reap();
     }
 
-    /// Runs `f` on a live torrent with the session's config, RNG and outbox; does nothing
-    /// for a stale id.
-    fn with_torrent(
+    /// Runs `f` on a live torrent of either kind, lending it the session-wide rate limits,
+    /// then moves what the torrent queued into the session's outbox, so that the driver sees
+    /// everything in the order it was made. `None` for a stale id.
+    fn with_entry<R>(
         &mut self,
         id: TorrentId,
-        f: impl FnOnce(&mut Torrent, &Config, &mut Rng, &mut Outbox),
-    ) {
-        let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
-        if let Some(TorrentSlot {
-            entry: Entry::Ready(t),
-            ..
-        }) = self
+        f: impl FnOnce(&mut Entry, &mut RateLimits) -> R,
+    ) -> Option<R> {
+        let slot = self
             .torrents
             .get_mut(id.slot as usize)
-            .filter(|t| t.generation == id.generation)
-        {
-            f(t, config, rng, out);
-        }
+            .filter(|t| t.generation == id.generation)?;
+        let result = f(&mut slot.entry, &mut self.session_limits);
+        self.out.absorb(&mut slot.entry.ctx_mut().out);
+        Some(result)
+    }
+
+    /// [`Session::with_entry`] for a torrent with its metadata; does nothing for one without.
+    fn with_torrent(&mut self, id: TorrentId, f: impl FnOnce(&mut Torrent, &mut RateLimits)) {
+        self.with_entry(id, |entry, limits| {
+            if let Entry::Ready(t) = entry {
+                f(t, limits);
+            }
+        });
     }
 
     fn torrent_mut(&mut self, id: TorrentId) -> Option<&mut Torrent> {
@@ -616,7 +618,7 @@ impl Session {
 
     /// Connected peers of the torrent.
     pub fn peer_count(&self, id: TorrentId) -> usize {
-        self.slot(id).map_or(0, |t| t.entry.peer_count())
+        self.slot(id).map_or(0, |t| t.entry.peers().len())
     }
 
     /// The disk error that stopped the torrent, if any.
@@ -629,8 +631,8 @@ impl Session {
 
     /// Sets file priorities (one per file of the torrent, padding files included).
     pub fn set_file_priorities(&mut self, id: TorrentId, priorities: &[Priority], now: Time) {
-        self.with_torrent(id, |t, config, rng, out| {
-            t.set_file_priorities(priorities, config, now, rng, out)
+        self.with_torrent(id, |t, limits| {
+            t.set_file_priorities(priorities, now, limits)
         });
         self.reap();
     }
@@ -645,9 +647,7 @@ impl Session {
         down: Option<u64>,
         now: Time,
     ) {
-        self.with_torrent(id, |t, config, rng, out| {
-            t.set_rate_limits(up, down, config, now, rng, out)
-        });
+        self.with_torrent(id, |t, limits| t.set_rate_limits(up, down, now, limits));
     }
 
     /// A torrent's own (upload, download) limits, as [`Session::set_rate_limits`] set them.
@@ -659,9 +659,15 @@ impl Session {
     /// Changes the session-wide upload and download limits (`Config::upload_rate_limit` and
     /// `Config::download_rate_limit`) while running.
     pub fn set_session_rate_limits(&mut self, up: Option<u64>, down: Option<u64>, now: Time) {
-        self.out.session_limits.set(up, down, now);
-        self.config.upload_rate_limit = self.out.session_limits.up.rate();
-        self.config.download_rate_limit = self.out.session_limits.down.rate();
+        self.session_limits.set(up, down, now);
+        let config = Arc::make_mut(&mut self.config);
+        config.upload_rate_limit = self.session_limits.up.rate();
+        config.download_rate_limit = self.session_limits.down.rate();
+        // Torrents read no rate limit from their config, but the config they hold stays the
+        // session's.
+        for (_, slot) in self.torrents.iter_mut() {
+            slot.entry.ctx_mut().config = self.config.clone();
+        }
         self.serve_rate_limited(now, true);
     }
 
@@ -688,9 +694,7 @@ impl Session {
                 .and_then(|t| t.rate_wake())
                 .is_some_and(|at| at <= now);
             if due || all {
-                self.with_torrent(id, |t, config, rng, out| {
-                    t.serve_limited(config, now, rng, out)
-                });
+                self.with_torrent(id, |t, limits| t.serve_limited(now, limits));
             }
         }
     }
@@ -705,10 +709,8 @@ impl Session {
     /// Adds peer addresses to dial for a torrent; they are dialled on the next ticks, within
     /// the connection limits.
     pub fn add_peers(&mut self, id: TorrentId, addrs: &[SocketAddr], now: Time) {
-        match self.slot_mut(id).map(|s| &mut s.entry) {
-            Some(Entry::Ready(t)) => t.add_known(addrs, now),
-            Some(Entry::Magnet(m)) => m.add_known(addrs, now),
-            None => {}
+        if let Some(slot) = self.slot_mut(id) {
+            slot.entry.peers_mut().add_known(addrs, now);
         }
         self.next_tick = self.next_tick.min(now);
     }
@@ -730,8 +732,7 @@ impl Session {
     /// Dials `addr` for a torrent now, bypassing the known-peer list. Returns `None` when
     /// the limits forbid it.
     pub fn connect(&mut self, torrent: TorrentId, addr: SocketAddr, now: Time) -> Option<ConnId> {
-        if self.conns.len() >= self.config.max_connections
-            || !self.slot(torrent)?.entry.has_room(&self.config)
+        if self.conns.len() >= self.config.max_connections || !self.slot(torrent)?.entry.has_room()
         {
             return None;
         }
@@ -835,14 +836,9 @@ impl Session {
         match &mut c.state {
             ConnState::Peer { torrent, key } => {
                 let (torrent, key) = (*torrent, *key);
-                let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
-                if let Some(slot) = self
-                    .torrents
-                    .get_mut(torrent.slot as usize)
-                    .filter(|t| t.generation == torrent.generation)
-                {
-                    slot.entry.on_bytes(key, data, config, now, rng, out);
-                }
+                self.with_entry(torrent, |entry, limits| {
+                    entry.on_bytes(key, data, now, limits)
+                });
             }
             ConnState::Handshaking(h) => {
                 h.recv.extend_from_slice(data);
@@ -880,16 +876,12 @@ impl Session {
         self.conns.remove(conn.slot as usize);
         *self.handshake_closes.entry(reason.name()).or_default() += 1;
         if let (Some(t), true) = (torrent, outgoing) {
-            let config = &self.config;
-            match self
+            if let Some(slot) = self
                 .torrents
                 .get_mut(t.slot as usize)
                 .filter(|s| s.generation == t.generation)
-                .map(|s| &mut s.entry)
             {
-                Some(Entry::Ready(t)) => t.dial_failed(addr, config, now),
-                Some(Entry::Magnet(m)) => m.dial_failed(addr, config, now),
-                None => {}
+                slot.entry.peers_mut().dial_failed(addr, &self.config, now);
             }
         }
         if close_socket {
@@ -968,10 +960,10 @@ impl Session {
                 .slot(tid)
                 .expect("by_hash points at live torrents")
                 .entry;
-            if t.is_banned(addr.ip()) {
+            if t.peers().is_banned(addr.ip()) {
                 return self.close_handshaking(conn, CloseReason::Banned, now);
             }
-            if !t.has_room(&self.config) {
+            if !t.has_room() {
                 return self.close_handshaking(conn, CloseReason::TooManyPeers, now);
             }
             let Some(Conn {
@@ -1006,7 +998,7 @@ impl Session {
         if theirs.peer_id == peer_id {
             return self.close_handshaking(conn, CloseReason::SelfConnection, now);
         }
-        if let Some((existing, existing_outgoing)) = t.peer_by_id(&theirs.peer_id) {
+        if let Some((existing, existing_outgoing)) = t.peers().peer_by_id(&theirs.peer_id) {
             // Two connections between the same pair, usually because both dialled at once.
             // Both sides must drop the same one, or both die: keep the connection opened by
             // the peer with the smaller id.
@@ -1019,15 +1011,15 @@ impl Session {
             if !keep_new {
                 return self.close_handshaking(conn, CloseReason::DuplicatePeer, now);
             }
-            let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
-            let slot = &mut self.torrents[tid.slot as usize].entry;
-            slot.close_peer(existing, CloseReason::DuplicatePeer, config, now, rng, out);
+            self.with_entry(tid, |entry, _| {
+                entry.close_peer(existing, CloseReason::DuplicatePeer, now)
+            });
             self.reap();
         }
         let Some(t) = self.slot(tid).map(|s| &s.entry) else {
             return;
         };
-        if !t.has_room(&self.config) {
+        if !t.has_room() {
             return self.close_handshaking(conn, CloseReason::TooManyPeers, now);
         }
         let piece_count = t.ready().map_or(0, |t| t.info.lengths().piece_count());
@@ -1045,13 +1037,9 @@ impl Session {
         };
         h.recv.advance(HANDSHAKE_LEN);
         let leftover = h.recv.split();
-        let (config, rng, out, listen_port) =
-            (&self.config, &mut self.rng, &mut self.out, self.listen_port);
+        let listen_port = self.listen_port;
         let slot = &mut self.torrents[tid.slot as usize].entry;
-        let key = match slot {
-            Entry::Ready(t) => t.next_peer_key(),
-            Entry::Magnet(m) => m.next_peer_key(),
-        };
+        let key = slot.peers_mut().next_key();
         let peer = Peer::new(
             conn,
             h.addr,
@@ -1064,15 +1052,17 @@ impl Session {
             std::mem::take(&mut h.send),
             h.send_notified,
         );
-        match slot {
-            Entry::Ready(t) => t.attach(key, peer, config, listen_port, now, out),
-            Entry::Magnet(m) => m.attach(key, peer, config, listen_port, now, out),
-        }
+        self.with_entry(tid, |entry, _| match entry {
+            Entry::Ready(t) => t.attach(key, peer, listen_port, now),
+            Entry::Magnet(m) => m.attach(key, peer, listen_port, now),
+        });
         if let Some(c) = self.conns.get_mut(conn.slot as usize) {
             c.state = ConnState::Peer { torrent: tid, key };
         }
         if !leftover.is_empty() {
-            slot.on_bytes(key, &leftover, config, now, rng, out);
+            self.with_entry(tid, |entry, limits| {
+                entry.on_bytes(key, &leftover, now, limits)
+            });
         }
     }
 
@@ -1184,15 +1174,9 @@ impl Session {
             }
             ConnState::Peer { torrent, key } => {
                 let (torrent, key) = (*torrent, *key);
-                let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
-                if let Some(slot) = self
-                    .torrents
-                    .get_mut(torrent.slot as usize)
-                    .filter(|t| t.generation == torrent.generation)
-                {
-                    let reason = CloseReason::RemoteClosed;
-                    slot.entry.close_peer(key, reason, config, now, rng, out);
-                }
+                self.with_entry(torrent, |entry, _| {
+                    entry.close_peer(key, CloseReason::RemoteClosed, now)
+                });
                 self.reap();
             }
         }
@@ -1219,7 +1203,8 @@ impl Session {
                 {
                     Some(t) => t
                         .entry
-                        .peer_mut(key)
+                        .peers_mut()
+                        .get_mut(&key)
                         .map(|p| p.send.chunks().collect())
                         .unwrap_or_default(),
                     None => Vec::new(),
@@ -1241,17 +1226,12 @@ impl Session {
             ConnState::HandingOff(_) => {}
             ConnState::Peer { torrent, key } => {
                 let (torrent, key) = (*torrent, *key);
-                let (config, out) = (&self.config, &mut self.out);
-                match self
-                    .torrents
-                    .get_mut(torrent.slot as usize)
-                    .filter(|t| t.generation == torrent.generation)
-                    .map(|t| &mut t.entry)
-                {
-                    Some(Entry::Ready(t)) => t.on_sent(key, n, config, now, out),
-                    Some(Entry::Magnet(m)) => m.on_sent(key, n),
-                    None => {}
-                }
+                self.with_entry(torrent, |entry, limits| match entry {
+                    Entry::Ready(t) => t.on_sent(key, n, now, limits),
+                    Entry::Magnet(m) => {
+                        m.peers.sent(key, n);
+                    }
+                });
             }
         }
     }
@@ -1274,17 +1254,11 @@ impl Session {
             ConnState::HandingOff(_) => Vec::new(),
             ConnState::Peer { torrent, key } => {
                 let (torrent, key) = (*torrent, *key);
-                let (config, out) = (&self.config, &mut self.out);
-                match self
-                    .torrents
-                    .get_mut(torrent.slot as usize)
-                    .filter(|t| t.generation == torrent.generation)
-                    .map(|t| &mut t.entry)
-                {
-                    Some(Entry::Ready(t)) => t.take_send(key, max, config, out),
-                    Some(Entry::Magnet(m)) => m.take_send(key, max),
-                    None => Vec::new(),
-                }
+                self.with_entry(torrent, |entry, limits| match entry {
+                    Entry::Ready(t) => t.take_send(key, max, limits),
+                    Entry::Magnet(m) => m.peers.take_send(key, max).unwrap_or_default(),
+                })
+                .unwrap_or_default()
             }
         }
     }
@@ -1298,9 +1272,7 @@ impl Session {
             | DiskDone::Read { torrent, .. }
             | DiskDone::Verified { torrent, .. } => *torrent,
         };
-        self.with_torrent(torrent, |t, config, rng, out| {
-            t.on_disk(done, config, now, rng, out)
-        });
+        self.with_torrent(torrent, |t, limits| t.on_disk(done, now, limits));
         self.reap();
     }
 
@@ -1364,20 +1336,18 @@ impl Session {
         }
         let ids = self.torrent_ids();
         for id in ids {
-            let (config, rng, out) = (&self.config, &mut self.rng, &mut self.out);
-            let Some(slot) = self.torrents.get_mut(id.slot as usize) else {
-                continue;
-            };
-            let room = config.max_connections.saturating_sub(self.conns.len());
-            let addrs = match &mut slot.entry {
+            let room = self.config.max_connections.saturating_sub(self.conns.len());
+            let Some(addrs) = self.with_entry(id, |entry, limits| match entry {
                 Entry::Ready(t) => {
-                    t.tick(config, now, rng, out);
-                    t.dial_candidates(now, config, room)
+                    t.tick(now, limits);
+                    t.dial_candidates(now, room)
                 }
                 Entry::Magnet(m) => {
-                    m.tick(config, now, out);
-                    m.dial_candidates(now, config, room)
+                    m.tick(now);
+                    m.peers.dial_candidates(now, &m.ctx.config, room)
                 }
+            }) else {
+                continue;
             };
             for addr in addrs {
                 let _ = self.connect(id, addr, now);

@@ -1,8 +1,12 @@
 //! One torrent's protocol state: its peers, piece picker and choker, and the logic that turns
 //! peer messages, disk results and timer ticks into messages, disk operations and events.
 //!
-//! Everything here is synchronous and deterministic: the session calls in with `now` and the
-//! seeded `Rng`, and this code writes what it wants done into the [`Outbox`].
+//! Everything here is synchronous and deterministic. A torrent owns its [`Context`] (its id,
+//! the session's `Config`, its own seeded `Rng` and the `Outbox` it writes what it wants done
+//! into) and its [`PeerSet`], so the session calls in with `now` and the input alone. Calls
+//! that may issue a block read or a request also take the session-wide [`RateLimits`], which
+//! the session owns: a read or a request spends from the torrent's own buckets and the
+//! session's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -12,50 +16,30 @@ use ::core::net::{IpAddr, SocketAddr};
 use bytes::{Buf, Bytes};
 use hdrhistogram::Histogram;
 
-use super::api::{Action, CloseReason, ConnId, DiskDone, DiskOp, Event, TorrentId, Violation};
+use super::api::{Action, CloseReason, DiskDone, DiskOp, Event, Violation};
 use super::choker::{ChokePeer, Choker, RechokeReason};
 use super::config::Config;
+use super::context::{Context, Outbox};
 use super::fast::allowed_fast_set;
-use super::known::KnownPeers;
 use super::limiter::RateLimits;
 use super::metadata::{
-    answer_metadata_request, our_ext_handshake, pex_peers, queue_extended, MagnetTorrent,
+    answer_metadata_request, pex_peers, queue_extended, send_ext_handshake, MagnetTorrent,
     OUR_UT_METADATA, OUR_UT_PEX,
 };
 use super::peer::{Has, OutRequest, Peer};
+use super::peers::{Liveness, PeerSet};
 use super::picker::{BlockReceived, PickMode, Picker, Priority};
 use super::wire::{
-    piece_header, BlockRequest, Decoded, Decoder, ExtendedHandshake, Message, MetadataMsg, PexMsg,
+    piece_header, BlockRequest, Decoder, ExtendedHandshake, Message, MetadataMsg, PexMsg,
     SplitBytes, EXTENDED_HANDSHAKE_ID,
 };
-use super::{Bitfield, BlockRef, Lengths, PeerId, PeerKey, PieceIndex, Rng, Time};
-use crate::limits::{BLOCK_LEN, MAX_BLOCK_LEN, MAX_KNOWN_PEERS, MAX_PEX_PEERS, PEX_INTERVAL_SECS};
+use super::{Bitfield, BlockRef, Lengths, PeerKey, PieceIndex, Time};
+use crate::limits::{BLOCK_LEN, MAX_BLOCK_LEN, MAX_PEX_PEERS, PEX_INTERVAL_SECS};
 use crate::metainfo::Info;
 
 /// Most pieces a peer may suggest or allow-fast us at once; older entries are dropped.
 const MAX_SUGGESTED: usize = 32;
 const MAX_ALLOWED_FAST_IN: usize = 64;
-
-/// What the core wants done, collected while it handles one input.
-#[derive(Debug, Default)]
-pub(crate) struct Outbox {
-    pub(crate) actions: VecDeque<Action>,
-    pub(crate) events: VecDeque<Event>,
-    /// Connections the torrent closed; the session frees their slots.
-    pub(crate) closed: Vec<ConnId>,
-    /// The session-wide rate limits. They ride along with the outbox because every path that
-    /// issues a block read or a request already carries it, so a torrent can spend from its
-    /// own buckets and the session's in one place.
-    pub(crate) session_limits: RateLimits,
-}
-
-impl Outbox {
-    pub(crate) fn send(&mut self, conn: ConnId, notify: bool) {
-        if notify {
-            self.actions.push_back(Action::Send { conn });
-        }
-    }
-}
 
 /// Counters for one torrent, for reports and metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -112,14 +96,13 @@ fn record_latency(h: &mut Option<Box<Histogram<u64>>>, micros: u64) {
 
 /// A torrent in the session.
 pub(crate) struct Torrent {
-    pub(crate) id: TorrentId,
+    /// Its id, settings, randomness and output queue.
+    pub(crate) ctx: Context,
     pub(crate) info: Arc<Info>,
     pub(crate) picker: Picker,
     choker: Choker,
     decoder: Decoder,
-    pub(crate) peers: BTreeMap<PeerKey, Peer>,
-    next_key: u32,
-    pub(crate) known: KnownPeers,
+    pub(crate) peers: PeerSet,
     pending_writes: HashMap<u32, u32>,
     /// When each piece's hash check was asked for (for `TorrentStats::hash_wait_us`).
     verify_started: HashMap<u32, Time>,
@@ -174,30 +157,25 @@ enum Msg {
 }
 
 impl Torrent {
-    pub(crate) fn new(
-        id: TorrentId,
-        info: Arc<Info>,
-        have: &Bitfield,
-        config: &Config,
-        now: Time,
-    ) -> Torrent {
+    /// A torrent with `info`, running with `ctx`; `have` says which pieces storage holds.
+    pub(crate) fn new(ctx: Context, info: Arc<Info>, have: &Bitfield, now: Time) -> Torrent {
         let lengths = *info.lengths();
-        let picker = Picker::new(lengths, have, config.picker);
+        let picker = Picker::new(lengths, have, ctx.config.picker);
+        let choker = Choker::new(ctx.config.choker.clone(), now);
+        let unchoke_local = ctx.config.unchoke_local_peers;
         let decoder = Decoder::new()
             .with_piece_count(Some(lengths.piece_count()))
             .with_max_message_len(MAX_BLOCK_LEN + 13);
         let mut t = Torrent {
-            id,
+            ctx,
             info,
             picker,
-            choker: Choker::new(config.choker.clone(), now),
+            choker,
             decoder,
-            peers: BTreeMap::new(),
-            next_key: 0,
-            known: KnownPeers::default(),
+            peers: PeerSet::default(),
             pending_writes: HashMap::new(),
             verify_started: HashMap::new(),
-            unchoke_local: config.unchoke_local_peers,
+            unchoke_local,
             complete_unwritten: BTreeSet::new(),
             stats: TorrentStats::default(),
             error: None,
@@ -226,49 +204,54 @@ impl Torrent {
     /// The torrent a [`MagnetTorrent`] becomes once its metadata is verified and storage is
     /// ready: same id, same peers under the same keys and connections. Each peer gets our
     /// extension handshake again (now with `metadata_size`) and our pieces, and the messages
-    /// it sent while we could not read them are handled now, in order.
-    #[allow(clippy::too_many_arguments)]
+    /// it sent while we could not read them are handled now, in order. The magnet's context
+    /// (and so its random stream) carries on.
     pub(crate) fn from_magnet(
         magnet: MagnetTorrent,
         info: Arc<Info>,
         have: &Bitfield,
-        config: &Config,
         listen_port: Option<u16>,
         now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
+        session_limits: &mut RateLimits,
     ) -> Torrent {
-        let mut t = Torrent::new(magnet.id, info, have, config, now);
-        t.known = magnet.known;
-        t.next_key = magnet.next_key;
-        t.stats.closes = magnet.stats.closes;
-        t.stats.banned = magnet.stats.banned;
+        let MagnetTorrent {
+            ctx,
+            mut peers,
+            stats,
+            ..
+        } = magnet;
+        let mut t = Torrent::new(ctx, info, have, now);
+        let carried = peers.take_all();
+        t.peers = peers;
+        t.stats.closes = stats.closes;
+        t.stats.banned = stats.banned;
         let piece_count = t.info.lengths().piece_count();
         let mut replays = Vec::new();
-        for (key, mut peer) in magnet.peers {
+        for (key, mut peer) in carried {
             peer.has = Has::Some(Bitfield::new(piece_count));
             peer.meta_requests = 0;
             let mut replay = std::mem::take(&mut peer.replay);
             replay.extend_from_slice(&peer.recv.split());
-            t.attach_peer(key, peer, config, listen_port, now, out, false);
+            t.attach_peer(key, peer, listen_port, now, false);
             replays.push((key, replay));
         }
         for (key, replay) in replays {
-            t.on_bytes(key, &replay, config, now, rng, out);
+            t.peers.receive(key, &replay, now);
+            t.on_received(key, now, session_limits);
         }
         t
     }
 
     /// Whether peer exchange runs: on in the config, and never for a private torrent.
-    fn pex_on(&self, config: &Config) -> bool {
-        config.pex && !self.info.is_private()
+    fn pex_on(&self) -> bool {
+        self.ctx.config.pex && !self.info.is_private()
     }
 
     /// Sends each peer that speaks `ut_pex`, at most once per [`PEX_INTERVAL_SECS`], the
     /// peers connected since our last message to it and those gone since, [`MAX_PEX_PEERS`]
     /// of each at most.
-    fn send_pex(&mut self, config: &Config, now: Time, out: &mut Outbox) {
-        if !self.pex_on(config) {
+    fn send_pex(&mut self, now: Time) {
+        if !self.pex_on() {
             return;
         }
         let current: BTreeSet<SocketAddr> =
@@ -307,68 +290,30 @@ impl Torrent {
             let mut payload = Vec::new();
             PexMsg { added, dropped }.encode(&mut payload);
             let notify = queue_extended(peer, id, &payload, now);
-            out.send(peer.conn, notify);
+            self.ctx.out.send(peer.conn, notify);
         }
-    }
-
-    /// A torrent-unique key: never reused, so stale disk results and picker entries for a
-    /// departed peer can never be mistaken for a new one.
-    pub(crate) fn next_peer_key(&mut self) -> PeerKey {
-        self.next_key += 1;
-        PeerKey(self.next_key)
-    }
-
-    pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
-        self.known.is_banned(ip)
-    }
-
-    pub(crate) fn has_room(&self, config: &Config) -> bool {
-        self.peers.len() < config.max_peers_per_torrent
-    }
-
-    /// The connected peer with this peer id, and whether we dialled it.
-    pub(crate) fn peer_by_id(&self, id: &PeerId) -> Option<(PeerKey, bool)> {
-        self.peers
-            .iter()
-            .find(|(_, p)| p.peer_id == *id)
-            .map(|(k, p)| (*k, p.outgoing))
     }
 
     // ---------------------------------------------------------------- peers joining and leaving
 
     /// Adds a peer that completed its handshake and sends what follows it: the extension
     /// handshake, our pieces, and the allowed-fast set.
-    pub(crate) fn attach(
-        &mut self,
-        key: PeerKey,
-        peer: Peer,
-        config: &Config,
-        listen_port: Option<u16>,
-        now: Time,
-        out: &mut Outbox,
-    ) {
-        self.attach_peer(key, peer, config, listen_port, now, out, true);
+    pub(crate) fn attach(&mut self, key: PeerKey, peer: Peer, listen_port: Option<u16>, now: Time) {
+        self.attach_peer(key, peer, listen_port, now, true);
     }
 
     /// [`Torrent::attach`]; `announce`: emit `PeerConnected` (not for a peer carried over
     /// from the torrent's metadata-fetching phase, which was announced then).
-    #[allow(clippy::too_many_arguments)]
     fn attach_peer(
         &mut self,
         key: PeerKey,
         mut peer: Peer,
-        config: &Config,
         listen_port: Option<u16>,
         now: Time,
-        out: &mut Outbox,
         announce: bool,
     ) {
-        let conn = peer.conn;
-        let mut notify = false;
-        if peer.extended {
-            let ext = our_ext_handshake(config, &peer, listen_port, Some(&self.info));
-            notify |= queue_extended(&mut peer, EXTENDED_HANDSHAKE_ID, &ext.to_bytes(), now);
-        }
+        let info = Some(&*self.info);
+        let mut notify = send_ext_handshake(&mut peer, &self.ctx.config, listen_port, info, now);
         let have = self.picker.have();
         if peer.fast && have.is_full() {
             notify |= peer.queue(&Message::HaveAll, now);
@@ -388,7 +333,7 @@ impl Torrent {
                 peer.addr.ip(),
                 &self.info.info_hash(),
                 self.info.lengths().piece_count(),
-                config.allowed_fast_set_size,
+                self.ctx.config.allowed_fast_set_size,
             );
             for piece in set {
                 if self.picker.have().get(piece) {
@@ -397,176 +342,79 @@ impl Torrent {
                 peer.allowed_fast_out.push(piece);
             }
         }
-        self.known.connected(peer.addr);
-        if announce {
-            out.events.push_back(Event::PeerConnected {
-                torrent: self.id,
-                conn,
-                addr: peer.addr,
-                peer_id: peer.peer_id,
-                outgoing: peer.outgoing,
-            });
-        }
-        self.peers.insert(key, peer);
-        out.send(conn, notify);
+        self.peers
+            .attach(key, peer, notify, announce, &mut self.ctx);
     }
 
     /// Closes a peer: gives its requests back, forgets its pieces, and tells the driver.
-    pub(crate) fn close_peer(
-        &mut self,
-        key: PeerKey,
-        reason: CloseReason,
-        config: &Config,
-        now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
-    ) {
-        let Some(peer) = self.peers.remove(&key) else {
+    pub(crate) fn close_peer(&mut self, key: PeerKey, reason: CloseReason, now: Time) {
+        let Some(peer) = self
+            .peers
+            .close(key, reason, now, &mut self.ctx, &mut self.stats)
+        else {
             return;
         };
         for r in &peer.requests_out {
             self.picker.request_dropped(key, r.block);
         }
         self.picker.peer_left(peer.has.pieces());
-        *self.stats.closes.entry(reason.name()).or_default() += 1;
-        // A peer that was sending us data moments ago is worth trying again soon: a
-        // restarted seed or a network blip should not cost the full delay.
-        let useful = peer
-            .last_block
-            .is_some_and(|t| now.saturating_since(t) <= config.reconnect_delay_useful * 2);
-        self.known.closed(peer.addr, &reason, useful, config, now);
-        // A remote close was reported by the driver, whose socket is already gone.
-        if reason != CloseReason::RemoteClosed {
-            out.actions.push_back(Action::Close { conn: peer.conn });
-        }
-        out.closed.push(peer.conn);
-        out.events.push_back(Event::PeerClosed {
-            torrent: Some(self.id),
-            conn: peer.conn,
-            addr: peer.addr,
-            reason,
-        });
         if !peer.am_choking || peer.peer_interested {
-            self.rechoke(RechokeReason::PeerLeft, now, rng, out);
+            self.rechoke(RechokeReason::PeerLeft, now);
         }
     }
 
     /// Closes every peer (torrent removed, session shutting down).
-    pub(crate) fn close_all(
-        &mut self,
-        reason: CloseReason,
-        config: &Config,
-        now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
-    ) {
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        for key in keys {
-            self.close_peer(key, reason.clone(), config, now, rng, out);
+    pub(crate) fn close_all(&mut self, reason: CloseReason, now: Time) {
+        for key in self.peers.keys() {
+            self.close_peer(key, reason.clone(), now);
         }
-    }
-
-    // ------------------------------------------------------------------------- known peers
-
-    /// Remembers addresses to dial (from trackers, the user, or other peers).
-    pub(crate) fn add_known(&mut self, addrs: &[SocketAddr], now: Time) {
-        self.known.add(addrs, now, MAX_KNOWN_PEERS);
     }
 
     /// Picks known peers to dial now and marks them as being dialled.
-    pub(crate) fn dial_candidates(
-        &mut self,
-        now: Time,
-        config: &Config,
-        max: usize,
-    ) -> Vec<SocketAddr> {
+    pub(crate) fn dial_candidates(&mut self, now: Time, max: usize) -> Vec<SocketAddr> {
         // A seed waits for leechers to come to it; it still dials when told peers exist
         // and it has few connections, so a seed started with `--peer` serves them.
         if self.picker.is_complete()
-            && !self.known.any_connecting()
-            && self.peers.len() >= config.max_peers_per_torrent / 4
+            && !self.peers.any_connecting()
+            && self.peers.len() >= self.ctx.config.max_peers_per_torrent / 4
         {
             return Vec::new();
         }
-        self.known.candidates(now, config, max, self.peers.len())
-    }
-
-    /// A dial failed or a connection closed before its handshake.
-    pub(crate) fn dial_failed(&mut self, addr: SocketAddr, config: &Config, now: Time) {
-        self.known.failed(addr, config, now);
+        self.peers.dial_candidates(now, &self.ctx.config, max)
     }
 
     // ---------------------------------------------------------------------- bytes from peers
 
-    /// Appends received bytes to a peer's buffer and handles every whole message in it.
-    pub(crate) fn on_bytes(
-        &mut self,
-        key: PeerKey,
-        data: &[u8],
-        config: &Config,
-        now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
-    ) {
-        let Some(peer) = self.peers.get_mut(&key) else {
-            return;
-        };
-        peer.recv.extend_from_slice(data);
-        if !data.is_empty() {
-            peer.last_recv = now;
-        }
-        loop {
-            let Some(peer) = self.peers.get_mut(&key) else {
-                return;
+    /// Handles every whole message in a peer's receive buffer (`PeerSet::receive` filled it).
+    pub(crate) fn on_received(&mut self, key: PeerKey, now: Time, session_limits: &mut RateLimits) {
+        while let Some(next) = self.peers.decode(key, &self.decoder, owned) {
+            let ((msg, keep_frame), consumed, peer) = match next {
+                Ok(next) => next,
+                Err(reason) => return self.close_peer(key, reason, now),
             };
-            let msg = match self.decoder.decode(SplitBytes::single(&peer.recv)) {
-                Err(e) => {
-                    self.close_peer(
-                        key,
-                        CloseReason::Violation(Violation::Malformed(e)),
-                        config,
-                        now,
-                        rng,
-                        out,
-                    );
-                    return;
+            let msg = if let Some(data_len) = keep_frame {
+                // Split the frame off without copying; the block is a slice of it.
+                let frame = peer.recv.split_to(consumed).freeze();
+                match msg {
+                    Msg::Piece { piece, offset, .. } => Msg::Piece {
+                        piece,
+                        offset,
+                        data: frame.slice(consumed - data_len..),
+                    },
+                    other => other,
                 }
-                Ok(Decoded::Incomplete { .. }) => return,
-                Ok(Decoded::Complete { value, consumed }) => {
-                    let (msg, keep_frame) = owned(value);
-                    if let Some(data_len) = keep_frame {
-                        // Split the frame off without copying; the block is a slice of it.
-                        let frame = peer.recv.split_to(consumed).freeze();
-                        match msg {
-                            Msg::Piece { piece, offset, .. } => Msg::Piece {
-                                piece,
-                                offset,
-                                data: frame.slice(consumed - data_len..),
-                            },
-                            other => other,
-                        }
-                    } else {
-                        peer.recv.advance(consumed);
-                        msg
-                    }
-                }
+            } else {
+                peer.recv.advance(consumed);
+                msg
             };
-            self.on_message(key, msg, config, now, rng, out);
+            self.on_message(key, msg, now, session_limits);
         }
     }
 
     /// Handles one message; a protocol violation closes the peer with its reason.
-    fn on_message(
-        &mut self,
-        key: PeerKey,
-        msg: Msg,
-        config: &Config,
-        now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
-    ) {
-        if let Err(v) = self.handle_message(key, msg, config, now, rng, out) {
-            self.close_peer(key, CloseReason::Violation(v), config, now, rng, out);
+    fn on_message(&mut self, key: PeerKey, msg: Msg, now: Time, session_limits: &mut RateLimits) {
+        if let Err(v) = self.handle_message(key, msg, now, session_limits) {
+            self.close_peer(key, CloseReason::Violation(v), now);
         }
     }
 
@@ -574,10 +422,8 @@ impl Torrent {
         &mut self,
         key: PeerKey,
         msg: Msg,
-        config: &Config,
         now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
+        session_limits: &mut RateLimits,
     ) -> Result<(), Violation> {
         let piece_count = self.info.lengths().piece_count();
         let Some(peer) = self.peers.get_mut(&key) else {
@@ -611,20 +457,20 @@ impl Torrent {
             }
             Msg::Unchoke => {
                 peer.peer_choking = false;
-                peer.slow_start_target = config.min_requests;
-                peer.slow_start_until = Some(now + config.request_queue_time);
-                self.fill_requests(key, config, now, rng, out);
+                peer.slow_start_target = self.ctx.config.min_requests;
+                peer.slow_start_until = Some(now + self.ctx.config.request_queue_time);
+                self.fill_requests(key, now, session_limits);
             }
             Msg::Interested | Msg::NotInterested => {
                 let interested = matches!(msg, Msg::Interested);
                 if peer.peer_interested != interested {
                     peer.peer_interested = interested;
-                    self.rechoke(RechokeReason::InterestChanged, now, rng, out);
+                    self.rechoke(RechokeReason::InterestChanged, now);
                 }
             }
             Msg::Have(index) => {
                 wire_piece(self.info.lengths(), index)?;
-                self.late_haves(key, std::iter::once(index), config, now, rng, out);
+                self.late_haves(key, std::iter::once(index), now, session_limits);
             }
             Msg::Bitfield(bits) => {
                 // The decoder checked the length and spare bits against the piece count.
@@ -633,21 +479,21 @@ impl Torrent {
                 };
                 if first {
                     peer.has = Has::Some(bits);
-                    self.joined(key, config, now, rng, out);
+                    self.joined(key, now, session_limits);
                 } else {
                     // aria2 sends a whole bitfield instead of `have`s whenever it is no
                     // longer than they would be (with few pieces, after every piece it
                     // gets). Its new pieces count as `have`s; pieces are never taken back.
-                    self.late_haves(key, bits.ones(), config, now, rng, out);
+                    self.late_haves(key, bits.ones(), now, session_limits);
                 }
             }
             Msg::HaveAll => {
                 if first {
                     peer.has = Has::All;
-                    self.joined(key, config, now, rng, out);
+                    self.joined(key, now, session_limits);
                 } else {
                     // aria2 sends `have all` instead of `have`s when it completes.
-                    self.late_haves(key, 0..piece_count, config, now, rng, out);
+                    self.late_haves(key, 0..piece_count, now, session_limits);
                 }
             }
             Msg::HaveNone => {
@@ -656,12 +502,12 @@ impl Torrent {
                     return Err(Violation::LateBitfield);
                 }
             }
-            Msg::Request(r) => self.on_request(key, r, config, now, out)?,
+            Msg::Request(r) => self.on_request(key, r, now, session_limits)?,
             Msg::Piece {
                 piece,
                 offset,
                 data,
-            } => self.on_piece(key, piece, offset, data, config, now, rng, out)?,
+            } => self.on_piece(key, piece, offset, data, now, session_limits)?,
             Msg::Cancel(r) => {
                 let block = wire_block(self.info.lengths(), r)?;
                 let queued = peer.requests_in.iter().position(|b| *b == block);
@@ -674,7 +520,7 @@ impl Torrent {
                 }
                 if peer.fast && (queued.is_some() || reading.is_some()) {
                     let notify = peer.queue(&Message::Reject(r), now);
-                    out.send(peer.conn, notify);
+                    self.ctx.out.send(peer.conn, notify);
                 }
             }
             Msg::Suggest(index) => {
@@ -694,7 +540,7 @@ impl Torrent {
                     peer.requests_out.swap_remove(i);
                     self.picker.request_dropped(key, block);
                     if !peer.peer_choking {
-                        self.fill_requests(key, config, now, rng, out);
+                        self.fill_requests(key, now, session_limits);
                     }
                 }
             }
@@ -707,7 +553,7 @@ impl Torrent {
                     peer.allowed_fast_in.push(piece);
                 }
                 if peer.peer_choking {
-                    self.fill_requests(key, config, now, rng, out);
+                    self.fill_requests(key, now, session_limits);
                 }
             }
             Msg::Extended { id, payload } => {
@@ -723,16 +569,17 @@ impl Torrent {
                         Err(_) => return Err(Violation::BadMetadata),
                         Ok(Some(MetadataMsg::Request { piece })) => {
                             let info = Some(&*self.info);
-                            let notify = answer_metadata_request(peer, info, piece, config, now);
-                            out.send(peer.conn, notify);
+                            let notify =
+                                answer_metadata_request(peer, info, piece, &self.ctx.config, now);
+                            self.ctx.out.send(peer.conn, notify);
                         }
                         // We have the metadata: data and rejects answer nothing of ours.
                         Ok(_) => {}
                     },
                     OUR_UT_PEX => {
                         let addrs = pex_peers(&payload)?;
-                        if self.pex_on(config) {
-                            self.add_known(&addrs, now);
+                        if self.pex_on() {
+                            self.peers.add_known(&addrs, now);
                         }
                     }
                     // BEP 10: ids we never assigned are ignored.
@@ -744,14 +591,7 @@ impl Torrent {
     }
 
     /// The peer told us its pieces for the first time (bitfield or have all).
-    fn joined(
-        &mut self,
-        key: PeerKey,
-        config: &Config,
-        now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
-    ) {
+    fn joined(&mut self, key: PeerKey, now: Time, session_limits: &mut RateLimits) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
@@ -762,9 +602,9 @@ impl Torrent {
             self.info.lengths(),
             self.wanted_missing,
         );
-        self.update_interest(key, now, out);
-        if !self.maybe_close_seed_pair(key, config, now, rng, out) {
-            self.fill_requests(key, config, now, rng, out);
+        self.update_interest(key, now);
+        if !self.maybe_close_seed_pair(key, now) {
+            self.fill_requests(key, now, session_limits);
         }
     }
 
@@ -775,10 +615,8 @@ impl Torrent {
         &mut self,
         key: PeerKey,
         pieces: impl Iterator<Item = u32>,
-        config: &Config,
         now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
+        session_limits: &mut RateLimits,
     ) {
         let lengths = self.info.lengths();
         let Some(peer) = self.peers.get_mut(&key) else {
@@ -802,30 +640,23 @@ impl Torrent {
         }
         if interesting > 0 {
             peer.interesting += interesting;
-            self.update_interest(key, now, out);
-            self.fill_requests(key, config, now, rng, out);
+            self.update_interest(key, now);
+            self.fill_requests(key, now, session_limits);
         }
-        self.maybe_close_seed_pair(key, config, now, rng, out);
+        self.maybe_close_seed_pair(key, now);
     }
 
     /// Closes the connection when both sides have everything: nothing can flow either way.
-    fn maybe_close_seed_pair(
-        &mut self,
-        key: PeerKey,
-        config: &Config,
-        now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
-    ) -> bool {
+    fn maybe_close_seed_pair(&mut self, key: PeerKey, now: Time) -> bool {
         let both = self.picker.is_seed() && self.peers.get(&key).is_some_and(|p| p.has.is_all());
         if both {
-            self.close_peer(key, CloseReason::BothSeeds, config, now, rng, out);
+            self.close_peer(key, CloseReason::BothSeeds, now);
         }
         both
     }
 
     /// Sends `interested` or `not interested` when the peer's interest count says so.
-    fn update_interest(&mut self, key: PeerKey, now: Time, out: &mut Outbox) {
+    fn update_interest(&mut self, key: PeerKey, now: Time) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
@@ -838,7 +669,7 @@ impl Torrent {
                 Message::NotInterested
             };
             let notify = peer.queue(&msg, now);
-            out.send(peer.conn, notify);
+            self.ctx.out.send(peer.conn, notify);
         }
     }
 
@@ -873,16 +704,9 @@ impl Torrent {
 
     /// Tops up the requests outstanding with a peer. Under a download limit the peer joins
     /// the queue of peers waiting for download tokens, which is then served in turn.
-    fn fill_requests(
-        &mut self,
-        key: PeerKey,
-        config: &Config,
-        now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
-    ) {
-        if !self.limits.down.is_limited() && !out.session_limits.down.is_limited() {
-            self.request_blocks(key, usize::MAX, config, now, rng, out);
+    fn fill_requests(&mut self, key: PeerKey, now: Time, session_limits: &mut RateLimits) {
+        if !self.limits.down.is_limited() && !session_limits.down.is_limited() {
+            self.request_blocks(key, usize::MAX, now);
             return;
         }
         if let Some(peer) = self.peers.get_mut(&key) {
@@ -891,30 +715,30 @@ impl Torrent {
                 self.down_waiting.push_back(key);
             }
         }
-        self.serve_downloads(config, now, rng, out);
+        self.serve_downloads(now, session_limits);
     }
 
     /// Gives waiting peers one request each in turn while both download buckets (ours and
     /// the session's) hold a block's worth, and notes when to try again if they run short.
-    fn serve_downloads(&mut self, config: &Config, now: Time, rng: &mut Rng, out: &mut Outbox) {
+    fn serve_downloads(&mut self, now: Time, session_limits: &mut RateLimits) {
         self.limits.down.refill(now);
-        out.session_limits.down.refill(now);
+        session_limits.down.refill(now);
         self.down_wake = None;
         let need = u64::from(BLOCK_LEN);
         while let Some(&key) = self.down_waiting.front() {
-            if !self.peers.contains_key(&key) {
+            if !self.peers.contains(&key) {
                 self.down_waiting.pop_front();
                 continue;
             }
-            let (ours, session) = (&self.limits.down, &out.session_limits.down);
+            let (ours, session) = (&self.limits.down, &session_limits.down);
             if !ours.can_take(need) || !session.can_take(need) {
                 self.down_wake = ours.ready_at(need).max(session.ready_at(need));
                 break;
             }
             self.down_waiting.pop_front();
-            let (bytes, more) = self.request_blocks(key, 1, config, now, rng, out);
+            let (bytes, more) = self.request_blocks(key, 1, now);
             self.limits.down.take(bytes);
-            out.session_limits.down.take(bytes);
+            session_limits.down.take(bytes);
             if let Some(peer) = self.peers.get_mut(&key) {
                 if more {
                     self.down_waiting.push_back(key);
@@ -927,15 +751,7 @@ impl Torrent {
 
     /// Sends up to `max` new requests to a peer, as many as its pipeline target allows.
     /// Returns the bytes requested and whether the peer could take more.
-    fn request_blocks(
-        &mut self,
-        key: PeerKey,
-        max: usize,
-        config: &Config,
-        now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
-    ) -> (u64, bool) {
+    fn request_blocks(&mut self, key: PeerKey, max: usize, now: Time) -> (u64, bool) {
         if self.error.is_some() {
             return (0, false);
         }
@@ -948,7 +764,7 @@ impl Torrent {
         if peer.peer_choking && peer.allowed_fast_in.is_empty() {
             return (0, false);
         }
-        let mut target = Torrent::request_target(peer, config, now);
+        let mut target = Torrent::request_target(peer, &self.ctx.config, now);
         if self.picker.is_endgame() {
             // In endgame every block we could ask for is already asked of someone. As
             // libtorrent does, a peer gets one duplicate at a time and only once it has
@@ -971,7 +787,7 @@ impl Torrent {
             count,
             restrict,
             &peer.suggested,
-            rng,
+            &mut self.ctx.rng,
             &mut self.pick_buf,
         );
         let mut notify = false;
@@ -989,23 +805,20 @@ impl Torrent {
             });
             bytes += u64::from(block.len);
         }
-        out.send(peer.conn, notify);
+        self.ctx.out.send(peer.conn, notify);
         // Room for more only if the picker gave all we asked for and the target allows more.
         let more = self.pick_buf.len() == count && have + count < target;
         (bytes, more)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_piece(
         &mut self,
         key: PeerKey,
         index: u32,
         offset: u32,
         data: Bytes,
-        config: &Config,
         now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
+        session_limits: &mut RateLimits,
     ) -> Result<(), Violation> {
         let len = data.len() as u32;
         let Some(block) = self.info.lengths().block_at(index, offset, len) else {
@@ -1036,8 +849,8 @@ impl Torrent {
                 if piece_complete {
                     self.complete_unwritten.insert(piece);
                 }
-                out.actions.push_back(Action::Disk(DiskOp::Write {
-                    torrent: self.id,
+                self.ctx.out.actions.push_back(Action::Disk(DiskOp::Write {
+                    torrent: self.ctx.id,
                     block,
                     data,
                 }));
@@ -1053,7 +866,7 @@ impl Torrent {
                             len: block.len,
                         };
                         let notify = p.queue(&Message::Cancel(r), now);
-                        out.send(p.conn, notify);
+                        self.ctx.out.send(p.conn, notify);
                     }
                 }
             }
@@ -1061,7 +874,7 @@ impl Torrent {
                 self.stats.wasted += u64::from(len)
             }
         }
-        self.fill_requests(key, config, now, rng, out);
+        self.fill_requests(key, now, session_limits);
         Ok(())
     }
 
@@ -1071,11 +884,10 @@ impl Torrent {
         &mut self,
         key: PeerKey,
         r: BlockRequest,
-        config: &Config,
         now: Time,
-        out: &mut Outbox,
+        session_limits: &mut RateLimits,
     ) -> Result<(), Violation> {
-        if r.len > config.max_request_len {
+        if r.len > self.ctx.config.max_request_len {
             return Err(Violation::RequestTooLong);
         }
         let block = wire_block(self.info.lengths(), r)?;
@@ -1083,6 +895,7 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
         };
+        let out = &mut self.ctx.out;
         let reject = |peer: &mut Peer, out: &mut Outbox| {
             if peer.fast {
                 let notify = peer.queue(&Message::Reject(r), now);
@@ -1103,14 +916,14 @@ impl Torrent {
         if peer.requests_in.contains(&block) || peer.reading.contains(&block) {
             return Ok(());
         }
-        if peer.requests_in.len() + peer.reading.len() >= config.max_queued_requests {
+        if peer.requests_in.len() + peer.reading.len() >= self.ctx.config.max_queued_requests {
             if peer.fast {
                 return reject(peer, out);
             }
             return Err(Violation::TooManyRequests);
         }
         peer.requests_in.push_back(block);
-        self.pump_reads(key, config, Some(now), out);
+        self.pump_reads(key, Some(now), session_limits);
         Ok(())
     }
 
@@ -1118,29 +931,29 @@ impl Torrent {
     /// upload limit the peer joins the queue of peers waiting for upload tokens, which is then
     /// served in turn. `now` is `None` where the caller has no time (the simulator's
     /// `take_send`): buckets are then not refilled, only spent.
-    fn pump_reads(&mut self, key: PeerKey, config: &Config, now: Option<Time>, out: &mut Outbox) {
-        if self.limits.up.is_limited() || out.session_limits.up.is_limited() {
+    fn pump_reads(&mut self, key: PeerKey, now: Option<Time>, session_limits: &mut RateLimits) {
+        if self.limits.up.is_limited() || session_limits.up.is_limited() {
             if let Some(peer) = self.peers.get_mut(&key) {
-                if !peer.up_waiting && wants_read(peer, config) {
+                if !peer.up_waiting && wants_read(peer, &self.ctx.config) {
                     peer.up_waiting = true;
                     self.up_waiting.push_back(key);
                 }
             }
-            self.serve_uploads(config, now, out);
+            self.serve_uploads(now, session_limits);
             return;
         }
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        while peer.reading.len() < config.max_reads_per_peer
-            && peer.send.len() < config.send_buffer_high
+        while peer.reading.len() < self.ctx.config.max_reads_per_peer
+            && peer.send.len() < self.ctx.config.send_buffer_high
         {
             let Some(block) = peer.requests_in.pop_front() else {
                 break;
             };
             peer.reading.push(block);
-            out.actions.push_back(Action::Disk(DiskOp::Read {
-                torrent: self.id,
+            self.ctx.out.actions.push_back(Action::Disk(DiskOp::Read {
+                torrent: self.ctx.id,
                 peer: key,
                 block,
             }));
@@ -1149,10 +962,10 @@ impl Torrent {
 
     /// Starts one block read per waiting peer in turn while both upload buckets (ours and the
     /// session's) hold the block's length, and notes when to try again if they run short.
-    fn serve_uploads(&mut self, config: &Config, now: Option<Time>, out: &mut Outbox) {
+    fn serve_uploads(&mut self, now: Option<Time>, session_limits: &mut RateLimits) {
         if let Some(now) = now {
             self.limits.up.refill(now);
-            out.session_limits.up.refill(now);
+            session_limits.up.refill(now);
         }
         self.up_wake = None;
         while let Some(&key) = self.up_waiting.front() {
@@ -1163,14 +976,14 @@ impl Torrent {
             let Some(&block) = peer
                 .requests_in
                 .front()
-                .filter(|_| wants_read(peer, config))
+                .filter(|_| wants_read(peer, &self.ctx.config))
             else {
                 peer.up_waiting = false;
                 self.up_waiting.pop_front();
                 continue;
             };
             let need = u64::from(block.len);
-            let (ours, session) = (&mut self.limits.up, &mut out.session_limits.up);
+            let (ours, session) = (&mut self.limits.up, &mut session_limits.up);
             if !ours.can_take(need) || !session.can_take(need) {
                 self.up_wake = ours.ready_at(need).max(session.ready_at(need));
                 break;
@@ -1180,12 +993,12 @@ impl Torrent {
             self.up_waiting.pop_front();
             peer.requests_in.pop_front();
             peer.reading.push(block);
-            out.actions.push_back(Action::Disk(DiskOp::Read {
-                torrent: self.id,
+            self.ctx.out.actions.push_back(Action::Disk(DiskOp::Read {
+                torrent: self.ctx.id,
                 peer: key,
                 block,
             }));
-            if wants_read(peer, config) {
+            if wants_read(peer, &self.ctx.config) {
                 self.up_waiting.push_back(key);
             } else {
                 peer.up_waiting = false;
@@ -1204,15 +1017,9 @@ impl Torrent {
 
     /// Serves peers waiting for tokens, as far as the buckets allow now (called when
     /// [`Torrent::rate_wake`] is due and after limits change).
-    pub(crate) fn serve_limited(
-        &mut self,
-        config: &Config,
-        now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
-    ) {
-        self.serve_uploads(config, Some(now), out);
-        self.serve_downloads(config, now, rng, out);
+    pub(crate) fn serve_limited(&mut self, now: Time, session_limits: &mut RateLimits) {
+        self.serve_uploads(Some(now), session_limits);
+        self.serve_downloads(now, session_limits);
     }
 
     /// Changes this torrent's own limits and serves whoever the change lets through.
@@ -1220,13 +1027,11 @@ impl Torrent {
         &mut self,
         up: Option<u64>,
         down: Option<u64>,
-        config: &Config,
         now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
+        session_limits: &mut RateLimits,
     ) {
         self.limits.set(up, down, now);
-        self.serve_limited(config, now, rng, out);
+        self.serve_limited(now, session_limits);
     }
 
     /// The driver sent `n` bytes of a peer's buffer; serve more if it has room now.
@@ -1234,18 +1039,12 @@ impl Torrent {
         &mut self,
         key: PeerKey,
         n: usize,
-        config: &Config,
         now: Time,
-        out: &mut Outbox,
+        session_limits: &mut RateLimits,
     ) {
-        let Some(peer) = self.peers.get_mut(&key) else {
-            return;
-        };
-        peer.send.consume(n);
-        if peer.send.is_empty() {
-            peer.send_notified = false;
+        if self.peers.sent(key, n) {
+            self.pump_reads(key, Some(now), session_limits);
         }
-        self.pump_reads(key, config, Some(now), out);
     }
 
     /// The driver took the whole send buffer (the simulator does).
@@ -1253,30 +1052,18 @@ impl Torrent {
         &mut self,
         key: PeerKey,
         max: usize,
-        config: &Config,
-        out: &mut Outbox,
+        session_limits: &mut RateLimits,
     ) -> Vec<Bytes> {
-        let Some(peer) = self.peers.get_mut(&key) else {
+        let Some(chunks) = self.peers.take_send(key, max) else {
             return Vec::new();
         };
-        let chunks = peer.send.take_upto(max);
-        if peer.send.is_empty() {
-            peer.send_notified = false;
-        }
-        self.pump_reads(key, config, None, out);
+        self.pump_reads(key, None, session_limits);
         chunks
     }
 
     // ---------------------------------------------------------------------------- disk
 
-    pub(crate) fn on_disk(
-        &mut self,
-        done: DiskDone,
-        config: &Config,
-        now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
-    ) {
+    pub(crate) fn on_disk(&mut self, done: DiskDone, now: Time, session_limits: &mut RateLimits) {
         match done {
             DiskDone::Written { block, result, .. } => {
                 let piece = block.piece.get();
@@ -1287,15 +1074,15 @@ impl Torrent {
                     }
                 }
                 if let Err(error) = result {
-                    self.fail(error, config, now, out);
+                    self.fail(error, now);
                     return;
                 }
                 if !self.pending_writes.contains_key(&piece)
                     && self.complete_unwritten.remove(&piece)
                 {
                     self.verify_started.insert(piece, now);
-                    out.actions.push_back(Action::Disk(DiskOp::Verify {
-                        torrent: self.id,
+                    self.ctx.out.actions.push_back(Action::Disk(DiskOp::Verify {
+                        torrent: self.ctx.id,
                         piece: block.piece,
                     }));
                 }
@@ -1305,10 +1092,8 @@ impl Torrent {
                 block,
                 result,
                 ..
-            } => self.on_read(key, block, result, config, now, out),
-            DiskDone::Verified { piece, ok, .. } => {
-                self.on_verified(piece, ok, config, now, rng, out)
-            }
+            } => self.on_read(key, block, result, now, session_limits),
+            DiskDone::Verified { piece, ok, .. } => self.on_verified(piece, ok, now),
         }
     }
 
@@ -1317,9 +1102,8 @@ impl Torrent {
         key: PeerKey,
         block: BlockRef,
         result: Result<Bytes, String>,
-        config: &Config,
         now: Time,
-        out: &mut Outbox,
+        session_limits: &mut RateLimits,
     ) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
@@ -1340,7 +1124,7 @@ impl Torrent {
                         block.len
                     ),
                 };
-                self.fail(error, config, now, out);
+                self.fail(error, now);
                 return;
             }
         };
@@ -1357,19 +1141,11 @@ impl Torrent {
         peer.uploaded_since_unchoke += len;
         self.stats.uploaded += len;
         let notify = peer.needs_notify();
-        out.send(peer.conn, notify);
-        self.pump_reads(key, config, Some(now), out);
+        self.ctx.out.send(peer.conn, notify);
+        self.pump_reads(key, Some(now), session_limits);
     }
 
-    fn on_verified(
-        &mut self,
-        piece: PieceIndex,
-        ok: bool,
-        config: &Config,
-        now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
-    ) {
+    fn on_verified(&mut self, piece: PieceIndex, ok: bool, now: Time) {
         if let Some(asked) = self.verify_started.remove(&piece.get()) {
             let micros = now.saturating_since(asked).as_micros() as u64;
             record_latency(&mut self.stats.hash_wait_us, micros);
@@ -1378,8 +1154,8 @@ impl Torrent {
             let contributors = self.picker.piece_verified(piece, false);
             self.stats.hash_failures += 1;
             self.stats.corrupt += u64::from(self.info.lengths().len_of(piece));
-            out.events.push_back(Event::HashFailed {
-                torrent: self.id,
+            self.ctx.out.events.push_back(Event::HashFailed {
+                torrent: self.ctx.id,
                 piece,
             });
             // A peer that alone sent the piece is surely at fault: it takes two strikes.
@@ -1389,26 +1165,20 @@ impl Torrent {
                     continue;
                 };
                 peer.strikes += strikes;
-                if peer.strikes >= config.max_hash_strikes {
-                    let addr = peer.addr;
-                    self.known.ban(addr.ip());
-                    self.stats.banned += 1;
-                    out.events.push_back(Event::PeerBanned {
-                        torrent: self.id,
-                        addr,
-                    });
-                    self.close_peer(key, CloseReason::Banned, config, now, rng, out);
+                if peer.strikes >= self.ctx.config.max_hash_strikes {
+                    self.peers.ban(key, &mut self.ctx, &mut self.stats);
+                    self.close_peer(key, CloseReason::Banned, now);
                 }
             }
             // Close every other connection from a banned address too.
             let keys: Vec<PeerKey> = self
                 .peers
                 .iter()
-                .filter(|(_, p)| self.known.is_banned(p.addr.ip()))
+                .filter(|(_, p)| self.peers.is_banned(p.addr.ip()))
                 .map(|(k, _)| *k)
                 .collect();
             for key in keys {
-                self.close_peer(key, CloseReason::Banned, config, now, rng, out);
+                self.close_peer(key, CloseReason::Banned, now);
             }
             return;
         }
@@ -1418,11 +1188,11 @@ impl Torrent {
         if was_interesting {
             self.wanted_missing = self.wanted_missing.saturating_sub(1);
         }
-        out.events.push_back(Event::PieceVerified {
-            torrent: self.id,
+        self.ctx.out.events.push_back(Event::PieceVerified {
+            torrent: self.ctx.id,
             piece,
         });
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        let keys = self.peers.keys();
         for key in &keys {
             let Some(peer) = self.peers.get_mut(key) else {
                 continue;
@@ -1431,50 +1201,50 @@ impl Torrent {
                 if was_interesting {
                     peer.interesting = peer.interesting.saturating_sub(1);
                 }
-                self.update_interest(*key, now, out);
+                self.update_interest(*key, now);
             } else {
                 let notify = peer.queue(&Message::Have { piece: piece.get() }, now);
-                out.send(peer.conn, notify);
+                self.ctx.out.send(peer.conn, notify);
             }
         }
         if self.picker.is_complete() && !self.complete_announced {
             self.complete_announced = true;
-            out.events
-                .push_back(Event::TorrentComplete { torrent: self.id });
+            self.ctx.out.events.push_back(Event::TorrentComplete {
+                torrent: self.ctx.id,
+            });
             if self.picker.is_seed() {
-                self.rechoke(RechokeReason::BecameSeed, now, rng, out);
+                self.rechoke(RechokeReason::BecameSeed, now);
                 for key in keys {
-                    self.maybe_close_seed_pair(key, config, now, rng, out);
+                    self.maybe_close_seed_pair(key, now);
                 }
             }
         }
     }
 
     /// A disk error: stop downloading, keep serving what we have.
-    fn fail(&mut self, error: String, config: &Config, now: Time, out: &mut Outbox) {
-        let _ = config;
+    fn fail(&mut self, error: String, now: Time) {
         if self.error.is_some() {
             return;
         }
         self.error = Some(error.clone());
-        out.events.push_back(Event::TorrentError {
-            torrent: self.id,
+        self.ctx.out.events.push_back(Event::TorrentError {
+            torrent: self.ctx.id,
             error,
         });
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        let keys = self.peers.keys();
         for key in keys {
             if let Some(peer) = self.peers.get_mut(&key) {
                 for r in peer.requests_out.drain(..) {
                     self.picker.request_dropped(key, r.block);
                 }
             }
-            self.update_interest(key, now, out);
+            self.update_interest(key, now);
         }
     }
 
     // ------------------------------------------------------------------------- choking
 
-    fn rechoke(&mut self, reason: RechokeReason, now: Time, rng: &mut Rng, out: &mut Outbox) {
+    fn rechoke(&mut self, reason: RechokeReason, now: Time) {
         let piece_count = self.info.lengths().piece_count().max(1);
         let view: Vec<ChokePeer> = self
             .peers
@@ -1501,7 +1271,10 @@ impl Torrent {
             })
             .collect();
         let seeding = self.picker.is_complete();
-        for (key, unchoke) in self.choker.rechoke(now, seeding, &view, reason, rng) {
+        for (key, unchoke) in self
+            .choker
+            .rechoke(now, seeding, &view, reason, &mut self.ctx.rng)
+        {
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
             };
@@ -1540,37 +1313,37 @@ impl Torrent {
                     }
                 }
             }
-            out.send(peer.conn, notify);
+            self.ctx.out.send(peer.conn, notify);
         }
     }
 
     // ---------------------------------------------------------------------------- timers
 
     /// Housekeeping: timeouts, keep-alives, request time-outs, the choker, request top-up.
-    pub(crate) fn tick(&mut self, config: &Config, now: Time, rng: &mut Rng, out: &mut Outbox) {
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        for key in keys {
+    pub(crate) fn tick(&mut self, now: Time, session_limits: &mut RateLimits) {
+        for key in self.peers.keys() {
+            match self.peers.keep_alive(key, now, &mut self.ctx) {
+                Liveness::Gone => continue,
+                Liveness::Inactive => {
+                    self.close_peer(key, CloseReason::Inactive, now);
+                    continue;
+                }
+                Liveness::Alive => {}
+            }
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
             };
-            if now.saturating_since(peer.last_recv) >= config.inactivity_timeout {
-                self.close_peer(key, CloseReason::Inactive, config, now, rng, out);
-                continue;
-            }
-            if now.saturating_since(peer.last_send) >= config.keepalive_interval {
-                let notify = peer.queue(&Message::KeepAlive, now);
-                out.send(peer.conn, notify);
-            }
+            let timeout = self.ctx.config.request_timeout;
             let timed_out: Vec<BlockRef> = peer
                 .requests_out
                 .iter()
-                .filter(|r| now.saturating_since(r.sent_at) >= config.request_timeout)
+                .filter(|r| now.saturating_since(r.sent_at) >= timeout)
                 .map(|r| r.block)
                 .collect();
             if !timed_out.is_empty() {
                 peer.snubbed = true;
                 peer.requests_out
-                    .retain(|r| now.saturating_since(r.sent_at) < config.request_timeout);
+                    .retain(|r| now.saturating_since(r.sent_at) < timeout);
                 for block in timed_out {
                     self.picker.request_dropped(key, block);
                 }
@@ -1583,12 +1356,12 @@ impl Torrent {
             self.peers.iter().map(|(k, p)| (p.snubbed, *k)).collect();
         keys.sort_by_key(|&(snubbed, _)| snubbed);
         for (_, key) in keys {
-            self.fill_requests(key, config, now, rng, out);
+            self.fill_requests(key, now, session_limits);
         }
         if now >= self.choker.next_due() {
-            self.rechoke(RechokeReason::Timer, now, rng, out);
+            self.rechoke(RechokeReason::Timer, now);
         }
-        self.send_pex(config, now, out);
+        self.send_pex(now);
     }
 
     // ------------------------------------------------------------------------ settings
@@ -1596,15 +1369,13 @@ impl Torrent {
     pub(crate) fn set_file_priorities(
         &mut self,
         priorities: &[Priority],
-        config: &Config,
         now: Time,
-        rng: &mut Rng,
-        out: &mut Outbox,
+        session_limits: &mut RateLimits,
     ) {
         let piece_prios = super::picker::piece_priorities(&self.info, priorities);
         self.picker.set_piece_priorities(&piece_prios);
         self.recount_wanted();
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        let keys = self.peers.keys();
         for key in keys {
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
@@ -1615,13 +1386,14 @@ impl Torrent {
                 self.info.lengths(),
                 self.wanted_missing,
             );
-            self.update_interest(key, now, out);
-            self.fill_requests(key, config, now, rng, out);
+            self.update_interest(key, now);
+            self.fill_requests(key, now, session_limits);
         }
         if self.picker.is_complete() && !self.complete_announced {
             self.complete_announced = true;
-            out.events
-                .push_back(Event::TorrentComplete { torrent: self.id });
+            self.ctx.out.events.push_back(Event::TorrentComplete {
+                torrent: self.ctx.id,
+            });
         } else if !self.picker.is_complete() {
             self.complete_announced = false;
         }
