@@ -13,6 +13,7 @@
 //! - `cli` (in the binary) turns all of it into the `ringtorrent` command.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
 pub mod bencode;
 pub mod client;

@@ -1,51 +1,45 @@
 //! The tracker client's protocol half stays sans-IO like the core: only `src/tracker/io.rs`
 //! may touch sockets, threads, name resolution or the clock. Addresses (`SocketAddr`) are
-//! plain values and allowed.
+//! plain values and allowed. The check resolves imports (`common/purity.rs`).
+
+mod common;
 
 use std::path::Path;
 
-const FORBIDDEN: &[&str] = &[
-    "Instant::now",
-    "SystemTime",
-    "std::fs",
-    "UdpSocket",
-    "TcpStream",
-    "TcpListener",
-    "ToSocketAddrs",
-    "std::io::Read",
-    "std::io::Write",
-    "thread_rng",
-    "rand::random",
-    "std::thread",
-    "std::env",
-];
+use common::purity::{check_dir, check_source, Rules};
+
+const TRACKER: Rules = Rules {
+    forbidden: &[
+        "std::fs",
+        "std::net",
+        "std::io",
+        "std::thread",
+        "std::env",
+        "std::process",
+        "std::time::Instant",
+        "std::time::SystemTime",
+        "Instant",
+        "SystemTime",
+        "libc",
+        "mio",
+        "rustls",
+        "rand",
+    ],
+    allowed: &[
+        "std::net::SocketAddr",
+        "std::net::SocketAddrV4",
+        "std::net::SocketAddrV6",
+        "std::net::IpAddr",
+        "std::net::Ipv4Addr",
+        "std::net::Ipv6Addr",
+    ],
+    macros: &["println", "print", "eprintln", "eprint", "dbg"],
+};
 
 #[test]
 fn tracker_protocol_code_does_no_io() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/tracker");
-    let mut stack = vec![dir];
-    let mut hits = Vec::new();
-    let mut files = 0;
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs")
-                && path.file_name().is_some_and(|n| n != "io.rs")
-            {
-                files += 1;
-                let text = std::fs::read_to_string(&path).unwrap();
-                for (n, line) in text.lines().enumerate() {
-                    for word in FORBIDDEN {
-                        if line.contains(word) {
-                            hits.push(format!("{}:{}: {word}", path.display(), n + 1));
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let (hits, files) = check_dir(&dir, &TRACKER, &["io.rs"]);
     assert!(
         files >= 5,
         "expected the tracker's sources, found {files} files"
@@ -55,4 +49,10 @@ fn tracker_protocol_code_does_no_io() {
         "I/O outside src/tracker/io.rs:\n{}",
         hits.join("\n")
     );
+}
+
+#[test]
+fn resolving_a_host_name_is_io() {
+    let code = "use std::net::ToSocketAddrs; fn f() { let _ = \"a:1\".to_socket_addrs(); }";
+    assert!(!check_source(code, &TRACKER).is_empty());
 }

@@ -73,7 +73,7 @@ pub use resume::{resume_path, FileStamp, ResumeData, ResumeError, RESUME_VERSION
 pub enum OpenMode {
     /// Seeding or checking data already there: nothing is created or changed, files are
     /// opened read-only, and missing or wrong-size files are recorded in
-    /// [`Storage::files`] instead of failing, so a check can report them. Writes fail.
+    /// `Storage::files` instead of failing, so a check can report them. Writes fail.
     ReadOnly,
     /// Downloading: create missing folders and files and preallocate them. An existing file
     /// of the wrong size is an error ([`StorageError::WrongSize`]) and is left untouched.

@@ -7,7 +7,7 @@
 //! tracker in tier order (BEP 12: tiers in the torrent's order, trackers shuffled within a
 //! tier once, at start) that is not backing off and not inside its `min interval`.
 //!
-//! Each tracker ([`Link`]) has at most one exchange in flight:
+//! Each tracker (`Link`) has at most one exchange in flight:
 //!
 //! ```text
 //!   UDP:  Idle -> Connect(tid) -> Request(tid, connection id) -> Idle

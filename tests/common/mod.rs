@@ -5,6 +5,7 @@
 
 pub mod interop;
 pub mod opentracker;
+pub mod purity;
 pub mod serve;
 
 use std::path::{Path, PathBuf};

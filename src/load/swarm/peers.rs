@@ -315,7 +315,7 @@ impl LoadPeers {
         (down, up)
     }
 
-    /// Closes every connection and stops dialling; then [`LoadPeers::finish`].
+    /// Closes every connection and stops dialling; then `LoadPeers::finish`.
     pub fn stop(&mut self, now: Time) {
         self.stopping = true;
         for i in 0..self.peers.len() {

@@ -164,7 +164,7 @@ pub struct TorrentState {
     pub uncertain: u32,
     /// Announces sent so far (each announce's number, to count those sent after it).
     pub seq: u64,
-    /// Peer index by announced port, from [`FIRST_PORT`] up (ports are handed out densely).
+    /// Peer index by announced port, from `FIRST_PORT` up (ports are handed out densely).
     pub ports: Vec<u32>,
     /// The seedbox's peer index in this torrent ([`SEEDBOX_PORT`]), if it announces it.
     pub seedbox: Option<u32>,

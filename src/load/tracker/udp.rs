@@ -6,7 +6,7 @@
 //!
 //! System calls are batched: requests are encoded into a per-socket outbox and sent with one
 //! `sendmmsg` per socket when a turn's sending is done, and replies are drained with
-//! `recvmmsg`, up to [`READ_BURST`] at a time. Latency is unchanged by the batching in open
+//! `recvmmsg`, up to `READ_BURST` at a time. Latency is unchanged by the batching in open
 //! loop (timed from the scheduled slot); in closed loop it is timed from when the request was
 //! queued, a few microseconds before the batch goes out. A reply's receive time is taken once
 //! per `recvmmsg` batch, right after the call returns, and the batch is processed at once (no
@@ -87,7 +87,7 @@ pub struct UdpWorker {
     next_tx: u32,
     /// Per socket: datagrams encoded and not yet sent.
     out: Vec<Outbox>,
-    /// `recvmmsg` target: [`READ_BURST`] slots of `slot` bytes.
+    /// `recvmmsg` target: `READ_BURST` slots of `slot` bytes.
     rbuf: Vec<u8>,
     slot: usize,
     stats: Stats,
@@ -317,7 +317,7 @@ impl UdpWorker {
         }
     }
 
-    /// Reads every socket until it has nothing (or a burst), [`READ_BURST`] datagrams per
+    /// Reads every socket until it has nothing (or a burst), `READ_BURST` datagrams per
     /// `recvmmsg`; returns datagrams read.
     fn receive(&mut self) -> usize {
         let mut n = 0;
