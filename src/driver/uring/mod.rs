@@ -302,6 +302,27 @@ impl<P: Protocol> UringDriver<P> {
         Ok(driver)
     }
 
+    /// Submits what is queued and waits at most `wait` for a completion. Returning early is
+    /// not an error: ETIME (the wait timed out), EINTR (a signal), EBUSY (the completion
+    /// queue is full and the kernel holds overflowed entries, which reading the queue makes
+    /// room for); the caller reads what is there either way.
+    fn submit_and_wait(&mut self, wait: Duration) -> io::Result<()> {
+        let ts = types::Timespec::from(wait);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Queues a submission, flushing the queue to the kernel first if it is full.
     ///
     /// # Safety
@@ -710,17 +731,9 @@ impl<P: Protocol> UringDriver<P> {
             if self.inflight == 0 {
                 return true;
             }
-            let ts = types::Timespec::from(Duration::from_millis(5));
-            let args = types::SubmitArgs::new().timespec(&ts);
-            match self.ring.submitter().submit_with_args(1, &args) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                    ) => {}
+            if self.submit_and_wait(Duration::from_millis(5)).is_err() {
                 // Another thread than the ring's issuer, or the ring is unusable.
-                Err(_) => return false,
+                return false;
             }
             for c in self.ring.completion() {
                 let op = Token::unpack(c.user_data()).map(|t| t.op);
@@ -806,19 +819,7 @@ impl<P: Protocol> LoopIo<P> for UringDriver<P> {
             // Left over from a capped turn.
             wait = Duration::ZERO;
         }
-        let ts = types::Timespec::from(wait);
-        let args = types::SubmitArgs::new().timespec(&ts);
-        match self.ring.submitter().submit_with_args(1, &args) {
-            Ok(_) => {}
-            // ETIME: the wait timed out; EINTR: a signal; EBUSY: the completion queue is full
-            // and the kernel holds overflowed entries, which reading the queue makes room for.
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                ) => {}
-            Err(e) => return Err(e),
-        }
+        self.submit_and_wait(wait)?;
         out.extend(
             self.ring
                 .completion()
