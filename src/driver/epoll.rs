@@ -1,7 +1,7 @@
 //! The epoll driver: one event loop over mio that runs a [`Session`] (or any [`Protocol`])
 //! against real sockets, the disk pool and the monotonic clock. It is the fallback where
 //! io_uring is refused. The turn, the clock, the disk bridge and the mail are the loop core's
-//! ([`super::loop_core`]), shared with the io_uring driver; this module has only what epoll
+//! (`driver/loop_core.rs`), shared with the io_uring driver; this module has only what epoll
 //! does differently: readiness events, synchronous non-blocking reads and vectored writes
 //! straight from [`Protocol::send_chunks`]. Run it through [`super::Driver`].
 //!

@@ -1,7 +1,7 @@
 //! The io_uring driver: one ring per loop, a hand-written completion loop over the `io-uring`
 //! crate that runs a [`Session`] (or any [`Protocol`]) against real sockets, the disk pool and
 //! the monotonic clock. The turn, the clock, the disk bridge and the mail are the loop core's
-//! ([`super::loop_core`]), shared with the epoll driver, so both follow the session contract
+//! (`driver/loop_core.rs`), shared with the epoll driver, so both follow the session contract
 //! the same way: after every input, drain actions, then events, then wait no longer than the
 //! session's next deadline. This module has what io_uring does differently: submissions,
 //! completions and the memory they name. Run it through [`super::Driver`] (made by
