@@ -8,18 +8,19 @@
 mod common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::write_payload;
-use ringtorrent::core::api::{Event, TorrentId};
+use ringtorrent::core::api::TorrentId;
 use ringtorrent::core::config::Config;
 use ringtorrent::core::{Bitfield, PeerId, Session, Time};
 use ringtorrent::driver::epoll::EpollDriver;
 use ringtorrent::driver::uring::{probe, UringDriver, UringOptions};
+use ringtorrent::driver::Driver;
 use ringtorrent::metainfo::create::{create, CreateOptions};
 use ringtorrent::metainfo::Info;
 use ringtorrent::storage::{DiskPool, DiskPoolConfig, OpenMode, Storage};
@@ -31,38 +32,6 @@ fn uring_available() -> bool {
     match probe() {
         Ok(()) => true,
         Err(e) => panic!("io_uring probe failed: {e}"),
-    }
-}
-
-enum Driver {
-    Epoll(Box<EpollDriver>),
-    Uring(Box<UringDriver>),
-}
-
-impl Driver {
-    fn session(&mut self) -> &mut Session {
-        match self {
-            Driver::Epoll(d) => d.session(),
-            Driver::Uring(d) => d.session(),
-        }
-    }
-    fn now(&self) -> Time {
-        match self {
-            Driver::Epoll(d) => d.now(),
-            Driver::Uring(d) => d.now(),
-        }
-    }
-    fn local_addr(&self) -> Option<SocketAddr> {
-        match self {
-            Driver::Epoll(d) => d.local_addr(),
-            Driver::Uring(d) => d.local_addr(),
-        }
-    }
-    fn turn(&mut self, wait: Duration, on: &mut dyn FnMut(&Event)) -> std::io::Result<()> {
-        match self {
-            Driver::Epoll(d) => d.turn(wait, on),
-            Driver::Uring(d) => d.turn(wait, on),
-        }
     }
 }
 
@@ -104,20 +73,15 @@ fn side(
         } else {
             UringOptions::default()
         };
-        Driver::Uring(Box::new(
+        Driver::from(
             UringDriver::with_options(session(seed), listen, pool.clone(), epoch, options).unwrap(),
-        ))
+        )
     } else {
-        Driver::Epoll(Box::new(
-            EpollDriver::new(session(seed), listen, pool.clone(), epoch).unwrap(),
-        ))
+        Driver::from(EpollDriver::new(session(seed), listen, pool.clone(), epoch).unwrap())
     };
     let now = d.now();
     let t = d.session().add_torrent(info.clone(), &have, now).unwrap();
-    match &mut d {
-        Driver::Epoll(x) => x.attach_storage(t, storage),
-        Driver::Uring(x) => x.attach_storage(t, storage),
-    }
+    d.attach_storage(t, storage);
     (d, t)
 }
 
@@ -260,8 +224,9 @@ fn uring_drop_with_operations_in_flight() {
         return;
     }
     let pool = Arc::new(DiskPool::new(DiskPoolConfig::default()).unwrap());
-    let mut d =
-        UringDriver::new(session(3), Some(loopback_listener()), pool, Instant::now()).unwrap();
+    let mut d = Driver::from(
+        UringDriver::new(session(3), Some(loopback_listener()), pool, Instant::now()).unwrap(),
+    );
     let addr = d.local_addr().unwrap();
     let clients: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -1,5 +1,7 @@
 //! Thread-per-core: one event loop (a [`Driver`] and its [`Session`]) per core, torrents
-//! sharded across them by info hash, and the mail that passes between them.
+//! sharded across them by info hash, and the mail that passes between them. [`build`],
+//! [`LoopThread`] and mail work for any [`Protocol`] (`swarm-load` runs its peers on them
+//! too); only sessions hand connections over.
 //!
 //! - Each loop owns the torrents [`shard_of`] maps to it, and every connection of those
 //!   torrents; nothing on the data path is shared or locked.
@@ -23,17 +25,18 @@ use std::time::{Duration, Instant};
 
 use super::disk::DiskBridge;
 use super::net::bind_listeners;
-use super::{Backend, Driver};
+use super::{Backend, Driver, Protocol};
+use crate::core::api::Event;
 use crate::core::session::HandOff;
 use crate::core::{InfoHash, Session};
 use crate::storage::DiskPool;
 use crate::wake::{WakeQueue, WakeSender};
 
 /// Work for a loop, run on its thread between turns.
-pub type Run = Box<dyn FnOnce(&mut Driver) + Send>;
+pub type Run<P = Session> = Box<dyn FnOnce(&mut Driver<P>) + Send>;
 
 /// What one loop can post to another.
-pub enum Mail {
+pub enum Mail<P: Protocol = Session> {
     /// An incoming connection for a torrent the receiving loop owns.
     Adopt {
         /// The connected socket.
@@ -42,11 +45,11 @@ pub enum Mail {
         handoff: Box<HandOff>,
     },
     /// Run this on the loop.
-    Run(Run),
+    Run(Run<P>),
 }
 
 /// Where to post a loop's mail.
-pub type Mailbox = WakeSender<Mail>;
+pub type Mailbox<P = Session> = WakeSender<Mail<P>>;
 
 /// Mail handled per loop turn, so a flood of hand-offs cannot starve a loop's own sockets.
 const MAX_MAIL_PER_TURN: usize = 256;
@@ -60,20 +63,20 @@ pub fn shard_of(hash: &InfoHash, shards: usize) -> u32 {
 }
 
 /// A loop's mail: its inbox, every loop's mailbox (once linked), and the closures received
-/// and not yet run. Both drivers hold one.
-pub(crate) struct PostOffice {
-    inbox: WakeQueue<Mail>,
-    own: Mailbox,
-    shards: Option<Arc<[Mailbox]>>,
-    runs: Vec<Run>,
-    buf: Vec<Mail>,
+/// and not yet run. Every loop holds one (in its [`super::loop_core::LoopCore`]).
+pub(crate) struct PostOffice<P: Protocol> {
+    inbox: WakeQueue<Mail<P>>,
+    own: Mailbox<P>,
+    shards: Option<Arc<[Mailbox<P>]>>,
+    runs: Vec<Run<P>>,
+    buf: Vec<Mail<P>>,
     /// Mail left in the inbox after a capped drain: the next turn must not sleep.
     pub(crate) backlog: bool,
 }
 
-impl PostOffice {
+impl<P: Protocol> PostOffice<P> {
     /// An inbox that wakes the same eventfd as `disk`'s completions.
-    pub(crate) fn new(disk: &DiskBridge) -> PostOffice {
+    pub(crate) fn new(disk: &DiskBridge) -> PostOffice<P> {
         let (own, inbox) = disk.queue().sibling();
         PostOffice {
             inbox,
@@ -85,11 +88,11 @@ impl PostOffice {
         }
     }
 
-    pub(crate) fn mailbox(&self) -> Mailbox {
+    pub(crate) fn mailbox(&self) -> Mailbox<P> {
         self.own.clone()
     }
 
-    pub(crate) fn link(&mut self, shards: Arc<[Mailbox]>) {
+    pub(crate) fn link(&mut self, shards: Arc<[Mailbox<P>]>) {
         self.shards = Some(shards);
     }
 
@@ -106,7 +109,7 @@ impl PostOffice {
     }
 
     /// Closures received, to run with the whole driver in hand.
-    pub(crate) fn take_runs(&mut self) -> Vec<Run> {
+    pub(crate) fn take_runs(&mut self) -> Vec<Run<P>> {
         std::mem::take(&mut self.runs)
     }
 
@@ -128,15 +131,15 @@ impl PostOffice {
 
 /// `n` drivers of kind `backend`, one per loop, linked so they can hand connections to each
 /// other, each listening on `listen` (one shared port) if given. `session(i)` makes loop `i`'s
-/// session; every loop should use the same peer id.
-pub fn build(
+/// session (or other [`Protocol`]); every loop should use the same peer id.
+pub fn build<P: Protocol>(
     backend: Backend,
     n: usize,
     listen: Option<SocketAddr>,
     disk: Arc<DiskPool>,
     epoch: Instant,
-    mut session: impl FnMut(u32) -> Session,
-) -> io::Result<Vec<Driver>> {
+    mut session: impl FnMut(u32) -> P,
+) -> io::Result<Vec<Driver<P>>> {
     let n = n.max(1);
     let mut listeners: Vec<Option<std::net::TcpListener>> = match listen {
         Some(addr) => bind_listeners(addr, n)?.into_iter().map(Some).collect(),
@@ -152,7 +155,7 @@ pub fn build(
             epoch,
         )?);
     }
-    let mailboxes: Arc<[Mailbox]> = drivers.iter().map(Driver::mailbox).collect();
+    let mailboxes: Arc<[Mailbox<P>]> = drivers.iter().map(Driver::mailbox).collect();
     for d in &mut drivers {
         d.link(mailboxes.clone());
     }
@@ -163,18 +166,18 @@ pub fn build(
 const IDLE_TURN: Duration = Duration::from_secs(1);
 
 /// A loop running on its own thread. Dropping it stops the loop and waits for the thread.
-pub struct LoopThread {
-    mailbox: Mailbox,
+pub struct LoopThread<P: Protocol + Send + 'static = Session> {
+    mailbox: Mailbox<P>,
     handle: Option<JoinHandle<io::Result<()>>>,
 }
 
-impl LoopThread {
+impl<P: Protocol + Send + 'static> LoopThread<P> {
     /// Starts `driver`'s loop on a new thread named `name`. Events go to `on_event`.
     pub fn spawn(
-        mut driver: Driver,
+        mut driver: Driver<P>,
         name: String,
-        mut on_event: impl FnMut(&crate::core::api::Event) + Send + 'static,
-    ) -> io::Result<LoopThread> {
+        mut on_event: impl FnMut(&Event) + Send + 'static,
+    ) -> io::Result<LoopThread<P>> {
         let mailbox = driver.mailbox();
         let handle = std::thread::Builder::new().name(name).spawn(move || {
             while !driver.is_stopped() {
@@ -191,7 +194,7 @@ impl LoopThread {
     }
 
     /// Runs `f` on the loop between two turns.
-    pub fn post(&self, f: impl FnOnce(&mut Driver) + Send + 'static) {
+    pub fn post(&self, f: impl FnOnce(&mut Driver<P>) + Send + 'static) {
         self.mailbox.send(Mail::Run(Box::new(f)));
     }
 
@@ -211,7 +214,7 @@ impl LoopThread {
     }
 }
 
-impl Drop for LoopThread {
+impl<P: Protocol + Send + 'static> Drop for LoopThread<P> {
     fn drop(&mut self) {
         let _ = self.finish();
     }

@@ -1,8 +1,11 @@
 //! The io_uring driver: one ring per loop, a hand-written completion loop over the `io-uring`
-//! crate that runs a [`Session`] against real sockets, the disk pool and the monotonic clock.
-//! It has the same public API and follows the same session contract as the epoll driver
-//! ([`crate::driver::epoll::EpollDriver`]): after every input, drain actions, then events,
-//! then wait no longer than the session's next deadline.
+//! crate that runs a [`Session`] (or any [`Protocol`]) against real sockets, the disk pool and
+//! the monotonic clock. The turn, the clock, the disk bridge and the mail are the loop core's
+//! (`driver/loop_core.rs`), shared with the epoll driver, so both follow the session contract
+//! the same way: after every input, drain actions, then events, then wait no longer than the
+//! session's next deadline. This module has what io_uring does differently: submissions,
+//! completions and the memory they name. Run it through [`super::Driver`] (made by
+//! [`super::Driver::new`], or from [`UringDriver::with_options`] to size its buffers).
 //!
 //! # Operations
 //!
@@ -50,7 +53,7 @@
 //! # Threads
 //!
 //! Where the kernel supports it (6.1+), the ring is created with `SINGLE_ISSUER |
-//! DEFER_TASKRUN` and disabled, and enabled by the first [`UringDriver::turn`]: the driver may
+//! DEFER_TASKRUN` and disabled, and enabled by the first [`super::Driver::turn`]: the driver may
 //! be built on one thread and run on another (as `demo` does), but from then on only that
 //! thread may turn it, and should drop it: dropped on another thread, the driver cannot
 //! cancel its operations (the kernel refuses a second issuer), so it leaks its buffers (16
@@ -77,13 +80,12 @@ use slab::Slab;
 use self::bufring::BufRing;
 use self::probe::{build_ring, Setup};
 use self::token::{Op, Token};
-use super::disk::DiskBridge;
+use super::loop_core::{LoopCore, LoopIo};
 use super::net::{bind_local, new_socket, SockAddr};
-use super::shard::{Mailbox, PostOffice, Run};
 use super::Protocol;
-use crate::core::api::{Action, ConnId, DiskOp, Event, TorrentId};
+use crate::core::api::{Action, ConnId};
 use crate::core::{SendBuf, Session, Time};
-use crate::storage::{DiskPool, Storage};
+use crate::storage::DiskPool;
 
 /// Submission queue entries. Each turn submits at most a few per connection with work; a
 /// full queue is flushed to the kernel and refilled, so this bounds only batching.
@@ -101,9 +103,6 @@ const BUF_GROUP: u16 = 0;
 /// The rest stay in the completion queue (or the kernel's overflow list, which
 /// `IORING_FEAT_NODROP` guarantees) for the next turn, which then does not sleep.
 const MAX_CQES_PER_TURN: usize = 4096;
-
-/// Disk completions handled per loop turn, as in the epoll driver.
-const MAX_DISK_PER_TURN: usize = 1024;
 
 /// Bytes taken from a connection's send buffer per `SENDMSG`: large enough to keep the
 /// socket's buffer full between completions, small enough that the session keeps back-pressure
@@ -226,8 +225,6 @@ pub struct UringDriver<P: Protocol = Session> {
     /// When to re-arm an accept that failed (out of descriptors, say): not at once, or the
     /// loop would spin on the same error.
     accept_retry: Option<Instant>,
-    session: P,
-    epoch: Instant,
     conns: Slab<Conn>,
     by_id: HashMap<ConnId, usize>,
     next_generation: u32,
@@ -235,16 +232,19 @@ pub struct UringDriver<P: Protocol = Session> {
     inflight: u64,
     bufs: ManuallyDrop<BufRing>,
     event_buf: EventBuf,
-    disk: DiskBridge,
-    post: PostOffice,
+    /// The completions of the current turn: `user_data`, result, flags (kept, so a turn does
+    /// not allocate).
     cqes: Vec<(u64, i32, u32)>,
-    stats: super::LoopStats,
+    /// The shared half of the loop: the protocol, the clock, the disk bridge, the mail.
+    /// Declared last, so it is dropped after the ring: the eventfd that the armed read names
+    /// (owned by the disk bridge) is closed only once the ring has gone.
+    pub(crate) core: LoopCore<P>,
 }
 
 impl<P: Protocol> UringDriver<P> {
     /// A driver for `session`, accepting on `listener` if given (see
-    /// [`super::net::bind_listeners`]). Fails where io_uring is unavailable; call [`probe`]
-    /// first to choose a driver.
+    /// [`super::net::bind_listeners`]). Fails where io_uring is unavailable; choose the
+    /// backend with [`super::resolve`] (which calls [`probe`]) first.
     pub fn new(
         session: P,
         listener: Option<TcpListener>,
@@ -279,145 +279,48 @@ impl<P: Protocol> UringDriver<P> {
             options.recv_buffers,
             options.recv_buffer_len,
         )?;
-        let disk = DiskBridge::new(disk)?;
-        let post = PostOffice::new(&disk);
+        let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let core = LoopCore::new(session, local_addr, disk, epoch)?;
         let event_buf = EventBuf(NonNull::from(Box::leak(Box::new(0u64))));
         let mut driver = UringDriver {
+            core,
             ring,
             enabled: setup != Setup::DeferTaskrun,
             listener,
             accept_armed: false,
             accept_retry: None,
-            session,
-            epoch,
             conns: Slab::new(),
             by_id: HashMap::new(),
             next_generation: 0,
             inflight: 0,
             bufs: ManuallyDrop::new(bufs),
             event_buf,
-            disk,
-            post,
             cqes: Vec::with_capacity(MAX_CQES_PER_TURN),
-            stats: super::LoopStats::default(),
         };
         driver.arm_accept();
         driver.arm_disk_event();
-        if let Some(port) = driver.local_addr().map(|a| a.port()) {
-            driver.session.set_listen_port(port);
-        }
         Ok(driver)
     }
 
-    /// The address we listen on.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listener.as_ref().and_then(|l| l.local_addr().ok())
-    }
-
-    /// The session's clock reading now.
-    pub fn now(&self) -> Time {
-        Time::from_micros(self.epoch.elapsed().as_micros() as u64)
-    }
-
-    /// The session, to add torrents and peers or read statistics.
-    pub fn session(&mut self) -> &mut P {
-        &mut self.session
-    }
-
-    /// Registers the storage that serves a torrent's disk operations.
-    pub fn attach_storage(&mut self, torrent: TorrentId, storage: Arc<Storage>) {
-        self.disk.attach(torrent, storage);
-    }
-
-    /// The loop's counters.
-    pub fn loop_stats(&self) -> super::LoopStats {
-        super::LoopStats {
-            disk_in_flight: self.disk.in_flight(),
-            ..self.stats
-        }
-    }
-
-    /// Where other loops post this one's mail.
-    pub fn mailbox(&self) -> Mailbox {
-        self.post.mailbox()
-    }
-
-    /// Gives the loop every loop's mailbox, by shard.
-    pub fn link(&mut self, shards: Arc<[Mailbox]>) {
-        self.post.link(shards);
-    }
-
-    /// Closures received by mail since the last call, for the caller to run.
-    pub fn take_runs(&mut self) -> Vec<Run> {
-        self.post.take_runs()
-    }
-
-    /// Runs one loop turn, waiting at most `max_wait`, and hands every session event to
-    /// `on_event`. The first call enables the ring for the calling thread (see the module
-    /// documentation); later calls must come from the same thread.
-    pub fn turn(&mut self, max_wait: Duration, on_event: &mut dyn FnMut(&Event)) -> io::Result<()> {
-        if !self.enabled {
-            self.ring.submitter().register_enable_rings()?;
-            self.enabled = true;
-        }
-        self.process(on_event);
-        let now = self.now();
-        let mut wait = self
-            .session
-            .poll_timeout()
-            .map_or(max_wait, |t| t.saturating_since(now).min(max_wait));
-        if self.disk.backlog || self.post.backlog {
-            wait = Duration::ZERO;
-            self.disk_done(now);
-            self.mail(now);
-            self.process(on_event);
-        }
-        if let Some(at) = self.accept_retry {
-            let left = at.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                self.accept_retry = None;
-                self.arm_accept();
-            } else {
-                wait = wait.min(left);
-            }
-        }
-        if !self.ring.completion().is_empty() {
-            // Left over from a capped turn.
-            wait = Duration::ZERO;
-        }
+    /// Submits what is queued and waits at most `wait` for a completion. Returning early is
+    /// not an error: ETIME (the wait timed out), EINTR (a signal), EBUSY (the completion
+    /// queue is full and the kernel holds overflowed entries, which reading the queue makes
+    /// room for); the caller reads what is there either way.
+    fn submit_and_wait(&mut self, wait: Duration) -> io::Result<()> {
         let ts = types::Timespec::from(wait);
         let args = types::SubmitArgs::new().timespec(&ts);
         match self.ring.submitter().submit_with_args(1, &args) {
-            Ok(_) => {}
-            // ETIME: the wait timed out; EINTR: a signal; EBUSY: the completion queue is full
-            // and the kernel holds overflowed entries, which reading the queue makes room for.
+            Ok(_) => Ok(()),
             Err(e)
                 if matches!(
                     e.raw_os_error(),
                     Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                ) => {}
-            Err(e) => return Err(e),
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
-        let mut cqes = std::mem::take(&mut self.cqes);
-        cqes.extend(
-            self.ring
-                .completion()
-                .take(MAX_CQES_PER_TURN)
-                .map(|c| (c.user_data(), c.result(), c.flags())),
-        );
-        self.stats.turns += 1;
-        self.stats.completions += cqes.len() as u64;
-        for &(user_data, result, flags) in &cqes {
-            let now = self.now();
-            self.complete(user_data, result, flags, now);
-            self.process(on_event);
-        }
-        cqes.clear();
-        self.cqes = cqes;
-        let now = self.now();
-        self.session.handle_timeout(now);
-        self.process(on_event);
-        Ok(())
     }
 
     /// Queues a submission, flushing the queue to the kernel first if it is full.
@@ -462,7 +365,7 @@ impl<P: Protocol> UringDriver<P> {
     }
 
     fn arm_disk_event(&mut self) {
-        let fd = self.disk.eventfd().as_raw_fd();
+        let fd = self.core.disk.eventfd().as_raw_fd();
         let entry = opcode::Read::new(types::Fd(fd), self.event_buf.0.as_ptr().cast(), 8)
             .build()
             .user_data(Token::global(Op::DiskEvent).pack());
@@ -536,7 +439,7 @@ impl<P: Protocol> UringDriver<P> {
                 // What the session still holds for the peer goes with the hand-off.
                 return;
             }
-            for chunk in self.session.take_send(c.id, SEND_BATCH) {
+            for chunk in self.core.proto.take_send(c.id, SEND_BATCH) {
                 c.out.buf.push_shared(chunk);
             }
             if c.out.buf.is_empty() {
@@ -566,7 +469,7 @@ impl<P: Protocol> UringDriver<P> {
             None => Ok(s),
         });
         let Ok(stream) = socket else {
-            return self.session.handle_closed(id, now);
+            return self.core.proto.handle_closed(id, now);
         };
         let slot = self.insert_conn(id, stream, State::Connecting);
         let sa = Box::new(SockAddr::from(addr));
@@ -627,8 +530,8 @@ impl<P: Protocol> UringDriver<P> {
                     self.by_id.remove(&c.id);
                 }
                 // `None`: the session closed it meanwhile; dropping the stream closes it.
-                if let Some(handoff) = self.session.take_handoff(c.id) {
-                    self.post.forward(c.stream, handoff);
+                if let Some(handoff) = self.core.proto.take_handoff(c.id) {
+                    self.core.post.forward(c.stream, handoff);
                 }
             }
             _ => {}
@@ -653,20 +556,6 @@ impl<P: Protocol> UringDriver<P> {
         self.maybe_free(slot);
     }
 
-    /// Adopts connections other loops handed over; closures wait for [`Self::take_runs`].
-    fn mail(&mut self, now: Time) {
-        let mut adopted = Vec::new();
-        self.post
-            .collect(|stream, handoff| adopted.push((stream, handoff)));
-        for (stream, handoff) in adopted {
-            let Some(id) = self.session.adopt(handoff, now) else {
-                continue;
-            };
-            let slot = self.insert_conn(id, stream, State::Open);
-            self.arm_recv(slot);
-        }
-    }
-
     /// The connection failed on our side: tell the session, if it still knows it, and close.
     fn lost(&mut self, slot: usize, now: Time) {
         let c = &mut self.conns[slot];
@@ -675,13 +564,13 @@ impl<P: Protocol> UringDriver<P> {
         }
         if std::mem::take(&mut c.known) {
             let id = c.id;
-            self.session.handle_closed(id, now);
+            self.core.proto.handle_closed(id, now);
         }
         self.close(slot);
     }
 
     /// Routes one completion.
-    fn complete(&mut self, user_data: u64, result: i32, flags: u32, now: Time) {
+    fn complete_one(&mut self, user_data: u64, result: i32, flags: u32, now: Time) {
         let Some(token) = Token::unpack(user_data) else {
             debug_assert!(false, "unknown user_data {user_data:#x}");
             return;
@@ -710,8 +599,7 @@ impl<P: Protocol> UringDriver<P> {
             }
             Op::DiskEvent => {
                 self.arm_disk_event();
-                self.disk_done(now);
-                self.mail(now);
+                self.wake(now);
             }
             Op::Connect | Op::Recv | Op::Send => {
                 let slot = token.slot as usize;
@@ -747,7 +635,7 @@ impl<P: Protocol> UringDriver<P> {
         let Ok(addr) = stream.peer_addr() else {
             return;
         };
-        let Some(id) = self.session.accept(addr, now) else {
+        let Some(id) = self.core.proto.accept(addr, now) else {
             return;
         };
         let _ = stream.set_nodelay(true);
@@ -768,7 +656,7 @@ impl<P: Protocol> UringDriver<P> {
         let _ = c.stream.set_nodelay(true);
         let (id, wanted) = (c.id, std::mem::take(&mut c.send_wanted));
         self.arm_recv(slot);
-        self.session.handle_connected(id, now);
+        self.core.proto.handle_connected(id, now);
         if wanted {
             self.send(slot);
         }
@@ -789,7 +677,7 @@ impl<P: Protocol> UringDriver<P> {
                 // SAFETY: this completion handed us `bid`, holding `result` bytes; the slice
                 // is dropped (handle_recv copies what it keeps) before the buffer goes back.
                 let data = unsafe { self.bufs.get(bid, result as usize) };
-                self.session.handle_recv(id, data, now);
+                self.core.proto.handle_recv(id, data, now);
             }
             self.bufs.give_back(bid);
         }
@@ -825,55 +713,6 @@ impl<P: Protocol> UringDriver<P> {
         }
     }
 
-    fn disk_done(&mut self, now: Time) {
-        let session = &mut self.session;
-        self.disk.complete(MAX_DISK_PER_TURN, false, |done| {
-            session.handle_disk(done, now)
-        });
-    }
-
-    /// Carries out the session's actions and hands its events out.
-    fn process(&mut self, on_event: &mut dyn FnMut(&Event)) {
-        loop {
-            let mut any = false;
-            while let Some(action) = self.session.poll_action() {
-                any = true;
-                let now = self.now();
-                match action {
-                    Action::Connect { conn, addr, from } => self.connect(conn, addr, from, now),
-                    Action::Send { conn } => {
-                        if let Some(&slot) = self.by_id.get(&conn) {
-                            self.send(slot);
-                        }
-                    }
-                    Action::Close { conn } => {
-                        if let Some(&slot) = self.by_id.get(&conn) {
-                            self.conns[slot].known = false;
-                            self.close(slot);
-                        }
-                    }
-                    Action::HandOff { conn, .. } => {
-                        if let Some(&slot) = self.by_id.get(&conn) {
-                            self.hand_off(slot);
-                        }
-                    }
-                    Action::Disk(op) => self.submit_disk(op),
-                }
-            }
-            while let Some(event) = self.session.poll_event() {
-                any = true;
-                on_event(&event);
-            }
-            if !any {
-                return;
-            }
-        }
-    }
-
-    fn submit_disk(&mut self, op: DiskOp) {
-        self.disk.submit(op);
-    }
-
     /// Cancels everything in flight and waits up to about a second for the last final
     /// completion. Returns whether nothing is in flight any more.
     fn quiesce(&mut self) -> bool {
@@ -892,17 +731,9 @@ impl<P: Protocol> UringDriver<P> {
             if self.inflight == 0 {
                 return true;
             }
-            let ts = types::Timespec::from(Duration::from_millis(5));
-            let args = types::SubmitArgs::new().timespec(&ts);
-            match self.ring.submitter().submit_with_args(1, &args) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                    ) => {}
+            if self.submit_and_wait(Duration::from_millis(5)).is_err() {
                 // Another thread than the ring's issuer, or the ring is unusable.
-                Err(_) => return false,
+                return false;
             }
             for c in self.ring.completion() {
                 let op = Token::unpack(c.user_data()).map(|t| t.op);
@@ -915,6 +746,91 @@ impl<P: Protocol> UringDriver<P> {
             }
         }
         self.inflight == 0
+    }
+}
+
+impl<P: Protocol> LoopIo<P> for UringDriver<P> {
+    type Completion = (u64, i32, u32);
+
+    /// The armed 8-byte read consumes the eventfd (and is re-armed) before anything is
+    /// drained.
+    const CLEAR_EVENTFD: bool = false;
+
+    fn core(&mut self) -> &mut LoopCore<P> {
+        &mut self.core
+    }
+
+    fn batch(&mut self) -> &mut Vec<(u64, i32, u32)> {
+        &mut self.cqes
+    }
+
+    /// The first turn enables the ring for the calling thread (see the module
+    /// documentation); later turns must come from the same thread.
+    fn begin_turn(&mut self) -> io::Result<()> {
+        if !self.enabled {
+            self.ring.submitter().register_enable_rings()?;
+            self.enabled = true;
+        }
+        Ok(())
+    }
+
+    fn act(&mut self, action: Action, now: Time) {
+        match action {
+            Action::Connect { conn, addr, from } => self.connect(conn, addr, from, now),
+            Action::Send { conn } => {
+                if let Some(&slot) = self.by_id.get(&conn) {
+                    self.send(slot);
+                }
+            }
+            Action::Close { conn } => {
+                if let Some(&slot) = self.by_id.get(&conn) {
+                    self.conns[slot].known = false;
+                    self.close(slot);
+                }
+            }
+            Action::HandOff { conn, .. } => {
+                if let Some(&slot) = self.by_id.get(&conn) {
+                    self.hand_off(slot);
+                }
+            }
+            Action::Disk(op) => self.core.disk.submit(op),
+        }
+    }
+
+    fn adopt(&mut self, stream: TcpStream, conn: ConnId, _now: Time) {
+        let slot = self.insert_conn(conn, stream, State::Open);
+        self.arm_recv(slot);
+    }
+
+    /// Submits what is queued and waits in `io_uring_enter` for a completion, at most `wait`
+    /// (less if a failed accept is due to be re-armed, not at all if completions are left
+    /// over from a capped turn); then takes up to a turn's worth of completions.
+    fn wait(&mut self, mut wait: Duration, out: &mut Vec<(u64, i32, u32)>) -> io::Result<bool> {
+        if let Some(at) = self.accept_retry {
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.accept_retry = None;
+                self.arm_accept();
+            } else {
+                wait = wait.min(left);
+            }
+        }
+        if !self.ring.completion().is_empty() {
+            // Left over from a capped turn.
+            wait = Duration::ZERO;
+        }
+        self.submit_and_wait(wait)?;
+        out.extend(
+            self.ring
+                .completion()
+                .take(MAX_CQES_PER_TURN)
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        Ok(true)
+    }
+
+    fn complete(&mut self, (user_data, result, flags): (u64, i32, u32), now: Time) {
+        self.complete_one(user_data, result, flags, now);
     }
 }
 

@@ -32,9 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 
 use crate::core::Time;
-use crate::driver::epoll::EpollDriver;
-use crate::driver::uring::UringDriver;
-use crate::driver::Backend;
+use crate::driver::{Backend, Driver};
 use crate::metainfo::Info;
 use crate::storage::{DiskPool, DiskPoolConfig};
 
@@ -122,34 +120,6 @@ pub struct Progress {
     pub connected: usize,
 }
 
-enum Loop {
-    Uring(Box<UringDriver<LoadPeers>>),
-    Epoll(Box<EpollDriver<LoadPeers>>),
-}
-
-impl Loop {
-    fn peers(&mut self) -> &mut LoadPeers {
-        match self {
-            Loop::Uring(d) => d.session(),
-            Loop::Epoll(d) => d.session(),
-        }
-    }
-
-    fn now(&self) -> Time {
-        match self {
-            Loop::Uring(d) => d.now(),
-            Loop::Epoll(d) => d.now(),
-        }
-    }
-
-    fn turn(&mut self, wait: Duration) -> std::io::Result<()> {
-        match self {
-            Loop::Uring(d) => d.turn(wait, &mut |_| {}),
-            Loop::Epoll(d) => d.turn(wait, &mut |_| {}),
-        }
-    }
-}
-
 /// Runs the peers of this shard against the target and reports what happened.
 pub fn run(opts: &Options, mut progress: impl FnMut(&Progress)) -> std::io::Result<LoadReport> {
     let (first, last) = match opts.shard {
@@ -185,10 +155,7 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&Progress)) -> std::io::Resu
     );
     let epoch = Instant::now();
     let peers = LoadPeers::new(settings, Time::ZERO);
-    let mut driver = match opts.backend {
-        Backend::Uring => Loop::Uring(Box::new(UringDriver::new(peers, None, disk, epoch)?)),
-        Backend::Epoll => Loop::Epoll(Box::new(EpollDriver::new(peers, None, disk, epoch)?)),
-    };
+    let mut driver = Driver::new(opts.backend, peers, None, disk, epoch)?;
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -199,14 +166,14 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&Progress)) -> std::io::Resu
         let elapsed = started.elapsed();
         if opts.duration.is_some_and(|d| elapsed >= d)
             || elapsed >= opts.timeout
-            || (opts.duration.is_none() && driver.peers().is_done())
+            || (opts.duration.is_none() && driver.session().is_done())
         {
             break;
         }
-        driver.turn(Duration::from_millis(20))?;
+        driver.turn(Duration::from_millis(20), &mut |_| {})?;
         if last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
-            let p = driver.peers();
+            let p = driver.session();
             let (down, up) = p.bytes();
             progress(&Progress {
                 elapsed: started.elapsed().as_secs_f64(),
@@ -217,15 +184,15 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&Progress)) -> std::io::Resu
         }
     }
     let wall = started.elapsed();
-    let timed_out = opts.duration.is_none() && !driver.peers().is_done();
+    let timed_out = opts.duration.is_none() && !driver.session().is_done();
     let now = driver.now();
-    driver.peers().stop(now);
+    driver.session().stop(now);
     // Let the closes go out.
     for _ in 0..3 {
-        driver.turn(Duration::from_millis(5))?;
+        driver.turn(Duration::from_millis(5), &mut |_| {})?;
     }
     let now = driver.now();
-    let stats = driver.peers().take_stats(now);
+    let stats = driver.session().take_stats(now);
     let cpu_after = cpu_time_us();
 
     let mut r = LoadReport::new(TOOL);

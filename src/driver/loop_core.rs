@@ -1,0 +1,201 @@
+//! What an event loop is whatever its backend: the [`Protocol`] it runs, the clock, the disk
+//! pool's [`DiskBridge`], the [`PostOffice`] for mail, the counters, and the turn itself.
+//!
+//! Both real drivers embed a [`LoopCore`] and implement [`LoopIo`], the part that differs:
+//! how a socket action is carried out, how the loop waits for the kernel, and what one
+//! completion (io_uring) or readiness event (epoll) means. The turn, written once in
+//! [`LoopIo::run_turn`], follows the protocol's contract (see [`super::protocol`]):
+//!
+//! 1. carry out what earlier input left: drain [`Protocol::poll_action`], then
+//!    [`Protocol::poll_event`], until both are empty ([`LoopIo::process`]);
+//! 2. wait no longer than [`Protocol::poll_timeout`] (not at all while disk completions or
+//!    mail are left over from a capped drain, which are taken first);
+//! 3. handle each completion, draining actions and events after each;
+//! 4. run the protocol's timers and drain once more.
+//!
+//! Everything here is generic and static: each backend gets its own copy of the turn, with no
+//! dynamic dispatch or allocation per completion.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::disk::DiskBridge;
+use super::shard::PostOffice;
+use super::{LoopStats, Protocol};
+use crate::core::api::{Action, ConnId, Event};
+use crate::core::Time;
+use crate::storage::DiskPool;
+
+/// Disk completions handled per loop turn, so a burst of finished reads cannot starve the
+/// sockets (or the protocol's timers).
+const MAX_DISK_PER_TURN: usize = 1024;
+
+/// The state every event loop has, whichever backend runs it.
+pub(crate) struct LoopCore<P: Protocol> {
+    /// The state machine the loop runs: a session, or `swarm-load`'s peers.
+    pub(crate) proto: P,
+    /// Time zero of the protocol's clock.
+    epoch: Instant,
+    /// The listener's address, read once when the loop is made.
+    local_addr: Option<SocketAddr>,
+    pub(crate) disk: DiskBridge,
+    pub(crate) post: PostOffice<P>,
+    pub(crate) stats: LoopStats,
+}
+
+impl<P: Protocol> LoopCore<P> {
+    /// The core of a loop running `proto`, listening on `local_addr` if given (the protocol
+    /// is told the port), with disk jobs going to `disk`.
+    pub(crate) fn new(
+        mut proto: P,
+        local_addr: Option<SocketAddr>,
+        disk: Arc<DiskPool>,
+        epoch: Instant,
+    ) -> io::Result<LoopCore<P>> {
+        let disk = DiskBridge::new(disk)?;
+        let post = PostOffice::new(&disk);
+        if let Some(addr) = local_addr {
+            proto.set_listen_port(addr.port());
+        }
+        Ok(LoopCore {
+            proto,
+            epoch,
+            local_addr,
+            disk,
+            post,
+            stats: LoopStats::default(),
+        })
+    }
+
+    /// The address the loop listens on.
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// The protocol's clock reading now.
+    pub(crate) fn now(&self) -> Time {
+        Time::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    /// The loop's counters.
+    pub(crate) fn loop_stats(&self) -> LoopStats {
+        LoopStats {
+            disk_in_flight: self.disk.in_flight(),
+            ..self.stats
+        }
+    }
+}
+
+/// The backend-specific half of an event loop; the turn is written once, here, over it.
+pub(crate) trait LoopIo<P: Protocol>: Sized {
+    /// What one wait reports per completion or readiness event, copied out of the kernel's
+    /// queue so the backend can be borrowed mutably while handling it.
+    type Completion: Copy;
+
+    /// Whether the loop reads the shared eventfd itself before draining disk completions
+    /// and mail (epoll); io_uring's armed read has already consumed it.
+    const CLEAR_EVENTFD: bool;
+
+    /// The shared half.
+    fn core(&mut self) -> &mut LoopCore<P>;
+
+    /// Where completions are gathered between waits (kept, so a turn does not allocate).
+    fn batch(&mut self) -> &mut Vec<Self::Completion>;
+
+    /// Called first in every turn.
+    fn begin_turn(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Carries out one of the protocol's actions.
+    fn act(&mut self, action: Action, now: Time);
+
+    /// Runs `stream`, which another loop handed over and the protocol adopted as `conn`.
+    fn adopt(&mut self, stream: TcpStream, conn: ConnId, now: Time);
+
+    /// Waits at most `wait` for the kernel and appends what it reports to `out`. `Ok(false)`:
+    /// the wait was interrupted and the turn ends without handling anything.
+    fn wait(&mut self, wait: Duration, out: &mut Vec<Self::Completion>) -> io::Result<bool>;
+
+    /// Handles one completion or readiness event.
+    fn complete(&mut self, completion: Self::Completion, now: Time);
+
+    /// Drains what the shared eventfd signals: up to a turn's worth of disk completions,
+    /// then mail (connections to adopt; closures wait for the driver to run them).
+    fn wake(&mut self, now: Time) {
+        let core = self.core();
+        let proto = &mut core.proto;
+        core.disk
+            .complete(MAX_DISK_PER_TURN, Self::CLEAR_EVENTFD, |done| {
+                proto.handle_disk(done, now)
+            });
+        let mut adopted = Vec::new();
+        core.post
+            .collect(|stream, handoff| adopted.push((stream, handoff)));
+        for (stream, handoff) in adopted {
+            if let Some(conn) = self.core().proto.adopt(handoff, now) {
+                self.adopt(stream, conn, now);
+            }
+        }
+    }
+
+    /// Carries out the protocol's actions and hands its events to `on_event`, until it has
+    /// neither.
+    fn process(&mut self, on_event: &mut dyn FnMut(&Event)) {
+        loop {
+            let mut any = false;
+            while let Some(action) = self.core().proto.poll_action() {
+                any = true;
+                let now = self.core().now();
+                self.act(action, now);
+            }
+            while let Some(event) = self.core().proto.poll_event() {
+                any = true;
+                on_event(&event);
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    /// One loop turn, waiting at most `max_wait` (see the module documentation).
+    fn run_turn(&mut self, max_wait: Duration, on_event: &mut dyn FnMut(&Event)) -> io::Result<()> {
+        self.begin_turn()?;
+        self.process(on_event);
+        let core = self.core();
+        let now = core.now();
+        let mut wait = core
+            .proto
+            .poll_timeout()
+            .map_or(max_wait, |t| t.saturating_since(now).min(max_wait));
+        if core.disk.backlog || core.post.backlog {
+            wait = Duration::ZERO;
+            self.wake(now);
+            self.process(on_event);
+        }
+        let mut batch = std::mem::take(self.batch());
+        let waited = self.wait(wait, &mut batch);
+        if let Ok(true) = waited {
+            let stats = &mut self.core().stats;
+            stats.turns += 1;
+            stats.completions += batch.len() as u64;
+            for &completion in &batch {
+                let now = self.core().now();
+                self.complete(completion, now);
+                self.process(on_event);
+            }
+        }
+        batch.clear();
+        *self.batch() = batch;
+        if !waited? {
+            return Ok(());
+        }
+        let now = self.core().now();
+        self.core().proto.handle_timeout(now);
+        self.process(on_event);
+        Ok(())
+    }
+}
