@@ -53,9 +53,8 @@ impl Drop for WorkDir {
 
 fn work_dir(args: &Args) -> Result<WorkDir> {
     // Check the backend before making anything, so a refused `--io uring` leaves nothing.
-    ringtorrent::client::IoChoice::from(args.io)
-        .resolve()
-        .map_err(anyhow::Error::from)?;
+    ringtorrent::driver::resolve(args.io.into())
+        .map_err(|e| anyhow::anyhow!("--io uring: {e}; use --io epoll or --io auto"))?;
     let base = match &args.work_dir {
         Some(dir) => dir.clone(),
         None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),

@@ -10,25 +10,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-pub use super::driver::backend;
+pub use super::driver::{backend, Io};
 use super::format;
 use super::signals::{self, Interrupted};
 use ringtorrent::client::{
-    AddTorrent, Client, ClientConfig, ClientEvent, DataSource, Events, FileStatus, IoChoice,
-    Limits, TorrentHandle,
+    AddTorrent, Client, ClientConfig, ClientEvent, DataSource, Events, FileStatus, Limits,
+    TorrentHandle,
 };
 use ringtorrent::metainfo::{Info, Torrent};
-
-/// `--io`: which I/O backend runs the event loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Io {
-    /// io_uring where the kernel allows it, else epoll.
-    Auto,
-    /// io_uring only.
-    Uring,
-    /// epoll only.
-    Epoll,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct DownloadArgs {
@@ -152,16 +141,6 @@ impl From<SeedChoke> for ringtorrent::core::choker::SeedChokeMode {
             SeedChoke::Fastest => M::FastestUpload,
             SeedChoke::AntiLeech => M::AntiLeech,
             SeedChoke::Unlimited => M::Unlimited,
-        }
-    }
-}
-
-impl From<Io> for IoChoice {
-    fn from(io: Io) -> IoChoice {
-        match io {
-            Io::Auto => IoChoice::Auto,
-            Io::Uring => IoChoice::Uring,
-            Io::Epoll => IoChoice::Epoll,
         }
     }
 }

@@ -7,38 +7,7 @@ use std::path::PathBuf;
 use crate::core::choker::SeedChokeMode;
 use crate::core::config::Config;
 use crate::core::PeerId;
-use crate::driver::{uring, Backend};
-
-use super::ClientError;
-
-/// Which kernel interface the event loops run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IoChoice {
-    /// io_uring where the kernel allows it (probed at start), else epoll.
-    #[default]
-    Auto,
-    /// io_uring only: starting fails, with the probe's reason, where it is refused.
-    Uring,
-    /// epoll only.
-    Epoll,
-}
-
-impl IoChoice {
-    /// The backend this choice gives on this kernel, and for `Auto` a note saying why io_uring
-    /// was not used when it fell back to epoll.
-    pub fn resolve(self) -> Result<(Backend, Option<String>), ClientError> {
-        match self {
-            IoChoice::Epoll => Ok((Backend::Epoll, None)),
-            IoChoice::Uring => uring::probe()
-                .map(|()| (Backend::Uring, None))
-                .map_err(|e| ClientError::Backend(e.to_string())),
-            IoChoice::Auto => Ok(match uring::probe() {
-                Ok(()) => (Backend::Uring, None),
-                Err(e) => (Backend::Epoll, Some(format!("{e}; using epoll"))),
-            }),
-        }
-    }
-}
+pub use crate::driver::IoChoice;
 
 /// Session-wide limits. Each event loop runs its own session, so the client splits them:
 /// connections evenly (torrents spread evenly over the loops by info hash), rates evenly at
@@ -127,11 +96,7 @@ impl Default for ClientConfig {
 impl ClientConfig {
     /// The number of loops: `loops`, or one per core when it is 0.
     pub fn loop_count(&self) -> usize {
-        if self.loops > 0 {
-            self.loops
-        } else {
-            std::thread::available_parallelism().map_or(1, usize::from)
-        }
+        crate::driver::loop_count(self.loops)
     }
 
     /// Each loop's core configuration: the limits applied, connection and rate limits split

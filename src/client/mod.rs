@@ -244,7 +244,12 @@ impl Client {
     /// housekeeping thread; with `remember_torrents`, adds every torrent kept in the state
     /// folder again.
     pub fn start(config: ClientConfig) -> Result<Client, ClientError> {
-        let (backend, backend_note) = config.io.resolve()?;
+        let resolved =
+            crate::driver::resolve(config.io).map_err(|e| ClientError::Backend(e.reason))?;
+        let (backend, backend_note) = (
+            resolved.backend,
+            resolved.fallback.map(|e| format!("{e}; using epoll")),
+        );
         std::fs::create_dir_all(&config.data_dir)
             .map_err(ClientError::io("create", &config.data_dir))?;
         let loops = config.loop_count();

@@ -11,7 +11,7 @@
 //!
 //! - The listener has one multishot `ACCEPT` armed; it is re-armed when the kernel ends it.
 //! - Each open connection has one multishot `RECV` armed, selecting from a provided buffer
-//!   ring shared by all connections ([`bufring::BufRing`]), so an idle connection holds no
+//!   ring shared by all connections (`bufring::BufRing`), so an idle connection holds no
 //!   receive buffer. The session copies what it needs in `handle_recv`, so each buffer goes
 //!   back to the ring before the next completion is looked at.
 //! - Each connection has at most one `SENDMSG` in flight, over chunks the driver has taken
@@ -29,7 +29,7 @@
 //!   `user_data`; the socket is closed, and its slot freed, when the last one completes.
 //!
 //! Every `user_data` packs the operation, the driver's slot and the slot's generation
-//! ([`token::Token`]), so a completion for a slot's previous occupant is ignored.
+//! (`token::Token`), so a completion for a slot's previous occupant is ignored.
 //!
 //! # Buffer ownership
 //!
@@ -38,7 +38,7 @@
 //! connection's slot only when its count of operations in flight is zero:
 //!
 //! - send data: `take_send` moves the `Bytes` out of the session into the slot's
-//!   [`Outgoing`]; the session cannot drop or move them, whatever it does to the connection
+//!   `Outgoing`; the session cannot drop or move them, whatever it does to the connection
 //!   (close it, remove its torrent). The `iovec` array and `msghdr` live in heap allocations
 //!   owned by the same `Outgoing`, which is not touched while a send is in flight. (Sending
 //!   straight from `send_chunks` would not be sound: the session drops a connection's send
