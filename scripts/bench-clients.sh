@@ -26,8 +26,11 @@ cd "$(dirname "$0")/.."
 size_mib=${1:-1024}
 runs=${2:-3}
 only=${ONLY:-"lt:lt lt:rt lt:tr lt:aria2 rt:lt tr:lt aria2:lt rt:rt"}
-cargo build --release --quiet
-rt=${CARGO_TARGET_DIR:-$PWD/target}/release/ringtorrent
+# RT=path measures another ringtorrent binary (an older build, for a before/after pair).
+if [ -z "${RT:-}" ]; then
+    cargo build --release --quiet
+fi
+rt=${RT:-${CARGO_TARGET_DIR:-$PWD/target}/release/ringtorrent}
 lt_seed=$PWD/tests/support/lt_seed.py
 lt_leech=$PWD/tests/support/lt_leech.py
 for tool in mktorrent transmission-daemon transmission-remote aria2c; do

@@ -19,8 +19,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 counts=${1:-"1000 10000"}
-cargo build --release --quiet
-rt=${CARGO_TARGET_DIR:-$PWD/target}/release/ringtorrent
+# RT=path measures another ringtorrent binary (an older build, for a before/after pair).
+if [ -z "${RT:-}" ]; then
+    cargo build --release --quiet
+fi
+rt=${RT:-${CARGO_TARGET_DIR:-$PWD/target}/release/ringtorrent}
 lt_load=$PWD/tests/support/lt_load.py
 work=$(mktemp -d /dev/shm/rt-bench-scale.XXXXXX)
 pids=()

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -113,21 +113,7 @@ fn run_once(announcer: &mut Announcer, common: &Common) -> Result<Vec<TrackerEve
         io.add_ca_pem(&pem)
             .with_context(|| format!("{} holds no usable certificate", path.display()))?;
     }
-    let epoch = Instant::now();
-    let mut events = Vec::new();
-    loop {
-        let now = Time::from_micros(epoch.elapsed().as_micros() as u64);
-        io.pump(0, announcer, now);
-        events.extend(std::iter::from_fn(|| announcer.poll_event()));
-        if announcer.is_done() {
-            return Ok(events);
-        }
-        let wait = announcer
-            .poll_timeout()
-            .map_or(Duration::from_millis(5), |t| t.saturating_since(now))
-            .min(Duration::from_millis(5));
-        std::thread::sleep(wait);
-    }
+    Ok(io.run_to_end(announcer))
 }
 
 fn errors_json(events: &[TrackerEvent]) -> Vec<serde_json::Value> {

@@ -131,3 +131,171 @@ pub(crate) fn merge(into: &mut Option<Histogram<u64>>, theirs: Option<&Histogram
         None => *into = Some(theirs.clone()),
     }
 }
+
+impl Metrics {
+    /// The metrics in Prometheus' text exposition format (version 0.0.4), every name
+    /// prefixed `ringtorrent_`, histograms as summaries in seconds: what `serve` shows at
+    /// `/metrics`.
+    pub fn to_prometheus(&self) -> String {
+        let m = self;
+        let mut s = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, f64)>| {
+            s.push_str(&format!(
+                "# HELP ringtorrent_{name} {help}\n# TYPE ringtorrent_{name} {kind}\n"
+            ));
+            for (labels, v) in lines {
+                s.push_str(&format!("ringtorrent_{name}{labels} {v}\n"));
+            }
+        };
+        let one = |v: u64| vec![(String::new(), v as f64)];
+        metric(
+            "uploaded_bytes_total",
+            "counter",
+            "Payload bytes sent to peers.",
+            one(m.uploaded),
+        );
+        metric(
+            "downloaded_bytes_total",
+            "counter",
+            "Payload bytes received that we needed.",
+            one(m.downloaded),
+        );
+        metric(
+            "wasted_bytes_total",
+            "counter",
+            "Payload bytes received twice or unasked.",
+            one(m.wasted),
+        );
+        metric(
+            "pieces_verified_total",
+            "counter",
+            "Pieces that passed their hash check.",
+            one(m.pieces_verified),
+        );
+        metric(
+            "pieces_failed_total",
+            "counter",
+            "Pieces that failed their hash check.",
+            one(m.pieces_failed),
+        );
+        metric(
+            "peers_banned_total",
+            "counter",
+            "Peers banned for corrupt data.",
+            one(m.banned),
+        );
+        metric(
+            "peers",
+            "gauge",
+            "Connected peers by state.",
+            vec![
+                ("{state=\"connected\"}".into(), m.peers_connected as f64),
+                ("{state=\"interested\"}".into(), m.peers_interested as f64),
+                ("{state=\"unchoked\"}".into(), m.peers_unchoked as f64),
+                ("{state=\"seed\"}".into(), m.peers_seeds as f64),
+            ],
+        );
+        metric(
+            "connections_accepted_total",
+            "counter",
+            "Incoming connections accepted (refusals are in connections_closed_total).",
+            one(m.accepted),
+        );
+        metric(
+            "connections_open",
+            "gauge",
+            "Connections open, handshaking ones included.",
+            one(m.connections_open),
+        );
+        metric(
+            "connections_closed_total",
+            "counter",
+            "Connections closed (or refused at the handshake), by reason.",
+            m.closes
+                .iter()
+                .map(|(k, v)| (format!("{{reason=\"{k}\"}}"), *v as f64))
+                .collect(),
+        );
+        metric(
+            "connections_handed_over_total",
+            "counter",
+            "Incoming connections moved to the loop that owns their torrent.",
+            one(m.handoffs_adopted),
+        );
+        metric(
+            "disk_queue_depth",
+            "gauge",
+            "Disk reads, writes and hash checks submitted and not yet done.",
+            one(m.loops.iter().map(|l| l.disk_in_flight).sum()),
+        );
+        metric(
+            "loop_turns_total",
+            "counter",
+            "Event loop turns.",
+            m.loops
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (format!("{{loop=\"{i}\"}}"), l.turns as f64))
+                .collect(),
+        );
+        metric(
+            "loop_completions_total",
+            "counter",
+            "Completions (io_uring) or readiness events (epoll) handled.",
+            m.loops
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (format!("{{loop=\"{i}\"}}"), l.completions as f64))
+                .collect(),
+        );
+        metric(
+            "torrents",
+            "gauge",
+            "Torrents by state.",
+            vec![
+                ("{state=\"active\"}".into(), m.torrents_active as f64),
+                ("{state=\"paused\"}".into(), m.torrents_paused as f64),
+            ],
+        );
+        summary(
+            &mut s,
+            "request_latency_seconds",
+            "From sending a request to receiving its block.",
+            m.latency_us.as_ref(),
+        );
+        summary(
+            &mut s,
+            "announce_seconds",
+            "Tracker announces, from the first packet to the reply (retransmissions included).",
+            m.announce_us.as_ref(),
+        );
+        summary(
+            &mut s,
+            "hash_wait_seconds",
+            "From a piece's last write to its hash check's result (queue wait and hashing).",
+            m.hash_wait_us.as_ref(),
+        );
+        s
+    }
+}
+
+/// A Prometheus summary (quantiles, sum, count) of a histogram in microseconds.
+fn summary(s: &mut String, name: &str, help: &str, h: Option<&hdrhistogram::Histogram<u64>>) {
+    s.push_str(&format!(
+        "# HELP ringtorrent_{name} {help}\n# TYPE ringtorrent_{name} summary\n"
+    ));
+    let (mut count, mut sum) = (0u64, 0f64);
+    if let Some(h) = h {
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            s.push_str(&format!(
+                "ringtorrent_{name}{{quantile=\"{q}\"}} {}\n",
+                h.value_at_quantile(q) as f64 / 1e6
+            ));
+        }
+        count = h.len();
+        sum = h.mean() * h.len() as f64 / 1e6;
+    }
+    s.push_str(&format!(
+        "ringtorrent_{name}_sum {sum}\nringtorrent_{name}_count {count}\n"
+    ));
+}

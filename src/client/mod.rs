@@ -48,6 +48,7 @@ mod events;
 mod handle;
 mod metrics;
 mod open;
+mod probe;
 mod share;
 mod state;
 mod store;
@@ -67,6 +68,7 @@ pub use events::{ClientEvent, DataSource, Events, EVENT_QUEUE_CAPACITY};
 pub use handle::{FileStatus, PeerInfo, TorrentHandle, TorrentState, TorrentStatus};
 pub use metrics::Metrics;
 pub use open::check_data;
+pub use probe::{probe_peer, PeerProbe, Pieces, ProbeError};
 pub use state::magnet_peers;
 pub use store::Settings;
 

@@ -16,7 +16,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::announcer::{Announcer, LinkId, Request};
+use super::announcer::{Announcer, LinkId, Request, TrackerEvent};
 use super::http::{parse_reply, HttpProgress};
 use super::url::{Scheme, TrackerUrl};
 use super::TrackerError;
@@ -183,6 +183,27 @@ impl TrackerIo {
             if rounds > 4 * limits::MAX_TRACKERS {
                 break;
             }
+        }
+    }
+
+    /// Runs a one-shot announcer (`Mode::Once` or `Mode::Scrape`, started at `Time::ZERO`)
+    /// until it is done, blocking, and returns every event it produced: `ringtorrent
+    /// announce` and `scrape`. Its own timeouts bound the wait.
+    pub fn run_to_end(&mut self, announcer: &mut Announcer) -> Vec<TrackerEvent> {
+        let epoch = Instant::now();
+        let mut events = Vec::new();
+        loop {
+            let now = Time::from_micros(epoch.elapsed().as_micros() as u64);
+            self.pump(0, announcer, now);
+            events.extend(std::iter::from_fn(|| announcer.poll_event()));
+            if announcer.is_done() {
+                return events;
+            }
+            let wait = announcer
+                .poll_timeout()
+                .map_or(Duration::from_millis(5), |t| t.saturating_since(now))
+                .min(Duration::from_millis(5));
+            std::thread::sleep(wait);
         }
     }
 
