@@ -33,6 +33,12 @@ cargo fmt --all -- --check
 rustfmt --check --edition 2021 fuzz/fuzz_targets/*.rs
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo doc"
+# The library's documentation is part of its interface: every public item documented, no
+# broken links.
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --lib --quiet
+echo "== examples build"
+cargo build --locked --examples --quiet
 echo "== fuzz targets build"
 # The fuzz crate's lock follows the main crate's dependencies; it is refreshed, not enforced.
 cargo check --manifest-path fuzz/Cargo.toml --quiet

@@ -1,16 +1,42 @@
-//! ringtorrent: a BitTorrent engine for Linux.
+//! ringtorrent: a BitTorrent engine for Linux, seeder and leecher, one io_uring (or epoll)
+//! event loop per core over a sans-IO protocol core.
 //!
-//! The crate is split along the design in `ARCHITECTURE.md`:
+//! Start at [`client`]: [`client::Client`] is the engine every `ringtorrent` command runs
+//! on. Start one, add torrents (.torrent files, their bytes, magnet links), read what
+//! happens from its events, and shut it down:
 //!
-//! - [`core`] is the sans-IO protocol core: no sockets, files, clock or global randomness.
-//!   Today it holds the shared identifier types and the peer wire codec.
-//! - [`bencode`] decodes bencode with exact byte spans and bounded resources, and encodes it.
+//! ```no_run
+//! use ringtorrent::client::{AddTorrent, Client, ClientConfig, ClientEvent};
+//!
+//! let client = Client::start(ClientConfig::default())?;
+//! let events = client.subscribe();
+//! let torrent = client.add(AddTorrent::parse("file.torrent"))?;
+//! while let Some(event) = events.recv() {
+//!     if let ClientEvent::Completed { .. } = event {
+//!         break;
+//!     }
+//! }
+//! println!("{} done", torrent.status()?.name);
+//! client.shutdown();
+//! # Ok::<(), ringtorrent::client::ClientError>(())
+//! ```
+//!
+//! The floors below it, as `ARCHITECTURE.md` maps them:
+//!
+//! - [`client`]: the engine: torrents added, run on their loops, announced, resumed, stopped.
+//! - [`driver`]: the event loops (io_uring, epoll) and the seeded simulator, one loop per
+//!   core ([`driver::shard`]), over the [`driver::Protocol`] contract.
+//! - [`core`]: the sans-IO protocol core (wire codec, MSE, peers, picker, choker, metadata
+//!   exchange, peer exchange, sessions): no sockets, files, clock or global randomness.
+//! - [`storage`]: a torrent's files: mapped, preallocated, hashed on a pool, resumed.
+//! - [`tracker`]: the tracker client (HTTP, HTTPS, UDP), sans-IO but for `tracker::io`.
 //! - [`metainfo`] validates `.torrent` files and magnet links into types that cannot describe
-//!   anything unsafe (no path escapes, consistent lengths), and authors new torrents.
-//! - [`storage`] holds a torrent's files: mapped, preallocated, hashed on a pool, resumed.
-//! - [`load`] holds the load generators (`tracker-load`) and their shared report format.
-//! - [`limits`] is the one home of every bound on input that comes from outside.
-//! - `cli` (in the binary) turns all of it into the `ringtorrent` command.
+//!   anything unsafe (no path escapes, consistent lengths), and authors new torrents;
+//!   [`bencode`] decodes with exact byte spans and bounded resources.
+//! - [`load`]: the load generators (`tracker-load`, `swarm-load`) and their report format.
+//! - [`limits`]: the bounds on what the wire and files may say, each with its reason;
+//!   [`wake`]: the queue-plus-eventfd that wakes a loop.
+//! - `cli` (in the binary) parses arguments and displays; it builds no engine of its own.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]

@@ -10,7 +10,7 @@ mod common;
 
 use std::path::Path;
 
-use common::purity::{check_dir, check_source, Rules};
+use common::purity::{check_dir, check_source, Rules, ADDRESS_TYPES, PRINTING};
 
 /// What the core may not name. Address types are plain values and allowed.
 const CORE: Rules = Rules {
@@ -36,15 +36,8 @@ const CORE: Rules = Rules {
         "getrandom",
         "tracing",
     ],
-    allowed: &[
-        "std::net::SocketAddr",
-        "std::net::SocketAddrV4",
-        "std::net::SocketAddrV6",
-        "std::net::IpAddr",
-        "std::net::Ipv4Addr",
-        "std::net::Ipv6Addr",
-    ],
-    macros: &["println", "print", "eprintln", "eprint", "dbg"],
+    allowed: ADDRESS_TYPES,
+    macros: PRINTING,
 };
 
 #[test]

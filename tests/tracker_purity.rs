@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::purity::{check_dir, check_source, Rules};
+use common::purity::{check_dir, check_source, Rules, ADDRESS_TYPES, PRINTING};
 
 const TRACKER: Rules = Rules {
     forbidden: &[
@@ -25,15 +25,8 @@ const TRACKER: Rules = Rules {
         "rustls",
         "rand",
     ],
-    allowed: &[
-        "std::net::SocketAddr",
-        "std::net::SocketAddrV4",
-        "std::net::SocketAddrV6",
-        "std::net::IpAddr",
-        "std::net::Ipv4Addr",
-        "std::net::Ipv6Addr",
-    ],
-    macros: &["println", "print", "eprintln", "eprint", "dbg"],
+    allowed: ADDRESS_TYPES,
+    macros: PRINTING,
 };
 
 #[test]

@@ -17,6 +17,19 @@ pub struct Rules<'a> {
     pub macros: &'a [&'a str],
 }
 
+/// Address types: plain values, allowed where sockets are not.
+pub const ADDRESS_TYPES: &[&str] = &[
+    "std::net::SocketAddr",
+    "std::net::SocketAddrV4",
+    "std::net::SocketAddrV6",
+    "std::net::IpAddr",
+    "std::net::Ipv4Addr",
+    "std::net::Ipv6Addr",
+];
+
+/// The macros that write to stdout or stderr.
+pub const PRINTING: &[&str] = &["println", "print", "eprintln", "eprint", "dbg"];
+
 /// Paths named in one file, resolved.
 struct Names {
     /// Local name -> full path, from `use` items.
