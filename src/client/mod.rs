@@ -121,7 +121,7 @@ pub struct AddTorrent {
     /// Where it came from, shown in its status (default `api`, or `magnet`).
     pub label: Option<String>,
     /// Settings kept from an earlier run (the state folder), overriding the fields above.
-    pub(crate) restored: Option<Settings>,
+    pub(crate) restored: Option<Restored>,
 }
 
 impl AddTorrent {
@@ -202,6 +202,15 @@ impl AddTorrent {
         self.label = Some(label.into());
         self
     }
+}
+
+/// Settings of a torrent the state folder kept.
+#[derive(Debug, Clone)]
+pub(crate) enum Restored {
+    /// Read already.
+    Settings(Settings),
+    /// Beside this file, to be read when the torrent is added.
+    Beside(PathBuf),
 }
 
 /// What the client's threads share.
@@ -346,12 +355,12 @@ impl Client {
         let adds = magnets
             .into_iter()
             .map(|(uri, settings)| AddTorrent {
-                restored: Some(settings),
+                restored: Some(Restored::Settings(settings)),
                 ..AddTorrent::magnet(uri)
             })
-            .chain(torrents.into_iter().map(|(bytes, settings)| AddTorrent {
-                restored: Some(settings),
-                ..AddTorrent::bytes(bytes)
+            .chain(torrents.into_iter().map(|path| AddTorrent {
+                restored: Some(Restored::Beside(path.clone())),
+                ..AddTorrent::file(path)
             }))
             .collect();
         let results = self.shared.with(|s| Ok(s.add_many(adds)))?;

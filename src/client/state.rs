@@ -32,7 +32,7 @@ use super::metrics::{self, Metrics};
 use super::open::{self, Opened};
 use super::store::{Settings, Store};
 use super::trackers::Trackers;
-use super::{AddTorrent, ClientError, TorrentSource};
+use super::{AddTorrent, ClientError, Restored, TorrentSource};
 use crate::core::api::TorrentId;
 use crate::core::picker::Priority;
 use crate::core::{Bitfield, InfoHash};
@@ -242,6 +242,10 @@ impl State {
             label,
             restored,
         } = add;
+        let restored = restored.map(|r| match r {
+            Restored::Settings(s) => s,
+            Restored::Beside(path) => Store::settings(&path),
+        });
         let mut settings = restored.unwrap_or_else(|| Settings {
             paused,
             upload_limit,
@@ -315,10 +319,11 @@ impl State {
                 self.resume_dir().as_deref(),
             )?
         };
-        if let Some(store) = &self.store {
+        let new = settings.added == 0;
+        // One loaded from the state folder is there already.
+        if let (Some(store), true) = (&self.store, new) {
             store.save_torrent(&hash, &bytes)?;
         }
-        let new = settings.added == 0;
         if new {
             settings.added = now_unix();
         }

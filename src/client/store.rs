@@ -40,6 +40,9 @@ pub struct Settings {
     pub seed_only: bool,
 }
 
+/// What [`Store::load`] found: magnet links with their settings, and torrent files' paths.
+pub(crate) type Kept = (Vec<(String, Settings)>, Vec<PathBuf>);
+
 /// The state folder's paths.
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
@@ -119,40 +122,48 @@ impl Store {
         crate::storage::resume_path(&self.resume_dir(), hash).exists()
     }
 
-    /// Everything kept: magnet links (uri, settings) and torrent files (bytes, settings), each
-    /// in file name order; a file that cannot be read is reported and skipped.
-    #[allow(clippy::type_complexity)]
-    pub fn load(&self) -> Result<(Vec<(String, Settings)>, Vec<(Vec<u8>, Settings)>), ClientError> {
+    /// Everything kept: magnet links (uri, settings) and the paths of torrent files, each in
+    /// file name order. A torrent's file and settings are read when it is added
+    /// ([`Store::settings`]), one at a time, so a restart of ten thousand torrents never
+    /// holds them all in memory at once. A magnet file that cannot be read is reported and
+    /// skipped.
+    pub fn load(&self) -> Result<Kept, ClientError> {
         if !self.remember {
             return Ok((Vec::new(), Vec::new()));
         }
         let dir = self.torrents_dir();
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        // Only what is loaded is sorted, by file name (bytes compare cheaply; ten thousand
+        // full path comparisons do not).
+        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&dir)
             .map_err(ClientError::io("read", &dir))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .filter(|n| {
+                let n = n.as_encoded_bytes();
+                n.ends_with(b".torrent") || n.ends_with(b".magnet")
+            })
             .collect();
-        paths.sort();
-        let settings = |p: &Path| -> Settings {
-            std::fs::read(p.with_extension("json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default()
-        };
+        names.sort_unstable();
         let (mut magnets, mut torrents) = (Vec::new(), Vec::new());
-        for path in paths {
-            match path.extension().and_then(|x| x.to_str()) {
-                Some("magnet") => match std::fs::read_to_string(&path) {
-                    Ok(uri) => magnets.push((uri.trim().to_string(), settings(&path))),
+        for path in names.into_iter().map(|n| dir.join(n)) {
+            if path.extension().is_some_and(|x| x == "magnet") {
+                match std::fs::read_to_string(&path) {
+                    Ok(uri) => magnets.push((uri.trim().to_string(), Store::settings(&path))),
                     Err(e) => tracing::warn!("{}: not loaded: {e}", path.display()),
-                },
-                Some("torrent") => match std::fs::read(&path) {
-                    Ok(bytes) => torrents.push((bytes, settings(&path))),
-                    Err(e) => tracing::warn!("{}: not loaded: {e}", path.display()),
-                },
-                _ => {}
+                }
+            } else {
+                torrents.push(path);
             }
         }
         Ok((magnets, torrents))
+    }
+
+    /// The settings kept beside the torrent or magnet file at `path` (defaults if there are
+    /// none, or they cannot be read).
+    pub fn settings(path: &Path) -> Settings {
+        std::fs::read(path.with_extension("json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
     }
 }
 
@@ -198,7 +209,9 @@ mod tests {
             magnets,
             vec![("magnet:?x".to_string(), Settings::default())]
         );
-        assert_eq!(torrents, vec![(b"d4:infoe".to_vec(), settings)]);
+        assert_eq!(torrents.len(), 1);
+        assert_eq!(std::fs::read(&torrents[0]).unwrap(), b"d4:infoe");
+        assert_eq!(Store::settings(&torrents[0]), settings);
         store.forget(&hash);
         assert!(store.load().unwrap().1.is_empty());
         // A store that does not remember torrents writes none.

@@ -31,6 +31,11 @@ impl Outbox {
         }
     }
 
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.actions.is_empty() && self.events.is_empty() && self.closed.is_empty()
+    }
+
     /// Moves everything `other` holds to the back of this outbox, in order.
     pub(crate) fn absorb(&mut self, other: &mut Outbox) {
         self.actions.append(&mut other.actions);
