@@ -35,8 +35,9 @@
 //!
 //! `cargo bench --bench send_zc -- [--mib N] [--rounds R] [--pool-mib P] [--only SUBSTR]`, or
 //! `scripts/bench-send-zc.sh`. Run without `--bench` (as `cargo test --benches` does), it
-//! sends 4 MiB per variant, checks the received bytes against what was sent, and exits; where
-//! io_uring is unavailable it says so and exits successfully.
+//! sends 4 MiB per variant, checks the received bytes against what was sent, and exits. Where
+//! io_uring or a variant is unavailable it says so and exits non-zero: a run that measured
+//! less than asked never passes as a success.
 
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -596,10 +597,10 @@ fn main() {
         Ok(b) => b,
         Err(e) => {
             eprintln!("send_zc: cannot set up io_uring here ({e}); nothing measured");
-            return;
+            std::process::exit(1);
         }
     };
-    let variants: Vec<Variant> = SHAPES
+    let asked: Vec<Variant> = SHAPES
         .iter()
         .flat_map(|&shape| METHODS.iter().map(move |&method| Variant { shape, method }))
         .filter(|v| {
@@ -607,14 +608,19 @@ fn main() {
                 .as_ref()
                 .is_none_or(|s| v.name().contains(s.as_str()))
         })
-        .filter(|&v| {
-            let ok = bench.supports(v);
-            if !ok {
-                eprintln!("{}: not supported here, skipped", v.name());
-            }
-            ok
-        })
         .collect();
+    if asked.is_empty() {
+        eprintln!("send_zc: no variant matches --only; nothing measured");
+        std::process::exit(1);
+    }
+    let (variants, unsupported): (Vec<Variant>, Vec<Variant>) =
+        asked.into_iter().partition(|&v| bench.supports(v));
+    for v in &unsupported {
+        eprintln!(
+            "{}: not supported here, not measured (the run will fail)",
+            v.name()
+        );
+    }
     let uname = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
         "kernel {}; ring {}; {} MiB per variant per round, {rounds} rounds, pool {pool_mib} MiB",
@@ -671,6 +677,11 @@ fn main() {
                 }
             }
         }
+    }
+    if !unsupported.is_empty() {
+        let names: Vec<String> = unsupported.iter().map(|v| v.name()).collect();
+        eprintln!("send_zc: not measured here: {}", names.join(", "));
+        failed = true;
     }
     if !args.bench {
         if failed {

@@ -9,7 +9,10 @@
 //! a whole file from the mapping or through `pread`.
 //!
 //! Run through `scripts/bench-storage.sh` (root: it writes `/proc/sys/vm/drop_caches`).
-//! Without `--dir` it prints how to run it and exits, so `cargo bench` stays harmless.
+//! `cargo bench` without `--dir` cannot measure (it does not know a real disk) and fails
+//! saying how to run it. Run without `--bench` (as `cargo test --benches` does) it is a
+//! self-check: every variant once over an 8 MiB file in a temporary folder, without
+//! dropping the page cache (no root needed, nothing cold, nothing measured worth keeping).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -41,9 +44,13 @@ struct Args {
     depth: usize,
     rounds: usize,
     only: Option<String>,
+    /// Drop the page cache before each cold run (false in the self-check).
+    cold: bool,
 }
 
-fn parse_args() -> Option<Args> {
+/// The arguments, with the temporary folder of the self-check to keep while it runs; or why
+/// this run cannot measure.
+fn parse_args() -> Result<(Args, Option<tempfile::TempDir>), String> {
     let mut args = Args {
         dir: PathBuf::new(),
         file_mib: 2048,
@@ -53,8 +60,10 @@ fn parse_args() -> Option<Args> {
         depth: 64,
         rounds: 3,
         only: None,
+        cold: true,
     };
     let mut have_dir = false;
+    let mut bench = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = || it.next().expect("option needs a value");
@@ -70,15 +79,39 @@ fn parse_args() -> Option<Args> {
             "--depth" => args.depth = val().parse().unwrap(),
             "--rounds" => args.rounds = val().parse().unwrap(),
             "--only" => args.only = Some(val()),
-            _ => {} // `cargo bench` passes `--bench`.
+            "--bench" => bench = true,
+            _ => {}
         }
     }
-    have_dir.then_some(args)
+    if have_dir {
+        return Ok((args, None));
+    }
+    if bench {
+        return Err(
+            "storage_cold: needs --dir DIR on a real disk and root; run \
+                    scripts/bench-storage.sh. Nothing measured."
+                .into(),
+        );
+    }
+    let tmp = tempfile::tempdir().map_err(|e| format!("storage_cold: temporary folder: {e}"))?;
+    let smoke = Args {
+        dir: tmp.path().to_path_buf(),
+        file_mib: 8,
+        pieces: 8,
+        depth: 8,
+        rounds: 1,
+        cold: false,
+        ..args
+    };
+    Ok((smoke, Some(tmp)))
 }
 
 /// Empties the page cache (after writing back dirty pages) and checks that the file is gone
-/// from it.
-fn drop_caches(path: &Path) {
+/// from it; nothing in the self-check.
+fn drop_caches(args: &Args, path: &Path) {
+    if !args.cold {
+        return;
+    }
     // SAFETY: sync takes no arguments and cannot fail.
     unsafe { libc::sync() };
     std::fs::write("/proc/sys/vm/drop_caches", "1\n")
@@ -604,12 +637,16 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let Some(args) = parse_args() else {
-        eprintln!(
-            "storage_cold: needs --dir DIR on a real disk and root; run scripts/bench-storage.sh"
+    let (args, _tmp) = parse_args().unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(1);
+    });
+    if !args.cold {
+        println!(
+            "self-check (no --bench): every variant once; the page cache is not dropped, so \
+             \"cold\" runs are warm and no figure below is a measurement"
         );
-        return;
-    };
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
         .build()
@@ -712,7 +749,7 @@ fn main() {
         eprintln!("round {}/{}", round + 1, args.rounds);
         for (name, v) in reads {
             if want(name) {
-                drop_caches(&data);
+                drop_caches(&args, &data);
                 record(
                     format!("{name} (cold)"),
                     read_variant(&args, &data, &blocks, v, &pool),
@@ -721,7 +758,7 @@ fn main() {
         }
         let name = "read pool ringtorrent Storage::read_block";
         if want(name) {
-            drop_caches(&data);
+            drop_caches(&args, &data);
             let storage = Arc::new(
                 Storage::open(
                     torrent_for(&data, piece_bytes),
@@ -757,7 +794,7 @@ fn main() {
                 } else {
                     &data
                 };
-                drop_caches(path);
+                drop_caches(&args, path);
                 record(
                     name.to_string(),
                     write_variant(&args, path, &blocks, v, &pool),
@@ -774,7 +811,7 @@ fn main() {
             let info = torrent_for(&dir.join("cold-data.bin"), piece_bytes);
             std::fs::remove_file(dir.join("cold-data.bin")).unwrap();
             let storage = Arc::new(Storage::open(info, &dir, OpenMode::Create).unwrap());
-            drop_caches(&dir.join("cold-data.bin"));
+            drop_caches(&args, &dir.join("cold-data.bin"));
             record(
                 name.to_string(),
                 storage_variant(&args, &storage, &blocks, true),
@@ -788,7 +825,7 @@ fn main() {
                 Storage::open(torrent_for(&data, piece_bytes), &args.dir, OpenMode::Create)
                     .unwrap(),
             );
-            drop_caches(&data);
+            drop_caches(&args, &data);
             record(
                 name.to_string(),
                 storage_variant(&args, &storage, &blocks, true),
@@ -796,7 +833,7 @@ fn main() {
         }
         for (name, v) in hashes {
             if want(name) {
-                drop_caches(&data);
+                drop_caches(&args, &data);
                 record(
                     format!("{name} (cold)"),
                     hash_variant(&args, &data, v, &pool),
@@ -813,7 +850,7 @@ fn main() {
             .unwrap();
             for temp in ["cold", "warm"] {
                 if temp == "cold" {
-                    drop_caches(&data);
+                    drop_caches(&args, &data);
                 }
                 let start = Instant::now();
                 let report = rts::check(&storage, &pool, &std::sync::atomic::AtomicU64::new(0));
@@ -840,6 +877,10 @@ fn main() {
         }
     }
 
+    if rows.is_empty() {
+        eprintln!("storage_cold: --only matched no variant; nothing measured");
+        std::process::exit(1);
+    }
     println!(
         "\n| variant | MB/s | loop held total s | held p50 µs | held p99 µs | held max µs | flush s |"
     );

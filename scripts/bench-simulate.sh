@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Measures how fast the simulator runs a large swarm: 200 leechers and one seed on a 64 MiB
-# torrent (12.8 GiB moved in total), three runs, and the ratio of virtual to real time.
+# torrent (12.8 GiB moved in total), three runs, and the ratio of virtual to real time; then
+# the protocol's tuning figures (benches/sim_figures.rs).
 # Usage: scripts/bench-simulate.sh [PEERS=200] [SIZE=64M] [RUNS=3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,3 +27,8 @@ print(f"| {run} | {real:.2f} | {v:.2f} | {v/real:.2f} | {r['completed']}/{r['lee
 PY
     rm -f "$out" "$out.time"
 done
+
+# The protocol figures the tests no longer assert (fairness, waste, endgame time, how close
+# limited transfers run to their limit), each beside its target: benches/sim_figures.rs.
+echo
+cargo bench --quiet --bench sim_figures

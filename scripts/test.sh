@@ -44,3 +44,8 @@ echo "== fuzz targets build"
 cargo check --manifest-path fuzz/Cargo.toml --quiet
 echo "== cargo test"
 cargo test --locked
+echo "== benches' self-checks"
+# Each bench once, without measuring: criterion's test mode runs every benchmark one time;
+# send_zc sends 4 MiB per variant and checks the bytes, storage_cold runs every variant over
+# an 8 MiB file, sim_figures runs its scenarios. A bench that cannot run fails here.
+cargo test --locked --benches

@@ -193,9 +193,12 @@ fn handshake_with_a_libtorrent_seed() {
         peer_id.starts_with("-LT2"),
         "libtorrent peer id, got {peer_id}"
     );
-    if let Some(expected) = seed.info.get("peer_id").and_then(Value::as_str) {
-        assert_eq!(report["peer_id"]["hex"], expected);
-    }
+    // lt_seed.py reports the peer id it gave libtorrent; a report without one is a broken
+    // helper, not a reason to skip the comparison.
+    let expected = seed.info["peer_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("lt_seed.py reported no peer_id: {}", seed.info));
+    assert_eq!(report["peer_id"]["hex"], expected);
     assert!(report["reserved"]["extension_protocol"].as_bool().unwrap());
     assert!(report["reserved"]["fast"].as_bool().unwrap());
     let ext = &report["extended_handshake"];

@@ -1,18 +1,16 @@
 //! Storage against a real filesystem: round trips across file boundaries and padding, every
 //! refusal (disk full, wrong sizes, read-only and forbidden folders, symlinks leading out),
-//! the disk pool's completions through eventfds, and resume data (validation, and atomicity
-//! under `kill -9`).
+//! the disk pool's completions through eventfds, and resume data validation. What needs a
+//! second process (an open as `nobody`, resume data after `kill -9`) is in
+//! `tests/storage_processes.rs`.
 //!
 //! Some tests mount a tmpfs, which needs root; they fail with a clear message otherwise, and
-//! unmount on the way out, panics included. Tests that need another process re-run this
-//! binary with one `#[ignore]`d test selected and an environment variable set.
+//! unmount on the way out, panics included.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -203,36 +201,6 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
-}
-
-/// Re-runs this test binary with only `test` selected and `env` set, killing it past
-/// `limit`; returns its status and output.
-fn child(test: &str, env: &[(&str, &Path)], limit: Duration) -> std::process::Output {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "--exact",
-        test,
-        "--include-ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ]);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut proc = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while proc.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            let _ = proc.kill();
-            panic!("child {test} ran past {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    proc.wait_with_output().unwrap()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -510,54 +478,6 @@ fn read_only_filesystem_is_named() {
 }
 
 #[test]
-fn permission_denied_names_the_path() {
-    // Root ignores permission bits, so the open runs in a child that drops to `nobody`.
-    require_root("drop to another user in a child process");
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let dl = tmp.path().join("dl");
-    std::fs::create_dir(&dl).unwrap();
-    std::fs::set_permissions(&dl, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = child(
-        "child_open_as_nobody",
-        &[("RT_TEST_DL", &dl)],
-        Duration::from_secs(60),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains(&format!(
-            "RESULT permission denied: cannot create folder {}",
-            dl.join("t").display()
-        )),
-        "{stdout}"
-    );
-    assert!(!dl.join("t").exists());
-}
-
-#[test]
-#[ignore = "run by permission_denied_names_the_path in a child process"]
-fn child_open_as_nobody() {
-    let Some(dl) = std::env::var_os("RT_TEST_DL") else {
-        return;
-    };
-    // SAFETY: plain syscalls; this process runs this one test on one thread.
-    unsafe {
-        assert_eq!(libc::setgid(65534), 0);
-        assert_eq!(libc::setuid(65534), 0);
-    }
-    let (info, _) = layout();
-    match Storage::open(info, Path::new(&dl), OpenMode::Create) {
-        Err(e @ StorageError::PermissionDenied { .. }) => println!("RESULT {e}"),
-        other => panic!("expected PermissionDenied, got {other:?}"),
-    }
-}
-
-#[test]
 fn symlinks_leading_out_are_refused() {
     let (info, _) = layout();
     let tmp = tempfile::tempdir().unwrap();
@@ -616,10 +536,13 @@ fn symlinks_leading_out_are_refused() {
         matches!(refused, Err(StorageError::PathEscape { .. })),
         "{refused:?}"
     );
-    if let Ok(storage) = Storage::open(info.clone(), &dl, OpenMode::Create) {
-        drop(storage);
-        assert!(dl.join("t/real/b.bin").exists());
-    }
+    // Without openat2 (Linux 5.6) every link is refused; the machines these tests run on
+    // have it, so a refusal here is a regression, not a reason to skip.
+    let storage = Storage::open(info.clone(), &dl, OpenMode::Create).unwrap_or_else(|e| {
+        panic!("a link that stays inside the folder must be followed (openat2): {e}")
+    });
+    drop(storage);
+    assert!(dl.join("t/real/b.bin").exists());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -851,82 +774,4 @@ fn resume_is_trusted_only_when_nothing_changed() {
     std::fs::write(&path, future).unwrap();
     let err = ResumeData::restore(&state, &storage).unwrap_err();
     assert!(matches!(err, ResumeError::UnknownVersion(2)), "{err:?}");
-}
-
-/// Two versions of a large resume file (a write takes several milliseconds).
-fn versions() -> (ResumeData, ResumeData) {
-    let make = |fill: u8, mtime: i64| {
-        let count = 80_000u32;
-        let mut bits = vec![fill; count.div_ceil(8) as usize];
-        *bits.last_mut().unwrap() = 0;
-        ResumeData {
-            info_hash: InfoHash::from_bytes([0xAB; 20]),
-            verified: Bitfield::from_wire(&bits[..], count).unwrap(),
-            files: (0..100_000)
-                .map(|i| {
-                    Some(FileStamp {
-                        size: i * 1000,
-                        mtime_ns: mtime + i as i64,
-                    })
-                })
-                .collect(),
-        }
-    };
-    (
-        make(0x55, 1_700_000_000_000_000_000),
-        make(0xAA, 1_800_000_000_000_000_000),
-    )
-}
-
-#[test]
-fn resume_file_is_old_or_new_after_kill_9() {
-    let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("state");
-    let (a, b) = versions();
-    a.save(&state).unwrap();
-    let (mut saw_a, mut saw_b) = (0, 0);
-    for round in 0..12u64 {
-        let mut proc = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_save_resume_forever",
-                "--include-ignored",
-                "--nocapture",
-            ])
-            .env("RT_TEST_STATE", &state)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Let it get going, then kill it at a different point each round.
-        std::thread::sleep(Duration::from_millis(150 + round * 37 % 100));
-        // SAFETY: a plain kill of our own child by its id.
-        unsafe { libc::kill(proc.id() as libc::pid_t, libc::SIGKILL) };
-        proc.wait().unwrap();
-        let loaded = ResumeData::load(&state, a.info_hash)
-            .unwrap_or_else(|e| panic!("round {round}: resume data unreadable after kill -9: {e}"));
-        if loaded == a {
-            saw_a += 1;
-        } else if loaded == b {
-            saw_b += 1;
-        } else {
-            panic!("round {round}: a mix of versions");
-        }
-    }
-    eprintln!("after kill -9: old version {saw_a} times, new version {saw_b} times");
-    assert_eq!(saw_a + saw_b, 12);
-}
-
-#[test]
-#[ignore = "run by resume_file_is_old_or_new_after_kill_9 in a child process"]
-fn child_save_resume_forever() {
-    let Some(state) = std::env::var_os("RT_TEST_STATE") else {
-        return;
-    };
-    let (a, b) = versions();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        b.save(Path::new(&state)).unwrap();
-        a.save(Path::new(&state)).unwrap();
-    }
 }

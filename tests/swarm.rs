@@ -1,5 +1,10 @@
 //! Protocol behaviour tested through the seeded simulator: whole swarms of the real core on a
 //! virtual clock. Each test is deterministic (fixed seed) and runs in a few seconds.
+//!
+//! The tests assert correctness: everyone finishes, every byte right, bad peers banned,
+//! nothing waits out a time-out it should not. How fair, how wasteful and how fast a swarm
+//! is are tuning figures: `benches/sim_figures.rs` measures and prints them
+//! (`cargo bench --bench sim_figures`).
 
 use std::time::Duration;
 
@@ -31,15 +36,11 @@ fn one_seed_fifty_leechers_complete_byte_exact() {
     assert_eq!(r.completed, 50, "every leecher finishes");
     assert!(r.every_byte_right);
     assert_eq!(r.hash_failures, 0);
-    // Leechers share with each other: the seed alone could not serve 50 copies this fast,
-    // so uploads are spread (Jain's index well above 1/50).
-    assert!(r.upload_fairness > 0.3, "fairness {}", r.upload_fairness);
-    // Endgame duplicates stay small.
+    // Leechers meet each other, not only the seed (how evenly they then upload is in the
+    // bench).
     assert!(
-        r.bytes_wasted * 20 < r.bytes_downloaded,
-        "wasted {} of {}",
-        r.bytes_wasted,
-        r.bytes_downloaded
+        r.leecher_links > 0,
+        "leechers never connected to each other"
     );
 }
 
@@ -130,9 +131,16 @@ fn endgame_finishes_without_stalls() {
         ..small()
     });
     assert_eq!(r.completed, 1);
+    assert!(r.every_byte_right);
+    // A stall is a block left waiting on one peer until the request time-out gives it back;
+    // without one the download ends well before that time-out could first fire (virtual
+    // time, so this holds on any machine). How fast it ends is in the bench.
     let t = r.completion_s.unwrap();
-    // 4 MiB at a 50 MB/s downlink is 0.08 s; allow generous slack for latency and slow start.
-    assert!(t < 5.0, "finished in {t} s");
+    let timeout = SimConfig::default().core.request_timeout.as_secs_f64();
+    assert!(
+        t < timeout,
+        "finished in {t} s: something waited out the {timeout} s time-out"
+    );
 }
 
 #[test]

@@ -1,8 +1,11 @@
 //! Trackers that misbehave, played by fake servers in the test on 127.0.0.1: short, garbage,
 //! wrong-transaction and spoofed UDP replies, error packets, HTTP servers that hang or send
 //! garbage. The client must survive all of it, retransmit or fall through as BEP 15 and
-//! BEP 12 say, and still get the peers from the tracker that behaves. Time-outs are cut to
-//! milliseconds so every test ends within seconds.
+//! BEP 12 say, and still get the peers from the tracker that behaves. Time-outs are cut from
+//! BEP 15's 15 s to one or two seconds: short enough that every test ends within seconds,
+//! long enough that a loaded machine still answers on loopback in time, so only the
+//! deliberate silences time out. Elapsed time is never asserted, only bounded (by
+//! `run_bounded` and loop deadlines) so that a hang fails.
 
 mod common;
 
@@ -144,11 +147,10 @@ fn udp_garbage_short_spoofed_and_wrong_transaction_replies_are_survived() {
         format!("udp://127.0.0.1:{}", addr.port()),
         format!("udp://localhost:{}/announce", addr.port()),
     ];
-    let started = Instant::now();
     let (ok, v) = announce_json(
         &torrent,
         &trackers,
-        &["--udp-timeout-ms", "300", "--retransmits", "2"],
+        &["--udp-timeout-ms", "1000", "--retransmits", "2"],
     );
     assert!(ok, "{v}");
     assert_eq!(
@@ -161,17 +163,24 @@ fn udp_garbage_short_spoofed_and_wrong_transaction_replies_are_survived() {
         errors[0]["error"].as_str().unwrap().contains("malformed"),
         "{v}"
     );
-    assert!(started.elapsed() < Duration::from_secs(10));
 
     let log = log.lock().unwrap().clone();
     // The unanswered connect was retransmitted with the same transaction id.
     assert_eq!(log[0].0, 0);
     assert_eq!(log[1], log[0], "{log:?}");
-    // Every request has its own transaction id otherwise.
-    let mut tids: Vec<u32> = log[1..].iter().map(|&(_, t)| t).collect();
-    tids.sort_unstable();
-    tids.dedup();
-    assert_eq!(tids.len(), log.len() - 1, "{log:?}");
+    // Every request has its own transaction id otherwise: a transaction id seen again is
+    // always a retransmission of the request just before (on a loaded machine a reply may
+    // come after the time-out, so more retransmissions are allowed, never reuse).
+    let mut seen = std::collections::HashSet::new();
+    for (i, entry) in log.iter().enumerate() {
+        if !seen.insert(entry.1) {
+            assert_eq!(*entry, log[i - 1], "transaction id reused: {log:?}");
+        }
+    }
+    assert!(
+        seen.len() >= 3,
+        "a connect and two announces at least: {log:?}"
+    );
 }
 
 #[test]
@@ -189,8 +198,11 @@ fn udp_error_packet_backs_off_then_retries_and_succeeds() {
                 .unwrap();
         }
     });
+    // Every request here is answered, so the UDP time-out never needs to fire: 5 s keeps a
+    // loaded machine from retransmitting. The back-off is what is measured, on the clock
+    // the announcer is given.
     let config = TrackerConfig {
-        udp_timeout: Duration::from_millis(200),
+        udp_timeout: Duration::from_secs(5),
         udp_max_retransmits: 1,
         backoff_base: Duration::from_millis(300),
         ..TrackerConfig::default()
@@ -211,22 +223,24 @@ fn udp_error_packet_backs_off_then_retries_and_succeeds() {
     );
     let mut io = TrackerIo::bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
     let epoch = Instant::now();
+    let now = || Time::from_micros(epoch.elapsed().as_micros() as u64);
     let mut events = Vec::new();
     let mut failed_at = None;
-    while epoch.elapsed() < Duration::from_secs(10) {
-        let now = Time::from_micros(epoch.elapsed().as_micros() as u64);
+    let mut announced_at = None;
+    while announced_at.is_none() {
+        assert!(
+            epoch.elapsed() < Duration::from_secs(60),
+            "no announce in 60 s: {events:?}"
+        );
+        let now = now();
         io.pump(1, &mut announcer, now);
         while let Some(e) = announcer.poll_event() {
-            if matches!(e, TrackerEvent::Error { .. }) {
-                failed_at = Some(epoch.elapsed());
+            match e {
+                TrackerEvent::Error { .. } => failed_at = Some(now),
+                TrackerEvent::Announced { .. } => announced_at = Some(now),
+                _ => {}
             }
             events.push(e);
-        }
-        if events
-            .iter()
-            .any(|e| matches!(e, TrackerEvent::Announced { .. }))
-        {
-            break;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -246,20 +260,24 @@ fn udp_error_packet_backs_off_then_retries_and_succeeds() {
         "started until a tracker took it"
     );
     assert_eq!(response.peers, vec!["127.0.0.1:80".parse().unwrap()]);
-    // The retry waited out the back-off (300 ms plus jitter).
-    let failed_at = failed_at.unwrap();
-    assert!(epoch.elapsed() >= failed_at + Duration::from_millis(250));
+    // The retry waited out the back-off (300 ms plus jitter) on the announcer's clock. A
+    // lower bound: a slow machine only makes the wait longer.
+    let waited = announced_at.unwrap().saturating_since(failed_at.unwrap());
+    assert!(
+        waited >= Duration::from_millis(250),
+        "retried after {waited:?}"
+    );
     // stopped goes out and is answered; the announcer then is done.
-    announcer.stop(Time::from_micros(epoch.elapsed().as_micros() as u64));
-    while !announcer.is_done() && epoch.elapsed() < Duration::from_secs(15) {
-        io.pump(
-            1,
-            &mut announcer,
-            Time::from_micros(epoch.elapsed().as_micros() as u64),
+    announcer.stop(now());
+    let stopping = Instant::now();
+    while !announcer.is_done() {
+        assert!(
+            stopping.elapsed() < Duration::from_secs(60),
+            "stopped was not answered in 60 s"
         );
+        io.pump(1, &mut announcer, now());
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(announcer.is_done());
 }
 
 #[test]
@@ -285,8 +303,9 @@ fn http_trackers_that_hang_or_send_garbage_are_survived() {
                     .unwrap()
                     .push(String::from_utf8_lossy(&got).into_owned());
                 match n {
-                    // Says nothing until the client gives up.
-                    0 => std::thread::sleep(Duration::from_secs(3)),
+                    // Says nothing until the client gives up (or the test process ends): a
+                    // client without a time-out runs into `run_bounded`'s limit and fails.
+                    0 => std::thread::sleep(Duration::from_secs(300)),
                     1 => {
                         let _ = stream
                             .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nnot bencode");
@@ -313,10 +332,8 @@ fn http_trackers_that_hang_or_send_garbage_are_survived() {
         format!("http://localhost:{port}/announce"),
         format!("http://127.0.0.1:{port}/x/announce?passkey=k"),
     ];
-    let started = Instant::now();
-    let (ok, v) = announce_json(&torrent, &trackers, &["--http-timeout-ms", "500"]);
+    let (ok, v) = announce_json(&torrent, &trackers, &["--http-timeout-ms", "2000"]);
     assert!(ok, "{v}");
-    assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(v["peers"], serde_json::json!(["10.9.8.7:99"]));
     assert_eq!(v["warning"], "hey!");
     let errors = v["errors"].to_string();

@@ -5,10 +5,14 @@
 //!
 //! Debian's opentracker is whitelist-only, refuses to run as root and chroots: it is started
 //! with `-u nobody -d DIR -w whitelist` and ended by PID (as in `tests/tracker.rs`).
+//!
+//! Counts are checked, never speed: every run gets a time-out far above a loopback round
+//! trip, a lost packet (a full socket buffer on a loaded machine) is allowed as a time-out
+//! within a small share, and the only bound on elapsed time is `run_bounded`'s, against hangs.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::opentracker::OpenTracker;
 use common::{ringtorrent, run_bounded};
@@ -42,16 +46,21 @@ fn tracker_for(seeds: &[u64]) -> OpenTracker {
     OpenTracker::start(&all)
 }
 
-/// Runs `tracker-load URL ARGS --json` (bounded) and returns its report.
+/// A time-out per attempt far above any loopback round trip, even on a loaded machine; it
+/// costs nothing unless a packet is lost (a run ends once nothing is in flight).
+const TIMEOUT_MS: &str = "5000";
+
+/// Runs `tracker-load URL ARGS --json` (bounded) and returns its report. `--timeout-ms` is
+/// `TIMEOUT_MS` unless `args` sets it.
 fn load(url: &str, seed: u64, args: &[&str]) -> Value {
-    let out = run_bounded(
-        ringtorrent()
-            .args(["tracker-load", url, "--json", "--torrents"])
-            .arg(TORRENTS.to_string())
-            .args(["--seed", &seed.to_string()])
-            .args(args),
-        Duration::from_secs(60),
-    );
+    let mut cmd = ringtorrent();
+    cmd.args(["tracker-load", url, "--json", "--torrents"])
+        .arg(TORRENTS.to_string())
+        .args(["--seed", &seed.to_string()]);
+    if !args.contains(&"--timeout-ms") {
+        cmd.args(["--timeout-ms", TIMEOUT_MS]);
+    }
+    let out = run_bounded(cmd.args(args), Duration::from_secs(60));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -65,7 +74,8 @@ fn c(report: &Value, name: &str) -> u64 {
     report["counters"][name].as_u64().unwrap_or(0)
 }
 
-/// Everything the model checks, and no time-outs.
+/// Everything the model checks; time-outs (lost packets: the model tolerates their unknown
+/// fate) only within 2% of what was sent.
 fn assert_correct(r: &Value) {
     for bad in [
         "check.counts_wrong",
@@ -74,13 +84,25 @@ fn assert_correct(r: &Value) {
         "check.stopped_peer_returned",
         "check.unknown_peer",
         "check.scrape_counts_wrong",
-        "announce.timeout",
         "announce.malformed",
         "announce.error",
         "reply.wrong_txid",
     ] {
         assert_eq!(c(r, bad), 0, "{bad}: {}", r["counters"]);
     }
+    let timeouts: u64 = ["connect.timeout", "announce.timeout", "scrape.timeout"]
+        .iter()
+        .map(|k| c(r, k))
+        .sum();
+    let sent: u64 = ["connect.sent", "announce.sent", "scrape.sent"]
+        .iter()
+        .map(|k| c(r, k))
+        .sum();
+    assert!(
+        timeouts * 50 <= sent,
+        "{timeouts} of {sent} timed out: {}",
+        r["counters"]
+    );
     assert!(c(r, "announce.ok") > 100, "{}", r["counters"]);
     assert_eq!(c(r, "check.counts_ok"), c(r, "announce.ok"));
     assert!(c(r, "check.scrape_counts_ok") > 0, "{}", r["counters"]);
@@ -191,7 +213,6 @@ fn a_stopped_tracker_is_reported_as_timeouts_not_a_hang() {
     let mut t = tracker_for(&[14]);
     let url = format!("udp://127.0.0.1:{}", t.port);
     t.stop();
-    let started = Instant::now();
     let r = load(
         &url,
         14,
@@ -209,7 +230,7 @@ fn a_stopped_tracker_is_reported_as_timeouts_not_a_hang() {
             "1",
         ],
     );
-    assert!(started.elapsed() < Duration::from_secs(15));
+    // Not a hang: `load` bounds the run. Every connect was sent twice and timed out.
     assert!(c(&r, "connect.timeout") > 50, "{}", r["counters"]);
     // The kernel's port-unreachable answers show as receive errors, never as replies.
     assert!(c(&r, "recv.error") > 0, "{}", r["counters"]);
