@@ -233,7 +233,9 @@ impl Drop for Guard {
 /// Which of a child's streams a line came on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
+    /// Standard output.
     Out,
+    /// Standard error.
     Err,
 }
 
@@ -242,8 +244,11 @@ pub enum Stream {
 /// failure; a watched one ([`Proc::watch`]) also hands its lines over, so that a test waits
 /// for what the process says, with a deadline, instead of sleeping.
 pub struct Proc {
+    /// The process.
     pub child: Child,
+    /// What failure messages call it.
     pub name: String,
+    /// Where its output goes.
     pub log: PathBuf,
     /// Behind a lock so that a `&Proc` may be shared between threads (a daemon several jobs
     /// talk to).
@@ -364,6 +369,7 @@ impl Proc {
         Some(status)
     }
 
+    /// Its PID.
     pub fn id(&self) -> u32 {
         self.child.id()
     }
