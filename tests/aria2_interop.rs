@@ -1,7 +1,9 @@
 //! Transfers between ringtorrent and aria2 1.36 (Debian's `aria2`, installed by
 //! scripts/test.sh), both directions, every case of `common::interop::CASES`, both I/O
 //! backends: sixteen transfers, run at once. Every payload is compared byte for byte, every
-//! process is ended by PID, and everything stays on 127.0.0.1.
+//! process is ended by PID, and everything stays on 127.0.0.1. aria2 must be given its port:
+//! it counts as started once it is seen listening there itself, else it starts again on
+//! another.
 //!
 //! aria2 runs without DHT, PEX or local peer discovery, its sockets bound to 127.0.0.1. It has
 //! no option to dial a given peer, so ringtorrent dials it in both directions: a seed with
@@ -15,31 +17,35 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::interop::{
-    compare_trees, download_ok, free_port, prepare, rt_download, rt_seed, run_all, wait_listening,
-    Case, Proc, BACKENDS, CASES,
+    compare_trees, download_ok, prepare, rt_download, rt_seed, run_all, Case, BACKENDS, CASES,
 };
+use common::{sandboxed, start_listening};
+
+/// How long aria2 may take to listen once started (the seed checks its data first).
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// aria2c for one torrent, listening on 127.0.0.1:`port`, saving into (or seeding from)
 /// `dir`, with no DHT, PEX or LPD and a hard stop after two and a half minutes.
 fn aria2(port: u16, dir: &Path) -> Command {
     let mut cmd = Command::new("aria2c");
-    cmd.args([
-        "--no-conf=true",
-        "--enable-dht=false",
-        "--enable-dht6=false",
-        "--enable-peer-exchange=false",
-        "--bt-enable-lpd=false",
-        "--interface=127.0.0.1",
-        "--console-log-level=notice",
-        "--summary-interval=0",
-        "--allow-overwrite=true",
-        "--auto-file-renaming=false",
-        "--file-allocation=none",
-        "--bt-stop-timeout=60",
-        "--stop=150",
-    ])
-    .arg(format!("--listen-port={port}"))
-    .arg(format!("--dir={}", dir.display()));
+    sandboxed(&mut cmd)
+        .args([
+            "--no-conf=true",
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--enable-peer-exchange=false",
+            "--bt-enable-lpd=false",
+            "--interface=127.0.0.1",
+            "--console-log-level=notice",
+            "--summary-interval=0",
+            "--allow-overwrite=true",
+            "--auto-file-renaming=false",
+            "--file-allocation=none",
+            "--bt-stop-timeout=60",
+            "--stop=150",
+        ])
+        .arg(format!("--listen-port={port}"))
+        .arg(format!("--dir={}", dir.display()));
     cmd
 }
 
@@ -69,16 +75,13 @@ fn aria2_leeches_every_case_from_ringtorrent_on_both_backends() {
         "ringtorrent -> aria2",
         |work, case, io, seed| {
             let p = prepare(work, case, &format!("to-aria2-{io}"), seed);
-            let port = free_port();
             let out = work.join(format!("{}-out", p.label));
-            let mut leech = Proc::spawn(
-                "aria2c leecher",
-                aria2(port, &out).arg("--seed-time=0").arg(&p.torrent),
-                &work.join(format!("{}-aria2.log", p.label)),
-            );
-            if !wait_listening(port, Duration::from_secs(20)) {
-                return Err(format!("aria2 never listened\n{}", leech.log()));
-            }
+            let log = work.join(format!("{}-aria2.log", p.label));
+            let (mut leech, port) = start_listening("aria2c leecher", &log, LIMIT, |port| {
+                let mut cmd = aria2(port, &out);
+                cmd.arg("--seed-time=0").arg(&p.torrent);
+                cmd
+            })?;
             let (seed, _) = rt_seed(&p, io, &[format!("127.0.0.1:{port}")], work);
             match leech.wait_exit(Duration::from_secs(90)) {
                 None => Err(format!(
@@ -105,18 +108,13 @@ fn ringtorrent_leeches_every_case_from_aria2_on_both_backends() {
         "aria2 -> ringtorrent",
         |work, case, io, seed| {
             let p = prepare(work, case, &format!("from-aria2-{io}"), seed);
-            let port = free_port();
             // -V: check the data first (it listens only after that), then seed until stopped.
-            let seeder = Proc::spawn(
-                "aria2c seed",
-                aria2(port, &p.data)
-                    .args(["-V", "--seed-ratio=0.0"])
-                    .arg(&p.torrent),
-                &work.join(format!("{}-aria2.log", p.label)),
-            );
-            if !wait_listening(port, Duration::from_secs(30)) {
-                return Err(format!("aria2 never listened\n{}", seeder.log()));
-            }
+            let log = work.join(format!("{}-aria2.log", p.label));
+            let (seeder, port) = start_listening("aria2c seed", &log, LIMIT, |port| {
+                let mut cmd = aria2(port, &p.data);
+                cmd.args(["-V", "--seed-ratio=0.0"]).arg(&p.torrent);
+                cmd
+            })?;
             let out = work.join(format!("{}-out", p.label));
             let result = rt_download(&p, &out, io, &[format!("127.0.0.1:{port}")], &[], work);
             download_ok(&p.label, &result).map_err(|e| format!("{e}\n{}", seeder.log()))?;

@@ -6,8 +6,11 @@ mod common;
 
 use std::path::Path;
 
-use common::{ringtorrent, run_ok, write_payload, write_tree};
+use common::{ringtorrent, run_bounded, run_ok, write_payload, write_tree};
 use ringtorrent::metainfo::Torrent;
+
+/// The bound on one `create` that is expected to fail (it fails at once).
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn mktorrent(input: &Path, out: &Path, exponent: u32, private: bool) -> Torrent {
     let mut cmd = std::process::Command::new("mktorrent");
@@ -105,12 +108,13 @@ fn create_refuses_bad_input_with_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    let out = ringtorrent()
-        .arg("create")
-        .arg(&empty)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = run_bounded(
+        ringtorrent()
+            .arg("create")
+            .arg(&empty)
+            .current_dir(dir.path()),
+        LIMIT,
+    );
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("holds no files"),
@@ -118,35 +122,36 @@ fn create_refuses_bad_input_with_clear_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let missing = ringtorrent()
-        .arg("create")
-        .arg(dir.path().join("nope"))
-        .output()
-        .unwrap();
+    let missing = run_bounded(
+        ringtorrent().arg("create").arg(dir.path().join("nope")),
+        LIMIT,
+    );
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("No such file"));
 
     let file = dir.path().join("f");
     write_payload(&file, 10, 1);
-    let bad_len = ringtorrent()
-        .arg("create")
-        .arg(&file)
-        .args(["--piece-length", "3000"])
-        .output()
-        .unwrap();
+    let bad_len = run_bounded(
+        ringtorrent()
+            .arg("create")
+            .arg(&file)
+            .args(["--piece-length", "3000"]),
+        LIMIT,
+    );
     assert!(!bad_len.status.success());
     assert!(String::from_utf8_lossy(&bad_len.stderr).contains("power of two"));
 
     // The output is never overwritten silently.
     let target = dir.path().join("t.torrent");
     std::fs::write(&target, b"keep").unwrap();
-    let clash = ringtorrent()
-        .arg("create")
-        .arg(&file)
-        .arg("-o")
-        .arg(&target)
-        .output()
-        .unwrap();
+    let clash = run_bounded(
+        ringtorrent()
+            .arg("create")
+            .arg(&file)
+            .arg("-o")
+            .arg(&target),
+        LIMIT,
+    );
     assert!(!clash.status.success());
     assert_eq!(std::fs::read(&target).unwrap(), b"keep");
 }

@@ -5,14 +5,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    info_json, interop, ringtorrent, run_bounded, run_ok, support, write_payload, write_tree,
+    info_json, interop, refusing_port, ringtorrent, run_bounded, run_ok, support, write_payload,
+    write_tree, Proc, START_LIMIT,
 };
 use serde_json::Value;
 
@@ -124,39 +124,32 @@ fn info_hash_and_layout_match_libtorrent() {
 
 /// A libtorrent seed on 127.0.0.1, ended by PID when dropped.
 struct Seed {
-    child: Child,
+    _proc: Proc,
     port: u16,
     info: Value,
 }
 
 impl Seed {
+    /// Starts it; its log goes beside the torrent.
     fn start(torrent: &Path, data: &Path) -> Seed {
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(support("lt_seed.py"))
-            .arg(torrent)
-            .arg(data)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start lt_seed.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let info: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-            let _ = child.kill();
-            panic!("lt_seed.py printed {line:?}: {e}")
-        });
+        let proc = Proc::watch(
+            "lt_seed.py",
+            Command::new("/usr/bin/python3")
+                .arg(support("lt_seed.py"))
+                .arg(torrent)
+                .arg(data)
+                .stdin(Stdio::piped()),
+            &torrent.with_extension("lt-seed.log"),
+        );
+        let line = proc.first_line(START_LIMIT);
+        let info: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("lt_seed.py printed {line:?}: {e}\n{}", proc.log()));
         let port = info["port"].as_u64().unwrap() as u16;
-        Seed { child, port, info }
-    }
-}
-
-impl Drop for Seed {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Seed {
+            _proc: proc,
+            port,
+            info,
+        }
     }
 }
 
@@ -244,12 +237,8 @@ fn handshake_errors_are_one_clear_line() {
         );
     };
 
-    // Refused: a port that was just free.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Refused: a port the test holds without listening, so nobody else can listen there.
+    let (_held, port) = refusing_port();
     one_line(
         handshake(&torrent, &format!("127.0.0.1:{port}"), &[]),
         "refused",

@@ -1,7 +1,7 @@
 //! Magnet links on real sockets over 127.0.0.1: ringtorrent fetching the metadata (BEP 9)
 //! from a libtorrent seed by `x.pe` and `--peer` and then the data, byte-identical; `info` on
 //! a magnet; and two ringtorrent leechers that only knew their seed finding each other by
-//! peer exchange (BEP 11). Every started process is ended by PID.
+//! peer exchange (BEP 11). Every started process is ended by PID and read with a deadline.
 
 mod common;
 
@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    info_json, ringtorrent, run_bounded, run_ok, same_tree, start_with_first_line, support,
-    write_payload, write_tree,
+    info_json, loopback_addr, ringtorrent, run_bounded, run_ok, same_tree, support, write_payload,
+    write_tree, Proc, START_LIMIT,
 };
 
 /// Runs `ringtorrent download` of `what` into `out`; fails the test if it fails, and returns
@@ -52,15 +52,18 @@ fn magnet_from_a_libtorrent_seed_by_x_pe_and_by_peer() {
         .as_str()
         .unwrap()
         .to_owned();
-    let (_seed, line) = start_with_first_line(
+    let lt_seed = Proc::watch(
+        "lt_seed.py",
         Command::new("/usr/bin/python3")
             .arg(support("lt_seed.py"))
             .arg(&torrent)
             .arg(&data)
-            .stdin(Stdio::piped())
-            .stderr(Stdio::null()),
+            .stdin(Stdio::piped()),
+        &dir.path().join("lt-seed.log"),
     );
-    let seed: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let line = lt_seed.first_line(START_LIMIT);
+    let seed: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("lt_seed.py said {line:?}: {e}\n{}", lt_seed.log()));
     let addr = format!("127.0.0.1:{}", seed["port"]);
 
     // `info` fetches and shows the metadata, as for the .torrent file.
@@ -119,7 +122,8 @@ fn leechers_that_only_knew_the_seed_find_each_other_by_pex() {
         .unwrap()
         .to_owned();
     // A slow seed, so that the leechers are still downloading when PEX introduces them.
-    let (_seed, line) = start_with_first_line(
+    let seed_proc = Proc::watch(
+        "ringtorrent seed",
         ringtorrent()
             .arg("seed")
             .arg(&torrent)
@@ -127,14 +131,10 @@ fn leechers_that_only_knew_the_seed_find_each_other_by_pex() {
             .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "60"])
             .args(["--threads", "1", "--upload-limit", "400K"])
             .arg("--state-dir")
-            .arg(dir.path().join("state-seed"))
-            .stderr(Stdio::null()),
+            .arg(dir.path().join("state-seed")),
+        &dir.path().join("seed.log"),
     );
-    let seed = line
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
+    let seed = loopback_addr(&seed_proc.first_line(START_LIMIT));
     let magnet = format!("magnet:?xt=urn:btih:{hash}");
     let leech = |name: &str| {
         let out = dir.path().join(name);
@@ -182,21 +182,18 @@ fn a_magnet_link_with_so_downloads_only_the_selected_files() {
         .iter()
         .position(|f| f["path"].as_str().is_some_and(|p| p.ends_with("x.bin")))
         .unwrap_or_else(|| panic!("{info:#}"));
-    let (_seed, line) = start_with_first_line(
+    let seed = Proc::watch(
+        "ringtorrent seed",
         ringtorrent()
             .arg("seed")
             .arg(&torrent)
             .arg(&data)
             .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "60"])
             .arg("--state-dir")
-            .arg(dir.path().join("seed-state"))
-            .stderr(Stdio::null()),
+            .arg(dir.path().join("seed-state")),
+        &dir.path().join("seed.log"),
     );
-    let addr = line
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap()
-        .to_owned();
+    let addr = loopback_addr(&seed.first_line(START_LIMIT));
     let out = dir.path().join("out");
     let uri = format!("magnet:?xt=urn:btih:{hash}&so={index}&x.pe={addr}");
     let stderr = download(&uri, &out, &dir.path().join("state"), &[]);

@@ -2,7 +2,8 @@
 //! I/O backend) and one aria2 leecher, all finishing with byte-identical data. Nobody has
 //! the whole payload but the seed, so the leechers trade pieces with each other as they get
 //! them: aria2 announces its pieces with whole `bitfield`s and `have all`, which ringtorrent
-//! must take as `have`s. Every process is ended by PID.
+//! must take as `have`s. Every process is ended by PID; every port is one its process
+//! reported, or (aria2's) one it was seen to listen on.
 
 mod common;
 
@@ -10,9 +11,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::interop::{
-    compare_trees, download_ok, free_port, lt_seed, prepare, rt_download, run_all, wait_listening,
-    Case, Layout, Proc,
+    compare_trees, download_ok, finished, lt_seed, prepare, rt_download, rt_leech, run_all, Case,
+    Layout,
 };
+use common::{sandboxed, start_listening};
+
+/// How long aria2 may take to listen once started.
+const LISTEN_LIMIT: Duration = Duration::from_secs(20);
 
 /// One participant's run to completion and check.
 type Job<'a> = Box<dyn FnOnce() -> Result<(), String> + Send + 'a>;
@@ -29,53 +34,50 @@ fn libtorrent_seed_two_ringtorrent_leechers_and_an_aria2_leecher_all_finish() {
     };
     let p = prepare(work, &case, "mixed", 77);
 
-    // aria2 listens at once; the seed and both ringtorrent leechers dial it.
-    let aria2_port = free_port();
+    // aria2 listens at once; the seed and both ringtorrent leechers dial it. It must be given
+    // its port: it is started until it is the one listening on the port it was given.
     let aria2_out = work.join("aria2-out");
-    let mut aria2 = Proc::spawn(
+    let (mut aria2, aria2_port) = start_listening(
         "aria2c leecher",
-        Command::new("aria2c")
-            .args([
-                "--no-conf=true",
-                "--enable-dht=false",
-                "--enable-dht6=false",
-                "--enable-peer-exchange=false",
-                "--bt-enable-lpd=false",
-                "--interface=127.0.0.1",
-                "--summary-interval=0",
-                "--file-allocation=none",
-                "--seed-time=0",
-                "--bt-stop-timeout=60",
-                "--stop=150",
-            ])
-            .arg(format!("--listen-port={aria2_port}"))
-            .arg(format!("--dir={}", aria2_out.display()))
-            .arg(&p.torrent),
         &work.join("aria2.log"),
-    );
-    assert!(
-        wait_listening(aria2_port, Duration::from_secs(20)),
-        "{}",
-        aria2.log()
-    );
+        LISTEN_LIMIT,
+        |port| {
+            let mut cmd = Command::new("aria2c");
+            sandboxed(&mut cmd)
+                .args([
+                    "--no-conf=true",
+                    "--enable-dht=false",
+                    "--enable-dht6=false",
+                    "--enable-peer-exchange=false",
+                    "--bt-enable-lpd=false",
+                    "--interface=127.0.0.1",
+                    "--summary-interval=0",
+                    "--file-allocation=none",
+                    "--seed-time=0",
+                    "--bt-stop-timeout=60",
+                    "--stop=150",
+                ])
+                .arg(format!("--listen-port={port}"))
+                .arg(format!("--dir={}", aria2_out.display()))
+                .arg(&p.torrent);
+            cmd
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let aria2_addr = format!("127.0.0.1:{aria2_port}");
     let (seed, seed_port) = lt_seed(&p, std::slice::from_ref(&aria2_addr), work);
     let seed_addr = format!("127.0.0.1:{seed_port}");
 
-    // The first ringtorrent leecher listens on a known port so that the second dials it.
-    let first_port = free_port();
-    let first_addr = format!("127.0.0.1:{first_port}");
+    // The first ringtorrent leecher says where it listens, and the second dials it there.
     let started = Instant::now();
+    let peers = [seed_addr.clone(), aria2_addr.clone()];
+    let (mut first, first_addr) = rt_leech(&p, &work.join("rt1-out"), "uring", &peers, work);
     let jobs: Vec<(String, Job<'_>)> = vec![
         (
             "ringtorrent leecher 1 (uring)".into(),
             Box::new(|| {
-                let out = work.join("rt1-out");
-                let port = first_port.to_string();
-                let peers = [seed_addr.clone(), aria2_addr.clone()];
-                let result = rt_download(&p, &out, "uring", &peers, &["--port", &port], work);
-                download_ok("leecher 1", &result)?;
-                compare_trees(&p.data, &out)
+                finished("leecher 1", &mut first)?;
+                compare_trees(&p.data, &work.join("rt1-out"))
             }),
         ),
         (

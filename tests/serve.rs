@@ -1,16 +1,16 @@
 //! `ringtorrent serve` as a user runs it, on 127.0.0.1: the control API (every route and its
 //! errors), the watch folder (added, garbage ignored, removed), a restart that does not hash
 //! again what was verified, SIGTERM's clean stop, bad configs, and a leecher downloading from
-//! it. Every process is ended by PID; requests go through a minimal HTTP client here.
+//! it. Every process is ended by PID and has its own config and state; requests go through a
+//! minimal HTTP client here.
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::serve::Serve;
-use common::{ringtorrent, run_bounded, run_ok, write_payload};
+use common::{loopback_addr, ringtorrent, run_bounded, run_ok, write_payload, Proc, START_LIMIT};
 
 /// Waits until `f` holds, up to `limit`.
 fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -258,11 +258,16 @@ fn bad_configs_and_a_taken_port_are_clear_errors() {
     std::fs::write(&config, printed).unwrap();
     run_ok(ringtorrent().args(["config", "check"]).arg(&config));
 
+    // The test holds the API's port; the config is an empty one of the test's own.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
     let out = run_bounded(
         ringtorrent()
             .arg("serve")
+            .arg("--config")
+            .arg(&empty)
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -332,39 +337,27 @@ fn a_magnet_link_added_through_the_api_is_fetched_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let seed_dir = dir.path().join("seed");
     let (t, hash) = torrent(&seed_dir, "magnet.bin", 700_001, 6);
-    let port = common::interop::free_port();
-    let mut seed = ringtorrent()
-        .arg("seed")
-        .arg(&t)
-        .arg(seed_dir.join("data"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--duration",
-            "60",
-        ])
-        .arg("--state-dir")
-        .arg(seed_dir.join("state"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(common::interop::wait_listening(
-        port,
-        Duration::from_secs(30)
-    ));
+    let seed = Proc::watch(
+        "ringtorrent seed",
+        ringtorrent()
+            .arg("seed")
+            .arg(&t)
+            .arg(seed_dir.join("data"))
+            .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "60"])
+            .arg("--state-dir")
+            .arg(seed_dir.join("state")),
+        &dir.path().join("seed.log"),
+    );
+    let addr = loopback_addr(&seed.first_line(START_LIMIT));
     let serve = Serve::start(dir.path(), &[]);
-    let uri = format!("magnet:?xt=urn:btih:{hash}&dn=magnet.bin&x.pe=127.0.0.1:{port}");
+    let uri = format!("magnet:?xt=urn:btih:{hash}&dn=magnet.bin&x.pe={addr}");
     let body = serde_json::json!({ "magnet": uri }).to_string();
     let (status, v) = serve.json("POST", "/torrents", body.as_bytes());
     assert_eq!(status, 201, "{v}");
     let done = eventually(Duration::from_secs(30), || {
         serve.json("GET", &format!("/torrents/{hash}"), b"").1["state"] == "seeding"
     });
-    let _ = seed.kill();
-    let _ = seed.wait();
+    drop(seed);
     assert!(done, "{}", serve.log());
     assert_eq!(
         std::fs::read(dir.path().join("data/magnet.bin")).unwrap(),

@@ -356,12 +356,13 @@ fn output_into_a_closed_pipe_ends_quietly() {
         unsafe { libc::close(fds[0]) };
         // SAFETY: fds[1] is ours and open; the Stdio takes it over.
         let write_end = unsafe { <Stdio as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
-        let out = rt(dir.path())
-            .args(args)
-            .stdout(write_end)
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap();
+        let out = common::output_within(
+            rt(dir.path())
+                .args(args)
+                .stdout(write_end)
+                .stderr(Stdio::piped()),
+            LIMIT,
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
             out.status.signal(),

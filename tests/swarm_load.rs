@@ -1,7 +1,8 @@
 //! `swarm-load` against real clients on 127.0.0.1: synthetic leechers download from a
 //! ringtorrent seed and a libtorrent seed (download mode), synthetic seeds feed a ringtorrent
 //! leecher and a libtorrent leecher (upload mode), with corrupting seeds the target must ban,
-//! and two shard reports that `report merge` adds exactly. Every process is ended by PID.
+//! and two shard reports that `report merge` adds exactly. Every process is ended by PID and
+//! binds a port of its own choosing, which it reports.
 
 mod common;
 
@@ -9,8 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::interop::{free_port, wait_listening, Proc};
-use common::{ringtorrent, run_bounded, run_ok, support};
+use common::{loopback_addr, ringtorrent, run_bounded, run_ok, support, Proc, START_LIMIT};
 
 const MIB: u64 = 1 << 20;
 
@@ -52,15 +52,15 @@ fn counter(r: &serde_json::Value, name: &str) -> u64 {
     r["counters"][name].as_u64().unwrap_or(0)
 }
 
+/// A `ringtorrent seed` on 127.0.0.1 (any free port), with the address it reported.
 fn rt_seed(torrent: &Path, data: &Path, work: &Path, io: &str) -> (Proc, String) {
-    let port = free_port();
-    let proc = Proc::spawn(
-        "ringtorrent seed",
+    let proc = Proc::watch(
+        &format!("ringtorrent seed --io {io}"),
         ringtorrent()
             .arg("seed")
             .arg(torrent)
             .arg(data)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--port", "0", "--bind", "127.0.0.1"])
             .args([
                 "--duration",
                 "90",
@@ -70,15 +70,11 @@ fn rt_seed(torrent: &Path, data: &Path, work: &Path, io: &str) -> (Proc, String)
                 io,
                 "--state-dir",
             ])
-            .arg(work.join("seed-state")),
-        &work.join("seed.log"),
+            .arg(work.join(format!("seed-state-{io}"))),
+        &work.join(format!("seed-{io}.log")),
     );
-    assert!(
-        wait_listening(port, Duration::from_secs(30)),
-        "{}",
-        proc.log()
-    );
-    (proc, format!("127.0.0.1:{port}"))
+    let addr = loopback_addr(&proc.first_line(START_LIMIT));
+    (proc, addr)
 }
 
 /// Download mode: every synthetic leecher downloads the whole payload and every block checks
@@ -128,29 +124,21 @@ fn synthetic_leechers_download_from_a_ringtorrent_seed() {
 fn synthetic_leechers_download_from_a_libtorrent_seed() {
     let dir = tempfile::tempdir().unwrap();
     let (torrent, data) = gen(dir.path(), 4, "64K", 1);
-    let port = free_port();
-    // lt_seed.py runs while its stdin is open: keep a pipe to it for the test's length.
-    let log = dir.path().join("lt-seed.log");
-    let child = Command::new("/usr/bin/python3")
-        .arg(support("lt_seed.py"))
-        .arg(&torrent)
-        .arg(&data)
-        .args(["--port", &port.to_string(), "--max-seconds", "90"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let seed = Proc {
-        child,
-        name: "lt_seed.py".into(),
-        log,
-    };
-    assert!(
-        wait_listening(port, Duration::from_secs(30)),
-        "{}",
-        seed.log()
+    // lt_seed.py runs while its stdin is open: the pipe to it lives as long as `seed`.
+    let seed = Proc::watch(
+        "lt_seed.py",
+        Command::new("/usr/bin/python3")
+            .arg(support("lt_seed.py"))
+            .arg(&torrent)
+            .arg(&data)
+            .args(["--max-seconds", "90"])
+            .stdin(std::process::Stdio::piped()),
+        &dir.path().join("lt-seed.log"),
     );
+    let line = seed.first_line(START_LIMIT);
+    let info: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("lt_seed.py said {line:?}: {e}\n{}", seed.log()));
+    let port = info["port"].as_u64().unwrap();
     download_mode_against(&format!("127.0.0.1:{port}"), &torrent, 10, 4 * MIB, "uring");
 }
 
@@ -161,28 +149,25 @@ fn synthetic_leechers_download_from_a_libtorrent_seed() {
 fn synthetic_seeds_feed_a_ringtorrent_leecher_and_corrupt_ones_are_banned() {
     let dir = tempfile::tempdir().unwrap();
     let (torrent, data) = gen(dir.path(), 8, "64K", 1);
-    let port = free_port();
     let out = dir.path().join("out");
-    let leecher = Proc::spawn(
+    let leecher = Proc::watch(
         "ringtorrent download",
         ringtorrent()
             .arg("download")
             .arg(&torrent)
             .arg("-o")
             .arg(&out)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--port", "0", "--bind", "127.0.0.1"])
             .args(["--seed", "--timeout", "60", "--state-dir"])
             .arg(dir.path().join("leech-state")),
         &dir.path().join("leecher.log"),
     );
-    assert!(
-        wait_listening(port, Duration::from_secs(30)),
-        "{}",
-        leecher.log()
-    );
+    let addr = loopback_addr(&leecher.wait_line(START_LIMIT, "where it listens", |_, l| {
+        l.contains("listening on")
+    }));
     let r = load(
         &torrent,
-        &format!("127.0.0.1:{port}"),
+        &addr,
         &[
             "--mode",
             "upload",
@@ -219,24 +204,21 @@ fn synthetic_seeds_feed_a_ringtorrent_leecher_and_corrupt_ones_are_banned() {
 fn synthetic_seeds_feed_a_libtorrent_leecher() {
     let dir = tempfile::tempdir().unwrap();
     let (torrent, data) = gen(dir.path(), 4, "64K", 1);
-    let port = free_port();
     let out = dir.path().join("out");
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg(support("lt_leech.py"))
-        .arg(&torrent)
-        .arg(&out)
-        .args(["--port", &port.to_string(), "--timeout", "60"]);
-    let mut leecher = Proc::spawn("lt_leech.py", &mut cmd, &dir.path().join("lt-leech.log"));
-    assert!(
-        wait_listening(port, Duration::from_secs(30)),
-        "{}",
-        leecher.log()
+    let mut leecher = Proc::watch(
+        "lt_leech.py",
+        Command::new("/usr/bin/python3")
+            .arg(support("lt_leech.py"))
+            .arg(&torrent)
+            .arg(&out)
+            .args(["--timeout", "60"])
+            .stdin(std::process::Stdio::null()),
+        &dir.path().join("lt-leech.log"),
     );
-    let r = load(
-        &torrent,
-        &format!("127.0.0.1:{port}"),
-        &["--mode", "upload", "--peers", "8"],
-    );
+    let addr = loopback_addr(&leecher.wait_line(START_LIMIT, "where it listens", |_, l| {
+        l.contains("listening on")
+    }));
+    let r = load(&torrent, &addr, &["--mode", "upload", "--peers", "8"]);
     let status = leecher.wait_exit(Duration::from_secs(30));
     assert!(status.is_some_and(|s| s.success()), "{}", leecher.log());
     assert!(counter(&r, "bytes.up") >= 4 * MIB, "{r:#}");

@@ -4,18 +4,20 @@
 //!
 //! Debian's opentracker is whitelist-only, refuses to run as root and chroots: it is
 //! started with `-u nobody -d DIR -w whitelist`, the whitelist holding the info hashes the
-//! test made, and ended by PID.
+//! test made, and ended by PID. Every child has its own state folder and is read with a
+//! deadline.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::opentracker::OpenTracker;
-use common::{info_json, ringtorrent, run_bounded, run_ok, support, write_payload};
+use common::{
+    info_json, ringtorrent, run_bounded, run_ok, support, write_payload, Proc, START_LIMIT,
+};
 use serde_json::Value;
 
 /// Makes a torrent of a fresh payload announcing to `tracker`; returns (torrent, data
@@ -168,34 +170,22 @@ fn a_torrent_the_tracker_refuses_is_an_error_not_a_crash() {
     assert!(text.contains("too short"), "{text}");
 }
 
-/// A libtorrent seed that announces to `tracker`, ended by PID when dropped.
-struct Seed(Child);
-
-impl Drop for Seed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn lt_seed(torrent: &Path, data: &Path, tracker: &str) -> Seed {
-    let mut child = Command::new("/usr/bin/python3")
-        .arg(support("lt_seed.py"))
-        .arg(torrent)
-        .arg(data)
-        .args(["--tracker", tracker])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start lt_seed.py");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let seed = Seed(child);
+/// A libtorrent seed that announces to `tracker`, ended by PID when dropped; it has said it
+/// is seeding when this returns.
+fn lt_seed(torrent: &Path, data: &Path, tracker: &str, dir: &Path) -> Proc {
+    let seed = Proc::watch(
+        "lt_seed.py",
+        Command::new("/usr/bin/python3")
+            .arg(support("lt_seed.py"))
+            .arg(torrent)
+            .arg(data)
+            .args(["--tracker", tracker])
+            .stdin(Stdio::piped()),
+        &dir.join("lt-seed.log"),
+    );
+    let line = seed.first_line(START_LIMIT);
     serde_json::from_str::<Value>(&line)
-        .unwrap_or_else(|e| panic!("lt_seed.py printed {line:?}: {e}"));
+        .unwrap_or_else(|e| panic!("lt_seed.py printed {line:?}: {e}\n{}", seed.log()));
     seed
 }
 
@@ -214,7 +204,7 @@ fn leech_through(scheme: &str, io: &str) {
     // The torrent names the tracker; nothing else tells either side where the other is.
     let (torrent, data, same) = make_torrent(dir.path(), scheme, 3_000_000, &url);
     assert_eq!(hash, same);
-    let seed = lt_seed(&torrent, &data, &url);
+    let seed = lt_seed(&torrent, &data, &url, dir.path());
     // Wait until the seed's announce has reached the tracker.
     let started = Instant::now();
     loop {
@@ -234,7 +224,9 @@ fn leech_through(scheme: &str, io: &str) {
             .arg(&torrent)
             .arg("-o")
             .arg(&out_dir)
-            .args(["--bind", "127.0.0.1", "--timeout", "60", "--io", io]),
+            .args(["--bind", "127.0.0.1", "--timeout", "60", "--io", io])
+            .arg("--state-dir")
+            .arg(dir.path().join("leech-state")),
         Duration::from_secs(90),
     );
     assert!(
@@ -424,16 +416,6 @@ fn announce_and_scrape_over_https() {
     assert!(v["errors"].to_string().contains("certificate"), "{v}");
 }
 
-/// The `ringtorrent seed` process, killed by PID when dropped.
-struct RtSeed(Child);
-
-impl Drop for RtSeed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn ringtorrent_seed_and_leecher_meet_through_udp_tracker() {
     let dir = tempfile::tempdir().unwrap();
@@ -441,21 +423,18 @@ fn ringtorrent_seed_and_leecher_meet_through_udp_tracker() {
     let tracker = OpenTracker::start(std::slice::from_ref(&hash));
     let url = tracker.udp();
     let (torrent, data, _) = make_torrent(dir.path(), "rt", 1_500_000, &url);
-    let mut child = ringtorrent()
-        .arg("seed")
-        .arg(&torrent)
-        .arg(&data)
-        .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "60"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let seed = RtSeed(child);
+    let seed = Proc::watch(
+        "ringtorrent seed",
+        ringtorrent()
+            .arg("seed")
+            .arg(&torrent)
+            .arg(&data)
+            .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "60"])
+            .arg("--state-dir")
+            .arg(dir.path().join("seed-state")),
+        &dir.path().join("seed.log"),
+    );
+    let line = seed.first_line(START_LIMIT);
     assert!(line.starts_with("seeding"), "{line}");
     leech_through_tracker(&torrent, &url, &data, dir.path(), "rt.bin");
     assert_eq!(scrape(&torrent, &url), (1, 1, 0));

@@ -12,6 +12,7 @@
 
 mod common;
 
+use std::net::UdpSocket;
 use std::time::Duration;
 
 use common::opentracker::OpenTracker;
@@ -210,9 +211,12 @@ fn wrong_connection_ids_are_reported_as_errors() {
 
 #[test]
 fn a_stopped_tracker_is_reported_as_timeouts_not_a_hang() {
-    let mut t = tracker_for(&[14]);
-    let url = format!("udp://127.0.0.1:{}", t.port);
-    t.stop();
+    // A stopped tracker's port, held by the test so that no other process can take it: a
+    // UDP socket bound there and connected to itself matches no other sender, so every
+    // packet sent to it gets the kernel's port-unreachable answer, as a closed port does.
+    let held = UdpSocket::bind("127.0.0.1:0").unwrap();
+    held.connect(held.local_addr().unwrap()).unwrap();
+    let url = format!("udp://{}", held.local_addr().unwrap());
     let r = load(
         &url,
         14,

@@ -5,6 +5,8 @@
 //! Transmission's ten-second pulses (it decides interest and unchokes on them) are waited
 //! out once per test rather than once per transfer. Every payload is compared byte for byte,
 //! the daemon and every other process are ended by PID, and everything stays on 127.0.0.1.
+//! The daemon must be given its ports: it counts as started once it is seen listening on
+//! them itself, else it starts again on others.
 //!
 //! Transmission 3.00 never creates zero-length files, so its downloads are compared without
 //! them (every other file byte for byte); ringtorrent's downloads are compared whole.
@@ -22,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use common::interop::{
     compare_trees, compare_trees_but_empty_files, compare_within, download_ok, free_port, prepare,
-    rt_download, rt_seed, run_all, wait_listening, Prepared, Proc, BACKENDS, CASES,
+    rt_download, rt_seed, run_all, Prepared, Proc, BACKENDS, CASES,
 };
-use common::run_bounded;
+use common::{run_bounded, sandboxed, wait_listening_by};
 
 /// A `transmission-daemon -f` with its own configuration folder, RPC and peer ports on
 /// 127.0.0.1, no DHT, LPD, uTP, PEX or port mapping, no queueing, no ratio limits.
@@ -35,73 +37,82 @@ struct Transmission {
 }
 
 impl Transmission {
+    /// Starts the daemon on two candidate ports (RPC and peers), and again on fresh ones
+    /// until it is the process listening on both and it answers RPC.
     fn start(work: &Path) -> Transmission {
         let config = work.join("transmission-config");
         std::fs::create_dir_all(&config).unwrap();
-        let (rpc_port, peer_port) = (free_port(), free_port());
-        let settings = serde_json::json!({
-            "dht-enabled": false,
-            "lpd-enabled": false,
-            "utp-enabled": false,
-            "pex-enabled": false,
-            "port-forwarding-enabled": false,
-            "peer-port": peer_port,
-            "peer-port-random-on-start": false,
-            "bind-address-ipv4": "127.0.0.1",
-            "bind-address-ipv6": "::1",
-            "rpc-port": rpc_port,
-            "rpc-bind-address": "127.0.0.1",
-            "rpc-authentication-required": false,
-            "rpc-whitelist-enabled": true,
-            "rpc-whitelist": "127.0.0.1",
-            "rpc-host-whitelist-enabled": false,
-            "download-dir": work.join("transmission-default").to_str().unwrap(),
-            "incomplete-dir-enabled": false,
-            "watch-dir-enabled": false,
-            "rename-partial-files": false,
-            "download-queue-enabled": false,
-            "seed-queue-enabled": false,
-            "queue-stalled-enabled": false,
-            "ratio-limit-enabled": false,
-            "idle-seeding-limit-enabled": false,
-            "speed-limit-down-enabled": false,
-            "speed-limit-up-enabled": false,
-            "alt-speed-enabled": false,
-            "blocklist-enabled": false,
-            "start-added-torrents": true,
-            // 1: prefer encryption (its default); ringtorrent's plaintext dials are accepted.
-            "encryption": 1,
-            "message-level": 1,
-        });
-        std::fs::write(config.join("settings.json"), settings.to_string()).unwrap();
-        let proc = Proc::spawn(
-            "transmission-daemon",
-            Command::new("transmission-daemon")
-                .arg("-f")
-                .arg("-g")
-                .arg(&config),
-            &work.join("transmission.log"),
-        );
-        let t = Transmission {
-            proc,
-            rpc: format!("127.0.0.1:{rpc_port}"),
-            peer_port,
-        };
-        let started = Instant::now();
-        while !t.try_remote(&["-l"]).0 {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "transmission-daemon did not answer RPC\n{}",
-                t.proc.log()
+        let mut why = Vec::new();
+        for _ in 0..5 {
+            let (rpc_port, peer_port) = (free_port(), free_port());
+            let settings = serde_json::json!({
+                "dht-enabled": false,
+                "lpd-enabled": false,
+                "utp-enabled": false,
+                "pex-enabled": false,
+                "port-forwarding-enabled": false,
+                "peer-port": peer_port,
+                "peer-port-random-on-start": false,
+                "bind-address-ipv4": "127.0.0.1",
+                "bind-address-ipv6": "::1",
+                "rpc-port": rpc_port,
+                "rpc-bind-address": "127.0.0.1",
+                "rpc-authentication-required": false,
+                "rpc-whitelist-enabled": true,
+                "rpc-whitelist": "127.0.0.1",
+                "rpc-host-whitelist-enabled": false,
+                "download-dir": work.join("transmission-default").to_str().unwrap(),
+                "incomplete-dir-enabled": false,
+                "watch-dir-enabled": false,
+                "rename-partial-files": false,
+                "download-queue-enabled": false,
+                "seed-queue-enabled": false,
+                "queue-stalled-enabled": false,
+                "ratio-limit-enabled": false,
+                "idle-seeding-limit-enabled": false,
+                "speed-limit-down-enabled": false,
+                "speed-limit-up-enabled": false,
+                "alt-speed-enabled": false,
+                "blocklist-enabled": false,
+                "start-added-torrents": true,
+                // 1: prefer encryption (its default); ringtorrent's plaintext dials are accepted.
+                "encryption": 1,
+                "message-level": 1,
+            });
+            std::fs::write(config.join("settings.json"), settings.to_string()).unwrap();
+            let mut cmd = Command::new("transmission-daemon");
+            sandboxed(&mut cmd).arg("-f").arg("-g").arg(&config);
+            let proc = Proc::spawn(
+                "transmission-daemon",
+                &mut cmd,
+                &work.join("transmission.log"),
             );
+            let mut t = Transmission {
+                proc,
+                rpc: format!("127.0.0.1:{rpc_port}"),
+                peer_port,
+            };
+            match t.ready(rpc_port) {
+                Ok(()) => return t,
+                Err(e) => why.push(e),
+            }
+        }
+        panic!("transmission-daemon did not start:\n{}", why.join("\n"));
+    }
+
+    /// Waits until the daemon itself listens on its RPC and peer ports and answers RPC.
+    fn ready(&mut self, rpc_port: u16) -> Result<(), String> {
+        let limit = Duration::from_secs(20);
+        wait_listening_by(&mut self.proc, rpc_port, limit)?;
+        wait_listening_by(&mut self.proc, self.peer_port, limit)?;
+        let started = Instant::now();
+        while !self.try_remote(&["-l"]).0 {
+            if started.elapsed() > limit {
+                return Err(format!("no RPC answer\n{}", self.proc.log()));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(
-            wait_listening(peer_port, Duration::from_secs(10)),
-            "transmission-daemon does not listen for peers\n{}",
-            t.proc.log()
-        );
-        t
+        Ok(())
     }
 
     fn try_remote(&self, args: &[&str]) -> (bool, String) {

@@ -3,14 +3,15 @@
 //! ended by PID when dropped, free loopback ports, and the byte-for-byte comparison.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{ringtorrent, run_bounded, run_ok, write_payload, write_tree};
+use super::{
+    loopback_addr, ringtorrent, run_bounded, run_ok, write_payload, write_tree, START_LIMIT,
+};
 
 /// A torrent's shape.
 #[derive(Debug, Clone, Copy)]
@@ -113,64 +114,12 @@ pub fn prepare(dir: &Path, case: &Case, tag: &str, seed: u64) -> Prepared {
     }
 }
 
-/// A started process, killed by PID (and reaped) when dropped, so it ends even when the test
-/// fails. Its stderr (and stdout, unless taken) goes to a log file shown on failure.
-pub struct Proc {
-    pub child: Child,
-    pub name: String,
-    pub log: PathBuf,
-}
+pub use super::Proc;
 
-impl Proc {
-    /// Starts `cmd` with stdout and stderr appended to `log`.
-    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Proc {
-        let file = std::fs::File::create(log).unwrap();
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
-        Proc {
-            child,
-            name: name.to_owned(),
-            log: log.to_owned(),
-        }
-    }
-
-    /// What the process wrote so far.
-    pub fn log(&self) -> String {
-        format!(
-            "--- {} log ({}):\n{}",
-            self.name,
-            self.log.display(),
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        )
-    }
-
-    /// Waits up to `limit` for the process to exit; `None` if it is still running.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if start.elapsed() > limit {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A loopback port that was free just now and that no other test in this process was given.
+/// A candidate loopback port: free just now, and given to no other test in this process.
+/// Only for programs that must be told their port (see [`super::start_listening`], which
+/// checks the child is the one listening and tries again otherwise); ringtorrent and the
+/// libtorrent helpers bind port 0 and say which port they got.
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
@@ -184,18 +133,6 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
-}
-
-/// Waits until something accepts connections on 127.0.0.1:`port`, up to `limit`.
-pub fn wait_listening(port: u16, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 /// Starts `ringtorrent seed` for `p` on 127.0.0.1 (any free port) with backend `io`,
@@ -212,26 +149,13 @@ pub fn rt_seed(p: &Prepared, io: &str, peers: &[String], work: &Path) -> (Proc, 
     for peer in peers {
         cmd.args(["--peer", peer]);
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start ringtorrent seed");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let proc = Proc {
-        child,
-        name: format!("ringtorrent seed {} --io {io}", p.label),
-        log,
-    };
-    let addr = line
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("seed said {line:?}\n{}", proc.log()))
-        .to_owned();
+    let proc = Proc::watch(
+        &format!("ringtorrent seed {} --io {io}", p.label),
+        &mut cmd,
+        &log,
+    );
+    let line = proc.first_line(START_LIMIT);
+    let addr = loopback_addr(&line);
     assert!(line.contains(io), "{line}");
     (proc, addr)
 }
@@ -258,6 +182,51 @@ pub fn rt_download(
         cmd.args(["--peer", peer]);
     }
     run_bounded(&mut cmd, Duration::from_secs(110))
+}
+
+/// Starts `ringtorrent download` of `p` into `out` with backend `io` from `peers`, listening
+/// on 127.0.0.1 (any free port); returns it with the address it listens on, for peers to
+/// dial. [`finished`] waits for it.
+pub fn rt_leech(
+    p: &Prepared,
+    out: &Path,
+    io: &str,
+    peers: &[String],
+    work: &Path,
+) -> (Proc, String) {
+    let mut cmd = ringtorrent();
+    cmd.arg("download")
+        .arg(&p.torrent)
+        .arg("-o")
+        .arg(out)
+        .args(["--bind", "127.0.0.1", "--port", "0", "--timeout", "90"])
+        .args(["--io", io, "--state-dir"])
+        .arg(work.join(format!("rt-leech-state-{}-{io}", p.label)));
+    for peer in peers {
+        cmd.args(["--peer", peer]);
+    }
+    let log = work.join(format!("rt-leech-{}-{io}.log", p.label));
+    let proc = Proc::watch(
+        &format!("ringtorrent download {} --io {io}", p.label),
+        &mut cmd,
+        &log,
+    );
+    let line = proc.wait_line(START_LIMIT, "where it listens", |_, l| {
+        l.contains("listening on")
+    });
+    (proc, loopback_addr(&line))
+}
+
+/// Waits (110 s at most) for a download started with [`rt_leech`] to succeed.
+pub fn finished(what: &str, leech: &mut Proc) -> Result<(), String> {
+    match leech.wait_exit(Duration::from_secs(110)) {
+        Some(status) if status.success() => Ok(()),
+        Some(status) => Err(format!(
+            "{what}: download failed ({status})\n{}",
+            leech.log()
+        )),
+        None => Err(format!("{what}: download still running\n{}", leech.log())),
+    }
 }
 
 /// Checks that a download succeeded; the error names what and shows its stderr.
@@ -402,21 +371,9 @@ pub fn lt_seed(p: &Prepared, peers: &[String], work: &Path) -> (Proc, u16) {
     for peer in peers {
         cmd.args(["--peer", peer]);
     }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start lt_seed.py");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let proc = Proc {
-        child,
-        name: format!("lt_seed.py {}", p.label),
-        log,
-    };
+    cmd.stdin(Stdio::piped());
+    let proc = Proc::watch(&format!("lt_seed.py {}", p.label), &mut cmd, &log);
+    let line = proc.first_line(START_LIMIT);
     let info: serde_json::Value = serde_json::from_str(&line)
         .unwrap_or_else(|e| panic!("lt_seed.py printed {line:?}: {e}\n{}", proc.log()));
     let port = info["port"].as_u64().unwrap() as u16;

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: running the `ringtorrent` binary and reference
-//! tools with a time bound, and writing deterministic payloads.
+//! tools with a time bound, in a home of their own, guarded from the moment they start and
+//! read with a deadline on every wait; and writing deterministic payloads.
 
 #![allow(dead_code)]
 
@@ -8,13 +9,74 @@ pub mod opentracker;
 pub mod purity;
 pub mod serve;
 
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The `ringtorrent` binary built for this test run.
+/// How long a child may take to say it is ready (its port, its first line). Generous: it only
+/// bounds a hang, and a loaded machine may take seconds to start a process.
+pub const START_LIMIT: Duration = Duration::from_secs(60);
+
+/// The `ringtorrent` binary built for this test run, in a home of its own (see [`sandboxed`])
+/// and with stdin closed.
 pub fn ringtorrent() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ringtorrent"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringtorrent"));
+    sandboxed(&mut cmd).stdin(Stdio::null());
+    cmd
+}
+
+/// The folder that the homes of this test process's children lie in: made on first use,
+/// removed when the process exits (by `atexit`, which runs when the harness returns from main
+/// and when it calls `exit` after a failure).
+static SANDBOX: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_sandbox() {
+    if let Some(root) = SANDBOX.get() {
+        let _ = std::fs::remove_dir_all(root);
+    }
+}
+
+fn sandbox_root() -> &'static Path {
+    SANDBOX.get_or_init(|| {
+        let root = tempfile::Builder::new()
+            .prefix("ringtorrent-test-homes-")
+            .tempdir()
+            .expect("a temporary folder for the children's homes")
+            .keep();
+        // SAFETY: atexit(3) takes a function of no arguments that returns nothing; this one
+        // only removes a folder, and `SANDBOX` is set before it can run.
+        unsafe { libc::atexit(remove_sandbox) };
+        root
+    })
+}
+
+/// Points HOME and the XDG folders (config, state, data, cache) of `cmd` at a fresh folder of
+/// its own, so that a child started without `--config` or `--state-dir` neither reads the
+/// user's `~/.config/ringtorrent/serve.toml` nor writes resume data into
+/// `~/.local/state/ringtorrent`, and no two children share such a folder by accident.
+pub fn sandboxed(cmd: &mut Command) -> &mut Command {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let home = sandbox_root().join(format!("home-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir_all(&home).unwrap();
+    cmd.env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+}
+
+/// The first `127.0.0.1:PORT` word of `line` (`seed`'s first line, `download`'s "listening
+/// on"), or a panic that shows the line.
+pub fn loopback_addr(line: &str) -> String {
+    line.split(|c: char| c.is_whitespace() || c == ',')
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no 127.0.0.1:PORT in {line:?}"))
+        .to_owned()
 }
 
 /// A script in `tests/support/`.
@@ -27,22 +89,39 @@ pub fn support(name: &str) -> PathBuf {
 /// Runs `cmd` to completion, killing it (by PID) if it outlives `limit`. Its output is read
 /// while it runs (on two threads), so a child writing more than a pipe holds cannot block.
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
-    use std::io::Read;
-    let mut child = cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    output_within(cmd, limit)
+}
+
+/// As [`run_bounded`], with the standard streams as the caller set them: those that are
+/// pipes are read while it runs; the others come back empty.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let drain = |mut pipe: Box<dyn Read + Send>| {
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
             buf
         })
     };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -142,7 +221,7 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 }
 
 /// A child process ended by PID when dropped.
-pub struct Guard(pub std::process::Child);
+pub struct Guard(pub Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -151,13 +230,355 @@ impl Drop for Guard {
     }
 }
 
-/// Starts `cmd` with stdout piped and returns it (ended by PID on drop) with its first line.
-pub fn start_with_first_line(cmd: &mut Command) -> (Guard, String) {
-    use std::io::{BufRead, BufReader};
-    let mut child = Guard(cmd.stdout(Stdio::piped()).spawn().unwrap());
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (child, line)
+/// Which of a child's streams a line came on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Out,
+    /// Standard error.
+    Err,
+}
+
+/// A started process, killed by PID (and reaped) when dropped, so it ends even when the test
+/// fails; it is guarded from the moment it is spawned. Its output goes to a log file shown on
+/// failure; a watched one ([`Proc::watch`]) also hands its lines over, so that a test waits
+/// for what the process says, with a deadline, instead of sleeping.
+pub struct Proc {
+    /// The process.
+    pub child: Child,
+    /// What failure messages call it.
+    pub name: String,
+    /// Where its output goes.
+    pub log: PathBuf,
+    /// Behind a lock so that a `&Proc` may be shared between threads (a daemon several jobs
+    /// talk to).
+    lines: Option<Mutex<Receiver<(Stream, String)>>>,
+}
+
+impl Proc {
+    /// Starts `cmd` (stdin closed) with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Proc {
+        let file = File::create(log).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        Proc {
+            child,
+            name: name.to_owned(),
+            log: log.to_owned(),
+            lines: None,
+        }
+    }
+
+    /// Starts `cmd` (stdin as the caller set it) with stdout and stderr read line by line on
+    /// threads: each line is appended to `log`, then handed to [`Proc::wait_line`].
+    pub fn watch(name: &str, cmd: &mut Command, log: &Path) -> Proc {
+        let file = Arc::new(Mutex::new(File::create(log).unwrap()));
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let proc = Proc {
+            child,
+            name: name.to_owned(),
+            log: log.to_owned(),
+            lines: Some(Mutex::new(rx)),
+        };
+        read_lines(Stream::Out, out, file.clone(), tx.clone());
+        read_lines(Stream::Err, err, file, tx);
+        proc
+    }
+
+    /// What the process wrote so far.
+    pub fn log(&self) -> String {
+        format!(
+            "--- {} log ({}):\n{}",
+            self.name,
+            self.log.display(),
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
+    }
+
+    /// Waits up to `limit` for a line (of a watched process) that `wanted` accepts and returns
+    /// it; lines before it are passed over (they stay in the log). Panics, showing the log, at
+    /// the deadline or when the process closed its output first.
+    pub fn wait_line(
+        &self,
+        limit: Duration,
+        what: &str,
+        mut wanted: impl FnMut(Stream, &str) -> bool,
+    ) -> String {
+        let lines = self.lines.as_ref().expect("a watched process");
+        let lines = lines.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok((stream, line)) if wanted(stream, &line) => return line,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "{} did not say {what} in {limit:?}\n{}",
+                        self.name,
+                        self.log()
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("{} ended before saying {what}\n{}", self.name, self.log())
+                }
+            }
+        }
+    }
+
+    /// The first line on stdout, within `limit`.
+    pub fn first_line(&self, limit: Duration) -> String {
+        self.wait_line(limit, "a first line on stdout", |s, _| s == Stream::Out)
+    }
+
+    /// Waits up to `limit` for the process to exit; `None` if it is still running. For a
+    /// watched process, its last lines are in the log once this returns.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The readers end at end of file, once they have logged the last line.
+        if let Some(lines) = &self.lines {
+            let lines = lines.lock().unwrap_or_else(|e| e.into_inner());
+            while let Ok(_) | Err(RecvTimeoutError::Timeout) =
+                lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                if Instant::now() > deadline {
+                    break;
+                }
+            }
+        }
+        Some(status)
+    }
+
+    /// Its PID.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads `pipe` line by line on a thread of its own until end of file: each line is appended
+/// to `log`, then sent on `tx` (a receiver gone is no reason to stop reading: a child writing
+/// into a pipe nobody reads would block).
+fn read_lines(
+    stream: Stream,
+    pipe: impl Read + Send + 'static,
+    log: Arc<Mutex<File>>,
+    tx: mpsc::Sender<(Stream, String)>,
+) {
+    std::thread::spawn(move || {
+        each_line(pipe, |line| {
+            {
+                let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = writeln!(log, "{line}");
+            }
+            let _ = tx.send((stream, line));
+        })
+    });
+}
+
+/// Calls `f` with each line of `pipe` (without its line end; bytes that are not UTF-8
+/// replaced) until end of file or an error.
+fn each_line(pipe: impl Read, mut f: impl FnMut(String)) {
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&buf);
+        f(line.trim_end_matches(['\n', '\r']).to_owned());
+    }
+}
+
+/// Reads `pipe` (a child's stdout) on a thread of its own and returns its first `n` lines,
+/// waiting at most `limit`; `Err` says what came before the deadline or the end of file.
+/// The thread keeps reading (and dropping) what follows, so the child never writes into a
+/// closed pipe.
+pub fn first_lines(
+    pipe: impl Read + Send + 'static,
+    n: usize,
+    limit: Duration,
+) -> Result<Vec<String>, String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        each_line(pipe, |line| {
+            let _ = tx.send(line);
+        })
+    });
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    while got.len() < n {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => got.push(line),
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(format!("{got:?} and nothing more in {limit:?}"))
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(format!("{got:?}, then the output closed"))
+            }
+        }
+    }
+    Ok(got)
+}
+
+/// Who listens on a loopback TCP port, as the kernel's tables say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Nobody yet.
+    Nobody,
+    /// The process whose PID was asked about.
+    Ours,
+    /// Another process: the port was taken between choosing it and the child's bind.
+    Other,
+}
+
+/// Who listens on TCP 127.0.0.1:`port` (or the wildcard): `pid`, someone else, or nobody.
+/// A third-party program that must be given a port is checked this way, so that a test never
+/// talks to a stranger that happened to take the port first.
+pub fn tcp_listener(pid: u32, port: u16) -> Listener {
+    socket_owner(pid, "/proc/net/tcp", port, Some("0A"))
+}
+
+/// Whether `pid` holds a UDP socket bound to 127.0.0.1:`port` (or the wildcard), as
+/// [`tcp_listener`].
+pub fn udp_socket(pid: u32, port: u16) -> Listener {
+    socket_owner(pid, "/proc/net/udp", port, None)
+}
+
+fn socket_owner(pid: u32, table: &str, port: u16, state: Option<&str>) -> Listener {
+    let text = std::fs::read_to_string(table).unwrap_or_default();
+    let inodes: Vec<String> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (local, st, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
+            let (ip, p) = local.split_once(':')?;
+            let here = (ip == "0100007F" || ip == "00000000")
+                && u16::from_str_radix(p, 16).ok()? == port
+                && state.is_none_or(|s| *st == s);
+            here.then(|| format!("socket:[{inode}]"))
+        })
+        .collect();
+    if inodes.is_empty() {
+        return Listener::Nobody;
+    }
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten();
+    let ours = fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    });
+    if ours {
+        Listener::Ours
+    } else {
+        Listener::Other
+    }
+}
+
+/// Waits up to `limit` until `proc` itself listens on TCP 127.0.0.1:`port`. `Err` (with its
+/// log) when another process holds the port, when it exited, or at the deadline: the caller
+/// then starts it again on a fresh port.
+pub fn wait_listening_by(proc: &mut Proc, port: u16, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match tcp_listener(proc.id(), port) {
+            Listener::Ours => return Ok(()),
+            Listener::Other => {
+                return Err(format!("another process listens on {port}\n{}", proc.log()))
+            }
+            Listener::Nobody => {}
+        }
+        if let Some(status) = proc.child.try_wait().unwrap() {
+            return Err(format!("{} exited ({status})\n{}", proc.name, proc.log()));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} never listened on {port}\n{}",
+                proc.name,
+                proc.log()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts a third-party program that must be told its port (aria2, transmission): `make`
+/// builds its command for a port, and the program is started on a fresh candidate port until
+/// it is the one listening there (a candidate taken meanwhile by someone else, or a failed
+/// bind, means another try), at most five times.
+pub fn start_listening(
+    name: &str,
+    log: &Path,
+    limit: Duration,
+    mut make: impl FnMut(u16) -> Command,
+) -> Result<(Proc, u16), String> {
+    let mut why = Vec::new();
+    for _ in 0..5 {
+        let port = interop::free_port();
+        let mut proc = Proc::spawn(name, &mut make(port), log);
+        match wait_listening_by(&mut proc, port, limit) {
+            Ok(()) => return Ok((proc, port)),
+            Err(e) => why.push(e),
+        }
+    }
+    Err(format!("{name} never listened:\n{}", why.join("\n")))
+}
+
+/// A loopback TCP port that refuses connections, and that no other process can take while
+/// the returned socket lives: a socket bound there that never listens (a port merely found
+/// free could be taken, and answered, by anyone before the test dials it).
+pub fn refusing_port() -> (std::os::fd::OwnedFd, u16) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: socket(2) with constant arguments; the descriptor it returns is owned below.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns or closes.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+    // SAFETY: an all-zero sockaddr_in is valid (family, port and address are set next).
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    addr.sin_family = libc::AF_INET as libc::sa_family_t;
+    addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let at = (&raw mut addr).cast::<libc::sockaddr>();
+    // SAFETY: `at` points to a sockaddr_in of `len` bytes that lives across both calls;
+    // getsockname writes at most `len` bytes into it.
+    unsafe {
+        assert_eq!(libc::bind(fd.as_raw_fd(), at, len), 0, "bind");
+        assert_eq!(
+            libc::getsockname(fd.as_raw_fd(), at, &mut len),
+            0,
+            "getsockname"
+        );
+    }
+    (fd, u16::from_be(addr.sin_port))
 }

@@ -1,13 +1,14 @@
-//! `ringtorrent serve` run as a user runs it, for the tests: started on loopback, talked to
-//! over its HTTP API, stopped with SIGTERM, killed by PID if a test fails first.
+//! `ringtorrent serve` run as a user runs it, for the tests: started on loopback with a config
+//! of the test's own, talked to over its HTTP API, stopped with SIGTERM, killed by PID if a
+//! test fails first.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{ringtorrent, run_ok};
+use super::{first_lines, ringtorrent, run_ok, START_LIMIT};
 
 /// A running `serve`, killed by PID when dropped.
 pub struct Serve {
@@ -28,7 +29,8 @@ impl Drop for Serve {
 
 impl Serve {
     /// Starts `serve` on 127.0.0.1 (any free ports, two loops) with its data in `dir/data`
-    /// and its state in `dir/state`, its log in `dir/serve.log`.
+    /// and its state in `dir/state`, its log in `dir/serve.log`, and the (empty) config
+    /// `dir/serve.toml` unless `extra` names one.
     pub fn start(dir: &Path, extra: &[&str]) -> Serve {
         Serve::start_in(dir, &dir.join("data"), extra)
     }
@@ -40,8 +42,8 @@ impl Serve {
             .append(true)
             .open(dir.join("serve.log"))
             .unwrap();
-        let mut child = ringtorrent()
-            .arg("serve")
+        let mut cmd = ringtorrent();
+        cmd.arg("serve")
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -53,31 +55,39 @@ impl Serve {
             .arg("--data-dir")
             .arg(data)
             .arg("--state-dir")
-            .arg(dir.join("state"))
+            .arg(dir.join("state"));
+        if !extra.contains(&"--config") {
+            let config = dir.join("serve.toml");
+            if !config.exists() {
+                std::fs::write(&config, "").unwrap();
+            }
+            cmd.arg("--config").arg(config);
+        }
+        let child = cmd
             .args(extra)
             .env("RINGTORRENT_LOG", "info")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let (mut peers, mut api) = (String::new(), String::new());
-        out.read_line(&mut peers).unwrap();
-        out.read_line(&mut api).unwrap();
-        let peers = peers.trim().strip_prefix("peers: ").unwrap_or_else(|| {
-            panic!(
-                "{peers} / {}",
-                std::fs::read_to_string(dir.join("serve.log")).unwrap()
-            )
-        });
-        let api = api.trim().strip_prefix("api: http://").unwrap().to_owned();
-        Serve {
+        let mut serve = Serve {
             child,
-            api,
-            peers: peers.to_owned(),
+            api: String::new(),
+            peers: String::new(),
             stderr: dir.join("serve.log"),
-        }
+        };
+        // `peers: HOST:PORT` then `api: http://HOST:PORT`, read with a deadline: a serve that
+        // hangs before saying them fails the test (and is killed) instead of hanging it.
+        let said = first_lines(serve.child.stdout.take().unwrap(), 2, START_LIMIT)
+            .unwrap_or_else(|e| panic!("serve said {e}\n{}", serve.log()));
+        let peers = said[0].trim().strip_prefix("peers: ");
+        let api = said[1].trim().strip_prefix("api: http://");
+        let (Some(peers), Some(api)) = (peers, api) else {
+            panic!("serve said {said:?}\n{}", serve.log())
+        };
+        serve.peers = peers.to_owned();
+        serve.api = api.to_owned();
+        serve
     }
 
     pub fn log(&self) -> String {

@@ -5,7 +5,8 @@ Usage: lt_leech.py TORRENT SAVE_DIR [--peer HOST:PORT ...] [--port P] [--timeout
                    [--plaintext | --encryption forced]
 
 TCP only (uTP off both ways), no DHT, LSD, UPnP, NAT-PMP or trackers; listens on 127.0.0.1
-(any free port) and dials every --peer. When the torrent is complete and its pieces verified,
+(any free port, unless --port) and says where on stderr, "lt_leech.py: listening on
+127.0.0.1:P", before it dials every --peer. When the torrent is complete and its pieces verified,
 prints one JSON line: {"seconds": S, "bytes": N, "mb_s": X} where S runs from adding the
 torrent to completion, then exits 0. Exits 1 (message on stderr) if it does not finish in
 --timeout seconds (default 300), so it can never outlive a test or a benchmark.
@@ -86,6 +87,21 @@ def main() -> None:
         settings["in_enc_policy"] = lt.enc_policy.pe_forced
         settings["allowed_enc_level"] = lt.enc_level.pe_both
     ses = lt.session(settings)
+    # Wait for the listen socket, so that the port said is the one bound (tests dial it).
+    listen_deadline = time.monotonic() + 30.0
+    listen_port = None
+    while listen_port is None:
+        if time.monotonic() > listen_deadline:
+            print("lt_leech.py: timed out waiting for the listen socket", file=sys.stderr)
+            sys.exit(1)
+        ses.wait_for_alert(100)
+        for a in ses.pop_alerts():
+            if isinstance(a, lt.listen_failed_alert):
+                print(f"lt_leech.py: cannot listen: {a.message()}", file=sys.stderr)
+                sys.exit(1)
+            if isinstance(a, lt.listen_succeeded_alert) and a.socket_type == lt.socket_type_t.tcp:
+                listen_port = a.port
+    print(f"lt_leech.py: listening on 127.0.0.1:{listen_port}", file=sys.stderr, flush=True)
     params = lt.add_torrent_params()
     params.ti = ti
     params.save_path = args.save_dir
