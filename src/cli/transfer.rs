@@ -67,6 +67,10 @@ pub struct EngineArgs {
     /// $XDG_STATE_HOME/ringtorrent or ~/.local/state/ringtorrent).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Seconds between resume data saves while running (also saved when stopped): a crash
+    /// re-checks at most what was verified since the last save.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    resume_interval: u64,
 }
 
 impl EngineArgs {
@@ -81,6 +85,7 @@ impl EngineArgs {
                 .state_dir
                 .clone()
                 .or_else(ClientConfig::default_state_dir),
+            resume_interval: Duration::from_secs(self.resume_interval),
             limits: Limits {
                 upload_rate: self.upload_limit,
                 download_rate: self.download_limit,

@@ -325,9 +325,12 @@ impl Client {
         });
         let worker = {
             let shared = shared.clone();
+            let resume_every = config
+                .resume_interval
+                .max(std::time::Duration::from_millis(100));
             std::thread::Builder::new()
                 .name("rt-client".into())
-                .spawn(move || worker::run(shared, work_rx))
+                .spawn(move || worker::run(shared, work_rx, resume_every))
                 .map_err(|e| ClientError::Start(format!("cannot start a thread: {e}")))?
         };
         let client = Client {

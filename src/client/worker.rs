@@ -7,7 +7,8 @@
 //!   peers they give to the torrents' loops.
 //! - Every [`PROGRESS_EVERY`]: refresh what the trackers are told (bytes left, totals).
 //! - Every [`REBALANCE_EVERY`]: share the session-wide rate limits between loops by demand.
-//! - Every [`RESUME_EVERY`]: save resume data of torrents that verified pieces since.
+//! - Every `ClientConfig::resume_interval` (a minute by default): save resume data of
+//!   torrents that verified pieces since.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -35,15 +36,14 @@ const TICK: Duration = Duration::from_millis(50);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How often session-wide rate limits are shared out again.
 const REBALANCE_EVERY: Duration = Duration::from_secs(1);
-/// How often resume data is saved: a crash loses at most this much verification work (the
-/// data itself is re-checked against file stamps, never trusted blindly).
-const RESUME_EVERY: Duration = Duration::from_secs(60);
-
-/// Runs until [`Work::Stop`] or the client is gone.
-pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>) {
+/// Runs until [`Work::Stop`] or the client is gone, saving resume data every
+/// `resume_every` (`ClientConfig::resume_interval`: a crash loses at most this much
+/// verification work; the data itself is re-checked against file stamps, never trusted
+/// blindly).
+pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>, resume_every: Duration) {
     let mut next_progress = Instant::now();
     let mut next_rebalance = Instant::now() + REBALANCE_EVERY;
-    let mut next_save = Instant::now() + RESUME_EVERY;
+    let mut next_save = Instant::now() + resume_every;
     loop {
         match work.recv_timeout(TICK) {
             Ok(Work::Stop) | Err(RecvTimeoutError::Disconnected) => return,
@@ -77,7 +77,7 @@ pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>) {
                 s.rebalance_limits();
             }
             if now >= next_save {
-                next_save = now + RESUME_EVERY;
+                next_save = now + resume_every;
                 s.save_resume(false);
             }
             Ok(())

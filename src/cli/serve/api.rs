@@ -1,6 +1,7 @@
 //! The control API: HTTP/1.1 with JSON bodies, on loopback by default, plus `GET /metrics` in
-//! Prometheus text format. A thread accepts requests (tiny_http) and hands each to the control
-//! thread, which asks the [`Client`], and sends back its answer.
+//! Prometheus text format. A thread accepts requests (tiny_http); each is read on a thread of
+//! its own (at most `MAX_IN_FLIGHT` at once) and handed to the control thread, which asks
+//! the [`Client`], and its answer sent back.
 //!
 //! ```text
 //!   GET    /torrents                     every torrent's status
@@ -15,11 +16,13 @@
 //!   GET    /metrics                      Prometheus text
 //! ```
 //!
-//! Errors are JSON `{"error": "..."}` with 400 (malformed request), 404 (unknown route or
-//! torrent), 409 (already added), 413 (body too large) or 500.
+//! Errors are JSON `{"error": "..."}` with 400 (malformed request, or a body shorter than its
+//! `Content-Length`), 404 (unknown route or torrent), 409 (already added), 413 (body too
+//! large), 503 (too many requests at once) or 500.
 
 use std::io::Read;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -67,6 +70,12 @@ impl Response {
 /// What the API thread sends the control thread.
 pub type Call = (Request, mpsc::Sender<Response>);
 
+/// Requests read and answered at once, each on its own thread, so that a client that stalls
+/// half-way through its body holds up only itself (tiny_http reads a body of more than 1 KiB
+/// as it is consumed, with no time-out of its own). Past this a request is answered 503 at
+/// once: stalled clients hold at most this many threads.
+const MAX_IN_FLIGHT: usize = 32;
+
 /// Starts the API server on `addr`; requests arrive on the returned channel. The server stops
 /// when the channel's receiver is dropped and a last request comes, or with the process.
 pub fn start(addr: &str) -> Result<(mpsc::Receiver<Call>, std::net::SocketAddr)> {
@@ -80,47 +89,99 @@ pub fn start(addr: &str) -> Result<(mpsc::Receiver<Call>, std::net::SocketAddr)>
     std::thread::Builder::new()
         .name("rt-api".into())
         .spawn(move || {
-            for mut req in server.incoming_requests() {
-                let url = req.url().to_string();
-                let (path, query) = match url.split_once('?') {
-                    Some((p, q)) => (p.to_string(), q.to_string()),
-                    None => (url, String::new()),
-                };
-                let mut body = Vec::new();
-                let too_big = req.body_length().is_some_and(|n| n > MAX_BODY)
-                    || req
-                        .as_reader()
-                        .take(MAX_BODY as u64 + 1)
-                        .read_to_end(&mut body)
-                        .is_err()
-                    || body.len() > MAX_BODY;
-                let answer = if too_big {
-                    Response::error(413, format!("the body is over {MAX_BODY} bytes"))
-                } else {
-                    let (reply_tx, reply_rx) = mpsc::channel();
-                    let call = Request {
-                        method: req.method().as_str().to_string(),
-                        path,
-                        query,
-                        body,
-                    };
-                    if tx.send((call, reply_tx)).is_err() {
-                        return; // the engine stopped
-                    }
-                    reply_rx
-                        .recv_timeout(Duration::from_secs(60))
-                        .unwrap_or_else(|_| Response::error(500, "the engine did not answer"))
-                };
-                let header = tiny_http::Header::from_bytes("Content-Type", answer.content_type)
-                    .expect("valid header");
-                let _ = req.respond(
-                    tiny_http::Response::from_data(answer.body)
-                        .with_status_code(answer.status)
-                        .with_header(header),
-                );
+            let in_flight = Arc::new(AtomicUsize::new(0));
+            let stopped = Arc::new(AtomicBool::new(false));
+            for req in server.incoming_requests() {
+                if stopped.load(Ordering::Relaxed) {
+                    return; // the engine stopped
+                }
+                if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+                    respond(
+                        req,
+                        Response::error(503, "too many requests at once; try again"),
+                    );
+                    continue;
+                }
+                in_flight.fetch_add(1, Ordering::Relaxed);
+                let (tx, in_flight, stopped) = (tx.clone(), in_flight.clone(), stopped.clone());
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("rt-api-req".into())
+                        .spawn(move || {
+                            if !answer(req, &tx) {
+                                stopped.store(true, Ordering::Relaxed);
+                            }
+                            in_flight.fetch_sub(1, Ordering::Relaxed);
+                        });
+                if let Err(e) = spawned {
+                    // The request went with the closure: its connection closes unanswered.
+                    tracing::warn!("the control API cannot start a thread: {e}");
+                }
             }
         })?;
     Ok((rx, local))
+}
+
+/// Reads one request's body, has the control thread answer it, and sends the answer back.
+/// Returns `false` when the control thread is gone.
+fn answer(mut req: tiny_http::Request, tx: &mpsc::Sender<Call>) -> bool {
+    let url = req.url().to_string();
+    let (path, query) = match url.split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (url, String::new()),
+    };
+    let mut body = Vec::new();
+    let announced = req.body_length();
+    let too_big = || Response::error(413, format!("the body is over {MAX_BODY} bytes"));
+    let refused = if announced.is_some_and(|n| n > MAX_BODY) {
+        Some(too_big())
+    } else {
+        let read = req
+            .as_reader()
+            .take(MAX_BODY as u64 + 1)
+            .read_to_end(&mut body);
+        match (read, announced) {
+            (Err(e), _) => Some(Response::error(400, format!("cannot read the body: {e}"))),
+            (Ok(_), _) if body.len() > MAX_BODY => Some(too_big()),
+            // The client closed before sending all it announced: whatever arrived is not the
+            // request it meant.
+            (Ok(_), Some(n)) if body.len() < n => Some(Response::error(
+                400,
+                format!("the body ended after {} of its {n} bytes", body.len()),
+            )),
+            (Ok(_), _) => None,
+        }
+    };
+    let answer = match refused {
+        Some(refused) => refused,
+        None => {
+            let (reply_tx, reply_rx) = mpsc::channel();
+            let call = Request {
+                method: req.method().as_str().to_string(),
+                path,
+                query,
+                body,
+            };
+            if tx.send((call, reply_tx)).is_err() {
+                return false;
+            }
+            reply_rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| Response::error(500, "the engine did not answer"))
+        }
+    };
+    respond(req, answer);
+    true
+}
+
+fn respond(req: tiny_http::Request, answer: Response) {
+    let header =
+        tiny_http::Header::from_bytes("Content-Type", answer.content_type).expect("valid header");
+    let _ = req.respond(
+        tiny_http::Response::from_data(answer.body)
+            .with_status_code(answer.status)
+            .with_header(header),
+    );
 }
 
 fn hash_of(text: &str) -> Result<InfoHash, Response> {
@@ -212,6 +273,24 @@ pub fn handle(client: &Client, req: Request) -> Response {
                         Ok(v) => v,
                         Err(e) => return Response::error(400, format!("malformed JSON: {e}")),
                     };
+                    // Anything but an object of these two keys is refused: read as "no
+                    // limits", a typo or a bare number would lift both.
+                    match v.as_object() {
+                        None => {
+                            return Response::error(
+                                400,
+                                "send {\"upload\": bytes/s or null, \"download\": ...}",
+                            )
+                        }
+                        Some(o) => {
+                            if let Some(k) = o.keys().find(|k| *k != "upload" && *k != "download") {
+                                return Response::error(
+                                    400,
+                                    format!("unknown key `{k}`: only `upload` and `download`"),
+                                );
+                            }
+                        }
+                    }
                     let limit = |key: &str| -> Result<Option<u64>, Response> {
                         match v.get(key) {
                             None | Some(Value::Null) => Ok(None),
