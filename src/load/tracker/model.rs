@@ -138,6 +138,9 @@ pub struct Peer {
     pub inflight: bool,
     /// An announce of this peer timed out: the tracker may hold either state.
     pub uncertain: bool,
+    /// Announces of its torrent in flight when its own was sent: a tracker may apply any of
+    /// them after answering it (replies and requests cross on many sockets and connections).
+    pub overlap: u32,
 }
 
 /// A connection id slot (BEP 15): one per peer, one shared by the seedbox.
@@ -309,6 +312,7 @@ impl Model {
                     due: 0,
                     inflight: false,
                     uncertain: false,
+                    overlap: 0,
                 });
             }
             let seedbox =
@@ -334,6 +338,7 @@ impl Model {
                         due: 0,
                         inflight: false,
                         uncertain: false,
+                        overlap: 0,
                     });
                 }
             }
@@ -407,6 +412,7 @@ impl Model {
         let p = &mut self.peers[i as usize];
         let t = &mut self.torrents[p.torrent as usize];
         p.inflight = true;
+        p.overlap = t.inflight;
         t.inflight += 1;
         t.seq += 1;
         let seq = t.seq;
@@ -549,6 +555,7 @@ impl Model {
         let tolerance = t
             .inflight
             .saturating_sub(1)
+            .max(p.overlap)
             .saturating_add(later)
             .saturating_add(t.uncertain);
         let off = |got: Option<u32>, want: u32| got.is_some_and(|g| g.abs_diff(want) > tolerance);
@@ -576,18 +583,32 @@ impl Model {
         c
     }
 
-    /// Torrent `t`'s announce count so far, taken when a scrape is sent.
+    /// A mark of torrent `t`'s state, taken when a scrape is sent: its announce count so far
+    /// and how many were in flight (a tracker may apply those after answering the scrape).
     pub fn seq(&self, t: u32) -> u64 {
-        self.torrents[t as usize].seq
+        let t = &self.torrents[t as usize];
+        (t.seq << 24) | u64::from(t.inflight.min(MARK_INFLIGHT_MAX))
     }
 
     /// Whether a scrape's counts for worker torrent `t` agree with the model, allowing one
-    /// difference per announce in flight, sent after the scrape (`seq` was [`Model::seq`]
-    /// then) or of unknown fate.
-    pub fn scrape_ok(&self, t: u32, seq: u64, seeders: u32, leechers: u32, completed: u32) -> bool {
+    /// difference per announce in flight now or when the scrape was sent (`mark` was
+    /// [`Model::seq`] then), sent after the scrape, or of unknown fate.
+    pub fn scrape_ok(
+        &self,
+        t: u32,
+        mark: u64,
+        seeders: u32,
+        leechers: u32,
+        completed: u32,
+    ) -> bool {
         let t = &self.torrents[t as usize];
+        let (seq, overlap) = (mark >> 24, (mark & u64::from(MARK_INFLIGHT_MAX)) as u32);
         let later = u32::try_from(t.seq.saturating_sub(seq)).unwrap_or(u32::MAX);
-        let tol = t.inflight.saturating_add(later).saturating_add(t.uncertain);
+        let tol = t
+            .inflight
+            .max(overlap)
+            .saturating_add(later)
+            .saturating_add(t.uncertain);
         seeders.abs_diff(t.seeders) <= tol
             && leechers.abs_diff(t.leechers) <= tol
             && completed.abs_diff(t.completed) <= tol
@@ -602,6 +623,9 @@ impl Model {
         }
     }
 }
+
+/// The most announces in flight a scrape's mark ([`Model::seq`]) records: its low 24 bits.
+const MARK_INFLIGHT_MAX: u32 = (1 << 24) - 1;
 
 fn random_id(rng: &mut Rng) -> PeerId {
     let mut tail = [0u8; 12];
@@ -682,6 +706,40 @@ mod tests {
             assert_eq!(m.quiet[i], quiet, "peer {i}");
         }
         assert!(m.torrents.iter().any(|t| t.completed > 0));
+    }
+
+    #[test]
+    fn a_reply_may_miss_announces_that_were_in_flight_when_it_was_asked() {
+        let mut m = Model::build(&cfg(), 0, 1, 1, life(true));
+        let t = m.peers[0].torrent;
+        let peers: Vec<u32> = (0..m.peers.len() as u32)
+            .filter(|&j| m.peers[j as usize].torrent == t)
+            .take(2)
+            .collect();
+        let (b, a) = (peers[0], peers[1]);
+        let before = (
+            m.torrents[t as usize].seeders,
+            m.torrents[t as usize].leechers,
+        );
+        let mark = m.seq(t);
+        // B's `started` goes out, then A's; the tracker answers B, then A as if B had not
+        // come yet (it may apply B after answering A).
+        let (_, _) = m.on_send(b);
+        let (_, seq_a) = m.on_send(a);
+        let mut rng = Rng::new(1);
+        m.on_done(b, 0, Some(1_000_000), None, false, &mut rng);
+        let (s, l) = before;
+        let a_peer = m.peers[a as usize].seeder;
+        let (s, l) = if a_peer { (s + 1, l) } else { (s, l + 1) };
+        let c = m.check_announce(a, seq_a, 50, Some(s), Some(l), std::iter::empty());
+        assert!(!c.counts_wrong, "{c:?}");
+        // Off by two is more than one overlapping announce explains.
+        let c = m.check_announce(a, seq_a, 50, Some(s + 2), Some(l), std::iter::empty());
+        assert!(c.counts_wrong);
+        // A scrape sent before both may see neither, both or either.
+        let (s0, l0) = before;
+        assert!(m.scrape_ok(t, mark, s0, l0, 0));
+        assert!(!m.scrape_ok(t, mark, s0 + 5, l0, 0));
     }
 
     #[test]
