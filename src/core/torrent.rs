@@ -34,7 +34,7 @@ use super::wire::{
     SplitBytes, EXTENDED_HANDSHAKE_ID,
 };
 use super::{Bitfield, BlockRef, Lengths, PeerKey, PieceIndex, Time};
-use crate::limits::{BLOCK_LEN, MAX_BLOCK_LEN, MAX_PEX_PEERS, PEX_INTERVAL_SECS};
+use crate::limits::{BLOCK_LEN, MAX_PEX_PEERS, PEX_INTERVAL_SECS};
 use crate::metainfo::Info;
 
 /// Most pieces a peer may suggest or allow-fast us at once; older entries are dropped.
@@ -163,9 +163,7 @@ impl Torrent {
         let picker = Picker::new(lengths, have, ctx.config.picker);
         let choker = Choker::new(ctx.config.choker.clone(), now);
         let unchoke_local = ctx.config.unchoke_local_peers;
-        let decoder = Decoder::new()
-            .with_piece_count(Some(lengths.piece_count()))
-            .with_max_message_len(MAX_BLOCK_LEN + 13);
+        let decoder = Decoder::for_torrent(lengths.piece_count());
         let mut t = Torrent {
             ctx,
             info,
