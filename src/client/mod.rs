@@ -489,9 +489,10 @@ impl Client {
         })
     }
 
-    /// Stops gracefully: saves every torrent's resume data, lets a `completed` still on its
-    /// way reach the trackers, announces `stopped` (bounded: at most about 8 s), stops the
-    /// loops, and ends every event subscription.
+    /// Stops gracefully: notes what every torrent verified, stops the loops (peers closed),
+    /// writes every torrent's resume data once its last queued writes landed, lets a
+    /// `completed` still on its way reach the trackers and announces `stopped` (bounded: at
+    /// most about 8 s), and ends every event subscription.
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -502,19 +503,24 @@ impl Client {
         };
         let _ = tx.send(Work::Stop);
         let _ = worker.join();
-        let loops = {
+        // What each torrent verified, then the loops stopped (no block arrives after), then
+        // the resume data written once the last queued writes landed, then trackers told.
+        let (haves, loops) = {
             let mut s = self.shared.lock();
-            s.save_resume(true);
-            if let Some(t) = s.trackers.as_mut() {
-                t.stop_all();
-            }
-            s.closed = true;
-            std::mem::take(&mut s.loops)
+            (s.collect_haves(), std::mem::take(&mut s.loops))
         };
         for l in loops {
             if let Err(e) = l.stop() {
                 tracing::warn!("an event loop ended badly: {e}");
             }
+        }
+        {
+            let mut s = self.shared.lock();
+            s.save_haves(haves, true, true);
+            if let Some(t) = s.trackers.as_mut() {
+                t.stop_all();
+            }
+            s.closed = true;
         }
         self.shared.events.close();
     }

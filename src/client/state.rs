@@ -45,6 +45,11 @@ use crate::tracker::Progress;
 /// How long a loop may take to answer before the request fails.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long resume data waits for a stopped torrent's last disk jobs: they are a few block
+/// writes already queued, milliseconds even on a slow disk; past this the data is saved
+/// anyway (and a changed file is checked at the next start).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Each loop's map from its session's torrent ids to info hashes, so the events it publishes
 /// name torrents the way callers know them. Written on the loop's own thread (in the closures
 /// that add and remove torrents), read there by its event callback.
@@ -662,6 +667,8 @@ impl State {
         entry.id = None;
         if let (Some(have), Some(storage), Some(dir)) = (have, &entry.storage, resume_dir) {
             entry.saved = Some(have.count());
+            // Writes its loop submitted before it left may still be landing.
+            storage.wait_idle(DRAIN_TIMEOUT);
             open::save_resume(storage, have, &dir)?;
         }
         Ok(())
@@ -980,7 +987,12 @@ impl State {
     /// Saves resume data of the active torrents that verified pieces since the last save
     /// (`all`: of every active torrent).
     pub fn save_resume(&mut self, all: bool) {
-        let Some(dir) = self.resume_dir() else { return };
+        let haves = self.collect_haves();
+        self.save_haves(haves, all, false);
+    }
+
+    /// Every active torrent's verified pieces, by (loop, id): one round trip per loop.
+    pub fn collect_haves(&self) -> BTreeMap<(u32, TorrentId), Bitfield> {
         let mut haves = BTreeMap::new();
         for shard in 0..self.loops.len() as u32 {
             let got = self.call(shard, |d| {
@@ -995,6 +1007,19 @@ impl State {
                 haves.insert((shard, id), have);
             }
         }
+        haves
+    }
+
+    /// Saves `haves` (from [`State::collect_haves`]) as resume data: those that changed since
+    /// the last save, or `all`. With `drain` (the loops have stopped), each storage's last
+    /// disk jobs are waited for first, so no late write changes a file after it was stamped.
+    pub fn save_haves(
+        &mut self,
+        mut haves: BTreeMap<(u32, TorrentId), Bitfield>,
+        all: bool,
+        drain: bool,
+    ) {
+        let Some(dir) = self.resume_dir() else { return };
         for e in self.torrents.values_mut() {
             let (Some(id), Some(storage)) = (e.id, &e.storage) else {
                 continue;
@@ -1005,6 +1030,9 @@ impl State {
             let count = have.count();
             if !all && e.saved == Some(count) {
                 continue;
+            }
+            if drain {
+                storage.wait_idle(DRAIN_TIMEOUT);
             }
             match open::save_resume(storage, have, &dir) {
                 Ok(()) => e.saved = Some(count),

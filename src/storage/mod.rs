@@ -158,6 +158,9 @@ pub struct Storage {
     resolve: Resolve,
     files: Vec<Slot>,
     stripes: Box<[RwLock<()>]>,
+    /// Disk jobs submitted for this storage and not finished ([`DiskPool`] counts them), so
+    /// resume data can wait until no write is left to change a file after it was stamped.
+    jobs: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -502,6 +505,7 @@ impl Storage {
             resolve,
             files,
             stripes,
+            jobs: AtomicUsize::new(0),
         };
         storage.set_access(Access::Random);
         Ok(storage)
@@ -591,6 +595,29 @@ impl Storage {
     /// The torrent this storage holds.
     pub fn info(&self) -> &Arc<Info> {
         &self.info
+    }
+
+    /// Waits (at most `limit`) until no disk job for this storage is queued or running;
+    /// returns whether it got there. Resume data taken after a torrent left its loop waits
+    /// for this, so a block written a moment later cannot change a file's stamp after the
+    /// resume data recorded it (which would cost a full check at the next start).
+    pub fn wait_idle(&self, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while self.jobs.load(Ordering::Acquire) > 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
+    }
+
+    pub(crate) fn job_started(&self) {
+        self.jobs.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn job_done(&self) {
+        self.jobs.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// The download folder the files live under.

@@ -160,8 +160,10 @@ impl DiskPool {
             DiskJob::Verify { .. } => &self.hash,
             DiskJob::Write { .. } | DiskJob::Read { .. } => &self.io,
         };
+        storage.job_started();
         pool.spawn(move || {
             let outcome = run(&storage, job);
+            storage.job_done();
             reply.send(Completion { token, outcome });
         });
     }

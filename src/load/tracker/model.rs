@@ -235,6 +235,11 @@ pub struct Model {
     /// Kept beside [`Model::peers`] so that checking a reply's 30-odd peers reads one dense
     /// byte each instead of a 56-byte `Peer` each, scattered over megabytes.
     quiet: Vec<bool>,
+    /// Per peer: the number (within its torrent) of its last `stopped` announce. Replies are
+    /// read from many sockets in any order, so a reply to an announce sent before that
+    /// `stopped` may still list the peer after the `stopped` was answered; only a reply to
+    /// an announce sent after it must not.
+    stopped_seq: Vec<u64>,
 }
 
 /// The port the seedbox announces.
@@ -361,6 +366,7 @@ impl Model {
             conns,
             life,
             due,
+            stopped_seq: vec![0; quiet.len()],
             quiet,
         }
     }
@@ -433,6 +439,7 @@ impl Model {
                     }
                 }
                 p.phase = Phase::Off;
+                self.stopped_seq[i as usize] = seq;
             }
             AnnounceEvent::None => {}
         }
@@ -559,7 +566,7 @@ impl Model {
             match t.peer_at(port) {
                 None => c.unknown += 1,
                 Some(j) => {
-                    if self.quiet[j as usize] {
+                    if self.quiet[j as usize] && self.stopped_seq[j as usize] < seq {
                         c.stopped_returned += 1;
                     }
                 }
