@@ -174,6 +174,17 @@ pub const MAX_TRACKER_MESSAGE_LEN: usize = 1024;
 /// Longest `tracker id` kept and sent back; real ones are a few dozen bytes.
 pub const MAX_TRACKER_ID_LEN: usize = 256;
 
+/// Blocks' worth of smart-ban evidence (who sent which block of a failed piece, and its SHA1)
+/// one torrent keeps, about 40 bytes each: 2.5 MiB at most. Enough for 16 failed pieces of
+/// the largest allowed size at once, or thousands of typical ones; past it the oldest failed
+/// piece is forgotten (its senders go unpunished rather than memory growing with an attack).
+pub const MAX_SMART_BAN_RECORDS: usize = 1 << 16;
+
+/// Different copies of one block smart ban remembers: one per sender that sent other bytes
+/// than the copies already kept. A block refetched more often than this from new senders is
+/// under attack from many addresses, which a cap on memory must not follow.
+pub const MAX_SMART_BAN_COPIES: usize = 8;
+
 const _: () = assert!(MAX_METADATA_SIZE <= MAX_TORRENT_FILE_LEN as u64);
 const _: () = assert!(MAX_PIECE_LEN.is_power_of_two() && MIN_PIECE_LEN.is_power_of_two());
 const _: () = assert!(MIN_PIECE_LEN <= MAX_PIECE_LEN);
@@ -188,3 +199,4 @@ const _: () = assert!(
 );
 const _: () = assert!(16 + 20 * MAX_SCRAPE_HASHES_UDP <= 1500);
 const _: () = assert!(20 + 18 * MAX_TRACKER_PEERS <= MAX_TRACKER_RESPONSE_LEN);
+const _: () = assert!(MAX_SMART_BAN_RECORDS as u64 >= 16 * (MAX_PIECE_LEN / BLOCK_LEN as u64));

@@ -773,6 +773,22 @@ impl Storage {
         Ok(&self.hash_piece(piece)? == expected)
     }
 
+    /// The SHA1 of each block of `piece`, in order: the evidence smart ban compares across
+    /// downloads of a piece that failed (see `core::smartban`). Only pieces under suspicion are
+    /// hashed this way, on the hashing pool, never on an event loop.
+    pub fn block_hashes(&self, piece: PieceIndex) -> Result<Vec<[u8; 20]>, StorageError> {
+        let lengths = self.info.lengths();
+        let mut buf = Vec::new();
+        lengths
+            .blocks(piece)
+            .map(|block| {
+                buf.resize(block.len as usize, 0);
+                self.read_block(block, &mut buf)?;
+                Ok(Sha1::digest(&buf).into())
+            })
+            .collect()
+    }
+
     /// Asks the kernel to start reading `piece` into the page cache (`MADV_WILLNEED`); returns
     /// at once. Useful before hashing or serving a piece that may be cold.
     pub fn prefetch_piece(&self, piece: PieceIndex) {
