@@ -81,6 +81,7 @@ fn verify_all(pool: &DiskPool, storage: &Arc<Storage>, tx: &CompletionSender, rx
         let job = DiskJob::Verify {
             piece,
             expected: *info.piece_hash(piece),
+            blocks: false,
         };
         pool.submit(storage, u64::from(piece.get()), job, tx);
     }

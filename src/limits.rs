@@ -30,10 +30,21 @@ pub const MAX_TORRENT_FILE_LEN: usize = 32 * 1024 * 1024;
 /// also bounds its stack use.
 pub const MAX_BENCODE_DEPTH: usize = 64;
 
-/// Most values (integers, strings, lists, dictionaries) in one bencode document. A torrent
-/// with a million files needs about four million; the decoded tree costs roughly 48 bytes a
-/// value, so this bounds the tree at a few hundred MiB even for a hostile input.
-pub const MAX_BENCODE_VALUES: usize = 4_000_000;
+/// Most values (integers, strings, lists, dictionaries, and dictionary keys, which count as
+/// values) in one bencode document. It admits a torrent of [`MAX_FILES`] files at
+/// [`BENCODE_VALUES_PER_FILE`] each plus [`BENCODE_VALUES_OUTSIDE_FILES`]; the decoded tree
+/// costs roughly 48 bytes a value (64 for a dictionary entry), so this bounds the tree at a
+/// few hundred MiB even for a hostile input.
+pub const MAX_BENCODE_VALUES: usize = 7_000_000;
+
+/// Bencode values one entry of `info.files` costs at the least: its dictionary, the `length`
+/// key and integer, the `path` key and list, and one path component.
+pub const BENCODE_VALUES_PER_FILE: usize = 6;
+
+/// Bencode values a torrent may spend outside `info.files`: a few dozen keys and values in
+/// the root and `info` dictionaries, and [`MAX_TRACKERS`] trackers each in a tier of its own
+/// (a list and a string each).
+pub const BENCODE_VALUES_OUTSIDE_FILES: usize = 256 + 2 * MAX_TRACKERS;
 
 /// Most files in one torrent. The largest public torrents hold a few hundred thousand files.
 pub const MAX_FILES: usize = 1_000_000;
@@ -60,6 +71,24 @@ pub const MAX_TRACKERS: usize = 1024;
 /// It must hold a bitfield for [`MAX_PIECES`] pieces and a `piece` message with a
 /// [`MAX_BLOCK_LEN`] block; anything longer is a hostile length prefix.
 pub const MAX_MESSAGE_LEN: u32 = 1 << 21;
+
+/// The length prefix of the largest `bitfield` message: its id byte and one bit for each of
+/// [`MAX_PIECES`] pieces (205 KiB).
+pub const MAX_BITFIELD_MESSAGE_LEN: u32 = 1 + MAX_PIECES.div_ceil(8) as u32;
+
+/// The length prefix of a `piece` message carrying a [`MAX_BLOCK_LEN`] block: its id byte,
+/// index and offset, then the block.
+pub const MAX_PIECE_MESSAGE_LEN: u32 = 9 + MAX_BLOCK_LEN;
+
+/// The longest message accepted on a connection to a torrent whose metadata is known: the
+/// larger of a `piece` message and the largest `bitfield`, since both are legitimate. It is
+/// lower than [`MAX_MESSAGE_LEN`] to bound what each connection buffers; the decoder still
+/// checks a bitfield's exact length against the torrent's own piece count.
+pub const MAX_TORRENT_MESSAGE_LEN: u32 = if MAX_BITFIELD_MESSAGE_LEN > MAX_PIECE_MESSAGE_LEN {
+    MAX_BITFIELD_MESSAGE_LEN
+} else {
+    MAX_PIECE_MESSAGE_LEN
+};
 
 /// Bytes an incoming connection may send while it moves from the loop that accepted it to the
 /// loop that owns its torrent (thread-per-core sharding): its handshake and what a client
@@ -145,13 +174,29 @@ pub const MAX_TRACKER_MESSAGE_LEN: usize = 1024;
 /// Longest `tracker id` kept and sent back; real ones are a few dozen bytes.
 pub const MAX_TRACKER_ID_LEN: usize = 256;
 
+/// Blocks' worth of smart-ban evidence (who sent which block of a failed piece, and its SHA1)
+/// one torrent keeps, about 40 bytes each: 2.5 MiB at most. Enough for 16 failed pieces of
+/// the largest allowed size at once, or thousands of typical ones; past it the oldest failed
+/// piece is forgotten (its senders go unpunished rather than memory growing with an attack).
+pub const MAX_SMART_BAN_RECORDS: usize = 1 << 16;
+
+/// Different copies of one block smart ban remembers: one per sender that sent other bytes
+/// than the copies already kept. A block refetched more often than this from new senders is
+/// under attack from many addresses, which a cap on memory must not follow.
+pub const MAX_SMART_BAN_COPIES: usize = 8;
+
 const _: () = assert!(MAX_METADATA_SIZE <= MAX_TORRENT_FILE_LEN as u64);
 const _: () = assert!(MAX_PIECE_LEN.is_power_of_two() && MIN_PIECE_LEN.is_power_of_two());
 const _: () = assert!(MIN_PIECE_LEN <= MAX_PIECE_LEN);
 const _: () = assert!(MAX_BLOCK_LEN as u64 <= MIN_PIECE_LEN * 8);
-const _: () = assert!(MAX_PIECES.div_ceil(8) < MAX_MESSAGE_LEN as u64);
-const _: () = assert!(MAX_BLOCK_LEN + 9 <= MAX_MESSAGE_LEN);
+const _: () = assert!(MAX_BITFIELD_MESSAGE_LEN as u64 == 1 + MAX_PIECES.div_ceil(8));
+const _: () = assert!(MAX_BITFIELD_MESSAGE_LEN <= MAX_TORRENT_MESSAGE_LEN);
+const _: () = assert!(MAX_PIECE_MESSAGE_LEN <= MAX_TORRENT_MESSAGE_LEN);
+const _: () = assert!(MAX_TORRENT_MESSAGE_LEN <= MAX_MESSAGE_LEN);
 const _: () = assert!(MAX_PIECES < u32::MAX as u64);
-const _: () = assert!(MAX_FILES * 3 + 16 <= MAX_BENCODE_VALUES);
+const _: () = assert!(
+    MAX_FILES * BENCODE_VALUES_PER_FILE + BENCODE_VALUES_OUTSIDE_FILES <= MAX_BENCODE_VALUES
+);
 const _: () = assert!(16 + 20 * MAX_SCRAPE_HASHES_UDP <= 1500);
 const _: () = assert!(20 + 18 * MAX_TRACKER_PEERS <= MAX_TRACKER_RESPONSE_LEN);
+const _: () = assert!(MAX_SMART_BAN_RECORDS as u64 >= 16 * (MAX_PIECE_LEN / BLOCK_LEN as u64));

@@ -361,3 +361,60 @@ fn the_download_example_downloads_a_torrent() {
     seed.shutdown();
     common::same_tree(&tmp.path().join("seed"), &tmp.path().join("out"));
 }
+
+/// Deleting a torrent's data never leaves the data folder: a folder of the torrent replaced by
+/// a symlink to a folder outside keeps what it leads to, and a symlink in a file's place is
+/// removed, not its target. The folders the torrent made are still removed once empty.
+#[test]
+fn deleting_data_does_not_follow_a_symlink_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let top = data.join("top");
+    for (rel, text) in [
+        ("a/b/one.bin", "one"),
+        ("c/two.bin", "two"),
+        ("link/three.bin", "three"),
+    ] {
+        std::fs::create_dir_all(top.join(rel).parent().unwrap()).unwrap();
+        std::fs::write(top.join(rel), text).unwrap();
+    }
+    let opts = ringtorrent::metainfo::create::CreateOptions {
+        path: top.clone(),
+        ..Default::default()
+    };
+    let torrent = ringtorrent::metainfo::create::create(&opts, &AtomicU64::new(0))
+        .unwrap()
+        .bytes;
+    let client = Client::start(config(&data)).unwrap();
+    let t = client.add(AddTorrent::bytes(torrent)).unwrap();
+    assert_eq!(t.status().unwrap().state, TorrentState::Seeding);
+    // Outside the data folder: a folder holding a file of the same name, and a file.
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("three.bin"), "precious").unwrap();
+    std::fs::write(outside.join("target.bin"), "precious too").unwrap();
+    std::fs::remove_dir_all(top.join("link")).unwrap();
+    std::os::unix::fs::symlink(&outside, top.join("link")).unwrap();
+    std::fs::remove_file(top.join("c/two.bin")).unwrap();
+    std::os::unix::fs::symlink(outside.join("target.bin"), top.join("c/two.bin")).unwrap();
+
+    t.remove(true).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(outside.join("three.bin")).unwrap(),
+        "precious"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("target.bin")).unwrap(),
+        "precious too"
+    );
+    // The symlink in a file's place went; the folders the torrent made went with their files.
+    assert!(std::fs::symlink_metadata(top.join("c/two.bin")).is_err());
+    assert!(!top.join("a").exists());
+    assert!(!top.join("c").exists());
+    // The symlinked folder is left, so `top` is not empty and stays too.
+    assert!(std::fs::symlink_metadata(top.join("link"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    client.shutdown();
+}

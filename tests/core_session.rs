@@ -435,7 +435,7 @@ fn leecher_requests_writes_verifies_and_announces() {
     }
     r.pump();
     let verify = r.actions.iter().find_map(|a| match a {
-        Action::Disk(DiskOp::Verify { torrent, piece }) => Some((*torrent, *piece)),
+        Action::Disk(DiskOp::Verify { torrent, piece, .. }) => Some((*torrent, *piece)),
         _ => None,
     });
     let (torrent, p) = verify.expect("verification once every block is written");
@@ -445,6 +445,7 @@ fn leecher_requests_writes_verifies_and_announces() {
             torrent,
             piece: p,
             ok: true,
+            block_hashes: Vec::new(),
         },
         r.now,
     );

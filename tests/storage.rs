@@ -607,7 +607,11 @@ fn pool_results_reach_each_owner_through_its_eventfd() {
         pool.submit(
             &storage,
             1000 + u64::from(p.get()),
-            DiskJob::Verify { piece: p, expected },
+            DiskJob::Verify {
+                piece: p,
+                expected,
+                blocks: false,
+            },
             &tx1,
         );
     }
@@ -618,6 +622,7 @@ fn pool_results_reach_each_owner_through_its_eventfd() {
         DiskJob::Verify {
             piece: p0,
             expected: *info.piece_hash(p0),
+            blocks: false,
         },
         &tx2,
     );
@@ -625,11 +630,22 @@ fn pool_results_reach_each_owner_through_its_eventfd() {
     let got = drain_all(&rx1, l.piece_count() as usize);
     assert_eq!(got.len(), l.piece_count() as usize);
     for c in got {
-        let Outcome::Verified { piece, result } = c.outcome else {
+        let Outcome::Verified {
+            piece,
+            result,
+            block_hashes,
+        } = c.outcome
+        else {
             panic!("{c:?}")
         };
         assert_eq!(c.token, 1000 + u64::from(piece.get()));
         assert_eq!(result.unwrap(), piece.get() != 2, "piece {piece:?}");
+        // A piece that fails comes back with its blocks hashed, for smart ban.
+        if piece.get() == 2 {
+            assert_eq!(block_hashes.len(), l.blocks_in(piece) as usize);
+        } else {
+            assert!(block_hashes.is_empty());
+        }
     }
     let got2 = drain_all(&rx2, 1);
     assert!(matches!(

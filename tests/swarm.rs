@@ -66,6 +66,51 @@ fn corrupt_peers_are_banned_and_the_swarm_completes() {
     assert!(r.closes.get("banned").copied().unwrap_or(0) > 0);
 }
 
+/// Smart ban: a piece that failed is refetched and compared block by block, so only the
+/// peers whose block differs from the verified copy are banned; the honest peers that shared
+/// a failed piece with a corrupt one are not. With 64 KiB pieces (the shape) a failed
+/// piece mostly has one sender, banned at once; with 256 KiB pieces several peers share failed
+/// pieces, which is where strikes banned honest peers (and where banning every earlier sender
+/// instead of those whose block differs fails this test).
+#[test]
+fn smart_ban_bans_corrupt_peers_and_no_honest_one() {
+    for (seed, leechers, corrupt, piece_len) in [
+        (5, 40, 4, 64 << 10),
+        (12, 20, 5, 256 << 10),
+        (21, 30, 6, 256 << 10),
+    ] {
+        let config = || SimConfig {
+            leechers,
+            seeds: 2,
+            corrupt,
+            seed,
+            piece_len,
+            ..small()
+        };
+        let r = run(config());
+        assert_eq!(r.completed, leechers, "seed {seed}");
+        assert!(r.every_byte_right, "seed {seed}");
+        assert!(
+            r.hash_failures > 0,
+            "seed {seed}: corrupt peers sent bad pieces"
+        );
+        assert_eq!(
+            r.corrupt_peers_banned, corrupt,
+            "seed {seed}: every corrupt peer is banned by someone"
+        );
+        assert_eq!(
+            r.honest_peers_banned, 0,
+            "seed {seed}: an honest peer was banned"
+        );
+        // Same seed, same report.
+        assert_eq!(
+            simulate(config()).expect("valid simulation"),
+            r,
+            "seed {seed}"
+        );
+    }
+}
+
 #[test]
 fn churn_does_not_stop_completion() {
     let r = run(SimConfig {

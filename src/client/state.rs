@@ -1320,41 +1320,11 @@ fn status(hash: &InfoHash, e: &Entry, live: Option<&Live>, data_dir: &Path) -> T
 }
 
 /// Deletes a torrent's files (and, for a multi-file torrent, the folders it made when they are
-/// left empty), never anything outside `data_dir`: paths come from a validated torrent.
+/// left empty), never anything outside `data_dir`: paths come from a validated torrent, and no
+/// symlinked folder is followed (see [`crate::storage::delete_files`]).
 fn delete_files(data_dir: &Path, info: &Info) -> Result<(), ClientError> {
-    for f in info.files() {
-        if f.attr.padding {
-            continue;
-        }
-        let path = data_dir.join(f.path.join("/"));
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ClientError::io("delete", path)(e)),
-        }
-    }
-    if !info.is_single_file() {
-        let mut dirs: Vec<PathBuf> = info
-            .files()
-            .iter()
-            .flat_map(|f| {
-                let mut p = data_dir.to_path_buf();
-                let mut parents = Vec::new();
-                for c in &f.path[..f.path.len().saturating_sub(1)] {
-                    p.push(c);
-                    parents.push(p.clone());
-                }
-                parents
-            })
-            .collect();
-        dirs.sort();
-        dirs.dedup();
-        for d in dirs.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
-        let _ = std::fs::remove_dir(data_dir.join(info.name()));
-    }
-    Ok(())
+    crate::storage::delete_files(data_dir, info)
+        .map_err(|(path, e)| ClientError::io("delete", path)(e))
 }
 
 #[cfg(test)]

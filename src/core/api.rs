@@ -111,6 +111,9 @@ pub enum DiskOp {
         torrent: TorrentId,
         /// The piece.
         piece: PieceIndex,
+        /// Also return each block's SHA1 when the piece matches: the piece failed before and
+        /// smart ban waits for the good copy. A piece that fails has its blocks hashed anyway.
+        block_hashes: bool,
     },
 }
 
@@ -145,6 +148,9 @@ pub enum DiskDone {
         piece: PieceIndex,
         /// Whether its hash matched.
         ok: bool,
+        /// The SHA1 of each block, in order, when the piece failed or the `Verify` asked for
+        /// them; else empty (also when the blocks could not be read).
+        block_hashes: Vec<[u8; 20]>,
     },
 }
 

@@ -50,9 +50,6 @@ pub struct Config {
     pub send_buffer_high: usize,
     /// Allowed-fast pieces offered to each peer (BEP 6 suggests 10).
     pub allowed_fast_set_size: u32,
-    /// Hash failures a peer may take part in before it is banned from the torrent. A peer
-    /// that alone sent a failing piece counts double.
-    pub max_hash_strikes: u32,
     /// Connections per torrent; past it, incoming ones are refused and none are dialled.
     pub max_peers_per_torrent: usize,
     /// Connections across the session (handshaking ones included).
@@ -120,7 +117,6 @@ impl Default for Config {
             max_reads_per_peer: 8,
             send_buffer_high: 4 << 20,
             allowed_fast_set_size: 10,
-            max_hash_strikes: 3,
             max_peers_per_torrent: 200,
             max_connections: 2000,
             max_half_open: 32,
@@ -152,7 +148,6 @@ impl Config {
         self.max_peers_per_torrent = self.max_peers_per_torrent.max(1);
         self.max_connections = self.max_connections.max(1);
         self.max_half_open = self.max_half_open.max(1);
-        self.max_hash_strikes = self.max_hash_strikes.max(1);
         self.tick = self.tick.max(Duration::from_millis(10));
         self.upload_rate_limit = self.upload_rate_limit.filter(|&r| r > 0);
         self.download_rate_limit = self.download_rate_limit.filter(|&r| r > 0);

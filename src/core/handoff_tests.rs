@@ -14,7 +14,7 @@ use super::session::HandOff;
 use super::wire::{Decoded, Handshake, Message, Reserved, SplitBytes, HANDSHAKE_LEN};
 use super::{Bitfield, PeerId, Session, Time};
 use crate::bencode::OwnedValue;
-use crate::limits::MAX_HANDOFF_BUFFER;
+use crate::limits::{MAX_HANDOFF_BUFFER, MAX_TORRENT_FILE_LEN, MIN_PIECE_LEN};
 use crate::metainfo::{Info, Torrent};
 
 const PIECES: u32 = 4;
@@ -267,4 +267,48 @@ fn a_full_owner_refuses_adoption() {
         full.handshake_closes().get("too_many_connections"),
         Some(&1)
     );
+}
+
+/// A bitfield for the largest torrent a `.torrent` file can describe (its `pieces` string
+/// fills [`MAX_TORRENT_FILE_LEN`], far past the 1,048,672 pieces a `piece`-sized frame limit
+/// once allowed) is taken from a peer, not refused as malformed.
+#[test]
+fn the_bitfield_of_the_largest_torrent_is_accepted() {
+    // Room for the rest of the file around the `pieces` string.
+    let pieces = u32::try_from((MAX_TORRENT_FILE_LEN - 256) / 20).unwrap();
+    assert!(pieces > 1_048_672);
+    let mut dict = BTreeMap::new();
+    dict.insert(b"name".to_vec(), OwnedValue::str("big.bin"));
+    dict.insert(
+        b"piece length".to_vec(),
+        OwnedValue::Int(MIN_PIECE_LEN as i64),
+    );
+    dict.insert(
+        b"pieces".to_vec(),
+        OwnedValue::Bytes(vec![0; 20 * pieces as usize]),
+    );
+    dict.insert(
+        b"length".to_vec(),
+        OwnedValue::Int(i64::from(pieces) * MIN_PIECE_LEN as i64),
+    );
+    let mut root = BTreeMap::new();
+    root.insert(b"info".to_vec(), OwnedValue::Dict(dict));
+    let info = Arc::new(
+        Torrent::from_bytes(&OwnedValue::Dict(root).to_bytes())
+            .unwrap()
+            .info,
+    );
+    let mut s = session(3);
+    s.add_torrent(info.clone(), &Bitfield::new(pieces), NOW)
+        .unwrap();
+    let conn = s.accept("127.0.0.9:5000".parse().unwrap(), NOW).unwrap();
+    let mut bytes = their_handshake(&info);
+    let bits = Bitfield::full(pieces).to_wire();
+    bytes.extend(encode(Message::Bitfield {
+        bits: SplitBytes::single(&bits),
+    }));
+    s.handle_recv(conn, &bytes, NOW);
+    assert_eq!(closed(&events(&mut s)), vec![]);
+    let t = s.torrent_by_hash(&info.info_hash()).unwrap();
+    assert_eq!(s.peer_count(t), 1);
 }

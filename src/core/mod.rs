@@ -25,6 +25,7 @@ pub mod rate;
 pub mod rng;
 mod sendbuf;
 pub mod session;
+mod smartban;
 pub mod time;
 mod torrent;
 pub mod types;

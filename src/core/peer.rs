@@ -115,8 +115,6 @@ pub(crate) struct Peer {
     /// When the peer last sent us a block we had asked for.
     pub(crate) last_block: Option<Time>,
     pub(crate) uploaded_since_unchoke: u64,
-    /// Hash failures this peer took part in (see `Config::max_hash_strikes`).
-    pub(crate) strikes: u32,
 
     pub(crate) recv: BytesMut,
     pub(crate) send: SendBuf,
@@ -193,7 +191,6 @@ impl Peer {
             last_unchoked: None,
             last_block: None,
             uploaded_since_unchoke: 0,
-            strikes: 0,
             recv: BytesMut::new(),
             send,
             send_notified,

@@ -210,13 +210,24 @@ impl PeerSet {
         let Some(addr) = self.peers.get(&key).map(|p| p.addr) else {
             return false;
         };
+        self.ban_addr(addr, ctx, stats);
+        true
+    }
+
+    /// Bans `addr`'s IP from the torrent for bad data, connected or not (smart ban may find a
+    /// culprit after it left); the caller closes its connections.
+    pub(crate) fn ban_addr(
+        &mut self,
+        addr: SocketAddr,
+        ctx: &mut Context,
+        stats: &mut TorrentStats,
+    ) {
         self.known.ban(addr.ip());
         stats.banned += 1;
         ctx.out.events.push_back(Event::PeerBanned {
             torrent: ctx.id,
             addr,
         });
-        true
     }
 
     /// Housekeeping for one peer: a keep-alive when we have been quiet for

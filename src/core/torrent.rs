@@ -29,12 +29,13 @@ use super::metadata::{
 use super::peer::{Has, OutRequest, Peer};
 use super::peers::{Liveness, PeerSet};
 use super::picker::{BlockReceived, PickMode, Picker, Priority};
+use super::smartban::{BlockHash, SmartBan};
 use super::wire::{
     piece_header, BlockRequest, Decoder, ExtendedHandshake, Message, MetadataMsg, PexMsg,
     SplitBytes, EXTENDED_HANDSHAKE_ID,
 };
 use super::{Bitfield, BlockRef, Lengths, PeerKey, PieceIndex, Time};
-use crate::limits::{BLOCK_LEN, MAX_BLOCK_LEN, MAX_PEX_PEERS, PEX_INTERVAL_SECS};
+use crate::limits::{BLOCK_LEN, MAX_PEX_PEERS, PEX_INTERVAL_SECS};
 use crate::metainfo::Info;
 
 /// Most pieces a peer may suggest or allow-fast us at once; older entries are dropped.
@@ -106,6 +107,8 @@ pub(crate) struct Torrent {
     pending_writes: HashMap<u32, u32>,
     /// When each piece's hash check was asked for (for `TorrentStats::hash_wait_us`).
     verify_started: HashMap<u32, Time>,
+    /// Who sent which block of the pieces that failed, and what; see `smartban.rs`.
+    smart_ban: SmartBan,
     /// `Config::unchoke_local_peers`.
     unchoke_local: bool,
     complete_unwritten: BTreeSet<u32>,
@@ -163,9 +166,7 @@ impl Torrent {
         let picker = Picker::new(lengths, have, ctx.config.picker);
         let choker = Choker::new(ctx.config.choker.clone(), now);
         let unchoke_local = ctx.config.unchoke_local_peers;
-        let decoder = Decoder::new()
-            .with_piece_count(Some(lengths.piece_count()))
-            .with_max_message_len(MAX_BLOCK_LEN + 13);
+        let decoder = Decoder::for_torrent(lengths.piece_count());
         let mut t = Torrent {
             ctx,
             info,
@@ -175,6 +176,7 @@ impl Torrent {
             peers: PeerSet::default(),
             pending_writes: HashMap::new(),
             verify_started: HashMap::new(),
+            smart_ban: SmartBan::default(),
             unchoke_local,
             complete_unwritten: BTreeSet::new(),
             stats: TorrentStats::default(),
@@ -1084,6 +1086,7 @@ impl Torrent {
                     self.ctx.out.actions.push_back(Action::Disk(DiskOp::Verify {
                         torrent: self.ctx.id,
                         piece: block.piece,
+                        block_hashes: self.smart_ban.is_suspect(piece),
                     }));
                 }
             }
@@ -1093,7 +1096,37 @@ impl Torrent {
                 result,
                 ..
             } => self.on_read(key, block, result, now, session_limits),
-            DiskDone::Verified { piece, ok, .. } => self.on_verified(piece, ok, now),
+            DiskDone::Verified {
+                piece,
+                ok,
+                block_hashes,
+                ..
+            } => self.on_verified(piece, ok, &block_hashes, now),
+        }
+    }
+
+    /// Bans a connected peer's IP for bad data and closes every connection from it.
+    fn ban_peer(&mut self, key: PeerKey, now: Time) {
+        if let Some(addr) = self.peers.get(&key).map(|p| p.addr) {
+            self.ban_addr(addr, now);
+        }
+    }
+
+    /// Bans `addr`'s IP from the torrent for bad data (once) and closes every connection from
+    /// it.
+    fn ban_addr(&mut self, addr: SocketAddr, now: Time) {
+        let ip = addr.ip();
+        let keys: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.addr.ip() == ip)
+            .map(|(k, _)| *k)
+            .collect();
+        if !self.peers.is_banned(ip) {
+            self.peers.ban_addr(addr, &mut self.ctx, &mut self.stats);
+        }
+        for key in keys {
+            self.close_peer(key, CloseReason::Banned, now);
         }
     }
 
@@ -1145,12 +1178,19 @@ impl Torrent {
         self.pump_reads(key, Some(now), session_limits);
     }
 
-    fn on_verified(&mut self, piece: PieceIndex, ok: bool, now: Time) {
+    fn on_verified(&mut self, piece: PieceIndex, ok: bool, block_hashes: &[BlockHash], now: Time) {
         if let Some(asked) = self.verify_started.remove(&piece.get()) {
             let micros = now.saturating_since(asked).as_micros() as u64;
             record_latency(&mut self.stats.hash_wait_us, micros);
         }
         if !ok {
+            // Who sent each block, before the picker forgets the failed download.
+            let senders: Vec<Option<SocketAddr>> = self
+                .picker
+                .block_deliverers(piece)
+                .into_iter()
+                .map(|k| k.and_then(|k| self.peers.get(&k)).map(|p| p.addr))
+                .collect();
             let contributors = self.picker.piece_verified(piece, false);
             self.stats.hash_failures += 1;
             self.stats.corrupt += u64::from(self.info.lengths().len_of(piece));
@@ -1158,29 +1198,17 @@ impl Torrent {
                 torrent: self.ctx.id,
                 piece,
             });
-            // A peer that alone sent the piece is surely at fault: it takes two strikes.
-            let strikes = if contributors.len() == 1 { 2 } else { 1 };
-            for key in contributors {
-                let Some(peer) = self.peers.get_mut(&key) else {
-                    continue;
-                };
-                peer.strikes += strikes;
-                if peer.strikes >= self.ctx.config.max_hash_strikes {
-                    self.peers.ban(key, &mut self.ctx, &mut self.stats);
-                    self.close_peer(key, CloseReason::Banned, now);
-                }
-            }
-            // Close every other connection from a banned address too.
-            let keys: Vec<PeerKey> = self
-                .peers
-                .iter()
-                .filter(|(_, p)| self.peers.is_banned(p.addr.ip()))
-                .map(|(k, _)| *k)
-                .collect();
-            for key in keys {
-                self.close_peer(key, CloseReason::Banned, now);
+            self.smart_ban.failed(piece.get(), &senders, block_hashes);
+            // A peer that alone sent every block of the piece sent the bad data: no need to
+            // wait for a good copy. Shared pieces wait for smart ban's verdict.
+            if let [key] = contributors[..] {
+                self.ban_peer(key, now);
             }
             return;
+        }
+        // A piece that failed before passed: ban whoever sent a block that differs from it.
+        for addr in self.smart_ban.passed(piece.get(), block_hashes) {
+            self.ban_addr(addr, now);
         }
         let was_interesting = self.picker.is_piece_interesting(piece);
         self.picker.piece_verified(piece, true);

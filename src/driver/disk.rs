@@ -111,7 +111,11 @@ impl DiskBridge {
                     buf: vec![0; block.len as usize],
                 },
             ),
-            DiskOp::Verify { torrent, piece } => {
+            DiskOp::Verify {
+                torrent,
+                piece,
+                block_hashes,
+            } => {
                 let Some(storage) = self.storage.get(&torrent) else {
                     return;
                 };
@@ -119,7 +123,11 @@ impl DiskBridge {
                 (
                     torrent,
                     Pending::Verify { torrent, piece },
-                    DiskJob::Verify { piece, expected },
+                    DiskJob::Verify {
+                        piece,
+                        expected,
+                        blocks: block_hashes,
+                    },
                 )
             }
         };
@@ -168,13 +176,19 @@ impl DiskBridge {
                     result: result.map(|()| Bytes::from(buf)).map_err(|e| e.to_string()),
                 },
                 // A read error while hashing means the data is not what it should be.
-                (Pending::Verify { torrent, piece }, Outcome::Verified { result, .. }) => {
-                    DiskDone::Verified {
-                        torrent,
-                        piece,
-                        ok: result.unwrap_or(false),
-                    }
-                }
+                (
+                    Pending::Verify { torrent, piece },
+                    Outcome::Verified {
+                        result,
+                        block_hashes,
+                        ..
+                    },
+                ) => DiskDone::Verified {
+                    torrent,
+                    piece,
+                    ok: result.unwrap_or(false),
+                    block_hashes,
+                },
                 _ => continue,
             };
             deliver(result);

@@ -67,14 +67,22 @@ pub enum CreateError {
         reason: String,
     },
     /// The piece length or total size is out of range.
-    #[error("{0}")]
+    #[error(transparent)]
     Lengths(#[from] crate::core::lengths::LengthsError),
     /// A file changed size while it was being hashed.
     #[error("{0}: the file changed while it was being read")]
     Changed(PathBuf),
     /// The torrent made does not validate (a bug, or input beyond the limits).
     #[error("the torrent made does not validate: {0}")]
-    Invalid(#[from] MetainfoError),
+    Invalid(MetainfoError),
+}
+
+// Not `#[from]`: that would also make the inner error the `source`, and the text it already
+// puts in `Display` would print twice in a `{:#}` chain.
+impl From<MetainfoError> for CreateError {
+    fn from(e: MetainfoError) -> Self {
+        CreateError::Invalid(e)
+    }
 }
 
 /// A torrent just made: its bytes, ready to write, and the parsed form.

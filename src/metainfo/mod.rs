@@ -36,7 +36,7 @@ pub enum MetainfoError {
     },
     /// The bytes are not valid bencode.
     #[error("not a torrent file: {0}")]
-    Bencode(#[from] DecodeError),
+    Bencode(DecodeError),
     /// A required field is absent.
     #[error("missing field `{0}`")]
     Missing(String),
@@ -60,7 +60,7 @@ pub enum MetainfoError {
     },
     /// The piece length or total length is out of range.
     #[error("field `info.piece length`: {0}")]
-    Lengths(#[from] LengthsError),
+    Lengths(LengthsError),
     /// `pieces` is not a whole number of SHA1 hashes.
     #[error("field `info.pieces` is {0} bytes, not a multiple of 20")]
     PiecesNotMultipleOf20(usize),
@@ -104,6 +104,20 @@ pub enum MetainfoError {
     /// More trackers than the limit.
     #[error("{0} trackers is over the limit of {max}", max = limits::MAX_TRACKERS)]
     TooManyTrackers(usize),
+}
+
+// Not `#[from]`: that would also make the inner error the `source`, and the text it already
+// puts in `Display` would print twice in a `{:#}` chain.
+impl From<DecodeError> for MetainfoError {
+    fn from(e: DecodeError) -> Self {
+        MetainfoError::Bencode(e)
+    }
+}
+
+impl From<LengthsError> for MetainfoError {
+    fn from(e: LengthsError) -> Self {
+        MetainfoError::Lengths(e)
+    }
 }
 
 /// The validated `info` dictionary: everything peers agree on through the info hash.

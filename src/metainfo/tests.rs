@@ -441,3 +441,75 @@ mod never_panics {
         }
     }
 }
+
+/// The value cap counts dictionary keys too: a torrent of `n` files, each with its `length`
+/// and `path`, plus [`limits::MAX_TRACKERS`] trackers in tiers of their own, fits a cap of
+/// exactly what `limits` budgets for `n` files. The same relation for
+/// [`limits::MAX_FILES`] is asserted at compile time.
+#[test]
+fn the_value_cap_budgets_every_value_of_a_file() {
+    use crate::bencode::{decode_with, DecodeErrorKind, Limits};
+    let n = 1000;
+    let files = (0..n).map(|i| file(1, &[&format!("f{i}")])).collect();
+    let tiers = (0..limits::MAX_TRACKERS)
+        .map(|i| V::List(vec![s(&format!("http://t{i}.example/announce"))]))
+        .collect();
+    let bytes = dict(vec![
+        ("announce", s("http://t0.example/announce")),
+        ("announce-list", V::List(tiers)),
+        ("comment", s("many files")),
+        ("created by", s("test")),
+        ("creation date", V::Int(1)),
+        ("info", dict(multi_info(files, 16384, n as i64))),
+    ])
+    .to_bytes();
+    let budget = n * limits::BENCODE_VALUES_PER_FILE + limits::BENCODE_VALUES_OUTSIDE_FILES;
+    let fits = Limits {
+        max_values: budget,
+        ..Limits::default()
+    };
+    decode_with(&bytes, &fits).expect("the budget holds the torrent");
+    // Counting only the values of a file, not its keys, falls short.
+    let short = Limits {
+        max_values: n * (limits::BENCODE_VALUES_PER_FILE - 2)
+            + limits::BENCODE_VALUES_OUTSIDE_FILES,
+        ..Limits::default()
+    };
+    let err = decode_with(&bytes, &short).unwrap_err();
+    assert!(matches!(err.kind, DecodeErrorKind::TooManyValues(_)));
+    let torrent = Torrent::from_bytes(&bytes).unwrap();
+    assert_eq!(torrent.info.files().len(), n);
+}
+
+/// `{:#}` prints an error and each of its sources: a wrapped bencode error must be one or the
+/// other, or its text appears twice.
+#[test]
+fn a_bencode_error_prints_its_text_once() {
+    use crate::bencode::decode;
+    let once = |err: anyhow::Error, inner: &str| {
+        let text = format!("{err:#}");
+        assert_eq!(text.matches(inner).count(), 1, "{text}");
+    };
+    let err = Torrent::from_bytes(b"d4:info").unwrap_err();
+    let inner = "invalid bencode at byte 7";
+    assert!(err.to_string().contains(inner), "{err}");
+    once(anyhow::Error::new(err.clone()), inner);
+    once(
+        anyhow::Error::new(err.clone()).context("reading t.torrent"),
+        inner,
+    );
+    once(anyhow::Error::new(create::CreateError::from(err)), inner);
+    let bad = decode(b"d4:info").unwrap_err();
+    once(
+        anyhow::Error::new(crate::core::wire::UtError::from(bad.clone())),
+        inner,
+    );
+    once(
+        anyhow::Error::new(crate::core::wire::ExtendedHandshakeError::from(bad.clone())),
+        inner,
+    );
+    once(
+        anyhow::Error::new(crate::tracker::TrackerError::from(bad)),
+        inner,
+    );
+}

@@ -269,6 +269,55 @@ fn remove_beneath(
     }
 }
 
+/// Deletes the files of `info` below `download_dir`, then the folders of the torrent that this
+/// leaves empty, never leaving `download_dir`.
+///
+/// Each file is unlinked relative to its parent folder, which is opened beneath
+/// `download_dir` without following any symlink: deleting cannot be undone, so a folder of
+/// the torrent that is a symlink (wherever it leads) is left alone with everything behind it,
+/// even where writing would have followed it. A symlink in a file's own place is removed
+/// itself, never what it points to. Files already gone, and files behind such a folder, are
+/// skipped; any other failure stops with the path it happened at.
+pub(crate) fn delete_files(download_dir: &Path, info: &Info) -> Result<(), (PathBuf, io::Error)> {
+    let resolve = Resolve::NoSymlinks;
+    let root = match sys::open_dir(download_dir) {
+        Ok(root) => root,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err((download_dir.to_path_buf(), e)),
+    };
+    let skipped = |e: &io::Error| {
+        e.kind() == io::ErrorKind::NotFound
+            || matches!(
+                e.raw_os_error(),
+                Some(libc::ELOOP | libc::ENOTDIR | libc::EXDEV)
+            )
+    };
+    let mut folders = HashSet::new();
+    for f in info.files() {
+        let rel = f.relative_path();
+        folders.extend(rel.ancestors().skip(1).map(Path::to_path_buf));
+        if f.attr.padding {
+            continue;
+        }
+        match remove_beneath(root.as_fd(), &rel, false, resolve) {
+            Ok(()) => {}
+            Err(e) if skipped(&e) => {}
+            Err(e) => return Err((download_dir.join(rel), e)),
+        }
+    }
+    // Deepest first, so that a folder is empty once its subfolders are gone; one that is not
+    // empty (files the torrent did not make) or is a symlink stays.
+    let mut folders: Vec<PathBuf> = folders
+        .into_iter()
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect();
+    folders.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for rel in folders {
+        let _ = remove_beneath(root.as_fd(), &rel, true, resolve);
+    }
+    Ok(())
+}
+
 /// Whether a file has bytes on disk: not padding, and not an empty BEP 47 symlink entry
 /// (symlinks are not created yet).
 fn stored(entry: &FileEntry) -> bool {
@@ -722,6 +771,22 @@ impl Storage {
         expected: &[u8; 20],
     ) -> Result<bool, StorageError> {
         Ok(&self.hash_piece(piece)? == expected)
+    }
+
+    /// The SHA1 of each block of `piece`, in order: the evidence smart ban compares across
+    /// downloads of a piece that failed (see `core::smartban`). Only pieces under suspicion are
+    /// hashed this way, on the hashing pool, never on an event loop.
+    pub fn block_hashes(&self, piece: PieceIndex) -> Result<Vec<[u8; 20]>, StorageError> {
+        let lengths = self.info.lengths();
+        let mut buf = Vec::new();
+        lengths
+            .blocks(piece)
+            .map(|block| {
+                buf.resize(block.len as usize, 0);
+                self.read_block(block, &mut buf)?;
+                Ok(Sha1::digest(&buf).into())
+            })
+            .collect()
     }
 
     /// Asks the kernel to start reading `piece` into the page cache (`MADV_WILLNEED`); returns

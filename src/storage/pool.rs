@@ -44,6 +44,9 @@ pub enum DiskJob {
         piece: PieceIndex,
         /// Its hash from the torrent.
         expected: [u8; 20],
+        /// Also hash each block when the piece matches (for a piece that failed before). A
+        /// piece that does not match always has its blocks hashed, for smart ban.
+        blocks: bool,
     },
     /// Write a block; `data.len()` must equal `block.len`. `Bytes`, so that the block the
     /// core split off its receive buffer reaches the file without another copy.
@@ -72,6 +75,8 @@ pub enum Outcome {
         piece: PieceIndex,
         /// Whether it matched, or why it could not be read.
         result: Result<bool, StorageError>,
+        /// The SHA1 of each block when the piece failed or they were asked for; else empty.
+        block_hashes: Vec<[u8; 20]>,
     },
     /// A write finished.
     Written {
@@ -171,10 +176,26 @@ impl DiskPool {
 
 fn run(storage: &Storage, job: DiskJob) -> Outcome {
     match job {
-        DiskJob::Verify { piece, expected } => Outcome::Verified {
+        DiskJob::Verify {
             piece,
-            result: storage.verify_piece(piece, &expected),
-        },
+            expected,
+            blocks,
+        } => {
+            let result = storage.verify_piece(piece, &expected);
+            // Hashing the blocks again costs a second pass over the piece, paid only for
+            // pieces that failed now or before: rare, and what lets smart ban spare the
+            // honest peers that shared a piece with a corrupt one.
+            let block_hashes = match result {
+                Ok(false) => storage.block_hashes(piece).unwrap_or_default(),
+                Ok(true) if blocks => storage.block_hashes(piece).unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            Outcome::Verified {
+                piece,
+                result,
+                block_hashes,
+            }
+        }
         DiskJob::Write { block, data } => {
             let result = if data.len() == block.len as usize {
                 storage.write_block(block, &data)

@@ -161,7 +161,7 @@ pub enum TrackerError {
     TooLarge,
     /// The HTTP body is not valid bencode.
     #[error("reply is not bencode: {0}")]
-    Bencode(#[from] crate::bencode::DecodeError),
+    Bencode(crate::bencode::DecodeError),
     /// A field of the reply is missing or has the wrong type or value.
     #[error("reply field `{field}`: {problem}")]
     Field {
@@ -179,6 +179,14 @@ pub enum TrackerError {
     /// A UDP reply with the wrong action or a body that is not whole peer entries.
     #[error("malformed UDP reply: {0}")]
     UdpMalformed(&'static str),
+}
+
+// Not `#[from]`: that would also make the inner error the `source`, and the text it already
+// puts in `Display` would print twice in a `{:#}` chain.
+impl From<crate::bencode::DecodeError> for TrackerError {
+    fn from(e: crate::bencode::DecodeError) -> Self {
+        TrackerError::Bencode(e)
+    }
 }
 
 /// Text from a tracker, lossily decoded and cut at

@@ -506,7 +506,7 @@ impl Picker {
 
     /// The piece's hash was checked. Ok: it becomes had. Failed: every block is free again,
     /// and the peers that delivered its blocks are returned (sorted, deduplicated) so the core
-    /// can count strikes and ban. Ok, or a piece that is had or has no blocks, returns nothing.
+    /// can ban a lone sender. Ok, or a piece that is had or has no blocks, returns nothing.
     /// Also the way to mark pieces found on disk at start-up: `piece_verified(p, true)`.
     pub fn piece_verified(&mut self, piece: PieceIndex, ok: bool) -> Vec<PeerKey> {
         let p = piece.get();
@@ -531,6 +531,18 @@ impl Picker {
             self.bytes_left -= u64::from(self.piece_len(p));
         }
         Vec::new()
+    }
+
+    /// Who delivered each block of `piece`, in block order (`None` for a block not received);
+    /// empty when the piece is not partial. Smart ban's record of a piece that failed.
+    pub fn block_deliverers(&self, piece: PieceIndex) -> Vec<Option<PeerKey>> {
+        self.partial_of(piece.get()).map_or_else(Vec::new, |idx| {
+            self.partials[idx]
+                .blocks
+                .iter()
+                .map(|b| (b.state == BlockState::Received).then_some(b.peer))
+                .collect()
+        })
     }
 
     /// The peers that delivered blocks of `piece` so far (sorted, deduplicated); empty when

@@ -34,13 +34,21 @@ const HANDSHAKE_LIMITS: Limits = Limits {
 pub enum ExtendedHandshakeError {
     /// The payload is not one well-formed bencode value within the limits.
     #[error("extended handshake is not valid bencode: {0}")]
-    Bencode(#[from] DecodeError),
+    Bencode(DecodeError),
     /// The payload is valid bencode but not a dictionary.
     #[error("extended handshake is a {found}, not a dictionary")]
     NotADictionary {
         /// The type that was found instead.
         found: &'static str,
     },
+}
+
+// Not `#[from]`: that would also make the inner error the `source`, and the text it already
+// puts in `Display` would print twice in a `{:#}` chain.
+impl From<DecodeError> for ExtendedHandshakeError {
+    fn from(e: DecodeError) -> Self {
+        ExtendedHandshakeError::Bencode(e)
+    }
 }
 
 /// The fields of a BEP 10 extended handshake that ringtorrent understands.

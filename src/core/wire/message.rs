@@ -9,7 +9,7 @@ use std::fmt;
 use super::error::{BitfieldError, MessageError};
 use super::handshake::ReservedFlag;
 use super::input::{Decoded, SplitBytes};
-use crate::limits::MAX_MESSAGE_LEN;
+use crate::limits::{MAX_MESSAGE_LEN, MAX_TORRENT_MESSAGE_LEN};
 
 /// The length of the big-endian length prefix in front of every message.
 pub const LENGTH_PREFIX_LEN: usize = 4;
@@ -475,6 +475,15 @@ impl Decoder {
         }
     }
 
+    /// The decoder for a connection to a torrent of `piece_count` pieces: it checks bitfields
+    /// against that count and accepts frames up to [`MAX_TORRENT_MESSAGE_LEN`], which holds
+    /// both a `piece` message with the largest block and the bitfield of the largest torrent.
+    pub const fn for_torrent(piece_count: u32) -> Self {
+        Decoder::new()
+            .with_piece_count(Some(piece_count))
+            .with_max_message_len(MAX_TORRENT_MESSAGE_LEN)
+    }
+
     /// Lowers the largest length prefix accepted, for example to bound the memory of
     /// connections that will never receive a large bitfield. Values above
     /// [`MAX_MESSAGE_LEN`] are clamped to it: that limit is a hard bound, not a default.
@@ -679,6 +688,7 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::{MAX_BITFIELD_MESSAGE_LEN, MAX_BLOCK_LEN, MAX_PIECES};
     use std::num::NonZeroUsize;
 
     fn encode(m: &Message<'_>) -> Vec<u8> {
@@ -980,6 +990,36 @@ mod tests {
         for bytes in [&good[..], &spare[..]] {
             assert!(unknown.decode(bytes).unwrap().is_complete());
         }
+    }
+
+    #[test]
+    fn a_bitfield_for_the_largest_torrent_decodes_on_a_torrent_connection() {
+        let pieces = u32::try_from(MAX_PIECES).unwrap();
+        let decoder = Decoder::for_torrent(pieces);
+        let bits = vec![0xff; bitfield_len(pieces)];
+        let mut bytes = Vec::new();
+        Message::Bitfield {
+            bits: SplitBytes::single(&bits),
+        }
+        .encode(&mut bytes);
+        assert_eq!(bytes.len(), 4 + MAX_BITFIELD_MESSAGE_LEN as usize);
+        // MAX_PIECES is not a multiple of 8: the spare bits must be clear.
+        let last = bytes.len() - 1;
+        bytes[last] = 0xff << (8 - pieces % 8);
+        let decoded = decoder.decode(&bytes[..]).unwrap();
+        assert!(decoded.is_complete());
+        // So does a piece message with the largest block.
+        let mut piece = Vec::new();
+        encode_piece_header(0, 0, MAX_BLOCK_LEN, &mut piece);
+        piece.resize(piece.len() + MAX_BLOCK_LEN as usize, 0);
+        assert!(decoder.decode(&piece[..]).unwrap().is_complete());
+        // One byte more than the largest message is still refused.
+        let max = decoder.max_message_len();
+        assert_error(
+            &decoder,
+            &(max + 1).to_be_bytes(),
+            MessageError::TooLong { len: max + 1, max },
+        );
     }
 
     #[test]

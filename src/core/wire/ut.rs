@@ -31,13 +31,21 @@ const LIMITS: Limits = Limits {
 pub enum UtError {
     /// Not one well-formed bencode dictionary (plus, for metadata data, the piece bytes).
     #[error("not valid bencode: {0}")]
-    Bencode(#[from] DecodeError),
+    Bencode(DecodeError),
     /// A required key is missing or has the wrong type or range.
     #[error("missing or invalid `{0}`")]
     Field(&'static str),
     /// Bytes after the dictionary of a message that carries none.
     #[error("trailing bytes")]
     Trailing,
+}
+
+// Not `#[from]`: that would also make the inner error the `source`, and the text it already
+// puts in `Display` would print twice in a `{:#}` chain.
+impl From<DecodeError> for UtError {
+    fn from(e: DecodeError) -> Self {
+        UtError::Bencode(e)
+    }
 }
 
 /// A BEP 9 message.

@@ -190,6 +190,9 @@ pub(crate) struct Node {
     pub(crate) torrent: Option<TorrentId>,
     /// Per block: holds exactly the pattern.
     correct: Vec<bool>,
+    /// Per block that does not hold the pattern: the SHA1 of what was written there, which is
+    /// what a real disk would hash for smart ban.
+    wrong: BTreeMap<usize, [u8; 20]>,
     /// Verified pieces kept across churn, as resume data would keep them.
     have: Bitfield,
     pub(crate) joined_at: Option<Time>,
@@ -287,6 +290,7 @@ impl Simulation {
                     session: None,
                     torrent: None,
                     correct: vec![seedlike; block_count],
+                    wrong: BTreeMap::new(),
                     have: if seedlike {
                         Bitfield::full(piece_count)
                     } else {
@@ -553,6 +557,11 @@ impl Simulation {
             } => {
                 let b = self.payload.block_index(block.piece.get(), block.offset);
                 node.correct[b] = data == self.payload.blocks[b];
+                if node.correct[b] {
+                    node.wrong.remove(&b);
+                } else {
+                    node.wrong.insert(b, Sha1::digest(&data).into());
+                }
                 DiskDone::Written {
                     torrent,
                     block,
@@ -579,17 +588,38 @@ impl Simulation {
                     result: Ok(data),
                 }
             }
-            DiskOp::Verify { torrent, piece } => {
+            DiskOp::Verify {
+                torrent,
+                piece,
+                block_hashes,
+            } => {
                 let l = self.payload.info.lengths();
                 let first = self.payload.block_index(piece.get(), 0);
                 let count = l.blocks_in(piece) as usize;
                 let ok = node.correct[first..first + count].iter().all(|&c| c);
+                // As the disk pool does: each block's SHA1 when the piece failed or they were
+                // asked for.
+                let block_hashes = if !ok || block_hashes {
+                    (first..first + count)
+                        .map(|b| match node.wrong.get(&b) {
+                            Some(h) if !node.correct[b] => *h,
+                            _ => Sha1::digest(&self.payload.blocks[b]).into(),
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 if !ok {
                     node.correct[first..first + count]
                         .iter_mut()
                         .for_each(|c| *c = false);
                 }
-                DiskDone::Verified { torrent, piece, ok }
+                DiskDone::Verified {
+                    torrent,
+                    piece,
+                    ok,
+                    block_hashes,
+                }
             }
         }
     }

@@ -80,6 +80,9 @@ pub struct SimReport {
     /// Corrupt peers that every leecher that met them banned... counted as corrupt peers
     /// banned by at least one leecher.
     pub corrupt_peers_banned: usize,
+    /// Peers not configured corrupt that some leecher banned: smart ban keeps this at 0 (an
+    /// honest peer that shared a failed piece with a corrupt one is not blamed).
+    pub honest_peers_banned: usize,
     /// Jain's fairness index of bytes uploaded by leechers (1 = perfectly even).
     pub upload_fairness: f64,
     /// Connections closed, by reason.
@@ -169,6 +172,12 @@ pub(super) fn build(sim: &Simulation) -> SimReport {
             .iter()
             .filter(|a| sim.banned_addrs.contains(a))
             .count(),
+        honest_peers_banned: sim
+            .nodes
+            .iter()
+            .filter(|n| n.role != Role::Corrupt)
+            .filter(|n| sim.banned_addrs.iter().any(|a| a.ip() == n.addr.ip()))
+            .count(),
         upload_fairness: jain(&uploads),
         closes: sim
             .closes
@@ -242,8 +251,8 @@ impl fmt::Display for SimReport {
         )?;
         writeln!(
             f,
-            "banned:           {} bans; {}/{} corrupt peers banned",
-            self.peers_banned, self.corrupt_peers_banned, self.corrupt
+            "banned:           {} bans; {}/{} corrupt peers banned, {} honest peers banned",
+            self.peers_banned, self.corrupt_peers_banned, self.corrupt, self.honest_peers_banned
         )?;
         writeln!(
             f,
