@@ -409,7 +409,8 @@ impl State {
         }
         let shard = shard_of(&hash, self.loops.len());
         let map = self.maps[shard as usize].clone();
-        let dial = peers.clone();
+        // Into its loop with nobody to talk to yet: no peer can give it the metadata before
+        // `Added` is published, so subscribers see `Added` first.
         let id = self
             .call(shard, move |d| {
                 let now = d.now();
@@ -417,11 +418,9 @@ impl State {
                 map.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(id, hash);
-                d.session().add_peers(id, &dial, now);
                 Some(id)
             })?
             .ok_or(ClientError::Refused(hash))?;
-        self.route(hash, shard, true);
         if !metadata_only {
             if let Some(store) = &self.store {
                 store.save_magnet(&hash, uri)?;
@@ -438,10 +437,6 @@ impl State {
             downloaded: 0,
             left: 1,
         };
-        self.progress.insert(hash, progress);
-        if let Some(t) = self.trackers.as_mut() {
-            t.add(hash, &tiers, progress);
-        }
         if settings.added == 0 {
             settings.added = now_unix();
         }
@@ -454,14 +449,14 @@ impl State {
                 display_name: name.clone(),
                 magnet: Some(uri.to_string()),
                 metadata_only,
-                trackers: tiers,
+                trackers: tiers.clone(),
                 storage: None,
                 shard,
                 id: Some(id),
                 settings,
                 saved: Some(0),
                 problem: None,
-                peers,
+                peers: peers.clone(),
             },
         );
         self.events.publish(ClientEvent::Added {
@@ -471,6 +466,16 @@ impl State {
             pieces: 0,
             source: DataSource::Magnet,
         });
+        // Now the world may reach it: incoming connections routed, peers dialled, trackers.
+        self.route(hash, shard, true);
+        self.loops[shard as usize].post(move |d| {
+            let now = d.now();
+            d.session().add_peers(id, &peers, now);
+        });
+        self.progress.insert(hash, progress);
+        if let Some(t) = self.trackers.as_mut() {
+            t.add(hash, &tiers, progress);
+        }
         Ok((hash, None))
     }
 
