@@ -71,9 +71,6 @@ pub enum ClientError {
     /// The client was shut down.
     #[error("the client is shut down")]
     ShutDown,
-    /// A wait ended before what it waited for happened.
-    #[error("timed out: {0}")]
-    TimedOut(String),
 }
 
 impl ClientError {

@@ -14,8 +14,10 @@
 //!   [`State::start_magnet`], which opens storage and starts it in place.
 //! - **run**: the loop runs it; the housekeeping thread pumps its trackers, saves its resume
 //!   data and shares the rate limits between the loops (`worker.rs`).
-//! - **stop**: [`State::deactivate`] (pause, remove, shutdown) takes it out of its loop,
-//!   saves its resume data and sends `stopped` to its trackers.
+//! - **stop**: [`State::deactivate`] (pause, remove) takes it out of its loop, waits for its
+//!   last disk writes, saves its resume data and sends `stopped` to its trackers. At
+//!   shutdown the client does the same for every torrent at once: [`State::collect_haves`],
+//!   the loops stopped, then [`State::save_haves`] and the trackers told.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
