@@ -2,11 +2,11 @@
 //! peer, feeds raw wire bytes to a `Session`, and checks what it sends back, which disk
 //! operations it asks for, and why it closes the connection.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringtorrent::bencode::OwnedValue;
 use ringtorrent::core::api::{
     Action, CloseReason, ConnId, DiskDone, DiskOp, Event, TorrentId, Violation,
 };
@@ -15,30 +15,13 @@ use ringtorrent::core::wire::{
     BlockRequest, Decoded, Decoder, Handshake, Message, Reserved, ReservedFlag, SplitBytes,
 };
 use ringtorrent::core::{Bitfield, PeerId, Session, Time};
-use ringtorrent::metainfo::{Info, Torrent};
+use ringtorrent::metainfo::Info;
 
 const PIECE: u64 = 32 * 1024;
 const PIECES: u32 = 4;
 
 fn info() -> Arc<Info> {
-    let mut info = BTreeMap::new();
-    info.insert(b"name".to_vec(), OwnedValue::str("t.bin"));
-    info.insert(b"piece length".to_vec(), OwnedValue::Int(PIECE as i64));
-    info.insert(
-        b"pieces".to_vec(),
-        OwnedValue::Bytes(vec![0; 20 * PIECES as usize]),
-    );
-    info.insert(
-        b"length".to_vec(),
-        OwnedValue::Int((PIECE * u64::from(PIECES)) as i64),
-    );
-    let mut root = BTreeMap::new();
-    root.insert(b"info".to_vec(), OwnedValue::Dict(info));
-    Arc::new(
-        Torrent::from_bytes(&OwnedValue::Dict(root).to_bytes())
-            .unwrap()
-            .info,
-    )
+    common::test_info(PIECE, PIECES)
 }
 
 struct Remote {

@@ -10,12 +10,12 @@
 //! - Pipelining: on a 400 ms round trip the leecher keeps enough requests in flight to fill
 //!   the link, not the handful a new peer starts with.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringtorrent::bencode::OwnedValue;
 use ringtorrent::core::api::{Action, CloseReason, ConnId, Event, TorrentId, Violation};
 use ringtorrent::core::config::Config;
 use ringtorrent::core::wire::{
@@ -24,31 +24,14 @@ use ringtorrent::core::wire::{
 use ringtorrent::core::{Bitfield, PeerId, Session, Time};
 use ringtorrent::driver::sim::{simulate, SimConfig};
 use ringtorrent::limits::MAX_PRE_METADATA_BUFFER;
-use ringtorrent::metainfo::{Info, Torrent};
+use ringtorrent::metainfo::Info;
 
 const PIECE: u64 = 32 * 1024;
 const PIECES: u32 = 4;
 const BLOCK: u32 = 16 * 1024;
 
 fn info() -> Arc<Info> {
-    let mut info = BTreeMap::new();
-    info.insert(b"name".to_vec(), OwnedValue::str("t.bin"));
-    info.insert(b"piece length".to_vec(), OwnedValue::Int(PIECE as i64));
-    info.insert(
-        b"pieces".to_vec(),
-        OwnedValue::Bytes(vec![0; 20 * PIECES as usize]),
-    );
-    info.insert(
-        b"length".to_vec(),
-        OwnedValue::Int((PIECE * u64::from(PIECES)) as i64),
-    );
-    let mut root = BTreeMap::new();
-    root.insert(b"info".to_vec(), OwnedValue::Dict(info));
-    Arc::new(
-        Torrent::from_bytes(&OwnedValue::Dict(root).to_bytes())
-            .unwrap()
-            .info,
-    )
+    common::test_info(PIECE, PIECES)
 }
 
 fn plain() -> Reserved {

@@ -582,3 +582,29 @@ pub fn refusing_port() -> (std::os::fd::OwnedFd, u16) {
     }
     (fd, u16::from_be(addr.sin_port))
 }
+
+/// A single-file torrent's info dictionary named `t.bin`, of `pieces` pieces of `piece_len`
+/// bytes whose hashes are all zero: for tests that drive a `Session` byte by byte and never
+/// verify data.
+pub fn test_info(piece_len: u64, pieces: u32) -> std::sync::Arc<ringtorrent::metainfo::Info> {
+    use ringtorrent::bencode::OwnedValue;
+    use std::collections::BTreeMap;
+    let mut info = BTreeMap::new();
+    info.insert(b"name".to_vec(), OwnedValue::str("t.bin"));
+    info.insert(b"piece length".to_vec(), OwnedValue::Int(piece_len as i64));
+    info.insert(
+        b"pieces".to_vec(),
+        OwnedValue::Bytes(vec![0; 20 * pieces as usize]),
+    );
+    info.insert(
+        b"length".to_vec(),
+        OwnedValue::Int((piece_len * u64::from(pieces)) as i64),
+    );
+    let mut root = BTreeMap::new();
+    root.insert(b"info".to_vec(), OwnedValue::Dict(info));
+    std::sync::Arc::new(
+        ringtorrent::metainfo::Torrent::from_bytes(&OwnedValue::Dict(root).to_bytes())
+            .unwrap()
+            .info,
+    )
+}
