@@ -45,9 +45,29 @@ pub struct Config {
     pub max_request_len: u32,
     /// Block reads in flight to disk for one peer; more queue as requests.
     pub max_reads_per_peer: usize,
-    /// Bytes queued to send to one peer before we stop reading more blocks for it; keeps
-    /// a slow reader from pinning memory (4 MiB is about 1 s at 4 MB/s).
+    /// The per-peer send watermark scales with the peer's upload rate: this percentage of a
+    /// second of it (libtorrent's `send_buffer_watermark_factor`, 50). Half a second of
+    /// data queued in user space, on top of the kernel's socket buffer, keeps a fast peer's
+    /// socket fed across a disk read, while a peer that does not read has a rate near zero
+    /// and gets the low watermark. See [`Config::send_watermark`].
+    pub send_buffer_factor: u32,
+    /// The least a peer's watermark can be: 32 KiB, two blocks, so one can be read from
+    /// disk while the other is being sent. libtorrent's `send_buffer_low_watermark` is
+    /// 10 KiB, under one block, which serialises the read and the send of a new peer.
+    pub send_buffer_low: usize,
+    /// The most a peer's watermark can be: 512 KiB, libtorrent's `send_buffer_watermark`
+    /// (500 KiB) rounded to whole blocks. Block reads for a peer stop while its queued bytes
+    /// (waiting to be sent, taken by the driver but not yet accepted by the kernel, and
+    /// being read from disk) reach its watermark, so a peer that requests and never reads
+    /// holds at most this plus one block.
     pub send_buffer_high: usize,
+    /// Block payload the whole session may hold for uploads (queued to send, taken by the
+    /// driver, and being read from disk), across all peers and torrents: past it, block
+    /// reads start only for peers holding none, so a crowd of slow readers holds at most
+    /// this plus one block each while every peer still gets one block at a time.
+    /// libtorrent bounds the same memory with its disk buffer pool (`cache_size`).
+    /// 64 MiB: at 1 GB/s it is 60 ms of sending, far more than a disk read takes.
+    pub upload_buffer_budget: usize,
     /// Allowed-fast pieces offered to each peer (BEP 6 suggests 10).
     pub allowed_fast_set_size: u32,
     /// Connections per torrent; past it, incoming ones are refused and none are dialled.
@@ -115,7 +135,10 @@ impl Default for Config {
             max_queued_requests: 2000,
             max_request_len: BLOCK_LEN,
             max_reads_per_peer: 8,
-            send_buffer_high: 4 << 20,
+            send_buffer_factor: 50,
+            send_buffer_low: 2 * BLOCK_LEN as usize,
+            send_buffer_high: 32 * BLOCK_LEN as usize,
+            upload_buffer_budget: 64 << 20,
             allowed_fast_set_size: 10,
             max_peers_per_torrent: 200,
             max_connections: 2000,
@@ -145,6 +168,8 @@ impl Config {
         self.max_requests = self.max_requests.max(self.min_requests);
         self.max_queued_requests = self.max_queued_requests.max(1);
         self.max_reads_per_peer = self.max_reads_per_peer.max(1);
+        self.send_buffer_low = self.send_buffer_low.max(1);
+        self.send_buffer_high = self.send_buffer_high.max(self.send_buffer_low);
         self.max_peers_per_torrent = self.max_peers_per_torrent.max(1);
         self.max_connections = self.max_connections.max(1);
         self.max_half_open = self.max_half_open.max(1);
@@ -152,5 +177,41 @@ impl Config {
         self.upload_rate_limit = self.upload_rate_limit.filter(|&r| r > 0);
         self.download_rate_limit = self.download_rate_limit.filter(|&r| r > 0);
         self
+    }
+
+    /// How many bytes may be queued for a peer uploading at `rate` bytes per second before
+    /// block reads for it stop: `send_buffer_factor` percent of a second of its rate, within
+    /// `send_buffer_low..=send_buffer_high` (libtorrent's watermark).
+    pub fn send_watermark(&self, rate: u64) -> usize {
+        let scaled = u128::from(rate) * u128::from(self.send_buffer_factor) / 100;
+        let scaled = usize::try_from(scaled).unwrap_or(usize::MAX);
+        scaled.clamp(
+            self.send_buffer_low,
+            self.send_buffer_high.max(self.send_buffer_low),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_watermark_scales_with_rate_within_bounds() {
+        let c = Config::default();
+        // Libtorrent's shape: half a second of the rate, clamped.
+        assert_eq!(c.send_watermark(0), 32 * 1024);
+        assert_eq!(c.send_watermark(200_000), 100_000);
+        assert_eq!(c.send_watermark(100 << 20), 512 * 1024);
+        assert_eq!(c.send_watermark(u64::MAX), 512 * 1024);
+        let odd = Config {
+            send_buffer_low: 1 << 20,
+            send_buffer_high: 10,
+            ..Config::default()
+        };
+        // A high below the low never panics (clamp's precondition) and means the low.
+        assert_eq!(odd.send_watermark(5), 1 << 20);
+        let s = odd.sanitized();
+        assert_eq!(s.send_buffer_high, 1 << 20);
     }
 }

@@ -33,6 +33,8 @@ pub mod wire;
 
 #[cfg(test)]
 mod handoff_tests;
+#[cfg(test)]
+mod upload_tests;
 
 pub use bitfield::Bitfield;
 pub use lengths::{BlockRef, Lengths, PieceIndex};

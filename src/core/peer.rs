@@ -101,8 +101,14 @@ pub(crate) struct Peer {
 
     /// Requests from the peer waiting for a disk read.
     pub(crate) requests_in: VecDeque<BlockRef>,
-    /// Blocks being read from disk for the peer.
+    /// Blocks being read from disk for the peer, to be sent when the read completes (a
+    /// cancel or a choke removes them; their reads stay counted below until they complete).
     pub(crate) reading: Vec<BlockRef>,
+    /// Block reads issued for the peer and not completed, cancelled ones included: what
+    /// `max_reads_per_peer` bounds.
+    pub(crate) reads_in_flight: usize,
+    /// Their bytes: memory the disk pool is filling for this peer.
+    pub(crate) read_bytes: usize,
     /// Pieces we let the peer download while we choke it (BEP 6).
     pub(crate) allowed_fast_out: Vec<u32>,
 
@@ -182,6 +188,8 @@ impl Peer {
             suggested: Vec::new(),
             requests_in: VecDeque::new(),
             reading: Vec::new(),
+            reads_in_flight: 0,
+            read_bytes: 0,
             allowed_fast_out: Vec::new(),
             down: RateMeter::new(now),
             up: RateMeter::new(now),
@@ -225,7 +233,18 @@ impl Peer {
         }
     }
 
-    /// Whether the peer may be served `piece` while we choke it.
+    /// Bytes held for sending to the peer: queued (or taken by the driver and not yet sent)
+    /// and being read from disk. What its send watermark is compared with.
+    pub(crate) fn upload_queued(&self) -> usize {
+        self.send.len() + self.read_bytes
+    }
+
+    /// Block payload held for the peer (queued and being read): what the session's upload
+    /// budget counts.
+    pub(crate) fn upload_payload(&self) -> usize {
+        self.send.payload() + self.read_bytes
+    }
+
     /// The address other peers can dial this one at: where we dialled it, or its IP with the
     /// listen port from its extension handshake; `None` when an incoming peer never said.
     pub(crate) fn listen_addr(&self) -> Option<SocketAddr> {
@@ -259,6 +278,7 @@ impl Peer {
         }
     }
 
+    /// Whether the peer may be served `piece` while we choke it.
     pub(crate) fn allowed_fast(&self, piece: u32) -> bool {
         self.fast && self.allowed_fast_out.contains(&piece)
     }

@@ -277,19 +277,19 @@ impl PeerSet {
         }
     }
 
-    /// The driver sent `n` bytes of a peer's buffer. Returns false when the peer is gone.
-    pub(crate) fn sent(&mut self, key: PeerKey, n: usize) -> bool {
-        let Some(peer) = self.peers.get_mut(&key) else {
-            return false;
-        };
-        peer.send.consume(n);
+    /// The driver sent `n` bytes of a peer's buffer (taken ones first). Returns how many of
+    /// them were block payload, `None` when the peer is gone.
+    pub(crate) fn sent(&mut self, key: PeerKey, n: usize) -> Option<usize> {
+        let peer = self.peers.get_mut(&key)?;
+        let payload = peer.send.consume(n);
         if peer.send.is_empty() {
             peer.send_notified = false;
         }
-        true
+        Some(payload)
     }
 
     /// Takes whole chunks of a peer's send buffer, up to about `max` bytes (at least one).
+    /// They stay counted as the peer's until the driver reports them sent.
     pub(crate) fn take_send(&mut self, key: PeerKey, max: usize) -> Option<Vec<Bytes>> {
         let peer = self.peers.get_mut(&key)?;
         let chunks = peer.send.take_upto(max);

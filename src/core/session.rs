@@ -259,6 +259,9 @@ pub struct Session {
     /// Which torrent is served first when rate-limit wake-ups fall due, turning each time so
     /// that no torrent always spends the session's tokens first.
     rate_turn: usize,
+    /// Block payload held for uploads across all torrents (the sum of their
+    /// `Torrent::upload_held`), against `Config::upload_buffer_budget`.
+    upload_held: usize,
 }
 
 /// One connected peer, as [`Session::peers`] reports it.
@@ -322,6 +325,7 @@ impl Session {
             routes: HashMap::new(),
             conn_stats: ConnectionStats::default(),
             rate_turn: 0,
+            upload_held: 0,
         }
     }
 
@@ -461,6 +465,9 @@ impl Session {
         };
         let limits = &mut self.session_limits;
         let torrent = Torrent::from_magnet(*magnet, info, have, self.listen_port, now, limits);
+        // Reads the replayed requests started (each peer's first block, the only ones a
+        // torrent with no allowance yet may start) join the session's count.
+        self.upload_held += torrent.upload_held;
         slot.entry = Entry::Ready(Box::new(torrent));
         self.out.absorb(&mut slot.entry.ctx_mut().out);
         self.reap();
@@ -491,7 +498,11 @@ impl Session {
         }) else {
             return;
         };
-        self.torrents.remove(id.slot as usize);
+        let slot = self.torrents.remove(id.slot as usize);
+        // What is left are reads in flight, whose completions will find no torrent.
+        if let Entry::Ready(t) = &slot.entry {
+            self.upload_held -= t.upload_held;
+        }
         self.by_hash.remove(&hash);
         // Connections still handshaking for it are closed too.
         let stale: Vec<usize> = self
@@ -531,7 +542,19 @@ impl Session {
             self.out.absorb(own);
         }
         std::mem::swap(&mut self.out, own);
+        // The torrent may hold what the upload budget leaves after the others' share.
+        let held_before = match &mut slot.entry {
+            Entry::Ready(t) => {
+                let others = self.upload_held - t.upload_held;
+                t.upload_allowance = self.config.upload_buffer_budget.saturating_sub(others);
+                t.upload_held
+            }
+            Entry::Magnet(_) => 0,
+        };
         let result = f(&mut slot.entry, &mut self.session_limits);
+        if let Entry::Ready(t) = &slot.entry {
+            self.upload_held = self.upload_held - held_before + t.upload_held;
+        }
         std::mem::swap(&mut self.out, &mut slot.entry.ctx_mut().out);
         Some(result)
     }
@@ -1222,7 +1245,8 @@ impl Session {
         }
     }
 
-    /// The driver sent `n` bytes from the front of `conn`'s send buffer.
+    /// The driver sent `n` bytes from the front of `conn`'s send buffer (bytes it took with
+    /// [`Session::take_send`] come first).
     pub fn handle_sent(&mut self, conn: ConnId, n: usize, now: Time) {
         let Some(c) = self.conn_mut(conn) else { return };
         match &mut c.state {
@@ -1247,7 +1271,10 @@ impl Session {
 
     /// Takes whole chunks queued on `conn`, up to about `max` bytes (at least one chunk), for
     /// drivers such as the simulator that move owned buffers. While data remains, the driver
-    /// keeps taking; a new [`Action::Send`] comes only after the buffer was emptied.
+    /// keeps taking; a new [`Action::Send`] comes only after the buffer was emptied. The
+    /// driver reports the taken bytes with [`Session::handle_sent`] as the kernel (or the
+    /// simulated link) accepts them: until then they count against the peer's send watermark
+    /// and the upload budget, as memory this connection holds.
     pub fn take_send(&mut self, conn: ConnId, max: usize) -> Vec<Bytes> {
         let Some(c) = self.conn_mut(conn) else {
             return Vec::new();
@@ -1263,8 +1290,8 @@ impl Session {
             ConnState::HandingOff(_) => Vec::new(),
             ConnState::Peer { torrent, key } => {
                 let (torrent, key) = (*torrent, *key);
-                self.with_entry(torrent, |entry, limits| match entry {
-                    Entry::Ready(t) => t.take_send(key, max, limits),
+                self.with_entry(torrent, |entry, _| match entry {
+                    Entry::Ready(t) => t.take_send(key, max),
                     Entry::Magnet(m) => m.peers.take_send(key, max).unwrap_or_default(),
                 })
                 .unwrap_or_default()
@@ -1283,6 +1310,13 @@ impl Session {
         };
         self.with_torrent(torrent, |t, limits| t.on_disk(done, now, limits));
         self.reap();
+    }
+
+    /// Block payload held for uploads across the session: being read from disk, queued to
+    /// send, or taken by the driver and not yet reported sent. At most
+    /// `Config::upload_buffer_budget` plus one block per peer (see `Config`).
+    pub fn upload_buffered(&self) -> usize {
+        self.upload_held
     }
 
     /// When [`Session::handle_timeout`] wants to be called next: the next housekeeping tick,

@@ -129,6 +129,14 @@ pub(crate) struct Torrent {
     /// the first waiting to request; the session wakes us then.
     up_wake: Option<Time>,
     down_wake: Option<Time>,
+    /// Block payload this torrent holds for uploads: being read from disk (cancelled reads
+    /// included, until they complete) and in its peers' send buffers (taken by the driver
+    /// included, until reported sent). Its share of the session's `upload_buffer_budget`.
+    pub(crate) upload_held: usize,
+    /// How much `upload_held` may reach before reads start only for peers holding nothing:
+    /// the session's budget less what its other torrents hold, set by the session before
+    /// every call into the torrent.
+    pub(crate) upload_allowance: usize,
 }
 
 /// A peer's message with its payload copied out of (or split off) the receive buffer.
@@ -186,6 +194,8 @@ impl Torrent {
             wanted_missing: 0,
             limits: RateLimits::default(),
             up_waiting: VecDeque::new(),
+            upload_held: 0,
+            upload_allowance: 0,
             down_waiting: VecDeque::new(),
             up_wake: None,
             down_wake: None,
@@ -356,6 +366,8 @@ impl Torrent {
         else {
             return;
         };
+        // Its queued payload goes with it; reads in flight are released as they complete.
+        self.upload_held -= peer.send.payload();
         for r in &peer.requests_out {
             self.picker.request_dropped(key, r.block);
         }
@@ -925,18 +937,19 @@ impl Torrent {
             return Err(Violation::TooManyRequests);
         }
         peer.requests_in.push_back(block);
-        self.pump_reads(key, Some(now), session_limits);
+        self.pump_reads(key, now, session_limits);
         Ok(())
     }
 
-    /// Starts disk reads for queued requests while the peer's send buffer has room. Under an
-    /// upload limit the peer joins the queue of peers waiting for upload tokens, which is then
-    /// served in turn. `now` is `None` where the caller has no time (the simulator's
-    /// `take_send`): buckets are then not refilled, only spent.
-    fn pump_reads(&mut self, key: PeerKey, now: Option<Time>, session_limits: &mut RateLimits) {
+    /// Starts disk reads for queued requests while the peer is under its send watermark and
+    /// the upload budget allows (see [`wants_read`]). Under an upload limit the peer joins
+    /// the queue of peers waiting for upload tokens, which is then served in turn. A peer
+    /// held back keeps its requests queued; the next report of bytes sent to it pumps again.
+    fn pump_reads(&mut self, key: PeerKey, now: Time, session_limits: &mut RateLimits) {
+        let budget_room = self.upload_held < self.upload_allowance;
         if self.limits.up.is_limited() || session_limits.up.is_limited() {
             if let Some(peer) = self.peers.get_mut(&key) {
-                if !peer.up_waiting && wants_read(peer, &self.ctx.config) {
+                if !peer.up_waiting && wants_read(peer, &self.ctx.config, now, budget_room) {
                     peer.up_waiting = true;
                     self.up_waiting.push_back(key);
                 }
@@ -947,13 +960,17 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        while peer.reading.len() < self.ctx.config.max_reads_per_peer
-            && peer.send.len() < self.ctx.config.send_buffer_high
-        {
+        while wants_read(
+            peer,
+            &self.ctx.config,
+            now,
+            self.upload_held < self.upload_allowance,
+        ) {
             let Some(block) = peer.requests_in.pop_front() else {
                 break;
             };
-            peer.reading.push(block);
+            start_read(peer, block);
+            self.upload_held += block.len as usize;
             self.ctx.out.actions.push_back(Action::Disk(DiskOp::Read {
                 torrent: self.ctx.id,
                 peer: key,
@@ -964,21 +981,20 @@ impl Torrent {
 
     /// Starts one block read per waiting peer in turn while both upload buckets (ours and the
     /// session's) hold the block's length, and notes when to try again if they run short.
-    fn serve_uploads(&mut self, now: Option<Time>, session_limits: &mut RateLimits) {
-        if let Some(now) = now {
-            self.limits.up.refill(now);
-            session_limits.up.refill(now);
-        }
+    fn serve_uploads(&mut self, now: Time, session_limits: &mut RateLimits) {
+        self.limits.up.refill(now);
+        session_limits.up.refill(now);
         self.up_wake = None;
         while let Some(&key) = self.up_waiting.front() {
             let Some(peer) = self.peers.get_mut(&key) else {
                 self.up_waiting.pop_front();
                 continue;
             };
+            let budget_room = self.upload_held < self.upload_allowance;
             let Some(&block) = peer
                 .requests_in
                 .front()
-                .filter(|_| wants_read(peer, &self.ctx.config))
+                .filter(|_| wants_read(peer, &self.ctx.config, now, budget_room))
             else {
                 peer.up_waiting = false;
                 self.up_waiting.pop_front();
@@ -994,13 +1010,15 @@ impl Torrent {
             session.take(need);
             self.up_waiting.pop_front();
             peer.requests_in.pop_front();
-            peer.reading.push(block);
+            start_read(peer, block);
+            self.upload_held += block.len as usize;
             self.ctx.out.actions.push_back(Action::Disk(DiskOp::Read {
                 torrent: self.ctx.id,
                 peer: key,
                 block,
             }));
-            if wants_read(peer, &self.ctx.config) {
+            let budget_room = self.upload_held < self.upload_allowance;
+            if wants_read(peer, &self.ctx.config, now, budget_room) {
                 self.up_waiting.push_back(key);
             } else {
                 peer.up_waiting = false;
@@ -1020,7 +1038,7 @@ impl Torrent {
     /// Serves peers waiting for tokens, as far as the buckets allow now (called when
     /// [`Torrent::rate_wake`] is due and after limits change).
     pub(crate) fn serve_limited(&mut self, now: Time, session_limits: &mut RateLimits) {
-        self.serve_uploads(Some(now), session_limits);
+        self.serve_uploads(now, session_limits);
         self.serve_downloads(now, session_limits);
     }
 
@@ -1044,23 +1062,17 @@ impl Torrent {
         now: Time,
         session_limits: &mut RateLimits,
     ) {
-        if self.peers.sent(key, n) {
-            self.pump_reads(key, Some(now), session_limits);
+        if let Some(payload) = self.peers.sent(key, n) {
+            self.upload_held -= payload;
+            self.pump_reads(key, now, session_limits);
         }
     }
 
-    /// The driver took the whole send buffer (the simulator does).
-    pub(crate) fn take_send(
-        &mut self,
-        key: PeerKey,
-        max: usize,
-        session_limits: &mut RateLimits,
-    ) -> Vec<Bytes> {
-        let Some(chunks) = self.peers.take_send(key, max) else {
-            return Vec::new();
-        };
-        self.pump_reads(key, None, session_limits);
-        chunks
+    /// The driver takes chunks of a peer's send buffer (io_uring, the simulator). They stay
+    /// counted as held until it reports them sent ([`Torrent::on_sent`]), so nothing is
+    /// freed and no read starts here.
+    pub(crate) fn take_send(&mut self, key: PeerKey, max: usize) -> Vec<Bytes> {
+        self.peers.take_send(key, max).unwrap_or_default()
     }
 
     // ---------------------------------------------------------------------------- disk
@@ -1138,10 +1150,16 @@ impl Torrent {
         now: Time,
         session_limits: &mut RateLimits,
     ) {
+        // The read's buffer is released here unless it is queued to send below.
+        self.upload_held -= block.len as usize;
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
+        peer.reads_in_flight -= 1;
+        peer.read_bytes -= block.len as usize;
         let Some(i) = peer.reading.iter().position(|b| *b == block) else {
+            // Cancelled or choked meanwhile; its room may let another read start.
+            self.pump_reads(key, now, session_limits);
             return;
         };
         peer.reading.swap_remove(i);
@@ -1168,6 +1186,7 @@ impl Torrent {
         peer.send.encode(|o| {
             o.extend_from_slice(&piece_header(block.piece.get(), block.offset, block.len))
         });
+        self.upload_held += data.len();
         peer.send.push_shared(data);
         peer.last_send = now;
         peer.up.add(now, len);
@@ -1175,7 +1194,7 @@ impl Torrent {
         self.stats.uploaded += len;
         let notify = peer.needs_notify();
         self.ctx.out.send(peer.conn, notify);
-        self.pump_reads(key, Some(now), session_limits);
+        self.pump_reads(key, now, session_limits);
     }
 
     fn on_verified(&mut self, piece: PieceIndex, ok: bool, block_hashes: &[BlockHash], now: Time) {
@@ -1437,11 +1456,22 @@ impl Torrent {
 }
 
 /// Whether a block read may start for a peer now, tokens aside: it has a request queued, reads
-/// in flight under the bound, and room in its send buffer.
-fn wants_read(peer: &Peer, config: &Config) -> bool {
+/// in flight under the bound, what it holds (queued to send and being read) under its send
+/// watermark, and either room in the session's upload budget (`budget_room`) or no block
+/// payload held at all, so that a crowd of slow readers filling the budget cannot starve a
+/// peer that reads: each still gets one block at a time.
+fn wants_read(peer: &Peer, config: &Config, now: Time, budget_room: bool) -> bool {
     !peer.requests_in.is_empty()
-        && peer.reading.len() < config.max_reads_per_peer
-        && peer.send.len() < config.send_buffer_high
+        && peer.reads_in_flight < config.max_reads_per_peer
+        && peer.upload_queued() < config.send_watermark(peer.up.rate(now))
+        && (budget_room || peer.upload_payload() == 0)
+}
+
+/// Records a block read started for `peer`.
+fn start_read(peer: &mut Peer, block: BlockRef) {
+    peer.reading.push(block);
+    peer.reads_in_flight += 1;
+    peer.read_bytes += block.len as usize;
 }
 
 /// How many pieces a peer has that we want and lack: its interest count.

@@ -129,6 +129,10 @@ impl<P: Protocol> EpollDriver<P> {
 
     fn readable(&mut self, conn: ConnId, now: Time) {
         for _ in 0..MAX_READS_PER_EVENT {
+            if !self.core.proto.wants_recv(conn) {
+                // Stopped for good: what arrives stays in the kernel's buffer.
+                return;
+            }
             let Some(socket) = self.sockets.get_mut(&conn) else {
                 return;
             };

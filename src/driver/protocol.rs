@@ -32,14 +32,26 @@ pub trait Protocol {
     fn handle_connected(&mut self, conn: ConnId, now: Time);
     /// Bytes arrived.
     fn handle_recv(&mut self, conn: ConnId, data: &[u8], now: Time);
-    /// `n` bytes from the front of [`Protocol::send_chunks`] were sent.
+    /// `n` bytes from the front of what is queued on `conn` were sent: bytes taken with
+    /// [`Protocol::take_send`] first, then those of [`Protocol::send_chunks`]. A driver that
+    /// takes reports every taken byte this way once the kernel accepted it; until then the
+    /// protocol still counts it as memory the connection holds.
     fn handle_sent(&mut self, conn: ConnId, n: usize, now: Time);
     /// The socket closed or failed.
     fn handle_closed(&mut self, conn: ConnId, now: Time);
     /// The bytes waiting to go out on `conn`, in order.
     fn send_chunks(&mut self, conn: ConnId) -> Vec<&[u8]>;
-    /// Takes up to about `max` bytes of whole chunks queued on `conn`.
+    /// Takes up to about `max` bytes of whole chunks queued on `conn` (reported later with
+    /// [`Protocol::handle_sent`]).
     fn take_send(&mut self, conn: ConnId, max: usize) -> Vec<Bytes>;
+    /// Whether the driver should keep reading `conn`'s socket. Once false, the driver stops
+    /// reading it for good (the kernel's receive buffer fills and the remote's sends stall):
+    /// how `swarm-load`'s slow readers hold a target's send queues full. A session always
+    /// reads (its back-pressure is to stop reading blocks from disk, never to stop reading
+    /// a peer, which could deadlock two peers that both wait for the other to read).
+    fn wants_recv(&self, _conn: ConnId) -> bool {
+        true
+    }
     /// A disk operation finished.
     fn handle_disk(&mut self, _done: DiskDone, _now: Time) {}
     /// Timers: called every turn; does nothing until [`Protocol::poll_timeout`] is due.

@@ -229,6 +229,9 @@ fn pump(sim: &mut Simulation, i: usize) {
             continue;
         }
         let bytes: usize = data.iter().map(Bytes::len).sum();
+        // The window is on the wire: the session no longer holds it (what a kernel taking
+        // a send would report).
+        session.handle_sent(conn, bytes, now);
         // More may remain: the connection goes to the back of the line.
         let up = &mut sim.net.uplinks[i];
         if up.queued.insert(conn) {

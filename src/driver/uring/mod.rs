@@ -105,8 +105,9 @@ const BUF_GROUP: u16 = 0;
 const MAX_CQES_PER_TURN: usize = 4096;
 
 /// Bytes taken from a connection's send buffer per `SENDMSG`: large enough to keep the
-/// socket's buffer full between completions, small enough that the session keeps back-pressure
-/// (it stops reading blocks for a peer whose buffer is above its high-water mark).
+/// socket's buffer full between completions. Taken bytes stay counted by the session until
+/// reported with `handle_sent`, so its back-pressure (no block reads for a peer above its
+/// watermark) covers what the driver holds too.
 const SEND_BATCH: usize = 1 << 20;
 
 /// How long to wait before re-arming an accept that failed: errors such as EMFILE last until
@@ -181,6 +182,9 @@ struct Conn {
     /// Operations in flight whose final completion has not been seen.
     inflight: u32,
     recv_armed: bool,
+    /// The protocol no longer wants the socket read (`Protocol::wants_recv`): the receive is
+    /// cancelled and never armed again.
+    recv_stopped: bool,
     sending: bool,
     /// An `Action::Send` came while connecting.
     send_wanted: bool,
@@ -395,6 +399,7 @@ impl<P: Protocol> UringDriver<P> {
             known: true,
             inflight: 0,
             recv_armed: false,
+            recv_stopped: false,
             sending: false,
             send_wanted: false,
             connect_addr: None,
@@ -406,7 +411,7 @@ impl<P: Protocol> UringDriver<P> {
 
     fn arm_recv(&mut self, slot: usize) {
         let c = &self.conns[slot];
-        if c.state != State::Open || c.recv_armed {
+        if c.state != State::Open || c.recv_armed || c.recv_stopped {
             return;
         }
         let entry = opcode::RecvMulti::new(types::Fd(c.stream.as_raw_fd()), self.bufs.group())
@@ -535,6 +540,20 @@ impl<P: Protocol> UringDriver<P> {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Stops reading a connection for good: the armed multishot receive is cancelled (what
+    /// it still delivers is passed on) and `arm_recv` never arms another.
+    fn stop_recv(&mut self, slot: usize) {
+        let c = &mut self.conns[slot];
+        c.recv_stopped = true;
+        if c.recv_armed {
+            let entry = opcode::AsyncCancel::new(self.token(Op::Recv, slot))
+                .build()
+                .user_data(Token::global(Op::Cancel).pack());
+            // SAFETY: a cancellation names only a user_data value, no memory.
+            unsafe { self.push(entry) };
         }
     }
 
@@ -684,6 +703,10 @@ impl<P: Protocol> UringDriver<P> {
         if !deliver || !self.conns.contains(slot) {
             return;
         }
+        if open && !self.conns[slot].recv_stopped && !self.core.proto.wants_recv(id) {
+            self.stop_recv(slot);
+        }
+        let stopped = self.conns[slot].recv_stopped;
         match result {
             0 => self.lost(slot, now),
             n if n > 0 || n == -libc::ENOBUFS => {
@@ -691,8 +714,8 @@ impl<P: Protocol> UringDriver<P> {
                     self.arm_recv(slot);
                 }
             }
-            // The cancellation that a hand-off asked for.
-            n if n == -libc::ECANCELED && !open => {}
+            // The cancellation that a hand-off or a stop asked for.
+            n if n == -libc::ECANCELED && (!open || stopped) => {}
             _ => self.lost(slot, now),
         }
     }
@@ -706,7 +729,12 @@ impl<P: Protocol> UringDriver<P> {
         match result {
             n if n > 0 => {
                 c.out.buf.consume(n as usize);
-                self.send(slot);
+                // The protocol counts taken bytes as held until told they left.
+                let id = c.id;
+                self.core.proto.handle_sent(id, n as usize, now);
+                if self.conns.contains(slot) {
+                    self.send(slot);
+                }
             }
             n if n == -libc::EAGAIN || n == -libc::EINTR => self.send(slot),
             _ => self.lost(slot, now),
