@@ -89,6 +89,12 @@ struct RunArgs {
     /// block they serve: the target must reject those blocks and ban those peers.
     #[arg(long, default_value_t = 0.0)]
     corrupt_rate: f64,
+    /// Share of the leeching peers (0 to 1, at least one when above 0) that send their first
+    /// requests and then never read their socket: the target's send queues for them fill
+    /// and stay full (they send keep-alives so that it keeps them). They do not count
+    /// towards the end of a run without --duration.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
+    slow_readers: f64,
     /// Local addresses to connect from, in turn: a range A-B (IPv4) or a list A,B,...
     #[arg(long, value_name = "RANGE")]
     source_ips: Option<String>,
@@ -177,6 +183,9 @@ fn run_load(a: RunArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&a.corrupt_rate) {
         bail!("--corrupt-rate must be between 0 and 1");
     }
+    if !(0.0..=1.0).contains(&a.slow_readers) {
+        bail!("--slow-readers must be between 0 and 1");
+    }
     let source_ips = a
         .source_ips
         .as_deref()
@@ -201,6 +210,7 @@ fn run_load(a: RunArgs) -> Result<()> {
         pipeline: a.pipeline.max(1),
         churn_blocks: a.churn_blocks.filter(|&k| k > 0),
         corrupt_rate: a.corrupt_rate,
+        slow_readers: a.slow_readers,
         source_ips,
         shard: a.shard.as_deref().map(parse_shard).transpose()?,
         max_half_open: a.max_half_open.max(1),
@@ -210,8 +220,13 @@ fn run_load(a: RunArgs) -> Result<()> {
     let quiet = a.json;
     let report = swarm::run(&opts, |p| {
         if !quiet {
+            let stalled = if p.stalled > 0 {
+                format!("  {} stalled", p.stalled)
+            } else {
+                String::new()
+            };
             eprintln!(
-                "{:6.1} s  down {}  up {}  {} connected",
+                "{:6.1} s  down {}  up {}  {} connected{stalled}",
                 p.elapsed,
                 format::bytes(p.down),
                 format::bytes(p.up),

@@ -16,7 +16,8 @@
 //! `conn.dials`, `conn.connected`, `conn.handshakes`, `conn.refused`,
 //! `conn.closed_in_handshake`, `conn.closed_by_target`, `conn.closed_protocol`,
 //! `conn.bad_handshake`, `conn.connect_timeout`, `conn.handshake_timeout`, `conn.redials`;
-//! `peers.passes`, `peers.gave_up`, `churn.reconnects`, `corrupt_peers.dropped`,
+//! `peers.passes`, `peers.gave_up`, `peers.stalled` (slow readers that sent their requests
+//! and stopped reading), `churn.reconnects`, `corrupt_peers.dropped`,
 //! `conn.closed_when_complete`; `fair.n`, `fair.sum`, `fair.sum_sq`
 //! (per-connection rates in kB/s, for Jain's index); `cpu.user_us`, `cpu.sys_us`.
 //! Histograms (µs): `latency_us.request_to_block`, `latency_us.dial_to_first_byte`,
@@ -95,6 +96,9 @@ pub struct Options {
     pub churn_blocks: Option<u64>,
     /// Share of seeds that corrupt every block they serve (see [`peers`]).
     pub corrupt_rate: f64,
+    /// Share of leechers that send their first requests and never read again (see
+    /// [`peers`]).
+    pub slow_readers: f64,
     /// Local addresses to connect from, in turn.
     pub source_ips: Vec<IpAddr>,
     /// `--shard i/n`: this process runs peers `[N*i/n, N*(i+1)/n)`.
@@ -118,6 +122,8 @@ pub struct Progress {
     pub up: u64,
     /// Connections open.
     pub connected: usize,
+    /// Of them, slow readers that sent their requests and read no more.
+    pub stalled: usize,
 }
 
 /// Runs the peers of this shard against the target and reports what happened.
@@ -139,6 +145,7 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&Progress)) -> std::io::Resu
         pipeline: opts.pipeline,
         churn_blocks: opts.churn_blocks,
         corrupt_rate: opts.corrupt_rate,
+        slow_readers: opts.slow_readers,
         source_ips: opts.source_ips.clone(),
         max_half_open: opts.max_half_open,
         repeat: opts.duration.is_some(),
@@ -180,6 +187,7 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&Progress)) -> std::io::Resu
                 down,
                 up,
                 connected: p.connected(),
+                stalled: p.stalled(),
             });
         }
     }
@@ -223,6 +231,7 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&Progress)) -> std::io::Resu
         "pipeline": opts.pipeline,
         "churn_blocks": opts.churn_blocks,
         "corrupt_rate": opts.corrupt_rate,
+        "slow_readers": opts.slow_readers,
         "source_ips": opts.source_ips.len(),
         "torrent": opts.info.info_hash().to_hex(),
         "size": opts.info.total_len(),

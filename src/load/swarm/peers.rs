@@ -12,6 +12,12 @@
 //!   flight over every piece in its own shuffled order, checking each block against the
 //!   pattern and timing it from request to arrival.
 //!
+//! With `slow_readers` S, a share S of the leechers (spread evenly over the peer numbers, at
+//! least one) send their first requests and then never read their socket again: the driver
+//! stops reading it ([`Protocol::wants_recv`]), the kernel's buffers fill and the target is
+//! left holding whatever it queued for them. They send a keep-alive now and then so that the
+//! target keeps them, and do not count towards the end of a one-pass run.
+//!
 //! With `churn_blocks` a peer drops its connection after that many blocks and dials again.
 //! A connection the target refuses or drops is dialled again after a back-off, a few times.
 //! Everything measured goes into [`Stats`].
@@ -62,6 +68,8 @@ pub struct Settings {
     pub churn_blocks: Option<u64>,
     /// Share of seeds that corrupt every block they serve.
     pub corrupt_rate: f64,
+    /// Share of leechers that request and then never read.
+    pub slow_readers: f64,
     /// Local addresses to dial from, used in turn (empty: the kernel's choice).
     pub source_ips: Vec<IpAddr>,
     /// Dials in progress at once.
@@ -86,6 +94,9 @@ const MAX_REDIALS: u32 = 5;
 const SEND_HIGH: usize = 4 << 20;
 /// Housekeeping period: dials, time-outs.
 const TICK: Duration = Duration::from_millis(20);
+/// How often a slow reader sends a keep-alive: well inside the two minutes clients send
+/// them at, and the four after which ringtorrent drops a silent peer.
+const SLOW_KEEPALIVE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -112,6 +123,12 @@ struct Peer {
     role: Role,
     /// Serves corrupt blocks.
     corrupt: bool,
+    /// A leecher that stops reading after its first requests.
+    slow: bool,
+    /// A slow leecher whose first requests went out on this connection: it reads no more.
+    stalled: bool,
+    /// When a stalled leecher sends its next keep-alive.
+    keepalive_at: Time,
     id: PeerId,
     from: Option<IpAddr>,
     conn: Option<ConnId>,
@@ -204,6 +221,16 @@ impl Settings {
             n
         }
     }
+
+    /// Which leecher peer number `n` is, counting the leechers of all shards (dual mode puts
+    /// them at odd numbers).
+    fn leech_ordinal(&self, n: usize) -> usize {
+        if self.dual {
+            n / 2
+        } else {
+            n
+        }
+    }
 }
 
 impl LoadPeers {
@@ -227,9 +254,17 @@ impl LoadPeers {
                 let k = settings.seed_ordinal(n) as f64;
                 let corrupt =
                     role == Role::Seed && r > 0.0 && ((k + 1.0) * r).ceil() > (k * r).ceil();
+                // Likewise for slow leechers, by leecher number.
+                let s = settings.slow_readers;
+                let k = settings.leech_ordinal(n) as f64;
+                let slow =
+                    role == Role::Leech && s > 0.0 && ((k + 1.0) * s).ceil() > (k * s).ceil();
                 Peer {
                     role,
                     corrupt,
+                    slow,
+                    stalled: false,
+                    keepalive_at: now,
                     id: PeerId::from_bytes(id),
                     from: (!settings.source_ips.is_empty())
                         .then(|| settings.source_ips[n % settings.source_ips.len()]),
@@ -283,7 +318,7 @@ impl LoadPeers {
         let leechers_done = self
             .peers
             .iter()
-            .filter(|p| p.role == Role::Leech)
+            .filter(|p| p.role == Role::Leech && !p.slow)
             .all(|p| p.phase == Phase::Finished);
         let seeds_done = self.target_complete
             || self
@@ -299,6 +334,14 @@ impl LoadPeers {
         self.peers
             .iter()
             .filter(|p| matches!(p.phase, Phase::Handshaking | Phase::Active))
+            .count()
+    }
+
+    /// Slow readers connected that have sent their requests and stopped reading.
+    pub fn stalled(&self) -> usize {
+        self.peers
+            .iter()
+            .filter(|p| p.stalled && p.phase == Phase::Active)
             .count()
     }
 
@@ -363,6 +406,7 @@ impl LoadPeers {
         p.send = SendBuf::default();
         p.send_notified = false;
         p.choked = true;
+        p.stalled = false;
         p.blocks_this_conn = 0;
         p.pending.clear();
         self.by_conn.insert(conn, i);
@@ -731,6 +775,13 @@ impl LoadPeers {
         }
         if !out.is_empty() {
             self.queue(i, &out);
+            let p = &mut self.peers[i];
+            if p.slow && !p.stalled {
+                // The requests are out; from now on nothing is read.
+                p.stalled = true;
+                p.keepalive_at = now + SLOW_KEEPALIVE;
+                self.stats.add("peers.stalled", 1);
+            }
         }
     }
 
@@ -776,6 +827,10 @@ impl Protocol for LoadPeers {
         let Some(i) = self.conn_peer(conn) else {
             return;
         };
+        if self.peers[i].stalled {
+            // What the driver read before it saw the stop is dropped unread.
+            return;
+        }
         self.peers[i].recv.extend_from_slice(data);
         if self.peers[i].phase == Phase::Handshaking {
             let decoded = Handshake::decode(SplitBytes::single(&self.peers[i].recv));
@@ -838,6 +893,10 @@ impl Protocol for LoadPeers {
         self.redial_later(i, now);
     }
 
+    fn wants_recv(&self, conn: ConnId) -> bool {
+        self.conn_peer(conn).is_none_or(|i| !self.peers[i].stalled)
+    }
+
     fn send_chunks(&mut self, conn: ConnId) -> Vec<&[u8]> {
         match self.conn_peer(conn) {
             Some(i) => self.peers[i].send.chunks().collect(),
@@ -887,6 +946,10 @@ impl Protocol for LoadPeers {
                     self.stats.add("conn.handshake_timeout", 1);
                     self.close(i, conn, now);
                     self.redial_later(i, now);
+                }
+                Phase::Active if p.stalled && now >= p.keepalive_at => {
+                    self.peers[i].keepalive_at = now + SLOW_KEEPALIVE;
+                    self.queue(i, &[0, 0, 0, 0]);
                 }
                 _ => {}
             }
