@@ -11,8 +11,8 @@ use crate::core::PeerId;
 pub use crate::driver::IoChoice;
 
 /// Session-wide limits. Each event loop runs its own session, so the client splits them:
-/// connections evenly (torrents spread evenly over the loops by info hash), rates evenly at
-/// first and then, every second, by demand (see `share.rs`).
+/// connections and the upload buffer evenly (torrents spread evenly over the loops by info
+/// hash), rates evenly at first and then, every second, by demand (see `share.rs`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Upload limit for the whole client, bytes per second (`None`: unlimited).
@@ -27,6 +27,10 @@ pub struct Limits {
     pub upload_slots: usize,
     /// Who gets the upload slots while seeding.
     pub seed_choke: SeedChokeMode,
+    /// Block payload held for uploads across the client, in bytes (being read from disk and
+    /// queued to send): `Config::upload_buffer_budget`, split between the loops. Past it,
+    /// peers get one block at a time, so slow readers cannot run the process out of memory.
+    pub upload_buffer: usize,
 }
 
 impl Default for Limits {
@@ -39,6 +43,7 @@ impl Default for Limits {
             max_peers_per_torrent: core.max_peers_per_torrent,
             upload_slots: core.choker.upload_slots,
             seed_choke: core.choker.seed_mode,
+            upload_buffer: core.upload_buffer_budget,
         }
     }
 }
@@ -113,6 +118,7 @@ impl ClientConfig {
         let share = |v: u64| (v / loops as u64).max(1);
         let mut core = self.core.clone();
         core.max_connections = (self.limits.max_connections / loops).max(1);
+        core.upload_buffer_budget = (self.limits.upload_buffer / loops).max(1);
         core.max_peers_per_torrent = self.limits.max_peers_per_torrent;
         core.upload_rate_limit = self.limits.upload_rate.map(share);
         core.download_rate_limit = self.limits.download_rate.map(share);
@@ -142,12 +148,14 @@ mod tests {
                 upload_rate: Some(1000),
                 download_rate: None,
                 max_connections: 100,
+                upload_buffer: 64 << 20,
                 ..Limits::default()
             },
             ..ClientConfig::default()
         };
         let core = c.session_config(4);
         assert_eq!(core.max_connections, 25);
+        assert_eq!(core.upload_buffer_budget, 16 << 20);
         assert_eq!(core.upload_rate_limit, Some(250));
         assert_eq!(core.download_rate_limit, None);
         // A limit smaller than the loop count still limits every loop.

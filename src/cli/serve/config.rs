@@ -50,6 +50,12 @@ seed_choke = "round-robin"
 # unused to the loops that need it. Per-torrent limits are set through the API.
 upload_rate = ""
 download_rate = ""
+# Block data held in memory for uploads (read from disk, waiting for peers' sockets), for
+# the whole process, with K/M/G suffixes; split between the event loops. Each peer also has
+# its own watermark (half a second of its upload rate, 32K to 512K). Past this, peers get
+# one block at a time: a crowd of peers that request and never read holds at most this
+# plus 16 KiB each.
+upload_buffer = "64M"
 "#;
 
 /// Everything `serve` can be set by.
@@ -94,6 +100,8 @@ pub struct Limits {
     pub upload_rate: String,
     /// Session download limit ("" for none).
     pub download_rate: String,
+    /// Upload buffer for the whole process (a size).
+    pub upload_buffer: String,
 }
 
 impl Default for ServeConfig {
@@ -122,6 +130,7 @@ impl Default for Limits {
             seed_choke: "round-robin".into(),
             upload_rate: String::new(),
             download_rate: String::new(),
+            upload_buffer: "64M".into(),
         }
     }
 }
@@ -147,6 +156,7 @@ impl ServeConfig {
         self.io_backend()?;
         self.seed_choke()?;
         self.rates()?;
+        self.upload_buffer()?;
         if self.watch_interval == 0 {
             return Err(anyhow!("watch_interval must be at least 1 second"));
         }
@@ -200,6 +210,16 @@ impl ServeConfig {
             parse("upload_rate", &self.limits.upload_rate)?,
             parse("download_rate", &self.limits.download_rate)?,
         ))
+    }
+
+    /// `limits.upload_buffer` in bytes.
+    pub fn upload_buffer(&self) -> Result<usize> {
+        let v = &self.limits.upload_buffer;
+        format::parse_size(v)
+            .ok()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| anyhow!("limits.upload_buffer = {v:?}: expected a size such as 64M"))
     }
 
     /// A path setting with `~` expanded.

@@ -198,6 +198,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             max_peers_per_torrent: c.limits.max_peers_per_torrent,
             upload_slots: c.limits.upload_slots,
             seed_choke: c.seed_choke()?,
+            upload_buffer: c.upload_buffer()?,
         },
         ..ClientConfig::default()
     })?;
