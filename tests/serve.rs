@@ -115,6 +115,7 @@ fn the_api_adds_lists_limits_pauses_resumes_and_removes() {
         "ringtorrent_pieces_verified_total",
         "ringtorrent_peers{state=\"connected\"}",
         "ringtorrent_disk_queue_depth",
+        "ringtorrent_upload_buffered_bytes",
         "ringtorrent_connections_accepted_total",
         "ringtorrent_loop_turns_total{loop=\"1\"}",
         "ringtorrent_torrents{state=\"active\"} 1",

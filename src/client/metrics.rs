@@ -41,6 +41,9 @@ pub struct Metrics {
     pub handoffs_adopted: u64,
     /// Incoming connections accepted.
     pub accepted: u64,
+    /// Block payload held for uploads now (read from disk, queued to send, or with the
+    /// kernel not yet accepted), against `Limits::upload_buffer`.
+    pub upload_buffered: u64,
     /// Each loop's counters, in loop order.
     pub loops: Vec<LoopStats>,
     /// Request-to-block latency, microseconds.
@@ -72,6 +75,7 @@ impl Metrics {
         self.handoffs_sent += part.handoffs_sent;
         self.handoffs_adopted += part.handoffs_adopted;
         self.accepted += part.accepted;
+        self.upload_buffered += part.upload_buffered;
         for (k, v) in part.closes {
             *self.closes.entry(k).or_default() += v;
         }
@@ -96,6 +100,7 @@ pub(crate) fn gather(d: &mut Driver) -> Metrics {
     part.handoffs_adopted = h.adopted;
     part.accepted = h.accepted;
     part.connections_open = s.connection_count() as u64;
+    part.upload_buffered = s.upload_buffered() as u64;
     for id in s.torrent_ids() {
         if let Some(st) = s.stats(id) {
             part.uploaded += st.uploaded;
@@ -221,6 +226,12 @@ impl Metrics {
             "counter",
             "Incoming connections moved to the loop that owns their torrent.",
             one(m.handoffs_adopted),
+        );
+        metric(
+            "upload_buffered_bytes",
+            "gauge",
+            "Block data held for uploads: read from disk, queued to send, not yet sent.",
+            one(m.upload_buffered),
         );
         metric(
             "disk_queue_depth",
