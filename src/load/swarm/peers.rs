@@ -968,3 +968,81 @@ impl Protocol for LoadPeers {
         Some(self.next_tick)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(leechers: usize, slow_readers: f64) -> Settings {
+        Settings {
+            info_hash: InfoHash::from_bytes([7; 20]),
+            lengths: Lengths::new(4 << 20, 256 * 1024).unwrap(),
+            target: "127.0.0.1:6881".parse().unwrap(),
+            roles: vec![Role::Leech; leechers],
+            first_index: 0,
+            pipeline: 8,
+            churn_blocks: None,
+            corrupt_rate: 0.0,
+            slow_readers,
+            source_ips: Vec::new(),
+            max_half_open: leechers,
+            repeat: false,
+            seed: 1,
+            dual: false,
+        }
+    }
+
+    fn connects(p: &mut LoadPeers) -> Vec<ConnId> {
+        std::iter::from_fn(|| p.poll_action())
+            .filter_map(|a| match a {
+                Action::Connect { conn, .. } => Some(conn),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn slow_readers_are_the_share_asked_for_and_stop_reading_after_their_requests() {
+        let now = Time::from_secs(1);
+        let mut p = LoadPeers::new(settings(10, 0.3), now);
+        assert_eq!(p.peers.iter().filter(|q| q.slow).count(), 3);
+        // Slow readers do not hold up the end of a one-pass run.
+        for q in p.peers.iter_mut().filter(|q| !q.slow) {
+            q.phase = Phase::Finished;
+        }
+        assert!(p.is_done());
+
+        let mut p = LoadPeers::new(settings(1, 1.0), now);
+        p.handle_timeout(now);
+        let conn = connects(&mut p)[0];
+        p.handle_connected(conn, now);
+        let _ = p.take_send(conn, usize::MAX);
+        assert!(p.wants_recv(conn));
+        // The target's handshake, have-all and unchoke: the leecher asks and then stalls.
+        let hs = Handshake::new(Reserved::NONE, p.s.info_hash, PeerId::from_bytes([9; 20]));
+        let mut bytes = hs.to_bytes().to_vec();
+        Message::Bitfield {
+            bits: SplitBytes::single(&Bitfield::full(16).to_wire()),
+        }
+        .encode(&mut bytes);
+        Message::Unchoke.encode(&mut bytes);
+        p.handle_recv(conn, &bytes, now);
+        let sent = p.take_send(conn, usize::MAX).concat();
+        assert_eq!(
+            sent.len(),
+            5 + 8 * 17,
+            "interested, then a pipeline of requests"
+        );
+        assert!(!p.wants_recv(conn));
+        assert_eq!(p.stalled(), 1);
+        // What arrives after is dropped unread, and nothing more is asked.
+        p.handle_recv(conn, &[0, 0, 0, 1, 1], now);
+        assert!(p.peers[0].recv.is_empty());
+        // It stays: a keep-alive goes out within SLOW_KEEPALIVE.
+        let later = now + SLOW_KEEPALIVE;
+        p.handle_timeout(later);
+        assert_eq!(p.take_send(conn, usize::MAX).concat(), vec![0, 0, 0, 0]);
+        // A run of slow readers alone has nothing to wait for.
+        assert!(p.is_done());
+    }
+}
