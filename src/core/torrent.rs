@@ -910,8 +910,13 @@ impl Torrent {
             return Ok(());
         };
         let out = &mut self.ctx.out;
+        let most = self.ctx.config.send_buffer_high;
         let reject = |peer: &mut Peer, out: &mut Outbox| {
-            if peer.fast {
+            // A peer that keeps asking while it reads nothing would have us queue a reject
+            // for each request, without bound: past the highest watermark the request is
+            // dropped unanswered instead (as BEP 3 drops a choked request), and a peer that
+            // reads again gets rejects again.
+            if peer.fast && peer.send.len() < most {
                 let notify = peer.queue(&Message::Reject(r), now);
                 out.send(peer.conn, notify);
             }

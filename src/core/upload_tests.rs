@@ -12,7 +12,9 @@ use bytes::Bytes;
 
 use super::api::{Action, ConnId, DiskDone, DiskOp, TorrentId};
 use super::config::Config;
-use super::wire::{BlockRequest, Decoded, Decoder, Handshake, Message, Reserved, SplitBytes};
+use super::wire::{
+    BlockRequest, Decoded, Decoder, Handshake, Message, Reserved, ReservedFlag, SplitBytes,
+};
 use super::{Bitfield, BlockRef, PeerId, PeerKey, Session, Time};
 use crate::bencode::OwnedValue;
 use crate::limits::BLOCK_LEN;
@@ -68,6 +70,11 @@ struct Seed {
 
 impl Seed {
     fn new(config: Config, peers: usize) -> Seed {
+        Seed::with(config, peers, Reserved::NONE, true)
+    }
+
+    /// `peers` peers announcing `reserved`, `interested` or not (then they stay choked).
+    fn with(config: Config, peers: usize, reserved: Reserved, interested: bool) -> Seed {
         let info = info();
         let now = Time::from_secs(1);
         let mut session = Session::new(config, PeerId::generate([1; 12]), 7, now);
@@ -86,14 +93,16 @@ impl Seed {
             let addr = format!("127.0.{}.{}:5000", p / 250, p % 250 + 2);
             let conn = seed.session.accept(addr.parse().unwrap(), now).unwrap();
             let hs = Handshake::new(
-                Reserved::NONE,
+                reserved,
                 info.info_hash(),
                 PeerId::from_bytes([p as u8; 20]),
             );
             seed.conns.push(conn);
             seed.received.push(Vec::new());
             seed.recv(p, &hs.to_bytes());
-            seed.msg(p, Message::Interested);
+            if interested {
+                seed.msg(p, Message::Interested);
+            }
         }
         seed
     }
@@ -332,4 +341,33 @@ fn the_budget_caps_a_crowd_of_slow_readers_yet_every_peer_is_served() {
         assert_eq!(s.pieces(p).len(), 32, "peer {p}");
     }
     assert_eq!(s.session.upload_buffered(), 0);
+}
+
+#[test]
+fn rejects_for_a_peer_that_never_reads_stop_at_the_watermark() {
+    // A choked BEP 6 peer gets a reject per request; one that asks without end and reads
+    // nothing must not make us queue rejects without end.
+    let config = Config::default();
+    let high = config.send_buffer_high;
+    let fast = Reserved::NONE.with(ReservedFlag::Fast, true);
+    let mut s = Seed::with(config, 1, fast, false);
+    s.read(0);
+    let mut burst = Vec::new();
+    for i in 0..100_000u32 {
+        Message::Request(block(i % 256)).encode(&mut burst);
+    }
+    for chunk in burst.chunks(64 * 1024) {
+        s.recv(0, chunk);
+    }
+    let queued = s.take(0).len();
+    assert!(
+        queued >= high,
+        "rejects were sent while there was room: {queued}"
+    );
+    // Rejects stop at the highest watermark; an allowed-fast block read before that may
+    // still land on top.
+    assert!(
+        queued < high + BLOCK + 64,
+        "{queued} bytes queued for a peer that never reads"
+    );
 }
