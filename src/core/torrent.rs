@@ -275,6 +275,12 @@ impl Torrent {
             if peer.pex_next.is_some_and(|t| now < t) {
                 continue;
             }
+            // A peer holding the highest send watermark is not reading: news waits (it is
+            // kept as the difference from `pex_told`), so a peer connected for days and
+            // reading nothing does not collect a message a minute.
+            if peer.send.len() >= self.ctx.config.send_buffer_high {
+                continue;
+            }
             let own = peer.listen_addr();
             let added: Vec<(SocketAddr, u8)> = current
                 .iter()

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use super::api::{Action, ConnId, DiskDone, DiskOp, TorrentId};
 use super::config::Config;
 use super::wire::{
-    BlockRequest, Decoded, Decoder, Handshake, Message, Reserved, ReservedFlag, SplitBytes,
+    BlockRequest, Decoded, Decoder, ExtendedHandshake, Handshake, Message, Reserved, ReservedFlag,
+    SplitBytes,
 };
 use super::{Bitfield, BlockRef, PeerId, PeerKey, Session, Time};
 use crate::bencode::OwnedValue;
@@ -370,4 +371,91 @@ fn rejects_for_a_peer_that_never_reads_stop_at_the_watermark() {
         queued < high + BLOCK + 64,
         "{queued} bytes queued for a peer that never reads"
     );
+}
+
+/// The extended message ids (other than the handshake, 0) in what was sent to a peer.
+fn extended_ids(bytes: &[u8]) -> Vec<u8> {
+    let decoder = Decoder::new();
+    let mut at = match Handshake::decode(SplitBytes::single(bytes)) {
+        Ok(Decoded::Complete { consumed, .. }) => consumed,
+        _ => 0,
+    };
+    let mut ids = Vec::new();
+    while at < bytes.len() {
+        let Decoded::Complete { value, consumed } =
+            decoder.decode(SplitBytes::single(&bytes[at..])).unwrap()
+        else {
+            panic!("partial message sent");
+        };
+        if let Message::Extended { id, .. } = value {
+            if id != 0 {
+                ids.push(id);
+            }
+        }
+        at += consumed;
+    }
+    ids
+}
+
+#[test]
+fn pex_waits_while_a_peer_reads_nothing() {
+    let config = Config::default();
+    let high = config.send_buffer_high;
+    let reserved = Reserved::NONE
+        .with(ReservedFlag::Fast, true)
+        .with(ReservedFlag::ExtensionProtocol, true);
+    let mut s = Seed::with(config, 3, reserved, false);
+    // Each speaks ut_pex (as 9) and listens on a port of its own: news for the others.
+    for p in 0..3 {
+        let hs = ExtendedHandshake {
+            extensions: [("ut_pex".to_owned(), 9)].into(),
+            listen_port: Some(7000 + p as u16),
+            ..Default::default()
+        };
+        let payload = hs.to_bytes();
+        s.msg(
+            p,
+            Message::Extended {
+                id: 0,
+                payload: SplitBytes::single(&payload),
+            },
+        );
+        s.read(p);
+    }
+    // Peer 0 asks while choked until the rejects fill its watermark (requests in its
+    // allowed-fast pieces are queued, not rejected); it reads nothing.
+    let mut burst = Vec::new();
+    for i in 0..100_000u32 {
+        Message::Request(block(i % 256)).encode(&mut burst);
+    }
+    for chunk in burst.chunks(64 * 1024) {
+        s.recv(0, chunk);
+    }
+    let queued = s.take(0).len();
+    assert!(queued >= high, "{queued}");
+    // Minutes pass: peer 1, which reads, is told about the others; peer 0 is not.
+    for _ in 0..4 {
+        s.now += Duration::from_secs(61);
+        s.msg(0, Message::KeepAlive);
+        s.msg(1, Message::KeepAlive);
+        s.session.handle_timeout(s.now);
+        s.drain();
+    }
+    let to_reader = extended_ids(&s.take(1));
+    assert!(!to_reader.is_empty() && to_reader.iter().all(|&id| id == 9));
+    let to_stuck = s.take(0);
+    assert!(extended_ids(&to_stuck).is_empty());
+    // Two keep-alives in four minutes, nothing else.
+    assert!(
+        to_stuck.len() <= 8,
+        "{} more bytes for a peer that reads nothing",
+        to_stuck.len()
+    );
+    // It reads at last: the news it missed follows on the next round.
+    s.session.handle_sent(s.conns[0], usize::MAX, s.now);
+    s.drain();
+    s.now += Duration::from_secs(1);
+    s.session.handle_timeout(s.now);
+    s.drain();
+    assert_eq!(extended_ids(&s.take(0)), vec![9]);
 }
