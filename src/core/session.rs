@@ -45,7 +45,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ::core::net::SocketAddr;
+use ::core::net::{IpAddr, SocketAddr};
 
 use bytes::{Buf, Bytes, BytesMut};
 use slab::Slab;
@@ -741,7 +741,9 @@ impl Session {
     /// Dials `addr` for a torrent now, bypassing the known-peer list. Returns `None` when
     /// the limits forbid it.
     pub fn connect(&mut self, torrent: TorrentId, addr: SocketAddr, now: Time) -> Option<ConnId> {
-        if self.conns.len() >= self.config.max_connections || !self.slot(torrent)?.entry.has_room()
+        if self.conns.len() >= self.config.max_connections
+            || !self.slot(torrent)?.entry.has_room()
+            || self.ip_load(torrent, addr.ip(), None) >= self.config.max_peers_per_ip
         {
             return None;
         }
@@ -763,6 +765,24 @@ impl Session {
             from: None,
         });
         Some(conn)
+    }
+
+    /// Connections `ip` holds to `torrent`: its peers, and connections still handshaking for
+    /// it (`except` one of them, the connection asking).
+    fn ip_load(&self, torrent: TorrentId, ip: IpAddr, except: Option<ConnId>) -> usize {
+        let peers = self
+            .slot(torrent)
+            .map_or(0, |t| t.entry.peers().count_ip(ip));
+        let handshaking = self
+            .conns
+            .iter()
+            .filter(|&(slot, c)| {
+                except.is_none_or(|e| e.slot as usize != slot)
+                    && matches!(&c.state, ConnState::Handshaking(h)
+                        if h.torrent == Some(torrent) && h.addr.ip() == ip)
+            })
+            .count();
+        peers + handshaking
     }
 
     /// An outgoing connection came up: the handshake goes out.
@@ -972,7 +992,15 @@ impl Session {
             if t.peers().is_banned(addr.ip()) {
                 return self.close_handshaking(conn, CloseReason::Banned, now);
             }
-            if !t.has_room() {
+            if self.ip_load(tid, addr.ip(), Some(conn)) >= self.config.max_peers_per_ip {
+                return self.close_handshaking(conn, CloseReason::TooManyFromIp, now);
+            }
+            // A full torrent answers only a newcomer that may take an idle peer's place.
+            if !t.has_room()
+                && t.peers()
+                    .eviction_candidate(addr.ip(), now, &self.config)
+                    .is_none()
+            {
                 return self.close_handshaking(conn, CloseReason::TooManyPeers, now);
             }
             let Some(Conn {
@@ -1028,9 +1056,33 @@ impl Session {
         let Some(t) = self.slot(tid).map(|s| &s.entry) else {
             return;
         };
-        if !t.has_room() {
-            return self.close_handshaking(conn, CloseReason::TooManyPeers, now);
+        let Some(ConnState::Handshaking(h)) = self.conns.get(conn.slot as usize).map(|c| &c.state)
+        else {
+            return;
+        };
+        let (ip, outgoing) = (h.addr.ip(), h.outgoing);
+        // Several handshakes from one address may be under way at once: the cap holds
+        // among the peers that finish.
+        if t.peers().count_ip(ip) >= self.config.max_peers_per_ip {
+            return self.close_handshaking(conn, CloseReason::TooManyFromIp, now);
         }
+        if !t.has_room() {
+            // Only a peer that came to us takes an idle one's place: one we dialled found
+            // room when we dialled, and a full torrent dials nobody.
+            let victim = (!outgoing)
+                .then(|| t.peers().eviction_candidate(ip, now, &self.config))
+                .flatten();
+            let Some(victim) = victim else {
+                return self.close_handshaking(conn, CloseReason::TooManyPeers, now);
+            };
+            self.with_entry(tid, |entry, _| {
+                entry.close_peer(victim, CloseReason::Evicted, now)
+            });
+            self.reap();
+        }
+        let Some(t) = self.slot(tid).map(|s| &s.entry) else {
+            return;
+        };
         let piece_count = t.ready().map_or(0, |t| t.info.lengths().piece_count());
         // Take the connection's buffers over into the peer: unsent handshake bytes and any
         // bytes the peer sent after its handshake.
@@ -1359,7 +1411,13 @@ impl Session {
                 continue;
             };
             for addr in addrs {
-                let _ = self.connect(id, addr, now);
+                if self.connect(id, addr, now).is_none() {
+                    // Marked as being dialled: let it be tried again later.
+                    let config = self.config.clone();
+                    if let Some(slot) = self.slot_mut(id) {
+                        slot.entry.peers_mut().dial_failed(addr, &config, now);
+                    }
+                }
             }
         }
         self.reap();
