@@ -186,6 +186,12 @@ pub fn start_client(config: ClientConfig) -> Result<Client> {
     if let Some(note) = client.backend_note() {
         eprintln!("note: {note}");
     }
+    // `serve` logs through tracing, which has said it already; the one-shot commands do not.
+    if let Some(note) = client.descriptors().note() {
+        if !tracing::dispatcher::has_been_set() {
+            eprintln!("warning: {note}");
+        }
+    }
     Ok(client)
 }
 
