@@ -16,6 +16,7 @@ pipe), then closes them all, prints {"closed": N} and exits.
 
 import json
 import os
+import resource
 import selectors
 import socket
 import sys
@@ -23,6 +24,9 @@ import time
 
 
 def main():
+    # Its own descriptors must not be the limit (a parent may have lowered its own).
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     args = sys.argv[1:]
     source = "127.0.0.1"
     if "--from" in args:
