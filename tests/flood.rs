@@ -219,3 +219,52 @@ fn a_seed_under_64_descriptors_survives_a_flood_and_serves_after_it_uring() {
 fn a_seed_under_64_descriptors_survives_a_flood_and_serves_after_it_epoll() {
     under_64_descriptors("epoll");
 }
+
+/// Eviction end to end: a torrent filled by idle peers from one address takes a leecher from
+/// another in place of one of them. The seed is a `Client` in this process whose core waits
+/// one second (`evict_idle_after`) rather than the default minute before a peer counts as
+/// idle; the rule is the same.
+#[test]
+fn a_full_torrent_replaces_an_idle_useless_peer_with_a_leecher() {
+    use ringtorrent::client::{AddTorrent, Client, ClientConfig, Limits};
+    use ringtorrent::core::config::Config;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (data, torrent, hash) = payload(dir.path());
+    let idle_after = Duration::from_secs(1);
+    let client = Client::start(ClientConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        loops: 1,
+        data_dir: data.clone(),
+        trackers: false,
+        limits: Limits {
+            max_peers_per_torrent: 20,
+            max_peers_per_ip: 1000,
+            ..Limits::default()
+        },
+        core: Config {
+            evict_idle_after: idle_after,
+            ..Config::default()
+        },
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    client.add(AddTorrent::file(&torrent).seed_only()).unwrap();
+    let addr = client.listen_addr().unwrap().to_string();
+    let flood = Flood::start(dir.path(), &addr, &hash, 20, "127.0.0.2", 20);
+    assert_eq!(
+        (flood.handshaked, flood.refused),
+        (20, 0),
+        "{}",
+        flood.proc.log()
+    );
+    // The rule's minimum age, not a wait for something to happen.
+    std::thread::sleep(idle_after);
+    let out = dir.path().join("out");
+    download(dir.path(), &torrent, &out, &addr);
+    same_tree(&data, &out);
+    let closes = client.metrics().closes;
+    assert_eq!(closes.get("evicted_idle"), Some(&1), "{closes:?}");
+    assert_eq!(flood.stop(), 19, "one idle peer made room, the rest stayed");
+    client.shutdown();
+}
