@@ -6,7 +6,7 @@
 //! refuses; a process that runs out of descriptors fails `accept` (`EMFILE`) and everything
 //! else that opens one: storage's files, tracker sockets, resume saves, the control API. The
 //! default soft limit (1,024 under systemd) is far below the 20,000 connections `serve`
-//! allows, while the hard limit usually allows far more, so [`DescriptorBudget::apply`]
+//! allows, while the hard limit usually allows far more, so `Client::start`
 //! raises the soft limit first (as libtorrent's examples and Transmission do) and then shares
 //! it out:
 //!
@@ -89,7 +89,9 @@ impl DescriptorBudget {
         budget
     }
 
-    /// The arithmetic of [`DescriptorBudget::apply`], without touching the process.
+    /// The arithmetic `Client::start` applies, without touching the process: the soft limit
+    /// before and after raising it, descriptors open, loops, disk threads, and the
+    /// configured `max_connections`.
     pub fn compute(
         soft_before: u64,
         limit: u64,
