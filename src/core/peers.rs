@@ -163,21 +163,26 @@ impl PeerSet {
         now: Time,
         config: &Config,
     ) -> Option<PeerKey> {
+        let idle = |p: &Peer| {
+            !p.am_interested
+                && !p.peer_interested
+                && p.requests_out.is_empty()
+                && p.requests_in.is_empty()
+                && p.reading.is_empty()
+                && p.down.rate(now) == 0
+                && p.up.rate(now) == 0
+                && now.saturating_since(p.connected_at) >= config.evict_idle_after
+        };
+        // A full torrent of busy peers answers a flood of newcomers in one pass, without
+        // counting addresses.
+        if !self.peers.values().any(idle) {
+            return None;
+        }
         let per_ip = self.per_ip();
         let newcomer = per_ip.get(&ip).copied().unwrap_or(0);
         self.peers
             .iter()
-            .filter(|(_, p)| {
-                !p.am_interested
-                    && !p.peer_interested
-                    && p.requests_out.is_empty()
-                    && p.requests_in.is_empty()
-                    && p.reading.is_empty()
-                    && p.down.rate(now) == 0
-                    && p.up.rate(now) == 0
-                    && now.saturating_since(p.connected_at) >= config.evict_idle_after
-                    && per_ip[&p.addr.ip()] > newcomer
-            })
+            .filter(|(_, p)| idle(p) && per_ip[&p.addr.ip()] > newcomer)
             .max_by_key(|(k, p)| {
                 (
                     per_ip[&p.addr.ip()],
