@@ -471,6 +471,17 @@ fn one_address_holds_no_more_than_max_peers_per_ip_either_way() {
     }
     assert_eq!(net.dials().len(), 3, "{:?}", net.dials());
     assert!(net.session.connect(torrent, host[19], net.now).is_none());
+    // Before a handshake names a torrent, the cap holds across the session: an address
+    // opening connections it never greets cannot take every connection of the session.
+    let silent = |port| SocketAddr::from(([127, 0, 0, 30], port));
+    for port in 0..3 {
+        assert!(net.session.accept(silent(port), net.now).is_some());
+    }
+    assert!(net.session.accept(silent(3), net.now).is_none());
+    assert!(
+        net.session.accept(addr(31), net.now).is_some(),
+        "another address"
+    );
 }
 
 #[test]

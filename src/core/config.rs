@@ -57,7 +57,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Connections one IP address may hold to one torrent, incoming and outgoing, handshaking
     /// ones included. Past it an incoming connection is refused (`too_many_peers_from_ip`)
-    /// and known addresses at that IP are not dialled. libtorrent allows one
+    /// and known addresses at that IP are not dialled. Incoming connections whose handshake
+    /// has not named a torrent yet are held to it across the session (each loop's), so one
+    /// address cannot fill `max_connections` with handshakes it never sends. libtorrent allows one
     /// (`allow_multiple_connections_per_ip` off), which locks out the second user behind a
     /// shared NAT or carrier-grade NAT address; 8 leaves room for a household or a few
     /// clients on one host, while an address flooding a torrent of 200 slots gets 4% of them.

@@ -785,6 +785,19 @@ impl Session {
         peers + handshaking
     }
 
+    /// Incoming connections from `ip` that have not finished their handshake (or are on their
+    /// way to another loop).
+    fn handshaking_from(&self, ip: IpAddr) -> usize {
+        self.conns
+            .iter()
+            .filter(|(_, c)| match &c.state {
+                ConnState::Handshaking(h) => !h.outgoing && h.addr.ip() == ip,
+                ConnState::HandingOff(h) => h.addr.ip() == ip,
+                ConnState::Peer { .. } => false,
+            })
+            .count()
+    }
+
     /// An outgoing connection came up: the handshake goes out.
     pub fn handle_connected(&mut self, conn: ConnId, now: Time) {
         let peer_id = self.peer_id;
@@ -835,11 +848,18 @@ impl Session {
     /// The driver accepted an incoming connection. Returns `None` (close the socket) when
     /// the session is at its connection limit.
     pub fn accept(&mut self, addr: SocketAddr, now: Time) -> Option<ConnId> {
-        if self.conns.len() >= self.config.max_connections {
-            *self
-                .handshake_closes
-                .entry(CloseReason::TooManyConnections.name())
-                .or_default() += 1;
+        let refused = if self.conns.len() >= self.config.max_connections {
+            Some(CloseReason::TooManyConnections)
+        } else if self.handshaking_from(addr.ip()) >= self.config.max_peers_per_ip {
+            // Before its handshake names a torrent, a connection counts against no torrent's
+            // cap: without this one address could hold every connection of the session with
+            // handshakes it never sends, a handshake timeout at a time.
+            Some(CloseReason::TooManyFromIp)
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            *self.handshake_closes.entry(reason.name()).or_default() += 1;
             return None;
         }
         self.conn_stats.accepted += 1;
