@@ -846,7 +846,8 @@ impl Session {
     }
 
     /// The driver accepted an incoming connection. Returns `None` (close the socket) when
-    /// the session is at its connection limit.
+    /// the session is at its connection limit, or when the address already has
+    /// `Config::max_peers_per_ip` incoming connections still handshaking here.
     pub fn accept(&mut self, addr: SocketAddr, now: Time) -> Option<ConnId> {
         let refused = if self.conns.len() >= self.config.max_connections {
             Some(CloseReason::TooManyConnections)
