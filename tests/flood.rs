@@ -220,6 +220,47 @@ fn a_seed_under_64_descriptors_survives_a_flood_and_serves_after_it_epoll() {
     under_64_descriptors("epoll");
 }
 
+/// The cap as the client reports it: of 30 connections from one address, the torrent's peers
+/// list holds 8, all from that address, and the metrics count the other 22 as refused for it.
+#[test]
+fn the_cap_shows_in_the_peers_list_and_the_metrics() {
+    use ringtorrent::client::{AddTorrent, Client, ClientConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (data, torrent, hash) = payload(dir.path());
+    let client = Client::start(ClientConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        loops: 2,
+        data_dir: data,
+        trackers: false,
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let handle = client.add(AddTorrent::file(&torrent).seed_only()).unwrap();
+    let addr = client.listen_addr().unwrap().to_string();
+    let flood = Flood::start(dir.path(), &addr, &hash, 30, "127.0.0.2", 20);
+    assert_eq!(
+        (flood.handshaked, flood.refused),
+        (8, 22),
+        "{}",
+        flood.proc.log()
+    );
+    let peers = handle.peers().unwrap();
+    assert_eq!(peers.len(), 8, "{peers:?}");
+    assert!(
+        peers.iter().all(|p| p.addr.starts_with("127.0.0.2:")),
+        "{peers:?}"
+    );
+    let closes = client.metrics().closes;
+    assert_eq!(
+        closes.get("too_many_peers_from_ip"),
+        Some(&22),
+        "{closes:?}"
+    );
+    assert_eq!(flood.stop(), 8);
+    client.shutdown();
+}
+
 /// Eviction end to end: a torrent filled by idle peers from one address takes a leecher from
 /// another in place of one of them. The seed is a `Client` in this process whose core waits
 /// one second (`evict_idle_after`) rather than the default minute before a peer counts as
