@@ -527,6 +527,40 @@ fn a_full_torrent_lets_a_newcomer_replace_an_idle_useless_peer() {
 }
 
 #[test]
+fn a_full_session_lets_a_newcomer_replace_an_idle_useless_peer() {
+    let config = Config {
+        max_connections: 3,
+        max_peers_per_ip: 100,
+        ..Config::default()
+    };
+    let idle_after = config.evict_idle_after;
+    let mut net = Net::new(Kind::Seed, config);
+    let flood: Vec<ConnId> = (0..3u8)
+        .map(|i| {
+            net.peer_at(
+                SocketAddr::from(([127, 0, 0, 9], 6000 + u16::from(i))),
+                100 + i,
+            )
+        })
+        .collect();
+    net.msg(flood[0], Message::Interested);
+    // Too soon: refused, and the search that found nobody is not repeated within the tick.
+    assert!(net.session.accept(addr(10), net.now).is_none());
+    net.tick(idle_after);
+    // The flooding address never makes room for itself.
+    let again = SocketAddr::from(([127, 0, 0, 9], 6100));
+    assert!(net.session.accept(again, net.now).is_none());
+    net.tick(Duration::from_millis(500));
+    // Another address takes an idle peer's place (not the interested one).
+    let newcomer = net.peer(11, fast_ext());
+    net.pump();
+    assert_eq!(net.closed(newcomer), None);
+    assert_eq!(net.closed(flood[0]), None);
+    assert_eq!(net.closed(flood[1]), Some(CloseReason::Evicted));
+    assert_eq!(net.session.connection_count(), 3);
+}
+
+#[test]
 fn the_session_holds_no_more_than_max_connections() {
     let mut net = Net::new(
         Kind::Empty,

@@ -68,7 +68,8 @@ pub struct Config {
     /// `max_connections` bounds the rest. It also stops peer exchange from making us dial
     /// hundreds of ports of one host.
     pub max_peers_per_ip: usize,
-    /// When a torrent is full, an incoming peer may replace one that is idle and useless: we
+    /// When a torrent (or the session) is full, an incoming peer may replace one that is idle
+    /// and useless: we
     /// are not interested in it and it is not interested in us, nothing is requested or
     /// moving either way, and it has been connected at least this long. libtorrent drops
     /// such peers after its `inactivity_timeout` (10 minutes) once a torrent is near its

@@ -143,6 +143,19 @@ impl PeerSet {
         per_ip
     }
 
+    /// The connected peers idle and useless enough to be evicted now (see
+    /// [`PeerSet::eviction_candidate`]), with their keys.
+    pub(crate) fn idle<'a>(
+        &'a self,
+        now: Time,
+        config: &'a Config,
+    ) -> impl Iterator<Item = (PeerKey, &'a Peer)> + 'a {
+        self.peers
+            .iter()
+            .filter(move |(_, p)| is_idle(p, now, config))
+            .map(|(k, p)| (*k, p))
+    }
+
     /// Connected peers at `ip`.
     pub(crate) fn count_ip(&self, ip: IpAddr) -> usize {
         self.peers.values().filter(|p| p.addr.ip() == ip).count()
@@ -163,16 +176,7 @@ impl PeerSet {
         now: Time,
         config: &Config,
     ) -> Option<PeerKey> {
-        let idle = |p: &Peer| {
-            !p.am_interested
-                && !p.peer_interested
-                && p.requests_out.is_empty()
-                && p.requests_in.is_empty()
-                && p.reading.is_empty()
-                && p.down.rate(now) == 0
-                && p.up.rate(now) == 0
-                && now.saturating_since(p.connected_at) >= config.evict_idle_after
-        };
+        let idle = |p: &Peer| is_idle(p, now, config);
         // A full torrent of busy peers answers a flood of newcomers in one pass, without
         // counting addresses.
         if !self.peers.values().any(idle) {
@@ -359,6 +363,20 @@ impl PeerSet {
         }
         Some(chunks)
     }
+}
+
+/// Whether a peer may make room for a newcomer: we are not interested in it, it is not
+/// interested in us, no request is outstanding either way, no payload moved over the rate
+/// window, and it has been connected at least `Config::evict_idle_after`.
+fn is_idle(p: &Peer, now: Time, config: &Config) -> bool {
+    !p.am_interested
+        && !p.peer_interested
+        && p.requests_out.is_empty()
+        && p.requests_in.is_empty()
+        && p.reading.is_empty()
+        && p.down.rate(now) == 0
+        && p.up.rate(now) == 0
+        && now.saturating_since(p.connected_at) >= config.evict_idle_after
 }
 
 #[cfg(test)]

@@ -259,6 +259,10 @@ pub struct Session {
     /// Which torrent is served first when rate-limit wake-ups fall due, turning each time so
     /// that no torrent always spends the session's tokens first.
     rate_turn: usize,
+    /// No session-wide eviction is looked for before then: the last search found no idle
+    /// peer, and a flood of connections against a full session must not pay a search of
+    /// every peer each.
+    evict_search_after: Time,
 }
 
 /// One connected peer, as [`Session::peers`] reports it.
@@ -322,6 +326,7 @@ impl Session {
             routes: HashMap::new(),
             conn_stats: ConnectionStats::default(),
             rate_turn: 0,
+            evict_search_after: Time::ZERO,
         }
     }
 
@@ -798,6 +803,62 @@ impl Session {
             .count()
     }
 
+    /// The session is full and a connection from `ip` is coming in: closes the idle, useless
+    /// peer (of any torrent) it may replace, under the rule of `PeerSet::eviction_candidate`
+    /// with the session's connections counted by address: the victim's address must hold
+    /// more of them than `ip`, the most crowded goes first, then the longest connected. At
+    /// most one search a tick finds nothing.
+    fn evict_for(&mut self, ip: IpAddr, now: Time) {
+        if now < self.evict_search_after {
+            return;
+        }
+        let config = &self.config;
+        let mut idle = Vec::new();
+        for (_, slot) in self.torrents.iter() {
+            let id = slot.entry.id();
+            for (key, p) in slot.entry.peers().idle(now, config) {
+                idle.push((id, key, p.addr.ip(), p.connected_at));
+            }
+        }
+        if idle.is_empty() {
+            self.evict_search_after = now + config.tick;
+            return;
+        }
+        let mut per_ip: std::collections::BTreeMap<IpAddr, usize> = Default::default();
+        for (_, slot) in self.torrents.iter() {
+            for p in slot.entry.peers().values() {
+                *per_ip.entry(p.addr.ip()).or_default() += 1;
+            }
+        }
+        for (_, c) in self.conns.iter() {
+            match &c.state {
+                ConnState::Handshaking(h) => *per_ip.entry(h.addr.ip()).or_default() += 1,
+                ConnState::HandingOff(h) => *per_ip.entry(h.addr.ip()).or_default() += 1,
+                ConnState::Peer { .. } => {}
+            }
+        }
+        let newcomer = per_ip.get(&ip).copied().unwrap_or(0);
+        let victim = idle
+            .into_iter()
+            .filter(|v| per_ip[&v.2] > newcomer)
+            .max_by_key(|&(id, key, at_ip, since)| {
+                (
+                    per_ip[&at_ip],
+                    std::cmp::Reverse(since),
+                    std::cmp::Reverse((id.slot, key)),
+                )
+            });
+        match victim {
+            Some((id, key, _, _)) => {
+                self.with_entry(id, |entry, _| {
+                    entry.close_peer(key, CloseReason::Evicted, now)
+                });
+                self.reap();
+            }
+            None => self.evict_search_after = now + self.config.tick,
+        }
+    }
+
     /// An outgoing connection came up: the handshake goes out.
     pub fn handle_connected(&mut self, conn: ConnId, now: Time) {
         let peer_id = self.peer_id;
@@ -849,6 +910,9 @@ impl Session {
     /// the session is at its connection limit, or when the address already has
     /// `Config::max_peers_per_ip` incoming connections still handshaking here.
     pub fn accept(&mut self, addr: SocketAddr, now: Time) -> Option<ConnId> {
+        if self.conns.len() >= self.config.max_connections {
+            self.evict_for(addr.ip(), now);
+        }
         let refused = if self.conns.len() >= self.config.max_connections {
             Some(CloseReason::TooManyConnections)
         } else if self.handshaking_from(addr.ip()) >= self.config.max_peers_per_ip {
