@@ -69,9 +69,9 @@ pub struct Config {
     /// hundreds of ports of one host.
     pub max_peers_per_ip: usize,
     /// When a torrent (or the session) is full, an incoming peer may replace one that is idle
-    /// and useless: we
-    /// are not interested in it and it is not interested in us, nothing is requested or
-    /// moving either way, and it has been connected at least this long. libtorrent drops
+    /// and useless: we are not interested in it and it is not interested in us, nothing is
+    /// requested or moving either way, and it has been connected at least this long (and the
+    /// newcomer's address holds fewer connections than its own). libtorrent drops
     /// such peers after its `inactivity_timeout` (10 minutes) once a torrent is near its
     /// limit; here a peer goes only when a newcomer needs its slot, so a shorter minimum
     /// costs nothing while the torrent has room, and a newcomer cannot be evicted by the
