@@ -106,6 +106,21 @@ impl Net {
         conn
     }
 
+    /// A peer at `addr` with peer id `[id; 20]` connects and completes its handshake.
+    fn peer_at(&mut self, addr: SocketAddr, id: u8) -> ConnId {
+        let conn = self
+            .session
+            .accept(addr, self.now)
+            .expect("room for a connection");
+        let hs = Handshake::new(
+            fast_ext(),
+            self.info.info_hash(),
+            PeerId::from_bytes([id; 20]),
+        );
+        self.recv(conn, &hs.to_bytes());
+        conn
+    }
+
     fn recv(&mut self, conn: ConnId, bytes: &[u8]) {
         self.session.handle_recv(conn, bytes, self.now);
         self.pump();
@@ -419,6 +434,130 @@ fn a_torrent_takes_no_more_than_max_peers_per_torrent() {
     net.pump();
     net.tick(Duration::from_millis(500));
     assert_eq!(net.dials().len(), 1, "{:?}", net.dials());
+}
+
+#[test]
+fn one_address_holds_no_more_than_max_peers_per_ip_either_way() {
+    let mut net = Net::new(
+        Kind::Empty,
+        Config {
+            max_peers_per_ip: 3,
+            ..Config::default()
+        },
+    );
+    let flood: Vec<ConnId> = (0..10u8)
+        .map(|i| {
+            net.peer_at(
+                SocketAddr::from(([127, 0, 0, 9], 6000 + u16::from(i))),
+                100 + i,
+            )
+        })
+        .collect();
+    let refused: Vec<_> = flood.iter().filter_map(|&c| net.closed(c)).collect();
+    assert_eq!(refused, vec![CloseReason::TooManyFromIp; 7]);
+    assert_eq!(net.session.peer_count(net.torrent), 3);
+    // Another address is welcome.
+    let other = net.peer(10, fast_ext());
+    assert_eq!(net.closed(other), None);
+    assert_eq!(net.session.peer_count(net.torrent), 4);
+    // Dialling: of many ports at one host, no more than the cap at once.
+    let (torrent, now) = (net.torrent, net.now);
+    let host: Vec<SocketAddr> = (0..20)
+        .map(|p| SocketAddr::from(([127, 0, 0, 20], 7000 + p)))
+        .collect();
+    net.session.add_peers(torrent, &host, now);
+    for _ in 0..3 {
+        net.tick(Duration::from_millis(500));
+    }
+    assert_eq!(net.dials().len(), 3, "{:?}", net.dials());
+    assert!(net.session.connect(torrent, host[19], net.now).is_none());
+    // Before a handshake names a torrent, the cap holds across the session: an address
+    // opening connections it never greets cannot take every connection of the session.
+    let silent = |port| SocketAddr::from(([127, 0, 0, 30], port));
+    for port in 0..3 {
+        assert!(net.session.accept(silent(port), net.now).is_some());
+    }
+    assert!(net.session.accept(silent(3), net.now).is_none());
+    assert!(
+        net.session.accept(addr(31), net.now).is_some(),
+        "another address"
+    );
+}
+
+#[test]
+fn a_full_torrent_lets_a_newcomer_replace_an_idle_useless_peer() {
+    let config = Config {
+        max_peers_per_torrent: 3,
+        max_peers_per_ip: 100,
+        ..Config::default()
+    };
+    let idle_after = config.evict_idle_after;
+    let mut net = Net::new(Kind::Seed, config);
+    // One address fills the torrent; the first of its peers wants what we have.
+    let flood: Vec<ConnId> = (0..3u8)
+        .map(|i| {
+            net.peer_at(
+                SocketAddr::from(([127, 0, 0, 9], 6000 + u16::from(i))),
+                100 + i,
+            )
+        })
+        .collect();
+    net.msg(flood[0], Message::Interested);
+    // Too soon: nobody has been idle long enough, so a newcomer is refused.
+    let early = net.peer(10, fast_ext());
+    assert_eq!(net.closed(early), Some(CloseReason::TooManyPeers));
+    net.tick(idle_after);
+    // The flooding address never makes room for itself.
+    let again = net.peer_at(SocketAddr::from(([127, 0, 0, 9], 6100)), 120);
+    assert_eq!(net.closed(again), Some(CloseReason::TooManyPeers));
+    // Another address replaces an idle peer: not the interested one.
+    let newcomer = net.peer(11, fast_ext());
+    assert_eq!(net.closed(newcomer), None);
+    assert_eq!(net.closed(flood[0]), None, "an interested peer stays");
+    assert_eq!(net.closed(flood[1]), Some(CloseReason::Evicted));
+    assert_eq!(net.closed(flood[2]), None);
+    assert_eq!(net.session.peer_count(net.torrent), 3);
+    // The flood's last idle peer goes for the next newcomer; then only a useful peer and
+    // newcomers too young to be replaced are left, and the next one is refused.
+    let late = net.peer(12, fast_ext());
+    assert_eq!(net.closed(late), None, "replaces flood[2]");
+    assert_eq!(net.closed(flood[2]), Some(CloseReason::Evicted));
+    let last = net.peer(13, fast_ext());
+    assert_eq!(net.closed(last), Some(CloseReason::TooManyPeers));
+}
+
+#[test]
+fn a_full_session_lets_a_newcomer_replace_an_idle_useless_peer() {
+    let config = Config {
+        max_connections: 3,
+        max_peers_per_ip: 100,
+        ..Config::default()
+    };
+    let idle_after = config.evict_idle_after;
+    let mut net = Net::new(Kind::Seed, config);
+    let flood: Vec<ConnId> = (0..3u8)
+        .map(|i| {
+            net.peer_at(
+                SocketAddr::from(([127, 0, 0, 9], 6000 + u16::from(i))),
+                100 + i,
+            )
+        })
+        .collect();
+    net.msg(flood[0], Message::Interested);
+    // Too soon: refused, and the search that found nobody is not repeated within the tick.
+    assert!(net.session.accept(addr(10), net.now).is_none());
+    net.tick(idle_after);
+    // The flooding address never makes room for itself.
+    let again = SocketAddr::from(([127, 0, 0, 9], 6100));
+    assert!(net.session.accept(again, net.now).is_none());
+    net.tick(Duration::from_millis(500));
+    // Another address takes an idle peer's place (not the interested one).
+    let newcomer = net.peer(11, fast_ext());
+    net.pump();
+    assert_eq!(net.closed(newcomer), None);
+    assert_eq!(net.closed(flood[0]), None);
+    assert_eq!(net.closed(flood[1]), Some(CloseReason::Evicted));
+    assert_eq!(net.session.connection_count(), 3);
 }
 
 #[test]

@@ -122,6 +122,10 @@ fn the_api_adds_lists_limits_pauses_resumes_and_removes() {
         "ringtorrent_request_latency_seconds_count",
         "ringtorrent_hash_wait_seconds_count",
         "ringtorrent_announce_seconds_count",
+        "ringtorrent_descriptors{state=\"limit\"}",
+        "ringtorrent_descriptors{state=\"open\"}",
+        "ringtorrent_connection_limit{kind=\"budget\"}",
+        "ringtorrent_connection_limit{kind=\"max_connections\"}",
     ] {
         assert!(text.contains(metric), "{metric} missing:\n{text}");
     }

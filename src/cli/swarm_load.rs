@@ -96,6 +96,8 @@ struct RunArgs {
     #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
     slow_readers: f64,
     /// Local addresses to connect from, in turn: a range A-B (IPv4) or a list A,B,...
+    /// Spread many peers over addresses: clients cap connections per address (ringtorrent
+    /// takes 8 from one IP per torrent by default, `--max-peers-per-ip`).
     #[arg(long, value_name = "RANGE")]
     source_ips: Option<String>,
     /// Run part I of N of the peers (from several processes or machines); merge the JSON

@@ -71,6 +71,10 @@ pub struct EngineArgs {
     /// re-checks at most what was verified since the last save.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     resume_interval: u64,
+    /// Connections one IP address may hold to the torrent, incoming and outgoing (enough for
+    /// a few clients behind one NAT; one address cannot take every slot).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_peers_per_ip)]
+    max_peers_per_ip: usize,
 }
 
 impl EngineArgs {
@@ -89,6 +93,7 @@ impl EngineArgs {
             limits: Limits {
                 upload_rate: self.upload_limit,
                 download_rate: self.download_limit,
+                max_peers_per_ip: self.max_peers_per_ip,
                 ..limits
             },
             ..ClientConfig::default()
@@ -180,6 +185,12 @@ pub fn start_client(config: ClientConfig) -> Result<Client> {
     let client = Client::start(config)?;
     if let Some(note) = client.backend_note() {
         eprintln!("note: {note}");
+    }
+    // `serve` logs through tracing, which has said it already; the one-shot commands do not.
+    if let Some(note) = client.descriptors().note() {
+        if !tracing::dispatcher::has_been_set() {
+            eprintln!("warning: {note}");
+        }
     }
     Ok(client)
 }

@@ -23,6 +23,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections per torrent.
     pub max_peers_per_torrent: usize,
+    /// Connections one IP address may hold to one torrent, either way (see
+    /// `core::Config::max_peers_per_ip` for the default and why).
+    pub max_peers_per_ip: usize,
     /// Regular upload slots per torrent (plus one optimistic).
     pub upload_slots: usize,
     /// Who gets the upload slots while seeding.
@@ -41,6 +44,7 @@ impl Default for Limits {
             download_rate: None,
             max_connections: core.max_connections,
             max_peers_per_torrent: core.max_peers_per_torrent,
+            max_peers_per_ip: core.max_peers_per_ip,
             upload_slots: core.choker.upload_slots,
             seed_choke: core.choker.seed_mode,
             upload_buffer: core.upload_buffer_budget,
@@ -120,6 +124,7 @@ impl ClientConfig {
         core.max_connections = (self.limits.max_connections / loops).max(1);
         core.upload_buffer_budget = (self.limits.upload_buffer / loops).max(1);
         core.max_peers_per_torrent = self.limits.max_peers_per_torrent;
+        core.max_peers_per_ip = self.limits.max_peers_per_ip;
         core.upload_rate_limit = self.limits.upload_rate.map(share);
         core.download_rate_limit = self.limits.download_rate.map(share);
         core.choker.upload_slots = self.limits.upload_slots.max(1);

@@ -56,6 +56,15 @@ pub struct Metrics {
     pub torrents_active: u64,
     /// Torrents paused or held.
     pub torrents_paused: u64,
+    /// The soft `RLIMIT_NOFILE`, as raised when the client started.
+    pub descriptor_limit: u64,
+    /// Descriptors open in the process now.
+    pub descriptors_open: u64,
+    /// Connections the descriptor limit leaves room for (see `DescriptorBudget`).
+    pub connection_budget: u64,
+    /// The session-wide connection limit in force: the configured one, or the budget when
+    /// that is lower.
+    pub max_connections: u64,
 }
 
 impl Metrics {
@@ -266,6 +275,27 @@ impl Metrics {
             vec![
                 ("{state=\"active\"}".into(), m.torrents_active as f64),
                 ("{state=\"paused\"}".into(), m.torrents_paused as f64),
+            ],
+        );
+        metric(
+            "descriptors",
+            "gauge",
+            "File descriptors: the soft RLIMIT_NOFILE (raised to the hard limit at start) and those open now.",
+            vec![
+                ("{state=\"limit\"}".into(), m.descriptor_limit as f64),
+                ("{state=\"open\"}".into(), m.descriptors_open as f64),
+            ],
+        );
+        metric(
+            "connection_limit",
+            "gauge",
+            "Session-wide connections: what the descriptor budget allows, and the limit in force.",
+            vec![
+                ("{kind=\"budget\"}".into(), m.connection_budget as f64),
+                (
+                    "{kind=\"max_connections\"}".into(),
+                    m.max_connections as f64,
+                ),
             ],
         );
         summary(

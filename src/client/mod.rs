@@ -43,6 +43,7 @@
 //! live state posts a closure to its loop and waits at most ten seconds for the answer.
 
 mod config;
+mod descriptors;
 mod error;
 mod events;
 mod handle;
@@ -63,6 +64,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 pub use config::{ClientConfig, IoChoice, Limits};
+pub use descriptors::DescriptorBudget;
 pub use error::ClientError;
 pub use events::{ClientEvent, DataSource, Events, EVENT_QUEUE_CAPACITY};
 pub use handle::{FileStatus, PeerInfo, TorrentHandle, TorrentState, TorrentStatus};
@@ -248,13 +250,14 @@ pub struct Client {
     backend: Backend,
     backend_note: Option<String>,
     peer_id: PeerId,
+    descriptors: DescriptorBudget,
 }
 
 impl Client {
     /// Starts the loops (listening on `config.listen` if set), the disk pool and the
     /// housekeeping thread; with `remember_torrents`, adds every torrent kept in the state
     /// folder again.
-    pub fn start(config: ClientConfig) -> Result<Client, ClientError> {
+    pub fn start(mut config: ClientConfig) -> Result<Client, ClientError> {
         let resolved =
             crate::driver::resolve(config.io).map_err(|e| ClientError::Backend(e.reason))?;
         let (backend, backend_note) = (
@@ -268,8 +271,20 @@ impl Client {
             Some(dir) => Some(store::Store::open(dir.clone(), config.remember_torrents)?),
             None => None,
         };
+        // Before anything opens a descriptor of its own: the soft RLIMIT_NOFILE raised, and
+        // the connections held below what the limit leaves them (see `descriptors.rs`).
+        let disk_config = DiskPoolConfig::default();
+        let descriptors = DescriptorBudget::apply(
+            config.limits.max_connections,
+            loops,
+            disk_config.hash_threads + disk_config.io_threads,
+        );
+        if let Some(note) = descriptors.note() {
+            tracing::warn!("{note}");
+        }
+        config.limits.max_connections = descriptors.max_connections;
         let pool = Arc::new(
-            DiskPool::new(DiskPoolConfig::default())
+            DiskPool::new(disk_config)
                 .map_err(|e| ClientError::Start(format!("cannot start the disk pool: {e}")))?,
         );
         let peer_id = config.peer_id.unwrap_or_else(random_peer_id);
@@ -340,6 +355,7 @@ impl Client {
             backend,
             backend_note,
             peer_id,
+            descriptors,
         };
         client.load_state()?;
         Ok(client)
@@ -390,6 +406,12 @@ impl Client {
     /// Why io_uring was not used, when [`IoChoice::Auto`] fell back to epoll.
     pub fn backend_note(&self) -> Option<&str> {
         self.backend_note.as_deref()
+    }
+
+    /// How the process's descriptors were shared when the client started: the raised
+    /// `RLIMIT_NOFILE`, what it leaves for connections, and `max_connections` as applied.
+    pub fn descriptors(&self) -> &DescriptorBudget {
+        &self.descriptors
     }
 
     /// Our peer id.
@@ -466,7 +488,13 @@ impl Client {
 
     /// Counters and histograms summed over the loops.
     pub fn metrics(&self) -> Metrics {
-        self.shared.with(|s| Ok(s.metrics())).unwrap_or_default()
+        let mut m = self.shared.with(|s| Ok(s.metrics())).unwrap_or_default();
+        let d = &self.descriptors;
+        m.descriptor_limit = d.limit;
+        m.connection_budget = d.connections as u64;
+        m.max_connections = d.max_connections as u64;
+        m.descriptors_open = descriptors::open_descriptors().unwrap_or(0);
+        m
     }
 
     /// Sets the session-wide rate limits, bytes per second (`None`: unlimited).

@@ -257,6 +257,11 @@ pub enum CloseReason {
     TooManyPeers,
     /// The session has its maximum of connections.
     TooManyConnections,
+    /// The peer's IP address holds `Config::max_peers_per_ip` connections to the torrent.
+    TooManyFromIp,
+    /// The torrent was full, and the peer (idle and useless to both sides) made room for a
+    /// newcomer (`Config::evict_idle_after`).
+    Evicted,
     /// The peer's address is banned for sending corrupt data.
     Banned,
     /// We and the peer both have everything; there is nothing to exchange.
@@ -286,6 +291,8 @@ impl CloseReason {
             CloseReason::DuplicatePeer => "duplicate_peer",
             CloseReason::TooManyPeers => "too_many_peers",
             CloseReason::TooManyConnections => "too_many_connections",
+            CloseReason::TooManyFromIp => "too_many_peers_from_ip",
+            CloseReason::Evicted => "evicted_idle",
             CloseReason::Banned => "banned",
             CloseReason::BothSeeds => "both_seeds",
             CloseReason::TorrentRemoved => "torrent_removed",

@@ -72,8 +72,31 @@ pub struct Config {
     pub allowed_fast_set_size: u32,
     /// Connections per torrent; past it, incoming ones are refused and none are dialled.
     pub max_peers_per_torrent: usize,
-    /// Connections across the session (handshaking ones included).
+    /// Connections across the session (handshaking ones included). The client holds it
+    /// below the process's descriptor budget (`client::DescriptorBudget`).
     pub max_connections: usize,
+    /// Connections one IP address may hold to one torrent, incoming and outgoing, handshaking
+    /// ones included. Past it an incoming connection is refused (`too_many_peers_from_ip`)
+    /// and known addresses at that IP are not dialled. Incoming connections whose handshake
+    /// has not named a torrent yet are held to it across the session (each loop's), so one
+    /// address cannot fill `max_connections` with handshakes it never sends. libtorrent allows one
+    /// (`allow_multiple_connections_per_ip` off), which locks out the second user behind a
+    /// shared NAT or carrier-grade NAT address; 8 leaves room for a household or a few
+    /// clients on one host, while an address flooding a torrent of 200 slots gets 4% of them.
+    /// Per torrent, because a torrent's peers all live on one loop (an exact count) and a
+    /// torrent's slots are what a flood takes from others; the session-wide
+    /// `max_connections` bounds the rest. It also stops peer exchange from making us dial
+    /// hundreds of ports of one host.
+    pub max_peers_per_ip: usize,
+    /// When a torrent (or the session) is full, an incoming peer may replace one that is idle
+    /// and useless: we are not interested in it and it is not interested in us, nothing is
+    /// requested or moving either way, and it has been connected at least this long (and the
+    /// newcomer's address holds fewer connections than its own). libtorrent drops
+    /// such peers after its `inactivity_timeout` (10 minutes) once a torrent is near its
+    /// limit; here a peer goes only when a newcomer needs its slot, so a shorter minimum
+    /// costs nothing while the torrent has room, and a newcomer cannot be evicted by the
+    /// next one before it had time to become useful.
+    pub evict_idle_after: Duration,
     /// Outgoing connection attempts in progress at once per torrent, so a tracker reply of
     /// 200 peers does not open 200 sockets in one tick.
     pub max_half_open: usize,
@@ -142,6 +165,8 @@ impl Default for Config {
             allowed_fast_set_size: 10,
             max_peers_per_torrent: 200,
             max_connections: 2000,
+            max_peers_per_ip: 8,
+            evict_idle_after: Duration::from_secs(60),
             max_half_open: 32,
             unchoke_local_peers: true,
             reconnect_delay: Duration::from_secs(30),
@@ -172,6 +197,7 @@ impl Config {
         self.send_buffer_high = self.send_buffer_high.max(self.send_buffer_low);
         self.max_peers_per_torrent = self.max_peers_per_torrent.max(1);
         self.max_connections = self.max_connections.max(1);
+        self.max_peers_per_ip = self.max_peers_per_ip.max(1);
         self.max_half_open = self.max_half_open.max(1);
         self.tick = self.tick.max(Duration::from_millis(10));
         self.upload_rate_limit = self.upload_rate_limit.filter(|&r| r > 0);

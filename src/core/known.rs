@@ -102,19 +102,24 @@ impl KnownPeers {
     }
 
     /// Picks up to `max` known peers to dial now (within the torrent's room, given `peers`
-    /// connected) and marks them as being dialled.
+    /// connected) and marks them as being dialled. `per_ip` counts the connected peers by
+    /// IP: an address whose IP already holds `Config::max_peers_per_ip` of them (dials in
+    /// progress included) waits.
     pub(crate) fn candidates(
         &mut self,
         now: Time,
         config: &Config,
         max: usize,
         peers: usize,
+        mut per_ip: BTreeMap<IpAddr, usize>,
     ) -> Vec<SocketAddr> {
-        let connecting = self
-            .map
-            .values()
-            .filter(|k| k.state == KnownState::Connecting)
-            .count();
+        let mut connecting = 0;
+        for (addr, k) in &self.map {
+            if k.state == KnownState::Connecting {
+                connecting += 1;
+                *per_ip.entry(addr.ip()).or_default() += 1;
+            }
+        }
         let room = config
             .max_peers_per_torrent
             .saturating_sub(peers + connecting);
@@ -127,6 +132,11 @@ impl KnownPeers {
                 break;
             }
             if k.state == KnownState::Idle && k.next_try <= now {
+                let at_ip = per_ip.entry(addr.ip()).or_default();
+                if *at_ip >= config.max_peers_per_ip {
+                    continue;
+                }
+                *at_ip += 1;
                 k.state = KnownState::Connecting;
                 picked.push(*addr);
             }
@@ -144,5 +154,34 @@ impl KnownPeers {
                 k.next_try = now + config.reconnect_delay * (1 << shift) / 2;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_more_dials_to_one_ip_than_the_per_ip_cap() {
+        let config = Config {
+            max_peers_per_ip: 2,
+            ..Config::default()
+        };
+        let now = Time::from_secs(1);
+        let mut known = KnownPeers::default();
+        // Peer exchange could name a hundred ports of one host.
+        let host: Vec<SocketAddr> = (0..100)
+            .map(|p| SocketAddr::from(([10, 0, 0, 1], 1000 + p)))
+            .collect();
+        known.add(&host, now, 1000);
+        known.add(&[SocketAddr::from(([10, 0, 0, 2], 1))], now, 1000);
+        // One peer at the host is connected already: one more dial there, and the other host.
+        let connected = BTreeMap::from([(IpAddr::from([10, 0, 0, 1]), 1)]);
+        let picked = known.candidates(now, &config, 10, 1, connected);
+        assert_eq!(picked.len(), 2, "{picked:?}");
+        assert_eq!(picked.iter().filter(|a| a.port() >= 1000).count(), 1);
+        // The dial in progress counts too: nothing more for that host.
+        let connected = BTreeMap::from([(IpAddr::from([10, 0, 0, 1]), 1)]);
+        assert!(known.candidates(now, &config, 10, 1, connected).is_empty());
     }
 }

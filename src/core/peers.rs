@@ -129,7 +129,72 @@ impl PeerSet {
         config: &Config,
         max: usize,
     ) -> Vec<SocketAddr> {
-        self.known.candidates(now, config, max, self.peers.len())
+        let per_ip = self.per_ip();
+        self.known
+            .candidates(now, config, max, self.peers.len(), per_ip)
+    }
+
+    /// Connected peers by IP address.
+    fn per_ip(&self) -> BTreeMap<IpAddr, usize> {
+        let mut per_ip = BTreeMap::new();
+        for p in self.peers.values() {
+            *per_ip.entry(p.addr.ip()).or_default() += 1;
+        }
+        per_ip
+    }
+
+    /// The connected peers idle and useless enough to be evicted now (see
+    /// [`PeerSet::eviction_candidate`]), with their keys.
+    pub(crate) fn idle<'a>(
+        &'a self,
+        now: Time,
+        config: &'a Config,
+    ) -> impl Iterator<Item = (PeerKey, &'a Peer)> + 'a {
+        self.peers
+            .iter()
+            .filter(move |(_, p)| is_idle(p, now, config))
+            .map(|(k, p)| (*k, p))
+    }
+
+    /// Connected peers at `ip`.
+    pub(crate) fn count_ip(&self, ip: IpAddr) -> usize {
+        self.peers.values().filter(|p| p.addr.ip() == ip).count()
+    }
+
+    /// The peer a newcomer from `ip` may replace when the torrent is full, if any (see
+    /// `Config::evict_idle_after`). Only an idle, useless peer goes: we are not interested in
+    /// it, it is not interested in us, no request is outstanding either way, no payload
+    /// moved over the rate window, and it has been connected at least `evict_idle_after`.
+    /// A newcomer never replaces a peer for being no worse than it: its IP must hold fewer of
+    /// the torrent's peers than the victim's does (so connections from one address never
+    /// make room for each other, and the address holding the most goes first). Among those,
+    /// the peer whose IP holds the most, then the one connected longest, then the lowest key:
+    /// deterministic.
+    pub(crate) fn eviction_candidate(
+        &self,
+        ip: IpAddr,
+        now: Time,
+        config: &Config,
+    ) -> Option<PeerKey> {
+        let idle = |p: &Peer| is_idle(p, now, config);
+        // A full torrent of busy peers answers a flood of newcomers in one pass, without
+        // counting addresses.
+        if !self.peers.values().any(idle) {
+            return None;
+        }
+        let per_ip = self.per_ip();
+        let newcomer = per_ip.get(&ip).copied().unwrap_or(0);
+        self.peers
+            .iter()
+            .filter(|(_, p)| idle(p) && per_ip[&p.addr.ip()] > newcomer)
+            .max_by_key(|(k, p)| {
+                (
+                    per_ip[&p.addr.ip()],
+                    std::cmp::Reverse(p.connected_at),
+                    std::cmp::Reverse(**k),
+                )
+            })
+            .map(|(k, _)| *k)
     }
 
     /// A dial failed or a connection closed before its handshake.
@@ -300,13 +365,30 @@ impl PeerSet {
     }
 }
 
+/// Whether a peer may make room for a newcomer: we are not interested in it, it is not
+/// interested in us, no request is outstanding either way, no payload moved over the rate
+/// window, and it has been connected at least `Config::evict_idle_after`.
+fn is_idle(p: &Peer, now: Time, config: &Config) -> bool {
+    !p.am_interested
+        && !p.peer_interested
+        && p.requests_out.is_empty()
+        && p.requests_in.is_empty()
+        && p.reading.is_empty()
+        && p.down.rate(now) == 0
+        && p.up.rate(now) == 0
+        && now.saturating_since(p.connected_at) >= config.evict_idle_after
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
+    use std::time::Duration;
+
     use super::*;
     use crate::core::api::{Action, ConnId, TorrentId};
     use crate::core::config::Config;
+    use crate::core::rate::RateMeter;
     use crate::core::sendbuf::SendBuf;
     use crate::core::wire::Reserved;
     use crate::core::Rng;
@@ -320,11 +402,16 @@ mod tests {
     }
 
     fn peer(slot: u32, port: u16, now: Time) -> Peer {
+        peer_at(slot, 1, port, now)
+    }
+
+    /// A peer at `10.0.0.<host>:<port>`.
+    fn peer_at(slot: u32, host: u8, port: u16, now: Time) -> Peer {
         let conn = ConnId {
             slot,
             generation: 1,
         };
-        let addr = SocketAddr::from(([10, 0, 0, 1], port));
+        let addr = SocketAddr::from(([10, 0, 0, host], port));
         let id = PeerId::from_bytes([slot as u8; 20]);
         let none = Reserved::NONE;
         Peer::new(
@@ -412,5 +499,86 @@ mod tests {
             set.keep_alive(PeerKey(99), silent, &mut ctx),
             Liveness::Gone
         ));
+    }
+
+    /// A torrent full of `n` peers from 10.0.0.1 and one from 10.0.0.2, all connected at `at`.
+    fn crowded(n: u32, at: Time) -> (PeerSet, Context, Vec<PeerKey>) {
+        let (mut set, mut ctx) = (PeerSet::default(), ctx());
+        let mut keys = Vec::new();
+        for i in 0..n {
+            let key = set.next_key();
+            set.attach(
+                key,
+                peer_at(i, 1, 7000 + i as u16, at),
+                false,
+                false,
+                &mut ctx,
+            );
+            keys.push(key);
+        }
+        let key = set.next_key();
+        set.attach(key, peer_at(n, 2, 6881, at), false, false, &mut ctx);
+        keys.push(key);
+        (set, ctx, keys)
+    }
+
+    fn ip(host: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, host])
+    }
+
+    #[test]
+    fn only_idle_useless_peers_old_enough_are_evicted() {
+        let start = Time::from_secs(1);
+        let (mut set, ctx, keys) = crowded(3, start);
+        let config = &ctx.config;
+        let young = start + (config.evict_idle_after - Duration::from_secs(1));
+        assert_eq!(
+            set.eviction_candidate(ip(3), young, config),
+            None,
+            "too young"
+        );
+        let old = start + config.evict_idle_after;
+        // The address holding the most goes first; among its peers, the lowest key.
+        assert_eq!(set.eviction_candidate(ip(3), old, config), Some(keys[0]));
+        // A peer we want something from, or that wants something from us, or with a request
+        // either way, or that moved payload within the rate window, stays.
+        set.get_mut(&keys[0]).unwrap().am_interested = true;
+        set.get_mut(&keys[1]).unwrap().peer_interested = true;
+        let lengths = crate::core::Lengths::new(1 << 20, 1 << 16).unwrap();
+        let block = lengths.block_at(0, 0, 16384).unwrap();
+        set.get_mut(&keys[2]).unwrap().requests_in.push_back(block);
+        set.get_mut(&keys[3]).unwrap().up.add(old, 16384);
+        assert_eq!(set.eviction_candidate(ip(3), old, config), None);
+        set.get_mut(&keys[3]).unwrap().up = RateMeter::new(old);
+        assert_eq!(set.eviction_candidate(ip(3), old, config), Some(keys[3]));
+    }
+
+    #[test]
+    fn a_newcomer_never_replaces_a_peer_no_worse_than_itself() {
+        let start = Time::from_secs(1);
+        let (set, ctx, keys) = crowded(3, start);
+        let config = &ctx.config;
+        let old = start + config.evict_idle_after;
+        // From the crowded address: its own peers are no worse than it (3 against 3), and the
+        // lone peer at 10.0.0.2 holds fewer.
+        assert_eq!(set.eviction_candidate(ip(1), old, config), None);
+        // From 10.0.0.2 (one peer there): it may replace one of the crowded address's three.
+        assert_eq!(set.eviction_candidate(ip(2), old, config), Some(keys[0]));
+        // Two lone addresses: a newcomer from a third may replace either; the one connected
+        // longest goes.
+        let (mut set, mut ctx) = (PeerSet::default(), ctx);
+        let a = set.next_key();
+        set.attach(
+            a,
+            peer_at(0, 5, 1, start + Duration::from_secs(1)),
+            false,
+            false,
+            &mut ctx,
+        );
+        let b = set.next_key();
+        set.attach(b, peer_at(1, 6, 1, start), false, false, &mut ctx);
+        let later = start + Duration::from_secs(1) + ctx.config.evict_idle_after;
+        assert_eq!(set.eviction_candidate(ip(7), later, &ctx.config), Some(b));
+        assert_eq!(set.eviction_candidate(ip(5), later, &ctx.config), None);
     }
 }

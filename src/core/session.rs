@@ -45,7 +45,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ::core::net::SocketAddr;
+use ::core::net::{IpAddr, SocketAddr};
 
 use bytes::{Buf, Bytes, BytesMut};
 use slab::Slab;
@@ -262,6 +262,10 @@ pub struct Session {
     /// Block payload held for uploads across all torrents (the sum of their
     /// `Torrent::upload_held`), against `Config::upload_buffer_budget`.
     upload_held: usize,
+    /// No session-wide eviction is looked for before then: the last search found no idle
+    /// peer, and a flood of connections against a full session must not pay a search of
+    /// every peer each.
+    evict_search_after: Time,
 }
 
 /// One connected peer, as [`Session::peers`] reports it.
@@ -326,6 +330,7 @@ impl Session {
             conn_stats: ConnectionStats::default(),
             rate_turn: 0,
             upload_held: 0,
+            evict_search_after: Time::ZERO,
         }
     }
 
@@ -764,7 +769,9 @@ impl Session {
     /// Dials `addr` for a torrent now, bypassing the known-peer list. Returns `None` when
     /// the limits forbid it.
     pub fn connect(&mut self, torrent: TorrentId, addr: SocketAddr, now: Time) -> Option<ConnId> {
-        if self.conns.len() >= self.config.max_connections || !self.slot(torrent)?.entry.has_room()
+        if self.conns.len() >= self.config.max_connections
+            || !self.slot(torrent)?.entry.has_room()
+            || self.ip_load(torrent, addr.ip(), None) >= self.config.max_peers_per_ip
         {
             return None;
         }
@@ -786,6 +793,93 @@ impl Session {
             from: None,
         });
         Some(conn)
+    }
+
+    /// Connections `ip` holds to `torrent`: its peers, and connections still handshaking for
+    /// it (`except` one of them, the connection asking).
+    fn ip_load(&self, torrent: TorrentId, ip: IpAddr, except: Option<ConnId>) -> usize {
+        let peers = self
+            .slot(torrent)
+            .map_or(0, |t| t.entry.peers().count_ip(ip));
+        let handshaking = self
+            .conns
+            .iter()
+            .filter(|&(slot, c)| {
+                except.is_none_or(|e| e.slot as usize != slot)
+                    && matches!(&c.state, ConnState::Handshaking(h)
+                        if h.torrent == Some(torrent) && h.addr.ip() == ip)
+            })
+            .count();
+        peers + handshaking
+    }
+
+    /// Incoming connections from `ip` that have not finished their handshake (or are on their
+    /// way to another loop).
+    fn handshaking_from(&self, ip: IpAddr) -> usize {
+        self.conns
+            .iter()
+            .filter(|(_, c)| match &c.state {
+                ConnState::Handshaking(h) => !h.outgoing && h.addr.ip() == ip,
+                ConnState::HandingOff(h) => h.addr.ip() == ip,
+                ConnState::Peer { .. } => false,
+            })
+            .count()
+    }
+
+    /// The session is full and a connection from `ip` is coming in: closes the idle, useless
+    /// peer (of any torrent) it may replace, under the rule of `PeerSet::eviction_candidate`
+    /// with the session's connections counted by address: the victim's address must hold
+    /// more of them than `ip`, the most crowded goes first, then the longest connected. At
+    /// most one search a tick finds nothing.
+    fn evict_for(&mut self, ip: IpAddr, now: Time) {
+        if now < self.evict_search_after {
+            return;
+        }
+        let config = &self.config;
+        let mut idle = Vec::new();
+        for (_, slot) in self.torrents.iter() {
+            let id = slot.entry.id();
+            for (key, p) in slot.entry.peers().idle(now, config) {
+                idle.push((id, key, p.addr.ip(), p.connected_at));
+            }
+        }
+        if idle.is_empty() {
+            self.evict_search_after = now + config.tick;
+            return;
+        }
+        let mut per_ip: std::collections::BTreeMap<IpAddr, usize> = Default::default();
+        for (_, slot) in self.torrents.iter() {
+            for p in slot.entry.peers().values() {
+                *per_ip.entry(p.addr.ip()).or_default() += 1;
+            }
+        }
+        for (_, c) in self.conns.iter() {
+            match &c.state {
+                ConnState::Handshaking(h) => *per_ip.entry(h.addr.ip()).or_default() += 1,
+                ConnState::HandingOff(h) => *per_ip.entry(h.addr.ip()).or_default() += 1,
+                ConnState::Peer { .. } => {}
+            }
+        }
+        let newcomer = per_ip.get(&ip).copied().unwrap_or(0);
+        let victim = idle
+            .into_iter()
+            .filter(|v| per_ip[&v.2] > newcomer)
+            .max_by_key(|&(id, key, at_ip, since)| {
+                (
+                    per_ip[&at_ip],
+                    std::cmp::Reverse(since),
+                    std::cmp::Reverse((id.slot, key)),
+                )
+            });
+        match victim {
+            Some((id, key, _, _)) => {
+                self.with_entry(id, |entry, _| {
+                    entry.close_peer(key, CloseReason::Evicted, now)
+                });
+                self.reap();
+            }
+            None => self.evict_search_after = now + self.config.tick,
+        }
     }
 
     /// An outgoing connection came up: the handshake goes out.
@@ -836,13 +930,24 @@ impl Session {
     }
 
     /// The driver accepted an incoming connection. Returns `None` (close the socket) when
-    /// the session is at its connection limit.
+    /// the session is at its connection limit, or when the address already has
+    /// `Config::max_peers_per_ip` incoming connections still handshaking here.
     pub fn accept(&mut self, addr: SocketAddr, now: Time) -> Option<ConnId> {
         if self.conns.len() >= self.config.max_connections {
-            *self
-                .handshake_closes
-                .entry(CloseReason::TooManyConnections.name())
-                .or_default() += 1;
+            self.evict_for(addr.ip(), now);
+        }
+        let refused = if self.conns.len() >= self.config.max_connections {
+            Some(CloseReason::TooManyConnections)
+        } else if self.handshaking_from(addr.ip()) >= self.config.max_peers_per_ip {
+            // Before its handshake names a torrent, a connection counts against no torrent's
+            // cap: without this one address could hold every connection of the session with
+            // handshakes it never sends, a handshake timeout at a time.
+            Some(CloseReason::TooManyFromIp)
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            *self.handshake_closes.entry(reason.name()).or_default() += 1;
             return None;
         }
         self.conn_stats.accepted += 1;
@@ -995,7 +1100,15 @@ impl Session {
             if t.peers().is_banned(addr.ip()) {
                 return self.close_handshaking(conn, CloseReason::Banned, now);
             }
-            if !t.has_room() {
+            if self.ip_load(tid, addr.ip(), Some(conn)) >= self.config.max_peers_per_ip {
+                return self.close_handshaking(conn, CloseReason::TooManyFromIp, now);
+            }
+            // A full torrent answers only a newcomer that may take an idle peer's place.
+            if !t.has_room()
+                && t.peers()
+                    .eviction_candidate(addr.ip(), now, &self.config)
+                    .is_none()
+            {
                 return self.close_handshaking(conn, CloseReason::TooManyPeers, now);
             }
             let Some(Conn {
@@ -1051,9 +1164,33 @@ impl Session {
         let Some(t) = self.slot(tid).map(|s| &s.entry) else {
             return;
         };
-        if !t.has_room() {
-            return self.close_handshaking(conn, CloseReason::TooManyPeers, now);
+        let Some(ConnState::Handshaking(h)) = self.conns.get(conn.slot as usize).map(|c| &c.state)
+        else {
+            return;
+        };
+        let (ip, outgoing) = (h.addr.ip(), h.outgoing);
+        // Several handshakes from one address may be under way at once: the cap holds
+        // among the peers that finish.
+        if t.peers().count_ip(ip) >= self.config.max_peers_per_ip {
+            return self.close_handshaking(conn, CloseReason::TooManyFromIp, now);
         }
+        if !t.has_room() {
+            // Only a peer that came to us takes an idle one's place: one we dialled found
+            // room when we dialled, and a full torrent dials nobody.
+            let victim = (!outgoing)
+                .then(|| t.peers().eviction_candidate(ip, now, &self.config))
+                .flatten();
+            let Some(victim) = victim else {
+                return self.close_handshaking(conn, CloseReason::TooManyPeers, now);
+            };
+            self.with_entry(tid, |entry, _| {
+                entry.close_peer(victim, CloseReason::Evicted, now)
+            });
+            self.reap();
+        }
+        let Some(t) = self.slot(tid).map(|s| &s.entry) else {
+            return;
+        };
         let piece_count = t.ready().map_or(0, |t| t.info.lengths().piece_count());
         // Take the connection's buffers over into the peer: unsent handshake bytes and any
         // bytes the peer sent after its handshake.
@@ -1393,7 +1530,13 @@ impl Session {
                 continue;
             };
             for addr in addrs {
-                let _ = self.connect(id, addr, now);
+                if self.connect(id, addr, now).is_none() {
+                    // Marked as being dialled: let it be tried again later.
+                    let config = self.config.clone();
+                    if let Some(slot) = self.slot_mut(id) {
+                        slot.entry.peers_mut().dial_failed(addr, &config, now);
+                    }
+                }
             }
         }
         self.reap();

@@ -38,6 +38,12 @@ const READ_BUF: usize = 256 * 1024;
 /// Socket reads per connection per readiness event before moving on (fairness).
 const MAX_READS_PER_EVENT: usize = 16;
 
+/// How long to wait before accepting again after `accept` failed (EMFILE, ENFILE, ENOBUFS):
+/// such errors last until something closes, and the listener is edge-triggered, so without
+/// a retry the connections waiting in its backlog would wait for the next one to arrive,
+/// and retrying at once would spin the loop. As the io_uring driver.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
 struct Socket {
     stream: TcpStream,
     connecting: bool,
@@ -61,6 +67,8 @@ pub struct EpollDriver<P: Protocol = Session> {
     /// The readiness events of the current turn (kept, so a turn does not allocate).
     ready: Vec<Ready>,
     listener: Option<TcpListener>,
+    /// When to accept again after `accept` failed for want of descriptors or memory.
+    accept_retry: Option<Instant>,
     sockets: HashMap<ConnId, Socket>,
     read_buf: Vec<u8>,
     /// The shared half of the loop: the protocol, the clock, the disk bridge, the mail.
@@ -101,6 +109,7 @@ impl<P: Protocol> EpollDriver<P> {
             events: Events::with_capacity(1024),
             ready: Vec::with_capacity(1024),
             listener,
+            accept_retry: None,
             sockets: HashMap::new(),
             read_buf: vec![0; READ_BUF],
         })
@@ -121,8 +130,12 @@ impl<P: Protocol> EpollDriver<P> {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                // Out of descriptors and the like: try again on the next readiness event.
-                Err(_) => return,
+                // Out of descriptors and the like: try again a little later (the backlog
+                // keeps what waits), whether or not another connection arrives meanwhile.
+                Err(_) => {
+                    self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
+                    return;
+                }
             }
         }
     }
@@ -278,11 +291,25 @@ impl<P: Protocol> LoopIo<P> for EpollDriver<P> {
         self.register(TcpStream::from_std(stream), conn, false, now);
     }
 
-    fn wait(&mut self, wait: Duration, out: &mut Vec<Ready>) -> io::Result<bool> {
+    /// Waits at most `wait` for readiness (less when a failed accept is due again, which is
+    /// then reported as the listener being readable).
+    fn wait(&mut self, mut wait: Duration, out: &mut Vec<Ready>) -> io::Result<bool> {
+        if let Some(at) = self.accept_retry {
+            wait = wait.min(at.saturating_duration_since(Instant::now()));
+        }
         match self.poll.poll(&mut self.events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(false),
             Err(e) => return Err(e),
+        }
+        if self.accept_retry.is_some_and(|at| at <= Instant::now()) {
+            self.accept_retry = None;
+            out.push(Ready {
+                token: LISTENER,
+                readable: true,
+                writable: false,
+                error: false,
+            });
         }
         out.extend(self.events.iter().map(|e| Ready {
             token: e.token(),

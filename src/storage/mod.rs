@@ -26,7 +26,8 @@
 //! existing file before it changes anything, checks free space with `statvfs`, creates folders
 //! and files, and preallocates them with `fallocate`, so a full disk is an error when the
 //! torrent is added rather than a `SIGBUS` or a failed write later. Files are mapped once and
-//! their descriptors kept for `pwrite`, up to [`limits::MAX_OPEN_FILES`] across the process;
+//! their descriptors kept for `pwrite`, up to [`limits::MAX_OPEN_FILES`] across the process
+//! (fewer when the descriptor limit is low: [`set_open_file_cap`]);
 //! past that a file is opened for each access.
 //!
 //! BEP 47 padding files are never created: they read as zeros, and writes to them are
@@ -200,6 +201,18 @@ static ZEROS: [u8; limits::BLOCK_LEN as usize] = [0; limits::BLOCK_LEN as usize]
 /// Files held open (descriptor and mapping) across every storage in the process.
 static OPEN_FILES: AtomicUsize = AtomicUsize::new(0);
 
+/// The most files held open across the process: [`limits::MAX_OPEN_FILES`], or less when the
+/// descriptor limit is lower (`set_open_file_cap`, from the client's descriptor budget).
+static OPEN_FILES_CAP: AtomicUsize = AtomicUsize::new(limits::MAX_OPEN_FILES);
+
+/// Caps the files held open across the process at `n` (at most
+/// [`limits::MAX_OPEN_FILES`], at least 1); past it a file is opened for each access. The
+/// client sets it from its descriptor budget, so files cannot take the descriptors its
+/// connections were promised. Files already held stay open.
+pub fn set_open_file_cap(n: usize) {
+    OPEN_FILES_CAP.store(n.clamp(1, limits::MAX_OPEN_FILES), Ordering::Release);
+}
+
 /// One unit of [`OPEN_FILES`], given back when dropped.
 #[derive(Debug)]
 struct OpenFileBudget(());
@@ -208,7 +221,7 @@ impl OpenFileBudget {
     fn take() -> Option<Self> {
         OPEN_FILES
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limits::MAX_OPEN_FILES).then_some(n + 1)
+                (n < OPEN_FILES_CAP.load(Ordering::Acquire)).then_some(n + 1)
             })
             .ok()
             .map(|_| OpenFileBudget(()))

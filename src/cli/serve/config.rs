@@ -40,6 +40,9 @@ log = "info"
 max_connections = 20000
 # Connections per torrent.
 max_peers_per_torrent = 200
+# Connections one IP address may hold to one torrent, incoming and outgoing: enough for a
+# few clients behind one NAT, while one address cannot fill a torrent's slots.
+max_peers_per_ip = 8
 # Regular upload slots per torrent (plus one optimistic).
 upload_slots = 4
 # Who gets the upload slots while seeding: "round-robin", "fastest", "anti-leech" or
@@ -92,6 +95,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections per torrent.
     pub max_peers_per_torrent: usize,
+    /// Connections per IP address per torrent.
+    pub max_peers_per_ip: usize,
     /// Regular upload slots per torrent.
     pub upload_slots: usize,
     /// Seeding choker mode.
@@ -126,6 +131,7 @@ impl Default for Limits {
         Limits {
             max_connections: 20000,
             max_peers_per_torrent: 200,
+            max_peers_per_ip: 8,
             upload_slots: 4,
             seed_choke: "round-robin".into(),
             upload_rate: String::new(),
@@ -157,6 +163,9 @@ impl ServeConfig {
         self.seed_choke()?;
         self.rates()?;
         self.upload_buffer()?;
+        if self.limits.max_peers_per_ip == 0 {
+            return Err(anyhow!("limits.max_peers_per_ip must be at least 1"));
+        }
         if self.watch_interval == 0 {
             return Err(anyhow!("watch_interval must be at least 1 second"));
         }

@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// Connections per torrent (overrides `limits.max_peers_per_torrent`).
     #[arg(long)]
     max_peers: Option<usize>,
+    /// Connections one IP address may hold to one torrent (overrides
+    /// `limits.max_peers_per_ip`).
+    #[arg(long, value_name = "N")]
+    max_peers_per_ip: Option<usize>,
     /// Upload slots per torrent (overrides `limits.upload_slots`).
     #[arg(long)]
     upload_slots: Option<usize>,
@@ -146,6 +150,9 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig> {
     if let Some(v) = args.max_peers {
         c.limits.max_peers_per_torrent = v;
     }
+    if let Some(v) = args.max_peers_per_ip {
+        c.limits.max_peers_per_ip = v;
+    }
     if let Some(v) = args.upload_slots {
         c.limits.upload_slots = v;
     }
@@ -196,6 +203,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             download_rate: down,
             max_connections: c.limits.max_connections,
             max_peers_per_torrent: c.limits.max_peers_per_torrent,
+            max_peers_per_ip: c.limits.max_peers_per_ip,
             upload_slots: c.limits.upload_slots,
             seed_choke: c.seed_choke()?,
             upload_buffer: c.upload_buffer()?,
