@@ -1,8 +1,9 @@
 //! [`Server`]: hyper's HTTP/1.1 server on one dedicated thread (`rt-api`) running a
 //! current-thread tokio runtime, with every resource a client can hold bounded:
 //!
-//! - connections: at most [`ServerConfig::max_connections`] open; past that the listener is
-//!   not accepted from (new clients wait in the kernel's backlog) until one closes;
+//! - connections: at most [`ServerConfig::max_connections`] open; past that a new one
+//!   closes the oldest idle one (one with a request in progress is never closed; when all
+//!   are, the newcomer is), so idle clients cannot lock the API out;
 //! - time: a request head must arrive within [`ServerConfig::header_timeout`] (this also
 //!   closes idle keep-alive connections), its body within [`ServerConfig::body_timeout`], and
 //!   a write that makes no progress for [`ServerConfig::write_timeout`] closes the
@@ -47,7 +48,7 @@ const BACKLOG: u32 = 1024;
 /// The bounds a [`Server`] holds its clients to.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Connections open at once.
+    /// Connections open at once; past this a new one closes the oldest idle one.
     pub max_connections: usize,
     /// The time a request head may take to arrive, counted from when the connection is
     /// ready for one (so also how long an idle keep-alive connection stays open).
@@ -256,16 +257,46 @@ fn connection_error(e: &io::Error) -> bool {
     ) || e.raw_os_error() == Some(libc::EPROTO)
 }
 
+/// One open connection, as the accept loop sees it.
+#[derive(Default)]
+struct Conn {
+    /// Requests being handled on it (a head was read); 0 means idle, or a head on its way.
+    busy: std::sync::atomic::AtomicUsize,
+    /// Set when it has closed.
+    closed: std::sync::atomic::AtomicBool,
+    /// Told to close (gracefully: only while idle) to make room.
+    evict: tokio::sync::Notify,
+}
+
+/// Counts a request as in progress on its connection while it lives.
+struct Busy(Arc<Conn>);
+
+impl Busy {
+    fn new(conn: &Arc<Conn>) -> Busy {
+        conn.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Busy(conn.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     config: ServerConfig,
     handler: Arc<dyn Handler>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let budget_kib =
-        (config.body_budget / 1024).clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
-    let budget = Arc::new(Semaphore::new(budget_kib));
+    use std::sync::atomic::Ordering;
+    let max_connections = config.max_connections.max(1);
+    // Open connections, oldest first.
+    let mut open: std::collections::VecDeque<Arc<Conn>> = std::collections::VecDeque::new();
+    let budget = Arc::new(Semaphore::new(budget_total(&config)));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout)
@@ -277,23 +308,6 @@ async fn accept_loop(
     let mut backoff = Duration::from_millis(10);
     let mut full_logged = false;
     loop {
-        if connections.available_permits() == 0 && !full_logged {
-            tracing::info!(
-                "control API: {} connections open, the most allowed; new ones wait",
-                config.max_connections
-            );
-            full_logged = true;
-        }
-        let permit = tokio::select! {
-            p = connections.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = &mut stop => return,
-        };
-        if connections.available_permits() > 0 {
-            full_logged = false;
-        }
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = &mut stop => return,
@@ -318,7 +332,6 @@ async fn accept_loop(
                     );
                 }
                 failures += 1;
-                drop(permit);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {},
                     _ = &mut stop => return,
@@ -327,23 +340,60 @@ async fn accept_loop(
                 continue;
             }
         };
+        // At the bound, the longest-idle connection makes room (one with a request in
+        // progress is never closed); if every one is busy, the newcomer is closed.
+        open.retain(|c| !c.closed.load(Ordering::Relaxed));
+        if open.len() >= max_connections {
+            if !full_logged {
+                tracing::info!(
+                    "control API: {max_connections} connections open, the most allowed; \
+                     closing idle ones to make room"
+                );
+                full_logged = true;
+            }
+            match open
+                .iter()
+                .position(|c| c.busy.load(Ordering::Relaxed) == 0)
+            {
+                Some(i) => {
+                    if let Some(c) = open.remove(i) {
+                        c.evict.notify_one();
+                    }
+                }
+                None => {
+                    drop(stream);
+                    continue;
+                }
+            }
+        } else if open.len() < max_connections / 2 {
+            full_logged = false;
+        }
+        let state = Arc::new(Conn::default());
+        open.push_back(state.clone());
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(Stalling::new(stream, config.write_timeout));
         let (handler, config, budget) = (handler.clone(), config.clone(), budget.clone());
+        let on_conn = state.clone();
         let service = hyper::service::service_fn(move |req| {
             let (handler, config, budget) = (handler.clone(), config.clone(), budget.clone());
+            let busy = Busy::new(&on_conn);
             async move {
-                Ok::<_, Infallible>(
-                    serve_one(req, peer, &*handler, &config, &budget)
-                        .await
-                        .into_hyper(),
-                )
+                let response = serve_one(req, peer, &*handler, &config, &budget).await;
+                drop(busy);
+                Ok::<_, Infallible>(response.into_hyper())
             }
         });
         let conn = http.serve_connection(io, service);
         tokio::spawn(async move {
-            let _permit = permit;
-            let _ = conn.await;
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = state.evict.notified() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
+                }
+            }
+            state.closed.store(true, Ordering::Relaxed);
         });
     }
 }
