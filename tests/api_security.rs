@@ -475,3 +475,27 @@ fn the_api_outlives_descriptor_exhaustion() {
     assert!(warnings <= recoveries + 1, "{warnings} warnings:\n{log}");
     assert!(serve.stop().success(), "alive, and stops cleanly");
 }
+
+#[test]
+fn metrics_can_be_opened_for_prometheus_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = ringtorrent::api::auth::new_api_key().unwrap();
+    std::fs::write(
+        dir.path().join("serve.toml"),
+        format!("api_keys = [\"{}\"]\napi_metrics_public = true\n", key.hash),
+    )
+    .unwrap();
+    let serve = Serve::start(dir.path(), &[]);
+    let (code, _, text) = serve.request("GET", "/metrics", &[], b"");
+    assert_eq!(code, 200);
+    assert!(text.contains("ringtorrent_"), "{text}");
+    assert_eq!(serve.request("GET", "/torrents", &[], b"").0, 401);
+    assert_eq!(serve.request("POST", "/metrics", &[], b"").0, 401);
+    let bearer = format!("Authorization: Bearer {}", key.key);
+    assert_eq!(listed(&serve, &[&bearer]), 0);
+    // Keys only: there is no login to try.
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let (code, _, _) = serve.request("POST", "/auth/login", &[form], b"username=a&password=b");
+    assert_eq!(code, 404);
+    assert!(serve.stop().success());
+}

@@ -283,11 +283,16 @@ impl Auth {
     }
 
     /// Checks a login from `peer`; on success returns the `Set-Cookie` value of a new
-    /// session. Refusals: 401 (wrong user name or password), 429 (too many failures, with
+    /// session (`Secure` too when `secure`: the client reached us over TLS, through a proxy). Refusals: 401 (wrong user name or password), 429 (too many failures, with
     /// the seconds to wait), 503 (too many logins being checked), 404 (no login is
     /// configured). Runs the password hash on tokio's blocking pool: call it on a tokio
     /// runtime.
-    pub async fn login(&self, peer: IpAddr, creds: Credentials) -> Result<HeaderValue, Refusal> {
+    pub async fn login(
+        &self,
+        peer: IpAddr,
+        creds: Credentials,
+        secure: bool,
+    ) -> Result<HeaderValue, Refusal> {
         let Some(hash) = self.password_hash.clone() else {
             return Err(Refusal::new(
                 404,
@@ -336,8 +341,9 @@ impl Auth {
             .unwrap_or_else(|e| e.into_inner())
             .insert(&token, Instant::now(), self.ttl);
         let cookie = format!(
-            "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-            self.ttl.as_secs()
+            "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+            self.ttl.as_secs(),
+            if secure { "; Secure" } else { "" }
         );
         HeaderValue::from_str(&cookie).map_err(|e| Refusal::new(500, e.to_string()))
     }
@@ -592,8 +598,11 @@ mod tests {
     fn a_login_sets_a_session_cookie_and_logout_ends_it() {
         let a = auth(vec![]);
         let peer: IpAddr = "127.0.0.1".parse().unwrap();
-        let cookie = block_on(a.login(peer, creds("admin", "secret"))).unwrap();
+        let secure = block_on(a.login(peer, creds("admin", "secret"), true)).unwrap();
+        assert!(secure.to_str().unwrap().ends_with("; Secure"));
+        let cookie = block_on(a.login(peer, creds("admin", "secret"), false)).unwrap();
         let cookie = cookie.to_str().unwrap();
+        assert!(!cookie.contains("Secure"));
         for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=60"] {
             assert!(cookie.contains(attr), "{cookie}");
         }
@@ -602,7 +611,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(COOKIE, sid.parse().unwrap());
         assert_eq!(a.authenticate(&h), Ok(Principal::Session));
-        assert_eq!(a.session_count(), 1);
+        assert_eq!(a.session_count(), 2);
         let cleared = a.logout(&h);
         assert!(cleared.to_str().unwrap().contains("Max-Age=0"));
         assert_eq!(a.authenticate(&h).unwrap_err().status, 401);
@@ -610,7 +619,7 @@ mod tests {
         assert_eq!(a.authenticate(&h).unwrap_err().status, 401);
         // Wrong user or password: 401, no cookie.
         for (u, p) in [("admin", "Secret"), ("root", "secret"), ("", "")] {
-            let r = block_on(a.login(peer, creds(u, p)));
+            let r = block_on(a.login(peer, creds(u, p), false));
             assert_eq!(r.unwrap_err().status, 401, "{u}");
         }
     }
@@ -677,10 +686,10 @@ mod tests {
         let a = auth(vec![]);
         let peer: IpAddr = "127.0.0.1".parse().unwrap();
         for _ in 0..MAX_FAILURES_PER_ADDRESS {
-            let r = block_on(a.login(peer, creds("admin", "nope")));
+            let r = block_on(a.login(peer, creds("admin", "nope"), false));
             assert_eq!(r.unwrap_err().status, 401);
         }
-        let r = block_on(a.login(peer, creds("admin", "secret")));
+        let r = block_on(a.login(peer, creds("admin", "secret"), false));
         assert_eq!(
             r.unwrap_err().status,
             429,
@@ -689,7 +698,7 @@ mod tests {
         let long = "x".repeat(MAX_CREDENTIAL_LEN + 1);
         let other: IpAddr = "127.0.0.2".parse().unwrap();
         assert_eq!(
-            block_on(a.login(other, creds("admin", &long)))
+            block_on(a.login(other, creds("admin", &long), false))
                 .unwrap_err()
                 .status,
             401

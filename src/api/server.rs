@@ -416,12 +416,22 @@ async fn serve_one(
         peer,
         content_length,
     };
+    // An answer sent with the body unread (or half read) ends the connection: hyper would
+    // otherwise wait for the rest of the body before the next request.
+    let unread = content_length != Some(0);
+    let closing = |r: Response| match unread {
+        true => r.header("connection", HeaderValue::from_static("close")),
+        false => r,
+    };
     if let Err(refused) = handler.admit(&head) {
-        return refused;
+        return closing(refused);
     }
     let max = config.max_body as u64;
     if content_length.is_some_and(|n| n > max) {
-        return Response::error(413, format!("the body is over {max} bytes"));
+        return closing(Response::error(
+            413,
+            format!("the body is over {max} bytes"),
+        ));
     }
     // Its share of the body budget: the announced length, or the most a body may be.
     let total = budget_total(config);
@@ -436,29 +446,32 @@ async fn serve_one(
             tokio::time::timeout(config.body_timeout, budget.clone().acquire_many_owned(need));
         let _share = match share.await {
             Ok(Ok(s)) => s,
-            _ => return Response::error(503, "too many uploads at once; try again"),
+            _ => return closing(Response::error(503, "too many uploads at once; try again")),
         };
         match tokio::time::timeout(config.body_timeout, read_body(body, config.max_body)).await {
             Err(_) => {
-                return Response::error(
+                return closing(Response::error(
                     408,
                     format!(
                         "the body did not arrive within {} s",
                         config.body_timeout.as_secs()
                     ),
-                )
+                ))
             }
             Ok(Err(BodyError::TooLarge)) => {
-                return Response::error(413, format!("the body is over {max} bytes"))
+                return closing(Response::error(
+                    413,
+                    format!("the body is over {max} bytes"),
+                ))
             }
             Ok(Err(BodyError::Cut(got))) => {
-                return Response::error(
+                return closing(Response::error(
                     400,
                     match content_length {
                         Some(n) => format!("the body ended after {got} of its {n} bytes"),
                         None => format!("the body ended after {got} bytes, unfinished"),
                     },
-                )
+                ))
             }
             Ok(Ok(b)) => b,
         }
@@ -573,5 +586,137 @@ impl tokio::io::AsyncWrite for Stalling {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let r = Pin::new(&mut self.stream).poll_shutdown(cx);
         self.watch(cx, r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Answers every admitted request with its body's length; refuses `/refused` before the
+    /// body is read.
+    struct Echo;
+
+    impl Handler for Echo {
+        fn admit(&self, head: &Head) -> Result<(), Response> {
+            match head.path.as_str() {
+                "/refused" => Err(Response::error(401, "no")),
+                _ => Ok(()),
+            }
+        }
+
+        fn handle(&self, request: Request) -> ResponseFuture {
+            let n = request.body.len();
+            Box::pin(async move { Response::new(200, "text/plain", n.to_string().into_bytes()) })
+        }
+    }
+
+    fn server(config: ServerConfig) -> Server {
+        Server::start("127.0.0.1:0".parse().unwrap(), config, Arc::new(Echo)).unwrap()
+    }
+
+    /// Sends `bytes` and reads until the server closes (or 10 s pass): what came back.
+    fn exchange(s: &Server, bytes: &[u8]) -> String {
+        let mut c = std::net::TcpStream::connect(s.local_addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(bytes).unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn bodies_are_bounded_in_size_and_time_and_refused_ones_never_read() {
+        let s = server(ServerConfig {
+            body_timeout: Duration::from_millis(300),
+            max_body: 1000,
+            ..ServerConfig::default()
+        });
+        let ok = exchange(
+            &s,
+            b"POST / HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello",
+        );
+        assert!(
+            ok.starts_with("HTTP/1.1 200") && ok.ends_with("\r\n\r\n5"),
+            "{ok}"
+        );
+        let big = exchange(
+            &s,
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1001\r\n\r\n",
+        );
+        assert!(big.starts_with("HTTP/1.1 413"), "{big}");
+        let chunked = format!(
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+            1001,
+            "x".repeat(1001)
+        );
+        let big = exchange(&s, chunked.as_bytes());
+        assert!(big.starts_with("HTTP/1.1 413"), "{big}");
+        let start = std::time::Instant::now();
+        let slow = exchange(
+            &s,
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc",
+        );
+        assert!(slow.starts_with("HTTP/1.1 408"), "{slow}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let refused = exchange(
+            &s,
+            b"POST /refused HTTP/1.1\r\nHost: h\r\nContent-Length: 999\r\n\r\n",
+        );
+        assert!(
+            refused.starts_with("HTTP/1.1 401"),
+            "answered before the body came: {refused}"
+        );
+    }
+
+    #[test]
+    fn silent_and_oversized_heads_are_cut_off() {
+        let s = server(ServerConfig {
+            header_timeout: Duration::from_millis(300),
+            max_header_bytes: 8192,
+            ..ServerConfig::default()
+        });
+        let start = std::time::Instant::now();
+        assert_eq!(exchange(&s, b""), "", "closed without an answer");
+        assert_eq!(exchange(&s, b"GET / HTTP/1.1\r\nHost:"), "", "half a head");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+        let answer = exchange(&s, huge.as_bytes());
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+            "{answer}"
+        );
+        // Garbage is an error answer or a close, never a crash: the server still answers.
+        let _ = exchange(&s, b"\x00\xff\r\n\r\n");
+        let ok = exchange(
+            &s,
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        );
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    }
+
+    #[test]
+    fn at_the_bound_an_idle_connection_makes_room() {
+        let s = server(ServerConfig {
+            max_connections: 2,
+            ..ServerConfig::default()
+        });
+        let idle: Vec<_> = (0..5)
+            .map(|_| std::net::TcpStream::connect(s.local_addr()).unwrap())
+            .collect();
+        for _ in 0..3 {
+            let ok = exchange(
+                &s,
+                b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+            );
+            assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        }
+        // The oldest idle ones were closed.
+        let mut first = &idle[0];
+        first
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(first.read(&mut [0; 16]).unwrap_or(0), 0);
     }
 }

@@ -158,7 +158,13 @@ impl Handler for ServeApi {
                     Ok(c) => c,
                     Err(e) => return with_cors(Response::error(400, e)),
                 };
-                with_cors(match auth.login(req.head.peer.ip(), creds).await {
+                // A TLS proxy in front says so; the cookie is then never sent over plain HTTP.
+                let secure = req
+                    .head
+                    .headers
+                    .get("x-forwarded-proto")
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+                with_cors(match auth.login(req.head.peer.ip(), creds, secure).await {
                     Ok(cookie) => Response::json(200, &json!({ "logged_in": true }))
                         .header("set-cookie", cookie),
                     Err(r) => refused(r),
