@@ -34,6 +34,9 @@
 //!   anything unsafe (no path escapes, consistent lengths), and authors new torrents;
 //!   [`bencode`] decodes with exact byte spans and bounded resources.
 //! - [`load`]: the load generators (`tracker-load`, `swarm-load`) and their report format.
+//! - [`api`]: the pieces of a control API no web page can drive and no client can exhaust
+//!   (a bounded hyper server on one thread, Host/Origin/CORS policy, logins, sessions and API
+//!   keys, request parsing), which `serve` is wired from.
 //! - [`limits`]: the bounds on what the wire and files may say, each with its reason;
 //!   [`wake`]: the queue-plus-eventfd that wakes a loop.
 //! - `cli` (in the binary) parses arguments and displays; it builds no engine of its own.
@@ -41,6 +44,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod bencode;
 pub mod client;
 pub mod core;

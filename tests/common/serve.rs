@@ -37,12 +37,27 @@ impl Serve {
 
     /// As [`Serve::start`], with the data in `data`.
     pub fn start_in(dir: &Path, data: &Path, extra: &[&str]) -> Serve {
+        Serve::start_via(dir, data, ringtorrent(), extra)
+    }
+
+    /// As [`Serve::start`], with at most `nofile` descriptors (`prlimit`, soft and hard).
+    pub fn start_with_nofile(dir: &Path, nofile: u64, extra: &[&str]) -> Serve {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_ringtorrent"));
+        super::sandboxed(&mut cmd);
+        Serve::start_via(dir, &dir.join("data"), cmd, extra)
+    }
+
+    /// `serve` run by `cmd` (the binary, or a launcher followed by it).
+    fn start_via(dir: &Path, data: &Path, mut cmd: Command, extra: &[&str]) -> Serve {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("serve.log"))
             .unwrap();
-        let mut cmd = ringtorrent();
+        cmd.stdin(Stdio::null());
         cmd.arg("serve")
             .args([
                 "--listen",
@@ -100,7 +115,7 @@ impl Serve {
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .unwrap();
@@ -114,6 +129,44 @@ impl Serve {
             .map_or("", |(_, b)| b)
             .to_owned();
         (status, body)
+    }
+
+    /// One request with extra header lines (each `Name: value`); returns the status, the
+    /// head (status line and headers) and the body. Sent with `Host: localhost` unless
+    /// `headers` has a Host.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: &[u8],
+    ) -> (u16, String, String) {
+        let mut s = TcpStream::connect(&self.api).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut head = format!("{method} {path} HTTP/1.1\r\n");
+        if !headers
+            .iter()
+            .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+        {
+            head.push_str("Host: localhost\r\n");
+        }
+        for h in headers {
+            head.push_str(h);
+            head.push_str("\r\n");
+        }
+        head.push_str(&format!(
+            "Connection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        ));
+        s.write_all(head.as_bytes()).unwrap();
+        let _ = s.write_all(body);
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        assert!(text.starts_with("HTTP/1.1 "), "not an answer: {text:?}");
+        let status = text[9..12].parse().unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (status, head.to_owned(), body.to_owned())
     }
 
     pub fn json(&self, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {

@@ -241,7 +241,7 @@ impl Serve {
 /// and the body.
 pub fn http(api: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     raw(api, head.as_bytes(), body, false)

@@ -1,9 +1,15 @@
 //! The control API: HTTP/1.1 with JSON bodies, on loopback by default, plus `GET /metrics` in
-//! Prometheus text format. A thread accepts requests (tiny_http); each is read on a thread of
-//! its own (at most `MAX_IN_FLIGHT` at once) and handed to the control thread, which asks
-//! the [`Client`], and its answer sent back.
+//! Prometheus text format, served by the library's [`Server`] (hyper on one thread, every
+//! resource bounded: see `ringtorrent::api`). Each request passes, in order, before its body
+//! is read: loopback only when no credentials are set, the `Host` allow-list (DNS rebinding),
+//! CORS preflights (closed unless `api_cors_origins`), the same-origin rule for anything
+//! but GET and HEAD, then credentials (a session cookie or an API key). Admitted requests are
+//! handed to the control thread, which asks the [`Client`].
 //!
 //! ```text
+//!   POST   /auth/login                   username, password (form or JSON): sets the
+//!                                        session cookie
+//!   POST   /auth/logout
 //!   GET    /torrents                     every torrent's status
 //!   POST   /torrents                     add: the body is a .torrent file, or
 //!                                        {"magnet": "magnet:?xt=..."}
@@ -17,171 +23,178 @@
 //! ```
 //!
 //! Errors are JSON `{"error": "..."}` with 400 (malformed request, or a body shorter than its
-//! `Content-Length`), 404 (unknown route or torrent), 409 (already added), 413 (body too
-//! large), 503 (too many requests at once) or 500.
+//! `Content-Length`), 401 (credentials needed or wrong), 403 (a foreign `Host` or origin),
+//! 404 (unknown route or torrent), 408 (a body too slow), 409 (already added), 413 (body too
+//! large), 429 (too many failed logins), 503 (too many uploads or logins at once) or 500.
 
-use std::io::Read;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use anyhow::Result;
+use hyper::header::HeaderValue;
+use hyper::Method;
 use serde_json::{json, Value};
 
+use ringtorrent::api::auth::Auth;
+use ringtorrent::api::guard::{Policy, Refusal};
+use ringtorrent::api::parse;
+use ringtorrent::api::{Handler, Head, Request, Response, Server, ServerConfig};
 use ringtorrent::client::{AddTorrent, Client, ClientError, TorrentHandle};
 use ringtorrent::core::InfoHash;
 
-/// The largest request body read: a torrent file for the largest torrent we accept is a few
-/// MiB of piece hashes (`limits::MAX_PIECES` x 20 bytes is 40 MB); 64 MiB bounds a hostile
-/// upload.
-const MAX_BODY: usize = 64 << 20;
+use super::ServeConfig;
 
-/// A request for the control thread.
-pub struct Request {
-    pub method: String,
-    pub path: String,
-    pub query: String,
-    pub body: Vec<u8>,
-}
+/// The largest login request body.
+const MAX_LOGIN_BODY: u64 = 16 * 1024;
 
-/// Its answer.
-pub struct Response {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: Vec<u8>,
-}
+/// How long a request waits for the control thread.
+const ENGINE_WAIT: Duration = Duration::from_secs(60);
 
-impl Response {
-    fn json(status: u16, v: Value) -> Response {
-        let mut body = serde_json::to_vec_pretty(&v).unwrap_or_default();
-        body.push(b'\n');
-        Response {
-            status,
-            content_type: "application/json",
-            body,
-        }
-    }
+/// What the API thread sends the control thread: a request and where its answer goes.
+pub type Call = (Request, tokio::sync::oneshot::Sender<Response>);
 
-    fn error(status: u16, msg: impl std::fmt::Display) -> Response {
-        Response::json(status, json!({ "error": msg.to_string() }))
-    }
-}
-
-/// What the API thread sends the control thread.
-pub type Call = (Request, mpsc::Sender<Response>);
-
-/// Requests read and answered at once, each on its own thread, so that a client that stalls
-/// half-way through its body holds up only itself (tiny_http reads a body of more than 1 KiB
-/// as it is consumed, with no time-out of its own). Past this a request is answered 503 at
-/// once: stalled clients hold at most this many threads.
-const MAX_IN_FLIGHT: usize = 32;
-
-/// Starts the API server on `addr`; requests arrive on the returned channel. The server stops
-/// when the channel's receiver is dropped and a last request comes, or with the process.
-pub fn start(addr: &str) -> Result<(mpsc::Receiver<Call>, std::net::SocketAddr)> {
-    let server = tiny_http::Server::http(addr)
-        .map_err(|e| anyhow::anyhow!("cannot start the control API on {addr}: {e}"))?;
-    let local = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| anyhow::anyhow!("the control API has no IP address"))?;
+/// Starts the API server on `c.api` with `c`'s policy and credentials; requests arrive on
+/// the returned channel. Dropping the server stops it.
+pub fn start(c: &ServeConfig) -> Result<(mpsc::Receiver<Call>, Server)> {
+    let addr: std::net::SocketAddr = c.api.parse()?;
+    let policy = Policy::new(&c.api_hosts, &c.api_cors_origins).map_err(anyhow::Error::msg)?;
+    let auth = Auth::new(c.auth_config()).map_err(anyhow::Error::msg)?;
     let (tx, rx) = mpsc::channel::<Call>();
-    std::thread::Builder::new()
-        .name("rt-api".into())
-        .spawn(move || {
-            let in_flight = Arc::new(AtomicUsize::new(0));
-            let stopped = Arc::new(AtomicBool::new(false));
-            for req in server.incoming_requests() {
-                if stopped.load(Ordering::Relaxed) {
-                    return; // the engine stopped
-                }
-                if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
-                    respond(
-                        req,
-                        Response::error(503, "too many requests at once; try again"),
-                    );
-                    continue;
-                }
-                in_flight.fetch_add(1, Ordering::Relaxed);
-                let (tx, in_flight, stopped) = (tx.clone(), in_flight.clone(), stopped.clone());
-                let spawned =
-                    std::thread::Builder::new()
-                        .name("rt-api-req".into())
-                        .spawn(move || {
-                            if !answer(req, &tx) {
-                                stopped.store(true, Ordering::Relaxed);
-                            }
-                            in_flight.fetch_sub(1, Ordering::Relaxed);
-                        });
-                if let Err(e) = spawned {
-                    // The request went with the closure: its connection closes unanswered.
-                    tracing::warn!("the control API cannot start a thread: {e}");
-                }
-            }
-        })?;
-    Ok((rx, local))
+    let api = ServeApi {
+        calls: tx,
+        policy,
+        auth: Arc::new(auth),
+        metrics_public: c.api_metrics_public,
+    };
+    let config = ServerConfig {
+        max_connections: c.api_max_connections,
+        ..ServerConfig::default()
+    };
+    let server = Server::start(addr, config, Arc::new(api))
+        .map_err(|e| anyhow::anyhow!("cannot start the control API on {addr}: {e}"))?;
+    Ok((rx, server))
 }
 
-/// Reads one request's body, has the control thread answer it, and sends the answer back.
-/// Returns `false` when the control thread is gone.
-fn answer(mut req: tiny_http::Request, tx: &mpsc::Sender<Call>) -> bool {
-    let url = req.url().to_string();
-    let (path, query) = match url.split_once('?') {
-        Some((p, q)) => (p.to_string(), q.to_string()),
-        None => (url, String::new()),
-    };
-    let mut body = Vec::new();
-    let announced = req.body_length();
-    let too_big = || Response::error(413, format!("the body is over {MAX_BODY} bytes"));
-    let refused = if announced.is_some_and(|n| n > MAX_BODY) {
-        Some(too_big())
+struct ServeApi {
+    calls: mpsc::Sender<Call>,
+    policy: Policy,
+    auth: Arc<Auth>,
+    metrics_public: bool,
+}
+
+fn refused(r: Refusal) -> Response {
+    let status = r.status;
+    let response = Response::error(status, r.message);
+    if status == 401 {
+        response.header(
+            "www-authenticate",
+            HeaderValue::from_static("Bearer realm=\"ringtorrent\""),
+        )
     } else {
-        let read = req
-            .as_reader()
-            .take(MAX_BODY as u64 + 1)
-            .read_to_end(&mut body);
-        match (read, announced) {
-            (Err(e), _) => Some(Response::error(400, format!("cannot read the body: {e}"))),
-            (Ok(_), _) if body.len() > MAX_BODY => Some(too_big()),
-            // The client closed before sending all it announced: whatever arrived is not the
-            // request it meant.
-            (Ok(_), Some(n)) if body.len() < n => Some(Response::error(
-                400,
-                format!("the body ended after {} of its {n} bytes", body.len()),
-            )),
-            (Ok(_), _) => None,
-        }
-    };
-    let answer = match refused {
-        Some(refused) => refused,
-        None => {
-            let (reply_tx, reply_rx) = mpsc::channel();
-            let call = Request {
-                method: req.method().as_str().to_string(),
-                path,
-                query,
-                body,
-            };
-            if tx.send((call, reply_tx)).is_err() {
-                return false;
-            }
-            reply_rx
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|_| Response::error(500, "the engine did not answer"))
-        }
-    };
-    respond(req, answer);
-    true
+        response
+    }
 }
 
-fn respond(req: tiny_http::Request, answer: Response) {
-    let header =
-        tiny_http::Header::from_bytes("Content-Type", answer.content_type).expect("valid header");
-    let _ = req.respond(
-        tiny_http::Response::from_data(answer.body)
-            .with_status_code(answer.status)
-            .with_header(header),
-    );
+impl Handler for ServeApi {
+    fn admit(&self, head: &Head) -> Result<(), Response> {
+        if !self.auth.required() && !head.peer.ip().is_loopback() {
+            return Err(Response::error(
+                403,
+                "without credentials the API answers only on loopback",
+            ));
+        }
+        self.policy.check_host(&head.headers).map_err(refused)?;
+        if head.method == Method::OPTIONS {
+            return Err(match self.policy.preflight(&head.headers) {
+                Ok(headers) => headers
+                    .into_iter()
+                    .fold(Response::new(204, "text/plain", Vec::new()), |r, (k, v)| {
+                        r.header(k, v)
+                    }),
+                Err(r) => refused(r),
+            });
+        }
+        self.policy
+            .check_origin(&head.method, &head.headers)
+            .map_err(refused)?;
+        if head.path == "/auth/login" || head.path == "/auth/logout" {
+            if head.content_length.is_none_or(|n| n > MAX_LOGIN_BODY) && head.method == Method::POST
+            {
+                return Err(Response::error(
+                    413,
+                    format!(
+                        "a login body is at most {MAX_LOGIN_BODY} bytes, with a Content-Length"
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        if self.metrics_public && head.method == Method::GET && head.path == "/metrics" {
+            return Ok(());
+        }
+        self.auth
+            .authenticate(&head.headers)
+            .map(|_| ())
+            .map_err(refused)
+    }
+
+    fn handle(&self, req: Request) -> ringtorrent::api::server::ResponseFuture {
+        let cors = self.policy.cors_origin(&req.head.headers);
+        let with_cors = move |r: Response| match &cors {
+            Some(origin) => r
+                .header("access-control-allow-origin", origin.clone())
+                .header("vary", HeaderValue::from_static("Origin")),
+            None => r,
+        };
+        let auth = self.auth.clone();
+        match (&req.head.method, req.head.path.as_str()) {
+            (&Method::POST, "/auth/login") => Box::pin(async move {
+                let ct = req
+                    .head
+                    .headers
+                    .get(hyper::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                let creds = match parse::login_form(ct, &req.body) {
+                    Ok(c) => c,
+                    Err(e) => return with_cors(Response::error(400, e)),
+                };
+                // A TLS proxy in front says so; the cookie is then never sent over plain HTTP.
+                let secure = req
+                    .head
+                    .headers
+                    .get("x-forwarded-proto")
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+                with_cors(match auth.login(req.head.peer.ip(), creds, secure).await {
+                    Ok(cookie) => Response::json(200, &json!({ "logged_in": true }))
+                        .header("set-cookie", cookie),
+                    Err(r) => refused(r),
+                })
+            }),
+            (&Method::POST, "/auth/logout") => {
+                let cookie = auth.logout(&req.head.headers);
+                let r = Response::json(200, &json!({ "logged_in": false }))
+                    .header("set-cookie", cookie);
+                Box::pin(std::future::ready(with_cors(r)))
+            }
+            (_, "/auth/login" | "/auth/logout") => Box::pin(std::future::ready(Response::error(
+                404,
+                format!("no route {} {}", req.head.method, req.head.path),
+            ))),
+            _ => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let sent = self.calls.send((req, tx)).is_ok();
+                Box::pin(async move {
+                    if !sent {
+                        return Response::error(503, "the engine is stopping");
+                    }
+                    with_cors(match tokio::time::timeout(ENGINE_WAIT, rx).await {
+                        Ok(Ok(r)) => r,
+                        _ => Response::error(500, "the engine did not answer"),
+                    })
+                })
+            }
+        }
+    }
 }
 
 fn hash_of(text: &str) -> Result<InfoHash, Response> {
@@ -205,25 +218,27 @@ fn failure(e: ClientError) -> Response {
 
 fn added(result: Result<TorrentHandle, ClientError>) -> Response {
     match result {
-        Ok(t) => Response::json(201, json!({ "info_hash": t.info_hash().to_hex() })),
+        Ok(t) => Response::json(201, &json!({ "info_hash": t.info_hash().to_hex() })),
         Err(e) => failure(e),
     }
 }
 
 /// Answers one request against the client.
 pub fn handle(client: &Client, req: Request) -> Response {
-    let parts: Vec<&str> = req.path.trim_matches('/').split('/').collect();
-    let method = req.method.as_str();
+    let Request { head, body } = req;
+    let path = head.path.as_str();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = head.method.as_str();
     match (method, parts.as_slice()) {
-        ("GET", ["metrics"]) => Response {
-            status: 200,
-            content_type: "text/plain; version=0.0.4",
-            body: client.metrics().to_prometheus().into_bytes(),
-        },
-        ("GET", ["torrents"]) => Response::json(200, json!(client.list())),
+        ("GET" | "HEAD", ["metrics"]) => Response::new(
+            200,
+            "text/plain; version=0.0.4",
+            client.metrics().to_prometheus().into_bytes(),
+        ),
+        ("GET" | "HEAD", ["torrents"]) => Response::json(200, &json!(client.list())),
         ("POST", ["torrents"]) => {
-            if req.body.first() == Some(&b'{') {
-                return match serde_json::from_slice::<Value>(&req.body) {
+            if body.first() == Some(&b'{') {
+                return match serde_json::from_slice::<Value>(&body) {
                     Err(e) => Response::error(400, format!("malformed JSON: {e}")),
                     Ok(v) if v.get("magnet").is_some() => match v["magnet"].as_str() {
                         None => Response::error(400, "`magnet` must be a string"),
@@ -235,8 +250,8 @@ pub fn handle(client: &Client, req: Request) -> Response {
                     ),
                 };
             }
-            let paused = req.query.split('&').any(|kv| kv == "paused=true");
-            added(client.add(AddTorrent::bytes(req.body).paused(paused).label("api")))
+            let paused = parse::query_flag(&head.query, "paused");
+            added(client.add(AddTorrent::bytes(body.to_vec()).paused(paused).label("api")))
         }
         (_, ["torrents", hash, rest @ ..]) => {
             let hash = match hash_of(hash) {
@@ -251,7 +266,7 @@ pub fn handle(client: &Client, req: Request) -> Response {
                     | ("PUT" | "POST", ["limits"])
             );
             if !known {
-                return Response::error(404, format!("no route {method} {}", req.path));
+                return Response::error(404, format!("no route {method} {path}"));
             }
             let torrent = match client.get(hash) {
                 Some(t) => t,
@@ -260,7 +275,7 @@ pub fn handle(client: &Client, req: Request) -> Response {
             let result = match (method, rest) {
                 ("GET", []) => torrent.status().map(|s| json!(s)),
                 ("DELETE", []) => {
-                    let delete = req.query.split('&').any(|kv| kv == "delete_data=true");
+                    let delete = parse::query_flag(&head.query, "delete_data");
                     torrent
                         .remove(delete)
                         .map(|()| json!({ "removed": hash.to_hex() }))
@@ -269,7 +284,7 @@ pub fn handle(client: &Client, req: Request) -> Response {
                 ("POST", ["resume"]) => torrent.resume().map(|()| json!({ "paused": false })),
                 ("GET", ["peers"]) => torrent.peers().map(|p| json!(p)),
                 ("PUT" | "POST", ["limits"]) => {
-                    let v: Value = match serde_json::from_slice(&req.body) {
+                    let v: Value = match serde_json::from_slice(&body) {
                         Ok(v) => v,
                         Err(e) => return Response::error(400, format!("malformed JSON: {e}")),
                     };
@@ -313,13 +328,13 @@ pub fn handle(client: &Client, req: Request) -> Response {
                         .set_limits(up, down)
                         .map(|()| json!({ "upload": up, "download": down }))
                 }
-                _ => return Response::error(404, format!("no route {method} {}", req.path)),
+                _ => return Response::error(404, format!("no route {method} {path}")),
             };
             match result {
-                Ok(v) => Response::json(200, v),
+                Ok(v) => Response::json(200, &v),
                 Err(e) => failure(e),
             }
         }
-        _ => Response::error(404, format!("no route {method} {}", req.path)),
+        _ => Response::error(404, format!("no route {method} {path}")),
     }
 }

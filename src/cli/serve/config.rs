@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use serde::Deserialize;
 
+use ringtorrent::api::auth::{Auth, AuthConfig};
+use ringtorrent::api::guard::Policy;
+
 use super::super::format;
 
 /// The default settings, documented, as `config print` writes them.
@@ -16,8 +19,33 @@ pub const TEMPLATE: &str = r#"# ringtorrent serve: every key is optional; these 
 
 # Address and port peers connect to.
 listen = "0.0.0.0:6881"
-# The control API (HTTP + JSON, and /metrics). Keep it on loopback: it has no authentication.
+# The control API (HTTP + JSON, and /metrics). Without credentials (api_password_hash or
+# api_keys below) it must be on a loopback address: anything else is refused at start.
 api = "127.0.0.1:7070"
+# Host names the API answers to besides localhost and IP addresses, against DNS rebinding
+# (a page whose name resolves to this machine is refused): the name a browser or a reverse
+# proxy uses, e.g. ["seedbox.example.com"]; "*" turns the check off.
+api_hosts = []
+# Origins whose pages may call the API (CORS), e.g. ["https://ui.example.com"]. Empty:
+# preflights (OPTIONS) are refused, and so is any request other than GET and HEAD whose
+# Origin or Referer is not the API's own.
+api_cors_origins = []
+# The user name that logs in (POST /auth/login sets a session cookie). With it,
+# api_password_hash; "" for no login.
+api_username = ""
+# The password's argon2id hash, never the password: `ringtorrent config hash-password`
+# reads the password on standard input and prints this line.
+api_password_hash = ""
+# API keys for scripts (Authorization: Bearer KEY), as their hashes:
+# `ringtorrent config api-key` makes a key and prints its line.
+api_keys = []
+# How long a login session lasts unused, in seconds.
+api_session_timeout = 3600
+# Whether GET /metrics is served without credentials (for a Prometheus that sends none;
+# Prometheus can also send an API key: `authorization: { credentials: KEY }`).
+api_metrics_public = false
+# Connections the API holds open at once; more wait until one closes.
+api_max_connections = 128
 # Where torrents' data lives (each torrent's files are created under it).
 data_dir = "~/.local/share/ringtorrent/data"
 # Where the session's state lives: torrent files, their settings and resume data.
@@ -69,6 +97,22 @@ pub struct ServeConfig {
     pub listen: String,
     /// Control API address.
     pub api: String,
+    /// Extra host names the API answers to.
+    pub api_hosts: Vec<String>,
+    /// Origins allowed cross-origin (CORS).
+    pub api_cors_origins: Vec<String>,
+    /// The user name that logs in ("" for none).
+    pub api_username: String,
+    /// Its password's argon2id hash ("" for none).
+    pub api_password_hash: String,
+    /// API keys' hashes.
+    pub api_keys: Vec<String>,
+    /// Seconds a login session lasts unused.
+    pub api_session_timeout: u64,
+    /// Whether `GET /metrics` needs no credentials.
+    pub api_metrics_public: bool,
+    /// Connections the API holds at once.
+    pub api_max_connections: usize,
     /// Data folder.
     pub data_dir: String,
     /// State folder.
@@ -114,6 +158,14 @@ impl Default for ServeConfig {
         ServeConfig {
             listen: "0.0.0.0:6881".into(),
             api: "127.0.0.1:7070".into(),
+            api_hosts: Vec::new(),
+            api_cors_origins: Vec::new(),
+            api_username: String::new(),
+            api_password_hash: String::new(),
+            api_keys: Vec::new(),
+            api_session_timeout: 3600,
+            api_metrics_public: false,
+            api_max_connections: 128,
             data_dir: "~/.local/share/ringtorrent/data".into(),
             state_dir: "~/.local/state/ringtorrent/serve".into(),
             watch_dir: String::new(),
@@ -174,7 +226,33 @@ impl ServeConfig {
                 .parse::<std::net::SocketAddr>()
                 .map_err(|_| anyhow!("{key} = {value:?} is not an address like 127.0.0.1:7070"))?;
         }
+        if self.api_max_connections == 0 {
+            return Err(anyhow!("api_max_connections must be at least 1"));
+        }
+        Policy::new(&self.api_hosts, &self.api_cors_origins).map_err(|e| anyhow!(e))?;
+        let auth = Auth::new(self.auth_config()).map_err(|e| anyhow!(e))?;
+        let api: std::net::SocketAddr = self.api.parse().expect("checked above");
+        if !auth.required() && !api.ip().is_loopback() {
+            return Err(anyhow!(
+                "api = {:?} is not a loopback address, and no credentials are set: anyone who \
+                 can reach it could add torrents and delete data. Set api_username with \
+                 api_password_hash (ringtorrent config hash-password) or api_keys (ringtorrent \
+                 config api-key), or --api-username and --api-password; or keep the API on \
+                 127.0.0.1 and reach it through a reverse proxy or an SSH tunnel",
+                self.api
+            ));
+        }
         Ok(())
+    }
+
+    /// The API's credentials as the library's [`AuthConfig`].
+    pub fn auth_config(&self) -> AuthConfig {
+        AuthConfig {
+            username: self.api_username.clone(),
+            password_hash: self.api_password_hash.clone(),
+            api_keys: self.api_keys.clone(),
+            session_ttl: std::time::Duration::from_secs(self.api_session_timeout),
+        }
     }
 
     /// `io` as the CLI's `--io`.
@@ -281,6 +359,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("api"), "{e}");
+        for (text, key) in [
+            ("api = \"0.0.0.0:7070\"", "credentials"),
+            ("api_username = \"admin\"", "api_password_hash"),
+            (
+                "api_username = \"a\"\napi_password_hash = \"secret\"",
+                "api_password_hash",
+            ),
+            ("api_keys = [\"abc\"]", "api_keys"),
+            ("api_hosts = [\"a/b\"]", "api_hosts"),
+            ("api_cors_origins = [\"example.com\"]", "api_cors_origins"),
+            ("api_session_timeout = 0", "api_session_timeout"),
+            ("api_max_connections = 0", "api_max_connections"),
+        ] {
+            let e = format!("{:#}", ServeConfig::parse(text).unwrap_err());
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let key = ringtorrent::api::auth::new_api_key().unwrap();
+        let open = format!("api = \"0.0.0.0:7070\"\napi_keys = [\"{}\"]", key.hash);
+        ServeConfig::parse(&open).expect("a non-loopback API with credentials");
         let c = ServeConfig::parse("threads = 3\n[limits]\nupload_rate = \"8M\"").unwrap();
         assert_eq!(c.threads, 3);
         assert_eq!(c.rates().unwrap(), (Some(8 << 20), None));

@@ -31,9 +31,21 @@ pub struct ServeArgs {
     /// Peer listen address (overrides `listen`).
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Option<String>,
-    /// Control API address (overrides `api`).
+    /// Control API address (overrides `api`). Without credentials it must be a loopback
+    /// address.
     #[arg(long, value_name = "ADDR:PORT")]
     api: Option<String>,
+    /// A host name the API answers to besides localhost and IP addresses (added to
+    /// `api_hosts`; repeat for more).
+    #[arg(long = "api-host", value_name = "NAME")]
+    api_hosts: Vec<String>,
+    /// The user name that logs in to the API (overrides `api_username`).
+    #[arg(long, value_name = "NAME")]
+    api_username: Option<String>,
+    /// Its password (overrides `api_password_hash`): hashed at start and kept only as the
+    /// hash. Other users can read a command line: prefer the config's hash.
+    #[arg(long, value_name = "PASS")]
+    api_password: Option<String>,
     /// Data folder (overrides `data_dir`).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<String>,
@@ -94,6 +106,14 @@ enum ConfigCommand {
         /// The file.
         file: PathBuf,
     },
+    /// Read a password on standard input (its first line) and print the config line that
+    /// holds its argon2id hash (`api_password_hash = "..."`).
+    ///
+    /// Example: ringtorrent config hash-password >> ~/.config/ringtorrent/serve.toml
+    HashPassword,
+    /// Make a new API key for scripts: print the key (sent as `Authorization: Bearer KEY`,
+    /// stored nowhere) and the `api_keys` entry, its hash, for the config.
+    ApiKey,
 }
 
 pub fn config(args: ConfigArgs) -> Result<()> {
@@ -105,6 +125,30 @@ pub fn config(args: ConfigArgs) -> Result<()> {
         ConfigCommand::Check { file } => {
             let c = ServeConfig::load(&file)?;
             outln!("{c:#?}");
+            Ok(())
+        }
+        ConfigCommand::HashPassword => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the password on standard input")?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                return Err(anyhow!(
+                    "no password on standard input (e.g. `read -rs P; echo \"$P\" | ringtorrent \
+                     config hash-password`)"
+                ));
+            }
+            let hash =
+                ringtorrent::api::auth::hash_password(password).map_err(anyhow::Error::msg)?;
+            outln!("api_password_hash = \"{hash}\"");
+            Ok(())
+        }
+        ConfigCommand::ApiKey => {
+            let key = ringtorrent::api::auth::new_api_key().context("cannot make a key")?;
+            outln!("key: {}", key.key);
+            outln!("# the config's api_keys list takes its hash:");
+            outln!("api_keys = [\"{}\"]", key.hash);
             Ok(())
         }
     }
@@ -156,6 +200,16 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig> {
     if let Some(v) = args.upload_slots {
         c.limits.upload_slots = v;
     }
+    c.api_hosts.extend(args.api_hosts.iter().cloned());
+    set(&mut c.api_username, &args.api_username);
+    if let Some(password) = &args.api_password {
+        if password.is_empty() {
+            return Err(anyhow!("--api-password is empty"));
+        }
+        // Only the hash is kept, in memory.
+        c.api_password_hash =
+            ringtorrent::api::auth::hash_password(password).map_err(anyhow::Error::msg)?;
+    }
     c.check().context("invalid setting")?;
     Ok(c)
 }
@@ -191,6 +245,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let state_dir = ServeConfig::path(&c.state_dir);
     let watch_dir = (!c.watch_dir.is_empty()).then(|| ServeConfig::path(&c.watch_dir));
     let started = Instant::now();
+    // Binding it before the engine starts: a port in use is reported before anything runs.
+    let (calls, api_server) = api::start(&c)?;
+    let api_addr = api_server.local_addr();
     let client = super::transfer::start_client(ClientConfig {
         listen: Some(listen),
         loops: c.threads,
@@ -210,7 +267,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
         },
         ..ClientConfig::default()
     })?;
-    let (calls, api_addr) = api::start(&c.api)?;
     // The first lines on stdout say where things are, for scripts; a reader that went away
     // must not stop the seedbox.
     {
@@ -258,6 +314,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             }
         }
     }
+    drop(api_server);
     tracing::info!("stopping: saving resume data");
     let stopping = Instant::now();
     client.shutdown();
