@@ -193,6 +193,7 @@ fn hash(parts: &[&[u8]]) -> [u8; 20] {
 }
 
 /// `base^exponent mod P`, as 96 big-endian bytes.
+#[cfg(not(fuzzing))]
 fn mod_pow(base: &BigUint, exponent: &[u8]) -> [u8; KEY_LEN] {
     let p = BigUint::from_bytes_be(&PRIME);
     let r = base
@@ -201,6 +202,44 @@ fn mod_pow(base: &BigUint, exponent: &[u8]) -> [u8; KEY_LEN] {
     let mut out = [0u8; KEY_LEN];
     // The result is below P, so it fits; left-pad with zeros.
     out[KEY_LEN - r.len()..].copy_from_slice(&r);
+    out
+}
+
+/// Fuzzing builds only (cargo-fuzz sets `cfg(fuzzing)`; no test or release build does): the
+/// key agreement runs in the multiplicative group modulo the prime 2^64 - 59 on the low 64
+/// bits of the key, so that a fuzzer spends its executions on the parsing around it rather
+/// than on 768-bit arithmetic (a few hundred executions a second otherwise). Keys still agree
+/// (`(g^a)^b = (g^b)^a`), every check on the keys is the real one, and the fuzz target plays
+/// the initiator with [`fuzzing_pow`].
+#[cfg(fuzzing)]
+fn mod_pow(base: &BigUint, exponent: &[u8]) -> [u8; KEY_LEN] {
+    fuzzing_pow(&base.to_bytes_be(), exponent)
+}
+
+/// The fuzzing builds' stand-in for `base^exponent mod P` (see `mod_pow`), for the fuzz
+/// target's initiator. `base` is big-endian, of any length.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub fn fuzzing_pow(base: &[u8], exponent: &[u8]) -> [u8; KEY_LEN] {
+    const P: u128 = u64::MAX as u128 - 58;
+    let low = base
+        .iter()
+        .rev()
+        .take(8)
+        .rev()
+        .fold(0u128, |acc, &b| acc << 8 | u128::from(b));
+    let mut acc: u128 = 1;
+    let base = low % P;
+    for &byte in exponent {
+        for bit in (0..8).rev() {
+            acc = acc * acc % P;
+            if byte >> bit & 1 == 1 {
+                acc = acc * base % P;
+            }
+        }
+    }
+    let mut out = [0u8; KEY_LEN];
+    out[KEY_LEN - 8..].copy_from_slice(&(acc as u64).to_be_bytes());
     out
 }
 
