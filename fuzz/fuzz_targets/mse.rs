@@ -1,170 +1,231 @@
-//! Fuzzes the MSE/PE responder (`core::mse::Responder`), the first code that meets an
-//! encrypted peer's bytes.
+//! Fuzzes both roles of the MSE/PE handshake (`core::mse::Initiator` and `Responder`), the
+//! first code that meets an encrypted peer's bytes.
 //!
-//! Two modes, by bit 0 of byte 0:
-//! - **raw**: arbitrary bytes, fed in chunks, as a hostile or confused peer sends them;
-//! - **honest start**: the harness plays a real initiator for the key exchange (Ya, PadA,
-//!   the synchronisation hash, the SKEY hash, all correct), then encrypts the fuzzer's bytes
-//!   as the rest of the handshake, so the fuzzer reaches the encrypted parsing (VC,
-//!   crypto_provide, PadC, IA) that random bytes never reach. With bit 1 set the harness
-//!   also frames that part (VC, a provide value, lengths from the input) and the fuzzer
-//!   supplies the padding and IA.
+//! Byte 0 picks the mode and the methods, byte 1 the chunk size, byte 2 the keys:
+//! - **raw responder** / **raw initiator**: arbitrary bytes, fed in chunks, as a hostile or
+//!   confused peer sends them;
+//! - **honest pair**: a real initiator and a real responder talk through a pipe, with the
+//!   initial payload and the bytes each sends behind its handshake taken from the input, and
+//!   up to eight byte flips (position and mask from the input) applied on the way. Without
+//!   flips both must be established on the same torrent and method, each must receive exactly
+//!   what the other sent, and RC4 streams must stay in step; with flips nothing may panic.
 //!
-//! Nothing may panic, the responder never sends more than Yb + PadB before it is established,
-//! and when it is established its answer must be what the specification says: the torrent
-//! the initiator named, the initial payload and every later byte handed on unchanged, and
-//! a reply that decrypts to VC and plaintext selected.
-//!
-//! Fuzzing builds agree on keys in a 64-bit group instead of the 768-bit one (see
-//! `mse::fuzzing_pow`: big-number arithmetic would otherwise take nearly all the time); the
-//! harness's initiator uses the same function. Run with `cargo fuzz run mse`.
+//! Neither side may send more than Yb and PadB (or Ya and PadA and its request) before it is
+//! established. Fuzzing builds agree on keys in a 64-bit group instead of the 768-bit one (see
+//! `mse::mod_pow`): big-number arithmetic would otherwise take nearly all the time. Run with
+//! `cargo fuzz run mse`.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ringtorrent::core::mse::{
-    fuzzing_pow, Rc4, Responder, Step, CRYPTO_PLAINTEXT, KEY_LEN, MAX_PAD,
+    Cipher, Initiator, Responder, Step, CRYPTO_PLAINTEXT, CRYPTO_RC4, KEY_LEN, MAX_PAD, SECRET_LEN,
 };
-use ringtorrent::core::{InfoHash, Rng};
-use sha1::{Digest, Sha1};
+use ringtorrent::core::InfoHash;
 
 const KNOWN: [InfoHash; 2] = [InfoHash::from_bytes([1; 20]), InfoHash::from_bytes([2; 20])];
 
 fuzz_target!(|data: &[u8]| {
-    let [flags, chunk, seed, rest @ ..] = data else {
+    let [mode, chunk, keys, rest @ ..] = data else {
         return;
     };
     let chunk = usize::from(*chunk).max(1);
-    let mut b = Responder::new(&mut Rng::new(u64::from(*seed)));
-    if flags & 1 == 0 {
-        raw(&mut b, rest, chunk);
-    } else {
-        honest(&mut b, *flags, rest, chunk);
+    let methods = |bits: u8| u32::from(bits & 3);
+    let secret = |salt: u8| [keys.wrapping_add(salt) | 1; SECRET_LEN];
+    match mode % 3 {
+        0 => {
+            let mut b = Responder::new(secret(0), vec![0; usize::from(*keys)], methods(mode >> 2));
+            let mut sent = 0;
+            for piece in rest.chunks(chunk) {
+                match b.feed(piece, &KNOWN) {
+                    Ok(Step::NeedMore) => {}
+                    Ok(Step::Send(bytes)) => {
+                        sent += bytes.len();
+                        assert!(sent <= KEY_LEN + MAX_PAD, "more than Yb and PadB");
+                    }
+                    Ok(Step::Established { .. }) | Err(_) => return,
+                }
+            }
+        }
+        1 => {
+            let (mut a, _) = Initiator::new(
+                secret(1),
+                KNOWN[0],
+                methods(mode >> 2),
+                vec![0; usize::from(*keys)],
+                Vec::new(),
+                b"ia".to_vec(),
+            );
+            let mut sent = 0;
+            for piece in rest.chunks(chunk) {
+                match a.feed(piece) {
+                    Ok(Step::NeedMore) => {}
+                    Ok(Step::Send(bytes)) => {
+                        sent += bytes.len();
+                        // The request: two hashes, the fixed part, PadC (empty), len(IA), IA.
+                        assert_eq!(sent, 20 + 20 + 14 + 2 + 2, "one request, once");
+                    }
+                    Ok(Step::Established { .. }) | Err(_) => return,
+                }
+            }
+        }
+        _ => pair(*mode, chunk, *keys, rest),
     }
 });
 
-/// Feeds `bytes` in `chunk`-sized pieces until the responder is done. Returns what it sent
-/// before it was established, and the final step (or `None` if it still wants more). Bytes
-/// left after the feed that established the connection are plaintext for the session, as a
-/// driver would deliver them: they are appended to `plaintext_after`.
-fn feed(b: &mut Responder, bytes: &[u8], chunk: usize) -> (Vec<u8>, Option<Result<Step, ()>>) {
-    let mut sent = Vec::new();
-    for (n, piece) in bytes.chunks(chunk).enumerate() {
-        match b.feed(piece, &KNOWN) {
-            Ok(Step::NeedMore) => {}
-            Ok(Step::Send(bytes)) => {
-                sent.extend(bytes);
-                assert!(sent.len() <= KEY_LEN + MAX_PAD, "more than Yb and PadB");
-            }
-            Ok(Step::Established {
-                info_hash,
-                send,
-                mut plaintext_after,
-            }) => {
-                plaintext_after.extend(&bytes[((n + 1) * chunk).min(bytes.len())..]);
-                let done = Step::Established {
-                    info_hash,
-                    send,
-                    plaintext_after,
-                };
-                return (sent, Some(Ok(done)));
-            }
-            Err(_) => return (sent, Some(Err(()))),
-        }
-    }
-    (sent, None)
-}
-
-fn raw(b: &mut Responder, bytes: &[u8], chunk: usize) {
-    let (sent, _) = feed(b, bytes, chunk);
-    assert!(
-        sent.is_empty() || sent.len() >= KEY_LEN,
-        "Yb goes out whole"
-    );
-}
-
-fn honest(b: &mut Responder, flags: u8, rest: &[u8], chunk: usize) {
-    let [e0, e1, pad_a, which, provide, pad_c, ia0, ia1, tail @ ..] = rest else {
+/// The honest pair. Input: `flips` count, then that many (position u16, mask) triples, then
+/// `skey` choice, IA length, and the rest split between IA, A's and B's bytes after.
+fn pair(mode: u8, chunk: usize, keys: u8, rest: &[u8]) {
+    let [nflips, tail @ ..] = rest else {
         return;
     };
-    let secret = [*e0 | 1, *e1, 0x5a];
-    let ya = fuzzing_pow(&[2], &secret);
-    let mut first = ya.to_vec();
-    first.resize(KEY_LEN + usize::from(*pad_a) * 2, 0);
-    let (sent, done) = feed(b, &first, chunk);
-    if done.is_some() || sent.len() < KEY_LEN {
-        // Refused a valid key, or (for a tiny Ya) still waiting: nothing deeper to reach.
+    let nflips = usize::from(nflips % 9);
+    if tail.len() < nflips * 3 + 2 {
         return;
     }
-    let s = fuzzing_pow(&sent[..KEY_LEN], &secret);
-    // SKEY: one of ours, or (bit 2) a torrent we do not serve.
+    let (flip_bytes, tail) = tail.split_at(nflips * 3);
+    let flips: Vec<(usize, u8)> = flip_bytes
+        .chunks(3)
+        .map(|f| (usize::from(u16::from_le_bytes([f[0], f[1]])), f[2]))
+        .filter(|&(_, mask)| mask != 0)
+        .collect();
+    let [which, ia_len, tail @ ..] = tail else {
+        return;
+    };
     let skey = if which & 4 != 0 {
         InfoHash::from_bytes([9; 20])
     } else {
         KNOWN[usize::from(which & 1)]
     };
-    let mut second = hash(&[b"req1", &s]).to_vec();
-    let req2 = hash(&[b"req2", skey.as_bytes()]);
-    let req3 = hash(&[b"req3", &s]);
-    second.extend(req2.iter().zip(req3).map(|(a, b)| a ^ b));
-    let mut plain = Vec::new();
-    let framed = flags & 2 != 0;
-    let (pad_c_len, ia_len) = (
-        usize::from(*pad_c) * 3,
-        usize::from(u16::from_be_bytes([*ia0, *ia1])),
+    let (ia, tail) = tail.split_at(usize::from(*ia_len).min(tail.len()));
+    let (a_after, b_after) = tail.split_at(tail.len() / 2);
+    let provide = u32::from(mode >> 2 & 3);
+    let allow = u32::from(mode >> 4 & 3);
+    let pad = |n: u8| vec![0x77; usize::from(n) * 2];
+    let (mut a, first) = Initiator::new(
+        [keys | 1; SECRET_LEN],
+        skey,
+        provide,
+        pad(keys),
+        pad(keys >> 3),
+        ia.to_vec(),
     );
-    if framed {
-        plain.extend([0u8; 8]);
-        plain.extend(u32::from(*provide & 3).to_be_bytes());
-        plain.extend((pad_c_len as u16).to_be_bytes());
-        let pad_len = pad_c_len.min(tail.len());
-        plain.extend(&tail[..pad_len]);
-        plain.extend((ia_len as u16).to_be_bytes());
-        plain.extend(&tail[pad_len..]);
-    } else {
-        plain.extend(tail);
+    let mut b = Responder::new(
+        [keys.wrapping_add(7) | 1; SECRET_LEN],
+        pad(keys >> 1),
+        allow,
+    );
+
+    // The pipe: bytes each way, positions counted from the start of each direction.
+    let (mut to_b, mut to_a) = (first, Vec::new());
+    let (mut at_b, mut at_a) = (0usize, 0usize);
+    let mut a_got: Option<(Vec<u8>, Option<Box<Cipher>>)> = None;
+    let mut b_got: Option<(Vec<u8>, Option<Box<Cipher>>)> = None;
+    let flip = |stream: u8, at: usize, bytes: &mut [u8]| {
+        for &(pos, mask) in &flips {
+            // Even positions flip the A-to-B direction, odd ones B-to-A.
+            let (dir, pos) = ((pos & 1) as u8, pos >> 1);
+            if dir == stream && pos >= at && pos < at + bytes.len() {
+                bytes[pos - at] ^= mask;
+            }
+        }
+    };
+    for _ in 0..100_000 {
+        if to_b.is_empty() && to_a.is_empty() {
+            break;
+        }
+        if !to_b.is_empty() {
+            let mut piece: Vec<u8> = to_b.drain(..chunk.min(to_b.len())).collect();
+            flip(0, at_b, &mut piece);
+            at_b += piece.len();
+            match &mut b_got {
+                Some((plain, cipher)) => {
+                    if let Some(c) = cipher.as_mut() {
+                        ringtorrent_apply(c, &mut piece, false);
+                    }
+                    plain.extend(piece);
+                }
+                None => match b.feed(&piece, &KNOWN) {
+                    Ok(Step::NeedMore) => {}
+                    Ok(Step::Send(bytes)) => to_a.extend(bytes),
+                    Ok(Step::Established {
+                        info_hash,
+                        send,
+                        plaintext_after,
+                        mut cipher,
+                    }) => {
+                        assert_eq!(info_hash, skey);
+                        assert!(which & 4 == 0, "established for a torrent we do not serve");
+                        to_a.extend(send);
+                        let mut after = b_after.to_vec();
+                        if let Some(c) = cipher.as_mut() {
+                            ringtorrent_apply(c, &mut after, true);
+                        }
+                        to_a.extend(after);
+                        b_got = Some((plaintext_after, cipher));
+                    }
+                    Err(_) => return,
+                },
+            }
+        }
+        if !to_a.is_empty() {
+            let mut piece: Vec<u8> = to_a.drain(..chunk.min(to_a.len())).collect();
+            flip(1, at_a, &mut piece);
+            at_a += piece.len();
+            match &mut a_got {
+                Some((plain, cipher)) => {
+                    if let Some(c) = cipher.as_mut() {
+                        ringtorrent_apply(c, &mut piece, false);
+                    }
+                    plain.extend(piece);
+                }
+                None => match a.feed(&piece) {
+                    Ok(Step::NeedMore) => {}
+                    Ok(Step::Send(bytes)) => to_b.extend(bytes),
+                    Ok(Step::Established {
+                        info_hash,
+                        send,
+                        plaintext_after,
+                        mut cipher,
+                    }) => {
+                        assert_eq!(info_hash, skey);
+                        assert!(send.is_empty());
+                        let mut after = a_after.to_vec();
+                        if let Some(c) = cipher.as_mut() {
+                            ringtorrent_apply(c, &mut after, true);
+                        }
+                        to_b.extend(after);
+                        a_got = Some((plaintext_after, cipher));
+                    }
+                    Err(_) => return,
+                },
+            }
+        }
     }
-    let clear = plain.clone();
-    let mut encrypt = Rc4::new_mse(&hash(&[b"keyA", &s, skey.as_bytes()]));
-    encrypt.apply(&mut plain);
-    second.extend(&plain);
-    let (more, done) = feed(b, &second, chunk);
-    assert!(sent.len() + more.len() <= KEY_LEN + MAX_PAD);
-    let Some(Ok(Step::Established {
-        info_hash,
-        send,
-        plaintext_after,
-    })) = done
-    else {
+    if !flips.is_empty() {
+        return;
+    }
+    // Untouched, the two must agree whenever the methods meet.
+    let meets = provide & allow != 0 && which & 4 == 0;
+    let (Some((a_plain, a_cipher)), Some((b_plain, b_cipher))) = (a_got, b_got) else {
+        assert!(!meets, "an honest pair with a common method did not finish");
         return;
     };
-    assert_eq!(info_hash, skey, "established for another torrent");
-    assert!(which & 4 == 0, "established for a torrent we do not serve");
-    // The reply: VC, crypto_select = plaintext, len(PadD) = 0, under B's key.
-    let mut reply = send;
-    let mut decrypt = Rc4::new_mse(&hash(&[b"keyB", &s, skey.as_bytes()]));
-    decrypt.apply(&mut reply);
-    assert_eq!(&reply[..8], &[0u8; 8], "VC");
+    assert_eq!(a_cipher.is_some(), b_cipher.is_some(), "methods differ");
+    let rc4 = a_cipher.is_some();
     assert_eq!(
-        &reply[8..12],
-        &CRYPTO_PLAINTEXT.to_be_bytes(),
-        "crypto_select"
+        rc4,
+        provide & allow & CRYPTO_PLAINTEXT == 0 && provide & allow & CRYPTO_RC4 != 0
     );
-    if framed && tail.len() >= pad_c_len {
-        // IA decrypted, then every later byte exactly as it arrived: after IA the initiator
-        // speaks plaintext, so the responder must not decrypt it (here it is the harness's
-        // ciphertext, which tells the two apart).
-        let ia_at = 8 + 4 + 2 + pad_c_len + 2;
-        let mut expect = clear[ia_at..ia_at + ia_len].to_vec();
-        expect.extend(&plain[ia_at + ia_len..]);
-        assert_eq!(plaintext_after, expect);
-    }
+    assert_eq!(a_plain, b_after, "A received what B sent");
+    assert_eq!(b_plain, [ia, a_after].concat(), "B received what A sent");
 }
 
-fn hash(parts: &[&[u8]]) -> [u8; 20] {
-    let mut h = Sha1::new();
-    for p in parts {
-        h.update(p);
+/// Encrypts (`send`) or decrypts with one of a cipher's two streams.
+fn ringtorrent_apply(c: &mut Cipher, bytes: &mut [u8], send: bool) {
+    if send {
+        c.send.apply(bytes);
+    } else {
+        c.recv.apply(bytes);
     }
-    h.finalize().into()
 }
