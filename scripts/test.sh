@@ -41,7 +41,8 @@ echo "== examples build"
 cargo build --locked --examples --quiet
 echo "== fuzz targets build"
 # The fuzz crate's lock follows the main crate's dependencies; it is refreshed, not enforced.
-cargo check --manifest-path fuzz/Cargo.toml --quiet
+# cargo-fuzz builds them with `--cfg fuzzing` (the MSE target needs it), so check them so too.
+RUSTFLAGS="--cfg fuzzing" cargo check --manifest-path fuzz/Cargo.toml --quiet
 echo "== cargo test"
 cargo test --locked
 echo "== benches' self-checks"

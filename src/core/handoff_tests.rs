@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use super::api::{Action, CloseReason, ConnId, Event};
 use super::config::Config;
-use super::mse::tests::Initiator;
-use super::mse::{CRYPTO_PLAINTEXT, KEY_LEN};
+use super::mse::{Initiator, Step, CRYPTO_PLAINTEXT, KEY_LEN};
 use super::session::HandOff;
 use super::wire::{Decoded, Handshake, Message, Reserved, SplitBytes, HANDSHAKE_LEN};
 use super::{Bitfield, PeerId, Session, Time};
@@ -149,14 +148,23 @@ fn plain_handshake_moves_with_every_byte_received() {
 fn mse_connection_moves_after_the_key_exchange() {
     let mut p = pair();
     let hash = p.info.info_hash();
-    let initiator = Initiator::new(5, hash, CRYPTO_PLAINTEXT);
-    p.a.handle_recv(p.conn, &initiator.first(), NOW);
+    // Only the first part of the plain handshake rides in the initial payload.
+    let hs = their_handshake(&p.info);
+    let (mut initiator, first) = Initiator::new(
+        [5; 20],
+        hash,
+        CRYPTO_PLAINTEXT,
+        vec![0xAB; 31],
+        vec![0x5A; 7],
+        hs[..20].to_vec(),
+    );
+    p.a.handle_recv(p.conn, &first, NOW);
     assert_eq!(actions(&mut p.a), vec![Action::Send { conn: p.conn }]);
     let yb: Vec<u8> = p.a.take_send(p.conn, usize::MAX).concat();
     assert!(yb.len() >= KEY_LEN);
-    // Only the first part of the plain handshake rides in the initial payload.
-    let hs = their_handshake(&p.info);
-    let (second, mut decrypt) = initiator.second(&yb[..KEY_LEN], &hs[..20]);
+    let Ok(Step::Send(second)) = initiator.feed(&yb) else {
+        panic!("the initiator answers Yb");
+    };
     p.a.handle_recv(p.conn, &second, NOW);
     assert_eq!(
         actions(&mut p.a),
@@ -171,14 +179,18 @@ fn mse_connection_moves_after_the_key_exchange() {
     let t = p.b.torrent_by_hash(&hash).unwrap();
     assert_eq!(p.b.peer_count(t), 1);
     // The owner sends the end of the MSE reply (encrypted: VC, plaintext selected), then
-    // its plain handshake.
+    // its plain handshake, which the initiator sees once the reply is through.
     let sent: Vec<u8> = p.b.take_send(conn, usize::MAX).concat();
-    let mut reply = sent[..14].to_vec();
-    decrypt.apply(&mut reply);
-    assert_eq!(&reply[..8], &[0u8; 8], "verification constant");
-    assert_eq!(&reply[8..12], &CRYPTO_PLAINTEXT.to_be_bytes());
-    assert_eq!(reply[12..14], [0, 0], "no padding");
-    let Ok(Decoded::Complete { value, .. }) = Handshake::decode(SplitBytes::single(&sent[14..]))
+    let Ok(Step::Established {
+        plaintext_after,
+        cipher: None,
+        ..
+    }) = initiator.feed(&sent)
+    else {
+        panic!("the reply selects plaintext");
+    };
+    let Ok(Decoded::Complete { value, .. }) =
+        Handshake::decode(SplitBytes::single(&plaintext_after))
     else {
         panic!("a plain handshake follows the MSE reply");
     };

@@ -55,7 +55,7 @@ use super::config::Config;
 use super::context::{Context, Outbox};
 use super::limiter::RateLimits;
 use super::metadata::MagnetTorrent;
-use super::mse::{Responder, Step};
+use super::mse::{Responder, Step, CRYPTO_PLAINTEXT, MAX_PAD, SECRET_LEN};
 use super::peer::Peer;
 use super::peers::PeerSet;
 use super::picker::Priority;
@@ -1049,7 +1049,14 @@ impl Session {
             && matches!(h.mse, Mse::Off)
             && h.recv.first().is_some_and(|&b| b != 19)
         {
-            h.mse = Mse::Responding(Box::new(Responder::new(&mut self.rng)));
+            // Keys from the seeded generator and plaintext only until the connection can
+            // carry RC4 and the drivers hand the core key material (issue 18's next step).
+            let mut secret = [0u8; SECRET_LEN];
+            self.rng.fill(&mut secret);
+            let mut pad_b = vec![0u8; self.rng.index(MAX_PAD + 1)];
+            self.rng.fill(&mut pad_b);
+            let responder = Responder::new(secret, pad_b, CRYPTO_PLAINTEXT);
+            h.mse = Mse::Responding(Box::new(responder));
         }
         if let Mse::Responding(responder) = &mut h.mse {
             let data = h.recv.split();
@@ -1064,7 +1071,9 @@ impl Session {
                     info_hash,
                     send,
                     plaintext_after,
+                    cipher,
                 }) => {
+                    debug_assert!(cipher.is_none(), "plaintext is all this responder allows");
                     h.recv.extend_from_slice(&plaintext_after);
                     h.mse = Mse::Done(info_hash);
                     if !self.by_hash.contains_key(&info_hash) {
