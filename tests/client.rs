@@ -117,6 +117,18 @@ fn a_download_reports_every_step_as_it_happens() {
     assert!(events.is_closed());
 }
 
+/// Whether this process holds `path` open or mapped (deleted files included).
+fn holds(path: &Path) -> bool {
+    let name = path.to_string_lossy().into_owned();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let fds = std::fs::read_dir("/proc/self/fd").unwrap().filter_map(|e| {
+        std::fs::read_link(e.ok()?.path())
+            .ok()
+            .map(|l| l.to_string_lossy().into_owned())
+    });
+    maps.lines().any(|l| l.contains(&name)) || fds.into_iter().any(|l| l.starts_with(&name))
+}
+
 #[test]
 fn pause_resume_limits_and_remove() {
     let tmp = tempfile::tempdir().unwrap();
@@ -171,8 +183,12 @@ fn pause_resume_limits_and_remove() {
         client.add(AddTorrent::magnet("magnet:?xt=urn:btih:zz")),
         Err(ClientError::InvalidMagnet(_))
     ));
+    let file = tmp.path().join("data/file.bin");
+    assert!(holds(&file), "a seeding torrent has its file open");
     t.remove(true).unwrap();
-    assert!(!tmp.path().join("data/file.bin").exists());
+    assert!(!file.exists());
+    // Deleted means gone: no descriptor or mapping keeps the file (and its disk space).
+    assert!(!holds(&file), "the removed torrent's file is still open");
     assert!(!resume.exists());
     assert!(matches!(t.status(), Err(ClientError::UnknownTorrent(_))));
     assert!(client.get(t.info_hash()).is_none());

@@ -666,6 +666,7 @@ impl State {
             let now = d.now();
             let have = d.session().have(id).cloned();
             d.session().remove_torrent(id, now);
+            d.detach_storage(id);
             map.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
             have
         })?;
@@ -813,6 +814,7 @@ impl State {
                 self.call(e.shard, move |d| {
                     let now = d.now();
                     d.session().remove_torrent(id, now);
+                    d.detach_storage(id);
                     map.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                 })?;
             }

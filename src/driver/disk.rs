@@ -82,6 +82,12 @@ impl DiskBridge {
         self.storage.insert(torrent, storage);
     }
 
+    /// Forgets a torrent's storage (the torrent left this loop), so that its files and
+    /// mappings close once the jobs in flight, which hold their own reference, are done.
+    pub(crate) fn detach(&mut self, torrent: TorrentId) {
+        self.storage.remove(&torrent);
+    }
+
     /// Hands a disk operation to the pool. Operations for a torrent without storage are
     /// dropped (the torrent is gone).
     pub(crate) fn submit(&mut self, op: DiskOp) {

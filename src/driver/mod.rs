@@ -204,6 +204,12 @@ impl<P: Protocol> Driver<P> {
         self.core_mut().disk.attach(torrent, storage);
     }
 
+    /// Forgets a torrent's storage: call it when the torrent leaves the session, or its
+    /// files stay open (and, deleted, keep their disk space) for as long as the loop runs.
+    pub fn detach_storage(&mut self, torrent: TorrentId) {
+        self.core_mut().disk.detach(torrent);
+    }
+
     /// The loop's counters.
     pub fn loop_stats(&self) -> LoopStats {
         self.core().loop_stats()
