@@ -92,6 +92,9 @@ const MAX_REDIALS: u32 = 5;
 /// Bytes queued to the target on one connection before a seed stops answering requests
 /// until the socket drains (the target's own pipeline bounds this in practice).
 const SEND_HIGH: usize = 4 << 20;
+/// In a run with a duration, how long a seed that a complete target dropped waits before it
+/// dials again to see whether the target lost its data (a remove and re-add, a restart).
+const SEED_RECHECK: Duration = Duration::from_secs(10);
 /// Housekeeping period: dials, time-outs.
 const TICK: Duration = Duration::from_millis(20);
 /// How often a slow reader sends a keep-alive: well inside the two minutes clients send
@@ -640,7 +643,14 @@ impl LoadPeers {
                 p.pending
                     .retain(|q| !(q.piece == r.piece && q.offset == r.offset));
             }
-            Message::Interested => p.target_interested = true,
+            // A target that wants something of a seed is not complete (any more: a target
+            // that lost its data, removed and added again or restarted, starts over).
+            Message::Interested => {
+                p.target_interested = true;
+                if p.role == Role::Seed {
+                    self.target_complete = false;
+                }
+            }
             // A target that loses interest in a peer with every piece wants nothing more:
             // it is complete (targets need not send `have` to seeds, so this is the signal).
             Message::NotInterested => {
@@ -877,7 +887,15 @@ impl Protocol for LoadPeers {
         if p.role == Role::Seed && self.target_complete && p.phase == Phase::Active {
             self.stats.add("conn.closed_when_complete", 1);
             self.forget(i, now);
-            self.peers[i].phase = Phase::Finished;
+            // In a run with a duration the seed looks in again now and then, in case the
+            // target lost its data since; otherwise its work is done.
+            self.peers[i].phase = if self.s.repeat {
+                Phase::Idle {
+                    at: now + SEED_RECHECK,
+                }
+            } else {
+                Phase::Finished
+            };
             return;
         }
         if p.corrupt && p.phase == Phase::Active {
@@ -927,7 +945,9 @@ impl Protocol for LoadPeers {
         for i in 0..self.peers.len() {
             let p = &self.peers[i];
             match p.phase {
-                Phase::Idle { .. } if self.target_complete && p.role == Role::Seed => {
+                Phase::Idle { .. }
+                    if self.target_complete && p.role == Role::Seed && !self.s.repeat =>
+                {
                     self.peers[i].phase = Phase::Finished;
                 }
                 Phase::Idle { at }
@@ -1044,5 +1064,44 @@ mod tests {
         assert_eq!(p.take_send(conn, usize::MAX).concat(), vec![0, 0, 0, 0]);
         // A run of slow readers alone has nothing to wait for.
         assert!(p.is_done());
+    }
+
+    #[test]
+    fn in_a_timed_run_seeds_look_in_again_on_a_target_that_lost_its_data() {
+        let now = Time::from_secs(1);
+        let mut st = settings(0, 0.0);
+        st.roles = vec![Role::Seed];
+        st.repeat = true;
+        st.max_half_open = 1;
+        let mut p = LoadPeers::new(st, now);
+        p.handle_timeout(now);
+        let conn = connects(&mut p)[0];
+        p.handle_connected(conn, now);
+        let _ = p.take_send(conn, usize::MAX);
+        // A complete target: have-all, no interest; it drops the seed.
+        let hs = Handshake::new(Reserved::NONE, p.s.info_hash, PeerId::from_bytes([9; 20]));
+        let mut bytes = hs.to_bytes().to_vec();
+        Message::Bitfield {
+            bits: SplitBytes::single(&Bitfield::full(16).to_wire()),
+        }
+        .encode(&mut bytes);
+        p.handle_recv(conn, &bytes, now);
+        assert!(p.target_complete);
+        p.handle_closed(conn, now);
+        assert_eq!(p.stats.counters.get("conn.closed_when_complete"), Some(&1));
+        // Not finished: after SEED_RECHECK it dials again.
+        p.handle_timeout(now + TICK);
+        assert!(connects(&mut p).is_empty());
+        let later = now + SEED_RECHECK + TICK;
+        p.handle_timeout(later);
+        let conn = connects(&mut p)[0];
+        p.handle_connected(conn, later);
+        let _ = p.take_send(conn, usize::MAX);
+        // The target lost its data: it has nothing and wants the seed's pieces.
+        let mut bytes = hs.to_bytes().to_vec();
+        Message::HaveNone.encode(&mut bytes);
+        Message::Interested.encode(&mut bytes);
+        p.handle_recv(conn, &bytes, later);
+        assert!(!p.target_complete, "a target that asks is not complete");
     }
 }
