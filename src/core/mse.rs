@@ -553,8 +553,8 @@ enum InitState {
     Finished,
 }
 
-/// The dialling side of an MSE handshake. Send [`Initiator::start`]'s bytes first, then feed
-/// it every byte the peer sends until it returns [`Step::Established`] or an error.
+/// The dialling side of an MSE handshake. Send the bytes [`Initiator::new`] returns first,
+/// then feed it every byte the peer sends until it returns [`Step::Established`] or an error.
 #[derive(Debug)]
 pub struct Initiator {
     state: InitState,

@@ -749,8 +749,18 @@ impl LoadPeers {
         if p.choked {
             return;
         }
+        // Blocks to ask again (rejected, or left from a dropped connection) go first, but only
+        // those the target has now: asking it for the others would only earn rejects, and
+        // asking again at once for each makes a storm of them.
+        let mut later = Vec::new();
         while p.outstanding.len() < pipeline {
-            let next = if let Some(r) = p.retry.pop_front() {
+            let retry = loop {
+                match p.retry.pop_front() {
+                    Some(r) if !p.target_has.get(r.0) => later.push(r),
+                    other => break other,
+                }
+            };
+            let next = if let Some(r) = retry {
                 Some(r)
             } else {
                 loop {
@@ -783,6 +793,7 @@ impl LoadPeers {
                 at: now,
             });
         }
+        p.retry.extend(later);
         if !out.is_empty() {
             self.queue(i, &out);
             let p = &mut self.peers[i];
@@ -827,6 +838,9 @@ impl Protocol for LoadPeers {
         let p = &mut self.peers[i];
         p.phase = Phase::Handshaking;
         p.phase_since = now;
+        // A new connection: what the target had on the last one (before a restart, a pause
+        // or a remove) says nothing now; its bitfield will tell.
+        p.target_has = Bitfield::new(self.s.lengths.piece_count());
         self.stats.add("conn.connected", 1);
         let reserved = Reserved::NONE.with(ReservedFlag::Fast, true);
         let hs = Handshake::new(reserved, self.s.info_hash, p.id).to_bytes();
@@ -1103,5 +1117,45 @@ mod tests {
         Message::Interested.encode(&mut bytes);
         p.handle_recv(conn, &bytes, later);
         assert!(!p.target_complete, "a target that asks is not complete");
+    }
+
+    #[test]
+    fn blocks_asked_again_are_only_those_the_target_has_now() {
+        let now = Time::from_secs(1);
+        let mut p = LoadPeers::new(settings(1, 0.0), now);
+        p.handle_timeout(now);
+        let conn = connects(&mut p)[0];
+        p.handle_connected(conn, now);
+        let _ = p.take_send(conn, usize::MAX);
+        let hs = Handshake::new(Reserved::NONE, p.s.info_hash, PeerId::from_bytes([9; 20]));
+        let mut bytes = hs.to_bytes().to_vec();
+        Message::HaveAll.encode(&mut bytes);
+        Message::Unchoke.encode(&mut bytes);
+        p.handle_recv(conn, &bytes, now);
+        assert_eq!(p.peers[0].outstanding.len(), 8);
+        // The target goes away with eight requests open, and comes back with one piece.
+        p.handle_closed(conn, now);
+        assert_eq!(p.peers[0].retry.len(), 8);
+        let later = now + Duration::from_secs(30);
+        p.handle_timeout(later);
+        let conn = connects(&mut p)[0];
+        p.handle_connected(conn, later);
+        let _ = p.take_send(conn, usize::MAX);
+        let mut bytes = hs.to_bytes().to_vec();
+        Message::HaveNone.encode(&mut bytes);
+        Message::Have { piece: 15 }.encode(&mut bytes);
+        Message::Unchoke.encode(&mut bytes);
+        p.handle_recv(conn, &bytes, later);
+        let asked: Vec<u32> = p.peers[0].outstanding.iter().map(|o| o.piece).collect();
+        assert!(!asked.is_empty());
+        assert!(
+            asked.iter().all(|&piece| piece == 15),
+            "asked for {asked:?}"
+        );
+        assert_eq!(
+            p.peers[0].retry.len(),
+            8,
+            "the rest wait for the target to have them"
+        );
     }
 }
