@@ -122,9 +122,10 @@ wait "$load" || { echo "swarm-load failed" >&2; tail -20 "$out/load.log" >&2; ex
 # The last download (started at least one cycle before the end) must have finished.
 done_at=$(( $(date +%s) + 30 ))
 while :; do
-    progress=$(curl -sS --max-time 30 "$api/torrents/$hash" | sed -n 's/.*"progress": *\([0-9.]*\).*/\1/p')
+    status=$(curl -sS --max-time 30 "$api/torrents/$hash" || true)
+    progress=$(echo "$status" | sed -n 's/.*"progress": *\([0-9.]*\).*/\1/p')
     [ "$progress" = "1.0" ] || [ "$progress" = "1" ] && break
-    [ "$(date +%s)" -lt "$done_at" ] || { echo "the torrent did not complete: $progress" >&2; exit 1; }
+    [ "$(date +%s)" -lt "$done_at" ] || { echo "the torrent did not complete: $status" >&2; exit 1; }
     sleep 1
 done
 kill -TERM "$serve"
