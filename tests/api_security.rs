@@ -12,26 +12,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::serve::Serve;
-use common::{ringtorrent, run_bounded, run_ok, write_payload};
+use common::{ringtorrent, run_bounded, run_ok};
 
 /// A torrent of a payload in `dir/data`: its bytes and info hash.
 fn torrent(dir: &Path, name: &str) -> (Vec<u8>, String) {
-    let data = dir.join("data").join(name);
-    write_payload(&data, 200_003, 17);
-    let path = dir.join(format!("{name}.torrent"));
-    run_ok(
-        ringtorrent()
-            .arg("create")
-            .arg(&data)
-            .args(["-l", "64K", "-o"])
-            .arg(&path),
-    );
-    let info = run_ok(ringtorrent().arg("info").arg(&path).arg("--json"));
-    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
-    (
-        std::fs::read(&path).unwrap(),
-        v["info_hash"].as_str().unwrap().to_owned(),
-    )
+    let (path, hash) = common::serve::torrent(dir, name, 200_003, 17);
+    (std::fs::read(path).unwrap(), hash)
 }
 
 fn listed(serve: &Serve, auth: &[&str]) -> usize {

@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::serve::Serve;
-use common::{loopback_addr, ringtorrent, run_bounded, run_ok, write_payload, Proc, START_LIMIT};
+use common::serve::{torrent, Serve};
+use common::{loopback_addr, ringtorrent, run_bounded, run_ok, Proc, START_LIMIT};
 
 /// Waits until `f` holds, up to `limit`.
 fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -22,24 +21,6 @@ fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     false
-}
-
-/// A payload under `dir/data/<name>` and its torrent at `dir/<name>.torrent`; returns the
-/// torrent's path and info hash.
-fn torrent(dir: &Path, name: &str, len: usize, seed: u64) -> (PathBuf, String) {
-    let data = dir.join("data").join(name);
-    write_payload(&data, len, seed);
-    let path = dir.join(format!("{name}.torrent"));
-    run_ok(
-        ringtorrent()
-            .arg("create")
-            .arg(&data)
-            .args(["-l", "64K", "-o"])
-            .arg(&path),
-    );
-    let info = run_ok(ringtorrent().arg("info").arg(&path).arg("--json"));
-    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
-    (path, v["info_hash"].as_str().unwrap().to_owned())
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{first_lines, ringtorrent, run_ok, START_LIMIT};
+use super::{first_lines, ringtorrent, run_ok, write_payload, START_LIMIT};
 
 /// A running `serve`, killed by PID when dropped.
 pub struct Serve {
@@ -193,4 +193,22 @@ impl Serve {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// A payload under `dir/data/<name>` and its torrent at `dir/<name>.torrent`; returns the
+/// torrent's path and info hash.
+pub fn torrent(dir: &Path, name: &str, len: usize, seed: u64) -> (PathBuf, String) {
+    let data = dir.join("data").join(name);
+    write_payload(&data, len, seed);
+    let path = dir.join(format!("{name}.torrent"));
+    run_ok(
+        ringtorrent()
+            .arg("create")
+            .arg(&data)
+            .args(["-l", "64K", "-o"])
+            .arg(&path),
+    );
+    let info = run_ok(ringtorrent().arg("info").arg(&path).arg("--json"));
+    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    (path, v["info_hash"].as_str().unwrap().to_owned())
 }
