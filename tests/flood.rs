@@ -17,8 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    info_json, loopback_addr, ringtorrent, run_ok, same_tree, sandboxed, support, write_payload,
-    Proc, Stream, START_LIMIT,
+    loopback_addr, ringtorrent, same_tree, sandboxed, support, Proc, Stream, START_LIMIT,
 };
 
 /// The bound on a wait for what a child says.
@@ -26,21 +25,8 @@ const LIMIT: Duration = Duration::from_secs(120);
 
 /// A payload and its torrent under `dir`; returns (data folder, torrent, info hash).
 fn payload(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
-    let data = dir.join("data");
-    write_payload(&data.join("flood.bin"), 3_000_017, 17);
-    let torrent = dir.join("flood.torrent");
-    run_ok(
-        ringtorrent()
-            .arg("create")
-            .arg(data.join("flood.bin"))
-            .args(["-l", "64K", "-o"])
-            .arg(&torrent),
-    );
-    let hash = info_json(&torrent)["info_hash"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    (data, torrent, hash)
+    let (torrent, hash) = common::serve::torrent(dir, "flood.bin", 3_000_017, 17);
+    (dir.join("data"), torrent, hash)
 }
 
 /// Starts `ringtorrent seed` on 127.0.0.1 (any free port), with `nofile` as its descriptor
