@@ -117,6 +117,31 @@ fn a_download_reports_every_step_as_it_happens() {
     assert!(events.is_closed());
 }
 
+#[test]
+fn a_downloaded_torrent_paused_and_resumed_keeps_its_pieces() {
+    // Its files were created empty when it was added; by the time it resumes they hold
+    // everything, and resuming must not take them for new (the soak found it starting over).
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = make(&tmp.path().join("seed"), "file.bin", 1_000_000);
+    let seed = seeder(&tmp.path().join("seed"), &torrent);
+    let leech = Client::start(config(&tmp.path().join("leech"))).unwrap();
+    let events = leech.subscribe();
+    let t = leech
+        .add(AddTorrent::bytes(torrent).peers(seed.listen_addr()))
+        .unwrap();
+    until(&events, |e| matches!(e, ClientEvent::Completed { .. }));
+    // No peer to fetch anything again from.
+    seed.shutdown();
+    t.pause().unwrap();
+    t.resume().unwrap();
+    let status = t.status().unwrap();
+    assert_eq!(
+        (status.state, status.pieces_have),
+        (TorrentState::Seeding, 16)
+    );
+    leech.shutdown();
+}
+
 /// Whether this process holds `path` open or mapped (deleted files included).
 fn holds(path: &Path) -> bool {
     let name = path.to_string_lossy().into_owned();

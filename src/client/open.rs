@@ -50,7 +50,7 @@ pub(crate) fn open(
             source,
         }
     })?);
-    let (have, source) = restore(&storage, pool, trust_data, resume_dir);
+    let (have, source) = restore(&storage, pool, trust_data, true, resume_dir);
     Ok(Opened {
         storage,
         have,
@@ -58,11 +58,14 @@ pub(crate) fn open(
     })
 }
 
-/// The pieces `storage` holds verified, and how that was learnt.
+/// The pieces `storage` holds verified, and how that was learnt. `just_opened`: the storage
+/// was opened by this call, so files it created hold nothing yet; a storage that has been in
+/// use (a paused torrent resuming) may have filled the files it created since.
 pub(crate) fn restore(
     storage: &Storage,
     pool: &DiskPool,
     trust_data: bool,
+    just_opened: bool,
     resume_dir: Option<&Path>,
 ) -> (Bitfield, DataSource) {
     let info = storage.info();
@@ -71,12 +74,13 @@ pub(crate) fn restore(
         return (Bitfield::full(pieces), DataSource::Trusted);
     }
     // Files this open just created hold zeros: hashing them would only prove that.
-    let all_new = storage.file_states().all(|s| {
-        matches!(
-            s,
-            FileState::Present { created: true, .. } | FileState::NotStored
-        )
-    });
+    let all_new = just_opened
+        && storage.file_states().all(|s| {
+            matches!(
+                s,
+                FileState::Present { created: true, .. } | FileState::NotStored
+            )
+        });
     if all_new {
         return (Bitfield::new(pieces), DataSource::New);
     }

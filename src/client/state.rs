@@ -709,7 +709,8 @@ impl State {
         }
         let info = entry.info.clone().ok_or(ClientError::NoMetadata(hash))?;
         let dir = entry.settings.save_dir.clone().unwrap_or(data_dir);
-        if entry.problem.is_some() {
+        let reopened = entry.problem.is_some();
+        if reopened {
             let storage = Storage::open(info.clone(), &dir, entry.mode()).map_err(|source| {
                 ClientError::Storage {
                     name: info.name().to_string(),
@@ -724,7 +725,7 @@ impl State {
             .storage
             .clone()
             .expect("torrents with metadata have storage");
-        let (have, source) = open::restore(&storage, &pool, false, resume_dir.as_deref());
+        let (have, source) = open::restore(&storage, &pool, false, reopened, resume_dir.as_deref());
         if matches!(source, DataSource::Checked { .. }) {
             entry.saved = None;
         }
