@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::core::choker::SeedChokeMode;
-use crate::core::config::Config;
+use crate::core::config::{Config, Encryption};
 use crate::core::PeerId;
 pub use crate::driver::IoChoice;
 
@@ -86,6 +86,9 @@ pub struct ClientConfig {
     /// verified since the last save are checked again, never trusted. Default 60 s; a shorter
     /// interval costs a write and an fsync per torrent that verified pieces since.
     pub resume_interval: Duration,
+    /// Protocol encryption (MSE/PE): `prefer` (the default), `require` or `plaintext`; see
+    /// [`Encryption`]. Overrides `core.encryption`.
+    pub encryption: Encryption,
     /// The protocol core's settings beyond [`ClientConfig::limits`] (which override the
     /// matching fields here), for embedders and tests that tune it.
     pub core: Config,
@@ -104,6 +107,7 @@ impl Default for ClientConfig {
             peer_id: None,
             trackers: true,
             resume_interval: Duration::from_secs(60),
+            encryption: Encryption::default(),
             core: Config::default(),
         }
     }
@@ -129,6 +133,7 @@ impl ClientConfig {
         core.download_rate_limit = self.limits.download_rate.map(share);
         core.choker.upload_slots = self.limits.upload_slots.max(1);
         core.choker.seed_mode = self.limits.seed_choke;
+        core.encryption = self.encryption;
         core
     }
 

@@ -134,6 +134,9 @@ pub struct Config {
     /// Peer exchange (BEP 11, `ut_pex`) on torrents that are not private. On by default, as in
     /// every major client.
     pub pex: bool,
+    /// Message stream encryption (MSE/PE): whether we dial encrypted, and what we accept.
+    /// `Prefer` by default, as libtorrent's `pe_enabled`.
+    pub encryption: Encryption,
     /// Fault injection for simulations and tests: serve metadata pieces with their last byte
     /// flipped, as a hostile peer would. Never set it otherwise.
     #[doc(hidden)]
@@ -176,10 +179,60 @@ impl Default for Config {
             download_rate_limit: None,
             metadata_request_timeout: Duration::from_secs(5),
             pex: true,
+            encryption: Encryption::Prefer,
             corrupt_metadata: false,
             choker: ChokerConfig::default(),
             picker: PickerConfig::default(),
         }
+    }
+}
+
+/// The encryption policy (MSE/PE, "protocol encryption"), with libtorrent's semantics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Encryption {
+    /// Never start an encrypted handshake; still answer one (selecting plaintext when the
+    /// peer offers it, RC4 when that is all it offers).
+    Plaintext,
+    /// Dial encrypted offering RC4 and plaintext, accept every kind of handshake, select
+    /// plaintext when the peer offers both (it costs nothing) and RC4 when it insists. A
+    /// handshake refused one way is redialled once the other way, and what worked is
+    /// remembered per peer.
+    #[default]
+    Prefer,
+    /// RC4 only, both ways: plaintext handshakes, and encrypted ones offering only
+    /// plaintext, are refused.
+    Require,
+}
+
+impl Encryption {
+    /// The setting's name, as flags and config files spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encryption::Plaintext => "plaintext",
+            Encryption::Prefer => "prefer",
+            Encryption::Require => "require",
+        }
+    }
+}
+
+impl std::str::FromStr for Encryption {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Encryption, String> {
+        match s {
+            "plaintext" => Ok(Encryption::Plaintext),
+            "prefer" => Ok(Encryption::Prefer),
+            "require" => Ok(Encryption::Require),
+            other => Err(format!(
+                "unknown encryption policy {other:?}: expected plaintext, prefer or require"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Encryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

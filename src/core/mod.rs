@@ -37,6 +37,7 @@ mod handoff_tests;
 mod upload_tests;
 
 pub use bitfield::Bitfield;
+pub use config::Encryption;
 pub use lengths::{BlockRef, Lengths, PieceIndex};
 pub use rng::Rng;
 pub use sendbuf::SendBuf;
