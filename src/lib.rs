@@ -49,6 +49,7 @@ pub mod bencode;
 pub mod client;
 pub mod core;
 pub mod driver;
+pub mod entropy;
 pub mod limits;
 pub mod load;
 pub mod metainfo;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use ringtorrent::bencode::OwnedValue;
 use ringtorrent::core::api::{Action, CloseReason, ConnId, Event, TorrentId, Violation};
 use ringtorrent::core::config::Config;
+use ringtorrent::core::mse::SimulatedKeys;
 use ringtorrent::core::wire::{
     Decoded, Decoder, ExtendedHandshake, Handshake, Message, MetadataMsg, PexMsg, Reserved,
     ReservedFlag, SplitBytes,
@@ -64,7 +65,13 @@ impl Net {
     fn magnet() -> Net {
         let info = info();
         let now = Time::from_secs(1);
-        let mut session = Session::new(Config::default(), PeerId::generate([1; 12]), 7, now);
+        let mut session = Session::new(
+            Config::default(),
+            PeerId::generate([1; 12]),
+            7,
+            Box::new(SimulatedKeys::new(7)),
+            now,
+        );
         session.set_listen_port(6881);
         let torrent = session.add_magnet(info.info_hash(), now).unwrap();
         Net {
@@ -85,7 +92,13 @@ impl Net {
         let mut net = Net::magnet();
         net.info = info;
         let now = net.now;
-        let mut session = Session::new(Config::default(), PeerId::generate([2; 12]), 7, now);
+        let mut session = Session::new(
+            Config::default(),
+            PeerId::generate([2; 12]),
+            7,
+            Box::new(SimulatedKeys::new(7)),
+            now,
+        );
         session.set_listen_port(6881);
         net.torrent = session.add_torrent(net.info.clone(), &have, now).unwrap();
         net.session = session;

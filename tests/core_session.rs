@@ -11,6 +11,7 @@ use ringtorrent::core::api::{
     Action, CloseReason, ConnId, DiskDone, DiskOp, Event, TorrentId, Violation,
 };
 use ringtorrent::core::config::Config;
+use ringtorrent::core::mse::SimulatedKeys;
 use ringtorrent::core::wire::{
     BlockRequest, Decoded, Decoder, Handshake, Message, Reserved, ReservedFlag, SplitBytes,
 };
@@ -40,7 +41,13 @@ impl Remote {
     fn new(seed: bool, reserved: Reserved) -> Remote {
         let info = info();
         let now = Time::from_secs(1);
-        let mut session = Session::new(Config::default(), PeerId::generate([1; 12]), 7, now);
+        let mut session = Session::new(
+            Config::default(),
+            PeerId::generate([1; 12]),
+            7,
+            Box::new(SimulatedKeys::new(7)),
+            now,
+        );
         let have = if seed {
             Bitfield::full(PIECES)
         } else {
@@ -460,7 +467,13 @@ fn idle_peers_get_keep_alives_and_silent_ones_are_dropped() {
 fn half_open_connections_time_out() {
     let info = info();
     let now = Time::ZERO;
-    let mut s = Session::new(Config::default(), PeerId::generate([3; 12]), 1, now);
+    let mut s = Session::new(
+        Config::default(),
+        PeerId::generate([3; 12]),
+        1,
+        Box::new(SimulatedKeys::new(1)),
+        now,
+    );
     let t = s.add_torrent(info, &Bitfield::new(PIECES), now).unwrap();
     let conn = s.connect(t, "127.0.0.20:1".parse().unwrap(), now).unwrap();
     assert_eq!(

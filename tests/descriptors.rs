@@ -21,6 +21,7 @@ use ringtorrent::core::{InfoHash, PeerId, Session, Time};
 use ringtorrent::driver::epoll::EpollDriver;
 use ringtorrent::driver::uring::{probe, UringDriver};
 use ringtorrent::driver::Driver;
+use ringtorrent::entropy::OsKeys;
 use ringtorrent::storage::{DiskPool, DiskPoolConfig};
 
 /// Connections the flood opens; the loop has room for about a third of them.
@@ -84,7 +85,13 @@ fn exhaust(uring: bool) {
                 max_connections: 10_000,
                 ..Config::default()
             };
-            let mut session = Session::new(config, PeerId::generate([3; 12]), 3, Time::ZERO);
+            let mut session = Session::new(
+                config,
+                PeerId::generate([3; 12]),
+                3,
+                Box::new(OsKeys::new().unwrap()),
+                Time::ZERO,
+            );
             session.add_magnet(hash, Time::ZERO).unwrap();
             let listener =
                 ringtorrent::driver::net::bind_listeners("127.0.0.1:0".parse().unwrap(), 1)

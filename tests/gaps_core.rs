@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ringtorrent::core::api::{Action, CloseReason, ConnId, Event, TorrentId, Violation};
-use ringtorrent::core::config::Config;
+use ringtorrent::core::config::{Config, Encryption};
+use ringtorrent::core::mse::SimulatedKeys;
 use ringtorrent::core::wire::{
     BlockRequest, Decoded, Decoder, Handshake, Message, Reserved, ReservedFlag, SplitBytes,
 };
@@ -68,7 +69,13 @@ impl Net {
     fn new(kind: Kind, config: Config) -> Net {
         let info = info();
         let now = Time::from_secs(1);
-        let mut session = Session::new(config, PeerId::generate([1; 12]), 7, now);
+        let mut session = Session::new(
+            config,
+            PeerId::generate([1; 12]),
+            7,
+            Box::new(SimulatedKeys::new(7)),
+            now,
+        );
         session.set_listen_port(6881);
         let torrent = match kind {
             Kind::Seed => session.add_torrent(info.clone(), &Bitfield::full(PIECES), now),
@@ -362,6 +369,8 @@ fn dials_in_progress_stay_within_max_half_open() {
         Kind::Empty,
         Config {
             max_half_open: 3,
+            // The peers below answer with plain handshakes.
+            encryption: Encryption::Plaintext,
             ..Config::default()
         },
     );

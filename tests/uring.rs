@@ -24,6 +24,7 @@ use ringtorrent::core::{Bitfield, PeerId, Session, Time};
 use ringtorrent::driver::epoll::EpollDriver;
 use ringtorrent::driver::uring::{probe, UringDriver, UringOptions};
 use ringtorrent::driver::Driver;
+use ringtorrent::entropy::OsKeys;
 use ringtorrent::metainfo::create::{create, CreateOptions};
 use ringtorrent::metainfo::Info;
 use ringtorrent::storage::{DiskPool, DiskPoolConfig, OpenMode, Storage};
@@ -39,7 +40,13 @@ fn require_uring() {
 fn session(seed: u64) -> Session {
     let mut id = [0u8; 12];
     id[..8].copy_from_slice(&seed.to_le_bytes());
-    Session::new(Config::default(), PeerId::generate(id), seed, Time::ZERO)
+    Session::new(
+        Config::default(),
+        PeerId::generate(id),
+        seed,
+        Box::new(OsKeys::new().unwrap()),
+        Time::ZERO,
+    )
 }
 
 fn side(

@@ -24,6 +24,7 @@ use libfuzzer_sys::fuzz_target;
 use ringtorrent::bencode::OwnedValue;
 use ringtorrent::core::api::{Action, ConnId, DiskDone, DiskOp, Event, TorrentId};
 use ringtorrent::core::config::Config;
+use ringtorrent::core::mse::SimulatedKeys;
 use ringtorrent::core::wire::{
     ExtendedHandshake, Handshake, Message, MetadataMsg, Reserved, ReservedFlag, SplitBytes,
 };
@@ -146,7 +147,7 @@ fuzz_target!(|data: &[u8]| {
         max_connections: 3,
         ..Config::default()
     };
-    let mut session = Session::new(config, PeerId::generate([1; 12]), 7, now);
+    let mut session = Session::new(config, PeerId::generate([1; 12]), 7, Box::new(SimulatedKeys::new(7)), now);
     session.set_listen_port(6881);
     let magnet = setup & 1 != 0;
     let pieces = info.lengths().piece_count();

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 
 use super::format;
+use ringtorrent::core::Encryption;
 use ringtorrent::driver::sim::{simulate, SimConfig};
 
 #[derive(Debug, clap::Args)]
@@ -63,6 +64,10 @@ pub struct Args {
     /// Stop at this many virtual seconds even if the swarm has not finished.
     #[arg(long, default_value_t = 3600.0)]
     time_limit: f64,
+    /// Encryption policies (plaintext, prefer, require), comma-separated, handed out to the
+    /// nodes in turn: a swarm of mixed policies. Default: every node `prefer`.
+    #[arg(long, value_delimiter = ',', value_name = "POLICY,...")]
+    encryption: Vec<Encryption>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -92,6 +97,7 @@ pub fn run(args: Args) -> Result<()> {
         churn_offline: secs(args.churn_offline),
         peers_per_node: args.peers_per_node,
         time_limit: secs(args.time_limit),
+        encryption_mix: args.encryption,
         ..SimConfig::default()
     };
     let started = Instant::now();

@@ -289,13 +289,28 @@ impl Client {
         );
         let peer_id = config.peer_id.unwrap_or_else(random_peer_id);
         let core = config.session_config(loops);
+        // Checked once here, so a kernel without a CSPRNG is a start error, not a failed key.
+        crate::entropy::OsKeys::new().map_err(|e| {
+            ClientError::Start(format!(
+                "no cryptographic random generator (getrandom): {e}"
+            ))
+        })?;
         let drivers = shard::build(
             backend,
             loops,
             config.listen,
             pool.clone(),
             Instant::now(),
-            |_| Session::new(core.clone(), peer_id, random_u64(), Time::ZERO),
+            |_| {
+                let keys = crate::entropy::OsKeys::new().expect("checked above");
+                Session::new(
+                    core.clone(),
+                    peer_id,
+                    random_u64(),
+                    Box::new(keys),
+                    Time::ZERO,
+                )
+            },
         )
         .map_err(|e| {
             ClientError::Start(match config.listen {
@@ -631,9 +646,7 @@ fn forward_events(
 /// and peer ids; the core draws none of its own.
 pub fn random_u64() -> u64 {
     let mut buf = [0u8; 8];
-    // SAFETY: `buf` is valid for writes of its length for the whole call.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n == buf.len() as isize {
+    if crate::entropy::fill(&mut buf).is_ok() {
         return u64::from_le_bytes(buf);
     }
     // No getrandom (a very old kernel): std's hasher is randomly keyed per process and call,

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::mse::MseError;
 use super::wire::{HandshakeError, MessageError};
-use super::{BlockRef, PeerId, PeerKey, PieceIndex};
+use super::{BlockRef, Crypto, PeerId, PeerKey, PieceIndex};
 
 /// A connection's handle: a slab slot plus a generation, so that a late completion for a
 /// slot that has since been reused is recognised and ignored.
@@ -169,6 +169,8 @@ pub enum Event {
         peer_id: PeerId,
         /// Whether we dialled it.
         outgoing: bool,
+        /// How the connection is protected.
+        crypto: Crypto,
     },
     /// A connection ended.
     PeerClosed {
@@ -245,6 +247,9 @@ pub enum CloseReason {
     NotBitTorrent(HandshakeError),
     /// The peer's encrypted (MSE/PE) handshake failed or asked for what we do not support.
     Encryption(MseError),
+    /// The peer opened with a plain BitTorrent handshake, and our policy requires
+    /// encryption (`Encryption::Require`).
+    EncryptionRequired,
     /// The peer asked for a torrent we do not have.
     UnknownTorrent,
     /// We dialled for one torrent and the peer answered for another.
@@ -285,6 +290,7 @@ impl CloseReason {
             CloseReason::RemoteClosed => "remote_closed",
             CloseReason::NotBitTorrent(_) => "not_bittorrent",
             CloseReason::Encryption(e) => e.name(),
+            CloseReason::EncryptionRequired => "encryption_required",
             CloseReason::UnknownTorrent => "unknown_torrent",
             CloseReason::WrongInfoHash => "wrong_info_hash",
             CloseReason::SelfConnection => "self_connection",

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::api::{Action, CloseReason, ConnId, Event};
 use super::config::Config;
-use super::mse::{Initiator, Step, CRYPTO_PLAINTEXT, KEY_LEN};
+use super::mse::{Initiator, SimulatedKeys, Step, CRYPTO_PLAINTEXT, CRYPTO_RC4, KEY_LEN};
 use super::session::HandOff;
 use super::wire::{Decoded, Handshake, Message, Reserved, SplitBytes, HANDSHAKE_LEN};
 use super::{Bitfield, PeerId, Session, Time};
@@ -39,7 +39,13 @@ fn info() -> Arc<Info> {
 const NOW: Time = Time::from_secs(1);
 
 fn session(seed: u64) -> Session {
-    Session::new(Config::default(), PeerId::generate([1; 12]), seed, NOW)
+    Session::new(
+        Config::default(),
+        PeerId::generate([1; 12]),
+        seed,
+        Box::new(SimulatedKeys::new(seed)),
+        NOW,
+    )
 }
 
 fn actions(s: &mut Session) -> Vec<Action> {
@@ -198,6 +204,74 @@ fn mse_connection_moves_after_the_key_exchange() {
 }
 
 #[test]
+fn an_rc4_connection_moves_with_its_streams() {
+    let mut p = pair();
+    let hash = p.info.info_hash();
+    let hs = their_handshake(&p.info);
+    // RC4 only, the handshake split: 20 bytes in the initial payload, the rest (and an
+    // `interested` after it) encrypted on the stream while the socket moves.
+    let (mut initiator, first) = Initiator::new(
+        [6; 20],
+        hash,
+        CRYPTO_RC4,
+        vec![1; 3],
+        vec![],
+        hs[..20].to_vec(),
+    );
+    p.a.handle_recv(p.conn, &first, NOW);
+    assert_eq!(actions(&mut p.a), vec![Action::Send { conn: p.conn }]);
+    let yb: Vec<u8> = p.a.take_send(p.conn, usize::MAX).concat();
+    let Ok(Step::Send(second)) = initiator.feed(&yb) else {
+        panic!("the initiator answers Yb");
+    };
+    p.a.handle_recv(p.conn, &second, NOW);
+    assert_eq!(
+        actions(&mut p.a),
+        vec![Action::HandOff {
+            conn: p.conn,
+            shard: 1
+        }]
+    );
+    // The reply has not gone out yet: the owner sends it, then the initiator, established,
+    // encrypts the rest of its handshake and a message.
+    let conn = {
+        let handoff = p.a.take_handoff(p.conn).unwrap();
+        p.b.adopt(handoff, NOW).unwrap()
+    };
+    let sent: Vec<u8> = p.b.take_send(conn, usize::MAX).concat();
+    let Ok(Step::Established {
+        plaintext_after,
+        cipher: Some(mut cipher),
+        ..
+    }) = initiator.feed(&sent)
+    else {
+        panic!("the reply selects RC4");
+    };
+    let mut rest = hs[20..].to_vec();
+    rest.extend_from_slice(&encode(Message::Interested));
+    cipher.send.apply(&mut rest);
+    p.b.handle_recv(conn, &rest, NOW);
+    let t = p.b.torrent_by_hash(&hash).unwrap();
+    assert_eq!(p.b.peer_count(t), 1, "the handshake completed in the owner");
+    assert!(closed(&events(&mut p.b)).is_empty());
+    // The owner's handshake and what follows decrypt with the initiator's stream.
+    let mut theirs = plaintext_after;
+    let mut more: Vec<u8> = p.b.take_send(conn, usize::MAX).concat();
+    cipher.recv.apply(&mut more);
+    theirs.extend_from_slice(&more);
+    let Ok(Decoded::Complete { value, .. }) = Handshake::decode(SplitBytes::single(&theirs)) else {
+        panic!("an encrypted handshake follows the reply");
+    };
+    assert_eq!(value.info_hash, hash);
+    let peers = p.b.peers(t, NOW);
+    assert_eq!(peers[0].crypto, super::Crypto::Rc4);
+    assert!(
+        peers[0].peer_interested,
+        "the message after the handshake decrypted"
+    );
+}
+
+#[test]
 fn a_torrent_gone_before_adoption_closes_as_unknown() {
     let mut p = pair();
     p.a.handle_recv(p.conn, &their_handshake(&p.info), NOW);
@@ -270,6 +344,7 @@ fn a_full_owner_refuses_adoption() {
         },
         PeerId::generate([1; 12]),
         3,
+        Box::new(SimulatedKeys::new(3)),
         NOW,
     );
     full.add_torrent(p.info.clone(), &Bitfield::full(PIECES), NOW);

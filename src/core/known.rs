@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ::core::net::{IpAddr, SocketAddr};
 
 use super::api::CloseReason;
-use super::config::Config;
+use super::config::{Config, Encryption};
 use super::Time;
 
 /// Longest back-off between attempts to dial a peer that keeps failing.
@@ -20,6 +20,13 @@ struct KnownPeer {
     state: KnownState,
     next_try: Time,
     failures: u32,
+    /// Under `Encryption::Prefer`: dial it with the encrypted handshake (`Some(true)`, also
+    /// what PEX's "prefers encryption" flag says) or the plain one (`Some(false)`), as last
+    /// worked or last learned; `None`, nothing known (encrypted first).
+    encrypt: Option<bool>,
+    /// A handshake was refused since the last one that worked, and the method switched:
+    /// the next refusal waits out the back-off instead of redialling at once.
+    switched: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +64,33 @@ impl KnownPeers {
                 state: KnownState::Idle,
                 next_try: now,
                 failures: 0,
+                encrypt: None,
+                switched: false,
             });
+        }
+    }
+
+    /// Remembers addresses from peer exchange with their BEP 11 flags. The sender sets
+    /// "prefers encryption" (0x01) for a peer it is connected to over MSE/PE; without it, the
+    /// two are connected in plain. Under `Encryption::Prefer`, while nothing else is known of
+    /// the address, it is first dialled the way that works for the sender: encrypted with the
+    /// flag, plain without (which saves a refused encrypted dial to a client with encryption
+    /// off).
+    pub(crate) fn add_flagged(&mut self, addrs: &[(SocketAddr, u8)], now: Time, max: usize) {
+        for &(addr, flags) in addrs {
+            self.add(&[addr], now, max);
+            if let Some(k) = self.map.get_mut(&addr) {
+                k.encrypt.get_or_insert(flags & 0x01 != 0);
+            }
+        }
+    }
+
+    /// Whether to dial `addr` with the encrypted handshake under `policy`.
+    pub(crate) fn dial_encrypted(&self, addr: SocketAddr, policy: Encryption) -> bool {
+        match policy {
+            Encryption::Plaintext => false,
+            Encryption::Require => true,
+            Encryption::Prefer => self.map.get(&addr).and_then(|k| k.encrypt).unwrap_or(true),
         }
     }
 
@@ -66,12 +99,42 @@ impl KnownPeers {
         self.map.values().any(|k| k.state == KnownState::Connecting)
     }
 
-    /// A connection to `addr` completed its handshake.
-    pub(crate) fn connected(&mut self, addr: SocketAddr) {
+    /// A connection to `addr` completed its handshake, `encrypted` (MSE/PE) or not: the
+    /// method is remembered for the next dial.
+    pub(crate) fn connected(&mut self, addr: SocketAddr, encrypted: bool) {
         if let Some(k) = self.map.get_mut(&addr) {
             k.state = KnownState::Connected;
             k.failures = 0;
+            k.encrypt = Some(encrypted);
+            k.switched = false;
         }
+    }
+
+    /// Under `Encryption::Prefer`, the peer at `addr` refused our handshake (closed the
+    /// connection or never answered it) after the TCP connection came up: the next dial
+    /// uses the other method, at once the first time (libtorrent's retry), after the usual
+    /// back-off when it was refused since the switch too (the refusal may have had another
+    /// cause, so the methods keep alternating). Other policies: a plain failure.
+    pub(crate) fn handshake_refused(
+        &mut self,
+        addr: SocketAddr,
+        encrypted: bool,
+        config: &Config,
+        now: Time,
+    ) {
+        let Some(k) = self.map.get_mut(&addr) else {
+            return;
+        };
+        if config.encryption != Encryption::Prefer || k.state != KnownState::Connecting {
+            return self.failed(addr, config, now);
+        }
+        k.encrypt = Some(!encrypted);
+        if k.switched {
+            return self.failed(addr, config, now);
+        }
+        k.switched = true;
+        k.state = KnownState::Idle;
+        k.next_try = now;
     }
 
     /// A connection to `addr` closed for `reason`; `useful`: it was sending us data moments
@@ -160,6 +223,32 @@ impl KnownPeers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pex_flags_choose_the_first_dial_under_prefer_only() {
+        let now = Time::from_secs(1);
+        let mut known = KnownPeers::default();
+        let (flagged, plain, tracker): (SocketAddr, SocketAddr, SocketAddr) = (
+            "10.0.0.1:1".parse().unwrap(),
+            "10.0.0.2:1".parse().unwrap(),
+            "10.0.0.3:1".parse().unwrap(),
+        );
+        known.add(&[tracker], now, 100);
+        known.add_flagged(&[(flagged, 0x11), (plain, 0x10), (tracker, 0)], now, 100);
+        let first = |k: &KnownPeers, p| [flagged, plain, tracker].map(|a| k.dial_encrypted(a, p));
+        assert_eq!(first(&known, Encryption::Prefer), [true, false, false]);
+        assert_eq!(first(&known, Encryption::Require), [true; 3]);
+        assert_eq!(first(&known, Encryption::Plaintext), [false; 3]);
+        // What the peer itself showed wins over what PEX said.
+        known.connected(plain, true);
+        known.add_flagged(&[(plain, 0)], now, 100);
+        assert!(known.dial_encrypted(plain, Encryption::Prefer));
+        let fresh = KnownPeers::default();
+        assert!(
+            fresh.dial_encrypted(tracker, Encryption::Prefer),
+            "unknown: encrypted"
+        );
+    }
 
     #[test]
     fn no_more_dials_to_one_ip_than_the_per_ip_cap() {

@@ -144,13 +144,12 @@ pub(crate) fn answer_metadata_request(
 }
 
 /// Peers learned from a `ut_pex` message, at most [`MAX_PEX_PEERS`] of them.
-pub(crate) fn pex_peers(payload: &[u8]) -> Result<Vec<SocketAddr>, Violation> {
+pub(crate) fn pex_peers(payload: &[u8]) -> Result<Vec<(SocketAddr, u8)>, Violation> {
     let msg = PexMsg::decode(payload, MAX_PEX_PEERS).map_err(|_| Violation::BadPex)?;
     Ok(msg
         .added
         .into_iter()
-        .map(|(a, _)| a)
-        .filter(|a| a.port() != 0 && !a.ip().is_unspecified())
+        .filter(|(a, _)| a.port() != 0 && !a.ip().is_unspecified())
         .collect())
 }
 
@@ -397,7 +396,7 @@ impl MagnetTorrent {
             },
             OUR_UT_PEX => {
                 let addrs = pex_peers(payload)?;
-                self.peers.add_known(&addrs, now);
+                self.peers.add_known_pex(&addrs, now);
             }
             // BEP 10: messages under ids we never assigned are ignored.
             _ => {}

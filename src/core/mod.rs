@@ -32,6 +32,8 @@ pub mod types;
 pub mod wire;
 
 #[cfg(test)]
+mod encryption_tests;
+#[cfg(test)]
 mod handoff_tests;
 #[cfg(test)]
 mod upload_tests;
@@ -39,6 +41,7 @@ mod upload_tests;
 pub use bitfield::Bitfield;
 pub use config::Encryption;
 pub use lengths::{BlockRef, Lengths, PieceIndex};
+pub use peer::Crypto;
 pub use rng::Rng;
 pub use sendbuf::SendBuf;
 pub use session::Session;

@@ -67,6 +67,32 @@ const FIXED_LEN: usize = 8 + 4 + 2;
 /// hashes, the fixed part, PadC, len(IA) and IA. More is an error.
 pub const MAX_BUFFERED: usize = KEY_LEN + MAX_PAD + 20 + 20 + FIXED_LEN + MAX_PAD + 2 + MAX_IA_LEN;
 
+/// Where the private keys of encrypted handshakes come from. The core never draws them from
+/// its seeded generator, which a simulation replays: a driver hands the session a source,
+/// the operating system's CSPRNG for real connections (`crate::entropy::OsKeys`).
+pub trait KeySource: Send {
+    /// Fills `out` with secret random bytes.
+    fn fill(&mut self, out: &mut [u8]);
+}
+
+/// Predictable keys from a seeded generator, for the simulator and tests, whose runs must
+/// replay. Never for real connections: anyone who knows the seed knows the keys.
+#[derive(Debug)]
+pub struct SimulatedKeys(super::Rng);
+
+impl SimulatedKeys {
+    /// Keys drawn from a generator seeded with `seed`.
+    pub fn new(seed: u64) -> SimulatedKeys {
+        SimulatedKeys(super::Rng::new(seed ^ 0x6b65_7973_6b65_7973))
+    }
+}
+
+impl KeySource for SimulatedKeys {
+    fn fill(&mut self, out: &mut [u8]) {
+        self.0.fill(out);
+    }
+}
+
 /// Why an MSE handshake failed. Each closes the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum MseError {
@@ -200,15 +226,36 @@ impl Rc4 {
     }
 
     /// Encrypts or decrypts `data` in place.
+    #[inline]
     pub fn apply(&mut self, data: &mut [u8]) {
+        let (mut i, mut j) = (self.i, self.j);
+        let s = &mut self.s;
         for b in data {
-            self.i = self.i.wrapping_add(1);
-            self.j = self.j.wrapping_add(self.s[self.i as usize]);
-            self.s.swap(self.i as usize, self.j as usize);
-            let k =
-                self.s[(self.s[self.i as usize].wrapping_add(self.s[self.j as usize])) as usize];
-            *b ^= k;
+            *b ^= Self::next(s, &mut i, &mut j);
         }
+        (self.i, self.j) = (i, j);
+    }
+
+    /// Appends `src`, encrypted or decrypted, to `out`: the copy and the cipher in one pass.
+    pub fn apply_into(&mut self, src: &[u8], out: &mut Vec<u8>) {
+        out.reserve(src.len());
+        let (mut i, mut j) = (self.i, self.j);
+        let s = &mut self.s;
+        out.extend(src.iter().map(|&b| b ^ Self::next(s, &mut i, &mut j)));
+        (self.i, self.j) = (i, j);
+    }
+
+    /// The next key stream byte. Indices are `u8`, so every index into the 256-byte state
+    /// is in bounds and the compiler drops the checks.
+    #[inline(always)]
+    fn next(s: &mut [u8; 256], i: &mut u8, j: &mut u8) -> u8 {
+        *i = i.wrapping_add(1);
+        let si = s[*i as usize];
+        *j = j.wrapping_add(si);
+        let sj = s[*j as usize];
+        s[*i as usize] = sj;
+        s[*j as usize] = si;
+        s[si.wrapping_add(sj) as usize]
     }
 }
 

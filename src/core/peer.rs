@@ -12,6 +12,7 @@ use ::core::net::SocketAddr;
 use bytes::BytesMut;
 
 use super::api::ConnId;
+use super::mse::Rc4;
 use super::picker::PeerPieces;
 use super::rate::RateMeter;
 use super::sendbuf::SendBuf;
@@ -125,6 +126,10 @@ pub(crate) struct Peer {
     pub(crate) recv: BytesMut,
     pub(crate) send: SendBuf,
     pub(crate) send_notified: bool,
+    /// How the connection is protected (the send side's RC4 lives in `send`).
+    pub(crate) crypto: Crypto,
+    /// On an RC4 connection, the stream that decrypts what arrives, before it joins `recv`.
+    pub(crate) recv_cipher: Option<Box<Rc4>>,
 
     /// In the torrent's queue of peers waiting for upload tokens (rate limits).
     pub(crate) up_waiting: bool,
@@ -148,6 +153,34 @@ pub(crate) struct Peer {
     /// PEX: what we last told the peer is connected, and when we may tell it again.
     pub(crate) pex_told: BTreeSet<SocketAddr>,
     pub(crate) pex_next: Option<Time>,
+}
+
+/// How a connection is protected: which handshake it opened with and what it selected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Crypto {
+    /// A plain BitTorrent handshake.
+    #[default]
+    None,
+    /// An MSE/PE handshake that selected plaintext for the rest of the connection.
+    Plaintext,
+    /// An MSE/PE handshake that selected RC4: every byte after it is encrypted.
+    Rc4,
+}
+
+impl Crypto {
+    /// A short stable name, for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Crypto::None => "none",
+            Crypto::Plaintext => "mse_plaintext",
+            Crypto::Rc4 => "rc4",
+        }
+    }
+
+    /// The peer speaks MSE/PE (PEX's "prefers encryption" flag).
+    pub fn is_mse(self) -> bool {
+        self != Crypto::None
+    }
 }
 
 impl Peer {
@@ -202,6 +235,8 @@ impl Peer {
             recv: BytesMut::new(),
             send,
             send_notified,
+            crypto: Crypto::None,
+            recv_cipher: None,
             up_waiting: false,
             down_waiting: false,
             ut_metadata: None,

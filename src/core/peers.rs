@@ -15,7 +15,7 @@ use ::core::net::{IpAddr, SocketAddr};
 use bytes::Bytes;
 
 use super::api::{Action, CloseReason, Event, Violation};
-use super::config::Config;
+use super::config::{Config, Encryption};
 use super::context::Context;
 use super::known::KnownPeers;
 use super::peer::Peer;
@@ -117,6 +117,28 @@ impl PeerSet {
         self.known.add(addrs, now, MAX_KNOWN_PEERS);
     }
 
+    /// Remembers addresses from peer exchange, with their BEP 11 flags.
+    pub(crate) fn add_known_pex(&mut self, addrs: &[(SocketAddr, u8)], now: Time) {
+        self.known.add_flagged(addrs, now, MAX_KNOWN_PEERS);
+    }
+
+    /// Whether to dial `addr` with the encrypted handshake under `policy`.
+    pub(crate) fn dial_encrypted(&self, addr: SocketAddr, policy: Encryption) -> bool {
+        self.known.dial_encrypted(addr, policy)
+    }
+
+    /// The peer at `addr` refused our handshake, `encrypted` or not (see
+    /// `KnownPeers::handshake_refused`).
+    pub(crate) fn handshake_refused(
+        &mut self,
+        addr: SocketAddr,
+        encrypted: bool,
+        config: &Config,
+        now: Time,
+    ) {
+        self.known.handshake_refused(addr, encrypted, config, now);
+    }
+
     /// Whether a dial is in progress.
     pub(crate) fn any_connecting(&self) -> bool {
         self.known.any_connecting()
@@ -216,7 +238,7 @@ impl PeerSet {
         ctx: &mut Context,
     ) {
         let conn = peer.conn;
-        self.known.connected(peer.addr);
+        self.known.connected(peer.addr, peer.crypto.is_mse());
         if announce {
             ctx.out.events.push_back(Event::PeerConnected {
                 torrent: ctx.id,
@@ -224,6 +246,7 @@ impl PeerSet {
                 addr: peer.addr,
                 peer_id: peer.peer_id,
                 outgoing: peer.outgoing,
+                crypto: peer.crypto,
             });
         }
         self.peers.insert(key, peer);
@@ -315,9 +338,18 @@ impl PeerSet {
 
     /// Appends bytes that arrived from a peer to its receive buffer (the torrent then
     /// handles the whole messages in it).
-    pub(crate) fn receive(&mut self, key: PeerKey, data: &[u8], now: Time) {
+    /// `decrypted`: the bytes were decrypted already (what followed the handshake in the
+    /// same read), so the connection's RC4 stream must not see them again.
+    pub(crate) fn receive(&mut self, key: PeerKey, data: &[u8], decrypted: bool, now: Time) {
         if let Some(peer) = self.peers.get_mut(&key) {
-            peer.recv.extend_from_slice(data);
+            match &mut peer.recv_cipher {
+                Some(rc4) if !decrypted => {
+                    let start = peer.recv.len();
+                    peer.recv.extend_from_slice(data);
+                    rc4.apply(&mut peer.recv[start..]);
+                }
+                _ => peer.recv.extend_from_slice(data),
+            }
             if !data.is_empty() {
                 peer.last_recv = now;
             }
@@ -481,7 +513,7 @@ mod tests {
         let key = set.next_key();
         set.attach(key, peer(3, 6881, start), false, false, &mut ctx);
         let quiet = start + ctx.config.keepalive_interval;
-        set.receive(key, &[], quiet);
+        set.receive(key, &[], false, quiet);
         assert!(matches!(
             set.keep_alive(key, quiet, &mut ctx),
             Liveness::Alive

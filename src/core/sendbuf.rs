@@ -12,6 +12,8 @@ use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes};
 
+use super::mse::Rc4;
+
 /// One chunk waiting to be sent, and whether it is block payload (what the upload budget
 /// counts) rather than control bytes.
 #[derive(Debug)]
@@ -34,6 +36,9 @@ pub struct SendBuf {
     taken_len: usize,
     /// Of `len`, block payload bytes.
     payload: usize,
+    /// An RC4-encrypted connection's send stream: every byte queued after
+    /// [`SendBuf::encrypt_from_now`] is encrypted as it joins `chunks`, in stream order.
+    cipher: Option<Box<Rc4>>,
 }
 
 impl SendBuf {
@@ -49,9 +54,18 @@ impl SendBuf {
         self.len += self.tail.len() - before;
     }
 
-    /// Appends a block payload without copying it.
+    /// Appends a block payload without copying it (on an encrypted connection, its
+    /// ciphertext: one copy, fused with the encryption).
     pub(crate) fn push_shared(&mut self, bytes: Bytes) {
         self.seal();
+        let bytes = match &mut self.cipher {
+            Some(rc4) => {
+                let mut out = Vec::new();
+                rc4.apply_into(&bytes, &mut out);
+                Bytes::from(out)
+            }
+            None => bytes,
+        };
         self.len += bytes.len();
         self.payload += bytes.len();
         self.chunks.push_back(Chunk {
@@ -60,8 +74,30 @@ impl SendBuf {
         });
     }
 
+    /// From now on every byte queued is RC4-encrypted with `rc4`; what is queued already
+    /// goes out as it is (the handshake that agreed on the keys).
+    pub(crate) fn encrypt_from_now(&mut self, rc4: Box<Rc4>) {
+        self.seal();
+        self.cipher = Some(rc4);
+    }
+
+    /// Whether queued bytes are encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.cipher.is_some()
+    }
+
+    /// Gives up the send stream's cipher (a connection moving to another loop), after
+    /// sealing what is queued with it.
+    pub(crate) fn take_cipher(&mut self) -> Option<Box<Rc4>> {
+        self.seal();
+        self.cipher.take()
+    }
+
     fn seal(&mut self) {
         if !self.tail.is_empty() {
+            if let Some(rc4) = &mut self.cipher {
+                rc4.apply(&mut self.tail);
+            }
             // A Vec becomes Bytes without copying.
             self.chunks.push_back(Chunk {
                 bytes: Bytes::from(std::mem::take(&mut self.tail)),

@@ -52,11 +52,15 @@ use slab::Slab;
 
 use super::api::{Action, CloseReason, ConnId, DiskDone, Event, TorrentId};
 use super::config::Config;
+use super::config::Encryption;
 use super::context::{Context, Outbox};
 use super::limiter::RateLimits;
 use super::metadata::MagnetTorrent;
-use super::mse::{Responder, Step, CRYPTO_PLAINTEXT, MAX_PAD, SECRET_LEN};
-use super::peer::Peer;
+use super::mse::{
+    Cipher, Initiator, KeySource, Rc4, Responder, Step, CRYPTO_PLAINTEXT, CRYPTO_RC4, MAX_PAD,
+    SECRET_LEN,
+};
+use super::peer::{Crypto, Peer};
 use super::peers::PeerSet;
 use super::picker::Priority;
 use super::sendbuf::SendBuf;
@@ -70,6 +74,9 @@ use crate::metainfo::Info;
 const OUR_RESERVED: Reserved = Reserved::NONE
     .with(ReservedFlag::Fast, true)
     .with(ReservedFlag::ExtensionProtocol, true);
+
+/// What a plain BitTorrent handshake opens with: the length and the protocol string.
+const PROTOCOL_PREFIX: &[u8; 20] = b"\x13BitTorrent protocol";
 
 /// A connection before its handshake is done.
 #[derive(Debug)]
@@ -86,18 +93,36 @@ struct Handshaking {
     send: SendBuf,
     send_notified: bool,
     mse: Mse,
+    /// We dial with the encrypted handshake (outgoing connections).
+    encrypt: bool,
+    /// After an MSE handshake that selected RC4: decrypts what arrives (the send side's
+    /// stream is in `send`).
+    recv_cipher: Option<Box<Rc4>>,
 }
 
-/// Where an incoming connection stands with the encrypted (MSE/PE) handshake.
+/// Where a connection stands with the encrypted (MSE/PE) handshake.
 #[derive(Debug)]
 enum Mse {
-    /// Not (yet) encrypted: a first byte of 19 means a plain BitTorrent handshake.
+    /// A plain BitTorrent handshake (or, incoming, nothing received yet: a first byte of 19
+    /// means a plain handshake, anything else an encrypted one).
     Off,
-    /// The first byte was not 19: answering an MSE handshake.
+    /// Answering an incoming MSE handshake.
     Responding(Box<Responder>),
-    /// The MSE handshake selected plaintext for this torrent; the plain BitTorrent
-    /// handshake that follows must name the same one.
-    Done(InfoHash),
+    /// Dialled with an MSE handshake, our BitTorrent handshake inside it.
+    Initiating(Box<Initiator>),
+    /// The MSE handshake is done for this torrent, with RC4 or plaintext after it; the
+    /// BitTorrent handshake that follows must name the same torrent.
+    Done { info_hash: InfoHash, rc4: bool },
+}
+
+impl Mse {
+    fn crypto(&self) -> Crypto {
+        match self {
+            Mse::Done { rc4: true, .. } => Crypto::Rc4,
+            Mse::Done { rc4: false, .. } => Crypto::Plaintext,
+            _ => Crypto::None,
+        }
+    }
 }
 
 /// An incoming connection on its way from the session that accepted it to the one that owns
@@ -112,10 +137,13 @@ pub struct HandOff {
     /// Plain bytes from the peer not yet handled (its handshake, at least the first 48 bytes
     /// of it, unless MSE already named the torrent).
     recv: BytesMut,
-    /// Bytes for the peer that the driver has not taken yet (the end of an MSE reply).
+    /// Bytes for the peer that the driver has not taken yet (the end of an MSE reply), in
+    /// their final form (encrypted where they must be).
     send: Vec<u8>,
-    /// The MSE handshake selected plaintext for this torrent.
-    encrypted: bool,
+    /// How the MSE handshake ended: `None` without one, `Some(None)` plaintext after it,
+    /// `Some(Some(_))` RC4, with the streams where they stand (`recv` has already decrypted
+    /// what `recv` above holds).
+    mse: Option<Option<Box<Cipher>>>,
 }
 
 impl HandOff {
@@ -221,9 +249,17 @@ impl Entry {
         either!(self, t => t.close_peer(key, reason, now))
     }
 
-    /// Bytes arrived from a peer: buffered, then every whole message in them handled.
-    fn on_bytes(&mut self, key: PeerKey, data: &[u8], now: Time, session_limits: &mut RateLimits) {
-        self.peers_mut().receive(key, data, now);
+    /// Bytes arrived from a peer (`decrypted`: already, see `PeerSet::receive`): buffered,
+    /// then every whole message in them handled.
+    fn on_bytes(
+        &mut self,
+        key: PeerKey,
+        data: &[u8],
+        decrypted: bool,
+        now: Time,
+        session_limits: &mut RateLimits,
+    ) {
+        self.peers_mut().receive(key, data, decrypted, now);
         match self {
             Entry::Ready(t) => t.on_received(key, now, session_limits),
             Entry::Magnet(m) => m.on_received(key, now),
@@ -266,6 +302,9 @@ pub struct Session {
     /// peer, and a flood of connections against a full session must not pay a search of
     /// every peer each.
     evict_search_after: Time,
+    /// The private keys of encrypted handshakes: the driver's source (the operating
+    /// system's CSPRNG), never `rng`.
+    keys: Box<dyn KeySource>,
 }
 
 /// One connected peer, as [`Session::peers`] reports it.
@@ -275,6 +314,8 @@ pub struct PeerSummary {
     pub addr: SocketAddr,
     /// Its client, from an Azureus-style peer id, if it has one.
     pub client: Option<String>,
+    /// How the connection is protected: plain, MSE then plaintext, or RC4.
+    pub crypto: Crypto,
     /// We dialled it.
     pub outgoing: bool,
     /// We refuse its requests.
@@ -308,8 +349,16 @@ pub struct ConnectionStats {
 }
 
 impl Session {
-    /// A session with `config`, announcing `peer_id`, drawing randomness from `seed`.
-    pub fn new(config: Config, peer_id: PeerId, seed: u64, now: Time) -> Session {
+    /// A session with `config`, announcing `peer_id`, drawing randomness from `seed` and the
+    /// private keys of encrypted handshakes from `keys` (for real connections the operating
+    /// system's CSPRNG, `crate::entropy::OsKeys`; `mse::SimulatedKeys` in simulations).
+    pub fn new(
+        config: Config,
+        peer_id: PeerId,
+        seed: u64,
+        keys: Box<dyn KeySource>,
+        now: Time,
+    ) -> Session {
         let config = config.sanitized();
         let session_limits =
             RateLimits::new(config.upload_rate_limit, config.download_rate_limit, now);
@@ -331,6 +380,31 @@ impl Session {
             rate_turn: 0,
             upload_held: 0,
             evict_search_after: Time::ZERO,
+            keys,
+        }
+    }
+
+    /// A fresh private key for an encrypted handshake.
+    fn secret(&mut self) -> [u8; SECRET_LEN] {
+        let mut secret = [0u8; SECRET_LEN];
+        self.keys.fill(&mut secret);
+        secret
+    }
+
+    /// Random padding for an encrypted handshake: up to [`MAX_PAD`] bytes, as the spec
+    /// allows, so that its lengths give no fingerprint. Not secret: from the seeded
+    /// generator.
+    fn padding(&mut self) -> Vec<u8> {
+        let mut pad = vec![0u8; self.rng.index(MAX_PAD + 1)];
+        self.rng.fill(&mut pad);
+        pad
+    }
+
+    /// What we allow after an encrypted handshake, under the session's policy.
+    fn methods(&self) -> u32 {
+        match self.config.encryption {
+            Encryption::Require => CRYPTO_RC4,
+            Encryption::Prefer | Encryption::Plaintext => CRYPTO_RC4 | CRYPTO_PLAINTEXT,
         }
     }
 
@@ -631,6 +705,7 @@ impl Session {
             .map(|p| PeerSummary {
                 addr: p.addr,
                 client: p.peer_id.client(),
+                crypto: p.crypto,
                 outgoing: p.outgoing,
                 am_choking: p.am_choking,
                 am_interested: p.am_interested,
@@ -775,6 +850,11 @@ impl Session {
         {
             return None;
         }
+        let encrypt = self
+            .slot(torrent)?
+            .entry
+            .peers()
+            .dial_encrypted(addr, self.config.encryption);
         let conn = self.insert_conn(ConnState::Handshaking(Box::new(Handshaking {
             addr,
             outgoing: true,
@@ -786,6 +866,8 @@ impl Session {
             send: SendBuf::default(),
             send_notified: false,
             mse: Mse::Off,
+            encrypt,
+            recv_cipher: None,
         })));
         self.out.actions.push_back(Action::Connect {
             conn,
@@ -882,16 +964,27 @@ impl Session {
         }
     }
 
-    /// An outgoing connection came up: the handshake goes out.
+    /// An outgoing connection came up: the handshake goes out, plain or inside an encrypted
+    /// one (Ya and PadA first; our BitTorrent handshake travels as its initial payload).
     pub fn handle_connected(&mut self, conn: ConnId, now: Time) {
         let peer_id = self.peer_id;
-        let hash = match self.conn_mut(conn).map(|c| &c.state) {
-            Some(ConnState::Handshaking(h)) => h.torrent,
+        let (torrent, encrypt) = match self.conn_mut(conn).map(|c| &c.state) {
+            Some(ConnState::Handshaking(h)) => (h.torrent, h.encrypt),
             _ => return,
         };
-        let Some(hash) = hash.and_then(|t| self.slot(t)).map(|t| t.entry.info_hash()) else {
+        let Some(hash) = torrent
+            .and_then(|t| self.slot(t))
+            .map(|t| t.entry.info_hash())
+        else {
             return;
         };
+        let initiator = encrypt.then(|| {
+            let (secret, pad_a, pad_c) = (self.secret(), self.padding(), self.padding());
+            let ours = Handshake::new(OUR_RESERVED, hash, peer_id)
+                .to_bytes()
+                .to_vec();
+            Initiator::new(secret, hash, self.methods(), pad_a, pad_c, ours)
+        });
         let Some(Conn {
             state: ConnState::Handshaking(h),
             ..
@@ -901,7 +994,14 @@ impl Session {
         };
         h.connected = true;
         h.since = now;
-        Self::send_handshake(&mut self.out, conn, h, hash, peer_id);
+        match initiator {
+            Some((initiator, first)) => {
+                Self::queue_send(&mut self.out, conn, h, &first);
+                h.mse = Mse::Initiating(Box::new(initiator));
+                h.sent_ours = true;
+            }
+            None => Self::send_handshake(&mut self.out, conn, h, hash, peer_id),
+        }
     }
 
     fn send_handshake(
@@ -963,6 +1063,8 @@ impl Session {
                 send: SendBuf::default(),
                 send_notified: false,
                 mse: Mse::Off,
+                encrypt: false,
+                recv_cipher: None,
             }))),
         )
     }
@@ -974,18 +1076,19 @@ impl Session {
             ConnState::Peer { torrent, key } => {
                 let (torrent, key) = (*torrent, *key);
                 self.with_entry(torrent, |entry, limits| {
-                    entry.on_bytes(key, data, now, limits)
+                    entry.on_bytes(key, data, false, now, limits)
                 });
             }
             ConnState::Handshaking(h) => {
-                h.recv.extend_from_slice(data);
+                extend_decrypted(&mut h.recv, data, h.recv_cipher.as_deref_mut());
                 self.advance_handshake(conn, now);
             }
             ConnState::HandingOff(h) => {
                 if h.recv.len() + data.len() > MAX_HANDOFF_BUFFER {
                     return self.close_handshaking(conn, CloseReason::HandOffFlood, now);
                 }
-                h.recv.extend_from_slice(data);
+                let rc4 = h.mse.as_mut().and_then(|c| c.as_mut()).map(|c| &mut c.recv);
+                extend_decrypted(&mut h.recv, data, rc4);
             }
         }
         self.reap();
@@ -1005,9 +1108,21 @@ impl Session {
         close_socket: bool,
     ) {
         let Some(c) = self.conn_mut(conn) else { return };
-        let (addr, torrent, outgoing) = match &c.state {
-            ConnState::Handshaking(h) => (h.addr, h.torrent, h.outgoing),
-            ConnState::HandingOff(h) => (h.addr, None, false),
+        let (addr, torrent, outgoing, refused) = match &c.state {
+            ConnState::Handshaking(h) => {
+                // The TCP connection came up and the peer closed it, or never answered, or
+                // broke the encrypted handshake: it may not speak the method we dialled
+                // with.
+                let refused = h.connected
+                    && matches!(
+                        reason,
+                        CloseReason::RemoteClosed
+                            | CloseReason::HandshakeTimeout
+                            | CloseReason::Encryption(_)
+                    );
+                (h.addr, h.torrent, h.outgoing, refused.then_some(h.encrypt))
+            }
+            ConnState::HandingOff(h) => (h.addr, None, false, None),
             ConnState::Peer { .. } => return,
         };
         self.conns.remove(conn.slot as usize);
@@ -1018,7 +1133,11 @@ impl Session {
                 .get_mut(t.slot as usize)
                 .filter(|s| s.generation == t.generation)
             {
-                slot.entry.peers_mut().dial_failed(addr, &self.config, now);
+                let peers = slot.entry.peers_mut();
+                match refused {
+                    Some(encrypted) => peers.handshake_refused(addr, encrypted, &self.config, now),
+                    None => peers.dial_failed(addr, &self.config, now),
+                }
             }
         }
         if close_socket {
@@ -1043,45 +1162,84 @@ impl Session {
         };
         // An incoming connection that does not open with the plain handshake's 19 speaks
         // MSE/PE (libtorrent, Transmission and qBittorrent do so by default). We answer it,
-        // select plaintext, and carry on below with the decrypted bytes.
-        if !h.outgoing
-            && h.torrent.is_none()
-            && matches!(h.mse, Mse::Off)
-            && h.recv.first().is_some_and(|&b| b != 19)
-        {
-            // Keys from the seeded generator and plaintext only until the connection can
-            // carry RC4 and the drivers hand the core key material (issue 18's next step).
-            let mut secret = [0u8; SECRET_LEN];
-            self.rng.fill(&mut secret);
-            let mut pad_b = vec![0u8; self.rng.index(MAX_PAD + 1)];
-            self.rng.fill(&mut pad_b);
-            let responder = Responder::new(secret, pad_b, CRYPTO_PLAINTEXT);
-            h.mse = Mse::Responding(Box::new(responder));
-        }
-        if let Mse::Responding(responder) = &mut h.mse {
-            let data = h.recv.split();
-            match responder.feed(&data, self.by_hash.keys().chain(self.routes.keys())) {
-                Err(e) => return self.close_handshaking(conn, CloseReason::Encryption(e), now),
-                Ok(Step::NeedMore) => return,
-                Ok(Step::Send(bytes)) => {
-                    Self::queue_send(&mut self.out, conn, h, &bytes);
-                    return;
+        // selecting what the policy allows, and carry on below with the decrypted bytes.
+        if !h.outgoing && h.torrent.is_none() && matches!(h.mse, Mse::Off) {
+            // A plain handshake opens with the 20 bytes of its protocol string; an encrypted
+            // one with Ya, which starts with 19 once in 256 connections, so one byte does
+            // not tell them apart.
+            let seen = h.recv.len().min(PROTOCOL_PREFIX.len());
+            let plain = h.recv[..seen] == PROTOCOL_PREFIX[..seen];
+            match (plain, seen) {
+                (_, 0) => return,
+                (true, n) if n < PROTOCOL_PREFIX.len() => return,
+                (true, _) if self.config.encryption == Encryption::Require => {
+                    return self.close_handshaking(conn, CloseReason::EncryptionRequired, now);
                 }
-                Ok(Step::Established {
+                (true, _) => {}
+                (false, _) => {
+                    let (secret, pad_b) = (self.secret(), self.padding());
+                    let responder = Responder::new(secret, pad_b, self.methods());
+                    let Some(Conn {
+                        state: ConnState::Handshaking(h),
+                        ..
+                    }) = conn_in(&mut self.conns, conn)
+                    else {
+                        return;
+                    };
+                    h.mse = Mse::Responding(Box::new(responder));
+                }
+            }
+        }
+        let Some(Conn {
+            state: ConnState::Handshaking(h),
+            ..
+        }) = conn_in(&mut self.conns, conn)
+        else {
+            return;
+        };
+        let step = match &mut h.mse {
+            Mse::Responding(responder) => {
+                let data = h.recv.split();
+                Some(responder.feed(&data, self.by_hash.keys().chain(self.routes.keys())))
+            }
+            Mse::Initiating(initiator) => {
+                let data = h.recv.split();
+                Some(initiator.feed(&data))
+            }
+            Mse::Off | Mse::Done { .. } => None,
+        };
+        match step {
+            None => {}
+            Some(Err(e)) => return self.close_handshaking(conn, CloseReason::Encryption(e), now),
+            Some(Ok(Step::NeedMore)) => return,
+            Some(Ok(Step::Send(bytes))) => {
+                Self::queue_send(&mut self.out, conn, h, &bytes);
+                return;
+            }
+            Some(Ok(Step::Established {
+                info_hash,
+                send,
+                plaintext_after,
+                cipher,
+            })) => {
+                h.recv.extend_from_slice(&plaintext_after);
+                h.mse = Mse::Done {
                     info_hash,
-                    send,
-                    plaintext_after,
-                    cipher,
-                }) => {
-                    debug_assert!(cipher.is_none(), "plaintext is all this responder allows");
-                    h.recv.extend_from_slice(&plaintext_after);
-                    h.mse = Mse::Done(info_hash);
-                    if !self.by_hash.contains_key(&info_hash) {
-                        if let Some(&shard) = self.routes.get(&info_hash) {
-                            return self.hand_off(conn, info_hash, shard, send);
-                        }
+                    rc4: cipher.is_some(),
+                };
+                if !h.outgoing && !self.by_hash.contains_key(&info_hash) {
+                    if let Some(&shard) = self.routes.get(&info_hash) {
+                        return self.hand_off(conn, info_hash, shard, send, Some(cipher));
                     }
-                    Self::queue_send(&mut self.out, conn, h, &send);
+                }
+                Self::queue_send(&mut self.out, conn, h, &send);
+                if let Some(cipher) = cipher {
+                    let Cipher { send, recv } = *cipher;
+                    h.send.encrypt_from_now(Box::new(send));
+                    h.recv_cipher = Some(Box::new(recv));
+                }
+                if h.outgoing && h.recv.is_empty() {
+                    return;
                 }
             }
         }
@@ -1093,12 +1251,12 @@ impl Session {
                 Ok(Decoded::Complete { value, .. }) => value,
             };
             let addr = h.addr;
-            if matches!(h.mse, Mse::Done(skey) if skey != prefix.info_hash) {
+            if matches!(h.mse, Mse::Done { info_hash, .. } if info_hash != prefix.info_hash) {
                 return self.close_handshaking(conn, CloseReason::WrongInfoHash, now);
             }
             let Some(&tid) = self.by_hash.get(&prefix.info_hash) else {
                 if let Some(&shard) = self.routes.get(&prefix.info_hash) {
-                    return self.hand_off(conn, prefix.info_hash, shard, Vec::new());
+                    return self.hand_off(conn, prefix.info_hash, shard, Vec::new(), None);
                 }
                 return self.close_handshaking(conn, CloseReason::UnknownTorrent, now);
             };
@@ -1230,6 +1388,11 @@ impl Session {
             std::mem::take(&mut h.send),
             h.send_notified,
         );
+        let peer = Peer {
+            crypto: h.mse.crypto(),
+            recv_cipher: h.recv_cipher.take(),
+            ..peer
+        };
         self.with_entry(tid, |entry, _| match entry {
             Entry::Ready(t) => t.attach(key, peer, listen_port, now),
             Entry::Magnet(m) => m.attach(key, peer, listen_port, now),
@@ -1239,22 +1402,43 @@ impl Session {
         }
         if !leftover.is_empty() {
             self.with_entry(tid, |entry, limits| {
-                entry.on_bytes(key, &leftover, now, limits)
+                entry.on_bytes(key, &leftover, true, now, limits)
             });
         }
     }
 
     /// Turns a handshaking incoming connection into one waiting to move to `shard`, with
-    /// `send` (an MSE reply's end) to go out after whatever it has queued.
-    fn hand_off(&mut self, conn: ConnId, info_hash: InfoHash, shard: u32, send: Vec<u8>) {
+    /// `send` (an MSE reply's end) to go out after whatever it has queued. `established`:
+    /// an MSE handshake that just ended, with its RC4 streams if it selected RC4 (not yet
+    /// installed on the connection); `None` takes them from the connection.
+    fn hand_off(
+        &mut self,
+        conn: ConnId,
+        info_hash: InfoHash,
+        shard: u32,
+        send: Vec<u8>,
+        established: Option<Option<Box<Cipher>>>,
+    ) {
         let Some(c) = conn_in(&mut self.conns, conn) else {
             return;
         };
         let ConnState::Handshaking(h) = &mut c.state else {
             return;
         };
+        // In their final form: `chunks` encrypts what waits under the send stream first.
         let mut queued: Vec<u8> = h.send.chunks().flatten().copied().collect();
         queued.extend_from_slice(&send);
+        let mse = match (established, &h.mse) {
+            (Some(cipher), _) => Some(cipher),
+            (None, Mse::Done { .. }) => Some(match (h.send.take_cipher(), h.recv_cipher.take()) {
+                (Some(send), Some(recv)) => Some(Box::new(Cipher {
+                    send: *send,
+                    recv: *recv,
+                })),
+                _ => None,
+            }),
+            (None, _) => None,
+        };
         let handoff = HandOff {
             addr: h.addr,
             info_hash,
@@ -1262,7 +1446,7 @@ impl Session {
             since: h.since,
             recv: h.recv.split(),
             send: queued,
-            encrypted: matches!(h.mse, Mse::Done(_)),
+            mse,
         };
         c.state = ConnState::HandingOff(Box::new(handoff));
         self.conn_stats.sent += 1;
@@ -1300,9 +1484,19 @@ impl Session {
             info_hash,
             recv,
             send,
-            encrypted,
+            mse,
             ..
         } = handoff;
+        let (mse, cipher) = match mse {
+            None => (Mse::Off, None),
+            Some(cipher) => (
+                Mse::Done {
+                    info_hash,
+                    rc4: cipher.is_some(),
+                },
+                cipher,
+            ),
+        };
         let conn = self.insert_conn(ConnState::Handshaking(Box::new(Handshaking {
             addr,
             outgoing: false,
@@ -1313,20 +1507,23 @@ impl Session {
             recv,
             send: SendBuf::default(),
             send_notified: false,
-            mse: if encrypted {
-                Mse::Done(info_hash)
-            } else {
-                Mse::Off
-            },
+            mse,
+            encrypt: false,
+            recv_cipher: None,
         })));
         self.conn_stats.adopted += 1;
-        if !send.is_empty() {
-            if let Some(Conn {
-                state: ConnState::Handshaking(h),
-                ..
-            }) = conn_in(&mut self.conns, conn)
-            {
+        if let Some(Conn {
+            state: ConnState::Handshaking(h),
+            ..
+        }) = conn_in(&mut self.conns, conn)
+        {
+            if !send.is_empty() {
                 Self::queue_send(&mut self.out, conn, h, &send);
+            }
+            if let Some(cipher) = cipher {
+                let Cipher { send, recv } = *cipher;
+                h.send.encrypt_from_now(Box::new(send));
+                h.recv_cipher = Some(Box::new(recv));
             }
         }
         self.advance_handshake(conn, now);
@@ -1582,6 +1779,15 @@ impl Session {
     /// Closes of connections that never joined a torrent, by reason.
     pub fn handshake_closes(&self) -> &std::collections::BTreeMap<&'static str, u64> {
         &self.handshake_closes
+    }
+}
+
+/// Appends `data` to `buf`, decrypted with `rc4` when the connection has one.
+fn extend_decrypted(buf: &mut BytesMut, data: &[u8], rc4: Option<&mut Rc4>) {
+    let start = buf.len();
+    buf.extend_from_slice(data);
+    if let Some(rc4) = rc4 {
+        rc4.apply(&mut buf[start..]);
     }
 }
 

@@ -248,7 +248,7 @@ impl Torrent {
             replays.push((key, replay));
         }
         for (key, replay) in replays {
-            t.peers.receive(key, &replay, now);
+            t.peers.receive(key, &replay, true, now);
             t.on_received(key, now, session_limits);
         }
         t
@@ -266,8 +266,18 @@ impl Torrent {
         if !self.pex_on() {
             return;
         }
-        let current: BTreeSet<SocketAddr> =
-            self.peers.values().filter_map(Peer::listen_addr).collect();
+        // BEP 11's flags for each: it speaks MSE/PE (0x01), it has every piece (0x02), we
+        // reached it by dialling (0x10).
+        let current: BTreeMap<SocketAddr, u8> = self
+            .peers
+            .values()
+            .filter_map(|p| {
+                let flags = u8::from(p.crypto.is_mse())
+                    | if p.has.is_all() { 0x02 } else { 0 }
+                    | if p.outgoing { 0x10 } else { 0 };
+                Some((p.listen_addr()?, flags))
+            })
+            .collect();
         for peer in self.peers.values_mut() {
             let Some(id) = peer.ut_pex.map(|i| i.get()) else {
                 continue;
@@ -284,14 +294,14 @@ impl Torrent {
             let own = peer.listen_addr();
             let added: Vec<(SocketAddr, u8)> = current
                 .iter()
-                .filter(|a| Some(**a) != own && !peer.pex_told.contains(a))
+                .filter(|(a, _)| Some(**a) != own && !peer.pex_told.contains(a))
                 .take(MAX_PEX_PEERS)
-                .map(|&a| (a, 0))
+                .map(|(&a, &flags)| (a, flags))
                 .collect();
             let dropped: Vec<SocketAddr> = peer
                 .pex_told
                 .iter()
-                .filter(|a| !current.contains(a))
+                .filter(|a| !current.contains_key(a))
                 .take(MAX_PEX_PEERS)
                 .copied()
                 .collect();
@@ -599,7 +609,7 @@ impl Torrent {
                     OUR_UT_PEX => {
                         let addrs = pex_peers(&payload)?;
                         if self.pex_on() {
-                            self.peers.add_known(&addrs, now);
+                            self.peers.add_known_pex(&addrs, now);
                         }
                     }
                     // BEP 10: ids we never assigned are ignored.

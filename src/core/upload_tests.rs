@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::api::{Action, ConnId, DiskDone, DiskOp, TorrentId};
 use super::config::Config;
+use super::mse::SimulatedKeys;
 use super::wire::{
     BlockRequest, Decoded, Decoder, ExtendedHandshake, Handshake, Message, Reserved, ReservedFlag,
     SplitBytes,
@@ -78,7 +79,13 @@ impl Seed {
     fn with(config: Config, peers: usize, reserved: Reserved, interested: bool) -> Seed {
         let info = info();
         let now = Time::from_secs(1);
-        let mut session = Session::new(config, PeerId::generate([1; 12]), 7, now);
+        let mut session = Session::new(
+            config,
+            PeerId::generate([1; 12]),
+            7,
+            Box::new(SimulatedKeys::new(7)),
+            now,
+        );
         session
             .add_torrent(info.clone(), &Bitfield::full(PIECES), now)
             .unwrap();

@@ -36,7 +36,8 @@ use sha1::{Digest, Sha1};
 
 use crate::bencode::OwnedValue;
 use crate::core::api::{Action, DiskDone, DiskOp, Event, TorrentId};
-use crate::core::config::Config;
+use crate::core::config::{Config, Encryption};
+use crate::core::mse::SimulatedKeys;
 use crate::core::session::Session;
 use crate::core::TorrentStats;
 use crate::core::{Bitfield, PeerId, Rng, Time};
@@ -94,6 +95,9 @@ pub struct SimConfig {
     /// The core's settings for honest seeds, where they differ from `core` (a seed with an
     /// upload limit serving unlimited leechers, say).
     pub seed_core: Option<Config>,
+    /// Encryption policies handed out to the nodes in turn (node `i` gets
+    /// `encryption_mix[i % len]`), for swarms of mixed policies; empty: `core`'s for all.
+    pub encryption_mix: Vec<Encryption>,
 }
 
 impl Default for SimConfig {
@@ -120,6 +124,7 @@ impl Default for SimConfig {
             seeds_only: false,
             core: Config::default(),
             seed_core: None,
+            encryption_mix: Vec::new(),
         }
     }
 }
@@ -257,6 +262,8 @@ pub struct Simulation {
     metadata_received: u64,
     metadata_wrong: u64,
     leecher_links: u64,
+    /// Connections by how they are protected, counted at each end.
+    crypto: BTreeMap<&'static str, u64>,
 }
 
 impl Simulation {
@@ -333,6 +340,7 @@ impl Simulation {
             metadata_received: 0,
             metadata_wrong: 0,
             leecher_links: 0,
+            crypto: BTreeMap::new(),
         })
     }
 
@@ -391,10 +399,16 @@ impl Simulation {
         }
         .clone();
         core.corrupt_metadata = node.role == Role::BadMetadata;
+        if !self.config.encryption_mix.is_empty() {
+            core.encryption = self.config.encryption_mix[i % self.config.encryption_mix.len()];
+        }
         // Simulated peers stand for peers across the Internet, though their addresses are
         // loopback ones: the choker must treat them as remote.
         core.unchoke_local_peers = false;
-        let mut session = Session::new(core, peer_id, self.rng.next_u64(), now);
+        let seed = self.rng.next_u64();
+        // Simulated runs replay, keys included (`SimulatedKeys` mixes the seed up).
+        let keys = Box::new(SimulatedKeys::new(seed));
+        let mut session = Session::new(core, peer_id, seed, keys, now);
         session.set_listen_port(node.addr.port());
         let torrent = if node.role == Role::Leecher && self.config.magnet {
             session.add_magnet(self.payload.info.info_hash(), now)
@@ -518,7 +532,8 @@ impl Simulation {
                         again |= s.start_torrent(torrent, &node.have, now);
                     }
                 }
-                Event::PeerConnected { addr, .. } => {
+                Event::PeerConnected { addr, crypto, .. } => {
+                    *self.crypto.entry(crypto.name()).or_default() += 1;
                     let leecher = |n: &Node| n.role == Role::Leecher;
                     if leecher(&self.nodes[i])
                         && self.nodes.iter().any(|n| n.addr == addr && leecher(n))

@@ -93,6 +93,9 @@ pub struct SimReport {
     pub metadata_wrong: u64,
     /// Connections between two leechers, counted at each end.
     pub leecher_links: u64,
+    /// Connections by how they are protected (`none`, `mse_plaintext`, `rc4`), counted at
+    /// each end.
+    pub crypto: BTreeMap<String, u64>,
     /// Simulation events processed.
     pub events: u64,
     /// Virtual seconds simulated.
@@ -187,6 +190,11 @@ pub(super) fn build(sim: &Simulation) -> SimReport {
         metadata_received: sim.metadata_received,
         metadata_wrong: sim.metadata_wrong,
         leecher_links: sim.leecher_links,
+        crypto: sim
+            .crypto
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
         events: sim.events_handled,
         virtual_s: sim.now.as_secs_f64(),
     }
@@ -271,6 +279,20 @@ impl fmt::Display for SimReport {
                 "none".into()
             } else {
                 closes.join(", ")
+            }
+        )?;
+        let crypto: Vec<String> = self
+            .crypto
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        writeln!(
+            f,
+            "connections:      {} (each end; by protection)",
+            if crypto.is_empty() {
+                "none".into()
+            } else {
+                crypto.join(", ")
             }
         )?;
         write!(
