@@ -110,6 +110,9 @@ pub struct PeerInfo {
     pub progress: f64,
     /// It stopped answering our requests.
     pub snubbed: bool,
+    /// How the connection is protected: `none` (a plain handshake), `mse_plaintext` (the
+    /// encrypted handshake, then plaintext) or `rc4`.
+    pub encryption: &'static str,
 }
 
 /// One file of a torrent.

@@ -927,6 +927,7 @@ impl State {
                 upload_rate: p.up_rate,
                 progress: f64::from(p.pieces) / f64::from(pieces),
                 snubbed: p.snubbed,
+                encryption: p.crypto.name(),
             })
             .collect())
     }
