@@ -228,36 +228,28 @@ impl Rc4 {
     }
 
     /// Encrypts or decrypts `data` in place.
-    #[inline]
     pub fn apply(&mut self, data: &mut [u8]) {
         let (mut i, mut j) = (self.i, self.j);
         let s = &mut self.s;
         for b in data {
-            *b ^= Self::next(s, &mut i, &mut j);
+            // Indices are `u8`, so every index into the 256-entry table is in bounds and
+            // the compiler drops the checks.
+            i = i.wrapping_add(1);
+            let si = s[i as usize];
+            j = j.wrapping_add(si as u8);
+            let sj = s[j as usize];
+            s[i as usize] = sj;
+            s[j as usize] = si;
+            *b ^= s[(si.wrapping_add(sj) & 0xff) as usize] as u8;
         }
         (self.i, self.j) = (i, j);
     }
 
-    /// Appends `src`, encrypted or decrypted, to `out`: the copy and the cipher in one pass.
+    /// Appends `src`, encrypted or decrypted, to `out`.
     pub fn apply_into(&mut self, src: &[u8], out: &mut Vec<u8>) {
-        out.reserve(src.len());
-        let (mut i, mut j) = (self.i, self.j);
-        let s = &mut self.s;
-        out.extend(src.iter().map(|&b| b ^ Self::next(s, &mut i, &mut j)));
-        (self.i, self.j) = (i, j);
-    }
-
-    /// The next key stream byte. Indices are `u8`, so every index into the 256-byte state
-    /// is in bounds and the compiler drops the checks.
-    #[inline(always)]
-    fn next(s: &mut [u32; 256], i: &mut u8, j: &mut u8) -> u8 {
-        *i = i.wrapping_add(1);
-        let si = s[*i as usize];
-        *j = j.wrapping_add(si as u8);
-        let sj = s[*j as usize];
-        s[*i as usize] = sj;
-        s[*j as usize] = si;
-        s[(si.wrapping_add(sj) & 0xff) as usize] as u8
+        let start = out.len();
+        out.extend_from_slice(src);
+        self.apply(&mut out[start..]);
     }
 }
 
