@@ -735,3 +735,109 @@ fn ringtorrent_leeches_from_aria2_requiring_encryption() {
         ringtorrent_leeches_aria2,
     ));
 }
+
+/// Runs `lt_leech.py` with libtorrent settings `lt_args` against `peer`, into `out`, for at
+/// most `timeout` seconds; its stderr on failure.
+fn lt_leech(
+    torrent: &Path,
+    out: &Path,
+    peer: &str,
+    timeout: &str,
+    lt_args: &[&str],
+) -> Result<(), String> {
+    let result = run_bounded(
+        Command::new("/usr/bin/python3")
+            .arg(support("lt_leech.py"))
+            .arg(torrent)
+            .arg(out)
+            .args(["--peer", peer, "--timeout", timeout])
+            .args(lt_args),
+        Duration::from_secs(90),
+    );
+    if result.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&result.stderr).into_owned())
+    }
+}
+
+/// Waits (10 s at most) for `serve`'s log to say `what`.
+fn said(serve: &common::serve::Serve, what: &str) {
+    let started = Instant::now();
+    while !serve.log().contains(what) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "serve did not say {what:?}:\n{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `serve`'s `encryption` key end to end: a seedbox whose config says `require` refuses
+/// libtorrent's plaintext dials (and counts them in /metrics as `encryption_required`) and
+/// serves a libtorrent that dials with RC4; restarted with `--encryption plaintext`, the flag
+/// overrides the file and the plaintext libtorrent is served.
+#[test]
+fn serve_takes_its_encryption_policy_from_the_config_and_the_flag() {
+    use common::serve::{torrent, Serve};
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    std::fs::write(work.join("serve.toml"), "encryption = \"require\"\n").unwrap();
+    let (path, hash) = torrent(work, "enc.bin", 1_048_583, 5000);
+    let serve = Serve::start(work, &[]);
+    let (status, body) = serve.http("POST", "/torrents", &std::fs::read(&path).unwrap());
+    assert_eq!(status, 201, "{body}\n{}", serve.log());
+    assert!(
+        serve.log().contains("encryption require"),
+        "{}",
+        serve.log()
+    );
+
+    // A plaintext libtorrent is refused, fast, and the refusal is counted by name.
+    let started = Instant::now();
+    let plain = work.join("out-plain");
+    let e = lt_leech(
+        &path,
+        &plain,
+        &serve.peers,
+        &REFUSED_S.to_string(),
+        LT[0].args,
+    );
+    assert!(
+        e.is_err(),
+        "a plaintext peer downloaded from a `require` seedbox"
+    );
+    fast(started).unwrap();
+    no_payload(&work.join("data"), &plain).unwrap();
+    let (_, metrics) = serve.http("GET", "/metrics", b"");
+    assert!(
+        metrics.contains("reason=\"encryption_required\""),
+        "no encryption_required refusal counted:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("closed"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // One that dials with RC4 only is served.
+    let rc4 = work.join("out-rc4");
+    lt_leech(&path, &rc4, &serve.peers, TALK_S, LT[2].args)
+        .unwrap_or_else(|e| panic!("RC4 libtorrent: {e}\n{}", serve.log()));
+    compare_trees(&work.join("data"), &rc4).unwrap();
+    assert!(serve.stop().success());
+
+    // The flag overrides the file; the torrent comes back from the state folder.
+    let serve = Serve::start(work, &["--encryption", "plaintext"]);
+    assert!(
+        serve.log().contains("encryption plaintext"),
+        "{}",
+        serve.log()
+    );
+    let (status, _) = serve.http("GET", &format!("/torrents/{hash}"), b"");
+    assert_eq!(status, 200, "{}", serve.log());
+    lt_leech(&path, &plain, &serve.peers, TALK_S, LT[0].args)
+        .unwrap_or_else(|e| panic!("plaintext libtorrent: {e}\n{}", serve.log()));
+    compare_trees(&work.join("data"), &plain).unwrap();
+}
