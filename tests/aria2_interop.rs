@@ -13,41 +13,16 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::interop::{
-    compare_trees, download_ok, prepare, rt_download, rt_seed, run_all, Case, BACKENDS, CASES,
+    aria2, compare_trees, download_ok, prepare, rt_download, rt_seed, run_all, Case, BACKENDS,
+    CASES,
 };
-use common::{sandboxed, start_listening};
+use common::start_listening;
 
 /// How long aria2 may take to listen once started (the seed checks its data first).
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// aria2c for one torrent, listening on 127.0.0.1:`port`, saving into (or seeding from)
-/// `dir`, with no DHT, PEX or LPD and a hard stop after two and a half minutes.
-fn aria2(port: u16, dir: &Path) -> Command {
-    let mut cmd = Command::new("aria2c");
-    sandboxed(&mut cmd)
-        .args([
-            "--no-conf=true",
-            "--enable-dht=false",
-            "--enable-dht6=false",
-            "--enable-peer-exchange=false",
-            "--bt-enable-lpd=false",
-            "--interface=127.0.0.1",
-            "--console-log-level=notice",
-            "--summary-interval=0",
-            "--allow-overwrite=true",
-            "--auto-file-renaming=false",
-            "--file-allocation=none",
-            "--bt-stop-timeout=60",
-            "--stop=150",
-        ])
-        .arg(format!("--listen-port={port}"))
-        .arg(format!("--dir={}", dir.display()));
-    cmd
-}
 
 /// Every case on both backends, each as its own job with its own payload.
 fn jobs<'a>(

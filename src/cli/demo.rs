@@ -12,7 +12,7 @@ use super::format;
 use super::signals::{self, Interrupted};
 use super::transfer::{start_client, wait_complete, Io};
 use ringtorrent::client::{AddTorrent, ClientConfig};
-use ringtorrent::core::Rng;
+use ringtorrent::core::{Encryption, Rng};
 use ringtorrent::metainfo::create::{create, CreateOptions};
 
 #[derive(Debug, clap::Args)]
@@ -36,6 +36,10 @@ pub struct Args {
     /// Print no progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Protocol encryption of both sessions: prefer, require (the transfer is RC4-encrypted)
+    /// or plaintext.
+    #[arg(long, value_name = "POLICY", default_value_t = Encryption::Prefer)]
+    encryption: Encryption,
 }
 
 struct WorkDir {
@@ -146,6 +150,7 @@ fn demo(args: &Args, work: &WorkDir) -> Result<()> {
         io: args.io.into(),
         data_dir: dir.to_path_buf(),
         trackers: false,
+        encryption: args.encryption,
         ..ClientConfig::default()
     };
     let seeder = start_client(config(&seed_dir))?;

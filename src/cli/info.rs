@@ -26,6 +26,10 @@ pub struct Args {
     /// Seconds to wait for the metadata.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// For a magnet link: protocol encryption of the connections that fetch the metadata
+    /// (prefer, require or plaintext).
+    #[arg(long, value_name = "POLICY", default_value_t = ringtorrent::core::Encryption::Prefer)]
+    encryption: ringtorrent::core::Encryption,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -38,8 +42,8 @@ pub fn run(args: Args) -> Result<()> {
             return Ok(());
         }
         let timeout = std::time::Duration::from_secs(args.timeout);
-        let info =
-            fetch_metadata(&args.input, peers, timeout).context("cannot fetch the metadata")?;
+        let info = fetch_metadata(&args.input, peers, timeout, args.encryption)
+            .context("cannot fetch the metadata")?;
         let torrent = Torrent {
             info: (*info).clone(),
             trackers: if magnet.trackers.is_empty() {
@@ -77,12 +81,14 @@ fn fetch_metadata(
     uri: &str,
     peers: Vec<std::net::SocketAddr>,
     timeout: std::time::Duration,
+    encryption: ringtorrent::core::Encryption,
 ) -> Result<std::sync::Arc<ringtorrent::metainfo::Info>> {
     use ringtorrent::client::{AddTorrent, ClientConfig};
     super::signals::catch();
     let client = super::transfer::start_client(ClientConfig {
         listen: None,
         loops: 1,
+        encryption,
         ..ClientConfig::default()
     })?;
     let events = client.subscribe();

@@ -17,6 +17,7 @@ use ringtorrent::client::{
     AddTorrent, Client, ClientConfig, ClientEvent, DataSource, Events, FileStatus, Limits,
     TorrentHandle,
 };
+use ringtorrent::core::Encryption;
 use ringtorrent::metainfo::{Info, Torrent};
 
 #[derive(Debug, clap::Args)]
@@ -75,6 +76,11 @@ pub struct EngineArgs {
     /// a few clients behind one NAT; one address cannot take every slot).
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_peers_per_ip)]
     max_peers_per_ip: usize,
+    /// Protocol encryption (MSE/PE): prefer (dial encrypted, accept everything, fall back to
+    /// plaintext), require (RC4-encrypted connections only, both ways) or plaintext (never
+    /// start encryption; still answer a peer that does).
+    #[arg(long, value_name = "POLICY", default_value_t = Encryption::Prefer)]
+    encryption: Encryption,
 }
 
 impl EngineArgs {
@@ -96,6 +102,7 @@ impl EngineArgs {
                 max_peers_per_ip: self.max_peers_per_ip,
                 ..limits
             },
+            encryption: self.encryption,
             ..ClientConfig::default()
         })
     }
@@ -404,7 +411,12 @@ pub fn download(args: DownloadArgs) -> Result<()> {
                 format::bytes(left)
             );
         }
-        Err(e) => return Err(e),
+        Err(e) => {
+            // Why no peer got far enough (a refused handshake, an encryption policy that
+            // does not match the peers') is the first thing to look at.
+            report_closes(&client);
+            return Err(e);
+        }
     };
     outln!(
         "done: {} in {:.2} s ({}/s)",
@@ -466,12 +478,24 @@ pub fn seed(args: SeedArgs) -> Result<()> {
     wait_until(deadline);
     let uploaded = torrent.status().map_or(0, |s| s.uploaded);
     let adopted = client.metrics().handoffs_adopted;
+    report_closes(&client);
     client.shutdown();
     eprintln!(
         "stopped: uploaded {}; {adopted} connections came through another event loop",
         format::bytes(uploaded)
     );
     Ok(())
+}
+
+/// Says on stderr which connections closed, by reason, if any did: `connections closed:
+/// encryption_required 2, remote_closed 1` (the names of the `connections_closed_total`
+/// metric), so that a download that found no peer to talk to says why.
+pub fn report_closes(client: &Client) {
+    let closes = client.metrics().closes;
+    if !closes.is_empty() {
+        let each: Vec<String> = closes.iter().map(|(why, n)| format!("{why} {n}")).collect();
+        eprintln!("connections closed: {}", each.join(", "));
+    }
 }
 
 /// Most per-file bars shown at once under the overall bar: the first files not yet complete.

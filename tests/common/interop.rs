@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{
-    loopback_addr, ringtorrent, run_bounded, run_ok, write_payload, write_tree, START_LIMIT,
+    loopback_addr, ringtorrent, run_bounded, run_ok, sandboxed, write_payload, write_tree,
+    START_LIMIT,
 };
 
 /// A torrent's shape.
@@ -138,14 +139,30 @@ pub fn free_port() -> u16 {
 /// Starts `ringtorrent seed` for `p` on 127.0.0.1 (any free port) with backend `io`,
 /// dialling each of `peers`; returns it with the address it listens on.
 pub fn rt_seed(p: &Prepared, io: &str, peers: &[String], work: &Path) -> (Proc, String) {
+    rt_seed_with(p, io, peers, &[], work)
+}
+
+/// As [`rt_seed`], with `extra` arguments (`--encryption require`; a `--duration` of its own
+/// replaces the default 150 s).
+pub fn rt_seed_with(
+    p: &Prepared,
+    io: &str,
+    peers: &[String],
+    extra: &[&str],
+    work: &Path,
+) -> (Proc, String) {
     let log = work.join(format!("rt-seed-{}-{io}.log", p.label));
     let mut cmd = ringtorrent();
     cmd.arg("seed")
         .arg(&p.torrent)
         .arg(&p.data)
-        .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "150"])
+        .args(["--port", "0", "--bind", "127.0.0.1"])
         .args(["--io", io, "--state-dir"])
-        .arg(work.join(format!("rt-seed-state-{}-{io}", p.label)));
+        .arg(work.join(format!("rt-seed-state-{}-{io}", p.label)))
+        .args(extra);
+    if !extra.contains(&"--duration") {
+        cmd.args(["--duration", "150"]);
+    }
     for peer in peers {
         cmd.args(["--peer", peer]);
     }
@@ -160,7 +177,8 @@ pub fn rt_seed(p: &Prepared, io: &str, peers: &[String], work: &Path) -> (Proc, 
     (proc, addr)
 }
 
-/// Runs `ringtorrent download` of `p` into `out` with backend `io` from `peers`, within 90 s.
+/// Runs `ringtorrent download` of `p` into `out` with backend `io` from `peers`, within 90 s
+/// (or the `--timeout` in `extra`).
 pub fn rt_download(
     p: &Prepared,
     out: &Path,
@@ -174,10 +192,13 @@ pub fn rt_download(
         .arg(&p.torrent)
         .arg("-o")
         .arg(out)
-        .args(["--bind", "127.0.0.1", "--timeout", "90", "--io", io])
+        .args(["--bind", "127.0.0.1", "--io", io])
         .arg("--state-dir")
         .arg(work.join(format!("rt-leech-state-{}-{io}", p.label)))
         .args(extra);
+    if !extra.contains(&"--timeout") {
+        cmd.args(["--timeout", "90"]);
+    }
     for peer in peers {
         cmd.args(["--peer", peer]);
     }
@@ -359,15 +380,46 @@ where
     );
 }
 
+/// aria2c for one torrent, listening on 127.0.0.1:`port`, saving into (or seeding from)
+/// `dir`, with no DHT, PEX or LPD and a hard stop after two and a half minutes.
+pub fn aria2(port: u16, dir: &Path) -> Command {
+    let mut cmd = Command::new("aria2c");
+    sandboxed(&mut cmd)
+        .args([
+            "--no-conf=true",
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--enable-peer-exchange=false",
+            "--bt-enable-lpd=false",
+            "--interface=127.0.0.1",
+            "--console-log-level=notice",
+            "--summary-interval=0",
+            "--allow-overwrite=true",
+            "--auto-file-renaming=false",
+            "--file-allocation=none",
+            "--bt-stop-timeout=60",
+            "--stop=150",
+        ])
+        .arg(format!("--listen-port={port}"))
+        .arg(format!("--dir={}", dir.display()));
+    cmd
+}
+
 /// Starts `tests/support/lt_seed.py` (libtorrent, TCP only) for `p`, dialling each of
 /// `peers`; returns it with the port it listens on. Its stdin stays open as long as the
 /// returned process lives (closing it ends the seed).
 pub fn lt_seed(p: &Prepared, peers: &[String], work: &Path) -> (Proc, u16) {
+    lt_seed_with(p, peers, &[], work)
+}
+
+/// As [`lt_seed`], with `extra` arguments for `lt_seed.py` (`--in-enc-policy forced`, ...).
+pub fn lt_seed_with(p: &Prepared, peers: &[String], extra: &[&str], work: &Path) -> (Proc, u16) {
     let log = work.join(format!("lt-seed-{}.log", p.label));
     let mut cmd = Command::new("/usr/bin/python3");
     cmd.arg(super::support("lt_seed.py"))
         .arg(&p.torrent)
-        .arg(&p.data);
+        .arg(&p.data)
+        .args(extra);
     for peer in peers {
         cmd.args(["--peer", peer]);
     }

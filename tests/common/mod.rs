@@ -8,6 +8,7 @@ pub mod interop;
 pub mod opentracker;
 pub mod purity;
 pub mod serve;
+pub mod transmission;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};

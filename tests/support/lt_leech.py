@@ -3,6 +3,8 @@
 
 Usage: lt_leech.py TORRENT SAVE_DIR [--peer HOST:PORT ...] [--port P] [--timeout S] [--stats]
                    [--plaintext | --encryption forced]
+                   [--out-enc-policy forced|enabled|disabled] [--in-enc-policy forced|enabled|disabled]
+                   [--enc-level rc4|plaintext|both]
 
 TCP only (uTP off both ways), no DHT, LSD, UPnP, NAT-PMP or trackers; listens on 127.0.0.1
 (any free port, unless --port) and says where on stderr, "lt_leech.py: listening on
@@ -10,6 +12,10 @@ TCP only (uTP off both ways), no DHT, LSD, UPnP, NAT-PMP or trackers; listens on
 prints one JSON line: {"seconds": S, "bytes": N, "mb_s": X} where S runs from adding the
 torrent to completion, then exits 0. Exits 1 (message on stderr) if it does not finish in
 --timeout seconds (default 300), so it can never outlive a test or a benchmark.
+
+The three encryption options set libtorrent's settings of the same names (pe_forced, pe_rc4,
+...), after --plaintext and --encryption; without any, libtorrent's defaults apply (enabled both
+ways, both levels).
 """
 
 import argparse
@@ -63,6 +69,26 @@ def main() -> None:
         help="forced: only the encrypted (MSE/PE) handshake, both ways, never a plaintext retry"
         " (plaintext or RC4 allowed after it); default: libtorrent's own policy",
     )
+    parser.add_argument(
+        "--out-enc-policy",
+        choices=["forced", "enabled", "disabled"],
+        help="libtorrent's out_enc_policy (pe_forced: only the encrypted handshake, no plaintext"
+        " retry; pe_enabled: encrypted first, then plaintext; pe_disabled: plaintext only);"
+        " default: libtorrent's own (enabled)",
+    )
+    parser.add_argument(
+        "--in-enc-policy",
+        choices=["forced", "enabled", "disabled"],
+        help="libtorrent's in_enc_policy (pe_forced: refuse plaintext handshakes; pe_enabled:"
+        " accept both; pe_disabled: refuse encrypted ones); default: libtorrent's own (enabled)",
+    )
+    parser.add_argument(
+        "--enc-level",
+        choices=["rc4", "plaintext", "both"],
+        help="libtorrent's allowed_enc_level: what an encrypted handshake may select (pe_rc4,"
+        " pe_plaintext: the stream stays plaintext after it, pe_both); default: libtorrent's"
+        " own (both)",
+    )
     args = parser.parse_args()
     if args.plaintext and args.encryption == "forced":
         parser.error("--plaintext and --encryption forced contradict each other")
@@ -86,6 +112,12 @@ def main() -> None:
         settings["out_enc_policy"] = lt.enc_policy.pe_forced
         settings["in_enc_policy"] = lt.enc_policy.pe_forced
         settings["allowed_enc_level"] = lt.enc_level.pe_both
+    if args.out_enc_policy:
+        settings["out_enc_policy"] = getattr(lt.enc_policy, "pe_" + args.out_enc_policy)
+    if args.in_enc_policy:
+        settings["in_enc_policy"] = getattr(lt.enc_policy, "pe_" + args.in_enc_policy)
+    if args.enc_level:
+        settings["allowed_enc_level"] = getattr(lt.enc_level, "pe_" + args.enc_level)
     ses = lt.session(settings)
     # Wait for the listen socket, so that the port said is the one bound (tests dial it).
     listen_deadline = time.monotonic() + 30.0

@@ -3,6 +3,8 @@
 
 Usage: lt_seed.py TORRENT DATA_DIR [--port P] [--peer-id ID] [--tracker URL] [--peer HOST:PORT]...
                   [--max-seconds S] [--verbose]
+                  [--out-enc-policy forced|enabled|disabled] [--in-enc-policy forced|enabled|disabled]
+                  [--enc-level rc4|plaintext|both]
 
 DATA_DIR must already hold the complete payload (it is the save path: a single-file torrent's
 file, or a multi-file torrent's <name>/ folder, lies directly in it). The session is TCP only
@@ -11,7 +13,9 @@ seeds ignored (unless --tracker URL is given: then the seed announces to that on
 and only to it), and allow_multiple_connections_per_ip on. Each --peer is dialled once the data
 is checked, and again every 2 s while it is not connected (for leechers that never dial,
 like Transmission on loopback, or that start listening later). It listens on 127.0.0.1:P (P = 0,
-the default, picks a free port).
+the default, picks a free port). The three encryption options set libtorrent's settings of the
+same names (pe_forced, pe_rc4, ...); without them libtorrent's defaults apply (enabled both ways,
+both levels).
 
 Once the data is checked and the torrent is seeding, one JSON line goes to stdout:
     {"port": P, "peer_id": "<40 hex digits>", "info_hash": "<40 hex digits, v1>"}
@@ -79,6 +83,26 @@ def main() -> None:
         default=0,
         help="raise libtorrent's connection limit (default 200) to this, e.g. for swarm-load",
     )
+    parser.add_argument(
+        "--out-enc-policy",
+        choices=["forced", "enabled", "disabled"],
+        help="libtorrent's out_enc_policy (pe_forced: only the encrypted handshake, no plaintext"
+        " retry; pe_enabled: encrypted first, then plaintext; pe_disabled: plaintext only);"
+        " default: libtorrent's own (enabled)",
+    )
+    parser.add_argument(
+        "--in-enc-policy",
+        choices=["forced", "enabled", "disabled"],
+        help="libtorrent's in_enc_policy (pe_forced: refuse plaintext handshakes; pe_enabled:"
+        " accept both; pe_disabled: refuse encrypted ones); default: libtorrent's own (enabled)",
+    )
+    parser.add_argument(
+        "--enc-level",
+        choices=["rc4", "plaintext", "both"],
+        help="libtorrent's allowed_enc_level: what an encrypted handshake may select (pe_rc4,"
+        " pe_plaintext: the stream stays plaintext after it, pe_both); default: libtorrent's"
+        " own (both)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every alert to stderr")
     args = parser.parse_args()
     VERBOSE = args.verbose
@@ -124,6 +148,12 @@ def main() -> None:
         "alert_mask": cat.error_notification | cat.status_notification | cat.storage_notification
         | (cat.all_categories if VERBOSE else 0),
     }
+    if args.out_enc_policy:
+        settings["out_enc_policy"] = getattr(lt.enc_policy, "pe_" + args.out_enc_policy)
+    if args.in_enc_policy:
+        settings["in_enc_policy"] = getattr(lt.enc_policy, "pe_" + args.in_enc_policy)
+    if args.enc_level:
+        settings["allowed_enc_level"] = getattr(lt.enc_level, "pe_" + args.enc_level)
     ses = lt.session(settings)
 
     # Wait for the listen socket, so the port printed is the real, bound one.

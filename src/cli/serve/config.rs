@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use ringtorrent::api::auth::{Auth, AuthConfig};
 use ringtorrent::api::guard::Policy;
+use ringtorrent::core::Encryption;
 
 use super::super::format;
 
@@ -19,6 +20,14 @@ pub const TEMPLATE: &str = r#"# ringtorrent serve: every key is optional; these 
 
 # Address and port peers connect to.
 listen = "0.0.0.0:6881"
+# Protocol encryption (MSE/PE) of peer connections, both ways:
+# "prefer": dial encrypted offering RC4 and plaintext, accept every kind of connection,
+#   select plaintext when the peer offers both and RC4 when it insists; a handshake refused
+#   one way is tried once the other way (what worked is remembered per peer).
+# "require": RC4-encrypted connections only, incoming and outgoing; plaintext peers are
+#   refused (like qBittorrent's "Require encryption", Transmission's `encryption: 2`).
+# "plaintext": never start encryption; a peer that starts it is still answered.
+encryption = "prefer"
 # The control API (HTTP + JSON, and /metrics). Without credentials (api_password_hash or
 # api_keys below) it must be on a loopback address: anything else is refused at start.
 api = "127.0.0.1:7070"
@@ -95,6 +104,8 @@ upload_buffer = "64M"
 pub struct ServeConfig {
     /// Peer listen address.
     pub listen: String,
+    /// `prefer`, `require` or `plaintext`.
+    pub encryption: String,
     /// Control API address.
     pub api: String,
     /// Extra host names the API answers to.
@@ -157,6 +168,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             listen: "0.0.0.0:6881".into(),
+            encryption: Encryption::default().name().into(),
             api: "127.0.0.1:7070".into(),
             api_hosts: Vec::new(),
             api_cors_origins: Vec::new(),
@@ -212,6 +224,7 @@ impl ServeConfig {
     /// Rejects values that parse but make no sense, naming the key.
     pub fn check(&self) -> Result<()> {
         self.io_backend()?;
+        self.encryption()?;
         self.seed_choke()?;
         self.rates()?;
         self.upload_buffer()?;
@@ -266,6 +279,16 @@ impl ServeConfig {
                 "io = {other:?}: expected \"auto\", \"uring\" or \"epoll\""
             )),
         }
+    }
+
+    /// `encryption` as the policy.
+    pub fn encryption(&self) -> Result<Encryption> {
+        self.encryption.parse().map_err(|_| {
+            anyhow!(
+                "encryption = {:?}: expected \"prefer\", \"require\" or \"plaintext\"",
+                self.encryption
+            )
+        })
     }
 
     /// `limits.seed_choke` as the core's mode.
@@ -351,6 +374,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("io"), "{e}");
+        let e = ServeConfig::parse("encryption = \"forced\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("encryption"), "{e}");
         let e = ServeConfig::parse("[limits]\nupload_rate = \"fast\"")
             .unwrap_err()
             .to_string();
@@ -380,6 +407,15 @@ mod tests {
         ServeConfig::parse(&open).expect("a non-loopback API with credentials");
         let c = ServeConfig::parse("threads = 3\n[limits]\nupload_rate = \"8M\"").unwrap();
         assert_eq!(c.threads, 3);
+        assert_eq!(c.encryption().unwrap(), Encryption::Prefer);
+        for policy in [
+            Encryption::Plaintext,
+            Encryption::Prefer,
+            Encryption::Require,
+        ] {
+            let c = ServeConfig::parse(&format!("encryption = \"{policy}\"")).unwrap();
+            assert_eq!(c.encryption().unwrap(), policy);
+        }
         assert_eq!(c.rates().unwrap(), (Some(8 << 20), None));
     }
 }

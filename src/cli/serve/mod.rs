@@ -21,6 +21,7 @@ use anyhow::{anyhow, Context, Result};
 
 pub use config::ServeConfig;
 use ringtorrent::client::{AddTorrent, Client, ClientConfig, ClientError, Limits};
+use ringtorrent::core::Encryption;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -31,6 +32,9 @@ pub struct ServeArgs {
     /// Peer listen address (overrides `listen`).
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Option<String>,
+    /// Protocol encryption: prefer, require or plaintext (overrides `encryption`).
+    #[arg(long, value_name = "POLICY")]
+    encryption: Option<Encryption>,
     /// Control API address (overrides `api`). Without credentials it must be a loopback
     /// address.
     #[arg(long, value_name = "ADDR:PORT")]
@@ -185,6 +189,9 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig> {
     set(&mut c.limits.seed_choke, &args.seed_choke);
     set(&mut c.limits.upload_rate, &args.upload_limit);
     set(&mut c.limits.download_rate, &args.download_limit);
+    if let Some(v) = args.encryption {
+        c.encryption = v.name().into();
+    }
     if let Some(v) = args.threads {
         c.threads = v;
     }
@@ -265,6 +272,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             seed_choke: c.seed_choke()?,
             upload_buffer: c.upload_buffer()?,
         },
+        encryption: c.encryption()?,
         ..ClientConfig::default()
     })?;
     // The first lines on stdout say where things are, for scripts; a reader that went away
@@ -283,11 +291,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let _ = out.flush();
     }
     tracing::info!(
-        "serving {} torrents from {} with {} {} loop(s), started in {:.2} s",
+        "serving {} torrents from {} with {} {} loop(s), encryption {}, started in {:.2} s",
         client.sources().len(),
         data_dir.display(),
         client.loop_count(),
         client.backend(),
+        c.encryption()?,
         started.elapsed().as_secs_f64()
     );
     let mut watched: BTreeMap<PathBuf, Watched> = BTreeMap::new();
