@@ -84,10 +84,28 @@ struct Wire {
     seed_events: Vec<Event>,
     leecher_events: Vec<Event>,
     now: Time,
+    /// Bytes on their way: (to the seed, the receiving connection, the bytes of one read).
+    inbox: std::collections::VecDeque<(bool, ConnId, Vec<u8>)>,
+    /// Send as the epoll driver does (`send_chunks`, which leaves the bytes in place, then
+    /// `handle_sent`) rather than as io_uring and the simulator do (`take_send`).
+    chunked: bool,
+}
+
+/// Everything queued on `conn`, the way a driver of either kind takes it, reported sent.
+fn drain(s: &mut Session, conn: ConnId, chunked: bool, now: Time) -> Vec<u8> {
+    let bytes = if chunked {
+        s.send_chunks(conn).concat()
+    } else {
+        s.take_send(conn, usize::MAX).concat()
+    };
+    if !bytes.is_empty() {
+        s.handle_sent(conn, bytes.len(), now);
+    }
+    bytes
 }
 
 impl Wire {
-    fn new(seed_policy: Encryption, leecher_policy: Encryption) -> Wire {
+    fn new(seed_policy: Encryption, leecher_policy: Encryption, chunked: bool) -> Wire {
         let info = info();
         let now = Time::from_secs(1);
         let mut seed = session(seed_policy, 1);
@@ -109,6 +127,8 @@ impl Wire {
             seed_events: Vec::new(),
             leecher_events: Vec::new(),
             now,
+            chunked,
+            inbox: Default::default(),
         }
     }
 
@@ -137,7 +157,7 @@ impl Wire {
     /// Runs both sessions until neither has anything to do.
     fn pump(&mut self) {
         let leecher_addr: SocketAddr = "10.0.0.2:50000".parse().unwrap();
-        for _ in 0..10_000 {
+        for _ in 0..1_000_000 {
             let mut busy = false;
             while let Some(action) = self.leecher.poll_action() {
                 busy = true;
@@ -153,10 +173,9 @@ impl Wire {
                         self.leecher.handle_connected(conn, self.now);
                     }
                     Action::Send { conn } => {
-                        let bytes = self.leecher.take_send(conn, usize::MAX).concat();
-                        self.leecher.handle_sent(conn, bytes.len(), self.now);
+                        let bytes = drain(&mut self.leecher, conn, self.chunked, self.now);
                         if let Some(to) = self.seed_side(conn) {
-                            self.seed.handle_recv(to, &bytes, self.now);
+                            self.deliver(true, to, bytes);
                         }
                     }
                     Action::Close { conn } => {
@@ -190,10 +209,9 @@ impl Wire {
                 busy = true;
                 match action {
                     Action::Send { conn } => {
-                        let bytes = self.seed.take_send(conn, usize::MAX).concat();
-                        self.seed.handle_sent(conn, bytes.len(), self.now);
+                        let bytes = drain(&mut self.seed, conn, self.chunked, self.now);
                         if let Some(to) = self.leecher_side(conn) {
-                            self.leecher.handle_recv(to, &bytes, self.now);
+                            self.deliver(false, to, bytes);
                         }
                     }
                     Action::Close { conn } => {
@@ -215,6 +233,15 @@ impl Wire {
                     other => panic!("unexpected seed action {other:?}"),
                 }
             }
+            // One read at a time, the senders' actions handled between reads, as a driver
+            // does.
+            if let Some((to_seed, conn, bytes)) = self.inbox.pop_front() {
+                busy = true;
+                match to_seed {
+                    true => self.seed.handle_recv(conn, &bytes, self.now),
+                    false => self.leecher.handle_recv(conn, &bytes, self.now),
+                }
+            }
             self.seed_events
                 .extend(std::iter::from_fn(|| self.seed.poll_event()));
             self.leecher_events
@@ -224,6 +251,15 @@ impl Wire {
             }
         }
         panic!("the sessions never went quiet");
+    }
+
+    /// Queues bytes for the other side: whole, or (`chunked`) in reads of a few dozen bytes,
+    /// so that a handshake's parts arrive apart.
+    fn deliver(&mut self, to_seed: bool, conn: ConnId, bytes: Vec<u8>) {
+        let read = if self.chunked { 61 } else { usize::MAX };
+        for piece in bytes.chunks(read) {
+            self.inbox.push_back((to_seed, conn, piece.to_vec()));
+        }
     }
 
     fn piece_written_right(&self, piece: u32) -> bool {
@@ -281,10 +317,14 @@ fn every_pair_of_policies_connects_as_specified_and_rc4_carries_the_payload() {
             (Require, _) => Ok(Crypto::Rc4),
         }
     };
-    for leecher in [Plaintext, Prefer, Require] {
-        for seed in [Plaintext, Prefer, Require] {
-            let case = format!("leecher {leecher}, seed {seed}");
-            let mut w = Wire::new(seed, leecher);
+    for (leecher, seed, chunked) in [Plaintext, Prefer, Require]
+        .into_iter()
+        .flat_map(|l| [Plaintext, Prefer, Require].map(|s| (l, s)))
+        .flat_map(|(l, s)| [(l, s, false), (l, s, true)])
+    {
+        {
+            let case = format!("leecher {leecher}, seed {seed}, chunked sends {chunked}");
+            let mut w = Wire::new(seed, leecher, chunked);
             w.dial();
             w.pump();
             for _ in 0..20 {

@@ -1022,6 +1022,11 @@ impl Session {
 
     /// Queues bytes on a handshaking connection, telling the driver if the buffer was empty.
     fn queue_send(out: &mut Outbox, conn: ConnId, h: &mut Handshaking, bytes: &[u8]) {
+        // Nothing to send must not ask the driver to send: a driver that finds nothing
+        // reports nothing sent, and the flag would stay up, silencing later sends.
+        if bytes.is_empty() {
+            return;
+        }
         h.send.push_bytes(bytes);
         if !h.send_notified {
             h.send_notified = true;
