@@ -9,6 +9,13 @@
 #
 # Usage: scripts/bench-clients.sh [SIZE_MIB=1024] [RUNS=3]
 # LT_LEECH_ARGS (e.g. --plaintext) are passed to the libtorrent leecher in every row.
+# ENCRYPTION="plain rc4" runs every row once per setting, each in its strictest form: `plain`
+# turns protocol encryption off on both sides (libtorrent pe_disabled both ways, ringtorrent
+# --encryption plaintext, Transmission encryption 0, aria2 without crypto); `rc4` forces RC4
+# for the whole connection (libtorrent pe_forced both ways with pe_rc4, ringtorrent
+# --encryption require, Transmission encryption 2, aria2 --bt-require-crypto with arc4).
+# Unset: every client's default (the table of earlier runs). Each row also reports the CPU
+# time of both processes (libtorrent and ringtorrent rows) and MB per CPU-second.
 # ONLY="lt:lt lt:rt ..." runs only the listed seeder:leecher rows (lt, rt, tr, aria2).
 # Needs: mktorrent, python3-libtorrent, transmission-daemon, transmission-cli, aria2
 # (scripts/test.sh installs them all).
@@ -26,6 +33,45 @@ cd "$(dirname "$0")/.."
 size_mib=${1:-1024}
 runs=${2:-3}
 only=${ONLY:-"lt:lt lt:rt lt:tr lt:aria2 rt:lt tr:lt aria2:lt rt:rt"}
+encryptions=${ENCRYPTION:-default}
+enc=default
+# The settings for the current encryption, per client.
+lt_enc() {
+    case "$enc" in
+    plain) echo --out-enc-policy disabled --in-enc-policy disabled ;;
+    rc4) echo --out-enc-policy forced --in-enc-policy forced --enc-level rc4 ;;
+    esac
+}
+rt_enc() {
+    case "$enc" in
+    plain) echo --encryption plaintext ;;
+    rc4) echo --encryption require ;;
+    esac
+}
+aria2_enc() {
+    case "$enc" in
+    rc4) echo --bt-require-crypto=true --bt-min-crypto-level=arc4 ;;
+    esac
+}
+tr_encryption() {
+    case "$enc" in
+    plain) echo 0 ;; rc4) echo 2 ;; *) echo 1 ;;
+    esac
+}
+# CPU seconds (user + system) a running process has used so far.
+cpu_of() {
+    [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
+    awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); printf "%.3f", ($12 + $13) / hz}' "/proc/$1/stat"
+}
+# Runs a command and writes the CPU seconds it and its children used to $CPU_FILE.
+cpu_run() {
+    /usr/bin/python3 -c '
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[2:]).returncode
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write("%.3f" % (u.ru_utime + u.ru_stime))
+sys.exit(code)' "$CPU_FILE" "$@"
+}
 # RT=path measures another ringtorrent binary (an older build, for a before/after pair).
 if [ -z "${RT:-}" ]; then
     cargo build --release --quiet
@@ -74,7 +120,7 @@ tr_start() {
  "rename-partial-files": false, "download-queue-enabled": false, "seed-queue-enabled": false,
  "ratio-limit-enabled": false, "idle-seeding-limit-enabled": false,
  "speed-limit-down-enabled": false, "speed-limit-up-enabled": false, "alt-speed-enabled": false,
- "blocklist-enabled": false, "start-added-torrents": true, "encryption": 1, "message-level": 1}
+ "blocklist-enabled": false, "start-added-torrents": true, "encryption": $(tr_encryption), "message-level": 1}
 EOF
     transmission-daemon -f -g "$work/tr-config" > "$work/tr.log" 2>&1 &
     pids+=("$!")
@@ -119,13 +165,15 @@ start_seed() {
         rm -f "$work/seed.in"; mkfifo "$work/seed.in"
         local dial=()
         [ -n "${2:-}" ] && dial=(--peer "$2")
-        /usr/bin/python3 "$lt_seed" "$work/p.torrent" "$work/seed" --max-seconds 900 "${dial[@]}" < "$work/seed.in" > "$out" 2>/dev/null &
+        # shellcheck disable=SC2046  # lt_enc is a list of flags
+        /usr/bin/python3 "$lt_seed" "$work/p.torrent" "$work/seed" --max-seconds 900 "${dial[@]}" $(lt_enc) < "$work/seed.in" > "$out" 2>/dev/null &
         SEED_PID=$!
         exec 9> "$work/seed.in"
         ;;
     rt)
+        # shellcheck disable=SC2046  # rt_enc is a list of flags
         "$rt" seed "$work/p.torrent" "$work/seed" --port 0 --bind 127.0.0.1 --duration 600 \
-            --state-dir "$work/rt-state" > "$out" 2>/dev/null &
+            --state-dir "$work/rt-state" $(rt_enc) > "$out" 2>/dev/null &
         SEED_PID=$!
         ;;
     tr)
@@ -140,8 +188,9 @@ start_seed() {
     aria2)
         local port
         port=$(free_port)
+        # shellcheck disable=SC2046  # aria2_enc is a list of flags
         aria2c "${aria2_args[@]}" --listen-port="$port" --dir="$work/seed" -V --seed-ratio=0.0 \
-            "$work/p.torrent" > "$work/aria2-seed.log" 2>&1 &
+            $(aria2_enc) "$work/p.torrent" > "$work/aria2-seed.log" 2>&1 &
         SEED_PID=$!
         pids+=("$SEED_PID")
         wait_port "$port" # aria2 listens once its check is done
@@ -178,18 +227,26 @@ stop_seed() {
 leech() {
     local seeder=$1 leecher=$2 t0 t1
     LEECH_S=""
+    LEECH_CPU=""
     rm -rf "$work/out"; mkdir -p "$work/out"
     case "$leecher" in
     lt|rt)
         start_seed "$seeder"
+        local seed_cpu0
+        seed_cpu0=$(cpu_of "$SEED_PID")
+        CPU_FILE="$work/leech.cpu"
         if [ "$leecher" = lt ]; then
-            # shellcheck disable=SC2086  # LT_LEECH_ARGS is a list of flags
-            LEECH_S=$(/usr/bin/python3 "$lt_leech" "$work/p.torrent" "$work/out" --peer "$SEED_ADDR" --timeout 600 ${LT_LEECH_ARGS:-} \
+            # shellcheck disable=SC2086,SC2046  # LT_LEECH_ARGS and lt_enc are lists of flags
+            LEECH_S=$(cpu_run /usr/bin/python3 "$lt_leech" "$work/p.torrent" "$work/out" --peer "$SEED_ADDR" --timeout 600 ${LT_LEECH_ARGS:-} $(lt_enc) \
                 | python3 -c 'import json,sys; print(json.load(sys.stdin)["seconds"])')
         else
-            LEECH_S=$("$rt" download "$work/p.torrent" -o "$work/out" --peer "$SEED_ADDR" --bind 127.0.0.1 --timeout 600 \
-                --state-dir "$work/rt-leech-state" 2>/dev/null | sed -n 's/.* in \([0-9.]*\) s .*/\1/p')
+            # shellcheck disable=SC2046  # rt_enc is a list of flags
+            LEECH_S=$(cpu_run "$rt" download "$work/p.torrent" -o "$work/out" --peer "$SEED_ADDR" --bind 127.0.0.1 --timeout 600 \
+                --state-dir "$work/rt-leech-state" $(rt_enc) 2>/dev/null | sed -n 's/.* in \([0-9.]*\) s .*/\1/p')
             rm -rf "$work/rt-leech-state"
+        fi
+        if [ "$seeder" = lt ] || [ "$seeder" = rt ]; then
+            LEECH_CPU=$(awk -v a="$(cat "$CPU_FILE")" -v s0="$seed_cpu0" -v s1="$(cpu_of "$SEED_PID")" 'BEGIN {printf "%.2f", a + s1 - s0}')
         fi
         ;;
     tr)
@@ -205,8 +262,9 @@ leech() {
     aria2)
         local port pid
         port=$(free_port)
+        # shellcheck disable=SC2046  # aria2_enc is a list of flags
         aria2c "${aria2_args[@]}" --listen-port="$port" --dir="$work/out" --seed-time=0 \
-            "$work/p.torrent" > "$work/aria2-leech.log" 2>&1 &
+            $(aria2_enc) "$work/p.torrent" > "$work/aria2-leech.log" 2>&1 &
         pid=$!
         pids+=("$pid")
         wait_port "$port"
@@ -230,21 +288,37 @@ name() {
     esac
 }
 
-echo "| seeder -> leecher | runs (s) | median s | MB/s | vs libtorrent->libtorrent |"
-echo "|---|---|---|---|---|"
-ref=""
-for pair in $only; do
-    s=${pair%%:*}; l=${pair##*:}
-    times=()
-    for _ in $(seq "$runs"); do
-        leech "$s" "$l"
-        [ -n "$LEECH_S" ] || { echo "no time measured for $s -> $l" >&2; exit 1; }
-        times+=("$LEECH_S")
+echo "| encryption | seeder -> leecher | runs (s) | median s | MB/s | vs libtorrent->libtorrent | CPU s (both) | MB per CPU-s |"
+echo "|---|---|---|---|---|---|---|---|"
+for enc in $encryptions; do
+    # Transmission reads its encryption setting at start: one daemon per setting.
+    if [ -n "$tr_rpc" ]; then
+        transmission-remote "$tr_rpc" --exit >/dev/null 2>&1 || true
+        sleep 1
+        tr_rpc=""
+    fi
+    ref=""
+    for pair in $only; do
+        s=${pair%%:*}; l=${pair##*:}
+        times=()
+        cpus=()
+        for _ in $(seq "$runs"); do
+            leech "$s" "$l"
+            [ -n "$LEECH_S" ] || { echo "no time measured for $s -> $l" >&2; exit 1; }
+            times+=("$LEECH_S")
+            [ -n "$LEECH_CPU" ] && cpus+=("$LEECH_CPU")
+        done
+        med=$(printf '%s\n' "${times[@]}" | median)
+        mbs=$(awk -v b="$bytes" -v t="$med" 'BEGIN {printf "%.0f", b/t/1e6}')
+        [ -z "$ref" ] && [ "$pair" = lt:lt ] && ref=$mbs
+        ratio="n/a"
+        [ -n "$ref" ] && ratio=$(awk -v a="$mbs" -v r="$ref" 'BEGIN {printf "%.2fx", a/r}')
+        cpu="n/a"
+        per_cpu="n/a"
+        if [ "${#cpus[@]}" -gt 0 ]; then
+            cpu=$(printf '%s\n' "${cpus[@]}" | median)
+            per_cpu=$(awk -v b="$bytes" -v c="$cpu" 'BEGIN {printf "%.0f", b/c/1e6}')
+        fi
+        printf '| %s | %s -> %s | %s | %.2f | %s | %s | %s | %s |\n' "$enc" "$(name "$s")" "$(name "$l")" "${times[*]}" "$med" "$mbs" "$ratio" "$cpu" "$per_cpu"
     done
-    med=$(printf '%s\n' "${times[@]}" | median)
-    mbs=$(awk -v b="$bytes" -v t="$med" 'BEGIN {printf "%.0f", b/t/1e6}')
-    [ -z "$ref" ] && [ "$pair" = lt:lt ] && ref=$mbs
-    ratio="n/a"
-    [ -n "$ref" ] && ratio=$(awk -v a="$mbs" -v r="$ref" 'BEGIN {printf "%.2fx", a/r}')
-    printf '| %s -> %s | %s | %.2f | %s | %s |\n' "$(name "$s")" "$(name "$l")" "${times[*]}" "$med" "$mbs" "$ratio"
 done
