@@ -147,7 +147,13 @@ fuzz_target!(|data: &[u8]| {
         max_connections: 3,
         ..Config::default()
     };
-    let mut session = Session::new(config, PeerId::generate([1; 12]), 7, Box::new(SimulatedKeys::new(7)), now);
+    let mut session = Session::new(
+        config,
+        PeerId::generate([1; 12]),
+        7,
+        Box::new(SimulatedKeys::new(7)),
+        now,
+    );
     session.set_listen_port(6881);
     let magnet = setup & 1 != 0;
     let pieces = info.lengths().piece_count();
