@@ -505,7 +505,12 @@ fn require_and_plaintext_never_switch_methods() {
 }
 
 fn sim(mix: Vec<Encryption>, seed: u64) -> crate::driver::sim::SimReport {
+    sim_with(mix, seed, false)
+}
+
+fn sim_with(mix: Vec<Encryption>, seed: u64, magnet: bool) -> crate::driver::sim::SimReport {
     simulate(SimConfig {
+        magnet,
         leechers: 12,
         seeds: 2,
         size: 2 << 20,
@@ -544,6 +549,15 @@ fn swarms_of_every_policy_and_of_mixed_policies_finish_byte_exact() {
             .is_some_and(|&n| n > 0),
         "{mixed}"
     );
+    // Magnet links: the info hash is the only key, and the metadata itself travels over RC4.
+    let magnet = sim_with(vec![Require], 5, true);
+    assert_eq!(magnet.completed, 12, "{magnet}");
+    assert!(
+        magnet.every_byte_right && magnet.metadata_received >= 12,
+        "{magnet}"
+    );
+    assert_eq!(magnet.metadata_wrong, 0);
+    assert_eq!(magnet.crypto.keys().collect::<Vec<_>>(), vec!["rc4"]);
     // The same seed replays the same run, keys and all.
     assert_eq!(
         format!("{}", sim(vec![Plaintext, Prefer, Require], 4)),

@@ -1173,7 +1173,18 @@ impl Session {
             // one with Ya, which starts with 19 once in 256 connections, so one byte does
             // not tell them apart.
             let seen = h.recv.len().min(PROTOCOL_PREFIX.len());
-            let plain = h.recv[..seen] == PROTOCOL_PREFIX[..seen];
+            let matching = h.recv[..seen]
+                .iter()
+                .zip(PROTOCOL_PREFIX)
+                .take_while(|(a, b)| a == b)
+                .count();
+            let plain = matching == seen;
+            // Bytes that follow the protocol string for four bytes or more and then leave it
+            // are a broken plain handshake, not Ya (which starts so once in 2^32 connections).
+            if !plain && matching >= 4 {
+                let e = super::wire::HandshakeError::ProtocolName;
+                return self.close_handshaking(conn, CloseReason::NotBitTorrent(e), now);
+            }
             match (plain, seen) {
                 (_, 0) => return,
                 (true, n) if n < PROTOCOL_PREFIX.len() => return,
