@@ -180,6 +180,12 @@ impl TorrentHandle {
         self.shared.with(|s| s.resume(self.hash))
     }
 
+    /// Checks its data again from scratch, ignoring resume data, and carries on from what
+    /// the check finds (ends seed mode). Runs the check before returning.
+    pub fn recheck(&self) -> Result<(), ClientError> {
+        self.shared.with(|s| s.recheck(self.hash))
+    }
+
     /// Removes it from the client (and the state folder); with `delete_data`, its files too.
     pub fn remove(&self, delete_data: bool) -> Result<(), ClientError> {
         self.shared.with(|s| s.remove(self.hash, delete_data))

@@ -117,6 +117,11 @@ pub struct AddTorrent {
     pub seed_only: bool,
     /// Trust that the data is complete and skip the check (the caller just made it).
     pub trust_data: bool,
+    /// Seed mode (libtorrent's `seed_mode`; what cross-seeding and qBittorrent's
+    /// `skip_checking` need): skip the check, serve at once, and verify each piece the first
+    /// time a peer asks for it. A piece that fails stops the serving of every piece not yet
+    /// verified and starts a full check of the torrent.
+    pub seed_mode: bool,
     /// For a magnet link: fetch the metadata and stop there ([`ClientEvent::MetadataReceived`]
     /// carries it), opening no storage.
     pub metadata_only: bool,
@@ -138,6 +143,7 @@ impl AddTorrent {
             download_limit: None,
             seed_only: false,
             trust_data: false,
+            seed_mode: false,
             metadata_only: false,
             label: None,
             restored: None,
@@ -184,6 +190,13 @@ impl AddTorrent {
     /// Adds it paused (or not).
     pub fn paused(mut self, paused: bool) -> AddTorrent {
         self.paused = paused;
+        self
+    }
+
+    /// Seed mode: no check, served at once, each piece verified the first time a peer asks
+    /// for it (see [`AddTorrent::seed_mode`]).
+    pub fn seed_mode(mut self) -> AddTorrent {
+        self.seed_mode = true;
         self
     }
 
@@ -619,6 +632,19 @@ fn forward_events(
                         info: info.clone(),
                     });
                     let _ = work.send(Work::Metadata(info_hash, info.clone()));
+                }
+            }
+            Event::SeedModeFailed { torrent, piece } => {
+                if let Some(info_hash) = hash(*torrent) {
+                    events.publish(ClientEvent::HashFailed {
+                        info_hash,
+                        piece: piece.get(),
+                    });
+                    tracing::warn!(
+                        "{info_hash}: piece {} failed its seed-mode check; checking the whole torrent",
+                        piece.get()
+                    );
+                    let _ = work.send(Work::Recheck(info_hash));
                 }
             }
             Event::TorrentError { torrent, error } => {

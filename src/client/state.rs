@@ -245,6 +245,7 @@ impl State {
             download_limit,
             seed_only,
             trust_data,
+            seed_mode,
             metadata_only,
             label,
             restored,
@@ -262,6 +263,7 @@ impl State {
             save_dir,
             files,
             seed_only,
+            seed_mode,
         });
         let bytes = match source {
             TorrentSource::Magnet(uri) => {
@@ -322,7 +324,7 @@ impl State {
                 &data_dir,
                 mode,
                 &self.pool,
-                trust_data,
+                trust_data || settings.seed_mode,
                 self.resume_dir().as_deref(),
             )?
         };
@@ -558,7 +560,7 @@ impl State {
             Bitfield,
             (Option<u64>, Option<u64>),
             Option<Vec<Priority>>,
-            Vec<SocketAddr>,
+            (Vec<SocketAddr>, bool),
         );
         let mut by_shard: BTreeMap<u32, Vec<Job>> = BTreeMap::new();
         for (hash, have) in torrents {
@@ -575,7 +577,7 @@ impl State {
                 have,
                 (e.settings.upload_limit, e.settings.download_limit),
                 e.settings.files.as_ref().map(|f| priorities(f)),
-                e.peers.clone(),
+                (e.peers.clone(), e.settings.seed_mode),
             ));
         }
         let mut failed = Vec::new();
@@ -587,21 +589,26 @@ impl State {
                 let now = d.now();
                 let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
                 jobs.into_iter()
-                    .map(|(hash, info, storage, have, (up, down), prio, peers)| {
-                        let id = d.session().add_torrent(info, &have, now);
-                        let mut left = 0;
-                        if let Some(id) = id {
-                            map.insert(id, hash);
-                            d.session().set_rate_limits(id, up, down, now);
-                            if let Some(p) = prio {
-                                d.session().set_file_priorities(id, &p, now);
+                    .map(
+                        |(hash, info, storage, have, (up, down), prio, (peers, seed_mode))| {
+                            let id = d.session().add_torrent(info, &have, now);
+                            let mut left = 0;
+                            if let Some(id) = id {
+                                map.insert(id, hash);
+                                if seed_mode {
+                                    d.session().set_seed_mode(id);
+                                }
+                                d.session().set_rate_limits(id, up, down, now);
+                                if let Some(p) = prio {
+                                    d.session().set_file_priorities(id, &p, now);
+                                }
+                                d.attach_storage(id, storage);
+                                d.session().add_peers(id, &peers, now);
+                                left = d.session().bytes_left(id);
                             }
-                            d.attach_storage(id, storage);
-                            d.session().add_peers(id, &peers, now);
-                            left = d.session().bytes_left(id);
-                        }
-                        (hash, id, left)
-                    })
+                            (hash, id, left)
+                        },
+                    )
                     .collect::<Vec<_>>()
             });
             let Ok(started) = started else {
@@ -683,6 +690,38 @@ impl State {
     }
 
     // ---------------------------------------------------------------------- state changes
+
+    /// Checks the torrent's data again from scratch (resume data ignored) and carries on
+    /// from what the check finds; ends seed mode. The check runs on the calling thread. A
+    /// paused torrent stays paused, its resume data rewritten from the check.
+    pub fn recheck(&mut self, hash: InfoHash) -> Result<(), ClientError> {
+        let pool = self.pool.clone();
+        let resume_dir = self.resume_dir();
+        if self.entry(hash)?.magnet.is_some() {
+            return Err(ClientError::NoMetadata(hash));
+        }
+        self.deactivate(hash)?;
+        let entry = self.entry_mut(hash)?;
+        entry.settings.seed_mode = false;
+        entry.saved = None;
+        let paused = entry.settings.paused;
+        let storage = entry
+            .storage
+            .clone()
+            .expect("torrents with metadata have storage");
+        self.save_settings(&hash)?;
+        let (have, _) = open::restore(&storage, &pool, false, false, None);
+        if paused {
+            if let Some(dir) = resume_dir {
+                open::save_resume(&storage, have, &dir)?;
+            }
+            return Ok(());
+        }
+        if self.activate(vec![(hash, have)]).contains(&hash) {
+            return Err(ClientError::Refused(hash));
+        }
+        Ok(())
+    }
 
     pub fn pause(&mut self, hash: InfoHash) -> Result<(), ClientError> {
         let e = self.entry(hash)?;

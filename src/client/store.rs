@@ -38,6 +38,9 @@ pub struct Settings {
     pub files: Option<Vec<bool>>,
     /// Serve what is on disk, never create or write a file.
     pub seed_only: bool,
+    /// Seed mode: the data was taken on trust when added, and each piece is verified the
+    /// first time a peer asks for it (until a check ends it).
+    pub seed_mode: bool,
 }
 
 /// What [`Store::load`] found: magnet links with their settings, and torrent files' paths.

@@ -25,6 +25,8 @@ pub(crate) enum Work {
     Metadata(InfoHash, Arc<Info>),
     /// A torrent completed.
     Completed(InfoHash),
+    /// A torrent's data must be checked again (a seed-mode piece failed).
+    Recheck(InfoHash),
     /// Stop.
     Stop,
 }
@@ -47,6 +49,11 @@ pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>, resume_every: Durat
     loop {
         match work.recv_timeout(TICK) {
             Ok(Work::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Ok(Work::Recheck(hash)) => {
+                if let Err(e) = shared.with(|s| s.recheck(hash)) {
+                    tracing::warn!("{hash}: cannot check the data again: {e}");
+                }
+            }
             Ok(Work::Metadata(hash, info)) => {
                 let result = shared.with(|s| s.start_magnet(hash, info));
                 if let Err(e) = result {

@@ -209,6 +209,16 @@ pub enum Event {
         /// The torrent.
         torrent: TorrentId,
     },
+    /// A torrent in seed mode (`Session::set_seed_mode`) read a piece it had taken on trust,
+    /// and the piece is not what the torrent says: the data cannot be trusted. The torrent
+    /// stops serving every piece it has not verified; the driver should check the whole
+    /// torrent (and start it again from what the check finds).
+    SeedModeFailed {
+        /// The torrent.
+        torrent: TorrentId,
+        /// The piece that failed.
+        piece: PieceIndex,
+    },
     /// A torrent added by magnet link (`Session::add_magnet`) has its metadata, verified
     /// against the info hash. Its peers stay connected, and it serves the metadata to others,
     /// but it downloads nothing until the driver has opened storage for `info` and called

@@ -811,6 +811,18 @@ impl Session {
         }
     }
 
+    /// Seed mode (libtorrent's): every piece the torrent holds was taken on trust and is
+    /// verified the first time a peer asks for it; a failure emits
+    /// [`Event::SeedModeFailed`]. Call right after adding the torrent with a full bitfield.
+    pub fn set_seed_mode(&mut self, id: TorrentId) {
+        self.with_torrent(id, |t, _| t.set_seed_mode());
+    }
+
+    /// Pieces a seed-mode torrent holds on trust and has not verified yet (0 otherwise).
+    pub fn unverified_pieces(&self, id: TorrentId) -> u32 {
+        self.torrent(id).map_or(0, Torrent::unverified_count)
+    }
+
     /// Downloads pieces in order (for streaming) instead of rarest first.
     pub fn set_sequential(&mut self, id: TorrentId, on: bool) {
         if let Some(t) = self.torrent_mut(id) {

@@ -137,6 +137,14 @@ pub(crate) struct Torrent {
     /// the session's budget less what its other torrents hold, set by the session before
     /// every call into the torrent.
     pub(crate) upload_allowance: usize,
+    /// Seed mode (libtorrent's `seed_mode`, what cross-seeding needs): the pieces held on
+    /// trust and not yet verified. A peer's request for one waits for its hash check, asked
+    /// the first time; once every piece passed, `None`.
+    unverified: Option<Bitfield>,
+    /// Seed mode's hash checks in flight.
+    seed_checks: BTreeSet<u32>,
+    /// A seed-mode check failed: pieces not verified are refused until the driver's check.
+    seed_mode_failed: bool,
 }
 
 /// A peer's message with its payload copied out of (or split off) the receive buffer.
@@ -199,10 +207,46 @@ impl Torrent {
             down_waiting: VecDeque::new(),
             up_wake: None,
             down_wake: None,
+            unverified: None,
+            seed_checks: BTreeSet::new(),
+            seed_mode_failed: false,
         };
         t.recount_wanted();
         t.complete_announced = t.picker.is_complete();
         t
+    }
+
+    /// Seed mode: every piece held is taken on trust and verified the first time a peer
+    /// asks for it (see `unverified`).
+    pub(crate) fn set_seed_mode(&mut self) {
+        let have = self.picker.have().clone();
+        self.unverified = (have.count() > 0).then_some(have);
+    }
+
+    /// Whether `piece` is held on trust, not yet verified (seed mode).
+    fn is_unverified(&self, piece: u32) -> bool {
+        self.unverified.as_ref().is_some_and(|u| u.get(piece))
+    }
+
+    /// Pieces still held on trust (seed mode); 0 otherwise.
+    pub(crate) fn unverified_count(&self) -> u32 {
+        self.unverified.as_ref().map_or(0, Bitfield::count)
+    }
+
+    /// Asks for the hash check of a piece held on trust, once.
+    fn seed_check(&mut self, piece: u32, now: Time) {
+        if self.seed_mode_failed || !self.seed_checks.insert(piece) {
+            return;
+        }
+        let Some(piece) = self.info.lengths().piece(piece) else {
+            return;
+        };
+        self.verify_started.insert(piece.get(), now);
+        self.ctx.out.actions.push_back(Action::Disk(DiskOp::Verify {
+            torrent: self.ctx.id,
+            piece,
+            block_hashes: false,
+        }));
     }
 
     fn recount_wanted(&mut self) {
@@ -921,7 +965,8 @@ impl Torrent {
             return Err(Violation::RequestTooLong);
         }
         let block = wire_block(self.info.lengths(), r)?;
-        let have = self.picker.have().get(r.piece);
+        let have = self.picker.have().get(r.piece)
+            && !(self.seed_mode_failed && self.is_unverified(r.piece));
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
         };
@@ -981,15 +1026,27 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
+        let mut check = None;
         while wants_read(
             peer,
             &self.ctx.config,
             now,
             self.upload_held < self.upload_allowance,
         ) {
-            let Some(block) = peer.requests_in.pop_front() else {
+            let Some(&block) = peer.requests_in.front() else {
                 break;
             };
+            // Seed mode: a piece held on trust is read only once its hash check passed;
+            // the request waits in the queue meanwhile.
+            if self
+                .unverified
+                .as_ref()
+                .is_some_and(|u| u.get(block.piece.get()))
+            {
+                check = Some(block.piece.get());
+                break;
+            }
+            peer.requests_in.pop_front();
             start_read(peer, block);
             self.upload_held += block.len as usize;
             self.ctx.out.actions.push_back(Action::Disk(DiskOp::Read {
@@ -997,6 +1054,9 @@ impl Torrent {
                 peer: key,
                 block,
             }));
+        }
+        if let Some(piece) = check {
+            self.seed_check(piece, now);
         }
     }
 
@@ -1021,6 +1081,18 @@ impl Torrent {
                 self.up_waiting.pop_front();
                 continue;
             };
+            if self
+                .unverified
+                .as_ref()
+                .is_some_and(|u| u.get(block.piece.get()))
+            {
+                // Seed mode: the peer waits for the piece's check, and is pumped again
+                // when it is done.
+                peer.up_waiting = false;
+                self.up_waiting.pop_front();
+                self.seed_check(block.piece.get(), now);
+                continue;
+            }
             let need = u64::from(block.len);
             let (ours, session) = (&mut self.limits.up, &mut session_limits.up);
             if !ours.can_take(need) || !session.can_take(need) {
@@ -1129,6 +1201,9 @@ impl Torrent {
                 result,
                 ..
             } => self.on_read(key, block, result, now, session_limits),
+            DiskDone::Verified { piece, ok, .. } if self.seed_checks.contains(&piece.get()) => {
+                self.on_seed_checked(piece, ok, now, session_limits)
+            }
             DiskDone::Verified {
                 piece,
                 ok,
@@ -1286,6 +1361,68 @@ impl Torrent {
                     self.maybe_close_seed_pair(key, now);
                 }
             }
+        }
+    }
+
+    /// Seed mode: the hash check of a piece held on trust is done. Passed, the requests that
+    /// waited for it are served; failed, the data is not what the torrent says: every piece
+    /// not yet verified is refused from now on (queued requests for them rejected) and the
+    /// driver is told to check the whole torrent.
+    fn on_seed_checked(
+        &mut self,
+        piece: PieceIndex,
+        ok: bool,
+        now: Time,
+        session_limits: &mut RateLimits,
+    ) {
+        self.seed_checks.remove(&piece.get());
+        if let Some(asked) = self.verify_started.remove(&piece.get()) {
+            let micros = now.saturating_since(asked).as_micros() as u64;
+            record_latency(&mut self.stats.hash_wait_us, micros);
+        }
+        if ok {
+            if let Some(u) = &mut self.unverified {
+                u.clear(piece.get());
+                if u.count() == 0 {
+                    self.unverified = None;
+                }
+            }
+            self.stats.pieces_verified += 1;
+        } else if !self.seed_mode_failed {
+            self.seed_mode_failed = true;
+            self.stats.hash_failures += 1;
+            self.ctx.out.events.push_back(Event::SeedModeFailed {
+                torrent: self.ctx.id,
+                piece,
+            });
+            let unverified = self.unverified.clone();
+            let is_unverified = |p: u32| unverified.as_ref().is_some_and(|u| u.get(p));
+            for key in self.peers.keys() {
+                let Some(peer) = self.peers.get_mut(&key) else {
+                    continue;
+                };
+                let refused: Vec<BlockRef> = peer
+                    .requests_in
+                    .iter()
+                    .filter(|b| is_unverified(b.piece.get()))
+                    .copied()
+                    .collect();
+                peer.requests_in.retain(|b| !is_unverified(b.piece.get()));
+                if peer.fast {
+                    for b in refused {
+                        let r = BlockRequest {
+                            piece: b.piece.get(),
+                            offset: b.offset,
+                            len: b.len,
+                        };
+                        let notify = peer.queue(&Message::Reject(r), now);
+                        self.ctx.out.send(peer.conn, notify);
+                    }
+                }
+            }
+        }
+        for key in self.peers.keys() {
+            self.pump_reads(key, now, session_limits);
         }
     }
 

@@ -1,0 +1,154 @@
+//! Seed mode (`AddTorrent::seed_mode`, what cross-seeding adds with qBittorrent's
+//! `skip_checking`): a torrent added over data it has not checked serves at once, verifies each
+//! piece the first time a peer asks for it, and on a piece that fails stops serving what it
+//! has not verified and checks the whole torrent, then serves only what the check found.
+
+mod common;
+
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use ringtorrent::client::{
+    AddTorrent, Client, ClientConfig, ClientEvent, DataSource, Events, IoChoice, TorrentState,
+};
+
+const LIMIT: Duration = Duration::from_secs(60);
+const PIECE: usize = 64 * 1024;
+const LEN: usize = 16 * PIECE;
+
+fn config(data: &Path) -> ClientConfig {
+    ClientConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        loops: 1,
+        io: IoChoice::Auto,
+        data_dir: data.to_path_buf(),
+        trackers: false,
+        ..ClientConfig::default()
+    }
+}
+
+/// A 16-piece payload in `dir/file.bin` and its torrent.
+fn make(dir: &Path) -> Vec<u8> {
+    common::write_payload(&dir.join("file.bin"), LEN, 11);
+    let opts = ringtorrent::metainfo::create::CreateOptions {
+        path: dir.join("file.bin"),
+        piece_len: Some(PIECE as u64),
+        ..Default::default()
+    };
+    ringtorrent::metainfo::create::create(&opts, &AtomicU64::new(0))
+        .unwrap()
+        .bytes
+}
+
+fn first(events: &Events, mut pick: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let e = events.recv_timeout(left).expect("the event came in time");
+        if pick(&e) {
+            return e;
+        }
+    }
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + LIMIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_seed_mode_torrent_serves_at_once_and_checks_each_piece_on_first_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = make(&tmp.path().join("seed"));
+    let seed = Client::start(config(&tmp.path().join("seed"))).unwrap();
+    let seed_events = seed.subscribe();
+    let t = seed
+        .add(AddTorrent::bytes(torrent.clone()).seed_mode())
+        .unwrap();
+    // No check: taken on trust, seeding at once.
+    let added = first(&seed_events, |e| matches!(e, ClientEvent::Added { .. }));
+    assert!(
+        matches!(
+            added,
+            ClientEvent::Added {
+                source: DataSource::Trusted,
+                ..
+            }
+        ),
+        "{added:?}"
+    );
+    assert_eq!(t.status().unwrap().state, TorrentState::Seeding);
+    assert_eq!(seed.metrics().pieces_verified, 0, "nothing hashed at add");
+
+    let leech = Client::start(config(&tmp.path().join("leech"))).unwrap();
+    let leech_events = leech.subscribe();
+    leech
+        .add(AddTorrent::bytes(torrent).peers(seed.listen_addr()))
+        .unwrap();
+    first(&leech_events, |e| {
+        matches!(e, ClientEvent::Completed { .. })
+    });
+    // Each piece was verified once, as it was first read.
+    assert_eq!(seed.metrics().pieces_verified, 16);
+    assert_eq!(leech.metrics().pieces_failed, 0);
+    leech.shutdown();
+    seed.shutdown();
+    common::same_tree(&tmp.path().join("seed"), &tmp.path().join("leech"));
+}
+
+#[test]
+fn a_corrupt_piece_found_in_seed_mode_stops_serving_and_checks_the_torrent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = make(&tmp.path().join("seed"));
+    // Piece 3 on the seed's disk is not what the torrent says.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(tmp.path().join("seed/file.bin"))
+        .unwrap();
+    f.seek(SeekFrom::Start((3 * PIECE + 100) as u64)).unwrap();
+    f.write_all(b"cross-seeded the wrong release").unwrap();
+    drop(f);
+
+    let seed = Client::start(config(&tmp.path().join("seed"))).unwrap();
+    let seed_events = seed.subscribe();
+    let t = seed
+        .add(AddTorrent::bytes(torrent.clone()).seed_mode())
+        .unwrap();
+    assert_eq!(t.status().unwrap().pieces_have, 16, "taken on trust");
+
+    let leech = Client::start(config(&tmp.path().join("leech"))).unwrap();
+    let lt = leech
+        .add(AddTorrent::bytes(torrent).peers(seed.listen_addr()))
+        .unwrap();
+    // The seed finds piece 3 bad when it is first asked for, checks everything, and holds
+    // the 15 good pieces.
+    let failed = first(&seed_events, |e| {
+        matches!(e, ClientEvent::HashFailed { .. })
+    });
+    assert!(
+        matches!(failed, ClientEvent::HashFailed { piece: 3, .. }),
+        "{failed:?}"
+    );
+    wait_for("the seed's check", || {
+        t.status().is_ok_and(|s| s.pieces_have == 15)
+    });
+    // The leecher gets every good piece (it reconnects to the checked seed) and never a
+    // byte of the bad one.
+    lt.add_peers(&[seed.listen_addr().unwrap()]).unwrap();
+    wait_for("the good pieces", || {
+        lt.status()
+            .is_ok_and(|s| s.pieces_have == 15 && s.bytes_left == PIECE as u64)
+    });
+    assert_eq!(
+        leech.metrics().pieces_failed,
+        0,
+        "no corrupt block was served"
+    );
+    leech.shutdown();
+    seed.shutdown();
+}
