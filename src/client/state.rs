@@ -98,6 +98,9 @@ pub(crate) struct Entry {
     pub slow_since: Option<Instant>,
     /// Its totals or seeding time changed since its settings were last kept.
     pub counters_dirty: bool,
+    /// What the check at its add found, when the queue held it from the start: used when
+    /// it first starts, so its data is not checked twice.
+    pub held_have: Option<Bitfield>,
 }
 
 impl Entry {
@@ -404,6 +407,7 @@ impl State {
         let complete = verified == info.lengths().piece_count();
         let queued = !settings.paused && self.queues_new(settings.force_start);
         let go = !settings.paused && !queued;
+        let held_have = queued.then(|| opened.have.clone());
         self.torrents.insert(
             hash,
             Entry {
@@ -426,6 +430,7 @@ impl State {
                 complete,
                 slow_since: None,
                 counters_dirty: false,
+                held_have,
             },
         );
         self.enqueue(hash);
@@ -515,7 +520,7 @@ impl State {
         }
         tracing::info!("added magnet {hash}; fetching its metadata");
         // A magnet link runs until its metadata arrives; the queue takes it from there.
-        let (queued, complete) = (false, false);
+        let (queued, complete, held_have) = (false, false, None);
         let name = magnet.display_name.clone();
         self.torrents.insert(
             hash,
@@ -539,6 +544,7 @@ impl State {
                 complete,
                 slow_since: None,
                 counters_dirty: false,
+                held_have,
             },
         );
         self.enqueue(hash);
@@ -846,7 +852,11 @@ impl State {
             .storage
             .clone()
             .expect("torrents with metadata have storage");
-        let (have, source) = open::restore(&storage, &pool, false, reopened, resume_dir.as_deref());
+        let held = entry.held_have.take().filter(|_| !reopened);
+        let (have, source) = match held {
+            Some(have) => (have, DataSource::Resumed),
+            None => open::restore(&storage, &pool, false, reopened, resume_dir.as_deref()),
+        };
         if matches!(source, DataSource::Checked { .. }) {
             entry.saved = None;
         }
