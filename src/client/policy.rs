@@ -112,8 +112,8 @@ impl ShareLimits {
         let low = if global { NO_LIMIT } else { USE_GLOBAL };
         let bad = |what: &str, v: String| {
             Err(ClientError::InvalidArgument(format!(
-                "share limit {what} = {v}: expected {} -1 (none) or a value of at least 0",
-                if global { "" } else { "-2 (the client's)," }
+                "share limit {what} = {v}: expected {}-1 (none) or a value of at least 0",
+                if global { "" } else { "-2 (the client's), " }
             )))
         };
         let r = self.ratio;
