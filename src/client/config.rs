@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::policy::{QueueConfig, ShareLimits};
 use crate::core::choker::SeedChokeMode;
 use crate::core::config::{Config, Encryption};
 use crate::core::PeerId;
@@ -89,6 +90,12 @@ pub struct ClientConfig {
     /// Protocol encryption (MSE/PE): `prefer` (the default), `require` or `plaintext`; see
     /// [`Encryption`]. Overrides `core.encryption`.
     pub encryption: Encryption,
+    /// The client's share limits (default: none; action stop), which torrents' -2 fields
+    /// take. Values set at run time ([`super::Client::set_share_limits`]) are kept in the
+    /// state folder's `preferences.json` and override these at the next start.
+    pub share_limits: ShareLimits,
+    /// Queueing (default: off, every torrent runs). Kept like [`ClientConfig::share_limits`].
+    pub queue: QueueConfig,
     /// The protocol core's settings beyond [`ClientConfig::limits`] (which override the
     /// matching fields here), for embedders and tests that tune it.
     pub core: Config,
@@ -108,6 +115,8 @@ impl Default for ClientConfig {
             trackers: true,
             resume_interval: Duration::from_secs(60),
             encryption: Encryption::default(),
+            share_limits: ShareLimits::NONE,
+            queue: QueueConfig::default(),
             core: Config::default(),
         }
     }

@@ -127,6 +127,15 @@ pub enum ClientEvent {
         /// What happened.
         message: String,
     },
+    /// A torrent reached a share limit; `action` (stop, remove or remove with data) follows.
+    ShareLimitReached {
+        /// The torrent.
+        info_hash: InfoHash,
+        /// Which: `ratio`, `seeding_time` or `inactive_seeding_time`.
+        limit: &'static str,
+        /// What is done about it.
+        action: super::ShareAction,
+    },
     /// A torrent was paused.
     Paused {
         /// The torrent.
@@ -167,6 +176,7 @@ impl ClientEvent {
             | TrackerReplied { info_hash, .. }
             | TrackerFailed { info_hash, .. }
             | Error { info_hash, .. }
+            | ShareLimitReached { info_hash, .. }
             | Paused { info_hash }
             | Resumed { info_hash }
             | Removed { info_hash, .. } => Some(*info_hash),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::policy::{QueueMove, ShareLimits};
 use super::{ClientError, Shared};
 use crate::core::InfoHash;
 use crate::metainfo::Info;
@@ -29,6 +30,9 @@ pub enum TorrentState {
     Paused,
     /// Stopped on an error (see [`TorrentStatus::error`]).
     Error,
+    /// Not paused, but waiting for its turn in the queue (see `QueueConfig`); downloading
+    /// or seeding by [`TorrentStatus::bytes_left`].
+    Queued,
 }
 
 impl TorrentState {
@@ -40,6 +44,7 @@ impl TorrentState {
             TorrentState::Seeding => "seeding",
             TorrentState::Paused => "paused",
             TorrentState::Error => "error",
+            TorrentState::Queued => "queued",
         }
     }
 }
@@ -83,6 +88,29 @@ pub struct TorrentStatus {
     pub save_dir: PathBuf,
     /// Why it stopped or is held, if it did.
     pub error: Option<String>,
+    /// Its category, if any.
+    pub category: Option<String>,
+    /// Its tags, sorted.
+    pub tags: Vec<String>,
+    /// Payload bytes sent, over all runs.
+    pub uploaded_total: u64,
+    /// Payload bytes received, over all runs.
+    pub downloaded_total: u64,
+    /// qBittorrent's ratio (see `policy::ratio`), at most 9999.
+    pub ratio: f64,
+    /// Seconds it has seeded, over all runs.
+    pub seeding_time: u64,
+    /// Seconds since it last sent or received payload in this run (0 when not running).
+    pub inactive_time: u64,
+    /// Its own share limits (-2 fields: the client's).
+    pub share_limits: ShareLimits,
+    /// The limits that apply: its own with the client's in place of -2.
+    pub effective_share_limits: ShareLimits,
+    /// Its place in the queue, from 1 (every torrent has one, seeding or not; queueing may
+    /// be off).
+    pub queue_position: usize,
+    /// It runs whatever the queue says.
+    pub force_start: bool,
 }
 
 /// One connected peer.
@@ -210,6 +238,39 @@ impl TorrentHandle {
     /// Peers to connect to, besides those trackers and peer exchange find.
     pub fn add_peers(&self, peers: &[SocketAddr]) -> Result<(), ClientError> {
         self.shared.with(|s| s.add_peers(self.hash, peers.to_vec()))
+    }
+
+    /// Puts it in a category (`None`: none). The category must exist; its data does not
+    /// move.
+    pub fn set_category(&self, category: Option<&str>) -> Result<(), ClientError> {
+        self.shared.with(|s| s.set_category(self.hash, category))
+    }
+
+    /// Adds tags to it (each created if the client has none of that name).
+    pub fn add_tags(&self, tags: &[String]) -> Result<(), ClientError> {
+        self.shared.with(|s| s.add_tags(self.hash, tags))
+    }
+
+    /// Takes tags off it (the client keeps them).
+    pub fn remove_tags(&self, tags: &[String]) -> Result<(), ClientError> {
+        self.shared.with(|s| s.remove_tags(self.hash, tags))
+    }
+
+    /// Sets its own share limits (-2: the client's; -1: none). Checked at once and then
+    /// every second.
+    pub fn set_share_limits(&self, limits: ShareLimits) -> Result<(), ClientError> {
+        self.shared.with(|s| s.set_share_limits(self.hash, limits))
+    }
+
+    /// Force-starts it (`true`: it runs whatever the queue says) or gives it back to the
+    /// queue.
+    pub fn set_force_start(&self, on: bool) -> Result<(), ClientError> {
+        self.shared.with(|s| s.set_force_start(self.hash, on))
+    }
+
+    /// Moves it in the queue.
+    pub fn queue_move(&self, to: QueueMove) -> Result<(), ClientError> {
+        self.shared.with(|s| s.queue_move(self.hash, to))
     }
 
     /// The request-to-block latency histogram (microseconds) of this run, if a block came.

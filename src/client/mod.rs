@@ -49,6 +49,8 @@ mod events;
 mod handle;
 mod metrics;
 mod open;
+mod organize;
+pub mod policy;
 mod probe;
 mod share;
 mod state;
@@ -70,6 +72,7 @@ pub use events::{ClientEvent, DataSource, Events, EVENT_QUEUE_CAPACITY};
 pub use handle::{FileStatus, PeerInfo, TorrentHandle, TorrentState, TorrentStatus};
 pub use metrics::Metrics;
 pub use open::check_data;
+pub use policy::{Category, QueueConfig, QueueMove, ShareAction, ShareLimits};
 pub use probe::{probe_peer, PeerProbe, Pieces, ProbeError};
 pub use state::magnet_peers;
 pub use store::Settings;
@@ -127,6 +130,15 @@ pub struct AddTorrent {
     pub metadata_only: bool,
     /// Where it came from, shown in its status (default `api`, or `magnet`).
     pub label: Option<String>,
+    /// Its category (created if the client has none of that name). Without `save_dir`, its
+    /// data goes to the category's save path.
+    pub category: Option<String>,
+    /// Its tags (each created if the client has none of that name).
+    pub tags: Vec<String>,
+    /// Its own share limits (default: the client's for each).
+    pub share_limits: ShareLimits,
+    /// Runs whatever the queue says.
+    pub force_start: bool,
     /// Settings kept from an earlier run (the state folder), overriding the fields above.
     pub(crate) restored: Option<Restored>,
 }
@@ -146,6 +158,10 @@ impl AddTorrent {
             seed_mode: false,
             metadata_only: false,
             label: None,
+            category: None,
+            tags: Vec::new(),
+            share_limits: ShareLimits::USE_GLOBAL,
+            force_start: false,
             restored: None,
         }
     }
@@ -215,6 +231,31 @@ impl AddTorrent {
     /// Labels where it came from.
     pub fn label(mut self, label: impl Into<String>) -> AddTorrent {
         self.label = Some(label.into());
+        self
+    }
+
+    /// Puts it in a category (its data goes to the category's save path unless
+    /// [`AddTorrent::save_dir`] says otherwise).
+    pub fn category(mut self, category: impl Into<String>) -> AddTorrent {
+        self.category = Some(category.into());
+        self
+    }
+
+    /// Tags it.
+    pub fn tags<S: Into<String>>(mut self, tags: impl IntoIterator<Item = S>) -> AddTorrent {
+        self.tags.extend(tags.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets its own share limits.
+    pub fn share_limits(mut self, limits: ShareLimits) -> AddTorrent {
+        self.share_limits = limits;
+        self
+    }
+
+    /// Force-starts it: it runs whatever the queue says.
+    pub fn force_start(mut self, on: bool) -> AddTorrent {
+        self.force_start = on;
         self
     }
 }
@@ -360,7 +401,14 @@ impl Client {
             limits: Default::default(),
             events: events.clone(),
             closed: false,
+            categories: Default::default(),
+            tags: Default::default(),
+            share_limits: ShareLimits::NONE,
+            queue_config: QueueConfig::default(),
+            queue: Vec::new(),
+            queue_loading: false,
         };
+        state.load_policy(config.share_limits, config.queue);
         state.set_session_limits(config.limits.upload_rate, config.limits.download_rate);
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
@@ -393,10 +441,14 @@ impl Client {
     fn load_state(&self) -> Result<usize, ClientError> {
         let kept = {
             let s = self.shared.lock();
-            match &s.store {
-                Some(store) => store.load()?,
-                None => return Ok(0),
-            }
+            s.store.as_ref().map(store::Store::load).transpose()?
+        };
+        let Some(kept) = kept else {
+            self.shared.with(|s| {
+                s.loaded();
+                Ok(())
+            })?;
+            return Ok(0);
         };
         let (magnets, torrents) = kept;
         let adds = magnets
@@ -410,7 +462,11 @@ impl Client {
                 ..AddTorrent::file(path)
             }))
             .collect();
-        let results = self.shared.with(|s| Ok(s.add_many(adds)))?;
+        let results = self.shared.with(|s| {
+            let results = s.add_many(adds);
+            s.loaded();
+            Ok(results)
+        })?;
         let mut loaded = 0;
         for r in results {
             match r {
@@ -537,6 +593,74 @@ impl Client {
         })
     }
 
+    /// The categories, by name.
+    pub fn categories(&self) -> Vec<Category> {
+        self.shared
+            .with(|s| Ok(s.categories.values().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    /// Creates a category (an error if it exists or the name is not valid: see
+    /// [`policy::check_category_name`]). `save_path` `None`: the client's data folder.
+    pub fn create_category(
+        &self,
+        name: &str,
+        save_path: Option<PathBuf>,
+    ) -> Result<(), ClientError> {
+        self.shared.with(|s| s.create_category(name, save_path))
+    }
+
+    /// Changes a category's save path (for torrents added to it from now on; data already
+    /// placed does not move). An error if there is no such category.
+    pub fn edit_category(&self, name: &str, save_path: Option<PathBuf>) -> Result<(), ClientError> {
+        self.shared.with(|s| s.edit_category(name, save_path))
+    }
+
+    /// Removes categories (unknown names are ignored); their torrents are left without one.
+    pub fn remove_categories(&self, names: &[String]) -> Result<(), ClientError> {
+        self.shared.with(|s| s.remove_categories(names))
+    }
+
+    /// The tags, sorted.
+    pub fn tags(&self) -> Vec<String> {
+        self.shared
+            .with(|s| Ok(s.tags.iter().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    /// Creates tags (existing ones are kept; each is trimmed, and an empty one or one with
+    /// a comma is refused).
+    pub fn create_tags(&self, tags: &[String]) -> Result<(), ClientError> {
+        self.shared.with(|s| s.create_tags(tags))
+    }
+
+    /// Deletes tags, and takes them off every torrent.
+    pub fn delete_tags(&self, tags: &[String]) -> Result<(), ClientError> {
+        self.shared.with(|s| s.delete_tags(tags))
+    }
+
+    /// The client's share limits.
+    pub fn share_limits(&self) -> ShareLimits {
+        self.shared
+            .with(|s| Ok(s.share_limits))
+            .unwrap_or(ShareLimits::NONE)
+    }
+
+    /// Sets the client's share limits (no field may be -2), kept in the state folder.
+    pub fn set_share_limits(&self, limits: ShareLimits) -> Result<(), ClientError> {
+        self.shared.with(|s| s.set_global_share_limits(limits))
+    }
+
+    /// Queueing as set.
+    pub fn queue_config(&self) -> QueueConfig {
+        self.shared.with(|s| Ok(s.queue_config)).unwrap_or_default()
+    }
+
+    /// Sets queueing, kept in the state folder; applied at once.
+    pub fn set_queue_config(&self, queue: QueueConfig) -> Result<(), ClientError> {
+        self.shared.with(|s| s.set_queue_config(queue))
+    }
+
     /// Saves resume data of every torrent that verified pieces since the last save.
     pub fn save_resume(&self) -> Result<(), ClientError> {
         self.shared.with(|s| {
@@ -573,6 +697,7 @@ impl Client {
         {
             let mut s = self.shared.lock();
             s.save_haves(haves, true, true);
+            s.save_counters();
             if let Some(t) = s.trackers.as_mut() {
                 t.stop_all();
             }

@@ -19,7 +19,7 @@
 //!   shutdown the client does the same for every torrent at once: [`State::collect_haves`],
 //!   the loops stopped, then [`State::save_haves`] and the trackers told.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -32,6 +32,7 @@ use super::events::{ClientEvent, DataSource, Publisher};
 use super::handle::{FileStatus, PeerInfo, TorrentState, TorrentStatus};
 use super::metrics::{self, Metrics};
 use super::open::{self, Opened};
+use super::policy::{self, Category, QueueConfig, ShareLimits};
 use super::store::{Settings, Store};
 use super::trackers::Trackers;
 use super::{AddTorrent, ClientError, Restored, TorrentSource};
@@ -82,6 +83,24 @@ pub(crate) struct Entry {
     pub problem: Option<String>,
     /// Peers given when it was added, dialled when it starts.
     pub peers: Vec<SocketAddr>,
+    /// This run's payload totals (uploaded, downloaded) when last seen; added to the
+    /// settings' totals when it leaves the session.
+    pub run_totals: (u64, u64),
+    /// When it last sent or received payload (or started).
+    pub last_activity: Instant,
+    /// When its seeding time was last counted, while it seeds.
+    pub seeding_since: Option<Instant>,
+    /// Out of the session because the queue holds it (not paused).
+    pub queued: bool,
+    /// Every wanted piece verified, when last seen.
+    pub complete: bool,
+    /// Since when it runs slower than queueing's thresholds.
+    pub slow_since: Option<Instant>,
+    /// Its totals or seeding time changed since its settings were last kept.
+    pub counters_dirty: bool,
+    /// What the check at its add found, when the queue held it from the start: used when
+    /// it first starts, so its data is not checked twice.
+    pub held_have: Option<Bitfield>,
 }
 
 impl Entry {
@@ -91,6 +110,14 @@ impl Entry {
             (None, Some(dn)) => dn.clone(),
             (None, None) => hash.to_hex(),
         }
+    }
+
+    /// The settings as kept: this run's totals added.
+    pub fn kept_settings(&self) -> Settings {
+        let mut s = self.settings.clone();
+        s.uploaded_total += self.run_totals.0;
+        s.downloaded_total += self.run_totals.1;
+        s
     }
 
     fn mode(&self) -> OpenMode {
@@ -140,6 +167,18 @@ pub(crate) struct State {
     pub limits: SharedLimits,
     pub events: Publisher,
     pub closed: bool,
+    /// The categories, by name (`categories.json`).
+    pub categories: BTreeMap<String, Category>,
+    /// The tags (`tags.json`).
+    pub tags: BTreeSet<String>,
+    /// The client's share limits.
+    pub share_limits: ShareLimits,
+    /// Queueing.
+    pub queue_config: QueueConfig,
+    /// Every torrent, first in the queue to last (`queue.json`).
+    pub queue: Vec<InfoHash>,
+    /// The state folder's torrents are being loaded: they keep their kept queue places.
+    pub queue_loading: bool,
 }
 
 pub(crate) fn now_unix() -> u64 {
@@ -181,21 +220,21 @@ impl State {
         }
     }
 
-    fn entry(&self, hash: InfoHash) -> Result<&Entry, ClientError> {
+    pub(crate) fn entry(&self, hash: InfoHash) -> Result<&Entry, ClientError> {
         self.torrents
             .get(&hash)
             .ok_or(ClientError::UnknownTorrent(hash))
     }
 
-    fn entry_mut(&mut self, hash: InfoHash) -> Result<&mut Entry, ClientError> {
+    pub(crate) fn entry_mut(&mut self, hash: InfoHash) -> Result<&mut Entry, ClientError> {
         self.torrents
             .get_mut(&hash)
             .ok_or(ClientError::UnknownTorrent(hash))
     }
 
-    fn save_settings(&self, hash: &InfoHash) -> Result<(), ClientError> {
+    pub(crate) fn save_settings(&self, hash: &InfoHash) -> Result<(), ClientError> {
         match (&self.store, self.torrents.get(hash)) {
-            (Some(store), Some(e)) => store.save_settings(hash, &e.settings),
+            (Some(store), Some(e)) => store.save_settings(hash, &e.kept_settings()),
             _ => Ok(()),
         }
     }
@@ -228,6 +267,10 @@ impl State {
         }
         for hash in failed {
             self.torrents.remove(&hash);
+            self.dequeue(hash);
+        }
+        if self.queue_config.enabled && !self.queue_loading {
+            self.apply_queue_now();
         }
         results
     }
@@ -248,23 +291,44 @@ impl State {
             seed_mode,
             metadata_only,
             label,
+            category,
+            tags,
+            share_limits,
+            force_start,
             restored,
         } = add;
         let restored = restored.map(|r| match r {
             Restored::Settings(s) => s,
             Restored::Beside(path) => Store::settings(&path),
         });
-        let mut settings = restored.unwrap_or_else(|| Settings {
-            paused,
-            upload_limit,
-            download_limit,
-            source: label.unwrap_or_else(|| "api".into()),
-            added: 0,
-            save_dir,
-            files,
-            seed_only,
-            seed_mode,
-        });
+        let mut settings = match restored {
+            Some(s) => s,
+            None => {
+                share_limits.check(false)?;
+                let tags = self.take_tags(&tags)?;
+                let save_dir = match (&category, save_dir) {
+                    (_, Some(dir)) => Some(dir),
+                    (Some(c), None) => self.use_category(c)?,
+                    (None, None) => None,
+                };
+                Settings {
+                    paused,
+                    upload_limit,
+                    download_limit,
+                    source: label.unwrap_or_else(|| "api".into()),
+                    added: 0,
+                    save_dir,
+                    files,
+                    seed_only,
+                    seed_mode,
+                    category,
+                    tags,
+                    share_limits,
+                    force_start,
+                    ..Settings::default()
+                }
+            }
+        };
         let bytes = match source {
             TorrentSource::Magnet(uri) => {
                 return self.register_magnet(&uri, settings, peers, metadata_only)
@@ -342,7 +406,10 @@ impl State {
         }
         let verified = opened.have.count();
         let saved = (!opened.unsaved()).then_some(verified);
-        let go = !settings.paused;
+        let complete = verified == info.lengths().piece_count();
+        let queued = !settings.paused && self.queues_new(settings.force_start);
+        let go = !settings.paused && !queued;
+        let held_have = queued.then(|| opened.have.clone());
         self.torrents.insert(
             hash,
             Entry {
@@ -358,8 +425,17 @@ impl State {
                 saved,
                 problem,
                 peers,
+                run_totals: (0, 0),
+                last_activity: Instant::now(),
+                seeding_since: None,
+                queued,
+                complete,
+                slow_since: None,
+                counters_dirty: false,
+                held_have,
             },
         );
+        self.enqueue(hash);
         if new {
             self.save_settings(&hash)?;
         }
@@ -445,6 +521,8 @@ impl State {
             settings.added = now_unix();
         }
         tracing::info!("added magnet {hash}; fetching its metadata");
+        // A magnet link runs until its metadata arrives; the queue takes it from there.
+        let (queued, complete, held_have) = (false, false, None);
         let name = magnet.display_name.clone();
         self.torrents.insert(
             hash,
@@ -461,8 +539,17 @@ impl State {
                 saved: Some(0),
                 problem: None,
                 peers: peers.clone(),
+                run_totals: (0, 0),
+                last_activity: Instant::now(),
+                seeding_since: None,
+                queued,
+                complete,
+                slow_since: None,
+                counters_dirty: false,
+                held_have,
             },
         );
+        self.enqueue(hash);
         self.events.publish(ClientEvent::Added {
             info_hash: hash,
             name: name.unwrap_or_else(|| hash.to_hex()),
@@ -623,6 +710,8 @@ impl State {
                 routes.push((hash, shard));
                 let e = self.torrents.get_mut(&hash).expect("registered");
                 e.id = Some(id);
+                e.queued = false;
+                e.last_activity = Instant::now();
                 // What the first announce says is left: exact, from the session, so a seed
                 // never announces as a leecher and then `completed`.
                 let progress = Progress {
@@ -655,7 +744,7 @@ impl State {
 
     /// Takes a torrent out of its loop's session (closing its peers), saves its resume data
     /// and sends `stopped` to its trackers; it stays registered.
-    fn deactivate(&mut self, hash: InfoHash) -> Result<(), ClientError> {
+    pub(crate) fn deactivate(&mut self, hash: InfoHash) -> Result<(), ClientError> {
         let Some(entry) = self.torrents.get(&hash) else {
             return Ok(());
         };
@@ -669,17 +758,26 @@ impl State {
         self.progress.remove(&hash);
         self.route(hash, shard, false);
         let map = self.maps[shard as usize].clone();
-        let have = self.call(shard, move |d| {
+        let (have, totals) = self.call(shard, move |d| {
             let now = d.now();
             let have = d.session().have(id).cloned();
+            let totals = d.session().stats(id).map(|st| (st.uploaded, st.downloaded));
             d.session().remove_torrent(id, now);
             d.detach_storage(id);
             map.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-            have
+            (have, totals)
         })?;
         let resume_dir = self.resume_dir();
         let entry = self.torrents.get_mut(&hash).expect("checked above");
         entry.id = None;
+        // This run's totals and seeding time go into the settings (kept by the caller).
+        let (up, down) = totals.unwrap_or(entry.run_totals);
+        entry.settings.uploaded_total += up;
+        entry.settings.downloaded_total += down;
+        entry.run_totals = (0, 0);
+        if let Some(since) = entry.seeding_since.take() {
+            entry.settings.seeding_ms += since.elapsed().as_millis() as u64;
+        }
         if let (Some(have), Some(storage), Some(dir)) = (have, &entry.storage, resume_dir) {
             entry.saved = Some(have.count());
             // Writes its loop submitted before it left may still be landing.
@@ -732,13 +830,42 @@ impl State {
             return Ok(());
         }
         self.deactivate(hash)?;
-        self.entry_mut(hash)?.settings.paused = true;
+        let e = self.entry_mut(hash)?;
+        e.settings.paused = true;
+        e.queued = false;
         self.save_settings(&hash)?;
         self.events.publish(ClientEvent::Paused { info_hash: hash });
+        if self.queue_config.enabled {
+            // Its place may go to a queued torrent.
+            self.apply_queue_now();
+        }
         Ok(())
     }
 
     pub fn resume(&mut self, hash: InfoHash) -> Result<(), ClientError> {
+        let e = self.entry(hash)?;
+        if e.id.is_some() || e.magnet.is_some() || e.queued {
+            return Ok(());
+        }
+        if self.queues_new(e.settings.force_start) && e.problem.is_none() {
+            // Its turn comes from the queue.
+            let e = self.entry_mut(hash)?;
+            e.settings.paused = false;
+            e.queued = true;
+            self.save_settings(&hash)?;
+            self.events
+                .publish(ClientEvent::Resumed { info_hash: hash });
+            self.apply_queue_now();
+            return Ok(());
+        }
+        self.start(hash)?;
+        self.events
+            .publish(ClientEvent::Resumed { info_hash: hash });
+        Ok(())
+    }
+
+    /// Puts a torrent that is out of its loop (paused, held, queued) back in.
+    pub(crate) fn start(&mut self, hash: InfoHash) -> Result<(), ClientError> {
         let data_dir = self.data_dir.clone();
         let pool = self.pool.clone();
         let resume_dir = self.resume_dir();
@@ -764,7 +891,11 @@ impl State {
             .storage
             .clone()
             .expect("torrents with metadata have storage");
-        let (have, source) = open::restore(&storage, &pool, false, reopened, resume_dir.as_deref());
+        let held = entry.held_have.take().filter(|_| !reopened);
+        let (have, source) = match held {
+            Some(have) => (have, DataSource::Resumed),
+            None => open::restore(&storage, &pool, false, reopened, resume_dir.as_deref()),
+        };
         if matches!(source, DataSource::Checked { .. }) {
             entry.saved = None;
         }
@@ -773,8 +904,6 @@ impl State {
             self.entry_mut(hash)?.settings.paused = true;
             return Err(ClientError::Refused(hash));
         }
-        self.events
-            .publish(ClientEvent::Resumed { info_hash: hash });
         Ok(())
     }
 
@@ -872,6 +1001,7 @@ impl State {
         if let Some(store) = &self.store {
             store.forget(&hash);
         }
+        self.dequeue(hash);
         tracing::info!(
             "removed {name} ({hash}){}",
             if delete_data { " and its data" } else { "" }
@@ -880,6 +1010,9 @@ impl State {
             info_hash: hash,
             data_deleted: delete_data && !magnet,
         });
+        if self.queue_config.enabled {
+            self.apply_queue_now();
+        }
         Ok(())
     }
 
@@ -909,7 +1042,7 @@ impl State {
         Ok(self.entry(hash)?.info.clone())
     }
 
-    fn live(&self, shard: u32) -> Result<Vec<Live>, ClientError> {
+    pub(crate) fn live(&self, shard: u32) -> Result<Vec<Live>, ClientError> {
         self.call(shard, collect_live)
     }
 
@@ -921,11 +1054,18 @@ impl State {
                 by_loop.insert((shard, l.id), l);
             }
         }
+        let positions: HashMap<InfoHash, usize> = self
+            .queue
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (*h, i + 1))
+            .collect();
         self.torrents
             .iter()
             .map(|(hash, e)| {
                 let live = e.id.and_then(|id| by_loop.get(&(e.shard, id)));
-                status(hash, e, live, &self.data_dir)
+                let pos = positions.get(hash).copied().unwrap_or(0);
+                status(hash, e, live, self, pos)
             })
             .collect()
     }
@@ -936,7 +1076,8 @@ impl State {
             Some(id) => self.live(e.shard)?.into_iter().find(|l| l.id == id),
             None => None,
         };
-        Ok(status(&hash, e, live.as_ref(), &self.data_dir))
+        let pos = self.queue_position(hash);
+        Ok(status(&hash, e, live.as_ref(), self, pos))
     }
 
     pub fn peers(&self, hash: InfoHash) -> Result<Vec<PeerInfo>, ClientError> {
@@ -1321,7 +1462,8 @@ fn collect_live(d: &mut Driver) -> Vec<Live> {
         .collect()
 }
 
-fn status(hash: &InfoHash, e: &Entry, live: Option<&Live>, data_dir: &Path) -> TorrentStatus {
+fn status(hash: &InfoHash, e: &Entry, live: Option<&Live>, s: &State, pos: usize) -> TorrentStatus {
+    let data_dir = &s.data_dir;
     let (size, pieces) = e
         .info
         .as_ref()
@@ -1330,6 +1472,7 @@ fn status(hash: &InfoHash, e: &Entry, live: Option<&Live>, data_dir: &Path) -> T
     let state = match (e.id, live) {
         _ if e.magnet.is_some() => TorrentState::Metadata,
         (None, _) if e.problem.is_some() => TorrentState::Error,
+        (None, _) if e.queued && !e.settings.paused => TorrentState::Queued,
         (None, _) => TorrentState::Paused,
         (Some(_), Some(l)) if l.error.is_some() => TorrentState::Error,
         (Some(_), Some(l)) if l.left == 0 => TorrentState::Seeding,
@@ -1340,6 +1483,13 @@ fn status(hash: &InfoHash, e: &Entry, live: Option<&Live>, data_dir: &Path) -> T
         .info
         .as_ref()
         .map_or(0, |i| u64::from(i.lengths().piece_len()));
+    let done = (u64::from(have) * piece_len).min(size);
+    let (run_up, run_down) = live.map_or(e.run_totals, |l| (l.uploaded, l.downloaded));
+    let uploaded_total = e.settings.uploaded_total + run_up;
+    let downloaded_total = e.settings.downloaded_total + run_down;
+    let seeding_ms = e.settings.seeding_ms
+        + e.seeding_since
+            .map_or(0, |t| t.elapsed().as_millis() as u64);
     TorrentStatus {
         info_hash: hash.to_hex(),
         name: e.name(hash),
@@ -1366,6 +1516,21 @@ fn status(hash: &InfoHash, e: &Entry, live: Option<&Live>, data_dir: &Path) -> T
             .problem
             .clone()
             .or_else(|| live.and_then(|l| l.error.clone())),
+        category: e.settings.category.clone(),
+        tags: e.settings.tags.iter().cloned().collect(),
+        uploaded_total,
+        downloaded_total,
+        ratio: policy::ratio(uploaded_total, downloaded_total, done),
+        seeding_time: seeding_ms / 1000,
+        inactive_time: if e.id.is_some() {
+            e.last_activity.elapsed().as_secs()
+        } else {
+            0
+        },
+        share_limits: e.settings.share_limits,
+        effective_share_limits: e.settings.share_limits.resolve(&s.share_limits),
+        queue_position: pos,
+        force_start: e.settings.force_start,
     }
 }
 

@@ -5,21 +5,29 @@
 //!   torrents/<hash>.torrent   the torrent file, as added          } only with
 //!   torrents/<hash>.magnet    a magnet link still fetching        } remember_torrents
 //!   torrents/<hash>.json      its settings (Settings)             }
+//!   categories.json           the categories (policy::Category)
+//!   tags.json                 the tags
+//!   preferences.json          share limits and queueing set at run time (Preferences)
+//!   queue.json                the queue: info hashes, first to last
 //! ```
 //!
 //! Writes go through a temporary file and a rename, so a crash leaves the old file or the new
 //! one, never half of one.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use super::policy::ShareLimits;
 
 use super::ClientError;
 use crate::core::InfoHash;
 
 /// A torrent's settings, kept beside its torrent file. Every field has a default, so files
 /// written by older versions still load.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     /// Not in the session (its data and resume state are kept).
@@ -41,6 +49,20 @@ pub struct Settings {
     /// Seed mode: the data was taken on trust when added, and each piece is verified the
     /// first time a peer asks for it (until a check ends it).
     pub seed_mode: bool,
+    /// Its category, if any.
+    pub category: Option<String>,
+    /// Its tags.
+    pub tags: BTreeSet<String>,
+    /// Its own share limits (each field -2 by default: the client's).
+    pub share_limits: ShareLimits,
+    /// Payload bytes uploaded in earlier runs (this run's are the session's).
+    pub uploaded_total: u64,
+    /// Payload bytes downloaded in earlier runs.
+    pub downloaded_total: u64,
+    /// Milliseconds it has seeded, over all runs.
+    pub seeding_ms: u64,
+    /// Runs whatever the queue says (queueing ignores it).
+    pub force_start: bool,
 }
 
 /// What [`Store::load`] found: magnet links with their settings, and torrent files' paths.
@@ -110,6 +132,23 @@ impl Store {
         }
         let bytes = serde_json::to_vec_pretty(settings).expect("settings serialise");
         write_atomic(&self.path(hash, "json"), &bytes)
+    }
+
+    /// Keeps a client-wide file (`categories.json`, ...) in the state folder, whether or not
+    /// torrents are remembered.
+    pub fn save_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), ClientError> {
+        let bytes = serde_json::to_vec_pretty(value).expect("state serialises");
+        write_atomic(&self.dir.join(name), &bytes)
+    }
+
+    /// A client-wide file kept by [`Store::save_json`]; `None` when there is none, or it cannot
+    /// be read (reported).
+    pub fn load_json<T: DeserializeOwned>(&self, name: &str) -> Option<T> {
+        let path = self.dir.join(name);
+        let bytes = std::fs::read(&path).ok()?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| tracing::warn!("{}: not loaded: {e}", path.display()))
+            .ok()
     }
 
     /// Forgets everything kept of a torrent, resume data included.
@@ -191,6 +230,8 @@ mod tests {
         let s: Settings = serde_json::from_slice(old).unwrap();
         assert!(s.paused && s.upload_limit == Some(5) && s.added == 7);
         assert_eq!((s.save_dir, s.files, s.seed_only), (None, None, false));
+        assert_eq!((s.category, s.tags.len()), (None, 0));
+        assert_eq!(s.share_limits, ShareLimits::USE_GLOBAL);
     }
 
     #[test]

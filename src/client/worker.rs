@@ -7,6 +7,8 @@
 //!   peers they give to the torrents' loops.
 //! - Every [`PROGRESS_EVERY`]: refresh what the trackers are told (bytes left, totals).
 //! - Every [`REBALANCE_EVERY`]: share the session-wide rate limits between loops by demand.
+//! - Every [`POLICY_EVERY`]: count seeding time and activity, apply share limits and the
+//!   queue (`organize.rs`).
 //! - Every `ClientConfig::resume_interval` (a minute by default): save resume data of
 //!   torrents that verified pieces since.
 
@@ -38,6 +40,8 @@ const TICK: Duration = Duration::from_millis(50);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How often session-wide rate limits are shared out again.
 const REBALANCE_EVERY: Duration = Duration::from_secs(1);
+/// How often share limits and the queue are applied: the resolution of seeding-time limits.
+const POLICY_EVERY: Duration = Duration::from_secs(1);
 /// Runs until [`Work::Stop`] or the client is gone, saving resume data every
 /// `resume_every` (`ClientConfig::resume_interval`: a crash loses at most this much
 /// verification work; the data itself is re-checked against file stamps, never trusted
@@ -46,6 +50,7 @@ pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>, resume_every: Durat
     let mut next_progress = Instant::now();
     let mut next_rebalance = Instant::now() + REBALANCE_EVERY;
     let mut next_save = Instant::now() + resume_every;
+    let mut next_policy = Instant::now() + POLICY_EVERY;
     loop {
         match work.recv_timeout(TICK) {
             Ok(Work::Stop) | Err(RecvTimeoutError::Disconnected) => return,
@@ -83,9 +88,14 @@ pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>, resume_every: Durat
                 next_rebalance = now + REBALANCE_EVERY;
                 s.rebalance_limits();
             }
+            if now >= next_policy {
+                next_policy = now + POLICY_EVERY;
+                s.apply_policy();
+            }
             if now >= next_save {
                 next_save = now + resume_every;
                 s.save_resume(false);
+                s.save_counters();
             }
             Ok(())
         });

@@ -11,16 +11,37 @@
 //!                                        session cookie
 //!   POST   /auth/logout
 //!   GET    /torrents                     every torrent's status
-//!   POST   /torrents                     add: the body is a .torrent file, or
-//!                                        {"magnet": "magnet:?xt=..."}
+//!   POST   /torrents                     add: the body is a .torrent file (query:
+//!                                        paused, category, tags=a,b), or {"magnet":
+//!                                        "magnet:?xt=...", "category": .., "tags": [..]}
 //!   GET    /torrents/<hash>              one torrent
 //!   DELETE /torrents/<hash>[?delete_data=true]
 //!   POST   /torrents/<hash>/pause        out of the session, data and state kept
 //!   POST   /torrents/<hash>/resume
 //!   PUT    /torrents/<hash>/limits       {"upload": bytes/s or null, "download": ...}
 //!   GET    /torrents/<hash>/peers        connected peers
+//!   PUT    /torrents/<hash>/category     {"category": "tv" or null} (it must exist)
+//!   POST   /torrents/<hash>/tags         {"add": [..], "remove": [..]}
+//!   PUT    /torrents/<hash>/share_limits any of {"ratio", "seeding_time" (seconds),
+//!                                        "inactive_seeding_time", "action"}; -2: the
+//!                                        client's, -1: none; action "default", "stop",
+//!                                        "remove" or "remove_with_data"
+//!   PUT    /torrents/<hash>/force_start  {"force_start": true}
+//!   POST   /torrents/<hash>/queue/<top|bottom|up|down>
+//!   GET    /categories                   [{"name", "save_path"}]
+//!   POST   /categories                   {"name": "tv", "save_path": "/data/tv" or null}
+//!   PUT    /categories/<name>            {"save_path": ... or null}
+//!   DELETE /categories/<name>            its torrents are left without one
+//!   GET    /tags                         ["hd", ...]
+//!   POST   /tags                         {"tags": [..]}: created
+//!   DELETE /tags/<tag>                   and taken off every torrent
+//!   GET    /share_limits                 the client's; PUT any of its fields (no -2)
+//!   GET    /queue                        queueing; PUT any of its fields
 //!   GET    /metrics                      Prometheus text
 //! ```
+//!
+//! What a PUT of share limits or queueing sets is kept in the state folder and overrides
+//! the config file's `[share_limits]` and `[queue]` at the next start.
 //!
 //! Errors are JSON `{"error": "..."}` with 400 (malformed request, or a body shorter than its
 //! `Content-Length`), 401 (credentials needed or wrong), 403 (a foreign `Host` or origin),
@@ -39,7 +60,7 @@ use ringtorrent::api::auth::Auth;
 use ringtorrent::api::guard::{Policy, Refusal};
 use ringtorrent::api::parse;
 use ringtorrent::api::{Handler, Head, Request, Response, Server, ServerConfig};
-use ringtorrent::client::{AddTorrent, Client, ClientError, TorrentHandle};
+use ringtorrent::client::{AddTorrent, Client, ClientError, QueueMove, TorrentHandle};
 use ringtorrent::core::InfoHash;
 
 use super::ServeConfig;
@@ -223,12 +244,148 @@ fn added(result: Result<TorrentHandle, ClientError>) -> Response {
     }
 }
 
+/// The JSON object of a request body.
+fn object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Response> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(_) => Err(Response::error(400, "send a JSON object")),
+        Err(e) => Err(Response::error(400, format!("malformed JSON: {e}"))),
+    }
+}
+
+/// `current` with the body's fields set: an unknown key or a value of the wrong type is
+/// refused, naming it.
+fn patch<T: serde::Serialize + serde::de::DeserializeOwned>(
+    current: &T,
+    body: &[u8],
+) -> Result<T, Response> {
+    let mut value = serde_json::to_value(current).expect("settings serialise");
+    let fields = value.as_object_mut().expect("an object");
+    for (k, v) in object(body)? {
+        if !fields.contains_key(&k) {
+            let known: Vec<&String> = fields.keys().collect();
+            return Err(Response::error(
+                400,
+                format!("unknown key `{k}`: expected any of {known:?}"),
+            ));
+        }
+        fields.insert(k, v);
+    }
+    serde_json::from_value(value).map_err(|e| Response::error(400, e.to_string()))
+}
+
+/// A list of strings under `key` (absent: empty).
+fn strings(o: &serde_json::Map<String, Value>, key: &str) -> Result<Vec<String>, Response> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|_| Response::error(400, format!("`{key}` must be a list of strings"))),
+    }
+}
+
+/// A string or null under `key`.
+fn optional_string(
+    o: &serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<Option<String>, Response> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Response::error(
+            400,
+            format!("`{key}` must be a string or null"),
+        )),
+    }
+}
+
+fn answer(result: Result<Value, ClientError>) -> Response {
+    match result {
+        Ok(v) => Response::json(200, &v),
+        Err(e) => failure(e),
+    }
+}
+
+/// The categories, tags, share limits and queue routes.
+fn policy_route(client: &Client, method: &str, parts: &[&str], body: &[u8]) -> Option<Response> {
+    let decoded = |rest: &[&str]| parse::percent_decode(&rest.join("/"), false);
+    Some(match (method, parts) {
+        ("GET" | "HEAD", ["categories"]) => Response::json(200, &json!(client.categories())),
+        ("POST", ["categories"]) => {
+            let o = match object(body) {
+                Ok(o) => o,
+                Err(r) => return Some(r),
+            };
+            let (name, path) = match (
+                optional_string(&o, "name"),
+                optional_string(&o, "save_path"),
+            ) {
+                (Ok(Some(n)), Ok(p)) => (n, p),
+                (Err(r), _) | (_, Err(r)) => return Some(r),
+                (Ok(None), _) => return Some(Response::error(400, "`name` is needed")),
+            };
+            answer(
+                client
+                    .create_category(&name, path.map(Into::into))
+                    .map(|()| json!({ "created": name })),
+            )
+        }
+        ("PUT" | "DELETE", ["categories", rest @ ..]) if !rest.is_empty() => {
+            let Some(name) = decoded(rest) else {
+                return Some(Response::error(400, "malformed percent-encoding"));
+            };
+            if method == "DELETE" {
+                return Some(answer(
+                    client
+                        .remove_categories(std::slice::from_ref(&name))
+                        .map(|()| json!({ "removed": name })),
+                ));
+            }
+            let path = match object(body).and_then(|o| optional_string(&o, "save_path")) {
+                Ok(p) => p,
+                Err(r) => return Some(r),
+            };
+            answer(
+                client
+                    .edit_category(&name, path.map(Into::into))
+                    .map(|()| json!({ "edited": name })),
+            )
+        }
+        ("GET" | "HEAD", ["tags"]) => Response::json(200, &json!(client.tags())),
+        ("POST", ["tags"]) => match object(body).and_then(|o| strings(&o, "tags")) {
+            Ok(tags) => answer(client.create_tags(&tags).map(|()| json!(client.tags()))),
+            Err(r) => r,
+        },
+        ("DELETE", ["tags", rest @ ..]) if !rest.is_empty() => match decoded(rest) {
+            Some(tag) => answer(
+                client
+                    .delete_tags(std::slice::from_ref(&tag))
+                    .map(|()| json!(client.tags())),
+            ),
+            None => Response::error(400, "malformed percent-encoding"),
+        },
+        ("GET" | "HEAD", ["share_limits"]) => Response::json(200, &json!(client.share_limits())),
+        ("PUT", ["share_limits"]) => match patch(&client.share_limits(), body) {
+            Ok(l) => answer(client.set_share_limits(l).map(|()| json!(l))),
+            Err(r) => r,
+        },
+        ("GET" | "HEAD", ["queue"]) => Response::json(200, &json!(client.queue_config())),
+        ("PUT", ["queue"]) => match patch(&client.queue_config(), body) {
+            Ok(q) => answer(client.set_queue_config(q).map(|()| json!(q))),
+            Err(r) => r,
+        },
+        _ => return None,
+    })
+}
+
 /// Answers one request against the client.
 pub fn handle(client: &Client, req: Request) -> Response {
     let Request { head, body } = req;
     let path = head.path.as_str();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = head.method.as_str();
+    if let Some(r) = policy_route(client, method, &parts, &body) {
+        return r;
+    }
     match (method, parts.as_slice()) {
         ("GET" | "HEAD", ["metrics"]) => Response::new(
             200,
@@ -242,7 +399,17 @@ pub fn handle(client: &Client, req: Request) -> Response {
                     Err(e) => Response::error(400, format!("malformed JSON: {e}")),
                     Ok(v) if v.get("magnet").is_some() => match v["magnet"].as_str() {
                         None => Response::error(400, "`magnet` must be a string"),
-                        Some(uri) => added(client.add(AddTorrent::magnet(uri))),
+                        Some(uri) => {
+                            let o = v.as_object().expect("an object");
+                            let (category, tags) =
+                                match (optional_string(o, "category"), strings(o, "tags")) {
+                                    (Ok(c), Ok(t)) => (c, t),
+                                    (Err(r), _) | (_, Err(r)) => return r,
+                                };
+                            let mut add = AddTorrent::magnet(uri).tags(tags);
+                            add.category = category;
+                            added(client.add(add))
+                        }
                     },
                     Ok(_) => Response::error(
                         400,
@@ -251,7 +418,12 @@ pub fn handle(client: &Client, req: Request) -> Response {
                 };
             }
             let paused = parse::query_flag(&head.query, "paused");
-            added(client.add(AddTorrent::bytes(body.to_vec()).paused(paused).label("api")))
+            let mut add = AddTorrent::bytes(body.to_vec()).paused(paused).label("api");
+            add.category = parse::query_value(&head.query, "category").filter(|c| !c.is_empty());
+            if let Some(tags) = parse::query_value(&head.query, "tags") {
+                add = add.tags(tags.split(',').filter(|t| !t.trim().is_empty()));
+            }
+            added(client.add(add))
         }
         (_, ["torrents", hash, rest @ ..]) => {
             let hash = match hash_of(hash) {
@@ -264,6 +436,9 @@ pub fn handle(client: &Client, req: Request) -> Response {
                     | ("POST", ["pause" | "resume"])
                     | ("GET", ["peers"])
                     | ("PUT" | "POST", ["limits"])
+                    | ("PUT", ["category" | "share_limits" | "force_start"])
+                    | ("POST", ["tags"])
+                    | ("POST", ["queue", "top" | "bottom" | "up" | "down"])
             );
             if !known {
                 return Response::error(404, format!("no route {method} {path}"));
@@ -283,6 +458,67 @@ pub fn handle(client: &Client, req: Request) -> Response {
                 ("POST", ["pause"]) => torrent.pause().map(|()| json!({ "paused": true })),
                 ("POST", ["resume"]) => torrent.resume().map(|()| json!({ "paused": false })),
                 ("GET", ["peers"]) => torrent.peers().map(|p| json!(p)),
+                ("PUT", ["category"]) => {
+                    let category = match object(&body).and_then(|o| {
+                        if o.keys().any(|k| k != "category") {
+                            return Err(Response::error(400, "send {\"category\": name or null}"));
+                        }
+                        optional_string(&o, "category")
+                    }) {
+                        Ok(c) => c,
+                        Err(r) => return r,
+                    };
+                    torrent
+                        .set_category(category.as_deref())
+                        .map(|()| json!({ "category": category }))
+                }
+                ("POST", ["tags"]) => {
+                    let (add, remove) = match object(&body)
+                        .and_then(|o| Ok((strings(&o, "add")?, strings(&o, "remove")?)))
+                    {
+                        Ok(t) => t,
+                        Err(r) => return r,
+                    };
+                    torrent
+                        .add_tags(&add)
+                        .and_then(|()| torrent.remove_tags(&remove))
+                        .and_then(|()| torrent.status())
+                        .map(|s| json!({ "tags": s.tags }))
+                }
+                ("PUT", ["share_limits"]) => {
+                    let current = match torrent.status() {
+                        Ok(s) => s.share_limits,
+                        Err(e) => return failure(e),
+                    };
+                    match patch(&current, &body) {
+                        Ok(l) => torrent.set_share_limits(l).map(|()| json!(l)),
+                        Err(r) => return r,
+                    }
+                }
+                ("PUT", ["force_start"]) => {
+                    let on = match object(&body).map(|o| o.get("force_start").cloned()) {
+                        Ok(Some(Value::Bool(b))) => b,
+                        Ok(_) => {
+                            return Response::error(400, "send {\"force_start\": true or false}")
+                        }
+                        Err(r) => return r,
+                    };
+                    torrent
+                        .set_force_start(on)
+                        .map(|()| json!({ "force_start": on }))
+                }
+                ("POST", ["queue", to]) => {
+                    let to = match *to {
+                        "top" => QueueMove::Top,
+                        "bottom" => QueueMove::Bottom,
+                        "up" => QueueMove::Up,
+                        _ => QueueMove::Down,
+                    };
+                    torrent
+                        .queue_move(to)
+                        .and_then(|()| torrent.status())
+                        .map(|s| json!({ "queue_position": s.queue_position }))
+                }
                 ("PUT" | "POST", ["limits"]) => {
                     let v: Value = match serde_json::from_slice(&body) {
                         Ok(v) => v,
@@ -330,10 +566,7 @@ pub fn handle(client: &Client, req: Request) -> Response {
                 }
                 _ => return Response::error(404, format!("no route {method} {path}")),
             };
-            match result {
-                Ok(v) => Response::json(200, &v),
-                Err(e) => failure(e),
-            }
+            answer(result)
         }
         _ => Response::error(404, format!("no route {method} {path}")),
     }

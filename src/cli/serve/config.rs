@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use ringtorrent::api::auth::{Auth, AuthConfig};
 use ringtorrent::api::guard::Policy;
+use ringtorrent::client::{QueueConfig, ShareAction, ShareLimits};
 use ringtorrent::core::Encryption;
 
 use super::super::format;
@@ -96,6 +97,35 @@ download_rate = ""
 # one block at a time: a crowd of peers that request and never read holds at most this
 # plus 16 KiB each.
 upload_buffer = "64M"
+
+[share_limits]
+# What a torrent may share before `action` happens to it: -1 is no limit. Torrents take
+# these unless given their own (PUT /torrents/<hash>/share_limits). Values set through the
+# API (PUT /share_limits) are kept in the state folder and override these.
+# Uploaded over downloaded (qBittorrent's ratio: a torrent added with its data counts its
+# size as downloaded).
+ratio = -1.0
+# Seconds of seeding.
+seeding_time = -1
+# Seconds of seeding without sending or receiving any payload.
+inactive_seeding_time = -1
+# "stop" (paused), "remove" (data kept) or "remove_with_data".
+action = "stop"
+
+[queue]
+# At most so many torrents run at once; the rest wait their turn, reported "queued"
+# (force-started torrents run regardless). Values set through the API (PUT /queue) are kept
+# in the state folder and override these.
+enabled = false
+# -1 is no limit.
+max_active_downloads = 3
+max_active_uploads = 3
+max_active_torrents = 5
+# A torrent slower than both rates below for slow_inactive_secs is not counted.
+dont_count_slow = false
+slow_download_rate = "2K"
+slow_upload_rate = "2K"
+slow_inactive_secs = 60
 "#;
 
 /// Everything `serve` can be set by.
@@ -140,6 +170,72 @@ pub struct ServeConfig {
     pub log: String,
     /// Limits.
     pub limits: Limits,
+    /// `[share_limits]`.
+    pub share_limits: ShareLimitsConf,
+    /// `[queue]`.
+    pub queue: QueueConf,
+}
+
+/// `[share_limits]`: the client's share limits.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShareLimitsConf {
+    /// Ratio (-1: none).
+    pub ratio: f64,
+    /// Seconds of seeding (-1: none).
+    pub seeding_time: i64,
+    /// Seconds of inactive seeding (-1: none).
+    pub inactive_seeding_time: i64,
+    /// `stop`, `remove` or `remove_with_data`.
+    pub action: String,
+}
+
+impl Default for ShareLimitsConf {
+    fn default() -> Self {
+        ShareLimitsConf {
+            ratio: -1.0,
+            seeding_time: -1,
+            inactive_seeding_time: -1,
+            action: "stop".into(),
+        }
+    }
+}
+
+/// `[queue]`: queueing.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConf {
+    /// Queueing on.
+    pub enabled: bool,
+    /// Downloading torrents at once (-1: no limit).
+    pub max_active_downloads: i64,
+    /// Seeding torrents at once.
+    pub max_active_uploads: i64,
+    /// Torrents at once.
+    pub max_active_torrents: i64,
+    /// Slow torrents are not counted.
+    pub dont_count_slow: bool,
+    /// Slow download rate (a rate).
+    pub slow_download_rate: String,
+    /// Slow upload rate.
+    pub slow_upload_rate: String,
+    /// Seconds below both rates to be slow.
+    pub slow_inactive_secs: u64,
+}
+
+impl Default for QueueConf {
+    fn default() -> Self {
+        QueueConf {
+            enabled: false,
+            max_active_downloads: 3,
+            max_active_uploads: 3,
+            max_active_torrents: 5,
+            dont_count_slow: false,
+            slow_download_rate: "2K".into(),
+            slow_upload_rate: "2K".into(),
+            slow_inactive_secs: 60,
+        }
+    }
 }
 
 /// `[limits]`.
@@ -186,6 +282,8 @@ impl Default for ServeConfig {
             io: "auto".into(),
             log: "info".into(),
             limits: Limits::default(),
+            share_limits: ShareLimitsConf::default(),
+            queue: QueueConf::default(),
         }
     }
 }
@@ -228,6 +326,8 @@ impl ServeConfig {
         self.seed_choke()?;
         self.rates()?;
         self.upload_buffer()?;
+        self.share_limits()?;
+        self.queue()?;
         if self.limits.max_peers_per_ip == 0 {
             return Err(anyhow!("limits.max_peers_per_ip must be at least 1"));
         }
@@ -320,6 +420,58 @@ impl ServeConfig {
             parse("upload_rate", &self.limits.upload_rate)?,
             parse("download_rate", &self.limits.download_rate)?,
         ))
+    }
+
+    /// `[share_limits]` as the client's.
+    pub fn share_limits(&self) -> Result<ShareLimits> {
+        let c = &self.share_limits;
+        let action: ShareAction = c
+            .action
+            .parse()
+            .map_err(|e| anyhow!("share_limits.action = {e}"))?;
+        if action == ShareAction::Default {
+            return Err(anyhow!(
+                "share_limits.action = \"default\": expected \"stop\", \"remove\" or \
+                 \"remove_with_data\""
+            ));
+        }
+        let limits = ShareLimits {
+            ratio: c.ratio,
+            seeding_time: c.seeding_time,
+            inactive_seeding_time: c.inactive_seeding_time,
+            action,
+        };
+        limits
+            .check(true)
+            .map_err(|e| anyhow!("[share_limits]: {e}"))?;
+        Ok(limits)
+    }
+
+    /// `[queue]` as the client's.
+    pub fn queue(&self) -> Result<QueueConfig> {
+        let q = &self.queue;
+        let rate = |key: &str, v: &str| -> Result<u64> {
+            format::parse_rate(v).map_err(|e| anyhow!("queue.{key} = {v:?}: {e}"))
+        };
+        for (key, v) in [
+            ("max_active_downloads", q.max_active_downloads),
+            ("max_active_uploads", q.max_active_uploads),
+            ("max_active_torrents", q.max_active_torrents),
+        ] {
+            if v < -1 {
+                return Err(anyhow!("queue.{key} = {v}: expected -1 (no limit) or more"));
+            }
+        }
+        Ok(QueueConfig {
+            enabled: q.enabled,
+            max_active_downloads: q.max_active_downloads,
+            max_active_uploads: q.max_active_uploads,
+            max_active_torrents: q.max_active_torrents,
+            dont_count_slow: q.dont_count_slow,
+            slow_download_rate: rate("slow_download_rate", &q.slow_download_rate)?,
+            slow_upload_rate: rate("slow_upload_rate", &q.slow_upload_rate)?,
+            slow_inactive_secs: q.slow_inactive_secs,
+        })
     }
 
     /// `limits.upload_buffer` in bytes.
@@ -417,5 +569,44 @@ mod tests {
             assert_eq!(c.encryption().unwrap(), policy);
         }
         assert_eq!(c.rates().unwrap(), (Some(8 << 20), None));
+    }
+
+    #[test]
+    fn share_limits_and_queue_read_as_the_clients() {
+        let d = ServeConfig::default();
+        assert_eq!(d.share_limits().unwrap(), ShareLimits::NONE);
+        assert_eq!(d.queue().unwrap(), QueueConfig::default());
+        let c = ServeConfig::parse(
+            "[share_limits]\nratio = 2.0\nseeding_time = 3600\naction = \"remove_with_data\"\n\
+             [queue]\nenabled = true\nmax_active_downloads = -1\nslow_upload_rate = \"1M\"",
+        )
+        .unwrap();
+        let l = c.share_limits().unwrap();
+        assert_eq!(
+            (l.ratio, l.seeding_time, l.action),
+            (2.0, 3600, ShareAction::RemoveWithData)
+        );
+        let q = c.queue().unwrap();
+        assert!(q.enabled);
+        assert_eq!((q.max_active_downloads, q.slow_upload_rate), (-1, 1 << 20));
+        for (text, key) in [
+            ("[share_limits]\nratio = -2.0", "share_limits"),
+            (
+                "[share_limits]\naction = \"explode\"",
+                "share_limits.action",
+            ),
+            ("[share_limits]\nseeding_tme = 1", "seeding_tme"),
+            (
+                "[queue]\nmax_active_torrents = -5",
+                "queue.max_active_torrents",
+            ),
+            (
+                "[queue]\nslow_download_rate = \"quick\"",
+                "queue.slow_download_rate",
+            ),
+        ] {
+            let e = format!("{:#}", ServeConfig::parse(text).unwrap_err());
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 }

@@ -273,6 +273,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             upload_buffer: c.upload_buffer()?,
         },
         encryption: c.encryption()?,
+        share_limits: c.share_limits()?,
+        queue: c.queue()?,
         ..ClientConfig::default()
     })?;
     // The first lines on stdout say where things are, for scripts; a reader that went away
