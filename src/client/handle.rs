@@ -216,6 +216,16 @@ impl TorrentHandle {
         })
     }
 
+    /// Whether it is paused (held out of the session by the user; a magnet link too).
+    pub fn is_paused(&self) -> Result<bool, ClientError> {
+        self.shared.with(|s| {
+            s.torrents
+                .get(&self.hash)
+                .map(|e| e.settings.paused)
+                .ok_or(ClientError::UnknownTorrent(self.hash))
+        })
+    }
+
     /// Which pieces are verified, in piece order (empty before the metadata; from the last
     /// resume save while it is out of the session).
     pub fn pieces(&self) -> Result<Vec<bool>, ClientError> {

@@ -86,6 +86,10 @@ pub(crate) struct WebState {
     pub seen: HashMap<InfoHash, Times>,
     pub sync: sync::SyncState,
     pub log: log::Log,
+    /// Each torrent's byte counters when last looked at, and the totals they add up to.
+    pub counters: HashMap<String, (u64, u64)>,
+    pub downloaded: u64,
+    pub uploaded: u64,
 }
 
 /// When the WebAPI first saw a torrent, and saw it complete (the engine keeps neither yet).
@@ -186,10 +190,8 @@ impl Params {
                 if part.filename.is_some() {
                     p.files.push((part.name, part.data.to_vec()));
                 } else {
-                    p.pairs.push((
-                        part.name,
-                        String::from_utf8_lossy(part.data).into_owned(),
-                    ));
+                    p.pairs
+                        .push((part.name, String::from_utf8_lossy(part.data).into_owned()));
                 }
             }
         } else {
@@ -266,6 +268,9 @@ impl WebApi {
                 seen: HashMap::new(),
                 sync: sync::SyncState::default(),
                 log: log::Log::new(),
+                counters: HashMap::new(),
+                downloaded: 0,
+                uploaded: 0,
             }),
         }
     }
@@ -298,7 +303,8 @@ impl WebApi {
         }
         let method = &head.path[PREFIX.len().min(head.path.len())..];
         if method == "auth/login" {
-            if head.method == Method::POST && head.content_length.is_some_and(|n| n > MAX_LOGIN_BODY)
+            if head.method == Method::POST
+                && head.content_length.is_some_and(|n| n > MAX_LOGIN_BODY)
             {
                 return Err(text(413, "Payload Too Large"));
             }
@@ -343,7 +349,10 @@ impl WebApi {
                 text(200, "Ok.").header("set-cookie", cookie)
             }
             Err(r) if r.status == 429 => {
-                self.log(log::WARNING, format!("WebAPI: {peer} banned for a while after too many failed logins"));
+                self.log(
+                    log::WARNING,
+                    format!("WebAPI: {peer} banned for a while after too many failed logins"),
+                );
                 text(
                     403,
                     "Your IP address has been banned after too many failed authentication attempts.",

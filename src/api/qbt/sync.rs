@@ -134,7 +134,7 @@ pub fn delta(rid: i64, old: &Snapshot, now: &Snapshot) -> Value {
 
 /// The `server_state` of `maindata`.
 pub fn server_state(api: &WebApi, client: &Client) -> Map<String, Value> {
-    let (dl_speed, dl, up_speed, ul) = transfer::totals(client);
+    let (dl_speed, dl, up_speed, ul) = transfer::totals(api, client);
     let m = client.metrics();
     let w = api.state();
     let ratio = if dl > 0 { ul as f64 / dl as f64 } else { 0.0 };

@@ -19,9 +19,11 @@ use crate::core::InfoHash;
 /// qBittorrent's "infinite" ETA: 100 days.
 pub const MAX_ETA: i64 = 8_640_000;
 
-/// qBittorrent's state name (4.x names) for a status.
-pub fn state_name(st: &TorrentStatus) -> &'static str {
+/// qBittorrent's state name (4.x names) for a status (`paused`: held by the user, which a
+/// magnet link's status does not show).
+pub fn state_name(st: &TorrentStatus, paused: bool) -> &'static str {
     match st.state {
+        TorrentState::Metadata if paused => "pausedDL",
         TorrentState::Metadata => "metaDL",
         TorrentState::Downloading if st.download_rate > 0 => "downloading",
         TorrentState::Downloading => "stalledDL",
@@ -57,6 +59,8 @@ pub struct Extra {
     pub leechs: usize,
     /// Private torrent (BEP 27).
     pub private: bool,
+    /// Paused by the user.
+    pub paused: bool,
 }
 
 /// Reads the extras of a torrent (its trackers; its peers when it has some).
@@ -72,6 +76,7 @@ pub fn extra(t: &TorrentHandle, st: &TorrentStatus) -> Extra {
         seeds,
         leechs: peers.len() - seeds,
         private: t.info().ok().flatten().is_some_and(|i| i.is_private()),
+        paused: t.is_paused().unwrap_or(false),
     }
 }
 
@@ -113,7 +118,7 @@ pub fn magnet_uri(hash: &str, name: &str, trackers: &[Vec<String>]) -> String {
 
 /// One torrent as `torrents/info` shows it (qBittorrent 4.6's fields and types).
 pub fn info_object(st: &TorrentStatus, x: &Extra, t: &Times) -> Map<String, Value> {
-    let state = state_name(st);
+    let state = state_name(st, x.paused);
     let completed = st.size.saturating_sub(st.bytes_left);
     let ratio = if st.downloaded > 0 {
         st.uploaded as f64 / st.downloaded as f64
@@ -125,7 +130,9 @@ pub fn info_object(st: &TorrentStatus, x: &Extra, t: &Times) -> Map<String, Valu
     let eta = if st.bytes_left == 0 {
         MAX_ETA
     } else if st.download_rate > 0 {
-        i64::try_from(st.bytes_left / st.download_rate).unwrap_or(MAX_ETA).min(MAX_ETA)
+        i64::try_from(st.bytes_left / st.download_rate)
+            .unwrap_or(MAX_ETA)
+            .min(MAX_ETA)
     } else {
         MAX_ETA
     };
@@ -224,8 +231,14 @@ pub fn passes(filter: &str, o: &Map<String, Value>) -> Option<bool> {
         "all" => true,
         "downloading" => matches!(
             state,
-            "downloading" | "stalledDL" | "metaDL" | "pausedDL" | "queuedDL" | "checkingDL"
-                | "forcedDL" | "forcedMetaDL"
+            "downloading"
+                | "stalledDL"
+                | "metaDL"
+                | "pausedDL"
+                | "queuedDL"
+                | "checkingDL"
+                | "forcedDL"
+                | "forcedMetaDL"
         ),
         "seeding" => matches!(
             state,
@@ -253,7 +266,11 @@ pub fn list(objects: Vec<(String, Map<String, Value>)>, p: &Params) -> Result<Va
     let hashes: Option<Vec<String>> = p
         .get("hashes")
         .filter(|h| !h.eq_ignore_ascii_case("all"))
-        .map(|h| h.split('|').map(|s| s.trim().to_ascii_lowercase()).collect());
+        .map(|h| {
+            h.split('|')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect()
+        });
     // No torrent has a category or a tag yet: "" (none) keeps all, any other none.
     let category = p.get("category").is_none_or(str::is_empty);
     let tag = p.get("tag").is_none_or(str::is_empty);
@@ -275,7 +292,11 @@ pub fn list(objects: Vec<(String, Map<String, Value>)>, p: &Params) -> Result<Va
     }
     let len = rows.len() as i64;
     let offset = p.int("offset")?.unwrap_or(0);
-    let start = if offset < 0 { (len + offset).max(0) } else { offset.min(len) };
+    let start = if offset < 0 {
+        (len + offset).max(0)
+    } else {
+        offset.min(len)
+    };
     let limit = p.int("limit")?.filter(|&l| l > 0).unwrap_or(len);
     let end = (start + limit).min(len);
     Ok(Value::Array(
@@ -294,9 +315,7 @@ fn compare(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
             .as_f64()
             .partial_cmp(&y.as_f64())
             .unwrap_or(Ordering::Equal),
-        (Some(Value::String(x)), Some(Value::String(y))) => {
-            x.to_lowercase().cmp(&y.to_lowercase())
-        }
+        (Some(Value::String(x)), Some(Value::String(y))) => x.to_lowercase().cmp(&y.to_lowercase()),
         (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
         _ => Ordering::Equal,
     }
@@ -520,7 +539,10 @@ fn add(api: &WebApi, client: &Client, p: &Params) -> Result<Response, Response> 
         match r {
             Ok(t) => {
                 any = true;
-                api.log(log::NORMAL, format!("Added torrent {}", t.info_hash().to_hex()));
+                api.log(
+                    log::NORMAL,
+                    format!("Added torrent {}", t.info_hash().to_hex()),
+                );
             }
             Err(e) => api.log(log::WARNING, format!("torrents/add: {e}")),
         }
@@ -680,7 +702,6 @@ fn file_prio(client: &Client, p: &Params) -> Result<Response, Response> {
             .ok_or_else(|| text(409, format!("File ID is not valid: {i}")))?;
         *slot = prio > 0;
     }
-    t.set_files(wanted)
-        .map_err(|e| text(409, e.to_string()))?;
+    t.set_files(wanted).map_err(|e| text(409, e.to_string()))?;
     Ok(text(200, ""))
 }

@@ -7,18 +7,31 @@ use crate::api::Response;
 use crate::client::Client;
 
 /// The session totals and speeds: (download speed, downloaded, upload speed, uploaded).
-pub fn totals(client: &Client) -> (u64, u64, u64, u64) {
-    let m = client.metrics();
-    let (down, up) = client
-        .list()
-        .iter()
-        .fold((0, 0), |(d, u), s| (d + s.download_rate, u + s.upload_rate));
-    (down, m.downloaded, up, m.uploaded)
+///
+/// The engine counts each torrent's bytes since it was last started, so the totals here
+/// add up what each torrent's counters grew by between two looks (a counter that went
+/// back started again from 0): bytes of a torrent stopped between two looks are missed.
+pub fn totals(api: &WebApi, client: &Client) -> (u64, u64, u64, u64) {
+    let list = client.list();
+    let mut w = api.state();
+    let (mut down, mut up) = (0, 0);
+    let mut seen = std::collections::HashMap::new();
+    for s in &list {
+        down += s.download_rate;
+        up += s.upload_rate;
+        let (d0, u0) = w.counters.get(&s.info_hash).copied().unwrap_or((0, 0));
+        let grew = |new: u64, old: u64| if new >= old { new - old } else { new };
+        w.downloaded += grew(s.downloaded, d0);
+        w.uploaded += grew(s.uploaded, u0);
+        seen.insert(s.info_hash.clone(), (s.downloaded, s.uploaded));
+    }
+    w.counters = seen;
+    (down, w.downloaded, up, w.uploaded)
 }
 
 /// `transfer/info`.
 pub fn info(api: &WebApi, client: &Client) -> Value {
-    let (dl_speed, dl, up_speed, ul) = totals(client);
+    let (dl_speed, dl, up_speed, ul) = totals(api, client);
     let w = api.state();
     json!({
         "connection_status": "connected",

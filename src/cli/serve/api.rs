@@ -72,7 +72,10 @@ pub fn start(c: &ServeConfig) -> Result<(mpsc::Receiver<Call>, Server)> {
     let (up, down) = c.rates()?;
     let settings = WebSettings {
         save_path: super::ServeConfig::path(&c.data_dir),
-        listen_port: c.listen.parse::<std::net::SocketAddr>().map_or(0, |a| a.port()),
+        listen_port: c
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_or(0, |a| a.port()),
         web_ui_port: addr.port(),
         username: c.api_username.clone(),
         upload_limit: up,
