@@ -450,3 +450,6 @@ pub(crate) fn merge<const N: usize>(parts: [Value; N]) -> Value {
     }
     Value::Object(out)
 }
+
+#[cfg(test)]
+mod tests;

@@ -43,6 +43,15 @@ pub fn state_name(st: &TorrentStatus, paused: bool) -> &'static str {
     }
 }
 
+/// Seconds left at the current speed ([`MAX_ETA`] when done or stalled).
+pub fn eta(st: &TorrentStatus) -> i64 {
+    match st.bytes_left.checked_div(st.download_rate) {
+        _ if st.bytes_left == 0 => MAX_ETA,
+        Some(secs) => i64::try_from(secs).unwrap_or(MAX_ETA).min(MAX_ETA),
+        None => MAX_ETA,
+    }
+}
+
 /// Whether a state name counts as complete (an `UP` state).
 fn is_up(state: &str) -> bool {
     state.ends_with("UP") || state == "uploading"
@@ -127,15 +136,7 @@ pub fn info_object(st: &TorrentStatus, x: &Extra, t: &Times) -> Map<String, Valu
     } else {
         0.0
     };
-    let eta = if st.bytes_left == 0 {
-        MAX_ETA
-    } else if st.download_rate > 0 {
-        i64::try_from(st.bytes_left / st.download_rate)
-            .unwrap_or(MAX_ETA)
-            .min(MAX_ETA)
-    } else {
-        MAX_ETA
-    };
+    let eta = eta(st);
     let save_path = st.save_dir.display().to_string();
     let content_path = st.save_dir.join(&st.name).display().to_string();
     let active_secs = t.added_at.elapsed().as_secs() as i64;
@@ -341,13 +342,7 @@ pub fn properties(api: &WebApi, t: &TorrentHandle) -> Result<Value, ClientError>
     } else {
         0.0
     };
-    let eta = if st.bytes_left == 0 {
-        MAX_ETA
-    } else if st.download_rate > 0 {
-        i64::try_from(st.bytes_left / st.download_rate).unwrap_or(MAX_ETA)
-    } else {
-        MAX_ETA
-    };
+    let eta = eta(&st);
     Ok(json!({
         "addition_date": times.added,
         "comment": "",
@@ -356,7 +351,7 @@ pub fn properties(api: &WebApi, t: &TorrentHandle) -> Result<Value, ClientError>
         "creation_date": -1,
         "dl_limit": limit(st.download_limit),
         "dl_speed": st.download_rate,
-        "dl_speed_avg": if elapsed > 0 { st.downloaded / elapsed } else { 0 },
+        "dl_speed_avg": st.downloaded.checked_div(elapsed).unwrap_or(0),
         "download_path": "",
         "eta": eta,
         "hash": st.info_hash,
@@ -387,7 +382,7 @@ pub fn properties(api: &WebApi, t: &TorrentHandle) -> Result<Value, ClientError>
         "total_wasted": 0,
         "up_limit": limit(st.upload_limit),
         "up_speed": st.upload_rate,
-        "up_speed_avg": if elapsed > 0 { st.uploaded / elapsed } else { 0 },
+        "up_speed_avg": st.uploaded.checked_div(elapsed).unwrap_or(0),
     }))
 }
 
