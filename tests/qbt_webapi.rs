@@ -96,3 +96,98 @@ fn qbittorrent_api_client_drives_serve() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// The statuses qBittorrent answers with, over raw HTTP: 403 before a login, 401 for a foreign
+/// `Host` or a cross-site `Origin`, `Fails.`/`Ok.` for logins, 404 for an unknown method, 405
+/// for an action asked with GET, 400 for a missing parameter.
+#[test]
+fn statuses_are_qbittorrents() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(
+        dir.path(),
+        &["--api-username", "admin", "--api-password", "s3cret-pass"],
+    );
+    let form = ["Content-Type: application/x-www-form-urlencoded"];
+    let (status, _, body) = serve.request("GET", "/api/v2/app/version", &[], b"");
+    assert_eq!((status, body.as_str()), (403, "Forbidden"));
+    let (status, _, body) = serve.request(
+        "POST",
+        "/api/v2/auth/login",
+        &form,
+        b"username=admin&password=nope",
+    );
+    assert_eq!((status, body.as_str()), (200, "Fails."));
+    let (status, head, body) = serve.request(
+        "POST",
+        "/api/v2/auth/login",
+        &form,
+        b"username=admin&password=s3cret-pass",
+    );
+    assert_eq!((status, body.as_str()), (200, "Ok."));
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no cookie: {head}"))
+        .to_string();
+    assert!(cookie.starts_with("SID="), "{cookie}");
+    let sid = format!("Cookie: {cookie}");
+    let (status, _, body) = serve.request("GET", "/api/v2/app/webapiVersion", &[&sid], b"");
+    assert_eq!((status, body.as_str()), (200, "2.9.3"));
+
+    // DNS rebinding and cross-site requests: qBittorrent's 401.
+    let (status, _, _) = serve.request(
+        "GET",
+        "/api/v2/app/version",
+        &[&sid, "Host: evil.example"],
+        b"",
+    );
+    assert_eq!(status, 401);
+    let (status, _, _) = serve.request(
+        "POST",
+        "/api/v2/torrents/pause",
+        &[&sid, "Origin: http://evil.example", form[0]],
+        b"hashes=all",
+    );
+    assert_eq!(status, 401);
+
+    for (method, path, body, want) in [
+        (
+            "POST",
+            "/api/v2/torrents/createCategory",
+            "category=tv",
+            404,
+        ),
+        ("POST", "/api/v2/torrents/setShareLimits", "hashes=all", 404),
+        ("GET", "/api/v2/nosuch/thing", "", 404),
+        ("GET", "/api/v2/torrents/add", "", 405),
+        ("GET", "/api/v2/torrents/properties", "", 400),
+        (
+            "GET",
+            "/api/v2/torrents/files?hash=0123456789abcdef0123456789abcdef01234567",
+            "",
+            404,
+        ),
+        ("POST", "/api/v2/torrents/pause", "hashes=all", 200),
+        (
+            "POST",
+            "/api/v2/transfer/setDownloadLimit",
+            "limit=1000",
+            200,
+        ),
+    ] {
+        let (status, _, text) = serve.request(method, path, &[&sid, form[0]], body.as_bytes());
+        assert_eq!(status, want, "{method} {path}: {text}");
+    }
+    let (_, _, limit) = serve.request("GET", "/api/v2/transfer/downloadLimit", &[&sid], b"");
+    assert_eq!(limit, "1000");
+
+    // The JSON API beside it is unchanged.
+    let (status, _, _) = serve.request("GET", "/torrents", &[&sid], b"");
+    assert_eq!(status, 200);
+
+    let (status, _, _) = serve.request("POST", "/api/v2/auth/logout", &[&sid], b"");
+    assert_eq!(status, 200);
+    let (status, _, _) = serve.request("GET", "/api/v2/app/version", &[&sid], b"");
+    assert_eq!(status, 403, "logged out");
+}
