@@ -120,6 +120,7 @@ def main():
     # sync/maindata: full, then a delta.
     md = c.sync_maindata(rid=0)
     check(md.full_update is True and h in md.torrents and "server_state" in md, "full maindata")
+    check(md.server_state.free_space_on_disk > 0, "free space")
     rid = md.rid
 
     # Peers: the libtorrent seed.

@@ -137,6 +137,10 @@ pub fn server_state(api: &WebApi, client: &Client) -> Map<String, Value> {
     let (dl_speed, dl, up_speed, ul) = transfer::totals(api, client);
     let m = client.metrics();
     let w = api.state();
+    // Free space where torrents go by default (0 when it cannot be read).
+    let free = std::fs::File::open(&w.settings.save_path)
+        .and_then(|f| crate::storage::sys::free_bytes(std::os::fd::AsFd::as_fd(&f)))
+        .unwrap_or(0);
     let ratio = if dl > 0 { ul as f64 / dl as f64 } else { 0.0 };
     let v = json!({
         "alltime_dl": dl,
@@ -147,7 +151,7 @@ pub fn server_state(api: &WebApi, client: &Client) -> Map<String, Value> {
         "dl_info_data": dl,
         "dl_info_speed": dl_speed,
         "dl_rate_limit": limit_field(w.settings.download_limit),
-        "free_space_on_disk": 0,
+        "free_space_on_disk": free,
         "global_ratio": format!("{ratio:.2}"),
         "queued_io_jobs": 0,
         "queueing": false,
