@@ -303,8 +303,7 @@ impl WebApi {
         }
         let method = &head.path[PREFIX.len().min(head.path.len())..];
         if method == "auth/login" {
-            if head.method == Method::POST
-                && head.content_length.is_some_and(|n| n > MAX_LOGIN_BODY)
+            if head.method == Method::POST && head.content_length.is_none_or(|n| n > MAX_LOGIN_BODY)
             {
                 return Err(text(413, "Payload Too Large"));
             }
