@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::{json, Map, Value};
 
-use super::{limit_field, torrents, transfer, unix_now, Params, WebApi};
+use super::{limit_field, torrents, transfer, Params, WebApi};
 use crate::api::Response;
 use crate::client::{Client, PeerInfo};
 
@@ -258,7 +258,6 @@ pub fn handle(api: &WebApi, client: &Client, name: &str, p: &Params) -> Option<R
                 .map(|p| (p.addr.clone(), peer_object(p)))
                 .collect();
             let rid = api.state().sync.next_rid();
-            let _ = unix_now;
             super::json(&json!({
                 "rid": rid,
                 "full_update": true,
