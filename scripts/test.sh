@@ -19,12 +19,24 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v transmission-daemon >/dev/null 2>&1 || need+=(transmission-daemon)
 command -v transmission-remote >/dev/null 2>&1 || need+=(transmission-cli)
 command -v aria2c >/dev/null 2>&1 || need+=(aria2)
+# The virtual environment below needs venv and pip.
+/usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+# The real qBittorrent WebAPI client (qbittorrent-api from PyPI) that tests/qbt_webapi.rs
+# drives serve with, in a virtual environment of its own under the target folder.
+qbt_venv="${CARGO_TARGET_DIR:-target}/qbt-venv"
+if ! "$qbt_venv/bin/python" -c 'import qbittorrentapi' >/dev/null 2>&1; then
+    echo "installing qbittorrent-api into $qbt_venv"
+    rm -rf "$qbt_venv"
+    /usr/bin/python3 -m venv "$qbt_venv"
+    "$qbt_venv/bin/pip" install --quiet --disable-pip-version-check 'qbittorrent-api>=2024.1'
 fi
 
 echo "== cargo fmt --check"

@@ -25,6 +25,7 @@ pub mod auth;
 pub mod guard;
 pub mod multipart;
 pub mod parse;
+pub mod qbt;
 pub mod server;
 
 pub use server::{Handler, Head, Request, Response, Server, ServerConfig};

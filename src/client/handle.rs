@@ -273,6 +273,50 @@ impl TorrentHandle {
         self.shared.with(|s| s.queue_move(self.hash, to))
     }
 
+    /// Its tracker tiers, as added (announce-list order).
+    pub fn trackers(&self) -> Result<Vec<Vec<String>>, ClientError> {
+        self.shared.with(|s| {
+            s.torrents
+                .get(&self.hash)
+                .map(|e| e.trackers.clone())
+                .ok_or(ClientError::UnknownTorrent(self.hash))
+        })
+    }
+
+    /// Whether it is paused (held out of the session by the user; a magnet link too).
+    pub fn is_paused(&self) -> Result<bool, ClientError> {
+        self.shared.with(|s| {
+            s.torrents
+                .get(&self.hash)
+                .map(|e| e.settings.paused)
+                .ok_or(ClientError::UnknownTorrent(self.hash))
+        })
+    }
+
+    /// Which pieces are verified, in piece order (empty before the metadata; from the last
+    /// resume save while it is out of the session).
+    pub fn pieces(&self) -> Result<Vec<bool>, ClientError> {
+        let (id, shard, count) = self.shared.with(|s| {
+            let e = s
+                .torrents
+                .get(&self.hash)
+                .ok_or(ClientError::UnknownTorrent(self.hash))?;
+            let count = e.info.as_ref().map_or(0, |i| i.lengths().piece_count());
+            Ok((e.id, e.shard, count))
+        })?;
+        let have = match id {
+            Some(id) => self.shared.with(|s| {
+                s.call(shard, move |d| {
+                    d.session()
+                        .have(id)
+                        .map(|b| (0..count).map(|p| b.get(p)).collect::<Vec<bool>>())
+                })
+            })?,
+            None => None,
+        };
+        Ok(have.unwrap_or_else(|| vec![false; count as usize]))
+    }
+
     /// The request-to-block latency histogram (microseconds) of this run, if a block came.
     pub fn request_latency_us(&self) -> Result<Option<hdrhistogram::Histogram<u64>>, ClientError> {
         self.shared.with(|s| s.request_latency(self.hash))

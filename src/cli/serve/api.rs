@@ -38,6 +38,7 @@
 //!   GET    /share_limits                 the client's; PUT any of its fields (no -2)
 //!   GET    /queue                        queueing; PUT any of its fields
 //!   GET    /metrics                      Prometheus text
+//!   *      /api/v2/...                   the qBittorrent WebAPI (`ringtorrent::api::qbt`)
 //! ```
 //!
 //! What a PUT of share limits or queueing sets is kept in the state folder and overrides
@@ -59,6 +60,7 @@ use serde_json::{json, Value};
 use ringtorrent::api::auth::Auth;
 use ringtorrent::api::guard::{Policy, Refusal};
 use ringtorrent::api::parse;
+use ringtorrent::api::qbt::{self, WebApi, WebSettings};
 use ringtorrent::api::{Handler, Head, Request, Response, Server, ServerConfig};
 use ringtorrent::client::{AddTorrent, Client, ClientError, QueueMove, TorrentHandle};
 use ringtorrent::core::InfoHash;
@@ -71,8 +73,14 @@ const MAX_LOGIN_BODY: u64 = 16 * 1024;
 /// How long a request waits for the control thread.
 const ENGINE_WAIT: Duration = Duration::from_secs(60);
 
+/// A request for the control thread: for this API, or for the qBittorrent WebAPI.
+pub enum Routed {
+    Own(Request),
+    Qbt(Request, Arc<WebApi>),
+}
+
 /// What the API thread sends the control thread: a request and where its answer goes.
-pub type Call = (Request, tokio::sync::oneshot::Sender<Response>);
+pub type Call = (Routed, tokio::sync::oneshot::Sender<Response>);
 
 /// Starts the API server on `c.api` with `c`'s policy and credentials; requests arrive on
 /// the returned channel. Dropping the server stops it.
@@ -81,10 +89,27 @@ pub fn start(c: &ServeConfig) -> Result<(mpsc::Receiver<Call>, Server)> {
     let policy = Policy::new(&c.api_hosts, &c.api_cors_origins).map_err(anyhow::Error::msg)?;
     let auth = Auth::new(c.auth_config()).map_err(anyhow::Error::msg)?;
     let (tx, rx) = mpsc::channel::<Call>();
+    let auth = Arc::new(auth);
+    let (up, down) = c.rates()?;
+    let settings = WebSettings {
+        save_path: super::ServeConfig::path(&c.data_dir),
+        listen_port: c
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_or(0, |a| a.port()),
+        web_ui_port: addr.port(),
+        username: c.api_username.clone(),
+        upload_limit: up,
+        download_limit: down,
+        max_connections: c.limits.max_connections,
+        max_peers_per_torrent: c.limits.max_peers_per_torrent,
+        upload_slots: c.limits.upload_slots,
+    };
     let api = ServeApi {
         calls: tx,
         policy,
-        auth: Arc::new(auth),
+        qbt: Arc::new(WebApi::new(auth.clone(), settings)),
+        auth,
         metrics_public: c.api_metrics_public,
     };
     let config = ServerConfig {
@@ -100,6 +125,7 @@ struct ServeApi {
     calls: mpsc::Sender<Call>,
     policy: Policy,
     auth: Arc<Auth>,
+    qbt: Arc<WebApi>,
     metrics_public: bool,
 }
 
@@ -118,6 +144,9 @@ fn refused(r: Refusal) -> Response {
 
 impl Handler for ServeApi {
     fn admit(&self, head: &Head) -> Result<(), Response> {
+        if head.path.starts_with(qbt::PREFIX) {
+            return self.qbt.admit(head, &self.policy);
+        }
         if !self.auth.required() && !head.peer.ip().is_loopback() {
             return Err(Response::error(
                 403,
@@ -168,6 +197,14 @@ impl Handler for ServeApi {
             None => r,
         };
         let auth = self.auth.clone();
+        if let Some(method) = req.head.path.strip_prefix(qbt::PREFIX) {
+            let web = self.qbt.clone();
+            match method {
+                "auth/login" => return Box::pin(async move { web.login(req).await }),
+                "auth/logout" => return Box::pin(std::future::ready(web.logout(&req))),
+                _ => return self.to_engine(Routed::Qbt(req, web), |r| r),
+            }
+        }
         match (&req.head.method, req.head.path.as_str()) {
             (&Method::POST, "/auth/login") => Box::pin(async move {
                 let ct = req
@@ -201,20 +238,29 @@ impl Handler for ServeApi {
                 404,
                 format!("no route {} {}", req.head.method, req.head.path),
             ))),
-            _ => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let sent = self.calls.send((req, tx)).is_ok();
-                Box::pin(async move {
-                    if !sent {
-                        return Response::error(503, "the engine is stopping");
-                    }
-                    with_cors(match tokio::time::timeout(ENGINE_WAIT, rx).await {
-                        Ok(Ok(r)) => r,
-                        _ => Response::error(500, "the engine did not answer"),
-                    })
-                })
-            }
+            _ => self.to_engine(Routed::Own(req), with_cors),
         }
+    }
+}
+
+impl ServeApi {
+    /// Hands a request to the control thread and waits (bounded) for its answer.
+    fn to_engine(
+        &self,
+        routed: Routed,
+        finish: impl FnOnce(Response) -> Response + Send + 'static,
+    ) -> ringtorrent::api::server::ResponseFuture {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self.calls.send((routed, tx)).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return Response::error(503, "the engine is stopping");
+            }
+            finish(match tokio::time::timeout(ENGINE_WAIT, rx).await {
+                Ok(Ok(r)) => r,
+                _ => Response::error(500, "the engine did not answer"),
+            })
+        })
     }
 }
 
@@ -378,7 +424,14 @@ fn policy_route(client: &Client, method: &str, parts: &[&str], body: &[u8]) -> O
 }
 
 /// Answers one request against the client.
-pub fn handle(client: &Client, req: Request) -> Response {
+pub fn handle(client: &Client, routed: Routed) -> Response {
+    match routed {
+        Routed::Own(req) => handle_own(client, req),
+        Routed::Qbt(req, web) => web.handle(client, req),
+    }
+}
+
+fn handle_own(client: &Client, req: Request) -> Response {
     let Request { head, body } = req;
     let path = head.path.as_str();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();

@@ -1,0 +1,704 @@
+//! `torrents/*`: the list with its filters, one torrent's properties, trackers, files and
+//! pieces, and the actions (add, delete, stop/start, limits, peers, file priorities).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+
+use super::{
+    bad_request, either, limit_field, limit_of, log, need_post, not_found, one, select, text,
+    unix_now, Params, Times, WebApi, WebState,
+};
+use crate::api::Response;
+use crate::client::{
+    AddTorrent, Client, ClientError, PeerInfo, TorrentHandle, TorrentState, TorrentStatus,
+};
+use crate::core::InfoHash;
+
+/// qBittorrent's "infinite" ETA: 100 days.
+pub const MAX_ETA: i64 = 8_640_000;
+
+/// qBittorrent's state name (4.x names) for a status (`paused`: held by the user, which a
+/// magnet link's status does not show).
+pub fn state_name(st: &TorrentStatus, paused: bool) -> &'static str {
+    match st.state {
+        TorrentState::Metadata if paused => "pausedDL",
+        TorrentState::Metadata => "metaDL",
+        TorrentState::Downloading if st.download_rate > 0 => "downloading",
+        TorrentState::Downloading => "stalledDL",
+        TorrentState::Seeding if st.upload_rate > 0 => "uploading",
+        TorrentState::Seeding => "stalledUP",
+        TorrentState::Queued if st.bytes_left == 0 && st.size > 0 => "queuedUP",
+        TorrentState::Queued => "queuedDL",
+        TorrentState::Paused if st.bytes_left == 0 && st.size > 0 => "pausedUP",
+        TorrentState::Paused => "pausedDL",
+        TorrentState::Error
+            if st
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("missing") || e.contains("not found")) =>
+        {
+            "missingFiles"
+        }
+        TorrentState::Error => "error",
+    }
+}
+
+/// Seconds left at the current speed ([`MAX_ETA`] when done or stalled).
+pub fn eta(st: &TorrentStatus) -> i64 {
+    match st.bytes_left.checked_div(st.download_rate) {
+        _ if st.bytes_left == 0 => MAX_ETA,
+        Some(secs) => i64::try_from(secs).unwrap_or(MAX_ETA).min(MAX_ETA),
+        None => MAX_ETA,
+    }
+}
+
+/// Whether a state name counts as complete (an `UP` state).
+fn is_up(state: &str) -> bool {
+    state.ends_with("UP") || state == "uploading"
+}
+
+/// What `torrents/info` and `sync/maindata` need beyond a status.
+#[derive(Debug, Default, Clone)]
+pub struct Extra {
+    /// Tracker tiers.
+    pub trackers: Vec<Vec<String>>,
+    /// Connected peers with every piece, and the others.
+    pub seeds: usize,
+    /// Connected peers that lack pieces.
+    pub leechs: usize,
+    /// Private torrent (BEP 27).
+    pub private: bool,
+    /// Paused by the user.
+    pub paused: bool,
+}
+
+/// Reads the extras of a torrent (its trackers; its peers when it has some).
+pub fn extra(t: &TorrentHandle, st: &TorrentStatus) -> Extra {
+    let peers = if st.peers > 0 {
+        t.peers().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let seeds = peers.iter().filter(|p| p.progress >= 1.0).count();
+    Extra {
+        trackers: t.trackers().unwrap_or_default(),
+        seeds,
+        leechs: peers.len() - seeds,
+        private: t.info().ok().flatten().is_some_and(|i| i.is_private()),
+        paused: t.is_paused().unwrap_or(false),
+    }
+}
+
+/// The times the WebAPI keeps of a torrent, updated from its status.
+pub(crate) fn times(w: &mut WebState, hash: InfoHash, st: &TorrentStatus) -> Times {
+    let now = Instant::now();
+    let t = w.seen.entry(hash).or_insert_with(|| Times {
+        added: unix_now(),
+        added_at: now,
+        completed: None,
+        completed_at: None,
+    });
+    if st.bytes_left == 0 && st.size > 0 && t.completed.is_none() {
+        t.completed = Some(unix_now());
+        t.completed_at = Some(now);
+    }
+    *t
+}
+
+/// A magnet link for a torrent.
+pub fn magnet_uri(hash: &str, name: &str, trackers: &[Vec<String>]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    let mut uri = format!("magnet:?xt=urn:btih:{hash}&dn={}", enc(name));
+    for tr in trackers.iter().flatten() {
+        uri.push_str("&tr=");
+        uri.push_str(&enc(tr));
+    }
+    uri
+}
+
+/// One torrent as `torrents/info` shows it (qBittorrent 4.6's fields and types).
+pub fn info_object(st: &TorrentStatus, x: &Extra, t: &Times) -> Map<String, Value> {
+    let state = state_name(st, x.paused);
+    let completed = st.size.saturating_sub(st.bytes_left);
+    let ratio = if st.downloaded > 0 {
+        st.uploaded as f64 / st.downloaded as f64
+    } else if completed > 0 {
+        st.uploaded as f64 / completed as f64
+    } else {
+        0.0
+    };
+    let eta = eta(st);
+    let save_path = st.save_dir.display().to_string();
+    let content_path = st.save_dir.join(&st.name).display().to_string();
+    let active_secs = t.added_at.elapsed().as_secs() as i64;
+    let seeding_secs = t.completed_at.map_or(0, |c| c.elapsed().as_secs() as i64);
+    let tracker_count: usize = x.trackers.iter().map(Vec::len).sum();
+    let a = json!({
+        "added_on": t.added,
+        "amount_left": st.bytes_left,
+        "auto_tmm": false,
+        "availability": if st.state == TorrentState::Paused { -1.0 } else { st.progress },
+        "category": "",
+        "completed": completed,
+        "completion_on": t.completed.unwrap_or(-1),
+        "content_path": content_path,
+        "dl_limit": limit_field(st.download_limit),
+        "dlspeed": st.download_rate,
+        "download_path": "",
+        "downloaded": st.downloaded,
+        "downloaded_session": st.downloaded,
+        "eta": eta,
+        "f_l_piece_prio": false,
+        "force_start": false,
+        "hash": st.info_hash,
+        "inactive_seeding_time_limit": -2,
+        "infohash_v1": st.info_hash,
+        "infohash_v2": "",
+    });
+    let b = json!({
+        "last_activity": if st.download_rate + st.upload_rate > 0 { unix_now() } else { t.added },
+        "magnet_uri": magnet_uri(&st.info_hash, &st.name, &x.trackers),
+        "max_inactive_seeding_time": -1,
+        "max_ratio": -1,
+        "max_seeding_time": -1,
+        "name": st.name,
+        "num_complete": x.seeds,
+        "num_incomplete": x.leechs,
+        "num_leechs": x.leechs,
+        "num_seeds": x.seeds,
+        "priority": 0,
+        "progress": st.progress,
+        "ratio": ratio,
+        "ratio_limit": -2,
+        "save_path": save_path,
+        "seeding_time": seeding_secs,
+        "seeding_time_limit": -2,
+        "seen_complete": t.completed.unwrap_or(-1),
+        "seq_dl": false,
+        "size": st.size,
+        "state": state,
+        "super_seeding": false,
+        "tags": "",
+        "time_active": active_secs,
+        "total_size": st.size,
+        "tracker": x.trackers.iter().flatten().next().cloned().unwrap_or_default(),
+        "trackers_count": tracker_count,
+        "up_limit": limit_field(st.upload_limit),
+        "uploaded": st.uploaded,
+        "uploaded_session": st.uploaded,
+        "upspeed": st.upload_rate,
+    });
+    match super::merge([a, b]) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Every torrent's `torrents/info` object, by hash.
+pub fn all_objects(api: &WebApi, client: &Client) -> Vec<(String, Map<String, Value>)> {
+    let statuses = client.list();
+    let mut out = Vec::with_capacity(statuses.len());
+    for st in statuses {
+        let Some(hash) = InfoHash::from_hex(&st.info_hash) else {
+            continue;
+        };
+        let x = client.get(hash).map(|t| extra(&t, &st)).unwrap_or_default();
+        let times = times(&mut api.state(), hash, &st);
+        out.push((st.info_hash.clone(), info_object(&st, &x, &times)));
+    }
+    // Forget the times of torrents that left.
+    let mut w = api.state();
+    w.seen
+        .retain(|h, _| out.iter().any(|(s, _)| *s == h.to_hex()));
+    out
+}
+
+/// Whether a torrent's object passes a `filter`; `None` for an unknown filter.
+pub fn passes(filter: &str, o: &Map<String, Value>) -> Option<bool> {
+    let state = o.get("state").and_then(Value::as_str).unwrap_or("");
+    let speed = |k: &str| o.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let active = speed("dlspeed") > 0 || speed("upspeed") > 0;
+    let paused = state.starts_with("paused") || state.starts_with("stopped");
+    Some(match filter {
+        "all" => true,
+        "downloading" => matches!(
+            state,
+            "downloading"
+                | "stalledDL"
+                | "metaDL"
+                | "pausedDL"
+                | "queuedDL"
+                | "checkingDL"
+                | "forcedDL"
+                | "forcedMetaDL"
+        ),
+        "seeding" => matches!(
+            state,
+            "uploading" | "stalledUP" | "queuedUP" | "checkingUP" | "forcedUP"
+        ),
+        "completed" => is_up(state),
+        "paused" | "stopped" => paused,
+        "resumed" | "running" => !paused,
+        "active" => active,
+        "inactive" => !active,
+        "stalled" => state == "stalledUP" || state == "stalledDL",
+        "stalled_uploading" => state == "stalledUP",
+        "stalled_downloading" => state == "stalledDL",
+        "errored" => state == "error" || state == "missingFiles",
+        "checking" => state.starts_with("checking"),
+        "moving" => state == "moving",
+        _ => return None,
+    })
+}
+
+/// `torrents/info` over the objects: filter, category, tag, hashes, sort, reverse, offset,
+/// limit, as qBittorrent applies them.
+pub fn list(objects: Vec<(String, Map<String, Value>)>, p: &Params) -> Result<Value, Response> {
+    let filter = p.get("filter").unwrap_or("all");
+    let hashes: Option<Vec<String>> = p
+        .get("hashes")
+        .filter(|h| !h.eq_ignore_ascii_case("all"))
+        .map(|h| {
+            h.split('|')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect()
+        });
+    // No torrent has a category or a tag yet: "" (none) keeps all, any other none.
+    let category = p.get("category").is_none_or(str::is_empty);
+    let tag = p.get("tag").is_none_or(str::is_empty);
+    let mut rows: Vec<Map<String, Value>> = Vec::new();
+    for (hash, o) in objects {
+        if !passes(filter, &o).unwrap_or(true) || !category || !tag {
+            continue;
+        }
+        if hashes.as_ref().is_some_and(|hs| !hs.contains(&hash)) {
+            continue;
+        }
+        rows.push(o);
+    }
+    if let Some(key) = p.get("sort").filter(|k| !k.is_empty()) {
+        rows.sort_by(|a, b| compare(a.get(key), b.get(key)));
+    }
+    if p.flag("reverse") == Some(true) {
+        rows.reverse();
+    }
+    let len = rows.len() as i64;
+    let offset = p.int("offset")?.unwrap_or(0);
+    let start = if offset < 0 {
+        (len + offset).max(0)
+    } else {
+        offset.min(len)
+    };
+    let limit = p.int("limit")?.filter(|&l| l > 0).unwrap_or(len);
+    let end = (start + limit).min(len);
+    Ok(Value::Array(
+        rows.into_iter()
+            .skip(start as usize)
+            .take((end - start) as usize)
+            .map(Value::Object)
+            .collect(),
+    ))
+}
+
+fn compare(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a, b) {
+        (Some(Value::Number(x)), Some(Value::Number(y))) => x
+            .as_f64()
+            .partial_cmp(&y.as_f64())
+            .unwrap_or(Ordering::Equal),
+        (Some(Value::String(x)), Some(Value::String(y))) => x.to_lowercase().cmp(&y.to_lowercase()),
+        (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
+        _ => Ordering::Equal,
+    }
+}
+
+/// The peer connection counts a torrent shows, for `properties`.
+fn peer_counts(peers: &[PeerInfo]) -> (usize, usize) {
+    let seeds = peers.iter().filter(|p| p.progress >= 1.0).count();
+    (seeds, peers.len() - seeds)
+}
+
+/// `torrents/properties`.
+pub fn properties(api: &WebApi, t: &TorrentHandle) -> Result<Value, ClientError> {
+    let st = t.status()?;
+    let info = t.info()?;
+    let peers = t.peers()?;
+    let (seeds, leechs) = peer_counts(&peers);
+    let times = times(&mut api.state(), t.info_hash(), &st);
+    let elapsed = times.added_at.elapsed().as_secs();
+    let limit = |l: Option<u64>| l.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+    let ratio = if st.downloaded > 0 {
+        st.uploaded as f64 / st.downloaded as f64
+    } else {
+        0.0
+    };
+    let eta = eta(&st);
+    Ok(json!({
+        "addition_date": times.added,
+        "comment": "",
+        "completion_date": times.completed.unwrap_or(-1),
+        "created_by": "",
+        "creation_date": -1,
+        "dl_limit": limit(st.download_limit),
+        "dl_speed": st.download_rate,
+        "dl_speed_avg": st.downloaded.checked_div(elapsed).unwrap_or(0),
+        "download_path": "",
+        "eta": eta,
+        "hash": st.info_hash,
+        "infohash_v1": st.info_hash,
+        "infohash_v2": "",
+        "is_private": info.as_ref().is_some_and(|i| i.is_private()),
+        "last_seen": times.completed.unwrap_or(-1),
+        "name": st.name,
+        "nb_connections": st.peers,
+        "nb_connections_limit": -1,
+        "peers": leechs,
+        "peers_total": leechs,
+        "piece_size": info.as_ref().map_or(-1, |i| i64::from(i.lengths().piece_len())),
+        "pieces_have": st.pieces_have,
+        "pieces_num": if info.is_some() { i64::from(st.pieces) } else { -1 },
+        "reannounce": 0,
+        "save_path": st.save_dir.display().to_string(),
+        "seeding_time": times.completed_at.map_or(0, |c| c.elapsed().as_secs()),
+        "seeds": seeds,
+        "seeds_total": seeds,
+        "share_ratio": ratio,
+        "time_elapsed": elapsed,
+        "total_downloaded": st.downloaded,
+        "total_downloaded_session": st.downloaded,
+        "total_size": if info.is_some() { st.size as i64 } else { -1 },
+        "total_uploaded": st.uploaded,
+        "total_uploaded_session": st.uploaded,
+        "total_wasted": 0,
+        "up_limit": limit(st.upload_limit),
+        "up_speed": st.upload_rate,
+        "up_speed_avg": st.uploaded.checked_div(elapsed).unwrap_or(0),
+    }))
+}
+
+/// `torrents/trackers`: the three pseudo-trackers qBittorrent lists first (DHT off, PeX on
+/// unless private, LSD off), then each tracker with its tier.
+pub fn trackers(tiers: &[Vec<String>], private: bool) -> Value {
+    let pseudo = |url: &str, status: u8| {
+        json!({
+            "url": url, "status": status, "tier": -1, "num_peers": 0, "num_seeds": 0,
+            "num_leeches": 0, "num_downloaded": 0,
+            "msg": if status == 0 { "This torrent is private" } else { "" },
+        })
+    };
+    let mut out = vec![
+        pseudo("** [DHT] **", 0),
+        pseudo("** [PeX] **", if private { 0 } else { 2 }),
+        pseudo("** [LSD] **", 0),
+    ];
+    for (tier, urls) in tiers.iter().enumerate() {
+        for url in urls {
+            // 1: "not contacted yet": the announcer's state is not reported (yet).
+            out.push(json!({
+                "url": url, "status": 1, "tier": tier, "num_peers": -1, "num_seeds": -1,
+                "num_leeches": -1, "num_downloaded": -1, "msg": "",
+            }));
+        }
+    }
+    Value::Array(out)
+}
+
+/// `torrents/files`.
+pub fn files(t: &TorrentHandle, indexes: Option<&str>) -> Result<Value, ClientError> {
+    let Some(info) = t.info()? else {
+        return Ok(json!([]));
+    };
+    let statuses = t.files()?;
+    let piece_len = u64::from(info.lengths().piece_len()).max(1);
+    let wanted: Option<Vec<usize>> =
+        indexes.map(|s| s.split('|').filter_map(|i| i.trim().parse().ok()).collect());
+    let mut out = Vec::new();
+    let real = info.files().iter().filter(|f| !f.attr.padding);
+    for (index, (f, s)) in real.zip(statuses.iter()).enumerate() {
+        if wanted.as_ref().is_some_and(|w| !w.contains(&index)) {
+            continue;
+        }
+        let first = f.offset / piece_len;
+        let last = if f.length == 0 {
+            first
+        } else {
+            (f.offset + f.length - 1) / piece_len
+        };
+        let progress = if f.length == 0 {
+            1.0
+        } else {
+            s.done as f64 / f.length as f64
+        };
+        out.push(json!({
+            "index": index,
+            "name": s.path,
+            "size": f.length,
+            "progress": progress,
+            "priority": if s.wanted { 1 } else { 0 },
+            "is_seed": s.done == f.length,
+            "piece_range": [first, last],
+            "availability": if s.done == f.length { 1.0 } else { progress },
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// What a `torrents/add` brings in.
+fn add_options(api: &WebApi, p: &Params) -> Result<AddTorrent, Response> {
+    let mut a = AddTorrent::magnet(String::new());
+    if let Some(dir) = p.get("savepath").filter(|s| !s.is_empty()) {
+        a.save_dir = Some(dir.into());
+    } else {
+        a.save_dir = Some(api.state().settings.save_path.clone());
+    }
+    a.paused = p.flag("stopped").or(p.flag("paused")).unwrap_or(false);
+    // qBittorrent's skip_checking trusts the data; the engine's trust_data does the same
+    // (pieces are still verified by every peer that downloads them).
+    a.trust_data = p.flag("skip_checking").unwrap_or(false);
+    a.upload_limit = p.int("upLimit")?.and_then(limit_of);
+    a.download_limit = p.int("dlLimit")?.and_then(limit_of);
+    a.label = Some("qbt".into());
+    for key in [
+        "category",
+        "tags",
+        "ratioLimit",
+        "seedingTimeLimit",
+        "inactiveSeedingTimeLimit",
+        "sequentialDownload",
+        "firstLastPiecePrio",
+        "rename",
+        "autoTMM",
+        "addToTopOfQueue",
+        "forced",
+        "contentLayout",
+        "root_folder",
+        "downloadPath",
+        "useDownloadPath",
+        "stopCondition",
+    ] {
+        if let Some(v) = p.get(key).filter(|v| !v.is_empty() && *v != "false") {
+            api.log(
+                log::WARNING,
+                format!("torrents/add: `{key}={v}` is not supported yet and was ignored"),
+            );
+        }
+    }
+    Ok(a)
+}
+
+/// `torrents/add`: `Ok.` when at least one was added, else `Fails.` (qBittorrent 4.x).
+fn add(api: &WebApi, client: &Client, p: &Params) -> Result<Response, Response> {
+    let base = add_options(api, p)?;
+    let mut adds = Vec::new();
+    for url in p
+        .get("urls")
+        .unwrap_or("")
+        .split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
+        let mut a = base.clone();
+        if url.starts_with("magnet:") {
+            a.source = crate::client::TorrentSource::Magnet(url.to_string());
+        } else if InfoHash::from_hex(url).is_some() {
+            a.source = crate::client::TorrentSource::Magnet(format!("magnet:?xt=urn:btih:{url}"));
+        } else {
+            api.log(
+                log::WARNING,
+                format!("torrents/add: cannot fetch `{url}`: only magnet links and info hashes"),
+            );
+            continue;
+        }
+        adds.push(a);
+    }
+    for (_, bytes) in &p.files {
+        let mut a = base.clone();
+        a.source = crate::client::TorrentSource::Bytes(bytes.clone());
+        adds.push(a);
+    }
+    if adds.is_empty() {
+        return Ok(text(200, "Fails."));
+    }
+    let mut any = false;
+    for r in client.add_many(adds) {
+        match r {
+            Ok(t) => {
+                any = true;
+                api.log(
+                    log::NORMAL,
+                    format!("Added torrent {}", t.info_hash().to_hex()),
+                );
+            }
+            Err(e) => api.log(log::WARNING, format!("torrents/add: {e}")),
+        }
+    }
+    Ok(text(200, if any { "Ok." } else { "Fails." }))
+}
+
+/// Runs an action on each selected torrent, ignoring the ones it does not apply to.
+fn each(
+    client: &Client,
+    p: &Params,
+    f: impl Fn(&TorrentHandle) -> Result<(), ClientError>,
+) -> Result<Response, Response> {
+    for t in select(client, p)? {
+        let _ = f(&t);
+    }
+    Ok(text(200, ""))
+}
+
+/// Answers `torrents/<name>`; `None` for a method not served.
+pub fn handle(
+    api: &WebApi,
+    client: &Client,
+    name: &str,
+    p: &Params,
+    post: bool,
+) -> Option<Response> {
+    let fail = |e: ClientError| match e {
+        ClientError::UnknownTorrent(_) => not_found(),
+        e => text(500, e.to_string()),
+    };
+    let r: Result<Response, Response> = match name {
+        "info" => list(all_objects(api, client), p).map(|v| super::json(&v)),
+        "properties" => one(client, p).and_then(|t| properties(api, &t).map_err(fail)).map(|v| super::json(&v)),
+        "trackers" => one(client, p).and_then(|t| {
+            let tiers = t.trackers().map_err(fail)?;
+            let private = t.info().ok().flatten().is_some_and(|i| i.is_private());
+            Ok(super::json(&trackers(&tiers, private)))
+        }),
+        "webseeds" => one(client, p).map(|_| super::json(&json!([]))),
+        "files" => one(client, p)
+            .and_then(|t| files(&t, p.get("indexes")).map_err(fail))
+            .map(|v| super::json(&v)),
+        "pieceStates" => one(client, p).and_then(|t| {
+            let pieces = t.pieces().map_err(fail)?;
+            let v: Vec<u8> = pieces.iter().map(|&h| if h { 2 } else { 0 }).collect();
+            Ok(super::json(&json!(v)))
+        }),
+        "pieceHashes" => one(client, p).and_then(|t| {
+            let info = t.info().map_err(fail)?;
+            let v: Vec<String> = info.map_or_else(Vec::new, |i| {
+                i.piece_hashes()
+                    .iter()
+                    .map(|h| crate::core::hex::encode(h))
+                    .collect()
+            });
+            Ok(super::json(&json!(v)))
+        }),
+        "add" => need_post(post).and_then(|()| add(api, client, p)),
+        "delete" => need_post(post).and_then(|()| {
+            let delete = p.flag("deleteFiles").unwrap_or(false);
+            for t in select(client, p)? {
+                if t.remove(delete).is_ok() {
+                    api.log(
+                        log::NORMAL,
+                        format!(
+                            "Removed torrent {}{}",
+                            t.info_hash().to_hex(),
+                            if delete { " and its files" } else { "" }
+                        ),
+                    );
+                }
+            }
+            Ok(text(200, ""))
+        }),
+        "pause" | "stop" => need_post(post).and_then(|()| each(client, p, TorrentHandle::pause)),
+        "resume" | "start" => need_post(post).and_then(|()| each(client, p, TorrentHandle::resume)),
+        "setUploadLimit" | "setDownloadLimit" => need_post(post).and_then(|()| {
+            let limit = limit_of(p.int("limit")?.ok_or_else(|| bad_request("Missing required parameter: limit"))?);
+            let up = name == "setUploadLimit";
+            each(client, p, |t| {
+                let st = t.status()?;
+                if up {
+                    t.set_limits(limit, st.download_limit)
+                } else {
+                    t.set_limits(st.upload_limit, limit)
+                }
+            })
+        }),
+        "uploadLimit" | "downloadLimit" => select(client, p).map(|ts| {
+            let mut m = Map::new();
+            for t in ts {
+                if let Ok(st) = t.status() {
+                    let l = if name == "uploadLimit" { st.upload_limit } else { st.download_limit };
+                    m.insert(st.info_hash, json!(limit_field(l)));
+                }
+            }
+            super::json(&Value::Object(m))
+        }),
+        "addPeers" => need_post(post).and_then(|()| {
+            let peers: Vec<SocketAddr> = p
+                .required("peers")?
+                .split('|')
+                .filter_map(|s| s.trim().parse().ok())
+                .collect();
+            if peers.is_empty() {
+                return Err(bad_request("No valid peers were specified"));
+            }
+            let mut m = Map::new();
+            for t in select(client, p)? {
+                let ok = t.add_peers(&peers).is_ok();
+                m.insert(
+                    t.info_hash().to_hex(),
+                    json!({ "added": if ok { peers.len() } else { 0 }, "failed": if ok { 0 } else { peers.len() } }),
+                );
+            }
+            Ok(super::json(&Value::Object(m)))
+        }),
+        "filePrio" => need_post(post).and_then(|()| file_prio(client, p)),
+        "count" => Ok(text(200, client.torrents().len().to_string())),
+        _ => return None,
+    };
+    Some(either(r))
+}
+
+/// `torrents/filePrio`: priority 0 deselects the files, 1, 6 and 7 select them (ringtorrent
+/// has no levels between).
+fn file_prio(client: &Client, p: &Params) -> Result<Response, Response> {
+    let t = one(client, p)?;
+    let prio = p
+        .int("priority")?
+        .ok_or_else(|| bad_request("Missing required parameter: priority"))?;
+    if ![0, 1, 6, 7].contains(&prio) {
+        return Err(bad_request("Priority is not valid"));
+    }
+    let info = t.info().map_err(|_| not_found())?;
+    let files = t.files().map_err(|_| not_found())?;
+    let Some(info) = info.filter(|_| !files.is_empty()) else {
+        return Err(text(409, "Torrent's metadata has not yet downloaded"));
+    };
+    // The engine counts padding files; the WebAPI does not.
+    let real: Vec<usize> = (0..info.files().len())
+        .filter(|&i| !info.files()[i].attr.padding)
+        .collect();
+    let mut wanted: Vec<bool> = vec![true; info.files().len()];
+    for (f, &i) in files.iter().zip(&real) {
+        wanted[i] = f.wanted;
+    }
+    for id in p.required("id")?.split('|') {
+        let i: usize = id
+            .trim()
+            .parse()
+            .map_err(|_| bad_request(format!("File IDs must be integers: {id}")))?;
+        let slot = real
+            .get(i)
+            .and_then(|&r| wanted.get_mut(r))
+            .ok_or_else(|| text(409, format!("File ID is not valid: {i}")))?;
+        *slot = prio > 0;
+    }
+    t.set_files(wanted).map_err(|e| text(409, e.to_string()))?;
+    Ok(text(200, ""))
+}
