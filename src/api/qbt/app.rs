@@ -7,7 +7,7 @@ use super::{
     APP_VERSION, WEBAPI_VERSION,
 };
 use crate::api::Response;
-use crate::client::Client;
+use crate::client::{Client, QueueConfig, ShareAction, ShareLimits};
 
 /// `app/buildInfo`: qBittorrent's keys; the engine is ringtorrent, not libtorrent.
 pub fn build_info() -> Value {
@@ -21,9 +21,36 @@ pub fn build_info() -> Value {
     })
 }
 
-/// `app/preferences`: what clients read, from what the engine has. Queueing and share
-/// limits are off (the engine has none yet); limits are bytes per second, 0 for none.
-pub fn preferences(api: &WebApi) -> Value {
+/// qBittorrent's `max_ratio_act`: 0 stop, 1 remove, 3 remove with the files (2, super
+/// seeding, has no engine action).
+pub fn share_action_code(a: ShareAction) -> i64 {
+    match a {
+        ShareAction::Default | ShareAction::Stop => 0,
+        ShareAction::Remove => 1,
+        ShareAction::RemoveWithData => 3,
+    }
+}
+
+/// The engine's action for a `max_ratio_act`; `None` for one it has not (2: super seeding).
+pub fn share_action_of(code: i64) -> Option<ShareAction> {
+    match code {
+        0 => Some(ShareAction::Stop),
+        1 => Some(ShareAction::Remove),
+        3 => Some(ShareAction::RemoveWithData),
+        _ => None,
+    }
+}
+
+/// `app/preferences`: what clients read, from what the engine has (queueing and share limits
+/// from the client; limits are bytes per second, 0 for none; times in minutes).
+pub fn preferences(api: &WebApi, client: &Client) -> Value {
+    preferences_with(api, &client.queue_config(), &client.share_limits())
+}
+
+/// `app/preferences` with the client's queueing and share limits given.
+pub fn preferences_with(api: &WebApi, q: &QueueConfig, sl: &ShareLimits) -> Value {
+    let kib = |b: u64| i64::try_from(b / 1024).unwrap_or(i64::MAX);
+    let minutes = super::torrents::secs_to_minutes;
     let w = api.state();
     let s = &w.settings;
     let a = json!({
@@ -64,21 +91,21 @@ pub fn preferences(api: &WebApi) -> Value {
         "anonymous_mode": false,
     });
     let c = json!({
-        "queueing_enabled": false,
-        "max_active_downloads": -1,
-        "max_active_uploads": -1,
-        "max_active_torrents": -1,
-        "dont_count_slow_torrents": false,
-        "slow_torrent_dl_rate_threshold": 2,
-        "slow_torrent_ul_rate_threshold": 2,
-        "slow_torrent_inactive_timer": 60,
-        "max_ratio_enabled": false,
-        "max_ratio": -1,
-        "max_seeding_time_enabled": false,
-        "max_seeding_time": -1,
-        "max_inactive_seeding_time_enabled": false,
-        "max_inactive_seeding_time": -1,
-        "max_ratio_act": 0,
+        "queueing_enabled": q.enabled,
+        "max_active_downloads": q.max_active_downloads,
+        "max_active_uploads": q.max_active_uploads,
+        "max_active_torrents": q.max_active_torrents,
+        "dont_count_slow_torrents": q.dont_count_slow,
+        "slow_torrent_dl_rate_threshold": kib(q.slow_download_rate),
+        "slow_torrent_ul_rate_threshold": kib(q.slow_upload_rate),
+        "slow_torrent_inactive_timer": q.slow_inactive_secs,
+        "max_ratio_enabled": sl.ratio >= 0.0,
+        "max_ratio": super::qt_number(sl.ratio),
+        "max_seeding_time_enabled": sl.seeding_time >= 0,
+        "max_seeding_time": minutes(sl.seeding_time),
+        "max_inactive_seeding_time_enabled": sl.inactive_seeding_time >= 0,
+        "max_inactive_seeding_time": minutes(sl.inactive_seeding_time),
+        "max_ratio_act": share_action_code(sl.action),
         "web_ui_port": s.web_ui_port,
         "web_ui_username": s.username,
         "web_ui_address": "*",
@@ -94,8 +121,150 @@ pub fn preferences(api: &WebApi) -> Value {
     super::merge([a, b, c])
 }
 
+/// The `setPreferences` keys applied.
+const HANDLED: &[&str] = &[
+    "up_limit",
+    "dl_limit",
+    "save_path",
+    "queueing_enabled",
+    "max_active_downloads",
+    "max_active_uploads",
+    "max_active_torrents",
+    "dont_count_slow_torrents",
+    "slow_torrent_dl_rate_threshold",
+    "slow_torrent_ul_rate_threshold",
+    "slow_torrent_inactive_timer",
+    "max_ratio_enabled",
+    "max_ratio",
+    "max_seeding_time_enabled",
+    "max_seeding_time",
+    "max_inactive_seeding_time_enabled",
+    "max_inactive_seeding_time",
+    "max_ratio_act",
+];
+
+fn int_of(v: &Map<String, Value>, key: &str) -> Result<Option<i64>, Response> {
+    match v.get(key) {
+        None => Ok(None),
+        Some(x) => x
+            .as_i64()
+            .or_else(|| x.as_f64().map(|f| f as i64))
+            .or_else(|| x.as_str().and_then(|s| s.trim().parse().ok()))
+            .map(Some)
+            .ok_or_else(|| bad_request(format!("`{key}` must be an integer"))),
+    }
+}
+
+fn bool_of(v: &Map<String, Value>, key: &str) -> Result<Option<bool>, Response> {
+    match v.get(key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(x) => x
+            .as_i64()
+            .map(|i| Some(i != 0))
+            .ok_or_else(|| bad_request(format!("`{key}` must be a boolean"))),
+    }
+}
+
+/// Queueing keys of `setPreferences` (thresholds in KiB/s, as qBittorrent's).
+fn set_queueing(client: &Client, v: &Map<String, Value>) -> Result<(), Response> {
+    let mut q = client.queue_config();
+    let before = q;
+    if let Some(b) = bool_of(v, "queueing_enabled")? {
+        q.enabled = b;
+    }
+    if let Some(b) = bool_of(v, "dont_count_slow_torrents")? {
+        q.dont_count_slow = b;
+    }
+    // qBittorrent: any negative count is none (-1).
+    let count = |x: i64| if x < 0 { -1 } else { x };
+    if let Some(x) = int_of(v, "max_active_downloads")? {
+        q.max_active_downloads = count(x);
+    }
+    if let Some(x) = int_of(v, "max_active_uploads")? {
+        q.max_active_uploads = count(x);
+    }
+    if let Some(x) = int_of(v, "max_active_torrents")? {
+        q.max_active_torrents = count(x);
+    }
+    let kib = |x: i64| u64::try_from(x).unwrap_or(0).saturating_mul(1024);
+    if let Some(x) = int_of(v, "slow_torrent_dl_rate_threshold")? {
+        q.slow_download_rate = kib(x);
+    }
+    if let Some(x) = int_of(v, "slow_torrent_ul_rate_threshold")? {
+        q.slow_upload_rate = kib(x);
+    }
+    if let Some(x) = int_of(v, "slow_torrent_inactive_timer")? {
+        q.slow_inactive_secs = u64::try_from(x).unwrap_or(0);
+    }
+    if q != before {
+        client
+            .set_queue_config(q)
+            .map_err(|e| bad_request(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Share-limit keys of `setPreferences`, as qBittorrent reads them: a limit is set when its
+/// `*_enabled` key is true (with the value beside it, or the one already set), off (-1) when
+/// false; a value alone changes an enabled limit.
+fn set_share_limits(client: &Client, v: &Map<String, Value>) -> Result<(), Response> {
+    let mut sl = client.share_limits();
+    let before = sl;
+    let ratio = match v.get("max_ratio") {
+        None => None,
+        Some(x) => Some(
+            x.as_f64()
+                .ok_or_else(|| bad_request("`max_ratio` must be a number"))?,
+        ),
+    };
+    match bool_of(v, "max_ratio_enabled")? {
+        Some(true) => sl.ratio = ratio.unwrap_or(sl.ratio).max(0.0),
+        Some(false) => sl.ratio = -1.0,
+        None => {
+            if let Some(r) = ratio.filter(|_| sl.ratio >= 0.0) {
+                sl.ratio = super::torrents::ratio_limit_of(r).max(-1.0);
+            }
+        }
+    }
+    for (enabled, key, field) in [
+        (
+            "max_seeding_time_enabled",
+            "max_seeding_time",
+            &mut sl.seeding_time,
+        ),
+        (
+            "max_inactive_seeding_time_enabled",
+            "max_inactive_seeding_time",
+            &mut sl.inactive_seeding_time,
+        ),
+    ] {
+        let value = int_of(v, key)?.map(|m| super::torrents::minutes_to_secs(m).max(-1));
+        match bool_of(v, enabled)? {
+            Some(true) => *field = value.unwrap_or(*field).max(0),
+            Some(false) => *field = -1,
+            None => {
+                if let Some(x) = value.filter(|_| *field >= 0) {
+                    *field = x;
+                }
+            }
+        }
+    }
+    if let Some(code) = int_of(v, "max_ratio_act")? {
+        sl.action = share_action_of(code)
+            .ok_or_else(|| bad_request(format!("`max_ratio_act` {code} is not supported")))?;
+    }
+    if sl != before {
+        client
+            .set_share_limits(sl)
+            .map_err(|e| bad_request(e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// `app/setPreferences`: applies what maps onto the engine (`save_path`, `dl_limit`,
-/// `up_limit`); any other key is ignored with a warning in `log/main`.
+/// `up_limit`, queueing, share limits); any other key is ignored with a warning in
+/// `log/main`.
 pub fn set_preferences(api: &WebApi, client: &Client, p: &Params) -> Result<Response, Response> {
     let raw = p.required("json")?;
     let v: Map<String, Value> =
@@ -120,8 +289,10 @@ pub fn set_preferences(api: &WebApi, client: &Client, p: &Params) -> Result<Resp
             .ok_or_else(|| bad_request("`save_path` must be a path"))?;
         api.state().settings.save_path = path.into();
     }
+    set_queueing(client, &v)?;
+    set_share_limits(client, &v)?;
     for key in v.keys() {
-        if !["up_limit", "dl_limit", "save_path"].contains(&key.as_str()) {
+        if !HANDLED.contains(&key.as_str()) {
             api.log(
                 log::WARNING,
                 format!("app/setPreferences: `{key}` is not supported and was ignored"),
@@ -143,7 +314,7 @@ pub fn handle(
         "version" => Ok(text(200, APP_VERSION)),
         "webapiVersion" => Ok(text(200, WEBAPI_VERSION)),
         "buildInfo" => Ok(super::json(&build_info())),
-        "preferences" => Ok(super::json(&preferences(api))),
+        "preferences" => Ok(super::json(&preferences(api, client))),
         "setPreferences" => need_post(post).and_then(|()| set_preferences(api, client, p)),
         "defaultSavePath" => Ok(text(
             200,

@@ -15,11 +15,13 @@
 //! thread that may wait for the client. Areas: [`app`] (and `auth`), [`torrents`],
 //! [`sync`], [`transfer`], [`log`].
 //!
-//! What ringtorrent has no engine feature for yet (categories, tags, share limits, queueing,
-//! rechecks, reannounces, sequential download, alternative speed limits, moving data) is not
-//! served; parameters of `torrents/add` that name such features (`category`, `tags`,
-//! `ratioLimit`...) are accepted and ignored so that an add from Sonarr still succeeds, and
-//! each ignored one is written to `log/main` as a warning.
+//! Categories, tags, share limits (qBittorrent's minutes are the engine's seconds times 60),
+//! queueing, force start, rechecks and seed mode (`skip_checking`) map onto the engine's
+//! (`client::policy`). What ringtorrent has no engine feature for yet (reannounces,
+//! sequential download, alternative speed limits, moving data) is not served; parameters of
+//! `torrents/add` that name such features (`sequentialDownload`, `firstLastPiecePrio`...) are
+//! accepted and ignored so that an add from Sonarr still succeeds, and each ignored one is
+//! written to `log/main` as a warning.
 
 pub mod app;
 pub mod log;
@@ -437,6 +439,16 @@ pub fn need_post(post: bool) -> Result<(), Response> {
 /// Turns a handler's `Result<Response, Response>` into its answer.
 pub(crate) fn either(r: Result<Response, Response>) -> Response {
     r.unwrap_or_else(|e| e)
+}
+
+/// A number as Qt's JSON writes a `double`: an integral value without a fraction (`-2`, not
+/// `-2.0`), as qBittorrent's `ratio_limit`, `max_ratio`... show.
+pub fn qt_number(v: f64) -> Value {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+        Value::from(v as i64)
+    } else {
+        serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
+    }
 }
 
 /// The objects' fields in one object (`json!` has a recursion limit).

@@ -4,7 +4,9 @@
 //! ([`KEPT_SNAPSHOTS`], shared by all clients, so a few tools polling at once each still get
 //! deltas). A request with `rid` 0 or one no longer kept gets a full update, as qBittorrent
 //! answers an unknown `rid`. A delta carries the torrents that are new (whole), the fields that
-//! changed of the others, `torrents_removed`, and the `server_state` fields that changed.
+//! changed of the others, `torrents_removed`, the categories new or changed (`categories`) and
+//! gone (`categories_removed`), the tags new (`tags`) and gone (`tags_removed`), and the
+//! `server_state` fields that changed.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -24,6 +26,10 @@ pub struct Snapshot {
     pub torrents: BTreeMap<String, Map<String, Value>>,
     /// The server state.
     pub server_state: Map<String, Value>,
+    /// The categories, as `torrents/categories` shows them.
+    pub categories: Map<String, Value>,
+    /// The tags.
+    pub tags: Vec<String>,
 }
 
 /// The `rid` counter and the states kept.
@@ -85,8 +91,8 @@ pub fn full(rid: i64, now: &Snapshot) -> Value {
         "rid": rid,
         "full_update": true,
         "torrents": torrents,
-        "categories": {},
-        "tags": [],
+        "categories": now.categories,
+        "tags": now.tags,
         "trackers": trackers_map(now),
         "server_state": now.server_state,
     })
@@ -125,6 +131,26 @@ pub fn delta(rid: i64, old: &Snapshot, now: &Snapshot) -> Value {
     if !removed.is_empty() {
         out.insert("torrents_removed".into(), json!(removed));
     }
+    let cats = changed(&old.categories, &now.categories);
+    if !cats.is_empty() {
+        out.insert("categories".into(), Value::Object(cats));
+    }
+    let cats_removed: Vec<&String> = old
+        .categories
+        .keys()
+        .filter(|c| !now.categories.contains_key(*c))
+        .collect();
+    if !cats_removed.is_empty() {
+        out.insert("categories_removed".into(), json!(cats_removed));
+    }
+    let tags: Vec<&String> = now.tags.iter().filter(|t| !old.tags.contains(t)).collect();
+    if !tags.is_empty() {
+        out.insert("tags".into(), json!(tags));
+    }
+    let tags_removed: Vec<&String> = old.tags.iter().filter(|t| !now.tags.contains(t)).collect();
+    if !tags_removed.is_empty() {
+        out.insert("tags_removed".into(), json!(tags_removed));
+    }
     let s = changed(&old.server_state, &now.server_state);
     if !s.is_empty() {
         out.insert("server_state".into(), Value::Object(s));
@@ -136,6 +162,7 @@ pub fn delta(rid: i64, old: &Snapshot, now: &Snapshot) -> Value {
 pub fn server_state(api: &WebApi, client: &Client) -> Map<String, Value> {
     let (dl_speed, dl, up_speed, ul) = transfer::totals(api, client);
     let m = client.metrics();
+    let queueing = client.queue_config().enabled;
     let w = api.state();
     // Free space where torrents go by default (0 when it cannot be read).
     let free = std::fs::File::open(&w.settings.save_path)
@@ -154,7 +181,7 @@ pub fn server_state(api: &WebApi, client: &Client) -> Map<String, Value> {
         "free_space_on_disk": free,
         "global_ratio": format!("{ratio:.2}"),
         "queued_io_jobs": 0,
-        "queueing": false,
+        "queueing": queueing,
         "read_cache_hits": "0",
         "read_cache_overload": "0",
         "refresh_interval": 1500,
@@ -246,6 +273,11 @@ pub fn handle(api: &WebApi, client: &Client, name: &str, p: &Params) -> Option<R
             let now = Snapshot {
                 torrents: torrents::all_objects(api, client).into_iter().collect(),
                 server_state: server_state(api, client),
+                categories: match torrents::categories_json(&client.categories()) {
+                    Value::Object(m) => m,
+                    _ => Map::new(),
+                },
+                tags: client.tags(),
             };
             let v = api.state().sync.answer(rid, now);
             Some(super::json(&v))

@@ -157,7 +157,7 @@ fn info_objects_have_qbittorrents_fields_and_types() {
     assert_eq!(o["up_limit"], json!(0), "no limit is 0");
     assert_eq!(o["eta"], json!(torrents::MAX_ETA), "stalled: infinite");
     assert_eq!(o["completed"], json!(500));
-    assert_eq!(o["ratio"], json!(0.5));
+    assert_eq!(o["ratio"], json!(0.25), "the engine's all-time ratio");
     assert_eq!(o["completion_on"], json!(-1));
     assert_eq!(o["content_path"], json!("/data/name a"));
 }
@@ -249,6 +249,7 @@ fn snapshot(rows: Vec<(String, Map<String, Value>)>, speed: u64) -> Snapshot {
     Snapshot {
         torrents: rows.into_iter().collect(),
         server_state,
+        ..Default::default()
     }
 }
 
@@ -423,7 +424,11 @@ fn build_info_and_preferences_have_the_keys_clients_read() {
             ..Default::default()
         },
     );
-    let p = super::app::preferences(&api);
+    let p = super::app::preferences_with(
+        &api,
+        &crate::client::QueueConfig::default(),
+        &ShareLimits::NONE,
+    );
     assert_eq!(p["save_path"], json!("/srv/data"));
     assert_eq!(p["listen_port"], json!(6881));
     assert_eq!(p["up_limit"], json!(1000));
@@ -445,4 +450,254 @@ fn build_info_and_preferences_have_the_keys_clients_read() {
     ] {
         assert!(p[k].is_i64() || p[k].is_u64(), "{k}");
     }
+}
+
+#[test]
+fn force_started_torrents_show_forced_states() {
+    let mut st = status('a', TorrentState::Downloading);
+    st.force_start = true;
+    assert_eq!(torrents::state_name(&st, false), "forcedDL");
+    st.state = TorrentState::Seeding;
+    assert_eq!(torrents::state_name(&st, false), "forcedUP");
+    st.state = TorrentState::Metadata;
+    assert_eq!(torrents::state_name(&st, false), "forcedMetaDL");
+    st.state = TorrentState::Paused;
+    assert_eq!(torrents::state_name(&st, true), "pausedDL", "paused wins");
+    st.force_start = false;
+    st.state = TorrentState::Queued;
+    assert_eq!(torrents::state_name(&st, false), "queuedDL");
+    st.bytes_left = 0;
+    assert_eq!(torrents::state_name(&st, false), "queuedUP");
+}
+
+#[test]
+fn info_objects_carry_category_tags_limits_and_queue_place() {
+    let mut st = status('a', TorrentState::Seeding);
+    st.category = Some("tv/hd".into());
+    st.tags = vec!["a".into(), "b c".into()];
+    st.ratio = 1.5;
+    st.seeding_time = 600;
+    st.force_start = true;
+    st.share_limits = ShareLimits {
+        ratio: 2.0,
+        seeding_time: 120 * 60,
+        inactive_seeding_time: -1,
+        ..ShareLimits::USE_GLOBAL
+    };
+    st.effective_share_limits = ShareLimits {
+        ratio: 2.0,
+        seeding_time: 120 * 60,
+        inactive_seeding_time: -1,
+        ..ShareLimits::NONE
+    };
+    let x = Extra {
+        priority: 3,
+        ..Extra::default()
+    };
+    let o = torrents::info_object(&st, &x, &times());
+    assert_eq!(o["category"], json!("tv/hd"));
+    assert_eq!(
+        o["tags"],
+        json!("a, b c"),
+        "comma and space, as qBittorrent"
+    );
+    assert_eq!(o["ratio"], json!(1.5));
+    assert_eq!(o["seeding_time"], json!(600), "seconds");
+    assert_eq!(
+        o["ratio_limit"],
+        json!(2),
+        "Qt writes an integral double bare"
+    );
+    assert_eq!(o["max_ratio"], json!(2));
+    assert_eq!(o["seeding_time_limit"], json!(120), "minutes");
+    assert_eq!(o["max_seeding_time"], json!(120));
+    assert_eq!(o["inactive_seeding_time_limit"], json!(-1));
+    assert_eq!(o["max_inactive_seeding_time"], json!(-1));
+    assert_eq!(o["priority"], json!(3));
+    assert_eq!(o["force_start"], json!(true));
+    assert_eq!(o["state"], json!("forcedUP"));
+    let d = object(&status('b', TorrentState::Downloading));
+    assert_eq!(d["ratio_limit"], json!(-2), "the client's");
+    assert_eq!(d["seeding_time_limit"], json!(-2));
+    assert_eq!(d["category"], json!(""));
+    assert_eq!(d["tags"], json!(""));
+    st.share_limits.ratio = 0.25;
+    let o = torrents::info_object(&st, &x, &times());
+    assert_eq!(o["ratio_limit"], json!(0.25));
+}
+
+#[test]
+fn priorities_number_incomplete_torrents_in_queue_order() {
+    let mut a = status('a', TorrentState::Downloading);
+    a.queue_position = 3;
+    let mut b = status('b', TorrentState::Seeding);
+    b.bytes_left = 0;
+    b.queue_position = 1;
+    let mut c = status('c', TorrentState::Queued);
+    c.queue_position = 2;
+    let p = torrents::priorities(&[a, b, c]);
+    assert_eq!(p["a".repeat(40).as_str()], 2);
+    assert_eq!(
+        p["b".repeat(40).as_str()],
+        0,
+        "a complete torrent has no queue place"
+    );
+    assert_eq!(p["c".repeat(40).as_str()], 1);
+}
+
+#[test]
+fn info_filters_by_category_and_tag() {
+    let mut a = status('a', TorrentState::Downloading);
+    a.category = Some("tv".into());
+    a.tags = vec!["hd".into(), "x".into()];
+    let mut b = status('b', TorrentState::Downloading);
+    b.category = Some("movies".into());
+    b.tags = vec!["hdr".into()];
+    let c = status('c', TorrentState::Downloading);
+    let rows: Vec<_> = [a, b, c]
+        .iter()
+        .map(|s| (s.info_hash.clone(), object(s)))
+        .collect();
+    let hashes = |pairs: &[(&str, &str)]| -> Vec<String> {
+        torrents::list(rows.clone(), &Params::from_pairs(pairs))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["hash"].as_str().unwrap()[..1].to_string())
+            .collect()
+    };
+    assert_eq!(hashes(&[]), ["a", "b", "c"]);
+    assert_eq!(hashes(&[("category", "tv")]), ["a"]);
+    assert_eq!(
+        hashes(&[("category", "")]),
+        ["c"],
+        "\"\": without a category"
+    );
+    assert_eq!(hashes(&[("category", "nope")]), Vec::<String>::new());
+    assert_eq!(hashes(&[("tag", "hd")]), ["a"], "whole tags only");
+    assert_eq!(hashes(&[("tag", "")]), ["c"], "\"\": untagged");
+}
+
+#[test]
+fn maindata_deltas_carry_categories_and_tags() {
+    let mut sync = SyncState::default();
+    let mut s = snapshot(rows(), 1);
+    s.categories
+        .insert("tv".into(), json!({"name": "tv", "savePath": "/tv"}));
+    s.tags = vec!["a".into(), "b".into()];
+    let first = sync.answer(0, s.clone());
+    assert_eq!(
+        first["categories"],
+        json!({"tv": {"name": "tv", "savePath": "/tv"}})
+    );
+    assert_eq!(first["tags"], json!(["a", "b"]));
+    let rid = first["rid"].as_i64().unwrap();
+    let same = sync.answer(rid, s.clone());
+    for k in ["categories", "categories_removed", "tags", "tags_removed"] {
+        assert!(same.get(k).is_none(), "nothing changed: no {k}: {same}");
+    }
+    let mut next = s.clone();
+    next.categories.remove("tv");
+    next.categories
+        .insert("movies".into(), json!({"name": "movies", "savePath": ""}));
+    next.tags = vec!["b".into(), "c".into()];
+    let d = sync.answer(same["rid"].as_i64().unwrap(), next);
+    assert_eq!(
+        d["categories"],
+        json!({"movies": {"name": "movies", "savePath": ""}})
+    );
+    assert_eq!(d["categories_removed"], json!(["tv"]));
+    assert_eq!(d["tags"], json!(["c"]));
+    assert_eq!(d["tags_removed"], json!(["a"]));
+}
+
+#[test]
+fn share_limit_parameters_are_minutes_and_qbittorrents_ranges() {
+    let l = torrents::share_limits_of(&Params::from_pairs(&[
+        ("ratioLimit", "1.5"),
+        ("seedingTimeLimit", "90"),
+        ("inactiveSeedingTimeLimit", "-1"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        (l.ratio, l.seeding_time, l.inactive_seeding_time),
+        (1.5, 5400, -1)
+    );
+    let l = torrents::share_limits_of(&Params::from_pairs(&[])).unwrap();
+    assert_eq!(l, ShareLimits::USE_GLOBAL, "absent: the client's");
+    let l = torrents::share_limits_of(&Params::from_pairs(&[
+        ("ratioLimit", "-5"),
+        ("seedingTimeLimit", "-2"),
+    ]))
+    .unwrap();
+    assert_eq!((l.ratio, l.seeding_time), (-1.0, -2));
+    assert!(torrents::share_limits_of(&Params::from_pairs(&[("ratioLimit", "x")])).is_err());
+    assert_eq!(torrents::secs_to_minutes(5400), 90);
+    assert_eq!(torrents::secs_to_minutes(-2), -2);
+    assert_eq!(torrents::tag_list(" a, ,b ,"), ["a", "b"]);
+}
+
+#[test]
+fn categories_show_name_and_save_path() {
+    let v = torrents::categories_json(&[
+        crate::client::Category {
+            name: "tv".into(),
+            save_path: Some("/srv/tv".into()),
+        },
+        crate::client::Category {
+            name: "misc".into(),
+            save_path: None,
+        },
+    ]);
+    assert_eq!(
+        v,
+        json!({
+            "tv": {"name": "tv", "savePath": "/srv/tv"},
+            "misc": {"name": "misc", "savePath": ""},
+        })
+    );
+}
+
+#[test]
+fn preferences_show_queueing_and_share_limits() {
+    let auth = crate::api::auth::Auth::new(crate::api::auth::AuthConfig {
+        session_ttl: std::time::Duration::from_secs(60),
+        ..Default::default()
+    })
+    .unwrap();
+    let api = super::WebApi::new(std::sync::Arc::new(auth), super::WebSettings::default());
+    let q = crate::client::QueueConfig {
+        enabled: true,
+        max_active_downloads: 1,
+        max_active_uploads: -1,
+        ..Default::default()
+    };
+    let sl = ShareLimits {
+        ratio: 1.25,
+        seeding_time: 3600,
+        inactive_seeding_time: -1,
+        action: crate::client::ShareAction::RemoveWithData,
+    };
+    let p = super::app::preferences_with(&api, &q, &sl);
+    assert_eq!(p["queueing_enabled"], json!(true));
+    assert_eq!(p["max_active_downloads"], json!(1));
+    assert_eq!(p["max_active_uploads"], json!(-1));
+    assert_eq!(p["max_active_torrents"], json!(5));
+    assert_eq!(p["slow_torrent_dl_rate_threshold"], json!(2), "KiB/s");
+    assert_eq!(p["max_ratio_enabled"], json!(true));
+    assert_eq!(p["max_ratio"], json!(1.25));
+    assert_eq!(p["max_seeding_time_enabled"], json!(true));
+    assert_eq!(p["max_seeding_time"], json!(60), "minutes");
+    assert_eq!(p["max_inactive_seeding_time_enabled"], json!(false));
+    assert_eq!(p["max_ratio_act"], json!(3), "remove with the files");
+    let p = super::app::preferences_with(&api, &q, &ShareLimits::NONE);
+    assert_eq!(p["max_ratio_enabled"], json!(false));
+    assert_eq!(p["max_ratio"], json!(-1));
+    assert_eq!(p["max_ratio_act"], json!(0));
+    for code in [0, 1, 3] {
+        let a = super::app::share_action_of(code).unwrap();
+        assert_eq!(super::app::share_action_code(a), code);
+    }
+    assert!(super::app::share_action_of(2).is_none(), "no super seeding");
 }

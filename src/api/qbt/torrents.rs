@@ -12,7 +12,8 @@ use super::{
 };
 use crate::api::Response;
 use crate::client::{
-    AddTorrent, Client, ClientError, PeerInfo, TorrentHandle, TorrentState, TorrentStatus,
+    AddTorrent, Client, ClientError, PeerInfo, QueueMove, ShareLimits, TorrentHandle, TorrentState,
+    TorrentStatus,
 };
 use crate::core::InfoHash;
 
@@ -22,6 +23,15 @@ pub const MAX_ETA: i64 = 8_640_000;
 /// qBittorrent's state name (4.x names) for a status (`paused`: held by the user, which a
 /// magnet link's status does not show).
 pub fn state_name(st: &TorrentStatus, paused: bool) -> &'static str {
+    // A force-started torrent that runs: qBittorrent's `forced*` states, whatever its speed.
+    if st.force_start && !paused {
+        match st.state {
+            TorrentState::Metadata => return "forcedMetaDL",
+            TorrentState::Downloading => return "forcedDL",
+            TorrentState::Seeding => return "forcedUP",
+            _ => {}
+        }
+    }
     match st.state {
         TorrentState::Metadata if paused => "pausedDL",
         TorrentState::Metadata => "metaDL",
@@ -72,6 +82,58 @@ pub struct Extra {
     pub private: bool,
     /// Paused by the user.
     pub paused: bool,
+    /// qBittorrent's `priority`: the place in the download queue from 1, 0 for a torrent
+    /// that is complete (libtorrent keeps no queue place for those). See [`priorities`].
+    pub priority: i64,
+}
+
+/// Each torrent's `priority` field, by hash: incomplete torrents (and magnet links without
+/// their metadata) numbered from 1 in queue order, as qBittorrent shows libtorrent's queue
+/// positions; complete ones 0.
+pub fn priorities(statuses: &[TorrentStatus]) -> std::collections::HashMap<String, i64> {
+    let mut waiting: Vec<&TorrentStatus> = statuses.iter().filter(|s| !is_complete(s)).collect();
+    waiting.sort_by_key(|s| s.queue_position);
+    let mut out: std::collections::HashMap<String, i64> =
+        statuses.iter().map(|s| (s.info_hash.clone(), 0)).collect();
+    for (i, s) in waiting.iter().enumerate() {
+        out.insert(s.info_hash.clone(), i as i64 + 1);
+    }
+    out
+}
+
+/// Every wanted byte verified (a magnet link without metadata is not).
+pub fn is_complete(st: &TorrentStatus) -> bool {
+    st.bytes_left == 0 && st.size > 0
+}
+
+/// A ratio limit as qBittorrent's parameters give it: -2 (the client's), -1 (none) or at
+/// least 0; any other negative value is none.
+pub fn ratio_limit_of(v: f64) -> f64 {
+    if v == -2.0 {
+        -2.0
+    } else if v < 0.0 || !v.is_finite() {
+        -1.0
+    } else {
+        v
+    }
+}
+
+/// A time limit in qBittorrent's minutes (-2, -1 or at least 0) as the engine's seconds.
+pub fn minutes_to_secs(v: i64) -> i64 {
+    match v {
+        -2 => -2,
+        v if v < 0 => -1,
+        v => v.saturating_mul(60),
+    }
+}
+
+/// A time limit in the engine's seconds as qBittorrent's minutes (-2 and -1 kept).
+pub fn secs_to_minutes(v: i64) -> i64 {
+    if v < 0 {
+        v
+    } else {
+        v / 60
+    }
 }
 
 /// Reads the extras of a torrent (its trackers; its peers when it has some).
@@ -88,6 +150,7 @@ pub fn extra(t: &TorrentHandle, st: &TorrentStatus) -> Extra {
         leechs: peers.len() - seeds,
         private: t.info().ok().flatten().is_some_and(|i| i.is_private()),
         paused: t.is_paused().unwrap_or(false),
+        priority: 0,
     }
 }
 
@@ -131,71 +194,65 @@ pub fn magnet_uri(hash: &str, name: &str, trackers: &[Vec<String>]) -> String {
 pub fn info_object(st: &TorrentStatus, x: &Extra, t: &Times) -> Map<String, Value> {
     let state = state_name(st, x.paused);
     let completed = st.size.saturating_sub(st.bytes_left);
-    let ratio = if st.downloaded > 0 {
-        st.uploaded as f64 / st.downloaded as f64
-    } else if completed > 0 {
-        st.uploaded as f64 / completed as f64
-    } else {
-        0.0
-    };
+    let own = &st.share_limits;
+    let eff = &st.effective_share_limits;
     let eta = eta(st);
     let save_path = st.save_dir.display().to_string();
     let content_path = st.save_dir.join(&st.name).display().to_string();
     let active_secs = t.added_at.elapsed().as_secs() as i64;
-    let seeding_secs = t.completed_at.map_or(0, |c| c.elapsed().as_secs() as i64);
     let tracker_count: usize = x.trackers.iter().map(Vec::len).sum();
     let a = json!({
         "added_on": t.added,
         "amount_left": st.bytes_left,
         "auto_tmm": false,
         "availability": if st.state == TorrentState::Paused { -1.0 } else { st.progress },
-        "category": "",
+        "category": st.category.clone().unwrap_or_default(),
         "completed": completed,
         "completion_on": t.completed.unwrap_or(-1),
         "content_path": content_path,
         "dl_limit": limit_field(st.download_limit),
         "dlspeed": st.download_rate,
         "download_path": "",
-        "downloaded": st.downloaded,
+        "downloaded": st.downloaded_total,
         "downloaded_session": st.downloaded,
         "eta": eta,
         "f_l_piece_prio": false,
-        "force_start": false,
+        "force_start": st.force_start,
         "hash": st.info_hash,
-        "inactive_seeding_time_limit": -2,
+        "inactive_seeding_time_limit": secs_to_minutes(own.inactive_seeding_time),
         "infohash_v1": st.info_hash,
         "infohash_v2": "",
     });
     let b = json!({
         "last_activity": if st.download_rate + st.upload_rate > 0 { unix_now() } else { t.added },
         "magnet_uri": magnet_uri(&st.info_hash, &st.name, &x.trackers),
-        "max_inactive_seeding_time": -1,
-        "max_ratio": -1,
-        "max_seeding_time": -1,
+        "max_inactive_seeding_time": secs_to_minutes(eff.inactive_seeding_time),
+        "max_ratio": super::qt_number(eff.ratio),
+        "max_seeding_time": secs_to_minutes(eff.seeding_time),
         "name": st.name,
         "num_complete": x.seeds,
         "num_incomplete": x.leechs,
         "num_leechs": x.leechs,
         "num_seeds": x.seeds,
-        "priority": 0,
+        "priority": x.priority,
         "progress": st.progress,
-        "ratio": ratio,
-        "ratio_limit": -2,
+        "ratio": st.ratio,
+        "ratio_limit": super::qt_number(own.ratio),
         "save_path": save_path,
-        "seeding_time": seeding_secs,
-        "seeding_time_limit": -2,
+        "seeding_time": st.seeding_time,
+        "seeding_time_limit": secs_to_minutes(own.seeding_time),
         "seen_complete": t.completed.unwrap_or(-1),
         "seq_dl": false,
         "size": st.size,
         "state": state,
         "super_seeding": false,
-        "tags": "",
+        "tags": st.tags.join(", "),
         "time_active": active_secs,
         "total_size": st.size,
         "tracker": x.trackers.iter().flatten().next().cloned().unwrap_or_default(),
         "trackers_count": tracker_count,
         "up_limit": limit_field(st.upload_limit),
-        "uploaded": st.uploaded,
+        "uploaded": st.uploaded_total,
         "uploaded_session": st.uploaded,
         "upspeed": st.upload_rate,
     });
@@ -208,12 +265,14 @@ pub fn info_object(st: &TorrentStatus, x: &Extra, t: &Times) -> Map<String, Valu
 /// Every torrent's `torrents/info` object, by hash.
 pub fn all_objects(api: &WebApi, client: &Client) -> Vec<(String, Map<String, Value>)> {
     let statuses = client.list();
+    let prio = priorities(&statuses);
     let mut out = Vec::with_capacity(statuses.len());
     for st in statuses {
         let Some(hash) = InfoHash::from_hex(&st.info_hash) else {
             continue;
         };
-        let x = client.get(hash).map(|t| extra(&t, &st)).unwrap_or_default();
+        let mut x = client.get(hash).map(|t| extra(&t, &st)).unwrap_or_default();
+        x.priority = prio.get(&st.info_hash).copied().unwrap_or(0);
         let times = times(&mut api.state(), hash, &st);
         out.push((st.info_hash.clone(), info_object(&st, &x, &times)));
     }
@@ -274,13 +333,28 @@ pub fn list(objects: Vec<(String, Map<String, Value>)>, p: &Params) -> Result<Va
                 .map(|s| s.trim().to_ascii_lowercase())
                 .collect()
         });
-    // No torrent has a category or a tag yet: "" (none) keeps all, any other none.
-    let category = p.get("category").is_none_or(str::is_empty);
-    let tag = p.get("tag").is_none_or(str::is_empty);
+    // qBittorrent: no `category` keeps all, "" keeps those without one; likewise `tag`.
+    let category = p.get("category");
+    let tag = p.get("tag").map(str::trim);
     let mut rows: Vec<Map<String, Value>> = Vec::new();
     for (hash, o) in objects {
-        if !passes(filter, &o).unwrap_or(true) || !category || !tag {
+        if !passes(filter, &o).unwrap_or(true) {
             continue;
+        }
+        let field = |k: &str| o.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        if category.is_some_and(|c| field("category") != c) {
+            continue;
+        }
+        if let Some(tag) = tag {
+            let tags = field("tags");
+            let has = if tag.is_empty() {
+                tags.is_empty()
+            } else {
+                tags.split(", ").any(|t| t == tag)
+            };
+            if !has {
+                continue;
+            }
         }
         if hashes.as_ref().is_some_and(|hs| !hs.contains(&hash)) {
             continue;
@@ -339,11 +413,7 @@ pub fn properties(api: &WebApi, t: &TorrentHandle) -> Result<Value, ClientError>
     let times = times(&mut api.state(), t.info_hash(), &st);
     let elapsed = times.added_at.elapsed().as_secs();
     let limit = |l: Option<u64>| l.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-    let ratio = if st.downloaded > 0 {
-        st.uploaded as f64 / st.downloaded as f64
-    } else {
-        0.0
-    };
+    let ratio = st.ratio;
     let eta = eta(&st);
     Ok(json!({
         "addition_date": times.added,
@@ -371,15 +441,15 @@ pub fn properties(api: &WebApi, t: &TorrentHandle) -> Result<Value, ClientError>
         "pieces_num": if info.is_some() { i64::from(st.pieces) } else { -1 },
         "reannounce": 0,
         "save_path": st.save_dir.display().to_string(),
-        "seeding_time": times.completed_at.map_or(0, |c| c.elapsed().as_secs()),
+        "seeding_time": st.seeding_time,
         "seeds": seeds,
         "seeds_total": seeds,
         "share_ratio": ratio,
         "time_elapsed": elapsed,
-        "total_downloaded": st.downloaded,
+        "total_downloaded": st.downloaded_total,
         "total_downloaded_session": st.downloaded,
         "total_size": if info.is_some() { st.size as i64 } else { -1 },
-        "total_uploaded": st.uploaded,
+        "total_uploaded": st.uploaded_total,
         "total_uploaded_session": st.uploaded,
         "total_wasted": 0,
         "up_limit": limit(st.upload_limit),
@@ -455,27 +525,53 @@ pub fn files(t: &TorrentHandle, indexes: Option<&str>) -> Result<Value, ClientEr
     Ok(Value::Array(out))
 }
 
-/// What a `torrents/add` brings in.
-fn add_options(api: &WebApi, p: &Params) -> Result<AddTorrent, Response> {
+/// Splits a comma-separated list of tags (qBittorrent's `tags` parameters), trimmed, empty
+/// ones left out.
+pub fn tag_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// What a `torrents/add` brings in. Without `savepath`, a torrent with a category that has a
+/// save path goes there, else to the default save path.
+fn add_options(api: &WebApi, client: &Client, p: &Params) -> Result<AddTorrent, Response> {
     let mut a = AddTorrent::magnet(String::new());
+    let category = p.get("category").map(str::trim).filter(|c| !c.is_empty());
+    if let Some(c) = category {
+        // qBittorrent creates an unknown category on add; refuses a malformed name.
+        if crate::client::policy::check_category_name(c).is_err() {
+            return Err(bad_request("Incorrect category name"));
+        }
+        a.category = Some(c.to_string());
+    }
     if let Some(dir) = p.get("savepath").filter(|s| !s.is_empty()) {
         a.save_dir = Some(dir.into());
     } else {
-        a.save_dir = Some(api.state().settings.save_path.clone());
+        let cat_path = category.and_then(|c| {
+            client
+                .categories()
+                .into_iter()
+                .find(|k| k.name == c)
+                .and_then(|k| k.save_path)
+        });
+        a.save_dir = Some(cat_path.unwrap_or_else(|| api.state().settings.save_path.clone()));
     }
+    a.tags = tag_list(p.get("tags").unwrap_or(""))
+        .into_iter()
+        .filter(|t| crate::client::policy::check_tag(t).is_ok())
+        .collect();
     a.paused = p.flag("stopped").or(p.flag("paused")).unwrap_or(false);
-    // qBittorrent's skip_checking trusts the data; the engine's trust_data does the same
-    // (pieces are still verified by every peer that downloads them).
-    a.trust_data = p.flag("skip_checking").unwrap_or(false);
+    // qBittorrent's skip_checking is libtorrent's seed mode: serve at once, verify each
+    // piece the first time it is read.
+    a.seed_mode = p.flag("skip_checking").unwrap_or(false);
     a.upload_limit = p.int("upLimit")?.and_then(limit_of);
     a.download_limit = p.int("dlLimit")?.and_then(limit_of);
+    a.share_limits = share_limits_of(p)?;
     a.label = Some("qbt".into());
     for key in [
-        "category",
-        "tags",
-        "ratioLimit",
-        "seedingTimeLimit",
-        "inactiveSeedingTimeLimit",
         "sequentialDownload",
         "firstLastPiecePrio",
         "rename",
@@ -498,9 +594,28 @@ fn add_options(api: &WebApi, p: &Params) -> Result<AddTorrent, Response> {
     Ok(a)
 }
 
+/// Share limits from `ratioLimit`, `seedingTimeLimit` and `inactiveSeedingTimeLimit`
+/// (minutes); each absent one is -2 (the client's).
+pub fn share_limits_of(p: &Params) -> Result<ShareLimits, Response> {
+    let ratio = match p.get("ratioLimit").map(str::trim).filter(|v| !v.is_empty()) {
+        None => -2.0,
+        Some(v) => ratio_limit_of(
+            v.parse::<f64>()
+                .map_err(|_| bad_request("`ratioLimit` must be a number"))?,
+        ),
+    };
+    let time = |key: &str| -> Result<i64, Response> { Ok(p.int(key)?.map_or(-2, minutes_to_secs)) };
+    Ok(ShareLimits {
+        ratio,
+        seeding_time: time("seedingTimeLimit")?,
+        inactive_seeding_time: time("inactiveSeedingTimeLimit")?,
+        ..ShareLimits::USE_GLOBAL
+    })
+}
+
 /// `torrents/add`: `Ok.` when at least one was added, else `Fails.` (qBittorrent 4.x).
 fn add(api: &WebApi, client: &Client, p: &Params) -> Result<Response, Response> {
-    let base = add_options(api, p)?;
+    let base = add_options(api, client, p)?;
     let mut adds = Vec::new();
     for url in p
         .get("urls")
@@ -659,10 +774,181 @@ pub fn handle(
             Ok(super::json(&Value::Object(m)))
         }),
         "filePrio" => need_post(post).and_then(|()| file_prio(client, p)),
+        "categories" => Ok(super::json(&categories_json(&client.categories()))),
+        "createCategory" | "editCategory" => {
+            need_post(post).and_then(|()| edit_category(client, p, name == "createCategory"))
+        }
+        "removeCategories" => need_post(post).and_then(|()| {
+            let names: Vec<String> = p
+                .required("categories")?
+                .split('\n')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect();
+            client
+                .remove_categories(&names)
+                .map_err(|e| text(500, e.to_string()))?;
+            Ok(text(200, ""))
+        }),
+        "setCategory" => need_post(post).and_then(|()| {
+            let category = p.required("category")?.trim();
+            let ts = select(client, p)?;
+            if !ts.is_empty()
+                && !category.is_empty()
+                && !client.categories().iter().any(|c| c.name == category)
+            {
+                return Err(text(409, "Incorrect category name"));
+            }
+            let c = Some(category).filter(|c| !c.is_empty());
+            for t in ts {
+                let _ = t.set_category(c);
+            }
+            Ok(text(200, ""))
+        }),
+        "tags" => Ok(super::json(&json!(client.tags()))),
+        "createTags" | "deleteTags" => need_post(post).and_then(|()| {
+            let tags = tag_list(p.required("tags")?);
+            let r = if name == "createTags" {
+                let ok: Vec<String> = tags
+                    .into_iter()
+                    .filter(|t| crate::client::policy::check_tag(t).is_ok())
+                    .collect();
+                client.create_tags(&ok)
+            } else {
+                client.delete_tags(&tags)
+            };
+            r.map_err(|e| text(500, e.to_string()))?;
+            Ok(text(200, ""))
+        }),
+        "addTags" | "removeTags" => need_post(post).and_then(|()| {
+            let tags = tag_list(p.required("tags")?);
+            if name == "addTags" {
+                let ok: Vec<String> = tags
+                    .into_iter()
+                    .filter(|t| crate::client::policy::check_tag(t).is_ok())
+                    .collect();
+                each(client, p, |t| t.add_tags(&ok))
+            } else {
+                // qBittorrent: no tags named takes all of them off.
+                each(client, p, |t| {
+                    if tags.is_empty() {
+                        t.remove_tags(&t.status()?.tags)
+                    } else {
+                        t.remove_tags(&tags)
+                    }
+                })
+            }
+        }),
+        "setShareLimits" => need_post(post).and_then(|()| {
+            p.required("ratioLimit")?;
+            p.required("seedingTimeLimit")?;
+            let limits = share_limits_of(p)?;
+            each(client, p, |t| t.set_share_limits(limits))
+        }),
+        "increasePrio" | "decreasePrio" | "topPrio" | "bottomPrio" => {
+            need_post(post).and_then(|()| queue_move(client, p, name))
+        }
+        "setForceStart" => need_post(post).and_then(|()| {
+            let on = p.flag("value").unwrap_or(false);
+            each(client, p, |t| {
+                t.set_force_start(on)?;
+                // qBittorrent's "force resume": a stopped torrent starts.
+                if on && t.is_paused()? {
+                    t.resume()?;
+                }
+                Ok(())
+            })
+        }),
+        "recheck" => need_post(post).and_then(|()| {
+            let ts = select(client, p)?;
+            if !ts.is_empty() {
+                // The check runs on a thread of its own: the answer does not wait for it.
+                let spawned = std::thread::Builder::new()
+                    .name("qbt-recheck".into())
+                    .spawn(move || {
+                        for t in ts {
+                            let _ = t.recheck();
+                        }
+                    });
+                if let Err(e) = spawned {
+                    return Err(text(500, e.to_string()));
+                }
+            }
+            Ok(text(200, ""))
+        }),
         "count" => Ok(text(200, client.torrents().len().to_string())),
         _ => return None,
     };
     Some(either(r))
+}
+
+/// `torrents/categories`: each category by name, with its `name` and `savePath` ("" for the
+/// default save path), as qBittorrent 4.6.
+pub fn categories_json(cats: &[crate::client::Category]) -> Value {
+    let mut m = Map::new();
+    for c in cats {
+        let path = c
+            .save_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        m.insert(c.name.clone(), json!({ "name": c.name, "savePath": path }));
+    }
+    Value::Object(m)
+}
+
+/// `torrents/createCategory` (`create`) and `torrents/editCategory`: 400 for an empty or
+/// malformed name, 409 when the category exists (create) or does not (edit).
+fn edit_category(client: &Client, p: &Params, create: bool) -> Result<Response, Response> {
+    let name = p.required("category")?.trim();
+    if name.is_empty() {
+        return Err(bad_request("Category cannot be empty"));
+    }
+    if crate::client::policy::check_category_name(name).is_err() {
+        return Err(bad_request("Incorrect category name"));
+    }
+    let path = p
+        .get("savePath")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(std::path::PathBuf::from);
+    if create {
+        client
+            .create_category(name, path)
+            .map_err(|_| text(409, "Unable to create category"))?;
+    } else {
+        client
+            .edit_category(name, path)
+            .map_err(|_| text(409, "Unable to edit category"))?;
+    }
+    Ok(text(200, ""))
+}
+
+/// `torrents/increasePrio`, `decreasePrio`, `topPrio`, `bottomPrio`: 409 while queueing is
+/// off, as qBittorrent. The selected torrents keep their order among themselves.
+fn queue_move(client: &Client, p: &Params, name: &str) -> Result<Response, Response> {
+    let mut ts: Vec<(usize, TorrentHandle)> = select(client, p)?
+        .into_iter()
+        .filter_map(|t| t.status().ok().map(|s| (s.queue_position, t)))
+        .collect();
+    if !client.queue_config().enabled {
+        return Err(text(409, "Torrent queueing must be enabled"));
+    }
+    ts.sort_by_key(|(pos, _)| *pos);
+    let (to, reverse) = match name {
+        "increasePrio" => (QueueMove::Up, false),
+        "decreasePrio" => (QueueMove::Down, true),
+        "topPrio" => (QueueMove::Top, true),
+        _ => (QueueMove::Bottom, false),
+    };
+    if reverse {
+        ts.reverse();
+    }
+    for (_, t) in ts {
+        let _ = t.queue_move(to);
+    }
+    Ok(text(200, ""))
 }
 
 /// `torrents/filePrio`: priority 0 deselects the files, 1, 6 and 7 select them (ringtorrent
