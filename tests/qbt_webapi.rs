@@ -4,7 +4,9 @@
 //! magnet link with save paths, add a libtorrent seed as a peer, poll `torrents/info` until the
 //! download completes and compare the bytes, files, trackers, properties, limits, stop and
 //! start, `sync/maindata` full and delta, 404 for what is not served, delete with files, log
-//! out. Every process is ended by PID; all traffic stays on 127.0.0.1.
+//! out; categories with a save path and tags (and their `maindata` deltas), a seed-mode add
+//! (`skip_checking`) serving a libtorrent leecher at once, share limits stopping it at its
+//! ratio, queueing with one active download and `topPrio`, force start, recheck. Every process is ended by PID; all traffic stays on 127.0.0.1.
 
 mod common;
 
@@ -62,6 +64,19 @@ fn qbittorrent_api_client_drives_serve() {
         .unwrap_or_else(|e| panic!("lt_seed.py printed {line:?}: {e}\n{}", seed.log()));
     let seed_addr = format!("127.0.0.1:{}", info["port"].as_u64().unwrap());
 
+    // A second torrent whose data sits in a category's folder: added with skip_checking
+    // (seed mode), it serves a libtorrent leecher at once.
+    let movies = dir.path().join("movies");
+    let payload2 = movies.join("film.bin");
+    write_payload(&payload2, 1_000_000, 23);
+    let torrent2 = dir.path().join("film.torrent");
+    run_ok(
+        Command::new("mktorrent")
+            .args(["-l", "16", "-o"])
+            .arg(&torrent2)
+            .arg(&payload2),
+    );
+
     let serve = Serve::start(
         dir.path(),
         &["--api-username", "admin", "--api-password", "s3cret-pass"],
@@ -78,6 +93,9 @@ fn qbittorrent_api_client_drives_serve() {
             .arg(&seed_addr)
             .arg(&save)
             .arg(&magnet_save)
+            .arg(&torrent2)
+            .arg(&movies)
+            .arg(&serve.peers)
             .env("PYTHONDONTWRITEBYTECODE", "1"),
         Duration::from_secs(90),
     );
@@ -156,9 +174,36 @@ fn statuses_are_qbittorrents() {
             "POST",
             "/api/v2/torrents/createCategory",
             "category=tv",
+            200,
+        ),
+        ("POST", "/api/v2/torrents/setShareLimits", "hashes=all", 400),
+        ("POST", "/api/v2/torrents/topPrio", "hashes=all", 409),
+        (
+            "POST",
+            "/api/v2/torrents/setCategory",
+            "hashes=all&category=nope",
+            200,
+        ),
+        ("POST", "/api/v2/torrents/createCategory", "category=", 400),
+        (
+            "POST",
+            "/api/v2/torrents/createCategory",
+            "category=tv",
+            409,
+        ),
+        (
+            "POST",
+            "/api/v2/torrents/editCategory",
+            "category=nope",
+            409,
+        ),
+        ("GET", "/api/v2/torrents/createCategory", "", 405),
+        (
+            "POST",
+            "/api/v2/torrents/toggleSequentialDownload",
+            "hashes=all",
             404,
         ),
-        ("POST", "/api/v2/torrents/setShareLimits", "hashes=all", 404),
         ("GET", "/api/v2/nosuch/thing", "", 404),
         ("GET", "/api/v2/torrents/add", "", 405),
         ("GET", "/api/v2/torrents/properties", "", 400),

@@ -3,6 +3,11 @@ the flows a seedbox tool uses. Run by tests/qbt_webapi.rs with the virtual envir
 (scripts/test.sh installs qbittorrent-api there).
 
 Usage: qbt_flow.py URL USERNAME PASSWORD TORRENT PAYLOAD SEED_ADDR SAVE_DIR MAGNET_SAVE_DIR
+                   TORRENT2 CATEGORY_DIR PEER_ADDR
+
+TORRENT2's data lies in CATEGORY_DIR: it is added with that folder's category and
+skip_checking, and a libtorrent leecher (lt_leech.py, with the system Python) downloads it from
+serve's PEER_ADDR.
 
 Exits 0 after printing "OK" and a JSON summary; any failed check raises (exit 1).
 """
@@ -10,7 +15,9 @@ Exits 0 after printing "OK" and a JSON summary; any failed check raises (exit 1)
 import hashlib
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
 import qbittorrentapi as qba
@@ -40,8 +47,28 @@ def poll(what, fn, limit=DEADLINE_S):
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
+def bencode(v):
+    if isinstance(v, int):
+        return b"i%de" % v
+    if isinstance(v, str):
+        v = v.encode()
+    if isinstance(v, bytes):
+        return b"%d:%s" % (len(v), v)
+    if isinstance(v, list):
+        return b"l" + b"".join(bencode(x) for x in v) + b"e"
+    return b"d" + b"".join(bencode(k) + bencode(v[k]) for k in sorted(v)) + b"e"
+
+
+def fake_torrent(name, length=200_000, piece=16384):
+    """A .torrent nobody seeds (random piece hashes): it stays downloading."""
+    pieces = os.urandom(20 * ((length + piece - 1) // piece))
+    info = {"name": name, "length": length, "piece length": piece, "pieces": pieces}
+    return bencode({"info": info}), hashlib.sha1(bencode(info)).hexdigest()
+
+
 def main():
     url, user, password, torrent, payload, seed, save, magnet_save = sys.argv[1:9]
+    torrent2, movies, peer_addr = sys.argv[9:12]
     started = time.monotonic()
     kw = dict(host=url, REQUESTS_ARGS={"timeout": 20}, VERIFY_WEBUI_CERTIFICATE=False)
 
@@ -107,6 +134,18 @@ def main():
                       ("seq_dl", bool), ("auto_tmm", bool), ("trackers_count", int)]:
         check(isinstance(t[key], kind), f"info {key}: {t.get(key)!r}")
     check(t.state in ("downloading", "stalledDL"), f"state before peers {t.state}")
+    check(t.category == "tv" and t.tags == "a, b", f"category and tags {t.category!r} {t.tags!r}")
+    check("tv" in c.torrents_categories(), "add created its category")
+    check(set(c.torrents_tags()) >= {"a", "b"}, "add created its tags")
+    check([x.hash for x in c.torrents_info(category="tv")] == [h], "category filter")
+    check([x.hash for x in c.torrents_info(tag="b")] == [h], "tag filter")
+    check([x.hash for x in c.torrents_info(category="")] == [magnet_hash], "uncategorized")
+    for key, kind in [("ratio_limit", (int, float)), ("max_ratio", (int, float)),
+                      ("seeding_time_limit", int), ("max_seeding_time", int),
+                      ("priority", int), ("seeding_time", int), ("force_start", bool)]:
+        check(isinstance(t[key], kind), f"info {key}: {t.get(key)!r}")
+    check(t.ratio_limit == -2 and t.seeding_time_limit == -2, "limits: the client's")
+    check(t.priority > 0, f"a download has a queue place: {t.priority}")
 
     # Filters, sort, hashes, limit.
     check([x.hash for x in c.torrents_info(status_filter="paused")] == [magnet_hash], "paused filter")
@@ -137,7 +176,9 @@ def main():
     check(md2.rid > rid, "rid grows")
     check(md2.torrents[h]["progress"] == 1, f"delta carries progress: {md2.torrents.get(h)}")
     check("name" not in md2.torrents[h], "delta leaves unchanged fields out")
-    check(magnet_hash not in md2.get("torrents", {}), "unchanged torrent left out")
+    # The magnet link only moves up the download queue as the other one completes.
+    mag_delta = md2.get("torrents", {}).get(magnet_hash, {})
+    check(set(mag_delta) <= {"priority"}, f"unchanged fields left out: {mag_delta}")
     md_unknown = c.sync_maindata(rid=987654)
     check(md_unknown.full_update is True, "unknown rid: full update")
 
@@ -179,9 +220,138 @@ def main():
     c.torrents_start(torrent_hashes="all")
     poll("seeding again", lambda: c.torrents_info(torrent_hashes=h)[0].state in ("uploading", "stalledUP"))
 
+    # Recheck: answered at once, the check runs beside; the data is still all there.
+    c.torrents_recheck(torrent_hashes=h)
+    poll("rechecked", lambda: (lambda x: x.progress == 1 and x.state in ("uploading", "stalledUP"))(
+        c.torrents_info(torrent_hashes=h)[0]))
+    check(any(x.priority == 0 for x in c.torrents_info(torrent_hashes=h)), "a seed's priority is 0")
+
+    # Categories: create with a save path, edit, refuse an unknown one on setCategory.
+    md = c.sync_maindata(rid=0)
+    rid = md.rid
+    check("tv" in md.categories and set(md.tags) >= {"a", "b"}, f"maindata categories/tags {md}")
+    c.torrents_create_category(name="movies", save_path=movies)
+    cats = c.torrents_categories()
+    check(cats["movies"]["savePath"] == movies and cats["movies"]["name"] == "movies", f"{cats}")
+    try:
+        c.torrents_create_category(name="movies", save_path=movies)
+        raise AssertionError("created a category twice")
+    except qba.Conflict409Error:
+        pass
+    c.torrents_create_category(name="music")
+    c.torrents_edit_category(name="music", save_path=os.path.join(movies, "music"))
+    check(c.torrents_categories()["music"]["savePath"] == os.path.join(movies, "music"), "edited")
+    try:
+        c.torrents_set_category(category="nope", torrent_hashes=h)
+        raise AssertionError("an unknown category was set")
+    except qba.Conflict409Error:
+        pass
+    c.torrents_set_category(category="music", torrent_hashes=h)
+    check(c.torrents_info(torrent_hashes=h)[0].category == "music", "setCategory")
+    c.torrents_create_tags(tags=["t1", "t2"])
+    md2 = c.sync_maindata(rid=rid)
+    check(set(md2.categories) == {"movies", "music"}, f"new categories in the delta {md2}")
+    check(sorted(md2.tags) == ["t1", "t2"], f"new tags in the delta {md2}")
+    check(md2.torrents[h]["category"] == "music", "the torrent's category in the delta")
+    c.torrents_remove_categories(categories=["music"])
+    c.torrents_delete_tags(tags="t1")
+    md3 = c.sync_maindata(rid=md2.rid)
+    check(list(md3["categories_removed"]) == ["music"], f"categories_removed {md3}")
+    check(list(md3["tags_removed"]) == ["t1"], f"tags_removed {md3}")
+    check(md3.torrents[h]["category"] == "", "a removed category leaves its torrents")
+    rid = md3.rid
+
+    # Seed mode: a cross-seed add with skip_checking, its category's save path and tags,
+    # serves at once.
+    with open(torrent2, "rb") as f:
+        data2 = f.read()
+    out = c.torrents_add(torrent_files=data2, category="movies", tags="x,y",
+                         is_skip_checking=True)
+    check(out == "Ok.", f"add with skip_checking: {out!r}")
+    h2 = poll("seed-mode torrent", lambda: [x.hash for x in c.torrents_info(category="movies")])[0]
+    t2 = poll("seed-mode torrent seeds", lambda: [
+        x for x in c.torrents_info(torrent_hashes=h2)
+        if x.progress == 1 and x.state in ("uploading", "stalledUP")])[0]
+    check(t2.save_path == movies, f"category save path {t2.save_path}")
+    check(t2.tags == "x, y", f"tags {t2.tags!r}")
+    leech_dir = tempfile.mkdtemp(dir=os.path.dirname(save))
+    leech = subprocess.run(
+        ["/usr/bin/python3", os.path.join(os.path.dirname(os.path.abspath(__file__)), "lt_leech.py"),
+         torrent2, leech_dir, "--peer", peer_addr, "--timeout", "30"],
+        capture_output=True, text=True, timeout=40)
+    check(leech.returncode == 0, f"lt_leech.py: {leech.returncode} {leech.stderr[-2000:]}")
+    name2 = t2.name
+    check(sha(os.path.join(leech_dir, name2)) == sha(os.path.join(movies, name2)), "leeched bytes")
+
+    # Tags on a torrent.
+    c.torrents_add_tags(tags="z", torrent_hashes=h2)
+    c.torrents_remove_tags(tags="x", torrent_hashes=h2)
+    check(c.torrents_info(torrent_hashes=h2)[0].tags == "y, z", "addTags/removeTags")
+    c.torrents_delete_tags(tags="z")
+    check(c.torrents_info(torrent_hashes=h2)[0].tags == "y", "deleteTags takes it off")
+    check("z" not in c.torrents_tags() and "x" in c.torrents_tags(), "tags list")
+
+    # Share limits: it uploaded its size (ratio 1); a limit of 0.5 stops it.
+    t2 = poll("ratio counted", lambda: [
+        x for x in c.torrents_info(torrent_hashes=h2) if x.ratio >= 0.99])[0]
+    check(isinstance(t2.ratio, float), f"ratio {t2.ratio!r}")
+    c.torrents_set_share_limits(ratio_limit=0.5, seeding_time_limit=120,
+                                inactive_seeding_time_limit=-1, torrent_hashes=h2)
+    t2 = poll("stopped at its ratio", lambda: [
+        x for x in c.torrents_info(torrent_hashes=h2) if x.state == "pausedUP"])[0]
+    check(t2.ratio_limit == 0.5 and t2.max_ratio == 0.5, f"ratio limits {t2.ratio_limit} {t2.max_ratio}")
+    check(t2.seeding_time_limit == 120 and t2.max_seeding_time == 120, "minutes")
+    check(t2.inactive_seeding_time_limit == -1, "no inactive limit")
+
+    # Global share limits through preferences.
+    c.app_set_preferences({"max_ratio_enabled": True, "max_ratio": 3, "max_seeding_time_enabled": True,
+                           "max_seeding_time": 60, "max_ratio_act": 0})
+    prefs = c.app.preferences
+    check(prefs.max_ratio_enabled and prefs.max_ratio == 3 and prefs.max_seeding_time == 60,
+          f"share-limit preferences {prefs.max_ratio} {prefs.max_seeding_time}")
+    check(c.torrents_info(torrent_hashes=h)[0].max_ratio == 3, "the client's ratio applies")
+    c.app_set_preferences({"max_ratio_enabled": False, "max_seeding_time_enabled": False})
+    check(not c.app.preferences.max_ratio_enabled, "share limits off")
+
+    # Queueing: one active download; the second waits; topPrio swaps them.
+    try:
+        c.torrents_top_priority(torrent_hashes=h)
+        raise AssertionError("topPrio without queueing")
+    except qba.Conflict409Error:
+        pass
+    c.app_set_preferences({"queueing_enabled": True, "max_active_downloads": 1,
+                           "max_active_uploads": -1, "max_active_torrents": -1})
+    prefs = c.app.preferences
+    check(prefs.queueing_enabled and prefs.max_active_downloads == 1, "queueing preferences")
+    queue_dir = tempfile.mkdtemp(dir=os.path.dirname(save))
+    q1, hq1 = fake_torrent("q1.bin")
+    q2, hq2 = fake_torrent("q2.bin")
+    check(c.torrents_add(torrent_files=q1, save_path=queue_dir) == "Ok.", "add q1")
+    check(c.torrents_add(torrent_files=q2, save_path=queue_dir) == "Ok.", "add q2")
+
+    def states():
+        return {x.hash: x for x in c.torrents_info(torrent_hashes=[hq1, hq2])}
+
+    qs = poll("q2 queued", lambda: (lambda s: len(s) == 2 and s[hq2].state == "queuedDL"
+                                    and s[hq1].state in ("stalledDL", "downloading") and s)(states()))
+    check(qs[hq1].priority < qs[hq2].priority, f"queue order {qs[hq1].priority} {qs[hq2].priority}")
+    check(c.sync_maindata(rid=0).server_state.queueing is True, "server_state queueing")
+    c.torrents_top_priority(torrent_hashes=hq2)
+    qs = poll("q1 queued", lambda: (lambda s: s[hq1].state == "queuedDL"
+                                    and s[hq2].state in ("stalledDL", "downloading") and s)(states()))
+    check(qs[hq2].priority < qs[hq1].priority, f"topPrio {qs[hq1].priority} {qs[hq2].priority}")
+    c.torrents_bottom_priority(torrent_hashes=hq2)
+    poll("q2 queued again", lambda: states()[hq2].state == "queuedDL")
+    c.torrents_set_force_start(enable=True, torrent_hashes=hq2)
+    qs = poll("forced", lambda: (lambda s: s[hq2].state == "forcedDL" and s)(states()))
+    check(qs[hq2].force_start is True, "force_start")
+    c.app_set_preferences({"queueing_enabled": False})
+    poll("no queue", lambda: all(x.state != "queuedDL" for x in states().values()))
+    c.torrents_delete(delete_files=True, torrent_hashes=[hq1, hq2])
+    c.torrents_delete(delete_files=False, torrent_hashes=h2)
+
     # What is not served answers 404, as qBittorrent answers an unknown method.
-    for method in ("torrents/createCategory", "torrents/addTags", "torrents/setShareLimits",
-                   "torrents/increasePrio", "torrents/recheck", "torrents/noSuchMethod"):
+    for method in ("torrents/toggleSequentialDownload", "torrents/noSuchMethod"):
         r = c._http_session.post(f"{url}/api/v2/{method}", data={"hashes": h}, timeout=10)
         check(r.status_code == 404, f"{method}: {r.status_code}")
 
@@ -196,8 +366,9 @@ def main():
     path = os.path.join(save, name)
     c.torrents_delete(delete_files=True, torrent_hashes=h)
     poll("deleted", lambda: [x.hash for x in c.torrents_info()] == [magnet_hash])
+    check(os.path.exists(os.path.join(movies, name2)), "kept the seed-mode torrent's data")
     check(not os.path.exists(path), "files deleted")
-    md4 = c.sync_maindata(rid=md3.rid)
+    md4 = c.sync_maindata(rid=rid)
     check(h in md4.get("torrents_removed", []), f"torrents_removed {md4}")
     c.torrents_delete(delete_files=False, torrent_hashes=magnet_hash)
 

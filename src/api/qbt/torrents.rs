@@ -547,16 +547,16 @@ fn add_options(api: &WebApi, client: &Client, p: &Params) -> Result<AddTorrent, 
         }
         a.category = Some(c.to_string());
     }
+    let known = category.and_then(|c| client.categories().into_iter().find(|k| k.name == c));
+    if let (Some(c), None) = (category, &known) {
+        // The engine creates a category on add only when it picks the save folder: here
+        // the WebAPI picks it, so the category is created first.
+        let _ = client.create_category(c, None);
+    }
     if let Some(dir) = p.get("savepath").filter(|s| !s.is_empty()) {
         a.save_dir = Some(dir.into());
     } else {
-        let cat_path = category.and_then(|c| {
-            client
-                .categories()
-                .into_iter()
-                .find(|k| k.name == c)
-                .and_then(|k| k.save_path)
-        });
+        let cat_path = known.and_then(|k| k.save_path);
         a.save_dir = Some(cat_path.unwrap_or_else(|| api.state().settings.save_path.clone()));
     }
     a.tags = tag_list(p.get("tags").unwrap_or(""))
