@@ -193,10 +193,24 @@ fn statuses_are_qbittorrents() {
         ),
         (
             "POST",
-            "/api/v2/torrents/editCategory",
-            "category=nope",
+            "/api/v2/torrents/createCategory",
+            "category=a%2F%2Fb",
             409,
         ),
+        (
+            "POST",
+            "/api/v2/torrents/editCategory",
+            "category=nope",
+            400,
+        ),
+        (
+            "POST",
+            "/api/v2/torrents/editCategory",
+            "category=nope&savePath=",
+            409,
+        ),
+        ("POST", "/api/v2/torrents/setForceStart", "hashes=all", 400),
+        ("POST", "/api/v2/torrents/removeTags", "hashes=all", 200),
         ("GET", "/api/v2/torrents/createCategory", "", 405),
         (
             "POST",

@@ -822,7 +822,11 @@ pub fn handle(
             Ok(text(200, ""))
         }),
         "addTags" | "removeTags" => need_post(post).and_then(|()| {
-            let tags = tag_list(p.required("tags")?);
+            let tags = if name == "addTags" {
+                tag_list(p.required("tags")?)
+            } else {
+                tag_list(p.get("tags").unwrap_or(""))
+            };
             if name == "addTags" {
                 let ok: Vec<String> = tags
                     .into_iter()
@@ -850,11 +854,12 @@ pub fn handle(
             need_post(post).and_then(|()| queue_move(client, p, name))
         }
         "setForceStart" => need_post(post).and_then(|()| {
+            p.required("value")?;
             let on = p.flag("value").unwrap_or(false);
             each(client, p, |t| {
                 t.set_force_start(on)?;
-                // qBittorrent's "force resume": a stopped torrent starts.
-                if on && t.is_paused()? {
+                // qBittorrent resumes it either way (forced, or back in the queue).
+                if t.is_paused()? {
                     t.resume()?;
                 }
                 Ok(())
@@ -898,15 +903,19 @@ pub fn categories_json(cats: &[crate::client::Category]) -> Value {
     Value::Object(m)
 }
 
-/// `torrents/createCategory` (`create`) and `torrents/editCategory`: 400 for an empty or
-/// malformed name, 409 when the category exists (create) or does not (edit).
+/// `torrents/createCategory` (`create`) and `torrents/editCategory` (`savePath` required):
+/// 400 for an empty name, 409 for a malformed one (create), one that exists (create) or one
+/// that does not (edit), as qBittorrent.
 fn edit_category(client: &Client, p: &Params, create: bool) -> Result<Response, Response> {
     let name = p.required("category")?.trim();
     if name.is_empty() {
         return Err(bad_request("Category cannot be empty"));
     }
-    if crate::client::policy::check_category_name(name).is_err() {
-        return Err(bad_request("Incorrect category name"));
+    if create && crate::client::policy::check_category_name(name).is_err() {
+        return Err(text(409, "Incorrect category name"));
+    }
+    if !create {
+        p.required("savePath")?;
     }
     let path = p
         .get("savePath")
