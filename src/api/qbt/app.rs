@@ -208,7 +208,7 @@ fn set_queueing(client: &Client, v: &Map<String, Value>) -> Result<(), Response>
 /// Share-limit keys of `setPreferences`, as qBittorrent reads them: a limit is set when its
 /// `*_enabled` key is true (with the value beside it, or the one already set), off (-1) when
 /// false; a value alone changes an enabled limit.
-fn set_share_limits(client: &Client, v: &Map<String, Value>) -> Result<(), Response> {
+fn set_share_limits(api: &WebApi, client: &Client, v: &Map<String, Value>) -> Result<(), Response> {
     let mut sl = client.share_limits();
     let before = sl;
     let ratio = match v.get("max_ratio") {
@@ -251,8 +251,16 @@ fn set_share_limits(client: &Client, v: &Map<String, Value>) -> Result<(), Respo
         }
     }
     if let Some(code) = int_of(v, "max_ratio_act")? {
-        sl.action = share_action_of(code)
-            .ok_or_else(|| bad_request(format!("`max_ratio_act` {code} is not supported")))?;
+        match share_action_of(code) {
+            Some(a) => sl.action = a,
+            // qBittorrent's 2 (super seeding): no engine action; the one set stays.
+            None if code == 2 => api.log(
+                log::WARNING,
+                "app/setPreferences: `max_ratio_act` 2 (super seeding) is not supported; ignored",
+            ),
+            // Any other value is qBittorrent's default: stop.
+            None => sl.action = ShareAction::Stop,
+        }
     }
     if sl != before {
         client
@@ -290,7 +298,7 @@ pub fn set_preferences(api: &WebApi, client: &Client, p: &Params) -> Result<Resp
         api.state().settings.save_path = path.into();
     }
     set_queueing(client, &v)?;
-    set_share_limits(client, &v)?;
+    set_share_limits(api, client, &v)?;
     for key in v.keys() {
         if !HANDLED.contains(&key.as_str()) {
             api.log(
