@@ -823,6 +823,13 @@ impl Session {
         self.torrent(id).map_or(0, Torrent::unverified_count)
     }
 
+    /// First/last-piece priority: the first and last piece of each wanted file are picked
+    /// before the others (qBittorrent's `firstLastPiecePrio`).
+    pub fn set_first_last_piece_priority(&mut self, id: TorrentId, on: bool, now: Time) {
+        self.with_torrent(id, |t, limits| t.set_first_last(on, now, limits));
+        self.reap();
+    }
+
     /// Downloads pieces in order (for streaming) instead of rarest first.
     pub fn set_sequential(&mut self, id: TorrentId, on: bool) {
         if let Some(t) = self.torrent_mut(id) {

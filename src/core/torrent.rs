@@ -118,6 +118,11 @@ pub(crate) struct Torrent {
     pick_buf: Vec<BlockRef>,
     /// Pieces wanted and not had, so a seed's interest count is known without a scan.
     wanted_missing: u32,
+    /// The file priorities last set (empty: every file `Normal`), kept so that toggling
+    /// first/last-piece priority can recompute the pieces' priorities.
+    file_priorities: Vec<Priority>,
+    /// First/last-piece priority: each wanted file's first and last piece picked first.
+    first_last: bool,
     /// This torrent's own rate limits (the session's apply as well).
     pub(crate) limits: RateLimits,
     /// Peers with requests queued that wait for upload tokens, served one block per turn so
@@ -200,6 +205,8 @@ impl Torrent {
             complete_announced: false,
             pick_buf: Vec::new(),
             wanted_missing: 0,
+            file_priorities: Vec::new(),
+            first_last: false,
             limits: RateLimits::default(),
             up_waiting: VecDeque::new(),
             upload_held: 0,
@@ -1577,7 +1584,27 @@ impl Torrent {
         now: Time,
         session_limits: &mut RateLimits,
     ) {
-        let piece_prios = super::picker::piece_priorities(&self.info, priorities);
+        self.file_priorities = priorities.to_vec();
+        self.apply_priorities(now, session_limits);
+    }
+
+    /// Turns first/last-piece priority on or off (see
+    /// [`super::picker::piece_priorities_first_last`]).
+    pub(crate) fn set_first_last(&mut self, on: bool, now: Time, session_limits: &mut RateLimits) {
+        if self.first_last != on {
+            self.first_last = on;
+            self.apply_priorities(now, session_limits);
+        }
+    }
+
+    /// Recomputes the pieces' priorities from the files' and first/last-piece priority, then
+    /// interest and requests.
+    fn apply_priorities(&mut self, now: Time, session_limits: &mut RateLimits) {
+        let piece_prios = super::picker::piece_priorities_first_last(
+            &self.info,
+            &self.file_priorities,
+            self.first_last,
+        );
         self.picker.set_piece_priorities(&piece_prios);
         self.recount_wanted();
         let keys = self.peers.keys();

@@ -39,7 +39,7 @@
 //!   16 bytes: 16 MB for a million pieces.
 //!   Seeds are not counted per piece: they are a single counter added to every piece's
 //!   availability, so a seed joining or leaving is O(1).
-//! - **Fresh wanted pieces** sit in one set of buckets per priority level (High, Normal):
+//! - **Fresh wanted pieces** sit in one set of buckets per priority level (Top, High, Normal):
 //!   one vector per availability value. An availability change (`peer_has`) moves a piece from
 //!   one bucket to the next with a `swap_remove` and a `push`: O(1). Rarest-first walks the
 //!   buckets from the rarest, starting each at a random offset (the random tie-break), and
@@ -77,7 +77,7 @@ use crate::core::{Bitfield, BlockRef, Lengths, PeerKey, PieceIndex, Rng};
 use crate::limits::BLOCK_LEN;
 use crate::metainfo::Info;
 
-/// How much we want a file or a piece. Ordered: `Skip < Normal < High`.
+/// How much we want a file or a piece. Ordered: `Skip < Normal < High < Top`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum Priority {
     /// Not downloaded at all: the user deselected the file.
@@ -87,6 +87,9 @@ pub enum Priority {
     Normal,
     /// Downloaded before every `Normal` piece, for files the user wants first.
     High,
+    /// Downloaded before every `High` piece: qBittorrent's "maximal", and the first and last
+    /// pieces of each wanted file under first/last-piece priority.
+    Top,
 }
 
 /// The order in which fresh pieces are started.
@@ -196,11 +199,41 @@ pub fn piece_priorities(info: &Info, file_priorities: &[Priority]) -> Vec<Priori
         .collect()
 }
 
+/// [`piece_priorities`], with first/last-piece priority when `first_last` is set: the first
+/// and the last piece of each wanted (non-padding, non-empty) file are raised to
+/// [`Priority::Top`], so a player can read a file's header and index (often at its end)
+/// before the rest arrives (qBittorrent's `firstLastPiecePrio`).
+pub fn piece_priorities_first_last(
+    info: &Info,
+    file_priorities: &[Priority],
+    first_last: bool,
+) -> Vec<Priority> {
+    let mut prios = piece_priorities(info, file_priorities);
+    if !first_last {
+        return prios;
+    }
+    let piece_len = u64::from(info.lengths().piece_len()).max(1);
+    for (i, f) in info.files().iter().enumerate() {
+        let wanted = file_priorities.get(i).copied().unwrap_or(Priority::Normal) > Priority::Skip;
+        if f.attr.padding || f.length == 0 || !wanted {
+            continue;
+        }
+        let first = (f.offset / piece_len) as usize;
+        let last = ((f.offset + f.length - 1) / piece_len) as usize;
+        for p in [first, last] {
+            if let Some(slot) = prios.get_mut(p) {
+                *slot = Priority::Top;
+            }
+        }
+    }
+    prios
+}
+
 /// Marks "no slot" in the piece table and "not listed" in a partial's `free_pos`.
 const NONE: u32 = u32::MAX;
 
-/// Priority levels that are downloaded, each with its own buckets: High, then Normal.
-const LEVELS: usize = 2;
+/// Priority levels that are downloaded, each with its own buckets: Top, High, then Normal.
+const LEVELS: usize = 3;
 
 /// Block vectors of finished partial pieces kept for reuse, so that starting a piece does not
 /// allocate in the steady state. 64 covers the pieces a busy torrent starts between two
@@ -218,8 +251,9 @@ const BULK_MIN_PIECES: u32 = 64;
 
 fn level_of(prio: Priority) -> Option<usize> {
     match prio {
-        Priority::High => Some(0),
-        Priority::Normal => Some(1),
+        Priority::Top => Some(0),
+        Priority::High => Some(1),
+        Priority::Normal => Some(2),
         Priority::Skip => None,
     }
 }

@@ -368,6 +368,54 @@ fn piece_priorities_follow_files() {
     assert_eq!(piece_priorities(&info, &[s, h, n, s]), vec![s, n, n, s]);
     assert_eq!(piece_priorities(&info, &[s, s, s, h]), vec![s, s, h, h]);
     assert_eq!(piece_priorities(&info, &[s, n, h, n]), vec![s, h, h, n]);
+    // First/last-piece priority: each wanted file's first and last piece is Top.
+    let t = Priority::Top;
+    assert_eq!(
+        piece_priorities_first_last(&info, &[s, n, h, n], false),
+        vec![s, h, h, n]
+    );
+    // b spans pieces 1-2, c pieces 2-3; a is skipped.
+    assert_eq!(
+        piece_priorities_first_last(&info, &[s, n, n, n], true),
+        vec![s, t, t, t]
+    );
+    assert_eq!(
+        piece_priorities_first_last(&info, &[n, s, s, s], true),
+        vec![t, s, s, s]
+    );
+}
+
+#[test]
+fn top_before_high_and_first_last_pieces_first() {
+    // Two files of 4 pieces each (8 pieces): first/last of each is 0, 3, 4, 7.
+    let mut p = picker(8, 1);
+    let (n, t) = (Priority::Normal, Priority::Top);
+    p.set_piece_priorities(&[t, n, n, t, t, n, n, t]);
+    p.set_piece_priority(idx(&p, 1), Priority::High);
+    let mut rng = Rng::new(3);
+    let got = pick(&mut p, A, PeerPieces::All, 4, &mut rng);
+    assert_eq!(pieces_of(&got), BTreeSet::from([0, 3, 4, 7]), "Top first");
+    let got = pick(&mut p, A, PeerPieces::All, 1, &mut rng);
+    assert_eq!(pieces_of(&got), BTreeSet::from([1]), "then High");
+    p.check_invariants();
+}
+
+#[test]
+fn sequential_picks_in_index_order_after_top_pieces() {
+    let mut p = picker(8, 1);
+    p.set_mode(PickMode::Sequential);
+    let mut rng = Rng::new(5);
+    let got = pick(&mut p, A, PeerPieces::All, 3, &mut rng);
+    assert_eq!(ids(&got), vec![(0, 0), (1, 0), (2, 0)]);
+    // With first/last pieces raised, those come first, then the rest in order.
+    let mut q = picker(8, 1);
+    q.set_mode(PickMode::Sequential);
+    let (n, t) = (Priority::Normal, Priority::Top);
+    q.set_piece_priorities(&[t, n, n, n, n, n, n, t]);
+    let got = pick(&mut q, A, PeerPieces::All, 4, &mut rng);
+    let order: Vec<u32> = got.iter().map(|b| b.piece.get()).collect();
+    assert_eq!(order, vec![0, 7, 1, 2]);
+    q.check_invariants();
 }
 
 #[test]
