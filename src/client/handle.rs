@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::policy::{QueueMove, ShareLimits};
 use super::{ClientError, Shared};
@@ -111,6 +111,10 @@ pub struct TorrentStatus {
     pub queue_position: usize,
     /// It runs whatever the queue says.
     pub force_start: bool,
+    /// Pieces are fetched in index order.
+    pub sequential: bool,
+    /// Each wanted file's first and last piece are fetched first.
+    pub first_last_piece_priority: bool,
 }
 
 /// One connected peer.
@@ -143,6 +147,50 @@ pub struct PeerInfo {
     pub encryption: &'static str,
 }
 
+/// How much a file is wanted: qBittorrent's file priorities (0, 1, 6, 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilePriority {
+    /// Not downloaded (0); its file is not created while no wanted piece touches it.
+    Skip,
+    /// Downloaded (1).
+    #[default]
+    Normal,
+    /// Downloaded before `Normal` files (6).
+    High,
+    /// Downloaded before `High` files (7).
+    Maximal,
+}
+
+impl FilePriority {
+    /// qBittorrent's number for it.
+    pub fn qbt(self) -> u8 {
+        match self {
+            FilePriority::Skip => 0,
+            FilePriority::Normal => 1,
+            FilePriority::High => 6,
+            FilePriority::Maximal => 7,
+        }
+    }
+
+    /// From qBittorrent's number: 0, 1, 6 or 7 (others are not priorities qBittorrent
+    /// accepts).
+    pub fn from_qbt(n: i64) -> Option<FilePriority> {
+        Some(match n {
+            0 => FilePriority::Skip,
+            1 => FilePriority::Normal,
+            6 => FilePriority::High,
+            7 => FilePriority::Maximal,
+            _ => return None,
+        })
+    }
+
+    /// Whether the file is downloaded.
+    pub fn wanted(self) -> bool {
+        self != FilePriority::Skip
+    }
+}
+
 /// One file of a torrent.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileStatus {
@@ -154,6 +202,8 @@ pub struct FileStatus {
     pub done: u64,
     /// Whether it is downloaded (deselected files are not).
     pub wanted: bool,
+    /// Its priority (`skip` when not wanted).
+    pub priority: FilePriority,
 }
 
 /// One torrent of a client. See the module doc.
@@ -233,6 +283,26 @@ impl TorrentHandle {
     /// verified stay; a deselected file's pieces that no wanted file shares are not fetched.
     pub fn set_files(&self, wanted: Vec<bool>) -> Result<(), ClientError> {
         self.shared.with(|s| s.set_files(self.hash, wanted))
+    }
+
+    /// Sets each file's priority, by index (padding files included, as in
+    /// [`Info::files`]). Kept in the torrent's settings. A skipped file's pieces that no wanted
+    /// file shares are not fetched; pieces already verified stay.
+    pub fn set_file_priorities(&self, priorities: Vec<FilePriority>) -> Result<(), ClientError> {
+        self.shared
+            .with(|s| s.set_file_priorities(self.hash, priorities))
+    }
+
+    /// Downloads pieces in index order (for streaming) instead of rarest first. Kept in the
+    /// torrent's settings.
+    pub fn set_sequential(&self, on: bool) -> Result<(), ClientError> {
+        self.shared.with(|s| s.set_order(self.hash, Some(on), None))
+    }
+
+    /// First/last-piece priority: the first and last piece of each wanted file are fetched
+    /// before the rest. Kept in the torrent's settings.
+    pub fn set_first_last_piece_priority(&self, on: bool) -> Result<(), ClientError> {
+        self.shared.with(|s| s.set_order(self.hash, None, Some(on)))
     }
 
     /// Peers to connect to, besides those trackers and peer exchange find.

@@ -69,7 +69,7 @@ pub use config::{ClientConfig, IoChoice, Limits};
 pub use descriptors::DescriptorBudget;
 pub use error::ClientError;
 pub use events::{ClientEvent, DataSource, Events, EVENT_QUEUE_CAPACITY};
-pub use handle::{FileStatus, PeerInfo, TorrentHandle, TorrentState, TorrentStatus};
+pub use handle::{FilePriority, FileStatus, PeerInfo, TorrentHandle, TorrentState, TorrentStatus};
 pub use metrics::Metrics;
 pub use open::check_data;
 pub use policy::{Category, QueueConfig, QueueMove, ShareAction, ShareLimits};
@@ -139,6 +139,13 @@ pub struct AddTorrent {
     pub share_limits: ShareLimits,
     /// Runs whatever the queue says.
     pub force_start: bool,
+    /// Each file's priority, by index in the info dictionary (overrides `files`; `None`:
+    /// `files` decides).
+    pub file_priorities: Option<Vec<FilePriority>>,
+    /// Fetch pieces in index order (qBittorrent's `sequentialDownload`).
+    pub sequential: bool,
+    /// Fetch each wanted file's first and last piece first (`firstLastPiecePrio`).
+    pub first_last_piece_priority: bool,
     /// Settings kept from an earlier run (the state folder), overriding the fields above.
     pub(crate) restored: Option<Restored>,
 }
@@ -162,6 +169,9 @@ impl AddTorrent {
             tags: Vec::new(),
             share_limits: ShareLimits::USE_GLOBAL,
             force_start: false,
+            file_priorities: None,
+            sequential: false,
+            first_last_piece_priority: false,
             restored: None,
         }
     }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 
 use super::events::{ClientEvent, DataSource, Publisher};
-use super::handle::{FileStatus, PeerInfo, TorrentState, TorrentStatus};
+use super::handle::{FilePriority, FileStatus, PeerInfo, TorrentState, TorrentStatus};
 use super::metrics::{self, Metrics};
 use super::open::{self, Opened};
 use super::policy::{self, Category, QueueConfig, ShareLimits};
@@ -295,12 +295,16 @@ impl State {
             tags,
             share_limits,
             force_start,
+            file_priorities,
+            sequential,
+            first_last_piece_priority,
             restored,
         } = add;
         let restored = restored.map(|r| match r {
             Restored::Settings(s) => s,
             Restored::Beside(path) => Store::settings(&path),
         });
+        let restored_marker = restored.as_ref().map(|_| ());
         let mut settings = match restored {
             Some(s) => s,
             None => {
@@ -325,10 +329,15 @@ impl State {
                     tags,
                     share_limits,
                     force_start,
+                    sequential,
+                    first_last_piece_priority,
                     ..Settings::default()
                 }
             }
         };
+        if let (Some(p), None) = (file_priorities, &restored_marker) {
+            settings.set_priorities(p);
+        }
         let bytes = match source {
             TorrentSource::Magnet(uri) => {
                 return self.register_magnet(&uri, settings, peers, metadata_only)
@@ -346,7 +355,7 @@ impl State {
         if self.torrents.contains_key(&hash) {
             return Err(ClientError::AlreadyAdded(hash));
         }
-        if let Some(files) = &settings.files {
+        if let Some(files) = &settings.priorities() {
             if files.len() != info.files().len() {
                 return Err(ClientError::InvalidArgument(format!(
                     "the file selection names {} files; the torrent has {}",
@@ -594,6 +603,9 @@ impl State {
         if let Some(files) = e.settings.files.as_mut() {
             files.resize(info.files().len(), false);
         }
+        if let Some(p) = e.settings.file_priorities.as_mut() {
+            p.resize(info.files().len(), FilePriority::Skip);
+        }
         let dir = e.settings.save_dir.clone().unwrap_or(data_dir);
         let opened = open::open(&info, &dir, e.mode(), &pool, false, resume_dir.as_deref());
         let opened = match opened {
@@ -605,16 +617,14 @@ impl State {
         };
         e.storage = Some(opened.storage.clone());
         e.saved = (!opened.unsaved()).then_some(opened.have.count());
-        let priorities = e.settings.files.as_ref().map(|f| priorities(f));
+        let order = Order::of(&e.settings);
         let (have, storage) = (opened.have.clone(), opened.storage.clone());
         let started = self.call(shard, move |d| {
             let now = d.now();
             let ok = d.session().start_torrent(id, &have, now);
             if ok {
                 d.attach_storage(id, storage);
-                if let Some(p) = priorities {
-                    d.session().set_file_priorities(id, &p, now);
-                }
+                order.apply(d, id, now);
             }
             ok
         })?;
@@ -646,7 +656,7 @@ impl State {
             Arc<Storage>,
             Bitfield,
             (Option<u64>, Option<u64>),
-            Option<Vec<Priority>>,
+            Order,
             (Vec<SocketAddr>, bool),
         );
         let mut by_shard: BTreeMap<u32, Vec<Job>> = BTreeMap::new();
@@ -663,7 +673,7 @@ impl State {
                 storage,
                 have,
                 (e.settings.upload_limit, e.settings.download_limit),
-                e.settings.files.as_ref().map(|f| priorities(f)),
+                Order::of(&e.settings),
                 (e.peers.clone(), e.settings.seed_mode),
             ));
         }
@@ -686,9 +696,7 @@ impl State {
                                     d.session().set_seed_mode(id);
                                 }
                                 d.session().set_rate_limits(id, up, down, now);
-                                if let Some(p) = prio {
-                                    d.session().set_file_priorities(id, &p, now);
-                                }
+                                prio.apply(d, id, now);
                                 d.attach_storage(id, storage);
                                 d.session().add_peers(id, &peers, now);
                                 left = d.session().bytes_left(id);
@@ -933,23 +941,72 @@ impl State {
     }
 
     pub fn set_files(&mut self, hash: InfoHash, wanted: Vec<bool>) -> Result<(), ClientError> {
+        // A wanted file keeps its priority; one wanted again is Normal.
+        let old = self.entry(hash)?.settings.priorities().unwrap_or_default();
+        let p = wanted
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| match (w, old.get(i).copied()) {
+                (false, _) => FilePriority::Skip,
+                (true, Some(p)) if p.wanted() => p,
+                (true, _) => FilePriority::Normal,
+            })
+            .collect();
+        self.set_file_priorities(hash, p)
+    }
+
+    pub fn set_file_priorities(
+        &mut self,
+        hash: InfoHash,
+        prios: Vec<FilePriority>,
+    ) -> Result<(), ClientError> {
         let entry = self.entry_mut(hash)?;
         let info = entry.info.clone().ok_or(ClientError::NoMetadata(hash))?;
-        if wanted.len() != info.files().len() {
+        if prios.len() != info.files().len() {
             return Err(ClientError::InvalidArgument(format!(
                 "the selection names {} files; the torrent has {}",
-                wanted.len(),
+                prios.len(),
                 info.files().len()
             )));
         }
-        let p = priorities(&wanted);
-        entry.settings.files = Some(wanted);
+        let p = core_priorities(&prios);
+        entry.settings.set_priorities(prios);
         let (id, shard) = (entry.id, entry.shard);
         self.save_settings(&hash)?;
         if let Some(id) = id {
             self.call(shard, move |d| {
                 let now = d.now();
                 d.session().set_file_priorities(id, &p, now);
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Sets sequential download and/or first/last-piece priority (`None`: unchanged).
+    pub fn set_order(
+        &mut self,
+        hash: InfoHash,
+        sequential: Option<bool>,
+        first_last: Option<bool>,
+    ) -> Result<(), ClientError> {
+        let entry = self.entry_mut(hash)?;
+        if let Some(on) = sequential {
+            entry.settings.sequential = on;
+        }
+        if let Some(on) = first_last {
+            entry.settings.first_last_piece_priority = on;
+        }
+        let (id, shard) = (entry.id, entry.shard);
+        let (seq, fl) = (
+            entry.settings.sequential,
+            entry.settings.first_last_piece_priority,
+        );
+        self.save_settings(&hash)?;
+        if let Some(id) = id {
+            self.call(shard, move |d| {
+                let now = d.now();
+                d.session().set_sequential(id, seq);
+                d.session().set_first_last_piece_priority(id, fl, now);
             })?;
         }
         Ok(())
@@ -1122,6 +1179,7 @@ impl State {
             None => None,
         };
         let piece_len = u64::from(info.lengths().piece_len());
+        let prios = e.settings.priorities();
         Ok(info
             .files()
             .iter()
@@ -1143,6 +1201,10 @@ impl State {
                     length: f.length,
                     done,
                     wanted: e.settings.files.as_ref().is_none_or(|w| w[i]),
+                    priority: prios
+                        .as_ref()
+                        .and_then(|p| p.get(i).copied())
+                        .unwrap_or_default(),
                 }
             })
             .collect())
@@ -1398,12 +1460,47 @@ impl State {
     }
 }
 
-/// The core's file priorities for a selection.
-fn priorities(wanted: &[bool]) -> Vec<Priority> {
-    wanted
-        .iter()
-        .map(|&w| if w { Priority::Normal } else { Priority::Skip })
+/// The core's file priorities for the client's.
+fn core_priorities(p: &[FilePriority]) -> Vec<Priority> {
+    p.iter()
+        .map(|p| match p {
+            FilePriority::Skip => Priority::Skip,
+            FilePriority::Normal => Priority::Normal,
+            FilePriority::High => Priority::High,
+            FilePriority::Maximal => Priority::Top,
+        })
         .collect()
+}
+
+/// What a torrent's loop needs of its download order: file priorities, sequential download
+/// and first/last-piece priority, from its settings.
+struct Order {
+    files: Option<Vec<Priority>>,
+    sequential: bool,
+    first_last: bool,
+}
+
+impl Order {
+    fn of(s: &Settings) -> Order {
+        Order {
+            files: s.priorities().map(|p| core_priorities(&p)),
+            sequential: s.sequential,
+            first_last: s.first_last_piece_priority,
+        }
+    }
+
+    /// Applies it to torrent `id` of the loop's session.
+    fn apply(self, d: &mut Driver, id: TorrentId, now: crate::core::Time) {
+        if self.sequential {
+            d.session().set_sequential(id, true);
+        }
+        if self.first_last {
+            d.session().set_first_last_piece_priority(id, true, now);
+        }
+        if let Some(p) = self.files {
+            d.session().set_file_priorities(id, &p, now);
+        }
+    }
 }
 
 /// A magnet link's `x.pe` peers that resolve (host names through the system resolver).
@@ -1531,6 +1628,8 @@ fn status(hash: &InfoHash, e: &Entry, live: Option<&Live>, s: &State, pos: usize
         effective_share_limits: e.settings.share_limits.resolve(&s.share_limits),
         queue_position: pos,
         force_start: e.settings.force_start,
+        sequential: e.settings.sequential,
+        first_last_piece_priority: e.settings.first_last_piece_priority,
     }
 }
 

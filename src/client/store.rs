@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::handle::FilePriority;
 use super::policy::ShareLimits;
 
 use super::ClientError;
@@ -63,6 +64,43 @@ pub struct Settings {
     pub seeding_ms: u64,
     /// Runs whatever the queue says (queueing ignores it).
     pub force_start: bool,
+    /// Each file's priority, by index (`None`: `files` decides). Kept beside `files`, which
+    /// always says which of them are wanted, so older versions still read the selection.
+    pub file_priorities: Option<Vec<FilePriority>>,
+    /// Pieces fetched in index order.
+    pub sequential: bool,
+    /// Each wanted file's first and last piece fetched first.
+    pub first_last_piece_priority: bool,
+}
+
+impl Settings {
+    /// Each file's priority, when anything but "all normal" was chosen: `file_priorities`,
+    /// else the `files` selection (settings written before priorities existed).
+    pub fn priorities(&self) -> Option<Vec<FilePriority>> {
+        match (&self.file_priorities, &self.files) {
+            (Some(p), files) if files.as_ref().is_none_or(|f| f.len() == p.len()) => {
+                Some(p.clone())
+            }
+            (_, Some(f)) => Some(
+                f.iter()
+                    .map(|&w| {
+                        if w {
+                            FilePriority::Normal
+                        } else {
+                            FilePriority::Skip
+                        }
+                    })
+                    .collect(),
+            ),
+            (p, None) => p.clone(),
+        }
+    }
+
+    /// Sets each file's priority, and `files` to match.
+    pub fn set_priorities(&mut self, p: Vec<FilePriority>) {
+        self.files = Some(p.iter().map(|p| p.wanted()).collect());
+        self.file_priorities = Some(p);
+    }
 }
 
 /// What [`Store::load`] found: magnet links with their settings, and torrent files' paths.

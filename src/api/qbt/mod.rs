@@ -17,11 +17,13 @@
 //!
 //! Categories, tags, share limits (qBittorrent's minutes are the engine's seconds times 60),
 //! queueing, force start, rechecks and seed mode (`skip_checking`) map onto the engine's
-//! (`client::policy`). What ringtorrent has no engine feature for yet (reannounces,
-//! sequential download, alternative speed limits, moving data) is not served; parameters of
-//! `torrents/add` that name such features (`sequentialDownload`, `firstLastPiecePrio`...) are
-//! accepted and ignored so that an add from Sonarr still succeeds, and each ignored one is
-//! written to `log/main` as a warning.
+//! (`client::policy`), as do file priorities (`filePrio`), sequential download and
+//! first/last-piece priority (`toggleSequentialDownload`, `toggleFirstLastPiecePrio`, and the
+//! `sequentialDownload`/`firstLastPiecePrio` parameters of `torrents/add`). What ringtorrent
+//! has no engine feature for yet (reannounces, alternative speed limits, moving data) is
+//! not served; parameters of `torrents/add` that name such features (`rename`, `autoTMM`...)
+//! are accepted and ignored so that an add from Sonarr still succeeds, and each ignored one
+//! is written to `log/main` as a warning.
 
 pub mod app;
 pub mod log;

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::api::Response;
 use crate::client::{
-    AddTorrent, Client, ClientError, PeerInfo, QueueMove, ShareLimits, TorrentHandle, TorrentState,
+    AddTorrent, Client, ClientError, FilePriority, PeerInfo, QueueMove, ShareLimits, TorrentHandle, TorrentState,
     TorrentStatus,
 };
 use crate::core::InfoHash;
@@ -216,7 +216,7 @@ pub fn info_object(st: &TorrentStatus, x: &Extra, t: &Times) -> Map<String, Valu
         "downloaded": st.downloaded_total,
         "downloaded_session": st.downloaded,
         "eta": eta,
-        "f_l_piece_prio": false,
+        "f_l_piece_prio": st.first_last_piece_priority,
         "force_start": st.force_start,
         "hash": st.info_hash,
         "inactive_seeding_time_limit": secs_to_minutes(own.inactive_seeding_time),
@@ -242,7 +242,7 @@ pub fn info_object(st: &TorrentStatus, x: &Extra, t: &Times) -> Map<String, Valu
         "seeding_time": st.seeding_time,
         "seeding_time_limit": secs_to_minutes(own.seeding_time),
         "seen_complete": t.completed.unwrap_or(-1),
-        "seq_dl": false,
+        "seq_dl": st.sequential,
         "size": st.size,
         "state": state,
         "super_seeding": false,
@@ -516,7 +516,7 @@ pub fn files(t: &TorrentHandle, indexes: Option<&str>) -> Result<Value, ClientEr
             "name": s.path,
             "size": f.length,
             "progress": progress,
-            "priority": if s.wanted { 1 } else { 0 },
+            "priority": s.priority.qbt(),
             "is_seed": s.done == f.length,
             "piece_range": [first, last],
             "availability": if s.done == f.length { 1.0 } else { progress },
@@ -571,9 +571,9 @@ fn add_options(api: &WebApi, client: &Client, p: &Params) -> Result<AddTorrent, 
     a.download_limit = p.int("dlLimit")?.and_then(limit_of);
     a.share_limits = share_limits_of(p)?;
     a.label = Some("qbt".into());
+    a.sequential = p.flag("sequentialDownload").unwrap_or(false);
+    a.first_last_piece_priority = p.flag("firstLastPiecePrio").unwrap_or(false);
     for key in [
-        "sequentialDownload",
-        "firstLastPiecePrio",
         "rename",
         "autoTMM",
         "addToTopOfQueue",
@@ -774,6 +774,14 @@ pub fn handle(
             Ok(super::json(&Value::Object(m)))
         }),
         "filePrio" => need_post(post).and_then(|()| file_prio(client, p)),
+        "toggleSequentialDownload" => need_post(post).and_then(|()| {
+            each(client, p, |t| t.set_sequential(!t.status()?.sequential))
+        }),
+        "toggleFirstLastPiecePrio" => need_post(post).and_then(|()| {
+            each(client, p, |t| {
+                t.set_first_last_piece_priority(!t.status()?.first_last_piece_priority)
+            })
+        }),
         "categories" => Ok(super::json(&categories_json(&client.categories()))),
         "createCategory" | "editCategory" => {
             need_post(post).and_then(|()| edit_category(client, p, name == "createCategory"))
@@ -960,16 +968,14 @@ fn queue_move(client: &Client, p: &Params, name: &str) -> Result<Response, Respo
     Ok(text(200, ""))
 }
 
-/// `torrents/filePrio`: priority 0 deselects the files, 1, 6 and 7 select them (ringtorrent
-/// has no levels between).
+/// `torrents/filePrio`: priority 0 (do not download), 1 (normal), 6 (high) or 7 (maximal)
+/// for the files whose indices `id` lists (`|`-separated).
 fn file_prio(client: &Client, p: &Params) -> Result<Response, Response> {
     let t = one(client, p)?;
     let prio = p
         .int("priority")?
         .ok_or_else(|| bad_request("Missing required parameter: priority"))?;
-    if ![0, 1, 6, 7].contains(&prio) {
-        return Err(bad_request("Priority is not valid"));
-    }
+    let prio = FilePriority::from_qbt(prio).ok_or_else(|| bad_request("Priority is not valid"))?;
     let info = t.info().map_err(|_| not_found())?;
     let files = t.files().map_err(|_| not_found())?;
     let Some(info) = info.filter(|_| !files.is_empty()) else {
@@ -979,9 +985,10 @@ fn file_prio(client: &Client, p: &Params) -> Result<Response, Response> {
     let real: Vec<usize> = (0..info.files().len())
         .filter(|&i| !info.files()[i].attr.padding)
         .collect();
-    let mut wanted: Vec<bool> = vec![true; info.files().len()];
+    // Padding files are never downloaded; their priority does not matter.
+    let mut prios: Vec<FilePriority> = vec![FilePriority::Normal; info.files().len()];
     for (f, &i) in files.iter().zip(&real) {
-        wanted[i] = f.wanted;
+        prios[i] = f.priority;
     }
     for id in p.required("id")?.split('|') {
         let i: usize = id
@@ -990,10 +997,11 @@ fn file_prio(client: &Client, p: &Params) -> Result<Response, Response> {
             .map_err(|_| bad_request(format!("File IDs must be integers: {id}")))?;
         let slot = real
             .get(i)
-            .and_then(|&r| wanted.get_mut(r))
+            .and_then(|&r| prios.get_mut(r))
             .ok_or_else(|| text(409, format!("File ID is not valid: {i}")))?;
-        *slot = prio > 0;
+        *slot = prio;
     }
-    t.set_files(wanted).map_err(|e| text(409, e.to_string()))?;
+    t.set_file_priorities(prios)
+        .map_err(|e| text(409, e.to_string()))?;
     Ok(text(200, ""))
 }
