@@ -40,8 +40,63 @@ pub struct DownloadArgs {
     /// Give up after this many seconds (0: never).
     #[arg(long, default_value_t = 0)]
     timeout: u64,
+    /// Download only these files: indices counted from 0 in the order `info` lists them
+    /// (padding files not counted), comma-separated, ranges allowed: `0,2-4`.
+    #[arg(long, value_name = "LIST", value_parser = parse_file_list)]
+    files: Option<FileList>,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+/// `--files`: inclusive ranges of file indices.
+#[derive(Debug, Clone)]
+pub struct FileList(Vec<(usize, usize)>);
+
+fn parse_file_list(s: &str) -> Result<FileList, String> {
+    let mut ranges = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        let num = |n: &str| {
+            n.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("`{part}` is not a file index or a range like 2-4"))
+        };
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => (num(part)?, num(part)?),
+        };
+        if a > b {
+            return Err(format!("`{part}`: the range ends before it starts"));
+        }
+        ranges.push((a, b));
+    }
+    Ok(FileList(ranges))
+}
+
+impl FileList {
+    /// The selection over `info`'s files (padding files included, always wanted), or an
+    /// error naming an index past the last file.
+    fn selection(&self, info: &Info) -> Result<Vec<bool>> {
+        let real = info.files().iter().filter(|f| !f.attr.padding).count();
+        if let Some(&(_, last)) = self.0.iter().find(|&&(_, b)| b >= real) {
+            bail!(
+                "--files: file index {last} is out of range: the torrent has {real} files (0-{})",
+                real.saturating_sub(1)
+            );
+        }
+        let mut index = 0;
+        Ok(info
+            .files()
+            .iter()
+            .map(|f| {
+                if f.attr.padding {
+                    return true;
+                }
+                let i = index;
+                index += 1;
+                self.0.iter().any(|&(a, b)| (a..=b).contains(&i))
+            })
+            .collect())
+    }
 }
 
 /// What `download` and `seed` both say of the engine.
@@ -359,8 +414,16 @@ pub fn download(args: DownloadArgs) -> Result<()> {
     let backend = client.backend();
     let events = client.subscribe();
     let arg = args.torrent.to_string_lossy();
-    let add = AddTorrent::parse(&arg).peers(resolve(&args.peers)?);
+    let mut add = AddTorrent::parse(&arg).peers(resolve(&args.peers)?);
     let magnet = matches!(add.source, ringtorrent::client::TorrentSource::Magnet(_));
+    if let (Some(list), ringtorrent::client::TorrentSource::File(path)) = (&args.files, &add.source)
+    {
+        // A .torrent: the selection is known before anything is created.
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let t = Torrent::from_bytes(&bytes).context("invalid torrent file")?;
+        add.files = Some(list.selection(&t.info)?);
+    }
     let mut selects = false;
     if let ringtorrent::client::TorrentSource::Magnet(uri) = &add.source {
         let m = ringtorrent::metainfo::Magnet::parse(uri).context("invalid magnet link")?;
@@ -387,7 +450,21 @@ pub fn download(args: DownloadArgs) -> Result<()> {
     while let Some(e) = events.try_recv() {
         report_added(&e);
     }
-    if selects {
+    if let (true, Some(list)) = (magnet, &args.files) {
+        let chosen = match list.selection(&info) {
+            Ok(c) => c,
+            Err(e) => {
+                client.shutdown();
+                return Err(e);
+            }
+        };
+        torrent.set_files(chosen)?;
+    }
+    if args.files.is_some() {
+        let files = torrent.files()?;
+        let chosen = files.iter().filter(|f| f.wanted).count();
+        eprintln!("--files selects {chosen} of {} files", files.len());
+    } else if selects {
         // BEP 53 `so=`: only the files the link selects are downloaded.
         let files = torrent.files()?;
         let chosen = files.iter().filter(|f| f.wanted).count();

@@ -148,7 +148,9 @@ pub struct PeerInfo {
 }
 
 /// How much a file is wanted: qBittorrent's file priorities (0, 1, 6, 7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum FilePriority {
     /// Not downloaded (0); its file is not created while no wanted piece touches it.

@@ -13,11 +13,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::events::DataSource;
+use super::handle::FilePriority;
 use super::ClientError;
+use crate::core::picker::{piece_priorities, Priority};
 use crate::core::Bitfield;
 use crate::metainfo::Info;
 use crate::storage::{
     check, CheckReport, DiskPool, FileState, OpenMode, ResumeData, ResumeError, Storage,
+    StorageOptions,
 };
 
 /// A torrent's storage, opened, with the pieces it holds.
@@ -34,22 +37,65 @@ impl Opened {
     }
 }
 
-/// Opens `info`'s files under `dir` (`mode` says whether missing ones are created) and finds
-/// which pieces they hold (see the module doc). `resume_dir` is where resume data lives.
-pub(crate) fn open(
+/// The files not to create (by index in [`Info::files`]): those no wanted piece touches under
+/// the file priorities `prios` (`None`: every file wanted). A skipped file that shares a piece
+/// with a wanted one is created, since that piece is downloaded.
+pub(crate) fn unneeded_files(info: &Info, prios: Option<&[FilePriority]>) -> Vec<bool> {
+    let Some(prios) = prios else {
+        return Vec::new();
+    };
+    let core: Vec<Priority> = prios
+        .iter()
+        .map(|p| {
+            if p.wanted() {
+                Priority::Normal
+            } else {
+                Priority::Skip
+            }
+        })
+        .collect();
+    let pieces = piece_priorities(info, &core);
+    let piece_len = u64::from(info.lengths().piece_len()).max(1);
+    info.files()
+        .iter()
+        .map(|f| {
+            if f.length == 0 {
+                return false;
+            }
+            let (first, last) = (f.offset / piece_len, (f.offset + f.length - 1) / piece_len);
+            (first..=last).all(|p| pieces.get(p as usize) == Some(&Priority::Skip))
+        })
+        .collect()
+}
+
+/// Opens `info`'s files under `dir` (`mode` says whether missing ones are created; those
+/// marked in `skip` are not: [`unneeded_files`]) without learning what they hold.
+pub(crate) fn open_storage(
     info: &Arc<Info>,
     dir: &Path,
     mode: OpenMode,
-    pool: &DiskPool,
-    trust_data: bool,
-    resume_dir: Option<&Path>,
-) -> Result<Opened, ClientError> {
-    let storage = Arc::new(Storage::open(info.clone(), dir, mode).map_err(|source| {
+    skip: &[bool],
+) -> Result<Storage, ClientError> {
+    Storage::open_selected(info.clone(), dir, StorageOptions::new(mode), skip).map_err(|source| {
         ClientError::Storage {
             name: info.name().to_string(),
             source,
         }
-    })?);
+    })
+}
+
+/// Opens `info`'s files under `dir` (`mode` says whether missing ones are created, `skip`
+/// which are not) and finds which pieces they hold (see the module doc). `resume_dir` is
+/// where resume data lives.
+pub(crate) fn open(
+    info: &Arc<Info>,
+    dir: &Path,
+    (mode, skip): (OpenMode, &[bool]),
+    pool: &DiskPool,
+    trust_data: bool,
+    resume_dir: Option<&Path>,
+) -> Result<Opened, ClientError> {
+    let storage = Arc::new(open_storage(info, dir, mode, skip)?);
     let (have, source) = restore(&storage, pool, trust_data, true, resume_dir);
     Ok(Opened {
         storage,
@@ -73,13 +119,15 @@ pub(crate) fn restore(
     if trust_data {
         return (Bitfield::full(pieces), DataSource::Trusted);
     }
-    // Files this open just created hold zeros: hashing them would only prove that.
+    // Files this open just created hold zeros: hashing them would only prove that. A
+    // writable storage's missing files are skipped ones, not created: nothing there either.
+    let writable = storage.is_writable();
     let all_new = just_opened
         && storage.file_states().all(|s| {
             matches!(
                 s,
                 FileState::Present { created: true, .. } | FileState::NotStored
-            )
+            ) || (writable && s == FileState::Missing)
         });
     if all_new {
         return (Bitfield::new(pieces), DataSource::New);

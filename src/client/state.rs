@@ -42,7 +42,7 @@ use crate::core::{Bitfield, InfoHash};
 use crate::driver::shard::{shard_of, LoopThread};
 use crate::driver::Driver;
 use crate::metainfo::{Info, Magnet, Torrent};
-use crate::storage::{DiskPool, OpenMode, Storage};
+use crate::storage::{DiskPool, FileState, OpenMode, Storage};
 use crate::tracker::Progress;
 
 /// How long a loop may take to answer before the request fails.
@@ -372,7 +372,7 @@ impl State {
         // are gone is held with the reason, not given fresh empty files to download again:
         // the disk or mount may just be missing, and a seedbox must not silently refill it.
         let problem = (settings.added != 0 && !settings.paused)
-            .then(|| self.missing_data(&info, &data_dir))
+            .then(|| self.missing_data(&info, &data_dir, &settings))
             .flatten();
         let mode = if problem.is_some() || settings.seed_only {
             OpenMode::ReadOnly
@@ -392,10 +392,11 @@ impl State {
                 source: DataSource::Missing,
             }
         } else {
+            let skip = open::unneeded_files(&info, settings.priorities().as_deref());
             open::open(
                 &info,
                 &data_dir,
-                mode,
+                (mode, &skip),
                 &self.pool,
                 trust_data || settings.seed_mode,
                 self.resume_dir().as_deref(),
@@ -607,7 +608,15 @@ impl State {
             p.resize(info.files().len(), FilePriority::Skip);
         }
         let dir = e.settings.save_dir.clone().unwrap_or(data_dir);
-        let opened = open::open(&info, &dir, e.mode(), &pool, false, resume_dir.as_deref());
+        let skip = open::unneeded_files(&info, e.settings.priorities().as_deref());
+        let opened = open::open(
+            &info,
+            &dir,
+            (e.mode(), &skip),
+            &pool,
+            false,
+            resume_dir.as_deref(),
+        );
         let opened = match opened {
             Ok(o) => o,
             Err(err) => {
@@ -885,12 +894,8 @@ impl State {
         let dir = entry.settings.save_dir.clone().unwrap_or(data_dir);
         let reopened = entry.problem.is_some();
         if reopened {
-            let storage = Storage::open(info.clone(), &dir, entry.mode()).map_err(|source| {
-                ClientError::Storage {
-                    name: info.name().to_string(),
-                    source,
-                }
-            })?;
+            let skip = open::unneeded_files(&info, entry.settings.priorities().as_deref());
+            let storage = open::open_storage(&info, &dir, entry.mode(), &skip)?;
             entry.storage = Some(Arc::new(storage));
             entry.problem = None;
         }
@@ -970,14 +975,42 @@ impl State {
             )));
         }
         let p = core_priorities(&prios);
+        // A file wanted now that was skipped when the storage was opened is created: the
+        // storage is opened again (existing files as they are) and replaces the old one.
+        let skip = open::unneeded_files(&info, Some(&prios));
+        let reopen = entry.storage.as_ref().filter(|s| {
+            s.is_writable()
+                && s.file_states().enumerate().any(|(i, st)| {
+                    st == FileState::Missing && !skip.get(i).copied().unwrap_or(false)
+                })
+        });
+        let (storage, old) = match reopen {
+            Some(s) => {
+                let dir = s.download_dir().to_path_buf();
+                let opened = Arc::new(open::open_storage(&info, &dir, entry.mode(), &skip)?);
+                (Some(opened.clone()), entry.storage.replace(opened))
+            }
+            None => (None, None),
+        };
         entry.settings.set_priorities(prios);
         let (id, shard) = (entry.id, entry.shard);
         self.save_settings(&hash)?;
         if let Some(id) = id {
             self.call(shard, move |d| {
                 let now = d.now();
+                if let Some(s) = storage {
+                    d.attach_storage(id, s);
+                }
                 d.session().set_file_priorities(id, &p, now);
             })?;
+        }
+        // What went through the old storage is made durable, as its successor's resume data
+        // will count on it (it syncs only what it wrote itself).
+        if let Some(old) = old {
+            old.wait_idle(Duration::from_secs(5));
+            if let Err(e) = old.sync() {
+                tracing::warn!("{hash}: {e}");
+            }
         }
         Ok(())
     }
@@ -1075,13 +1108,19 @@ impl State {
 
     /// Why `info`'s data cannot be served from `dir` when its resume data says it was there:
     /// the first of its files that is gone.
-    fn missing_data(&self, info: &Info, dir: &Path) -> Option<String> {
+    fn missing_data(&self, info: &Info, dir: &Path, settings: &Settings) -> Option<String> {
         if !self.store.as_ref()?.has_resume(info.info_hash()) {
             return None;
         }
+        // Files never created because nothing of them is wanted are not missing.
+        let skip = open::unneeded_files(info, settings.priorities().as_deref());
         info.files()
             .iter()
-            .filter(|f| !f.attr.padding && f.length > 0)
+            .enumerate()
+            .filter(|&(i, f)| {
+                !f.attr.padding && f.length > 0 && !skip.get(i).copied().unwrap_or(false)
+            })
+            .map(|(_, f)| f)
             .map(|f| dir.join(f.path.join("/")))
             .find(|p| !p.exists())
             .map(|p| {

@@ -30,6 +30,9 @@
 //! (fewer when the descriptor limit is low: [`set_open_file_cap`]);
 //! past that a file is opened for each access.
 //!
+//! Files the caller does not want ([`Storage::open_selected`]'s `skip`: deselected files that
+//! no wanted piece touches) are not created either until a later open wants them.
+//!
 //! BEP 47 padding files are never created: they read as zeros, and writes to them are
 //! ignored (as libtorrent does): the piece hash is computed over the zeros we hold, so a
 //! peer's non-zero padding cannot make a piece pass or fail wrongly.
@@ -133,7 +136,8 @@ pub enum FileState {
         /// and a full disk shows up as a failed write instead of at open.
         sparse: bool,
     },
-    /// The file does not exist ([`OpenMode::ReadOnly`] only).
+    /// The file does not exist ([`OpenMode::ReadOnly`], or a file skipped by
+    /// [`Storage::open_selected`]).
     Missing,
     /// The file exists with another size ([`OpenMode::ReadOnly`] only); the bytes that both
     /// sizes cover can still be read and checked.
@@ -359,6 +363,20 @@ impl Storage {
         download_dir: &Path,
         options: StorageOptions,
     ) -> Result<Storage, StorageError> {
+        Self::open_selected(info, download_dir, options, &[])
+    }
+
+    /// Like [`Storage::open_with`], but in the create modes a file marked in `skip` (by index
+    /// in [`Info::files`]; indices past its end are not skipped) that does not exist is
+    /// neither created nor preallocated: it is [`FileState::Missing`], and its space is not
+    /// counted. A skipped file that exists is opened as usual. Open again with a smaller
+    /// `skip` to create such a file once it is wanted.
+    pub fn open_selected(
+        info: Arc<Info>,
+        download_dir: &Path,
+        options: StorageOptions,
+        skip: &[bool],
+    ) -> Result<Storage, StorageError> {
         let resolve = if options.refuse_symlinks {
             Resolve::NoSymlinks
         } else {
@@ -443,10 +461,14 @@ impl Storage {
 
         // 2. Enough space for what is still to allocate, per filesystem. fallocate's ENOSPC
         // stays the final word; this check refuses before anything is created.
+        let skipped = |i: usize, f: &Found| f.fd.is_none() && skip.get(i).copied().unwrap_or(false);
         if writable {
             let mut needed: HashMap<u64, u64> = HashMap::new();
-            for (entry, f) in info.files().iter().zip(&found) {
+            for (i, (entry, f)) in info.files().iter().zip(&found).enumerate() {
                 let Some(f) = f else { continue };
+                if skipped(i, f) {
+                    continue;
+                }
                 let more = entry.length.saturating_sub(f.allocated);
                 let total = needed.entry(f.dev).or_default();
                 *total = total.saturating_add(more);
@@ -470,11 +492,16 @@ impl Storage {
 
         // 3. Create and preallocate; undo on failure.
         let mut undo = Undo::default();
+        let skip: Vec<bool> = found
+            .iter()
+            .enumerate()
+            .map(|(i, f)| f.as_ref().is_some_and(|f| skipped(i, f)))
+            .collect();
         let result = Self::materialise(
             &info,
             &dir,
             root.as_fd(),
-            mode,
+            (mode, &skip),
             resolve,
             &mut found,
             &mut undo,
@@ -524,22 +551,27 @@ impl Storage {
         Ok(storage)
     }
 
+    /// Creates and preallocates the files; `skip` (by index) are left missing.
     fn materialise(
         info: &Info,
         dir: &Path,
         root: BorrowedFd<'_>,
-        mode: OpenMode,
+        (mode, skip): (OpenMode, &[bool]),
         resolve: Resolve,
         found: &mut [Option<Found>],
         undo: &mut Undo,
     ) -> Result<Vec<FileState>, StorageError> {
         let mut ready_folders: HashSet<PathBuf> = HashSet::new();
         let mut states = Vec::with_capacity(found.len());
-        for (entry, f) in info.files().iter().zip(found.iter_mut()) {
+        for (i, (entry, f)) in info.files().iter().zip(found.iter_mut()).enumerate() {
             let Some(f) = f else {
                 states.push(FileState::NotStored);
                 continue;
             };
+            if skip[i] {
+                states.push(FileState::Missing);
+                continue;
+            }
             let rel = entry.relative_path();
             let path = dir.join(&rel);
             if mode == OpenMode::ReadOnly {
@@ -642,6 +674,11 @@ impl Storage {
     /// [`Info::files`]) when the storage was opened.
     pub fn file_states(&self) -> impl ExactSizeIterator<Item = FileState> + '_ {
         self.files.iter().map(|s| s.state)
+    }
+
+    /// Whether files may be created and written (not [`OpenMode::ReadOnly`]).
+    pub fn is_writable(&self) -> bool {
+        self.writable
     }
 
     /// The full path of file `index`.

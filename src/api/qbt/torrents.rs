@@ -12,8 +12,8 @@ use super::{
 };
 use crate::api::Response;
 use crate::client::{
-    AddTorrent, Client, ClientError, FilePriority, PeerInfo, QueueMove, ShareLimits, TorrentHandle, TorrentState,
-    TorrentStatus,
+    AddTorrent, Client, ClientError, FilePriority, PeerInfo, QueueMove, ShareLimits, TorrentHandle,
+    TorrentState, TorrentStatus,
 };
 use crate::core::InfoHash;
 
