@@ -212,3 +212,88 @@ fn a_sequential_download_from_one_seed_verifies_pieces_in_order() {
     seed.shutdown();
     common::same_tree(&tmp.path().join("seed"), &tmp.path().join("leech"));
 }
+
+/// `ringtorrent download --files`: only the listed files (ranges allowed) are downloaded, a
+/// file no listed file shares a piece with is not created, and an index past the last file is
+/// a clear error.
+#[test]
+fn download_files_fetches_only_the_listed_files() {
+    use common::{loopback_addr, ringtorrent, run_bounded, run_ok, Proc, START_LIMIT};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tree = data.join("d");
+    // 32 KiB pieces; every file but the last a whole number of pieces.
+    common::write_payload(&tree.join("one.bin"), 5 * 32 * 1024, 1);
+    common::write_payload(&tree.join("three.bin"), 3 * 32 * 1024, 2);
+    common::write_payload(&tree.join("two.bin"), 70_001, 3);
+    common::write_payload(&tree.join("zz.bin"), 40_000, 4);
+    let torrent = dir.path().join("d.torrent");
+    run_ok(
+        ringtorrent()
+            .arg("create")
+            .arg(&tree)
+            .args(["-l", "32K", "-o"])
+            .arg(&torrent),
+    );
+    let names: Vec<String> = common::info_json(&torrent)["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["padding"] != true)
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["d/one.bin", "d/three.bin", "d/two.bin", "d/zz.bin"].map(String::from),
+        "the order the test relies on"
+    );
+    let seed = Proc::watch(
+        "seed",
+        ringtorrent()
+            .arg("seed")
+            .arg(&torrent)
+            .arg(&data)
+            .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "120"])
+            .arg("--state-dir")
+            .arg(dir.path().join("seed-state")),
+        &dir.path().join("seed.log"),
+    );
+    let addr = loopback_addr(&seed.first_line(START_LIMIT));
+    let download = |out: &Path, files: &str| {
+        run_bounded(
+            ringtorrent()
+                .arg("download")
+                .arg(&torrent)
+                .arg("-o")
+                .arg(out)
+                .args(["--bind", "127.0.0.1", "--timeout", "90", "--peer", &addr])
+                .args(["--files", files])
+                .arg("--state-dir")
+                .arg(out.with_extension("state")),
+            Duration::from_secs(120),
+        )
+    };
+    let out = dir.path().join("out");
+    let result = download(&out, "0,2-3");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    assert!(stderr.contains("selects 3 of 4 files"), "{stderr}");
+    for name in ["one.bin", "two.bin", "zz.bin"] {
+        same_file(&tree.join(name), &out.join("d").join(name));
+    }
+    assert!(
+        !out.join("d/three.bin").exists(),
+        "a deselected file was created"
+    );
+
+    let bad = download(&dir.path().join("bad"), "1,4");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        stderr.contains("file index 4 is out of range: the torrent has 4 files (0-3)"),
+        "{stderr}"
+    );
+    let bad = download(&dir.path().join("bad2"), "1-x");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a file index"));
+}
