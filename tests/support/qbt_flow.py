@@ -197,6 +197,35 @@ def main():
     peers = c.sync_torrent_peers(torrent_hash=h)
     check(isinstance(peers.peers, dict), "torrentPeers")
     check(c.torrents_webseeds(torrent_hash=h) == [], "webseeds")
+
+    # File priorities: 0 (do not download) and 7 (maximal) reported by torrents/files;
+    # qBittorrent's 400 for a priority it has not, 409 for a file index it has not.
+    c.torrents_file_priority(torrent_hash=h, file_ids=0, priority=0)
+    check(c.torrents_files(torrent_hash=h)[0].priority == 0, "filePrio 0")
+    c.torrents_file_priority(torrent_hash=h, file_ids=[0], priority=7)
+    check(c.torrents_files(torrent_hash=h)[0].priority == 7, "filePrio 7")
+    for bad, error in [(dict(file_ids=0, priority=3), qba.InvalidRequest400Error),
+                       (dict(file_ids=5, priority=1), qba.Conflict409Error)]:
+        try:
+            c.torrents_file_priority(torrent_hash=h, **bad)
+            raise AssertionError(f"filePrio {bad} accepted")
+        except error:
+            pass
+    c.torrents_file_priority(torrent_hash=h, file_ids=0, priority=1)
+    check(c.torrents_files(torrent_hash=h)[0].priority == 1, "filePrio 1")
+
+    # Sequential download and first/last-piece priority flip seq_dl and f_l_piece_prio.
+    t = c.torrents_info(torrent_hashes=h)[0]
+    check(t.seq_dl is False and t.f_l_piece_prio is False, f"order flags off: {t}")
+    c.torrents_toggle_sequential_download(torrent_hashes=h)
+    t = c.torrents_info(torrent_hashes=h)[0]
+    check(t.seq_dl is True and t.f_l_piece_prio is False, "seq_dl toggled on")
+    c.torrents_toggle_first_last_piece_priority(torrent_hashes=h)
+    check(c.torrents_info(torrent_hashes=h)[0].f_l_piece_prio is True, "f_l_piece_prio on")
+    c.torrents_toggle_sequential_download(torrent_hashes=h)
+    c.torrents_toggle_first_last_piece_priority(torrent_hashes=h)
+    t = c.torrents_info(torrent_hashes=h)[0]
+    check(t.seq_dl is False and t.f_l_piece_prio is False, "both toggled off again")
     try:
         c.torrents_properties(torrent_hash="f" * 40)
         raise AssertionError("properties of an unknown torrent")
@@ -351,7 +380,7 @@ def main():
     c.torrents_delete(delete_files=False, torrent_hashes=h2)
 
     # What is not served answers 404, as qBittorrent answers an unknown method.
-    for method in ("torrents/toggleSequentialDownload", "torrents/noSuchMethod"):
+    for method in ("torrents/setSuperSeeding", "torrents/noSuchMethod"):
         r = c._http_session.post(f"{url}/api/v2/{method}", data={"hashes": h}, timeout=10)
         check(r.status_code == 404, f"{method}: {r.status_code}")
 
