@@ -219,7 +219,12 @@ fn statuses_are_qbittorrents() {
             200,
         ),
         ("POST", "/api/v2/torrents/toggleFirstLastPiecePrio", "", 400),
-        ("POST", "/api/v2/torrents/setSuperSeeding", "hashes=all", 404),
+        (
+            "POST",
+            "/api/v2/torrents/setSuperSeeding",
+            "hashes=all",
+            404,
+        ),
         ("GET", "/api/v2/nosuch/thing", "", 404),
         ("GET", "/api/v2/torrents/add", "", 405),
         ("GET", "/api/v2/torrents/properties", "", 400),

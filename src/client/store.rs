@@ -267,9 +267,36 @@ mod tests {
                        "source": "api", "added": 7}"#;
         let s: Settings = serde_json::from_slice(old).unwrap();
         assert!(s.paused && s.upload_limit == Some(5) && s.added == 7);
-        assert_eq!((s.save_dir, s.files, s.seed_only), (None, None, false));
-        assert_eq!((s.category, s.tags.len()), (None, 0));
+        assert_eq!((&s.save_dir, &s.files, s.seed_only), (&None, &None, false));
+        assert_eq!((&s.category, s.tags.len()), (&None, 0));
         assert_eq!(s.share_limits, ShareLimits::USE_GLOBAL);
+        assert_eq!(s.priorities(), None);
+        assert!(!s.sequential && !s.first_last_piece_priority);
+        // A selection written before priorities existed reads as Normal and Skip.
+        let s: Settings = serde_json::from_slice(br#"{"files": [true, false]}"#).unwrap();
+        assert_eq!(
+            s.priorities(),
+            Some(vec![FilePriority::Normal, FilePriority::Skip])
+        );
+    }
+
+    #[test]
+    fn file_priorities_round_trip_with_the_selection_beside() {
+        let mut s = Settings::default();
+        s.set_priorities(vec![
+            FilePriority::Maximal,
+            FilePriority::Skip,
+            FilePriority::High,
+        ]);
+        assert_eq!(s.files, Some(vec![true, false, true]));
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(
+            json.contains(r#""file_priorities":["maximal","skip","high"]"#),
+            "{json}"
+        );
+        let back: Settings = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.priorities(), s.file_priorities);
     }
 
     #[test]
