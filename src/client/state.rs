@@ -301,7 +301,7 @@ impl State {
             restored,
         } = add;
         let restored = restored.map(|r| match r {
-            Restored::Settings(s) => s,
+            Restored::Settings(s) => *s,
             Restored::Beside(path) => Store::settings(&path),
         });
         let restored_marker = restored.as_ref().map(|_| ());
