@@ -297,3 +297,69 @@ fn download_files_fetches_only_the_listed_files() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a file index"));
 }
+
+/// `serve`'s own JSON API: a torrent's files with their priorities, setting them, and the
+/// download order; all kept across a restart.
+#[test]
+fn serve_api_sets_file_priorities_and_order_and_keeps_them() {
+    use common::serve::{torrent, Serve};
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let (t, hash) = torrent(dir.path(), "p.bin", 200_000, 3);
+    let serve = Serve::start(dir.path(), &[]);
+    let (status, v) = serve.json("POST", "/torrents", &std::fs::read(&t).unwrap());
+    assert_eq!(status, 201, "{v}");
+    let path = format!("/torrents/{hash}");
+    let (status, v) = serve.json("GET", &format!("{path}/files"), b"");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v[0]["priority"].clone(), v[0]["wanted"].clone()),
+        (json!("normal"), json!(true))
+    );
+    let (status, v) = serve.json(
+        "PUT",
+        &format!("{path}/files"),
+        br#"{"priorities": ["high"]}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v[0]["priority"], "high");
+    for bad in [
+        &br#"{"priorities": ["urgent"]}"#[..],
+        br#"{"priorities": ["high", "skip"]}"#,
+        b"{}",
+    ] {
+        let (status, v) = serve.json("PUT", &format!("{path}/files"), bad);
+        assert_eq!(status, 400, "{v}");
+    }
+    let (status, v) = serve.json("PUT", &format!("{path}/order"), br#"{"sequential": true}"#);
+    assert_eq!(
+        (status, v),
+        (
+            200,
+            json!({"sequential": true, "first_last_piece_priority": false})
+        )
+    );
+    let (status, _) = serve.json("PUT", &format!("{path}/order"), br#"{"sequential": 1}"#);
+    assert_eq!(status, 400);
+    let (status, _) = serve.json(
+        "PUT",
+        &format!("{path}/order"),
+        br#"{"first_last_piece_priority": true}"#,
+    );
+    assert_eq!(status, 200);
+    assert!(serve.stop().success());
+
+    let serve = Serve::start(dir.path(), &[]);
+    let (_, v) = serve.json("GET", &path, b"");
+    assert_eq!(
+        (
+            v["sequential"].clone(),
+            v["first_last_piece_priority"].clone()
+        ),
+        (json!(true), json!(true)),
+        "{v}"
+    );
+    let (_, v) = serve.json("GET", &format!("{path}/files"), b"");
+    assert_eq!(v[0]["priority"], "high", "{v}");
+    assert!(serve.stop().success());
+}

@@ -27,6 +27,12 @@
 //!                                        client's, -1: none; action "default", "stop",
 //!                                        "remove" or "remove_with_data"
 //!   PUT    /torrents/<hash>/force_start  {"force_start": true}
+//!   GET    /torrents/<hash>/files        each file: path, length, done, wanted, priority
+//!   PUT    /torrents/<hash>/files        {"priorities": ["normal", "skip", "high",
+//!                                        "maximal", ...]}, one per file of the info
+//!                                        dictionary (padding files included)
+//!   PUT    /torrents/<hash>/order        any of {"sequential": true,
+//!                                        "first_last_piece_priority": true}
 //!   POST   /torrents/<hash>/queue/<top|bottom|up|down>
 //!   GET    /categories                   [{"name", "save_path"}]
 //!   POST   /categories                   {"name": "tv", "save_path": "/data/tv" or null}
@@ -62,7 +68,9 @@ use ringtorrent::api::guard::{Policy, Refusal};
 use ringtorrent::api::parse;
 use ringtorrent::api::qbt::{self, WebApi, WebSettings};
 use ringtorrent::api::{Handler, Head, Request, Response, Server, ServerConfig};
-use ringtorrent::client::{AddTorrent, Client, ClientError, QueueMove, TorrentHandle};
+use ringtorrent::client::{
+    AddTorrent, Client, ClientError, FilePriority, QueueMove, TorrentHandle,
+};
 use ringtorrent::core::InfoHash;
 
 use super::ServeConfig;
@@ -489,7 +497,11 @@ fn handle_own(client: &Client, req: Request) -> Response {
                     | ("POST", ["pause" | "resume"])
                     | ("GET", ["peers"])
                     | ("PUT" | "POST", ["limits"])
-                    | ("PUT", ["category" | "share_limits" | "force_start"])
+                    | (
+                        "PUT",
+                        ["category" | "share_limits" | "force_start" | "order"]
+                    )
+                    | ("GET" | "PUT", ["files"])
                     | ("POST", ["tags"])
                     | ("POST", ["queue", "top" | "bottom" | "up" | "down"])
             );
@@ -559,6 +571,51 @@ fn handle_own(client: &Client, req: Request) -> Response {
                     torrent
                         .set_force_start(on)
                         .map(|()| json!({ "force_start": on }))
+                }
+                ("GET", ["files"]) => torrent.files().map(|f| json!(f)),
+                ("PUT", ["files"]) => {
+                    let prios = match object(&body).and_then(|o| {
+                        serde_json::from_value::<Vec<FilePriority>>(
+                            o.get("priorities").cloned().unwrap_or(Value::Null),
+                        )
+                        .map_err(|e| {
+                            Response::error(
+                                400,
+                                format!("send {{\"priorities\": [\"normal\" or \"skip\" or \"high\" or \"maximal\", ...]}}: {e}"),
+                            )
+                        })
+                    }) {
+                        Ok(p) => p,
+                        Err(r) => return r,
+                    };
+                    torrent
+                        .set_file_priorities(prios)
+                        .and_then(|()| torrent.files())
+                        .map(|f| json!(f))
+                }
+                ("PUT", ["order"]) => {
+                    let o = match object(&body) {
+                        Ok(o) => o,
+                        Err(r) => return r,
+                    };
+                    let flag = |k: &str| match o.get(k) {
+                        None => Ok(None),
+                        Some(Value::Bool(b)) => Ok(Some(*b)),
+                        Some(_) => Err(Response::error(400, format!("`{k}` is true or false"))),
+                    };
+                    let (seq, fl) = match (flag("sequential"), flag("first_last_piece_priority")) {
+                        (Ok(a), Ok(b)) => (a, b),
+                        (Err(r), _) | (_, Err(r)) => return r,
+                    };
+                    seq.map_or(Ok(()), |on| torrent.set_sequential(on))
+                        .and_then(|()| {
+                            fl.map_or(Ok(()), |on| torrent.set_first_last_piece_priority(on))
+                        })
+                        .and_then(|()| torrent.status())
+                        .map(|s| {
+                            json!({"sequential": s.sequential,
+                                   "first_last_piece_priority": s.first_last_piece_priority})
+                        })
                 }
                 ("POST", ["queue", to]) => {
                     let to = match *to {
