@@ -286,6 +286,34 @@ fn download_files_fetches_only_the_listed_files() {
         "a deselected file was created"
     );
 
+    // The same through a magnet link: the selection waits for the metadata.
+    let hash = common::info_json(&torrent)["info_hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = dir.path().join("mag");
+    let result = run_bounded(
+        ringtorrent()
+            .arg("download")
+            .arg(format!("magnet:?xt=urn:btih:{hash}&x.pe={addr}"))
+            .arg("-o")
+            .arg(&out)
+            .args(["--bind", "127.0.0.1", "--timeout", "90", "--files", "0,2-3"])
+            .arg("--state-dir")
+            .arg(out.with_extension("state")),
+        Duration::from_secs(120),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    assert!(stderr.contains("selects 3 of 4 files"), "{stderr}");
+    for name in ["one.bin", "two.bin", "zz.bin"] {
+        same_file(&tree.join(name), &out.join("d").join(name));
+    }
+    assert!(
+        !out.join("d/three.bin").exists(),
+        "a deselected file was created"
+    );
+
     let bad = download(&dir.path().join("bad"), "1,4");
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success());

@@ -423,6 +423,16 @@ pub fn download(args: DownloadArgs) -> Result<()> {
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let t = Torrent::from_bytes(&bytes).context("invalid torrent file")?;
         add.files = Some(list.selection(&t.info)?);
+    } else if let (Some(list), true) = (&args.files, magnet) {
+        // A magnet link: a first guess (padding files are not known yet) so that files left
+        // out are not created when the metadata comes; corrected then.
+        let last = list.0.iter().map(|&(_, b)| b).max().unwrap_or(0);
+        let n = last.saturating_add(1).min(ringtorrent::limits::MAX_FILES);
+        add.files = Some(
+            (0..n)
+                .map(|i| list.0.iter().any(|&(a, b)| (a..=b).contains(&i)))
+                .collect(),
+        );
     }
     let mut selects = false;
     if let ringtorrent::client::TorrentSource::Magnet(uri) = &add.source {
