@@ -265,7 +265,7 @@ impl AddTorrent {
 #[derive(Debug, Clone)]
 pub(crate) enum Restored {
     /// Read already.
-    Settings(Settings),
+    Settings(Box<Settings>),
     /// Beside this file, to be read when the torrent is added.
     Beside(PathBuf),
 }
@@ -455,7 +455,7 @@ impl Client {
         let adds = magnets
             .into_iter()
             .map(|(uri, settings)| AddTorrent {
-                restored: Some(Restored::Settings(settings)),
+                restored: Some(Restored::Settings(Box::new(settings))),
                 ..AddTorrent::magnet(uri)
             })
             .chain(torrents.into_iter().map(|path| AddTorrent {

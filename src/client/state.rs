@@ -300,7 +300,7 @@ impl State {
             restored,
         } = add;
         let restored = restored.map(|r| match r {
-            Restored::Settings(s) => s,
+            Restored::Settings(s) => *s,
             Restored::Beside(path) => Store::settings(&path),
         });
         let mut settings = match restored {
