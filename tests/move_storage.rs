@@ -334,3 +334,60 @@ fn a_move_that_cannot_finish_is_rolled_back_at_the_next_start() {
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&settings).unwrap()).unwrap();
     assert!(s["moving"].is_null(), "{s}");
 }
+
+#[test]
+fn the_webapi_moves_with_qbittorrents_statuses() {
+    use ringtorrent::api::qbt::{torrents, Params, WebApi, WebSettings};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    common::write_payload(&data.join("pack/a.bin"), 300_000, 11);
+    let torrent = torrent_of(&data);
+    let client = Client::start(config(&data)).unwrap();
+    let t = client.add(AddTorrent::bytes(torrent)).unwrap();
+    let hash = t.info_hash().to_hex();
+    let auth = ringtorrent::api::auth::Auth::new(ringtorrent::api::auth::AuthConfig {
+        session_ttl: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .unwrap();
+    let api = WebApi::new(std::sync::Arc::new(auth), WebSettings::default());
+    let call = |name: &str, pairs: &[(&str, &str)]| {
+        torrents::handle(&api, &client, name, &Params::from_pairs(pairs), true)
+            .expect("served")
+            .status
+    };
+    assert_eq!(
+        call("setLocation", &[("hashes", &hash), ("location", " ")]),
+        400
+    );
+    let blocker = tmp.path().join("blocker");
+    std::fs::write(&blocker, b"a file").unwrap();
+    let under_file = blocker.join("x");
+    assert_eq!(
+        call(
+            "setLocation",
+            &[
+                ("hashes", &hash),
+                ("location", under_file.to_str().unwrap())
+            ]
+        ),
+        409
+    );
+    let new = tmp.path().join("new");
+    assert_eq!(
+        call(
+            "setLocation",
+            &[("hashes", &hash), ("location", new.to_str().unwrap())]
+        ),
+        200
+    );
+    wait_moved(&t);
+    assert_eq!(
+        t.status().unwrap().save_dir,
+        std::fs::canonicalize(&new).unwrap()
+    );
+    assert!(new.join("pack/a.bin").exists());
+    assert_eq!(call("reannounce", &[("hashes", &hash)]), 200);
+    assert_eq!(call("reannounce", &[("hashes", "all")]), 200);
+    client.shutdown();
+}
