@@ -52,6 +52,7 @@ mod open;
 mod organize;
 pub mod policy;
 mod probe;
+mod relocate;
 mod share;
 mod state;
 mod store;
@@ -75,7 +76,7 @@ pub use open::check_data;
 pub use policy::{Category, QueueConfig, QueueMove, ShareAction, ShareLimits};
 pub use probe::{probe_peer, PeerProbe, Pieces, ProbeError};
 pub use state::magnet_peers;
-pub use store::Settings;
+pub use store::{MoveIntent, Settings};
 
 use crate::core::api::Event;
 use crate::core::{InfoHash, PeerId, Session, Time};
@@ -264,7 +265,7 @@ impl AddTorrent {
 #[derive(Debug, Clone)]
 pub(crate) enum Restored {
     /// Read already.
-    Settings(Settings),
+    Settings(Box<Settings>),
     /// Beside this file, to be read when the torrent is added.
     Beside(PathBuf),
 }
@@ -454,7 +455,7 @@ impl Client {
         let adds = magnets
             .into_iter()
             .map(|(uri, settings)| AddTorrent {
-                restored: Some(Restored::Settings(settings)),
+                restored: Some(Restored::Settings(Box::new(settings))),
                 ..AddTorrent::magnet(uri)
             })
             .chain(torrents.into_iter().map(|path| AddTorrent {

@@ -101,6 +101,8 @@ pub(crate) struct Entry {
     /// What the check at its add found, when the queue held it from the start: used when
     /// it first starts, so its data is not checked twice.
     pub held_have: Option<Bitfield>,
+    /// Its data is being moved (`relocate.rs`): bytes done of the total.
+    pub moving: Option<Arc<super::relocate::MoveProgress>>,
 }
 
 impl Entry {
@@ -298,7 +300,7 @@ impl State {
             restored,
         } = add;
         let restored = restored.map(|r| match r {
-            Restored::Settings(s) => s,
+            Restored::Settings(s) => *s,
             Restored::Beside(path) => Store::settings(&path),
         });
         let mut settings = match restored {
@@ -355,6 +357,15 @@ impl State {
                 )));
             }
         }
+        // A move this torrent was in when the client stopped is finished (or rolled back)
+        // before its data is looked at.
+        let recovered = match settings.moving.take() {
+            Some(intent) => {
+                super::relocate::recover(&info, intent, &mut settings);
+                true
+            }
+            None => false,
+        };
         let data_dir = settings
             .save_dir
             .clone()
@@ -433,10 +444,11 @@ impl State {
                 slow_since: None,
                 counters_dirty: false,
                 held_have,
+                moving: None,
             },
         );
         self.enqueue(hash);
-        if new {
+        if new || recovered {
             self.save_settings(&hash)?;
         }
         tracing::info!(
@@ -547,6 +559,7 @@ impl State {
                 slow_since: None,
                 counters_dirty: false,
                 held_have,
+                moving: None,
             },
         );
         self.enqueue(hash);
@@ -798,6 +811,7 @@ impl State {
         if self.entry(hash)?.magnet.is_some() {
             return Err(ClientError::NoMetadata(hash));
         }
+        self.refuse_while_moving(hash)?;
         self.deactivate(hash)?;
         let entry = self.entry_mut(hash)?;
         entry.settings.seed_mode = false;
@@ -872,6 +886,11 @@ impl State {
         let entry = self.entry_mut(hash)?;
         if entry.id.is_some() || entry.magnet.is_some() {
             return Ok(());
+        }
+        if entry.moving.is_some() {
+            // It starts where its data went, when the move ends.
+            entry.settings.paused = false;
+            return self.save_settings(&hash);
         }
         let info = entry.info.clone().ok_or(ClientError::NoMetadata(hash))?;
         let dir = entry.settings.save_dir.clone().unwrap_or(data_dir);
@@ -969,6 +988,7 @@ impl State {
     }
 
     pub fn remove(&mut self, hash: InfoHash, delete_data: bool) -> Result<(), ClientError> {
+        self.refuse_while_moving(hash)?;
         let e = self.entry(hash)?;
         let (magnet, name) = (e.magnet.is_some(), e.name(&hash));
         if magnet {
@@ -1272,6 +1292,16 @@ impl State {
         }
     }
 
+    /// Asks the torrent's trackers for peers now (`TorrentHandle::reannounce`); nothing for
+    /// a torrent out of its loop.
+    pub fn reannounce(&mut self, hash: InfoHash) -> Result<(), ClientError> {
+        self.entry(hash)?;
+        if let Some(t) = self.trackers.as_mut() {
+            t.reannounce(hash);
+        }
+        Ok(())
+    }
+
     /// A torrent completed: its trackers hear `completed` now, and its resume data is saved.
     pub fn on_completed(&mut self, hash: InfoHash) {
         let Some(e) = self.torrents.get(&hash) else {
@@ -1470,6 +1500,7 @@ fn status(hash: &InfoHash, e: &Entry, live: Option<&Live>, s: &State, pos: usize
         .map_or((0, 0), |i| (i.total_len(), i.lengths().piece_count()));
     let have = live.map_or(e.saved.unwrap_or(0), |l| l.have);
     let state = match (e.id, live) {
+        _ if e.moving.is_some() => TorrentState::Moving,
         _ if e.magnet.is_some() => TorrentState::Metadata,
         (None, _) if e.problem.is_some() => TorrentState::Error,
         (None, _) if e.queued && !e.settings.paused => TorrentState::Queued,
@@ -1531,6 +1562,7 @@ fn status(hash: &InfoHash, e: &Entry, live: Option<&Live>, s: &State, pos: usize
         effective_share_limits: e.settings.share_limits.resolve(&s.share_limits),
         queue_position: pos,
         force_start: e.settings.force_start,
+        moving: e.moving.as_ref().map(|m| m.fraction()),
     }
 }
 

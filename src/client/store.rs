@@ -63,6 +63,18 @@ pub struct Settings {
     pub seeding_ms: u64,
     /// Runs whatever the queue says (queueing ignores it).
     pub force_start: bool,
+    /// A move of its data under way (`TorrentHandle::move_storage`), kept before the first
+    /// file moves: a client that starts and finds it finishes the move, or rolls it back.
+    pub moving: Option<MoveIntent>,
+}
+
+/// A move of a torrent's data from one folder to another, as kept in its [`Settings`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveIntent {
+    /// The folder its data is moving from.
+    pub from: PathBuf,
+    /// The folder its data is moving to.
+    pub to: PathBuf,
 }
 
 /// What [`Store::load`] found: magnet links with their settings, and torrent files' paths.
