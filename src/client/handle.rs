@@ -36,6 +36,9 @@ pub enum TorrentState {
     /// Its data is being moved to another folder ([`TorrentHandle::move_storage`]); how far
     /// along is [`TorrentStatus::moving`].
     Moving,
+    /// Its data is being checked from scratch ([`TorrentHandle::recheck`]); how far along is
+    /// [`TorrentStatus::checking`].
+    Checking,
 }
 
 impl TorrentState {
@@ -49,6 +52,7 @@ impl TorrentState {
             TorrentState::Error => "error",
             TorrentState::Queued => "queued",
             TorrentState::Moving => "moving",
+            TorrentState::Checking => "checking",
         }
     }
 }
@@ -117,6 +121,8 @@ pub struct TorrentStatus {
     pub force_start: bool,
     /// While its data is being moved: the share of the bytes moved, 0 to 1.
     pub moving: Option<f64>,
+    /// While its data is being checked from scratch: the share of the bytes hashed, 0 to 1.
+    pub checking: Option<f64>,
 }
 
 /// One connected peer.
@@ -215,9 +221,13 @@ impl TorrentHandle {
     }
 
     /// Checks its data again from scratch, ignoring resume data, and carries on from what
-    /// the check finds (ends seed mode). Runs the check before returning.
+    /// the check finds (ends seed mode). Runs the check on this thread, on the disk pool's
+    /// hashing threads, before returning; the client's lock is not held meanwhile, so other
+    /// handles and the API answer, this torrent showing [`TorrentState::Checking`].
     pub fn recheck(&self) -> Result<(), ClientError> {
-        self.shared.with(|s| s.recheck(self.hash))
+        let job = self.shared.with(|s| s.begin_recheck(self.hash))?;
+        let have = job.run();
+        self.shared.with(|s| s.finish_recheck(self.hash, have))
     }
 
     /// Removes it from the client (and the state folder); with `delete_data`, its files too.

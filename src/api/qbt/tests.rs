@@ -42,6 +42,7 @@ fn status(hash: char, state: TorrentState) -> TorrentStatus {
         effective_share_limits: ShareLimits::default(),
         queue_position: 1,
         force_start: false,
+        checking: None,
         moving: None,
     }
 }

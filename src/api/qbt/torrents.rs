@@ -53,6 +53,8 @@ pub fn state_name(st: &TorrentStatus, paused: bool) -> &'static str {
         }
         TorrentState::Error => "error",
         TorrentState::Moving => "moving",
+        TorrentState::Checking if st.bytes_left == 0 && st.size > 0 => "checkingUP",
+        TorrentState::Checking => "checkingDL",
     }
 }
 
