@@ -11,20 +11,13 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use ringtorrent::client::{
-    AddTorrent, Client, ClientConfig, ClientEvent, IoChoice, TorrentHandle, TorrentState,
+    AddTorrent, Client, ClientConfig, ClientEvent, TorrentHandle, TorrentState,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn config(data: &Path) -> ClientConfig {
-    ClientConfig {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        loops: 1,
-        io: IoChoice::Auto,
-        data_dir: data.to_path_buf(),
-        trackers: false,
-        ..ClientConfig::default()
-    }
+    common::client_config(data, 1)
 }
 
 /// A torrent of the folder `dir/pack` (its files written first by the caller).

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use ringtorrent::client::{
-    AddTorrent, Client, ClientConfig, ClientEvent, DataSource, Events, IoChoice, TorrentState,
+    AddTorrent, Client, ClientConfig, ClientEvent, DataSource, Events, TorrentState,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -19,14 +19,7 @@ const PIECE: usize = 64 * 1024;
 const LEN: usize = 16 * PIECE;
 
 fn config(data: &Path) -> ClientConfig {
-    ClientConfig {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        loops: 1,
-        io: IoChoice::Auto,
-        data_dir: data.to_path_buf(),
-        trackers: false,
-        ..ClientConfig::default()
-    }
+    common::client_config(data, 1)
 }
 
 /// A 16-piece payload in `dir/file.bin` and its torrent.
