@@ -810,9 +810,12 @@ impl State {
         self.save_settings(&hash)?;
         let (have, _) = open::restore(&storage, &pool, false, false, None);
         if paused {
+            // What the check found is what its status shows while it stays paused.
+            let count = have.count();
             if let Some(dir) = resume_dir {
                 open::save_resume(&storage, have, &dir)?;
             }
+            self.entry_mut(hash)?.saved = Some(count);
             return Ok(());
         }
         if self.activate(vec![(hash, have)]).contains(&hash) {
