@@ -867,6 +867,8 @@ impl State {
             .clone()
             .expect("torrents with metadata have storage");
         let hold = entry.settings.paused || entry.queued;
+        // What the check found is what its status shows while it stays out of its loop.
+        entry.saved = Some(have.count());
         if let Some(dir) = resume_dir {
             open::save_resume(&storage, have.clone(), &dir)?;
         }
