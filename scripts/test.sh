@@ -19,6 +19,9 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v transmission-daemon >/dev/null 2>&1 || need+=(transmission-daemon)
 command -v transmission-remote >/dev/null 2>&1 || need+=(transmission-cli)
 command -v aria2c >/dev/null 2>&1 || need+=(aria2)
+# qBittorrent's own WebAPI, the reference tests/qbt_nox_compare.rs holds serve's to (Debian's
+# qBittorrent 4.5, headless).
+command -v qbittorrent-nox >/dev/null 2>&1 || need+=(qbittorrent-nox)
 # The virtual environment below needs venv and pip.
 /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if ((${#need[@]})); then

@@ -10,22 +10,14 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use ringtorrent::client::{
-    AddTorrent, Client, ClientConfig, ClientError, ClientEvent, DataSource, Events, IoChoice,
-    TorrentState,
+    AddTorrent, Client, ClientConfig, ClientError, ClientEvent, DataSource, Events, TorrentState,
 };
 
 /// Every wait here has this bound; the transfers are a few MiB on loopback.
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn config(data: &Path) -> ClientConfig {
-    ClientConfig {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        loops: 2,
-        io: IoChoice::Auto,
-        data_dir: data.to_path_buf(),
-        trackers: false,
-        ..ClientConfig::default()
-    }
+    common::client_config(data, 2)
 }
 
 /// A payload of `len` bytes in `dir/name` and its torrent's bytes.

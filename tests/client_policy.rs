@@ -10,8 +10,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use ringtorrent::client::{
-    AddTorrent, Client, ClientConfig, ClientError, ClientEvent, Events, IoChoice, QueueConfig,
-    QueueMove, ShareAction, ShareLimits, TorrentHandle, TorrentState,
+    AddTorrent, Client, ClientConfig, ClientError, ClientEvent, Events, QueueConfig, QueueMove,
+    ShareAction, ShareLimits, TorrentHandle, TorrentState,
 };
 
 /// Every wait here has this bound.
@@ -19,14 +19,9 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 fn config(data: &Path, state: Option<&Path>) -> ClientConfig {
     ClientConfig {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        loops: 2,
-        io: IoChoice::Auto,
-        data_dir: data.to_path_buf(),
         state_dir: state.map(Path::to_path_buf),
         remember_torrents: state.is_some(),
-        trackers: false,
-        ..ClientConfig::default()
+        ..common::client_config(data, 2)
     }
 }
 

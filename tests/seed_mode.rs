@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use ringtorrent::client::{
-    AddTorrent, Client, ClientConfig, ClientEvent, DataSource, Events, IoChoice, TorrentState,
+    AddTorrent, Client, ClientConfig, ClientEvent, DataSource, Events, TorrentState,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -19,14 +19,7 @@ const PIECE: usize = 64 * 1024;
 const LEN: usize = 16 * PIECE;
 
 fn config(data: &Path) -> ClientConfig {
-    ClientConfig {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        loops: 1,
-        io: IoChoice::Auto,
-        data_dir: data.to_path_buf(),
-        trackers: false,
-        ..ClientConfig::default()
-    }
+    common::client_config(data, 1)
 }
 
 /// A 16-piece payload in `dir/file.bin` and its torrent.
@@ -151,4 +144,50 @@ fn a_corrupt_piece_found_in_seed_mode_stops_serving_and_checks_the_torrent() {
     );
     leech.shutdown();
     seed.shutdown();
+}
+
+#[test]
+fn a_recheck_runs_without_holding_the_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("seed");
+    common::write_payload(&dir.join("big.bin"), 96 << 20, 3);
+    let opts = ringtorrent::metainfo::create::CreateOptions {
+        path: dir.join("big.bin"),
+        piece_len: Some(1 << 20),
+        ..Default::default()
+    };
+    let torrent = ringtorrent::metainfo::create::create(&opts, &AtomicU64::new(0))
+        .unwrap()
+        .bytes;
+    let client = Client::start(config(&dir)).unwrap();
+    let t = client.add(AddTorrent::bytes(torrent).seed_mode()).unwrap();
+    let checker = {
+        let t = t.clone();
+        std::thread::spawn(move || t.recheck())
+    };
+    // While the check hashes 96 MiB, the client answers, and says what it is doing.
+    let mut seen_checking = false;
+    let deadline = Instant::now() + LIMIT;
+    while !checker.is_finished() {
+        assert!(Instant::now() < deadline, "the check did not end");
+        let asked = Instant::now();
+        let st = t.status().unwrap();
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "status waited on the check"
+        );
+        if st.state == TorrentState::Checking {
+            assert!(st.checking.is_some_and(|f| (0.0..=1.0).contains(&f)));
+            seen_checking = true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    checker.join().unwrap().unwrap();
+    assert!(seen_checking, "the torrent showed its check");
+    let st = t.status().unwrap();
+    assert_eq!(
+        (st.state, st.pieces_have, st.checking),
+        (TorrentState::Seeding, 96, None)
+    );
+    client.shutdown();
 }

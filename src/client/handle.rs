@@ -33,6 +33,12 @@ pub enum TorrentState {
     /// Not paused, but waiting for its turn in the queue (see `QueueConfig`); downloading
     /// or seeding by [`TorrentStatus::bytes_left`].
     Queued,
+    /// Its data is being moved to another folder ([`TorrentHandle::move_storage`]); how far
+    /// along is [`TorrentStatus::moving`].
+    Moving,
+    /// Its data is being checked from scratch ([`TorrentHandle::recheck`]); how far along is
+    /// [`TorrentStatus::checking`].
+    Checking,
 }
 
 impl TorrentState {
@@ -45,6 +51,8 @@ impl TorrentState {
             TorrentState::Paused => "paused",
             TorrentState::Error => "error",
             TorrentState::Queued => "queued",
+            TorrentState::Moving => "moving",
+            TorrentState::Checking => "checking",
         }
     }
 }
@@ -115,6 +123,10 @@ pub struct TorrentStatus {
     pub sequential: bool,
     /// Each wanted file's first and last piece are fetched first.
     pub first_last_piece_priority: bool,
+    /// While its data is being moved: the share of the bytes moved, 0 to 1.
+    pub moving: Option<f64>,
+    /// While its data is being checked from scratch: the share of the bytes hashed, 0 to 1.
+    pub checking: Option<f64>,
 }
 
 /// One connected peer.
@@ -261,9 +273,13 @@ impl TorrentHandle {
     }
 
     /// Checks its data again from scratch, ignoring resume data, and carries on from what
-    /// the check finds (ends seed mode). Runs the check before returning.
+    /// the check finds (ends seed mode). Runs the check on this thread, on the disk pool's
+    /// hashing threads, before returning; the client's lock is not held meanwhile, so other
+    /// handles and the API answer, this torrent showing [`TorrentState::Checking`].
     pub fn recheck(&self) -> Result<(), ClientError> {
-        self.shared.with(|s| s.recheck(self.hash))
+        let job = self.shared.with(|s| s.begin_recheck(self.hash))?;
+        let have = job.run();
+        self.shared.with(|s| s.finish_recheck(self.hash, have))
     }
 
     /// Removes it from the client (and the state folder); with `delete_data`, its files too.
@@ -343,6 +359,36 @@ impl TorrentHandle {
     /// Moves it in the queue.
     pub fn queue_move(&self, to: QueueMove) -> Result<(), ClientError> {
         self.shared.with(|s| s.queue_move(self.hash, to))
+    }
+
+    /// Moves its data to the folder `new_dir` (created if missing; a relative path is taken
+    /// below the client's data folder), as qBittorrent's `setLocation` does. Returns once
+    /// the move has started: the torrent leaves its loop (as a pause does), reports
+    /// [`TorrentState::Moving`] with [`TorrentStatus::moving`] while the files move on a
+    /// thread of their own (renamed on one file system; copied, synced, then the source
+    /// deleted across file systems), then continues from the new folder on its resume data,
+    /// without a check. The move is kept in the state folder before any file moves, so a
+    /// client stopped half-way finishes it (or rolls it back) when it starts again. A
+    /// failed move puts the files back and continues from the old folder.
+    ///
+    /// Refused: an empty path, a folder inside the current one, a torrent already moving or
+    /// without metadata; a folder that cannot be created or written is
+    /// [`ClientError::Io`]. Moving to the folder it is in already does nothing.
+    pub fn move_storage(&self, new_dir: impl AsRef<std::path::Path>) -> Result<(), ClientError> {
+        let job = self
+            .shared
+            .with(|s| s.begin_move(self.hash, new_dir.as_ref()))?;
+        if let Some(job) = job {
+            super::relocate::spawn(self.shared.clone(), job);
+        }
+        Ok(())
+    }
+
+    /// Asks each of its trackers for peers now, as qBittorrent's `reannounce` does (each
+    /// tracker's own `min interval` is not waited for; a torrent out of its loop, paused or
+    /// queued, has nothing to announce and this does nothing).
+    pub fn reannounce(&self) -> Result<(), ClientError> {
+        self.shared.with(|s| s.reannounce(self.hash))
     }
 
     /// Its tracker tiers, as added (announce-list order).

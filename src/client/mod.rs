@@ -52,6 +52,7 @@ mod open;
 mod organize;
 pub mod policy;
 mod probe;
+mod relocate;
 mod share;
 mod state;
 mod store;
@@ -75,7 +76,7 @@ pub use open::check_data;
 pub use policy::{Category, QueueConfig, QueueMove, ShareAction, ShareLimits};
 pub use probe::{probe_peer, PeerProbe, Pieces, ProbeError};
 pub use state::magnet_peers;
-pub use store::Settings;
+pub use store::{MoveIntent, Settings};
 
 use crate::core::api::Event;
 use crate::core::{InfoHash, PeerId, Session, Time};

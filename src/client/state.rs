@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -101,6 +102,26 @@ pub(crate) struct Entry {
     /// What the check at its add found, when the queue held it from the start: used when
     /// it first starts, so its data is not checked twice.
     pub held_have: Option<Bitfield>,
+    /// Its data is being moved (`relocate.rs`): bytes done of the total.
+    pub moving: Option<Arc<super::relocate::MoveProgress>>,
+    /// Its data is being checked from scratch (`recheck`): bytes hashed so far.
+    pub checking: Option<Arc<AtomicU64>>,
+}
+
+/// A check of a torrent's data from scratch, run without the registry's lock.
+pub(crate) struct RecheckJob {
+    pub storage: Arc<Storage>,
+    pub pool: Arc<DiskPool>,
+    pub progress: Arc<AtomicU64>,
+}
+
+impl RecheckJob {
+    /// Hashes every piece (on the disk pool's hashing threads): the pieces that pass.
+    pub fn run(&self) -> Bitfield {
+        let info = self.storage.info();
+        let report = crate::storage::check(&self.storage, self.pool.hash_pool(), &self.progress);
+        report.verified(info.lengths())
+    }
 }
 
 impl Entry {
@@ -364,6 +385,15 @@ impl State {
                 )));
             }
         }
+        // A move this torrent was in when the client stopped is finished (or rolled back)
+        // before its data is looked at.
+        let recovered = match settings.moving.take() {
+            Some(intent) => {
+                super::relocate::recover(&info, intent, &mut settings);
+                true
+            }
+            None => false,
+        };
         let data_dir = settings
             .save_dir
             .clone()
@@ -443,10 +473,12 @@ impl State {
                 slow_since: None,
                 counters_dirty: false,
                 held_have,
+                moving: None,
+                checking: None,
             },
         );
         self.enqueue(hash);
-        if new {
+        if new || recovered {
             self.save_settings(&hash)?;
         }
         tracing::info!(
@@ -557,6 +589,8 @@ impl State {
                 slow_since: None,
                 counters_dirty: false,
                 held_have,
+                moving: None,
+                checking: None,
             },
         );
         self.enqueue(hash);
@@ -806,34 +840,70 @@ impl State {
 
     // ---------------------------------------------------------------------- state changes
 
-    /// Checks the torrent's data again from scratch (resume data ignored) and carries on
-    /// from what the check finds; ends seed mode. The check runs on the calling thread. A
-    /// paused torrent stays paused, its resume data rewritten from the check.
-    pub fn recheck(&mut self, hash: InfoHash) -> Result<(), ClientError> {
-        let pool = self.pool.clone();
-        let resume_dir = self.resume_dir();
+    /// The first half of a check of the torrent's data from scratch (resume data ignored):
+    /// takes it out of its loop, ends seed mode and marks it checking. The check itself runs
+    /// without the registry's lock ([`super::TorrentHandle::recheck`]); then
+    /// [`State::finish_recheck`].
+    pub(crate) fn begin_recheck(&mut self, hash: InfoHash) -> Result<RecheckJob, ClientError> {
         if self.entry(hash)?.magnet.is_some() {
             return Err(ClientError::NoMetadata(hash));
         }
+        self.refuse_while_moving(hash)?;
+        self.refuse_while_checking(hash)?;
         self.deactivate(hash)?;
+        let pool = self.pool.clone();
         let entry = self.entry_mut(hash)?;
-        entry.settings.seed_mode = false;
-        entry.saved = None;
-        let paused = entry.settings.paused;
         let storage = entry
             .storage
             .clone()
             .expect("torrents with metadata have storage");
+        let progress = Arc::new(AtomicU64::new(0));
+        entry.settings.seed_mode = false;
+        entry.saved = None;
+        entry.checking = Some(progress.clone());
         self.save_settings(&hash)?;
-        let (have, _) = open::restore(&storage, &pool, false, false, None);
-        if paused {
-            if let Some(dir) = resume_dir {
-                open::save_resume(&storage, have, &dir)?;
-            }
+        Ok(RecheckJob {
+            storage,
+            pool,
+            progress,
+        })
+    }
+
+    /// The end of a check: `have` is what it found. Kept as resume data; the torrent goes
+    /// back in its loop unless it was paused (or queued) meanwhile.
+    pub(crate) fn finish_recheck(
+        &mut self,
+        hash: InfoHash,
+        have: Bitfield,
+    ) -> Result<(), ClientError> {
+        let resume_dir = self.resume_dir();
+        let entry = self.entry_mut(hash)?;
+        entry.checking = None;
+        let storage = entry
+            .storage
+            .clone()
+            .expect("torrents with metadata have storage");
+        let hold = entry.settings.paused || entry.queued;
+        // What the check found is what its status shows while it stays out of its loop.
+        entry.saved = Some(have.count());
+        if let Some(dir) = resume_dir {
+            open::save_resume(&storage, have.clone(), &dir)?;
+        }
+        if hold {
             return Ok(());
         }
         if self.activate(vec![(hash, have)]).contains(&hash) {
             return Err(ClientError::Refused(hash));
+        }
+        Ok(())
+    }
+
+    /// Refuses what must wait for a check to end (remove, move, another check).
+    pub(crate) fn refuse_while_checking(&self, hash: InfoHash) -> Result<(), ClientError> {
+        if self.entry(hash)?.checking.is_some() {
+            return Err(ClientError::InvalidArgument(format!(
+                "{hash} is being checked; try again when the check has ended"
+            )));
         }
         Ok(())
     }
@@ -864,6 +934,11 @@ impl State {
         if e.id.is_some() || e.magnet.is_some() || e.queued {
             return Ok(());
         }
+        if e.checking.is_some() {
+            // The check's end puts it back.
+            self.entry_mut(hash)?.settings.paused = false;
+            return self.save_settings(&hash);
+        }
         if self.queues_new(e.settings.force_start) && e.problem.is_none() {
             // Its turn comes from the queue.
             let e = self.entry_mut(hash)?;
@@ -889,6 +964,11 @@ impl State {
         let entry = self.entry_mut(hash)?;
         if entry.id.is_some() || entry.magnet.is_some() {
             return Ok(());
+        }
+        if entry.moving.is_some() {
+            // It starts where its data went, when the move ends.
+            entry.settings.paused = false;
+            return self.save_settings(&hash);
         }
         let info = entry.info.clone().ok_or(ClientError::NoMetadata(hash))?;
         let dir = entry.settings.save_dir.clone().unwrap_or(data_dir);
@@ -1059,6 +1139,8 @@ impl State {
     }
 
     pub fn remove(&mut self, hash: InfoHash, delete_data: bool) -> Result<(), ClientError> {
+        self.refuse_while_moving(hash)?;
+        self.refuse_while_checking(hash)?;
         let e = self.entry(hash)?;
         let (magnet, name) = (e.magnet.is_some(), e.name(&hash));
         if magnet {
@@ -1373,6 +1455,16 @@ impl State {
         }
     }
 
+    /// Asks the torrent's trackers for peers now (`TorrentHandle::reannounce`); nothing for
+    /// a torrent out of its loop.
+    pub fn reannounce(&mut self, hash: InfoHash) -> Result<(), ClientError> {
+        self.entry(hash)?;
+        if let Some(t) = self.trackers.as_mut() {
+            t.reannounce(hash);
+        }
+        Ok(())
+    }
+
     /// A torrent completed: its trackers hear `completed` now, and its resume data is saved.
     pub fn on_completed(&mut self, hash: InfoHash) {
         let Some(e) = self.torrents.get(&hash) else {
@@ -1606,6 +1698,8 @@ fn status(hash: &InfoHash, e: &Entry, live: Option<&Live>, s: &State, pos: usize
         .map_or((0, 0), |i| (i.total_len(), i.lengths().piece_count()));
     let have = live.map_or(e.saved.unwrap_or(0), |l| l.have);
     let state = match (e.id, live) {
+        _ if e.moving.is_some() => TorrentState::Moving,
+        _ if e.checking.is_some() => TorrentState::Checking,
         _ if e.magnet.is_some() => TorrentState::Metadata,
         (None, _) if e.problem.is_some() => TorrentState::Error,
         (None, _) if e.queued && !e.settings.paused => TorrentState::Queued,
@@ -1669,6 +1763,11 @@ fn status(hash: &InfoHash, e: &Entry, live: Option<&Live>, s: &State, pos: usize
         force_start: e.settings.force_start,
         sequential: e.settings.sequential,
         first_last_piece_priority: e.settings.first_last_piece_priority,
+        moving: e.moving.as_ref().map(|m| m.fraction()),
+        checking: e.checking.as_ref().map(|done| {
+            let done = done.load(std::sync::atomic::Ordering::Relaxed) as f64;
+            (done / size.max(1) as f64).min(1.0)
+        }),
     }
 }
 

@@ -71,6 +71,9 @@ pub struct Settings {
     pub sequential: bool,
     /// Each wanted file's first and last piece fetched first.
     pub first_last_piece_priority: bool,
+    /// A move of its data under way (`TorrentHandle::move_storage`), kept before the first
+    /// file moves: a client that starts and finds it finishes the move, or rolls it back.
+    pub moving: Option<MoveIntent>,
 }
 
 impl Settings {
@@ -101,6 +104,15 @@ impl Settings {
         self.files = Some(p.iter().map(|p| p.wanted()).collect());
         self.file_priorities = Some(p);
     }
+}
+
+/// A move of a torrent's data from one folder to another, as kept in its [`Settings`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveIntent {
+    /// The folder its data is moving from.
+    pub from: PathBuf,
+    /// The folder its data is moving to.
+    pub to: PathBuf,
 }
 
 /// What [`Store::load`] found: magnet links with their settings, and torrent files' paths.

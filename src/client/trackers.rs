@@ -115,6 +115,15 @@ impl Trackers {
         }
     }
 
+    /// Asks `hash`'s trackers to announce now (see [`Announcer::reannounce`]); the next pump
+    /// sends the requests.
+    pub(crate) fn reannounce(&mut self, hash: InfoHash) {
+        let now = self.now();
+        if let Some(e) = self.active.get_mut(&hash) {
+            e.announcer.reannounce(now);
+        }
+    }
+
     /// Sends `stopped` for `hash` and forgets it once the trackers answered (or 5 s passed).
     pub(crate) fn remove(&mut self, hash: InfoHash) {
         if let Some(mut e) = self.active.remove(&hash) {

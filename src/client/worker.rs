@@ -55,8 +55,28 @@ pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>, resume_every: Durat
         match work.recv_timeout(TICK) {
             Ok(Work::Stop) | Err(RecvTimeoutError::Disconnected) => return,
             Ok(Work::Recheck(hash)) => {
-                if let Err(e) = shared.with(|s| s.recheck(hash)) {
-                    tracing::warn!("{hash}: cannot check the data again: {e}");
+                // On its own thread: a check of a large torrent takes minutes, and this
+                // thread runs the trackers and the resume saves.
+                let shared = shared.clone();
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("rt-check".into())
+                        .spawn(move || {
+                            let job = match shared.with(|s| s.begin_recheck(hash)) {
+                                Ok(job) => job,
+                                Err(e) => {
+                                    return tracing::warn!(
+                                        "{hash}: cannot check the data again: {e}"
+                                    )
+                                }
+                            };
+                            let have = job.run();
+                            if let Err(e) = shared.with(|s| s.finish_recheck(hash, have)) {
+                                tracing::warn!("{hash}: cannot start after its check: {e}");
+                            }
+                        });
+                if let Err(e) = spawned {
+                    tracing::warn!("{hash}: cannot start a thread to check the data: {e}");
                 }
             }
             Ok(Work::Metadata(hash, info)) => {

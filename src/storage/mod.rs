@@ -44,6 +44,7 @@
 mod check;
 mod error;
 mod pool;
+mod relocate;
 mod resume;
 pub(crate) mod sys;
 
@@ -70,6 +71,7 @@ pub use pool::{
     completion_queue, Completion, CompletionSender, Completions, DiskJob, DiskPool, DiskPoolConfig,
     Outcome,
 };
+pub use relocate::{move_files, move_size, MOVE_SUFFIX};
 pub use resume::{resume_path, FileStamp, ResumeData, ResumeError, RESUME_VERSION};
 
 /// How [`Storage::open`] treats the files on disk.

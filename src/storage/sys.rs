@@ -201,6 +201,50 @@ pub(crate) fn unlinkat(dir: BorrowedFd<'_>, name: &Path, folder: bool) -> io::Re
     check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), flags) }).map(drop)
 }
 
+/// Renames `from` in the open folder `from_dir` to `to` in the open folder `to_dir` (each a
+/// plain component), replacing what is there; EXDEV across file systems.
+pub(crate) fn renameat(
+    from_dir: BorrowedFd<'_>,
+    from: &Path,
+    to_dir: BorrowedFd<'_>,
+    to: &Path,
+) -> io::Result<()> {
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    // SAFETY: both strings are valid for the call; both folders are open descriptors.
+    check(unsafe {
+        libc::renameat(
+            from_dir.as_raw_fd(),
+            f.as_ptr(),
+            to_dir.as_raw_fd(),
+            t.as_ptr(),
+        )
+    })
+    .map(drop)
+}
+
+/// `fstatat` of `name` in the open folder `dir`, not following a symlink.
+pub(crate) fn lstatat(dir: BorrowedFd<'_>, name: &Path) -> io::Result<libc::stat> {
+    let c = cstr(name)?;
+    // SAFETY: `stat` is plain old data; all-zero is valid and fstatat overwrites it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is valid for the call, `st` is writable, `dir` is an open descriptor.
+    check(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(st)
+}
+
+/// `fsync`.
+pub(crate) fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain syscall on an open descriptor.
+    check(unsafe { libc::fsync(fd.as_raw_fd()) }).map(drop)
+}
+
 /// Allocates `len` bytes from offset 0 (mode 0: the size grows to `len` if it was smaller;
 /// data already there is kept).
 pub(crate) fn fallocate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {

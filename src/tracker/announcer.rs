@@ -232,6 +232,9 @@ struct Link {
     started: bool,
     last_announce: Option<Time>,
     min_interval: Duration,
+    /// The `min interval` the tracker itself last gave, if any (a forced reannounce waits
+    /// for this one only).
+    tracker_min_interval: Option<Duration>,
     tracker_id: Option<Vec<u8>>,
 }
 
@@ -366,6 +369,38 @@ impl Announcer {
             self.next_announce = self.next_announce.min(now);
         }
         self.step(now);
+    }
+
+    /// Announces to every tracker now, as libtorrent's `force_reannounce` does behind
+    /// qBittorrent's `reannounce`: each tracker not in an exchange gets one at once, its
+    /// back-off and [`TrackerConfig::min_interval_floor`] not waited for. Only a `min
+    /// interval` the tracker itself gave is honoured: a tracker still inside it is left to
+    /// the regular schedule, brought forward to when it passes. Regular mode only.
+    pub fn reannounce(&mut self, now: Time) {
+        if self.state != State::Running || self.mode != Mode::Regular {
+            return;
+        }
+        let order: Vec<usize> = self.tiers.iter().flatten().copied().collect();
+        let mut later: Option<Time> = None;
+        for i in order {
+            let l = &self.links[i];
+            if l.pending.is_some() {
+                continue;
+            }
+            if let (Some(last), Some(min)) = (l.last_announce, l.tracker_min_interval) {
+                let ready = last + min;
+                if ready > now {
+                    later = Some(later.map_or(ready, |t: Time| t.min(ready)));
+                    continue;
+                }
+            }
+            self.links[i].retry_at = now;
+            let job = Job::Announce(self.announce_request(i, self.event_for(i)));
+            self.begin(i, job, now);
+        }
+        if let (Some(at), None) = (later, self.active) {
+            self.next_announce = self.next_announce.min(at);
+        }
     }
 
     /// Sends `stopped` to every tracker that saw `started`; [`Announcer::is_done`] turns
@@ -625,6 +660,10 @@ impl Announcer {
         let mut pick = None;
         for &i in self.tiers.iter().flatten() {
             let l = &self.links[i];
+            if l.pending.is_some() {
+                // In an exchange of its own (a forced reannounce).
+                continue;
+            }
             if one_shot {
                 if !l.failed_once {
                     pick = Some(i);
@@ -855,6 +894,7 @@ impl Announcer {
         link.retry_at = now;
         link.last_announce = Some(now);
         link.min_interval = response.min_interval.unwrap_or(floor).max(floor);
+        link.tracker_min_interval = response.min_interval;
         if response.tracker_id.is_some() {
             link.tracker_id = response.tracker_id.clone();
         }
@@ -983,6 +1023,7 @@ impl Link {
             started: false,
             last_announce: None,
             min_interval: Duration::ZERO,
+            tracker_min_interval: None,
             tracker_id: None,
         }
     }

@@ -609,3 +609,16 @@ pub fn test_info(piece_len: u64, pieces: u32) -> std::sync::Arc<ringtorrent::met
             .info,
     )
 }
+
+/// An in-process client for tests: listening on any loopback port, `loops` event loops,
+/// no trackers, its data in `data`.
+pub fn client_config(data: &Path, loops: usize) -> ringtorrent::client::ClientConfig {
+    ringtorrent::client::ClientConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        loops,
+        io: ringtorrent::client::IoChoice::Auto,
+        data_dir: data.to_path_buf(),
+        trackers: false,
+        ..Default::default()
+    }
+}

@@ -59,7 +59,6 @@ pub fn preferences_with(api: &WebApi, q: &QueueConfig, sl: &ShareLimits) -> Valu
         "temp_path": "",
         "auto_tmm_enabled": false,
         "torrent_content_layout": "Original",
-        "create_subfolder_enabled": true,
         "start_paused_enabled": false,
         "add_to_top_of_queue": false,
         "preallocate_all": true,

@@ -20,8 +20,8 @@
 //! (`client::policy`), as do file priorities (`filePrio`), sequential download and
 //! first/last-piece priority (`toggleSequentialDownload`, `toggleFirstLastPiecePrio`, and the
 //! `sequentialDownload`/`firstLastPiecePrio` parameters of `torrents/add`). What ringtorrent
-//! has no engine feature for yet (reannounces, alternative speed limits, moving data) is
-//! not served; parameters of `torrents/add` that name such features (`rename`, `autoTMM`...)
+//! has no engine feature for yet (alternative speed limits, super seeding...) is not
+//! served; parameters of `torrents/add` that name such features (`rename`, `autoTMM`...)
 //! are accepted and ignored so that an add from Sonarr still succeeds, and each ignored one
 //! is written to `log/main` as a warning.
 

@@ -271,7 +271,14 @@ pub fn handle(api: &WebApi, client: &Client, name: &str, p: &Params) -> Option<R
     match name {
         "maindata" => {
             let now = Snapshot {
-                torrents: torrents::all_objects(api, client).into_iter().collect(),
+                // Keyed by hash, without the `hash` field: qBittorrent leaves it out here.
+                torrents: torrents::all_objects(api, client)
+                    .into_iter()
+                    .map(|(h, mut t)| {
+                        t.remove("hash");
+                        (h, t)
+                    })
+                    .collect(),
                 server_state: server_state(api, client),
                 categories: match torrents::categories_json(&client.categories()) {
                     Value::Object(m) => m,

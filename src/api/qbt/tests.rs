@@ -44,6 +44,8 @@ fn status(hash: char, state: TorrentState) -> TorrentStatus {
         force_start: false,
         sequential: false,
         first_last_piece_priority: false,
+        checking: None,
+        moving: None,
     }
 }
 

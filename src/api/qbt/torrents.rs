@@ -52,6 +52,9 @@ pub fn state_name(st: &TorrentStatus, paused: bool) -> &'static str {
             "missingFiles"
         }
         TorrentState::Error => "error",
+        TorrentState::Moving => "moving",
+        TorrentState::Checking if st.bytes_left == 0 && st.size > 0 => "checkingUP",
+        TorrentState::Checking => "checkingDL",
     }
 }
 
@@ -890,6 +893,8 @@ pub fn handle(
             }
             Ok(text(200, ""))
         }),
+        "setLocation" => need_post(post).and_then(|()| set_location(client, p)),
+        "reannounce" => need_post(post).and_then(|()| each(client, p, TorrentHandle::reannounce)),
         "count" => Ok(text(200, client.torrents().len().to_string())),
         _ => return None,
     };
@@ -1003,5 +1008,35 @@ fn file_prio(client: &Client, p: &Params) -> Result<Response, Response> {
     }
     t.set_file_priorities(prios)
         .map_err(|e| text(409, e.to_string()))?;
+    Ok(text(200, ""))
+}
+
+/// `torrents/setLocation`: moves each selected torrent's data (`TorrentHandle::move_storage`;
+/// the move runs in the background, the torrent `moving` meanwhile). As qBittorrent: 400 for
+/// an empty location, 409 when it cannot be created, 403 when it cannot be written.
+fn set_location(client: &Client, p: &Params) -> Result<Response, Response> {
+    let location = p.required("location")?.trim().to_string();
+    if location.is_empty() {
+        return Err(bad_request("Save path cannot be empty"));
+    }
+    let dir = std::path::Path::new(&location);
+    let refused = |e: ClientError| match e {
+        ClientError::Io {
+            action: "write", ..
+        } => text(403, "Cannot write to directory"),
+        ClientError::Io { .. } => text(409, "Cannot make save path"),
+        e => text(409, e.to_string()),
+    };
+    if dir.is_absolute() {
+        std::fs::create_dir_all(dir).map_err(|_| text(409, "Cannot make save path"))?;
+    }
+    for t in select(client, p)? {
+        match t.move_storage(dir) {
+            Ok(()) => {}
+            Err(e @ ClientError::Io { .. }) => return Err(refused(e)),
+            // Not applicable to this one (no metadata, moving already, inside its folder).
+            Err(_) => {}
+        }
+    }
     Ok(text(200, ""))
 }

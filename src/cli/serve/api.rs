@@ -18,6 +18,11 @@
 //!   DELETE /torrents/<hash>[?delete_data=true]
 //!   POST   /torrents/<hash>/pause        out of the session, data and state kept
 //!   POST   /torrents/<hash>/resume
+//!   POST   /torrents/<hash>/move         {"location": "/new/folder"}: its data moves there
+//!                                        in the background (state `moving`, with
+//!                                        `moving` the share done); 409 when the folder
+//!                                        cannot be created or written
+//!   POST   /torrents/<hash>/reannounce   ask its trackers for peers now
 //!   PUT    /torrents/<hash>/limits       {"upload": bytes/s or null, "download": ...}
 //!   GET    /torrents/<hash>/peers        connected peers
 //!   PUT    /torrents/<hash>/category     {"category": "tv" or null} (it must exist)
@@ -494,7 +499,7 @@ fn handle_own(client: &Client, req: Request) -> Response {
             let known = matches!(
                 (method, rest),
                 ("GET" | "DELETE", [])
-                    | ("POST", ["pause" | "resume"])
+                    | ("POST", ["pause" | "resume" | "move" | "reannounce"])
                     | ("GET", ["peers"])
                     | ("PUT" | "POST", ["limits"])
                     | (
@@ -522,6 +527,21 @@ fn handle_own(client: &Client, req: Request) -> Response {
                 }
                 ("POST", ["pause"]) => torrent.pause().map(|()| json!({ "paused": true })),
                 ("POST", ["resume"]) => torrent.resume().map(|()| json!({ "paused": false })),
+                ("POST", ["reannounce"]) => torrent.reannounce().map(|()| json!({})),
+                ("POST", ["move"]) => {
+                    let location =
+                        match object(&body).and_then(|o| match (o.len(), o.get("location")) {
+                            (1, Some(Value::String(s))) => Ok(s.clone()),
+                            _ => Err(Response::error(400, "send {\"location\": \"/folder\"}")),
+                        }) {
+                            Ok(l) => l,
+                            Err(r) => return r,
+                        };
+                    match torrent.move_storage(&location) {
+                        Err(e @ ClientError::Io { .. }) => return Response::error(409, e),
+                        r => r.map(|()| json!({ "location": location })),
+                    }
+                }
                 ("GET", ["peers"]) => torrent.peers().map(|p| json!(p)),
                 ("PUT", ["category"]) => {
                     let category = match object(&body).and_then(|o| {

@@ -545,3 +545,69 @@ fn completed_during_an_exchange_goes_out_right_after_it() {
         .contains("event=completed"));
     assert!(a.completed_pending());
 }
+
+#[test]
+fn reannounce_goes_to_every_tracker_now_unless_inside_its_own_min_interval() {
+    let mut a = announcer(
+        &[
+            &["http://a.example/announce"],
+            &["http://b.example/announce"],
+        ],
+        Mode::Regular,
+        10,
+    );
+    a.handle_timeout(Time::ZERO);
+    let http = |r: Request| match r {
+        Request::Http {
+            link, id, request, ..
+        } => (link, id, String::from_utf8(request).unwrap()),
+        other => panic!("expected HTTP, got {other:?}"),
+    };
+    // The first tier answers `started` with no min interval: the next announce is due in
+    // 30 minutes, and our own 60 s floor applies to regular announces.
+    let (link, id, text) = http(requests(&mut a).remove(0));
+    assert!(text.contains("a.example") && text.contains("event=started"));
+    a.handle_http(
+        link,
+        id,
+        Ok((200, b"d8:intervali1800e5:peers0:e".to_vec())),
+        secs(1),
+    );
+    let _ = events(&mut a);
+    assert_eq!(a.poll_timeout(), Some(secs(1801)));
+    // A reannounce a second later goes to both trackers at once (the second tier for the
+    // first time: `started`), neither the floor nor the interval waited for.
+    a.reannounce(secs(2));
+    let sent: Vec<String> = requests(&mut a).into_iter().map(|r| http(r).2).collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent[0].contains("a.example") && !sent[0].contains("event="));
+    assert!(sent[1].contains("b.example") && sent[1].contains("event=started"));
+    // Nothing more while both are in flight.
+    a.reannounce(secs(2));
+    assert!(requests(&mut a).is_empty());
+}
+
+#[test]
+fn reannounce_waits_for_a_min_interval_the_tracker_gave() {
+    let mut a = announcer(&[&["http://a.example/announce"]], Mode::Regular, 10);
+    a.handle_timeout(Time::ZERO);
+    let Request::Http { link, id, .. } = requests(&mut a).remove(0) else {
+        panic!()
+    };
+    a.handle_http(
+        link,
+        id,
+        Ok((
+            200,
+            b"d8:intervali1800e12:min intervali120e5:peers0:e".to_vec(),
+        )),
+        secs(1),
+    );
+    let _ = events(&mut a);
+    // Inside the tracker's own min interval: not now, but as soon as it passes.
+    a.reannounce(secs(10));
+    assert!(requests(&mut a).is_empty());
+    assert_eq!(a.poll_timeout(), Some(secs(121)));
+    a.handle_timeout(secs(121));
+    assert_eq!(requests(&mut a).len(), 1);
+}
