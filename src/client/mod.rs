@@ -70,7 +70,9 @@ pub use config::{ClientConfig, IoChoice, Limits};
 pub use descriptors::DescriptorBudget;
 pub use error::ClientError;
 pub use events::{ClientEvent, DataSource, Events, EVENT_QUEUE_CAPACITY};
-pub use handle::{FilePriority, FileStatus, PeerInfo, TorrentHandle, TorrentState, TorrentStatus};
+pub use handle::{
+    FilePriority, FileStatus, PeerInfo, TorrentHandle, TorrentMeta, TorrentState, TorrentStatus,
+};
 pub use metrics::Metrics;
 pub use open::check_data;
 pub use policy::{Category, QueueConfig, QueueMove, ShareAction, ShareLimits};

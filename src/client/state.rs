@@ -71,6 +71,8 @@ pub(crate) struct Entry {
     pub metadata_only: bool,
     /// Tracker tiers.
     pub trackers: Vec<Vec<String>>,
+    /// The .torrent file's comment, creator and date (none from a magnet link).
+    pub meta: super::TorrentMeta,
     /// Its files, once opened.
     pub storage: Option<Arc<Storage>>,
     /// The loop that owns it.
@@ -371,6 +373,11 @@ impl State {
         let torrent =
             Torrent::from_bytes(&bytes).map_err(|e| ClientError::InvalidTorrent(e.to_string()))?;
         let tiers = torrent.trackers.clone();
+        let meta = super::TorrentMeta {
+            comment: torrent.comment.clone(),
+            created_by: torrent.created_by.clone(),
+            creation_date: torrent.creation_date,
+        };
         let info = Arc::new(torrent.info);
         let hash = info.info_hash();
         if self.torrents.contains_key(&hash) {
@@ -458,6 +465,7 @@ impl State {
                 magnet: None,
                 metadata_only: false,
                 trackers: tiers,
+                meta,
                 storage: Some(opened.storage),
                 shard: shard_of(&hash, self.loops.len()),
                 id: None,
@@ -574,6 +582,7 @@ impl State {
                 magnet: Some(uri.to_string()),
                 metadata_only,
                 trackers: tiers.clone(),
+                meta: super::TorrentMeta::default(),
                 storage: None,
                 shard,
                 id: Some(id),
