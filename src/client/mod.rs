@@ -420,6 +420,7 @@ impl Client {
             queue_config: QueueConfig::default(),
             queue: Vec::new(),
             queue_loading: false,
+            departed: Metrics::default(),
         };
         state.load_policy(config.share_limits, config.queue);
         state.set_session_limits(config.limits.upload_rate, config.limits.download_rate);

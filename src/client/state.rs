@@ -202,6 +202,9 @@ pub(crate) struct State {
     pub queue: Vec<InfoHash>,
     /// The state folder's torrents are being loaded: they keep their kept queue places.
     pub queue_loading: bool,
+    /// What torrents counted in their loops' sessions before they left them (paused,
+    /// removed...), added to every [`Metrics`] snapshot so its totals never go down.
+    pub departed: Metrics,
 }
 
 pub(crate) fn now_unix() -> u64 {
@@ -818,15 +821,20 @@ impl State {
         self.progress.remove(&hash);
         self.route(hash, shard, false);
         let map = self.maps[shard as usize].clone();
-        let (have, totals) = self.call(shard, move |d| {
+        let (have, totals, part) = self.call(shard, move |d| {
             let now = d.now();
             let have = d.session().have(id).cloned();
-            let totals = d.session().stats(id).map(|st| (st.uploaded, st.downloaded));
+            let stats = d.session().stats(id);
+            let totals = stats.map(|st| (st.uploaded, st.downloaded));
+            let part = stats.map(metrics::torrent_part);
             d.session().remove_torrent(id, now);
             d.detach_storage(id);
             map.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-            (have, totals)
+            (have, totals, part)
         })?;
+        if let Some(part) = part {
+            self.departed.add(part);
+        }
         let resume_dir = self.resume_dir();
         let entry = self.torrents.get_mut(&hash).expect("checked above");
         entry.id = None;
@@ -1161,12 +1169,17 @@ impl State {
             self.route(hash, e.shard, false);
             if let Some(id) = e.id {
                 let map = self.maps[e.shard as usize].clone();
-                self.call(e.shard, move |d| {
+                let part = self.call(e.shard, move |d| {
                     let now = d.now();
+                    let part = d.session().stats(id).map(metrics::torrent_part);
                     d.session().remove_torrent(id, now);
                     d.detach_storage(id);
                     map.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                    part
                 })?;
+                if let Some(part) = part {
+                    self.departed.add(part);
+                }
             }
         } else {
             self.deactivate(hash)?;
@@ -1351,7 +1364,7 @@ impl State {
     }
 
     pub fn metrics(&self) -> Metrics {
-        let mut m = Metrics::default();
+        let mut m = self.departed.clone();
         for shard in 0..self.loops.len() as u32 {
             if let Ok(part) = self.call(shard, metrics::gather) {
                 m.add(part);
