@@ -451,3 +451,56 @@ fn deleting_data_does_not_follow_a_symlink_out() {
         .is_symlink());
     client.shutdown();
 }
+
+/// The exported `*_total` metrics are Prometheus counters, which never go down: what a torrent
+/// sent and received still counts after it is paused (out of its loop's session), resumed
+/// (a fresh session torrent, counting from zero) and removed.
+#[test]
+fn metrics_totals_never_drop_when_torrents_pause_or_leave() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = make(&tmp.path().join("seed"), "file.bin", 1_000_000);
+    let seed = seeder(&tmp.path().join("seed"), &torrent);
+    let leech = Client::start(config(&tmp.path().join("leech"))).unwrap();
+    let events = leech.subscribe();
+    let t = leech
+        .add(AddTorrent::bytes(torrent).peers(seed.listen_addr()))
+        .unwrap();
+    until(&events, |e| matches!(e, ClientEvent::Completed { .. }));
+    let totals = |c: &Client| {
+        let m = c.metrics();
+        (m.downloaded, m.uploaded, m.pieces_verified)
+    };
+    let exported = |c: &Client, name: &str| -> f64 {
+        let page = c.metrics().to_prometheus();
+        let line = page
+            .lines()
+            .find(|l| l.starts_with(&format!("ringtorrent_{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{page}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let (down, _, verified) = totals(&leech);
+    assert!(down >= 1_000_000 && verified == 16, "{down} {verified}");
+    let up = seed.metrics().uploaded;
+    assert!(up >= 1_000_000, "the seed sent it: {up}");
+
+    t.pause().unwrap();
+    assert_eq!(totals(&leech), (down, 0, verified), "paused: kept");
+    assert_eq!(exported(&leech, "downloaded_bytes_total"), down as f64);
+    t.resume().unwrap();
+    assert_eq!(totals(&leech).0, down, "resumed: not counted twice");
+    t.remove(false).unwrap();
+    assert_eq!(totals(&leech), (down, 0, verified), "removed: kept");
+    assert_eq!(exported(&leech, "pieces_verified_total"), verified as f64);
+
+    let s = seed.torrents().pop().unwrap();
+    s.pause().unwrap();
+    assert!(seed.metrics().uploaded >= up, "the seed's uploads, paused");
+    s.remove(false).unwrap();
+    assert!(seed.metrics().uploaded >= up, "the seed's uploads, removed");
+    assert_eq!(
+        exported(&seed, "uploaded_bytes_total"),
+        seed.metrics().uploaded as f64
+    );
+    leech.shutdown();
+    seed.shutdown();
+}

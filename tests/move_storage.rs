@@ -1,7 +1,8 @@
 //! Moving a torrent's data (`TorrentHandle::move_storage`, qBittorrent's `setLocation`): a
 //! seed keeps seeding from its new folder, a move across file systems copies safely and
 //! keeps resume data valid (no check), and a move interrupted half-way is finished when the
-//! client starts again, nothing lost.
+//! client starts again, nothing lost: from a half-moved state built by hand, and from a real
+//! `serve` killed with SIGKILL in the middle of a 256 MiB copy across file systems.
 
 mod common;
 
@@ -381,4 +382,161 @@ fn the_webapi_moves_with_qbittorrents_statuses() {
     assert_eq!(call("reannounce", &[("hashes", &hash)]), 200);
     assert_eq!(call("reannounce", &[("hashes", "all")]), 200);
     client.shutdown();
+}
+
+/// `n` MiB of data that differs in every MiB: one generated MiB, each copy stamped with
+/// `seed` and its index (`write_payload` of 256 MiB takes seconds in a debug build).
+fn big_payload(n: usize, seed: u64) -> Vec<u8> {
+    let mut block = Vec::new();
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    common::write_payload(tmp.path(), 1 << 20, seed);
+    block.extend_from_slice(&std::fs::read(tmp.path()).unwrap());
+    let mut out = Vec::with_capacity(n << 20);
+    for i in 0..n {
+        let at = out.len();
+        out.extend_from_slice(&block);
+        out[at..at + 16].copy_from_slice(&[seed.to_le_bytes(), (i as u64).to_le_bytes()].concat());
+    }
+    out
+}
+
+/// The real thing: `serve` killed with SIGKILL while it copies a torrent's 256 MiB across
+/// file systems (/dev/shm to cargo's temporary folder), then started again on the same state
+/// folder. The move is finished or rolled back: every file whole and byte-exact in exactly
+/// one of the two folders, the torrent pointing there and seeding every piece, no `.rtmove`
+/// temporary left.
+#[test]
+fn serve_killed_during_a_move_finishes_or_rolls_it_back_at_the_next_start() {
+    use common::serve::Serve;
+    let started = Instant::now();
+    let shm = tempfile::tempdir_in("/dev/shm").expect("a tmpfs at /dev/shm");
+    let home = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    assert_ne!(
+        std::fs::metadata(shm.path()).unwrap().dev(),
+        std::fs::metadata(home.path()).unwrap().dev(),
+        "/dev/shm and target/ must be two file systems for this test"
+    );
+    let data = shm.path().join("data");
+    // Four files of 64 MiB: each is copied, synced, renamed, then its source unlinked, so
+    // the copy runs long enough to be caught in the middle.
+    for (i, name) in ["a.bin", "b.bin", "sub/c.bin", "sub/d.bin"]
+        .iter()
+        .enumerate()
+    {
+        let path = data.join("pack").join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, big_payload(64, 20 + i as u64)).unwrap();
+    }
+    let torrent = {
+        let opts = ringtorrent::metainfo::create::CreateOptions {
+            path: data.join("pack"),
+            piece_len: Some(1 << 20),
+            ..Default::default()
+        };
+        ringtorrent::metainfo::create::create(&opts, &AtomicU64::new(0))
+            .unwrap()
+            .bytes
+    };
+    let before = snapshot(&data);
+    let from = std::fs::canonicalize(&data).unwrap();
+    let to = std::fs::canonicalize(home.path()).unwrap().join("moved");
+    eprintln!("payload and torrent ready after {:?}", started.elapsed());
+
+    let serve = Serve::start_in(home.path(), &data, &[]);
+    let (status, v) = serve.json("POST", "/torrents", &torrent);
+    assert_eq!(status, 201, "{v}\n{}", serve.log());
+    let hash = v["info_hash"].as_str().expect("its info hash").to_owned();
+    let one = format!("/torrents/{hash}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while serve.json("GET", &one, b"").1["state"] != "seeding" {
+        assert!(Instant::now() < deadline, "not seeding: {}", serve.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("seeding after {:?}", started.elapsed());
+
+    let body = serde_json::json!({ "location": to }).to_string();
+    let (status, v) = serve.json("POST", &format!("{one}/move"), body.as_bytes());
+    assert_eq!(status, 200, "{v}");
+    // Caught in the middle of the copy, past its first file (so some files are in the new
+    // folder, one is half copied, the rest still in the old one), then killed without
+    // warning.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let fraction = loop {
+        let v = serve.json("GET", &one, b"").1;
+        let f = v["moving"].as_f64().unwrap_or(0.0);
+        if v["state"] == "moving" && f > 0.3 && f < 1.0 {
+            break f;
+        }
+        assert_eq!(
+            v["state"], "moving",
+            "the move ended before it was caught ({v}): make it longer"
+        );
+        assert!(Instant::now() < deadline, "never moving: {v}");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let mut serve = serve;
+    serve.child.kill().unwrap(); // SIGKILL, to its PID
+    let status = serve.child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    let leftover = |root: &Path| {
+        snapshot(root)
+            .into_iter()
+            .any(|(p, _)| p.to_string_lossy().ends_with(".rtmove"))
+    };
+    // Split between the folders: the first file moved (its source unlinked), the others not.
+    assert!(to.join("pack/a.bin").exists() && !from.join("pack/a.bin").exists());
+    assert!(from.join("pack/sub/d.bin").exists());
+    eprintln!(
+        "killed at {:.0}% after {:?}; a temporary copy {}",
+        fraction * 100.0,
+        started.elapsed(),
+        if leftover(&to) { "left" } else { "not left" }
+    );
+    drop(serve);
+
+    let serve = Serve::start_in(home.path(), &data, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        let v = serve.json("GET", &one, b"").1;
+        if v["state"] == "seeding" && v["pieces_have"] == v["pieces"] {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not seeding: {v}\n{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let at = PathBuf::from(v["save_dir"].as_str().unwrap());
+    let other = if at == to {
+        &from
+    } else {
+        assert_eq!(at, from, "{v}");
+        &to
+    };
+    assert_eq!(
+        snapshot(&at),
+        before,
+        "whole and byte-exact in {}",
+        at.display()
+    );
+    assert!(
+        !other.exists() || snapshot(other).is_empty(),
+        "nothing of it left in {}: {:?}",
+        other.display(),
+        snapshot(other).iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    assert!(!leftover(&at), "no temporary left");
+    eprintln!(
+        "after the restart: seeding {} pieces from {} ({}), {:?} in all",
+        v["pieces"],
+        at.display(),
+        if at == to { "finished" } else { "rolled back" },
+        started.elapsed()
+    );
+    assert!(serve.stop().success());
 }

@@ -45,7 +45,8 @@ fn qbittorrent_api_client_drives_serve() {
     let torrent = dir.path().join("payload.torrent");
     run_ok(
         Command::new("mktorrent")
-            .args(["-l", "16", "-a", "http://127.0.0.1:6969/announce", "-o"])
+            .args(["-l", "16", "-a", "http://127.0.0.1:6969/announce"])
+            .args(["-c", "for the qbt flow", "-o"])
             .arg(&torrent)
             .arg(&payload),
     );
@@ -256,4 +257,82 @@ fn statuses_are_qbittorrents() {
     assert_eq!(status, 200);
     let (status, _, _) = serve.request("GET", "/api/v2/app/version", &[&sid], b"");
     assert_eq!(status, 403, "logged out");
+}
+
+/// `torrents/properties` reports the .torrent file's `comment`, `created by` and `creation
+/// date` (kept in the state folder with the file, so a restart still knows them), and `""`,
+/// `""`, -1 for a magnet link, as qBittorrent does. In process: no Python needed.
+#[test]
+fn properties_report_the_torrent_files_comment_creator_and_date() {
+    use ringtorrent::api::qbt::{torrents, Params, WebApi, WebSettings};
+    use ringtorrent::client::{AddTorrent, Client, ClientConfig, TorrentMeta};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_payload(&data.join("dated.bin"), 200_000, 31);
+    let opts = ringtorrent::metainfo::create::CreateOptions {
+        path: data.join("dated.bin"),
+        piece_len: Some(64 * 1024),
+        comment: Some("a comment, ünicode".into()),
+        creation_date: Some(1_700_000_000),
+        ..Default::default()
+    };
+    let bytes = ringtorrent::metainfo::create::create(&opts, &Default::default())
+        .unwrap()
+        .bytes;
+    let magnet_hash = "ab".repeat(20);
+    let config = || ClientConfig {
+        state_dir: Some(tmp.path().join("state")),
+        remember_torrents: true,
+        ..common::client_config(&data, 1)
+    };
+    let auth = ringtorrent::api::auth::Auth::new(ringtorrent::api::auth::AuthConfig {
+        session_ttl: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .unwrap();
+    let api = WebApi::new(std::sync::Arc::new(auth), WebSettings::default());
+    let properties = |client: &Client, hash: &str| -> Value {
+        let r = torrents::handle(
+            &api,
+            client,
+            "properties",
+            &Params::from_pairs(&[("hash", hash)]),
+            false,
+        )
+        .expect("served");
+        assert_eq!(r.status, 200);
+        serde_json::from_slice(&r.body).unwrap()
+    };
+    let expected = TorrentMeta {
+        comment: Some("a comment, ünicode".into()),
+        created_by: Some(concat!("ringtorrent ", env!("CARGO_PKG_VERSION")).into()),
+        creation_date: Some(1_700_000_000),
+    };
+
+    let client = Client::start(config()).unwrap();
+    let t = client.add(AddTorrent::bytes(bytes)).unwrap();
+    let hash = t.info_hash().to_hex();
+    let m = client
+        .add(AddTorrent::magnet(format!("magnet:?xt=urn:btih:{magnet_hash}")).paused(true))
+        .unwrap();
+    assert_eq!(t.meta().unwrap(), expected);
+    assert_eq!(m.meta().unwrap(), TorrentMeta::default());
+    let p = properties(&client, &hash);
+    assert_eq!(p["comment"], "a comment, ünicode", "{p}");
+    assert_eq!(p["created_by"], expected.created_by.as_deref().unwrap());
+    assert_eq!(p["creation_date"], 1_700_000_000);
+    let p = properties(&client, &magnet_hash);
+    assert_eq!(
+        (&p["comment"], &p["created_by"], &p["creation_date"]),
+        (&Value::from(""), &Value::from(""), &Value::from(-1)),
+        "{p}"
+    );
+    client.shutdown();
+
+    // Brought back from the state folder.
+    let client = Client::start(config()).unwrap();
+    let t = client.get(t.info_hash()).expect("remembered");
+    assert_eq!(t.meta().unwrap(), expected);
+    assert_eq!(properties(&client, &hash)["creation_date"], 1_700_000_000);
+    client.shutdown();
 }

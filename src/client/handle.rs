@@ -57,6 +57,19 @@ impl TorrentState {
     }
 }
 
+/// What a .torrent file says about itself beside its info dictionary and trackers (shown
+/// by qBittorrent's `torrents/properties`): all `None` for a torrent added from a magnet
+/// link, whose peers send the info dictionary alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TorrentMeta {
+    /// The free-text `comment`.
+    pub comment: Option<String>,
+    /// The program that made it (`created by`).
+    pub created_by: Option<String>,
+    /// When it was made (`creation date`), in seconds since the Unix epoch.
+    pub creation_date: Option<i64>,
+}
+
 /// One torrent's status.
 #[derive(Debug, Clone, Serialize)]
 pub struct TorrentStatus {
@@ -244,6 +257,11 @@ impl TorrentHandle {
     /// Its metadata, once known (always, for a torrent added from a .torrent file).
     pub fn info(&self) -> Result<Option<Arc<Info>>, ClientError> {
         self.shared.with(|s| s.info(self.hash))
+    }
+
+    /// What its .torrent file says about itself: comment, creator, creation date.
+    pub fn meta(&self) -> Result<TorrentMeta, ClientError> {
+        self.shared.with(|s| Ok(s.entry(self.hash)?.meta.clone()))
     }
 
     /// Its status now.

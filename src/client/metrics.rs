@@ -1,11 +1,17 @@
 //! [`Metrics`]: counters and histograms summed over the event loops, for a Prometheus page or
 //! a report. Each loop fills its part on its own thread ([`gather`]); the client adds them.
+//!
+//! A torrent's own counters (payload, pieces, bans, closes, latencies) live in its session
+//! torrent, which is dropped when it leaves its loop (paused, queued, moved, checked again,
+//! removed) and starts from zero when it comes back. So that the exported `*_total`
+//! counters never go down, as Prometheus requires, what a torrent counted is added to the
+//! client's `departed` part ([`torrent_part`]) as it leaves, and that part to every snapshot.
 
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 
-use crate::core::Bitfield;
+use crate::core::{Bitfield, TorrentStats};
 use crate::driver::{Driver, LoopStats};
 
 /// A snapshot of the client's counters.
@@ -112,17 +118,7 @@ pub(crate) fn gather(d: &mut Driver) -> Metrics {
     part.upload_buffered = s.upload_buffered() as u64;
     for id in s.torrent_ids() {
         if let Some(st) = s.stats(id) {
-            part.uploaded += st.uploaded;
-            part.downloaded += st.downloaded;
-            part.wasted += st.wasted;
-            part.pieces_verified += st.pieces_verified;
-            part.pieces_failed += st.hash_failures;
-            part.banned += st.banned;
-            for (reason, n) in &st.closes {
-                *part.closes.entry(reason.to_string()).or_default() += n;
-            }
-            merge(&mut part.latency_us, st.request_latency_us.as_deref());
-            merge(&mut part.hash_wait_us, st.hash_wait_us.as_deref());
+            part.add(torrent_part(st));
         }
         let pieces = s.have(id).map_or(0, Bitfield::len);
         for p in s.peers(id, now) {
@@ -132,6 +128,25 @@ pub(crate) fn gather(d: &mut Driver) -> Metrics {
             part.peers_seeds += u64::from(p.pieces > 0 && p.pieces == pieces);
         }
     }
+    part
+}
+
+/// One session torrent's own counters, as a part to add.
+pub(crate) fn torrent_part(st: &TorrentStats) -> Metrics {
+    let mut part = Metrics {
+        uploaded: st.uploaded,
+        downloaded: st.downloaded,
+        wasted: st.wasted,
+        pieces_verified: st.pieces_verified,
+        pieces_failed: st.hash_failures,
+        banned: st.banned,
+        ..Metrics::default()
+    };
+    for (reason, n) in &st.closes {
+        *part.closes.entry(reason.to_string()).or_default() += n;
+    }
+    merge(&mut part.latency_us, st.request_latency_us.as_deref());
+    merge(&mut part.hash_wait_us, st.hash_wait_us.as_deref());
     part
 }
 

@@ -70,7 +70,9 @@ pub use config::{ClientConfig, IoChoice, Limits};
 pub use descriptors::DescriptorBudget;
 pub use error::ClientError;
 pub use events::{ClientEvent, DataSource, Events, EVENT_QUEUE_CAPACITY};
-pub use handle::{FilePriority, FileStatus, PeerInfo, TorrentHandle, TorrentState, TorrentStatus};
+pub use handle::{
+    FilePriority, FileStatus, PeerInfo, TorrentHandle, TorrentMeta, TorrentState, TorrentStatus,
+};
 pub use metrics::Metrics;
 pub use open::check_data;
 pub use policy::{Category, QueueConfig, QueueMove, ShareAction, ShareLimits};
@@ -418,6 +420,7 @@ impl Client {
             queue_config: QueueConfig::default(),
             queue: Vec::new(),
             queue_loading: false,
+            departed: Metrics::default(),
         };
         state.load_policy(config.share_limits, config.queue);
         state.set_session_limits(config.limits.upload_rate, config.limits.download_rate);

@@ -71,6 +71,8 @@ pub(crate) struct Entry {
     pub metadata_only: bool,
     /// Tracker tiers.
     pub trackers: Vec<Vec<String>>,
+    /// The .torrent file's comment, creator and date (none from a magnet link).
+    pub meta: super::TorrentMeta,
     /// Its files, once opened.
     pub storage: Option<Arc<Storage>>,
     /// The loop that owns it.
@@ -200,6 +202,9 @@ pub(crate) struct State {
     pub queue: Vec<InfoHash>,
     /// The state folder's torrents are being loaded: they keep their kept queue places.
     pub queue_loading: bool,
+    /// What torrents counted in their loops' sessions before they left them (paused,
+    /// removed...), added to every [`Metrics`] snapshot so its totals never go down.
+    pub departed: Metrics,
 }
 
 pub(crate) fn now_unix() -> u64 {
@@ -371,6 +376,11 @@ impl State {
         let torrent =
             Torrent::from_bytes(&bytes).map_err(|e| ClientError::InvalidTorrent(e.to_string()))?;
         let tiers = torrent.trackers.clone();
+        let meta = super::TorrentMeta {
+            comment: torrent.comment.clone(),
+            created_by: torrent.created_by.clone(),
+            creation_date: torrent.creation_date,
+        };
         let info = Arc::new(torrent.info);
         let hash = info.info_hash();
         if self.torrents.contains_key(&hash) {
@@ -458,6 +468,7 @@ impl State {
                 magnet: None,
                 metadata_only: false,
                 trackers: tiers,
+                meta,
                 storage: Some(opened.storage),
                 shard: shard_of(&hash, self.loops.len()),
                 id: None,
@@ -574,6 +585,7 @@ impl State {
                 magnet: Some(uri.to_string()),
                 metadata_only,
                 trackers: tiers.clone(),
+                meta: super::TorrentMeta::default(),
                 storage: None,
                 shard,
                 id: Some(id),
@@ -809,15 +821,20 @@ impl State {
         self.progress.remove(&hash);
         self.route(hash, shard, false);
         let map = self.maps[shard as usize].clone();
-        let (have, totals) = self.call(shard, move |d| {
+        let (have, totals, part) = self.call(shard, move |d| {
             let now = d.now();
             let have = d.session().have(id).cloned();
-            let totals = d.session().stats(id).map(|st| (st.uploaded, st.downloaded));
+            let stats = d.session().stats(id);
+            let totals = stats.map(|st| (st.uploaded, st.downloaded));
+            let part = stats.map(metrics::torrent_part);
             d.session().remove_torrent(id, now);
             d.detach_storage(id);
             map.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-            (have, totals)
+            (have, totals, part)
         })?;
+        if let Some(part) = part {
+            self.departed.add(part);
+        }
         let resume_dir = self.resume_dir();
         let entry = self.torrents.get_mut(&hash).expect("checked above");
         entry.id = None;
@@ -1152,12 +1169,17 @@ impl State {
             self.route(hash, e.shard, false);
             if let Some(id) = e.id {
                 let map = self.maps[e.shard as usize].clone();
-                self.call(e.shard, move |d| {
+                let part = self.call(e.shard, move |d| {
                     let now = d.now();
+                    let part = d.session().stats(id).map(metrics::torrent_part);
                     d.session().remove_torrent(id, now);
                     d.detach_storage(id);
                     map.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                    part
                 })?;
+                if let Some(part) = part {
+                    self.departed.add(part);
+                }
             }
         } else {
             self.deactivate(hash)?;
@@ -1342,7 +1364,7 @@ impl State {
     }
 
     pub fn metrics(&self) -> Metrics {
-        let mut m = Metrics::default();
+        let mut m = self.departed.clone();
         for shard in 0..self.loops.len() as u32 {
             if let Ok(part) = self.call(shard, metrics::gather) {
                 m.add(part);

@@ -192,6 +192,8 @@ def main():
     props = c.torrents_properties(torrent_hash=h)
     check(props.save_path == save and props.pieces_have == props.pieces_num, f"properties {props}")
     check(props.dl_limit == -1, "properties: -1 for no limit")
+    check(props.comment == "for the qbt flow" and props.created_by.startswith("mktorrent")
+          and props.creation_date > 1_600_000_000, f"properties: the .torrent's own fields {props}")
     states = c.torrents_piece_states(torrent_hash=h)
     check(states and all(s == 2 for s in states), "pieceStates")
     peers = c.sync_torrent_peers(torrent_hash=h)

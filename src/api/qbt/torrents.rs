@@ -411,6 +411,7 @@ fn peer_counts(peers: &[PeerInfo]) -> (usize, usize) {
 pub fn properties(api: &WebApi, t: &TorrentHandle) -> Result<Value, ClientError> {
     let st = t.status()?;
     let info = t.info()?;
+    let meta = t.meta()?;
     let peers = t.peers()?;
     let (seeds, leechs) = peer_counts(&peers);
     let times = times(&mut api.state(), t.info_hash(), &st);
@@ -420,10 +421,10 @@ pub fn properties(api: &WebApi, t: &TorrentHandle) -> Result<Value, ClientError>
     let eta = eta(&st);
     Ok(json!({
         "addition_date": times.added,
-        "comment": "",
+        "comment": meta.comment.unwrap_or_default(),
         "completion_date": times.completed.unwrap_or(-1),
-        "created_by": "",
-        "creation_date": -1,
+        "created_by": meta.created_by.unwrap_or_default(),
+        "creation_date": meta.creation_date.unwrap_or(-1),
         "dl_limit": limit(st.download_limit),
         "dl_speed": st.download_rate,
         "dl_speed_avg": st.downloaded.checked_div(elapsed).unwrap_or(0),
