@@ -142,6 +142,8 @@ fn a_corrupt_piece_found_in_seed_mode_stops_serving_and_checks_the_torrent() {
         0,
         "no corrupt block was served"
     );
+    // Counted, though the torrent has left its loop for the check since.
+    assert_eq!(seed.metrics().pieces_failed, 1, "the seed-mode failure");
     leech.shutdown();
     seed.shutdown();
 }
