@@ -300,6 +300,28 @@ impl TorrentHandle {
         self.shared.with(|s| s.finish_recheck(self.hash, have))
     }
 
+    /// Starts a check of its data from scratch and returns at once: when this returns, the
+    /// torrent is out of its loop and shows [`TorrentState::Checking`]; the hashing runs on
+    /// a thread of its own, and the torrent starts again from what it finds (as
+    /// [`TorrentHandle::recheck`]). What qBittorrent's `torrents/recheck` does.
+    pub fn start_recheck(&self) -> Result<(), ClientError> {
+        let job = self.shared.with(|s| s.begin_recheck(self.hash))?;
+        let (shared, hash) = (self.shared.clone(), self.hash);
+        std::thread::Builder::new()
+            .name("rt-check".into())
+            .spawn(move || {
+                let have = job.run();
+                if let Err(e) = shared.with(|s| s.finish_recheck(hash, have)) {
+                    tracing::warn!("{hash}: cannot start after its check: {e}");
+                }
+            })
+            .map_err(ClientError::io(
+                "start a thread to check",
+                std::path::Path::new(""),
+            ))?;
+        Ok(())
+    }
+
     /// Removes it from the client (and the state folder); with `delete_data`, its files too.
     pub fn remove(&self, delete_data: bool) -> Result<(), ClientError> {
         self.shared.with(|s| s.remove(self.hash, delete_data))

@@ -878,19 +878,9 @@ pub fn handle(
             })
         }),
         "recheck" => need_post(post).and_then(|()| {
-            let ts = select(client, p)?;
-            if !ts.is_empty() {
-                // The check runs on a thread of its own: the answer does not wait for it.
-                let spawned = std::thread::Builder::new()
-                    .name("qbt-recheck".into())
-                    .spawn(move || {
-                        for t in ts {
-                            let _ = t.recheck();
-                        }
-                    });
-                if let Err(e) = spawned {
-                    return Err(text(500, e.to_string()));
-                }
+            // Each torrent shows checking when this answers; the hashing runs beside.
+            for t in select(client, p)? {
+                let _ = t.start_recheck();
             }
             Ok(text(200, ""))
         }),
