@@ -140,6 +140,10 @@ pub struct TorrentStatus {
     pub moving: Option<f64>,
     /// While its data is being checked from scratch: the share of the bytes hashed, 0 to 1.
     pub checking: Option<f64>,
+    /// When it was added (Unix seconds), kept over restarts in the state folder.
+    pub added_on: u64,
+    /// When it first completed (Unix seconds), kept likewise; `None` before that.
+    pub completed_on: Option<u64>,
 }
 
 /// One connected peer.

@@ -46,6 +46,8 @@ fn status(hash: char, state: TorrentState) -> TorrentStatus {
         first_last_piece_priority: false,
         checking: None,
         moving: None,
+        added_on: 1_700_000_000,
+        completed_on: None,
     }
 }
 

@@ -157,7 +157,8 @@ pub fn extra(t: &TorrentHandle, st: &TorrentStatus) -> Extra {
     }
 }
 
-/// The times the WebAPI keeps of a torrent, updated from its status.
+/// A torrent's times: when it was added and completed come from the engine, which keeps
+/// them over restarts; the `Instant`s (for `time_active`) are this WebAPI's.
 pub(crate) fn times(w: &mut WebState, hash: InfoHash, st: &TorrentStatus) -> Times {
     let now = Instant::now();
     let t = w.seen.entry(hash).or_insert_with(|| Times {
@@ -166,7 +167,14 @@ pub(crate) fn times(w: &mut WebState, hash: InfoHash, st: &TorrentStatus) -> Tim
         completed: None,
         completed_at: None,
     });
-    if st.bytes_left == 0 && st.size > 0 && t.completed.is_none() {
+    if st.added_on > 0 {
+        t.added = st.added_on as i64;
+    }
+    if let Some(done) = st.completed_on {
+        t.completed = Some(done as i64);
+        t.completed_at.get_or_insert(now);
+    } else if st.bytes_left == 0 && st.size > 0 && t.completed.is_none() {
+        // Complete but not counted by the engine (its event not handled yet): seen now.
         t.completed = Some(unix_now());
         t.completed_at = Some(now);
     }
