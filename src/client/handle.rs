@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::trackers::TrackerStatus;
+
 use super::policy::{QueueMove, ShareLimits};
 use super::{ClientError, Shared};
 use crate::core::InfoHash;
@@ -411,6 +413,22 @@ impl TorrentHandle {
     /// queued, has nothing to announce and this does nothing).
     pub fn reannounce(&self) -> Result<(), ClientError> {
         self.shared.with(|s| s.reannounce(self.hash))
+    }
+
+    /// Each of its trackers, tier by tier, as its last announce left it (working, not
+    /// working with the tracker's reason, the counts it gave); all not contacted when the
+    /// client announces nothing.
+    pub fn tracker_status(&self) -> Result<Vec<TrackerStatus>, ClientError> {
+        self.shared.with(|s| {
+            let e = s
+                .torrents
+                .get(&self.hash)
+                .ok_or(ClientError::UnknownTorrent(self.hash))?;
+            Ok(match &s.trackers {
+                Some(t) => t.status(self.hash, &e.trackers),
+                None => super::trackers::Trackers::unknown(&e.trackers),
+            })
+        })
     }
 
     /// Its tracker tiers, as added (announce-list order).

@@ -1200,6 +1200,9 @@ impl State {
         if let Some(store) = &self.store {
             store.forget(&hash);
         }
+        if let Some(t) = self.trackers.as_mut() {
+            t.forget(hash);
+        }
         self.dequeue(hash);
         tracing::info!(
             "removed {name} ({hash}){}",

@@ -13,7 +13,7 @@ use super::{
 use crate::api::Response;
 use crate::client::{
     AddTorrent, Client, ClientError, FilePriority, PeerInfo, QueueMove, ShareLimits, TorrentHandle,
-    TorrentState, TorrentStatus,
+    TorrentState, TorrentStatus, TrackerState, TrackerStatus,
 };
 use crate::core::InfoHash;
 
@@ -471,8 +471,11 @@ pub fn properties(api: &WebApi, t: &TorrentHandle) -> Result<Value, ClientError>
 }
 
 /// `torrents/trackers`: the three pseudo-trackers qBittorrent lists first (DHT off, PeX on
-/// unless private, LSD off), then each tracker with its tier.
-pub fn trackers(tiers: &[Vec<String>], private: bool) -> Value {
+/// unless private, LSD off), then each tracker with its tier as its last
+/// announce left it: `status` 1 not contacted, 2 working, 3 updating, 4 not working; `msg` the
+/// tracker's failure reason or warning (what qbit_manage looks for "unregistered" in); the
+/// counts -1 when the tracker did not give them.
+pub fn trackers(list: &[TrackerStatus], private: bool) -> Value {
     let pseudo = |url: &str, status: u8| {
         json!({
             "url": url, "status": status, "tier": -1, "num_peers": 0, "num_seeds": 0,
@@ -485,14 +488,19 @@ pub fn trackers(tiers: &[Vec<String>], private: bool) -> Value {
         pseudo("** [PeX] **", if private { 0 } else { 2 }),
         pseudo("** [LSD] **", 0),
     ];
-    for (tier, urls) in tiers.iter().enumerate() {
-        for url in urls {
-            // 1: "not contacted yet": the announcer's state is not reported (yet).
-            out.push(json!({
-                "url": url, "status": 1, "tier": tier, "num_peers": -1, "num_seeds": -1,
-                "num_leeches": -1, "num_downloaded": -1, "msg": "",
-            }));
-        }
+    let count = |n: Option<u32>| n.map_or(-1, i64::from);
+    for t in list {
+        let status = match t.state {
+            TrackerState::NotContacted => 1,
+            TrackerState::Working => 2,
+            TrackerState::Updating => 3,
+            TrackerState::NotWorking => 4,
+        };
+        out.push(json!({
+            "url": t.url, "status": status, "tier": t.tier, "num_peers": count(t.peers),
+            "num_seeds": count(t.seeds), "num_leeches": count(t.leeches),
+            "num_downloaded": count(t.downloaded), "msg": t.message,
+        }));
     }
     Value::Array(out)
 }
@@ -702,9 +710,9 @@ pub fn handle(
         "info" => list(all_objects(api, client), p).map(|v| super::json(&v)),
         "properties" => one(client, p).and_then(|t| properties(api, &t).map_err(fail)).map(|v| super::json(&v)),
         "trackers" => one(client, p).and_then(|t| {
-            let tiers = t.trackers().map_err(fail)?;
+            let list = t.tracker_status().map_err(fail)?;
             let private = t.info().ok().flatten().is_some_and(|i| i.is_private());
-            Ok(super::json(&trackers(&tiers, private)))
+            Ok(super::json(&trackers(&list, private)))
         }),
         "webseeds" => one(client, p).map(|_| super::json(&json!([]))),
         "files" => one(client, p)
