@@ -268,6 +268,68 @@ fn a_state_folder_brings_torrents_back_without_a_check() {
     third.shutdown();
 }
 
+/// Seconds since the epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn added_and_completion_times_survive_a_restart() {
+    // Seedbox tools age torrents by them: they must not reset when the client restarts.
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = make(&tmp.path().join("seed"), "file.bin", 1_000_000);
+    let seed = seeder(&tmp.path().join("seed"), &torrent);
+    let state = tmp.path().join("state");
+    let remembering = || ClientConfig {
+        state_dir: Some(state.clone()),
+        remember_torrents: true,
+        ..config(&tmp.path().join("leech"))
+    };
+    let before = unix_now();
+    let first = Client::start(remembering()).unwrap();
+    let events = first.subscribe();
+    let t = first
+        .add(AddTorrent::bytes(torrent).peers(seed.listen_addr()))
+        .unwrap();
+    let hash = t.info_hash();
+    let added = t.status().unwrap().added_on;
+    assert!(added >= before && added <= unix_now(), "{added}");
+    until(&events, |e| matches!(e, ClientEvent::Completed { .. }));
+    // The completion is recorded by the housekeeping thread, just after the event.
+    let deadline = Instant::now() + LIMIT;
+    let completed = loop {
+        if let Some(c) = t.status().unwrap().completed_on {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "no completion time");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(added <= completed && completed <= unix_now());
+    seed.shutdown();
+    first.shutdown();
+    // A second later, a reset would show.
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = Client::start(remembering()).unwrap();
+    let s = second.get(hash).expect("remembered").status().unwrap();
+    assert_eq!(s.state, TorrentState::Seeding);
+    assert_eq!((s.added_on, s.completed_on), (added, Some(completed)));
+    second.shutdown();
+
+    // A torrent added with all its data is complete when added.
+    let third = Client::start(config(&tmp.path().join("seed"))).unwrap();
+    let bytes = std::fs::read(state.join(format!("torrents/{}.torrent", hash.to_hex()))).unwrap();
+    let s = third
+        .add(AddTorrent::bytes(bytes))
+        .unwrap()
+        .status()
+        .unwrap();
+    assert_eq!(s.completed_on, Some(s.added_on));
+    third.shutdown();
+}
+
 #[test]
 fn a_magnet_link_fetches_its_metadata_and_downloads() {
     let tmp = tempfile::tempdir().unwrap();

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::trackers::TrackerStatus;
+
 use super::policy::{QueueMove, ShareLimits};
 use super::{ClientError, Shared};
 use crate::core::InfoHash;
@@ -140,6 +142,10 @@ pub struct TorrentStatus {
     pub moving: Option<f64>,
     /// While its data is being checked from scratch: the share of the bytes hashed, 0 to 1.
     pub checking: Option<f64>,
+    /// When it was added (Unix seconds), kept over restarts in the state folder.
+    pub added_on: u64,
+    /// When it first completed (Unix seconds), kept likewise; `None` before that.
+    pub completed_on: Option<u64>,
 }
 
 /// One connected peer.
@@ -429,6 +435,22 @@ impl TorrentHandle {
     /// queued, has nothing to announce and this does nothing).
     pub fn reannounce(&self) -> Result<(), ClientError> {
         self.shared.with(|s| s.reannounce(self.hash))
+    }
+
+    /// Each of its trackers, tier by tier, as its last announce left it (working, not
+    /// working with the tracker's reason, the counts it gave); all not contacted when the
+    /// client announces nothing.
+    pub fn tracker_status(&self) -> Result<Vec<TrackerStatus>, ClientError> {
+        self.shared.with(|s| {
+            let e = s
+                .torrents
+                .get(&self.hash)
+                .ok_or(ClientError::UnknownTorrent(self.hash))?;
+            Ok(match &s.trackers {
+                Some(t) => t.status(self.hash, &e.trackers),
+                None => super::trackers::Trackers::unknown(&e.trackers),
+            })
+        })
     }
 
     /// Its tracker tiers, as added (announce-list order).

@@ -79,6 +79,7 @@ pub use policy::{Category, QueueConfig, QueueMove, ShareAction, ShareLimits};
 pub use probe::{probe_peer, PeerProbe, Pieces, ProbeError};
 pub use state::magnet_peers;
 pub use store::{MoveIntent, Settings};
+pub use trackers::{TrackerState, TrackerStatus};
 
 use crate::core::api::Event;
 use crate::core::{InfoHash, PeerId, Session, Time};

@@ -457,6 +457,11 @@ impl State {
         let verified = opened.have.count();
         let saved = (!opened.unsaved()).then_some(verified);
         let complete = verified == info.lengths().piece_count();
+        // A torrent added with all its data is complete from now (as libtorrent counts it).
+        let first_complete = complete && settings.completed.is_none();
+        if first_complete {
+            settings.completed = Some(now_unix());
+        }
         let queued = !settings.paused && self.queues_new(settings.force_start);
         let go = !settings.paused && !queued;
         let held_have = queued.then(|| opened.have.clone());
@@ -489,7 +494,7 @@ impl State {
             },
         );
         self.enqueue(hash);
-        if new || recovered {
+        if new || recovered || first_complete {
             self.save_settings(&hash)?;
         }
         tracing::info!(
@@ -1195,6 +1200,9 @@ impl State {
         if let Some(store) = &self.store {
             store.forget(&hash);
         }
+        if let Some(t) = self.trackers.as_mut() {
+            t.forget(hash);
+        }
         self.dequeue(hash);
         tracing::info!(
             "removed {name} ({hash}){}",
@@ -1501,6 +1509,14 @@ impl State {
             (st, s.have(id).cloned(), s.bytes_left(id))
         });
         let Ok((stats, have, left)) = got else { return };
+        if let Some(e) = self.torrents.get_mut(&hash) {
+            if e.settings.completed.is_none() {
+                e.settings.completed = Some(now_unix());
+                if let Err(err) = self.save_settings(&hash) {
+                    tracing::warn!("{hash}: cannot save its completion time: {err}");
+                }
+            }
+        }
         let (uploaded, downloaded) = stats.unwrap_or((0, 0));
         let progress = Progress {
             uploaded,
@@ -1790,6 +1806,8 @@ fn status(hash: &InfoHash, e: &Entry, live: Option<&Live>, s: &State, pos: usize
             let done = done.load(std::sync::atomic::Ordering::Relaxed) as f64;
             (done / size.max(1) as f64).min(1.0)
         }),
+        added_on: e.settings.added,
+        completed_on: e.settings.completed,
     }
 }
 

@@ -41,6 +41,9 @@ pub struct Settings {
     pub source: String,
     /// When it was added (Unix seconds); 0 for a torrent not added yet.
     pub added: u64,
+    /// When it first completed (Unix seconds; every wanted byte verified), kept after: a
+    /// recheck or a file selected later does not change it. `None` before that.
+    pub completed: Option<u64>,
     /// Its data folder, when not the client's.
     pub save_dir: Option<PathBuf>,
     /// Which files are downloaded, by index (`None`: all).
@@ -284,6 +287,7 @@ mod tests {
         assert_eq!(s.share_limits, ShareLimits::USE_GLOBAL);
         assert_eq!(s.priorities(), None);
         assert!(!s.sequential && !s.first_last_piece_priority);
+        assert_eq!(s.completed, None);
         // A selection written before priorities existed reads as Normal and Skip.
         let s: Settings = serde_json::from_slice(br#"{"files": [true, false]}"#).unwrap();
         assert_eq!(

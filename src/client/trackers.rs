@@ -9,9 +9,63 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+
 use super::events::{ClientEvent, Publisher};
 use crate::core::{InfoHash, PeerId, Time};
-use crate::tracker::{Announcer, Mode, Progress, TrackerConfig, TrackerEvent, TrackerIo};
+use crate::tracker::{
+    Announcer, Mode, Progress, TrackerConfig, TrackerError, TrackerEvent, TrackerIo,
+};
+
+/// Where a tracker stands with a torrent, as its last exchange left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackerState {
+    /// Not asked yet in this run (or the torrent is not running).
+    NotContacted,
+    /// Its last announce was answered.
+    Working,
+    /// An announce to it is on its way.
+    Updating,
+    /// Its last announce failed (refused, unreachable, a bad reply).
+    NotWorking,
+}
+
+/// One tracker of a torrent: what its last announce (or scrape) said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrackerStatus {
+    /// Its announce URL.
+    pub url: String,
+    /// Its tier, from 0.
+    pub tier: usize,
+    /// Where it stands.
+    pub state: TrackerState,
+    /// The tracker's `failure reason` when it refused, what went wrong when it failed
+    /// otherwise, its `warning message` when it answered with one; empty else.
+    pub message: String,
+    /// Peers it gave in its last reply.
+    pub peers: Option<u32>,
+    /// Seeds it counts (last announce or scrape), if it said.
+    pub seeds: Option<u32>,
+    /// Leechers it counts, if it said.
+    pub leeches: Option<u32>,
+    /// Completed downloads it counts (scrape only), if known.
+    pub downloaded: Option<u32>,
+    /// How long until the next regular announce goes to it (the tracker in use, while none
+    /// is in flight).
+    pub next_announce: Option<Duration>,
+}
+
+/// What the last exchange with a tracker said (kept while the torrent pauses).
+#[derive(Debug, Clone, Default)]
+struct Last {
+    working: Option<bool>,
+    message: String,
+    peers: Option<u32>,
+    seeds: Option<u32>,
+    leeches: Option<u32>,
+    downloaded: Option<u32>,
+}
 
 struct Entry {
     owner: u64,
@@ -25,6 +79,9 @@ pub(crate) struct Trackers {
     active: BTreeMap<InfoHash, Entry>,
     /// Announcers sending `stopped`, kept until done or their deadline.
     stopping: Vec<(Entry, Instant)>,
+    /// What each torrent's trackers last said, by URL; kept while a torrent is paused,
+    /// dropped by [`Trackers::forget`].
+    last: BTreeMap<InfoHash, BTreeMap<String, Last>>,
     next_owner: u64,
     epoch: Instant,
     peer_id: PeerId,
@@ -56,6 +113,7 @@ impl Trackers {
             io,
             active: BTreeMap::new(),
             stopping: Vec::new(),
+            last: BTreeMap::new(),
             next_owner: 0,
             epoch: Instant::now(),
             peer_id,
@@ -133,6 +191,79 @@ impl Trackers {
         }
     }
 
+    /// Each of `tiers`' trackers, none contacted (a client that announces nothing).
+    pub(crate) fn unknown(tiers: &[Vec<String>]) -> Vec<TrackerStatus> {
+        let mut out = Vec::new();
+        for (tier, urls) in tiers.iter().enumerate() {
+            for url in urls {
+                out.push(TrackerStatus {
+                    url: url.clone(),
+                    tier,
+                    state: TrackerState::NotContacted,
+                    message: String::new(),
+                    peers: None,
+                    seeds: None,
+                    leeches: None,
+                    downloaded: None,
+                    next_announce: None,
+                });
+            }
+        }
+        out
+    }
+
+    /// Drops what `hash`'s trackers said (the torrent left the client).
+    pub(crate) fn forget(&mut self, hash: InfoHash) {
+        self.last.remove(&hash);
+    }
+
+    /// Each of `tiers`' trackers as `hash`'s announcer last left it, in tier order.
+    pub(crate) fn status(&self, hash: InfoHash, tiers: &[Vec<String>]) -> Vec<TrackerStatus> {
+        let now = self.now();
+        let announcer = self.active.get(&hash).map(|e| &e.announcer);
+        let in_flight = announcer.map(Announcer::in_flight).unwrap_or_default();
+        // The tracker in use: the first of the order that answered.
+        let next = announcer.and_then(|a| {
+            let at = a.next_announce()?;
+            let url = a.order().into_iter().find(|u| {
+                self.last
+                    .get(&hash)
+                    .and_then(|l| l.get(*u))
+                    .is_some_and(|l| l.working == Some(true))
+            })?;
+            Some((url.to_string(), at.saturating_since(now)))
+        });
+        let empty = BTreeMap::new();
+        let last = self.last.get(&hash).unwrap_or(&empty);
+        let mut out = Vec::new();
+        for (tier, urls) in tiers.iter().enumerate() {
+            for url in urls {
+                let l = last.get(url).cloned().unwrap_or_default();
+                let state = if in_flight.contains(&url.as_str()) {
+                    TrackerState::Updating
+                } else {
+                    match l.working {
+                        None => TrackerState::NotContacted,
+                        Some(true) => TrackerState::Working,
+                        Some(false) => TrackerState::NotWorking,
+                    }
+                };
+                out.push(TrackerStatus {
+                    url: url.clone(),
+                    tier,
+                    state,
+                    message: l.message,
+                    peers: l.peers,
+                    seeds: l.seeds,
+                    leeches: l.leeches,
+                    downloaded: l.downloaded,
+                    next_announce: next.as_ref().filter(|(u, _)| u == url).map(|(_, d)| *d),
+                });
+            }
+        }
+        out
+    }
+
     /// Feeds progress, fires timers, carries out requests; returns the peers trackers gave,
     /// without our own address.
     pub(crate) fn pump(
@@ -173,6 +304,13 @@ impl Trackers {
                                     && (p.ip().is_loopback() || p.ip().is_unspecified()))
                             })
                             .collect();
+                        let last = self.last.entry(*hash).or_default();
+                        let l = last.entry(url.clone()).or_default();
+                        l.working = Some(true);
+                        l.message = response.warning.clone().unwrap_or_default();
+                        l.peers = Some(peers.len() as u32);
+                        l.seeds = response.seeders.or(l.seeds);
+                        l.leeches = response.leechers.or(l.leeches);
                         self.events.publish(ClientEvent::TrackerReplied {
                             info_hash: *hash,
                             url,
@@ -186,6 +324,14 @@ impl Trackers {
                     }
                     TrackerEvent::Error { url, error } => {
                         tracing::warn!("tracker {url} ({hash}): {error}");
+                        let last = self.last.entry(*hash).or_default();
+                        let l = last.entry(url.clone()).or_default();
+                        l.working = Some(false);
+                        l.message = match &error {
+                            // The tracker's own words, as qBittorrent shows them.
+                            TrackerError::Failure(reason) => reason.clone(),
+                            other => other.to_string(),
+                        };
                         self.events.publish(ClientEvent::TrackerFailed {
                             info_hash: *hash,
                             url,
@@ -195,7 +341,15 @@ impl Trackers {
                     TrackerEvent::Warning { url, message } => {
                         tracing::warn!("tracker {url} ({hash}) warns: {message}")
                     }
-                    TrackerEvent::Scraped { .. } => {}
+                    TrackerEvent::Scraped { url, stats } => {
+                        let last = self.last.entry(*hash).or_default();
+                        let l = last.entry(url).or_default();
+                        for (_, st) in stats.iter().filter(|(h, _)| h == hash) {
+                            l.seeds = Some(st.seeders);
+                            l.leeches = Some(st.leechers);
+                            l.downloaded = Some(st.completed);
+                        }
+                    }
                 }
             }
         }

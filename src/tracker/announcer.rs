@@ -347,6 +347,21 @@ impl Announcer {
             .collect()
     }
 
+    /// The trackers with an exchange in flight now (an announce or scrape on its way).
+    pub fn in_flight(&self) -> Vec<&str> {
+        self.links
+            .iter()
+            .filter(|l| l.pending.is_some())
+            .map(|l| l.url.raw.as_str())
+            .collect()
+    }
+
+    /// When the next regular announce is due, while running with none in flight.
+    pub fn next_announce(&self) -> Option<Time> {
+        (self.state == State::Running && self.mode == Mode::Regular && self.active.is_none())
+            .then_some(self.next_announce)
+    }
+
     /// The URL of a link.
     pub fn url(&self, link: LinkId) -> Option<&TrackerUrl> {
         self.links.get(link.0 as usize).map(|l| &l.url)

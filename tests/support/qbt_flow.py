@@ -170,6 +170,11 @@ def main():
     check(done[0].amount_left == 0, "nothing left")
     name = done[0].name
     check(sha(os.path.join(save, name)) == sha(payload), "downloaded bytes")
+    # The engine's times (kept over restarts), not the WebAPI's: added, then completed.
+    now = int(time.time())
+    x = c.torrents_info(torrent_hashes=h)[0]
+    check(0 < x.added_on <= x.completion_on <= now,
+          f"added_on {x.added_on} <= completion_on {x.completion_on} <= now {now}")
 
     md2 = c.sync_maindata(rid=rid)
     check(not md2.get("full_update"), f"a delta: {md2}")
@@ -192,6 +197,8 @@ def main():
     props = c.torrents_properties(torrent_hash=h)
     check(props.save_path == save and props.pieces_have == props.pieces_num, f"properties {props}")
     check(props.dl_limit == -1, "properties: -1 for no limit")
+    check(props.addition_date == x.added_on and props.completion_date == x.completion_on,
+          f"properties' times {props.addition_date} {props.completion_date}")
     check(props.comment == "for the qbt flow" and props.created_by.startswith("mktorrent")
           and props.creation_date > 1_600_000_000, f"properties: the .torrent's own fields {props}")
     states = c.torrents_piece_states(torrent_hash=h)

@@ -86,7 +86,7 @@ pub struct WebSettings {
 /// What the WebAPI remembers between requests (only what the engine does not keep).
 pub(crate) struct WebState {
     pub settings: WebSettings,
-    /// When each torrent was first seen (`added_on`), and when it completed.
+    /// Each torrent's times (`added_on`, `completion_on` from the engine; first seen here).
     pub seen: HashMap<InfoHash, Times>,
     pub sync: sync::SyncState,
     pub log: log::Log,
@@ -96,14 +96,15 @@ pub(crate) struct WebState {
     pub uploaded: u64,
 }
 
-/// When the WebAPI first saw a torrent, and saw it complete (the engine keeps neither yet).
+/// When a torrent was added and completed (the engine's, kept over restarts), and when this
+/// WebAPI first saw it and saw it complete.
 #[derive(Debug, Clone, Copy)]
 pub struct Times {
-    /// First seen, seconds since the epoch (`added_on`).
+    /// Added, seconds since the epoch (`added_on`).
     pub added: i64,
     /// First seen.
     pub added_at: Instant,
-    /// Seen complete, seconds since the epoch (`completion_on`).
+    /// Completed, seconds since the epoch (`completion_on`).
     pub completed: Option<i64>,
     /// Seen complete.
     pub completed_at: Option<Instant>,

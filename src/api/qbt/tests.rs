@@ -9,7 +9,9 @@ use serde_json::{json, Map, Value};
 use super::sync::{Snapshot, SyncState};
 use super::torrents::{self, Extra};
 use super::{log, Params, Times};
-use crate::client::{PeerInfo, ShareLimits, TorrentState, TorrentStatus};
+use crate::client::{
+    PeerInfo, ShareLimits, TorrentState, TorrentStatus, TrackerState, TrackerStatus,
+};
 
 fn status(hash: char, state: TorrentState) -> TorrentStatus {
     TorrentStatus {
@@ -46,6 +48,8 @@ fn status(hash: char, state: TorrentState) -> TorrentStatus {
         first_last_piece_priority: false,
         checking: None,
         moving: None,
+        added_on: 1_700_000_000,
+        completed_on: None,
     }
 }
 
@@ -307,9 +311,29 @@ fn maindata_sends_full_updates_then_deltas() {
     );
 }
 
+fn tracker(url: &str, tier: usize, state: TrackerState) -> TrackerStatus {
+    TrackerStatus {
+        url: url.into(),
+        tier,
+        state,
+        message: String::new(),
+        peers: None,
+        seeds: None,
+        leeches: None,
+        downloaded: None,
+        next_announce: None,
+    }
+}
+
 #[test]
 fn trackers_list_starts_with_qbittorrents_pseudo_entries() {
-    let v = torrents::trackers(&[vec!["udp://a".into()], vec!["http://b".into()]], false);
+    let v = torrents::trackers(
+        &[
+            tracker("udp://a", 0, TrackerState::NotContacted),
+            tracker("http://b", 1, TrackerState::NotContacted),
+        ],
+        false,
+    );
     let a = v.as_array().unwrap();
     assert_eq!(a.len(), 5);
     assert_eq!(a[0]["url"], json!("** [DHT] **"));
@@ -337,6 +361,33 @@ fn trackers_list_starts_with_qbittorrents_pseudo_entries() {
         json!(0),
         "no PeX on a private torrent"
     );
+}
+
+#[test]
+fn trackers_report_qbittorrents_status_numbers_message_and_counts() {
+    let mut working = tracker("http://w", 0, TrackerState::Working);
+    (working.peers, working.seeds, working.leeches) = (Some(3), Some(5), Some(7));
+    let mut refused = tracker("http://r", 1, TrackerState::NotWorking);
+    refused.message = "Unregistered torrent".into();
+    let v = torrents::trackers(
+        &[
+            tracker("udp://n", 0, TrackerState::NotContacted),
+            working,
+            tracker("http://u", 0, TrackerState::Updating),
+            refused,
+        ],
+        false,
+    );
+    let a = &v.as_array().unwrap()[3..];
+    let status: Vec<_> = a.iter().map(|t| t["status"].as_i64().unwrap()).collect();
+    assert_eq!(status, [1, 2, 3, 4]);
+    assert_eq!(
+        (&a[1]["num_peers"], &a[1]["num_seeds"], &a[1]["num_leeches"]),
+        (&json!(3), &json!(5), &json!(7))
+    );
+    assert_eq!(a[1]["num_downloaded"], json!(-1), "unknown: -1");
+    assert_eq!(a[0]["num_seeds"], json!(-1));
+    assert_eq!(a[3]["msg"], json!("Unregistered torrent"));
 }
 
 #[test]

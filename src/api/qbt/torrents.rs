@@ -13,7 +13,7 @@ use super::{
 use crate::api::Response;
 use crate::client::{
     AddTorrent, Client, ClientError, FilePriority, PeerInfo, QueueMove, ShareLimits, TorrentHandle,
-    TorrentState, TorrentStatus,
+    TorrentState, TorrentStatus, TrackerState, TrackerStatus,
 };
 use crate::core::InfoHash;
 
@@ -157,7 +157,8 @@ pub fn extra(t: &TorrentHandle, st: &TorrentStatus) -> Extra {
     }
 }
 
-/// The times the WebAPI keeps of a torrent, updated from its status.
+/// A torrent's times: when it was added and completed come from the engine, which keeps
+/// them over restarts; the `Instant`s (for `time_active`) are this WebAPI's.
 pub(crate) fn times(w: &mut WebState, hash: InfoHash, st: &TorrentStatus) -> Times {
     let now = Instant::now();
     let t = w.seen.entry(hash).or_insert_with(|| Times {
@@ -166,7 +167,14 @@ pub(crate) fn times(w: &mut WebState, hash: InfoHash, st: &TorrentStatus) -> Tim
         completed: None,
         completed_at: None,
     });
-    if st.bytes_left == 0 && st.size > 0 && t.completed.is_none() {
+    if st.added_on > 0 {
+        t.added = st.added_on as i64;
+    }
+    if let Some(done) = st.completed_on {
+        t.completed = Some(done as i64);
+        t.completed_at.get_or_insert(now);
+    } else if st.bytes_left == 0 && st.size > 0 && t.completed.is_none() {
+        // Complete but not counted by the engine (its event not handled yet): seen now.
         t.completed = Some(unix_now());
         t.completed_at = Some(now);
     }
@@ -463,8 +471,11 @@ pub fn properties(api: &WebApi, t: &TorrentHandle) -> Result<Value, ClientError>
 }
 
 /// `torrents/trackers`: the three pseudo-trackers qBittorrent lists first (DHT off, PeX on
-/// unless private, LSD off), then each tracker with its tier.
-pub fn trackers(tiers: &[Vec<String>], private: bool) -> Value {
+/// unless private, LSD off), then each tracker with its tier as its last
+/// announce left it: `status` 1 not contacted, 2 working, 3 updating, 4 not working; `msg` the
+/// tracker's failure reason or warning (what qbit_manage looks for "unregistered" in); the
+/// counts -1 when the tracker did not give them.
+pub fn trackers(list: &[TrackerStatus], private: bool) -> Value {
     let pseudo = |url: &str, status: u8| {
         json!({
             "url": url, "status": status, "tier": -1, "num_peers": 0, "num_seeds": 0,
@@ -477,14 +488,19 @@ pub fn trackers(tiers: &[Vec<String>], private: bool) -> Value {
         pseudo("** [PeX] **", if private { 0 } else { 2 }),
         pseudo("** [LSD] **", 0),
     ];
-    for (tier, urls) in tiers.iter().enumerate() {
-        for url in urls {
-            // 1: "not contacted yet": the announcer's state is not reported (yet).
-            out.push(json!({
-                "url": url, "status": 1, "tier": tier, "num_peers": -1, "num_seeds": -1,
-                "num_leeches": -1, "num_downloaded": -1, "msg": "",
-            }));
-        }
+    let count = |n: Option<u32>| n.map_or(-1, i64::from);
+    for t in list {
+        let status = match t.state {
+            TrackerState::NotContacted => 1,
+            TrackerState::Working => 2,
+            TrackerState::Updating => 3,
+            TrackerState::NotWorking => 4,
+        };
+        out.push(json!({
+            "url": t.url, "status": status, "tier": t.tier, "num_peers": count(t.peers),
+            "num_seeds": count(t.seeds), "num_leeches": count(t.leeches),
+            "num_downloaded": count(t.downloaded), "msg": t.message,
+        }));
     }
     Value::Array(out)
 }
@@ -694,9 +710,9 @@ pub fn handle(
         "info" => list(all_objects(api, client), p).map(|v| super::json(&v)),
         "properties" => one(client, p).and_then(|t| properties(api, &t).map_err(fail)).map(|v| super::json(&v)),
         "trackers" => one(client, p).and_then(|t| {
-            let tiers = t.trackers().map_err(fail)?;
+            let list = t.tracker_status().map_err(fail)?;
             let private = t.info().ok().flatten().is_some_and(|i| i.is_private());
-            Ok(super::json(&trackers(&tiers, private)))
+            Ok(super::json(&trackers(&list, private)))
         }),
         "webseeds" => one(client, p).map(|_| super::json(&json!([]))),
         "files" => one(client, p)
