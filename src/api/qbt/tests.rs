@@ -547,9 +547,16 @@ fn info_objects_carry_category_tags_limits_and_queue_place() {
     };
     let x = Extra {
         priority: 3,
+        trackers: vec![vec!["http://first.example/announce".into()]],
+        working_tracker: "http://working.example/announce".into(),
         ..Extra::default()
     };
     let o = torrents::info_object(&st, &x, &times());
+    assert_eq!(
+        o["tracker"],
+        json!("http://working.example/announce"),
+        "the tracker that answered, not the first listed"
+    );
     assert_eq!(o["category"], json!("tv/hd"));
     assert_eq!(
         o["tags"],

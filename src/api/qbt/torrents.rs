@@ -77,6 +77,8 @@ fn is_up(state: &str) -> bool {
 pub struct Extra {
     /// Tracker tiers.
     pub trackers: Vec<Vec<String>>,
+    /// qBittorrent's "current tracker": the one whose last announce was answered, or empty.
+    pub working_tracker: String,
     /// Connected peers with every piece, and the others.
     pub seeds: usize,
     /// Connected peers that lack pieces.
@@ -147,7 +149,15 @@ pub fn extra(t: &TorrentHandle, st: &TorrentStatus) -> Extra {
         Vec::new()
     };
     let seeds = peers.iter().filter(|p| p.progress >= 1.0).count();
+    let working_tracker = t
+        .tracker_status()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|s| s.state == TrackerState::Working)
+        .map(|s| s.url)
+        .unwrap_or_default();
     Extra {
+        working_tracker,
         trackers: t.trackers().unwrap_or_default(),
         seeds,
         leechs: peers.len() - seeds,
@@ -260,7 +270,7 @@ pub fn info_object(st: &TorrentStatus, x: &Extra, t: &Times) -> Map<String, Valu
         "tags": st.tags.join(", "),
         "time_active": active_secs,
         "total_size": st.size,
-        "tracker": x.trackers.iter().flatten().next().cloned().unwrap_or_default(),
+        "tracker": x.working_tracker,
         "trackers_count": tracker_count,
         "up_limit": limit_field(st.upload_limit),
         "uploaded": st.uploaded_total,
