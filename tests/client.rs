@@ -36,29 +36,12 @@ fn make(dir: &Path, name: &str, len: usize) -> Vec<u8> {
 
 /// A client seeding `torrent` from `dir`.
 fn seeder(dir: &Path, torrent: &[u8]) -> Client {
-    let client = Client::start(config(dir)).unwrap();
-    let t = client
-        .add(AddTorrent::bytes(torrent.to_vec()).seed_only())
-        .unwrap();
-    assert_eq!(t.status().unwrap().state, TorrentState::Seeding);
-    client
+    common::seeding_client(dir, torrent, 2)
 }
 
 /// The events until `done` says stop (or the bound passes, which fails the test).
-fn until(events: &Events, mut done: impl FnMut(&ClientEvent) -> bool) -> Vec<ClientEvent> {
-    let deadline = Instant::now() + LIMIT;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let e = events
-            .recv_timeout(left)
-            .unwrap_or_else(|| panic!("timed out; events so far: {seen:?}"));
-        let stop = done(&e);
-        seen.push(e);
-        if stop {
-            return seen;
-        }
-    }
+fn until(events: &Events, done: impl FnMut(&ClientEvent) -> bool) -> Vec<ClientEvent> {
+    common::events_until(events, LIMIT, done)
 }
 
 #[test]

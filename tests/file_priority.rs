@@ -7,10 +7,10 @@ mod common;
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringtorrent::client::{
-    AddTorrent, Client, ClientConfig, ClientEvent, Events, FilePriority, IoChoice, TorrentState,
+    AddTorrent, Client, ClientConfig, ClientEvent, Events, FilePriority, TorrentState,
 };
 
 /// Every wait here has this bound; the transfers are a few MiB on loopback.
@@ -19,14 +19,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 const PIECE: usize = 64 * 1024;
 
 fn config(data: &Path) -> ClientConfig {
-    ClientConfig {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        loops: 1,
-        io: IoChoice::Auto,
-        data_dir: data.to_path_buf(),
-        trackers: false,
-        ..ClientConfig::default()
-    }
+    common::client_config(data, 1)
 }
 
 /// Files `dir/tree/{names}` of the given lengths, and the torrent of `dir/tree`.
@@ -48,29 +41,12 @@ fn make_tree(dir: &Path, files: &[(&str, usize)], piece_len: usize) -> Vec<u8> {
 
 /// A client seeding `torrent` from `dir`.
 fn seeder(dir: &Path, torrent: &[u8]) -> Client {
-    let client = Client::start(config(dir)).unwrap();
-    let t = client
-        .add(AddTorrent::bytes(torrent.to_vec()).seed_only())
-        .unwrap();
-    assert_eq!(t.status().unwrap().state, TorrentState::Seeding);
-    client
+    common::seeding_client(dir, torrent, 1)
 }
 
 /// The events until `done` says stop (or the bound passes, which fails the test).
-fn until(events: &Events, mut done: impl FnMut(&ClientEvent) -> bool) -> Vec<ClientEvent> {
-    let deadline = Instant::now() + LIMIT;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let e = events
-            .recv_timeout(left)
-            .unwrap_or_else(|| panic!("timed out; events so far: {seen:?}"));
-        let stop = done(&e);
-        seen.push(e);
-        if stop {
-            return seen;
-        }
-    }
+fn until(events: &Events, done: impl FnMut(&ClientEvent) -> bool) -> Vec<ClientEvent> {
+    common::events_until(events, LIMIT, done)
 }
 
 fn same_file(a: &Path, b: &Path) {

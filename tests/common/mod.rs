@@ -622,3 +622,35 @@ pub fn client_config(data: &Path, loops: usize) -> ringtorrent::client::ClientCo
         ..Default::default()
     }
 }
+
+/// An in-process client serving `torrent` from `dir` (seed only), checked to be seeding.
+pub fn seeding_client(dir: &Path, torrent: &[u8], loops: usize) -> ringtorrent::client::Client {
+    use ringtorrent::client::{AddTorrent, Client, TorrentState};
+    let client = Client::start(client_config(dir, loops)).unwrap();
+    let t = client
+        .add(AddTorrent::bytes(torrent.to_vec()).seed_only())
+        .unwrap();
+    assert_eq!(t.status().unwrap().state, TorrentState::Seeding);
+    client
+}
+
+/// A client's events until `done` says stop; the test fails if `limit` passes first.
+pub fn events_until(
+    events: &ringtorrent::client::Events,
+    limit: Duration,
+    mut done: impl FnMut(&ringtorrent::client::ClientEvent) -> bool,
+) -> Vec<ringtorrent::client::ClientEvent> {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let e = events
+            .recv_timeout(left)
+            .unwrap_or_else(|| panic!("timed out; events so far: {seen:?}"));
+        let stop = done(&e);
+        seen.push(e);
+        if stop {
+            return seen;
+        }
+    }
+}
