@@ -25,6 +25,8 @@ import time
 
 import libtorrent as lt
 
+import lt_encryption
+
 
 def print_stats(start: float, status, handle) -> None:
     """One stderr line: time, progress, rate, and per peer its choke state, request queue,
@@ -69,26 +71,7 @@ def main() -> None:
         help="forced: only the encrypted (MSE/PE) handshake, both ways, never a plaintext retry"
         " (plaintext or RC4 allowed after it); default: libtorrent's own policy",
     )
-    parser.add_argument(
-        "--out-enc-policy",
-        choices=["forced", "enabled", "disabled"],
-        help="libtorrent's out_enc_policy (pe_forced: only the encrypted handshake, no plaintext"
-        " retry; pe_enabled: encrypted first, then plaintext; pe_disabled: plaintext only);"
-        " default: libtorrent's own (enabled)",
-    )
-    parser.add_argument(
-        "--in-enc-policy",
-        choices=["forced", "enabled", "disabled"],
-        help="libtorrent's in_enc_policy (pe_forced: refuse plaintext handshakes; pe_enabled:"
-        " accept both; pe_disabled: refuse encrypted ones); default: libtorrent's own (enabled)",
-    )
-    parser.add_argument(
-        "--enc-level",
-        choices=["rc4", "plaintext", "both"],
-        help="libtorrent's allowed_enc_level: what an encrypted handshake may select (pe_rc4,"
-        " pe_plaintext: the stream stays plaintext after it, pe_both); default: libtorrent's"
-        " own (both)",
-    )
+    lt_encryption.add_options(parser)
     args = parser.parse_args()
     if args.plaintext and args.encryption == "forced":
         parser.error("--plaintext and --encryption forced contradict each other")
@@ -112,12 +95,7 @@ def main() -> None:
         settings["out_enc_policy"] = lt.enc_policy.pe_forced
         settings["in_enc_policy"] = lt.enc_policy.pe_forced
         settings["allowed_enc_level"] = lt.enc_level.pe_both
-    if args.out_enc_policy:
-        settings["out_enc_policy"] = getattr(lt.enc_policy, "pe_" + args.out_enc_policy)
-    if args.in_enc_policy:
-        settings["in_enc_policy"] = getattr(lt.enc_policy, "pe_" + args.in_enc_policy)
-    if args.enc_level:
-        settings["allowed_enc_level"] = getattr(lt.enc_level, "pe_" + args.enc_level)
+    lt_encryption.apply(lt, settings, args)
     ses = lt.session(settings)
     # Wait for the listen socket, so that the port said is the one bound (tests dial it).
     listen_deadline = time.monotonic() + 30.0

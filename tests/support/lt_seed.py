@@ -42,6 +42,8 @@ import time
 
 import libtorrent as lt
 
+import lt_encryption
+
 HARD_LIMIT_S = 120.0
 VERBOSE = False
 
@@ -83,26 +85,7 @@ def main() -> None:
         default=0,
         help="raise libtorrent's connection limit (default 200) to this, e.g. for swarm-load",
     )
-    parser.add_argument(
-        "--out-enc-policy",
-        choices=["forced", "enabled", "disabled"],
-        help="libtorrent's out_enc_policy (pe_forced: only the encrypted handshake, no plaintext"
-        " retry; pe_enabled: encrypted first, then plaintext; pe_disabled: plaintext only);"
-        " default: libtorrent's own (enabled)",
-    )
-    parser.add_argument(
-        "--in-enc-policy",
-        choices=["forced", "enabled", "disabled"],
-        help="libtorrent's in_enc_policy (pe_forced: refuse plaintext handshakes; pe_enabled:"
-        " accept both; pe_disabled: refuse encrypted ones); default: libtorrent's own (enabled)",
-    )
-    parser.add_argument(
-        "--enc-level",
-        choices=["rc4", "plaintext", "both"],
-        help="libtorrent's allowed_enc_level: what an encrypted handshake may select (pe_rc4,"
-        " pe_plaintext: the stream stays plaintext after it, pe_both); default: libtorrent's"
-        " own (both)",
-    )
+    lt_encryption.add_options(parser)
     parser.add_argument("--verbose", action="store_true", help="log every alert to stderr")
     args = parser.parse_args()
     VERBOSE = args.verbose
@@ -148,12 +131,7 @@ def main() -> None:
         "alert_mask": cat.error_notification | cat.status_notification | cat.storage_notification
         | (cat.all_categories if VERBOSE else 0),
     }
-    if args.out_enc_policy:
-        settings["out_enc_policy"] = getattr(lt.enc_policy, "pe_" + args.out_enc_policy)
-    if args.in_enc_policy:
-        settings["in_enc_policy"] = getattr(lt.enc_policy, "pe_" + args.in_enc_policy)
-    if args.enc_level:
-        settings["allowed_enc_level"] = getattr(lt.enc_level, "pe_" + args.enc_level)
+    lt_encryption.apply(lt, settings, args)
     ses = lt.session(settings)
 
     # Wait for the listen socket, so the port printed is the real, bound one.
