@@ -127,6 +127,36 @@ impl RecheckJob {
 }
 
 impl Entry {
+    /// A torrent just registered in `shard` with `settings`: nothing open, nothing counted,
+    /// in no loop; the caller fills in what it knows.
+    fn new(shard: u32, settings: Settings) -> Entry {
+        Entry {
+            info: None,
+            display_name: None,
+            magnet: None,
+            metadata_only: false,
+            trackers: Vec::new(),
+            meta: super::TorrentMeta::default(),
+            storage: None,
+            shard,
+            id: None,
+            settings,
+            saved: None,
+            problem: None,
+            peers: Vec::new(),
+            run_totals: (0, 0),
+            last_activity: Instant::now(),
+            seeding_since: None,
+            queued: false,
+            complete: false,
+            slow_since: None,
+            counters_dirty: false,
+            held_have: None,
+            moving: None,
+            checking: None,
+        }
+    }
+
     pub fn name(&self, hash: &InfoHash) -> String {
         match (&self.info, &self.display_name) {
             (Some(info), _) => info.name().to_string(),
@@ -469,28 +499,16 @@ impl State {
             hash,
             Entry {
                 info: Some(info.clone()),
-                display_name: None,
-                magnet: None,
-                metadata_only: false,
                 trackers: tiers,
                 meta,
                 storage: Some(opened.storage),
-                shard: shard_of(&hash, self.loops.len()),
-                id: None,
-                settings,
                 saved,
                 problem,
                 peers,
-                run_totals: (0, 0),
-                last_activity: Instant::now(),
-                seeding_since: None,
                 queued,
                 complete,
-                slow_since: None,
-                counters_dirty: false,
                 held_have,
-                moving: None,
-                checking: None,
+                ..Entry::new(shard_of(&hash, self.loops.len()), settings)
             },
         );
         self.enqueue(hash);
@@ -579,35 +597,20 @@ impl State {
             settings.added = now_unix();
         }
         tracing::info!("added magnet {hash}; fetching its metadata");
-        // A magnet link runs until its metadata arrives; the queue takes it from there.
-        let (queued, complete, held_have) = (false, false, None);
+        // A magnet link runs until its metadata arrives (not queued, not complete); the
+        // queue takes it from there.
         let name = magnet.display_name.clone();
         self.torrents.insert(
             hash,
             Entry {
-                info: None,
                 display_name: name.clone(),
                 magnet: Some(uri.to_string()),
                 metadata_only,
                 trackers: tiers.clone(),
-                meta: super::TorrentMeta::default(),
-                storage: None,
-                shard,
                 id: Some(id),
-                settings,
                 saved: Some(0),
-                problem: None,
                 peers: peers.clone(),
-                run_totals: (0, 0),
-                last_activity: Instant::now(),
-                seeding_since: None,
-                queued,
-                complete,
-                slow_since: None,
-                counters_dirty: false,
-                held_have,
-                moving: None,
-                checking: None,
+                ..Entry::new(shard, settings)
             },
         );
         self.enqueue(hash);
