@@ -1273,9 +1273,6 @@ impl Session {
                     h.send.encrypt_from_now(Box::new(send));
                     h.recv_cipher = Some(Box::new(recv));
                 }
-                if h.outgoing && h.recv.is_empty() {
-                    return;
-                }
             }
         }
         // Route an incoming connection as soon as the info hash is in.
