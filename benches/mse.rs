@@ -16,6 +16,44 @@ fn block() -> Vec<u8> {
     (0..BLOCK_LEN).map(|i| (i % 251) as u8).collect()
 }
 
+/// The textbook RC4 with a byte table, as the reference `Rc4`'s `u32` table is measured
+/// against in the same run (same key schedule, same output).
+struct ByteRc4 {
+    s: [u8; 256],
+    i: u8,
+    j: u8,
+}
+
+impl ByteRc4 {
+    fn new(key: &[u8]) -> ByteRc4 {
+        let mut s = [0u8; 256];
+        for (n, b) in s.iter_mut().enumerate() {
+            *b = n as u8;
+        }
+        let mut j = 0u8;
+        for i in 0..256 {
+            j = j.wrapping_add(s[i]).wrapping_add(key[i % key.len()]);
+            s.swap(i, j as usize);
+        }
+        ByteRc4 { s, i: 0, j: 0 }
+    }
+
+    fn apply(&mut self, data: &mut [u8]) {
+        let (mut i, mut j) = (self.i, self.j);
+        let s = &mut self.s;
+        for b in data {
+            i = i.wrapping_add(1);
+            let si = s[i as usize];
+            j = j.wrapping_add(si);
+            let sj = s[j as usize];
+            s[i as usize] = sj;
+            s[j as usize] = si;
+            *b ^= s[si.wrapping_add(sj) as usize];
+        }
+        (self.i, self.j) = (i, j);
+    }
+}
+
 fn rc4(c: &mut Criterion) {
     let data = block();
     let mut g = c.benchmark_group("rc4");
@@ -23,8 +61,17 @@ fn rc4(c: &mut Criterion) {
     g.bench_function("copy_16k", |b| {
         b.iter(|| black_box(black_box(&data[..]).to_vec()))
     });
-    let mut cipher = Rc4::new_mse(b"an mse key, twenty b");
+    // The two tables give the same key stream.
+    let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+    Rc4::new(b"an mse key, twenty b").apply(&mut a);
+    ByteRc4::new(b"an mse key, twenty b").apply(&mut b);
+    assert_eq!(a, b);
+    let mut bytes = ByteRc4::new(b"an mse key, twenty b");
     let mut buf = data.clone();
+    g.bench_function("apply_in_place_16k_byte_table", |b| {
+        b.iter(|| bytes.apply(black_box(&mut buf)))
+    });
+    let mut cipher = Rc4::new_mse(b"an mse key, twenty b");
     g.bench_function("apply_in_place_16k", |b| {
         b.iter(|| cipher.apply(black_box(&mut buf)))
     });

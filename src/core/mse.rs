@@ -192,7 +192,7 @@ pub type Methods = u32;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Rc4 {
     /// The permutation, each entry a byte held in a `u32`: byte-wide stores into the table
-    /// cost about a quarter of the throughput (measured in `benches/mse.rs`).
+    /// make it about a fifth slower (`benches/mse.rs` measures both tables in one run).
     s: [u32; 256],
     i: u8,
     j: u8,
