@@ -368,15 +368,18 @@ impl Trackers {
         found
     }
 
-    /// Lets `completed` announces still on their way reach the trackers (for at most 3 s),
+    /// Lets `completed` announces still on their way, or due within 3 s, reach the trackers,
     /// then sends `stopped` for every torrent and waits (at most 5 s more) for the trackers.
     pub(crate) fn stop_all(&mut self) {
         let empty = BTreeMap::new();
         let started = Instant::now();
+        let deadline = self.now() + COMPLETED_TIMEOUT;
+        // Only a `completed` that can still go out in time is waited for: one held back by
+        // every tracker's back-off (an unreachable tracker) would only cost the wait.
         while self
             .active
             .values()
-            .any(|e| e.announcer.completed_pending())
+            .any(|e| e.announcer.completed_due_by(deadline))
             && started.elapsed() < COMPLETED_TIMEOUT
         {
             self.pump(&empty);

@@ -444,6 +444,15 @@ impl Announcer {
         self.completed_pending
     }
 
+    /// Whether a pending `completed` is on its way or will be by `deadline`: an exchange is
+    /// in flight, or the next announce is due by then. A `completed` that waits out every
+    /// tracker's back-off is not, so a client shutting down need not wait for it.
+    pub fn completed_due_by(&self, deadline: Time) -> bool {
+        self.completed_pending
+            && self.state == State::Running
+            && (self.active.is_some() || self.next_announce <= deadline)
+    }
+
     /// True when nothing more will happen: a one-shot round ended, or `stop` finished.
     pub fn is_done(&self) -> bool {
         self.state == State::Done

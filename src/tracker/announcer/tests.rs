@@ -547,6 +547,40 @@ fn completed_during_an_exchange_goes_out_right_after_it() {
 }
 
 #[test]
+fn a_completed_held_back_by_every_trackers_back_off_is_not_due() {
+    // A tracker that refuses: `completed` waits out its back-off (30 s at least), so a
+    // client shutting down now has nothing to wait for.
+    let mut a = announcer(&[&["http://t.example/announce"]], Mode::Regular, 5);
+    a.handle_timeout(Time::ZERO);
+    let Request::Http { link, id, .. } = requests(&mut a).remove(0) else {
+        panic!()
+    };
+    a.completed(secs(1));
+    // While the exchange is in flight, the `completed` behind it is on its way.
+    assert!(a.completed_due_by(secs(4)));
+    a.handle_http(link, id, Err(TrackerError::Io("refused".into())), secs(2));
+    assert!(requests(&mut a).is_empty(), "backing off");
+    assert!(a.completed_pending());
+    assert!(!a.completed_due_by(secs(5)));
+    // It is due again once the back-off has passed.
+    assert!(a.completed_due_by(secs(3600)));
+}
+
+#[test]
+fn a_completed_to_a_working_tracker_is_due_at_once() {
+    let mut a = announcer(&[&["http://t.example/announce"]], Mode::Regular, 5);
+    a.handle_timeout(Time::ZERO);
+    let Request::Http { link, id, .. } = requests(&mut a).remove(0) else {
+        panic!()
+    };
+    a.handle_http(link, id, Ok((200, b"d8:intervali900ee".to_vec())), secs(1));
+    assert!(!a.completed_due_by(secs(2)), "nothing pending yet");
+    a.completed(secs(2));
+    assert!(a.completed_due_by(secs(5)));
+    assert_eq!(requests(&mut a).len(), 1, "sent at once");
+}
+
+#[test]
 fn reannounce_goes_to_every_tracker_now_unless_inside_its_own_min_interval() {
     let mut a = announcer(
         &[
