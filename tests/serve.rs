@@ -355,3 +355,91 @@ fn a_magnet_link_added_through_the_api_is_fetched_and_kept() {
     assert_eq!(v["state"], "seeding", "kept as a torrent: {v}");
     assert!(serve.stop().success());
 }
+
+/// A metric's value on a `/metrics` page (the line `name value`, labels included in `name`).
+fn metric(page: &str, name: &str) -> f64 {
+    let line = page
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{page}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// `/metrics` exports the process's CPU time (user and system counters, seconds) and the
+/// CPU-seconds per GiB uploaded: NaN before anything was served, then the counters' sum over
+/// the bytes uploaded, and the counters move while a leecher downloads.
+#[test]
+fn metrics_export_cpu_seconds_and_their_cost_per_gib_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, _) = torrent(dir.path(), "cpu.bin", 8_000_009, 5);
+    let serve = Serve::start(dir.path(), &[]);
+    assert_eq!(
+        serve
+            .json("POST", "/torrents", &std::fs::read(&t).unwrap())
+            .0,
+        201
+    );
+    let scrape = || {
+        let (status, page) = serve.http("GET", "/metrics", b"");
+        assert_eq!(status, 200);
+        page
+    };
+    let before = scrape();
+    for help in [
+        "# TYPE ringtorrent_cpu_seconds_total counter",
+        "# TYPE ringtorrent_cpu_seconds_per_uploaded_gibibyte gauge",
+    ] {
+        assert!(before.contains(help), "{help} missing:\n{before}");
+    }
+    let cpu = |page: &str| {
+        (
+            metric(page, "ringtorrent_cpu_seconds_total{mode=\"user\"}"),
+            metric(page, "ringtorrent_cpu_seconds_total{mode=\"system\"}"),
+        )
+    };
+    let (user0, sys0) = cpu(&before);
+    assert!(user0 > 0.0 && sys0 >= 0.0, "{user0} {sys0}");
+    assert_eq!(metric(&before, "ringtorrent_uploaded_bytes_total"), 0.0);
+    assert!(metric(&before, "ringtorrent_cpu_seconds_per_uploaded_gibibyte").is_nan());
+
+    let out = dir.path().join("leech");
+    let result = run_bounded(
+        ringtorrent()
+            .arg("download")
+            .arg(&t)
+            .arg("-o")
+            .arg(&out)
+            .args([
+                "--peer",
+                &serve.peers,
+                "--bind",
+                "127.0.0.1",
+                "--timeout",
+                "60",
+            ])
+            .arg("--state-dir")
+            .arg(dir.path().join("leech-state")),
+        Duration::from_secs(90),
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+
+    let after = scrape();
+    let (user1, sys1) = cpu(&after);
+    assert!(
+        user1 + sys1 > user0 + sys0 && user1 >= user0 && sys1 >= sys0,
+        "serving 8 MB cost no CPU: {user0}+{sys0} -> {user1}+{sys1}"
+    );
+    let up = metric(&after, "ringtorrent_uploaded_bytes_total");
+    assert!(up >= 8_000_009.0, "{up}");
+    let per_gib = metric(&after, "ringtorrent_cpu_seconds_per_uploaded_gibibyte");
+    let expect = (user1 + sys1) / (up / (1u64 << 30) as f64);
+    assert!(
+        per_gib > 0.0 && (per_gib - expect).abs() <= expect * 0.05,
+        "{per_gib} against {expect}: the page's counters over its uploaded bytes"
+    );
+    assert!(serve.stop().success());
+}

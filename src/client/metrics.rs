@@ -14,6 +14,8 @@ use hdrhistogram::Histogram;
 use crate::core::{Bitfield, TorrentStats};
 use crate::driver::{Driver, LoopStats};
 
+const GIB: f64 = (1u64 << 30) as f64;
+
 /// A snapshot of the client's counters.
 #[derive(Debug, Default, Clone)]
 pub struct Metrics {
@@ -71,9 +73,35 @@ pub struct Metrics {
     /// The session-wide connection limit in force: the configured one, or the budget when
     /// that is lower.
     pub max_connections: u64,
+    /// CPU time the whole process has used in user mode, seconds (`getrusage`).
+    pub cpu_user_seconds: f64,
+    /// CPU time the whole process has used in the kernel on its behalf, seconds.
+    pub cpu_system_seconds: f64,
+}
+
+/// The process's CPU time so far, user and system, in seconds (`getrusage(RUSAGE_SELF)`:
+/// every thread, the loops, the disk pool and housekeeping alike).
+pub(crate) fn process_cpu_seconds() -> (f64, f64) {
+    // SAFETY: an all-zero `rusage` is a valid value of that plain C struct, and the call
+    // only writes into the one we lend it for its duration.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF cannot fail with a valid pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return (0.0, 0.0);
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(ru.ru_utime), secs(ru.ru_stime))
 }
 
 impl Metrics {
+    /// CPU-seconds (user and system) per GiB of payload uploaded since the process started,
+    /// or `None` before the first byte: the cost of serving, whole process included.
+    pub fn cpu_seconds_per_uploaded_gib(&self) -> Option<f64> {
+        (self.uploaded > 0).then(|| {
+            (self.cpu_user_seconds + self.cpu_system_seconds) / (self.uploaded as f64 / GIB)
+        })
+    }
+
     /// Adds another loop's part.
     pub(crate) fn add(&mut self, part: Metrics) {
         self.uploaded += part.uploaded;
@@ -312,6 +340,26 @@ impl Metrics {
                     m.max_connections as f64,
                 ),
             ],
+        );
+        metric(
+            "cpu_seconds_total",
+            "counter",
+            "CPU time the process has used since it started, by mode (user, system), seconds.",
+            vec![
+                ("{mode=\"user\"}".into(), m.cpu_user_seconds),
+                ("{mode=\"system\"}".into(), m.cpu_system_seconds),
+            ],
+        );
+        metric(
+            "cpu_seconds_per_uploaded_gibibyte",
+            "gauge",
+            "CPU time (user and system, whole process) since start per GiB of payload \
+             uploaded since start; NaN before the first upload. For a recent window use \
+             rate(ringtorrent_cpu_seconds_total[5m]) / rate(ringtorrent_uploaded_bytes_total[5m]).",
+            vec![(
+                String::new(),
+                m.cpu_seconds_per_uploaded_gib().unwrap_or(f64::NAN),
+            )],
         );
         summary(
             &mut s,

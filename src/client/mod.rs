@@ -593,6 +593,7 @@ impl Client {
         m.connection_budget = d.connections as u64;
         m.max_connections = d.max_connections as u64;
         m.descriptors_open = descriptors::open_descriptors().unwrap_or(0);
+        (m.cpu_user_seconds, m.cpu_system_seconds) = metrics::process_cpu_seconds();
         m
     }
 
