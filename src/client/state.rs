@@ -6,8 +6,9 @@
 //!
 //! Where a torrent starts, runs and stops:
 //!
-//! - **start**: [`State::add`] validates it, opens (or creates) its files and learns which
-//!   pieces are there (`open.rs`), then [`State::activate`] puts it into its loop's session
+//! - **start**: [`State::add_many`] validates it, opens (or creates) its files and learns
+//!   which pieces are there (`open.rs`; a batch's torrents on all the disk pool's hashing
+//!   threads at once), then [`State::activate`] puts it into its loop's session
 //!   (the loop [`shard_of`] its info hash), tells the other loops to route its incoming
 //!   connections there, and starts announcing it. A magnet link goes into its loop with no
 //!   storage; when its loop reports the metadata, the housekeeping thread calls
@@ -48,6 +49,11 @@ use crate::tracker::Progress;
 
 /// How long a loop may take to answer before the request fails.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many torrents of a batch are read, parsed and opened at once (on the disk pool's
+/// hashing threads) before they are registered: enough to keep every core busy, few enough
+/// that what is read for them is not all held at once.
+const ADD_CHUNK: usize = 256;
 
 /// How long resume data waits for a stopped torrent's last disk jobs: they are a few block
 /// writes already queued, milliseconds even on a slow disk; past this the data is saved
@@ -506,47 +512,57 @@ impl State {
     pub fn add_many(&mut self, adds: Vec<AddTorrent>) -> Vec<Result<InfoHash, ClientError>> {
         use rayon::prelude::*;
         let pool = self.pool.clone();
-        let parsed: Vec<Parsed> = pool
-            .hash_pool()
-            .install(|| adds.into_par_iter().map(Parsed::read).collect());
         let mut results: Vec<Option<Result<InfoHash, ClientError>>> = Vec::new();
-        let mut pending = Vec::new();
-        let mut batch = std::collections::HashSet::new();
-        for (i, p) in parsed.into_iter().enumerate() {
-            results.push(match self.prepare(p, &mut batch) {
-                Ok(Prepare::Done(hash)) => Some(Ok(hash)),
-                Ok(Prepare::Open(p)) => {
-                    pending.push((i, p));
-                    None
-                }
-                Err(e) => Some(Err(e)),
-            });
-        }
-        let ctx = OpenContext {
-            pool: &pool,
-            store: self.store.as_ref(),
-            resume_dir: self.resume_dir(),
-            queueing: self.queue_config.enabled,
-        };
-        let opened: Vec<(usize, Result<Registered, ClientError>)> =
-            pool.hash_pool().install(|| {
-                pending
-                    .into_par_iter()
-                    .map(|(i, p)| (i, ctx.open(*p)))
-                    .collect()
-            });
         let mut ready = Vec::new();
-        for (i, r) in opened {
-            results[i] = Some(match r {
-                Ok(r) => {
-                    let (hash, have) = self.finish_register(r);
-                    if let Some(have) = have {
-                        ready.push((hash, have));
+        let mut batch = std::collections::HashSet::new();
+        let mut adds = adds.into_iter();
+        // A chunk at a time, so what is read and parsed for a torrent is dropped once it is
+        // registered: ten thousand parsed torrents held at once outgrew the registry itself.
+        loop {
+            let chunk: Vec<AddTorrent> = adds.by_ref().take(ADD_CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let parsed: Vec<Parsed> = pool
+                .hash_pool()
+                .install(|| chunk.into_par_iter().map(Parsed::read).collect());
+            let mut pending = Vec::new();
+            for p in parsed {
+                let i = results.len();
+                results.push(match self.prepare(p, &mut batch) {
+                    Ok(Prepare::Done(hash)) => Some(Ok(hash)),
+                    Ok(Prepare::Open(p)) => {
+                        pending.push((i, p));
+                        None
                     }
-                    Ok(hash)
-                }
-                Err(e) => Err(e),
-            });
+                    Err(e) => Some(Err(e)),
+                });
+            }
+            let ctx = OpenContext {
+                pool: &pool,
+                store: self.store.as_ref(),
+                resume_dir: self.resume_dir(),
+                queueing: self.queue_config.enabled,
+            };
+            let opened: Vec<(usize, Result<Registered, ClientError>)> =
+                pool.hash_pool().install(|| {
+                    pending
+                        .into_par_iter()
+                        .map(|(i, p)| (i, ctx.open(*p)))
+                        .collect()
+                });
+            for (i, r) in opened {
+                results[i] = Some(match r {
+                    Ok(r) => {
+                        let (hash, have) = self.finish_register(r);
+                        if let Some(have) = have {
+                            ready.push((hash, have));
+                        }
+                        Ok(hash)
+                    }
+                    Err(e) => Err(e),
+                });
+            }
         }
         if results.iter().any(|r| matches!(r, Some(Ok(_)))) && !self.queue_loading {
             let _ = self.save_queue();
@@ -648,7 +664,8 @@ impl State {
                 let (hash, _) = self.register_magnet(&uri, settings, peers, metadata_only)?;
                 return Ok(Prepare::Done(hash));
             }
-            (TorrentSource::Bytes(bytes), Some(torrent)) => (bytes, torrent?),
+            (_, Some(Err(e))) => return Err(e),
+            (TorrentSource::Bytes(bytes), Some(Ok(torrent))) => (bytes, torrent),
             (_, _) => unreachable!("Parsed::read reads every file and parses every torrent"),
         };
         let tiers = torrent.trackers.clone();
@@ -1442,8 +1459,6 @@ impl State {
         Ok(())
     }
 
-    /// Why `info`'s data cannot be served from `dir` when its resume data says it was there:
-    /// the first of its files that is gone.
     // ---------------------------------------------------------------------------- reports
 
     pub fn info(&self, hash: InfoHash) -> Result<Option<Arc<Info>>, ClientError> {
