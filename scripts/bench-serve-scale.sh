@@ -12,7 +12,9 @@
 #   - libtorrent, all N added in seed mode (trusting the data, as a restart does), and its
 #     resident memory then; and with --check (hashing everything), the first-start analogue.
 # Memory per torrent is (RSS with N - RSS with none) / N, each client against its own empty
-# baseline.
+# baseline. CPU s is the process's user + system time at that moment (/proc/PID/stat for
+# ringtorrent, `time.process_time()` in lt_load.py), from its start: on a loaded machine the
+# fairer figure, as wall time there is mostly the wait for a core.
 #
 # Usage: scripts/bench-serve-scale.sh [COUNTS="1000 10000"]
 # Every process it starts is ended by PID.
@@ -36,6 +38,7 @@ trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 rss_of() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 now() { date +%s.%N; }
 elapsed() { /usr/bin/python3 -c "print('%.2f' % ($2 - $1))"; }
 
@@ -77,8 +80,8 @@ rt_base=$(rss_of "$serve_pid")
 serve_stop
 lt_base=$(/usr/bin/python3 "$lt_load" "$work/empty/torrents" "$work/empty/data" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["rss_kib"])')
 
-echo "| torrents | client | phase | seconds | RSS MiB | KiB per torrent |"
-echo "|---|---|---|---|---|---|"
+echo "| torrents | client | phase | seconds | CPU s | RSS MiB | KiB per torrent |"
+echo "|---|---|---|---|---|---|---|"
 for n in $counts; do
     dir=$work/n$n
     mkdir -p "$dir/data" "$dir/torrents"
@@ -97,25 +100,28 @@ PY
     wait_count "$n"
     t1=$(now)
     rss=$(rss_of "$serve_pid")
+    cpu=$(cpu_of "$serve_pid")
     serve_stop
-    echo "| $n | ringtorrent | first start (checking) | $(elapsed "$t0" "$t1") | $((rss / 1024)) | $(( (rss - rt_base) / n )) |"
+    echo "| $n | ringtorrent | first start (checking) | $(elapsed "$t0" "$t1") | $cpu | $((rss / 1024)) | $(( (rss - rt_base) / n )) |"
     # ringtorrent, restart from the state folder.
     t0=$(now)
     serve_start "$dir/state" "$dir/data"
     wait_count "$n"
     t1=$(now)
     rss=$(rss_of "$serve_pid")
+    cpu=$(cpu_of "$serve_pid")
     serve_stop
-    echo "| $n | ringtorrent | restart (resume data) | $(elapsed "$t0" "$t1") | $((rss / 1024)) | $(( (rss - rt_base) / n )) |"
+    echo "| $n | ringtorrent | restart (resume data) | $(elapsed "$t0" "$t1") | $cpu | $((rss / 1024)) | $(( (rss - rt_base) / n )) |"
     for mode in seed check; do
         flag=""
         [ "$mode" = check ] && flag=--check
         out=$(/usr/bin/python3 "$lt_load" "$dir/torrents" "$dir/data" $flag)
         secs=$(echo "$out" | /usr/bin/python3 -c 'import json,sys; print("%.2f" % json.load(sys.stdin)["seconds"])')
         rss=$(echo "$out" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["rss_kib"])')
+        cpu=$(echo "$out" | /usr/bin/python3 -c 'import json,sys; print("%.2f" % json.load(sys.stdin)["cpu_s"])')
         phase="seed mode (trusting the data)"
         [ "$mode" = check ] && phase="checking"
-        echo "| $n | libtorrent | $phase | $secs | $((rss / 1024)) | $(( (rss - lt_base) / n )) |"
+        echo "| $n | libtorrent | $phase | $secs | $cpu | $((rss / 1024)) | $(( (rss - lt_base) / n )) |"
     done
     rm -rf "$dir"
 done

@@ -251,6 +251,78 @@ fn a_state_folder_brings_torrents_back_without_a_check() {
     third.shutdown();
 }
 
+/// A batch of adds opens its torrents on the pool's threads at once; each still gets its own
+/// result, in the order given, and `Added` comes in that order; the queue is kept once for
+/// the batch and comes back in the same order.
+#[test]
+fn a_batch_keeps_each_torrents_result_and_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let torrents: Vec<Vec<u8>> = (0..3)
+        .map(|i| make(&data, &format!("f{i}.bin"), 100_000 + i * 1000))
+        .collect();
+    let state = tmp.path().join("state");
+    let remembering = || ClientConfig {
+        state_dir: Some(state.clone()),
+        remember_torrents: true,
+        ..config(&data)
+    };
+    let client = Client::start(remembering()).unwrap();
+    let events = client.subscribe();
+    let results = client.add_many(vec![
+        AddTorrent::bytes(torrents[0].clone()),
+        AddTorrent::bytes(b"not a torrent".to_vec()),
+        AddTorrent::bytes(torrents[1].clone()),
+        AddTorrent::bytes(torrents[0].clone()),
+        AddTorrent::file(tmp.path().join("no such file.torrent")),
+        AddTorrent::bytes(torrents[2].clone()),
+    ]);
+    assert_eq!(results.len(), 6);
+    let ok: Vec<_> = [0, 2, 5]
+        .iter()
+        .map(|&i| {
+            results[i]
+                .as_ref()
+                .expect("a good torrent is added")
+                .info_hash()
+        })
+        .collect();
+    assert!(matches!(results[1], Err(ClientError::InvalidTorrent(_))));
+    assert!(matches!(results[3], Err(ClientError::AlreadyAdded(h)) if h == ok[0]));
+    assert!(matches!(results[4], Err(ClientError::Io { .. })));
+    let added: Vec<_> = until(
+        &events,
+        |e| matches!(e, ClientEvent::Added { info_hash, .. } if *info_hash == ok[2]),
+    )
+    .into_iter()
+    .filter_map(|e| match e {
+        ClientEvent::Added {
+            info_hash,
+            source: DataSource::Checked { .. },
+            verified,
+            ..
+        } => Some((info_hash, verified)),
+        _ => None,
+    })
+    .collect();
+    assert_eq!(added, ok.iter().map(|h| (*h, 2)).collect::<Vec<_>>());
+    let queue = |dir: &Path| -> Vec<String> {
+        serde_json::from_slice(&std::fs::read(dir.join("queue.json")).unwrap()).unwrap()
+    };
+    let hex: Vec<String> = ok.iter().map(|h| h.to_hex()).collect();
+    assert_eq!(queue(&state), hex);
+    client.shutdown();
+    // Back from the state folder: every one, resumed, the queue as it was.
+    let again = Client::start(remembering()).unwrap();
+    for h in &ok {
+        let s = again.get(*h).expect("it came back").status().unwrap();
+        assert_eq!((s.state, s.pieces_have), (TorrentState::Seeding, 2));
+    }
+    assert_eq!(again.torrents().len(), 3);
+    again.shutdown();
+    assert_eq!(queue(&state), hex);
+}
+
 /// Seconds since the epoch.
 fn unix_now() -> u64 {
     std::time::SystemTime::now()

@@ -77,7 +77,9 @@ impl State {
     pub fn loaded(&mut self) {
         self.queue_loading = false;
         let torrents = &self.torrents;
-        self.queue.retain(|h| torrents.contains_key(h));
+        let mut seen = std::collections::HashSet::with_capacity(self.queue.len());
+        self.queue
+            .retain(|h| torrents.contains_key(h) && seen.insert(*h));
         let _ = self.save_queue();
         self.apply_queue_now();
     }
@@ -108,7 +110,7 @@ impl State {
         )
     }
 
-    fn save_queue(&self) -> Result<(), ClientError> {
+    pub(crate) fn save_queue(&self) -> Result<(), ClientError> {
         let hex: Vec<String> = self.queue.iter().map(InfoHash::to_hex).collect();
         self.save(QUEUE, &hex)
     }
@@ -283,13 +285,18 @@ impl State {
 
     /// Puts a new torrent last in the queue (or where the state folder had it).
     pub(crate) fn enqueue(&mut self, hash: InfoHash) {
-        if self.queue_loading && self.queue.contains(&hash) {
-            return;
-        }
-        self.queue.push(hash);
+        self.enqueue_unsaved(hash);
         if !self.queue_loading {
             let _ = self.save_queue();
         }
+    }
+
+    /// [`State::enqueue`] without writing `queue.json`: a batch writes it once, as each write
+    /// holds the whole queue. While the state folder loads, a torrent it kept is already in
+    /// place and goes in again; [`State::loaded`] drops that second copy, in one pass rather
+    /// than a search of the queue per torrent.
+    pub(crate) fn enqueue_unsaved(&mut self, hash: InfoHash) {
+        self.queue.push(hash);
     }
 
     pub(crate) fn dequeue(&mut self, hash: InfoHash) {

@@ -6,8 +6,9 @@
 //!
 //! Where a torrent starts, runs and stops:
 //!
-//! - **start**: [`State::add`] validates it, opens (or creates) its files and learns which
-//!   pieces are there (`open.rs`), then [`State::activate`] puts it into its loop's session
+//! - **start**: [`State::add_many`] validates it, opens (or creates) its files and learns
+//!   which pieces are there (`open.rs`; a batch's torrents on all the disk pool's hashing
+//!   threads at once), then [`State::activate`] puts it into its loop's session
 //!   (the loop [`shard_of`] its info hash), tells the other loops to route its incoming
 //!   connections there, and starts announcing it. A magnet link goes into its loop with no
 //!   storage; when its loop reports the metadata, the housekeeping thread calls
@@ -48,6 +49,11 @@ use crate::tracker::Progress;
 
 /// How long a loop may take to answer before the request fails.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many torrents of a batch are read, parsed and opened at once (on the disk pool's
+/// hashing threads) before they are registered: enough to keep every core busy, few enough
+/// that what is read for them is not all held at once.
+const ADD_CHUNK: usize = 256;
 
 /// How long resume data waits for a stopped torrent's last disk jobs: they are a few block
 /// writes already queued, milliseconds even on a slow disk; past this the data is saved
@@ -124,6 +130,206 @@ impl RecheckJob {
         let report = crate::storage::check(&self.storage, self.pool.hash_pool(), &self.progress);
         report.verified(info.lengths())
     }
+}
+
+/// A torrent to add with what could be read without the registry: its kept settings and its
+/// file, read and parsed (`torrent` is `None` for a magnet link).
+struct Parsed {
+    add: AddTorrent,
+    restored: Option<Settings>,
+    torrent: Option<Result<Torrent, ClientError>>,
+}
+
+impl Parsed {
+    /// Reads what `add` names (a .torrent file's bytes become [`TorrentSource::Bytes`]).
+    fn read(mut add: AddTorrent) -> Parsed {
+        let restored = add.restored.take().map(|r| match r {
+            Restored::Settings(s) => *s,
+            Restored::Beside(path) => Store::settings(&path),
+        });
+        let parse = |bytes: &[u8]| {
+            Torrent::from_bytes(bytes).map_err(|e| ClientError::InvalidTorrent(e.to_string()))
+        };
+        let torrent = match &add.source {
+            TorrentSource::Magnet(_) => None,
+            TorrentSource::Bytes(bytes) => Some(parse(bytes)),
+            TorrentSource::File(path) => match std::fs::read(path) {
+                Ok(bytes) => {
+                    let t = parse(&bytes);
+                    add.source = TorrentSource::Bytes(bytes);
+                    Some(t)
+                }
+                Err(e) => Some(Err(ClientError::io("read", path)(e))),
+            },
+        };
+        Parsed {
+            add,
+            restored,
+            torrent,
+        }
+    }
+}
+
+/// What [`State::prepare`] did with a torrent.
+enum Prepare {
+    /// Registered whole (a magnet link).
+    Done(InfoHash),
+    /// Its files are to be opened.
+    Open(Box<Prepared>),
+}
+
+/// A torrent registered up to opening its files.
+struct Prepared {
+    hash: InfoHash,
+    info: Arc<Info>,
+    bytes: Vec<u8>,
+    tiers: Vec<Vec<String>>,
+    meta: super::TorrentMeta,
+    settings: Settings,
+    peers: Vec<SocketAddr>,
+    trust_data: bool,
+    recovered: bool,
+    data_dir: PathBuf,
+}
+
+/// A torrent whose files are open and whose settings are kept, for
+/// [`State::finish_register`].
+struct Registered {
+    hash: InfoHash,
+    info: Arc<Info>,
+    tiers: Vec<Vec<String>>,
+    meta: super::TorrentMeta,
+    settings: Settings,
+    peers: Vec<SocketAddr>,
+    opened: Opened,
+    problem: Option<String>,
+    queued: bool,
+}
+
+/// What opening a torrent's files needs of the registry, shared by the threads that open a
+/// batch.
+struct OpenContext<'a> {
+    pool: &'a DiskPool,
+    store: Option<&'a Store>,
+    resume_dir: Option<PathBuf>,
+    /// Queueing is on: a torrent added without force start waits for it.
+    queueing: bool,
+}
+
+impl OpenContext<'_> {
+    /// Opens a prepared torrent's files and learns what they hold (`open.rs`: resume data,
+    /// else a check), keeps its .torrent file (when new) and its settings (before it is in
+    /// the registry, as a torrent loaded again at the next start finds them).
+    fn open(&self, p: Prepared) -> Result<Registered, ClientError> {
+        let Prepared {
+            hash,
+            info,
+            bytes,
+            tiers,
+            meta,
+            mut settings,
+            peers,
+            trust_data,
+            recovered,
+            data_dir,
+        } = p;
+        // A torrent that had data here (it was added before and has resume data) whose files
+        // are gone is held with the reason, not given fresh empty files to download again:
+        // the disk or mount may just be missing, and a seedbox must not silently refill it.
+        let problem = (settings.added != 0 && !settings.paused)
+            .then(|| missing_data(self.store, &info, &data_dir, &settings))
+            .flatten();
+        let mode = if problem.is_some() || settings.seed_only {
+            OpenMode::ReadOnly
+        } else {
+            OpenMode::Create
+        };
+        let opened = if problem.is_some() {
+            let storage = Storage::open(info.clone(), &data_dir, mode).map_err(|source| {
+                ClientError::Storage {
+                    name: info.name().to_string(),
+                    source,
+                }
+            })?;
+            Opened {
+                storage: Arc::new(storage),
+                have: Bitfield::new(info.lengths().piece_count()),
+                source: DataSource::Missing,
+            }
+        } else {
+            let skip = open::unneeded_files(&info, settings.priorities().as_deref());
+            open::open(
+                &info,
+                &data_dir,
+                (mode, &skip),
+                self.pool,
+                trust_data || settings.seed_mode,
+                self.resume_dir.as_deref(),
+            )?
+        };
+        let new = settings.added == 0;
+        // One loaded from the state folder is there already.
+        if let (Some(store), true) = (self.store, new) {
+            store.save_torrent(&hash, &bytes)?;
+        }
+        if new {
+            settings.added = now_unix();
+        }
+        if let Some(p) = &problem {
+            tracing::warn!("{} ({hash}): {p}; held until resumed", info.name());
+            settings.paused = true;
+        }
+        let complete = opened.have.count() == info.lengths().piece_count();
+        // A torrent added with all its data is complete from now (as libtorrent counts it).
+        let first_complete = complete && settings.completed.is_none();
+        if first_complete {
+            settings.completed = Some(now_unix());
+        }
+        let queued = !settings.paused && self.queueing && !settings.force_start;
+        if let (Some(store), true) = (self.store, new || recovered || first_complete) {
+            store.save_settings(&hash, &settings)?;
+        }
+        Ok(Registered {
+            hash,
+            info,
+            tiers,
+            meta,
+            settings,
+            peers,
+            opened,
+            problem,
+            queued,
+        })
+    }
+}
+
+/// Why a torrent that had data under `dir` (it has resume data) cannot run: a file it needs
+/// is gone.
+fn missing_data(
+    store: Option<&Store>,
+    info: &Info,
+    dir: &Path,
+    settings: &Settings,
+) -> Option<String> {
+    if !store?.has_resume(info.info_hash()) {
+        return None;
+    }
+    // Files never created because nothing of them is wanted are not missing.
+    let skip = open::unneeded_files(info, settings.priorities().as_deref());
+    info.files()
+        .iter()
+        .enumerate()
+        .filter(|&(i, f)| !f.attr.padding && f.length > 0 && !skip.get(i).copied().unwrap_or(false))
+        .map(|(_, f)| f)
+        .map(|f| dir.join(f.path.join("/")))
+        .find(|p| !p.exists())
+        .map(|p| {
+            format!(
+                "its data is missing ({} is gone): restore it and resume the torrent, or \
+                 remove it",
+                p.display()
+            )
+        })
 }
 
 impl Entry {
@@ -299,20 +505,72 @@ impl State {
 
     /// Adds torrents: each is registered (its files opened and checked or resumed), then all
     /// that are not paused go into their loops in one batch (one round trip per loop however
-    /// many: a restart of ten thousand torrents must not cost ten thousand).
+    /// many: a restart of ten thousand torrents must not cost ten thousand). What each torrent
+    /// needs alone (its files and settings read and parsed, its storage opened and resumed or
+    /// checked, its settings kept) runs on the disk pool's hashing threads, all cores at once;
+    /// what touches the registry runs here, in the order given.
     pub fn add_many(&mut self, adds: Vec<AddTorrent>) -> Vec<Result<InfoHash, ClientError>> {
-        let mut results = Vec::with_capacity(adds.len());
+        use rayon::prelude::*;
+        let pool = self.pool.clone();
+        let mut results: Vec<Option<Result<InfoHash, ClientError>>> = Vec::new();
         let mut ready = Vec::new();
-        for add in adds {
-            match self.register(add) {
-                Ok((hash, Some(have))) => {
-                    ready.push((hash, have));
-                    results.push(Ok(hash));
-                }
-                Ok((hash, None)) => results.push(Ok(hash)),
-                Err(e) => results.push(Err(e)),
+        let mut batch = std::collections::HashSet::new();
+        let mut adds = adds.into_iter();
+        // A chunk at a time, so what is read and parsed for a torrent is dropped once it is
+        // registered: ten thousand parsed torrents held at once outgrew the registry itself.
+        loop {
+            let chunk: Vec<AddTorrent> = adds.by_ref().take(ADD_CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let parsed: Vec<Parsed> = pool
+                .hash_pool()
+                .install(|| chunk.into_par_iter().map(Parsed::read).collect());
+            let mut pending = Vec::new();
+            for p in parsed {
+                let i = results.len();
+                results.push(match self.prepare(p, &mut batch) {
+                    Ok(Prepare::Done(hash)) => Some(Ok(hash)),
+                    Ok(Prepare::Open(p)) => {
+                        pending.push((i, p));
+                        None
+                    }
+                    Err(e) => Some(Err(e)),
+                });
+            }
+            let ctx = OpenContext {
+                pool: &pool,
+                store: self.store.as_ref(),
+                resume_dir: self.resume_dir(),
+                queueing: self.queue_config.enabled,
+            };
+            let opened: Vec<(usize, Result<Registered, ClientError>)> =
+                pool.hash_pool().install(|| {
+                    pending
+                        .into_par_iter()
+                        .map(|(i, p)| (i, ctx.open(*p)))
+                        .collect()
+                });
+            for (i, r) in opened {
+                results[i] = Some(match r {
+                    Ok(r) => {
+                        let (hash, have) = self.finish_register(r);
+                        if let Some(have) = have {
+                            ready.push((hash, have));
+                        }
+                        Ok(hash)
+                    }
+                    Err(e) => Err(e),
+                });
             }
         }
+        if results.iter().any(|r| matches!(r, Some(Ok(_)))) && !self.queue_loading {
+            let _ = self.save_queue();
+        }
+        let mut results: Vec<Result<InfoHash, ClientError>> = results
+            .into_iter()
+            .map(|r| r.expect("every torrent has a result"))
+            .collect();
         let failed = self.activate(ready);
         for r in results.iter_mut() {
             if let Ok(hash) = r {
@@ -331,9 +589,20 @@ impl State {
         results
     }
 
-    /// Everything of adding but putting the torrent in its loop: returns the pieces it has
-    /// when it should go in now (not paused, not a magnet link, which goes in here).
-    fn register(&mut self, add: AddTorrent) -> Result<(InfoHash, Option<Bitfield>), ClientError> {
+    /// The part of adding that touches the registry before the files are opened: settings
+    /// (tags and categories created), the torrent parsed and not added already (`batch`: the
+    /// info hashes this batch holds so far), a move the client stopped in finished. A magnet
+    /// link is registered here whole.
+    fn prepare(
+        &mut self,
+        parsed: Parsed,
+        batch: &mut std::collections::HashSet<InfoHash>,
+    ) -> Result<Prepare, ClientError> {
+        let Parsed {
+            add,
+            restored,
+            torrent,
+        } = parsed;
         let AddTorrent {
             source,
             save_dir,
@@ -354,12 +623,8 @@ impl State {
             file_priorities,
             sequential,
             first_last_piece_priority,
-            restored,
+            restored: _,
         } = add;
-        let restored = restored.map(|r| match r {
-            Restored::Settings(s) => *s,
-            Restored::Beside(path) => Store::settings(&path),
-        });
         let restored_marker = restored.as_ref().map(|_| ());
         let mut settings = match restored {
             Some(s) => s,
@@ -394,17 +659,15 @@ impl State {
         if let (Some(p), None) = (file_priorities, &restored_marker) {
             settings.set_priorities(p);
         }
-        let bytes = match source {
-            TorrentSource::Magnet(uri) => {
-                return self.register_magnet(&uri, settings, peers, metadata_only)
+        let (bytes, torrent) = match (source, torrent) {
+            (TorrentSource::Magnet(uri), _) => {
+                let (hash, _) = self.register_magnet(&uri, settings, peers, metadata_only)?;
+                return Ok(Prepare::Done(hash));
             }
-            TorrentSource::File(path) => {
-                std::fs::read(&path).map_err(ClientError::io("read", &path))?
-            }
-            TorrentSource::Bytes(bytes) => bytes,
+            (_, Some(Err(e))) => return Err(e),
+            (TorrentSource::Bytes(bytes), Some(Ok(torrent))) => (bytes, torrent),
+            (_, _) => unreachable!("Parsed::read reads every file and parses every torrent"),
         };
-        let torrent =
-            Torrent::from_bytes(&bytes).map_err(|e| ClientError::InvalidTorrent(e.to_string()))?;
         let tiers = torrent.trackers.clone();
         let meta = super::TorrentMeta {
             comment: torrent.comment.clone(),
@@ -413,11 +676,12 @@ impl State {
         };
         let info = Arc::new(torrent.info);
         let hash = info.info_hash();
-        if self.torrents.contains_key(&hash) {
+        if self.torrents.contains_key(&hash) || !batch.insert(hash) {
             return Err(ClientError::AlreadyAdded(hash));
         }
         if let Some(files) = &settings.priorities() {
             if files.len() != info.files().len() {
+                batch.remove(&hash);
                 return Err(ClientError::InvalidArgument(format!(
                     "the file selection names {} files; the torrent has {}",
                     files.len(),
@@ -438,61 +702,38 @@ impl State {
             .save_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.clone());
-        // A torrent that had data here (it was added before and has resume data) whose files
-        // are gone is held with the reason, not given fresh empty files to download again:
-        // the disk or mount may just be missing, and a seedbox must not silently refill it.
-        let problem = (settings.added != 0 && !settings.paused)
-            .then(|| self.missing_data(&info, &data_dir, &settings))
-            .flatten();
-        let mode = if problem.is_some() || settings.seed_only {
-            OpenMode::ReadOnly
-        } else {
-            OpenMode::Create
-        };
-        let opened = if problem.is_some() {
-            let storage = Storage::open(info.clone(), &data_dir, mode).map_err(|source| {
-                ClientError::Storage {
-                    name: info.name().to_string(),
-                    source,
-                }
-            })?;
-            Opened {
-                storage: Arc::new(storage),
-                have: Bitfield::new(info.lengths().piece_count()),
-                source: DataSource::Missing,
-            }
-        } else {
-            let skip = open::unneeded_files(&info, settings.priorities().as_deref());
-            open::open(
-                &info,
-                &data_dir,
-                (mode, &skip),
-                &self.pool,
-                trust_data || settings.seed_mode,
-                self.resume_dir().as_deref(),
-            )?
-        };
-        let new = settings.added == 0;
-        // One loaded from the state folder is there already.
-        if let (Some(store), true) = (&self.store, new) {
-            store.save_torrent(&hash, &bytes)?;
-        }
-        if new {
-            settings.added = now_unix();
-        }
-        if let Some(p) = &problem {
-            tracing::warn!("{} ({hash}): {p}; held until resumed", info.name());
-            settings.paused = true;
-        }
+        Ok(Prepare::Open(Box::new(Prepared {
+            hash,
+            info,
+            bytes,
+            tiers,
+            meta,
+            settings,
+            peers,
+            trust_data,
+            recovered,
+            data_dir,
+        })))
+    }
+
+    /// The end of adding a torrent whose files [`OpenContext::open`] opened: into the
+    /// registry and the queue, `Added` published. Returns the pieces it has when it should
+    /// go into its loop now (not paused, not queued).
+    fn finish_register(&mut self, r: Registered) -> (InfoHash, Option<Bitfield>) {
+        let Registered {
+            hash,
+            info,
+            tiers,
+            meta,
+            settings,
+            peers,
+            opened,
+            problem,
+            queued,
+        } = r;
         let verified = opened.have.count();
         let saved = (!opened.unsaved()).then_some(verified);
         let complete = verified == info.lengths().piece_count();
-        // A torrent added with all its data is complete from now (as libtorrent counts it).
-        let first_complete = complete && settings.completed.is_none();
-        if first_complete {
-            settings.completed = Some(now_unix());
-        }
-        let queued = !settings.paused && self.queues_new(settings.force_start);
         let go = !settings.paused && !queued;
         let held_have = queued.then(|| opened.have.clone());
         self.torrents.insert(
@@ -511,10 +752,7 @@ impl State {
                 ..Entry::new(shard_of(&hash, self.loops.len()), settings)
             },
         );
-        self.enqueue(hash);
-        if new || recovered || first_complete {
-            self.save_settings(&hash)?;
-        }
+        self.enqueue_unsaved(hash);
         tracing::info!(
             "added {} ({hash}), {} of {} pieces verified",
             info.name(),
@@ -528,7 +766,7 @@ impl State {
             pieces: info.lengths().piece_count(),
             source: opened.source,
         });
-        Ok((hash, go.then_some(opened.have)))
+        (hash, go.then_some(opened.have))
     }
 
     /// Adds a magnet link: its loop fetches the metadata from the link's peers (`x.pe`), the
@@ -1219,32 +1457,6 @@ impl State {
             self.apply_queue_now();
         }
         Ok(())
-    }
-
-    /// Why `info`'s data cannot be served from `dir` when its resume data says it was there:
-    /// the first of its files that is gone.
-    fn missing_data(&self, info: &Info, dir: &Path, settings: &Settings) -> Option<String> {
-        if !self.store.as_ref()?.has_resume(info.info_hash()) {
-            return None;
-        }
-        // Files never created because nothing of them is wanted are not missing.
-        let skip = open::unneeded_files(info, settings.priorities().as_deref());
-        info.files()
-            .iter()
-            .enumerate()
-            .filter(|&(i, f)| {
-                !f.attr.padding && f.length > 0 && !skip.get(i).copied().unwrap_or(false)
-            })
-            .map(|(_, f)| f)
-            .map(|f| dir.join(f.path.join("/")))
-            .find(|p| !p.exists())
-            .map(|p| {
-                format!(
-                    "its data is missing ({} is gone): restore it and resume the torrent, or \
-                     remove it",
-                    p.display()
-                )
-            })
     }
 
     // ---------------------------------------------------------------------------- reports

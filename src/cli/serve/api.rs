@@ -458,7 +458,13 @@ fn handle_own(client: &Client, req: Request) -> Response {
             "text/plain; version=0.0.4",
             client.metrics().to_prometheus().into_bytes(),
         ),
-        ("GET" | "HEAD", ["torrents"]) => Response::json(200, &json!(client.list())),
+        ("GET" | "HEAD", ["torrents"]) => {
+            // Serialised from the statuses themselves, not through a `Value` tree of every
+            // torrent first (a seedbox lists thousands).
+            let mut body = serde_json::to_vec_pretty(&client.list()).unwrap_or_default();
+            body.push(b'\n');
+            Response::new(200, "application/json", body)
+        }
         ("POST", ["torrents"]) => {
             if body.first() == Some(&b'{') {
                 return match serde_json::from_slice::<Value>(&body) {
