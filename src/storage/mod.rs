@@ -17,6 +17,10 @@
 //!   serving (the default: this machine's 8 MiB readahead otherwise reads 8 MiB around every
 //!   fault) plus `MADV_WILLNEED` over the whole piece when its first block is read, and
 //!   `MADV_SEQUENTIAL` for a full check ([`Access`]).
+//! - **Blocks for peers are not copied** ([`Storage::read_block_shared`]): the pool faults
+//!   the block in (`MADV_POPULATE_READ`) and returns `Bytes` pointing into the mapping, so
+//!   the kernel copies it into the socket straight from the page cache
+//!   (`perf/2026-12-02-send-from-mapping.md`).
 //!
 //! # Files
 //!
@@ -38,7 +42,9 @@
 //! peer's non-zero padding cannot make a piece pass or fail wrongly.
 //!
 //! A file truncated by another program while mapped makes reads past its new end fault with
-//! `SIGBUS`; ringtorrent does not defend against that (libtorrent installs a signal handler
+//! `SIGBUS` (the kernel's own copies out of the mapping, into a socket, fail with `EFAULT`
+//! instead, and populating a block reports a read error); ringtorrent does not defend
+//! against that in its own reads (libtorrent installs a signal handler
 //! and longjmps, which Rust cannot do soundly).
 
 mod check;
