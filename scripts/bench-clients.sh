@@ -72,11 +72,16 @@ u = resource.getrusage(resource.RUSAGE_CHILDREN)
 open(sys.argv[1], "w").write("%.3f" % (u.ru_utime + u.ru_stime))
 sys.exit(code)' "$CPU_FILE" "$@"
 }
-# RT=path measures another ringtorrent binary (an older build, for a before/after pair).
+# RT=path measures another ringtorrent binary (an older build, for a before/after pair);
+# OLD_RT=path adds the client name `ort` (that binary) beside `rt`, so ONLY="rt:lt ort:lt lt:lt"
+# measures a before/after pair and libtorrent in one run. Runs alternate: round 1 of every
+# row, then round 2, and so on. The seeder CPU column is the seeder's own CPU-seconds (utime +
+# stime from /proc/PID/stat, all threads) from the leecher's start to its end.
 if [ -z "${RT:-}" ]; then
     cargo build --release --quiet
 fi
 rt=${RT:-${CARGO_TARGET_DIR:-$PWD/target}/release/ringtorrent}
+old_rt=${OLD_RT:-}
 lt_seed=$PWD/tests/support/lt_seed.py
 lt_leech=$PWD/tests/support/lt_leech.py
 for tool in mktorrent transmission-daemon transmission-remote aria2c; do
@@ -170,9 +175,12 @@ start_seed() {
         SEED_PID=$!
         exec 9> "$work/seed.in"
         ;;
-    rt)
+    rt | ort)
+        local bin=$rt
+        [ "$1" = ort ] && bin=$old_rt
+        rm -rf "$work/rt-state"
         # shellcheck disable=SC2046  # rt_enc is a list of flags
-        "$rt" seed "$work/p.torrent" "$work/seed" --port 0 --bind 127.0.0.1 --duration 600 \
+        "$bin" seed "$work/p.torrent" "$work/seed" --port 0 --bind 127.0.0.1 --duration 600 \
             --state-dir "$work/rt-state" $(rt_enc) > "$out" 2>/dev/null &
         SEED_PID=$!
         ;;
@@ -202,7 +210,7 @@ start_seed() {
     for _ in $(seq 1200); do
         if [ "$1" = lt ] && grep -q '"port"' "$out"; then
             SEED_ADDR="127.0.0.1:$(grep -o '"port": [0-9]*' "$out" | grep -o '[0-9]*$')"
-        elif [ "$1" = rt ] && grep -q '127.0.0.1:' "$out"; then
+        elif [ "$1" != lt ] && grep -q '127.0.0.1:' "$out"; then
             SEED_ADDR=$(grep -o '127.0.0.1:[0-9]*' "$out")
         fi
         [ -n "$SEED_ADDR" ] && return
@@ -228,6 +236,7 @@ leech() {
     local seeder=$1 leecher=$2 t0 t1
     LEECH_S=""
     LEECH_CPU=""
+    SEED_CPU=""
     rm -rf "$work/out"; mkdir -p "$work/out"
     case "$leecher" in
     lt|rt)
@@ -245,8 +254,11 @@ leech() {
                 --state-dir "$work/rt-leech-state" $(rt_enc) 2>/dev/null | sed -n 's/.* in \([0-9.]*\) s .*/\1/p')
             rm -rf "$work/rt-leech-state"
         fi
-        if [ "$seeder" = lt ] || [ "$seeder" = rt ]; then
-            LEECH_CPU=$(awk -v a="$(cat "$CPU_FILE")" -v s0="$seed_cpu0" -v s1="$(cpu_of "$SEED_PID")" 'BEGIN {printf "%.2f", a + s1 - s0}')
+        if [ "$seeder" = lt ] || [ "$seeder" = rt ] || [ "$seeder" = ort ]; then
+            local seed_cpu1
+            seed_cpu1=$(cpu_of "$SEED_PID")
+            LEECH_CPU=$(awk -v a="$(cat "$CPU_FILE")" -v s0="$seed_cpu0" -v s1="$seed_cpu1" 'BEGIN {printf "%.2f", a + s1 - s0}')
+            SEED_CPU=$(awk -v s0="$seed_cpu0" -v s1="$seed_cpu1" 'BEGIN {printf "%.2f", s1 - s0}')
         fi
         ;;
     tr)
@@ -284,12 +296,13 @@ leech() {
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 name() {
     case "$1" in
-    lt) echo libtorrent ;; rt) echo ringtorrent ;; tr) echo Transmission ;; aria2) echo aria2 ;;
+    lt) echo libtorrent ;; rt) echo ringtorrent ;; ort) echo "ringtorrent (OLD_RT)" ;; tr) echo Transmission ;; aria2) echo aria2 ;;
     esac
 }
 
-echo "| encryption | seeder -> leecher | runs (s) | median s | MB/s | vs libtorrent->libtorrent | CPU s (both) | MB per CPU-s |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| encryption | seeder -> leecher | runs (s) | median s | MB/s | vs libtorrent->libtorrent | CPU s (both) | MB per CPU-s | seeder CPU s (runs) | seeder CPU median |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+declare -A times_of cpus_of seed_of
 for enc in $encryptions; do
     # Transmission reads its encryption setting at start: one daemon per setting.
     if [ -n "$tr_rpc" ]; then
@@ -298,16 +311,22 @@ for enc in $encryptions; do
         tr_rpc=""
     fi
     ref=""
-    for pair in $only; do
-        s=${pair%%:*}; l=${pair##*:}
-        times=()
-        cpus=()
-        for _ in $(seq "$runs"); do
+    for _ in $(seq "$runs"); do
+        for pair in $only; do
+            s=${pair%%:*}; l=${pair##*:}
             leech "$s" "$l"
             [ -n "$LEECH_S" ] || { echo "no time measured for $s -> $l" >&2; exit 1; }
-            times+=("$LEECH_S")
-            [ -n "$LEECH_CPU" ] && cpus+=("$LEECH_CPU")
+            times_of[$pair]+="$LEECH_S "
+            [ -n "$LEECH_CPU" ] && cpus_of[$pair]+="$LEECH_CPU "
+            [ -n "$SEED_CPU" ] && seed_of[$pair]+="$SEED_CPU "
         done
+    done
+    for pair in $only; do
+        s=${pair%%:*}; l=${pair##*:}
+        read -r -a times <<<"${times_of[$pair]}"
+        read -r -a cpus <<<"${cpus_of[$pair]:-}"
+        read -r -a seeds <<<"${seed_of[$pair]:-}"
+        times_of[$pair]=""; cpus_of[$pair]=""; seed_of[$pair]=""
         med=$(printf '%s\n' "${times[@]}" | median)
         mbs=$(awk -v b="$bytes" -v t="$med" 'BEGIN {printf "%.0f", b/t/1e6}')
         [ -z "$ref" ] && [ "$pair" = lt:lt ] && ref=$mbs
@@ -319,6 +338,9 @@ for enc in $encryptions; do
             cpu=$(printf '%s\n' "${cpus[@]}" | median)
             per_cpu=$(awk -v b="$bytes" -v c="$cpu" 'BEGIN {printf "%.0f", b/c/1e6}')
         fi
-        printf '| %s | %s -> %s | %s | %.2f | %s | %s | %s | %s |\n' "$enc" "$(name "$s")" "$(name "$l")" "${times[*]}" "$med" "$mbs" "$ratio" "$cpu" "$per_cpu"
+        seed_cpu="n/a"
+        [ "${#seeds[@]}" -gt 0 ] && seed_cpu=$(printf '%s\n' "${seeds[@]}" | median)
+        printf '| %s | %s -> %s | %s | %.2f | %s | %s | %s | %s | %s | %s |\n' "$enc" "$(name "$s")" "$(name "$l")" "${times[*]}" "$med" "$mbs" "$ratio" "$cpu" "$per_cpu" "${seeds[*]:-n/a}" "$seed_cpu"
     done
 done
+echo "load average at the end: $(cat /proc/loadavg)"

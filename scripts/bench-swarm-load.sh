@@ -11,14 +11,37 @@
 # ringtorrent with --seed-choke unlimited, the mode for an uplink larger than its slots. The generator and
 # the seed share this machine's cores: the CPU column says when the generator was saturated.
 # Every process it starts is ended by PID.
+#
+# SEEDS picks the seeds and their order in round 1 (reversed in even rounds); default
+# "rt lt rtu". Names: lt (libtorrent), rt (ringtorrent, its default backend), rtu (rt with
+# --seed-choke unlimited), rt-epoll / rt-uring (rt with --io epoll|uring), and the same with
+# an "old-" prefix (old-rt-epoll, ...) for the binary in OLD_RT (e.g. main's build), so a
+# before/after pair runs in one session. RT overrides the ringtorrent binary under test.
+# Each row also reports the seeder's CPU-seconds over the generator's run (utime + stime from
+# /proc/PID/stat, all threads) and MB delivered per seeder CPU-second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 peers=${1:-1000}
 secs=${2:-15}
 rounds=${3:-2}
 size_mib=${4:-256}
-cargo build --release --quiet
-rt=${CARGO_TARGET_DIR:-$PWD/target}/release/ringtorrent
+if [ -z "${RT:-}" ]; then
+    cargo build --release --quiet
+fi
+rt=${RT:-${CARGO_TARGET_DIR:-$PWD/target}/release/ringtorrent}
+old_rt=${OLD_RT:-}
+read -r -a seeds <<<"${SEEDS:-rt lt rtu}"
+for who in "${seeds[@]}"; do
+    case $who in
+    lt | rt | rtu | rt-epoll | rt-uring) ;;
+    old-rt | old-rtu | old-rt-epoll | old-rt-uring)
+        [ -n "$old_rt" ] || { echo "$who needs OLD_RT=path" >&2; exit 2; } ;;
+    *) echo "unknown seed $who" >&2; exit 2 ;;
+    esac
+done
+tck=$(getconf CLK_TCK)
+# utime + stime of a process, all threads, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 lt_seed=$PWD/tests/support/lt_seed.py
 work=$(mktemp -d /dev/shm/rt-bench-swarm.XXXXXX)
 pids=()
@@ -49,11 +72,15 @@ measure() {
     local who=$1 round=$2 port pid
     port=$(free_port)
     if [ "$who" != lt ]; then
+        local bin=$rt base=${who#old-} io=()
+        [ "$base" != "$who" ] && bin=$old_rt
         choke=round-robin
-        [ "$who" = rtu ] && choke=unlimited
-        "$rt" seed "$torrent" "$work/data" --port "$port" --bind 127.0.0.1 \
+        [ "$base" = rtu ] && choke=unlimited
+        case $base in rt-epoll) io=(--io epoll) ;; rt-uring) io=(--io uring) ;; esac
+        rm -rf "$work/rt-state"
+        "$bin" seed "$torrent" "$work/data" --port "$port" --bind 127.0.0.1 \
             --max-peers $((peers + 100)) --duration $((secs + 60)) --seed-choke "$choke" \
-            --state-dir "$work/rt-state" >"$work/rt-seed.log" 2>&1 &
+            "${io[@]}" --state-dir "$work/rt-state" >"$work/rt-seed.log" 2>&1 &
     else
         # lt_seed.py runs while its stdin is open: a FIFO this script holds open (fd 5).
         rm -f "$work/lt.in"
@@ -66,25 +93,35 @@ measure() {
     pid=$!
     pids+=("$pid")
     wait_port "$port"
+    local before after
+    before=$(cpu_ticks "$pid")
     "$rt" swarm-load run --target "127.0.0.1:$port" --torrent "$torrent" --mode download \
         --peers "$peers" --duration "$secs" --source-ips 127.0.0.2-127.0.0.254 \
         --json -o "$work/$who-$round.json" >/dev/null 2>"$work/gen.log"
+    after=$(cpu_ticks "$pid")
+    echo "$(( after - before )) $tck" >"$work/$who-$round.cpu"
     [ "$who" = lt ] && exec 5>&-
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
 
 for round in $(seq 1 "$rounds"); do
-    if [ $((round % 2)) -eq 1 ]; then order="rt lt rtu"; else order="rtu lt rt"; fi
-    for who in $order; do
+    order=("${seeds[@]}")
+    if [ $((round % 2)) -eq 0 ]; then
+        order=()
+        for ((i = ${#seeds[@]} - 1; i >= 0; i--)); do order+=("${seeds[i]}"); done
+    fi
+    for who in "${order[@]}"; do
         echo "round $round: $who" >&2
         measure "$who" "$round"
     done
 done
 
-/usr/bin/python3 - "$work" "$rounds" "$peers" "$secs" "$size_mib" <<'PY'
+echo "load average at the end: $(cat /proc/loadavg)"
+/usr/bin/python3 - "$work" "$rounds" "$peers" "$secs" "$size_mib" "${seeds[@]}" <<'PY'
 import json, sys
 work, rounds, peers, secs, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+seeds = sys.argv[6:]
 
 def quantile(h, q):
     counts = h["counts"]
@@ -99,7 +136,7 @@ def quantile(h, q):
     return counts[-1][0] / 1000.0
 
 rows = {}
-for who in ("rt", "rtu", "lt"):
+for who in seeds:
     for r in range(1, rounds + 1):
         d = json.load(open(f"{work}/{who}-{r}.json"))
         c = d["counters"]
@@ -115,18 +152,34 @@ for who in ("rt", "rtu", "lt"):
             "bad": c.get("blocks.bad", 0),
             "cpu": (c.get("cpu.user_us", 0) + c.get("cpu.sys_us", 0)) / 1e6 / secs_,
         })
-name = {"rt": "ringtorrent", "rtu": "ringtorrent --seed-choke unlimited", "lt": "libtorrent"}
+        ticks, tck = open(f"{work}/{who}-{r}.cpu").read().split()
+        rows[who][-1]["seed_cpu"] = int(ticks) / int(tck)
+        rows[who][-1]["mb_cpu"] = c.get("bytes.down", 0) / 1e6 / max(rows[who][-1]["seed_cpu"], 1e-9)
+def name(who):
+    base = who.removeprefix("old-")
+    n = {"rt": "ringtorrent", "rtu": "ringtorrent --seed-choke unlimited", "lt": "libtorrent",
+         "rt-epoll": "ringtorrent --io epoll", "rt-uring": "ringtorrent --io uring"}[base]
+    return ("OLD " + n) if base != who else n
 print(f"{peers} synthetic leechers, {secs} s per run, {size} MiB payload, 1 MiB pieces; {rounds} rounds alternating\n")
-print("| seed | round | MB/s | Jain | p50 ms | p99 ms | handshakes | failed blocks | generator CPU |")
-print("|---|---|---|---|---|---|---|---|---|")
-for who in ("rt", "rtu", "lt"):
+print("| seed | round | MB/s | seeder CPU-s | MB per seeder CPU-s | Jain | p50 ms | p99 ms | handshakes | failed blocks | generator CPU |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+for who in seeds:
     for i, r in enumerate(rows[who], 1):
-        print(f"| {name[who]} | {i} | {r['mb_s']:.0f} | {r['jain']:.3f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['handshakes']} | {r['bad']} | {r['cpu']*100:.0f}% |")
+        print(f"| {name(who)} | {i} | {r['mb_s']:.0f} | {r['seed_cpu']:.2f} | {r['mb_cpu']:.0f} | {r['jain']:.3f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['handshakes']} | {r['bad']} | {r['cpu']*100:.0f}% |")
 print()
 for i in range(rounds):
-    b = rows["lt"][i]
-    for who in ("rt", "rtu"):
+    b = rows.get("lt", [None] * rounds)[i]
+    for who in seeds:
+        if who == "lt" or b is None:
+            continue
         a = rows[who][i]
-        print(f"round {i+1}: {name[who]} / libtorrent: MB/s {a['mb_s']/b['mb_s']:.2f}x, "
+        print(f"round {i+1}: {name(who)} / libtorrent: MB per seeder CPU-s {a['mb_cpu']/b['mb_cpu']:.2f}x, MB/s {a['mb_s']/b['mb_s']:.2f}x, "
               f"p99 latency {a['p99']/b['p99']:.3f}x (lower is better), Jain {a['jain']:.3f} vs {b['jain']:.3f}")
+pairs = [("rt-uring", "rt-epoll"), ("old-rt-uring", "old-rt-epoll"), ("rt-uring", "old-rt-uring"),
+         ("rt-epoll", "old-rt-epoll"), ("rt", "old-rt")]
+for a_, b_ in pairs:
+    if a_ in rows and b_ in rows:
+        for i in range(rounds):
+            a, b = rows[a_][i], rows[b_][i]
+            print(f"round {i+1}: {name(a_)} / {name(b_)}: MB per seeder CPU-s {a['mb_cpu']/b['mb_cpu']:.2f}x, MB/s {a['mb_s']/b['mb_s']:.2f}x")
 PY

@@ -8,7 +8,6 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use slab::Slab;
 
 use crate::core::api::{DiskDone, DiskOp, TorrentId};
@@ -112,10 +111,7 @@ impl DiskBridge {
                     peer,
                     block,
                 },
-                DiskJob::Read {
-                    block,
-                    buf: vec![0; block.len as usize],
-                },
+                DiskJob::ReadShared { block },
             ),
             DiskOp::Verify {
                 torrent,
@@ -174,12 +170,12 @@ impl DiskBridge {
                         peer,
                         block,
                     },
-                    Outcome::Read { buf, result, .. },
+                    Outcome::ReadShared { result, .. },
                 ) => DiskDone::Read {
                     torrent,
                     peer,
                     block,
-                    result: result.map(|()| Bytes::from(buf)).map_err(|e| e.to_string()),
+                    result: result.map_err(|e| e.to_string()),
                 },
                 // A read error while hashing means the data is not what it should be.
                 (

@@ -17,6 +17,10 @@
 //!   serving (the default: this machine's 8 MiB readahead otherwise reads 8 MiB around every
 //!   fault) plus `MADV_WILLNEED` over the whole piece when its first block is read, and
 //!   `MADV_SEQUENTIAL` for a full check ([`Access`]).
+//! - **Blocks for peers are not copied** ([`Storage::read_block_shared`]): the pool faults
+//!   the block in (`MADV_POPULATE_READ`) and returns `Bytes` pointing into the mapping, so
+//!   the kernel copies it into the socket straight from the page cache
+//!   (`perf/2026-12-02-send-from-mapping.md`).
 //!
 //! # Files
 //!
@@ -38,7 +42,9 @@
 //! peer's non-zero padding cannot make a piece pass or fail wrongly.
 //!
 //! A file truncated by another program while mapped makes reads past its new end fault with
-//! `SIGBUS`; ringtorrent does not defend against that (libtorrent installs a signal handler
+//! `SIGBUS` (the kernel's own copies out of the mapping, into a socket, fail with `EFAULT`
+//! instead, and populating a block reports a read error); ringtorrent does not defend
+//! against that in its own reads (libtorrent installs a signal handler
 //! and longjmps, which Rust cannot do soundly).
 
 mod check;
@@ -57,6 +63,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use bytes::Bytes;
 use memmap2::{Advice, MmapOptions, MmapRaw};
 use sha1::{Digest, Sha1};
 
@@ -200,6 +207,67 @@ enum Backing {
 /// rarely (1 in 64) and costs under 1 KiB per torrent, where a lock per piece would cost
 /// megabytes for the largest torrents.
 const LOCK_STRIPES: usize = 64;
+
+/// A block inside a file's read-only mapping, owned by the [`Bytes`] that
+/// [`Storage::read_block_shared`] returns: the storage it holds keeps the mapping alive.
+struct MappedBlock {
+    _storage: Arc<Storage>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: `ptr..ptr + len` is read-only memory of a mapping that `_storage` owns and that no
+// one unmaps while this value lives; reading it from any thread is sound.
+unsafe impl Send for MappedBlock {}
+
+impl AsRef<[u8]> for MappedBlock {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see `Send` above: the range is inside a live `PROT_READ` mapping (checked
+        // against the file's length when the value was made). Bytes changed by another
+        // program show through, as with any shared file.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// Faults `start..start + len` of `map` into this process's page tables, reading from the
+/// disk what is not cached, so that a later access (the kernel's copy into a socket) does not
+/// wait. `EFAULT` means the range is past the file's end now (truncated by someone else).
+/// Kernels before 5.14 lack `MADV_POPULATE_READ` (`EINVAL`): then the pages are only asked
+/// for (`MADV_WILLNEED`).
+fn populate(map: &MmapRaw, start: usize, len: usize) -> io::Result<()> {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: sysconf has no preconditions.
+    let page = *PAGE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    });
+    let first = start / page * page;
+    let end = start + len;
+    // SAFETY: the range lies inside the mapping (the caller checked it), its start rounded
+    // down to a page boundary, which stays inside since the mapping starts on one;
+    // MADV_POPULATE_READ only reads, never changes memory.
+    let rc = unsafe {
+        libc::madvise(
+            map.as_ptr().add(first) as *mut libc::c_void,
+            end - first,
+            libc::MADV_POPULATE_READ,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL) => {
+            // A hint: failure only costs speed.
+            let _ = map.advise_range(Advice::WillNeed, first, end - first);
+            Ok(())
+        }
+        Some(libc::EFAULT) => Err(e),
+        // EINTR, EAGAIN, ENOMEM: let the send fault the pages in.
+        _ => Ok(()),
+    }
+}
 
 /// Zeros fed to the hasher for padding files.
 static ZEROS: [u8; limits::BLOCK_LEN as usize] = [0; limits::BLOCK_LEN as usize];
@@ -748,6 +816,46 @@ impl Storage {
             self.read_span(&span, part)?;
         }
         Ok(())
+    }
+
+    /// `block` as [`Bytes`] that point into the file's read-only mapping, for sending
+    /// straight from the page cache: no buffer to zero, no copy. The `Bytes` hold the storage
+    /// (and so its mappings) alive, whatever becomes of the torrent meanwhile. The block's
+    /// pages are made resident first (`MADV_POPULATE_READ`), so whoever hands them to the
+    /// kernel does not wait on the disk. A block that spans files or padding, or a file
+    /// without a held mapping, is copied as [`Storage::read_block`] does.
+    ///
+    /// Only blocks of verified pieces are served, and the core never writes those, so the
+    /// stripe lock [`Storage::read_block`] takes while copying has nothing to guard here. If
+    /// another program truncates the file, making the block resident fails (`EFAULT`: a read
+    /// error); if it does so while a block is in flight, the kernel's copy out of the mapping
+    /// fails with `EFAULT` (the send fails and the connection closes). Code that reads the
+    /// bytes in user space (an RC4 connection's cipher) is exposed to the `SIGBUS` of the
+    /// module documentation, as any read from the mapping is.
+    pub fn read_block_shared(self: &Arc<Self>, block: BlockRef) -> Result<Bytes, StorageError> {
+        if block.offset == 0 {
+            self.prefetch_piece(block.piece);
+        }
+        let mut spans = self.info.block_spans(block);
+        if let (Some(span), None) = (spans.next(), spans.next()) {
+            let slot = &self.files[span.file];
+            if let (false, Backing::Held { map, .. }) = (span.padding, &slot.backing) {
+                self.check_readable(slot, &span)?;
+                let (start, len) = (span.file_offset as usize, span.len as usize);
+                populate(map, start, len).map_err(|e| self.read_error(slot, e))?;
+                // SAFETY: `check_readable` proved `start..start + len` lies inside the
+                // mapping, which the `Arc<Storage>` the owner holds keeps mapped.
+                let ptr = unsafe { map.as_ptr().add(start) };
+                return Ok(Bytes::from_owner(MappedBlock {
+                    _storage: self.clone(),
+                    ptr,
+                    len,
+                }));
+            }
+        }
+        let mut buf = vec![0; block.len as usize];
+        self.read_block(block, &mut buf)?;
+        Ok(Bytes::from(buf))
     }
 
     /// Reads a whole piece into `out` (resized to the piece's length).

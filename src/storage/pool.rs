@@ -64,6 +64,12 @@ pub enum DiskJob {
         /// A buffer to fill, reused from an earlier job when possible.
         buf: Vec<u8>,
     },
+    /// Read a block as [`Bytes`] that point into the file's mapping where they can
+    /// ([`Storage::read_block_shared`]), for sending; comes back in [`Outcome::ReadShared`].
+    ReadShared {
+        /// The block to read.
+        block: BlockRef,
+    },
 }
 
 /// What a job produced.
@@ -93,6 +99,13 @@ pub enum Outcome {
         buf: Vec<u8>,
         /// Whether the read succeeded.
         result: Result<(), StorageError>,
+    },
+    /// A [`DiskJob::ReadShared`] finished.
+    ReadShared {
+        /// The block.
+        block: BlockRef,
+        /// The block's bytes, or why they could not be read.
+        result: Result<Bytes, StorageError>,
     },
 }
 
@@ -163,7 +176,7 @@ impl DiskPool {
         let reply = reply.clone();
         let pool = match job {
             DiskJob::Verify { .. } => &self.hash,
-            DiskJob::Write { .. } | DiskJob::Read { .. } => &self.io,
+            DiskJob::Write { .. } | DiskJob::Read { .. } | DiskJob::ReadShared { .. } => &self.io,
         };
         storage.job_started();
         pool.spawn(move || {
@@ -174,7 +187,7 @@ impl DiskPool {
     }
 }
 
-fn run(storage: &Storage, job: DiskJob) -> Outcome {
+fn run(storage: &Arc<Storage>, job: DiskJob) -> Outcome {
     match job {
         DiskJob::Verify {
             piece,
@@ -216,5 +229,9 @@ fn run(storage: &Storage, job: DiskJob) -> Outcome {
             let result = storage.read_block(block, &mut buf);
             Outcome::Read { block, buf, result }
         }
+        DiskJob::ReadShared { block } => Outcome::ReadShared {
+            block,
+            result: storage.read_block_shared(block),
+        },
     }
 }
