@@ -16,7 +16,10 @@
 # --encryption require, Transmission encryption 2, aria2 --bt-require-crypto with arc4).
 # Unset: every client's default (the table of earlier runs). Each row also reports the CPU
 # time of both processes (libtorrent and ringtorrent rows) and MB per CPU-second.
-# ONLY="lt:lt lt:rt ..." runs only the listed seeder:leecher rows (lt, rt, tr, aria2).
+# ONLY="lt:lt lt:rt ..." runs only the listed seeder:leecher rows (lt, rt, tr, aria2, and
+# rt0: the ringtorrent binary at RT0=path, e.g. main's build, for a before/after pair).
+# Rounds alternate: each round runs every row once, so all rows see the same load.
+# The leecher's own CPU seconds (user + system, from its rusage) get a column of their own.
 # Needs: mktorrent, python3-libtorrent, transmission-daemon, transmission-cli, aria2
 # (scripts/test.sh installs them all).
 # rqbit is not measured yet; to add it, install it outside the repository with
@@ -77,6 +80,15 @@ if [ -z "${RT:-}" ]; then
     cargo build --release --quiet
 fi
 rt=${RT:-${CARGO_TARGET_DIR:-$PWD/target}/release/ringtorrent}
+rt0=${RT0:-}
+rt_bin() {
+    if [ "$1" = rt0 ]; then
+        [ -n "$rt0" ] || { echo "rt0 needs RT0=path" >&2; exit 1; }
+        echo "$rt0"
+    else
+        echo "$rt"
+    fi
+}
 lt_seed=$PWD/tests/support/lt_seed.py
 lt_leech=$PWD/tests/support/lt_leech.py
 for tool in mktorrent transmission-daemon transmission-remote aria2c; do
@@ -170,9 +182,9 @@ start_seed() {
         SEED_PID=$!
         exec 9> "$work/seed.in"
         ;;
-    rt)
+    rt|rt0)
         # shellcheck disable=SC2046  # rt_enc is a list of flags
-        "$rt" seed "$work/p.torrent" "$work/seed" --port 0 --bind 127.0.0.1 --duration 600 \
+        "$(rt_bin "$1")" seed "$work/p.torrent" "$work/seed" --port 0 --bind 127.0.0.1 --duration 600 \
             --state-dir "$work/rt-state" $(rt_enc) > "$out" 2>/dev/null &
         SEED_PID=$!
         ;;
@@ -202,7 +214,7 @@ start_seed() {
     for _ in $(seq 1200); do
         if [ "$1" = lt ] && grep -q '"port"' "$out"; then
             SEED_ADDR="127.0.0.1:$(grep -o '"port": [0-9]*' "$out" | grep -o '[0-9]*$')"
-        elif [ "$1" = rt ] && grep -q '127.0.0.1:' "$out"; then
+        elif [ "${1#rt}" != "$1" ] && grep -q '127.0.0.1:' "$out"; then
             SEED_ADDR=$(grep -o '127.0.0.1:[0-9]*' "$out")
         fi
         [ -n "$SEED_ADDR" ] && return
@@ -228,9 +240,10 @@ leech() {
     local seeder=$1 leecher=$2 t0 t1
     LEECH_S=""
     LEECH_CPU=""
+    LEECH_OWN_CPU=""
     rm -rf "$work/out"; mkdir -p "$work/out"
     case "$leecher" in
-    lt|rt)
+    lt|rt|rt0)
         start_seed "$seeder"
         local seed_cpu0
         seed_cpu0=$(cpu_of "$SEED_PID")
@@ -241,11 +254,12 @@ leech() {
                 | python3 -c 'import json,sys; print(json.load(sys.stdin)["seconds"])')
         else
             # shellcheck disable=SC2046  # rt_enc is a list of flags
-            LEECH_S=$(cpu_run "$rt" download "$work/p.torrent" -o "$work/out" --peer "$SEED_ADDR" --bind 127.0.0.1 --timeout 600 \
+            LEECH_S=$(cpu_run "$(rt_bin "$leecher")" download "$work/p.torrent" -o "$work/out" --peer "$SEED_ADDR" --bind 127.0.0.1 --timeout 600 \
                 --state-dir "$work/rt-leech-state" $(rt_enc) 2>/dev/null | sed -n 's/.* in \([0-9.]*\) s .*/\1/p')
             rm -rf "$work/rt-leech-state"
         fi
-        if [ "$seeder" = lt ] || [ "$seeder" = rt ]; then
+        LEECH_OWN_CPU=$(cat "$CPU_FILE")
+        if [ "$seeder" = lt ] || [ "${seeder#rt}" != "$seeder" ]; then
             LEECH_CPU=$(awk -v a="$(cat "$CPU_FILE")" -v s0="$seed_cpu0" -v s1="$(cpu_of "$SEED_PID")" 'BEGIN {printf "%.2f", a + s1 - s0}')
         fi
         ;;
@@ -284,12 +298,13 @@ leech() {
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 name() {
     case "$1" in
-    lt) echo libtorrent ;; rt) echo ringtorrent ;; tr) echo Transmission ;; aria2) echo aria2 ;;
+    lt) echo libtorrent ;; rt) echo ringtorrent ;; rt0) echo "ringtorrent (RT0)" ;; tr) echo Transmission ;; aria2) echo aria2 ;;
     esac
 }
 
-echo "| encryption | seeder -> leecher | runs (s) | median s | MB/s | vs libtorrent->libtorrent | CPU s (both) | MB per CPU-s |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| encryption | seeder -> leecher | runs (s) | median s | MB/s | vs libtorrent->libtorrent | CPU s (both) | MB per CPU-s | leecher CPU s (runs) | leecher CPU s (median) |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+declare -A times cpus own
 for enc in $encryptions; do
     # Transmission reads its encryption setting at start: one daemon per setting.
     if [ -n "$tr_rpc" ]; then
@@ -298,27 +313,39 @@ for enc in $encryptions; do
         tr_rpc=""
     fi
     ref=""
-    for pair in $only; do
-        s=${pair%%:*}; l=${pair##*:}
-        times=()
-        cpus=()
-        for _ in $(seq "$runs"); do
+    times=(); cpus=(); own=()
+    for _ in $(seq "$runs"); do
+        for pair in $only; do
+            s=${pair%%:*}; l=${pair##*:}
             leech "$s" "$l"
             [ -n "$LEECH_S" ] || { echo "no time measured for $s -> $l" >&2; exit 1; }
-            times+=("$LEECH_S")
-            [ -n "$LEECH_CPU" ] && cpus+=("$LEECH_CPU")
+            times[$pair]="${times[$pair]:-} $LEECH_S"
+            [ -n "$LEECH_CPU" ] && cpus[$pair]="${cpus[$pair]:-} $LEECH_CPU"
+            [ -n "$LEECH_OWN_CPU" ] && own[$pair]="${own[$pair]:-} $LEECH_OWN_CPU"
         done
-        med=$(printf '%s\n' "${times[@]}" | median)
+    done
+    for pair in $only; do
+        s=${pair%%:*}; l=${pair##*:}
+        # shellcheck disable=SC2086  # space-separated lists
+        med=$(printf '%s\n' ${times[$pair]} | median)
         mbs=$(awk -v b="$bytes" -v t="$med" 'BEGIN {printf "%.0f", b/t/1e6}')
         [ -z "$ref" ] && [ "$pair" = lt:lt ] && ref=$mbs
         ratio="n/a"
         [ -n "$ref" ] && ratio=$(awk -v a="$mbs" -v r="$ref" 'BEGIN {printf "%.2fx", a/r}')
         cpu="n/a"
         per_cpu="n/a"
-        if [ "${#cpus[@]}" -gt 0 ]; then
-            cpu=$(printf '%s\n' "${cpus[@]}" | median)
+        if [ -n "${cpus[$pair]:-}" ]; then
+            # shellcheck disable=SC2086
+            cpu=$(printf '%s\n' ${cpus[$pair]} | median)
             per_cpu=$(awk -v b="$bytes" -v c="$cpu" 'BEGIN {printf "%.0f", b/c/1e6}')
         fi
-        printf '| %s | %s -> %s | %s | %.2f | %s | %s | %s | %s |\n' "$enc" "$(name "$s")" "$(name "$l")" "${times[*]}" "$med" "$mbs" "$ratio" "$cpu" "$per_cpu"
+        own_runs="n/a"
+        own_med="n/a"
+        if [ -n "${own[$pair]:-}" ]; then
+            own_runs=${own[$pair]# }
+            # shellcheck disable=SC2086
+            own_med=$(printf '%s\n' ${own[$pair]} | median)
+        fi
+        printf '| %s | %s -> %s | %s | %.2f | %s | %s | %s | %s | %s | %s |\n' "$enc" "$(name "$s")" "$(name "$l")" "${times[$pair]# }" "$med" "$mbs" "$ratio" "$cpu" "$per_cpu" "$own_runs" "$own_med"
     done
 done
