@@ -694,6 +694,288 @@ fn pool_results_reach_each_owner_through_its_eventfd() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Hashing on arrival: verification reads back only what the writes did not hash, and its
+// verdict is always about the bytes on disk.
+
+/// One 256 KiB file in 64 KiB pieces (four blocks each), opened for writing.
+fn arrival_storage(tmp: &Path) -> (Arc<Storage>, Arc<Info>, Vec<u8>) {
+    let (info, payload) = torrent("arr", &[F("a.bin", 256 << 10, false)], 64 << 10);
+    let storage = Arc::new(Storage::open(info.clone(), tmp, OpenMode::Create).unwrap());
+    (storage, info, payload)
+}
+
+fn piece_blocks(info: &Info, piece: u32) -> Vec<BlockRef> {
+    let l = info.lengths();
+    l.blocks(l.piece(piece).unwrap()).collect()
+}
+
+fn write_bytes(storage: &Storage, b: BlockRef, data: Vec<u8>) {
+    storage.write_block_bytes(b, &data.into()).unwrap();
+}
+
+fn verify(storage: &Storage, info: &Info, piece: u32) -> bool {
+    let p = info.lengths().piece(piece).unwrap();
+    storage.verify_piece(p, info.piece_hash(p)).unwrap()
+}
+
+#[test]
+fn blocks_written_in_order_are_hashed_on_arrival() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (storage, info, payload) = arrival_storage(tmp.path());
+    let p = info.lengths().piece(0).unwrap();
+    for (i, b) in piece_blocks(&info, 0).into_iter().enumerate() {
+        write_bytes(&storage, b, slice(&info, &payload, b));
+        assert_eq!(storage.hashed_on_arrival(p), (i as u32 + 1) * (16 << 10));
+    }
+    assert!(verify(&storage, &info, 0));
+    // Used up by the verification, matched or not.
+    assert_eq!(storage.hashed_on_arrival(p), 0);
+    // A second verification reads the piece back and agrees.
+    assert!(verify(&storage, &info, 0));
+}
+
+#[test]
+fn blocks_out_of_order_are_held_until_the_gap_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (storage, info, payload) = arrival_storage(tmp.path());
+    let p = info.lengths().piece(1).unwrap();
+    let bs = piece_blocks(&info, 1);
+    for &i in &[2usize, 1, 3] {
+        write_bytes(&storage, bs[i], slice(&info, &payload, bs[i]));
+        assert_eq!(storage.hashed_on_arrival(p), 0);
+    }
+    write_bytes(&storage, bs[0], slice(&info, &payload, bs[0]));
+    assert_eq!(storage.hashed_on_arrival(p), 64 << 10);
+    assert!(verify(&storage, &info, 1));
+
+    // Without the bytes to hold (`write_block`), a block ahead is remembered as written and
+    // read back from the file when the running hash reaches it.
+    let p2 = info.lengths().piece(2).unwrap();
+    let bs = piece_blocks(&info, 2);
+    for &i in &[0usize, 2, 1, 3] {
+        storage
+            .write_block(bs[i], &slice(&info, &payload, bs[i]))
+            .unwrap();
+    }
+    assert_eq!(storage.hashed_on_arrival(p2), 64 << 10);
+    assert!(verify(&storage, &info, 2));
+}
+
+#[test]
+fn a_duplicate_write_makes_verification_read_the_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (storage, info, payload) = arrival_storage(tmp.path());
+    let bs = piece_blocks(&info, 0);
+    let bad = |b: BlockRef| vec![0xA5u8; b.len as usize];
+
+    // Good bytes hashed, then a duplicate with other bytes lands on disk: must fail.
+    for &b in &bs {
+        write_bytes(&storage, b, slice(&info, &payload, b));
+    }
+    write_bytes(&storage, bs[1], bad(bs[1]));
+    assert_eq!(storage.hashed_on_arrival(bs[1].piece), 0);
+    assert!(!verify(&storage, &info, 0));
+
+    // Bad bytes hashed, then the good ones overwrite them: what is on disk is right, so it
+    // must pass, whichever block was overwritten (the first starts a fresh running hash).
+    for (i, _) in bs.iter().enumerate() {
+        for &b in &bs {
+            write_bytes(&storage, b, bad(b));
+        }
+        write_bytes(&storage, bs[i], slice(&info, &payload, bs[i]));
+        for (j, &b) in bs.iter().enumerate() {
+            if j != i {
+                write_bytes(&storage, b, slice(&info, &payload, b));
+            }
+        }
+        assert!(verify(&storage, &info, 0), "overwritten block {i}");
+    }
+
+    // A held block (ahead of the running hash) overwritten: the second bytes count.
+    write_bytes(&storage, bs[2], bad(bs[2]));
+    write_bytes(&storage, bs[2], slice(&info, &payload, bs[2]));
+    for &i in &[0usize, 1, 3] {
+        write_bytes(&storage, bs[i], slice(&info, &payload, bs[i]));
+    }
+    assert!(verify(&storage, &info, 0));
+    write_bytes(&storage, bs[3], slice(&info, &payload, bs[3]));
+    write_bytes(&storage, bs[3], bad(bs[3]));
+    for &i in &[0usize, 1, 2] {
+        write_bytes(&storage, bs[i], slice(&info, &payload, bs[i]));
+    }
+    assert!(!verify(&storage, &info, 0));
+
+    // The same with blocks remembered rather than held (no `Bytes`): read back or not, the
+    // bytes that count are the last ones written.
+    let put = |b: BlockRef, data: &[u8]| storage.write_block(b, data).unwrap();
+    put(bs[2], &bad(bs[2]));
+    put(bs[2], &slice(&info, &payload, bs[2]));
+    for &i in &[0usize, 1, 3] {
+        put(bs[i], &slice(&info, &payload, bs[i]));
+    }
+    assert!(verify(&storage, &info, 0));
+    put(bs[3], &slice(&info, &payload, bs[3]));
+    put(bs[3], &bad(bs[3]));
+    for &i in &[0usize, 1, 2] {
+        put(bs[i], &slice(&info, &payload, bs[i]));
+    }
+    assert!(!verify(&storage, &info, 0));
+}
+
+#[test]
+fn a_failed_piece_downloads_again_and_passes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (storage, info, payload) = arrival_storage(tmp.path());
+    let p = info.lengths().piece(3).unwrap();
+    let bs = piece_blocks(&info, 3);
+    for (i, &b) in bs.iter().enumerate() {
+        let mut data = slice(&info, &payload, b);
+        if i == 2 {
+            data[100] ^= 1;
+        }
+        write_bytes(&storage, b, data);
+    }
+    assert_eq!(storage.hashed_on_arrival(p), 64 << 10);
+    assert!(!verify(&storage, &info, 3));
+    assert_eq!(storage.hashed_on_arrival(p), 0);
+    for &b in &bs {
+        write_bytes(&storage, b, slice(&info, &payload, b));
+    }
+    assert_eq!(storage.hashed_on_arrival(p), 64 << 10);
+    assert!(verify(&storage, &info, 3));
+}
+
+#[test]
+fn padding_is_hashed_as_zeros_whatever_the_peer_sent() {
+    let (info, payload) = layout();
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = Storage::open(info.clone(), tmp.path(), OpenMode::Create).unwrap();
+    let l = info.lengths();
+    for p in l.pieces() {
+        for b in l.blocks(p) {
+            // Non-zero bytes everywhere the payload has zeros (padding included): the
+            // padding part must still be hashed as the zeros we hold.
+            let mut data = slice(&info, &payload, b);
+            for (span, at) in info.block_spans(b).scan(0usize, |at, s| {
+                let here = *at;
+                *at += s.len as usize;
+                Some((s, here))
+            }) {
+                if span.padding {
+                    data[at..at + span.len as usize].fill(0x5A);
+                }
+            }
+            storage.write_block_bytes(b, &data.into()).unwrap();
+        }
+        assert!(storage.hashed_on_arrival(p) > 0);
+        assert!(
+            storage.verify_piece(p, info.piece_hash(p)).unwrap(),
+            "{p:?}"
+        );
+    }
+}
+
+#[test]
+fn running_hashes_are_bounded() {
+    // 400 single-block pieces, each begun: past the bound, pieces are simply read back.
+    let tmp = tempfile::tempdir().unwrap();
+    let (info, payload) = torrent("many", &[F("m.bin", 400 * (16 << 10), false)], 16 << 10);
+    let storage = Storage::open(info.clone(), tmp.path(), OpenMode::Create).unwrap();
+    let l = info.lengths();
+    for p in l.pieces() {
+        let b = l.blocks(p).next().unwrap();
+        storage
+            .write_block_bytes(b, &slice(&info, &payload, b).into())
+            .unwrap();
+    }
+    let tracked = l
+        .pieces()
+        .filter(|&p| storage.hashed_on_arrival(p) > 0)
+        .count();
+    assert!((1..400).contains(&tracked), "{tracked} running hashes");
+    for p in l.pieces() {
+        assert!(storage.verify_piece(p, info.piece_hash(p)).unwrap());
+    }
+    assert_eq!(
+        l.pieces()
+            .filter(|&p| storage.hashed_on_arrival(p) > 0)
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn smart_ban_gets_block_hashes_of_the_bytes_on_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (storage, info, payload) = arrival_storage(tmp.path());
+    let pool = DiskPool::new(DiskPoolConfig {
+        hash_threads: 2,
+        io_threads: 4,
+    })
+    .unwrap();
+    let (tx, rx) = completion_queue().unwrap();
+    let bs = piece_blocks(&info, 1);
+    let good: Vec<[u8; 20]> = bs
+        .iter()
+        .map(|&b| Sha1::digest(slice(&info, &payload, b)).into())
+        .collect();
+    let run = |corrupt: Option<usize>, blocks: bool| {
+        for (i, &b) in bs.iter().enumerate() {
+            let mut data = slice(&info, &payload, b);
+            if corrupt == Some(i) {
+                data[7] ^= 0xFF;
+            }
+            pool.submit(
+                &storage,
+                0,
+                DiskJob::Write {
+                    block: b,
+                    data: data.into(),
+                },
+                &tx,
+            );
+        }
+        drain_all(&rx, bs.len());
+        let piece = bs[0].piece;
+        let expected = *info.piece_hash(piece);
+        pool.submit(
+            &storage,
+            1,
+            DiskJob::Verify {
+                piece,
+                expected,
+                blocks,
+            },
+            &tx,
+        );
+        let c = drain_all(&rx, 1).pop().unwrap();
+        let Outcome::Verified {
+            result,
+            block_hashes,
+            ..
+        } = c.outcome
+        else {
+            panic!("{c:?}")
+        };
+        (result.unwrap(), block_hashes)
+    };
+    // A failure comes with every block's hash; only the corrupt block's differs.
+    let (ok, hashes) = run(Some(2), false);
+    assert!(!ok);
+    assert_eq!(hashes.len(), 4);
+    for (i, h) in hashes.iter().enumerate() {
+        assert_eq!(h == &good[i], i != 2, "block {i}");
+    }
+    // The good copy, asked with its blocks (a suspect piece).
+    let (ok, hashes) = run(None, true);
+    assert!(ok);
+    assert_eq!(hashes, good);
+    let (ok, hashes) = run(None, false);
+    assert!(ok);
+    assert!(hashes.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
 // Resume data
 
 #[test]

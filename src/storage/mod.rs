@@ -47,6 +47,7 @@
 //! against that in its own reads (libtorrent installs a signal handler
 //! and longjmps, which Rust cannot do soundly).
 
+mod arrival;
 mod check;
 mod error;
 mod pool;
@@ -175,6 +176,8 @@ pub struct Storage {
     /// Disk jobs submitted for this storage and not finished ([`DiskPool`] counts them), so
     /// resume data can wait until no write is left to change a file after it was stamped.
     jobs: AtomicUsize,
+    /// Pieces hashed as their blocks are written (see `arrival.rs`).
+    arrivals: arrival::Arrivals,
 }
 
 #[derive(Debug)]
@@ -616,6 +619,7 @@ impl Storage {
             files,
             stripes,
             jobs: AtomicUsize::new(0),
+            arrivals: arrival::Arrivals::default(),
         };
         storage.set_access(Access::Random);
         Ok(storage)
@@ -757,8 +761,26 @@ impl Storage {
     }
 
     /// Writes `data` (exactly `block.len` bytes) at `block`, across file boundaries, with
-    /// `pwrite`. Bytes that fall in padding files are dropped.
+    /// `pwrite`. Bytes that fall in padding files are dropped. The bytes written also feed
+    /// the piece's running hash when they continue it (see `arrival.rs`), so that
+    /// [`Storage::verify_piece`] need not read them back.
     pub fn write_block(&self, block: BlockRef, data: &[u8]) -> Result<(), StorageError> {
+        self.write_block_with(block, data, None)
+    }
+
+    /// [`Storage::write_block`] for bytes held in a `Bytes`: a block that arrives ahead of
+    /// its piece's running hash can then be held (a reference, no copy) until the blocks
+    /// before it are written, instead of being read back at verification.
+    pub fn write_block_bytes(&self, block: BlockRef, data: &Bytes) -> Result<(), StorageError> {
+        self.write_block_with(block, data, Some(data))
+    }
+
+    fn write_block_with(
+        &self,
+        block: BlockRef,
+        data: &[u8],
+        owned: Option<&Bytes>,
+    ) -> Result<(), StorageError> {
         assert_eq!(
             data.len(),
             block.len as usize,
@@ -771,6 +793,21 @@ impl Storage {
             });
         }
         let _guard = self.lock_exclusive(block.piece);
+        let written = self.write_spans(block, data);
+        match written {
+            Ok(()) => self
+                .arrivals
+                .written(&self.info, block, data, owned, |hasher, b| {
+                    let (from, to) = (b.offset, b.offset + b.len);
+                    self.feed_stored(b.piece, hasher, from, to).is_ok()
+                }),
+            // Part of the block may be on disk: what the running hash covers may not be.
+            Err(_) => self.arrivals.forget(block.piece),
+        }
+        written
+    }
+
+    fn write_spans(&self, block: BlockRef, data: &[u8]) -> Result<(), StorageError> {
         let mut at = 0usize;
         for span in self.info.block_spans(block) {
             let part = &data[at..at + span.len as usize];
@@ -874,9 +911,46 @@ impl Storage {
     /// The SHA1 of `piece` as stored, hashed straight from the mapping (padding as zeros).
     pub fn hash_piece(&self, piece: PieceIndex) -> Result<[u8; 20], StorageError> {
         let _guard = self.lock_shared(piece);
-        let mut hasher = Sha1::new();
+        self.hash_from(piece, Sha1::new(), 0)
+    }
+
+    /// Continues `hasher`, which covers the first `from` bytes of `piece`, over the rest as
+    /// stored. The caller holds the piece's stripe lock.
+    fn hash_from(
+        &self,
+        piece: PieceIndex,
+        mut hasher: Sha1,
+        from: u32,
+    ) -> Result<[u8; 20], StorageError> {
+        let len = self.info.lengths().len_of(piece);
+        self.feed_stored(piece, &mut hasher, from, len)?;
+        Ok(hasher.finalize().into())
+    }
+
+    /// Feeds bytes `[from, to)` of `piece` as stored to `hasher`. The caller holds the
+    /// piece's stripe lock.
+    fn feed_stored(
+        &self,
+        piece: PieceIndex,
+        hasher: &mut Sha1,
+        from: u32,
+        to: u32,
+    ) -> Result<(), StorageError> {
         let mut scratch = Vec::new();
-        for span in self.info.piece_spans(piece) {
+        let mut skip = u64::from(from);
+        let mut left = u64::from(to.saturating_sub(from));
+        for mut span in self.info.piece_spans(piece) {
+            if left == 0 {
+                break;
+            }
+            if skip >= span.len {
+                skip -= span.len;
+                continue;
+            }
+            span.file_offset += skip;
+            span.len = (span.len - skip).min(left);
+            skip = 0;
+            left -= span.len;
             if span.padding {
                 let mut left = span.len as usize;
                 while left > 0 {
@@ -902,7 +976,7 @@ impl Storage {
                             span.len as usize,
                         )
                     };
-                    hash_prefetched(&mut hasher, bytes);
+                    hash_prefetched(hasher, bytes);
                 }
                 Backing::Reopen { .. } => {
                     let file = self
@@ -921,16 +995,28 @@ impl Storage {
                 Backing::Nothing => unreachable!("check_readable refuses files with no data"),
             }
         }
-        Ok(hasher.finalize().into())
+        Ok(())
     }
 
-    /// Hashes `piece` and compares with `expected`.
+    /// Hashes `piece` and compares with `expected`. What its blocks' writes hashed on the
+    /// way in is not read again (see `arrival.rs`); the running hash is used up either way.
     pub fn verify_piece(
         &self,
         piece: PieceIndex,
         expected: &[u8; 20],
     ) -> Result<bool, StorageError> {
-        Ok(&self.hash_piece(piece)? == expected)
+        let _guard = self.lock_shared(piece);
+        let (hasher, from) = self
+            .arrivals
+            .take(piece)
+            .unwrap_or_else(|| (Sha1::new(), 0));
+        Ok(&self.hash_from(piece, hasher, from)? == expected)
+    }
+
+    /// How many of `piece`'s first bytes its writes have hashed on the way in, which
+    /// [`Storage::verify_piece`] will not read back (0: none, or no running hash).
+    pub fn hashed_on_arrival(&self, piece: PieceIndex) -> u32 {
+        self.arrivals.covered(piece)
     }
 
     /// The SHA1 of each block of `piece`, in order: the evidence smart ban compares across

@@ -211,7 +211,7 @@ fn run(storage: &Arc<Storage>, job: DiskJob) -> Outcome {
         }
         DiskJob::Write { block, data } => {
             let result = if data.len() == block.len as usize {
-                storage.write_block(block, &data)
+                storage.write_block_bytes(block, &data)
             } else {
                 Err(StorageError::Io {
                     path: storage.download_dir().to_path_buf(),
