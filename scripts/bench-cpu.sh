@@ -21,7 +21,8 @@
 # Environment: RT=path (the ringtorrent binary; default: this tree's release build, built
 # first), BASE=path (a second ringtorrent, e.g. an older build, measured in the same rounds
 # as "base"), PEERS=500, SECS=8, SWARM_MIB=256, SIZE_MIB=1024, SECTIONS="swarm seed leech
-# check pair". Clients run with their default settings (encryption included). Payloads live
+# check pair". RESULTS=file adds an earlier run's raw lines (sections run apart), KEEP=file
+# saves this run's. Clients run with their default settings (encryption included). Payloads live
 # in /dev/shm. Every process it starts is ended by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +46,7 @@ cores=$(nproc)
 work=$(mktemp -d /dev/shm/rt-bench-cpu.XXXXXX)
 pids=()
 cleanup() {
-    exec 5>&- 2>/dev/null || true
+    { exec 5>&-; } 2>/dev/null || true
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     rm -rf "$work"
@@ -96,6 +97,10 @@ now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 record() { echo "$1 $2 $3" >> "$work/results"; } # section variant value
 : > "$work/results"
+# RESULTS=file adds the lines of an earlier run's results (e.g. sections run separately).
+[ -n "${RESULTS:-}" ] && cat "$RESULTS" >> "$work/results"
+# KEEP=file keeps this run's results lines.
+keep() { [ -n "${KEEP:-}" ] && cp "$work/results" "$KEEP"; return 0; }
 
 # Starts a seed of variant $1 for torrent $2 over data folder $3 on port $4, with extra
 # arguments for ringtorrent in RT_SEED_ARGS; sets SEED_PID. Returns once it listens.
@@ -119,9 +124,19 @@ start_seed() {
     fi
     pids+=("$SEED_PID")
     wait_port "$port"
+    if [ "$who" = lt ] && [ -z "${NO_WAIT_CHECK:-}" ]; then
+        # libtorrent listens before its check is over (and drops connections meanwhile):
+        # lt_seed.py prints its JSON line once the torrent seeds.
+        for _ in $(seq 1 1200); do
+            grep -q '"port"' "$work/lt-seed.log" && return 0
+            sleep 0.05
+        done
+        echo "libtorrent did not finish checking" >&2
+        exit 1
+    fi
 }
 stop_seed() {
-    exec 5>&- 2>/dev/null || true
+    { exec 5>&-; } 2>/dev/null || true
     kill "$SEED_PID" 2>/dev/null || true
     wait "$SEED_PID" 2>/dev/null || true
 }
@@ -258,7 +273,6 @@ pair() {
             t0=$(now)
             start_seed "$who" "$work/one/p.torrent" "$work/one/seed" "$port"
             if [ "$who" = lt ]; then
-                # lt_seed.py listens before its check is over; the leecher waits for pieces.
                 /usr/bin/python3 "$lt_leech" "$work/one/p.torrent" "$work/one/out" --peer "127.0.0.1:$port" --timeout 600 >/dev/null
             else
                 "$(bin_of "$who")" download "$work/one/p.torrent" -o "$work/one/out" --peer "127.0.0.1:$port" \
@@ -273,7 +287,7 @@ pair() {
 }
 
 echo "load before: $(cat /proc/loadavg)" >&2
-for s in $sections; do "$s"; done
+for s in $sections; do "$s"; keep; done
 echo "load after: $(cat /proc/loadavg)" >&2
 
 /usr/bin/python3 - "$work/results" "$rounds" "$peers" "$secs" "$swarm_mib" "$size_mib" "$cores" <<'PY'

@@ -105,8 +105,13 @@ pub struct Config {
     /// compete for it (libtorrent does the same by default; a seedbox serving a local swarm
     /// should not make its peers queue for four slots).
     pub unchoke_local_peers: bool,
-    /// Delay before dialling a peer again after its connection failed or closed.
+    /// Delay before dialling a peer again after its connection closed.
     pub reconnect_delay: Duration,
+    /// Delay before dialling again a peer whose dial failed (refused, timed out, or closed
+    /// before the handshake, e.g. a client still checking its data, which drops every
+    /// connection meanwhile): doubled with each failure in a row, up to 64 times. Short at
+    /// first, so a seed that is starting up costs seconds, not half a minute.
+    pub dial_retry_delay: Duration,
     /// Delay before dialling again a peer that was sending us blocks until its connection
     /// closed (Transmission retries such peers after 5 s too): a seed restarting or a brief
     /// network fault should not stall a download for the full `reconnect_delay`. Failed
@@ -173,6 +178,7 @@ impl Default for Config {
             max_half_open: 32,
             unchoke_local_peers: true,
             reconnect_delay: Duration::from_secs(30),
+            dial_retry_delay: Duration::from_secs(5),
             reconnect_delay_useful: Duration::from_secs(5),
             tick: Duration::from_millis(500),
             upload_rate_limit: None,

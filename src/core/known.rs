@@ -11,8 +11,9 @@ use super::api::CloseReason;
 use super::config::{Config, Encryption};
 use super::Time;
 
-/// Longest back-off between attempts to dial a peer that keeps failing.
-const MAX_RECONNECT_BACKOFF_SHIFT: u32 = 5;
+/// Longest back-off between attempts to dial a peer that keeps failing: 2^6 times
+/// `Config::dial_retry_delay` (about 5 minutes by default).
+const MAX_RECONNECT_BACKOFF_SHIFT: u32 = 6;
 
 /// A peer address we know of, and whether to dial it.
 #[derive(Debug, Clone)]
@@ -213,8 +214,8 @@ impl KnownPeers {
             if k.state == KnownState::Connecting {
                 k.state = KnownState::Idle;
                 k.failures += 1;
-                let shift = k.failures.min(MAX_RECONNECT_BACKOFF_SHIFT);
-                k.next_try = now + config.reconnect_delay * (1 << shift) / 2;
+                let shift = (k.failures - 1).min(MAX_RECONNECT_BACKOFF_SHIFT);
+                k.next_try = now + config.dial_retry_delay * (1 << shift);
             }
         }
     }
@@ -223,6 +224,7 @@ impl KnownPeers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn pex_flags_choose_the_first_dial_under_prefer_only() {
@@ -272,5 +274,46 @@ mod tests {
         // The dial in progress counts too: nothing more for that host.
         let connected = BTreeMap::from([(IpAddr::from([10, 0, 0, 1]), 1)]);
         assert!(known.candidates(now, &config, 10, 1, connected).is_empty());
+    }
+
+    #[test]
+    fn failed_dials_back_off_from_a_few_seconds_doubling_to_a_cap() {
+        let config = Config::default();
+        let peer: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let mut known = KnownPeers::default();
+        let mut now = Time::from_secs(1);
+        known.add(&[peer], now, 100);
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            assert_eq!(
+                known.candidates(now, &config, 10, 0, BTreeMap::new()),
+                [peer]
+            );
+            known.failed(peer, &config, now);
+            let next = known.map[&peer].next_try;
+            assert!(
+                known
+                    .candidates(
+                        now + (next.saturating_since(now) - Duration::from_millis(1)),
+                        &config,
+                        10,
+                        0,
+                        BTreeMap::new()
+                    )
+                    .is_empty(),
+                "not before the back-off"
+            );
+            waits.push(next.saturating_since(now).as_secs());
+            now = next;
+        }
+        // A seed still checking its data drops us: we try again in seconds, not half a minute.
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 320, 320, 320]);
+        // A handshake resets the count.
+        assert_eq!(
+            known.candidates(now, &config, 10, 0, BTreeMap::new()),
+            [peer]
+        );
+        known.connected(peer, false);
+        assert_eq!(known.map[&peer].failures, 0);
     }
 }
