@@ -26,7 +26,7 @@ echo "|---|---|---|---|---|---|"
 for io in uring epoll; do
     "$rt" seed "$work/p.torrent" "$work" --port 0 --bind 127.0.0.1 --max-peers $((n + 100)) \
         --max-peers-per-ip $((n + 100)) \
-        --io "$io" --duration 600 > "$work/seed.out" 2>/dev/null &
+        --io "$io" --threads 1 --duration 600 > "$work/seed.out" 2>/dev/null &
     seed_pid=$!
     for _ in $(seq 200); do grep -q '127.0.0.1:' "$work/seed.out" && break; sleep 0.05; done
     addr=$(grep -o '127.0.0.1:[0-9]*' "$work/seed.out")

@@ -449,3 +449,57 @@ fn a_port_in_use_by_another_seed_is_an_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use"), "{err}");
 }
+
+/// `seed --max-peers N` holds N peers whatever the number of loops: the connection limit is
+/// split between the loops, but the one torrent, and so every peer, lives on one of them.
+/// 90 peers handshake with a two-loop seed allowed 100; each must get the seed's handshake
+/// back (a connection over a loop's limit is closed without one).
+#[test]
+fn a_seed_with_two_loops_holds_max_peers() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_payload(&data.join("peers.bin"), 1_000_003, 12);
+    let torrent = dir.path().join("peers.torrent");
+    make_torrent(&data.join("peers.bin"), "64K", &torrent);
+    let info: serde_json::Value = serde_json::from_str(&run_ok(
+        ringtorrent().arg("info").arg(&torrent).arg("--json"),
+    ))
+    .unwrap();
+    let hash: [u8; 20] =
+        ringtorrent::core::hex::decode(info["info_hash"].as_str().unwrap()).unwrap();
+    let (_seed, addr) = start_seed(
+        &torrent,
+        &data,
+        "seed",
+        &[
+            "--threads",
+            "2",
+            "--max-peers",
+            "100",
+            "--max-peers-per-ip",
+            "200",
+            "--encryption",
+            "plaintext",
+        ],
+    );
+    let mut peers = Vec::new();
+    for i in 0u32..90 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut hello = b"\x13BitTorrent protocol".to_vec();
+        hello.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0x04]);
+        hello.extend_from_slice(&hash);
+        hello.extend_from_slice(b"-TS0001-");
+        hello.extend_from_slice(&[0; 8]);
+        hello.extend_from_slice(&i.to_be_bytes());
+        s.write_all(&hello).unwrap();
+        peers.push(s);
+    }
+    for (i, s) in peers.iter_mut().enumerate() {
+        let mut reply = [0u8; 68];
+        s.read_exact(&mut reply)
+            .unwrap_or_else(|e| panic!("peer {i} got no handshake: {e}"));
+        assert_eq!(&reply[28..48], &hash[..], "peer {i}");
+    }
+}

@@ -522,16 +522,19 @@ pub fn download(args: DownloadArgs) -> Result<()> {
 pub fn seed(args: SeedArgs) -> Result<()> {
     signals::catch();
     let info = load_torrent(&args.torrent)?;
-    let client = start_client(args.engine.config(
+    let mut config = args.engine.config(
         args.port,
         &args.dir,
         Limits {
             max_peers_per_torrent: args.max_peers,
-            max_connections: args.max_peers + 64,
             seed_choke: args.seed_choke.into(),
             ..Limits::default()
         },
-    )?)?;
+    )?;
+    // The connection limit is split between the loops, but the one torrent lives on one of
+    // them and holds every peer: each loop may hold `--max-peers` and some handshakes.
+    config.limits.max_connections = (args.max_peers + 64) * config.loop_count();
+    let client = start_client(config)?;
     let events = client.subscribe();
     let torrent = client.add(
         AddTorrent::file(&args.torrent)
