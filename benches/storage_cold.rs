@@ -544,26 +544,25 @@ fn storage_variant(args: &Args, storage: &Arc<Storage>, blocks: &[u64], write: b
         bytes: (blocks.len() * BLOCK) as u64,
         ..Default::default()
     };
-    let mut free: Vec<Vec<u8>> = (0..args.depth).map(|_| vec![0xA5; BLOCK]).collect();
+    // Jobs in flight at most: `args.depth`.
+    let mut free = args.depth;
     let (mut next, mut done) = (0, 0);
     let mut got = Vec::new();
     // Writes take slices of one shared buffer (no copy, as the drivers hand over blocks).
     let shared = bytes::Bytes::from(vec![0xA5u8; 1 << 20]);
     let start = Instant::now();
     while done < blocks.len() {
-        while next < blocks.len() && !free.is_empty() {
+        while next < blocks.len() && free > 0 {
             let t = Instant::now();
-            let buf = free.pop().unwrap();
+            free -= 1;
             let block = block_of(&info, blocks[next]);
             let job = if write {
-                // The buffer stands for one job in flight; it returns on completion.
-                drop(buf);
                 DiskJob::Write {
                     block,
                     data: shared.slice(..block.len as usize),
                 }
             } else {
-                DiskJob::Read { block, buf }
+                DiskJob::Read { block }
             };
             pool.submit(storage, next as u64, job, &tx);
             next += 1;
@@ -575,16 +574,11 @@ fn storage_variant(args: &Args, storage: &Arc<Storage>, blocks: &[u64], write: b
         rx.drain(usize::MAX, &mut got);
         for c in got.drain(..) {
             match c.outcome {
-                rts::Outcome::Read { buf, result, .. } => {
-                    result.unwrap();
-                    free.push(buf);
-                }
-                rts::Outcome::Written { result, .. } => {
-                    result.unwrap();
-                    free.push(Vec::new());
-                }
+                rts::Outcome::Read { result, .. } => drop(result.unwrap()),
+                rts::Outcome::Written { result, .. } => result.unwrap(),
                 other => panic!("unexpected completion {other:?}"),
             }
+            free += 1;
             done += 1;
         }
         *out.held_ns.last_mut().unwrap() += t.elapsed().as_nanos() as u64;

@@ -111,7 +111,7 @@ impl DiskBridge {
                     peer,
                     block,
                 },
-                DiskJob::ReadShared { block },
+                DiskJob::Read { block },
             ),
             DiskOp::Verify {
                 torrent,
@@ -170,7 +170,7 @@ impl DiskBridge {
                         peer,
                         block,
                     },
-                    Outcome::ReadShared { result, .. },
+                    Outcome::Read { result, .. },
                 ) => DiskDone::Read {
                     torrent,
                     peer,

@@ -56,17 +56,9 @@ pub enum DiskJob {
         /// The block's bytes.
         data: Bytes,
     },
-    /// Read a block into `buf` (resized to `block.len`), which comes back in
-    /// [`Outcome::Read`].
-    Read {
-        /// The block to read.
-        block: BlockRef,
-        /// A buffer to fill, reused from an earlier job when possible.
-        buf: Vec<u8>,
-    },
     /// Read a block as [`Bytes`] that point into the file's mapping where they can
-    /// ([`Storage::read_block_shared`]), for sending; comes back in [`Outcome::ReadShared`].
-    ReadShared {
+    /// ([`Storage::read_block_shared`]), for sending; comes back in [`Outcome::Read`].
+    Read {
         /// The block to read.
         block: BlockRef,
     },
@@ -91,17 +83,8 @@ pub enum Outcome {
         /// Whether the write succeeded.
         result: Result<(), StorageError>,
     },
-    /// A read finished; on success `buf` holds the block.
+    /// A [`DiskJob::Read`] finished.
     Read {
-        /// The block.
-        block: BlockRef,
-        /// The block's bytes on success.
-        buf: Vec<u8>,
-        /// Whether the read succeeded.
-        result: Result<(), StorageError>,
-    },
-    /// A [`DiskJob::ReadShared`] finished.
-    ReadShared {
         /// The block.
         block: BlockRef,
         /// The block's bytes, or why they could not be read.
@@ -176,7 +159,7 @@ impl DiskPool {
         let reply = reply.clone();
         let pool = match job {
             DiskJob::Verify { .. } => &self.hash,
-            DiskJob::Write { .. } | DiskJob::Read { .. } | DiskJob::ReadShared { .. } => &self.io,
+            DiskJob::Write { .. } | DiskJob::Read { .. } => &self.io,
         };
         storage.job_started();
         pool.spawn(move || {
@@ -224,12 +207,7 @@ fn run(storage: &Arc<Storage>, job: DiskJob) -> Outcome {
             };
             Outcome::Written { block, result }
         }
-        DiskJob::Read { block, mut buf } => {
-            buf.resize(block.len as usize, 0);
-            let result = storage.read_block(block, &mut buf);
-            Outcome::Read { block, buf, result }
-        }
-        DiskJob::ReadShared { block } => Outcome::ReadShared {
+        DiskJob::Read { block } => Outcome::Read {
             block,
             result: storage.read_block_shared(block),
         },
