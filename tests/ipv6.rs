@@ -1,0 +1,222 @@
+//! IPv6 from the command line: transfers over `::1` on both I/O backends (`--bind ::1`, a
+//! `--peer [::1]:PORT`), the default dual-stack listener taking IPv4 and IPv6 connections
+//! while `--bind 0.0.0.0` and `--bind ::1` keep to their family, bind addresses refused with a
+//! reason, and libtorrent over `::1` both ways. Every process is ended by PID, bounded in
+//! time; every payload is compared byte for byte.
+
+mod common;
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{
+    ringtorrent, run_bounded, run_ok, same_tree, support, write_payload, Proc, START_LIMIT,
+};
+
+/// A payload and its torrent in `dir`: `data/v6.bin`, `v6.torrent`.
+fn payload(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let data = dir.join("data");
+    write_payload(&data.join("v6.bin"), 3_000_017, 61);
+    let torrent = dir.join("v6.torrent");
+    run_ok(
+        ringtorrent()
+            .arg("create")
+            .arg(data.join("v6.bin"))
+            .args(["-l", "64K", "-o"])
+            .arg(&torrent),
+    );
+    (data, torrent)
+}
+
+/// The address in the seed's "seeding NAME on ADDR with BACKEND" line.
+fn seeding_addr(line: &str) -> SocketAddr {
+    line.split_whitespace()
+        .find_map(|w| w.parse::<SocketAddr>().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+/// `ringtorrent seed` of `torrent` from `data` bound to `bind` (any free port), with `extra`
+/// flags; returns it with the address it says it listens on.
+fn start_seed(
+    dir: &Path,
+    torrent: &Path,
+    data: &Path,
+    bind: &str,
+    extra: &[&str],
+) -> (Proc, SocketAddr) {
+    let name = format!("seed-{}", extra.join("-"));
+    let seed = Proc::watch(
+        &name,
+        ringtorrent()
+            .arg("seed")
+            .arg(torrent)
+            .arg(data)
+            .args(["--port", "0", "--bind", bind, "--duration", "120"])
+            .arg("--state-dir")
+            .arg(dir.join(format!("{name}-state")))
+            .args(extra),
+        &dir.join(format!("{name}.log")),
+    );
+    let addr = seeding_addr(&seed.first_line(START_LIMIT));
+    (seed, addr)
+}
+
+/// Downloads `torrent` into `out` with `extra` flags; fails the test if it fails.
+fn download(torrent: &Path, out: &Path, extra: &[&str]) {
+    let result = run_bounded(
+        ringtorrent()
+            .arg("download")
+            .arg(torrent)
+            .arg("-o")
+            .arg(out)
+            .args(["--timeout", "90", "--state-dir"])
+            .arg(out.with_extension("state"))
+            .args(extra),
+        Duration::from_secs(120),
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+}
+
+fn transfer_over_v6_loopback(io: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, torrent) = payload(dir.path());
+    let (_seed, addr) = start_seed(dir.path(), &torrent, &data, "::1", &["--io", io]);
+    assert_eq!(addr.ip(), "::1".parse::<std::net::IpAddr>().unwrap());
+    let out = dir.path().join("out");
+    let peer = format!("[::1]:{}", addr.port());
+    download(
+        &torrent,
+        &out,
+        &["--bind", "::1", "--peer", &peer, "--io", io],
+    );
+    same_tree(&data, &out);
+}
+
+#[test]
+fn transfer_over_ipv6_loopback_uring() {
+    transfer_over_v6_loopback("uring");
+}
+
+#[test]
+fn transfer_over_ipv6_loopback_epoll() {
+    transfer_over_v6_loopback("epoll");
+}
+
+/// Whether a TCP connection to `addr` is accepted within a second.
+fn connects(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+}
+
+#[test]
+fn the_default_listener_takes_both_families_and_explicit_binds_keep_to_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, torrent) = payload(dir.path());
+    // `--bind ::` (the default): a leecher over 127.0.0.1 and one over ::1 both finish.
+    let (_seed, addr) = start_seed(dir.path(), &torrent, &data, "::", &["--io", "uring"]);
+    assert_eq!(addr.ip(), "::".parse::<std::net::IpAddr>().unwrap());
+    for (i, peer) in [
+        format!("127.0.0.1:{}", addr.port()),
+        format!("[::1]:{}", addr.port()),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = dir.path().join(format!("out{i}"));
+        download(&torrent, &out, &["--bind", "127.0.0.1", "--peer", peer]);
+        same_tree(&data, &out);
+    }
+    // `--bind 0.0.0.0` is IPv4 only, `--bind ::1` IPv6 only.
+    let (_v4, v4) = start_seed(dir.path(), &torrent, &data, "0.0.0.0", &["--io", "epoll"]);
+    assert!(connects(SocketAddr::from(([127, 0, 0, 1], v4.port()))));
+    assert!(!connects(SocketAddr::from((
+        std::net::Ipv6Addr::LOCALHOST,
+        v4.port()
+    ))));
+    let (_v6, v6) = start_seed(dir.path(), &torrent, &data, "::1", &["--io", "epoll"]);
+    assert!(connects(v6));
+    assert!(!connects(SocketAddr::from(([127, 0, 0, 1], v6.port()))));
+}
+
+#[test]
+fn bad_bind_addresses_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, torrent) = payload(dir.path());
+    for (bind, says) in [
+        ("localhost", "host names are not accepted"),
+        ("::1:x", "[IPv6]:PORT"),
+        ("[::1]:99999", "from 0 to 65535"),
+    ] {
+        let result = run_bounded(
+            ringtorrent()
+                .arg("seed")
+                .arg(&torrent)
+                .arg(&data)
+                .args(["--port", "0", "--bind", bind, "--duration", "5"]),
+            Duration::from_secs(30),
+        );
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(!result.status.success(), "{bind}: {stderr}");
+        assert!(stderr.contains("--bind") && stderr.contains(says), "{bind}: {stderr}");
+    }
+    // With a port, --bind names the port too.
+    let (_seed, addr) = start_seed(dir.path(), &torrent, &data, "[::1]:0", &[]);
+    assert!(addr.is_ipv6() && addr.port() != 0);
+}
+
+#[test]
+fn ringtorrent_leeches_from_libtorrent_over_ipv6() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, torrent) = payload(dir.path());
+    let seed = Proc::watch(
+        "lt_seed.py",
+        Command::new("/usr/bin/python3")
+            .arg(support("lt_seed.py"))
+            .arg(&torrent)
+            .arg(&data)
+            .args(["--listen-ip", "::1"])
+            .stdin(Stdio::piped()),
+        &dir.path().join("lt-seed.log"),
+    );
+    let line = seed.first_line(START_LIMIT);
+    let info: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("lt_seed.py said {line:?}: {e}\n{}", seed.log()));
+    let peer = format!("[::1]:{}", info["port"]);
+    for io in ["uring", "epoll"] {
+        let out = dir.path().join(format!("out-{io}"));
+        download(
+            &torrent,
+            &out,
+            &["--bind", "::1", "--peer", &peer, "--io", io],
+        );
+        same_tree(&data, &out);
+    }
+}
+
+#[test]
+fn libtorrent_leeches_from_ringtorrent_over_ipv6() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, torrent) = payload(dir.path());
+    let (_seed, addr) = start_seed(dir.path(), &torrent, &data, "::1", &["--io", "uring"]);
+    let out = dir.path().join("lt-out");
+    let result = run_bounded(
+        Command::new("/usr/bin/python3")
+            .arg(support("lt_leech.py"))
+            .arg(&torrent)
+            .arg(&out)
+            .args(["--listen-ip", "::1", "--timeout", "60", "--peer"])
+            .arg(format!("[::1]:{}", addr.port())),
+        Duration::from_secs(90),
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    same_tree(&data, &out);
+}
