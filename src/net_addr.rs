@@ -125,6 +125,29 @@ pub fn global_ipv6_in(text: &str) -> Option<Ipv6Addr> {
     })
 }
 
+/// BEP 7's `ipv6` announce parameter for a client whose listener is bound to `listen`: the
+/// address a tracker should hand IPv6 peers, or `None` to send none. The rule: only when we
+/// listen on IPv6, and only a global unicast address ([`is_global_ipv6`]): the listen
+/// address itself when it is one, else for `[::]` the first global address of this host's
+/// interfaces ([`global_ipv6`], read when the client starts). An IPv4 listener (including
+/// `[::]` fallen back to `0.0.0.0`), `::1`, link-local and unique-local addresses send none:
+/// a tracker could hand them to no one.
+pub fn announce_ipv6(listen: Option<SocketAddr>) -> Option<Ipv6Addr> {
+    announce_ipv6_with(listen, global_ipv6)
+}
+
+/// [`announce_ipv6`] with the host's global address from `host`.
+pub fn announce_ipv6_with(
+    listen: Option<SocketAddr>,
+    host: impl FnOnce() -> Option<Ipv6Addr>,
+) -> Option<Ipv6Addr> {
+    match listen? {
+        SocketAddr::V6(a) if a.ip().is_unspecified() => host().filter(|ip| is_global_ipv6(*ip)),
+        SocketAddr::V6(a) => is_global_ipv6(*a.ip()).then_some(*a.ip()),
+        SocketAddr::V4(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +219,32 @@ fd000000000000000000000000000002 02 40 00 80     eth0
         assert!(!is_global_ipv6(Ipv6Addr::LOCALHOST));
         assert!(!is_global_ipv6("::ffff:1.2.3.4".parse().unwrap()));
         assert!(is_global_ipv6("2600::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_ipv6_announce_parameter_rule() {
+        let global: Ipv6Addr = "2a01::bb".parse().unwrap();
+        let at = |s: &str| Some(s.parse::<SocketAddr>().unwrap());
+        let has = || Some(global);
+        assert_eq!(announce_ipv6_with(at("[::]:6881"), has), Some(global));
+        assert_eq!(announce_ipv6_with(at("[::]:6881"), || None), None);
+        assert_eq!(
+            announce_ipv6_with(at("[::]:6881"), || Some(Ipv6Addr::LOCALHOST)),
+            None
+        );
+        assert_eq!(
+            announce_ipv6_with(at("[2600::5]:1"), has),
+            Some("2600::5".parse().unwrap())
+        );
+        for quiet in [
+            "[::1]:1",
+            "[fe80::1]:1",
+            "[fd00::2]:1",
+            "0.0.0.0:1",
+            "192.0.2.1:1",
+        ] {
+            assert_eq!(announce_ipv6_with(at(quiet), has), None, "{quiet}");
+        }
+        assert_eq!(announce_ipv6_with(None, has), None);
     }
 }

@@ -1,14 +1,16 @@
 //! IPv6 from the command line: transfers over `::1` on both I/O backends (`--bind ::1`, a
 //! `--peer [::1]:PORT`), the default dual-stack listener taking IPv4 and IPv6 connections
 //! while `--bind 0.0.0.0` and `--bind ::1` keep to their family, bind addresses refused with a
-//! reason, and libtorrent over `::1` both ways. Every process is ended by PID, bounded in
+//! reason, libtorrent over `::1` both ways, and an HTTP tracker's `peers6` (BEP 7) dialled. Every process is ended by PID, bounded in
 //! time; every payload is compared byte for byte.
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{
@@ -153,16 +155,22 @@ fn bad_bind_addresses_are_refused_with_the_reason() {
         ("[::1]:99999", "from 0 to 65535"),
     ] {
         let result = run_bounded(
-            ringtorrent()
-                .arg("seed")
-                .arg(&torrent)
-                .arg(&data)
-                .args(["--port", "0", "--bind", bind, "--duration", "5"]),
+            ringtorrent().arg("seed").arg(&torrent).arg(&data).args([
+                "--port",
+                "0",
+                "--bind",
+                bind,
+                "--duration",
+                "5",
+            ]),
             Duration::from_secs(30),
         );
         let stderr = String::from_utf8_lossy(&result.stderr);
         assert!(!result.status.success(), "{bind}: {stderr}");
-        assert!(stderr.contains("--bind") && stderr.contains(says), "{bind}: {stderr}");
+        assert!(
+            stderr.contains("--bind") && stderr.contains(says),
+            "{bind}: {stderr}"
+        );
     }
     // With a port, --bind names the port too.
     let (_seed, addr) = start_seed(dir.path(), &torrent, &data, "[::1]:0", &[]);
@@ -219,4 +227,81 @@ fn libtorrent_leeches_from_ringtorrent_over_ipv6() {
         String::from_utf8_lossy(&result.stderr)
     );
     same_tree(&data, &out);
+}
+
+/// An HTTP tracker on 127.0.0.1 that answers every announce with no IPv4 peers and, in
+/// `peers6`, `[::1]:peer_port`; each request's first line is sent on the channel. Its thread
+/// ends with the test process.
+fn peers6_tracker(peer_port: u16) -> (u16, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let line = String::from_utf8_lossy(&head)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let mut body = b"d8:intervali1800e5:peers0:6:peers618:".to_vec();
+            body.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+            body.extend_from_slice(&peer_port.to_be_bytes());
+            body.push(b'e');
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(&body);
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn a_peer_from_a_trackers_peers6_is_dialled() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_payload(&data.join("v6.bin"), 1_000_003, 62);
+    // The seed listens on ::1 alone; the leecher learns of it only from the tracker.
+    let plain = dir.path().join("plain.torrent");
+    run_ok(
+        ringtorrent()
+            .arg("create")
+            .arg(data.join("v6.bin"))
+            .args(["-l", "64K", "-o"])
+            .arg(&plain),
+    );
+    let (_seed, addr) = start_seed(dir.path(), &plain, &data, "::1", &["--io", "epoll"]);
+    let (tracker, requests) = peers6_tracker(addr.port());
+    let torrent = dir.path().join("v6.torrent");
+    run_ok(
+        ringtorrent()
+            .arg("create")
+            .arg(data.join("v6.bin"))
+            .args(["-l", "64K", "-a"])
+            .arg(format!("http://127.0.0.1:{tracker}/announce"))
+            .arg("-o")
+            .arg(&torrent),
+    );
+    let out = dir.path().join("out");
+    download(&torrent, &out, &["--bind", "::1", "--io", "uring"]);
+    same_tree(&data, &out);
+    let first = requests.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(first.starts_with("GET /announce?info_hash="), "{first}");
+    // Listening on loopback alone, we have no global IPv6 address to tell it (BEP 7).
+    assert!(!first.contains("ipv6="), "{first}");
 }

@@ -1,8 +1,8 @@
 //! Identifier types shared by every layer: they are checked once, when they are built, so the
 //! functions that take them need not check again.
 
-use std::fmt;
 use ::core::net::{IpAddr, SocketAddr};
+use std::fmt;
 
 use super::hex;
 
@@ -208,7 +208,13 @@ mod tests {
     fn unmapping() {
         let mapped: SocketAddr = "[::ffff:10.1.2.3]:6881".parse().unwrap();
         assert_eq!(unmap(mapped), "10.1.2.3:6881".parse().unwrap());
-        for plain in ["[::1]:1", "[fe80::1]:2", "127.0.0.1:3", "[::]:4", "[64:ff9b::1.2.3.4]:5"] {
+        for plain in [
+            "[::1]:1",
+            "[fe80::1]:2",
+            "127.0.0.1:3",
+            "[::]:4",
+            "[64:ff9b::1.2.3.4]:5",
+        ] {
             let a: SocketAddr = plain.parse().unwrap();
             assert_eq!(unmap(a), a, "{plain}");
         }
