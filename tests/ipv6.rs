@@ -305,3 +305,72 @@ fn a_peer_from_a_trackers_peers6_is_dialled() {
     // Listening on loopback alone, we have no global IPv6 address to tell it (BEP 7).
     assert!(!first.contains("ipv6="), "{first}");
 }
+
+/// A client seeding on the default dual-stack listener with `io` and two loops; peers that
+/// connect over 127.0.0.1 and over ::1 are listed by the engine as `127.0.0.1:P` and
+/// `[::1]:P`, never as `[::ffff:127.0.0.1]:P`.
+fn dual_stack_peer_list(io: ringtorrent::client::IoChoice) {
+    use ringtorrent::client::{AddTorrent, Client, ClientConfig, TorrentState};
+    use ringtorrent::core::wire::{Handshake, Reserved};
+    use ringtorrent::core::PeerId;
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    write_payload(&dir.path().join("file.bin"), 100_000, 3);
+    let opts = ringtorrent::metainfo::create::CreateOptions {
+        path: dir.path().join("file.bin"),
+        ..Default::default()
+    };
+    let bytes = ringtorrent::metainfo::create::create(&opts, &Default::default())
+        .unwrap()
+        .bytes;
+    let client = Client::start(ClientConfig {
+        listen: Some("[::]:0".parse().unwrap()),
+        loops: 2,
+        io,
+        data_dir: dir.path().to_path_buf(),
+        trackers: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let listen = client.listen_addr().unwrap();
+    assert!(listen.is_ipv6() && listen.ip().is_unspecified(), "{listen}");
+    let t = client.add(AddTorrent::bytes(bytes).seed_only()).unwrap();
+    assert_eq!(t.status().unwrap().state, TorrentState::Seeding);
+    let mut streams = Vec::new();
+    let mut want = Vec::new();
+    for (i, ip) in ["127.0.0.1", "::1"].into_iter().enumerate() {
+        // Peer ids differ: a second connection from the same id is closed as a duplicate.
+        let id = PeerId::from_bytes([7 + i as u8; 20]);
+        let hs = Handshake::new(Reserved::NONE, t.info_hash(), id);
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let mut s = TcpStream::connect((ip, listen.port())).unwrap();
+        s.write_all(&hs.to_bytes()).unwrap();
+        want.push(s.local_addr().unwrap().to_string());
+        streams.push(s);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen: Vec<String> = Vec::new();
+    while Instant::now() < deadline {
+        seen = t.peers().unwrap().into_iter().map(|p| p.addr).collect();
+        seen.sort();
+        if seen.len() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    want.sort();
+    assert_eq!(seen, want);
+    assert!(seen.iter().any(|a| a.starts_with("127.0.0.1:")), "{seen:?}");
+    client.shutdown();
+}
+
+#[test]
+fn a_dual_stack_client_lists_ipv4_peers_unmapped_uring() {
+    dual_stack_peer_list(ringtorrent::client::IoChoice::Uring);
+}
+
+#[test]
+fn a_dual_stack_client_lists_ipv4_peers_unmapped_epoll() {
+    dual_stack_peer_list(ringtorrent::client::IoChoice::Epoll);
+}
