@@ -515,6 +515,25 @@ mod tests {
     }
 
     #[test]
+    fn listen_takes_ipv6_literals() {
+        for (text, want) in [
+            ("listen = \"[::]:6881\"", "[::]:6881"),
+            ("listen = \"::1\"", "[::1]:6881"),
+            ("listen = \"[::1]:7000\"", "[::1]:7000"),
+            ("listen = \"0.0.0.0\"", "0.0.0.0:6881"),
+            ("listen = \"127.0.0.1:0\"", "127.0.0.1:0"),
+        ] {
+            let c = ServeConfig::parse(text).unwrap();
+            assert_eq!(c.listen_addr().unwrap(), want.parse().unwrap(), "{text}");
+        }
+        let e = format!(
+            "{:#}",
+            ServeConfig::parse("listen = \"::1:7000:x\"").unwrap_err()
+        );
+        assert!(e.contains("listen") && e.contains("[IPv6]:PORT"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         let e = ServeConfig::parse("lisen = \"0.0.0.0:1\"")
             .unwrap_err()
