@@ -374,3 +374,93 @@ fn a_dual_stack_client_lists_ipv4_peers_unmapped_uring() {
 fn a_dual_stack_client_lists_ipv4_peers_unmapped_epoll() {
     dual_stack_peer_list(ringtorrent::client::IoChoice::Epoll);
 }
+
+/// A BEP 15 UDP tracker on [::1] that answers every announce with the one peer
+/// `[::1]:peer_port` (18 bytes: over IPv6, peers are IPv6). Its thread stops when `stop`
+/// is dropped or after two minutes. Returns its port and the number of announces answered.
+fn udp6_tracker(
+    peer_port: u16,
+) -> (
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    mpsc::Sender<()>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let socket = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let announces = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = announces.clone();
+    let (stop, stopped) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let end = std::time::Instant::now() + Duration::from_secs(120);
+        let mut buf = [0u8; 1500];
+        while std::time::Instant::now() < end
+            && matches!(stopped.try_recv(), Err(mpsc::TryRecvError::Empty))
+        {
+            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                continue;
+            };
+            let p = &buf[..n];
+            if n < 16 {
+                continue;
+            }
+            let action = u32::from_be_bytes(p[8..12].try_into().unwrap());
+            let tid = &p[12..16];
+            let mut reply = Vec::new();
+            match action {
+                0 => {
+                    reply.extend_from_slice(&0u32.to_be_bytes());
+                    reply.extend_from_slice(tid);
+                    reply.extend_from_slice(&0x1234_5678_9abc_def0u64.to_be_bytes());
+                }
+                1 if n >= 98 => {
+                    reply.extend_from_slice(&1u32.to_be_bytes());
+                    reply.extend_from_slice(tid);
+                    reply.extend_from_slice(&1800u32.to_be_bytes());
+                    reply.extend_from_slice(&0u32.to_be_bytes());
+                    reply.extend_from_slice(&1u32.to_be_bytes());
+                    reply.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+                    reply.extend_from_slice(&peer_port.to_be_bytes());
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                _ => continue,
+            }
+            let _ = socket.send_to(&reply, from);
+        }
+    });
+    (port, announces, stop)
+}
+
+#[test]
+fn a_peer_from_a_udp_tracker_over_ipv6_is_dialled() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_payload(&data.join("v6.bin"), 1_000_003, 63);
+    let plain = dir.path().join("plain.torrent");
+    run_ok(
+        ringtorrent()
+            .arg("create")
+            .arg(data.join("v6.bin"))
+            .args(["-l", "64K", "-o"])
+            .arg(&plain),
+    );
+    let (_seed, addr) = start_seed(dir.path(), &plain, &data, "::1", &["--io", "uring"]);
+    let (tracker, announces, _stop) = udp6_tracker(addr.port());
+    let torrent = dir.path().join("v6.torrent");
+    run_ok(
+        ringtorrent()
+            .arg("create")
+            .arg(data.join("v6.bin"))
+            .args(["-l", "64K", "-a"])
+            .arg(format!("udp://[::1]:{tracker}/announce"))
+            .arg("-o")
+            .arg(&torrent),
+    );
+    let out = dir.path().join("out");
+    download(&torrent, &out, &["--bind", "::", "--io", "epoll"]);
+    same_tree(&data, &out);
+    assert!(announces.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+}
