@@ -271,3 +271,29 @@ fn a_mapped_address_counts_with_its_ipv4_form_against_the_per_ip_cap() {
         .is_none());
     assert!(session.accept(addr("[::1]:6000"), now).is_some());
 }
+
+#[test]
+fn local_peers_for_the_choker_include_ipv6_loopback_link_local_and_unique_local() {
+    use super::torrent::is_local;
+    for (ip, local) in [
+        ("::1", true),
+        ("fe80::1", true),
+        ("febf:ffff::1", true),
+        ("fec0::1", false),
+        ("fc00::1", true),
+        ("fdff:1:2::3", true),
+        ("fe00::1", false),
+        ("2001:db8::1", false),
+        ("2a01::bb", false),
+        ("::ffff:192.168.1.1", true),
+        ("::ffff:8.8.8.8", false),
+        ("127.0.0.1", true),
+        ("10.1.2.3", true),
+        ("172.16.0.1", true),
+        ("192.168.0.1", true),
+        ("169.254.1.1", true),
+        ("8.8.8.8", false),
+    ] {
+        assert_eq!(is_local(ip.parse().unwrap()), local, "{ip}");
+    }
+}
