@@ -464,3 +464,32 @@ fn a_peer_from_a_udp_tracker_over_ipv6_is_dialled() {
     same_tree(&data, &out);
     assert!(announces.load(std::sync::atomic::Ordering::SeqCst) >= 1);
 }
+
+#[test]
+fn without_ipv6_the_default_listener_falls_back_to_ipv4() {
+    // A network namespace of our own (user namespace for the rights) with IPv6 turned off on
+    // every interface: `/proc/net/if_inet6` is empty there.
+    let dir = tempfile::tempdir().unwrap();
+    let (data, torrent) = payload(dir.path());
+    let script = "ip link set lo up && \
+                  echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && \
+                  echo 1 > /proc/sys/net/ipv6/conf/lo/disable_ipv6 && \
+                  test -z \"$(cat /proc/net/if_inet6)\" && \
+                  exec \"$@\"";
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-rn", "sh", "-c", script, "sh"])
+        .arg(env!("CARGO_BIN_EXE_ringtorrent"))
+        .arg("seed")
+        .arg(&torrent)
+        .arg(&data)
+        .args(["--port", "0", "--duration", "1", "--state-dir"])
+        .arg(dir.path().join("ns-state"));
+    common::sandboxed(&mut cmd);
+    let result = run_bounded(&mut cmd, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stdout}\n{stderr}");
+    let addr = seeding_addr(stdout.lines().next().unwrap_or_default());
+    assert_eq!(addr.ip(), std::net::IpAddr::from([0, 0, 0, 0]), "{stdout}");
+    assert_ne!(addr.port(), 0);
+}

@@ -26,16 +26,19 @@ pub(crate) struct SockAddr {
 ///
 /// IPv6: the unspecified address `[::]` listens on both families (`IPV6_V6ONLY` off; IPv4
 /// peers then arrive as `::ffff:a.b.c.d`, which the drivers [`unmap`] before the session
-/// sees them), and falls back to `0.0.0.0` on a host without IPv6 (`socket(AF_INET6)` or the
-/// bind refused: `EAFNOSUPPORT`, `EADDRNOTAVAIL`). Any other IPv6 address (`::1`) listens on
+/// sees them), and falls back to `0.0.0.0` on a host without IPv6 (no address in
+/// `/proc/net/if_inet6` or no IPv6 socket: [`crate::net_addr::ipv6_available`]; or the bind
+/// refused with `EAFNOSUPPORT`, `EADDRNOTAVAIL`). Any other IPv6 address (`::1`) listens on
 /// IPv6 only, and an IPv4 address (`0.0.0.0`) on IPv4 only.
 ///
 /// [`unmap`]: crate::net_addr::unmap
 pub fn bind_listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>> {
+    let ipv4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+    if is_dual_stack(&addr) && !crate::net_addr::ipv6_available() {
+        return bind_listeners_as(ipv4, n);
+    }
     match bind_listeners_as(addr, n) {
-        Err(e) if is_dual_stack(&addr) && no_ipv6(&e) => {
-            bind_listeners_as(SocketAddr::from(([0, 0, 0, 0], addr.port())), n)
-        }
+        Err(e) if is_dual_stack(&addr) && no_ipv6(&e) => bind_listeners_as(ipv4, n),
         other => other,
     }
 }
