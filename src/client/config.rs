@@ -147,6 +147,7 @@ impl ClientConfig {
         core.choker.upload_slots = self.limits.upload_slots.max(1);
         core.choker.seed_mode = self.limits.seed_choke;
         core.encryption = self.encryption;
+        core.our_ipv6 = crate::net_addr::announce_ipv6(self.listen);
         core
     }
 

@@ -50,6 +50,8 @@ struct Leech {
     conns: Vec<ConnId>,
     /// Which of `conns` are still open.
     open: Vec<bool>,
+    /// What each peer was sent while connecting (handshakes).
+    sent: Vec<Vec<u8>>,
     dialled: Vec<SocketAddr>,
 }
 
@@ -57,10 +59,14 @@ impl Leech {
     /// A session leeching the torrent, with incoming peers from `addrs`, each speaking
     /// `ut_pex` and listening on `7000 + i`.
     fn new(addrs: &[&str]) -> Leech {
+        Leech::with(Config::default(), addrs)
+    }
+
+    fn with(config: Config, addrs: &[&str]) -> Leech {
         let info = info();
         let now = Time::from_secs(1);
         let session = Session::new(
-            Config::default(),
+            config,
             PeerId::generate([1; 12]),
             7,
             Box::new(SimulatedKeys::new(7)),
@@ -71,6 +77,7 @@ impl Leech {
             now,
             conns: Vec::new(),
             open: Vec::new(),
+            sent: Vec::new(),
             dialled: Vec::new(),
         };
         l.session
@@ -99,7 +106,8 @@ impl Leech {
                     payload: SplitBytes::single(&ext.to_bytes()),
                 },
             );
-            l.take(i);
+            let sent = l.take(i);
+            l.sent.push(sent);
         }
         l
     }
@@ -295,5 +303,38 @@ fn local_peers_for_the_choker_include_ipv6_loopback_link_local_and_unique_local(
         ("8.8.8.8", false),
     ] {
         assert_eq!(is_local(ip.parse().unwrap()), local, "{ip}");
+    }
+}
+
+#[test]
+fn the_extension_handshake_says_yourip_unmapped_and_our_ipv6() {
+    let ours: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
+    let config = Config {
+        our_ipv6: Some(ours),
+        ..Config::default()
+    };
+    let l = Leech::with(config, &["[::ffff:127.0.0.2]:5000", "[fd00::2]:5001"]);
+    for (p, yours) in [(0, "127.0.0.2"), (1, "fd00::2")] {
+        let bytes = &l.sent[p];
+        let decoder = Decoder::new();
+        let mut at = match Handshake::decode(SplitBytes::single(bytes)) {
+            Ok(Decoded::Complete { consumed, .. }) => consumed,
+            other => panic!("no handshake: {other:?}"),
+        };
+        let mut ext = None;
+        while at < bytes.len() {
+            let Decoded::Complete { value, consumed } =
+                decoder.decode(SplitBytes::single(&bytes[at..])).unwrap()
+            else {
+                panic!("partial message sent");
+            };
+            if let Message::Extended { id: 0, payload } = value {
+                ext = Some(ExtendedHandshake::decode(payload).unwrap());
+            }
+            at += consumed;
+        }
+        let ext = ext.expect("an extension handshake");
+        assert_eq!(ext.your_ip, Some(yours.parse().unwrap()), "peer {p}");
+        assert_eq!(ext.ipv6, Some(ours));
     }
 }
