@@ -53,6 +53,7 @@ pub mod entropy;
 pub mod limits;
 pub mod load;
 pub mod metainfo;
+pub mod net_addr;
 pub mod storage;
 pub mod tracker;
 pub mod wake;

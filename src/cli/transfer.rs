@@ -102,8 +102,10 @@ impl FileList {
 /// What `download` and `seed` both say of the engine.
 #[derive(Debug, clap::Args)]
 pub struct EngineArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
+    /// Address to listen on: an IP (`::` listens on IPv4 and IPv6 both, falling back to IPv4
+    /// alone on a host without IPv6; `0.0.0.0` on IPv4 only; `::1` on IPv6 only), or with a
+    /// port, IP:PORT or [IPv6]:PORT (which then overrides --port).
+    #[arg(long, default_value = "::")]
     bind: String,
     /// I/O backend.
     #[arg(long, value_enum, default_value_t = Io::Auto)]
@@ -237,9 +239,7 @@ pub fn resolve(peers: &[String]) -> Result<Vec<SocketAddr>> {
 }
 
 fn listen_addr(bind: &str, port: u16) -> Result<SocketAddr> {
-    format!("{bind}:{port}")
-        .parse()
-        .map_err(|_| anyhow!("invalid --bind address `{bind}`"))
+    ringtorrent::net_addr::parse_bind(bind, port).map_err(|e| anyhow!("--bind: {e}"))
 }
 
 /// Starts a client, saying on stderr why io_uring was not used when `auto` fell back.

@@ -53,12 +53,16 @@ impl Default for Limits {
     }
 }
 
-/// How a [`super::Client`] runs. `ClientConfig::default()` listens on `0.0.0.0:6881`, runs
+/// How a [`super::Client`] runs. `ClientConfig::default()` listens on `[::]:6881` (both
+/// IPv4 and IPv6, or IPv4 alone on a host without IPv6), runs
 /// one event loop per core on io_uring where possible, and keeps no state on disk.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Where peers connect to (port 0: any free port; [`super::Client::listen_addr`] tells
-    /// which). `None`: accept no connections, only dial out (a metadata fetch, a test).
+    /// which). `[::]` listens on IPv4 and IPv6 both, falling back to `0.0.0.0` where the host
+    /// has no IPv6; `0.0.0.0` and other IPv4 addresses on IPv4 only, `::1` and other IPv6
+    /// addresses on IPv6 only (see [`crate::driver::net::bind_listeners`]). `None`: accept no
+    /// connections, only dial out (a metadata fetch, a test).
     pub listen: Option<SocketAddr>,
     /// Event loops, one thread each; 0 means one per core. Torrents are spread over them by
     /// info hash.
@@ -104,7 +108,7 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
-            listen: Some(SocketAddr::from(([0, 0, 0, 0], 6881))),
+            listen: Some(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 6881))),
             loops: 0,
             io: IoChoice::Auto,
             data_dir: PathBuf::from("."),
@@ -143,6 +147,7 @@ impl ClientConfig {
         core.choker.upload_slots = self.limits.upload_slots.max(1);
         core.choker.seed_mode = self.limits.seed_choke;
         core.encryption = self.encryption;
+        core.our_ipv6 = crate::net_addr::announce_ipv6(self.listen);
         core
     }
 

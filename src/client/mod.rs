@@ -401,7 +401,12 @@ impl Client {
             maps.push(map);
         }
         let trackers = config.trackers.then(|| {
-            trackers::Trackers::new(peer_id, listen.map_or(0, |a| a.port()), events.clone())
+            trackers::Trackers::new(
+                peer_id,
+                listen.map_or(0, |a| a.port()),
+                crate::net_addr::announce_ipv6(listen),
+                events.clone(),
+            )
         });
         let mut state = State {
             loops: threads,

@@ -86,6 +86,8 @@ pub(crate) struct Trackers {
     epoch: Instant,
     peer_id: PeerId,
     port: u16,
+    /// BEP 7's `ipv6` parameter for HTTP announces ([`crate::net_addr::announce_ipv6`]).
+    ipv6: Option<std::net::Ipv6Addr>,
     /// Announce round trips (first packet to reply), microseconds.
     latency_us: hdrhistogram::Histogram<u64>,
     events: Publisher,
@@ -99,9 +101,15 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const COMPLETED_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Trackers {
-    /// Announcers for a client with `peer_id` listening on `port`. Without a UDP socket (an
-    /// unusual sandbox) nothing announces, with a warning.
-    pub(crate) fn new(peer_id: PeerId, port: u16, events: Publisher) -> Trackers {
+    /// Announcers for a client with `peer_id` listening on `port`, telling HTTP trackers
+    /// `ipv6` if given. Without a UDP socket (an unusual sandbox) nothing announces, with a
+    /// warning.
+    pub(crate) fn new(
+        peer_id: PeerId,
+        port: u16,
+        ipv6: Option<std::net::Ipv6Addr>,
+        events: Publisher,
+    ) -> Trackers {
         let io = match TrackerIo::new() {
             Ok(io) => Some(io),
             Err(e) => {
@@ -118,6 +126,7 @@ impl Trackers {
             epoch: Instant::now(),
             peer_id,
             port,
+            ipv6,
             latency_us: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("valid histogram bounds"),
             events,
@@ -141,7 +150,10 @@ impl Trackers {
         let now = self.now();
         self.next_owner += 1;
         let announcer = Announcer::new(
-            TrackerConfig::default(),
+            TrackerConfig {
+                ipv6: self.ipv6,
+                ..TrackerConfig::default()
+            },
             Mode::Regular,
             hash,
             self.peer_id,
@@ -299,6 +311,7 @@ impl Trackers {
                         let peers: Vec<SocketAddr> = response
                             .peers
                             .into_iter()
+                            .map(crate::net_addr::unmap)
                             .filter(|p| {
                                 !(p.port() == own
                                     && (p.ip().is_loopback() || p.ip().is_unspecified()))

@@ -139,6 +139,11 @@ pub struct Config {
     /// Peer exchange (BEP 11, `ut_pex`) on torrents that are not private. On by default, as in
     /// every major client.
     pub pex: bool,
+    /// Our global IPv6 address, told to peers as the BEP 10 extension handshake's `ipv6`
+    /// (so an IPv4 peer learns where else we are reachable); `None` (the default) tells none.
+    /// The client sets it by the rule of the tracker `ipv6` parameter
+    /// (`net_addr::announce_ipv6`).
+    pub our_ipv6: Option<::core::net::Ipv6Addr>,
     /// Message stream encryption (MSE/PE): whether we dial encrypted, and what we accept.
     /// `Prefer` by default, as libtorrent's `pe_enabled`.
     pub encryption: Encryption,
@@ -185,6 +190,7 @@ impl Default for Config {
             download_rate_limit: None,
             metadata_request_timeout: Duration::from_secs(5),
             pex: true,
+            our_ipv6: None,
             encryption: Encryption::Prefer,
             corrupt_metadata: false,
             choker: ChokerConfig::default(),

@@ -9,6 +9,7 @@ use ::core::net::{IpAddr, SocketAddr};
 
 use super::api::CloseReason;
 use super::config::{Config, Encryption};
+use super::types::unmap;
 use super::Time;
 
 /// Longest back-off between attempts to dial a peer that keeps failing: 2^6 times
@@ -58,6 +59,9 @@ impl KnownPeers {
     /// Remembers addresses to dial, up to `max` known in all (banned IPs are skipped).
     pub(crate) fn add(&mut self, addrs: &[SocketAddr], now: Time, max: usize) {
         for &addr in addrs {
+            // Trackers' `peers6` and PEX's `added6` may carry IPv4-mapped addresses: the
+            // engine holds the IPv4 form only (see `types::unmap`).
+            let addr = unmap(addr);
             if self.banned.contains(&addr.ip()) || self.map.len() >= max {
                 continue;
             }
@@ -79,6 +83,7 @@ impl KnownPeers {
     /// off).
     pub(crate) fn add_flagged(&mut self, addrs: &[(SocketAddr, u8)], now: Time, max: usize) {
         for &(addr, flags) in addrs {
+            let addr = unmap(addr);
             self.add(&[addr], now, max);
             if let Some(k) = self.map.get_mut(&addr) {
                 k.encrypt.get_or_insert(flags & 0x01 != 0);

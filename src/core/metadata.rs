@@ -75,6 +75,7 @@ pub(crate) fn our_ext_handshake(
         client: Some(concat!("ringtorrent ", env!("CARGO_PKG_VERSION")).to_owned()),
         request_queue: Some(config.max_queued_requests as u32),
         your_ip: Some(peer.addr.ip()),
+        ipv6: config.our_ipv6,
         listen_port,
         metadata_size: info.map(|i| i.raw().len() as u64),
         ..Default::default()

@@ -36,6 +36,8 @@ mod encryption_tests;
 #[cfg(test)]
 mod handoff_tests;
 #[cfg(test)]
+mod ipv6_tests;
+#[cfg(test)]
 mod upload_tests;
 
 pub use bitfield::Bitfield;

@@ -65,6 +65,7 @@ use super::peers::PeerSet;
 use super::picker::Priority;
 use super::sendbuf::SendBuf;
 use super::torrent::{Torrent, TorrentStats};
+use super::types::unmap;
 use super::wire::{Decoded, Handshake, Reserved, ReservedFlag, SplitBytes, HANDSHAKE_LEN};
 use super::{Bitfield, InfoHash, PeerId, PeerKey, Rng, Time};
 use crate::limits::MAX_HANDOFF_BUFFER;
@@ -863,6 +864,7 @@ impl Session {
     /// Dials `addr` for a torrent now, bypassing the known-peer list. Returns `None` when
     /// the limits forbid it.
     pub fn connect(&mut self, torrent: TorrentId, addr: SocketAddr, now: Time) -> Option<ConnId> {
+        let addr = unmap(addr);
         if self.conns.len() >= self.config.max_connections
             || !self.slot(torrent)?.entry.has_room()
             || self.ip_load(torrent, addr.ip(), None) >= self.config.max_peers_per_ip
@@ -1056,7 +1058,11 @@ impl Session {
     /// The driver accepted an incoming connection. Returns `None` (close the socket) when
     /// the session is at its connection limit, or when the address already has
     /// `Config::max_peers_per_ip` incoming connections still handshaking here.
+    ///
+    /// An IPv4-mapped address (from a dual-stack listener) is taken as the IPv4 address it
+    /// carries (the drivers unmap it already; see `types::unmap`).
     pub fn accept(&mut self, addr: SocketAddr, now: Time) -> Option<ConnId> {
+        let addr = unmap(addr);
         if self.conns.len() >= self.config.max_connections {
             self.evict_for(addr.ip(), now);
         }

@@ -1,6 +1,7 @@
 //! Identifier types shared by every layer: they are checked once, when they are built, so the
 //! functions that take them need not check again.
 
+use ::core::net::{IpAddr, SocketAddr};
 use std::fmt;
 
 use super::hex;
@@ -151,6 +152,26 @@ impl fmt::Debug for PeerId {
     }
 }
 
+/// `ip` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a dual-stack socket reports
+/// for an IPv4 peer) turned back into the IPv4 address it carries; any other address as is.
+/// Peer addresses inside the engine are never IPv4-mapped: one peer has one address whichever
+/// socket it came through, so per-IP caps, bans, PEX and the choker's local-peer test see it
+/// the same way.
+pub fn unmap_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => ip,
+        },
+        v4 => v4,
+    }
+}
+
+/// `addr` with its IP unmapped as [`unmap_ip`] does, its port kept.
+pub fn unmap(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(unmap_ip(addr.ip()), addr.port())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +202,22 @@ mod tests {
             Some("libtorrent (rasterbar) 2.0.8.0")
         );
         assert_eq!(PeerId::from_bytes([0xff; 20]).client(), None);
+    }
+
+    #[test]
+    fn unmapping() {
+        let mapped: SocketAddr = "[::ffff:10.1.2.3]:6881".parse().unwrap();
+        assert_eq!(unmap(mapped), "10.1.2.3:6881".parse().unwrap());
+        for plain in [
+            "[::1]:1",
+            "[fe80::1]:2",
+            "127.0.0.1:3",
+            "[::]:4",
+            "[64:ff9b::1.2.3.4]:5",
+        ] {
+            let a: SocketAddr = plain.parse().unwrap();
+            assert_eq!(unmap(a), a, "{plain}");
+        }
     }
 }
 

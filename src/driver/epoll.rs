@@ -122,6 +122,7 @@ impl<P: Protocol> EpollDriver<P> {
             };
             match listener.accept() {
                 Ok((stream, addr)) => {
+                    let addr = crate::net_addr::unmap(addr);
                     let Some(conn) = self.core.proto.accept(addr, now) else {
                         continue;
                     };

@@ -23,7 +23,40 @@ pub(crate) struct SockAddr {
 ///
 /// A port some process already listens on is an error (`AddrInUse`), even one bound with
 /// `SO_REUSEPORT` by another of our processes; with one loop `SO_REUSEPORT` is not set.
+///
+/// IPv6: the unspecified address `[::]` listens on both families (`IPV6_V6ONLY` off; IPv4
+/// peers then arrive as `::ffff:a.b.c.d`, which the drivers [`unmap`] before the session
+/// sees them), and falls back to `0.0.0.0` on a host without IPv6 (no address in
+/// `/proc/net/if_inet6` or no IPv6 socket: [`crate::net_addr::ipv6_available`]; or the bind
+/// refused with `EAFNOSUPPORT`, `EADDRNOTAVAIL`). Any other IPv6 address (`::1`) listens on
+/// IPv6 only, and an IPv4 address (`0.0.0.0`) on IPv4 only.
+///
+/// [`unmap`]: crate::net_addr::unmap
 pub fn bind_listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>> {
+    let ipv4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+    if is_dual_stack(&addr) && !crate::net_addr::ipv6_available() {
+        return bind_listeners_as(ipv4, n);
+    }
+    match bind_listeners_as(addr, n) {
+        Err(e) if is_dual_stack(&addr) && no_ipv6(&e) => bind_listeners_as(ipv4, n),
+        other => other,
+    }
+}
+
+/// Whether `addr` is `[::]`, which listens on both families.
+fn is_dual_stack(addr: &SocketAddr) -> bool {
+    matches!(addr, SocketAddr::V6(a) if a.ip().is_unspecified())
+}
+
+/// Whether binding failed because the host has no IPv6.
+fn no_ipv6(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL | libc::EPROTONOSUPPORT)
+    )
+}
+
+fn bind_listeners_as(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>> {
     if n > 1 && addr.port() != 0 {
         // `SO_REUSEPORT` would let these sockets share the port with another process of the
         // same user that set it too (a second seedbox started by mistake), splitting the
@@ -44,20 +77,26 @@ pub fn bind_listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>
 fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = new_socket(&addr)?;
     let fd = socket.as_raw_fd();
-    let on: libc::c_int = 1;
-    let mut options = vec![libc::SO_REUSEADDR];
+    let mut options = vec![(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)];
     if reuse_port {
-        options.push(libc::SO_REUSEPORT);
+        options.push((libc::SOL_SOCKET, libc::SO_REUSEPORT, 1));
     }
-    for option in options {
+    if addr.is_ipv6() {
+        // Set either way, not left to `net.ipv6.bindv6only`: `[::]` takes both families,
+        // any other IPv6 address only its own.
+        let v6only = libc::c_int::from(!is_dual_stack(&addr));
+        options.push((libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6only));
+    }
+    for (level, option, value) in options {
+        let value: libc::c_int = value;
         // SAFETY: `fd` is an open socket owned by `socket`; the option value is a c_int that
         // outlives the call, and its size is passed.
         let rc = unsafe {
             libc::setsockopt(
                 fd,
-                libc::SOL_SOCKET,
+                level,
                 option,
-                (&on as *const libc::c_int).cast(),
+                (&value as *const libc::c_int).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };

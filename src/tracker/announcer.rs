@@ -69,6 +69,11 @@ pub struct TrackerConfig {
     pub backoff_max: Duration,
     /// How long `stopped` announces may take at shutdown.
     pub stop_timeout: Duration,
+    /// Our global IPv6 address, sent as BEP 7's `ipv6` parameter on HTTP announces so a
+    /// tracker reached over IPv4 can hand it to IPv6 peers. `None` (the default) sends none;
+    /// the client sets it only where it listens on IPv6 and has a global unicast address
+    /// (see `Client::start`).
+    pub ipv6: Option<std::net::Ipv6Addr>,
 }
 
 impl Default for TrackerConfig {
@@ -84,6 +89,7 @@ impl Default for TrackerConfig {
             backoff_base: Duration::from_secs(30),
             backoff_max: Duration::from_secs(60 * 60),
             stop_timeout: Duration::from_secs(5),
+            ipv6: None,
         }
     }
 }
@@ -670,6 +676,7 @@ impl Announcer {
             },
             key: self.key,
             tracker_id: self.links[i].tracker_id.clone(),
+            ipv6: self.config.ipv6,
         }
     }
 

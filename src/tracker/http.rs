@@ -84,6 +84,10 @@ pub fn announce_target_with(url: &TrackerUrl, req: &AnnounceRequest, compact: bo
         q.push_str("&trackerid=");
         percent_encode(&mut q, id);
     }
+    if let Some(ip) = req.ipv6 {
+        q.push_str("&ipv6=");
+        percent_encode(&mut q, ip.to_string().as_bytes());
+    }
     q
 }
 
@@ -438,7 +442,23 @@ mod tests {
             numwant: 50,
             key: 0xab,
             tracker_id: Some(b"id 1".to_vec()),
+            ipv6: None,
         }
+    }
+
+    #[test]
+    fn bep7_ipv6_parameter() {
+        let url = TrackerUrl::parse("http://t.example/announce").unwrap();
+        let with = AnnounceRequest {
+            ipv6: Some("2001:db8::1:2".parse().unwrap()),
+            ..req()
+        };
+        let t = announce_target(&url, &with);
+        assert!(
+            t.ends_with("&trackerid=id%201&ipv6=2001%3Adb8%3A%3A1%3A2"),
+            "{t}"
+        );
+        assert!(!announce_target(&url, &req()).contains("ipv6"));
     }
 
     #[test]

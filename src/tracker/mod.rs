@@ -97,6 +97,9 @@ pub struct AnnounceRequest {
     pub key: u32,
     /// The `tracker id` the tracker gave us, echoed back (HTTP only).
     pub tracker_id: Option<Vec<u8>>,
+    /// Our global IPv6 address, for BEP 7's `ipv6` parameter (HTTP only: BEP 15's announce
+    /// has a 4-byte IP field alone).
+    pub ipv6: Option<std::net::Ipv6Addr>,
 }
 
 /// A tracker's answer to an announce.

@@ -97,7 +97,7 @@ proptest! {
             peer_id: PeerId::from_bytes([4; 20]),
             port, uploaded, downloaded, left,
             event: AnnounceEvent::Completed,
-            numwant, key, tracker_id: None,
+            numwant, key, tracker_id: None, ipv6: None,
         };
         let mut out = Vec::new();
         udp::encode_announce(&mut out, conn, tid, &req);

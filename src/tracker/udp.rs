@@ -225,6 +225,7 @@ mod tests {
             numwant: 50,
             key: 0xdead_beef,
             tracker_id: None,
+            ipv6: None,
         }
     }
 

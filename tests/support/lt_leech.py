@@ -1,14 +1,16 @@
 #!/usr/bin/python3
 """Download one torrent with libtorrent 2.0 from given peers on loopback, for tests and benches.
 
-Usage: lt_leech.py TORRENT SAVE_DIR [--peer HOST:PORT ...] [--port P] [--timeout S] [--stats]
+Usage: lt_leech.py TORRENT SAVE_DIR [--peer HOST:PORT ...] [--port P] [--listen-ip IP] [--timeout S]
+                   [--stats]
                    [--plaintext | --encryption forced]
                    [--out-enc-policy forced|enabled|disabled] [--in-enc-policy forced|enabled|disabled]
                    [--enc-level rc4|plaintext|both]
 
 TCP only (uTP off both ways), no DHT, LSD, UPnP, NAT-PMP or trackers; listens on 127.0.0.1
 (any free port, unless --port) and says where on stderr, "lt_leech.py: listening on
-127.0.0.1:P", before it dials every --peer. When the torrent is complete and its pieces verified,
+127.0.0.1:P", before it dials every --peer (--listen-ip, e.g. ::1, listens there instead, and
+says "[::1]:P"). When the torrent is complete and its pieces verified,
 prints one JSON line: {"seconds": S, "bytes": N, "mb_s": X} where S runs from adding the
 torrent to completion, then exits 0. Exits 1 (message on stderr) if it does not finish in
 --timeout seconds (default 300), so it can never outlive a test or a benchmark.
@@ -53,6 +55,7 @@ def main() -> None:
     parser.add_argument("save_dir")
     parser.add_argument("--peer", action="append", default=[], help="HOST:PORT to connect to")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free one)")
+    parser.add_argument("--listen-ip", default="127.0.0.1", help="address to listen on (e.g. ::1)")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument(
         "--stats",
@@ -77,8 +80,9 @@ def main() -> None:
         parser.error("--plaintext and --encryption forced contradict each other")
 
     ti = lt.torrent_info(args.torrent)
+    listen = f"[{args.listen_ip}]" if ":" in args.listen_ip else args.listen_ip
     settings = {
-        "listen_interfaces": f"127.0.0.1:{args.port}",
+        "listen_interfaces": f"{listen}:{args.port}",
         "enable_outgoing_utp": False,
         "enable_incoming_utp": False,
         "enable_dht": False,
@@ -111,7 +115,7 @@ def main() -> None:
                 sys.exit(1)
             if isinstance(a, lt.listen_succeeded_alert) and a.socket_type == lt.socket_type_t.tcp:
                 listen_port = a.port
-    print(f"lt_leech.py: listening on 127.0.0.1:{listen_port}", file=sys.stderr, flush=True)
+    print(f"lt_leech.py: listening on {listen}:{listen_port}", file=sys.stderr, flush=True)
     params = lt.add_torrent_params()
     params.ti = ti
     params.save_path = args.save_dir

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Seed one torrent with libtorrent 2.0 on 127.0.0.1, for integration tests.
 
-Usage: lt_seed.py TORRENT DATA_DIR [--port P] [--peer-id ID] [--tracker URL] [--peer HOST:PORT]...
+Usage: lt_seed.py TORRENT DATA_DIR [--port P] [--listen-ip IP] [--peer-id ID] [--tracker URL] [--peer HOST:PORT]...
                   [--max-seconds S] [--verbose]
                   [--out-enc-policy forced|enabled|disabled] [--in-enc-policy forced|enabled|disabled]
                   [--enc-level rc4|plaintext|both]
@@ -13,7 +13,7 @@ seeds ignored (unless --tracker URL is given: then the seed announces to that on
 and only to it), and allow_multiple_connections_per_ip on. Each --peer is dialled once the data
 is checked, and again every 2 s while it is not connected (for leechers that never dial,
 like Transmission on loopback, or that start listening later). It listens on 127.0.0.1:P (P = 0,
-the default, picks a free port). The three encryption options set libtorrent's settings of the
+the default, picks a free port), or on --listen-ip (e.g. ::1) instead of 127.0.0.1. The three encryption options set libtorrent's settings of the
 same names (pe_forced, pe_rc4, ...); without them libtorrent's defaults apply (enabled both ways,
 both levels).
 
@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("torrent")
     parser.add_argument("data_dir")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--listen-ip", default="127.0.0.1", help="address to listen on (e.g. ::1)")
     parser.add_argument("--peer-id", help="all 20 characters of the peer id (printable ASCII)")
     parser.add_argument("--tracker", help="announce to this tracker URL (default: none)")
     parser.add_argument("--peer", action="append", default=[], help="HOST:PORT to dial")
@@ -110,9 +111,10 @@ def main() -> None:
     if not os.path.isdir(args.data_dir):
         fail(f"{args.data_dir} is not a directory")
 
+    listen = f"[{args.listen_ip}]" if ":" in args.listen_ip else args.listen_ip
     cat = lt.alert.category_t
     settings = {
-        "listen_interfaces": f"127.0.0.1:{args.port}",
+        "listen_interfaces": f"{listen}:{args.port}",
         "listen_system_port_fallback": False,
         "max_retry_port_bind": 0,
         "enable_outgoing_utp": False,
@@ -142,7 +144,7 @@ def main() -> None:
         ses.wait_for_alert(100)
         for a in drain_alerts(ses):
             if isinstance(a, lt.listen_failed_alert):
-                fail(f"cannot listen on 127.0.0.1:{args.port}: {a.message()}")
+                fail(f"cannot listen on {listen}:{args.port}: {a.message()}")
             if isinstance(a, lt.listen_succeeded_alert) and a.socket_type == lt.socket_type_t.tcp:
                 port = a.port
     if ses.listen_port() != port:
@@ -204,7 +206,7 @@ def main() -> None:
         ),
         flush=True,
     )
-    log(f"seeding {ti.name()} on 127.0.0.1:{port} as {peer_id}")
+    log(f"seeding {ti.name()} on {listen}:{port} as {peer_id}")
 
     peers = []
     for peer in args.peer:

@@ -19,8 +19,10 @@ use super::super::format;
 pub const TEMPLATE: &str = r#"# ringtorrent serve: every key is optional; these are the defaults.
 # Flags given to `ringtorrent serve` override the file.
 
-# Address and port peers connect to.
-listen = "0.0.0.0:6881"
+# Address and port peers connect to: IP:PORT, [IPv6]:PORT or an IP alone (port 6881).
+# "[::]" listens on IPv4 and IPv6 both (IPv4 alone on a host without IPv6), "0.0.0.0" on
+# IPv4 only, "[::1]" on IPv6 loopback only.
+listen = "[::]:6881"
 # Protocol encryption (MSE/PE) of peer connections, both ways:
 # "prefer": dial encrypted offering RC4 and plaintext, accept every kind of connection,
 #   select plaintext when the peer offers both and RC4 when it insists; a handshake refused
@@ -263,7 +265,7 @@ pub struct Limits {
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
-            listen: "0.0.0.0:6881".into(),
+            listen: "[::]:6881".into(),
             encryption: Encryption::default().name().into(),
             api: "127.0.0.1:7070".into(),
             api_hosts: Vec::new(),
@@ -319,6 +321,11 @@ impl ServeConfig {
         Ok(config)
     }
 
+    /// The peer listen address (`listen`; an IP alone listens on port 6881).
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr> {
+        ringtorrent::net_addr::parse_bind(&self.listen, 6881).map_err(|e| anyhow!("listen: {e}"))
+    }
+
     /// Rejects values that parse but make no sense, naming the key.
     pub fn check(&self) -> Result<()> {
         self.io_backend()?;
@@ -334,11 +341,10 @@ impl ServeConfig {
         if self.watch_interval == 0 {
             return Err(anyhow!("watch_interval must be at least 1 second"));
         }
-        for (key, value) in [("listen", &self.listen), ("api", &self.api)] {
-            value
-                .parse::<std::net::SocketAddr>()
-                .map_err(|_| anyhow!("{key} = {value:?} is not an address like 127.0.0.1:7070"))?;
-        }
+        self.listen_addr()?;
+        self.api
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| anyhow!("api = {:?} is not an address like 127.0.0.1:7070", self.api))?;
         if self.api_max_connections == 0 {
             return Err(anyhow!("api_max_connections must be at least 1"));
         }
@@ -506,6 +512,25 @@ mod tests {
             ServeConfig::default()
         );
         assert_eq!(ServeConfig::parse("").unwrap(), ServeConfig::default());
+    }
+
+    #[test]
+    fn listen_takes_ipv6_literals() {
+        for (text, want) in [
+            ("listen = \"[::]:6881\"", "[::]:6881"),
+            ("listen = \"::1\"", "[::1]:6881"),
+            ("listen = \"[::1]:7000\"", "[::1]:7000"),
+            ("listen = \"0.0.0.0\"", "0.0.0.0:6881"),
+            ("listen = \"127.0.0.1:0\"", "127.0.0.1:0"),
+        ] {
+            let c = ServeConfig::parse(text).unwrap();
+            assert_eq!(c.listen_addr().unwrap(), want.parse().unwrap(), "{text}");
+        }
+        let e = format!(
+            "{:#}",
+            ServeConfig::parse("listen = \"::1:7000:x\"").unwrap_err()
+        );
+        assert!(e.contains("listen") && e.contains("[IPv6]:PORT"), "{e}");
     }
 
     #[test]

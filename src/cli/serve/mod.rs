@@ -246,7 +246,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let c = settings(&args)?;
     init_logging(&c.log)?;
     super::signals::catch();
-    let listen: SocketAddr = c.listen.parse().expect("checked");
+    let listen: SocketAddr = c.listen_addr()?;
     let (up, down) = c.rates()?;
     let data_dir = ServeConfig::path(&c.data_dir);
     let state_dir = ServeConfig::path(&c.state_dir);

@@ -654,6 +654,8 @@ impl<P: Protocol> UringDriver<P> {
         let Ok(addr) = stream.peer_addr() else {
             return;
         };
+        // A dual-stack listener reports IPv4 peers as `::ffff:a.b.c.d`.
+        let addr = crate::net_addr::unmap(addr);
         let Some(id) = self.core.proto.accept(addr, now) else {
             return;
         };

@@ -144,6 +144,7 @@ impl HttpWorker {
                     numwant: *numwant,
                     key: p.key,
                     tracker_id: None,
+                    ipv6: None,
                 };
                 codec::announce_target_with(&self.cfg.url, &req, self.cfg.compact)
             }

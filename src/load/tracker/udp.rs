@@ -256,6 +256,7 @@ impl UdpWorker {
                     numwant: *numwant,
                     key: peer.key,
                     tracker_id: None,
+                    ipv6: None,
                 };
                 codec::encode_announce(buf, p.conn_id, tx, &req);
             }
