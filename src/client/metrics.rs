@@ -60,6 +60,8 @@ pub struct Metrics {
     pub hash_wait_us: Option<Histogram<u64>>,
     /// Tracker announce round trips, microseconds.
     pub announce_us: Option<Histogram<u64>>,
+    /// Local service discovery's counters (zero when it is off).
+    pub lsd: crate::lsd::LsdStats,
     /// Torrents in the session.
     pub torrents_active: u64,
     /// Torrents paused or held.
@@ -310,6 +312,36 @@ impl Metrics {
                 .enumerate()
                 .map(|(i, l)| (format!("{{loop=\"{i}\"}}"), l.completions as f64))
                 .collect(),
+        );
+        metric(
+            "lsd_announces_sent_total",
+            "counter",
+            "Local service discovery announces sent (each to every group in use).",
+            one(m.lsd.announces_sent),
+        );
+        metric(
+            "lsd_announces_received_total",
+            "counter",
+            "Well-formed local service discovery announces heard from other clients.",
+            one(m.lsd.announces_received),
+        );
+        metric(
+            "lsd_peers_found_total",
+            "counter",
+            "Peers of our torrents found by local service discovery and handed to them.",
+            one(m.lsd.peers_found),
+        );
+        metric(
+            "lsd_dropped_total",
+            "counter",
+            "Local service discovery datagrams refused (malformed) and peers over the rations.",
+            vec![
+                ("{reason=\"rejected\"}".into(), m.lsd.rejected as f64),
+                (
+                    "{reason=\"rate_limited\"}".into(),
+                    m.lsd.rate_limited as f64,
+                ),
+            ],
         );
         metric(
             "torrents",

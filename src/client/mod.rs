@@ -47,6 +47,7 @@ mod descriptors;
 mod error;
 mod events;
 mod handle;
+mod lsd;
 mod metrics;
 mod open;
 mod organize;
@@ -403,6 +404,11 @@ impl Client {
         let trackers = config.trackers.then(|| {
             trackers::Trackers::new(peer_id, listen.map_or(0, |a| a.port()), events.clone())
         });
+        let lsd = if config.lsd {
+            lsd::LsdIo::new(listen.map(|a| a.port()), config.lsd_interface)
+        } else {
+            None
+        };
         let mut state = State {
             loops: threads,
             maps,
@@ -411,6 +417,7 @@ impl Client {
             data_dir: config.data_dir.clone(),
             store,
             trackers,
+            lsd,
             progress: Default::default(),
             limits: Default::default(),
             events: events.clone(),
