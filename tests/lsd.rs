@@ -26,21 +26,32 @@ use std::time::{Duration, Instant};
 
 use common::{ringtorrent, run_bounded, run_ok, same_tree, support, write_payload, Proc, Stream};
 use ringtorrent::core::InfoHash;
-use ringtorrent::lsd::{parse, GROUP_V4, LSD_PORT, MAX_SEND_LEN};
+use ringtorrent::lsd::{parse, GROUP_V4, GROUP_V6, HOST_V6, LSD_PORT, MAX_SEND_LEN};
 
 /// What the inner tests find in the environment to know they are inside the namespace.
 const INSIDE: &str = "RINGTORRENT_LSD_NETNS";
 
-/// Runs the inner test `name` of this binary in a fresh user and network namespace with
-/// multicast on its loopback, and fails with its output unless it passed.
-fn in_namespace(name: &str, limit: Duration) {
+/// The namespace's loopback up, carrying the IPv4 group.
+const ROUTED: &str = "ip link set lo up && ip link set lo multicast on \
+                      && ip route add 239.0.0.0/8 dev lo src 127.0.0.1";
+/// The loopback up, multicast allowed on it, but no route for the group: only a socket told
+/// to send from 127.0.0.1 (`--lsd-interface`) reaches it.
+const UNROUTED: &str = "ip link set lo up && ip link set lo multicast on";
+/// No IPv4 route for the group, and a veth pair with IPv6 (duplicate address detection off,
+/// so the link-local addresses are usable at once), which carries the IPv6 group.
+const IPV6_ONLY: &str = "ip link set lo up && sysctl -qw net.ipv6.conf.default.accept_dad=0 \
+                         && ip link add v0 type veth peer name v1 \
+                         && ip link set v0 up && ip link set v1 up";
+
+/// Runs the inner test `name` of this binary in a fresh user and network namespace set up
+/// by `setup`, and fails with its output unless it passed.
+fn in_namespace(setup: &str, name: &str, limit: Duration) {
     let exe = std::env::current_exe().unwrap();
-    let script = "ip link set lo up && ip link set lo multicast on \
-                  && ip route add 239.0.0.0/8 dev lo src 127.0.0.1 \
-                  && exec \"$0\" --exact \"$1\" --ignored --nocapture --test-threads=1";
+    let script =
+        format!("{setup} && exec \"$0\" --exact \"$1\" --ignored --nocapture --test-threads=1");
     let out = run_bounded(
         Command::new("unshare")
-            .args(["-rn", "sh", "-c", script])
+            .args(["-rn", "sh", "-c", &script])
             .arg(&exe)
             .arg(name)
             .env(INSIDE, "1"),
@@ -67,12 +78,26 @@ fn inside() {
 
 #[test]
 fn two_ringtorrents_find_each_other_and_private_torrents_stay_silent() {
-    in_namespace("inner_transfer_and_private", Duration::from_secs(90));
+    in_namespace(
+        ROUTED,
+        "inner_transfer_and_private",
+        Duration::from_secs(90),
+    );
 }
 
 #[test]
 fn libtorrent_and_ringtorrent_find_each_other() {
-    in_namespace("inner_libtorrent", Duration::from_secs(90));
+    in_namespace(ROUTED, "inner_libtorrent", Duration::from_secs(90));
+}
+
+#[test]
+fn lsd_interface_picks_the_interface() {
+    in_namespace(UNROUTED, "inner_interface", Duration::from_secs(60));
+}
+
+#[test]
+fn announces_reach_the_ipv6_group() {
+    in_namespace(IPV6_ONLY, "inner_ipv6", Duration::from_secs(60));
 }
 
 /// A socket joined to the IPv4 group that keeps every datagram until stopped.
@@ -82,26 +107,9 @@ struct Capture {
 }
 
 impl Capture {
+    /// On the IPv4 group.
     fn start() -> Capture {
-        // SAFETY: socket(2) takes no pointers; the result is checked.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
-        // SAFETY: a fresh descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
-            let one: libc::c_int = 1;
-            // SAFETY: `one` is a live c_int whose size is passed; the kernel only reads it.
-            let r = unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&one as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
-        }
+        let fd = reusable(libc::AF_INET);
         let sa = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: LSD_PORT.to_be(),
@@ -123,6 +131,36 @@ impl Capture {
         socket
             .join_multicast_v4(&GROUP_V4, &std::net::Ipv4Addr::UNSPECIFIED)
             .unwrap();
+        Capture::run(socket)
+    }
+
+    /// On the IPv6 group, all interfaces' traffic as the default one joins it.
+    fn start_v6() -> Capture {
+        let fd = reusable(libc::AF_INET6);
+        let sa = libc::sockaddr_in6 {
+            sin6_family: libc::AF_INET6 as libc::sa_family_t,
+            sin6_port: LSD_PORT.to_be(),
+            sin6_flowinfo: 0,
+            sin6_addr: libc::in6_addr {
+                s6_addr: GROUP_V6.octets(),
+            },
+            sin6_scope_id: 0,
+        };
+        // SAFETY: `sa` is a valid sockaddr_in6 whose size is passed; bind(2) only reads it.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        let socket = UdpSocket::from(fd);
+        socket.join_multicast_v6(&GROUP_V6, 0).unwrap();
+        Capture::run(socket)
+    }
+
+    fn run(socket: UdpSocket) -> Capture {
         socket
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
@@ -144,6 +182,32 @@ impl Capture {
     fn finish(self) -> Vec<(SocketAddr, Vec<u8>)> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap()
+    }
+}
+
+/// A UDP socket of `domain` with SO_REUSEADDR and SO_REUSEPORT, as the clients' are.
+fn reusable(domain: libc::c_int) -> OwnedFd {
+    {
+        // SAFETY: socket(2) takes no pointers; the result is checked.
+        let fd = unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: a fresh descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            let one: libc::c_int = 1;
+            // SAFETY: `one` is a live c_int whose size is passed; the kernel only reads it.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        }
+        fd
     }
 }
 
@@ -171,13 +235,26 @@ fn make_torrent(
 
 /// `ringtorrent seed` of `torrent` from `data`, LSD its only way to be found, watched.
 fn rt_seed(work: &Path, tag: &str, torrent: &Path, data: &Path, io: &str) -> Proc {
+    rt_seed_with(work, tag, torrent, data, io, &[])
+}
+
+fn rt_seed_with(
+    work: &Path,
+    tag: &str,
+    torrent: &Path,
+    data: &Path,
+    io: &str,
+    extra: &[&str],
+) -> Proc {
     let seed = Proc::watch(
         tag,
         ringtorrent()
             .arg("seed")
             .arg(torrent)
             .arg(data)
-            .args(["--port", "0", "--io", io, "--duration", "60", "--state-dir"])
+            .args(["--port", "0", "--io", io, "--duration", "60"])
+            .args(extra)
+            .arg("--state-dir")
             .arg(work.join(format!("{tag}-state"))),
         &work.join(format!("{tag}.log")),
     );
@@ -188,6 +265,18 @@ fn rt_seed(work: &Path, tag: &str, torrent: &Path, data: &Path, io: &str) -> Pro
 /// `ringtorrent download` of `torrent` into `out` with no peer and no tracker, run to the end
 /// (at most `secs`).
 fn rt_download(work: &Path, tag: &str, torrent: &Path, out: &Path, io: &str, secs: u64) -> Proc {
+    rt_download_with(work, tag, torrent, out, io, secs, &[])
+}
+
+fn rt_download_with(
+    work: &Path,
+    tag: &str,
+    torrent: &Path,
+    out: &Path,
+    io: &str,
+    secs: u64,
+    extra: &[&str],
+) -> Proc {
     Proc::watch(
         tag,
         ringtorrent()
@@ -196,6 +285,7 @@ fn rt_download(work: &Path, tag: &str, torrent: &Path, out: &Path, io: &str, sec
             .arg("-o")
             .arg(out)
             .args(["--port", "0", "--io", io, "--timeout", &secs.to_string()])
+            .args(extra)
             .arg("--state-dir")
             .arg(work.join(format!("{tag}-state"))),
         &work.join(format!("{tag}.log")),
@@ -365,4 +455,76 @@ fn inner_libtorrent() {
         "that it heard our announce",
         |s, l| s == Stream::Out && l.contains(&heard),
     );
+}
+
+#[test]
+#[ignore = "run inside its own network namespace by lsd_interface_picks_the_interface"]
+fn inner_interface() {
+    inside();
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    let (torrent, _) = make_torrent(work, "iface", 1_000_000, 4, false);
+    let data = work.join("iface-data");
+    // No route for the group: without --lsd-interface nothing is heard.
+    let seed = rt_seed(work, "seed-default", &torrent, &data, "epoll");
+    let mut leech = rt_download(
+        work,
+        "leech-default",
+        &torrent,
+        &work.join("out-default"),
+        "epoll",
+        4,
+    );
+    let status = leech
+        .wait_exit(Duration::from_secs(15))
+        .expect("bounded by --timeout");
+    assert!(
+        !status.success(),
+        "found a peer with no route for the group\n{}",
+        leech.log()
+    );
+    drop(seed);
+    // Both sending from and joining on 127.0.0.1: they find each other.
+    let iface = ["--lsd-interface", "127.0.0.1"];
+    let seed = rt_seed_with(work, "seed-lo", &torrent, &data, "epoll", &iface);
+    let out = work.join("out-lo");
+    let mut leech = rt_download_with(work, "leech-lo", &torrent, &out, "epoll", 30, &iface);
+    let status = leech
+        .wait_exit(Duration::from_secs(40))
+        .expect("bounded by --timeout");
+    assert!(
+        status.success(),
+        "{status}\n{}\n{}",
+        leech.log(),
+        seed.log()
+    );
+    same_tree(&data, &out);
+}
+
+#[test]
+#[ignore = "run inside its own network namespace by announces_reach_the_ipv6_group"]
+fn inner_ipv6() {
+    inside();
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    let (torrent, hash) = make_torrent(work, "six", 100_000, 5, false);
+    let capture = Capture::start_v6();
+    let seed = rt_seed(work, "seed-v6", &torrent, &work.join("six-data"), "epoll");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(seed);
+    let got = capture.finish();
+    let ours: Vec<_> = got
+        .iter()
+        .filter_map(|(from, d)| parse(d).ok().map(|a| (from, a, d)))
+        .filter(|(_, a, _)| a.hashes.contains(&hash))
+        .collect();
+    assert!(!ours.is_empty(), "no announce on the IPv6 group: {got:?}");
+    for (from, _, datagram) in ours {
+        assert!(from.is_ipv6(), "{from}");
+        let text = String::from_utf8_lossy(datagram);
+        assert!(text.contains(&format!("Host: {HOST_V6}\r\n")), "{text}");
+    }
 }

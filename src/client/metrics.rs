@@ -435,3 +435,33 @@ fn summary(s: &mut String, name: &str, help: &str, h: Option<&hdrhistogram::Hist
         "ringtorrent_{name}_sum {sum}\nringtorrent_{name}_count {count}\n"
     ));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsd_counters_are_exported() {
+        let m = Metrics {
+            lsd: crate::lsd::LsdStats {
+                announces_sent: 3,
+                announces_received: 5,
+                peers_found: 2,
+                rejected: 7,
+                rate_limited: 11,
+                ..Default::default()
+            },
+            ..Metrics::default()
+        };
+        let text = m.to_prometheus();
+        for line in [
+            "ringtorrent_lsd_announces_sent_total 3\n",
+            "ringtorrent_lsd_announces_received_total 5\n",
+            "ringtorrent_lsd_peers_found_total 2\n",
+            "ringtorrent_lsd_dropped_total{reason=\"rejected\"} 7\n",
+            "ringtorrent_lsd_dropped_total{reason=\"rate_limited\"} 11\n",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
+}
