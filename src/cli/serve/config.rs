@@ -535,6 +535,23 @@ mod tests {
     }
 
     #[test]
+    fn lsd_keys_read_as_the_clients() {
+        let c = ServeConfig::default();
+        assert!(c.lsd);
+        assert_eq!(c.lsd_interface().unwrap(), None);
+        let c = ServeConfig::parse("lsd = false\nlsd_interface = \"192.168.1.10\"").unwrap();
+        assert!(!c.lsd);
+        assert_eq!(
+            c.lsd_interface().unwrap(),
+            Some(std::net::Ipv4Addr::new(192, 168, 1, 10))
+        );
+        let e = ServeConfig::parse("lsd_interface = \"eth0\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lsd_interface"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         let e = ServeConfig::parse("lisen = \"0.0.0.0:1\"")
             .unwrap_err()
