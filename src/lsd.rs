@@ -418,6 +418,8 @@ pub struct Lsd {
     config: LsdConfig,
     cookie: String,
     torrents: BTreeMap<InfoHash, Schedule>,
+    /// The soonest `Schedule::next` of `torrents`, so a turn with nothing due costs nothing.
+    next_due: Option<Time>,
     send: Bucket,
     sources: BTreeMap<IpAddr, Source>,
     global: Bucket,
@@ -441,6 +443,7 @@ impl Lsd {
             config,
             cookie,
             torrents: BTreeMap::new(),
+            next_due: None,
             sources: BTreeMap::new(),
             stats: LsdStats::default(),
         }
@@ -479,12 +482,16 @@ impl Lsd {
             next.insert(h, s);
         }
         self.torrents = next;
+        self.next_due = self.torrents.values().map(|s| s.next).min();
     }
 
     /// The next message's info hashes, when one is due and the send ration allows: every
     /// torrent whose announce is due, soonest first, as many as fit in one message. The
     /// caller encodes it ([`Lsd::encode`]) for each group it sends to.
     pub fn poll_announce(&mut self, now: Time) -> Option<Vec<InfoHash>> {
+        if self.next_due.is_none_or(|t| t > now) {
+            return None;
+        }
         let mut due: Vec<(Time, InfoHash)> = self
             .torrents
             .iter()
@@ -507,6 +514,7 @@ impl Lsd {
                 s.repeats = s.repeats.saturating_sub(1);
             }
         }
+        self.next_due = self.torrents.values().map(|s| s.next).min();
         self.stats.announces_sent += 1;
         self.stats.hashes_sent += hashes.len() as u64;
         Some(hashes)

@@ -8,7 +8,8 @@
 //! - Two ringtorrent processes, a `seed` and a `download` given no peer and no tracker, find
 //!   each other by LSD and transfer byte-exact, on both I/O backends; a third socket joined to
 //!   the group captures every announce meanwhile, and a private torrent seeded and downloaded
-//!   there never appears in one.
+//!   there (and downloaded by its magnet link, which cannot know it is private) never appears
+//!   in one.
 //! - libtorrent (python3-libtorrent 2.0.8, `enable_lsd`) leeches from a ringtorrent seed with
 //!   LSD its only peer source, and a ringtorrent download finds a libtorrent seed, with
 //!   libtorrent saying it parsed ringtorrent's announce.
@@ -319,6 +320,17 @@ fn inner_transfer_and_private() {
         "epoll",
         300,
     );
+    // Its magnet link: nothing says it is private until the metadata comes, which it never
+    // does here, so it must not be announced either.
+    let magnet = PathBuf::from(format!("magnet:?xt=urn:btih:{}", private_hash.to_hex()));
+    let mut magnet_leech = rt_download(
+        work,
+        "magnet-leech",
+        &magnet,
+        &work.join("magnet-out"),
+        "epoll",
+        300,
+    );
 
     for io in common::interop::BACKENDS {
         let seed = rt_seed(
@@ -354,7 +366,13 @@ fn inner_transfer_and_private() {
         private_leech.log()
     );
     drop(private_seed);
+    assert!(
+        magnet_leech.child.try_wait().unwrap().is_none(),
+        "the magnet download ended\n{}",
+        magnet_leech.log()
+    );
     drop(private_leech);
+    drop(magnet_leech);
 
     let mut public_announcers = std::collections::BTreeSet::new();
     for (from, datagram) in &got {

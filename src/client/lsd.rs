@@ -267,15 +267,18 @@ fn open_v6() -> io::Result<UdpSocket> {
 }
 
 impl State {
-    /// Runs LSD's turn: announces the active public torrents (a magnet link still fetching
-    /// its metadata counts as public, as in libtorrent: nothing says otherwise yet), and
-    /// hands the peers heard of to the torrents' loops, as tracker peers are.
+    /// Runs LSD's turn: announces the active torrents known to be public, and hands the
+    /// peers heard of to the torrents' loops, as tracker peers are. A magnet link still
+    /// fetching its metadata is not announced (unlike libtorrent: it may turn out private,
+    /// and its hash would have gone out), but takes the peers others announce for it.
     pub(crate) fn pump_lsd(&mut self) {
         let Some(lsd) = self.lsd.as_mut() else {
             return;
         };
         let torrents = &self.torrents;
-        let public = |e: &Entry| e.id.is_some() && !e.info.as_ref().is_some_and(|i| i.is_private());
+        let public = |e: &Entry| e.id.is_some() && e.info.as_ref().is_some_and(|i| !i.is_private());
+        let not_private =
+            |e: &Entry| e.id.is_some() && !e.info.as_ref().is_some_and(|i| i.is_private());
         let found = lsd.pump(
             || {
                 torrents
@@ -284,7 +287,7 @@ impl State {
                     .map(|(h, _)| *h)
                     .collect()
             },
-            |h| torrents.get(h).is_some_and(public),
+            |h| torrents.get(h).is_some_and(not_private),
         );
         let mut by_torrent: BTreeMap<InfoHash, Vec<SocketAddr>> = BTreeMap::new();
         for (hash, peer) in found {
