@@ -52,6 +52,7 @@ pub mod driver;
 pub mod entropy;
 pub mod limits;
 pub mod load;
+pub mod lsd;
 pub mod metainfo;
 pub mod net_addr;
 pub mod storage;

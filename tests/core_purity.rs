@@ -61,6 +61,23 @@ fn core_and_bencode_do_no_io() {
     );
 }
 
+/// Local service discovery's codec and scheduler (`src/lsd.rs`, its tests in `src/lsd/`)
+/// are sans-IO too: the sockets are the client's (`src/client/lsd.rs`).
+#[test]
+fn lsd_does_no_io() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let source = std::fs::read_to_string(root.join("lsd.rs")).unwrap();
+    let mut hits = check_source(&source, &CORE);
+    let (h, _) = check_dir(&root.join("lsd"), &CORE, &[]);
+    hits.extend(h);
+    assert!(source.contains("pub struct Lsd"), "src/lsd.rs moved?");
+    assert!(
+        hits.is_empty(),
+        "I/O, clock or randomness in src/lsd:\n{}",
+        hits.join("\n")
+    );
+}
+
 #[test]
 fn the_check_sees_through_imports_and_not_comments() {
     let caught = [

@@ -138,6 +138,14 @@ pub struct EngineArgs {
     /// start encryption; still answer a peer that does).
     #[arg(long, value_name = "POLICY", default_value_t = Encryption::Prefer)]
     encryption: Encryption,
+    /// No local service discovery (BEP 14: announcing the torrent on the local network's
+    /// multicast group and dialling the peers heard there; never for a private torrent).
+    #[arg(long)]
+    no_lsd: bool,
+    /// The IPv4 address of the interface local service discovery uses (default: the
+    /// system's choice, IPv6 too).
+    #[arg(long, value_name = "IP")]
+    lsd_interface: Option<std::net::Ipv4Addr>,
 }
 
 impl EngineArgs {
@@ -160,6 +168,8 @@ impl EngineArgs {
                 ..limits
             },
             encryption: self.encryption,
+            lsd: !self.no_lsd,
+            lsd_interface: self.lsd_interface,
             ..ClientConfig::default()
         })
     }

@@ -1,7 +1,7 @@
 //! [`ClientConfig`]: everything a [`super::Client`] is started with, each field with its
 //! default and why.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -86,6 +86,14 @@ pub struct ClientConfig {
     /// Announce to the torrents' trackers (`false`: peers come only from
     /// [`super::AddTorrent::peers`], [`super::TorrentHandle::add_peers`] and peer exchange).
     pub trackers: bool,
+    /// Local service discovery (BEP 14): announce the public torrents on the LAN's multicast
+    /// group and dial the peers heard there. Off in the library's default (many clients of
+    /// a test or an embedder on one host would find each other); the commands turn it on
+    /// unless `--no-lsd`.
+    pub lsd: bool,
+    /// The IPv4 address of the interface LSD joins the group on and sends from (`None`:
+    /// the kernel's choice, and IPv6 LSD too; set: IPv4 only, on that interface).
+    pub lsd_interface: Option<Ipv4Addr>,
     /// How often resume data is saved while torrents run (it is saved at pause and stop
     /// too). A crash (a kill, a power cut) loses at most this much verification work: pieces
     /// verified since the last save are checked again, never trusted. Default 60 s; a shorter
@@ -117,6 +125,8 @@ impl Default for ClientConfig {
             limits: Limits::default(),
             peer_id: None,
             trackers: true,
+            lsd: false,
+            lsd_interface: None,
             resume_interval: Duration::from_secs(60),
             encryption: Encryption::default(),
             share_limits: ShareLimits::NONE,

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub hash_wait_us: Option<Histogram<u64>>,
     /// Tracker announce round trips, microseconds.
     pub announce_us: Option<Histogram<u64>>,
+    /// Local service discovery's counters (zero when it is off).
+    pub lsd: crate::lsd::LsdStats,
     /// Torrents in the session.
     pub torrents_active: u64,
     /// Torrents paused or held.
@@ -312,6 +314,36 @@ impl Metrics {
                 .collect(),
         );
         metric(
+            "lsd_announces_sent_total",
+            "counter",
+            "Local service discovery announces sent (each to every group in use).",
+            one(m.lsd.announces_sent),
+        );
+        metric(
+            "lsd_announces_received_total",
+            "counter",
+            "Well-formed local service discovery announces heard from other clients.",
+            one(m.lsd.announces_received),
+        );
+        metric(
+            "lsd_peers_found_total",
+            "counter",
+            "Peers of our torrents found by local service discovery and handed to them.",
+            one(m.lsd.peers_found),
+        );
+        metric(
+            "lsd_dropped_total",
+            "counter",
+            "Local service discovery datagrams refused (malformed) and peers over the rations.",
+            vec![
+                ("{reason=\"rejected\"}".into(), m.lsd.rejected as f64),
+                (
+                    "{reason=\"rate_limited\"}".into(),
+                    m.lsd.rate_limited as f64,
+                ),
+            ],
+        );
+        metric(
             "torrents",
             "gauge",
             "Torrents by state.",
@@ -402,4 +434,34 @@ fn summary(s: &mut String, name: &str, help: &str, h: Option<&hdrhistogram::Hist
     s.push_str(&format!(
         "ringtorrent_{name}_sum {sum}\nringtorrent_{name}_count {count}\n"
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsd_counters_are_exported() {
+        let m = Metrics {
+            lsd: crate::lsd::LsdStats {
+                announces_sent: 3,
+                announces_received: 5,
+                peers_found: 2,
+                rejected: 7,
+                rate_limited: 11,
+                ..Default::default()
+            },
+            ..Metrics::default()
+        };
+        let text = m.to_prometheus();
+        for line in [
+            "ringtorrent_lsd_announces_sent_total 3\n",
+            "ringtorrent_lsd_announces_received_total 5\n",
+            "ringtorrent_lsd_peers_found_total 2\n",
+            "ringtorrent_lsd_dropped_total{reason=\"rejected\"} 7\n",
+            "ringtorrent_lsd_dropped_total{reason=\"rate_limited\"} 11\n",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
 }

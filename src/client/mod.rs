@@ -47,6 +47,7 @@ mod descriptors;
 mod error;
 mod events;
 mod handle;
+mod lsd;
 mod metrics;
 mod open;
 mod organize;
@@ -408,6 +409,11 @@ impl Client {
                 events.clone(),
             )
         });
+        let lsd = if config.lsd {
+            lsd::LsdIo::new(listen.map(|a| a.port()), config.lsd_interface)
+        } else {
+            None
+        };
         let mut state = State {
             loops: threads,
             maps,
@@ -416,6 +422,7 @@ impl Client {
             data_dir: config.data_dir.clone(),
             store,
             trackers,
+            lsd,
             progress: Default::default(),
             limits: Default::default(),
             events: events.clone(),

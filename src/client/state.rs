@@ -421,6 +421,8 @@ pub(crate) struct State {
     pub data_dir: PathBuf,
     pub store: Option<Store>,
     pub trackers: Option<Trackers>,
+    /// Local service discovery (BEP 14), when on.
+    pub lsd: Option<super::lsd::LsdIo>,
     /// Last known progress of each active torrent, for the trackers.
     pub progress: BTreeMap<InfoHash, Progress>,
     pub limits: SharedLimits,
@@ -1595,6 +1597,9 @@ impl State {
         }
         if let Some(t) = &self.trackers {
             metrics::merge(&mut m.announce_us, Some(t.latency_us()));
+        }
+        if let Some(l) = &self.lsd {
+            m.lsd = l.stats();
         }
         m.torrents_active = self.torrents.values().filter(|e| e.id.is_some()).count() as u64;
         m.torrents_paused = self.torrents.len() as u64 - m.torrents_active;

@@ -5,6 +5,8 @@
 //!   trackers now, save its resume data).
 //! - Every [`TICK`]: pump the trackers (their replies, timers, retransmissions) and hand the
 //!   peers they give to the torrents' loops.
+//! - Every [`TICK`] too: local service discovery's announces and what it heard
+//!   (`lsd.rs`), its peers handed to the loops the same way.
 //! - Every [`PROGRESS_EVERY`]: refresh what the trackers are told (bytes left, totals).
 //! - Every [`REBALANCE_EVERY`]: share the session-wide rate limits between loops by demand.
 //! - Every [`POLICY_EVERY`]: count seeding time and activity, apply share limits and the
@@ -104,6 +106,7 @@ pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>, resume_every: Durat
                 s.refresh_progress();
             }
             s.pump_trackers();
+            s.pump_lsd();
             if now >= next_rebalance {
                 next_rebalance = now + REBALANCE_EVERY;
                 s.rebalance_limits();

@@ -31,6 +31,12 @@ listen = "[::]:6881"
 #   refused (like qBittorrent's "Require encryption", Transmission's `encryption: 2`).
 # "plaintext": never start encryption; a peer that starts it is still answered.
 encryption = "prefer"
+# Local service discovery (BEP 14): announce public torrents on the local network's
+# multicast group (239.192.152.143:6771, [ff15::efc0:988f]:6771) and dial the peers heard
+# there. Never for private torrents.
+lsd = true
+# The IPv4 address of the interface it uses; "": the system's choice (and IPv6 too).
+lsd_interface = ""
 # The control API (HTTP + JSON, and /metrics). Without credentials (api_password_hash or
 # api_keys below) it must be on a loopback address: anything else is refused at start.
 api = "127.0.0.1:7070"
@@ -138,6 +144,10 @@ pub struct ServeConfig {
     pub listen: String,
     /// `prefer`, `require` or `plaintext`.
     pub encryption: String,
+    /// Local service discovery on.
+    pub lsd: bool,
+    /// Its interface's IPv4 address ("" for the system's choice).
+    pub lsd_interface: String,
     /// Control API address.
     pub api: String,
     /// Extra host names the API answers to.
@@ -267,6 +277,8 @@ impl Default for ServeConfig {
         ServeConfig {
             listen: "[::]:6881".into(),
             encryption: Encryption::default().name().into(),
+            lsd: true,
+            lsd_interface: String::new(),
             api: "127.0.0.1:7070".into(),
             api_hosts: Vec::new(),
             api_cors_origins: Vec::new(),
@@ -330,6 +342,7 @@ impl ServeConfig {
     pub fn check(&self) -> Result<()> {
         self.io_backend()?;
         self.encryption()?;
+        self.lsd_interface()?;
         self.seed_choke()?;
         self.rates()?;
         self.upload_buffer()?;
@@ -393,6 +406,19 @@ impl ServeConfig {
             anyhow!(
                 "encryption = {:?}: expected \"prefer\", \"require\" or \"plaintext\"",
                 self.encryption
+            )
+        })
+    }
+
+    /// `lsd_interface` as an address (`None` for "").
+    pub fn lsd_interface(&self) -> Result<Option<std::net::Ipv4Addr>> {
+        if self.lsd_interface.is_empty() {
+            return Ok(None);
+        }
+        self.lsd_interface.parse().map(Some).map_err(|_| {
+            anyhow!(
+                "lsd_interface = {:?} is not an IPv4 address like 192.168.1.10",
+                self.lsd_interface
             )
         })
     }
@@ -531,6 +557,23 @@ mod tests {
             ServeConfig::parse("listen = \"::1:7000:x\"").unwrap_err()
         );
         assert!(e.contains("listen") && e.contains("[IPv6]:PORT"), "{e}");
+    }
+
+    #[test]
+    fn lsd_keys_read_as_the_clients() {
+        let c = ServeConfig::default();
+        assert!(c.lsd);
+        assert_eq!(c.lsd_interface().unwrap(), None);
+        let c = ServeConfig::parse("lsd = false\nlsd_interface = \"192.168.1.10\"").unwrap();
+        assert!(!c.lsd);
+        assert_eq!(
+            c.lsd_interface().unwrap(),
+            Some(std::net::Ipv4Addr::new(192, 168, 1, 10))
+        );
+        let e = ServeConfig::parse("lsd_interface = \"eth0\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lsd_interface"), "{e}");
     }
 
     #[test]

@@ -91,6 +91,13 @@ pub struct ServeArgs {
     /// Session download limit, e.g. 8M (overrides `limits.download_rate`).
     #[arg(long, value_name = "RATE")]
     download_limit: Option<String>,
+    /// No local service discovery (overrides `lsd`).
+    #[arg(long)]
+    no_lsd: bool,
+    /// The IPv4 address of the interface local service discovery uses (overrides
+    /// `lsd_interface`).
+    #[arg(long, value_name = "IP")]
+    lsd_interface: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -207,6 +214,10 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig> {
     if let Some(v) = args.upload_slots {
         c.limits.upload_slots = v;
     }
+    if args.no_lsd {
+        c.lsd = false;
+    }
+    set(&mut c.lsd_interface, &args.lsd_interface);
     c.api_hosts.extend(args.api_hosts.iter().cloned());
     set(&mut c.api_username, &args.api_username);
     if let Some(password) = &args.api_password {
@@ -273,6 +284,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             upload_buffer: c.upload_buffer()?,
         },
         encryption: c.encryption()?,
+        lsd: c.lsd,
+        lsd_interface: c.lsd_interface()?,
         share_limits: c.share_limits()?,
         queue: c.queue()?,
         ..ClientConfig::default()

@@ -1,0 +1,308 @@
+//! Local Service Discovery's sockets: the sans-IO [`crate::lsd::Lsd`] run on one UDP socket
+//! per group (IPv4 `239.192.152.143:6771`, IPv6 `[ff15::efc0:988f]:6771`), pumped by the
+//! client's housekeeping thread beside the trackers, without blocking.
+//!
+//! Why there and not on the event loops: LSD is a few datagrams a minute for the whole
+//! client, its peers go to every loop (torrents are sharded by info hash), and it must know
+//! which torrents are public and active, which the registry (`State`) knows and the loops do
+//! not. Tracker peers take the same path: the housekeeping thread posts them to the owning
+//! loop's session (`add_peers`).
+//!
+//! Each socket sets `SO_REUSEADDR` and `SO_REUSEPORT` (other clients on the host bind 6771
+//! too) and is bound to the group's address rather than the wildcard, so the kernel hands it
+//! only datagrams sent to the group: a unicast datagram to port 6771 from beyond the local
+//! network never reaches the parser. Multicast loopback is on (two clients on one host hear
+//! each other; our own echo is recognised by the cookie) and the TTL / hop limit is 1 (the
+//! link only).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use super::state::{Entry, State};
+use crate::core::{InfoHash, Time};
+use crate::lsd::{Family, Lsd, LsdConfig, LsdStats, GROUP_V4, GROUP_V6, MAX_DATAGRAM_LEN};
+
+/// Datagrams read from one socket per pump (every 50 ms): 1,280 a second, far above what a
+/// LAN's clients send, and a bound on the CPU a flood takes from the housekeeping thread
+/// (the kernel drops the rest).
+const MAX_DATAGRAMS_PER_PUMP: usize = 64;
+
+/// How often the set of torrents to announce is taken from the registry.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// LSD on its sockets.
+pub(crate) struct LsdIo {
+    lsd: Lsd,
+    sockets: Vec<(Family, UdpSocket)>,
+    /// The port we accept peers on, announced; `None` (no listener): we only listen.
+    port: Option<u16>,
+    epoch: Instant,
+    next_sync: Instant,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+    send_failed: bool,
+}
+
+impl LsdIo {
+    /// Opens the sockets: IPv4 on `interface` (the unspecified address: the kernel's
+    /// choice), and IPv6 on the default interface unless `interface` names one. `None`, with
+    /// a warning, when neither opens.
+    pub(crate) fn new(port: Option<u16>, interface: Option<Ipv4Addr>) -> Option<LsdIo> {
+        let mut sockets = Vec::new();
+        match open_v4(interface.unwrap_or(Ipv4Addr::UNSPECIFIED)) {
+            Ok(s) => sockets.push((Family::V4, s)),
+            Err(e) => tracing::warn!("local service discovery on IPv4 is off: {e}"),
+        }
+        if interface.is_none() {
+            match open_v6() {
+                Ok(s) => sockets.push((Family::V6, s)),
+                Err(e) => tracing::debug!("local service discovery on IPv6 is off: {e}"),
+            }
+        }
+        if sockets.is_empty() {
+            return None;
+        }
+        let cookie = format!("{:016x}", super::random_u64());
+        let now = Instant::now();
+        Some(LsdIo {
+            lsd: Lsd::new(LsdConfig::default(), &cookie, Time::ZERO),
+            sockets,
+            port: port.filter(|&p| p != 0),
+            epoch: now,
+            next_sync: now,
+            buf: vec![0; MAX_DATAGRAM_LEN + 1],
+            out: Vec::with_capacity(crate::lsd::MAX_SEND_LEN),
+            send_failed: false,
+        })
+    }
+
+    /// What LSD counted so far.
+    pub(crate) fn stats(&self) -> LsdStats {
+        self.lsd.stats()
+    }
+
+    /// Announces what is due (taking the torrents to announce from `public` at most once a
+    /// [`SYNC_EVERY`]) and reads what arrived; returns the peers found for torrents `wanted`
+    /// says are ours and public.
+    pub(crate) fn pump(
+        &mut self,
+        public: impl FnOnce() -> Vec<InfoHash>,
+        wanted: impl FnMut(&InfoHash) -> bool,
+    ) -> Vec<(InfoHash, SocketAddr)> {
+        let instant = Instant::now();
+        let now = Time::from_micros(instant.duration_since(self.epoch).as_micros() as u64);
+        if let Some(port) = self.port {
+            if instant >= self.next_sync {
+                self.next_sync = instant + SYNC_EVERY;
+                self.lsd.set_torrents(public(), now);
+            }
+            while let Some(hashes) = self.lsd.poll_announce(now) {
+                for (family, socket) in &self.sockets {
+                    self.out.clear();
+                    self.lsd.encode(*family, port, &hashes, &mut self.out);
+                    if let Err(e) = socket.send_to(&self.out, family.group()) {
+                        if !self.send_failed {
+                            self.send_failed = true;
+                            tracing::debug!("local service discovery: cannot send: {e}");
+                        }
+                    }
+                }
+            }
+        }
+        self.receive(now, wanted)
+    }
+
+    fn receive(
+        &mut self,
+        now: Time,
+        mut wanted: impl FnMut(&InfoHash) -> bool,
+    ) -> Vec<(InfoHash, SocketAddr)> {
+        let mut found = Vec::new();
+        for (_, socket) in &self.sockets {
+            for _ in 0..MAX_DATAGRAMS_PER_PUMP {
+                let (len, from) = match socket.recv_from(&mut self.buf) {
+                    Ok(got) => got,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break, // WouldBlock, or an error the next pump sees again
+                };
+                let datagram = self.buf.get(..len).unwrap_or(&[]);
+                found.extend(self.lsd.handle_datagram(from, datagram, now, &mut wanted));
+            }
+        }
+        found
+    }
+}
+
+/// A non-blocking UDP socket of `domain` with `SO_REUSEADDR` and `SO_REUSEPORT` set, not
+/// yet bound.
+fn reusable_socket(domain: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes no pointers; a negative result is an error, checked below.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2), is open, and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    set_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    Ok(fd)
+}
+
+fn set_int(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    set_opt(fd, level, name, &value)
+}
+
+/// setsockopt(2) with a plain-data value.
+fn set_opt<T: Copy>(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` points to a live `T` of the length passed, which the kernel only reads
+    // during the call; `fd` is an open socket we own.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn bind(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
+    let r = match addr {
+        SocketAddr::V4(a) => {
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: `sa` is a valid sockaddr_in whose size is passed; bind(2) only reads it.
+            unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+        }
+        SocketAddr::V6(a) => {
+            let sa = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: `sa` is a valid sockaddr_in6 whose size is passed; bind(2) only reads it.
+            unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sa as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The IPv4 socket: bound to the group, joined on `interface`, sending from it when it is
+/// not the unspecified address.
+fn open_v4(interface: Ipv4Addr) -> io::Result<UdpSocket> {
+    let fd = reusable_socket(libc::AF_INET)?;
+    bind(&fd, Family::V4.group())?;
+    if !interface.is_unspecified() {
+        let addr = libc::in_addr {
+            s_addr: u32::from_ne_bytes(interface.octets()),
+        };
+        set_opt(&fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &addr)?;
+    }
+    let socket = UdpSocket::from(fd);
+    socket.join_multicast_v4(&GROUP_V4, &interface)?;
+    socket.set_multicast_loop_v4(true)?;
+    socket.set_multicast_ttl_v4(1)?;
+    Ok(socket)
+}
+
+/// The IPv6 socket: bound to the group, joined on the default interface.
+fn open_v6() -> io::Result<UdpSocket> {
+    let fd = reusable_socket(libc::AF_INET6)?;
+    set_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    set_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, 1)?;
+    bind(&fd, Family::V6.group())?;
+    let socket = UdpSocket::from(fd);
+    socket.join_multicast_v6(&GROUP_V6, 0)?;
+    socket.set_multicast_loop_v6(true)?;
+    Ok(socket)
+}
+
+impl State {
+    /// Runs LSD's turn: announces the active torrents known to be public, and hands the
+    /// peers heard of to the torrents' loops, as tracker peers are. A magnet link still
+    /// fetching its metadata is not announced (unlike libtorrent: it may turn out private,
+    /// and its hash would have gone out), but takes the peers others announce for it.
+    pub(crate) fn pump_lsd(&mut self) {
+        let Some(lsd) = self.lsd.as_mut() else {
+            return;
+        };
+        let torrents = &self.torrents;
+        let public = |e: &Entry| e.id.is_some() && e.info.as_ref().is_some_and(|i| !i.is_private());
+        let not_private =
+            |e: &Entry| e.id.is_some() && !e.info.as_ref().is_some_and(|i| i.is_private());
+        let found = lsd.pump(
+            || {
+                torrents
+                    .iter()
+                    .filter(|(_, e)| public(e))
+                    .map(|(h, _)| *h)
+                    .collect()
+            },
+            |h| torrents.get(h).is_some_and(not_private),
+        );
+        let mut by_torrent: BTreeMap<InfoHash, Vec<SocketAddr>> = BTreeMap::new();
+        for (hash, peer) in found {
+            by_torrent.entry(hash).or_default().push(peer);
+        }
+        for (hash, peers) in by_torrent {
+            let Some(e) = self.torrents.get(&hash) else {
+                continue;
+            };
+            let Some(id) = e.id else { continue };
+            tracing::debug!("{hash}: local service discovery found {peers:?}");
+            self.loops[e.shard as usize].post(move |d| {
+                let now = d.now();
+                d.session().add_peers(id, &peers, now);
+            });
+        }
+    }
+}
