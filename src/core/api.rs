@@ -236,6 +236,15 @@ pub enum Event {
         /// What went wrong.
         error: String,
     },
+    /// A peer of a public torrent told us where its DHT node listens (BEP 5 `port`): its IP
+    /// and that UDP port. The session running the DHT takes it itself (`Dht::add_node`);
+    /// others pass it on for the driver to forward there.
+    DhtNode {
+        /// The node's address.
+        addr: SocketAddr,
+    },
+    /// What the DHT node this session runs reports (lookups' peers, hops, ends).
+    Dht(crate::dht::DhtEvent),
 }
 
 /// Why a connection was closed. Every reason is counted per torrent.

@@ -139,6 +139,10 @@ pub struct Config {
     /// Peer exchange (BEP 11, `ut_pex`) on torrents that are not private. On by default, as in
     /// every major client.
     pub pex: bool,
+    /// The UDP port of our DHT node (BEP 5), or `None` when the DHT is off: with it, our
+    /// handshakes set the DHT reserved bit, and a peer that sets it too is sent a `port`
+    /// message and may tell us of its own node (`Event::DhtNode`). Never for private torrents.
+    pub dht_port: Option<u16>,
     /// Message stream encryption (MSE/PE): whether we dial encrypted, and what we accept.
     /// `Prefer` by default, as libtorrent's `pe_enabled`.
     pub encryption: Encryption,
@@ -185,6 +189,7 @@ impl Default for Config {
             download_rate_limit: None,
             metadata_request_timeout: Duration::from_secs(5),
             pex: true,
+            dht_port: None,
             encryption: Encryption::Prefer,
             corrupt_metadata: false,
             choker: ChokerConfig::default(),

@@ -97,6 +97,23 @@ pub(crate) fn send_ext_handshake(
     queue_extended(peer, EXTENDED_HANDSHAKE_ID, &ext.to_bytes(), now)
 }
 
+/// Queues our BEP 5 `port` message for a peer that runs a DHT node when ours runs too and
+/// the torrent is not private (BEP 27: private torrents stay off the DHT); returns whether
+/// the driver must be told.
+pub(crate) fn send_dht_port(
+    peer: &mut Peer,
+    config: &Config,
+    info: Option<&Info>,
+    now: Time,
+) -> bool {
+    match config.dht_port {
+        Some(port) if peer.dht && !info.is_some_and(Info::is_private) => {
+            peer.queue(&Message::Port { port }, now)
+        }
+        _ => false,
+    }
+}
+
 /// Queues an extended message with `payload` under the peer's id for it; returns whether
 /// the driver must be told.
 pub(crate) fn queue_extended(peer: &mut Peer, id: u8, payload: &[u8], now: Time) -> bool {
@@ -276,7 +293,8 @@ impl MagnetTorrent {
         now: Time,
     ) {
         let info = self.info.as_deref();
-        let notify = send_ext_handshake(&mut peer, &self.ctx.config, listen_port, info, now);
+        let mut notify = send_ext_handshake(&mut peer, &self.ctx.config, listen_port, info, now);
+        notify |= send_dht_port(&mut peer, &self.ctx.config, info, now);
         self.peers.attach(key, peer, notify, true, &mut self.ctx);
     }
 
