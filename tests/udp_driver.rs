@@ -97,7 +97,11 @@ fn dictionaries_are_delivered_and_answered_the_rest_dropped() {
         assert_eq!(d.session().from, vec![client.local_addr().unwrap()]);
         let mut buf = [0u8; 64];
         let (n, from) = client.recv_from(&mut buf).unwrap();
-        assert_eq!((&buf[..n], from), (&b"ed1:ad2:id20:e"[..], addr), "{backend}");
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"ed1:ad2:id20:e"[..], addr),
+            "{backend}"
+        );
         let stats = d.loop_stats();
         assert_eq!(stats.datagrams_received, 2, "{backend}");
         assert_eq!(stats.datagrams_dropped, 1, "{backend}");

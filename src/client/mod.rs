@@ -44,6 +44,7 @@
 
 mod config;
 mod descriptors;
+pub mod dht;
 mod error;
 mod events;
 mod handle;
@@ -68,6 +69,7 @@ use std::time::Instant;
 
 pub use config::{ClientConfig, IoChoice, Limits};
 pub use descriptors::DescriptorBudget;
+pub use dht::DhtSettings;
 pub use error::ClientError;
 pub use events::{ClientEvent, DataSource, Events, EVENT_QUEUE_CAPACITY};
 pub use handle::{
@@ -319,6 +321,7 @@ pub struct Client {
     backend_note: Option<String>,
     peer_id: PeerId,
     descriptors: DescriptorBudget,
+    dht_addr: Option<SocketAddr>,
 }
 
 impl Client {
@@ -363,7 +366,7 @@ impl Client {
                 "no cryptographic random generator (getrandom): {e}"
             ))
         })?;
-        let drivers = shard::build(
+        let mut drivers = shard::build(
             backend,
             loops,
             config.listen,
@@ -387,6 +390,8 @@ impl Client {
             })
         })?;
         let listen = drivers.first().and_then(|d| d.local_addr());
+        let dht_lookups = start_dht(&config, listen, store.as_ref(), &mut drivers)?;
+        let dht_addr = drivers.first().and_then(|d| d.udp_addr());
         let events = Publisher::default();
         let (work_tx, work_rx) = mpsc::channel();
         let mut maps = Vec::with_capacity(drivers.len());
@@ -422,6 +427,7 @@ impl Client {
             queue: Vec::new(),
             queue_loading: false,
             departed: Metrics::default(),
+            dht: dht_lookups,
         };
         state.load_policy(config.share_limits, config.queue);
         state.set_session_limits(config.limits.upload_rate, config.limits.download_rate);
@@ -447,6 +453,7 @@ impl Client {
             backend_note,
             peer_id,
             descriptors,
+            dht_addr,
         };
         client.load_state()?;
         Ok(client)
@@ -495,6 +502,16 @@ impl Client {
     /// The address peers connect to (its real port when the config said 0).
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen
+    }
+
+    /// The DHT node's UDP address, when it runs.
+    pub fn dht_addr(&self) -> Option<SocketAddr> {
+        self.dht_addr
+    }
+
+    /// The DHT node's counters (nodes, lookups, announces), when it runs.
+    pub fn dht_stats(&self) -> Option<crate::dht::DhtStats> {
+        self.shared.with(|s| Ok(s.dht_stats())).ok().flatten()
     }
 
     /// The I/O backend the loops run on.
@@ -703,6 +720,7 @@ impl Client {
         // the resume data written once the last queued writes landed, then trackers told.
         let (haves, loops) = {
             let mut s = self.shared.lock();
+            s.save_dht();
             (s.collect_haves(), std::mem::take(&mut s.loops))
         };
         for l in loops {
@@ -726,6 +744,47 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Opens the DHT node when `config` asks for one: its socket goes to loop 0 (and only
+/// there), with the `Dht` in that loop's session; every session announces its port. A
+/// failure is a start error when the port was asked for, else a warning and no DHT.
+fn start_dht(
+    config: &ClientConfig,
+    listen: Option<SocketAddr>,
+    store: Option<&store::Store>,
+    drivers: &mut [crate::driver::Driver],
+) -> Result<Option<dht::Lookups>, ClientError> {
+    if !config.dht.enabled || drivers.is_empty() {
+        return Ok(None);
+    }
+    let bind = listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let saved = store.and_then(|s| s.load_bytes(dht::STATE_FILE));
+    let now = drivers[0].now();
+    let opened = dht::open(&config.dht, bind, saved, random_u64(), now).and_then(|o| {
+        let port = o.port;
+        drivers[0]
+            .set_udp(o.socket)
+            .map_err(|e| format!("cannot watch the DHT's UDP socket: {e}"))?;
+        Ok((o.dht, port))
+    });
+    match opened {
+        Ok((node, port)) => {
+            for d in drivers.iter_mut() {
+                d.session().set_dht_port(Some(port));
+            }
+            drivers[0].session().set_dht(node);
+            Ok(Some(dht::Lookups::new(
+                listen.map(|a| a.port()),
+                config.dht.announce_interval,
+            )))
+        }
+        Err(e) if config.dht.port.is_some() => Err(ClientError::Start(e)),
+        Err(e) => {
+            tracing::warn!("DHT off: {e}");
+            Ok(None)
+        }
     }
 }
 
@@ -795,6 +854,15 @@ fn forward_events(
                         message: error.clone(),
                     });
                 }
+            }
+            Event::Dht(crate::dht::DhtEvent::Peers {
+                info_hash, peers, ..
+            }) => {
+                let _ = work.send(Work::DhtPeers(*info_hash, peers.clone()));
+            }
+            // Only from a loop without the node; loop 0 takes its own.
+            Event::DhtNode { addr } => {
+                let _ = work.send(Work::DhtNode(*addr));
             }
             Event::PeerConnected { torrent, addr, .. } => {
                 if let Some(info_hash) = hash(*torrent) {

@@ -441,6 +441,8 @@ pub(crate) struct State {
     /// What torrents counted in their loops' sessions before they left them (paused,
     /// removed...), added to every [`Metrics`] snapshot so its totals never go down.
     pub departed: Metrics,
+    /// The DHT lookups' schedule, when the node runs (on loop 0).
+    pub dht: Option<super::dht::Lookups>,
 }
 
 pub(crate) fn now_unix() -> u64 {
@@ -1672,6 +1674,10 @@ impl State {
                     continue;
                 };
                 drop(map);
+                if let Some(dht) = self.dht.as_mut() {
+                    let magnet = self.torrents.get(&hash).is_some_and(|e| e.info.is_none());
+                    dht.note_peers(hash, magnet || l.left > 0, l.peers, Instant::now());
+                }
                 if let Some(p) = self.progress.get_mut(&hash) {
                     *p = Progress {
                         uploaded: l.uploaded,

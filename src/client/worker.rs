@@ -4,7 +4,9 @@
 //!   link's metadata arrived (open its storage, start it), a torrent completed (tell its
 //!   trackers now, save its resume data).
 //! - Every [`TICK`]: pump the trackers (their replies, timers, retransmissions) and hand the
-//!   peers they give to the torrents' loops.
+//!   peers they give to the torrents' loops; start the DHT lookups that are due (`dht.rs`),
+//!   and save its table every `dht::SAVE_EVERY`. Peers DHT lookups find arrive as
+//!   [`Work::DhtPeers`] and go to the torrents' loops.
 //! - Every [`PROGRESS_EVERY`]: refresh what the trackers are told (bytes left, totals).
 //! - Every [`REBALANCE_EVERY`]: share the session-wide rate limits between loops by demand.
 //! - Every [`POLICY_EVERY`]: count seeding time and activity, apply share limits and the
@@ -29,6 +31,10 @@ pub(crate) enum Work {
     Completed(InfoHash),
     /// A torrent's data must be checked again (a seed-mode piece failed).
     Recheck(InfoHash),
+    /// Peers a DHT lookup found for a torrent.
+    DhtPeers(InfoHash, Vec<std::net::SocketAddr>),
+    /// A peer's DHT node (its `port` message), for loop 0's node.
+    DhtNode(std::net::SocketAddr),
     /// Stop.
     Stop,
 }
@@ -89,6 +95,18 @@ pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>, resume_every: Durat
                     });
                 }
             }
+            Ok(Work::DhtPeers(hash, peers)) => {
+                let _ = shared.with(|s| {
+                    s.dht_peers(hash, peers);
+                    Ok(())
+                });
+            }
+            Ok(Work::DhtNode(addr)) => {
+                let _ = shared.with(|s| {
+                    s.dht_node(addr);
+                    Ok(())
+                });
+            }
             Ok(Work::Completed(hash)) => {
                 let _ = shared.with(|s| {
                     s.on_completed(hash);
@@ -104,6 +122,7 @@ pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>, resume_every: Durat
                 s.refresh_progress();
             }
             s.pump_trackers();
+            s.pump_dht(now);
             if now >= next_rebalance {
                 next_rebalance = now + REBALANCE_EVERY;
                 s.rebalance_limits();

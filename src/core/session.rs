@@ -407,6 +407,13 @@ impl Session {
         self.dht = Some(Box::new(dht));
     }
 
+    /// Our DHT node's UDP port (`None`: no DHT), which every session of the process announces
+    /// (handshake bit, `port` messages) whichever runs the node: `Config::dht_port`. Call
+    /// before adding torrents (they keep the configuration they started with).
+    pub fn set_dht_port(&mut self, port: Option<u16>) {
+        Arc::make_mut(&mut self.config).dht_port = port;
+    }
+
     /// The DHT node, if this session runs it.
     pub fn dht(&self) -> Option<&Dht> {
         self.dht.as_deref()
