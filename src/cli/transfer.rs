@@ -136,6 +136,8 @@ pub struct EngineArgs {
     /// start encryption; still answer a peer that does).
     #[arg(long, value_name = "POLICY", default_value_t = Encryption::Prefer)]
     encryption: Encryption,
+    #[command(flatten)]
+    dht: super::dht::DhtArgs,
 }
 
 impl EngineArgs {
@@ -158,6 +160,7 @@ impl EngineArgs {
                 ..limits
             },
             encryption: self.encryption,
+            dht: self.dht.settings(None),
             ..ClientConfig::default()
         })
     }

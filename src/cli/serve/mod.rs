@@ -91,6 +91,9 @@ pub struct ServeArgs {
     /// Session download limit, e.g. 8M (overrides `limits.download_rate`).
     #[arg(long, value_name = "RATE")]
     download_limit: Option<String>,
+    /// The DHT (override `[dht]`).
+    #[command(flatten)]
+    dht: super::dht::DhtArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -207,6 +210,15 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig> {
     if let Some(v) = args.upload_slots {
         c.limits.upload_slots = v;
     }
+    if args.dht.no_dht {
+        c.dht.enabled = false;
+    }
+    if !args.dht.bootstrap.is_empty() {
+        c.dht.bootstrap = Some(args.dht.bootstrap.clone());
+    }
+    if args.dht.port.is_some() {
+        c.dht.port = args.dht.port;
+    }
     c.api_hosts.extend(args.api_hosts.iter().cloned());
     set(&mut c.api_username, &args.api_username);
     if let Some(password) = &args.api_password {
@@ -275,6 +287,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
         encryption: c.encryption()?,
         share_limits: c.share_limits()?,
         queue: c.queue()?,
+        dht: ringtorrent::client::DhtSettings {
+            enabled: c.dht.enabled,
+            bootstrap: super::dht::bootstrap_list(&[], c.dht.bootstrap.as_deref()),
+            port: c.dht.port,
+            ..Default::default()
+        },
         ..ClientConfig::default()
     })?;
     // The first lines on stdout say where things are, for scripts; a reader that went away
@@ -290,6 +308,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 .map_or("nothing".into(), |a| a.to_string())
         );
         let _ = writeln!(out, "api: http://{api_addr}");
+        if let Some(dht) = client.dht_addr() {
+            let _ = writeln!(out, "dht: {dht}");
+        }
         let _ = out.flush();
     }
     tracing::info!(
