@@ -1,0 +1,302 @@
+//! `Dht` as a whole: answering queries, tokens, limits, transactions, save/restore.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::krpc::{self, Body, Query, Response};
+use super::*;
+
+fn cfg() -> DhtConfig {
+    DhtConfig {
+        allow_private: true,
+        ..DhtConfig::default()
+    }
+}
+
+fn drain(d: &mut Dht) -> Vec<Transmit> {
+    std::iter::from_fn(|| d.poll_transmit()).collect()
+}
+
+fn reply_to(d: &mut Dht, from: SocketAddr, q: &Query, now: Time) -> Option<krpc::Message> {
+    let bytes = krpc::encode_query(b"qq", &NodeId([0x77; 20]), q, false);
+    d.handle_datagram(from, &bytes, now);
+    let out = drain(d);
+    let t = out.iter().find(|t| t.to == from)?;
+    Some(krpc::decode(&t.payload).expect("we send valid KRPC"))
+}
+
+fn asker() -> SocketAddr {
+    "10.0.0.9:4000".parse().unwrap()
+}
+
+#[test]
+fn answers_ping_find_node_and_reports_the_askers_address() {
+    let now = Time::from_secs(1);
+    let mut d = Dht::new(cfg(), 1, now);
+    let m = reply_to(&mut d, asker(), &Query::Ping, now).unwrap();
+    assert_eq!(m.tid, b"qq");
+    match m.body {
+        Body::Response { id, ip, .. } => {
+            assert_eq!(id, d.id());
+            assert_eq!(ip, Some(asker()));
+        }
+        other => panic!("{other:?}"),
+    }
+    let q = Query::FindNode {
+        target: NodeId([1; 20]),
+        want: None,
+    };
+    assert!(matches!(
+        reply_to(&mut d, asker(), &q, now).unwrap().body,
+        Body::Response { .. }
+    ));
+    assert_eq!(d.stats().queries_answered, 2);
+}
+
+#[test]
+fn announce_needs_our_token_and_get_peers_returns_the_peer() {
+    let now = Time::from_secs(1);
+    let mut d = Dht::new(cfg(), 2, now);
+    let ih = InfoHash::from_bytes([5; 20]);
+    let gp = Query::GetPeers {
+        info_hash: ih,
+        want: None,
+    };
+    let token = match reply_to(&mut d, asker(), &gp, now).unwrap().body {
+        Body::Response { response, .. } => response.token.unwrap(),
+        other => panic!("{other:?}"),
+    };
+    // A wrong token, or our token from another address: refused with 203, nothing stored.
+    let other: SocketAddr = "10.0.0.10:4000".parse().unwrap();
+    for (from, tok) in [(asker(), b"wrong".to_vec()), (other, token.clone())] {
+        let q = Query::AnnouncePeer {
+            info_hash: ih,
+            port: 6881,
+            implied_port: false,
+            token: tok,
+        };
+        let m = reply_to(&mut d, from, &q, now).unwrap();
+        assert_eq!(m.body, Body::Error { code: 203 });
+    }
+    assert_eq!(d.stats().stored_peers, 0);
+    let q = Query::AnnouncePeer {
+        info_hash: ih,
+        port: 0,
+        implied_port: true,
+        token,
+    };
+    assert!(matches!(
+        reply_to(&mut d, asker(), &q, now).unwrap().body,
+        Body::Response { .. }
+    ));
+    assert_eq!(d.stats().stored_peers, 1);
+    match reply_to(&mut d, other, &gp, now).unwrap().body {
+        Body::Response { response, .. } => assert_eq!(response.values, vec![asker()]),
+        other => panic!("{other:?}"),
+    }
+    // The token is still good after one rotation, not after two.
+    let later = now + Duration::from_secs(301);
+    d.handle_timeout(later);
+    let token = match reply_to(&mut d, asker(), &gp, now).unwrap().body {
+        Body::Response { response, .. } => response.token.unwrap(),
+        other => panic!("{other:?}"),
+    };
+    d.handle_timeout(later + Duration::from_secs(301));
+    let q = Query::AnnouncePeer {
+        info_hash: ih,
+        port: 7000,
+        implied_port: false,
+        token: token.clone(),
+    };
+    assert!(matches!(
+        reply_to(&mut d, asker(), &q, later).unwrap().body,
+        Body::Response { .. }
+    ));
+    d.handle_timeout(later + Duration::from_secs(602));
+    assert_eq!(
+        reply_to(&mut d, asker(), &q, later).unwrap().body,
+        Body::Error { code: 203 }
+    );
+}
+
+#[test]
+fn malformed_and_unknown_queries_get_errors_and_garbage_is_counted() {
+    let now = Time::from_secs(1);
+    let mut d = Dht::new(cfg(), 3, now);
+    let m = reply_to(&mut d, asker(), &Query::Unknown, now).unwrap();
+    assert_eq!(m.body, Body::Error { code: 204 });
+    d.handle_datagram(asker(), b"d1:ad2:id3:abce1:q4:ping1:t2:xy1:y1:qe", now);
+    let out = drain(&mut d);
+    assert_eq!(out.len(), 1);
+    let m = krpc::decode(&out[0].payload).unwrap();
+    assert_eq!(
+        (m.tid.as_slice(), m.body),
+        (&b"xy"[..], Body::Error { code: 203 })
+    );
+    for junk in [
+        &b"d"[..],
+        b"de",
+        b"d1:t2:aa1:y1:re",
+        b"dxxxxxxxx",
+        &[b'd'; 5000],
+    ] {
+        d.handle_datagram(asker(), junk, now);
+    }
+    assert!(drain(&mut d).is_empty());
+    assert_eq!(d.stats().invalid_messages, 6);
+}
+
+#[test]
+fn a_flood_from_one_address_is_answered_at_the_rate_limit() {
+    let now = Time::from_secs(1);
+    let mut d = Dht::new(cfg(), 4, now);
+    let bytes = krpc::encode_query(b"qq", &NodeId([0x77; 20]), &Query::Ping, false);
+    let mut answered = 0;
+    for ms in 0..10_000u64 {
+        let t = now + Duration::from_millis(ms / 10);
+        d.handle_datagram(asker(), &bytes, t);
+        answered += drain(&mut d).iter().filter(|t| t.to == asker()).count();
+    }
+    // 1 s of flood: the per-source burst plus one second's rate.
+    let bound = (server::PER_SOURCE_BURST + server::PER_SOURCE_RATE) as usize + 1;
+    assert!(answered <= bound, "{answered}");
+    assert!(d.stats().queries_dropped >= 10_000 - bound as u64);
+    // Someone else is still answered.
+    assert!(reply_to(&mut d, "10.9.9.9:1".parse().unwrap(), &Query::Ping, now).is_some());
+}
+
+#[test]
+fn responses_match_by_transaction_and_address() {
+    let now = Time::from_secs(1);
+    let node: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+    let mut d = Dht::new(cfg(), 5, now);
+    d.add_node(node, now);
+    let out = drain(&mut d);
+    assert_eq!(out.len(), 1);
+    let q = krpc::decode(&out[0].payload).unwrap();
+    assert!(matches!(
+        q.body,
+        Body::Query {
+            query: Query::Ping,
+            ..
+        }
+    ));
+    let their_id = NodeId([0x33; 20]);
+    let pong = krpc::encode_response(&q.tid, &their_id, &Response::default(), None);
+    // The right id from the wrong address does nothing.
+    d.handle_datagram("10.0.0.3:5000".parse().unwrap(), &pong, now);
+    assert_eq!(d.stats().nodes_v4, 0);
+    // A wrong id from the right address neither.
+    let wrong = krpc::encode_response(b"nope", &their_id, &Response::default(), None);
+    d.handle_datagram(node, &wrong, now);
+    assert_eq!(d.stats().nodes_v4, 0);
+    d.handle_datagram(node, &pong, now);
+    assert_eq!(d.stats().nodes_v4, 1);
+    assert_eq!(d.stats().outstanding_queries, 0);
+    // Replayed: no transaction any more.
+    d.handle_datagram(node, &pong, now);
+    assert_eq!(d.stats().nodes_v4, 1);
+}
+
+#[test]
+fn private_addresses_need_allow_private_or_to_be_named() {
+    let now = Time::from_secs(1);
+    let mut d = Dht::new(DhtConfig::default(), 6, now);
+    // A private node that queries us is answered but not pinged back.
+    let m = reply_to(&mut d, asker(), &Query::Ping, now);
+    assert!(m.is_some());
+    assert_eq!(d.stats().outstanding_queries, 0);
+    let mut d = Dht::new(cfg(), 6, now);
+    reply_to(&mut d, asker(), &Query::Ping, now);
+    assert_eq!(d.stats().outstanding_queries, 1);
+}
+
+#[test]
+fn save_and_restore() {
+    let now = Time::from_secs(1);
+    let mut d = Dht::new(cfg(), 7, now);
+    for i in 0..20u8 {
+        let node = SocketAddr::from(([10, 0, 1, i], 6000));
+        d.add_node(node, now);
+        for t in drain(&mut d) {
+            let q = krpc::decode(&t.payload).unwrap();
+            let pong = krpc::encode_response(&q.tid, &NodeId([i; 20]), &Response::default(), None);
+            d.handle_datagram(t.to, &pong, now);
+        }
+    }
+    let v6: SocketAddr = "[fd00::1]:7000".parse().unwrap();
+    d.add_node(v6, now);
+    for t in drain(&mut d) {
+        let q = krpc::decode(&t.payload).unwrap();
+        let pong = krpc::encode_response(&q.tid, &NodeId([0xee; 20]), &Response::default(), None);
+        d.handle_datagram(t.to, &pong, now);
+    }
+    let s = d.stats();
+    assert!(s.nodes_v4 >= 8, "{s:?}");
+    assert_eq!(s.nodes_v6, 1);
+    let saved = d.save();
+    let r = Dht::restore(cfg(), &saved, 8, now).unwrap();
+    assert_eq!(r.id(), d.id());
+    assert_eq!(r.stats().nodes_v4, s.nodes_v4);
+    assert_eq!(r.stats().nodes_v6, 1);
+    assert_eq!(r.save(), saved);
+    for bad in [
+        &b""[..],
+        b"garbage",
+        b"de",
+        b"d2:id3:abce",
+        b"d2:id20:abcdefghij01234567895:nodes5:abcdee",
+        b"d2:id20:abcdefghij01234567896:nodes626:abcdefghij0123456789\x01\x02\x03\x04\x00\x01e",
+    ] {
+        assert!(Dht::restore(cfg(), bad, 1, now).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn external_address_gives_a_bep42_id_and_votes_are_counted() {
+    let now = Time::from_secs(1);
+    let mut d = Dht::new(cfg(), 9, now);
+    let ip: IpAddr = "124.31.75.21".parse().unwrap();
+    d.set_external_addr(ip, now);
+    assert!(d.id().valid_for(ip));
+    let id = d.id();
+    d.set_external_addr(ip, now);
+    assert_eq!(d.id(), id, "already valid: kept");
+    // Responses carrying `ip` are votes, one per responding address.
+    for i in 0..3u8 {
+        let node = SocketAddr::from(([10, 0, 2, i], 6000));
+        d.add_node(node, now);
+        for t in drain(&mut d) {
+            let q = krpc::decode(&t.payload).unwrap();
+            let seen: SocketAddr = "124.31.75.21:6881".parse().unwrap();
+            let pong =
+                krpc::encode_response(&q.tid, &NodeId([i; 20]), &Response::default(), Some(&seen));
+            d.handle_datagram(t.to, &pong, now);
+        }
+    }
+    assert_eq!(d.external_addr_vote(), Some((ip, 3)));
+}
+
+#[test]
+fn poll_timeout_moves_forward() {
+    let now = Time::from_secs(1);
+    let mut d = Dht::new(
+        DhtConfig {
+            bootstrap: vec!["10.0.0.1:6881".parse().unwrap()],
+            ..cfg()
+        },
+        10,
+        now,
+    );
+    let mut t = now;
+    for _ in 0..50 {
+        let next = d.poll_timeout().unwrap();
+        assert!(next >= t);
+        t = next.max(t);
+        d.handle_timeout(t);
+        drain(&mut d);
+        assert!(d.poll_timeout().unwrap() > t, "would spin at {t:?}");
+    }
+    // It kept trying the bootstrap node, and gave up on each try.
+    assert_eq!(d.stats().nodes_v4, 0);
+}
