@@ -257,6 +257,11 @@ pub fn start_client(config: ClientConfig) -> Result<Client> {
             eprintln!("warning: {note}");
         }
     }
+    if let Some(addr) = client.dht_addr() {
+        if !tracing::dispatcher::has_been_set() {
+            eprintln!("DHT node on {addr}");
+        }
+    }
     Ok(client)
 }
 
