@@ -29,7 +29,13 @@ const PRIVATE: Case = Case {
 };
 
 /// `lt_dht.py MODE ARGS`, watched; returns it with its first stdout line (JSON).
-fn lt_dht(mode: &str, args: &[&str], bootstrap: Option<u16>, work: &Path, tag: &str) -> (Proc, Value) {
+fn lt_dht(
+    mode: &str,
+    args: &[&str],
+    bootstrap: Option<u16>,
+    work: &Path,
+    tag: &str,
+) -> (Proc, Value) {
     let log = work.join(format!("lt-dht-{mode}-{tag}.log"));
     let mut cmd = Command::new("/usr/bin/python3");
     cmd.arg(support("lt_dht.py")).arg(mode).args(args);
@@ -154,9 +160,13 @@ fn libtorrent_leecher_finds_ringtorrent_seed() {
     let magnet = format!("magnet:?xt=urn:btih:{hash}");
     let out_s = out.to_str().unwrap();
     let (mut leech, _) = lt_dht("leech", &[&magnet, out_s], Some(port), work.path(), "lr");
-    let done = leech.wait_line(Duration::from_secs(60), "done", |_, l| l.contains("\"done\""));
+    let done = leech.wait_line(Duration::from_secs(60), "done", |_, l| {
+        l.contains("\"done\"")
+    });
     assert!(done.contains("true"), "{done}");
-    assert!(leech.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    assert!(leech
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
     compare_trees(&p.data, &out).unwrap();
 }
 
@@ -192,8 +202,12 @@ fn get_peers_shows_hops_and_the_seed_and_never_a_private_torrent() {
     let (_node, port) = lt_node(work.path(), "gp");
     let (_private_seed, private_addr) = rt_dht_seed(&private, "epoll", port, work.path());
     let (_seed, seed_addr) = rt_dht_seed(&public, "uring", port, work.path());
-    let (found, text) =
-        get_peers_until(&info_hash(&public), port, &seed_addr, Duration::from_secs(20));
+    let (found, text) = get_peers_until(
+        &info_hash(&public),
+        port,
+        &seed_addr,
+        Duration::from_secs(20),
+    );
     assert!(found, "the public seed was not found:\n{text}");
     assert!(
         text.lines()

@@ -52,6 +52,7 @@ pub fn run(args: Args) -> Result<()> {
                 vec![magnet.trackers.clone()]
             },
             url_list: magnet.web_seeds.clone(),
+            nodes: Vec::new(),
             comment: None,
             created_by: None,
             creation_date: None,

@@ -671,6 +671,15 @@ impl State {
             (_, _) => unreachable!("Parsed::read reads every file and parses every torrent"),
         };
         let tiers = torrent.trackers.clone();
+        if !torrent.info.is_private() {
+            // BEP 5 `nodes`: the ones given as IP literals are tried at once (names would
+            // need a lookup on this thread, under the lock; the bootstrap nodes cover them).
+            for (host, port) in &torrent.nodes {
+                if let Ok(ip) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+                    self.dht_node(SocketAddr::new(ip, *port));
+                }
+            }
+        }
         let meta = super::TorrentMeta {
             comment: torrent.comment.clone(),
             created_by: torrent.created_by.clone(),
