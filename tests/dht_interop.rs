@@ -225,3 +225,108 @@ fn get_peers_shows_hops_and_the_seed_and_never_a_private_torrent() {
         "a private torrent was announced:\n{text}"
     );
 }
+
+/// `--dht-port` puts the node on a UDP port of its own (not the peer port); the routing table
+/// is saved to the state folder's `dht.dat` at shutdown, and a restart on the same folder,
+/// whose only bootstrap node is dead, still reaches the libtorrent node from the saved table
+/// and announces there.
+#[test]
+fn dht_port_is_real_and_the_table_outlives_a_restart() {
+    let work = tempfile::tempdir().unwrap();
+    let p = prepare(work.path(), &PUBLIC, "st", 26);
+    let hash = info_hash(&p);
+    let (_node, port) = lt_node(work.path(), "st");
+    let state = work.path().join("state");
+    let dht_port = common::interop::free_port();
+    let seed = |bootstrap: u16, dht_port: Option<u16>, run: u32| {
+        let mut cmd = ringtorrent();
+        cmd.arg("seed")
+            .arg(&p.torrent)
+            .arg(&p.data)
+            .args(["--port", "0", "--bind", "127.0.0.1", "--duration", "6"])
+            .arg("--state-dir")
+            .arg(&state)
+            .args(bootstrap_args(bootstrap));
+        if let Some(d) = dht_port {
+            cmd.args(["--dht-port", &d.to_string()]);
+        }
+        let log = work.path().join(format!("rt-seed-st-{run}.log"));
+        let proc = Proc::watch(&format!("ringtorrent seed run {run}"), &mut cmd, &log);
+        let addr = common::loopback_addr(&proc.first_line(START_LIMIT));
+        (proc, addr)
+    };
+    let (mut first, first_addr) = seed(port, Some(dht_port), 1);
+    let end = Instant::now() + Duration::from_secs(5);
+    while common::udp_socket(first.id(), dht_port) != common::Listener::Ours {
+        assert!(
+            Instant::now() < end,
+            "no UDP socket on --dht-port {dht_port}\n{}",
+            first.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !first_addr.ends_with(&format!(":{dht_port}")),
+        "{first_addr}"
+    );
+    let (found, text) = get_peers_until(&hash, port, &first_addr, Duration::from_secs(5));
+    assert!(found, "first run not announced:\n{text}");
+    let status = first.wait_exit(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{}", first.log());
+    let saved = std::fs::read(state.join("dht.dat")).expect("dht.dat written at shutdown");
+    assert!(!saved.is_empty());
+
+    // Port 1 on loopback: nobody answers there.
+    let (mut second, second_addr) = seed(1, None, 2);
+    assert_ne!(second_addr, first_addr);
+    let (found, text) = get_peers_until(&hash, port, &second_addr, Duration::from_secs(5));
+    assert!(
+        found,
+        "the restarted node did not reach the saved node:\n{text}\n{}",
+        second.log()
+    );
+    assert!(!second.log().contains("not restored"), "{}", second.log());
+    let _ = second.wait_exit(Duration::from_secs(20));
+}
+
+/// `serve` with the DHT: `GET /dht` and `/metrics` show the nodes it knows, and so does
+/// qBittorrent's `transfer/info`.
+#[test]
+fn serve_shows_its_dht_nodes() {
+    let work = tempfile::tempdir().unwrap();
+    let (_node, port) = lt_node(work.path(), "serve");
+    let bootstrap = format!("127.0.0.1:{port}");
+    let serve = common::serve::Serve::start(work.path(), &["--dht-bootstrap", &bootstrap]);
+    let end = Instant::now() + Duration::from_secs(20);
+    let dht = loop {
+        let (status, dht) = serve.json("GET", "/dht", b"");
+        assert_eq!(status, 200, "{dht}");
+        if dht["nodes"].as_u64().unwrap_or(0) >= 1 || Instant::now() > end {
+            break dht;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(dht["enabled"], true, "{dht}");
+    assert!(
+        dht["nodes_ipv4"].as_u64().unwrap() >= 1,
+        "{dht}\n{}",
+        serve.log()
+    );
+    assert!(
+        dht["address"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{dht}"
+    );
+    let (_, metrics) = serve.http("GET", "/metrics", b"");
+    let nodes = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ringtorrent_dht_nodes{family=\"ipv4\"} "))
+        .unwrap_or_else(|| panic!("no DHT gauge in:\n{metrics}"));
+    assert!(nodes.parse::<f64>().unwrap() >= 1.0, "{nodes}");
+    assert!(
+        metrics.contains("ringtorrent_dht_lookups_total"),
+        "{metrics}"
+    );
+    let (status, info) = serve.json("GET", "/api/v2/transfer/info", b"");
+    assert_eq!(status, 200, "{info}");
+    assert!(info["dht_nodes"].as_u64().unwrap() >= 1, "{info}");
+}
