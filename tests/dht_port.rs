@@ -173,3 +173,38 @@ fn the_session_that_runs_the_dht_gives_the_node_to_it() {
         "the node is asked: {out:?}"
     );
 }
+
+/// A peer's BEP 10 `yourip` is a vote for our external address, once per connection, only
+/// while the DHT runs and never for a private torrent.
+#[test]
+fn yourip_is_a_vote_for_our_external_address() {
+    use ringtorrent::core::wire::ExtendedHandshake;
+    let ext = |w: &mut Wire| {
+        let hs = ExtendedHandshake {
+            your_ip: Some("8.8.4.4".parse().unwrap()),
+            ..Default::default()
+        };
+        let payload = hs.to_bytes();
+        let mut msg = ((payload.len() + 2) as u32).to_be_bytes().to_vec();
+        msg.extend_from_slice(&[20, 0]);
+        msg.extend_from_slice(&payload);
+        w.session.handle_recv(w.conn, &msg, w.now);
+        while w.session.poll_action().is_some() {}
+        std::iter::from_fn(|| w.session.poll_event())
+            .filter(|e| matches!(e, Event::ExternalAddrVote { .. }))
+            .collect::<Vec<_>>()
+    };
+    let (mut w, _) = connect(Some(6999), false, true);
+    assert_eq!(
+        ext(&mut w),
+        vec![Event::ExternalAddrVote {
+            ip: "8.8.4.4".parse().unwrap(),
+            voter: "127.0.0.2".parse().unwrap()
+        }]
+    );
+    assert!(ext(&mut w).is_empty(), "one vote per connection");
+    let (mut w, _) = connect(Some(6999), true, true);
+    assert!(ext(&mut w).is_empty(), "private");
+    let (mut w, _) = connect(None, false, true);
+    assert!(ext(&mut w).is_empty(), "no DHT");
+}

@@ -344,6 +344,19 @@ impl State {
         }
     }
 
+    /// A peer's word on our external address, for loop 0's tally.
+    pub(crate) fn external_addr_vote(&self, ip: IpAddr, voter: IpAddr) {
+        if self.dht.is_none() {
+            return;
+        }
+        if let Some(l) = self.loops.first() {
+            l.post(move |d| {
+                let now = d.now();
+                d.session().vote_external_addr(ip, voter, now);
+            });
+        }
+    }
+
     /// Writes the node's id and table to the state folder's `dht.dat` (through a rename).
     pub(crate) fn save_dht(&self) {
         let Some(store) = self.store.as_ref().filter(|_| self.dht.is_some()) else {

@@ -864,6 +864,9 @@ fn forward_events(
             Event::DhtNode { addr } => {
                 let _ = work.send(Work::DhtNode(*addr));
             }
+            Event::ExternalAddrVote { ip, voter } => {
+                let _ = work.send(Work::ExternalAddrVote(*ip, *voter));
+            }
             Event::PeerConnected { torrent, addr, .. } => {
                 if let Some(info_hash) = hash(*torrent) {
                     events.publish(ClientEvent::PeerConnected {

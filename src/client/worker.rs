@@ -35,6 +35,8 @@ pub(crate) enum Work {
     DhtPeers(InfoHash, Vec<std::net::SocketAddr>),
     /// A peer's DHT node (its `port` message), for loop 0's node.
     DhtNode(std::net::SocketAddr),
+    /// A peer's word on our external address (`yourip`, address then voter).
+    ExternalAddrVote(std::net::IpAddr, std::net::IpAddr),
     /// Stop.
     Stop,
 }
@@ -98,6 +100,12 @@ pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>, resume_every: Durat
             Ok(Work::DhtPeers(hash, peers)) => {
                 let _ = shared.with(|s| {
                     s.dht_peers(hash, peers);
+                    Ok(())
+                });
+            }
+            Ok(Work::ExternalAddrVote(ip, voter)) => {
+                let _ = shared.with(|s| {
+                    s.external_addr_vote(ip, voter);
                     Ok(())
                 });
             }

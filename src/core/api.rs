@@ -243,6 +243,15 @@ pub enum Event {
         /// The node's address.
         addr: SocketAddr,
     },
+    /// A peer of a public torrent said (BEP 10 `yourip`) at which address it sees us: a vote
+    /// for our external address, which the DHT's node id follows (BEP 42) once enough
+    /// different peers agree (`Session::vote_external_addr`). Passed on like `DhtNode`.
+    ExternalAddrVote {
+        /// The address the peer sees.
+        ip: ::core::net::IpAddr,
+        /// The peer's own address (one vote per voter).
+        voter: ::core::net::IpAddr,
+    },
     /// What the DHT node this session runs reports (lookups' peers, hops, ends).
     Dht(crate::dht::DhtEvent),
 }

@@ -372,6 +372,16 @@ impl MagnetTorrent {
                 let ext = ExtendedHandshake::decode(payload)
                     .map_err(|_| Violation::BadExtendedHandshake)?;
                 peer.apply_ext_handshake(&ext);
+                if let (Some(ip), Some(_), false) =
+                    (ext.your_ip, self.ctx.config.dht_port, peer.voted)
+                {
+                    peer.voted = true;
+                    let voter = peer.addr.ip();
+                    self.ctx
+                        .out
+                        .events
+                        .push_back(Event::ExternalAddrVote { ip, voter });
+                }
                 if peer
                     .metadata_size
                     .is_some_and(|s| s == 0 || s > MAX_METADATA_SIZE)

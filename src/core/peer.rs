@@ -80,6 +80,8 @@ pub(crate) struct Peer {
     pub(crate) dht: bool,
     /// The peer's `port` message was taken already (one per connection is used).
     pub(crate) dht_port_seen: bool,
+    /// The peer's `yourip` was counted already (one vote per connection).
+    pub(crate) voted: bool,
 
     pub(crate) am_choking: bool,
     pub(crate) am_interested: bool,
@@ -211,6 +213,7 @@ impl Peer {
             extended: both(ReservedFlag::ExtensionProtocol),
             dht: both(ReservedFlag::Dht),
             dht_port_seen: false,
+            voted: false,
             am_choking: true,
             am_interested: false,
             peer_choking: true,

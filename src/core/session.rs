@@ -318,6 +318,8 @@ pub struct Session {
     /// The latest `now` an input brought: when a peer's `port` message, drained as an
     /// event, reaches the DHT.
     dht_now: Time,
+    /// Peers' word on our external address, for the DHT's node id (loop 0 only).
+    external_votes: super::votes::ExternalVotes,
 }
 
 /// One connected peer, as [`Session::peers`] reports it.
@@ -396,6 +398,7 @@ impl Session {
             keys,
             dht: None,
             dht_now: now,
+            external_votes: Default::default(),
         }
     }
 
@@ -430,6 +433,16 @@ impl Session {
         self.dht_now = self.dht_now.max(now);
         if let Some(dht) = self.dht.as_deref_mut() {
             dht.handle_datagram(from, data, now);
+        }
+    }
+
+    /// A peer (`voter`) sees us at `ip` (`Event::ExternalAddrVote` from another session):
+    /// once enough different peers agree, the DHT node takes it as its external address.
+    pub fn vote_external_addr(&mut self, ip: IpAddr, voter: IpAddr, now: Time) {
+        if let Some(dht) = self.dht.as_deref_mut() {
+            if let Some(ip) = self.external_votes.vote(ip, voter) {
+                dht.set_external_addr(ip, now);
+            }
         }
     }
 
@@ -1870,6 +1883,11 @@ impl Session {
         while let Some(event) = self.out.events.pop_front() {
             match (event, self.dht.as_deref_mut()) {
                 (Event::DhtNode { addr }, Some(dht)) => dht.add_node(addr, self.dht_now),
+                (Event::ExternalAddrVote { ip, voter }, Some(dht)) => {
+                    if let Some(ip) = self.external_votes.vote(ip, voter) {
+                        dht.set_external_addr(ip, self.dht_now);
+                    }
+                }
                 (event, _) => return Some(event),
             }
         }

@@ -658,7 +658,19 @@ impl Torrent {
                 }
                 match id {
                     EXTENDED_HANDSHAKE_ID => match ExtendedHandshake::decode(&payload[..]) {
-                        Ok(ext) => peer.apply_ext_handshake(&ext),
+                        Ok(ext) => {
+                            peer.apply_ext_handshake(&ext);
+                            let dht = self.ctx.config.dht_port.is_some();
+                            let vote = dht && !peer.voted && !self.info.is_private();
+                            if let Some(ip) = ext.your_ip.filter(|_| vote) {
+                                peer.voted = true;
+                                let voter = peer.addr.ip();
+                                self.ctx
+                                    .out
+                                    .events
+                                    .push_back(Event::ExternalAddrVote { ip, voter });
+                            }
+                        }
                         Err(_) => return Err(Violation::BadExtendedHandshake),
                     },
                     OUR_UT_METADATA => match MetadataMsg::decode(&payload) {
