@@ -47,6 +47,15 @@ pub(crate) const FEW_PEERS: usize = 5;
 /// How soon: a lookup costs a few dozen datagrams.
 pub(crate) const FEW_PEERS_RETRY: Duration = Duration::from_secs(60);
 
+/// How often the schedule is looked at (the housekeeping thread ticks every 50 ms; a pass
+/// over every torrent is for once a second).
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Lookups started per check at most, longest due first: a seedbox of 10,000 torrents
+/// starts them over about 17 minutes rather than all at once (libtorrent likewise bounds
+/// its announces in flight, `active_dht_limit`).
+pub(crate) const MAX_LOOKUPS_PER_CHECK: usize = 10;
+
 /// How the client runs its DHT node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DhtSettings {
@@ -201,6 +210,8 @@ pub(crate) struct Lookups {
     pub announce_port: Option<u16>,
     interval: Duration,
     next: HashMap<InfoHash, Instant>,
+    /// When the schedule is next looked at.
+    next_check: Option<Instant>,
     /// When the table is next saved.
     pub next_save: Instant,
 }
@@ -222,12 +233,23 @@ impl Lookups {
             announce_port,
             interval,
             next: HashMap::new(),
+            next_check: None,
             next_save: Instant::now() + SAVE_EVERY,
         }
     }
 
-    /// The lookups due now: `(hash, announce port)`. A torrent that left the session (or
-    /// turned out private) is forgotten, so it is looked up at once when it comes back.
+    /// Whether the schedule should be looked at now (once a second).
+    pub(crate) fn check_due(&mut self, now: Instant) -> bool {
+        if self.next_check.is_some_and(|t| now < t) {
+            return false;
+        }
+        self.next_check = Some(now + CHECK_EVERY);
+        true
+    }
+
+    /// The lookups due now, longest due first and at most [`MAX_LOOKUPS_PER_CHECK`]:
+    /// `(hash, announce port)`. A torrent that left the session (or turned out private) is
+    /// forgotten, so it is looked up at once when it comes back.
     pub(crate) fn due(
         &mut self,
         torrents: impl Iterator<Item = Candidate>,
@@ -239,15 +261,19 @@ impl Lookups {
             if !t.active || t.private {
                 continue;
             }
-            let mut next = self.next.get(&t.hash).copied().unwrap_or(now);
+            let next = self.next.get(&t.hash).copied().unwrap_or(now);
             if next <= now {
-                due.push((t.hash, self.announce_port.filter(|_| t.announce)));
-                next = now + self.interval;
+                due.push((next, t.hash, self.announce_port.filter(|_| t.announce)));
             }
             keep.insert(t.hash, next);
         }
+        due.sort_by_key(|(next, hash, _)| (*next, *hash));
+        due.truncate(MAX_LOOKUPS_PER_CHECK);
+        for (_, hash, _) in &due {
+            keep.insert(*hash, now + self.interval);
+        }
         self.next = keep;
-        due
+        due.into_iter().map(|(_, h, p)| (h, p)).collect()
     }
 
     /// A torrent that is still downloading has `peers` connected: with few, it is looked
@@ -274,6 +300,9 @@ impl State {
         let Some(lookups) = self.dht.as_mut() else {
             return;
         };
+        if !lookups.check_due(now) {
+            return;
+        }
         let candidates = self.torrents.iter().map(|(hash, e)| Candidate {
             hash: *hash,
             active: e.id.is_some(),
@@ -424,6 +453,25 @@ mod tests {
         let t2 = t1 + FEW_PEERS_RETRY;
         l.note_peers(hash(1), false, 0, t2);
         assert!(l.due(all(), t2 + FEW_PEERS_RETRY).is_empty());
+    }
+
+    #[test]
+    fn lookups_are_spread_longest_due_first() {
+        let mut l = Lookups::new(Some(1), Duration::from_secs(900));
+        let t0 = Instant::now();
+        let many = || (0..25u8).map(|b| candidate(b, true, false));
+        let mut seen = std::collections::BTreeSet::new();
+        for round in 0..3 {
+            let due = l.due(many(), t0 + Duration::from_secs(round));
+            assert!(due.len() <= MAX_LOOKUPS_PER_CHECK);
+            for (h, _) in due {
+                assert!(seen.insert(h), "each once");
+            }
+        }
+        assert_eq!(seen.len(), 25, "every torrent within three rounds");
+        assert!(l.check_due(t0));
+        assert!(!l.check_due(t0 + Duration::from_millis(500)));
+        assert!(l.check_due(t0 + Duration::from_secs(1)));
     }
 
     #[test]
