@@ -69,6 +69,8 @@ pub struct Candidate {
     pub state: State,
     /// The write token it gave (get_peers).
     pub token: Option<Vec<u8>>,
+    /// Its distance to the target, once its id is known (the sort key).
+    pub distance: Option<[u8; 20]>,
 }
 
 /// The search in one family.
@@ -81,10 +83,6 @@ pub struct Search {
 }
 
 impl Search {
-    fn key(target: &[u8; 20], c: &Candidate) -> Option<[u8; 20]> {
-        c.id.map(|id| id.distance(target))
-    }
-
     /// Adds a node unless it is already known (by address or id) or farther than everything
     /// kept once the list is full.
     pub fn add(&mut self, target: &[u8; 20], id: Option<NodeId>, addr: SocketAddr, hop: u32) {
@@ -95,17 +93,16 @@ impl Search {
         {
             return;
         }
+        let key = id.map(|id| id.distance(target));
         let c = Candidate {
             id,
             addr,
             hop,
             state: State::Fresh,
             token: None,
+            distance: key,
         };
-        let key = Search::key(target, &c);
-        let pos = self
-            .candidates
-            .partition_point(|x| Search::key(target, x) <= key);
+        let pos = self.candidates.partition_point(|x| x.distance <= key);
         if pos >= MAX_CANDIDATES {
             return;
         }
@@ -185,15 +182,14 @@ impl Search {
         c.state = State::Responded;
         c.id = Some(id);
         c.token = token;
+        c.distance = Some(id.distance(target));
         let hop = c.hop;
         // Its id may differ from what we were told: put it where it belongs.
         if self.candidates.iter().any(|x| x.id == Some(id)) {
             return Some(hop);
         }
-        let key = Search::key(target, &c);
-        let at = self
-            .candidates
-            .partition_point(|x| Search::key(target, x) <= key);
+        let key = c.distance;
+        let at = self.candidates.partition_point(|x| x.distance <= key);
         self.candidates.insert(at, c);
         Some(hop)
     }
@@ -251,6 +247,8 @@ pub struct Lookup {
     pub started: Time,
     /// Largest hop of a node that answered.
     pub max_hop: u32,
+    /// A bootstrap lookup of this family (its end starts the refresh of every bucket).
+    pub bootstrap_of: Option<usize>,
 }
 
 impl Lookup {
@@ -267,6 +265,7 @@ impl Lookup {
             announced: 0,
             started: now,
             max_hop: 0,
+            bootstrap_of: None,
         }
     }
 

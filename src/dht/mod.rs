@@ -190,6 +190,8 @@ pub const MAX_QUEUED_LOOKUPS: usize = 1024;
 pub const MAX_MAINTENANCE_LOOKUPS: usize = 4;
 /// Our queries waiting for an answer; pings are skipped and lookups wait beyond this.
 pub const MAX_TRANSACTIONS: usize = 512;
+/// Bucket refreshes waiting for a maintenance lookup slot.
+const MAX_REFRESH_QUEUE: usize = 320;
 /// Addresses given by `add_node` or as bootstrap that may be private.
 pub const MAX_EXPLICIT: usize = 256;
 /// Distinct nodes whose `ip` vote is kept.
@@ -202,6 +204,15 @@ const REFRESH_AFTER: Duration = Duration::from_secs(15 * 60);
 const REBOOTSTRAP_EVERY: Duration = Duration::from_secs(60);
 /// The most we answer with: the largest saved table we read back.
 const MAX_SAVED: usize = 256 * 1024;
+
+/// Which lookups `advance` steps.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Every running lookup (after time-outs).
+    All,
+    /// This one, if any (after its answer came); new and queued lookups start either way.
+    One(Option<LookupId>),
+}
 
 /// Family index: 0 = IPv4, 1 = IPv6.
 fn fam(addr: &SocketAddr) -> usize {
@@ -242,6 +253,8 @@ pub struct Dht {
     txns: BTreeMap<u32, Txn>,
     lookups: Vec<Lookup>,
     queued: VecDeque<Lookup>,
+    /// Bucket refreshes waiting: (family, target).
+    refresh_queue: VecDeque<(usize, [u8; 20])>,
     next_lookup: u64,
     tokens: Tokens,
     store: PeerStore,
@@ -286,6 +299,7 @@ impl Dht {
             txns: BTreeMap::new(),
             lookups: Vec::new(),
             queued: VecDeque::new(),
+            refresh_queue: VecDeque::new(),
             next_lookup: 1,
             tokens,
             store: PeerStore::default(),
@@ -493,18 +507,22 @@ impl Dht {
                 return;
             }
         };
-        match msg.body {
+        let touched = match msg.body {
             Body::Query {
                 id,
                 query,
                 read_only,
-            } => self.on_query(from, &msg.tid, id, query, read_only, now),
+            } => {
+                self.on_query(from, &msg.tid, id, query, read_only, now);
+                None
+            }
             Body::Response { id, response, ip } => {
                 self.on_response(from, &msg.tid, id, response, ip, now)
             }
             Body::Error { .. } => self.on_error(from, &msg.tid, now),
-        }
-        self.advance(now);
+        };
+        // Only the lookup the datagram was for can move.
+        self.advance(now, Step::One(touched));
     }
 
     fn on_query(
@@ -617,10 +635,8 @@ impl Dht {
         response: Response,
         ip: Option<SocketAddr>,
         now: Time,
-    ) {
-        let Some(txn) = self.take_txn(&from, tid) else {
-            return;
-        };
+    ) -> Option<LookupId> {
+        let txn = self.take_txn(&from, tid)?;
         if let Some(seen) = ip {
             if self.votes.len() >= MAX_VOTES && !self.votes.contains_key(&from.ip()) {
                 let oldest = self
@@ -649,7 +665,9 @@ impl Dht {
         }
         if let TxnKind::Lookup { lookup, fam: lf } = txn.kind {
             self.lookup_response(lookup, lf, from, id, response);
+            return Some(lookup);
         }
+        None
     }
 
     fn lookup_response(
@@ -716,17 +734,17 @@ impl Dht {
         }
     }
 
-    fn on_error(&mut self, from: SocketAddr, tid: &[u8], _now: Time) {
-        let Some(txn) = self.take_txn(&from, tid) else {
-            return;
+    fn on_error(&mut self, from: SocketAddr, tid: &[u8], _now: Time) -> Option<LookupId> {
+        let txn = self.take_txn(&from, tid)?;
+        let TxnKind::Lookup { lookup, fam } = txn.kind else {
+            return None;
         };
-        if let TxnKind::Lookup { lookup, fam } = txn.kind {
-            if let Some(l) = self.lookups.iter_mut().find(|l| l.id == lookup) {
-                if let Some(s) = l.searches[fam].as_mut() {
-                    s.failed(&from);
-                }
+        if let Some(l) = self.lookups.iter_mut().find(|l| l.id == lookup) {
+            if let Some(s) = l.searches[fam].as_mut() {
+                s.failed(&from);
             }
         }
+        Some(lookup)
     }
 
     /// Timers: time-outs of our queries, bucket refresh, token rotation, expiry of stored
@@ -757,7 +775,7 @@ impl Dht {
             self.next_tick = now + TICK;
             self.maintain(now);
         }
-        self.advance(now);
+        self.advance(now, Step::All);
     }
 
     fn maintain(&mut self, now: Time) {
@@ -789,11 +807,17 @@ impl Dht {
 
     fn start_maintenance(&mut self, target: [u8; 20], f: usize, bootstrap: bool, now: Time) {
         if self.maintenance_running() >= MAX_MAINTENANCE_LOOKUPS {
+            if !bootstrap && self.refresh_queue.len() < MAX_REFRESH_QUEUE {
+                self.refresh_queue.push_back((f, target));
+            }
             return;
         }
         let id = LookupId(self.next_lookup);
         self.next_lookup += 1;
         let mut l = Lookup::new(id, target, Kind::FindNode, false, now);
+        if bootstrap {
+            l.bootstrap_of = Some(f);
+        }
         self.seed_search(&mut l, f, bootstrap, now);
         self.lookups.push(l);
     }
@@ -821,13 +845,28 @@ impl Dht {
 
     /// Sends what the lookups may send now, announces and ends the converged ones, and starts
     /// queued ones.
-    fn advance(&mut self, now: Time) {
+    fn advance(&mut self, now: Time, step: Step) {
         let mut i = 0;
         while i < self.lookups.len() {
-            self.step_lookup(i, now);
+            let id = self.lookups.get(i).map(|l| l.id);
+            if step == Step::All || step == Step::One(id) {
+                self.step_lookup(i, now);
+            }
             let done = self.lookups.get(i).is_some_and(Lookup::done);
             if done {
                 let l = self.lookups.remove(i);
+                if let Some(f) = l.bootstrap_of {
+                    // Bootstrapped: fill every other bucket too, as a refresh would.
+                    let targets = self.tables[f]
+                        .as_ref()
+                        .map(|t| t.refresh_targets(&mut self.rng))
+                        .unwrap_or_default();
+                    for t in targets {
+                        if self.refresh_queue.len() < MAX_REFRESH_QUEUE {
+                            self.refresh_queue.push_back((f, t.0));
+                        }
+                    }
+                }
                 if l.report {
                     if let Kind::GetPeers { info_hash, .. } = l.kind {
                         self.events.push_back(DhtEvent::LookupDone {
@@ -841,6 +880,15 @@ impl Dht {
                 continue;
             }
             i += 1;
+        }
+        while self.maintenance_running() < MAX_MAINTENANCE_LOOKUPS {
+            let Some((f, target)) = self.refresh_queue.pop_front() else {
+                break;
+            };
+            self.start_maintenance(target, f, false, now);
+            if let Some(last) = self.lookups.len().checked_sub(1) {
+                self.step_lookup(last, now);
+            }
         }
         while self.lookups.iter().filter(|l| l.report).count() < MAX_ACTIVE_LOOKUPS {
             let Some(l) = self.queued.pop_front() else {
@@ -982,7 +1030,7 @@ impl Dht {
             return id;
         }
         self.queued.push_back(l);
-        self.advance(now);
+        self.advance(now, Step::One(None));
         id
     }
 

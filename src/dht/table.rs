@@ -326,7 +326,7 @@ impl Table {
             .entries()
             .filter(|e| e.liveness(now) != Liveness::Bad)
             .collect();
-        all.sort_by_key(|e| e.id.distance(target));
+        all.sort_by_cached_key(|e| e.id.distance(target));
         all.into_iter().take(n).map(|e| (e.id, e.addr)).collect()
     }
 
@@ -345,6 +345,16 @@ impl Table {
             }
         }
         out
+    }
+
+    /// A random id in the range of each bucket that is not full, but the last (which holds
+    /// our own id), to fill them by `find_node` after bootstrapping.
+    pub fn refresh_targets(&self, rng: &mut Rng) -> Vec<NodeId> {
+        let last = self.buckets.len().saturating_sub(1);
+        (0..last)
+            .filter(|&i| self.buckets.get(i).is_some_and(|b| b.nodes.len() < K))
+            .map(|i| self.own.random_at_depth(i, rng))
+            .collect()
     }
 
     /// Questionable nodes (for pinging before they are needed).
