@@ -24,7 +24,7 @@ pub struct DhtArgs {
     /// dht.transmissionbt.com:6881, router.utorrent.com:6881, dht.libtorrent.org:25401 (or
     /// the list in $RINGTORRENT_DHT_BOOTSTRAP, comma-separated). A loopback or private
     /// address here lets the node keep loopback and private nodes (a LAN, a test).
-    #[arg(id = "dht_bootstrap", long = "dht-bootstrap", value_name = "HOST:PORT")]
+    #[arg(id = "dht_bootstrap", long = "dht-bootstrap", value_name = "HOST:PORT", value_parser = host_port)]
     pub bootstrap: Vec<String>,
     /// Run no DHT node: peers come only from trackers, --peer and peer exchange.
     #[arg(id = "no_dht", long = "no-dht", conflicts_with_all = ["dht_bootstrap", "dht_port"])]
@@ -46,6 +46,28 @@ impl DhtArgs {
             ..DhtSettings::default()
         }
     }
+}
+
+/// Checks a `HOST:PORT` (an IPv6 literal in brackets) without resolving it.
+pub fn host_port(s: &str) -> Result<String, String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{s}` is not HOST:PORT"))?;
+    port.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("`{s}`: `{port}` is not a port (1-65535)"))?;
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let ok = match bare {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => !host.is_empty() && !host.contains(':'),
+    };
+    if !ok {
+        return Err(format!(
+            "`{s}`: `{host}` is not a host name or address (IPv6 in brackets: [::1]:6881)"
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 /// The bootstrap nodes: the flags', else the config file's, else $RINGTORRENT_DHT_BOOTSTRAP,
@@ -90,7 +112,7 @@ struct GetPeersArgs {
     /// The info hash (40 hex digits, or 32 base32 characters), or a magnet link.
     hash: String,
     /// A DHT node to start from, HOST:PORT; repeatable (default as for `download`).
-    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT", value_parser = host_port)]
     bootstrap: Vec<String>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 30)]
@@ -248,6 +270,21 @@ fn unmap(addr: SocketAddr) -> SocketAddr {
             None => addr,
         },
         v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_nodes_must_be_host_and_port() {
+        for ok in ["router.bittorrent.com:6881", "127.0.0.1:1", "[::1]:6881"] {
+            assert_eq!(host_port(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["router", "host:0", "host:x", ":6881", "::1:6881", "[zz]:1"] {
+            assert!(host_port(bad).is_err(), "{bad}");
+        }
     }
 }
 

@@ -369,6 +369,9 @@ impl ServeConfig {
         if self.limits.max_peers_per_ip == 0 {
             return Err(anyhow!("limits.max_peers_per_ip must be at least 1"));
         }
+        for node in self.dht.bootstrap.iter().flatten() {
+            super::super::dht::host_port(node).map_err(|e| anyhow!("dht.bootstrap: {e}"))?;
+        }
         if self.watch_interval == 0 {
             return Err(anyhow!("watch_interval must be at least 1 second"));
         }
@@ -544,6 +547,31 @@ mod tests {
             ServeConfig::default()
         );
         assert_eq!(ServeConfig::parse("").unwrap(), ServeConfig::default());
+    }
+
+    #[test]
+    fn dht_keys_are_read_and_checked() {
+        let c = ServeConfig::parse(
+            "[dht]\nenabled = false\nbootstrap = [\"10.0.0.5:6881\"]\nport = 6882",
+        )
+        .unwrap();
+        assert_eq!(
+            c.dht,
+            DhtConf {
+                enabled: false,
+                bootstrap: Some(vec!["10.0.0.5:6881".into()]),
+                port: Some(6882),
+            }
+        );
+        assert_eq!(ServeConfig::parse("").unwrap().dht, DhtConf::default());
+        let e = ServeConfig::parse("[dht]\nbootstrap = [\"router\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dht.bootstrap"), "{e}");
+        let e = ServeConfig::parse("[dht]\nprot = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prot"), "{e}");
     }
 
     #[test]
