@@ -2,10 +2,11 @@
 //! loop 0 (the socket is bound once, without `SO_REUSEPORT`, so every datagram reaches the
 //! one session that runs the node), and the housekeeping thread's part:
 //!
-//! - at start ([`open`]): the socket bound on the listen address and port (or
-//!   [`DhtSettings::port`]), the bootstrap nodes resolved (bounded in time), the routing
-//!   table restored from the state folder's `dht.dat` (a bad file: a fresh node, with a
-//!   warning);
+//! - at start: the socket bound on the listen address and port (or [`DhtSettings::port`],
+//!   [`bind`]) and given to loop 0; then, on a thread of its own so that a slow name lookup
+//!   does not hold the start up, the bootstrap nodes resolved (bounded in time) and the
+//!   routing table restored from the state folder's `dht.dat` (a bad file: a fresh node,
+//!   with a warning) ([`node`]), the node put into loop 0's session, and the lookups begun;
 //! - every tick ([`Lookups::due`]): a `get_peers` lookup, announcing our listen port, for
 //!   every active torrent that is not private (a magnet link counts as public), when it
 //!   starts and then every [`DhtSettings::announce_interval`], sooner
@@ -153,31 +154,26 @@ pub fn resolve(names: &[String], limit: Duration) -> Vec<SocketAddr> {
     out
 }
 
-/// A node ready to run: its socket (bound, not yet given to a loop) and its `Dht`.
-pub(crate) struct Opened {
-    pub socket: UdpSocket,
-    pub dht: Dht,
-    /// The socket's port: announced in handshakes and `port` messages.
-    pub port: u16,
+/// Binds the node's socket on `listen`'s address (port: `settings.port`, else `listen`'s).
+pub(crate) fn bind(settings: &DhtSettings, listen: SocketAddr) -> Result<UdpSocket, String> {
+    let addr = SocketAddr::new(listen.ip(), settings.port.unwrap_or(listen.port()));
+    UdpSocket::bind(addr).map_err(|e| format!("cannot open the DHT's UDP socket on {addr}: {e}"))
 }
 
-/// Binds the node's socket on `listen`'s address (port: `settings.port`, else `listen`'s),
-/// resolves the bootstrap nodes and restores the table from `saved` if given.
-pub(crate) fn open(
+/// The node for a socket bound at `local` (its families), with the bootstrap nodes resolved
+/// (at most [`RESOLVE_LIMIT`]: run it off the loops and the client's lock) and the table
+/// restored from `saved` if given.
+pub(crate) fn node(
     settings: &DhtSettings,
-    listen: SocketAddr,
+    local: SocketAddr,
     saved: Option<Vec<u8>>,
     seed: u64,
     now: Time,
-) -> Result<Opened, String> {
-    let addr = SocketAddr::new(listen.ip(), settings.port.unwrap_or(listen.port()));
-    let socket = UdpSocket::bind(addr)
-        .map_err(|e| format!("cannot open the DHT's UDP socket on {addr}: {e}"))?;
-    let local = socket.local_addr().map_err(|e| e.to_string())?;
+) -> Dht {
     let v6 = local.is_ipv6();
     // A dual-stack socket ([::]) runs both tables; an IPv4 one only the IPv4 table, and an
     // IPv6-only address only the IPv6 one.
-    let ipv4 = !v6 || listen.ip().is_unspecified();
+    let ipv4 = !v6 || local.ip().is_unspecified();
     let bootstrap: Vec<SocketAddr> = resolve(&settings.bootstrap, RESOLVE_LIMIT)
         .into_iter()
         .filter(|a| if a.is_ipv4() { ipv4 } else { v6 })
@@ -190,18 +186,13 @@ pub(crate) fn open(
         allow_private,
         ..DhtConfig::default()
     };
-    let dht = match saved {
+    match saved {
         Some(bytes) => Dht::restore(config.clone(), &bytes, seed, now).unwrap_or_else(|e| {
             tracing::warn!("{STATE_FILE}: not restored ({e}); starting a fresh DHT node");
             Dht::new(config, seed, now)
         }),
         None => Dht::new(config, seed, now),
-    };
-    Ok(Opened {
-        socket,
-        dht,
-        port: local.port(),
-    })
+    }
 }
 
 /// When each torrent is next looked up.

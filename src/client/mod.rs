@@ -366,23 +366,17 @@ impl Client {
                 "no cryptographic random generator (getrandom): {e}"
             ))
         })?;
-        let mut drivers = shard::build(
-            backend,
-            loops,
-            config.listen,
-            pool.clone(),
-            Instant::now(),
-            |_| {
-                let keys = crate::entropy::OsKeys::new().expect("checked above");
-                Session::new(
-                    core.clone(),
-                    peer_id,
-                    random_u64(),
-                    Box::new(keys),
-                    Time::ZERO,
-                )
-            },
-        )
+        let epoch = Instant::now();
+        let mut drivers = shard::build(backend, loops, config.listen, pool.clone(), epoch, |_| {
+            let keys = crate::entropy::OsKeys::new().expect("checked above");
+            Session::new(
+                core.clone(),
+                peer_id,
+                random_u64(),
+                Box::new(keys),
+                Time::ZERO,
+            )
+        })
         .map_err(|e| {
             ClientError::Start(match config.listen {
                 Some(addr) => format!("cannot listen for peers on {addr}: {e}"),
@@ -390,10 +384,17 @@ impl Client {
             })
         })?;
         let listen = drivers.first().and_then(|d| d.local_addr());
-        let dht_lookups = start_dht(&config, listen, store.as_ref(), &mut drivers)?;
+        let (work_tx, work_rx) = mpsc::channel();
+        start_dht(
+            &config,
+            listen,
+            store.as_ref(),
+            &mut drivers,
+            epoch,
+            work_tx.clone(),
+        )?;
         let dht_addr = drivers.first().and_then(|d| d.udp_addr());
         let events = Publisher::default();
-        let (work_tx, work_rx) = mpsc::channel();
         let mut maps = Vec::with_capacity(drivers.len());
         let mut threads = Vec::with_capacity(drivers.len());
         for (i, d) in drivers.into_iter().enumerate() {
@@ -427,7 +428,7 @@ impl Client {
             queue: Vec::new(),
             queue_loading: false,
             departed: Metrics::default(),
-            dht: dht_lookups,
+            dht: None,
         };
         state.load_policy(config.share_limits, config.queue);
         state.set_session_limits(config.limits.upload_rate, config.limits.download_rate);
@@ -747,45 +748,59 @@ impl Drop for Client {
     }
 }
 
-/// Opens the DHT node when `config` asks for one: its socket goes to loop 0 (and only
-/// there), with the `Dht` in that loop's session; every session announces its port. A
-/// failure is a start error when the port was asked for, else a warning and no DHT.
+/// Opens the DHT node when `config` asks for one. The socket is bound here (its port goes
+/// into every session's handshakes) and given to loop 0 (and only there); the node itself,
+/// whose bootstrap names may take seconds to resolve, is made on a thread of its own, put
+/// into loop 0's session, and then the housekeeping thread starts its lookups
+/// ([`Work::DhtReady`]). A failure to bind is a start error when the port was asked for,
+/// else a warning and no DHT.
 fn start_dht(
     config: &ClientConfig,
     listen: Option<SocketAddr>,
     store: Option<&store::Store>,
     drivers: &mut [crate::driver::Driver],
-) -> Result<Option<dht::Lookups>, ClientError> {
+    epoch: Instant,
+    work: mpsc::Sender<Work>,
+) -> Result<(), ClientError> {
     if !config.dht.enabled || drivers.is_empty() {
-        return Ok(None);
+        return Ok(());
     }
     let bind = listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-    let saved = store.and_then(|s| s.load_bytes(dht::STATE_FILE));
-    let now = drivers[0].now();
-    let opened = dht::open(&config.dht, bind, saved, random_u64(), now).and_then(|o| {
-        let port = o.port;
+    let bound = dht::bind(&config.dht, bind).and_then(|socket| {
+        let local = socket.local_addr().map_err(|e| e.to_string())?;
         drivers[0]
-            .set_udp(o.socket)
+            .set_udp(socket)
             .map_err(|e| format!("cannot watch the DHT's UDP socket: {e}"))?;
-        Ok((o.dht, port))
+        Ok(local)
     });
-    match opened {
-        Ok((node, port)) => {
-            for d in drivers.iter_mut() {
-                d.session().set_dht_port(Some(port));
-            }
-            drivers[0].session().set_dht(node);
-            Ok(Some(dht::Lookups::new(
-                listen.map(|a| a.port()),
-                config.dht.announce_interval,
-            )))
-        }
-        Err(e) if config.dht.port.is_some() => Err(ClientError::Start(e)),
+    let local = match bound {
+        Ok(local) => local,
+        Err(e) if config.dht.port.is_some() => return Err(ClientError::Start(e)),
         Err(e) => {
             tracing::warn!("DHT off: {e}");
-            Ok(None)
+            return Ok(());
         }
+    };
+    for d in drivers.iter_mut() {
+        d.session().set_dht_port(Some(local.port()));
     }
+    let saved = store.and_then(|s| s.load_bytes(dht::STATE_FILE));
+    let settings = config.dht.clone();
+    let mailbox = drivers[0].mailbox();
+    let lookups = dht::Lookups::new(listen.map(|a| a.port()), settings.announce_interval);
+    std::thread::Builder::new()
+        .name("rt-dht-start".into())
+        .spawn(move || {
+            let now = Time::from_micros(epoch.elapsed().as_micros() as u64);
+            let node = dht::node(&settings, local, saved, random_u64(), now);
+            mailbox.send(shard::Mail::Run(Box::new(move |d| {
+                d.session().set_dht(node)
+            })));
+            // Posted after the node: the lookups that follow reach a loop that has it.
+            let _ = work.send(Work::DhtReady(Box::new(lookups)));
+        })
+        .map_err(|e| ClientError::Start(format!("cannot start a thread: {e}")))?;
+    Ok(())
 }
 
 /// A loop's event callback: publishes what subscribers want to know, and tells the

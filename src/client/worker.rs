@@ -31,6 +31,8 @@ pub(crate) enum Work {
     Completed(InfoHash),
     /// A torrent's data must be checked again (a seed-mode piece failed).
     Recheck(InfoHash),
+    /// The DHT node is in loop 0's session: its lookups may start.
+    DhtReady(Box<super::dht::Lookups>),
     /// Peers a DHT lookup found for a torrent.
     DhtPeers(InfoHash, Vec<std::net::SocketAddr>),
     /// A peer's DHT node (its `port` message), for loop 0's node.
@@ -96,6 +98,12 @@ pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>, resume_every: Durat
                         message: format!("cannot start: {e}"),
                     });
                 }
+            }
+            Ok(Work::DhtReady(lookups)) => {
+                let _ = shared.with(|s| {
+                    s.dht = Some(*lookups);
+                    Ok(())
+                });
             }
             Ok(Work::DhtPeers(hash, peers)) => {
                 let _ = shared.with(|s| {
