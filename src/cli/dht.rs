@@ -273,6 +273,10 @@ fn unmap(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,8 +290,4 @@ mod tests {
             assert!(host_port(bad).is_err(), "{bad}");
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
