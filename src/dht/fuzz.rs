@@ -59,7 +59,10 @@ pub fn run_script(data: &[u8]) {
             }
             // Time passes.
             5 => {
-                let ms = body.iter().fold(0u64, |a, &b| a * 256 + u64::from(b)) % 3_600_000;
+                let ms = body
+                    .iter()
+                    .fold(0u64, |a, &b| a.wrapping_mul(256).wrapping_add(u64::from(b)))
+                    % 3_600_000;
                 now += Duration::from_millis(ms);
                 dht.handle_timeout(now);
                 // The driver would not spin: what was due is done.
