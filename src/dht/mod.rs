@@ -611,7 +611,7 @@ impl Dht {
         };
         if table.get(&id).is_some() {
             table.heard_from(&id, &from, now);
-        } else if table.would_accept(&id, now) && id.valid_for(from.ip()) {
+        } else if table.would_accept(&id, now) {
             // Half the transaction room at most goes to pings of strangers.
             if self.txns.len() < MAX_TRANSACTIONS / 2 {
                 self.ping(from, Some(id), now);
