@@ -550,3 +550,40 @@ fn a_lookup_through_a_bootstrap_node_finds_and_announces() {
         matches!(events.last(), Some(DhtEvent::LookupDone { lookup, responded, .. }) if *lookup == id && *responded >= 2)
     );
 }
+
+#[test]
+fn find_node_gives_the_families_asked_for() {
+    let now = Time::from_secs(1);
+    let mut d = Dht::new(cfg(), 13, now);
+    // One node in each table.
+    for (node, nid) in [("10.0.5.1:1", 1u8), ("[fd00::5]:1", 2)] {
+        let node: SocketAddr = node.parse().unwrap();
+        d.add_node(node, now);
+        for t in drain(&mut d) {
+            let q = krpc::decode(&t.payload).unwrap();
+            let pong =
+                krpc::encode_response(&q.tid, &NodeId([nid; 20]), &Response::default(), None);
+            d.handle_datagram(t.to, &pong, now);
+        }
+    }
+    let ask = |d: &mut Dht, from: SocketAddr, want: Option<krpc::Want>| {
+        let q = Query::FindNode {
+            target: NodeId([0; 20]),
+            want,
+        };
+        match reply_to(d, from, &q, now).unwrap().body {
+            Body::Response { response, .. } => (response.nodes.len(), response.nodes6.len()),
+            other => panic!("{other:?}"),
+        }
+    };
+    let v6: SocketAddr = "[fd00::9]:9".parse().unwrap();
+    assert_eq!(ask(&mut d, asker(), None), (1, 0));
+    assert_eq!(ask(&mut d, v6, None), (0, 1));
+    let both = Some(krpc::Want { n4: true, n6: true });
+    assert_eq!(ask(&mut d, asker(), both), (1, 1));
+    let only6 = Some(krpc::Want {
+        n4: false,
+        n6: true,
+    });
+    assert_eq!(ask(&mut d, asker(), only6), (0, 1));
+}
