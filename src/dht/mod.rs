@@ -37,6 +37,7 @@
 //! buckets unchanged for 15 minutes are refreshed by a `find_node` of a random id in their
 //! range; the token secret rotates every 5 minutes; stored peers expire.
 
+pub mod fuzz;
 pub mod id;
 pub mod krpc;
 pub mod lookup;
@@ -610,7 +611,7 @@ impl Dht {
         };
         if table.get(&id).is_some() {
             table.heard_from(&id, &from, now);
-        } else if table.would_accept(&id, now) && id.valid_for(from.ip()) {
+        } else if table.would_accept(&id, now) {
             // Half the transaction room at most goes to pings of strangers.
             if self.txns.len() < MAX_TRANSACTIONS / 2 {
                 self.ping(from, Some(id), now);
@@ -846,6 +847,14 @@ impl Dht {
     /// Sends what the lookups may send now, announces and ends the converged ones, and starts
     /// queued ones.
     fn advance(&mut self, now: Time, step: Step) {
+        self.step_and_finish(now, step);
+        self.start_waiting(now);
+        // Those that ended as they started (nothing to ask) are reported now.
+        self.step_and_finish(now, Step::One(None));
+    }
+
+    /// Steps the lookups `step` selects; removes and reports those that are done.
+    fn step_and_finish(&mut self, now: Time, step: Step) {
         let mut i = 0;
         while i < self.lookups.len() {
             let id = self.lookups.get(i).map(|l| l.id);
@@ -881,6 +890,10 @@ impl Dht {
             }
             i += 1;
         }
+    }
+
+    /// Starts queued refreshes and user lookups where there is room.
+    fn start_waiting(&mut self, now: Time) {
         while self.maintenance_running() < MAX_MAINTENANCE_LOOKUPS {
             let Some((f, target)) = self.refresh_queue.pop_front() else {
                 break;
@@ -897,7 +910,6 @@ impl Dht {
             self.lookups.push(l);
             let last = self.lookups.len() - 1;
             self.step_lookup(last, now);
-            // A lookup that finished at once is reported on the next pass.
         }
     }
 
@@ -1047,8 +1059,8 @@ impl Dht {
         }
     }
 
-    /// The nodes of the table of `addr`'s family closest to `target` (for tests and
-    /// debugging: what this node would answer a `find_node` with).
+    /// The nodes of the IPv4 (or, with `ipv6`, the IPv6) table closest to `target`: what this
+    /// node would answer a `find_node` with (for tests and debugging).
     pub fn closest_nodes(
         &self,
         target: &NodeId,

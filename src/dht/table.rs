@@ -486,4 +486,41 @@ mod tests {
             .stale_buckets(now + Duration::from_secs(902), GOOD_FOR, &mut rng)
             .is_empty());
     }
+
+    #[test]
+    fn an_id_that_fits_its_address_displaces_one_that_does_not() {
+        let mut rng = Rng::new(6);
+        let own = NodeId::random(&mut rng);
+        let now = Time::from_secs(1);
+        let mut t = Table::new(own, now);
+        // Bucket 0 full of public nodes whose ids do not fit their addresses.
+        for i in 0..K as u8 {
+            let id = id_with_prefix(&own, 0, &mut rng);
+            let addr = SocketAddr::from(([8, 8, 1, i], 6881));
+            assert!(!id.valid_for(addr.ip()));
+            t.insert(id, addr, now, true);
+        }
+        t.insert(id_with_prefix(&own, 4, &mut rng), addr(1), now, true);
+        assert_eq!(t.bucket_count(), 2);
+        // Another non-fitting one waits in the cache.
+        let ip = std::net::IpAddr::from([124, 31, 75, 21]);
+        let plain = id_with_prefix(&own, 0, &mut rng);
+        let at = SocketAddr::new(ip, 1);
+        assert!(matches!(
+            t.insert(plain, at, now, true),
+            Inserted::Cached(_)
+        ));
+        // A fitting one (BEP 42 for its address, in bucket 0's range) takes a place.
+        let fitting = loop {
+            let id = NodeId::bep42(ip, &mut rng);
+            if own.common_prefix(&id.0) == 0 {
+                break id;
+            }
+        };
+        assert_eq!(
+            t.insert(fitting, SocketAddr::new(ip, 2), now, true),
+            Inserted::Added
+        );
+        assert_eq!(t.len(), K + 1);
+    }
 }
