@@ -171,7 +171,7 @@ fn libtorrent_leecher_finds_ringtorrent_seed() {
 }
 
 /// A ringtorrent leecher (io_uring) with a bare magnet link finds a libtorrent seed that
-/// announced to the DHT.
+/// announced to the DHT (and `info --fetch` reads the link's metadata the same way).
 #[test]
 fn ringtorrent_leecher_finds_libtorrent_seed() {
     let work = tempfile::tempdir().unwrap();
@@ -185,6 +185,20 @@ fn ringtorrent_leecher_finds_libtorrent_seed() {
     let seed_addr = format!("127.0.0.1:{}", v["port"]);
     let (found, text) = get_peers_until(&hash, port, &seed_addr, Duration::from_secs(25));
     assert!(found, "libtorrent's announce never showed:\n{text}");
+    // `info --fetch` of the bare link: the metadata from a peer the DHT found.
+    let mut cmd = ringtorrent();
+    cmd.args([
+        "info",
+        &format!("magnet:?xt=urn:btih:{hash}"),
+        "--fetch",
+        "--json",
+    ])
+    .args(["--timeout", "30"])
+    .args(bootstrap_args(port));
+    let info = run_bounded(&mut cmd, Duration::from_secs(45));
+    download_ok("info --fetch of a bare magnet", &info);
+    let json: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(json["info_hash"].as_str(), Some(hash.as_str()), "{json}");
     let out = work.path().join("out");
     let got = rt_dht_download(&hash, &out, "uring", port, work.path());
     download_ok("ringtorrent download (io_uring) of a bare magnet", &got);
