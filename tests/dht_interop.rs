@@ -344,3 +344,26 @@ fn serve_shows_its_dht_nodes() {
     assert_eq!(status, 200, "{info}");
     assert!(info["dht_nodes"].as_u64().unwrap() >= 1, "{info}");
 }
+
+/// A torrent's own DHT nodes (BEP 5 `nodes`, here by name) are where a node whose only
+/// bootstrap node is dead finds the DHT: the seed announces through the libtorrent node the
+/// torrent names.
+#[test]
+fn a_torrents_nodes_lead_to_the_dht() {
+    let work = tempfile::tempdir().unwrap();
+    let p = prepare(work.path(), &PUBLIC, "nodes", 27);
+    let (_node, port) = lt_node(work.path(), "nodes");
+    let mut bytes = std::fs::read(&p.torrent).unwrap();
+    assert_eq!(bytes.pop(), Some(b'e'));
+    bytes.extend_from_slice(format!("5:nodesll9:localhosti{port}eeee").as_bytes());
+    std::fs::write(&p.torrent, &bytes).unwrap();
+    let hash = info_hash(&p);
+    // Port 1 on loopback: nobody answers there.
+    let (seed, seed_addr) = rt_dht_seed(&p, "epoll", 1, work.path());
+    let (found, text) = get_peers_until(&hash, port, &seed_addr, Duration::from_secs(30));
+    assert!(
+        found,
+        "the seed never reached the torrent's node:\n{text}\n{}",
+        seed.log()
+    );
+}

@@ -48,6 +48,10 @@ pub(crate) const FEW_PEERS: usize = 5;
 /// How soon: a lookup costs a few dozen datagrams.
 pub(crate) const FEW_PEERS_RETRY: Duration = Duration::from_secs(60);
 
+/// A lookup that no node answered (the table still empty at start, a network down) is tried
+/// again after this, doubling with each failure in a row up to the announce interval.
+pub(crate) const RETRY_FIRST: Duration = Duration::from_secs(10);
+
 /// How often the schedule is looked at (the housekeeping thread ticks every 50 ms; a pass
 /// over every torrent is for once a second).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -195,12 +199,40 @@ pub(crate) fn node(
     }
 }
 
+/// Names of nodes (a torrent's `nodes`) waiting for the resolver thread: past this many, more
+/// are dropped rather than queued.
+const MAX_NAMES_QUEUED: usize = 64;
+
+/// A thread that resolves node names one at a time (a lookup may take seconds, which no loop
+/// and no holder of the client's lock may wait for) and hands each address to `add`. It
+/// ends when the returned sender is dropped.
+pub(crate) fn resolver(
+    add: impl Fn(SocketAddr) + Send + 'static,
+) -> std::io::Result<mpsc::SyncSender<(String, u16)>> {
+    let (tx, rx) = mpsc::sync_channel::<(String, u16)>(MAX_NAMES_QUEUED);
+    std::thread::Builder::new()
+        .name("rt-dht-resolve".into())
+        .spawn(move || {
+            for (host, port) in rx {
+                match (host.as_str(), port).to_socket_addrs() {
+                    Ok(addrs) => addrs.for_each(&add),
+                    Err(e) => tracing::debug!("DHT node {host}:{port}: {e}"),
+                }
+            }
+        })?;
+    Ok(tx)
+}
+
 /// When each torrent is next looked up.
 pub(crate) struct Lookups {
     /// The port announced (our TCP listen port); `None`: look up without announcing.
     pub announce_port: Option<u16>,
+    /// Where node names go to be resolved (see [`resolver`]).
+    pub names: Option<mpsc::SyncSender<(String, u16)>>,
     interval: Duration,
     next: HashMap<InfoHash, Instant>,
+    /// Lookups in a row that no node answered, per torrent.
+    failures: HashMap<InfoHash, u32>,
     /// When the schedule is next looked at.
     next_check: Option<Instant>,
     /// When the table is next saved.
@@ -222,8 +254,10 @@ impl Lookups {
     pub(crate) fn new(announce_port: Option<u16>, interval: Duration) -> Lookups {
         Lookups {
             announce_port,
+            names: None,
             interval,
             next: HashMap::new(),
+            failures: HashMap::new(),
             next_check: None,
             next_save: Instant::now() + SAVE_EVERY,
         }
@@ -263,8 +297,27 @@ impl Lookups {
         for (_, hash, _) in &due {
             keep.insert(*hash, now + self.interval);
         }
+        self.failures.retain(|h, _| keep.contains_key(h));
         self.next = keep;
         due.into_iter().map(|(_, h, p)| (h, p)).collect()
+    }
+
+    /// A lookup ended with `responded` nodes answering: none, and it is tried again soon
+    /// ([`RETRY_FIRST`], doubling), else the count of failures starts over.
+    pub(crate) fn lookup_done(&mut self, hash: InfoHash, responded: usize, now: Instant) {
+        if responded > 0 {
+            self.failures.remove(&hash);
+            return;
+        }
+        let Some(next) = self.next.get_mut(&hash) else {
+            return;
+        };
+        let failures = self.failures.entry(hash).or_default();
+        let wait = RETRY_FIRST
+            .saturating_mul(1 << (*failures).min(16))
+            .min(self.interval);
+        *failures = failures.saturating_add(1);
+        *next = (*next).min(now + wait);
     }
 
     /// A torrent that is still downloading has `peers` connected: with few, it is looked
@@ -361,6 +414,21 @@ impl State {
                     node.add_node(addr, now);
                 }
             });
+        }
+    }
+
+    /// A lookup ended (see [`Lookups::lookup_done`]).
+    pub(crate) fn dht_lookup_done(&mut self, hash: InfoHash, responded: usize) {
+        if let Some(l) = self.dht.as_mut() {
+            l.lookup_done(hash, responded, Instant::now());
+        }
+    }
+
+    /// A torrent's DHT node given by name: resolved on the resolver thread (dropped when its
+    /// queue is full), then tried by loop 0's node.
+    pub(crate) fn dht_node_name(&self, host: &str, port: u16) {
+        if let Some(names) = self.dht.as_ref().and_then(|l| l.names.as_ref()) {
+            let _ = names.try_send((host.to_owned(), port));
         }
     }
 
@@ -463,6 +531,29 @@ mod tests {
         assert!(l.check_due(t0));
         assert!(!l.check_due(t0 + Duration::from_millis(500)));
         assert!(l.check_due(t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_lookup_nobody_answered_is_tried_again_sooner_and_sooner_less() {
+        let mut l = Lookups::new(Some(1), Duration::from_secs(900));
+        let t0 = Instant::now();
+        let one = || std::iter::once(candidate(1, true, false));
+        assert_eq!(l.due(one(), t0).len(), 1);
+        l.lookup_done(hash(1), 0, t0);
+        assert!(l
+            .due(one(), t0 + RETRY_FIRST - Duration::from_secs(1))
+            .is_empty());
+        let t1 = t0 + RETRY_FIRST;
+        assert_eq!(l.due(one(), t1).len(), 1);
+        l.lookup_done(hash(1), 0, t1);
+        assert!(l.due(one(), t1 + RETRY_FIRST).is_empty(), "doubled");
+        let t2 = t1 + RETRY_FIRST * 2;
+        assert_eq!(l.due(one(), t2).len(), 1);
+        l.lookup_done(hash(1), 3, t2);
+        assert!(
+            l.due(one(), t2 + Duration::from_secs(899)).is_empty(),
+            "answered"
+        );
     }
 
     #[test]

@@ -787,7 +787,18 @@ fn start_dht(
     let saved = store.and_then(|s| s.load_bytes(dht::STATE_FILE));
     let settings = config.dht.clone();
     let mailbox = drivers[0].mailbox();
-    let lookups = dht::Lookups::new(listen.map(|a| a.port()), settings.announce_interval);
+    let mut lookups = dht::Lookups::new(listen.map(|a| a.port()), settings.announce_interval);
+    let to_loop = mailbox.clone();
+    lookups.names = dht::resolver(move |addr| {
+        to_loop.send(shard::Mail::Run(Box::new(move |d| {
+            let now = d.now();
+            if let Some(node) = d.session().dht_mut() {
+                node.add_node(addr, now);
+            }
+        })))
+    })
+    .map_err(|e| tracing::warn!("DHT node names in torrents will not be resolved: {e}"))
+    .ok();
     std::thread::Builder::new()
         .name("rt-dht-start".into())
         .spawn(move || {
@@ -874,6 +885,13 @@ fn forward_events(
                 info_hash, peers, ..
             }) => {
                 let _ = work.send(Work::DhtPeers(*info_hash, peers.clone()));
+            }
+            Event::Dht(crate::dht::DhtEvent::LookupDone {
+                info_hash,
+                responded,
+                ..
+            }) => {
+                let _ = work.send(Work::DhtLookupDone(*info_hash, *responded));
             }
             // Only from a loop without the node; loop 0 takes its own.
             Event::DhtNode { addr } => {

@@ -672,11 +672,12 @@ impl State {
         };
         let tiers = torrent.trackers.clone();
         if !torrent.info.is_private() {
-            // BEP 5 `nodes`: the ones given as IP literals are tried at once (names would
-            // need a lookup on this thread, under the lock; the bootstrap nodes cover them).
+            // BEP 5 `nodes`: IP literals are tried at once, names once resolved (on the
+            // resolver thread: not here, under the lock).
             for (host, port) in &torrent.nodes {
-                if let Ok(ip) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
-                    self.dht_node(SocketAddr::new(ip, *port));
+                match host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+                    Ok(ip) => self.dht_node(SocketAddr::new(ip, *port)),
+                    Err(_) => self.dht_node_name(host, *port),
                 }
             }
         }

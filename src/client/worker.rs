@@ -35,6 +35,8 @@ pub(crate) enum Work {
     DhtReady(Box<super::dht::Lookups>),
     /// Peers a DHT lookup found for a torrent.
     DhtPeers(InfoHash, Vec<std::net::SocketAddr>),
+    /// A DHT lookup ended, with so many nodes answering.
+    DhtLookupDone(InfoHash, usize),
     /// A peer's DHT node (its `port` message), for loop 0's node.
     DhtNode(std::net::SocketAddr),
     /// A peer's word on our external address (`yourip`, address then voter).
@@ -114,6 +116,12 @@ pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>, resume_every: Durat
             Ok(Work::ExternalAddrVote(ip, voter)) => {
                 let _ = shared.with(|s| {
                     s.external_addr_vote(ip, voter);
+                    Ok(())
+                });
+            }
+            Ok(Work::DhtLookupDone(hash, responded)) => {
+                let _ = shared.with(|s| {
+                    s.dht_lookup_done(hash, responded);
                     Ok(())
                 });
             }
