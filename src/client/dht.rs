@@ -10,10 +10,13 @@
 //! - every tick ([`Lookups::due`]): a `get_peers` lookup, announcing our listen port, for
 //!   every active torrent that is not private (a magnet link counts as public), when it
 //!   starts and then every [`DhtSettings::announce_interval`], sooner
-//!   ([`FEW_PEERS_RETRY`]) while it downloads with fewer than [`FEW_PEERS`] peers;
+//!   ([`FEW_PEERS_RETRY`]) while it downloads with fewer than [`FEW_PEERS`] peers, and again
+//!   after [`RETRY_FIRST`] (doubling) when no node answered; at most
+//!   [`MAX_LOOKUPS_PER_CHECK`] started a second;
 //! - the peers lookups find (`Event::Dht` from loop 0) go to the torrent's own loop as
 //!   `add_peers`, as trackers' do; a peer's `port` message (`Event::DhtNode`) from another
-//!   loop goes to loop 0's node;
+//!   loop goes to loop 0's node, and so do peers' `yourip` votes and a torrent's `nodes`
+//!   (names resolved on the [`resolver`] thread);
 //! - the table saved to `dht.dat` every [`SAVE_EVERY`] and at shutdown.
 
 use std::collections::HashMap;
@@ -36,7 +39,8 @@ pub const DEFAULT_BOOTSTRAP: [&str; 4] = [
 /// The state folder's file that keeps the node's id and routing table.
 pub const STATE_FILE: &str = "dht.dat";
 
-/// How long resolving the bootstrap nodes' names may hold up the start.
+/// How long resolving the bootstrap nodes' names may take (on the `rt-dht-start` thread,
+/// before the node runs).
 const RESOLVE_LIMIT: Duration = Duration::from_secs(5);
 
 /// How often the routing table is saved while running (it is saved at shutdown too).
