@@ -3,21 +3,21 @@
 //! one session that runs the node), and the housekeeping thread's part:
 //!
 //! - at start: the socket bound on the listen address and port (or [`DhtSettings::port`],
-//!   [`bind`]) and given to loop 0; then, on a thread of its own so that a slow name lookup
+//!   `bind`) and given to loop 0; then, on a thread of its own so that a slow name lookup
 //!   does not hold the start up, the bootstrap nodes resolved (bounded in time) and the
 //!   routing table restored from the state folder's `dht.dat` (a bad file: a fresh node,
-//!   with a warning) ([`node`]), the node put into loop 0's session, and the lookups begun;
-//! - every tick ([`Lookups::due`]): a `get_peers` lookup, announcing our listen port, for
+//!   with a warning) (`node`), the node put into loop 0's session, and the lookups begun;
+//! - every tick (`Lookups::due`): a `get_peers` lookup, announcing our listen port, for
 //!   every active torrent that is not private (a magnet link counts as public), when it
 //!   starts and then every [`DhtSettings::announce_interval`], sooner
-//!   ([`FEW_PEERS_RETRY`]) while it downloads with fewer than [`FEW_PEERS`] peers, and again
-//!   after [`RETRY_FIRST`] (doubling) when no node answered; at most
-//!   [`MAX_LOOKUPS_PER_CHECK`] started a second;
+//!   (`FEW_PEERS_RETRY`) while it downloads with fewer than `FEW_PEERS` peers, and again
+//!   after `RETRY_FIRST` (doubling) when no node answered; at most
+//!   `MAX_LOOKUPS_PER_CHECK` started a second;
 //! - the peers lookups find (`Event::Dht` from loop 0) go to the torrent's own loop as
 //!   `add_peers`, as trackers' do; a peer's `port` message (`Event::DhtNode`) from another
 //!   loop goes to loop 0's node, and so do peers' `yourip` votes and a torrent's `nodes`
-//!   (names resolved on the [`resolver`] thread);
-//! - the table saved to `dht.dat` every [`SAVE_EVERY`] and at shutdown.
+//!   (names resolved on the `resolver` thread);
+//! - the table saved to `dht.dat` every `SAVE_EVERY` and at shutdown.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
