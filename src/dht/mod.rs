@@ -567,7 +567,15 @@ impl Dht {
             Query::FindNode { target, want } => nodes_for(self, &target.0, want),
             Query::GetPeers { info_hash, want } => {
                 let mut r = nodes_for(self, info_hash.as_bytes(), want);
-                r.values = self.store.get(&info_hash, server::MAX_VALUES_SENT);
+                // Peers of the asker's family, as many as keep the answer under ~1.5 KB.
+                let budget = if asker_fam == 0 { 100 } else { 45 };
+                r.values = self
+                    .store
+                    .get(&info_hash, server::MAX_STORED_SCAN)
+                    .into_iter()
+                    .filter(|p| fam(p) == asker_fam)
+                    .take(budget.min(server::MAX_VALUES_SENT))
+                    .collect();
                 r.token = Some(self.tokens.token(from.ip()));
                 r
             }

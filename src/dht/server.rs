@@ -17,6 +17,8 @@ pub const TOKEN_LEN: usize = 8;
 pub const PEER_TTL: Duration = Duration::from_secs(30 * 60);
 /// Peers returned in one `values` (fits a datagram with 8 nodes of each family).
 pub const MAX_VALUES_SENT: usize = 100;
+/// Stored peers looked at for one answer (they are then filtered by family).
+pub const MAX_STORED_SCAN: usize = 400;
 
 /// Write tokens: SHA1(secret || ip) truncated, with the current and the previous secret.
 #[derive(Clone, Debug)]
