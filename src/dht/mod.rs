@@ -14,8 +14,11 @@
 //! - [`krpc`]: the KRPC codec (queries, responses, errors; compact node info and peers).
 //! - [`id`]: node ids, XOR distance, BEP 42 ids and their check.
 //! - [`table`]: the k-bucket routing table of one family, with node liveness
-//!   (good/questionable/bad) and a replacement cache.
-//! - [`lookup`]: the iterative lookups (candidates, concurrency, convergence, hops).
+//!   (good/questionable/bad, drawn in its docs) and a replacement cache.
+//! - [`lookup`]: the iterative lookups (candidates, concurrency, convergence, hops; a
+//!   candidate's states are drawn in its docs). A lookup as a whole is *queued* (more than
+//!   [`MAX_ACTIVE_LOOKUPS`] running), then *running* (one search per family with nodes to
+//!   ask), then, once every search converged and announced, *done* (`LookupDone`).
 //! - [`server`]: write tokens, the store of announced peers, and the rate limits on answers.
 //! - this module: [`Dht`], which owns them, matches answers to our queries by transaction id
 //!   *and* source address, and runs the timers.

@@ -105,18 +105,18 @@ impl PeerStore {
                 .map(|(ih, _)| *ih);
             if let Some(ih) = stalest {
                 if let Some(list) = self.torrents.remove(&ih) {
-                    self.peers -= list.len();
+                    self.peers = self.peers.saturating_sub(list.len());
                 }
             }
         }
         let list = self.torrents.entry(info_hash).or_default();
         if let Some(pos) = list.iter().position(|(a, _)| *a == peer) {
             list.remove(pos);
-            self.peers -= 1;
+            self.peers = self.peers.saturating_sub(1);
         }
         while list.len() >= max_peers {
             list.pop_front();
-            self.peers -= 1;
+            self.peers = self.peers.saturating_sub(1);
         }
         list.push_back((peer, now));
         self.peers += 1;
@@ -143,7 +143,7 @@ impl PeerStore {
             }
             !list.is_empty()
         });
-        self.peers -= removed;
+        self.peers = self.peers.saturating_sub(removed);
     }
 
     /// Torrents with peers.
