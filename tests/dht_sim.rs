@@ -46,16 +46,24 @@ struct Net {
     /// Datagrams sent to addresses outside the network (the test's hostile senders).
     outside: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     delivered: u64,
+    /// An IPv6 network (BEP 32) instead of an IPv4 one.
+    v6: bool,
 }
 
-fn node_addr(i: usize) -> SocketAddr {
-    SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 6881))
+fn node_addr(i: usize, v6: bool) -> SocketAddr {
+    if v6 {
+        let ip = std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, (i >> 16) as u16, i as u16);
+        SocketAddr::new(IpAddr::V6(ip), 6881)
+    } else {
+        SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 6881))
+    }
 }
 
-fn config(bootstrap: Vec<SocketAddr>) -> DhtConfig {
+fn config(bootstrap: Vec<SocketAddr>, v6: bool) -> DhtConfig {
     DhtConfig {
         bootstrap,
-        ipv6: false,
+        ipv4: !v6,
+        ipv6: v6,
         allow_private: true,
         trace_lookups: true,
         ..DhtConfig::default()
@@ -76,6 +84,7 @@ impl Net {
             bootstrap: Vec::new(),
             outside: Vec::new(),
             delivered: 0,
+            v6: false,
         }
     }
 
@@ -88,7 +97,7 @@ impl Net {
     /// A node joins now; the first few are the bootstrap nodes of everyone after them.
     fn join(&mut self) -> usize {
         let i = self.nodes.len();
-        let addr = node_addr(i);
+        let addr = node_addr(i, self.v6);
         let boot: Vec<SocketAddr> = self
             .bootstrap
             .iter()
@@ -96,7 +105,7 @@ impl Net {
             .filter(|a| *a != addr)
             .collect();
         let seed = self.rng.next_u64();
-        let dht = Dht::new(config(boot), seed, self.now);
+        let dht = Dht::new(config(boot, self.v6), seed, self.now);
         self.nodes.push(SimNode {
             dht,
             addr,
@@ -206,7 +215,12 @@ impl Net {
         let bytes = krpc::encode_query(b"or", &NodeId([1; 20]), &q, true);
         // A fresh asker address each time, so the per-address limit never applies.
         self.seq += 1;
-        let asker = SocketAddr::from(([192, 0, 2, (self.seq % 250) as u8], 1));
+        let asker = if self.v6 {
+            let ip = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, (self.seq % 250) as u16);
+            SocketAddr::new(IpAddr::V6(ip), 1)
+        } else {
+            SocketAddr::from(([192, 0, 2, (self.seq % 250) as u8], 1))
+        };
         let node = &mut self.nodes[i];
         node.dht.handle_datagram(asker, &bytes, self.now);
         let mut values = Vec::new();
@@ -290,9 +304,10 @@ fn hops(events: &[DhtEvent]) -> u32 {
 
 /// Builds a network of `n` nodes joining over time from 3 bootstrap nodes, lets it settle,
 /// then replaces `churn` of them (leavers go silent, newcomers bootstrap).
-fn build(seed: u64, n: usize, loss: f64, churn: f64) -> Net {
+fn build(seed: u64, n: usize, loss: f64, churn: f64, v6: bool) -> Net {
     let mut net = Net::new(seed, loss);
-    net.bootstrap = (0..3).map(node_addr).collect();
+    net.v6 = v6;
+    net.bootstrap = (0..3).map(|i| node_addr(i, v6)).collect();
     for _ in 0..n {
         net.join();
         net.run_for(Duration::from_millis(20));
@@ -351,7 +366,7 @@ fn lookups_and_announces(net: &mut Net, lookups: usize) -> Summary {
         }
         // Let the announces arrive.
         net.run_for(Duration::from_secs(2));
-        let want = node_addr(a);
+        let want = net.nodes[a].addr;
         let oracle = net.oracle(hash.as_bytes(), 8);
         let found = oracle
             .iter()
@@ -396,7 +411,7 @@ fn lookups_and_announces(net: &mut Net, lookups: usize) -> Summary {
                     (
                         i,
                         net.stored_at(i, hash).contains(&want),
-                        asked.contains(&node_addr(i)),
+                        asked.contains(&net.nodes[i].addr),
                     )
                 })
                 .collect();
@@ -424,7 +439,7 @@ fn lookups_and_announces(net: &mut Net, lookups: usize) -> Summary {
 fn a_thousand_nodes_with_loss_and_churn() {
     let n = 1000;
     let clock = std::time::Instant::now();
-    let mut net = build(0x5eed, n, 0.05, 0.05);
+    let mut net = build(0x5eed, n, 0.05, 0.05, false);
     eprintln!("built in {:?}", clock.elapsed());
     let alive = net.alive();
     assert!(alive.len() >= n);
@@ -476,7 +491,7 @@ fn hostile(net: &mut Net) {
 
     // Announces with made-up tokens (and with a token for another address) store nothing.
     let hash = random_hash(&mut net.rng);
-    let honest = node_addr(alive[0]);
+    let honest = net.nodes[alive[0]].addr;
     for (k, &i) in alive.iter().take(200).enumerate() {
         let token = if k % 2 == 0 {
             b"forged!!".to_vec()
@@ -609,7 +624,7 @@ fn hostile(net: &mut Net) {
         .outside
         .iter()
         .filter(|(from, to, payload)| {
-            *from == node_addr(victim)
+            *from == net.nodes[victim].addr
                 && to.ip().to_string().starts_with("198.51.")
                 && is_response(payload)
         })
@@ -633,10 +648,28 @@ fn hostile(net: &mut Net) {
 #[test]
 fn the_same_seed_gives_the_same_run() {
     let run = |seed| {
-        let mut net = build(seed, 150, 0.05, 0.05);
+        let mut net = build(seed, 150, 0.05, 0.05, false);
         lookups_and_announces(&mut net, 5)
     };
     let a = run(42);
     assert_eq!(a, run(42));
     assert_ne!(a.delivered, run(43).delivered);
+}
+
+/// BEP 32: the same over IPv6 (nodes6, 18-byte values), smaller.
+#[test]
+fn an_ipv6_dht() {
+    let n = 300;
+    let mut net = build(0x6666, n, 0.02, 0.05, true);
+    let alive = net.alive();
+    assert!(alive.iter().all(|&i| {
+        let s = net.nodes[i].dht.stats();
+        s.nodes_v6 >= 8 && s.nodes_v4 == 0
+    }));
+    let lookups = 10;
+    let s = lookups_and_announces(&mut net, lookups);
+    eprintln!("{s:?}");
+    assert!(s.mean_hops <= (n as f64).log2() / 2.0 + 2.0, "{s:?}");
+    assert!(s.mean_closest_found >= 6.5, "{s:?}");
+    assert!(s.peers_found * 10 >= lookups * 9, "{s:?}");
 }

@@ -730,4 +730,36 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len() / 2)
+            .map(|i| u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Captured from libtorrent 2.0.8 on loopback: its bootstrap `get_peers` (with `bs` and
+    /// `v`) and its answer to ours (with `ip`, `p`, an empty `nodes` and a 4-byte token).
+    #[test]
+    fn libtorrent_messages_decode() {
+        let query = unhex("64313a6164323a6273693165323a696432303aa7704f57a24e0af0b7a2544ef135aafcabfe70f0393a696e666f5f6861736832303aa7704f57a24e0af0b7a2544e3f199ef6370df99865313a71393a6765745f7065657273313a74323a56f2313a76343a4c540208313a79313a7165");
+        match decode(&query).unwrap().body {
+            Body::Query {
+                query: Query::GetPeers { want: None, .. },
+                read_only: false,
+                ..
+            } => {}
+            other => panic!("{other:?}"),
+        }
+        let answer = unhex("64323a6970363a7f000001c04a313a7264323a696432303aa7704f57a24e0af0b7a2544ef135aafcabfe70f0353a6e6f646573303a313a7069343932323665353a746f6b656e343aaf9a24eb65313a74343a61626364313a76343a4c540208313a79313a7265");
+        let m = decode(&answer).unwrap();
+        assert_eq!(m.tid, b"abcd");
+        match m.body {
+            Body::Response { response, ip, .. } => {
+                assert_eq!(ip, Some("127.0.0.1:49226".parse().unwrap()));
+                assert!(response.nodes.is_empty());
+                assert_eq!(response.token.map(|t| t.len()), Some(4));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -14,8 +14,11 @@
 //! - [`krpc`]: the KRPC codec (queries, responses, errors; compact node info and peers).
 //! - [`id`]: node ids, XOR distance, BEP 42 ids and their check.
 //! - [`table`]: the k-bucket routing table of one family, with node liveness
-//!   (good/questionable/bad) and a replacement cache.
-//! - [`lookup`]: the iterative lookups (candidates, concurrency, convergence, hops).
+//!   (good/questionable/bad, drawn in its docs) and a replacement cache.
+//! - [`lookup`]: the iterative lookups (candidates, concurrency, convergence, hops; a
+//!   candidate's states are drawn in its docs). A lookup as a whole is *queued* (more than
+//!   [`MAX_ACTIVE_LOOKUPS`] running), then *running* (one search per family with nodes to
+//!   ask), then, once every search converged and announced, *done* (`LookupDone`).
 //! - [`server`]: write tokens, the store of announced peers, and the rate limits on answers.
 //! - this module: [`Dht`], which owns them, matches answers to our queries by transaction id
 //!   *and* source address, and runs the timers.
@@ -567,7 +570,15 @@ impl Dht {
             Query::FindNode { target, want } => nodes_for(self, &target.0, want),
             Query::GetPeers { info_hash, want } => {
                 let mut r = nodes_for(self, info_hash.as_bytes(), want);
-                r.values = self.store.get(&info_hash, server::MAX_VALUES_SENT);
+                // Peers of the asker's family, as many as keep the answer under ~1.5 KB.
+                let budget = if asker_fam == 0 { 100 } else { 45 };
+                r.values = self
+                    .store
+                    .get(&info_hash, server::MAX_STORED_SCAN)
+                    .into_iter()
+                    .filter(|p| fam(p) == asker_fam)
+                    .take(budget.min(server::MAX_VALUES_SENT))
+                    .collect();
                 r.token = Some(self.tokens.token(from.ip()));
                 r
             }

@@ -17,6 +17,8 @@ pub const TOKEN_LEN: usize = 8;
 pub const PEER_TTL: Duration = Duration::from_secs(30 * 60);
 /// Peers returned in one `values` (fits a datagram with 8 nodes of each family).
 pub const MAX_VALUES_SENT: usize = 100;
+/// Stored peers looked at for one answer (they are then filtered by family).
+pub const MAX_STORED_SCAN: usize = 400;
 
 /// Write tokens: SHA1(secret || ip) truncated, with the current and the previous secret.
 #[derive(Clone, Debug)]
@@ -103,18 +105,18 @@ impl PeerStore {
                 .map(|(ih, _)| *ih);
             if let Some(ih) = stalest {
                 if let Some(list) = self.torrents.remove(&ih) {
-                    self.peers -= list.len();
+                    self.peers = self.peers.saturating_sub(list.len());
                 }
             }
         }
         let list = self.torrents.entry(info_hash).or_default();
         if let Some(pos) = list.iter().position(|(a, _)| *a == peer) {
             list.remove(pos);
-            self.peers -= 1;
+            self.peers = self.peers.saturating_sub(1);
         }
         while list.len() >= max_peers {
             list.pop_front();
-            self.peers -= 1;
+            self.peers = self.peers.saturating_sub(1);
         }
         list.push_back((peer, now));
         self.peers += 1;
@@ -141,7 +143,7 @@ impl PeerStore {
             }
             !list.is_empty()
         });
-        self.peers -= removed;
+        self.peers = self.peers.saturating_sub(removed);
     }
 
     /// Torrents with peers.

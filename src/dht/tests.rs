@@ -587,3 +587,23 @@ fn find_node_gives_the_families_asked_for() {
     });
     assert_eq!(ask(&mut d, asker(), only6), (0, 1));
 }
+
+#[test]
+fn read_only_nodes_are_answered_but_not_pinged_back() {
+    let now = Time::from_secs(1);
+    let mut d = Dht::new(cfg(), 14, now);
+    let bytes = krpc::encode_query(b"ro", &NodeId([0x55; 20]), &Query::Ping, true);
+    d.handle_datagram(asker(), &bytes, now);
+    let out = drain(&mut d);
+    assert_eq!(out.len(), 1, "the answer only");
+    assert!(matches!(
+        krpc::decode(&out[0].payload).unwrap().body,
+        Body::Response { .. }
+    ));
+    assert_eq!(d.stats().outstanding_queries, 0);
+    // The same node without `ro` is worth a ping.
+    let bytes = krpc::encode_query(b"rw", &NodeId([0x55; 20]), &Query::Ping, false);
+    d.handle_datagram(asker(), &bytes, now);
+    assert_eq!(drain(&mut d).len(), 2);
+    assert_eq!(d.stats().outstanding_queries, 1);
+}
