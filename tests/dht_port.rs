@@ -208,3 +208,36 @@ fn yourip_is_a_vote_for_our_external_address() {
     let (mut w, _) = connect(None, false, true);
     assert!(ext(&mut w).is_empty(), "no DHT");
 }
+
+/// Nodes to try that come before the DHT node (its bootstrap names still resolving) wait in
+/// the session, boundedly, and are handed to the node when it arrives.
+#[test]
+fn nodes_that_come_before_the_node_wait_for_it() {
+    let (mut w, _) = connect(Some(6999), false, true);
+    for port in 1..=100u16 {
+        w.session
+            .dht_add_node(SocketAddr::from(([10, 0, 0, 1], port)), w.now);
+    }
+    w.session.set_dht(Dht::new(
+        DhtConfig {
+            allow_private: true,
+            ..DhtConfig::default()
+        },
+        1,
+        w.now,
+    ));
+    let out: Vec<SocketAddr> = std::iter::from_fn(|| w.session.poll_datagram())
+        .map(|t| t.to)
+        .collect();
+    assert!(
+        out.contains(&SocketAddr::from(([10, 0, 0, 1], 1))),
+        "{out:?}"
+    );
+    assert!(out.len() <= 64, "bounded: {} pinged", out.len());
+    // Without a DHT port (no DHT at all) nothing is kept.
+    let (mut w, _) = connect(None, false, true);
+    w.session
+        .dht_add_node(SocketAddr::from(([10, 0, 0, 1], 1)), w.now);
+    w.session.set_dht(Dht::new(DhtConfig::default(), 1, w.now));
+    assert!(w.session.poll_datagram().is_none());
+}

@@ -241,6 +241,8 @@ pub(crate) struct Lookups {
     next_check: Option<Instant>,
     /// When the table is next saved.
     pub next_save: Instant,
+    /// The node is in loop 0's session (`Work::DhtReady`): lookups may start.
+    pub ready: bool,
 }
 
 /// A torrent as the scheduler sees it.
@@ -264,6 +266,7 @@ impl Lookups {
             failures: HashMap::new(),
             next_check: None,
             next_save: Instant::now() + SAVE_EVERY,
+            ready: false,
         }
     }
 
@@ -345,7 +348,7 @@ impl State {
     /// Starts the lookups that are due (on loop 0, where the node runs), and saves the table
     /// when that is due.
     pub(crate) fn pump_dht(&mut self, now: Instant) {
-        let Some(lookups) = self.dht.as_mut() else {
+        let Some(lookups) = self.dht.as_mut().filter(|l| l.ready) else {
             return;
         };
         if !lookups.check_due(now) {
@@ -414,9 +417,7 @@ impl State {
         if let Some(l) = self.loops.first() {
             l.post(move |d| {
                 let now = d.now();
-                if let Some(node) = d.session().dht_mut() {
-                    node.add_node(addr, now);
-                }
+                d.session().dht_add_node(addr, now);
             });
         }
     }

@@ -385,7 +385,7 @@ impl Client {
         })?;
         let listen = drivers.first().and_then(|d| d.local_addr());
         let (work_tx, work_rx) = mpsc::channel();
-        start_dht(
+        let dht_lookups = start_dht(
             &config,
             listen,
             store.as_ref(),
@@ -428,7 +428,7 @@ impl Client {
             queue: Vec::new(),
             queue_loading: false,
             departed: Metrics::default(),
-            dht: None,
+            dht: dht_lookups,
         };
         state.load_policy(config.share_limits, config.queue);
         state.set_session_limits(config.limits.upload_rate, config.limits.download_rate);
@@ -751,8 +751,8 @@ impl Drop for Client {
 /// Opens the DHT node when `config` asks for one. The socket is bound here (its port goes
 /// into every session's handshakes) and given to loop 0 (and only there); the node itself,
 /// whose bootstrap names may take seconds to resolve, is made on a thread of its own, put
-/// into loop 0's session, and then the housekeeping thread starts its lookups
-/// ([`Work::DhtReady`]). A failure to bind is a start error when the port was asked for,
+/// into loop 0's session (nodes to try that come before it wait in the session), and then
+/// the housekeeping thread starts its lookups ([`Work::DhtReady`]). A failure to bind is a start error when the port was asked for,
 /// else a warning and no DHT.
 fn start_dht(
     config: &ClientConfig,
@@ -761,9 +761,9 @@ fn start_dht(
     drivers: &mut [crate::driver::Driver],
     epoch: Instant,
     work: mpsc::Sender<Work>,
-) -> Result<(), ClientError> {
+) -> Result<Option<dht::Lookups>, ClientError> {
     if !config.dht.enabled || drivers.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let bind = listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let bound = dht::bind(&config.dht, bind).and_then(|socket| {
@@ -778,7 +778,7 @@ fn start_dht(
         Err(e) if config.dht.port.is_some() => return Err(ClientError::Start(e)),
         Err(e) => {
             tracing::warn!("DHT off: {e}");
-            return Ok(());
+            return Ok(None);
         }
     };
     for d in drivers.iter_mut() {
@@ -792,9 +792,7 @@ fn start_dht(
     lookups.names = dht::resolver(move |addr| {
         to_loop.send(shard::Mail::Run(Box::new(move |d| {
             let now = d.now();
-            if let Some(node) = d.session().dht_mut() {
-                node.add_node(addr, now);
-            }
+            d.session().dht_add_node(addr, now);
         })))
     })
     .map_err(|e| tracing::warn!("DHT node names in torrents will not be resolved: {e}"))
@@ -808,10 +806,10 @@ fn start_dht(
                 d.session().set_dht(node)
             })));
             // Posted after the node: the lookups that follow reach a loop that has it.
-            let _ = work.send(Work::DhtReady(Box::new(lookups)));
+            let _ = work.send(Work::DhtReady);
         })
         .map_err(|e| ClientError::Start(format!("cannot start a thread: {e}")))?;
-    Ok(())
+    Ok(Some(lookups))
 }
 
 /// A loop's event callback: publishes what subscribers want to know, and tells the

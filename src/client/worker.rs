@@ -32,7 +32,7 @@ pub(crate) enum Work {
     /// A torrent's data must be checked again (a seed-mode piece failed).
     Recheck(InfoHash),
     /// The DHT node is in loop 0's session: its lookups may start.
-    DhtReady(Box<super::dht::Lookups>),
+    DhtReady,
     /// Peers a DHT lookup found for a torrent.
     DhtPeers(InfoHash, Vec<std::net::SocketAddr>),
     /// A DHT lookup ended, with so many nodes answering.
@@ -101,9 +101,11 @@ pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>, resume_every: Durat
                     });
                 }
             }
-            Ok(Work::DhtReady(lookups)) => {
+            Ok(Work::DhtReady) => {
                 let _ = shared.with(|s| {
-                    s.dht = Some(*lookups);
+                    if let Some(l) = s.dht.as_mut() {
+                        l.ready = true;
+                    }
                     Ok(())
                 });
             }

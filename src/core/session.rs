@@ -320,7 +320,14 @@ pub struct Session {
     dht_now: Time,
     /// Peers' word on our external address, for the DHT's node id (loop 0 only).
     external_votes: super::votes::ExternalVotes,
+    /// Nodes to try that came before the DHT node did (`Session::dht_add_node`), at most
+    /// `MAX_PENDING_DHT_NODES`; handed to it by `set_dht`.
+    pending_dht_nodes: Vec<SocketAddr>,
 }
+
+/// Nodes kept for a DHT node that is not there yet (its bootstrap names still resolving):
+/// a torrent's `nodes` and peers' `port` messages from the first seconds.
+const MAX_PENDING_DHT_NODES: usize = 64;
 
 /// One connected peer, as [`Session::peers`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -399,6 +406,7 @@ impl Session {
             dht: None,
             dht_now: now,
             external_votes: Default::default(),
+            pending_dht_nodes: Vec::new(),
         }
     }
 
@@ -407,7 +415,27 @@ impl Session {
     /// [`Session::poll_datagram`], its deadline joins [`Session::poll_timeout`] and its
     /// events come out of [`Session::poll_event`] as [`Event::Dht`].
     pub fn set_dht(&mut self, dht: Dht) {
-        self.dht = Some(Box::new(dht));
+        let mut dht = Box::new(dht);
+        for addr in self.pending_dht_nodes.drain(..) {
+            dht.add_node(addr, self.dht_now);
+        }
+        self.dht = Some(dht);
+    }
+
+    /// A node to try (a peer's `port` message, a torrent's `nodes`): given to the DHT node,
+    /// or kept for it (boundedly) while this session runs the DHT (`Config::dht_port`) and
+    /// the node is not there yet.
+    pub fn dht_add_node(&mut self, addr: SocketAddr, now: Time) {
+        self.dht_now = self.dht_now.max(now);
+        match self.dht.as_deref_mut() {
+            Some(dht) => dht.add_node(addr, now),
+            None if self.config.dht_port.is_some()
+                && self.pending_dht_nodes.len() < MAX_PENDING_DHT_NODES =>
+            {
+                self.pending_dht_nodes.push(addr)
+            }
+            None => {}
+        }
     }
 
     /// Our DHT node's UDP port (`None`: no DHT), which every session of the process announces
