@@ -478,6 +478,21 @@ fn a_thousand_nodes_with_loss_and_churn() {
 
     hostile(&mut net);
     eprintln!("hostile done after {:?}", clock.elapsed());
+
+    // Sudden churn: a tenth of the nodes vanish, and lookups start at once, while every
+    // table still holds them (their queries time out; lookups go round them).
+    net.loss = 0.05;
+    for _ in 0..n / 10 {
+        let alive = net.alive();
+        let i = alive[3 + net.rng.index(alive.len() - 3)];
+        net.nodes[i].alive = false;
+    }
+    let lookups = 10;
+    let s = lookups_and_announces(&mut net, lookups);
+    eprintln!("after sudden churn: {s:?} after {:?}", clock.elapsed());
+    assert!(s.mean_hops <= log2n / 2.0 + 2.0, "{s:?}");
+    assert!(s.mean_closest_found >= 5.5, "{s:?}");
+    assert!(s.peers_found * 10 >= lookups * 9, "{s:?}");
 }
 
 /// Wrong tokens, garbage and floods against the built network.
