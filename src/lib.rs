@@ -48,6 +48,7 @@ pub mod api;
 pub mod bencode;
 pub mod client;
 pub mod core;
+pub mod dht;
 pub mod driver;
 pub mod entropy;
 pub mod limits;

@@ -174,6 +174,10 @@ pub const MAX_TRACKER_MESSAGE_LEN: usize = 1024;
 /// Longest `tracker id` kept and sent back; real ones are a few dozen bytes.
 pub const MAX_TRACKER_ID_LEN: usize = 256;
 
+/// DHT nodes kept from a torrent's `nodes` list (BEP 5): each is pinged when the torrent
+/// starts, so a crafted file must not make us ping thousands. Real files list a handful.
+pub const MAX_TORRENT_DHT_NODES: usize = 32;
+
 /// Blocks' worth of smart-ban evidence (who sent which block of a failed piece, and its SHA1)
 /// one torrent keeps, about 40 bytes each: 2.5 MiB at most. Enough for 16 failed pieces of
 /// the largest allowed size at once, or thousands of typical ones; past it the oldest failed

@@ -20,7 +20,7 @@ pub struct Args {
     /// and shown as for a .torrent file.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     peers: Vec<String>,
-    /// For a magnet link: fetch the metadata from its peers and trackers (`tr`).
+    /// For a magnet link: fetch the metadata from its peers, trackers (`tr`) and the DHT.
     #[arg(long)]
     fetch: bool,
     /// Seconds to wait for the metadata.
@@ -30,6 +30,9 @@ pub struct Args {
     /// (prefer, require or plaintext).
     #[arg(long, value_name = "POLICY", default_value_t = ringtorrent::core::Encryption::Prefer)]
     encryption: ringtorrent::core::Encryption,
+    /// For a magnet link with `--fetch`: the DHT finds its peers too (as for `download`).
+    #[command(flatten)]
+    dht: super::dht::DhtArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -42,7 +45,8 @@ pub fn run(args: Args) -> Result<()> {
             return Ok(());
         }
         let timeout = std::time::Duration::from_secs(args.timeout);
-        let info = fetch_metadata(&args.input, peers, timeout, args.encryption)
+        let dht = args.dht.settings(None);
+        let info = fetch_metadata(&args.input, peers, timeout, args.encryption, dht)
             .context("cannot fetch the metadata")?;
         let torrent = Torrent {
             info: (*info).clone(),
@@ -52,6 +56,7 @@ pub fn run(args: Args) -> Result<()> {
                 vec![magnet.trackers.clone()]
             },
             url_list: magnet.web_seeds.clone(),
+            nodes: Vec::new(),
             comment: None,
             created_by: None,
             creation_date: None,
@@ -82,6 +87,7 @@ fn fetch_metadata(
     peers: Vec<std::net::SocketAddr>,
     timeout: std::time::Duration,
     encryption: ringtorrent::core::Encryption,
+    dht: ringtorrent::client::DhtSettings,
 ) -> Result<std::sync::Arc<ringtorrent::metainfo::Info>> {
     use ringtorrent::client::{AddTorrent, ClientConfig};
     super::signals::catch();
@@ -89,6 +95,7 @@ fn fetch_metadata(
         listen: None,
         loops: 1,
         encryption,
+        dht,
         ..ClientConfig::default()
     })?;
     let events = client.subscribe();

@@ -20,6 +20,7 @@ macro_rules! out {
 mod check;
 mod create;
 mod demo;
+mod dht;
 mod driver;
 mod format;
 mod handshake;
@@ -134,6 +135,12 @@ enum Command {
     ///          ringtorrent swarm-load run --target 127.0.0.1:6881 \
     ///              --torrent /dev/shm/load/swarm-load.torrent --mode download --peers 1000
     SwarmLoad(swarm_load::Args),
+    /// Ask the DHT: `dht get-peers HASH` runs a node for one lookup and prints each hop and
+    /// the peers found.
+    ///
+    /// Example: ringtorrent dht get-peers 0123456789abcdef0123456789abcdef01234567
+    ///          ringtorrent dht get-peers HASH --dht-bootstrap 127.0.0.1:6881 --timeout 10
+    Dht(dht::Args),
     /// Work with load reports (`tracker-load --output`): `report merge` adds shards exactly.
     ///
     /// Example: ringtorrent report merge shard0.json shard1.json -o all.json
@@ -159,6 +166,7 @@ pub fn main() -> ExitCode {
         Command::TrackerLoad(args) => tracker_load::run(args),
         Command::SwarmLoad(args) => swarm_load::run(args),
         Command::Report(args) => tracker_load::report(args),
+        Command::Dht(args) => dht::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -146,6 +146,8 @@ pub struct EngineArgs {
     /// system's choice, IPv6 too).
     #[arg(long, value_name = "IP")]
     lsd_interface: Option<std::net::Ipv4Addr>,
+    #[command(flatten)]
+    dht: super::dht::DhtArgs,
 }
 
 impl EngineArgs {
@@ -170,6 +172,7 @@ impl EngineArgs {
             encryption: self.encryption,
             lsd: !self.no_lsd,
             lsd_interface: self.lsd_interface,
+            dht: self.dht.settings(None),
             ..ClientConfig::default()
         })
     }
@@ -262,6 +265,11 @@ pub fn start_client(config: ClientConfig) -> Result<Client> {
     if let Some(note) = client.descriptors().note() {
         if !tracing::dispatcher::has_been_set() {
             eprintln!("warning: {note}");
+        }
+    }
+    if let Some(addr) = client.dht_addr() {
+        if !tracing::dispatcher::has_been_set() {
+            eprintln!("DHT node on {addr}");
         }
     }
     Ok(client)

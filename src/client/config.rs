@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::dht::DhtSettings;
 use super::policy::{QueueConfig, ShareLimits};
 use crate::core::choker::SeedChokeMode;
 use crate::core::config::{Config, Encryption};
@@ -108,6 +109,8 @@ pub struct ClientConfig {
     pub share_limits: ShareLimits,
     /// Queueing (default: off, every torrent runs). Kept like [`ClientConfig::share_limits`].
     pub queue: QueueConfig,
+    /// The DHT node (off by default here; the commands turn it on): see [`DhtSettings`].
+    pub dht: DhtSettings,
     /// The protocol core's settings beyond [`ClientConfig::limits`] (which override the
     /// matching fields here), for embedders and tests that tune it.
     pub core: Config,
@@ -131,6 +134,7 @@ impl Default for ClientConfig {
             encryption: Encryption::default(),
             share_limits: ShareLimits::NONE,
             queue: QueueConfig::default(),
+            dht: DhtSettings::default(),
             core: Config::default(),
         }
     }

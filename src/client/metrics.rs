@@ -79,6 +79,8 @@ pub struct Metrics {
     pub cpu_user_seconds: f64,
     /// CPU time the whole process has used in the kernel on its behalf, seconds.
     pub cpu_system_seconds: f64,
+    /// The DHT node's counters, when it runs (read on loop 0).
+    pub dht: Option<crate::dht::DhtStats>,
 }
 
 /// The process's CPU time so far, user and system, in seconds (`getrusage(RUSAGE_SELF)`:
@@ -125,6 +127,9 @@ impl Metrics {
             *self.closes.entry(k).or_default() += v;
         }
         self.loops.extend(part.loops);
+        if part.dht.is_some() {
+            self.dht = part.dht;
+        }
         merge(&mut self.latency_us, part.latency_us.as_ref());
         merge(&mut self.hash_wait_us, part.hash_wait_us.as_ref());
     }
@@ -146,6 +151,7 @@ pub(crate) fn gather(d: &mut Driver) -> Metrics {
     part.accepted = h.accepted;
     part.connections_open = s.connection_count() as u64;
     part.upload_buffered = s.upload_buffered() as u64;
+    part.dht = s.dht().map(crate::dht::Dht::stats);
     for id in s.torrent_ids() {
         if let Some(st) = s.stats(id) {
             part.add(torrent_part(st));
@@ -393,6 +399,71 @@ impl Metrics {
                 m.cpu_seconds_per_uploaded_gib().unwrap_or(f64::NAN),
             )],
         );
+        let udp = |f: fn(&LoopStats) -> u64| m.loops.iter().map(f).sum::<u64>() as f64;
+        metric(
+            "udp_datagrams_total",
+            "counter",
+            "Datagrams on the UDP socket: received, dropped unread (not KRPC), sent, refused by the kernel.",
+            vec![
+                ("{kind=\"received\"}".into(), udp(|l| l.datagrams_received)),
+                ("{kind=\"dropped\"}".into(), udp(|l| l.datagrams_dropped)),
+                ("{kind=\"sent\"}".into(), udp(|l| l.datagrams_sent)),
+                ("{kind=\"unsent\"}".into(), udp(|l| l.datagrams_unsent)),
+            ],
+        );
+        if let Some(d) = &m.dht {
+            metric(
+                "dht_nodes",
+                "gauge",
+                "Nodes in the DHT routing tables, by address family.",
+                vec![
+                    ("{family=\"ipv4\"}".into(), d.nodes_v4 as f64),
+                    ("{family=\"ipv6\"}".into(), d.nodes_v6 as f64),
+                ],
+            );
+            metric(
+                "dht_lookups_total",
+                "counter",
+                "DHT get_peers lookups started.",
+                one(d.lookups_total),
+            );
+            metric(
+                "dht_lookups_active",
+                "gauge",
+                "DHT lookups running.",
+                one(d.lookups_active as u64),
+            );
+            metric(
+                "dht_announces_total",
+                "counter",
+                "DHT announce_peer queries sent.",
+                one(d.announces_sent),
+            );
+            metric(
+                "dht_queries_total",
+                "counter",
+                "DHT queries from other nodes: answered, or dropped by the rate limit.",
+                vec![
+                    ("{outcome=\"answered\"}".into(), d.queries_answered as f64),
+                    ("{outcome=\"dropped\"}".into(), d.queries_dropped as f64),
+                ],
+            );
+            metric(
+                "dht_invalid_messages_total",
+                "counter",
+                "Datagrams to the DHT that were not valid KRPC.",
+                one(d.invalid_messages),
+            );
+            metric(
+                "dht_stored",
+                "gauge",
+                "Peers other nodes announced to us, and the torrents they are for.",
+                vec![
+                    ("{kind=\"peers\"}".into(), d.stored_peers as f64),
+                    ("{kind=\"torrents\"}".into(), d.stored_torrents as f64),
+                ],
+            );
+        }
         summary(
             &mut s,
             "request_latency_seconds",

@@ -44,6 +44,7 @@
 
 mod config;
 mod descriptors;
+pub mod dht;
 mod error;
 mod events;
 mod handle;
@@ -69,6 +70,7 @@ use std::time::Instant;
 
 pub use config::{ClientConfig, IoChoice, Limits};
 pub use descriptors::DescriptorBudget;
+pub use dht::DhtSettings;
 pub use error::ClientError;
 pub use events::{ClientEvent, DataSource, Events, EVENT_QUEUE_CAPACITY};
 pub use handle::{
@@ -320,6 +322,7 @@ pub struct Client {
     backend_note: Option<String>,
     peer_id: PeerId,
     descriptors: DescriptorBudget,
+    dht_addr: Option<SocketAddr>,
 }
 
 impl Client {
@@ -364,23 +367,17 @@ impl Client {
                 "no cryptographic random generator (getrandom): {e}"
             ))
         })?;
-        let drivers = shard::build(
-            backend,
-            loops,
-            config.listen,
-            pool.clone(),
-            Instant::now(),
-            |_| {
-                let keys = crate::entropy::OsKeys::new().expect("checked above");
-                Session::new(
-                    core.clone(),
-                    peer_id,
-                    random_u64(),
-                    Box::new(keys),
-                    Time::ZERO,
-                )
-            },
-        )
+        let epoch = Instant::now();
+        let mut drivers = shard::build(backend, loops, config.listen, pool.clone(), epoch, |_| {
+            let keys = crate::entropy::OsKeys::new().expect("checked above");
+            Session::new(
+                core.clone(),
+                peer_id,
+                random_u64(),
+                Box::new(keys),
+                Time::ZERO,
+            )
+        })
         .map_err(|e| {
             ClientError::Start(match config.listen {
                 Some(addr) => format!("cannot listen for peers on {addr}: {e}"),
@@ -388,8 +385,17 @@ impl Client {
             })
         })?;
         let listen = drivers.first().and_then(|d| d.local_addr());
-        let events = Publisher::default();
         let (work_tx, work_rx) = mpsc::channel();
+        let dht_lookups = start_dht(
+            &config,
+            listen,
+            store.as_ref(),
+            &mut drivers,
+            epoch,
+            work_tx.clone(),
+        )?;
+        let dht_addr = drivers.first().and_then(|d| d.udp_addr());
+        let events = Publisher::default();
         let mut maps = Vec::with_capacity(drivers.len());
         let mut threads = Vec::with_capacity(drivers.len());
         for (i, d) in drivers.into_iter().enumerate() {
@@ -434,6 +440,7 @@ impl Client {
             queue: Vec::new(),
             queue_loading: false,
             departed: Metrics::default(),
+            dht: dht_lookups,
         };
         state.load_policy(config.share_limits, config.queue);
         state.set_session_limits(config.limits.upload_rate, config.limits.download_rate);
@@ -459,6 +466,7 @@ impl Client {
             backend_note,
             peer_id,
             descriptors,
+            dht_addr,
         };
         client.load_state()?;
         Ok(client)
@@ -507,6 +515,16 @@ impl Client {
     /// The address peers connect to (its real port when the config said 0).
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen
+    }
+
+    /// The DHT node's UDP address, when it runs.
+    pub fn dht_addr(&self) -> Option<SocketAddr> {
+        self.dht_addr
+    }
+
+    /// The DHT node's counters (nodes, lookups, announces), when it runs.
+    pub fn dht_stats(&self) -> Option<crate::dht::DhtStats> {
+        self.shared.with(|s| Ok(s.dht_stats())).ok().flatten()
     }
 
     /// The I/O backend the loops run on.
@@ -715,6 +733,7 @@ impl Client {
         // the resume data written once the last queued writes landed, then trackers told.
         let (haves, loops) = {
             let mut s = self.shared.lock();
+            s.save_dht();
             (s.collect_haves(), std::mem::take(&mut s.loops))
         };
         for l in loops {
@@ -739,6 +758,70 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Opens the DHT node when `config` asks for one. The socket is bound here (its port goes
+/// into every session's handshakes) and given to loop 0 (and only there); the node itself,
+/// whose bootstrap names may take seconds to resolve, is made on a thread of its own, put
+/// into loop 0's session (nodes to try that come before it wait in the session), and then
+/// the housekeeping thread starts its lookups ([`Work::DhtReady`]). A failure to bind is a start error when the port was asked for,
+/// else a warning and no DHT.
+fn start_dht(
+    config: &ClientConfig,
+    listen: Option<SocketAddr>,
+    store: Option<&store::Store>,
+    drivers: &mut [crate::driver::Driver],
+    epoch: Instant,
+    work: mpsc::Sender<Work>,
+) -> Result<Option<dht::Lookups>, ClientError> {
+    if !config.dht.enabled || drivers.is_empty() {
+        return Ok(None);
+    }
+    let bind = listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let bound = dht::bind(&config.dht, bind).and_then(|socket| {
+        let local = socket.local_addr().map_err(|e| e.to_string())?;
+        drivers[0]
+            .set_udp(socket)
+            .map_err(|e| format!("cannot watch the DHT's UDP socket: {e}"))?;
+        Ok(local)
+    });
+    let local = match bound {
+        Ok(local) => local,
+        Err(e) if config.dht.port.is_some() => return Err(ClientError::Start(e)),
+        Err(e) => {
+            tracing::warn!("DHT off: {e}");
+            return Ok(None);
+        }
+    };
+    for d in drivers.iter_mut() {
+        d.session().set_dht_port(Some(local.port()));
+    }
+    let saved = store.and_then(|s| s.load_bytes(dht::STATE_FILE));
+    let settings = config.dht.clone();
+    let mailbox = drivers[0].mailbox();
+    let mut lookups = dht::Lookups::new(listen.map(|a| a.port()), settings.announce_interval);
+    let to_loop = mailbox.clone();
+    lookups.names = dht::resolver(move |addr| {
+        to_loop.send(shard::Mail::Run(Box::new(move |d| {
+            let now = d.now();
+            d.session().dht_add_node(addr, now);
+        })))
+    })
+    .map_err(|e| tracing::warn!("DHT node names in torrents will not be resolved: {e}"))
+    .ok();
+    std::thread::Builder::new()
+        .name("rt-dht-start".into())
+        .spawn(move || {
+            let now = Time::from_micros(epoch.elapsed().as_micros() as u64);
+            let node = dht::node(&settings, local, saved, random_u64(), now);
+            mailbox.send(shard::Mail::Run(Box::new(move |d| {
+                d.session().set_dht(node)
+            })));
+            // Posted after the node: the lookups that follow reach a loop that has it.
+            let _ = work.send(Work::DhtReady);
+        })
+        .map_err(|e| ClientError::Start(format!("cannot start a thread: {e}")))?;
+    Ok(Some(lookups))
 }
 
 /// A loop's event callback: publishes what subscribers want to know, and tells the
@@ -807,6 +890,25 @@ fn forward_events(
                         message: error.clone(),
                     });
                 }
+            }
+            Event::Dht(crate::dht::DhtEvent::Peers {
+                info_hash, peers, ..
+            }) => {
+                let _ = work.send(Work::DhtPeers(*info_hash, peers.clone()));
+            }
+            Event::Dht(crate::dht::DhtEvent::LookupDone {
+                info_hash,
+                responded,
+                ..
+            }) => {
+                let _ = work.send(Work::DhtLookupDone(*info_hash, *responded));
+            }
+            // Only from a loop without the node; loop 0 takes its own.
+            Event::DhtNode { addr } => {
+                let _ = work.send(Work::DhtNode(*addr));
+            }
+            Event::ExternalAddrVote { ip, voter } => {
+                let _ = work.send(Work::ExternalAddrVote(*ip, *voter));
             }
             Event::PeerConnected { torrent, addr, .. } => {
                 if let Some(info_hash) = hash(*torrent) {

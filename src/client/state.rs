@@ -443,6 +443,8 @@ pub(crate) struct State {
     /// What torrents counted in their loops' sessions before they left them (paused,
     /// removed...), added to every [`Metrics`] snapshot so its totals never go down.
     pub departed: Metrics,
+    /// The DHT lookups' schedule, when the node runs (on loop 0).
+    pub dht: Option<super::dht::Lookups>,
 }
 
 pub(crate) fn now_unix() -> u64 {
@@ -671,6 +673,16 @@ impl State {
             (_, _) => unreachable!("Parsed::read reads every file and parses every torrent"),
         };
         let tiers = torrent.trackers.clone();
+        if !torrent.info.is_private() {
+            // BEP 5 `nodes`: IP literals are tried at once, names once resolved (on the
+            // resolver thread: not here, under the lock).
+            for (host, port) in &torrent.nodes {
+                match host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+                    Ok(ip) => self.dht_node(SocketAddr::new(ip, *port)),
+                    Err(_) => self.dht_node_name(host, *port),
+                }
+            }
+        }
         let meta = super::TorrentMeta {
             comment: torrent.comment.clone(),
             created_by: torrent.created_by.clone(),
@@ -1677,6 +1689,10 @@ impl State {
                     continue;
                 };
                 drop(map);
+                if let Some(dht) = self.dht.as_mut() {
+                    let magnet = self.torrents.get(&hash).is_some_and(|e| e.info.is_none());
+                    dht.note_peers(hash, magnet || l.left > 0, l.peers, Instant::now());
+                }
                 if let Some(p) = self.progress.get_mut(&hash) {
                     *p = Progress {
                         uploaded: l.uploaded,

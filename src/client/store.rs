@@ -194,6 +194,16 @@ impl Store {
         write_atomic(&self.dir.join(name), &bytes)
     }
 
+    /// Keeps a client-wide file of bytes (`dht.dat`) in the state folder, through a rename.
+    pub fn save_bytes(&self, name: &str, bytes: &[u8]) -> Result<(), ClientError> {
+        write_atomic(&self.dir.join(name), bytes)
+    }
+
+    /// A client-wide file kept by [`Store::save_bytes`], if there is one.
+    pub fn load_bytes(&self, name: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.dir.join(name)).ok()
+    }
+
     /// A client-wide file kept by [`Store::save_json`]; `None` when there is none, or it cannot
     /// be read (reported).
     pub fn load_json<T: DeserializeOwned>(&self, name: &str) -> Option<T> {

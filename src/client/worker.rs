@@ -4,7 +4,9 @@
 //!   link's metadata arrived (open its storage, start it), a torrent completed (tell its
 //!   trackers now, save its resume data).
 //! - Every [`TICK`]: pump the trackers (their replies, timers, retransmissions) and hand the
-//!   peers they give to the torrents' loops.
+//!   peers they give to the torrents' loops; start the DHT lookups that are due (`dht.rs`),
+//!   and save its table every `dht::SAVE_EVERY`. Peers DHT lookups find arrive as
+//!   [`Work::DhtPeers`] and go to the torrents' loops.
 //! - Every [`TICK`] too: local service discovery's announces and what it heard
 //!   (`lsd.rs`), its peers handed to the loops the same way.
 //! - Every [`PROGRESS_EVERY`]: refresh what the trackers are told (bytes left, totals).
@@ -31,6 +33,16 @@ pub(crate) enum Work {
     Completed(InfoHash),
     /// A torrent's data must be checked again (a seed-mode piece failed).
     Recheck(InfoHash),
+    /// The DHT node is in loop 0's session: its lookups may start.
+    DhtReady,
+    /// Peers a DHT lookup found for a torrent.
+    DhtPeers(InfoHash, Vec<std::net::SocketAddr>),
+    /// A DHT lookup ended, with so many nodes answering.
+    DhtLookupDone(InfoHash, usize),
+    /// A peer's DHT node (its `port` message), for loop 0's node.
+    DhtNode(std::net::SocketAddr),
+    /// A peer's word on our external address (`yourip`, address then voter).
+    ExternalAddrVote(std::net::IpAddr, std::net::IpAddr),
     /// Stop.
     Stop,
 }
@@ -91,6 +103,38 @@ pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>, resume_every: Durat
                     });
                 }
             }
+            Ok(Work::DhtReady) => {
+                let _ = shared.with(|s| {
+                    if let Some(l) = s.dht.as_mut() {
+                        l.ready = true;
+                    }
+                    Ok(())
+                });
+            }
+            Ok(Work::DhtPeers(hash, peers)) => {
+                let _ = shared.with(|s| {
+                    s.dht_peers(hash, peers);
+                    Ok(())
+                });
+            }
+            Ok(Work::ExternalAddrVote(ip, voter)) => {
+                let _ = shared.with(|s| {
+                    s.external_addr_vote(ip, voter);
+                    Ok(())
+                });
+            }
+            Ok(Work::DhtLookupDone(hash, responded)) => {
+                let _ = shared.with(|s| {
+                    s.dht_lookup_done(hash, responded);
+                    Ok(())
+                });
+            }
+            Ok(Work::DhtNode(addr)) => {
+                let _ = shared.with(|s| {
+                    s.dht_node(addr);
+                    Ok(())
+                });
+            }
             Ok(Work::Completed(hash)) => {
                 let _ = shared.with(|s| {
                     s.on_completed(hash);
@@ -107,6 +151,7 @@ pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>, resume_every: Durat
             }
             s.pump_trackers();
             s.pump_lsd();
+            s.pump_dht(now);
             if now >= next_rebalance {
                 next_rebalance = now + REBALANCE_EVERY;
                 s.rebalance_limits();

@@ -236,6 +236,24 @@ pub enum Event {
         /// What went wrong.
         error: String,
     },
+    /// A peer of a public torrent told us where its DHT node listens (BEP 5 `port`): its IP
+    /// and that UDP port. The session running the DHT takes it itself (`Dht::add_node`);
+    /// others pass it on for the driver to forward there.
+    DhtNode {
+        /// The node's address.
+        addr: SocketAddr,
+    },
+    /// A peer of a public torrent said (BEP 10 `yourip`) at which address it sees us: a vote
+    /// for our external address, which the DHT's node id follows (BEP 42) once enough
+    /// different peers agree (`Session::vote_external_addr`). Passed on like `DhtNode`.
+    ExternalAddrVote {
+        /// The address the peer sees.
+        ip: ::core::net::IpAddr,
+        /// The peer's own address (one vote per voter).
+        voter: ::core::net::IpAddr,
+    },
+    /// What the DHT node this session runs reports (lookups' peers, hops, ends).
+    Dht(crate::dht::DhtEvent),
 }
 
 /// Why a connection was closed. Every reason is counted per torrent.

@@ -144,6 +144,10 @@ pub struct Config {
     /// The client sets it by the rule of the tracker `ipv6` parameter
     /// (`net_addr::announce_ipv6`).
     pub our_ipv6: Option<::core::net::Ipv6Addr>,
+    /// The UDP port of our DHT node (BEP 5), or `None` when the DHT is off: with it, our
+    /// handshakes set the DHT reserved bit, and a peer that sets it too is sent a `port`
+    /// message and may tell us of its own node (`Event::DhtNode`). Never for private torrents.
+    pub dht_port: Option<u16>,
     /// Message stream encryption (MSE/PE): whether we dial encrypted, and what we accept.
     /// `Prefer` by default, as libtorrent's `pe_enabled`.
     pub encryption: Encryption,
@@ -191,6 +195,7 @@ impl Default for Config {
             metadata_request_timeout: Duration::from_secs(5),
             pex: true,
             our_ipv6: None,
+            dht_port: None,
             encryption: Encryption::Prefer,
             corrupt_metadata: false,
             choker: ChokerConfig::default(),

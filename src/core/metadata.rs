@@ -98,6 +98,23 @@ pub(crate) fn send_ext_handshake(
     queue_extended(peer, EXTENDED_HANDSHAKE_ID, &ext.to_bytes(), now)
 }
 
+/// Queues our BEP 5 `port` message for a peer that runs a DHT node when ours runs too and
+/// the torrent is not private (BEP 27: private torrents stay off the DHT); returns whether
+/// the driver must be told.
+pub(crate) fn send_dht_port(
+    peer: &mut Peer,
+    config: &Config,
+    info: Option<&Info>,
+    now: Time,
+) -> bool {
+    match config.dht_port {
+        Some(port) if peer.dht && !info.is_some_and(Info::is_private) => {
+            peer.queue(&Message::Port { port }, now)
+        }
+        _ => false,
+    }
+}
+
 /// Queues an extended message with `payload` under the peer's id for it; returns whether
 /// the driver must be told.
 pub(crate) fn queue_extended(peer: &mut Peer, id: u8, payload: &[u8], now: Time) -> bool {
@@ -277,7 +294,8 @@ impl MagnetTorrent {
         now: Time,
     ) {
         let info = self.info.as_deref();
-        let notify = send_ext_handshake(&mut peer, &self.ctx.config, listen_port, info, now);
+        let mut notify = send_ext_handshake(&mut peer, &self.ctx.config, listen_port, info, now);
+        notify |= send_dht_port(&mut peer, &self.ctx.config, info, now);
         self.peers.attach(key, peer, notify, true, &mut self.ctx);
     }
 
@@ -355,6 +373,16 @@ impl MagnetTorrent {
                 let ext = ExtendedHandshake::decode(payload)
                     .map_err(|_| Violation::BadExtendedHandshake)?;
                 peer.apply_ext_handshake(&ext);
+                if let (Some(ip), Some(_), false) =
+                    (ext.your_ip, self.ctx.config.dht_port, peer.voted)
+                {
+                    peer.voted = true;
+                    let voter = peer.addr.ip();
+                    self.ctx
+                        .out
+                        .events
+                        .push_back(Event::ExternalAddrVote { ip, voter });
+                }
                 if peer
                     .metadata_size
                     .is_some_and(|s| s == 0 || s > MAX_METADATA_SIZE)

@@ -29,6 +29,7 @@ mod smartban;
 pub mod time;
 mod torrent;
 pub mod types;
+mod votes;
 pub mod wire;
 
 #[cfg(test)]

@@ -76,6 +76,12 @@ pub(crate) struct Peer {
     pub(crate) fast: bool,
     /// Both sides announced BEP 10.
     pub(crate) extended: bool,
+    /// Both sides announced a DHT node (BEP 5): we send our `port` and take theirs.
+    pub(crate) dht: bool,
+    /// The peer's `port` message was taken already (one per connection is used).
+    pub(crate) dht_port_seen: bool,
+    /// The peer's `yourip` was counted already (one vote per connection).
+    pub(crate) voted: bool,
 
     pub(crate) am_choking: bool,
     pub(crate) am_interested: bool,
@@ -205,6 +211,9 @@ impl Peer {
             outgoing,
             fast: both(ReservedFlag::Fast),
             extended: both(ReservedFlag::ExtensionProtocol),
+            dht: both(ReservedFlag::Dht),
+            dht_port_seen: false,
+            voted: false,
             am_choking: true,
             am_interested: false,
             peer_choking: true,

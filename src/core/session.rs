@@ -68,13 +68,20 @@ use super::torrent::{Torrent, TorrentStats};
 use super::types::unmap;
 use super::wire::{Decoded, Handshake, Reserved, ReservedFlag, SplitBytes, HANDSHAKE_LEN};
 use super::{Bitfield, InfoHash, PeerId, PeerKey, Rng, Time};
+use crate::dht::{Dht, Transmit};
 use crate::limits::MAX_HANDOFF_BUFFER;
 use crate::metainfo::Info;
 
-/// The reserved bits we announce: the Fast extension and the extension protocol.
+/// The reserved bits we announce: the Fast extension and the extension protocol, and a DHT
+/// node when ours runs (`Config::dht_port`).
 const OUR_RESERVED: Reserved = Reserved::NONE
     .with(ReservedFlag::Fast, true)
     .with(ReservedFlag::ExtensionProtocol, true);
+
+/// [`OUR_RESERVED`] under `config`.
+fn our_reserved(config: &Config) -> Reserved {
+    OUR_RESERVED.with(ReservedFlag::Dht, config.dht_port.is_some())
+}
 
 /// What a plain BitTorrent handshake opens with: the length and the protocol string.
 const PROTOCOL_PREFIX: &[u8; 20] = b"\x13BitTorrent protocol";
@@ -306,7 +313,22 @@ pub struct Session {
     /// The private keys of encrypted handshakes: the driver's source (the operating
     /// system's CSPRNG), never `rng`.
     keys: Box<dyn KeySource>,
+    /// The DHT node, on the one session whose driver owns the UDP socket (see
+    /// [`Session::set_dht`]); its datagrams, timers and events pass through the session.
+    dht: Option<Box<Dht>>,
+    /// The latest `now` an input brought: when a peer's `port` message, drained as an
+    /// event, reaches the DHT.
+    dht_now: Time,
+    /// Peers' word on our external address, for the DHT's node id (loop 0 only).
+    external_votes: super::votes::ExternalVotes,
+    /// Nodes to try that came before the DHT node did (`Session::dht_add_node`), at most
+    /// `MAX_PENDING_DHT_NODES`; handed to it by `set_dht`.
+    pending_dht_nodes: Vec<SocketAddr>,
 }
+
+/// Nodes kept for a DHT node that is not there yet (its bootstrap names still resolving):
+/// a torrent's `nodes` and peers' `port` messages from the first seconds.
+const MAX_PENDING_DHT_NODES: usize = 64;
 
 /// One connected peer, as [`Session::peers`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -382,7 +404,80 @@ impl Session {
             upload_held: 0,
             evict_search_after: Time::ZERO,
             keys,
+            dht: None,
+            dht_now: now,
+            external_votes: Default::default(),
+            pending_dht_nodes: Vec::new(),
         }
+    }
+
+    /// Gives this session the DHT node (the session whose driver owns the UDP socket): its
+    /// datagrams come in through [`Session::handle_datagram`], go out through
+    /// [`Session::poll_datagram`], its deadline joins [`Session::poll_timeout`] and its
+    /// events come out of [`Session::poll_event`] as [`Event::Dht`].
+    pub fn set_dht(&mut self, dht: Dht) {
+        let mut dht = Box::new(dht);
+        for addr in self.pending_dht_nodes.drain(..) {
+            dht.add_node(addr, self.dht_now);
+        }
+        self.dht = Some(dht);
+    }
+
+    /// A node to try (a peer's `port` message, a torrent's `nodes`): given to the DHT node,
+    /// or kept for it (boundedly) while this session runs the DHT (`Config::dht_port`) and
+    /// the node is not there yet.
+    pub fn dht_add_node(&mut self, addr: SocketAddr, now: Time) {
+        self.dht_now = self.dht_now.max(now);
+        match self.dht.as_deref_mut() {
+            Some(dht) => dht.add_node(addr, now),
+            None if self.config.dht_port.is_some()
+                && self.pending_dht_nodes.len() < MAX_PENDING_DHT_NODES =>
+            {
+                self.pending_dht_nodes.push(addr)
+            }
+            None => {}
+        }
+    }
+
+    /// Our DHT node's UDP port (`None`: no DHT), which every session of the process announces
+    /// (handshake bit, `port` messages) whichever runs the node: `Config::dht_port`. Call
+    /// before adding torrents (they keep the configuration they started with).
+    pub fn set_dht_port(&mut self, port: Option<u16>) {
+        Arc::make_mut(&mut self.config).dht_port = port;
+    }
+
+    /// The DHT node, if this session runs it.
+    pub fn dht(&self) -> Option<&Dht> {
+        self.dht.as_deref()
+    }
+
+    /// The DHT node, if this session runs it: to start lookups, add nodes, save its table.
+    pub fn dht_mut(&mut self) -> Option<&mut Dht> {
+        self.dht.as_deref_mut()
+    }
+
+    /// A datagram for the DHT (the driver checked its first byte is `d`); dropped when this
+    /// session runs none.
+    pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Time) {
+        self.dht_now = self.dht_now.max(now);
+        if let Some(dht) = self.dht.as_deref_mut() {
+            dht.handle_datagram(from, data, now);
+        }
+    }
+
+    /// A peer (`voter`) sees us at `ip` (`Event::ExternalAddrVote` from another session):
+    /// once enough different peers agree, the DHT node takes it as its external address.
+    pub fn vote_external_addr(&mut self, ip: IpAddr, voter: IpAddr, now: Time) {
+        if let Some(dht) = self.dht.as_deref_mut() {
+            if let Some(ip) = self.external_votes.vote(ip, voter) {
+                dht.set_external_addr(ip, now);
+            }
+        }
+    }
+
+    /// The next datagram the DHT wants sent.
+    pub fn poll_datagram(&mut self) -> Option<Transmit> {
+        self.dht.as_deref_mut()?.poll_transmit()
     }
 
     /// A fresh private key for an encrypted handshake.
@@ -989,6 +1084,7 @@ impl Session {
     /// one (Ya and PadA first; our BitTorrent handshake travels as its initial payload).
     pub fn handle_connected(&mut self, conn: ConnId, now: Time) {
         let peer_id = self.peer_id;
+        let reserved = our_reserved(&self.config);
         let (torrent, encrypt) = match self.conn_mut(conn).map(|c| &c.state) {
             Some(ConnState::Handshaking(h)) => (h.torrent, h.encrypt),
             _ => return,
@@ -1001,9 +1097,7 @@ impl Session {
         };
         let initiator = encrypt.then(|| {
             let (secret, pad_a, pad_c) = (self.secret(), self.padding(), self.padding());
-            let ours = Handshake::new(OUR_RESERVED, hash, peer_id)
-                .to_bytes()
-                .to_vec();
+            let ours = Handshake::new(reserved, hash, peer_id).to_bytes().to_vec();
             Initiator::new(secret, hash, self.methods(), pad_a, pad_c, ours)
         });
         let Some(Conn {
@@ -1021,7 +1115,7 @@ impl Session {
                 h.mse = Mse::Initiating(Box::new(initiator));
                 h.sent_ours = true;
             }
-            None => Self::send_handshake(&mut self.out, conn, h, hash, peer_id),
+            None => Self::send_handshake(&mut self.out, conn, h, hash, peer_id, reserved),
         }
     }
 
@@ -1031,12 +1125,13 @@ impl Session {
         h: &mut Handshaking,
         hash: InfoHash,
         peer_id: PeerId,
+        reserved: Reserved,
     ) {
         Self::queue_send(
             out,
             conn,
             h,
-            &Handshake::new(OUR_RESERVED, hash, peer_id).to_bytes(),
+            &Handshake::new(reserved, hash, peer_id).to_bytes(),
         );
         h.sent_ours = true;
     }
@@ -1101,6 +1196,7 @@ impl Session {
 
     /// Bytes arrived on a connection.
     pub fn handle_recv(&mut self, conn: ConnId, data: &[u8], now: Time) {
+        self.dht_now = self.dht_now.max(now);
         let Some(c) = self.conn_mut(conn) else { return };
         match &mut c.state {
             ConnState::Peer { torrent, key } => {
@@ -1324,7 +1420,8 @@ impl Session {
                 return;
             };
             h.torrent = Some(tid);
-            Self::send_handshake(&mut self.out, conn, h, prefix.info_hash, peer_id);
+            let reserved = our_reserved(&self.config);
+            Self::send_handshake(&mut self.out, conn, h, prefix.info_hash, peer_id, reserved);
         }
         let Some(Conn {
             state: ConnState::Handshaking(h),
@@ -1412,6 +1509,7 @@ impl Session {
         h.recv.advance(HANDSHAKE_LEN);
         let leftover = h.recv.split();
         let listen_port = self.listen_port;
+        let ours = our_reserved(&self.config);
         let slot = &mut self.torrents[tid.slot as usize].entry;
         let key = slot.peers_mut().next_key();
         let peer = Peer::new(
@@ -1419,7 +1517,7 @@ impl Session {
             h.addr,
             theirs.peer_id,
             h.outgoing,
-            OUR_RESERVED,
+            ours,
             theirs.reserved,
             piece_count,
             now,
@@ -1708,13 +1806,21 @@ impl Session {
             .iter()
             .filter_map(|(_, t)| t.entry.ready().and_then(Torrent::rate_wake))
             .min();
-        Some(wake.map_or(self.next_tick, |w| w.min(self.next_tick)))
+        let next = wake.map_or(self.next_tick, |w| w.min(self.next_tick));
+        let dht = self.dht.as_deref().and_then(Dht::poll_timeout);
+        Some(dht.map_or(next, |d| d.min(next)))
     }
 
     /// Serves rate-limited peers whose tokens have accrued, and runs housekeeping if it is
     /// due: handshake and connect time-outs, keep-alives, inactivity, request time-outs, the
     /// choker, and dialling known peers.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.dht_now = self.dht_now.max(now);
+        if let Some(dht) = self.dht.as_deref_mut() {
+            if dht.poll_timeout().is_some_and(|t| t <= now) {
+                dht.handle_timeout(now);
+            }
+        }
         self.serve_rate_limited(now, false);
         if now < self.next_tick {
             self.reap();
@@ -1805,8 +1911,21 @@ impl Session {
     }
 
     /// The next event for the user interface or logs.
+    /// A peer's `port` message ([`Event::DhtNode`]) goes straight to the DHT node when this
+    /// session runs it; otherwise it is passed on. The DHT's own events follow the session's.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.out.events.pop_front()
+        while let Some(event) = self.out.events.pop_front() {
+            match (event, self.dht.as_deref_mut()) {
+                (Event::DhtNode { addr }, Some(dht)) => dht.add_node(addr, self.dht_now),
+                (Event::ExternalAddrVote { ip, voter }, Some(dht)) => {
+                    if let Some(ip) = self.external_votes.vote(ip, voter) {
+                        dht.set_external_addr(ip, self.dht_now);
+                    }
+                }
+                (event, _) => return Some(event),
+            }
+        }
+        self.dht.as_deref_mut()?.poll_event().map(Event::Dht)
     }
 
     /// Connections open (handshaking included).

@@ -23,8 +23,8 @@ use super::context::{Context, Outbox};
 use super::fast::allowed_fast_set;
 use super::limiter::RateLimits;
 use super::metadata::{
-    answer_metadata_request, pex_peers, queue_extended, send_ext_handshake, MagnetTorrent,
-    OUR_UT_METADATA, OUR_UT_PEX,
+    answer_metadata_request, pex_peers, queue_extended, send_dht_port, send_ext_handshake,
+    MagnetTorrent, OUR_UT_METADATA, OUR_UT_PEX,
 };
 use super::peer::{Has, OutRequest, Peer};
 use super::peers::{Liveness, PeerSet};
@@ -168,7 +168,7 @@ enum Msg {
         data: Bytes,
     },
     Cancel(BlockRequest),
-    Port,
+    Port(u16),
     Suggest(u32),
     HaveAll,
     HaveNone,
@@ -393,6 +393,7 @@ impl Torrent {
     ) {
         let info = Some(&*self.info);
         let mut notify = send_ext_handshake(&mut peer, &self.ctx.config, listen_port, info, now);
+        notify |= send_dht_port(&mut peer, &self.ctx.config, info, now);
         let have = self.picker.have();
         if peer.fast && have.is_full() {
             notify |= peer.queue(&Message::HaveAll, now);
@@ -514,7 +515,7 @@ impl Torrent {
         // after the handshake by libtorrent and by us, and keep-alives and `port` can come at
         // any time: none of them uses up the bitfield's turn.
         let first = !peer.first_message_seen;
-        if !matches!(msg, Msg::KeepAlive | Msg::Port | Msg::Extended { .. }) {
+        if !matches!(msg, Msg::KeepAlive | Msg::Port(_) | Msg::Extended { .. }) {
             peer.first_message_seen = true;
         }
         let fast = peer.fast;
@@ -526,7 +527,21 @@ impl Torrent {
             return Err(Violation::FastNotNegotiated);
         }
         match msg {
-            Msg::KeepAlive | Msg::Port => {}
+            Msg::KeepAlive => {}
+            Msg::Port(port) => {
+                // One per connection, only from a peer that announced a node, for a
+                // public torrent, while our own node runs: a peer cannot make us ping many.
+                if peer.dht
+                    && !peer.dht_port_seen
+                    && port != 0
+                    && self.ctx.config.dht_port.is_some()
+                    && !self.info.is_private()
+                {
+                    peer.dht_port_seen = true;
+                    let addr = SocketAddr::new(peer.addr.ip(), port);
+                    self.ctx.out.events.push_back(Event::DhtNode { addr });
+                }
+            }
             Msg::Choke => {
                 peer.peer_choking = true;
                 if !peer.fast {
@@ -643,7 +658,19 @@ impl Torrent {
                 }
                 match id {
                     EXTENDED_HANDSHAKE_ID => match ExtendedHandshake::decode(&payload[..]) {
-                        Ok(ext) => peer.apply_ext_handshake(&ext),
+                        Ok(ext) => {
+                            peer.apply_ext_handshake(&ext);
+                            let dht = self.ctx.config.dht_port.is_some();
+                            let vote = dht && !peer.voted && !self.info.is_private();
+                            if let Some(ip) = ext.your_ip.filter(|_| vote) {
+                                peer.voted = true;
+                                let voter = peer.addr.ip();
+                                self.ctx
+                                    .out
+                                    .events
+                                    .push_back(Event::ExternalAddrVote { ip, voter });
+                            }
+                        }
                         Err(_) => return Err(Violation::BadExtendedHandshake),
                     },
                     OUR_UT_METADATA => match MetadataMsg::decode(&payload) {
@@ -1712,7 +1739,7 @@ fn owned(msg: Message<'_>) -> (Msg, Option<usize>) {
             );
         }
         Message::Cancel(r) => Msg::Cancel(r),
-        Message::Port { .. } => Msg::Port,
+        Message::Port { port } => Msg::Port(port),
         Message::Suggest { piece } => Msg::Suggest(piece),
         Message::HaveAll => Msg::HaveAll,
         Message::HaveNone => Msg::HaveNone,

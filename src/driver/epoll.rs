@@ -21,7 +21,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use super::loop_core::{LoopCore, LoopIo};
+use super::loop_core::{LoopCore, LoopIo, Udp, MAX_DATAGRAMS_PER_TURN};
 use super::Protocol;
 use crate::core::api::{Action, ConnId};
 use crate::core::session::HandOff;
@@ -30,6 +30,7 @@ use crate::storage::DiskPool;
 
 const LISTENER: Token = Token(usize::MAX);
 const DISK: Token = Token(usize::MAX - 1);
+const UDP: Token = Token(usize::MAX - 2);
 
 /// Bytes read from a socket per `read` call. 256 KiB lets one call drain a loopback burst
 /// of 16 blocks; the session copies what it needs, so the buffer is reused.
@@ -113,6 +114,32 @@ impl<P: Protocol> EpollDriver<P> {
             sockets: HashMap::new(),
             read_buf: vec![0; READ_BUF],
         })
+    }
+
+    /// Takes the UDP socket (see [`super::Driver::set_udp`]) and watches it for reads.
+    pub(crate) fn set_udp(&mut self, socket: std::net::UdpSocket) -> io::Result<()> {
+        let udp = Udp::new(socket)?;
+        self.poll.registry().register(
+            &mut SourceFd(&udp.socket.as_raw_fd()),
+            UDP,
+            Interest::READABLE,
+        )?;
+        self.core.udp = Some(udp);
+        Ok(())
+    }
+
+    /// Reads a turn's worth of datagrams; with more waiting, asks for another readiness
+    /// event (edge-triggered: the re-registration reports the socket readable again).
+    fn udp_readable(&mut self, now: Time) {
+        if self.core.drain_datagrams(MAX_DATAGRAMS_PER_TURN, now) {
+            if let Some(udp) = self.core.udp.as_ref() {
+                let _ = self.poll.registry().reregister(
+                    &mut SourceFd(&udp.socket.as_raw_fd()),
+                    UDP,
+                    Interest::READABLE,
+                );
+            }
+        }
     }
 
     fn accept(&mut self, now: Time) {
@@ -326,6 +353,7 @@ impl<P: Protocol> LoopIo<P> for EpollDriver<P> {
             LISTENER => self.accept(now),
             // Consumes the shared eventfd, then drains both queues behind it.
             DISK => self.wake(now),
+            UDP => self.udp_readable(now),
             Token(t) => {
                 let conn = ConnId::from_u64(t as u64);
                 if ready.error {

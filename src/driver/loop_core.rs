@@ -17,7 +17,7 @@
 //! dynamic dispatch or allocation per completion.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,11 +26,54 @@ use super::shard::PostOffice;
 use super::{LoopStats, Protocol};
 use crate::core::api::{Action, ConnId, Event};
 use crate::core::Time;
+use crate::dht::Transmit;
 use crate::storage::DiskPool;
 
 /// Disk completions handled per loop turn, so a burst of finished reads cannot starve the
 /// sockets (or the protocol's timers).
 const MAX_DISK_PER_TURN: usize = 1024;
+
+/// Datagrams read from the UDP socket per readiness event (epoll) or receive completion
+/// (io_uring), so a flood cannot starve the TCP connections: the rest wait in the kernel's
+/// buffer (which drops what overflows) for the next turn.
+pub(crate) const MAX_DATAGRAMS_PER_TURN: usize = 128;
+
+/// The largest datagram taken: KRPC messages fit in one MTU, and so will uTP's. One that
+/// fills the buffer may have been cut short and is dropped.
+pub(crate) const DATAGRAM_BUF: usize = 4096;
+
+/// The loop's UDP socket (only loop 0 has one: with `SO_REUSEPORT` the kernel would scatter
+/// datagrams across sockets, and the DHT node lives on one session).
+pub(crate) struct Udp {
+    pub(crate) socket: UdpSocket,
+    /// Whether the socket is IPv6 (dual-stack): IPv4 destinations are sent mapped.
+    v6: bool,
+    buf: Box<[u8]>,
+}
+
+impl Udp {
+    pub(crate) fn new(socket: UdpSocket) -> io::Result<Udp> {
+        socket.set_nonblocking(true)?;
+        let v6 = socket.local_addr()?.is_ipv6();
+        Ok(Udp {
+            socket,
+            v6,
+            buf: vec![0; DATAGRAM_BUF].into_boxed_slice(),
+        })
+    }
+}
+
+/// `addr` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a dual-stack socket
+/// reports for IPv4 senders) turned into the plain IPv4 one.
+pub(crate) fn unmap(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), a.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
 
 /// The state every event loop has, whichever backend runs it.
 pub(crate) struct LoopCore<P: Protocol> {
@@ -43,6 +86,8 @@ pub(crate) struct LoopCore<P: Protocol> {
     pub(crate) disk: DiskBridge,
     pub(crate) post: PostOffice<P>,
     pub(crate) stats: LoopStats,
+    /// The UDP socket, on the loop that owns it.
+    pub(crate) udp: Option<Udp>,
 }
 
 impl<P: Protocol> LoopCore<P> {
@@ -66,7 +111,80 @@ impl<P: Protocol> LoopCore<P> {
             disk,
             post,
             stats: LoopStats::default(),
+            udp: None,
         })
+    }
+
+    /// The UDP socket's address, if this loop has one.
+    pub(crate) fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp.as_ref().and_then(|u| u.socket.local_addr().ok())
+    }
+
+    /// Hands one datagram to the protocol: a bencoded dictionary (first byte `d`) goes to
+    /// [`Protocol::handle_datagram`]; anything else (a future uTP's packets) is counted and
+    /// dropped, as is one that may have been cut short.
+    pub(crate) fn deliver_datagram(
+        &mut self,
+        from: SocketAddr,
+        data: &[u8],
+        truncated: bool,
+        now: Time,
+    ) {
+        self.stats.datagrams_received += 1;
+        if truncated || data.first() != Some(&b'd') {
+            self.stats.datagrams_dropped += 1;
+            return;
+        }
+        self.proto.handle_datagram(unmap(from), data, now);
+    }
+
+    /// Reads up to `max` datagrams from the socket without blocking and delivers them.
+    /// Returns whether the limit stopped it (more may be waiting).
+    pub(crate) fn drain_datagrams(&mut self, max: usize, now: Time) -> bool {
+        for _ in 0..max {
+            let Some(udp) = self.udp.as_mut() else {
+                return false;
+            };
+            match udp.socket.recv_from(&mut udp.buf) {
+                Ok((n, from)) => {
+                    // Moved out and back so the protocol can be borrowed meanwhile.
+                    let buf = std::mem::take(&mut udp.buf);
+                    self.deliver_datagram(from, &buf[..n], n == buf.len(), now);
+                    if let Some(udp) = self.udp.as_mut() {
+                        udp.buf = buf;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // ICMP errors (port unreachable) surface here; the next datagram is fine.
+                Err(_) => continue,
+            }
+        }
+        true
+    }
+
+    /// Sends one datagram without blocking; a full socket buffer or an unreachable address
+    /// drops it (the DHT retransmits what matters), counted.
+    pub(crate) fn send_datagram(&mut self, t: Transmit) {
+        let Some(udp) = self.udp.as_ref() else {
+            self.stats.datagrams_unsent += 1;
+            return;
+        };
+        let to = match (t.to, udp.v6) {
+            (SocketAddr::V4(a), true) => SocketAddr::new(a.ip().to_ipv6_mapped().into(), a.port()),
+            (SocketAddr::V6(a), false) => match a.ip().to_ipv4_mapped() {
+                Some(v4) => SocketAddr::new(v4.into(), a.port()),
+                None => {
+                    self.stats.datagrams_unsent += 1;
+                    return;
+                }
+            },
+            (to, _) => to,
+        };
+        match udp.socket.send_to(&t.payload, to) {
+            Ok(_) => self.stats.datagrams_sent += 1,
+            Err(_) => self.stats.datagrams_unsent += 1,
+        }
     }
 
     /// The address the loop listens on.
@@ -150,6 +268,10 @@ pub(crate) trait LoopIo<P: Protocol>: Sized {
                 any = true;
                 let now = self.core().now();
                 self.act(action, now);
+            }
+            while let Some(datagram) = self.core().proto.poll_datagram() {
+                any = true;
+                self.core().send_datagram(datagram);
             }
             while let Some(event) = self.core().proto.poll_event() {
                 any = true;

@@ -21,7 +21,7 @@ pub mod shard;
 pub mod sim;
 pub mod uring;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,15 @@ pub struct LoopStats {
     /// Disk operations (reads, writes, hashes) submitted and not yet completed: the loop's
     /// share of the disk and hash queue.
     pub disk_in_flight: u64,
+    /// Datagrams read from the loop's UDP socket (only the loop that owns it has one).
+    pub datagrams_received: u64,
+    /// Of those, dropped unread: not a bencoded dictionary (first byte other than `d`), or
+    /// too large.
+    pub datagrams_dropped: u64,
+    /// Datagrams sent.
+    pub datagrams_sent: u64,
+    /// Datagrams the kernel refused (a full send buffer, an unreachable address): dropped.
+    pub datagrams_unsent: u64,
 }
 
 /// The kernel interface an event loop runs on.
@@ -187,6 +196,21 @@ impl<P: Protocol> Driver<P> {
     /// The address we listen on.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.core().local_addr()
+    }
+
+    /// Gives this loop the UDP socket (made non-blocking here): datagrams starting with `d`
+    /// go to [`Protocol::handle_datagram`], [`Protocol::poll_datagram`]'s go out on it. One
+    /// loop only should have it (see `shard`). Call before the loop's first turn.
+    pub fn set_udp(&mut self, socket: UdpSocket) -> std::io::Result<()> {
+        match &mut self.io {
+            Io::Uring(d) => d.set_udp(socket),
+            Io::Epoll(d) => d.set_udp(socket),
+        }
+    }
+
+    /// The UDP socket's address, if this loop has one.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.core().udp_addr()
     }
 
     /// The session's clock reading now.

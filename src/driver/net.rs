@@ -1,5 +1,6 @@
-//! Sockets in the form the drivers need: C socket addresses for io_uring's `CONNECT`, fresh
-//! non-blocking sockets, and listeners, one per event loop on a shared port.
+//! Sockets in the form the drivers need: C socket addresses for io_uring's `CONNECT` (and
+//! back, from its `RECVMSG`), fresh non-blocking sockets, and listeners, one per event loop
+//! on a shared port.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -188,6 +189,34 @@ pub(crate) fn new_socket(addr: &SocketAddr) -> io::Result<TcpStream> {
     Ok(TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
+/// The address a C socket address holds (what `recvmsg` filled in), or `None` for a family
+/// other than IPv4 and IPv6.
+pub(crate) fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in; sockaddr_storage is
+            // larger than and aligned for it.
+            let sin: libc::sockaddr_in =
+                unsafe { std::ptr::read((storage as *const libc::sockaddr_storage).cast()) };
+            let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddr::new(ip.into(), u16::from_be(sin.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6: libc::sockaddr_in6 =
+                unsafe { std::ptr::read((storage as *const libc::sockaddr_storage).cast()) };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
 impl From<SocketAddr> for SockAddr {
     fn from(addr: SocketAddr) -> SockAddr {
         // SAFETY: sockaddr_storage is a plain C struct for which all-zero bytes is valid.
@@ -229,5 +258,21 @@ impl From<SocketAddr> for SockAddr {
             storage,
             len: len as libc::socklen_t,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_addresses_round_trip() {
+        for addr in ["127.0.0.1:6881", "[::1]:51413", "[::ffff:10.0.0.1]:1"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            assert_eq!(from_sockaddr(&SockAddr::from(addr).storage), Some(addr));
+        }
+        // SAFETY: all-zero bytes are a valid sockaddr_storage (family AF_UNSPEC).
+        let unspec: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        assert_eq!(from_sockaddr(&unspec), None);
     }
 }

@@ -13,8 +13,10 @@ use bytes::Bytes;
 use crate::core::api::{Action, ConnId, DiskDone, Event};
 use crate::core::session::HandOff;
 use crate::core::{Session, Time};
+use crate::dht::Transmit;
 
-/// A sans-IO state machine over TCP connections that a driver can run.
+/// A sans-IO state machine over TCP connections (and, on the loop that owns it, the UDP
+/// socket's datagrams) that a driver can run.
 pub trait Protocol {
     /// The port the driver listens on, once known.
     fn set_listen_port(&mut self, _port: u16) {}
@@ -62,6 +64,14 @@ pub trait Protocol {
     fn poll_event(&mut self) -> Option<Event>;
     /// When [`Protocol::handle_timeout`] wants to run next.
     fn poll_timeout(&self) -> Option<Time>;
+    /// A datagram arrived on the loop's UDP socket whose first byte is `d` (a bencoded
+    /// dictionary: KRPC, the DHT's). The driver counts and drops anything else, and unmaps
+    /// IPv4-mapped IPv6 sources to `SocketAddr::V4` first.
+    fn handle_datagram(&mut self, _from: SocketAddr, _data: &[u8], _now: Time) {}
+    /// The next datagram to send on the loop's UDP socket; drained with the actions.
+    fn poll_datagram(&mut self) -> Option<Transmit> {
+        None
+    }
 }
 
 impl Protocol for Session {
@@ -109,5 +119,11 @@ impl Protocol for Session {
     }
     fn poll_timeout(&self) -> Option<Time> {
         Session::poll_timeout(self)
+    }
+    fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Time) {
+        Session::handle_datagram(self, from, data, now)
+    }
+    fn poll_datagram(&mut self) -> Option<Transmit> {
+        Session::poll_datagram(self)
     }
 }

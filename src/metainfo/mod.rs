@@ -145,6 +145,10 @@ pub struct Torrent {
     pub trackers: Vec<Vec<String>>,
     /// Web seeds (BEP 19 `url-list`), kept for when web seeding is supported.
     pub url_list: Vec<String>,
+    /// DHT nodes (BEP 5 `nodes`: `[["host", port], ...]`), for a trackerless torrent: host
+    /// (a name or an IP literal) and port. Malformed entries are skipped; at most
+    /// `MAX_TORRENT_DHT_NODES`.
+    pub nodes: Vec<(String, u16)>,
     /// The free-text comment.
     pub comment: Option<String>,
     /// The program that made the torrent.
@@ -175,6 +179,21 @@ impl Torrent {
             None => Vec::new(),
         };
         let url_list = url_list.into_iter().filter(|u| !u.is_empty()).collect();
+        let nodes = root
+            .get(b"nodes")
+            .and_then(Node::as_list)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|pair| match pair.as_list()? {
+                [host, port] => {
+                    let host = host.as_str().filter(|h| !h.is_empty() && h.len() <= 255)?;
+                    let port = u16::try_from(port.as_int()?).ok().filter(|p| *p != 0)?;
+                    Some((host.to_owned(), port))
+                }
+                _ => None,
+            })
+            .take(crate::limits::MAX_TORRENT_DHT_NODES)
+            .collect();
         let text = |key: &[u8]| {
             root.get(key)
                 .and_then(Node::as_bytes)
@@ -184,6 +203,7 @@ impl Torrent {
             info,
             trackers,
             url_list,
+            nodes,
             comment: text(b"comment"),
             created_by: text(b"created by"),
             creation_date: root.get(b"creation date").and_then(Node::as_int),

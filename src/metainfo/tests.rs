@@ -513,3 +513,39 @@ fn a_bencode_error_prints_its_text_once() {
         inner,
     );
 }
+
+#[test]
+fn dht_nodes_are_read_malformed_ones_skipped_and_bounded() {
+    let pair = |h: &str, p: i64| V::List(vec![s(h), V::Int(p)]);
+    let mut nodes = vec![
+        pair("127.0.0.1", 6881),
+        pair("router.example", 25401),
+        pair("bad-port", 70000),
+        pair("", 1),
+        pair("zero", 0),
+        V::List(vec![s("short")]),
+        s("junk"),
+    ];
+    let root = dict(vec![
+        ("info", dict(single(1))),
+        ("nodes", V::List(nodes.clone())),
+    ]);
+    let t = Torrent::from_bytes(&root.to_bytes()).unwrap();
+    assert_eq!(
+        t.nodes,
+        vec![
+            ("127.0.0.1".to_string(), 6881),
+            ("router.example".to_string(), 25401)
+        ]
+    );
+    nodes.extend((0..100).map(|i| pair("10.0.0.1", 1000 + i)));
+    let root = dict(vec![("info", dict(single(1))), ("nodes", V::List(nodes))]);
+    let t = Torrent::from_bytes(&root.to_bytes()).unwrap();
+    assert_eq!(t.nodes.len(), crate::limits::MAX_TORRENT_DHT_NODES);
+    // Not a list at all: none.
+    let root = dict(vec![("info", dict(single(1))), ("nodes", s("x"))]);
+    assert!(Torrent::from_bytes(&root.to_bytes())
+        .unwrap()
+        .nodes
+        .is_empty());
+}

@@ -57,7 +57,7 @@ fn sandbox_root() -> &'static Path {
 }
 
 /// Points HOME and the XDG folders (config, state, data, cache) of `cmd` at a fresh folder of
-/// its own, so that a child started without `--config` or `--state-dir` neither reads the
+/// its own, and leaves the DHT without bootstrap routers, so that a child started without `--config` or `--state-dir` neither reads the
 /// user's `~/.config/ringtorrent/serve.toml` nor writes resume data into
 /// `~/.local/state/ringtorrent`, and no two children share such a folder by accident.
 pub fn sandboxed(cmd: &mut Command) -> &mut Command {
@@ -69,6 +69,9 @@ pub fn sandboxed(cmd: &mut Command) -> &mut Command {
         .env("XDG_STATE_HOME", home.join(".local/state"))
         .env("XDG_DATA_HOME", home.join(".local/share"))
         .env("XDG_CACHE_HOME", home.join(".cache"))
+        // The DHT's default bootstrap routers are public hosts: a test never contacts them
+        // (a test of the DHT names its own node with --dht-bootstrap).
+        .env("RINGTORRENT_DHT_BOOTSTRAP", "")
 }
 
 /// The first `127.0.0.1:PORT` word of `line` (`seed`'s first line, `download`'s "listening

@@ -174,7 +174,7 @@ pub fn server_state(api: &WebApi, client: &Client) -> Map<String, Value> {
         "alltime_ul": ul,
         "average_time_queue": 0,
         "connection_status": "connected",
-        "dht_nodes": 0,
+        "dht_nodes": m.dht.as_ref().map_or(0, |d| d.nodes_v4 + d.nodes_v6),
         "dl_info_data": dl,
         "dl_info_speed": dl_speed,
         "dl_rate_limit": limit_field(w.settings.download_limit),

@@ -29,13 +29,18 @@ pub fn totals(api: &WebApi, client: &Client) -> (u64, u64, u64, u64) {
     (down, w.downloaded, up, w.uploaded)
 }
 
+/// Nodes in the DHT routing tables (both families), 0 without a DHT.
+pub fn dht_nodes(client: &Client) -> usize {
+    client.dht_stats().map_or(0, |d| d.nodes_v4 + d.nodes_v6)
+}
+
 /// `transfer/info`.
 pub fn info(api: &WebApi, client: &Client) -> Value {
     let (dl_speed, dl, up_speed, ul) = totals(api, client);
     let w = api.state();
     json!({
         "connection_status": "connected",
-        "dht_nodes": 0,
+        "dht_nodes": dht_nodes(client),
         "dl_info_data": dl,
         "dl_info_speed": dl_speed,
         "dl_rate_limit": limit_field(w.settings.download_limit),

@@ -49,6 +49,9 @@
 //!   GET    /share_limits                 the client's; PUT any of its fields (no -2)
 //!   GET    /queue                        queueing; PUT any of its fields
 //!   GET    /metrics                      Prometheus text
+//!   GET    /dht                          the DHT node: {"enabled", "address", "nodes",
+//!                                        "nodes_ipv4", "nodes_ipv6", lookups, announces,
+//!                                        queries answered and dropped, stored peers}
 //!   *      /api/v2/...                   the qBittorrent WebAPI (`ringtorrent::api::qbt`)
 //! ```
 //!
@@ -453,6 +456,26 @@ fn handle_own(client: &Client, req: Request) -> Response {
         return r;
     }
     match (method, parts.as_slice()) {
+        ("GET" | "HEAD", ["dht"]) => {
+            let body = match client.dht_stats() {
+                Some(d) => json!({
+                    "enabled": true,
+                    "address": client.dht_addr().map(|a| a.to_string()),
+                    "nodes": d.nodes_v4 + d.nodes_v6,
+                    "nodes_ipv4": d.nodes_v4,
+                    "nodes_ipv6": d.nodes_v6,
+                    "lookups_active": d.lookups_active,
+                    "lookups_total": d.lookups_total,
+                    "announces_sent": d.announces_sent,
+                    "queries_answered": d.queries_answered,
+                    "queries_dropped": d.queries_dropped,
+                    "stored_torrents": d.stored_torrents,
+                    "stored_peers": d.stored_peers,
+                }),
+                None => json!({ "enabled": false }),
+            };
+            Response::new(200, "application/json", body.to_string().into_bytes())
+        }
         ("GET" | "HEAD", ["metrics"]) => Response::new(
             200,
             "text/plain; version=0.0.4",

@@ -80,6 +80,19 @@ io = "auto"
 # Log level: "error", "warn", "info", "debug" or "trace" (RINGTORRENT_LOG overrides it).
 log = "info"
 
+[dht]
+# A DHT node (BEP 5, with BEP 32's IPv6 table on a dual-stack listen address): public
+# torrents are announced and looked up there every 15 minutes; private ones never are.
+enabled = true
+# Nodes to start from, "HOST:PORT" (resolved at start), used when the saved table
+# (state_dir/dht.dat) is empty. Default: router.bittorrent.com:6881,
+# dht.transmissionbt.com:6881, router.utorrent.com:6881, dht.libtorrent.org:25401 (or
+# $RINGTORRENT_DHT_BOOTSTRAP, comma-separated). A loopback or private address here lets
+# the node keep loopback and private nodes.
+# bootstrap = ["router.bittorrent.com:6881"]
+# The node's UDP port. Default: the port of `listen`, as other clients do.
+# port = 6881
+
 [limits]
 # Connections across the session, handshaking ones included (split evenly between the
 # event loops).
@@ -186,6 +199,30 @@ pub struct ServeConfig {
     pub share_limits: ShareLimitsConf,
     /// `[queue]`.
     pub queue: QueueConf,
+    /// `[dht]`.
+    pub dht: DhtConf,
+}
+
+/// `[dht]`: the DHT node.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DhtConf {
+    /// Run a node.
+    pub enabled: bool,
+    /// Bootstrap nodes (`None`: the environment's, else the well-known routers).
+    pub bootstrap: Option<Vec<String>>,
+    /// UDP port (`None`: the listen port).
+    pub port: Option<u16>,
+}
+
+impl Default for DhtConf {
+    fn default() -> Self {
+        DhtConf {
+            enabled: true,
+            bootstrap: None,
+            port: None,
+        }
+    }
 }
 
 /// `[share_limits]`: the client's share limits.
@@ -298,6 +335,7 @@ impl Default for ServeConfig {
             limits: Limits::default(),
             share_limits: ShareLimitsConf::default(),
             queue: QueueConf::default(),
+            dht: DhtConf::default(),
         }
     }
 }
@@ -350,6 +388,9 @@ impl ServeConfig {
         self.queue()?;
         if self.limits.max_peers_per_ip == 0 {
             return Err(anyhow!("limits.max_peers_per_ip must be at least 1"));
+        }
+        for node in self.dht.bootstrap.iter().flatten() {
+            super::super::dht::host_port(node).map_err(|e| anyhow!("dht.bootstrap: {e}"))?;
         }
         if self.watch_interval == 0 {
             return Err(anyhow!("watch_interval must be at least 1 second"));
@@ -574,6 +615,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("lsd_interface"), "{e}");
+    }
+
+    #[test]
+    fn dht_keys_are_read_and_checked() {
+        let c = ServeConfig::parse(
+            "[dht]\nenabled = false\nbootstrap = [\"10.0.0.5:6881\"]\nport = 6882",
+        )
+        .unwrap();
+        assert_eq!(
+            c.dht,
+            DhtConf {
+                enabled: false,
+                bootstrap: Some(vec!["10.0.0.5:6881".into()]),
+                port: Some(6882),
+            }
+        );
+        assert_eq!(ServeConfig::parse("").unwrap().dht, DhtConf::default());
+        let e = ServeConfig::parse("[dht]\nbootstrap = [\"router\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dht.bootstrap"), "{e}");
+        let e = ServeConfig::parse("[dht]\nprot = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prot"), "{e}");
     }
 
     #[test]

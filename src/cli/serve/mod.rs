@@ -98,6 +98,9 @@ pub struct ServeArgs {
     /// `lsd_interface`).
     #[arg(long, value_name = "IP")]
     lsd_interface: Option<String>,
+    /// The DHT (override `[dht]`).
+    #[command(flatten)]
+    dht: super::dht::DhtArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -218,6 +221,15 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig> {
         c.lsd = false;
     }
     set(&mut c.lsd_interface, &args.lsd_interface);
+    if args.dht.no_dht {
+        c.dht.enabled = false;
+    }
+    if !args.dht.bootstrap.is_empty() {
+        c.dht.bootstrap = Some(args.dht.bootstrap.clone());
+    }
+    if args.dht.port.is_some() {
+        c.dht.port = args.dht.port;
+    }
     c.api_hosts.extend(args.api_hosts.iter().cloned());
     set(&mut c.api_username, &args.api_username);
     if let Some(password) = &args.api_password {
@@ -288,6 +300,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
         lsd_interface: c.lsd_interface()?,
         share_limits: c.share_limits()?,
         queue: c.queue()?,
+        dht: ringtorrent::client::DhtSettings {
+            enabled: c.dht.enabled,
+            bootstrap: super::dht::bootstrap_list(&[], c.dht.bootstrap.as_deref()),
+            port: c.dht.port,
+            ..Default::default()
+        },
         ..ClientConfig::default()
     })?;
     // The first lines on stdout say where things are, for scripts; a reader that went away
@@ -303,6 +321,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 .map_or("nothing".into(), |a| a.to_string())
         );
         let _ = writeln!(out, "api: http://{api_addr}");
+        if let Some(dht) = client.dht_addr() {
+            let _ = writeln!(out, "dht: {dht}");
+        }
         let _ = out.flush();
     }
     tracing::info!(

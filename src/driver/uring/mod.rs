@@ -19,6 +19,10 @@
 //! - Outgoing connections start with `CONNECT` on a fresh socket.
 //! - The disk pool's eventfd always has one 8-byte `READ` armed; mail from other loops
 //!   ([`super::shard`]) shares that eventfd.
+//! - The UDP socket, on the loop that has one ([`super::Driver::set_udp`]), has one `RECVMSG`
+//!   armed into a buffer the driver owns; its completion delivers that datagram, then up to
+//!   a turn's worth more are read without blocking, then it is armed again. Datagrams are
+//!   sent with a non-blocking `sendto` at once (a full buffer drops one).
 //! - A connection the session hands to another loop ([`Action::HandOff`]) has its receive
 //!   cancelled (bytes that still arrive go to the session, which keeps them for the new owner)
 //!   and its send in flight finished; when nothing is in flight, its socket and state are
@@ -46,6 +50,8 @@
 //! - the connect address: a `Box` in the slot.
 //! - receive buffers: the buffer ring's mappings, which live as long as the driver.
 //! - the eventfd read's 8 bytes: a heap allocation owned by the driver.
+//! - the UDP receive's header, address and buffer: one heap allocation owned by the driver,
+//!   touched only while no `RECVMSG` is in flight.
 //!
 //! Dropping the driver cancels everything and waits (boundedly) for the last completion
 //! before freeing any of it; if that cannot be confirmed, it leaks the memory instead.
@@ -68,7 +74,7 @@ pub use probe::probe;
 use std::collections::HashMap;
 use std::io;
 use std::mem::ManuallyDrop;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -80,8 +86,8 @@ use slab::Slab;
 use self::bufring::BufRing;
 use self::probe::{build_ring, Setup};
 use self::token::{Op, Token};
-use super::loop_core::{LoopCore, LoopIo};
-use super::net::{bind_local, new_socket, SockAddr};
+use super::loop_core::{LoopCore, LoopIo, Udp, DATAGRAM_BUF, MAX_DATAGRAMS_PER_TURN};
+use super::net::{bind_local, from_sockaddr, new_socket, SockAddr};
 use super::Protocol;
 use crate::core::api::{Action, ConnId};
 use crate::core::{SendBuf, Session, Time};
@@ -200,6 +206,23 @@ struct EventBuf(NonNull<u64>);
 // tied to a thread), so moving the value between threads is sound.
 unsafe impl Send for EventBuf {}
 
+/// What the UDP socket's `RECVMSG` names: the header, its one iovec, the sender's address
+/// and the datagram's buffer, in one heap allocation whose address never changes.
+struct UdpRecv {
+    msg: libc::msghdr,
+    iov: libc::iovec,
+    addr: libc::sockaddr_storage,
+    buf: [u8; DATAGRAM_BUF],
+}
+
+/// The owner of the [`UdpRecv`] allocation (raw, so it can be leaked if the kernel might
+/// still write it when the driver goes).
+struct UdpRecvBuf(NonNull<UdpRecv>);
+
+// SAFETY: the allocation is owned by this value alone (the kernel writes it, which is not
+// tied to a thread), so moving the value between threads is sound.
+unsafe impl Send for UdpRecvBuf {}
+
 /// Sizes of the driver's receive memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UringOptions {
@@ -236,6 +259,10 @@ pub struct UringDriver<P: Protocol = Session> {
     inflight: u64,
     bufs: ManuallyDrop<BufRing>,
     event_buf: EventBuf,
+    /// The UDP socket's receive memory, once it has one.
+    udp_recv: Option<UdpRecvBuf>,
+    /// A `RECVMSG` is in flight on the UDP socket.
+    udp_armed: bool,
     /// The completions of the current turn: `user_data`, result, flags (kept, so a turn does
     /// not allocate).
     cqes: Vec<(u64, i32, u32)>,
@@ -299,6 +326,8 @@ impl<P: Protocol> UringDriver<P> {
             inflight: 0,
             bufs: ManuallyDrop::new(bufs),
             event_buf,
+            udp_recv: None,
+            udp_armed: false,
             cqes: Vec::with_capacity(MAX_CQES_PER_TURN),
         };
         driver.arm_accept();
@@ -378,6 +407,85 @@ impl<P: Protocol> UringDriver<P> {
         // eventfd is owned by the disk bridge, which lives as long as the driver.
         unsafe { self.push(entry) };
         self.inflight += 1;
+    }
+
+    /// Takes the UDP socket (see [`super::Driver::set_udp`]) and arms its first receive.
+    pub(crate) fn set_udp(&mut self, socket: UdpSocket) -> io::Result<()> {
+        if self.udp_armed {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "this loop has a UDP socket already",
+            ));
+        }
+        self.core.udp = Some(Udp::new(socket)?);
+        if self.udp_recv.is_none() {
+            // SAFETY: UdpRecv is plain C structs and bytes, for which all-zero is valid.
+            let recv: Box<UdpRecv> = Box::new(unsafe { std::mem::zeroed() });
+            self.udp_recv = Some(UdpRecvBuf(NonNull::from(Box::leak(recv))));
+        }
+        self.arm_udp();
+        Ok(())
+    }
+
+    fn arm_udp(&mut self) {
+        let (Some(udp), Some(recv)) = (self.core.udp.as_ref(), self.udp_recv.as_ref()) else {
+            return;
+        };
+        if self.udp_armed {
+            return;
+        }
+        let fd = udp.socket.as_raw_fd();
+        let r = recv.0.as_ptr();
+        // SAFETY: no receive is in flight (`udp_armed` is false), so nothing but this driver
+        // touches the allocation; the pointers set here point into the same allocation.
+        let msg = unsafe {
+            (*r).iov = libc::iovec {
+                iov_base: (*r).buf.as_mut_ptr().cast(),
+                iov_len: DATAGRAM_BUF,
+            };
+            (*r).msg = std::mem::zeroed();
+            (*r).msg.msg_name = std::ptr::addr_of_mut!((*r).addr).cast();
+            (*r).msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
+            (*r).msg.msg_iov = std::ptr::addr_of_mut!((*r).iov);
+            (*r).msg.msg_iovlen = 1;
+            std::ptr::addr_of_mut!((*r).msg)
+        };
+        let entry = opcode::RecvMsg::new(types::Fd(fd), msg)
+            .build()
+            .user_data(Token::global(Op::UdpRecv).pack());
+        // SAFETY: the header, iovec, address and buffer live in the `UdpRecv` allocation,
+        // freed only in Drop after every operation's final completion, and not touched until
+        // this one completes. The socket lives in the loop core, dropped after the ring.
+        unsafe { self.push(entry) };
+        self.udp_armed = true;
+        self.inflight += 1;
+    }
+
+    /// The UDP receive completed: delivers its datagram, reads a turn's worth more without
+    /// blocking, and arms the next receive.
+    fn udp_received(&mut self, result: i32, now: Time) {
+        self.udp_armed = false;
+        let Some(recv) = self.udp_recv.as_ref() else {
+            return;
+        };
+        if result == -libc::ECANCELED || result == -libc::EBADF || result == -libc::ENOTSOCK {
+            return;
+        }
+        if result >= 0 {
+            // SAFETY: the receive's final completion has been seen, so the kernel no longer
+            // writes the allocation; it is read here before the next receive is armed.
+            let r = unsafe { &*recv.0.as_ptr() };
+            let n = (result as usize).min(DATAGRAM_BUF);
+            let truncated = r.msg.msg_flags & libc::MSG_TRUNC != 0 || n == DATAGRAM_BUF;
+            if let Some(from) = from_sockaddr(&r.addr) {
+                self.core
+                    .deliver_datagram(from, &r.buf[..n], truncated, now);
+            }
+            self.core.drain_datagrams(MAX_DATAGRAMS_PER_TURN - 1, now);
+        }
+        // Errors such as ECONNREFUSED (an ICMP reply to something we sent) pass; the socket
+        // is still good.
+        self.arm_udp();
     }
 
     fn token(&self, op: Op, slot: usize) -> u64 {
@@ -620,6 +728,7 @@ impl<P: Protocol> UringDriver<P> {
                 self.arm_disk_event();
                 self.wake(now);
             }
+            Op::UdpRecv => self.udp_received(result, now),
             Op::Connect | Op::Recv | Op::Send => {
                 let slot = token.slot as usize;
                 let live = self
@@ -872,6 +981,9 @@ impl<P: Protocol> Drop for UringDriver<P> {
             unsafe {
                 ManuallyDrop::drop(&mut self.bufs);
                 drop(Box::from_raw(self.event_buf.0.as_ptr()));
+                if let Some(recv) = self.udp_recv.take() {
+                    drop(Box::from_raw(recv.0.as_ptr()));
+                }
             }
         } else {
             // The kernel may still own some of this memory: leaking it is the safe choice.

@@ -24,6 +24,8 @@ pub(crate) enum Op {
     DiskEvent = 5,
     /// A cancellation request; its own completion carries no information we need.
     Cancel = 6,
+    /// The UDP socket's `RECVMSG`.
+    UdpRecv = 7,
 }
 
 impl Op {
@@ -35,6 +37,7 @@ impl Op {
             4 => Op::Send,
             5 => Op::DiskEvent,
             6 => Op::Cancel,
+            7 => Op::UdpRecv,
             _ => return None,
         })
     }
@@ -97,6 +100,7 @@ mod tests {
             Op::Send,
             Op::DiskEvent,
             Op::Cancel,
+            Op::UdpRecv,
         ] {
             for (slot, generation) in [(0, 0), (1, 1), (u32::MAX, GENERATION_MASK), (7, 12345)] {
                 let t = Token {
