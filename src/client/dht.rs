@@ -165,7 +165,8 @@ pub fn resolve(names: &[String], limit: Duration) -> Vec<SocketAddr> {
 /// Binds the node's socket on `listen`'s address (port: `settings.port`, else `listen`'s).
 pub(crate) fn bind(settings: &DhtSettings, listen: SocketAddr) -> Result<UdpSocket, String> {
     let addr = SocketAddr::new(listen.ip(), settings.port.unwrap_or(listen.port()));
-    UdpSocket::bind(addr).map_err(|e| format!("cannot open the DHT's UDP socket on {addr}: {e}"))
+    crate::driver::net::bind_udp(addr)
+        .map_err(|e| format!("cannot open the DHT's UDP socket on {addr}: {e}"))
 }
 
 /// The node for a socket bound at `local` (its families), with the bootstrap nodes resolved

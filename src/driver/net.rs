@@ -124,6 +124,62 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     Ok(TcpListener::from(OwnedFd::from(socket)))
 }
 
+/// A non-blocking, close-on-exec UDP socket bound to `addr`, with the listeners' family
+/// rule set explicitly rather than left to `net.ipv6.bindv6only`: `[::]` takes both families
+/// (`IPV6_V6ONLY` off; IPv4 senders arrive as `::ffff:a.b.c.d`, which the loop unmaps), any
+/// other IPv6 address only IPv6, an IPv4 address only IPv4. The DHT's socket: bound where
+/// the peer listener is, so one node answers on every address peers reach us on.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let family = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: socket(2) takes plain integers; the result is checked before use.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socket(2) succeeded, so `fd` is a new descriptor that nothing else owns.
+    let socket = std::net::UdpSocket::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    if addr.is_ipv6() {
+        let v6only = libc::c_int::from(!is_dual_stack(&addr));
+        // SAFETY: `fd` is the open socket `socket` owns; the option value is a c_int that
+        // outlives the call, and its size is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                (&v6only as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let sa = SockAddr::from(addr);
+    // SAFETY: `fd` is open; `sa.storage` holds a valid address of length `sa.len` for the
+    // socket's family.
+    if unsafe {
+        libc::bind(
+            fd,
+            (&sa.storage as *const libc::sockaddr_storage).cast(),
+            sa.len,
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(socket)
+}
+
 /// Binds `socket` to `ip` with a port the kernel picks, before it connects. A loopback
 /// address other than 127.0.0.1 needs no set-up on Linux: all of 127.0.0.0/8 is local.
 pub(crate) fn bind_local(socket: &TcpStream, ip: IpAddr) -> io::Result<()> {
@@ -274,5 +330,43 @@ mod tests {
         // SAFETY: all-zero bytes are a valid sockaddr_storage (family AF_UNSPEC).
         let unspec: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         assert_eq!(from_sockaddr(&unspec), None);
+    }
+
+    #[test]
+    fn a_dual_stack_udp_socket_hears_both_families_and_others_keep_to_theirs() {
+        // Needs IPv6 on loopback, as tests/ipv6.rs does.
+        let hear = |socket: &std::net::UdpSocket, from: &str| -> bool {
+            let port = socket.local_addr().unwrap().port();
+            let to: SocketAddr = match from {
+                "127.0.0.1" => SocketAddr::from(([127, 0, 0, 1], port)),
+                _ => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+            };
+            let sender = std::net::UdpSocket::bind(SocketAddr::new(to.ip(), 0)).unwrap();
+            sender.send_to(b"d1:ai1ee", to).unwrap();
+            let mut buf = [0u8; 16];
+            for _ in 0..200 {
+                if let Ok((n, _)) = socket.recv_from(&mut buf) {
+                    return &buf[..n] == b"d1:ai1ee";
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            false
+        };
+        let dual = bind_udp("[::]:0".parse().unwrap()).unwrap();
+        assert!(hear(&dual, "127.0.0.1"), "[::] takes IPv4");
+        assert!(hear(&dual, "::1"), "[::] takes IPv6");
+        let v6 = bind_udp("[::]:0".parse().unwrap()).unwrap();
+        let port = v6.local_addr().unwrap().port();
+        drop(v6);
+        // An IPv6 address other than [::] is IPv6-only: 0.0.0.0 on the same port is free.
+        let only6 = bind_udp(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))).unwrap();
+        let four = bind_udp(SocketAddr::from(([0, 0, 0, 0], port)));
+        assert!(four.is_ok(), "::1 must not hold the IPv4 port: {four:?}");
+        assert!(hear(&only6, "::1"));
+        assert!(!bind_udp("0.0.0.0:0".parse().unwrap())
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .is_ipv6());
     }
 }
