@@ -6,6 +6,8 @@
 # Usage: scripts/bench-api-idle.sh OLD_BINARY [NEW_BINARY=target/release/ringtorrent] [N=1000]
 # Loopback only; every process it starts is ended by PID.
 set -euo pipefail
+# Measure only the transfers set up here: no public DHT routers, no announces on the LAN.
+export RINGTORRENT_DHT_BOOTSTRAP= RINGTORRENT_LSD=off
 cd "$(dirname "$0")/.."
 old=$1
 new=${2:-$PWD/target/release/ringtorrent}

@@ -29,6 +29,8 @@
 # reports 100% (polled every 0.1 s) or aria2 exits; Transmission decides interest only on its
 # ten-second pulse, and that wait is part of its time. Every process it starts is ended by PID.
 set -euo pipefail
+# Measure only the transfers set up here: no public DHT routers, no announces on the LAN.
+export RINGTORRENT_DHT_BOOTSTRAP= RINGTORRENT_LSD=off
 cd "$(dirname "$0")/.."
 size_mib=${1:-1024}
 runs=${2:-3}

@@ -25,6 +25,8 @@
 # saves this run's. Clients run with their default settings (encryption included). Payloads live
 # in /dev/shm. Every process it starts is ended by PID.
 set -euo pipefail
+# Measure only the transfers set up here: no public DHT routers, no announces on the LAN.
+export RINGTORRENT_DHT_BOOTSTRAP= RINGTORRENT_LSD=off
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
 peers=${PEERS:-500}

@@ -9,6 +9,8 @@
 # Prints a markdown table: wall time, MB/s, CPU seconds of both processes, MB per CPU-second.
 # Ends only the processes it started, and deletes its namespaces.
 set -euo pipefail
+# Measure only the transfers set up here: no public DHT routers, no announces on the LAN.
+export RINGTORRENT_DHT_BOOTSTRAP= RINGTORRENT_LSD=off
 cd "$(dirname "$0")/.."
 rate=${1:-1gbit}
 size_mib=${2:-512}

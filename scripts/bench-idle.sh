@@ -5,6 +5,8 @@
 # Usage: scripts/bench-idle.sh [N=10000] [IDLE_S=10]
 # Loopback only; every process it starts is ended by PID.
 set -euo pipefail
+# Measure only the transfers set up here: no public DHT routers, no announces on the LAN.
+export RINGTORRENT_DHT_BOOTSTRAP= RINGTORRENT_LSD=off
 cd "$(dirname "$0")/.."
 n=${1:-10000}
 idle=${2:-10}

@@ -14,6 +14,8 @@
 # SIZE_MIB (default 128) is each torrent's payload, in /dev/shm. Every process it starts is
 # ended by PID.
 set -euo pipefail
+# Measure only the transfers set up here: no public DHT routers, no announces on the LAN.
+export RINGTORRENT_DHT_BOOTSTRAP= RINGTORRENT_LSD=off
 cd "$(dirname "$0")/.."
 loops_list=${1:-"1 2 4 8"}
 secs=${2:-10}

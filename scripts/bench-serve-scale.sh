@@ -19,6 +19,8 @@
 # Usage: scripts/bench-serve-scale.sh [COUNTS="1000 10000"]
 # Every process it starts is ended by PID.
 set -euo pipefail
+# Measure only the transfers set up here: no public DHT routers, no announces on the LAN.
+export RINGTORRENT_DHT_BOOTSTRAP= RINGTORRENT_LSD=off
 cd "$(dirname "$0")/.."
 counts=${1:-"1000 10000"}
 # RT=path measures another ringtorrent binary (an older build, for a before/after pair).

@@ -17,6 +17,8 @@
 # Payloads live in $DIR (default /dev/shm): at most twice the largest size at once, removed
 # after each run. The script ends only the processes it started.
 set -euo pipefail
+# Measure only the transfers set up here: no public DHT routers, no announces on the LAN.
+export RINGTORRENT_DHT_BOOTSTRAP= RINGTORRENT_LSD=off
 cd "$(dirname "$0")/.."
 
 bins=()

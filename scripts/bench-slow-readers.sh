@@ -18,6 +18,8 @@
 # The generator is always RT's swarm-load (BEFORE may not have --slow-readers).
 # Every process it starts is ended by PID.
 set -euo pipefail
+# Measure only the transfers set up here: no public DHT routers, no announces on the LAN.
+export RINGTORRENT_DHT_BOOTSTRAP= RINGTORRENT_LSD=off
 cd "$(dirname "$0")/.."
 counts=${1:-200 600 1000}
 pipeline=${2:-256}

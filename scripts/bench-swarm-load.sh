@@ -20,6 +20,8 @@
 # Each row also reports the seeder's CPU-seconds over the generator's run (utime + stime from
 # /proc/PID/stat, all threads) and MB delivered per seeder CPU-second.
 set -euo pipefail
+# Measure only the transfers set up here: no public DHT routers, no announces on the LAN.
+export RINGTORRENT_DHT_BOOTSTRAP= RINGTORRENT_LSD=off
 cd "$(dirname "$0")/.."
 peers=${1:-1000}
 secs=${2:-15}

@@ -25,6 +25,8 @@
 # reported, not judged). The script exits
 # non-zero when any of these fails. Every process it starts is ended by PID.
 set -euo pipefail
+# Measure only the transfers set up here: no public DHT routers, no announces on the LAN.
+export RINGTORRENT_DHT_BOOTSTRAP= RINGTORRENT_LSD=off
 cd "$(dirname "$0")/.."
 minutes=${1:-30}
 peers=${2:-300}

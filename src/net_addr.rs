@@ -125,6 +125,23 @@ pub fn global_ipv6_in(text: &str) -> Option<Ipv6Addr> {
     })
 }
 
+/// The index of the interface that holds `ip` (from `/proc/net/if_inet6`), `None` when no
+/// interface does.
+pub fn ipv6_interface(ip: Ipv6Addr) -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
+    ipv6_interface_in(&text, ip)
+}
+
+/// [`ipv6_interface`] over the text of `/proc/net/if_inet6`.
+pub fn ipv6_interface_in(text: &str, ip: Ipv6Addr) -> Option<u32> {
+    text.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let bits = u128::from_str_radix(fields.next()?, 16).ok()?;
+        let index = u32::from_str_radix(fields.next()?, 16).ok()?;
+        (Ipv6Addr::from(bits) == ip).then_some(index)
+    })
+}
+
 /// BEP 7's `ipv6` announce parameter for a client whose listener is bound to `listen`: the
 /// address a tracker should hand IPv6 peers, or `None` to send none. The rule: only when we
 /// listen on IPv6, and only a global unicast address ([`is_global_ipv6`]): the listen
@@ -246,5 +263,22 @@ fd000000000000000000000000000002 02 40 00 80     eth0
             assert_eq!(announce_ipv6_with(at(quiet), has), None, "{quiet}");
         }
         assert_eq!(announce_ipv6_with(None, has), None);
+    }
+
+    #[test]
+    fn the_interface_holding_an_ipv6_address() {
+        let text = "00000000000000000000000000000001 01 80 10 80       lo\n\
+                    fe800000000000000000000000000001 1a 40 20 80     eth0\n\
+                    20010db8000000000000000000000005 1a 40 00 00     eth0\n";
+        assert_eq!(ipv6_interface_in(text, Ipv6Addr::LOCALHOST), Some(1));
+        assert_eq!(
+            ipv6_interface_in(text, "2001:db8::5".parse().unwrap()),
+            Some(0x1a)
+        );
+        assert_eq!(
+            ipv6_interface_in(text, "2001:db8::6".parse().unwrap()),
+            None
+        );
+        assert_eq!(ipv6_interface_in("", Ipv6Addr::LOCALHOST), None);
     }
 }

@@ -93,7 +93,7 @@ fn libtorrent_and_ringtorrent_find_each_other() {
 
 #[test]
 fn lsd_interface_picks_the_interface() {
-    in_namespace(UNROUTED, "inner_interface", Duration::from_secs(60));
+    in_namespace(UNROUTED, "inner_interface", Duration::from_secs(90));
 }
 
 #[test]
@@ -236,7 +236,7 @@ fn make_torrent(
 
 /// `ringtorrent seed` of `torrent` from `data`, LSD its only way to be found, watched.
 fn rt_seed(work: &Path, tag: &str, torrent: &Path, data: &Path, io: &str) -> Proc {
-    rt_seed_with(work, tag, torrent, data, io, &[])
+    rt_seed_with(work, tag, torrent, data, io, &[], "on")
 }
 
 fn rt_seed_with(
@@ -246,10 +246,12 @@ fn rt_seed_with(
     data: &Path,
     io: &str,
     extra: &[&str],
+    lsd_env: &str,
 ) -> Proc {
     let seed = Proc::watch(
         tag,
         ringtorrent()
+            .env("RINGTORRENT_LSD", lsd_env)
             .arg("seed")
             .arg(torrent)
             .arg(data)
@@ -266,7 +268,7 @@ fn rt_seed_with(
 /// `ringtorrent download` of `torrent` into `out` with no peer and no tracker, run to the end
 /// (at most `secs`).
 fn rt_download(work: &Path, tag: &str, torrent: &Path, out: &Path, io: &str, secs: u64) -> Proc {
-    rt_download_with(work, tag, torrent, out, io, secs, &[])
+    rt_download_with(work, tag, torrent, out, secs, &["--io", io], "on")
 }
 
 fn rt_download_with(
@@ -274,18 +276,19 @@ fn rt_download_with(
     tag: &str,
     torrent: &Path,
     out: &Path,
-    io: &str,
     secs: u64,
     extra: &[&str],
+    lsd_env: &str,
 ) -> Proc {
     Proc::watch(
         tag,
         ringtorrent()
+            .env("RINGTORRENT_LSD", lsd_env)
             .arg("download")
             .arg(torrent)
             .arg("-o")
             .arg(out)
-            .args(["--port", "0", "--io", io, "--timeout", &secs.to_string()])
+            .args(["--port", "0", "--timeout", &secs.to_string()])
             .args(extra)
             .arg("--state-dir")
             .arg(work.join(format!("{tag}-state"))),
@@ -504,9 +507,44 @@ fn inner_interface() {
     drop(seed);
     // Both sending from and joining on 127.0.0.1: they find each other.
     let iface = ["--lsd-interface", "127.0.0.1"];
-    let seed = rt_seed_with(work, "seed-lo", &torrent, &data, "epoll", &iface);
+    let seed = rt_seed_with(work, "seed-lo", &torrent, &data, "epoll", &iface, "on");
+    // ... unless $RINGTORRENT_LSD turns it off.
+    let mut leech = rt_download_with(
+        work,
+        "leech-off",
+        &torrent,
+        &work.join("out-off"),
+        4,
+        &iface,
+        "off",
+    );
+    let status = leech
+        .wait_exit(Duration::from_secs(15))
+        .expect("bounded by --timeout");
+    assert!(
+        !status.success(),
+        "found a peer with RINGTORRENT_LSD=off\n{}",
+        leech.log()
+    );
     let out = work.join("out-lo");
-    let mut leech = rt_download_with(work, "leech-lo", &torrent, &out, "epoll", 30, &iface);
+    let mut leech = rt_download_with(work, "leech-lo", &torrent, &out, 30, &iface, "on");
+    let status = leech
+        .wait_exit(Duration::from_secs(40))
+        .expect("bounded by --timeout");
+    assert!(
+        status.success(),
+        "{status}\n{}\n{}",
+        leech.log(),
+        seed.log()
+    );
+    same_tree(&data, &out);
+    drop(seed);
+    // Without --lsd-interface, a listener bound to 127.0.0.1 announces where it listens:
+    // on the interface holding that address, not the (unrouted) default.
+    let bind = ["--bind", "127.0.0.1"];
+    let seed = rt_seed_with(work, "seed-bound", &torrent, &data, "epoll", &bind, "on");
+    let out = work.join("out-bound");
+    let mut leech = rt_download_with(work, "leech-bound", &torrent, &out, 30, &bind, "on");
     let status = leech
         .wait_exit(Duration::from_secs(40))
         .expect("bounded by --timeout");

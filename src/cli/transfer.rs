@@ -150,6 +150,25 @@ pub struct EngineArgs {
     dht: super::dht::DhtArgs,
 }
 
+/// Turns local service discovery off in every command when `off` (as `--no-lsd`, and over
+/// serve's `lsd` key): for sandboxes, containers on a shared network and test harnesses,
+/// where clients on one host or LAN must not find each other by chance. `on` or unset: the
+/// flags and config decide.
+pub const LSD_ENV: &str = "RINGTORRENT_LSD";
+
+/// Whether [`LSD_ENV`] leaves local service discovery to the flags and config.
+pub fn lsd_allowed_by_env() -> Result<bool> {
+    match std::env::var(LSD_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(true),
+        Ok(v) => match v.to_ascii_lowercase().as_str() {
+            "" | "on" | "1" | "true" | "yes" => Ok(true),
+            "off" | "0" | "false" | "no" => Ok(false),
+            _ => Err(anyhow!("${LSD_ENV}={v:?}: expected `on` or `off`")),
+        },
+        Err(e) => Err(anyhow!("${LSD_ENV}: {e}")),
+    }
+}
+
 impl EngineArgs {
     /// The client these arguments describe, listening on `port`, data in `dir`.
     fn config(&self, port: u16, dir: &std::path::Path, limits: Limits) -> Result<ClientConfig> {
@@ -170,7 +189,7 @@ impl EngineArgs {
                 ..limits
             },
             encryption: self.encryption,
-            lsd: !self.no_lsd,
+            lsd: !self.no_lsd && lsd_allowed_by_env()?,
             lsd_interface: self.lsd_interface,
             dht: self.dht.settings(None),
             ..ClientConfig::default()

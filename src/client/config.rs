@@ -92,8 +92,10 @@ pub struct ClientConfig {
     /// a test or an embedder on one host would find each other); the commands turn it on
     /// unless `--no-lsd`.
     pub lsd: bool,
-    /// The IPv4 address of the interface LSD joins the group on and sends from (`None`:
-    /// the kernel's choice, and IPv6 LSD too; set: IPv4 only, on that interface).
+    /// The IPv4 address of the interface LSD joins the group on and sends from (set: IPv4
+    /// only, on that interface). `None`: where the listener is; a listener on every address
+    /// takes the kernel's choice of interface and IPv6 too, one bound to an address takes the
+    /// interface holding it (so a client on 127.0.0.1 announces on this host only).
     pub lsd_interface: Option<Ipv4Addr>,
     /// How often resume data is saved while torrents run (it is saved at pause and stop
     /// too). A crash (a kill, a power cut) loses at most this much verification work: pieces

@@ -33,6 +33,59 @@ const MAX_DATAGRAMS_PER_PUMP: usize = 64;
 /// How often the set of torrents to announce is taken from the registry.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 
+/// Where LSD announces and listens: the IPv4 group on an interface (by its address; the
+/// unspecified address: the kernel's choice), the IPv6 group on an interface (by index; 0:
+/// the kernel's choice), either, both or neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Scope {
+    pub(crate) v4: Option<Ipv4Addr>,
+    pub(crate) v6: Option<u32>,
+    /// Why neither, for the log.
+    pub(crate) why: &'static str,
+}
+
+impl Scope {
+    /// The scope for a client listening on `listen`, LSD told `interface`. The announce
+    /// carries only our port; a peer dials the address the datagram came from, so LSD goes
+    /// only where peers can reach the listener:
+    /// - `interface` given: IPv4 on that interface only (the user's word);
+    /// - a listener on every address (`[::]`, `0.0.0.0`, or none yet): the IPv4 group on the
+    ///   kernel's choice of interface, and the IPv6 group too unless IPv4-only;
+    /// - a listener on one IPv4 address (`--bind 10.0.0.2`, `127.0.0.1`): IPv4 on the
+    ///   interface holding it, sending from it, so a seedbox bound to its LAN address does
+    ///   not announce on another network, and one bound to loopback stays on this host;
+    /// - on one IPv6 address: IPv6 on the interface holding it (`interface_of`), nothing when
+    ///   no interface does.
+    pub(crate) fn for_listener(
+        listen: Option<SocketAddr>,
+        interface: Option<Ipv4Addr>,
+        interface_of: impl FnOnce(std::net::Ipv6Addr) -> Option<u32>,
+    ) -> Scope {
+        let scope = |v4, v6| Scope { v4, v6, why: "" };
+        if let Some(ip) = interface {
+            return scope(Some(ip), None);
+        }
+        match listen.map(|a| a.ip()) {
+            None => scope(Some(Ipv4Addr::UNSPECIFIED), Some(0)),
+            Some(std::net::IpAddr::V4(ip)) if ip.is_unspecified() => {
+                scope(Some(Ipv4Addr::UNSPECIFIED), None)
+            }
+            Some(std::net::IpAddr::V4(ip)) => scope(Some(ip), None),
+            Some(std::net::IpAddr::V6(ip)) if ip.is_unspecified() => {
+                scope(Some(Ipv4Addr::UNSPECIFIED), Some(0))
+            }
+            Some(std::net::IpAddr::V6(ip)) => match interface_of(ip) {
+                Some(index) => scope(None, Some(index)),
+                None => Scope {
+                    v4: None,
+                    v6: None,
+                    why: "no interface holds the listen address",
+                },
+            },
+        }
+    }
+}
+
 /// LSD on its sockets.
 pub(crate) struct LsdIo {
     lsd: Lsd,
@@ -47,22 +100,26 @@ pub(crate) struct LsdIo {
 }
 
 impl LsdIo {
-    /// Opens the sockets: IPv4 on `interface` (the unspecified address: the kernel's
-    /// choice), and IPv6 on the default interface unless `interface` names one. `None`, with
-    /// a warning, when neither opens.
-    pub(crate) fn new(port: Option<u16>, interface: Option<Ipv4Addr>) -> Option<LsdIo> {
+    /// Opens the sockets where `scope` says ([`Scope::for_listener`]). `None`, with a
+    /// warning, when none opens.
+    pub(crate) fn new(port: Option<u16>, scope: Scope) -> Option<LsdIo> {
         let mut sockets = Vec::new();
-        match open_v4(interface.unwrap_or(Ipv4Addr::UNSPECIFIED)) {
-            Ok(s) => sockets.push((Family::V4, s)),
-            Err(e) => tracing::warn!("local service discovery on IPv4 is off: {e}"),
+        if let Some(interface) = scope.v4 {
+            match open_v4(interface) {
+                Ok(s) => sockets.push((Family::V4, s)),
+                Err(e) => tracing::warn!("local service discovery on IPv4 is off: {e}"),
+            }
         }
-        if interface.is_none() {
-            match open_v6() {
+        if let Some(index) = scope.v6 {
+            match open_v6(index) {
                 Ok(s) => sockets.push((Family::V6, s)),
                 Err(e) => tracing::debug!("local service discovery on IPv6 is off: {e}"),
             }
         }
         if sockets.is_empty() {
+            if scope.v4.is_none() && scope.v6.is_none() {
+                tracing::debug!("local service discovery is off: {}", scope.why);
+            }
             return None;
         }
         let cookie = format!("{:016x}", super::random_u64());
@@ -77,6 +134,13 @@ impl LsdIo {
             out: Vec::with_capacity(crate::lsd::MAX_SEND_LEN),
             send_failed: false,
         })
+    }
+
+    /// A torrent started or learnt its metadata: take the set to announce at the next pump,
+    /// not up to [`SYNC_EVERY`] later, so a new torrent's first announce goes out at once
+    /// (a quick download may be over within that second).
+    pub(crate) fn torrents_changed(&mut self) {
+        self.next_sync = self.epoch;
     }
 
     /// What LSD counted so far.
@@ -254,14 +318,18 @@ fn open_v4(interface: Ipv4Addr) -> io::Result<UdpSocket> {
     Ok(socket)
 }
 
-/// The IPv6 socket: bound to the group, joined on the default interface.
-fn open_v6() -> io::Result<UdpSocket> {
+/// The IPv6 socket: bound to the group, joined on interface `index` (0: the default) and
+/// sending from it.
+fn open_v6(index: u32) -> io::Result<UdpSocket> {
     let fd = reusable_socket(libc::AF_INET6)?;
     set_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
     set_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, 1)?;
+    if index != 0 {
+        set_opt(&fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_IF, &index)?;
+    }
     bind(&fd, Family::V6.group())?;
     let socket = UdpSocket::from(fd);
-    socket.join_multicast_v6(&GROUP_V6, 0)?;
+    socket.join_multicast_v6(&GROUP_V6, index)?;
     socket.set_multicast_loop_v6(true)?;
     Ok(socket)
 }
@@ -303,6 +371,80 @@ impl State {
                 let now = d.now();
                 d.session().add_peers(id, &peers, now);
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(listen: Option<&str>, interface: Option<&str>) -> Scope {
+        Scope::for_listener(
+            listen.map(|l| l.parse().unwrap()),
+            interface.map(|i| i.parse().unwrap()),
+            |ip| (ip == std::net::Ipv6Addr::LOCALHOST).then_some(1),
+        )
+    }
+
+    #[test]
+    fn lsd_goes_where_the_listener_is() {
+        let any = Some(Ipv4Addr::UNSPECIFIED);
+        assert_eq!(
+            scope(Some("[::]:6881"), None),
+            Scope {
+                v4: any,
+                v6: Some(0),
+                why: ""
+            }
+        );
+        assert_eq!(
+            scope(None, None),
+            Scope {
+                v4: any,
+                v6: Some(0),
+                why: ""
+            }
+        );
+        assert_eq!(
+            scope(Some("0.0.0.0:6881"), None),
+            Scope {
+                v4: any,
+                v6: None,
+                why: ""
+            }
+        );
+        let lo = Some(Ipv4Addr::LOCALHOST);
+        assert_eq!(
+            scope(Some("127.0.0.1:6881"), None),
+            Scope {
+                v4: lo,
+                v6: None,
+                why: ""
+            }
+        );
+        assert_eq!(
+            scope(Some("[::1]:6881"), None),
+            Scope {
+                v4: None,
+                v6: Some(1),
+                why: ""
+            }
+        );
+        let none = scope(Some("[2001:db8::5]:6881"), None);
+        assert_eq!((none.v4, none.v6), (None, None));
+        assert!(!none.why.is_empty());
+        // --lsd-interface is the user's word, whatever the listener.
+        let lan = Some(Ipv4Addr::new(192, 168, 1, 10));
+        for listen in [Some("[::]:1"), Some("127.0.0.1:1"), Some("[::1]:1"), None] {
+            assert_eq!(
+                scope(listen, Some("192.168.1.10")),
+                Scope {
+                    v4: lan,
+                    v6: None,
+                    why: ""
+                }
+            );
         }
     }
 }

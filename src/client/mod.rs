@@ -416,7 +416,12 @@ impl Client {
             )
         });
         let lsd = if config.lsd {
-            lsd::LsdIo::new(listen.map(|a| a.port()), config.lsd_interface)
+            let scope = lsd::Scope::for_listener(
+                listen,
+                config.lsd_interface,
+                crate::net_addr::ipv6_interface,
+            );
+            lsd::LsdIo::new(listen.map(|a| a.port()), scope)
         } else {
             None
         };

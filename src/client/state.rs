@@ -900,6 +900,9 @@ impl State {
             return Ok(());
         }
         e.info = Some(info.clone());
+        if let Some(lsd) = self.lsd.as_mut() {
+            lsd.torrents_changed();
+        }
         if e.metadata_only {
             return Ok(());
         }
@@ -1031,6 +1034,9 @@ impl State {
                     continue;
                 };
                 routes.push((hash, shard));
+                if let Some(lsd) = self.lsd.as_mut() {
+                    lsd.torrents_changed();
+                }
                 let e = self.torrents.get_mut(&hash).expect("registered");
                 e.id = Some(id);
                 e.queued = false;

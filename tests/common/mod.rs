@@ -72,6 +72,9 @@ pub fn sandboxed(cmd: &mut Command) -> &mut Command {
         // The DHT's default bootstrap routers are public hosts: a test never contacts them
         // (a test of the DHT names its own node with --dht-bootstrap).
         .env("RINGTORRENT_DHT_BOOTSTRAP", "")
+        // Nor does one announce itself on the host's LAN by local service discovery, or find
+        // another test's processes that way (tests/lsd.rs turns it on, in namespaces).
+        .env("RINGTORRENT_LSD", "off")
 }
 
 /// The first `127.0.0.1:PORT` word of `line` (`seed`'s first line, `download`'s "listening

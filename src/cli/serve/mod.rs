@@ -217,7 +217,7 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig> {
     if let Some(v) = args.upload_slots {
         c.limits.upload_slots = v;
     }
-    if args.no_lsd {
+    if args.no_lsd || !super::transfer::lsd_allowed_by_env()? {
         c.lsd = false;
     }
     set(&mut c.lsd_interface, &args.lsd_interface);
