@@ -398,7 +398,6 @@ fn the_api_outlives_descriptor_exhaustion() {
     assert!(raise_nofile() >= 1000, "this test needs 1,000 descriptors");
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start_with_nofile(dir.path(), 128, &[]);
-    let pid = serve.child.id();
     assert_eq!(serve.request("GET", "/torrents", &[], b"").0, 200);
     // More connections than it has descriptors, to both ports, held.
     let mut held = Vec::new();
@@ -421,10 +420,14 @@ fn the_api_outlives_descriptor_exhaustion() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count();
-    assert!(open >= 120, "{open} descriptors open: not exhausted");
+    // The warning itself is the proof of exhaustion: EMFILE, not some other accept error.
+    // (A count of /proc/PID/fd here would race the engine, which closes peers it accepted
+    // past its connection bound, a batch at a time.)
+    let log = serve.log();
+    assert!(
+        log.contains("cannot accept connections (Too many open files"),
+        "the API's accepts failed, but not for descriptors\n{log}"
+    );
     drop(held);
     // Once they are gone it answers, and accepts say so.
     let deadline = Instant::now() + Duration::from_secs(30);
