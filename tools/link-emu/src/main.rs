@@ -40,7 +40,7 @@ const USAGE: &str = "usage:
       reorder=2%,gap=5ms,rate=10mbit,queue=256k,seed=7 (delay is one-way, in each direction)
   link-emu udp-echo ADDR:PORT [--duration SECS]
   link-emu udp-probe ADDR:PORT [--count N] [--interval-us US] [--size BYTES]
-  link-emu tcp-sink ADDR:PORT [--duration SECS]
+  link-emu tcp-sink ADDR:PORT [--duration SECS] [--progress-ms MS]
   link-emu tcp-source ADDR:PORT [--seconds SECS]";
 
 fn main() -> ExitCode {
@@ -259,9 +259,9 @@ fn this_netns() -> Result<OwnedFd, String> {
         .map_err(|e| format!("/proc/self/ns/net: {e}"))
 }
 
-/// Forks a process that stays in network namespace `netns` (the current one when `None`) and
-/// waits there until this process ends, so others can join it by its PID. Returns its PID.
-fn holder(netns: Option<RawFd>, close: &[RawFd]) -> Result<libc::pid_t, String> {
+/// Forks a process that stays in the current network namespace and waits there until this
+/// process ends, so others can join it by its PID. Returns its PID.
+fn holder(close: &[RawFd]) -> Result<libc::pid_t, String> {
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     // SAFETY: this process is single-threaded here, so the child may run any code.
@@ -281,11 +281,6 @@ fn holder(netns: Option<RawFd>, close: &[RawFd]) -> Result<libc::pid_t, String> 
         }
         for fd in close {
             libc::close(*fd);
-        }
-        if let Some(ns) = netns {
-            if libc::setns(ns, libc::CLONE_NEWNET) < 0 {
-                libc::_exit(1);
-            }
         }
         loop {
             libc::pause();
@@ -390,8 +385,14 @@ fn cmd_run(args: &[String]) -> Result<(), String> {
     }
     let tun_b = side(ADDR_B, ADDR_A)?;
     let fds = [tun_a.as_raw_fd(), tun_b.as_raw_fd()];
-    let pid_a = holder(Some(ns_a.as_raw_fd()), &fds)?;
-    let pid_b = holder(None, &fds)?;
+    let pid_b = holder(&fds)?;
+    // Back into A before forking its holder, so that it is there from its first instant: one
+    // who joins it as soon as "ready" is printed finds A.
+    // SAFETY: `ns_a` is an open namespace file; this process is single-threaded.
+    if unsafe { libc::setns(ns_a.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+        return Err(os_err("setns(A)"));
+    }
+    let pid_a = holder(&fds)?;
     drop(ns_a);
 
     // Stop signals arrive on a descriptor, so the counters are printed on the way out.
@@ -632,9 +633,11 @@ fn cmd_udp_probe(args: &[String]) -> Result<(), String> {
 }
 
 fn cmd_tcp_sink(args: &[String]) -> Result<(), String> {
-    let opts = Opts::parse(args, true, &["duration"])?;
+    let opts = Opts::parse(args, true, &["duration", "progress-ms"])?;
     let listener = TcpListener::bind(opts.addr()?).map_err(|e| format!("bind: {e}"))?;
     let deadline = Instant::now() + opts.secs("duration", 60.0)?;
+    let progress: u64 = opts.num("progress-ms", 0)?;
+    let progress = (progress > 0).then(|| Duration::from_millis(progress));
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     println!(
         "listening {}",
@@ -644,7 +647,7 @@ fn cmd_tcp_sink(args: &[String]) -> Result<(), String> {
     while Instant::now() < deadline {
         match listener.accept() {
             Ok((stream, from)) => {
-                std::thread::spawn(move || sink(stream, from, deadline));
+                std::thread::spawn(move || sink(stream, from, deadline, progress));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
@@ -653,13 +656,24 @@ fn cmd_tcp_sink(args: &[String]) -> Result<(), String> {
 }
 
 /// Reads `stream` to its end (or the deadline) and prints what came and how fast, from the
-/// first byte to the last.
-fn sink(mut stream: TcpStream, from: SocketAddr, deadline: Instant) {
+/// first byte to the last; with `progress`, also a line `progress BYTES SECS` that often
+/// (bytes so far, seconds since the connection came), for a rate over any window.
+fn sink(mut stream: TcpStream, from: SocketAddr, deadline: Instant, progress: Option<Duration>) {
     let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
     let mut buf = vec![0u8; 256 * 1024];
     let (mut bytes, mut first, mut last) = (0u64, None::<Instant>, Instant::now());
+    let start = Instant::now();
+    let mut next_report = start;
     while Instant::now() < deadline {
+        if let Some(every) = progress {
+            if Instant::now() >= next_report {
+                next_report += every;
+                let mut out = io::stdout().lock();
+                let _ = writeln!(out, "progress {bytes} {:.3}", start.elapsed().as_secs_f64());
+                let _ = out.flush();
+            }
+        }
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {

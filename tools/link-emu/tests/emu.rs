@@ -258,10 +258,20 @@ fn reordering_happens_when_asked() {
 fn a_bulk_tcp_flow_runs_near_the_rate_and_never_far_above() {
     let link = Link::start("20ms,10mbit", 40);
     let mut sink = Helper(
-        link.tool(link.b, &["tcp-sink", "10.77.0.2:7001", "--duration", "20"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
+        link.tool(
+            link.b,
+            &[
+                "tcp-sink",
+                "10.77.0.2:7001",
+                "--duration",
+                "20",
+                "--progress-ms",
+                "1000",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap(),
     );
     let mut lines = BufReader::new(sink.0.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
@@ -270,8 +280,18 @@ fn a_bulk_tcp_flow_runs_near_the_rate_and_never_far_above() {
         &mut link.tool(link.a, &["tcp-source", "10.77.0.2:7001", "--seconds", "6"]),
         Duration::from_secs(20),
     );
-    let line = lines.next().unwrap().unwrap();
+    // Progress lines (bytes so far, never going back) until the connection's summary.
+    let mut so_far = Vec::new();
+    let line = loop {
+        let line = lines.next().unwrap().unwrap();
+        match line.strip_prefix("progress ") {
+            Some(rest) => so_far.push(rest.split(' ').next().unwrap().parse::<u64>().unwrap()),
+            None => break line,
+        }
+    };
     drop(sink);
+    assert!(so_far.len() >= 4, "{so_far:?}");
+    assert!(so_far.windows(2).all(|w| w[0] <= w[1]), "{so_far:?}");
     // "received BYTES from ADDR in SECS s = MBIT mbit/s"
     let mbit: f64 = line.split_whitespace().nth(8).unwrap().parse().unwrap();
     // 10 Mbit/s of IP packets carry about 9.6 of TCP payload.
@@ -353,4 +373,26 @@ fn bad_specs_are_refused_with_the_reason() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"fast\""));
+}
+
+#[test]
+fn each_side_has_its_address_as_soon_as_it_is_ready() {
+    // Joined the instant "ready" is printed, each side can bind its own address (and only it).
+    for _ in 0..5 {
+        let link = Link::start("1ms", 20);
+        for (pid, own, other) in [
+            (link.a, "10.77.0.1:0", "10.77.0.2:0"),
+            (link.b, "10.77.0.2:0", "10.77.0.1:0"),
+        ] {
+            run_bounded(
+                &mut link.tool(pid, &["udp-echo", own, "--duration", "0"]),
+                Duration::from_secs(10),
+            );
+            let out = link
+                .tool(pid, &["udp-echo", other, "--duration", "0"])
+                .output()
+                .unwrap();
+            assert!(!out.status.success());
+        }
+    }
 }
