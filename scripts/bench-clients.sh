@@ -135,7 +135,8 @@ on_a=()
 on_b=()
 emu=""
 if [ -n "$link" ]; then
-    cargo build --release --quiet --locked --manifest-path tools/link-emu/Cargo.toml
+    # In its own target folder, whatever CARGO_TARGET_DIR says (the path below is that one).
+    env -u CARGO_TARGET_DIR cargo build --release --quiet --locked --manifest-path tools/link-emu/Cargo.toml
     emu=$PWD/tools/link-emu/target/release/link-emu
     "$emu" run --link "$link" --duration 86400 > "$work/link.out" 2> "$work/link.err" &
     link_pid=$!

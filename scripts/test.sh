@@ -63,10 +63,11 @@ RUSTFLAGS="--cfg fuzzing" cargo check --manifest-path fuzz/Cargo.toml --quiet
 echo "== link-emu"
 # The emulated link the real-link tests and benchmarks run across: its own crate (libc only),
 # built in release so it keeps up with 100 Mbit/s, tested on its own (measured delay, loss,
-# reordering, rate), before the main tests that use it.
+# reordering, rate), before the main tests that use it. In its own target folder whatever
+# CARGO_TARGET_DIR says: tests/common/link.rs runs the binary from there.
 cargo fmt --manifest-path tools/link-emu/Cargo.toml -- --check
-cargo clippy --locked --manifest-path tools/link-emu/Cargo.toml --release --all-targets -- -D warnings
-cargo test --locked --manifest-path tools/link-emu/Cargo.toml --release
+env -u CARGO_TARGET_DIR cargo clippy --locked --manifest-path tools/link-emu/Cargo.toml --release --all-targets -- -D warnings
+env -u CARGO_TARGET_DIR cargo test --locked --manifest-path tools/link-emu/Cargo.toml --release
 echo "== cargo test"
 cargo test --locked
 echo "== benches' self-checks"
