@@ -7,7 +7,14 @@
 #   - ringtorrent to ringtorrent.
 # Prints a markdown table of MB/s (median of RUNS) with ratios against libtorrent->libtorrent.
 #
-# Usage: scripts/bench-clients.sh [SIZE_MIB=1024] [RUNS=3]
+# Usage: scripts/bench-clients.sh [--link SPEC [--bulk]] [SIZE_MIB=1024] [RUNS=3]
+# --link SPEC (e.g. 50ms,1%,100mbit: one-way delay each way, loss, rate; see
+# tools/link-emu) runs every pairing across an emulated link instead of loopback: the seeder in
+# one network namespace (10.77.0.1), the leecher in the other (10.77.0.2), tools/link-emu
+# between them; libtorrent and ringtorrent rows only (lt, rt, ort). Its counters (packets
+# lost, dropped at the full queue) are printed after the table. --bulk also runs a bulk TCP
+# flow across the link in the seeder's direction during every transfer (started 5 s before
+# it) and reports that flow's rate over the transfer: how the torrent shares the link.
 # LT_LEECH_ARGS (e.g. --plaintext) are passed to the libtorrent leecher in every row.
 # ENCRYPTION="plain rc4" runs every row once per setting, each in its strictest form: `plain`
 # turns protocol encryption off on both sides (libtorrent pe_disabled both ways, ringtorrent
@@ -32,9 +39,31 @@ set -euo pipefail
 # Measure only the transfers set up here: no public DHT routers, no announces on the LAN.
 export RINGTORRENT_DHT_BOOTSTRAP= RINGTORRENT_LSD=off
 cd "$(dirname "$0")/.."
+link=""
+bulk=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --link) link=${2:?--link needs a spec such as 50ms,1%,100mbit}; shift 2 ;;
+    --link=*) link=${1#--link=}; shift ;;
+    --bulk) bulk=1; shift ;;
+    -*) echo "unknown option $1" >&2; exit 2 ;;
+    *) break ;;
+    esac
+done
+[ -z "$bulk" ] || [ -n "$link" ] || { echo "--bulk needs --link" >&2; exit 2; }
 size_mib=${1:-1024}
 runs=${2:-3}
-only=${ONLY:-"lt:lt lt:rt lt:tr lt:aria2 rt:lt tr:lt aria2:lt rt:rt"}
+if [ -n "$link" ]; then
+    only=${ONLY:-"lt:lt rt:lt lt:rt rt:rt"}
+    for pair in $only; do
+        case "$pair" in
+        lt:lt | lt:rt | rt:lt | rt:rt | ort:lt | ort:rt) ;;
+        *) echo "$pair: only libtorrent and ringtorrent rows run across --link" >&2; exit 2 ;;
+        esac
+    done
+else
+    only=${ONLY:-"lt:lt lt:rt lt:tr lt:aria2 rt:lt tr:lt aria2:lt rt:rt"}
+fi
 encryptions=${ENCRYPTION:-default}
 enc=default
 # The settings for the current encryption, per client.
@@ -97,6 +126,49 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+
+# Where the seeder and the leecher run: loopback, or the two sides of the emulated link
+# (`nsenter` into side A or B becomes the program, so PIDs and CPU times are the program's).
+seed_ip=127.0.0.1
+leech_ip=127.0.0.1
+on_a=()
+on_b=()
+emu=""
+if [ -n "$link" ]; then
+    # In its own target folder, whatever CARGO_TARGET_DIR says (the path below is that one).
+    env -u CARGO_TARGET_DIR cargo build --release --quiet --locked --manifest-path tools/link-emu/Cargo.toml
+    emu=$PWD/tools/link-emu/target/release/link-emu
+    "$emu" run --link "$link" --duration 86400 > "$work/link.out" 2> "$work/link.err" &
+    link_pid=$!
+    pids+=("$link_pid")
+    for _ in $(seq 200); do grep -q '^ready ' "$work/link.out" && break; sleep 0.05; done
+    grep -q '^ready ' "$work/link.out" || { echo "link-emu did not start: $(cat "$work/link.err")" >&2; exit 1; }
+    side_a=$(grep -o ' a=[0-9]*' "$work/link.out" | cut -d= -f2)
+    side_b=$(grep -o ' b=[0-9]*' "$work/link.out" | cut -d= -f2)
+    on_a=(nsenter -t "$side_a" -U -n --preserve-credentials --)
+    on_b=(nsenter -t "$side_b" -U -n --preserve-credentials --)
+    seed_ip=10.77.0.1
+    leech_ip=10.77.0.2
+fi
+
+# The bulk TCP flow of --bulk: a sink on the leecher's side reporting its byte count every
+# 0.2 s, a source on the seeder's side. bulk_mark prints "BYTES SECONDS" of the latest report.
+bulk_start() {
+    : > "$work/bulk.out"
+    "${on_b[@]}" "$emu" tcp-sink "$leech_ip:7001" --duration 86400 --progress-ms 200 > "$work/bulk.out" 2>&1 &
+    BULK_SINK=$!
+    pids+=("$BULK_SINK")
+    for _ in $(seq 200); do grep -q '^listening' "$work/bulk.out" && break; sleep 0.05; done
+    "${on_a[@]}" "$emu" tcp-source "$leech_ip:7001" --seconds 86400 > /dev/null 2>&1 &
+    BULK_SOURCE=$!
+    pids+=("$BULK_SOURCE")
+    sleep 5
+}
+bulk_mark() { grep '^progress ' "$work/bulk.out" | tail -1 | cut -d' ' -f2-; }
+bulk_stop() {
+    kill "$BULK_SOURCE" "$BULK_SINK" 2>/dev/null || true
+    wait "$BULK_SOURCE" "$BULK_SINK" 2>/dev/null || true
+}
 
 mkdir -p "$work/seed"
 head -c $((size_mib << 20)) /dev/urandom > "$work/seed/payload.bin"
@@ -173,7 +245,7 @@ start_seed() {
         local dial=()
         [ -n "${2:-}" ] && dial=(--peer "$2")
         # shellcheck disable=SC2046  # lt_enc is a list of flags
-        /usr/bin/python3 "$lt_seed" "$work/p.torrent" "$work/seed" --max-seconds 900 "${dial[@]}" $(lt_enc) < "$work/seed.in" > "$out" 2>/dev/null &
+        "${on_a[@]}" /usr/bin/python3 "$lt_seed" "$work/p.torrent" "$work/seed" --max-seconds 900 --listen-ip "$seed_ip" "${dial[@]}" $(lt_enc) < "$work/seed.in" > "$out" 2>/dev/null &
         SEED_PID=$!
         exec 9> "$work/seed.in"
         ;;
@@ -182,7 +254,7 @@ start_seed() {
         [ "$1" = ort ] && bin=$old_rt
         rm -rf "$work/rt-state"
         # shellcheck disable=SC2046  # rt_enc is a list of flags
-        "$bin" seed "$work/p.torrent" "$work/seed" --port 0 --bind 127.0.0.1 --duration 600 \
+        "${on_a[@]}" "$bin" seed "$work/p.torrent" "$work/seed" --port 0 --bind "$seed_ip" --duration 900 \
             --state-dir "$work/rt-state" $(rt_enc) > "$out" 2>/dev/null &
         SEED_PID=$!
         ;;
@@ -211,9 +283,9 @@ start_seed() {
     pids+=("$SEED_PID")
     for _ in $(seq 1200); do
         if [ "$1" = lt ] && grep -q '"port"' "$out"; then
-            SEED_ADDR="127.0.0.1:$(grep -o '"port": [0-9]*' "$out" | grep -o '[0-9]*$')"
-        elif [ "$1" != lt ] && grep -q '127.0.0.1:' "$out"; then
-            SEED_ADDR=$(grep -o '127.0.0.1:[0-9]*' "$out")
+            SEED_ADDR="$seed_ip:$(grep -o '"port": [0-9]*' "$out" | grep -o '[0-9]*$')"
+        elif [ "$1" != lt ] && grep -q "$seed_ip:" "$out"; then
+            SEED_ADDR=$(grep -o "$seed_ip:[0-9]*" "$out" | head -1)
         fi
         [ -n "$SEED_ADDR" ] && return
         sleep 0.05
@@ -239,22 +311,33 @@ leech() {
     LEECH_S=""
     LEECH_CPU=""
     SEED_CPU=""
+    BULK_MBIT=""
     rm -rf "$work/out"; mkdir -p "$work/out"
     case "$leecher" in
     lt|rt)
+        [ -z "$bulk" ] || bulk_start
         start_seed "$seeder"
+        local bulk0=""
+        [ -z "$bulk" ] || bulk0=$(bulk_mark)
         local seed_cpu0
         seed_cpu0=$(cpu_of "$SEED_PID")
         CPU_FILE="$work/leech.cpu"
         if [ "$leecher" = lt ]; then
             # shellcheck disable=SC2086,SC2046  # LT_LEECH_ARGS and lt_enc are lists of flags
-            LEECH_S=$(cpu_run /usr/bin/python3 "$lt_leech" "$work/p.torrent" "$work/out" --peer "$SEED_ADDR" --timeout 600 ${LT_LEECH_ARGS:-} $(lt_enc) \
+            LEECH_S=$(cpu_run "${on_b[@]}" /usr/bin/python3 "$lt_leech" "$work/p.torrent" "$work/out" --peer "$SEED_ADDR" --listen-ip "$leech_ip" --timeout 600 ${LT_LEECH_ARGS:-} $(lt_enc) \
                 | python3 -c 'import json,sys; print(json.load(sys.stdin)["seconds"])')
         else
             # shellcheck disable=SC2046  # rt_enc is a list of flags
-            LEECH_S=$(cpu_run "$rt" download "$work/p.torrent" -o "$work/out" --peer "$SEED_ADDR" --bind 127.0.0.1 --timeout 600 \
+            LEECH_S=$(cpu_run "${on_b[@]}" "$rt" download "$work/p.torrent" -o "$work/out" --peer "$SEED_ADDR" --bind "$leech_ip" --timeout 900 \
                 --state-dir "$work/rt-leech-state" $(rt_enc) 2>/dev/null | sed -n 's/.* in \([0-9.]*\) s .*/\1/p')
             rm -rf "$work/rt-leech-state"
+        fi
+        if [ -n "$bulk" ]; then
+            local bulk1
+            bulk1=$(bulk_mark)
+            BULK_MBIT=$(awk -v a="$bulk0" -v b="$bulk1" 'BEGIN {split(a, x, " "); split(b, y, " ");
+                printf "%.1f", (y[2] > x[2]) ? (y[1] - x[1]) * 8 / (y[2] - x[2]) / 1e6 : 0}')
+            bulk_stop
         fi
         if [ "$seeder" = lt ] || [ "$seeder" = rt ] || [ "$seeder" = ort ]; then
             local seed_cpu1
@@ -302,9 +385,12 @@ name() {
     esac
 }
 
-echo "| encryption | seeder -> leecher | runs (s) | median s | MB/s | vs libtorrent->libtorrent | CPU s (both) | MB per CPU-s | seeder CPU s (runs) | seeder CPU median |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
-declare -A times_of cpus_of seed_of
+[ -z "$link" ] || echo "Across an emulated link: $link (seeder 10.77.0.1, leecher 10.77.0.2)${bulk:+, with a bulk TCP flow sharing it}"
+bulk_head="" bulk_rule=""
+[ -z "$bulk" ] || { bulk_head=" bulk flow Mbit/s (runs) |"; bulk_rule="---|"; }
+echo "| encryption | seeder -> leecher | runs (s) | median s | MB/s | vs libtorrent->libtorrent | CPU s (both) | MB per CPU-s | seeder CPU s (runs) | seeder CPU median |$bulk_head"
+echo "|---|---|---|---|---|---|---|---|---|---|$bulk_rule"
+declare -A times_of cpus_of seed_of bulk_of
 for enc in $encryptions; do
     # Transmission reads its encryption setting at start: one daemon per setting.
     if [ -n "$tr_rpc" ]; then
@@ -321,6 +407,7 @@ for enc in $encryptions; do
             times_of[$pair]+="$LEECH_S "
             [ -n "$LEECH_CPU" ] && cpus_of[$pair]+="$LEECH_CPU "
             [ -n "$SEED_CPU" ] && seed_of[$pair]+="$SEED_CPU "
+            [ -n "$BULK_MBIT" ] && bulk_of[$pair]+="$BULK_MBIT "
         done
     done
     for pair in $only; do
@@ -328,9 +415,11 @@ for enc in $encryptions; do
         read -r -a times <<<"${times_of[$pair]}"
         read -r -a cpus <<<"${cpus_of[$pair]:-}"
         read -r -a seeds <<<"${seed_of[$pair]:-}"
-        times_of[$pair]=""; cpus_of[$pair]=""; seed_of[$pair]=""
+        bulk_runs=${bulk_of[$pair]:-}
+        times_of[$pair]=""; cpus_of[$pair]=""; seed_of[$pair]=""; bulk_of[$pair]=""
         med=$(printf '%s\n' "${times[@]}" | median)
-        mbs=$(awk -v b="$bytes" -v t="$med" 'BEGIN {printf "%.0f", b/t/1e6}')
+        # Two decimals across a link, where rates are a few MB/s.
+        mbs=$(awk -v b="$bytes" -v t="$med" -v f="${link:+%.2f}" 'BEGIN {printf (f == "" ? "%.0f" : f), b/t/1e6}')
         [ -z "$ref" ] && [ "$pair" = lt:lt ] && ref=$mbs
         ratio="n/a"
         [ -n "$ref" ] && ratio=$(awk -v a="$mbs" -v r="$ref" 'BEGIN {printf "%.2fx", a/r}')
@@ -342,7 +431,14 @@ for enc in $encryptions; do
         fi
         seed_cpu="n/a"
         [ "${#seeds[@]}" -gt 0 ] && seed_cpu=$(printf '%s\n' "${seeds[@]}" | median)
-        printf '| %s | %s -> %s | %s | %.2f | %s | %s | %s | %s | %s | %s |\n' "$enc" "$(name "$s")" "$(name "$l")" "${times[*]}" "$med" "$mbs" "$ratio" "$cpu" "$per_cpu" "${seeds[*]:-n/a}" "$seed_cpu"
+        bulk_cell=""
+        [ -z "$bulk" ] || bulk_cell=" ${bulk_runs% } |"
+        printf '| %s | %s -> %s | %s | %.2f | %s | %s | %s | %s | %s | %s |%s\n' "$enc" "$(name "$s")" "$(name "$l")" "${times[*]}" "$med" "$mbs" "$ratio" "$cpu" "$per_cpu" "${seeds[*]:-n/a}" "$seed_cpu" "$bulk_cell"
     done
 done
+if [ -n "$link" ]; then
+    kill -TERM "$link_pid" 2>/dev/null || true
+    wait "$link_pid" 2>/dev/null || true
+    echo "link counters: $(grep -E '^(a->b|b->a):' "$work/link.err" | paste -sd';')"
+fi
 echo "load average at the end: $(cat /proc/loadavg)"

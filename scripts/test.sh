@@ -22,6 +22,8 @@ command -v aria2c >/dev/null 2>&1 || need+=(aria2)
 # qBittorrent's own WebAPI, the reference tests/qbt_nox_compare.rs holds serve's to (Debian's
 # qBittorrent 4.5, headless).
 command -v qbittorrent-nox >/dev/null 2>&1 || need+=(qbittorrent-nox)
+# nsenter runs programs on either side of tools/link-emu's emulated link.
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 # The virtual environment below needs venv and pip.
 /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if ((${#need[@]})); then
@@ -58,6 +60,14 @@ echo "== fuzz targets build"
 # The fuzz crate's lock follows the main crate's dependencies; it is refreshed, not enforced.
 # cargo-fuzz builds them with `--cfg fuzzing` (the MSE target needs it), so check them so too.
 RUSTFLAGS="--cfg fuzzing" cargo check --manifest-path fuzz/Cargo.toml --quiet
+echo "== link-emu"
+# The emulated link the real-link tests and benchmarks run across: its own crate (libc only),
+# built in release so it keeps up with 100 Mbit/s, tested on its own (measured delay, loss,
+# reordering, rate), before the main tests that use it. In its own target folder whatever
+# CARGO_TARGET_DIR says: tests/common/link.rs runs the binary from there.
+cargo fmt --manifest-path tools/link-emu/Cargo.toml -- --check
+env -u CARGO_TARGET_DIR cargo clippy --locked --manifest-path tools/link-emu/Cargo.toml --release --all-targets -- -D warnings
+env -u CARGO_TARGET_DIR cargo test --locked --manifest-path tools/link-emu/Cargo.toml --release
 echo "== cargo test"
 cargo test --locked
 echo "== benches' self-checks"

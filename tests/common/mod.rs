@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod interop;
+pub mod link;
 pub mod opentracker;
 pub mod purity;
 pub mod serve;

@@ -1,0 +1,132 @@
+//! Transfers across an emulated link (tools/link-emu, see tests/common/link.rs) instead of
+//! loopback: a seed in one network namespace, a leecher in the other, the link between them
+//! with delay (20 ms each way), 1% loss, 1% reordering and a rate limit (50 Mbit/s). ringtorrent to ringtorrent on both I/O
+//! backends, and libtorrent leeching from ringtorrent; every payload compared byte for byte,
+//! and the emulator's counters show the packets went across the link and some were lost.
+//! Everything is bounded in time and ended by its handle.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::link::{counter, Link, Side, ADDR_A, ADDR_B};
+use common::{run_bounded, run_ok, same_tree, support, write_payload, Proc, START_LIMIT};
+
+/// A 3 MiB payload (and its torrent, 256 KiB pieces) in `dir`.
+fn payload(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let data = dir.join("data");
+    write_payload(&data.join("across.bin"), 3 << 20, 23);
+    let torrent = dir.join("across.torrent");
+    run_ok(
+        common::ringtorrent()
+            .arg("create")
+            .arg(data.join("across.bin"))
+            .args(["-l", "256K", "-o"])
+            .arg(&torrent),
+    );
+    (data, torrent)
+}
+
+/// `ringtorrent seed` on side A with backend `io`; returns it and the address it listens on.
+fn seed_on_a(link: &Link, dir: &Path, torrent: &Path, data: &Path, io: &str) -> (Proc, String) {
+    let mut cmd = link.ringtorrent(Side::A);
+    cmd.arg("seed")
+        .arg(torrent)
+        .arg(data)
+        .args(["--port", "0", "--bind", ADDR_A, "--io", io])
+        .args(["--duration", "150", "--state-dir"])
+        .arg(dir.join("seed-state"));
+    let seed = Proc::watch(&format!("seed --io {io}"), &mut cmd, &dir.join("seed.log"));
+    let line = seed.first_line(START_LIMIT);
+    let prefix = format!("{ADDR_A}:");
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix}PORT in {line:?}"))
+        .to_owned();
+    (seed, addr)
+}
+
+/// The packets went across the link, in both directions, and the link lost and reordered
+/// some of them.
+fn link_was_used(log: &str) {
+    for dir in ["a->b", "b->a"] {
+        assert!(counter(log, dir, "delivered") > 100, "{log}");
+    }
+    assert!(counter(log, "a->b", "lost") > 0, "{log}");
+    assert!(counter(log, "a->b", "reordered") > 0, "{log}");
+}
+
+fn ringtorrent_across(io: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, torrent) = payload(dir.path());
+    let link = Link::start(
+        "20ms,1%,50mbit,reorder=1%",
+        Duration::from_secs(170),
+        dir.path(),
+    );
+    let (_seed, addr) = seed_on_a(&link, dir.path(), &torrent, &data, io);
+    let out = dir.path().join("out");
+    let result = run_bounded(
+        link.ringtorrent(Side::B)
+            .arg("download")
+            .arg(&torrent)
+            .arg("-o")
+            .arg(&out)
+            .args(["--bind", ADDR_B, "--peer", &addr, "--io", io])
+            .args(["--timeout", "120", "--state-dir"])
+            .arg(dir.path().join("leech-state")),
+        Duration::from_secs(140),
+    );
+    assert!(
+        result.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    same_tree(&data, &out);
+    link_was_used(&link.finish());
+}
+
+#[test]
+fn ringtorrent_to_ringtorrent_across_a_lossy_link_uring() {
+    ringtorrent_across("uring");
+}
+
+#[test]
+fn ringtorrent_to_ringtorrent_across_a_lossy_link_epoll() {
+    ringtorrent_across("epoll");
+}
+
+#[test]
+fn libtorrent_leeches_from_ringtorrent_across_a_lossy_reordering_link() {
+    for io in common::interop::BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, torrent) = payload(dir.path());
+        let link = Link::start(
+            "20ms,jitter=2ms,1%,reorder=1%,50mbit",
+            Duration::from_secs(170),
+            dir.path(),
+        );
+        let (_seed, addr) = seed_on_a(&link, dir.path(), &torrent, &data, io);
+        let out = dir.path().join("out");
+        let result = run_bounded(
+            link.command(Side::B, "/usr/bin/python3")
+                .arg(support("lt_leech.py"))
+                .arg(&torrent)
+                .arg(&out)
+                .args(["--peer", &addr, "--listen-ip", ADDR_B, "--timeout", "120"]),
+            Duration::from_secs(140),
+        );
+        assert!(
+            result.status.success(),
+            "libtorrent from --io {io}: {}\n{}",
+            String::from_utf8_lossy(&result.stdout),
+            String::from_utf8_lossy(&result.stderr)
+        );
+        same_tree(&data, &out);
+        let log = link.finish();
+        link_was_used(&log);
+    }
+}
