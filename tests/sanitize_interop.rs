@@ -611,9 +611,25 @@ fn download_from_libtorrent_lands_at_the_sanitised_paths() {
         expected.insert(f["path"].as_str().unwrap().to_owned());
     }
     // Renamed and sanitised files show the name as given.
-    assert_eq!(rt_files[1]["given_path"], "top/a/b.txt");
+    assert_eq!(
+        rt_files[1]["given_path"],
+        serde_json::json!(["top", "a/b.txt"])
+    );
     assert_eq!(rt_files[5]["path"], "top/real.1.txt");
-    assert_eq!(rt_files[5]["given_path"], "top/real.txt");
+    assert_eq!(
+        rt_files[5]["given_path"],
+        serde_json::json!(["top", "real.txt"])
+    );
+    let text = common::run_ok(ringtorrent().arg("info").arg(&torrent_path));
+    for line in [
+        r#"top/a/b.txt  (given as ["top", "a/b.txt"])"#,
+        "top/real.1.txt  (given as top/real.txt)",
+        "top/up.txt  (given as top/../../up.txt)",
+        "top/to-real -> top/real.txt",
+        "top/escape -> (not in the torrent)",
+    ] {
+        assert!(text.contains(line), "{line:?} not in:\n{text}");
+    }
     assert_eq!(rt_files[11]["symlink_target"], "top/real.txt");
     assert_eq!(rt_files[12]["symlink_target"], Value::Null);
 

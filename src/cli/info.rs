@@ -114,7 +114,7 @@ fn torrent_json(t: &Torrent) -> serde_json::Value {
         .map(|f| {
             let mut file = json!({"path": f.display_path(), "length": f.length, "offset": f.offset, "padding": f.attr.padding});
             // Only where they differ: what the torrent says, and what a symlink points to.
-            if let Some(given) = f.display_given_path() {
+            if let Some(given) = &f.given_path {
                 file["given_path"] = json!(given);
             }
             if f.attr.symlink {
@@ -201,11 +201,11 @@ fn print_torrent(t: &Torrent) {
         if f.attr.symlink {
             match &f.symlink_target {
                 Some(target) => line.push_str(&format!(" -> {}", target.join("/"))),
-                None => line.push_str(" -> (outside the torrent: not created)"),
+                None => line.push_str(" -> (not in the torrent)"),
             }
         }
         if let Some(given) = f.display_given_path() {
-            line.push_str(&format!("  (given as {given:?})"));
+            line.push_str(&format!("  (given as {given})"));
         }
         outln!("{line}");
     }

@@ -67,9 +67,16 @@ impl FileEntry {
         self.path.join("/")
     }
 
-    /// The path as given with `/` separators, when it differs from [`FileEntry::path`].
+    /// The path as given, when it differs from [`FileEntry::path`], for display: joined with
+    /// `/`, or as a list of quoted components when one of them holds a separator (so that
+    /// `["a/b"]` and `["a", "b"]` do not look alike).
     pub fn display_given_path(&self) -> Option<String> {
-        self.given_path.as_ref().map(|p| p.join("/"))
+        let given = self.given_path.as_ref()?;
+        if given.iter().any(|c| c.contains(['/', '\\'])) {
+            Some(format!("{given:?}"))
+        } else {
+            Some(given.join("/"))
+        }
     }
 }
 

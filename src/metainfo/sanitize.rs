@@ -42,6 +42,10 @@ pub(crate) fn component(raw: &[u8]) -> Vec<String> {
             let mut name = clean(part, false);
             if name.len() > MAX_PATH_COMPONENT_LEN {
                 name = clean(part, true);
+                // libtorrent's cut counts only the characters it keeps: a long run of `_`
+                // for bad bytes can still be too long, and is cut here.
+                let end = fit(&name, MAX_PATH_COMPONENT_LEN).len();
+                name.truncate(end);
             }
             (!matches!(name.as_str(), "" | "." | "..")).then_some(name)
         })
@@ -265,6 +269,18 @@ mod tests {
         component(raw)
     }
 
+    proptest::proptest! {
+        /// Whatever the bytes, every component is a plain name that fits NAME_MAX.
+        #[test]
+        fn any_bytes_give_plain_names(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            for name in component(&raw) {
+                proptest::prop_assert!(!matches!(name.as_str(), "" | "." | ".."));
+                proptest::prop_assert!(name.len() <= MAX_PATH_COMPONENT_LEN, "{}", name.len());
+                proptest::prop_assert!(!name.chars().any(|c| c == '/' || c == '\\' || c.is_control()));
+            }
+        }
+    }
+
     #[test]
     fn plain_names_are_kept() {
         for name in [
@@ -311,6 +327,7 @@ mod tests {
             one(long.as_bytes()),
             vec![format!("{}.mkv", "x".repeat(240))]
         );
+        assert_eq!(one(&[0xff; 300]), vec!["_".repeat(255)]);
         let no_ext = "y".repeat(300);
         assert_eq!(one(no_ext.as_bytes()), vec!["y".repeat(240)]);
         // Three-byte characters: the cut is at the first boundary past 240 bytes.
