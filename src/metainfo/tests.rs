@@ -481,7 +481,7 @@ fn duplicate_and_conflicting_paths_are_renamed() {
     assert_eq!(renamed.display_given_path().as_deref(), Some("top/x.txt"));
     assert_eq!(
         t.info.files()[5].display_given_path().as_deref(),
-        Some("top/a/b")
+        Some(r#"["top", "a/b"]"#)
     );
 }
 
