@@ -144,12 +144,11 @@ impl Iterator for FileSpans<'_> {
     }
 }
 
-/// A torrent's `name` (or `name.utf-8`), sanitised like a path: the top folder of a
-/// multi-file torrent (possibly several levels, if the name holds separators), the file of a
-/// single-file one.
+/// A torrent's `name` (or `name.utf-8`), sanitised: the top folder of a multi-file torrent,
+/// the file of a single-file one.
 #[derive(Debug, Clone)]
 pub(super) struct TopName {
-    /// The components the name turns into; empty when nothing was left of it.
+    /// The one component the name turns into; empty when nothing was left of it.
     pub(super) path: Vec<String>,
     /// The name as given, decoded lossily.
     pub(super) given: String,
@@ -158,7 +157,7 @@ pub(super) struct TopName {
 impl TopName {
     pub(super) fn new(raw: &[u8]) -> TopName {
         TopName {
-            path: sanitize::component(raw),
+            path: sanitize::name(raw).into_iter().collect(),
             given: sanitize::given(raw),
         }
     }
@@ -315,7 +314,7 @@ fn parse_files(files: &Field<'_, '_>, name: &TopName) -> Result<Vec<FileEntry>, 
             .filter(|&total| total <= limits::MAX_TORRENT_LEN)
             .ok_or(MetainfoError::TotalTooLarge)?;
     }
-    sanitize::resolve_duplicates(&mut entries)?;
-    sanitize::resolve_links(&mut entries, &name.path, links);
+    let names = sanitize::resolve_duplicates(&mut entries)?;
+    sanitize::resolve_links(&mut entries, &names, &name.path, links);
     Ok(entries)
 }

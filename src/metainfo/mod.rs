@@ -278,7 +278,7 @@ impl Info {
     }
 
     /// The torrent's name: the file name of a single-file torrent, the top folder otherwise,
-    /// sanitised (levels joined with `/` if the name held separators).
+    /// sanitised, so one plain component.
     pub fn name(&self) -> &str {
         &self.name
     }

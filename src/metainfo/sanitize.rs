@@ -16,13 +16,16 @@
 //!   last 10 bytes) is appended. Parts of 241..=255 bytes are kept whole, unlike libtorrent:
 //!   they fit Linux's `NAME_MAX`, and ringtorrent always accepted them.
 //!
+//! The torrent's name is one component whatever it holds: separators are dropped from it, as
+//! libtorrent drops them.
+//!
 //! Then, over the whole file list, [`resolve_duplicates`] gives a file whose path an earlier
 //! file or any folder already has a new name `base.N.ext`, as libtorrent does (but comparing
 //! names exactly, since Linux file names are case-sensitive; libtorrent ignores case).
 //!
 //! Everything here is pure.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::files::FileEntry;
 use super::MetainfoError;
@@ -50,6 +53,24 @@ pub(crate) fn component(raw: &[u8]) -> Vec<String> {
             (!matches!(name.as_str(), "" | "." | "..")).then_some(name)
         })
         .collect()
+}
+
+/// The safe form of a torrent's `name`: one component, its separators dropped as libtorrent
+/// drops them (not split: the name is repeated in every file's path, so it stays one bounded
+/// level); `None` when nothing is left (`.`, `..`).
+pub(crate) fn name(raw: &[u8]) -> Option<String> {
+    if raw.is_empty() {
+        return Some("_".to_owned());
+    }
+    let joined: Vec<u8> = raw
+        .iter()
+        .copied()
+        .filter(|&b| b != b'/' && b != b'\\')
+        .collect();
+    if joined.is_empty() {
+        return None;
+    }
+    component(&joined).pop()
 }
 
 /// The safe components of a whole path given as components; `_` if nothing is left.
@@ -148,57 +169,109 @@ fn decode(s: &[u8]) -> (Option<char>, usize) {
     (char::from_u32(c), len)
 }
 
+/// Every folder and (once [`resolve_duplicates`] placed them) file of a torrent, each kept as
+/// (its folder's id, its name): a path costs one entry per component, never a copy of each of
+/// its prefixes, so a hostile torrent of deep paths stays linear in its size.
+pub(crate) struct Names {
+    map: HashMap<(u32, String), Node>,
+    folders: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    Folder(u32),
+    File,
+}
+
+/// The download folder's id.
+const ROOT: u32 = 0;
+
+impl Names {
+    /// The id of folder `name` in `parent`, made if new.
+    fn folder(&mut self, parent: u32, name: &str) -> u32 {
+        let key = (parent, name.to_owned());
+        if let Some(Node::Folder(id)) = self.map.get(&key) {
+            return *id;
+        }
+        self.folders += 1;
+        self.map.insert(key, Node::Folder(self.folders));
+        self.folders
+    }
+
+    /// What `path` names: a folder, a file, or nothing.
+    fn find(&self, path: &[String]) -> Option<Node> {
+        let (last, folders) = path.split_last()?;
+        let mut at = ROOT;
+        for name in folders {
+            match self.map.get(&(at, name.clone()))? {
+                Node::Folder(id) => at = *id,
+                Node::File => return None,
+            }
+        }
+        self.map.get(&(at, last.clone())).copied()
+    }
+}
+
 /// Renames every file whose path an earlier file, or any folder of the torrent, already has:
 /// `name.ext` becomes `name.1.ext` (then `.2`, ...), as libtorrent renames, and a renamed
 /// file keeps its former path in [`FileEntry::given_path`]. Padding files are left out: they
-/// are never created. Returns the indices of the files renamed.
+/// are never created. Returns every name the torrent's files and folders now have.
 ///
-/// Bounded: a counter per (folder, base, extension) carries on where it stopped, so each
-/// name tried is either taken by this file or was already taken by another path.
-pub(crate) fn resolve_duplicates(entries: &mut [FileEntry]) -> Result<Vec<usize>, MetainfoError> {
-    let join = |p: &[String]| p.join("/");
-    let real = |e: &FileEntry| !e.attr.padding;
-    let mut taken: HashSet<String> = HashSet::with_capacity(entries.len());
-    for e in entries.iter().filter(|e| real(e)) {
-        for depth in 1..e.path.len() {
-            taken.insert(join(&e.path[..depth]));
-        }
-    }
-    let mut next: HashMap<String, u64> = HashMap::new();
-    let mut renamed = Vec::new();
-    let budget = 2 * entries.len() + taken.len() + 1;
+/// Bounded: a counter per (folder, base, extension) carries on where it stopped, so a name
+/// tried is either taken by this file or was already taken by another path, and the tries
+/// are capped by the number of names besides.
+pub(crate) fn resolve_duplicates(entries: &mut [FileEntry]) -> Result<Names, MetainfoError> {
+    let mut names = Names {
+        map: HashMap::with_capacity(entries.len()),
+        folders: ROOT,
+    };
+    // Folders first, so that no file takes a folder's name.
+    let parents: Vec<u32> = entries
+        .iter()
+        .map(|e| match e.path.split_last() {
+            Some((_, folders)) if !e.attr.padding => folders
+                .iter()
+                .fold(ROOT, |parent, name| names.folder(parent, name)),
+            _ => ROOT,
+        })
+        .collect();
+    let mut next: HashMap<(u32, String, String), u64> = HashMap::new();
+    let budget = 2 * entries.len() + names.map.len() + 1;
     let mut tries = 0usize;
-    for (index, e) in entries.iter_mut().enumerate().filter(|(_, e)| real(e)) {
-        let full = join(&e.path);
-        if taken.insert(full.clone()) {
+    for (e, &parent) in entries.iter_mut().zip(&parents) {
+        if e.attr.padding {
             continue;
         }
-        let Some((last, folder)) = e.path.split_last() else {
+        let Some(last) = e.path.last() else {
             continue;
         };
+        let key = (parent, last.clone());
+        if let std::collections::hash_map::Entry::Vacant(v) = names.map.entry(key) {
+            v.insert(Node::File);
+            continue;
+        }
         let (base, ext) = match last.rfind('.') {
             Some(dot) if dot > 0 => last.split_at(dot),
             _ => (last.as_str(), ""),
         };
-        let key = format!("{}\0{base}\0{ext}", join(folder));
-        let counter = next.entry(key).or_insert(1);
+        let counter = next
+            .entry((parent, base.to_owned(), ext.to_owned()))
+            .or_insert(1);
         let name = loop {
             tries += 1;
             if tries > budget {
-                return Err(MetainfoError::DuplicatePath(full));
+                return Err(MetainfoError::DuplicatePath(e.display_path()));
             }
             let suffix = format!(".{counter}{ext}");
             *counter += 1;
             let name = format!(
                 "{}{suffix}",
-                fit(base, MAX_PATH_COMPONENT_LEN - suffix.len())
+                fit(base, MAX_PATH_COMPONENT_LEN.saturating_sub(suffix.len()))
             );
-            let mut candidate = join(folder);
-            if !candidate.is_empty() {
-                candidate.push('/');
-            }
-            candidate.push_str(&name);
-            if taken.insert(candidate) {
+            if let std::collections::hash_map::Entry::Vacant(v) =
+                names.map.entry((parent, name.clone()))
+            {
+                v.insert(Node::File);
                 break name;
             }
         };
@@ -208,9 +281,8 @@ pub(crate) fn resolve_duplicates(entries: &mut [FileEntry]) -> Result<Vec<usize>
         if let Some(slot) = e.path.last_mut() {
             *slot = name;
         }
-        renamed.push(index);
     }
-    Ok(renamed)
+    Ok(names)
 }
 
 /// Points each symlink entry (index, sanitised target) at the file or folder of the torrent
@@ -220,18 +292,10 @@ pub(crate) fn resolve_duplicates(entries: &mut [FileEntry]) -> Result<Vec<usize>
 /// anything outside the torrent's files and folders gets no target.
 pub(crate) fn resolve_links(
     entries: &mut [FileEntry],
+    names: &Names,
     top: &[String],
     links: Vec<(usize, Vec<String>)>,
 ) {
-    if links.is_empty() {
-        return;
-    }
-    let mut known: HashSet<Vec<String>> = HashSet::with_capacity(entries.len());
-    for e in entries.iter().filter(|e| !e.attr.padding) {
-        for depth in 1..=e.path.len() {
-            known.insert(e.path[..depth].to_vec());
-        }
-    }
     for (index, target) in links {
         let Some(link) = entries.get(index) else {
             continue;
@@ -244,7 +308,7 @@ pub(crate) fn resolve_links(
         } else {
             [joined(top), target.clone(), joined(folder)]
                 .into_iter()
-                .find(|t| known.contains(t) && *t != link.path)
+                .find(|t| *t != link.path && names.find(t).is_some())
         };
         if let Some(e) = entries.get_mut(index) {
             e.symlink_target = found;
@@ -305,6 +369,11 @@ mod tests {
         assert_eq!(one(b""), vec!["_"]);
         assert_eq!(one(b"..."), vec!["..."]);
         assert_eq!(path([&b".."[..], b"."]), vec!["_"]);
+        assert_eq!(name(b"a/b\\c"), Some("abc".to_owned()));
+        assert_eq!(
+            (name(b".."), name(b"/./"), name(b"")),
+            (None, None, Some("_".to_owned()))
+        );
     }
 
     #[test]
@@ -363,7 +432,10 @@ mod tests {
             entry(&["t", "p"], true),
             entry(&["t", "p"], true),
         ];
-        let renamed = resolve_duplicates(&mut files).unwrap();
+        resolve_duplicates(&mut files).unwrap();
+        let renamed: Vec<usize> = (0..files.len())
+            .filter(|&i| files[i].given_path.is_some())
+            .collect();
         let paths: Vec<String> = files.iter().map(|f| f.path.join("/")).collect();
         assert_eq!(
             paths,
@@ -382,11 +454,29 @@ mod tests {
     }
 
     #[test]
+    fn deep_paths_cost_one_entry_per_component() {
+        let deep: Vec<String> = (0..64).map(|i| format!("d{i}")).collect();
+        let mut files: Vec<FileEntry> = (0..100)
+            .map(|i| {
+                let mut e = entry(&[], false);
+                e.path = deep.clone();
+                e.path.push(format!("f{i}"));
+                e
+            })
+            .collect();
+        let names = resolve_duplicates(&mut files).unwrap();
+        assert_eq!(names.map.len(), 64 + 100);
+        assert_eq!(names.find(&deep), Some(Node::Folder(64)));
+        assert_eq!(names.find(&files[7].path), Some(Node::File));
+        assert_eq!(names.find(&["d0".to_owned(), "nope".to_owned()]), None);
+    }
+
+    #[test]
     fn many_duplicates_stay_linear_and_fit() {
         let long = "z".repeat(255);
         let mut files: Vec<FileEntry> = (0..2000).map(|_| entry(&["t", &long], false)).collect();
         resolve_duplicates(&mut files).unwrap();
-        let unique: HashSet<_> = files.iter().map(|f| f.path.clone()).collect();
+        let unique: std::collections::HashSet<_> = files.iter().map(|f| f.path.clone()).collect();
         assert_eq!(unique.len(), 2000);
         assert!(files
             .iter()
