@@ -748,3 +748,26 @@ fn dht_nodes_are_read_malformed_ones_skipped_and_bounded() {
         .nodes
         .is_empty());
 }
+
+/// `create` only writes names that readers keep as they are: a `\` or a control character in
+/// a file name on disk would be changed by every reader, so the file could not be found.
+#[test]
+fn create_refuses_names_readers_would_change() {
+    use std::sync::atomic::AtomicU64;
+    for bad in ["back\\slash.txt", "tab\there.txt"] {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("top");
+        std::fs::create_dir_all(&top).unwrap();
+        std::fs::write(top.join("ok.txt"), b"x").unwrap();
+        std::fs::write(top.join(bad), b"y").unwrap();
+        let opts = create::CreateOptions {
+            path: top,
+            ..Default::default()
+        };
+        let err = create::create(&opts, &AtomicU64::new(0)).unwrap_err();
+        assert!(
+            matches!(err, create::CreateError::BadName { .. }),
+            "{bad:?}: {err}"
+        );
+    }
+}
