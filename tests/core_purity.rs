@@ -106,3 +106,21 @@ fn the_check_sees_through_imports_and_not_comments() {
         assert_eq!(check_source(code, &CORE), Vec::<String>::new(), "{code}");
     }
 }
+
+/// Path sanitising (`src/metainfo/sanitize.rs`) is pure: bytes in, names out. Its hash sets
+/// are only looked up, never iterated, so their per-process seeds change no result.
+#[test]
+fn metainfo_sanitize_does_no_io() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metainfo");
+    let source = std::fs::read_to_string(root.join("sanitize.rs")).unwrap();
+    assert!(
+        source.contains("fn resolve_duplicates"),
+        "sanitize.rs moved?"
+    );
+    let hits = check_source(&source, &CORE);
+    assert!(
+        hits.is_empty(),
+        "I/O, clock or randomness in src/metainfo/sanitize.rs:\n{}",
+        hits.join("\n")
+    );
+}

@@ -111,10 +111,21 @@ fn torrent_json(t: &Torrent) -> serde_json::Value {
     let files: Vec<_> = info
         .files()
         .iter()
-        .map(|f| json!({"path": f.display_path(), "length": f.length, "offset": f.offset, "padding": f.attr.padding}))
+        .map(|f| {
+            let mut file = json!({"path": f.display_path(), "length": f.length, "offset": f.offset, "padding": f.attr.padding});
+            // Only where they differ: what the torrent says, and what a symlink points to.
+            if let Some(given) = &f.given_path {
+                file["given_path"] = json!(given);
+            }
+            if f.attr.symlink {
+                file["symlink_target"] = json!(f.symlink_target.as_ref().map(|t| t.join("/")));
+            }
+            file
+        })
         .collect();
     json!({
         "name": info.name(),
+        "given_name": info.given_name(),
         "info_hash": info.info_hash().to_hex(),
         "total_length": info.total_len(),
         "piece_length": info.lengths().piece_len(),
@@ -136,6 +147,9 @@ fn print_torrent(t: &Torrent) {
     let info = &t.info;
     let l = info.lengths();
     outln!("name:         {}", info.name());
+    if let Some(given) = info.given_name() {
+        outln!("  (given as   {given:?})");
+    }
     outln!("info hash:    {}", info.info_hash());
     outln!(
         "size:         {} ({} bytes)",
@@ -183,7 +197,17 @@ fn print_torrent(t: &Torrent) {
         outln!("files:        {}", real.len());
     }
     for f in real {
-        outln!("  {:>12}  {}", format::bytes(f.length), f.display_path());
+        let mut line = format!("  {:>12}  {}", format::bytes(f.length), f.display_path());
+        if f.attr.symlink {
+            match &f.symlink_target {
+                Some(target) => line.push_str(&format!(" -> {}", target.join("/"))),
+                None => line.push_str(" -> (not in the torrent)"),
+            }
+        }
+        if let Some(given) = f.display_given_path() {
+            line.push_str(&format!("  (given as {given})"));
+        }
+        outln!("{line}");
     }
 }
 

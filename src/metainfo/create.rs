@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
 
-use super::{files, FileSpans, MetainfoError, Torrent};
+use super::{FileSpans, MetainfoError, Torrent};
 use crate::bencode::OwnedValue;
 use crate::core::Lengths;
 use crate::limits;
@@ -207,7 +207,15 @@ fn component(disk: &Path, name: &std::ffi::OsStr) -> Result<String, CreateError>
     let name = name
         .to_str()
         .ok_or_else(|| bad("the name is not valid UTF-8".into()))?;
-    files::check_component(name).map_err(|e| bad(e.to_string()))?;
+    // A name readers would change (a `\\`, a control character, over 255 bytes) would not be
+    // found under the name the torrent gives it.
+    let safe = super::sanitize::component(name.as_bytes());
+    if safe != [name] {
+        return Err(bad(format!(
+            "clients would save it as {:?}",
+            safe.join("/")
+        )));
+    }
     Ok(name.to_owned())
 }
 
@@ -310,6 +318,7 @@ fn hash_pieces(
                 offset,
                 attr: Default::default(),
                 symlink_target: None,
+                given_path: None,
             };
             offset += s.len;
             e

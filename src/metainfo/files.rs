@@ -1,34 +1,19 @@
 //! The file layout of a torrent: validated relative paths, byte offsets, and the mapping from
 //! a byte range of the payload to spans of files.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 
-use super::{Field, MetainfoError};
+use super::{sanitize, Field, MetainfoError};
 use crate::limits;
 
-/// Why a path or path component cannot be created safely under the download folder.
+/// Why a path cannot be made safe (see [`super::sanitize`] for what is made safe instead).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
-    /// A path with no components.
+    /// A path with no components (and not a padding file, which needs none), or a
+    /// single-file torrent's name with nothing left once sanitised.
     #[error("path is empty")]
     Empty,
-    /// An empty component (`a//b`).
-    #[error("path component is empty")]
-    EmptyComponent,
-    /// `.` or `..`, which would refer to this folder or climb out of it.
-    #[error("path component {0:?} refers to a folder, not a name")]
-    DotComponent(String),
-    /// A `/` inside a component: an absolute path or a hidden extra level.
-    #[error("path component {0:?} contains a path separator")]
-    Separator(String),
-    /// A NUL byte, which no file name on Linux can hold.
-    #[error("path component {0:?} contains a NUL byte")]
-    Nul(String),
-    /// A component longer than Linux's `NAME_MAX`.
-    #[error("path component of {0} bytes is longer than {max} bytes", max = limits::MAX_PATH_COMPONENT_LEN)]
-    ComponentTooLong(usize),
-    /// More nested folders than the limit.
+    /// More nested folders than the limit, as given or once separators are split.
     #[error("path is {0} levels deep, over the limit of {max}", max = limits::MAX_PATH_DEPTH)]
     TooDeep(usize),
 }
@@ -50,7 +35,9 @@ pub struct FileAttr {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
     /// Path components relative to the download folder, the torrent's name first for a
-    /// multi-file torrent. Every component is checked safe (see [`PathError`]).
+    /// multi-file torrent: the name the file gets, sanitised (see [`super::sanitize`]), so
+    /// every component is a plain name (no `/`, `\\`, NUL, control character, `.` or `..`, at
+    /// most 255 bytes) and no two files that are not padding share a path or sit under one.
     pub path: Vec<String>,
     /// Length in bytes.
     pub length: u64,
@@ -58,9 +45,15 @@ pub struct FileEntry {
     pub offset: u64,
     /// BEP 47 attributes.
     pub attr: FileAttr,
-    /// For a symlink (`attr.symlink`), the target relative to the torrent's top folder,
-    /// checked like any other path so that it cannot point outside the download.
+    /// For a symlink (`attr.symlink`) whose target is a file or folder of this torrent: that
+    /// path relative to the download folder (like [`FileEntry::path`]), so it cannot lead
+    /// outside. `None` for a target the torrent does not hold, which libtorrent makes point to
+    /// the link itself; ringtorrent creates nothing on disk for any symlink entry.
     pub symlink_target: Option<Vec<String>>,
+    /// The path as the torrent gives it (components decoded lossily, the name first for a
+    /// multi-file torrent) when sanitising or duplicate renaming changed it; `None` when the
+    /// file gets the name given.
+    pub given_path: Option<Vec<String>>,
 }
 
 impl FileEntry {
@@ -72,6 +65,18 @@ impl FileEntry {
     /// The path with `/` separators, for display.
     pub fn display_path(&self) -> String {
         self.path.join("/")
+    }
+
+    /// The path as given, when it differs from [`FileEntry::path`], for display: joined with
+    /// `/`, or as a list of quoted components when one of them holds a separator (so that
+    /// `["a/b"]` and `["a", "b"]` do not look alike).
+    pub fn display_given_path(&self) -> Option<String> {
+        let given = self.given_path.as_ref()?;
+        if given.iter().any(|c| c.contains(['/', '\\'])) {
+            Some(format!("{given:?}"))
+        } else {
+            Some(given.join("/"))
+        }
     }
 }
 
@@ -139,44 +144,42 @@ impl Iterator for FileSpans<'_> {
     }
 }
 
-/// Reads text from a torrent: UTF-8 as is; anything else converted lossily, as libtorrent
-/// does, because Linux file names are bytes and refusing old non-UTF-8 torrents helps no one.
-/// A collision this creates is caught by the duplicate-path check.
-pub(super) fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// A torrent's `name` (or `name.utf-8`), sanitised: the top folder of a multi-file torrent,
+/// the file of a single-file one.
+#[derive(Debug, Clone)]
+pub(super) struct TopName {
+    /// The one component the name turns into; empty when nothing was left of it.
+    pub(super) path: Vec<String>,
+    /// The name as given, decoded lossily.
+    pub(super) given: String,
 }
 
-/// Checks that a component is a plain name that stays inside its folder.
-pub(super) fn check_component(name: &str) -> Result<(), PathError> {
-    match name {
-        "" => Err(PathError::EmptyComponent),
-        "." | ".." => Err(PathError::DotComponent(name.to_owned())),
-        _ if name.contains('/') => Err(PathError::Separator(name.to_owned())),
-        _ if name.contains('\0') => Err(PathError::Nul(name.replace('\0', "\\0"))),
-        _ if name.len() > limits::MAX_PATH_COMPONENT_LEN => {
-            Err(PathError::ComponentTooLong(name.len()))
+impl TopName {
+    pub(super) fn new(raw: &[u8]) -> TopName {
+        TopName {
+            path: sanitize::name(raw).into_iter().collect(),
+            given: sanitize::given(raw),
         }
-        _ => Ok(()),
     }
 }
 
-fn parse_path(field: &Field<'_, '_>) -> Result<Vec<String>, MetainfoError> {
+fn too_deep(field: &Field<'_, '_>, depth: usize) -> Result<(), MetainfoError> {
+    if depth > limits::MAX_PATH_DEPTH {
+        return Err(MetainfoError::BadPath {
+            field: field.path.clone(),
+            reason: PathError::TooDeep(depth),
+        });
+    }
+    Ok(())
+}
+
+/// A path list's components as given. An empty list is allowed here; the caller decides.
+fn raw_path<'a>(field: &Field<'_, 'a>) -> Result<Vec<&'a [u8]>, MetainfoError> {
     let list = field.list()?;
-    let bad = |field: String, reason| MetainfoError::BadPath { field, reason };
-    if list.is_empty() {
-        return Err(bad(field.path.clone(), PathError::Empty));
-    }
-    if list.len() > limits::MAX_PATH_DEPTH {
-        return Err(bad(field.path.clone(), PathError::TooDeep(list.len())));
-    }
+    too_deep(field, list.len())?;
     list.iter()
         .enumerate()
-        .map(|(i, node)| {
-            let item = Field::new(node, format!("{}[{i}]", field.path));
-            let name = text(item.bytes()?);
-            check_component(&name).map_err(|reason| bad(item.path.clone(), reason))?;
-            Ok(name)
-        })
+        .map(|(i, node)| Field::new(node, format!("{}[{i}]", field.path)).bytes())
         .collect()
 }
 
@@ -191,11 +194,11 @@ fn parse_attr(field: Option<Field<'_, '_>>) -> FileAttr {
     }
 }
 
-/// Reads `info.length` or `info.files` into file entries with offsets. Returns the entries and
-/// whether the torrent is single-file.
+/// Reads `info.length` or `info.files` into file entries with offsets, every path sanitised
+/// and duplicates renamed. Returns the entries and whether the torrent is single-file.
 pub(super) fn parse_layout(
     info: &Field<'_, '_>,
-    name: &str,
+    name: &TopName,
 ) -> Result<(Vec<FileEntry>, bool), MetainfoError> {
     match (info.optional("length"), info.optional("files")) {
         (Some(_), Some(_)) => Err(MetainfoError::LengthAndFiles),
@@ -205,10 +208,23 @@ pub(super) fn parse_layout(
             if length > limits::MAX_TORRENT_LEN {
                 return Err(MetainfoError::TotalTooLarge);
             }
-            let attr = parse_attr(info.optional("attr"));
+            if name.path.is_empty() {
+                // libtorrent refuses this too (`torrent_missing_name`): there is no file name.
+                return Err(MetainfoError::BadPath {
+                    field: "info.name".into(),
+                    reason: PathError::Empty,
+                });
+            }
+            // A single file that is a symlink has nothing to point to: a plain file.
+            let attr = FileAttr {
+                symlink: false,
+                ..parse_attr(info.optional("attr"))
+            };
+            let given = vec![name.given.clone()];
             Ok((
                 vec![FileEntry {
-                    path: vec![name.to_owned()],
+                    given_path: (given != name.path).then_some(given),
+                    path: name.path.clone(),
                     length,
                     offset: 0,
                     attr,
@@ -221,7 +237,7 @@ pub(super) fn parse_layout(
     }
 }
 
-fn parse_files(files: &Field<'_, '_>, name: &str) -> Result<Vec<FileEntry>, MetainfoError> {
+fn parse_files(files: &Field<'_, '_>, name: &TopName) -> Result<Vec<FileEntry>, MetainfoError> {
     let list = files.list()?;
     if list.is_empty() {
         return Err(MetainfoError::NoFiles);
@@ -230,55 +246,75 @@ fn parse_files(files: &Field<'_, '_>, name: &str) -> Result<Vec<FileEntry>, Meta
         return Err(MetainfoError::TooManyFiles(list.len()));
     }
     let mut entries = Vec::with_capacity(list.len());
+    let mut links = Vec::new();
     let mut offset = 0u64;
     for (i, node) in list.iter().enumerate() {
         let file = Field::new(node, format!("{}[{i}]", files.path)).dict()?;
-        let length = file.required("length")?.length()?;
+        let mut attr = parse_attr(file.optional("attr"));
+        // A symlink takes no payload bytes whatever its `length` says, as in libtorrent.
+        let length = if attr.symlink {
+            0
+        } else {
+            file.required("length")?.length()?
+        };
         let path_field = match file.optional("path.utf-8") {
-            Some(f) if f.node.as_list().is_some() => f,
-            _ => file.required("path")?,
+            Some(f) if f.node.as_list().is_some() => Some(f),
+            _ => file.optional("path"),
         };
-        let mut path = Vec::with_capacity(1 + path_field.list()?.len());
-        path.push(name.to_owned());
-        path.extend(parse_path(&path_field)?);
-        let attr = parse_attr(file.optional("attr"));
-        let symlink_target = match (attr.symlink, file.optional("symlink path")) {
-            (true, Some(target)) => Some(parse_path(&target)?),
-            _ => None,
+        let raw = match &path_field {
+            Some(f) => raw_path(f)?,
+            None if attr.padding => Vec::new(),
+            None => return Err(MetainfoError::Missing(format!("{}.path", file.path))),
         };
+        let (path, given_path) = if raw.is_empty() {
+            if let Some(field) = path_field.filter(|_| !attr.padding) {
+                return Err(MetainfoError::BadPath {
+                    field: field.path,
+                    reason: PathError::Empty,
+                });
+            }
+            // A padding file needs no path: libtorrent calls it `.pad/<length>`.
+            let mut path = name.path.clone();
+            path.extend([".pad".to_owned(), length.to_string()]);
+            (path, None)
+        } else {
+            let mut path = name.path.clone();
+            path.extend(sanitize::path(raw.iter().copied()));
+            if let Some(f) = &path_field {
+                too_deep(f, path.len())?;
+            }
+            let given: Vec<String> = std::iter::once(name.given.clone())
+                .chain(raw.iter().map(|c| sanitize::given(c)))
+                .collect();
+            let changed = given != path;
+            (path, changed.then_some(given))
+        };
+        if attr.symlink {
+            match file.optional("symlink path") {
+                Some(target) => {
+                    let raw = raw_path(&target)?;
+                    let target: Vec<String> =
+                        raw.into_iter().flat_map(sanitize::component).collect();
+                    links.push((entries.len(), target));
+                }
+                // BEP 47 requires the target; without one libtorrent makes it a plain file.
+                None => attr.symlink = false,
+            }
+        }
         entries.push(FileEntry {
             path,
             length,
             offset,
             attr,
-            symlink_target,
+            symlink_target: None,
+            given_path,
         });
         offset = offset
             .checked_add(length)
             .filter(|&total| total <= limits::MAX_TORRENT_LEN)
             .ok_or(MetainfoError::TotalTooLarge)?;
     }
-    check_unique(&entries)?;
+    let names = sanitize::resolve_duplicates(&mut entries)?;
+    sanitize::resolve_links(&mut entries, &names, &name.path, links);
     Ok(entries)
-}
-
-/// Refuses two files with one path, and a path that is both a file and a folder. Padding
-/// files are exempt: they are never created, and libtorrent names many of them alike.
-fn check_unique(entries: &[FileEntry]) -> Result<(), MetainfoError> {
-    let real = || entries.iter().filter(|f| !f.attr.padding);
-    let mut files: HashSet<&[String]> = HashSet::with_capacity(entries.len());
-    for f in real() {
-        if !files.insert(&f.path) {
-            return Err(MetainfoError::DuplicatePath(f.display_path()));
-        }
-    }
-    for f in real() {
-        for depth in 1..f.path.len() {
-            let folder = &f.path[..depth];
-            if files.contains(folder) {
-                return Err(MetainfoError::FileFolderConflict(folder.join("/")));
-            }
-        }
-    }
-    Ok(())
 }

@@ -3,15 +3,18 @@
 //!
 //! [`Torrent::from_bytes`] validates everything a peer or a storage layer will later rely on, so
 //! a [`Torrent`] cannot describe an unsafe or inconsistent download: every path is relative and
-//! made of plain components (no `..`, `.`, separators or NUL), no two files share a path, file
-//! offsets add up to the total length, and the piece hashes match the piece count. The info
-//! hash is the SHA1 of the `info` value's exact bytes in the file.
+//! made of plain components (no `..`, `.`, separators, NUL or control characters), no two
+//! files share a path, file offsets add up to the total length, and the piece hashes match the
+//! piece count. Paths that other clients accept are made safe rather than refused, as
+//! libtorrent makes them safe ([`sanitize`]); the names as given are kept for display. The
+//! info hash is the SHA1 of the `info` value's exact bytes in the file.
 //!
 //! Parsing is pure; only [`create`] reads files from disk.
 
 pub mod create;
 mod files;
 pub mod magnet;
+mod sanitize;
 
 use sha1::{Digest, Sha1};
 
@@ -95,12 +98,10 @@ pub enum MetainfoError {
         /// What is wrong with it.
         reason: PathError,
     },
-    /// Two files have the same path.
-    #[error("two files have the path `{0}`")]
+    /// Files with one path could not all be given distinct names within the bound on
+    /// attempts (see `sanitize::resolve_duplicates`); never seen short of a hostile torrent.
+    #[error("too many files have the path `{0}`")]
     DuplicatePath(String),
-    /// A path is used both as a file and as a folder.
-    #[error("`{0}` is both a file and a folder")]
-    FileFolderConflict(String),
     /// More trackers than the limit.
     #[error("{0} trackers is over the limit of {max}", max = limits::MAX_TRACKERS)]
     TooManyTrackers(usize),
@@ -124,6 +125,7 @@ impl From<LengthsError> for MetainfoError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {
     name: String,
+    given_name: Option<String>,
     files: Vec<FileEntry>,
     single_file: bool,
     lengths: Lengths,
@@ -235,7 +237,12 @@ impl Info {
         if pieces.len() % 20 != 0 {
             return Err(MetainfoError::PiecesNotMultipleOf20(pieces.len()));
         }
-        let name = info.name()?;
+        let info_hash = InfoHash::from_bytes(Sha1::digest(raw).into());
+        let mut name = info.name()?;
+        if name.path.is_empty() && info.optional("files").is_some() {
+            // Nothing left of the folder name (`.`, `..`): libtorrent uses the info hash.
+            name.path = vec![info_hash.to_hex()];
+        }
         let (files, single_file) = files::parse_layout(&info, &name)?;
         let total_len = files.last().map_or(0, |f| f.offset + f.length);
         let lengths = Lengths::new(total_len, piece_len)?;
@@ -255,22 +262,30 @@ impl Info {
             .optional("source")
             .and_then(|f| f.node.as_str())
             .map(str::to_owned);
+        let changed = name.path != [name.given.as_str()];
         Ok(Info {
-            name,
+            name: name.path.join("/"),
+            given_name: changed.then_some(name.given),
             files,
             single_file,
             lengths,
             piece_hashes,
             private,
             source,
-            info_hash: InfoHash::from_bytes(Sha1::digest(raw).into()),
+            info_hash,
             raw: raw.to_vec(),
         })
     }
 
-    /// The torrent's name: the file name of a single-file torrent, the top folder otherwise.
+    /// The torrent's name: the file name of a single-file torrent, the top folder otherwise,
+    /// sanitised, so one plain component.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The name as the torrent gives it, when sanitising changed it.
+    pub fn given_name(&self) -> Option<&str> {
+        self.given_name.as_deref()
     }
 
     /// The files in payload order, padding files included (see [`FileEntry::attr`]).
@@ -471,18 +486,13 @@ impl<'n, 'a> Field<'n, 'a> {
         })
     }
 
-    /// The torrent name, preferring the `name.utf-8` variant some clients add.
-    fn name(&self) -> Result<String, MetainfoError> {
+    /// The torrent name, preferring the `name.utf-8` variant some clients add, sanitised.
+    fn name(&self) -> Result<files::TopName, MetainfoError> {
         let field = match self.optional("name.utf-8") {
             Some(f) if f.node.as_str().is_some() => f,
             _ => self.required("name")?,
         };
-        let name = files::text(field.bytes()?);
-        files::check_component(&name).map_err(|reason| MetainfoError::BadPath {
-            field: field.path.clone(),
-            reason,
-        })?;
-        Ok(name)
+        Ok(files::TopName::new(field.bytes()?))
     }
 }
 

@@ -329,71 +329,266 @@ fn hostile_structure() {
     ));
 }
 
-#[test]
-fn hostile_paths_never_escape() {
-    let cases: Vec<(Vec<&str>, PathError)> = vec![
-        (vec![".."], PathError::DotComponent("..".into())),
-        (vec!["a", "..", "b"], PathError::DotComponent("..".into())),
-        (vec!["."], PathError::DotComponent(".".into())),
+fn paths(t: &Torrent) -> Vec<String> {
+    t.info.files().iter().map(FileEntry::display_path).collect()
+}
+
+fn bytes_file(len: i64, path: &[&[u8]]) -> V {
+    dict(vec![
+        ("length", V::Int(len)),
         (
-            vec!["/etc/passwd"],
-            PathError::Separator("/etc/passwd".into()),
+            "path",
+            V::List(path.iter().map(|c| V::Bytes(c.to_vec())).collect()),
         ),
-        (vec!["a/../../b"], PathError::Separator("a/../../b".into())),
-        (vec![""], PathError::EmptyComponent),
-        (vec!["a\0b"], PathError::Nul("a\\0b".into())),
-        (vec![], PathError::Empty),
+    ])
+}
+
+/// Every rule of `sanitize`, through a whole torrent: the path each file gets, and the path
+/// as given kept beside it.
+#[test]
+fn hostile_paths_are_made_safe() {
+    let long = format!("{}.mkv", "x".repeat(300));
+    let cases: Vec<(Vec<&[u8]>, &str)> = vec![
+        (vec![b".."], "top/_"),
+        (vec![b"a", b"..", b"b"], "top/a/b"),
+        (vec![b".", b"c"], "top/c"),
+        (vec![b"/etc/passwd"], "top/etc/passwd"),
+        (vec![b"a/../../b2"], "top/a/b2"),
+        (vec![b"..\\..\\win"], "top/win"),
+        (vec![b"d", b"", b"e"], "top/d/_/e"),
+        (vec![b"n\0ul"], "top/n_ul"),
+        (vec![b"caf\xe9"], "top/caf_"),
+        (vec!["rtl\u{202e}txt.exe".as_bytes()], "top/rtltxt.exe"),
     ];
-    for (path, reason) in cases {
-        let err = parse(multi_info(vec![file(1, &path)], 16384, 1)).unwrap_err();
-        match err {
-            MetainfoError::BadPath { field, reason: got } => {
-                assert!(field.starts_with("info.files[0].path"), "{field}");
-                assert_eq!(got, reason, "{path:?}");
-            }
-            other => panic!("{path:?}: {other}"),
+    let files: Vec<V> = cases.iter().map(|(p, _)| bytes_file(1, p)).collect();
+    let mut all = files;
+    all.push(bytes_file(1, &[long.as_bytes()]));
+    let n = all.len() as i64;
+    let t = parse(multi_info(all, 16384, n)).unwrap();
+    let got = paths(&t);
+    for ((given, want), got) in cases.iter().zip(&got) {
+        assert_eq!(got, want, "{given:?}");
+    }
+    assert_eq!(got.last().unwrap(), &format!("top/{}.mkv", "x".repeat(240)));
+    let first = &t.info.files()[0];
+    assert_eq!(first.display_given_path().as_deref(), Some("top/.."));
+    for f in t.info.files() {
+        for c in &f.path {
+            assert!(!matches!(c.as_str(), "" | "." | ".."), "{c:?}");
+            assert!(!c.contains(['/', '\\', '\0']) && c.len() <= 255, "{c:?}");
         }
     }
-    let long = "x".repeat(256);
+    // A path that was already plain keeps no second copy.
+    let plain = parse(multi_info(vec![file(1, &["ok"])], 16384, 1)).unwrap();
+    assert_eq!(plain.info.files()[0].given_path, None);
+}
+
+#[test]
+fn names_are_sanitised_too() {
+    // The name stays one level: its separators are dropped, as libtorrent drops them.
+    let t = parse(with(single(1), "name", s("a/b.txt"))).unwrap();
+    assert_eq!(t.info.files()[0].path, vec!["ab.txt"]);
+    assert_eq!(t.info.given_name(), Some("a/b.txt"));
+    assert_eq!(t.info.name(), "ab.txt");
+    // Nothing left of a single file's name: refused, as libtorrent refuses it.
+    for name in ["..", ".", "/"] {
+        let err = parse(with(single(1), "name", s(name))).unwrap_err();
+        assert_eq!(
+            err,
+            MetainfoError::BadPath {
+                field: "info.name".into(),
+                reason: PathError::Empty
+            },
+            "{name:?}"
+        );
+    }
+    // Nothing left of a folder's name: the info hash names it, as in libtorrent.
+    let mut info = multi_info(vec![file(1, &["f"])], 16384, 1);
+    info = with(info, "name", s(".."));
+    let t = parse(info).unwrap();
+    let hex = t.info_hash().to_hex();
+    assert_eq!(t.info.name(), hex);
+    assert_eq!(paths(&t), vec![format!("{hex}/f")]);
+    assert_eq!(t.info.given_name(), Some(".."));
+    // An empty name becomes `_`.
+    let t = parse(with(single(1), "name", s(""))).unwrap();
+    assert_eq!(t.info.name(), "_");
+}
+
+#[test]
+fn what_cannot_be_made_safe_is_still_refused() {
+    // A file with no path (not a padding file).
+    let err = parse(multi_info(vec![file(1, &[])], 16384, 1)).unwrap_err();
+    assert!(
+        matches!(err, MetainfoError::BadPath { ref field, reason: PathError::Empty } if field == "info.files[0].path"),
+        "{err}"
+    );
+    let nopath = dict(vec![("length", V::Int(1))]);
+    assert_eq!(
+        parse(multi_info(vec![nopath], 16384, 1)),
+        Err(MetainfoError::Missing("info.files[0].path".into()))
+    );
+    // Too deep as given, and too deep once a component's separators are split.
+    let deep: Vec<&str> = vec!["d"; crate::limits::MAX_PATH_DEPTH + 1];
     assert!(matches!(
-        parse(multi_info(vec![file(1, &[&long])], 16384, 1)),
+        parse(multi_info(vec![file(1, &deep)], 16384, 1)),
         Err(MetainfoError::BadPath {
-            reason: PathError::ComponentTooLong(256),
+            reason: PathError::TooDeep(_),
             ..
         })
     ));
-    for name in ["..", "a/b", "", "/"] {
-        let err = parse(with(single(1), "name", s(name))).unwrap_err();
-        assert!(
-            matches!(err, MetainfoError::BadPath { ref field, .. } if field == "info.name"),
-            "{name:?}: {err}"
-        );
-    }
-    // A symlink target is a path like any other.
-    let link = dict(vec![
-        ("attr", s("l")),
-        ("length", V::Int(0)),
-        ("path", V::List(vec![s("l")])),
-        ("symlink path", V::List(vec![s(".."), s("x")])),
+    let split = "d/".repeat(crate::limits::MAX_PATH_DEPTH + 1);
+    assert!(matches!(
+        parse(multi_info(vec![file(1, &[&split])], 16384, 1)),
+        Err(MetainfoError::BadPath {
+            reason: PathError::TooDeep(_),
+            ..
+        })
+    ));
+    // A component of the wrong type.
+    let wrong = dict(vec![
+        ("length", V::Int(1)),
+        ("path", V::List(vec![V::Int(3)])),
     ]);
     assert!(matches!(
-        parse(multi_info(vec![link, file(1, &["a"])], 16384, 1)),
-        Err(MetainfoError::BadPath { .. })
+        parse(multi_info(vec![wrong], 16384, 1)),
+        Err(MetainfoError::WrongType { ref field, .. }) if field == "info.files[0].path[0]"
     ));
 }
 
 #[test]
-fn duplicate_and_conflicting_paths() {
-    let dup = vec![file(1, &["a", "b"]), file(1, &["a", "b"])];
+fn duplicate_and_conflicting_paths_are_renamed() {
+    let files = vec![
+        file(1, &["a", "b"]),
+        file(1, &["a", "b"]),
+        file(1, &["x.txt"]),
+        file(1, &["x.txt"]),
+        file(1, &["a"]),
+        file(1, &["a/b"]),
+    ];
+    let t = parse(multi_info(files, 16384, 6)).unwrap();
     assert_eq!(
-        parse(multi_info(dup, 16384, 2)),
-        Err(MetainfoError::DuplicatePath("top/a/b".into()))
+        paths(&t),
+        vec![
+            "top/a/b",
+            "top/a/b.1",
+            "top/x.txt",
+            "top/x.1.txt",
+            "top/a.1",
+            "top/a/b.2"
+        ]
     );
-    let conflict = vec![file(1, &["a"]), file(1, &["a", "b"])];
+    let renamed = &t.info.files()[3];
+    assert_eq!(renamed.display_given_path().as_deref(), Some("top/x.txt"));
     assert_eq!(
-        parse(multi_info(conflict, 16384, 2)),
-        Err(MetainfoError::FileFolderConflict("top/a".into()))
+        t.info.files()[5].display_given_path().as_deref(),
+        Some(r#"["top", "a/b"]"#)
     );
+}
+
+#[test]
+fn padding_without_a_path_and_attributes() {
+    let pad = dict(vec![("attr", s("p")), ("length", V::Int(16383))]);
+    let exe = dict(vec![
+        ("attr", s("xh")),
+        ("length", V::Int(1)),
+        ("path", V::List(vec![s("run.sh")])),
+    ]);
+    let t = parse(multi_info(vec![exe, pad, file(5, &["b"])], 16384, 16389)).unwrap();
+    let f = t.info.files();
+    assert_eq!(f[1].display_path(), "top/.pad/16383");
+    assert!(f[1].attr.padding && f[1].given_path.is_none());
+    assert!(f[0].attr.executable && f[0].attr.hidden && !f[0].attr.padding);
+    assert_eq!(f[2].offset, 16384);
+    // Padding files named alike are never renamed: they are never created.
+    let pads = vec![
+        file(1, &["a"]),
+        dict(vec![
+            ("attr", s("p")),
+            ("length", V::Int(3)),
+            ("path", V::List(vec![s(".pad"), s("3")])),
+        ]),
+        file(1, &["b"]),
+        dict(vec![
+            ("attr", s("p")),
+            ("length", V::Int(3)),
+            ("path", V::List(vec![s(".pad"), s("3")])),
+        ]),
+    ];
+    let t = parse(multi_info(pads, 16384, 8)).unwrap();
+    assert_eq!(paths(&t)[3], "top/.pad/3");
+}
+
+fn link(path: &[&str], target: Option<&[&str]>, length: i64) -> V {
+    let mut entries = vec![
+        ("attr", s("l")),
+        ("length", V::Int(length)),
+        ("path", V::List(path.iter().map(|c| s(c)).collect())),
+    ];
+    if let Some(target) = target {
+        entries.push((
+            "symlink path",
+            V::List(target.iter().map(|c| s(c)).collect()),
+        ));
+    }
+    dict(entries)
+}
+
+#[test]
+fn symlinks_point_inside_the_torrent_or_nowhere() {
+    let files = vec![
+        file(1, &["sub", "real.txt"]),
+        // Relative to the top folder (BEP 47).
+        link(&["l1"], Some(&["sub", "real.txt"]), 0),
+        // A folder of the torrent.
+        link(&["l2"], Some(&["sub"]), 0),
+        // Climbing out: `..` is dropped, which leaves a target in the torrent.
+        link(&["l3"], Some(&["..", "..", "sub", "real.txt"]), 0),
+        // Outside the torrent: no target.
+        link(&["l4"], Some(&["..", "etc", "passwd"]), 0),
+        link(&["l5"], Some(&["/etc/passwd"]), 0),
+        // Relative to the link's own folder (libtorrent's reading).
+        link(&["sub", "l6"], Some(&["real.txt"]), 0),
+        // To itself, and to nothing.
+        link(&["l7"], Some(&["l7"]), 0),
+        link(&["l8"], Some(&[]), 0),
+        // A symlink's length is not payload, whatever it says.
+        link(&["l9"], Some(&["sub"]), 999),
+        // No target at all: a plain empty file.
+        link(&["l10"], None, 0),
+    ];
+    let t = parse(multi_info(files, 16384, 1)).unwrap();
+    let f = t.info.files();
+    let target = |i: usize| f[i].symlink_target.as_ref().map(|p| p.join("/"));
+    assert_eq!(target(1).as_deref(), Some("top/sub/real.txt"));
+    assert_eq!(target(2).as_deref(), Some("top/sub"));
+    assert_eq!(target(3).as_deref(), Some("top/sub/real.txt"));
+    assert_eq!(target(4), None);
+    assert_eq!(target(5), None);
+    assert_eq!(target(6).as_deref(), Some("top/sub/real.txt"));
+    assert_eq!(target(7), None);
+    assert_eq!(target(8), None);
+    assert_eq!((target(9).as_deref(), f[9].length), (Some("top/sub"), 0));
+    assert!(f[1].attr.symlink && !f[10].attr.symlink);
+    assert_eq!(t.info.total_len(), 1);
+}
+
+#[test]
+fn refusals_libtorrent_shares_stay() {
+    // Piece hashes missing, a bad piece length, a negative size.
+    let short = with(single(40_000), "pieces", V::Bytes(vec![1u8; 40]));
+    assert!(matches!(
+        parse(short),
+        Err(MetainfoError::PieceCountMismatch { .. })
+    ));
+    assert!(matches!(
+        parse(with(single(1), "piece length", V::Int(0))),
+        Err(MetainfoError::Lengths(_))
+    ));
+    assert!(matches!(
+        parse(multi_info(vec![file(-1, &["a"])], 16384, 1)),
+        Err(MetainfoError::NegativeLength { .. })
+    ));
 }
 
 #[test]
@@ -401,7 +596,9 @@ fn utf8_variants_and_lossy_names() {
     let info = with(single(1), "name.utf-8", s("naïve.txt"));
     assert_eq!(parse(info).unwrap().info.name(), "naïve.txt");
     let info = with(single(1), "name", V::Bytes(b"caf\xe9".to_vec()));
-    assert_eq!(parse(info).unwrap().info.name(), "caf\u{fffd}");
+    let t = parse(info).unwrap();
+    assert_eq!(t.info.name(), "caf_");
+    assert_eq!(t.info.given_name(), Some("caf\u{fffd}"));
 }
 
 #[test]
@@ -430,13 +627,15 @@ mod never_panics {
         }
 
         #[test]
-        fn parsed_paths_are_always_plain(names in proptest::collection::vec("[./a\\x00]{0,4}", 1..4)) {
+        fn parsed_paths_are_always_plain(names in proptest::collection::vec("[./\\\\a\\x00]{0,4}", 1..4)) {
             let path: Vec<&str> = names.iter().map(String::as_str).collect();
             if let Ok(t) = parse(multi_info(vec![file(1, &path)], 16384, 1)) {
                 for component in &t.info.files()[0].path {
                     prop_assert!(!component.is_empty() && component != "." && component != "..");
                     prop_assert!(!component.contains('/') && !component.contains('\0'));
                 }
+            } else {
+                prop_assert!(false, "{path:?} refused");
             }
         }
     }
@@ -548,4 +747,27 @@ fn dht_nodes_are_read_malformed_ones_skipped_and_bounded() {
         .unwrap()
         .nodes
         .is_empty());
+}
+
+/// `create` only writes names that readers keep as they are: a `\` or a control character in
+/// a file name on disk would be changed by every reader, so the file could not be found.
+#[test]
+fn create_refuses_names_readers_would_change() {
+    use std::sync::atomic::AtomicU64;
+    for bad in ["back\\slash.txt", "tab\there.txt"] {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("top");
+        std::fs::create_dir_all(&top).unwrap();
+        std::fs::write(top.join("ok.txt"), b"x").unwrap();
+        std::fs::write(top.join(bad), b"y").unwrap();
+        let opts = create::CreateOptions {
+            path: top,
+            ..Default::default()
+        };
+        let err = create::create(&opts, &AtomicU64::new(0)).unwrap_err();
+        assert!(
+            matches!(err, create::CreateError::BadName { .. }),
+            "{bad:?}: {err}"
+        );
+    }
 }
