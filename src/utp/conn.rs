@@ -238,6 +238,16 @@ fn micros(now: Time) -> u32 {
     now.as_micros() as u32
 }
 
+/// Copies the front of `from` into `to` (as much as fits); returns how much.
+fn copy_front(from: &VecDeque<u8>, to: &mut [u8]) -> usize {
+    let (a, b) = from.as_slices();
+    let n = to.len().min(a.len() + b.len());
+    let from_a = n.min(a.len());
+    to[..from_a].copy_from_slice(&a[..from_a]);
+    to[from_a..n].copy_from_slice(&b[..n - from_a]);
+    n
+}
+
 /// `a` comes after `b` in 16-bit sequence space.
 fn seq_after(a: u16, b: u16) -> bool {
     a != b && a.wrapping_sub(b) < 0x8000
@@ -391,10 +401,8 @@ impl Connection {
 
     /// Takes up to `buf.len()` received bytes.
     pub fn read(&mut self, buf: &mut [u8], now: Time) -> usize {
-        let n = buf.len().min(self.readable.len());
-        for (d, s) in buf.iter_mut().zip(self.readable.drain(..n)) {
-            *d = s;
-        }
+        let n = copy_front(&self.readable, buf);
+        self.readable.drain(..n);
         if n > 0 && self.window_was_closed && self.advertised_window() >= self.config.max_payload {
             self.window_was_closed = false;
             self.ack_now = true;
@@ -574,7 +582,9 @@ impl Connection {
                 if !window_ok && !std::mem::take(&mut probe) {
                     break;
                 }
-                let payload: Vec<u8> = self.unsent.drain(..len).collect();
+                let mut payload = vec![0; len];
+                copy_front(&self.unsent, &mut payload);
+                self.unsent.drain(..len);
                 self.push_packet(Type::Data, payload, now);
                 let last = self.inflight.len() - 1;
                 self.transmit(last, now);
@@ -802,14 +812,12 @@ impl Connection {
             self.cc.on_ack(acked_bytes, was_full);
             self.timeouts = 0;
             self.zero_window_probe = false;
-            self.rto_deadline = if self
-                .inflight
-                .iter()
-                .any(|o| o.transmissions > 0 && !o.sacked)
-            {
-                Some(now + self.rto)
-            } else {
+            // (Packets only sacked keep the timer running too: cheaper than a scan per ack,
+            // and a timeout then resends nothing but the unsacked.)
+            self.rto_deadline = if self.inflight.is_empty() {
                 None
+            } else {
+                Some(now + self.rto)
             };
             if let Some(r) = self.recovery_until {
                 if !seq_after(r, h.ack_nr) {
