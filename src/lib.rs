@@ -58,4 +58,5 @@ pub mod metainfo;
 pub mod net_addr;
 pub mod storage;
 pub mod tracker;
+pub mod utp;
 pub mod wake;

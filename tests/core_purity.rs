@@ -1,7 +1,7 @@
 //! The protocol core must stay sans-IO: no sockets, files, clock, threads, environment or
 //! global randomness, so the io_uring driver, the epoll driver and the seeded simulator all
 //! run the same code. Bencode is held to the same rule because the core decodes with it, and
-//! so is the DHT (src/dht), which is core too.
+//! so are the DHT (src/dht) and uTP (src/utp), which are core too.
 //!
 //! The check parses each file and resolves every path through its `use` items
 //! (`common/purity.rs`), so `use std::{fs, time::Instant as Clock}` is caught and a comment
@@ -42,11 +42,11 @@ const CORE: Rules = Rules {
 };
 
 #[test]
-fn core_bencode_and_dht_do_no_io() {
+fn core_bencode_dht_and_utp_do_no_io() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut hits = Vec::new();
     let mut files = 0;
-    for dir in ["core", "bencode", "dht"] {
+    for dir in ["core", "bencode", "dht", "utp"] {
         let (h, n) = check_dir(&root.join(dir), &CORE, &[]);
         hits.extend(h);
         files += n;

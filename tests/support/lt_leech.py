@@ -7,10 +7,10 @@ Usage: lt_leech.py TORRENT SAVE_DIR [--peer HOST:PORT ...] [--port P] [--listen-
                    [--out-enc-policy forced|enabled|disabled] [--in-enc-policy forced|enabled|disabled]
                    [--enc-level rc4|plaintext|both]
 
-TCP only (uTP off both ways), no DHT, LSD, UPnP, NAT-PMP or trackers; listens on 127.0.0.1
+TCP only (uTP off both ways; --utp-only: uTP only, TCP off both ways), no DHT, LSD, UPnP, NAT-PMP or trackers; listens on 127.0.0.1
 (any free port, unless --port) and says where on stderr, "lt_leech.py: listening on
 127.0.0.1:P", before it dials every --peer (--listen-ip, e.g. ::1, listens there instead, and
-says "[::1]:P"). When the torrent is complete and its pieces verified,
+says "[::1]:P"), and "lt_leech.py: torrent added" once the torrent is in the session. When the torrent is complete and its pieces verified,
 prints one JSON line: {"seconds": S, "bytes": N, "mb_s": X} where S runs from adding the
 torrent to completion, then exits 0. Exits 1 (message on stderr) if it does not finish in
 --timeout seconds (default 300), so it can never outlive a test or a benchmark.
@@ -74,6 +74,11 @@ def main() -> None:
         help="forced: only the encrypted (MSE/PE) handshake, both ways, never a plaintext retry"
         " (plaintext or RC4 allowed after it); default: libtorrent's own policy",
     )
+    parser.add_argument(
+        "--utp-only",
+        action="store_true",
+        help="uTP both ways and TCP off both ways (enable_*_tcp False), instead of TCP only",
+    )
     lt_encryption.add_options(parser)
     args = parser.parse_args()
     if args.plaintext and args.encryption == "forced":
@@ -83,8 +88,10 @@ def main() -> None:
     listen = f"[{args.listen_ip}]" if ":" in args.listen_ip else args.listen_ip
     settings = {
         "listen_interfaces": f"{listen}:{args.port}",
-        "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
+        "enable_outgoing_utp": args.utp_only,
+        "enable_incoming_utp": args.utp_only,
+        "enable_outgoing_tcp": not args.utp_only,
+        "enable_incoming_tcp": not args.utp_only,
         "enable_dht": False,
         "enable_lsd": False,
         "enable_upnp": False,
@@ -113,7 +120,10 @@ def main() -> None:
             if isinstance(a, lt.listen_failed_alert):
                 print(f"lt_leech.py: cannot listen: {a.message()}", file=sys.stderr)
                 sys.exit(1)
-            if isinstance(a, lt.listen_succeeded_alert) and a.socket_type == lt.socket_type_t.tcp:
+            if isinstance(a, lt.listen_succeeded_alert) and (
+                a.socket_type == lt.socket_type_t.tcp
+                or (args.utp_only and a.socket_type == lt.socket_type_t.utp)
+            ):
                 listen_port = a.port
     print(f"lt_leech.py: listening on {listen}:{listen_port}", file=sys.stderr, flush=True)
     params = lt.add_torrent_params()
@@ -123,6 +133,9 @@ def main() -> None:
     start = time.monotonic()
     handle = ses.add_torrent(params)
     handle.replace_trackers([])
+    # Synchronous: from here an incoming connection for this torrent is taken (tests that
+    # dial the leecher wait for this line).
+    print("lt_leech.py: torrent added", file=sys.stderr, flush=True)
     for peer in args.peer:
         host, _, port = peer.rpartition(":")
         handle.connect_peer((host.strip("[]"), int(port)))

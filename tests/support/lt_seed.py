@@ -8,7 +8,7 @@ Usage: lt_seed.py TORRENT DATA_DIR [--port P] [--listen-ip IP] [--peer-id ID] [-
 
 DATA_DIR must already hold the complete payload (it is the save path: a single-file torrent's
 file, or a multi-file torrent's <name>/ folder, lies directly in it). The session is TCP only
-(uTP off both ways), with DHT, LSD, UPnP, NAT-PMP and PEX off, the torrent's trackers and web
+(uTP off both ways; --utp-only: uTP only, TCP off both ways, still on the same port), with DHT, LSD, UPnP, NAT-PMP and PEX off, the torrent's trackers and web
 seeds ignored (unless --tracker URL is given: then the seed announces to that one tracker,
 and only to it), and allow_multiple_connections_per_ip on. Each --peer is dialled once the data
 is checked, and again every 2 s while it is not connected (for leechers that never dial,
@@ -87,6 +87,11 @@ def main() -> None:
         help="raise libtorrent's connection limit (default 200) to this, e.g. for swarm-load",
     )
     lt_encryption.add_options(parser)
+    parser.add_argument(
+        "--utp-only",
+        action="store_true",
+        help="uTP both ways and TCP off both ways (enable_*_tcp False), instead of TCP only",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every alert to stderr")
     args = parser.parse_args()
     VERBOSE = args.verbose
@@ -117,10 +122,10 @@ def main() -> None:
         "listen_interfaces": f"{listen}:{args.port}",
         "listen_system_port_fallback": False,
         "max_retry_port_bind": 0,
-        "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
-        "enable_outgoing_tcp": True,
-        "enable_incoming_tcp": True,
+        "enable_outgoing_utp": args.utp_only,
+        "enable_incoming_utp": args.utp_only,
+        "enable_outgoing_tcp": not args.utp_only,
+        "enable_incoming_tcp": not args.utp_only,
         "enable_dht": False,
         "dht_bootstrap_nodes": "",
         "enable_lsd": False,
@@ -145,7 +150,10 @@ def main() -> None:
         for a in drain_alerts(ses):
             if isinstance(a, lt.listen_failed_alert):
                 fail(f"cannot listen on {listen}:{args.port}: {a.message()}")
-            if isinstance(a, lt.listen_succeeded_alert) and a.socket_type == lt.socket_type_t.tcp:
+            if isinstance(a, lt.listen_succeeded_alert) and (
+                a.socket_type == lt.socket_type_t.tcp
+                or (args.utp_only and a.socket_type == lt.socket_type_t.utp)
+            ):
                 port = a.port
     if ses.listen_port() != port:
         log(f"note: listen_port() says {ses.listen_port()}, listen_succeeded_alert said {port}")
