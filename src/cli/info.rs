@@ -115,7 +115,9 @@ fn torrent_json(t: &Torrent) -> serde_json::Value {
         .collect();
     json!({
         "name": info.name(),
-        "info_hash": info.info_hash().to_hex(),
+        "info_hash": info.version().has_v1().then(|| info.info_hash().to_hex()),
+        "info_hash_v2": info.info_hash_v2().map(|h| h.to_hex()),
+        "meta_version": info.version().as_str(),
         "total_length": info.total_len(),
         "piece_length": info.lengths().piece_len(),
         "piece_count": info.lengths().piece_count(),
@@ -136,7 +138,16 @@ fn print_torrent(t: &Torrent) {
     let info = &t.info;
     let l = info.lengths();
     outln!("name:         {}", info.name());
-    outln!("info hash:    {}", info.info_hash());
+    if info.version().has_v1() {
+        outln!("info hash:    {}", info.info_hash());
+    }
+    if let Some(v2) = info.info_hash_v2() {
+        outln!("info hash v2: {v2}");
+    }
+    outln!("version:      {}", info.version().as_str());
+    if info.v2().is_some_and(|v2| !v2.has_piece_layers()) {
+        outln!("piece layers: missing (to be fetched from peers)");
+    }
     outln!(
         "size:         {} ({} bytes)",
         format::bytes(info.total_len()),

@@ -264,7 +264,7 @@ fn parse_files(files: &Field<'_, '_>, name: &str) -> Result<Vec<FileEntry>, Meta
 
 /// Refuses two files with one path, and a path that is both a file and a folder. Padding
 /// files are exempt: they are never created, and libtorrent names many of them alike.
-fn check_unique(entries: &[FileEntry]) -> Result<(), MetainfoError> {
+pub(super) fn check_unique(entries: &[FileEntry]) -> Result<(), MetainfoError> {
     let real = || entries.iter().filter(|f| !f.attr.padding);
     let mut files: HashSet<&[String]> = HashSet::with_capacity(entries.len());
     for f in real() {
