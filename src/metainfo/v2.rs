@@ -19,9 +19,10 @@ use crate::core::InfoHashV2;
 use crate::limits;
 
 /// Which BitTorrent versions a torrent speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MetaVersion {
     /// BEP 3 only: `pieces` (SHA1) over the `files` list.
+    #[default]
     V1,
     /// BEP 52 only: a `file tree` with per-file merkle roots.
     V2,
