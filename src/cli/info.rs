@@ -203,7 +203,8 @@ fn print_magnet(m: &Magnet, json: bool) {
     if json {
         let value = json!({
             "name": m.display_name,
-            "info_hash": m.info_hash.to_hex(),
+            "info_hash": (!m.is_v2_only()).then(|| m.info_hash.to_hex()),
+            "info_hash_v2": m.info_hash_v2.map(|h| h.to_hex()),
             "trackers": m.trackers,
             "peers": peers,
             "web_seeds": m.web_seeds,
@@ -216,7 +217,12 @@ fn print_magnet(m: &Magnet, json: bool) {
         "name:         {}",
         m.display_name.as_deref().unwrap_or("(none given)")
     );
-    outln!("info hash:    {}", m.info_hash);
+    if !m.is_v2_only() {
+        outln!("info hash:    {}", m.info_hash);
+    }
+    if let Some(v2) = m.info_hash_v2 {
+        outln!("info hash v2: {v2}");
+    }
     match m.exact_length {
         Some(len) => outln!("size:         {} ({len} bytes)", format::bytes(len)),
         None => outln!("size:         unknown until the metadata is fetched from peers"),
