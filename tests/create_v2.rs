@@ -166,3 +166,51 @@ fn v1_stays_the_default() {
     assert!(json["info_hash_v2"].is_null());
     assert_eq!(json["info_hash"], t.info_hash().to_hex());
 }
+
+/// `check` verifies v2-only data by SHA-256 merkle hashes per piece: libtorrent's torrent of
+/// the files checks complete, and one changed byte fails exactly its piece.
+#[test]
+fn check_verifies_v2_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("tree");
+    write_tree(&input);
+    let torrent = dir.path().join("lt.torrent");
+    let t = lt_create(&input, &torrent, 16384, "v2");
+    let check = |what: &str| {
+        let out = common::run_bounded(
+            ringtorrent()
+                .arg("check")
+                .arg("--json")
+                .arg(&torrent)
+                .arg(dir.path()),
+            std::time::Duration::from_secs(60),
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{what}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), json)
+    };
+    let (code, json) = check("intact");
+    assert_eq!(code, Some(0), "{json}");
+    // `a/c/deep/x.bin` is 300 000 bytes: 19 pieces of 16 KiB. Change a byte of its 3rd.
+    let file = input.join("a/c/deep/x.bin");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[2 * 16384 + 5] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let (code, json) = check("corrupt");
+    assert_eq!(code, Some(3), "{json}");
+    let v2 = t.info.v2().unwrap();
+    let x = v2
+        .files
+        .iter()
+        .find(|f| t.info.files()[f.file].display_path() == "tree/a/c/deep/x.bin")
+        .unwrap();
+    assert_eq!(
+        json["failed_pieces"],
+        serde_json::json!([x.first_piece + 2]),
+        "{json}"
+    );
+    assert_eq!(
+        json["pieces_complete"],
+        json["piece_count"].as_u64().unwrap() - 1
+    );
+}
