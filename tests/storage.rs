@@ -609,7 +609,7 @@ fn pool_results_reach_each_owner_through_its_eventfd() {
             1000 + u64::from(p.get()),
             DiskJob::Verify {
                 piece: p,
-                expected,
+                expected: Some(expected),
                 blocks: false,
             },
             &tx1,
@@ -621,7 +621,7 @@ fn pool_results_reach_each_owner_through_its_eventfd() {
         7,
         DiskJob::Verify {
             piece: p0,
-            expected: *info.piece_hash(p0),
+            expected: Some(*info.piece_hash(p0)),
             blocks: false,
         },
         &tx2,
@@ -934,7 +934,7 @@ fn smart_ban_gets_block_hashes_of_the_bytes_on_disk() {
             1,
             DiskJob::Verify {
                 piece,
-                expected,
+                expected: Some(expected),
                 blocks,
             },
             &tx,

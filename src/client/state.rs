@@ -148,18 +148,7 @@ impl Parsed {
             Restored::Beside(path) => Store::settings(&path),
         });
         let parse = |bytes: &[u8]| {
-            let t = Torrent::from_bytes(bytes)
-                .map_err(|e| ClientError::InvalidTorrent(e.to_string()))?;
-            // The engine verifies pieces by their SHA1 (the v1 wire): a hybrid torrent runs
-            // that way, a v2-only one has no SHA1s to run on.
-            if !t.info.version().has_v1() {
-                return Err(ClientError::InvalidTorrent(
-                    "a v2-only torrent (BEP 52) cannot be downloaded or seeded yet; \
-                     a hybrid or v1 torrent of the same files can"
-                        .into(),
-                ));
-            }
-            Ok(t)
+            Torrent::from_bytes(bytes).map_err(|e| ClientError::InvalidTorrent(e.to_string()))
         };
         let torrent = match &add.source {
             TorrentSource::Magnet(_) => None,

@@ -3,9 +3,11 @@
 //!
 //! The engine sees every torrent as one payload cut into pieces. A v2 torrent's pieces never
 //! span files, so its payload puts every file at a piece boundary, with a padding file
-//! (BEP 47, never written) after each file that does not end on one, except the last: the
-//! layout libtorrent gives a v2 torrent, and the one a hybrid torrent's v1 `files` list must
-//! spell out (there the last file may have a padding file too). A hybrid whose v1 list differs
+//! (BEP 47, never written) after each file that does not end on one, the last included (a
+//! single file's too, named `<name>/.pad/<n>` as libtorrent names it): the layout libtorrent
+//! gives a v2 torrent, so that both count the same bytes in every piece, and the one a hybrid
+//! torrent's v1 `files` list must spell out (there the last padding file may be left out,
+//! and a single-file hybrid has none). A hybrid whose v1 list differs
 //! from its tree in a file's path, length, offset or padding is refused, as libtorrent refuses
 //! it.
 //!
@@ -288,7 +290,7 @@ fn layout(
             .checked_add(f.length)
             .ok_or(MetainfoError::TotalTooLarge)?;
         let pad = (piece_len - offset % piece_len) % piece_len;
-        if pad > 0 && !single {
+        if pad > 0 {
             entries.push(FileEntry {
                 path: vec![name.to_owned(), ".pad".to_owned(), pad.to_string()],
                 length: pad,

@@ -409,8 +409,11 @@ fn v2_single_file() {
     ]));
     let t = Torrent::from_bytes(&root_dict.to_bytes()).unwrap();
     assert!(t.info.is_single_file());
-    assert_eq!(t.info.files().len(), 1);
     assert_eq!(t.info.files()[0].path, ["one.bin"]);
+    // Padded to the piece boundary as libtorrent pads it, so the last piece is as long.
+    assert_eq!(t.info.files().len(), 2);
+    assert!(t.info.files()[1].attr.padding);
+    assert_eq!(t.info.total_len(), 3 * 32768);
     assert_eq!(t.info.lengths().piece_count(), 3);
     assert_eq!(
         t.info.piece_hash_v2(t.info.lengths().piece(2).unwrap()),

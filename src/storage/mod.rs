@@ -1027,6 +1027,8 @@ impl Storage {
         let Some(expected) = file.piece_hash(index) else {
             return Ok(false);
         };
+        // A running SHA1 of the piece's arrival is of no use here.
+        drop(self.arrivals.take(piece));
         let lengths = self.info.lengths();
         let piece_len = u64::from(lengths.piece_len());
         let mut data = vec![0u8; lengths.len_of(piece) as usize];
