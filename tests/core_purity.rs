@@ -106,3 +106,25 @@ fn the_check_sees_through_imports_and_not_comments() {
         assert_eq!(check_source(code, &CORE), Vec::<String>::new(), "{code}");
     }
 }
+
+/// The metainfo parser is what the core calls on fetched metadata (`Info::from_bytes`), and
+/// BEP 52's file tree and merkle functions are pure: only `metainfo/create.rs` reads files.
+#[test]
+fn metainfo_parsing_and_merkle_do_no_io() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metainfo");
+    let mut hits = Vec::new();
+    for file in ["mod.rs", "v2.rs", "merkle.rs"] {
+        let source = std::fs::read_to_string(root.join(file)).unwrap();
+        assert!(source.len() > 1000, "src/metainfo/{file} moved?");
+        hits.extend(
+            check_source(&source, &CORE)
+                .into_iter()
+                .map(|h| format!("{file}: {h}")),
+        );
+    }
+    assert!(
+        hits.is_empty(),
+        "I/O, clock or randomness in metainfo parsing:\n{}",
+        hits.join("\n")
+    );
+}

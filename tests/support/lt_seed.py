@@ -200,7 +200,11 @@ def main() -> None:
             {
                 "port": port,
                 "peer_id": peer_id.encode("ascii").hex(),
-                "info_hash": str(ti.info_hashes().get_best())[:40],
+                "info_hash": (
+                    str(ti.info_hashes().v1)
+                    if ti.info_hashes().has_v1()
+                    else str(ti.info_hashes().v2)[:40]
+                ),
             }
         ),
         flush=True,
