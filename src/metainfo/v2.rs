@@ -420,11 +420,27 @@ pub(super) fn attach_piece_layers(
         return Ok(());
     };
     let field = Field::new(layers, "piece layers".into()).dict()?;
-    let entries = field.node.as_dict().unwrap_or_default();
+    // Looked up by root: a linear search per file would make a torrent of many files and many
+    // layers quadratic.
+    let entries: std::collections::HashMap<&[u8], &Node<'_>> = field
+        .node
+        .as_dict()
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| (*k, v))
+        .collect();
     let blocks_per_piece = (piece_len / merkle::BLOCK_LEN) as usize;
+    // Files may share a root (identical contents): each distinct layer is hashed once, so a
+    // torrent naming one big layer for many files costs no more than its size.
+    let mut checked: std::collections::HashMap<(Hash, u32), Vec<Hash>> =
+        std::collections::HashMap::new();
     for f in v2.files.iter_mut().filter(|f| f.needs_layer()) {
         let Some(root) = f.pieces_root else { continue };
-        let Some((key, node)) = entries.iter().find(|(k, _)| *k == root.as_slice()) else {
+        if let Some(layer) = checked.get(&(root, f.piece_count)) {
+            f.layer = Some(layer.clone());
+            continue;
+        }
+        let Some((key, node)) = entries.get_key_value(root.as_slice()) else {
             continue;
         };
         let path = format!("piece layers[{}]", crate::core::hex::encode(key));
@@ -454,6 +470,7 @@ pub(super) fn attach_piece_layers(
                 reason: "does not hash to the file's pieces root".into(),
             });
         }
+        checked.insert((root, f.piece_count), layer.clone());
         f.layer = Some(layer);
     }
     Ok(())

@@ -420,3 +420,53 @@ fn v2_single_file() {
         Some(merkle::piece_hash(&data[65536..], 2, false))
     );
 }
+
+/// Files with the same contents share a root and one `piece layers` entry: both get the layer
+/// (checked once).
+#[test]
+fn identical_files_share_one_layer() {
+    let data: Vec<u8> = (0..70_000u32).map(|i| (i % 241) as u8).collect();
+    let l = leaves(&data);
+    let root = merkle::file_root(&l);
+    let file = || {
+        V::Dict(BTreeMap::from([(
+            Vec::new(),
+            V::Dict(BTreeMap::from([
+                (b"length".to_vec(), V::Int(70_000)),
+                (b"pieces root".to_vec(), V::Bytes(root.to_vec())),
+            ])),
+        )]))
+    };
+    let info = V::Dict(BTreeMap::from([
+        (b"name".to_vec(), V::str("twins")),
+        (b"piece length".to_vec(), V::Int(32768)),
+        (b"meta version".to_vec(), V::Int(2)),
+        (
+            b"file tree".to_vec(),
+            V::Dict(BTreeMap::from([
+                (b"x".to_vec(), file()),
+                (b"y".to_vec(), file()),
+            ])),
+        ),
+    ]));
+    let torrent = V::Dict(BTreeMap::from([
+        (b"info".to_vec(), info),
+        (
+            b"piece layers".to_vec(),
+            V::Dict(BTreeMap::from([(
+                root.to_vec(),
+                V::Bytes(merkle::piece_layer(&l, 2).concat()),
+            )])),
+        ),
+    ]));
+    let t = Torrent::from_bytes(&torrent.to_bytes()).unwrap();
+    let v2 = t.info.v2().unwrap();
+    assert!(v2.has_piece_layers());
+    assert_eq!(v2.files[0].layer, v2.files[1].layer);
+    // x: pieces 0-2 (then padding), y: pieces 3-5.
+    assert_eq!((v2.files[1].first_piece, v2.files[1].piece_count), (3, 3));
+    assert_eq!(
+        v2.piece_hash(5),
+        Some(merkle::piece_hash(&data[65536..], 2, false))
+    );
+}
