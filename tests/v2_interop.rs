@@ -9,8 +9,9 @@
 //! v2 only (`create --v2`): the swarm is named by the v2 hash truncated to 20 bytes, and
 //! every piece is verified by its SHA-256 merkle hash against the piece layers.
 //!
-//! Every file is compared byte for byte, no padding file may appear in a download, and
-//! `check` agrees with the download.
+//! Every file is compared byte for byte, no padding file may appear in a download, `check`
+//! agrees with the download, and a seed started on it resumes from the download's resume
+//! data without a check.
 
 mod common;
 
@@ -177,6 +178,23 @@ fn ringtorrent_leeches(seed: u64, mode: &str) {
                                 "check failed: {}",
                                 String::from_utf8_lossy(&check.stdout)
                             ));
+                        }
+                        // The download's resume data lets a seed start without a check.
+                        let state = work.join(format!("rt-leech-state-{}-{io}", p.label));
+                        let seed = run_bounded(
+                            ringtorrent()
+                                .arg("seed")
+                                .arg(&p.torrent)
+                                .arg(&out)
+                                .args(["--port", "0", "--bind", "127.0.0.1", "--io", io])
+                                .args(["--duration", "1", "--state-dir"])
+                                .arg(&state),
+                            Duration::from_secs(60),
+                        );
+                        let text = String::from_utf8_lossy(&seed.stdout).into_owned()
+                            + &String::from_utf8_lossy(&seed.stderr);
+                        if !text.contains("resumed:") || text.contains("checked existing data") {
+                            return Err(format!("the seed did not resume:\n{text}"));
                         }
                         Ok(())
                     }
