@@ -80,7 +80,7 @@ fn verify_all(pool: &DiskPool, storage: &Arc<Storage>, tx: &CompletionSender, rx
     for piece in info.lengths().pieces() {
         let job = DiskJob::Verify {
             piece,
-            expected: *info.piece_hash(piece),
+            expected: Some(*info.piece_hash(piece)),
             blocks: false,
         };
         pool.submit(storage, u64::from(piece.get()), job, tx);

@@ -609,7 +609,7 @@ fn pool_results_reach_each_owner_through_its_eventfd() {
             1000 + u64::from(p.get()),
             DiskJob::Verify {
                 piece: p,
-                expected,
+                expected: Some(expected),
                 blocks: false,
             },
             &tx1,
@@ -621,7 +621,7 @@ fn pool_results_reach_each_owner_through_its_eventfd() {
         7,
         DiskJob::Verify {
             piece: p0,
-            expected: *info.piece_hash(p0),
+            expected: Some(*info.piece_hash(p0)),
             blocks: false,
         },
         &tx2,
@@ -681,6 +681,98 @@ fn pool_results_reach_each_owner_through_its_eventfd() {
             panic!()
         };
         assert_eq!(&result.unwrap()[..], slice(&info, &payload, block));
+    }
+}
+
+/// A v2-only torrent (libtorrent's, `src/metainfo/testdata`): the pool verifies its pieces by
+/// SHA-256 merkle hash against the piece layers when no SHA1 is given. A piece with one
+/// corrupt block fails and comes back with its blocks' hashes, the evidence smart ban pins
+/// the block's sender with; the others pass, padding included.
+#[test]
+fn pool_verifies_v2_pieces_by_merkle_hash() {
+    let t = Torrent::from_bytes(include_bytes!("../src/metainfo/testdata/lt-v2.torrent")).unwrap();
+    let info = Arc::new(t.info);
+    let pat = |n: usize, mul: usize, add: usize| -> Vec<u8> {
+        (0..n).map(|i| ((i * mul + add) % 251) as u8).collect()
+    };
+    let contents: BTreeMap<&str, Vec<u8>> = BTreeMap::from([
+        ("top/a", pat(100_000, 7, 3)),
+        ("top/empty", Vec::new()),
+        ("top/sub/b", pat(40_000, 13, 1)),
+        ("top/z", pat(16_384, 5, 2)),
+    ]);
+    let mut payload = Vec::new();
+    for f in info.files() {
+        match contents.get(f.display_path().as_str()) {
+            Some(bytes) if !f.attr.padding => payload.extend_from_slice(bytes),
+            _ => payload.resize(payload.len() + f.length as usize, 0),
+        }
+    }
+    assert_eq!(payload.len() as u64, info.total_len());
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = Arc::new(Storage::open(info.clone(), tmp.path(), OpenMode::Create).unwrap());
+    let pool = DiskPool::new(DiskPoolConfig {
+        hash_threads: 2,
+        io_threads: 2,
+    })
+    .unwrap();
+    let (tx, rx) = completion_queue().unwrap();
+    // Piece 4 is the first piece of `sub/b`: its second block arrives corrupt.
+    let l = info.lengths();
+    let corrupt = l.blocks(l.piece(4).unwrap()).nth(1).unwrap();
+    let all = blocks(&info);
+    for (i, &b) in all.iter().enumerate() {
+        let mut data = slice(&info, &payload, b);
+        if b == corrupt {
+            data[100] ^= 0x55;
+        }
+        pool.submit(
+            &storage,
+            i as u64,
+            DiskJob::Write {
+                block: b,
+                data: data.into(),
+            },
+            &tx,
+        );
+    }
+    for c in drain_all(&rx, all.len()) {
+        let Outcome::Written { result, .. } = c.outcome else {
+            panic!("{c:?}")
+        };
+        result.unwrap();
+    }
+    for p in l.pieces() {
+        let job = DiskJob::Verify {
+            piece: p,
+            expected: None,
+            blocks: false,
+        };
+        pool.submit(&storage, u64::from(p.get()), job, &tx);
+    }
+    let got = drain_all(&rx, l.piece_count() as usize);
+    assert_eq!(got.len(), 7);
+    for c in got {
+        let Outcome::Verified {
+            piece,
+            result,
+            block_hashes,
+        } = c.outcome
+        else {
+            panic!("{c:?}")
+        };
+        let bad = piece == corrupt.piece;
+        assert_eq!(result.unwrap(), !bad, "piece {piece:?}");
+        if bad {
+            let honest: [u8; 20] = Sha1::digest(slice(&info, &payload, corrupt)).into();
+            assert_eq!(block_hashes.len(), l.blocks_in(piece) as usize);
+            assert_ne!(block_hashes[1], honest, "the corrupt block's evidence");
+            let first = l.blocks(piece).next().unwrap();
+            let first_hash: [u8; 20] = Sha1::digest(slice(&info, &payload, first)).into();
+            assert_eq!(block_hashes[0], first_hash, "the honest block's evidence");
+        } else {
+            assert!(block_hashes.is_empty());
+        }
     }
 }
 
@@ -934,7 +1026,7 @@ fn smart_ban_gets_block_hashes_of_the_bytes_on_disk() {
             1,
             DiskJob::Verify {
                 piece,
-                expected,
+                expected: Some(expected),
                 blocks,
             },
             &tx,

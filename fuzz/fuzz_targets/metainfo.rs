@@ -3,7 +3,7 @@
 //! relies on (plain relative paths, consistent lengths, exact-bytes info hash). Paths that
 //! other clients accept are sanitised rather than refused, so the checks below are on the
 //! result: plain components, no two files (padding aside) at one path or one under another,
-//! symlink targets inside the torrent.
+//! symlink targets inside the torrent, v2 files on piece boundaries.
 
 #![no_main]
 
@@ -67,6 +67,23 @@ fn check(info: &Info) {
     }
     assert_eq!(end, info.total_len());
     let lengths = info.lengths();
+    // v2: every tree file is a real file of the layout, starting on a piece boundary, its
+    // pieces inside the payload; a kept piece layer has one hash per piece.
+    assert_eq!(info.version().has_v1(), !info.piece_hashes().is_empty());
+    if let Some(v2) = info.v2() {
+        for f in &v2.files {
+            let entry = &info.files()[f.file];
+            assert!(!entry.attr.padding && entry.length == f.length);
+            assert_eq!(entry.offset % u64::from(lengths.piece_len()), 0);
+            assert!(f.first_piece + f.piece_count <= lengths.piece_count());
+            if let Some(layer) = &f.layer {
+                assert_eq!(layer.len(), f.piece_count as usize);
+            }
+        }
+        for piece in lengths.pieces() {
+            let _ = info.piece_hash_v2(piece);
+        }
+    }
     for piece in lengths.pieces() {
         let covered: u64 = info.piece_spans(piece).map(|s| s.len).sum();
         assert_eq!(covered, u64::from(lengths.len_of(piece)));

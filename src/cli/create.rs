@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::format;
 use ringtorrent::metainfo::create::{create, CreateOptions};
+use ringtorrent::metainfo::MetaVersion;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -43,6 +44,15 @@ pub struct Args {
     /// Leave out the creation date, so the same input always gives the same file.
     #[arg(short = 'd', long)]
     no_date: bool,
+    /// Make a BitTorrent v2-only torrent (BEP 52: SHA-256 merkle trees per file), the
+    /// info dictionary libtorrent 2.0 writes. Only v2 clients can use it.
+    #[arg(long, conflicts_with = "hybrid")]
+    v2: bool,
+    /// Make a hybrid torrent (BEP 52): v1 and v2 in one info dictionary, with padding files
+    /// so that every file starts on a piece boundary, as libtorrent 2.0 and qBittorrent make
+    /// them. Reachable by v1 and v2 clients. Default: a v1 torrent, as mktorrent makes.
+    #[arg(long)]
+    hybrid: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -75,6 +85,11 @@ pub fn run(args: Args) -> Result<()> {
         source: args.source,
         web_seeds: args.web_seeds,
         creation_date,
+        version: match (args.v2, args.hybrid) {
+            (true, _) => MetaVersion::V2,
+            (_, true) => MetaVersion::Hybrid,
+            _ => MetaVersion::V1,
+        },
     };
 
     let progress = AtomicU64::new(0);
@@ -113,12 +128,18 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::write(&output, &created.bytes)
         .with_context(|| format!("cannot write {}", output.display()))?;
     outln!("wrote {}", output.display());
-    outln!("info hash:  {}", info.info_hash());
+    if info.version().has_v1() {
+        outln!("info hash:  {}", info.info_hash());
+    }
+    if let Some(v2) = info.info_hash_v2() {
+        outln!("info hash v2: {v2}");
+    }
+    let real_files = info.files().iter().filter(|f| !f.attr.padding).count();
     outln!(
         "size:       {} in {} file{}, {} pieces of {}",
         format::bytes(info.total_len()),
-        info.files().len(),
-        if info.files().len() == 1 { "" } else { "s" },
+        real_files,
+        if real_files == 1 { "" } else { "s" },
         info.lengths().piece_count(),
         format::bytes(u64::from(info.lengths().piece_len())),
     );

@@ -126,7 +126,9 @@ fn torrent_json(t: &Torrent) -> serde_json::Value {
     json!({
         "name": info.name(),
         "given_name": info.given_name(),
-        "info_hash": info.info_hash().to_hex(),
+        "info_hash": info.version().has_v1().then(|| info.info_hash().to_hex()),
+        "info_hash_v2": info.info_hash_v2().map(|h| h.to_hex()),
+        "meta_version": info.version().as_str(),
         "total_length": info.total_len(),
         "piece_length": info.lengths().piece_len(),
         "piece_count": info.lengths().piece_count(),
@@ -150,7 +152,16 @@ fn print_torrent(t: &Torrent) {
     if let Some(given) = info.given_name() {
         outln!("  (given as   {given:?})");
     }
-    outln!("info hash:    {}", info.info_hash());
+    if info.version().has_v1() {
+        outln!("info hash:    {}", info.info_hash());
+    }
+    if let Some(v2) = info.info_hash_v2() {
+        outln!("info hash v2: {v2}");
+    }
+    outln!("version:      {}", info.version().as_str());
+    if info.v2().is_some_and(|v2| !v2.has_piece_layers()) {
+        outln!("piece layers: missing (to be fetched from peers)");
+    }
     outln!(
         "size:         {} ({} bytes)",
         format::bytes(info.total_len()),
@@ -216,7 +227,8 @@ fn print_magnet(m: &Magnet, json: bool) {
     if json {
         let value = json!({
             "name": m.display_name,
-            "info_hash": m.info_hash.to_hex(),
+            "info_hash": (!m.is_v2_only()).then(|| m.info_hash.to_hex()),
+            "info_hash_v2": m.info_hash_v2.map(|h| h.to_hex()),
             "trackers": m.trackers,
             "peers": peers,
             "web_seeds": m.web_seeds,
@@ -229,7 +241,12 @@ fn print_magnet(m: &Magnet, json: bool) {
         "name:         {}",
         m.display_name.as_deref().unwrap_or("(none given)")
     );
-    outln!("info hash:    {}", m.info_hash);
+    if !m.is_v2_only() {
+        outln!("info hash:    {}", m.info_hash);
+    }
+    if let Some(v2) = m.info_hash_v2 {
+        outln!("info hash v2: {v2}");
+    }
     match m.exact_length {
         Some(len) => outln!("size:         {} ({len} bytes)", format::bytes(len)),
         None => outln!("size:         unknown until the metadata is fetched from peers"),

@@ -794,6 +794,13 @@ impl State {
         metadata_only: bool,
     ) -> Result<(InfoHash, Option<Bitfield>), ClientError> {
         let magnet = Magnet::parse(uri).map_err(|e| ClientError::InvalidMagnet(e.to_string()))?;
+        if magnet.is_v2_only() {
+            // Its metadata would be checked by SHA-256, and the engine runs torrents on SHA1
+            // pieces: a link with a btih (a hybrid torrent's) works.
+            return Err(ClientError::InvalidMagnet(
+                "a v2-only magnet link (btmh without btih) cannot be downloaded yet".into(),
+            ));
+        }
         let hash = magnet.info_hash;
         if self.torrents.contains_key(&hash) {
             return Err(ClientError::AlreadyAdded(hash));

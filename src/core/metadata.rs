@@ -477,7 +477,17 @@ impl MagnetTorrent {
     fn assembled(&mut self, now: Time) {
         let digest: [u8; 20] = Sha1::digest(&self.fetch.buf).into();
         if digest == *self.info_hash.as_bytes() {
-            match Info::from_bytes(&self.fetch.buf) {
+            // The engine verifies pieces by SHA1 (the v1 wire): a v2-only info dictionary
+            // (no `pieces`) cannot run yet, however it was named.
+            let parsed = Info::from_bytes(&self.fetch.buf)
+                .map_err(|e| format!("the torrent's metadata is invalid: {e}"))
+                .and_then(|info| match info.version().has_v1() {
+                    true => Ok(info),
+                    false => Err("the torrent is v2-only (BEP 52), which cannot be \
+                                  downloaded yet"
+                        .to_owned()),
+                });
+            match parsed {
                 Ok(info) => {
                     let info = Arc::new(info);
                     self.info = Some(info.clone());
@@ -498,10 +508,9 @@ impl MagnetTorrent {
                         }
                     }
                 }
-                Err(e) => {
+                Err(error) => {
                     // The hash matches, so this is the torrent the user asked for, and it is
-                    // invalid: nothing to retry.
-                    let error = format!("the torrent's metadata is invalid: {e}");
+                    // invalid (or v2-only): nothing to retry.
                     self.error = Some(error.clone());
                     self.ctx.out.events.push_back(Event::TorrentError {
                         torrent: self.ctx.id,

@@ -50,4 +50,4 @@ pub use sendbuf::SendBuf;
 pub use session::Session;
 pub use time::Time;
 pub use torrent::TorrentStats;
-pub use types::{InfoHash, PeerId, PeerKey};
+pub use types::{InfoHash, InfoHashV2, PeerId, PeerKey};

@@ -49,6 +49,53 @@ impl fmt::Debug for InfoHash {
     }
 }
 
+/// A BitTorrent v2 info hash (BEP 52): the SHA-256 of the info dictionary's exact bytes.
+/// Handshakes, trackers and the DHT carry it truncated to 20 bytes ([`InfoHashV2::truncated`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InfoHashV2([u8; 32]);
+
+impl InfoHashV2 {
+    /// Wraps 32 raw bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        InfoHashV2(bytes)
+    }
+
+    /// Parses 64 hexadecimal digits (either case).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        hex::decode::<32>(text).map(InfoHashV2)
+    }
+
+    /// The raw 32 bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The first 20 bytes, the form v2 peers use in handshakes, tracker announces and DHT
+    /// lookups (BEP 52).
+    pub fn truncated(&self) -> InfoHash {
+        let mut short = [0u8; 20];
+        short.copy_from_slice(&self.0[..20]);
+        InfoHash(short)
+    }
+
+    /// Lower-case hexadecimal.
+    pub fn to_hex(&self) -> String {
+        hex::encode(&self.0)
+    }
+}
+
+impl fmt::Display for InfoHashV2 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for InfoHashV2 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InfoHashV2({})", self.to_hex())
+    }
+}
+
 /// A peer's 20-byte id from its handshake. Any bytes are allowed by the protocol.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PeerId([u8; 20]);

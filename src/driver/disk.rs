@@ -121,7 +121,8 @@ impl DiskBridge {
                 let Some(storage) = self.storage.get(&torrent) else {
                     return;
                 };
-                let expected = *storage.info().piece_hash(piece);
+                let info = storage.info();
+                let expected = info.version().has_v1().then(|| *info.piece_hash(piece));
                 (
                     torrent,
                     Pending::Verify { torrent, piece },

@@ -1,10 +1,20 @@
 //! Authoring torrents from files on disk (`ringtorrent create`).
 //!
-//! The file order and piece hashes match mktorrent's for the same input and piece length:
+//! v1 (the default): the file order and piece hashes match mktorrent's for the same input and
+//! piece length:
 //! regular files (symlinks followed) sorted by their full relative path compared byte by byte,
 //! as mktorrent's `strcmp` does, so `a-b` comes before `a/b`. Pieces are hashed in parallel on
 //! the rayon pool; each worker reads its piece's spans with positioned reads, so workers never
 //! share a file offset.
+//!
+//! v2 and hybrid ([`CreateOptions::version`], BEP 52): the info dictionary libtorrent 2.0's
+//! `create_torrent` writes for the same files and piece length, so the info hashes agree.
+//! Files go in file-tree order (path components compared byte by byte); each piece of each
+//! file is read once and hashed as a SHA-256 merkle subtree of 16 KiB leaves (and, for a
+//! hybrid, as SHA1 over the piece padded with zeros to the piece length: the v1 `files` list
+//! has a BEP 47 padding file `.pad/<n>` after every file that does not end on a piece
+//! boundary, the last included, except in a single-file torrent). Files longer than a piece
+//! get a `piece layers` entry; a file's root comes from its layer.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -15,7 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
 
-use super::{FileSpans, MetainfoError, Torrent};
+use super::merkle::{self, Hash};
+use super::{FileSpans, MetaVersion, MetainfoError, Torrent};
 use crate::bencode::OwnedValue;
 use crate::core::Lengths;
 use crate::limits;
@@ -39,6 +50,8 @@ pub struct CreateOptions {
     pub web_seeds: Vec<String>,
     /// Creation time in seconds since the Unix epoch; `None` leaves the field out.
     pub creation_date: Option<i64>,
+    /// v1 (mktorrent's layout), v2 only, or hybrid (both, libtorrent's layout).
+    pub version: MetaVersion,
 }
 
 /// Why a torrent could not be made.
@@ -100,6 +113,9 @@ struct Source {
     disk: PathBuf,
     path: Vec<String>,
     len: u64,
+    /// The owner may execute it: v2 and hybrid torrents say so (BEP 47 `attr` `x`), as
+    /// libtorrent's do; v1 leaves it out, as mktorrent does.
+    executable: bool,
 }
 
 /// Picks a piece length for `total` bytes when the user gives none: about 1000 to 2000
@@ -113,32 +129,49 @@ pub fn auto_piece_len(total: u64) -> u64 {
 
 /// Makes a torrent. `progress` counts the bytes hashed so far, for a progress bar.
 pub fn create(opts: &CreateOptions, progress: &AtomicU64) -> Result<Created, CreateError> {
-    let (name, sources, single) = scan(&opts.path)?;
+    let (name, mut sources, single) = scan(&opts.path)?;
+    if opts.version.has_v2() {
+        // File-tree order: by path components, each compared byte by byte.
+        sources.sort_by(|a, b| a.path.cmp(&b.path));
+    }
     let total: u64 = sources.iter().map(|s| s.len).sum();
     let piece_len = opts.piece_len.unwrap_or_else(|| auto_piece_len(total));
     let lengths = Lengths::new(total, piece_len)?;
-    let pieces = hash_pieces(&sources, &lengths, progress)?;
 
     let mut info = BTreeMap::new();
-    let int =
-        |v: u64| OwnedValue::Int(i64::try_from(v).expect("lengths are bounded by MAX_TORRENT_LEN"));
     info.insert(b"name".to_vec(), OwnedValue::str(&name));
     info.insert(b"piece length".to_vec(), int(piece_len));
-    info.insert(b"pieces".to_vec(), OwnedValue::Bytes(pieces));
-    if single {
-        info.insert(b"length".to_vec(), int(total));
+    let mut piece_layers = BTreeMap::new();
+    if opts.version == MetaVersion::V1 {
+        let pieces = hash_pieces(&sources, &lengths, progress)?;
+        info.insert(b"pieces".to_vec(), OwnedValue::Bytes(pieces));
+        if single {
+            info.insert(b"length".to_vec(), int(total));
+        } else {
+            info.insert(b"files".to_vec(), v1_files(&sources, None));
+        }
     } else {
-        let list = sources
-            .iter()
-            .map(|s| {
-                let mut file = BTreeMap::new();
-                file.insert(b"length".to_vec(), int(s.len));
-                let path = s.path[1..].iter().map(|c| OwnedValue::str(c)).collect();
-                file.insert(b"path".to_vec(), OwnedValue::List(path));
-                OwnedValue::Dict(file)
-            })
-            .collect();
-        info.insert(b"files".to_vec(), OwnedValue::List(list));
+        let hybrid = opts.version == MetaVersion::Hybrid;
+        let hashed = hash_v2(&sources, piece_len, hybrid && !single, progress)?;
+        info.insert(b"meta version".to_vec(), OwnedValue::Int(2));
+        info.insert(b"file tree".to_vec(), file_tree(&sources, &hashed, single));
+        for h in &hashed {
+            if let (Some(root), true) = (h.root, h.layer.len() > 1) {
+                piece_layers.insert(root.to_vec(), OwnedValue::Bytes(h.layer.concat()));
+            }
+        }
+        if hybrid {
+            let pieces: Vec<u8> = hashed.iter().flat_map(|h| h.sha1.concat()).collect();
+            info.insert(b"pieces".to_vec(), OwnedValue::Bytes(pieces));
+            if single {
+                info.insert(b"length".to_vec(), int(total));
+                if sources.first().is_some_and(|s| s.executable) {
+                    info.insert(b"attr".to_vec(), OwnedValue::str("x"));
+                }
+            } else {
+                info.insert(b"files".to_vec(), v1_files(&sources, Some(piece_len)));
+            }
+        }
     }
     if opts.private {
         info.insert(b"private".to_vec(), OwnedValue::Int(1));
@@ -187,9 +220,155 @@ pub fn create(opts: &CreateOptions, progress: &AtomicU64) -> Result<Created, Cre
         }
     }
     root.insert(b"info".to_vec(), OwnedValue::Dict(info));
+    if !piece_layers.is_empty() {
+        root.insert(b"piece layers".to_vec(), OwnedValue::Dict(piece_layers));
+    }
     let bytes = OwnedValue::Dict(root).to_bytes();
     let torrent = Torrent::from_bytes(&bytes)?;
     Ok(Created { bytes, torrent })
+}
+
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o100 != 0
+}
+
+fn int(v: u64) -> OwnedValue {
+    OwnedValue::Int(i64::try_from(v).expect("lengths are bounded by MAX_TORRENT_LEN"))
+}
+
+/// The v1 `files` list; with `pad_to` a piece length, a padding file after each file that
+/// does not end on a piece boundary (libtorrent's hybrid layout).
+fn v1_files(sources: &[Source], pad_to: Option<u64>) -> OwnedValue {
+    let mut list = Vec::with_capacity(sources.len() * 2);
+    for s in sources {
+        let mut file = BTreeMap::new();
+        file.insert(b"length".to_vec(), int(s.len));
+        let path = s.path[1..].iter().map(|c| OwnedValue::str(c)).collect();
+        file.insert(b"path".to_vec(), OwnedValue::List(path));
+        if pad_to.is_some() && s.executable {
+            file.insert(b"attr".to_vec(), OwnedValue::str("x"));
+        }
+        list.push(OwnedValue::Dict(file));
+        let pad = pad_to.map_or(0, |pl| (pl - s.len % pl) % pl);
+        if pad > 0 {
+            let mut file = BTreeMap::new();
+            file.insert(b"attr".to_vec(), OwnedValue::str("p"));
+            file.insert(b"length".to_vec(), int(pad));
+            let path = vec![OwnedValue::str(".pad"), OwnedValue::str(&pad.to_string())];
+            file.insert(b"path".to_vec(), OwnedValue::List(path));
+            list.push(OwnedValue::Dict(file));
+        }
+    }
+    OwnedValue::List(list)
+}
+
+/// The v2 `file tree`: nested dictionaries by path component, each file a `""` entry with
+/// its `length` and (unless empty) `pieces root`.
+fn file_tree(sources: &[Source], hashed: &[FileHashes], single: bool) -> OwnedValue {
+    let mut tree = BTreeMap::new();
+    for (s, h) in sources.iter().zip(hashed) {
+        let mut leaf = BTreeMap::new();
+        leaf.insert(b"length".to_vec(), int(s.len));
+        if s.executable {
+            leaf.insert(b"attr".to_vec(), OwnedValue::str("x"));
+        }
+        if let Some(root) = h.root {
+            leaf.insert(b"pieces root".to_vec(), OwnedValue::Bytes(root.to_vec()));
+        }
+        // A single-file torrent's tree holds the file under its name; a folder's, the path
+        // below the top folder.
+        let path = if single { &s.path[..] } else { &s.path[1..] };
+        let mut node = &mut tree;
+        for c in path {
+            let child = node
+                .entry(c.as_bytes().to_vec())
+                .or_insert_with(|| OwnedValue::Dict(BTreeMap::new()));
+            node = match child {
+                OwnedValue::Dict(d) => d,
+                _ => unreachable!("tree nodes are dictionaries"),
+            };
+        }
+        node.insert(Vec::new(), OwnedValue::Dict(leaf));
+    }
+    OwnedValue::Dict(tree)
+}
+
+/// What hashing one file for v2 gives.
+struct FileHashes {
+    /// The merkle root; `None` for an empty file.
+    root: Option<Hash>,
+    /// The SHA-256 hash of each piece of the file (its piece layer when longer than a piece).
+    layer: Vec<Hash>,
+    /// For a hybrid, the SHA1 of each piece padded with zeros to the piece length.
+    sha1: Vec<[u8; 20]>,
+}
+
+/// Reads each piece of each file once, in parallel, and hashes it for v2, and with SHA1 for
+/// a hybrid's v1 pieces: over the zeros of the padding file that follows too when `pad_sha1`
+/// (a folder), over the bytes alone otherwise (a single file has no padding). A v2-only
+/// torrent's SHA1s are dropped.
+fn hash_v2(
+    sources: &[Source],
+    piece_len: u64,
+    pad_sha1: bool,
+    progress: &AtomicU64,
+) -> Result<Vec<FileHashes>, CreateError> {
+    let blocks_per_piece = (piece_len / merkle::BLOCK_LEN) as usize;
+    let units: Vec<(usize, u64)> = sources
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| (0..s.len.div_ceil(piece_len)).map(move |k| (i, k)))
+        .collect();
+    let hashes: Vec<(Hash, [u8; 20])> = units
+        .into_par_iter()
+        .map_init(
+            || vec![0u8; piece_len as usize],
+            |buf, (i, k)| {
+                let source = &sources[i];
+                let at = k * piece_len;
+                let len = (source.len - at).min(piece_len) as usize;
+                let file = File::open(&source.disk).map_err(io_err(&source.disk))?;
+                file.read_exact_at(&mut buf[..len], at)
+                    .map_err(|e| read_err(&source.disk, e))?;
+                let whole = source.len <= piece_len;
+                let v2 = merkle::piece_hash(&buf[..len], blocks_per_piece, whole);
+                let mut sha1 = Sha1::new();
+                sha1.update(&buf[..len]);
+                if pad_sha1 {
+                    buf[len..].fill(0);
+                    sha1.update(&buf[len..]);
+                }
+                progress.fetch_add(len as u64, Ordering::Relaxed);
+                Ok((v2, sha1.finalize().into()))
+            },
+        )
+        .collect::<Result<_, CreateError>>()?;
+    let mut next = hashes.into_iter();
+    Ok(sources
+        .iter()
+        .map(|s| {
+            let pieces = s.len.div_ceil(piece_len) as usize;
+            let (layer, sha1): (Vec<Hash>, Vec<[u8; 20]>) = next.by_ref().take(pieces).unzip();
+            let root = match layer.as_slice() {
+                [] => None,
+                [one] => Some(*one),
+                many => Some(merkle::root_from_piece_layer(many, blocks_per_piece)),
+            };
+            FileHashes { root, layer, sha1 }
+        })
+        .collect())
+}
+
+fn read_err(path: &Path, e: std::io::Error) -> CreateError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        CreateError::Changed(path.to_owned())
+    } else {
+        CreateError::Io {
+            path: path.to_owned(),
+            source: e,
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CreateError + '_ {
@@ -232,6 +411,7 @@ fn scan(path: &Path) -> Result<(String, Vec<Source>, bool), CreateError> {
             disk: path.to_owned(),
             path: vec![name.clone()],
             len: meta.len(),
+            executable: is_executable(&meta),
         };
         return Ok((name, vec![source], true));
     }
@@ -295,6 +475,7 @@ fn walk(
                 disk,
                 path,
                 len: meta.len(),
+                executable: is_executable(&meta),
             });
         }
     }

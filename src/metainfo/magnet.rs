@@ -1,4 +1,4 @@
-//! Magnet links for BitTorrent v1 (BEP 9, with `x.pe` peers, BEP 19 `ws` web seeds and BEP 53
+//! Magnet links for BitTorrent v1 and v2 (BEP 9 and BEP 52's `btmh`, with `x.pe` peers, BEP 19 `ws` web seeds and BEP 53
 //! `so` file selection): parsing into a [`Magnet`] and formatting back into a URI.
 //!
 //! The parser is strict where a mistake would silently send the engine somewhere wrong (the
@@ -18,9 +18,11 @@
 //! - Values are percent-decoded. `+` means a space in `dn` only (form encoding); in URLs and
 //!   the other parameters it stays a literal `+`, since a URL cannot contain a space.
 //! - `xt=urn:btih:` takes 40 hexadecimal digits (either case) or 32 RFC 4648 base32
-//!   characters (either case, no padding). Several `xt` may appear: every btih must name the
-//!   same hash, `urn:btmh:` (v2) topics are skipped when a btih is present, and other URNs are
-//!   ignored.
+//!   characters (either case, no padding). `xt=urn:btmh:` takes a SHA-256 multihash: `1220`
+//!   and 64 hexadecimal digits (BEP 52). Several `xt` may appear: every btih must name the
+//!   same hash, and so must every btmh; a link may have either or both (a hybrid torrent), and
+//!   other URNs are ignored. A v2-only link (btmh alone) is known by its v2 hash truncated to
+//!   20 bytes, as v2 peers, trackers and the DHT know it.
 //! - `tr` and `ws` keep their order and drop exact duplicates; so do `x.pe` peers. At most
 //!   [`MAX_TRACKERS`] distinct trackers are accepted.
 //! - Only the first `dn` and the first `xl` are kept (every `xl` is still checked); the
@@ -31,7 +33,7 @@ use ::core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use ::core::str::FromStr;
 use std::collections::HashSet;
 
-use crate::core::InfoHash;
+use crate::core::{InfoHash, InfoHashV2};
 use crate::limits::{MAX_TORRENT_LEN, MAX_TRACKERS};
 
 /// Longest excerpt of an offending value quoted in an error message, in characters.
@@ -46,8 +48,11 @@ const MAX_HOST_LABEL_LEN: usize = 63;
 /// A parsed magnet link: what is needed to find peers and fetch a torrent's metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Magnet {
-    /// The v1 info hash from `xt=urn:btih:`.
+    /// The 20-byte info hash the swarm is found by: the v1 hash from `xt=urn:btih:`, or for a
+    /// v2-only link the v2 hash truncated to 20 bytes.
     pub info_hash: InfoHash,
+    /// The v2 info hash from `xt=urn:btmh:` (BEP 52), if the link has one.
+    pub info_hash_v2: Option<InfoHashV2>,
     /// The suggested name from `dn`, shown until the metadata arrives.
     pub display_name: Option<String>,
     /// Tracker URLs from `tr`, in order, without duplicates.
@@ -207,19 +212,32 @@ pub enum MagnetError {
     #[error("not a magnet URI: it must start with `magnet:?`")]
     NotMagnet,
     /// There is no `xt` parameter at all.
-    #[error("no `xt` parameter: a magnet link needs `xt=urn:btih:<info hash>`")]
+    #[error("no `xt` parameter: a magnet link needs `xt=urn:btih:<info hash>` or `xt=urn:btmh:1220<v2 info hash>`")]
     MissingTopic,
     /// `xt` is present, but names neither a btih nor a btmh.
     #[error(
-        "`xt`: unsupported exact topic `{value}`; only `urn:btih:` (BitTorrent v1) is understood"
+        "`xt`: unsupported exact topic `{value}`; only `urn:btih:` (BitTorrent v1) and `urn:btmh:` (v2) are understood"
     )]
     UnsupportedTopic {
         /// The first such topic (shortened).
         value: String,
     },
-    /// Only `urn:btmh:` (BitTorrent v2) topics: there is no v1 info hash to use.
-    #[error("`xt`: v2-only magnets are not supported (only `urn:btmh:` given); a `urn:btih:` (v1) info hash is needed")]
-    V2Only,
+    /// A `urn:btmh:` value is not a SHA-256 multihash (`1220` and 64 hex digits).
+    #[error("`xt`: malformed btmh `{value}`: {problem}")]
+    BadInfoHashV2 {
+        /// The btmh value (shortened).
+        value: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// Two `urn:btmh:` topics name different hashes.
+    #[error("`xt`: conflicting btmh values {first} and {second}")]
+    ConflictingInfoHashV2 {
+        /// The hash from the first btmh.
+        first: InfoHashV2,
+        /// A later, different hash.
+        second: InfoHashV2,
+    },
     /// A `urn:btih:` value is not 40 hex digits or 32 base32 characters.
     #[error("`xt`: malformed btih `{value}`: {problem}")]
     BadInfoHash {
@@ -307,6 +325,7 @@ impl Magnet {
     pub fn new(info_hash: InfoHash) -> Self {
         Magnet {
             info_hash,
+            info_hash_v2: None,
             display_name: None,
             trackers: Vec::new(),
             peers: Vec::new(),
@@ -327,7 +346,7 @@ impl Magnet {
             .ok_or(MagnetError::NotMagnet)?;
 
         let mut info_hash: Option<InfoHash> = None;
-        let mut saw_btmh = false;
+        let mut info_hash_v2: Option<InfoHashV2> = None;
         let mut other_topic: Option<String> = None;
         let mut magnet = Magnet::new(InfoHash::from_bytes([0; 20]));
         let mut seen_trackers = HashSet::new();
@@ -350,8 +369,17 @@ impl Magnet {
                             }
                             _ => info_hash = Some(hash),
                         }
-                    } else if strip_prefix_ignore_case(&topic, "urn:btmh:").is_some() {
-                        saw_btmh = true;
+                    } else if let Some(btmh) = strip_prefix_ignore_case(&topic, "urn:btmh:") {
+                        let hash = parse_btmh(btmh)?;
+                        match info_hash_v2 {
+                            Some(first) if first != hash => {
+                                return Err(MagnetError::ConflictingInfoHashV2 {
+                                    first,
+                                    second: hash,
+                                });
+                            }
+                            _ => info_hash_v2 = Some(hash),
+                        }
                     } else if other_topic.is_none() {
                         other_topic = Some(excerpt(&topic));
                     }
@@ -409,10 +437,11 @@ impl Magnet {
             }
         }
 
-        magnet.info_hash = match info_hash {
-            Some(hash) => hash,
-            None if saw_btmh => return Err(MagnetError::V2Only),
-            None => {
+        magnet.info_hash_v2 = info_hash_v2;
+        magnet.info_hash = match (info_hash, info_hash_v2) {
+            (Some(hash), _) => hash,
+            (None, Some(v2)) => v2.truncated(),
+            (None, None) => {
                 return Err(match other_topic {
                     Some(value) => MagnetError::UnsupportedTopic { value },
                     None => MagnetError::MissingTopic,
@@ -426,8 +455,18 @@ impl Magnet {
     /// (for any magnet that came from `parse`, and any other whose fields are valid and free
     /// of duplicates). The info hash is written in lower-case hex.
     pub fn to_uri(&self) -> String {
-        let mut uri = String::from("magnet:?xt=urn:btih:");
-        uri.push_str(&self.info_hash.to_hex());
+        let mut uri = String::from("magnet:?");
+        if !self.is_v2_only() {
+            uri.push_str("xt=urn:btih:");
+            uri.push_str(&self.info_hash.to_hex());
+        }
+        if let Some(v2) = self.info_hash_v2 {
+            if !self.is_v2_only() {
+                uri.push('&');
+            }
+            uri.push_str("xt=urn:btmh:1220");
+            uri.push_str(&v2.to_hex());
+        }
         if let Some(name) = &self.display_name {
             uri.push_str("&dn=");
             percent_encode_into(&mut uri, name);
@@ -453,6 +492,13 @@ impl Magnet {
             uri.push_str(&items.join(","));
         }
         uri
+    }
+
+    /// Whether the link names a v2-only torrent (a btmh and no btih): its
+    /// [`Magnet::info_hash`] is the truncated v2 hash.
+    pub fn is_v2_only(&self) -> bool {
+        self.info_hash_v2
+            .is_some_and(|v2| v2.truncated() == self.info_hash)
     }
 
     /// Whether file `index` is to be downloaded: true for every file when there is no `so`.
@@ -559,6 +605,26 @@ fn percent_encode_into(out: &mut String, text: &str) {
 }
 
 /// 40 hex digits or 32 base32 characters into an info hash.
+/// A `urn:btmh:` value: the multihash code of SHA-256 (`0x12`), its length (`0x20`), and the
+/// 32-byte hash, all in hexadecimal.
+fn parse_btmh(text: &str) -> Result<InfoHashV2, MagnetError> {
+    let bad = |problem| MagnetError::BadInfoHashV2 {
+        value: excerpt(text),
+        problem,
+    };
+    let digest = text
+        .get(..4)
+        .filter(|prefix| *prefix == "1220")
+        .and_then(|_| text.get(4..))
+        .ok_or_else(|| bad("not a SHA-256 multihash (it must start with 1220)"))?;
+    if digest.len() != 64 {
+        return Err(bad(
+            "wrong length (1220 and 64 hexadecimal digits expected)",
+        ));
+    }
+    InfoHashV2::from_hex(digest).ok_or_else(|| bad("not hexadecimal"))
+}
+
 fn parse_btih(text: &str) -> Result<InfoHash, MagnetError> {
     let bad = |problem| MagnetError::BadInfoHash {
         value: excerpt(text),
@@ -961,16 +1027,48 @@ mod tests {
             Magnet::parse("magnet:?xt=urn:sha1:abc"),
             Err(MagnetError::UnsupportedTopic { .. })
         ));
-        let btmh = "urn:btmh:1220caf1e1c30e81cb361b9ee167c4aa64228a7fa4fa9f6105232b28ad099f3a302e";
-        assert_eq!(
-            Magnet::parse(&format!("magnet:?xt={btmh}&dn=v2")),
-            Err(MagnetError::V2Only)
-        );
-        // Hybrid: the btih is used whichever order the topics come in.
+        let v2hex = "caf1e1c30e81cb361b9ee167c4aa64228a7fa4fa9f6105232b28ad099f3a302e";
+        let v2 = InfoHashV2::from_hex(v2hex).unwrap();
+        let btmh = format!("urn:btmh:1220{v2hex}");
+        // v2 only: known by the truncated v2 hash.
+        let only = Magnet::parse(&format!("magnet:?xt={btmh}&dn=v2")).unwrap();
+        assert_eq!(only.info_hash_v2, Some(v2));
+        assert_eq!(only.info_hash.to_hex(), v2hex[..40]);
+        assert!(only.is_v2_only());
+        assert_eq!(Magnet::parse(&only.to_uri()).unwrap(), only);
+        assert!(!only.to_uri().contains("btih"), "{}", only.to_uri());
+        // Hybrid: the btih is used whichever order the topics come in, and the btmh is kept.
         let hybrid = Magnet::parse(&format!("magnet:?xt={btmh}&xt=urn:btih:{HEX}")).unwrap();
         assert_eq!(hybrid.info_hash, hash());
-        let hybrid = with(&format!("&xt.2={btmh}")).unwrap();
+        assert_eq!(hybrid.info_hash_v2, Some(v2));
+        assert!(!hybrid.is_v2_only());
+        assert_eq!(Magnet::parse(&hybrid.to_uri()).unwrap(), hybrid);
+        let hybrid = with(&format!(
+            "&xt.2={}",
+            btmh.to_uppercase().replace("URN:BTMH:", "urn:btmh:")
+        ))
+        .unwrap();
         assert_eq!(hybrid.info_hash, hash());
+        assert_eq!(hybrid.info_hash_v2, Some(v2));
+        // Malformed and conflicting btmh.
+        for (value, problem) in [
+            (format!("1114{v2hex}"), "multihash"),
+            (format!("1220{}", &v2hex[..62]), "wrong length"),
+            (format!("1220{}zz", &v2hex[..62]), "hexadecimal"),
+            ("12".to_owned(), "multihash"),
+        ] {
+            match Magnet::parse(&format!("magnet:?xt=urn:btmh:{value}")) {
+                Err(MagnetError::BadInfoHashV2 { problem: p, .. }) => {
+                    assert!(p.contains(problem), "{value}: {p}")
+                }
+                other => panic!("{value}: {other:?}"),
+            }
+        }
+        let other = format!("urn:btmh:1220{}", "ab".repeat(32));
+        assert!(matches!(
+            Magnet::parse(&format!("magnet:?xt={btmh}&xt={other}")),
+            Err(MagnetError::ConflictingInfoHashV2 { .. })
+        ));
     }
 
     #[test]
@@ -1060,6 +1158,7 @@ mod tests {
     fn round_trip() {
         let m = Magnet {
             info_hash: hash(),
+            info_hash_v2: InfoHashV2::from_hex(&"5a".repeat(32)),
             display_name: Some("Ünïcode & spaces + 100% = [ok] #1".into()),
             trackers: vec![
                 "udp://tracker.example:1337/announce".into(),
@@ -1081,7 +1180,8 @@ mod tests {
         assert_eq!(Magnet::parse(&uri), Ok(m.clone()));
         assert_eq!(uri.parse::<Magnet>(), Ok(m.clone()));
         assert_eq!(m.to_string(), uri);
-        assert!(uri.starts_with(&format!("magnet:?xt=urn:btih:{HEX}&dn=")));
+        let btmh = format!("xt=urn:btmh:1220{}", "5a".repeat(32));
+        assert!(uri.starts_with(&format!("magnet:?xt=urn:btih:{HEX}&{btmh}&dn=")));
         assert!(
             uri.contains("&tr=udp://tracker.example:1337/announce&"),
             "{uri}"

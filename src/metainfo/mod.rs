@@ -1,5 +1,5 @@
-//! Torrent metainfo (BEP 3 v1, with BEP 12 tiers, BEP 27 private, BEP 47 padding files) and
-//! magnet links (BEP 9 URIs).
+//! Torrent metainfo (BEP 3 v1, with BEP 12 tiers, BEP 27 private, BEP 47 padding files; BEP 52
+//! v2 and hybrid torrents, see [`v2`] and [`merkle`]) and magnet links (BEP 9 URIs).
 //!
 //! [`Torrent::from_bytes`] validates everything a peer or a storage layer will later rely on, so
 //! a [`Torrent`] cannot describe an unsafe or inconsistent download: every path is relative and
@@ -7,24 +7,29 @@
 //! files share a path, file offsets add up to the total length, and the piece hashes match the
 //! piece count. Paths that other clients accept are made safe rather than refused, as
 //! libtorrent makes them safe ([`sanitize`]); the names as given are kept for display. The
-//! info hash is the SHA1 of the `info` value's exact bytes in the file.
+//! info hash is the SHA1 of the `info` value's exact bytes in the file; a v2 torrent's is their
+//! SHA-256. A hybrid torrent's v1 file list and v2 file tree must agree, and `piece layers`
+//! must hash to their files' roots.
 //!
 //! Parsing is pure; only [`create`] reads files from disk.
 
 pub mod create;
 mod files;
 pub mod magnet;
+pub mod merkle;
 mod sanitize;
+pub mod v2;
 
 use sha1::{Digest, Sha1};
 
 use crate::bencode::{self, DecodeError, Limits, Node};
 use crate::core::lengths::LengthsError;
-use crate::core::{BlockRef, InfoHash, Lengths, PieceIndex};
+use crate::core::{BlockRef, InfoHash, InfoHashV2, Lengths, PieceIndex};
 use crate::limits;
 
 pub use files::{FileAttr, FileEntry, FileSpan, FileSpans, PathError};
 pub use magnet::Magnet;
+pub use v2::{MetaVersion, V2File, V2Info};
 
 /// Why a torrent was refused. Every variant names the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,6 +110,33 @@ pub enum MetainfoError {
     /// More trackers than the limit.
     #[error("{0} trackers is over the limit of {max}", max = limits::MAX_TRACKERS)]
     TooManyTrackers(usize),
+    /// `info.meta version` is neither 1 nor 2.
+    #[error("field `info.meta version` is {0}; only versions 1 and 2 are known")]
+    UnknownMetaVersion(i64),
+    /// The v2 `file tree` is malformed.
+    #[error("field `{field}` {reason}")]
+    BadFileTree {
+        /// The field's path, e.g. `info.file tree["a"]["b"][""].pieces root`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A `piece layers` entry is malformed or does not match its file's root.
+    #[error("field `{field}` {reason}")]
+    BadPieceLayer {
+        /// The field's path: `piece layers[<root in hex>]`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A hybrid torrent's v1 file list and v2 file tree disagree.
+    #[error("hybrid torrent: field `{field}` {what}")]
+    HybridMismatch {
+        /// The v1 field at fault.
+        field: String,
+        /// How it differs from the tree.
+        what: String,
+    },
 }
 
 // Not `#[from]`: that would also make the inner error the `source`, and the text it already
@@ -133,6 +165,8 @@ pub struct Info {
     private: bool,
     source: Option<String>,
     info_hash: InfoHash,
+    version: MetaVersion,
+    v2: Option<V2Info>,
     raw: Vec<u8>,
 }
 
@@ -165,7 +199,11 @@ impl Torrent {
         let root = decode_limited(input)?;
         let root_dict = Field::root(&root)?;
         let info_node = root_dict.required("info")?;
-        let info = Info::from_node(info_node.node, info_node.node.raw(input))?;
+        let mut info = Info::from_node(info_node.node, info_node.node.raw(input))?;
+        let piece_len = u64::from(info.lengths.piece_len());
+        if let Some(v2) = info.v2.as_mut() {
+            v2::attach_piece_layers(v2, root.get(b"piece layers"), piece_len)?;
+        }
 
         let trackers = parse_trackers(&root)?;
         let url_list = match root.get(b"url-list") {
@@ -212,7 +250,7 @@ impl Torrent {
         })
     }
 
-    /// The torrent's info hash.
+    /// The torrent's 20-byte info hash (see [`Info::info_hash`]).
     pub fn info_hash(&self) -> InfoHash {
         self.info.info_hash
     }
@@ -233,30 +271,66 @@ impl Info {
     fn from_node(node: &Node<'_>, raw: &[u8]) -> Result<Info, MetainfoError> {
         let info = Field::new(node, "info".to_owned()).dict()?;
         let piece_len = info.required("piece length")?.length()?;
-        let pieces = info.required("pieces")?.bytes()?;
-        if pieces.len() % 20 != 0 {
-            return Err(MetainfoError::PiecesNotMultipleOf20(pieces.len()));
-        }
-        let info_hash = InfoHash::from_bytes(Sha1::digest(raw).into());
+        let version = match info.optional("meta version") {
+            None => MetaVersion::V1,
+            Some(f) => match f.node.as_int().ok_or_else(|| f.wrong("integer"))? {
+                1 => MetaVersion::V1,
+                2 if info.optional("pieces").is_some() => MetaVersion::Hybrid,
+                2 => MetaVersion::V2,
+                other => return Err(MetainfoError::UnknownMetaVersion(other)),
+            },
+        };
+        let info_hash_v2 = version
+            .has_v2()
+            .then(|| InfoHashV2::from_bytes(sha2::Sha256::digest(raw).into()));
+        let info_hash = match (version, info_hash_v2) {
+            (MetaVersion::V2, Some(v2)) => v2.truncated(),
+            _ => InfoHash::from_bytes(Sha1::digest(raw).into()),
+        };
         let mut name = info.name()?;
-        if name.path.is_empty() && info.optional("files").is_some() {
+        if name.path.is_empty() && (info.optional("files").is_some() || !version.has_v1()) {
             // Nothing left of the folder name (`.`, `..`): libtorrent uses the info hash.
             name.path = vec![info_hash.to_hex()];
         }
-        let (files, single_file) = files::parse_layout(&info, &name)?;
+        let (files, single_file, piece_hashes, v2) = if version.has_v1() {
+            let pieces = info.required("pieces")?.bytes()?;
+            if pieces.len() % 20 != 0 {
+                return Err(MetainfoError::PiecesNotMultipleOf20(pieces.len()));
+            }
+            let (files, single_file) = files::parse_layout(&info, &name)?;
+            let total_len = files.last().map_or(0, |f| f.offset + f.length);
+            let lengths = Lengths::new(total_len, piece_len)?;
+            let found = pieces.len() / 20;
+            if found as u64 != u64::from(lengths.piece_count()) {
+                return Err(MetainfoError::PieceCountMismatch {
+                    expected: u64::from(lengths.piece_count()),
+                    found,
+                });
+            }
+            let piece_hashes: Vec<[u8; 20]> = pieces
+                .chunks_exact(20)
+                .map(|c| {
+                    let mut h = [0u8; 20];
+                    h.copy_from_slice(c);
+                    h
+                })
+                .collect();
+            let v2 = match info_hash_v2 {
+                Some(hash) => Some(
+                    v2::parse(&info, &name, piece_len, Some((&files, single_file)), hash)?.info,
+                ),
+                None => None,
+            };
+            (files, single_file, piece_hashes, v2)
+        } else {
+            // The piece length is checked before the tree is laid out on it.
+            Lengths::new(1, piece_len)?;
+            let hash = info_hash_v2.expect("v2 has a v2 hash");
+            let parsed = v2::parse(&info, &name, piece_len, None, hash)?;
+            (parsed.entries, parsed.single, Vec::new(), Some(parsed.info))
+        };
         let total_len = files.last().map_or(0, |f| f.offset + f.length);
         let lengths = Lengths::new(total_len, piece_len)?;
-        let found = pieces.len() / 20;
-        if found as u64 != u64::from(lengths.piece_count()) {
-            return Err(MetainfoError::PieceCountMismatch {
-                expected: u64::from(lengths.piece_count()),
-                found,
-            });
-        }
-        let piece_hashes = pieces
-            .chunks_exact(20)
-            .map(|c| c.try_into().expect("chunks of 20"))
-            .collect();
         let private = info.optional("private").and_then(|f| f.node.as_int()) == Some(1);
         let source = info
             .optional("source")
@@ -273,6 +347,8 @@ impl Info {
             private,
             source,
             info_hash,
+            version,
+            v2,
             raw: raw.to_vec(),
         })
     }
@@ -309,11 +385,38 @@ impl Info {
     }
 
     /// The expected SHA1 of `piece`.
+    ///
+    /// # Panics
+    ///
+    /// For a v2-only torrent, which has no SHA1 piece hashes ([`MetaVersion::has_v1`]);
+    /// its pieces are checked with [`Info::piece_hash_v2`].
     pub fn piece_hash(&self, piece: PieceIndex) -> &[u8; 20] {
         &self.piece_hashes[piece.as_usize()]
     }
 
-    /// All piece hashes in order.
+    /// The expected SHA-256 merkle hash of `piece` (BEP 52: the piece's node in its file's
+    /// tree), if the torrent is v2 or hybrid and the hash is known (a piece layer can be
+    /// missing). `None` also for a piece that holds only padding.
+    pub fn piece_hash_v2(&self, piece: PieceIndex) -> Option<merkle::Hash> {
+        self.v2.as_ref()?.piece_hash(piece.get())
+    }
+
+    /// Which versions of the protocol the torrent speaks.
+    pub fn version(&self) -> MetaVersion {
+        self.version
+    }
+
+    /// The v2 half (file tree, roots, piece layers) of a v2 or hybrid torrent.
+    pub fn v2(&self) -> Option<&V2Info> {
+        self.v2.as_ref()
+    }
+
+    /// The v2 info hash (SHA-256 of the info dictionary) of a v2 or hybrid torrent.
+    pub fn info_hash_v2(&self) -> Option<InfoHashV2> {
+        self.v2.as_ref().map(|v| v.info_hash)
+    }
+
+    /// SHA1 piece hashes in order (empty for a v2-only torrent).
     pub fn piece_hashes(&self) -> &[[u8; 20]] {
         &self.piece_hashes
     }
@@ -328,7 +431,9 @@ impl Info {
         self.source.as_deref()
     }
 
-    /// The SHA1 of the info dictionary's exact bytes.
+    /// The 20-byte info hash peers, trackers and the DHT know the torrent by: the SHA1 of
+    /// the info dictionary's exact bytes for a v1 or hybrid torrent, the v2 hash truncated to
+    /// 20 bytes for a v2-only one (BEP 52).
     pub fn info_hash(&self) -> InfoHash {
         self.info_hash
     }
@@ -498,3 +603,5 @@ impl<'n, 'a> Field<'n, 'a> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod v2_tests;

@@ -107,7 +107,11 @@ pub fn check(storage: &Storage, pool: &rayon::ThreadPool, progress: &AtomicU64) 
                 if let Some(next) = lengths.piece(i + 1) {
                     storage.prefetch_piece(next);
                 }
-                let verdict = verdict(storage.verify_piece(piece, info.piece_hash(piece)));
+                let verdict = verdict(if info.version().has_v1() {
+                    storage.verify_piece(piece, info.piece_hash(piece))
+                } else {
+                    storage.verify_piece_v2(piece)
+                });
                 progress.fetch_add(u64::from(lengths.len_of(piece)), Ordering::Relaxed);
                 verdict
             })

@@ -1013,6 +1013,41 @@ impl Storage {
         Ok(&self.hash_from(piece, hasher, from)? == expected)
     }
 
+    /// Whether `piece` matches its BEP 52 hash: the SHA-256 merkle root of its 16 KiB blocks,
+    /// over the bytes of its file only (a v2 piece never spans files; the padding after a
+    /// file is not hashed). `Ok(false)` when the hash is unknown (a v1 torrent, or a missing
+    /// piece layer). Reads the piece whole; the check and v2-only torrents use it.
+    pub fn verify_piece_v2(&self, piece: PieceIndex) -> Result<bool, StorageError> {
+        let Some(v2) = self.info.v2() else {
+            return Ok(false);
+        };
+        let Some((file, index)) = v2.file_of_piece(piece.get()) else {
+            return Ok(false);
+        };
+        let Some(expected) = file.piece_hash(index) else {
+            return Ok(false);
+        };
+        // A running SHA1 of the piece's arrival is of no use here.
+        drop(self.arrivals.take(piece));
+        let lengths = self.info.lengths();
+        let piece_len = u64::from(lengths.piece_len());
+        let mut data = vec![0u8; lengths.len_of(piece) as usize];
+        let mut at = 0usize;
+        for block in lengths.blocks(piece) {
+            let len = block.len as usize;
+            self.read_block(block, &mut data[at..at + len])?;
+            at += len;
+        }
+        let real = (file.length - u64::from(index) * piece_len).min(piece_len) as usize;
+        let blocks_per_piece = (piece_len / crate::metainfo::merkle::BLOCK_LEN) as usize;
+        let hash = crate::metainfo::merkle::piece_hash(
+            data.get(..real).unwrap_or(&data),
+            blocks_per_piece,
+            !file.needs_layer(),
+        );
+        Ok(hash == expected)
+    }
+
     /// How many of `piece`'s first bytes its writes have hashed on the way in, which
     /// [`Storage::verify_piece`] will not read back (0: none, or no running hash).
     pub fn hashed_on_arrival(&self, piece: PieceIndex) -> u32 {

@@ -42,8 +42,9 @@ pub enum DiskJob {
     Verify {
         /// The piece.
         piece: PieceIndex,
-        /// Its hash from the torrent.
-        expected: [u8; 20],
+        /// Its SHA1 from the torrent; `None` for a v2-only torrent, whose pieces are checked
+        /// by their SHA-256 merkle hash ([`Storage::verify_piece_v2`]).
+        expected: Option<[u8; 20]>,
         /// Also hash each block when the piece matches (for a piece that failed before). A
         /// piece that does not match always has its blocks hashed, for smart ban.
         blocks: bool,
@@ -177,7 +178,10 @@ fn run(storage: &Arc<Storage>, job: DiskJob) -> Outcome {
             expected,
             blocks,
         } => {
-            let result = storage.verify_piece(piece, &expected);
+            let result = match expected {
+                Some(expected) => storage.verify_piece(piece, &expected),
+                None => storage.verify_piece_v2(piece),
+            };
             // Hashing the blocks again costs a second pass over the piece, paid only for
             // pieces that failed now or before: rare, and what lets smart ban spare the
             // honest peers that shared a piece with a corrupt one.

@@ -3,7 +3,7 @@
 
 Usage: lt_info.py TORRENT
 
-Output: {"info_hash": v1 hex or null, "name": ..., "total_size": ..., "piece_length": ...,
+Output: {"info_hash": v1 hex or null, "info_hash_v2": v2 hex or null, "name": ..., "total_size": ..., "piece_length": ...,
          "num_pieces": ..., "files": [{"path": "a/b", "size": n}, ...]}
 
 "path" is libtorrent's file_path(): relative to the download (save) folder, so for a
@@ -48,6 +48,7 @@ def main() -> int:
 
     out = {
         "info_hash": str(hashes.v1) if hashes.has_v1() else None,
+        "info_hash_v2": str(hashes.v2) if hashes.has_v2() else None,
         "name": name,
         "total_size": ti.total_size(),
         "piece_length": ti.piece_length(),

@@ -18,7 +18,8 @@ same names (pe_forced, pe_rc4, ...); without them libtorrent's defaults apply (e
 both levels).
 
 Once the data is checked and the torrent is seeding, one JSON line goes to stdout:
-    {"port": P, "peer_id": "<40 hex digits>", "info_hash": "<40 hex digits, v1>"}
+    {"port": P, "peer_id": "<40 hex digits>", "info_hash": "<40 hex digits>"}
+where info_hash is the v1 hash, or for a v2-only torrent the v2 hash truncated to 20 bytes.
 The peer id is exactly the one libtorrent sends in every handshake: the whole 20 bytes are
 set through the peer_fingerprint setting (libtorrent only randomises the part of the id that
 the fingerprint does not cover). By default it is "-LT2080-" followed by 12 random
@@ -111,8 +112,6 @@ def main() -> None:
         ti = lt.torrent_info(args.torrent)
     except (RuntimeError, OSError, ValueError) as e:
         fail(f"invalid torrent {args.torrent}: {e}")
-    if not ti.info_hashes().has_v1():
-        fail(f"{args.torrent} has no v1 info hash")
     if not os.path.isdir(args.data_dir):
         fail(f"{args.data_dir} is not a directory")
 
@@ -209,7 +208,11 @@ def main() -> None:
             {
                 "port": port,
                 "peer_id": peer_id.encode("ascii").hex(),
-                "info_hash": str(ti.info_hashes().v1),
+                "info_hash": (
+                    str(ti.info_hashes().v1)
+                    if ti.info_hashes().has_v1()
+                    else str(ti.info_hashes().v2)[:40]
+                ),
             }
         ),
         flush=True,
