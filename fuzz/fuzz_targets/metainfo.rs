@@ -45,7 +45,11 @@ fn check(info: &Info) {
         for c in &file.path {
             assert!(!c.is_empty() && c != "." && c != "..", "{c:?}");
             assert!(c.len() <= 255, "{c:?}");
-            assert!(!c.chars().any(|ch| ch == '/' || ch == '\\' || ch.is_control()), "{c:?}");
+            assert!(
+                !c.chars()
+                    .any(|ch| ch == '/' || ch == '\\' || ch.is_control()),
+                "{c:?}"
+            );
         }
         if file.attr.symlink {
             assert_eq!(file.length, 0);
@@ -56,11 +60,17 @@ fn check(info: &Info) {
     }
     for file in info.files().iter().filter(|f| !f.attr.padding) {
         for depth in 1..file.path.len() {
-            assert!(!paths.contains(&file.path[..depth]), "{:?} under a file", file.path);
+            assert!(
+                !paths.contains(&file.path[..depth]),
+                "{:?} under a file",
+                file.path
+            );
         }
         if let Some(target) = &file.symlink_target {
             let known = info.files().iter().any(|f| {
-                !f.attr.padding && f.path.len() >= target.len() && f.path[..target.len()] == target[..]
+                !f.attr.padding
+                    && f.path.len() >= target.len()
+                    && f.path[..target.len()] == target[..]
             });
             assert!(known, "{target:?} is not in the torrent");
         }
