@@ -493,3 +493,56 @@ fn without_ipv6_the_default_listener_falls_back_to_ipv4() {
     assert_eq!(addr.ip(), std::net::IpAddr::from([0, 0, 0, 0]), "{stdout}");
     assert_ne!(addr.port(), 0);
 }
+
+/// `dht get-peers` by default binds `[::]`, so an IPv6 bootstrap node (a seed's DHT node on
+/// `::1`) answers it; told `--bind 0.0.0.0:0` it says why no node is reachable.
+#[test]
+fn dht_get_peers_asks_an_ipv6_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, torrent) = payload(dir.path());
+    let (_seed, addr) = start_seed(dir.path(), &torrent, &data, "::1", &["--io", "epoll"]);
+    let hash = ringtorrent::metainfo::Torrent::from_bytes(&std::fs::read(&torrent).unwrap())
+        .unwrap()
+        .info
+        .info_hash()
+        .to_hex();
+    let node = format!("[::1]:{}", addr.port());
+    let out = run_bounded(
+        ringtorrent().args([
+            "dht",
+            "get-peers",
+            &hash,
+            "--dht-bootstrap",
+            &node,
+            "--timeout",
+            "10",
+        ]),
+        Duration::from_secs(30),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&format!("hop 0: {node} gave")), "{text}");
+    assert!(text.contains("lookup done: 1 nodes answered"), "{text}");
+    let out = run_bounded(
+        ringtorrent().args([
+            "dht",
+            "get-peers",
+            &hash,
+            "--dht-bootstrap",
+            &node,
+            "--bind",
+            "0.0.0.0:0",
+        ]),
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no bootstrap node is reachable from a socket on 0.0.0.0"),
+        "{err}"
+    );
+}

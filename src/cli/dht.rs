@@ -117,8 +117,10 @@ struct GetPeersArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
-    /// Address to bind the node's UDP socket to (port 0: any free port).
-    #[arg(long, default_value = "0.0.0.0:0")]
+    /// Address to bind the node's UDP socket to (port 0: any free port). The default `[::]:0`
+    /// asks both the IPv4 and the IPv6 DHT (BEP 32), falling back to `0.0.0.0:0` on a host
+    /// without IPv6; an IPv4 address asks only IPv4 nodes, an IPv6 one only IPv6 nodes.
+    #[arg(long, default_value = "[::]:0")]
     bind: SocketAddr,
 }
 
@@ -140,13 +142,29 @@ fn parse_hash(s: &str) -> Result<InfoHash> {
 
 fn get_peers(a: GetPeersArgs) -> Result<()> {
     let hash = parse_hash(&a.hash)?;
-    let socket = UdpSocket::bind(a.bind).with_context(|| format!("cannot bind {}", a.bind))?;
+    let dual = a.bind.is_ipv6() && a.bind.ip().is_unspecified();
+    let bind = if dual && !ringtorrent::net_addr::ipv6_available() {
+        SocketAddr::from(([0, 0, 0, 0], a.bind.port()))
+    } else {
+        a.bind
+    };
+    let socket: UdpSocket =
+        ringtorrent::driver::net::bind_udp(bind).with_context(|| format!("cannot bind {bind}"))?;
     let local = socket.local_addr()?;
+    let dual = local.is_ipv6() && local.ip().is_unspecified();
     let names = bootstrap_list(&a.bootstrap, None);
-    let bootstrap: Vec<SocketAddr> = client_dht::resolve(&names, Duration::from_secs(5))
-        .into_iter()
-        .filter(|b| b.is_ipv6() == local.is_ipv6() || local.ip().is_unspecified())
+    let resolved = client_dht::resolve(&names, Duration::from_secs(5));
+    let bootstrap: Vec<SocketAddr> = resolved
+        .iter()
+        .copied()
+        .filter(|b| b.is_ipv6() == local.is_ipv6() || dual)
         .collect();
+    if bootstrap.is_empty() && !resolved.is_empty() {
+        bail!(
+            "no bootstrap node is reachable from a socket on {local}: {} (bind [::]:0 for both families)",
+            names.join(", ")
+        );
+    }
     if bootstrap.is_empty() {
         bail!(
             "no bootstrap node could be resolved from {}",
@@ -155,7 +173,7 @@ fn get_peers(a: GetPeersArgs) -> Result<()> {
     }
     let config = DhtConfig {
         allow_private: bootstrap.iter().any(|b| client_dht::is_private(b.ip())),
-        ipv4: local.is_ipv4() || local.ip().is_unspecified(),
+        ipv4: local.is_ipv4() || dual,
         ipv6: local.is_ipv6(),
         bootstrap: bootstrap.clone(),
         trace_lookups: true,
@@ -174,6 +192,7 @@ fn get_peers(a: GetPeersArgs) -> Result<()> {
             .join(", ")
     );
     let lookup = dht.get_peers(hash, None, now());
+    // bind_udp makes a non-blocking socket; this loop waits in recv_from with a timeout.
     socket.set_nonblocking(false)?;
     let deadline = epoch + Duration::from_secs(a.timeout.max(1));
     let mut peers: Vec<SocketAddr> = Vec::new();
