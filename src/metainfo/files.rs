@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::{sanitize, Field, MetainfoError};
 use crate::limits;
 
-/// Why a path cannot be made safe (see [`super::sanitize`] for what is made safe instead).
+/// Why a path cannot be made safe (see `metainfo/sanitize.rs` for what is made safe instead).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     /// A path with no components (and not a padding file, which needs none), or a
@@ -35,7 +35,7 @@ pub struct FileAttr {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
     /// Path components relative to the download folder, the torrent's name first for a
-    /// multi-file torrent: the name the file gets, sanitised (see [`super::sanitize`]), so
+    /// multi-file torrent: the name the file gets, sanitised (see `metainfo/sanitize.rs`), so
     /// every component is a plain name (no `/`, `\\`, NUL, control character, `.` or `..`, at
     /// most 255 bytes) and no two files that are not padding share a path or sit under one.
     pub path: Vec<String>,

@@ -6,7 +6,7 @@
 //! made of plain components (no `..`, `.`, separators, NUL or control characters), no two
 //! files share a path, file offsets add up to the total length, and the piece hashes match the
 //! piece count. Paths that other clients accept are made safe rather than refused, as
-//! libtorrent makes them safe ([`sanitize`]); the names as given are kept for display. The
+//! libtorrent makes them safe (`metainfo/sanitize.rs`); the names as given are kept for display. The
 //! info hash is the SHA1 of the `info` value's exact bytes in the file; a v2 torrent's is their
 //! SHA-256. A hybrid torrent's v1 file list and v2 file tree must agree, and `piece layers`
 //! must hash to their files' roots.
