@@ -73,7 +73,7 @@ run() { # name protocol load url -> one JSON report per line in $work/runs
         # Well under any tracker's capacity: 300 requests/s, every lifecycle step, numwant 0
         # to 200, scrapes of up to 50 torrents.
         args+=(--rate 300 --torrents $torrents_low --peers 10000 --numwant 0,5,30,50,200
-            --scrape-size 1-50 --stop-chance 0.05 --complete-chance 0.1)
+            --scrape-size 1-50 --stop-chance 0.05 --complete-chance 0.1 --silent-completion 0.5)
     elif [ "$proto" = udp ]; then
         # The full-load command: closed loop, 256 in flight.
         args+=(--in-flight 256 --torrents $torrents_full --peers 100000 --connect-weight 50

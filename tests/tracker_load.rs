@@ -181,6 +181,8 @@ fn udp_run_against_opentracker_agrees_with_the_model() {
             "0.1",
             "--complete-chance",
             "0.2",
+            "--silent-completion",
+            "0.5",
             "--workers",
             "2",
         ],
@@ -212,6 +214,10 @@ fn http_run_against_opentracker_agrees_with_the_model() {
             "1-20",
             "--stop-chance",
             "0.1",
+            "--complete-chance",
+            "0.2",
+            "--silent-completion",
+            "0.5",
         ],
     );
     assert_correct(&r);
@@ -398,6 +404,8 @@ fn fake_run(url: &str, seed: u64, extra: &[&str]) -> Value {
         "0.1",
         "--complete-chance",
         "0.2",
+        "--silent-completion",
+        "0.5",
     ];
     args.extend_from_slice(extra);
     load(url, seed, &args)

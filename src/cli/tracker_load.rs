@@ -59,6 +59,10 @@ pub struct Args {
     /// Chance that a leecher's next announce is `completed`.
     #[arg(long, default_value_t = 0.05)]
     complete_chance: f64,
+    /// Fraction of completions announced as a plain announce with left=0 instead of the
+    /// `completed` event (the peer becomes a seeder either way; only the event is a download).
+    #[arg(long, default_value_t = 0.0)]
+    silent_completion: f64,
     /// Chance that a peer's next announce is `stopped` (it starts again later).
     #[arg(long, default_value_t = 0.02)]
     stop_chance: f64,
@@ -269,6 +273,7 @@ fn config(args: &Args) -> Result<LoadConfig> {
         life: Lifecycle {
             hammer: args.hammer,
             complete_chance: args.complete_chance,
+            silent_completion: args.silent_completion,
             stop_chance: args.stop_chance,
             jitter: args.jitter,
             default_interval_us: 1_800_000_000,
@@ -307,6 +312,7 @@ fn params(args: &Args, cfg: &LoadConfig, pace: &str) -> serde_json::Value {
         "seeders": args.seeders,
         "seedbox": args.seedbox,
         "hammer": args.hammer,
+        "silent_completion": args.silent_completion,
         "weights": {"connect": args.connect_weight, "announce": args.announce_weight, "scrape": args.scrape_weight},
         "scrape_size": args.scrape_size,
         "numwant": args.numwant,

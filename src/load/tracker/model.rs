@@ -146,6 +146,9 @@ pub struct Peer {
     /// Announces of its torrent in flight when its own was sent: a tracker may apply any of
     /// them after answering it (replies and requests cross on many sockets and connections).
     pub overlap: u32,
+    /// Its next announce (no event) is its first with `left=0`: it finished without telling
+    /// the tracker `completed`.
+    pub finishing: bool,
 }
 
 /// A connection id slot (BEP 15): one per peer, one shared by the seedbox.
@@ -201,6 +204,10 @@ pub struct Lifecycle {
     pub hammer: bool,
     /// Chance that a leecher's next announce is `completed`.
     pub complete_chance: f64,
+    /// Of those completions, the fraction sent as a plain announce with `left=0` instead of
+    /// the `completed` event (a tracker makes the peer a seeder either way, and counts a
+    /// download only for the event).
+    pub silent_completion: f64,
     /// Chance that a peer's next announce is `stopped`.
     pub stop_chance: f64,
     /// Interval jitter, a fraction (0.1: +-10%).
@@ -366,6 +373,7 @@ impl Model {
                     inflight: false,
                     uncertain: false,
                     overlap: 0,
+                    finishing: false,
                 });
             }
             let seedbox =
@@ -392,6 +400,7 @@ impl Model {
                         inflight: false,
                         uncertain: false,
                         overlap: 0,
+                        finishing: false,
                     });
                 }
             }
@@ -502,7 +511,14 @@ impl Model {
                 p.phase = Phase::Off;
                 self.stopped_seq[i as usize] = seq;
             }
-            AnnounceEvent::None => {}
+            AnnounceEvent::None => {
+                if p.finishing && p.phase == Phase::On && !p.seeder {
+                    t.leechers -= 1;
+                    t.seeders += 1;
+                    p.seeder = true;
+                }
+                p.finishing = false;
+            }
         }
         self.sync(i);
         (event, seq)
@@ -535,6 +551,7 @@ impl Model {
             let f = 1.0 + life.jitter * (2.0 * rng.unit() - 1.0);
             ((interval as f64 * f) as u64).max(floor)
         };
+        p.finishing = false;
         let (next, wait) = match p.phase {
             Phase::Off => {
                 p.seeder = p.born_seeder;
@@ -545,8 +562,14 @@ impl Model {
             }
             Phase::On => {
                 if !p.seeder && rng.chance(life.complete_chance) {
+                    let silent = rng.chance(life.silent_completion);
+                    p.finishing = silent;
                     (
-                        AnnounceEvent::Completed,
+                        if silent {
+                            AnnounceEvent::None
+                        } else {
+                            AnnounceEvent::Completed
+                        },
                         (interval as f64 * rng.unit()) as u64,
                     )
                 } else if rng.chance(life.stop_chance) {
@@ -799,6 +822,7 @@ mod tests {
         Lifecycle {
             hammer,
             complete_chance: 0.2,
+            silent_completion: 0.5,
             stop_chance: 0.1,
             jitter: 0.1,
             default_interval_us: 1_000_000,
