@@ -487,7 +487,7 @@ fn the_table_says_which_conventions_were_detected_and_shows_a_wrong_reply() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("tracker conventions (--conventions counts-downloads=no)")
+        text.contains("tracker conventions (--conventions counts-downloads=no; what it")
             && text.contains("scrape downloaded is always 0")
             && text.contains("  wrong: announce of torrent"),
         "{text}"

@@ -555,7 +555,10 @@ pub fn table(r: &LoadReport) -> String {
 /// --conventions), with how many workers said what when they differ, and contradictions.
 fn conventions_lines(r: &LoadReport) -> String {
     let given = r.params["conventions"].as_str().unwrap_or("auto");
-    let mut s = format!("tracker conventions (--conventions {given}):\n");
+    let mut s = format!(
+        "tracker conventions (--conventions {given}; what it does not fix is detected from the \
+         replies):\n"
+    );
     for k in conventions::ALL {
         let yes = r.counter(k.counter(Some(true)));
         let no = r.counter(k.counter(Some(false)));
