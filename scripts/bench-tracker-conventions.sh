@@ -5,10 +5,12 @@
 # the replies checked, the replies judged wrong (by check), time-outs, and the conventions
 # each run detected. A correct tracker should show 0 wrong everywhere.
 #
-# The aquatic trackers are built outside the repository, under the target folder, when
-# missing (about 16 minutes for both on a shared 2-core machine, too slow for the test
-# suite, so they are here and not in scripts/test.sh). Their published Cargo.lock pins
-# metrics 0.22.3, which rustc 1.95 refuses (E0521), so they are installed without --locked.
+# The aquatic trackers are built with `cargo install` into the target folder (ignored, outside
+# the sources) when missing. That build is too slow for the test suite (aquatic_udp alone took
+# 44 minutes on the shared 2-core build machine; see perf/2026-12-03-tracker-conventions.md),
+# so they are checked here and not in scripts/test.sh; the tests use a fake tracker with
+# aquatic's conventions instead. Their published Cargo.lock pins metrics 0.22.3, which rustc
+# 1.95 refuses (E0521), so they are installed without --locked.
 #
 # Usage: scripts/bench-tracker-conventions.sh [SECONDS_PER_RUN=5] [OUT.jsonl]
 # Environment: TRACKERS (default "opentracker aquatic_udp aquatic_http").
@@ -41,8 +43,8 @@ torrents_full=10000
 port_ot=$((20000 + RANDOM % 10000))
 port_au=$((port_ot + 1))
 port_ah=$((port_ot + 2))
-# Seeds 1..8 are the runs below; opentracker whitelists all of their torrents.
-for s in $(seq 1 8); do
+# Seeds 1..10 are the runs below; opentracker whitelists all of their torrents.
+for s in $(seq 1 10); do
     "$rt" tracker-load udp://127.0.0.1:1 --print-hashes --torrents $torrents_full --seed $((700 + s))
 done >"$work/whitelist"
 chmod 644 "$work/whitelist"
@@ -64,11 +66,12 @@ fi
 sleep 3 # opentracker loads its whitelist on a thread after it listens
 
 seed=700
-run() { # name protocol load url -> one JSON report per line in $work/runs
+run() { # name protocol load url [extra args] -> one JSON report per line in $work/runs
     local name=$1 proto=$2 load=$3 url=$4
+    shift 4
     seed=$((seed + 1))
     has "$name" || return 0
-    local args=(--seed $seed --duration "$secs" --hammer --timeout-ms 2000 --json)
+    local args=(--seed $seed --duration "$secs" --hammer --timeout-ms 2000 --json "$@")
     if [ "$load" = low ]; then
         # Well under any tracker's capacity: 300 requests/s, every lifecycle step, numwant 0
         # to 200, scrapes of up to 50 torrents.
@@ -83,10 +86,11 @@ run() { # name protocol load url -> one JSON report per line in $work/runs
             --numwant 30 --scrape-weight 1)
     fi
     "$rt" tracker-load "$url" "${args[@]}" >"$work/r.json"
-    python3 - "$work/r.json" "$name" "$proto" "$load" >>"$work/runs" <<'EOF'
+    python3 - "$work/r.json" "$name" "$proto" "$load" "$*" >>"$work/runs" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
-r["bench"] = {"tracker": sys.argv[2], "protocol": sys.argv[3], "load": sys.argv[4]}
+name = sys.argv[2] + (f" ({sys.argv[5]})" if sys.argv[5] else "")
+r["bench"] = {"tracker": name, "protocol": sys.argv[3], "load": sys.argv[4]}
 print(json.dumps(r))
 EOF
 }
@@ -97,6 +101,9 @@ for load in low full; do
     run opentracker http $load "http://127.0.0.1:$port_ot/announce"
     run aquatic_http http $load "http://127.0.0.1:$port_ah/announce"
 done
+# What the checks said before conventions: aquatic judged by opentracker's (the old model's).
+run aquatic_udp udp full "udp://127.0.0.1:$port_au" --conventions opentracker
+run aquatic_http http full "http://127.0.0.1:$port_ah/announce" --conventions opentracker
 
 python3 - "$work/runs" <<'EOF'
 import json, sys
