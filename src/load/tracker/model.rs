@@ -298,10 +298,11 @@ pub struct Model {
     /// Kept beside [`Model::peers`] so that checking a reply's 30-odd peers reads one dense
     /// byte each instead of a 56-byte `Peer` each, scattered over megabytes.
     quiet: Vec<bool>,
-    /// Per peer: the number (within its torrent) of its last `stopped` announce. Replies are
-    /// read from many sockets in any order, so a reply to an announce sent before that
-    /// `stopped` may still list the peer after the `stopped` was answered; only a reply to
-    /// an announce sent after it must not.
+    /// Per peer: how many announces its torrent had sent when its last `stopped` was
+    /// answered. Only an announce sent after that (numbered higher) reached the tracker
+    /// surely after it applied the `stopped`: requests leave over many sockets and
+    /// connections, so one sent earlier, even after the `stopped` was sent, may have been
+    /// answered before it, and may list the peer.
     stopped_seq: Vec<u64>,
 }
 
@@ -509,7 +510,6 @@ impl Model {
                     }
                 }
                 p.phase = Phase::Off;
-                self.stopped_seq[i as usize] = seq;
             }
             AnnounceEvent::None => {
                 if p.finishing && p.phase == Phase::On && !p.seeder {
@@ -552,6 +552,9 @@ impl Model {
             ((interval as f64 * f) as u64).max(floor)
         };
         p.finishing = false;
+        if p.phase == Phase::Off {
+            self.stopped_seq[i as usize] = t.seq;
+        }
         let (next, wait) = match p.phase {
             Phase::Off => {
                 p.seeder = p.born_seeder;
