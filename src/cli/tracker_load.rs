@@ -508,7 +508,7 @@ pub fn table(r: &LoadReport) -> String {
     let extra = r.counter("check.self_returned") + r.counter("check.inconsistent_convention");
     if extra > 0 {
         s.push_str(&format!(
-            "against the conventions: announcing peer listed {}, no peers for numwant 0 {}\n",
+            "against the conventions: announcing peer listed {}, other contradictions {}\n",
             r.counter("check.self_returned"),
             r.counter("check.inconsistent_convention"),
         ));

@@ -231,8 +231,9 @@ pub struct Check {
     pub unknown: u32,
     /// The announcing peer listed by a tracker that was found never to list it.
     pub self_returned: u32,
-    /// numwant 0 got no peers from a tracker found to give its default list then, or the
-    /// reverse convention contradicted in a way no other counter names.
+    /// A reply that contradicts a convention in a way no other counter names: numwant 0 got
+    /// no peers from a tracker found to give its default list then, or a list of every other
+    /// live peer left out the announcing peer of a tracker found to list it.
     pub inconsistent: u32,
     /// When asked for and something is wrong: the reply and what the model expected.
     pub example: Option<String>,
@@ -264,7 +265,7 @@ impl Check {
             (self.self_returned, "announcing peer listed"),
             (
                 self.inconsistent,
-                "no peers for numwant 0 against the default convention",
+                "against a convention (numwant 0 without peers, or itself missing from a full list)",
             ),
         ] {
             if n > 0 {
@@ -698,7 +699,11 @@ impl Model {
             (!complete, true)
         };
         if !self.conventions.judge(Convention::ReturnsSelf, may, never) {
-            c.self_returned = 1;
+            if own_listed {
+                c.self_returned = 1;
+            } else {
+                c.inconsistent = 1;
+            }
         }
         if numwant == 0 {
             // Peers for numwant 0 mean "the default list"; none while others were surely
