@@ -576,6 +576,15 @@ pub fn find_knee(
         good = Some(g);
     }
     let mut total = LoadReport::merge(&all).unwrap_or_else(|_| LoadReport::new(TOOL));
+    // Every step's wrong replies, not only the first step's (merge keeps the first params).
+    let examples: Vec<serde_json::Value> = all
+        .iter()
+        .filter_map(|r| r.params.get("wrong_examples").and_then(|e| e.as_array()))
+        .flatten()
+        .take(MAX_EXAMPLES)
+        .cloned()
+        .collect();
+    total.params = serde_json::json!({ "wrong_examples": examples });
     total.duration_secs = step_secs * all.len() as f64;
     total.shard = runner.cfg.shard;
     (good, steps, total)
