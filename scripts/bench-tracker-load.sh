@@ -10,6 +10,8 @@
 #   cargo install --locked --root /tmp/aquatic aquatic_udp_load_test
 #   cargo install --root /tmp/aquatic aquatic_udp
 #
+# (Whether tracker-load's checks hold against each tracker is scripts/bench-tracker-conventions.sh.)
+#
 # Usage: scripts/bench-tracker-load.sh [SECONDS_PER_RUN=10] [ROUNDS=2] [AQUATIC_BIN=/tmp/aquatic/bin]
 # Environment: TRACKERS (default "opentracker aquatic_udp"), WORKERS (default 1: both
 # generators' worker threads; aquatic_udp_load_test's default is 1), BASELINE (another

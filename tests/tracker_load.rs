@@ -15,6 +15,7 @@ mod common;
 use std::net::UdpSocket;
 use std::time::Duration;
 
+use common::fake_tracker::{FakeTracker, Fault};
 use common::opentracker::OpenTracker;
 use common::{ringtorrent, run_bounded};
 use serde_json::Value;
@@ -75,6 +76,40 @@ fn c(report: &Value, name: &str) -> u64 {
     report["counters"][name].as_u64().unwrap_or(0)
 }
 
+/// opentracker's conventions: counts and may list the announcing peer, counts downloads,
+/// numwant 0 gets no peers.
+const OPENTRACKER: [(&str, &str); 4] = [
+    ("counts-self", "yes"),
+    ("returns-self", "yes"),
+    ("counts-downloads", "yes"),
+    ("zero-numwant-default", "no"),
+];
+
+/// aquatic's (and the fake's): the announcing peer neither counted nor listed, downloaded
+/// always 0, numwant 0 gets the default list.
+const AQUATIC: [(&str, &str); 4] = [
+    ("counts-self", "no"),
+    ("returns-self", "no"),
+    ("counts-downloads", "no"),
+    ("zero-numwant-default", "yes"),
+];
+
+/// Every one of `workers` workers detected each convention as `want` says, none was
+/// contradicted. `returns-self=no` needs a reply listing every other peer with room to
+/// spare, which a hammer run may not give: undetected passes there.
+fn assert_conventions(r: &Value, workers: u64, want: [(&str, &str); 4]) {
+    for (k, v) in want {
+        let got = c(r, &format!("convention.{k}.{v}"));
+        let undetected = c(r, &format!("convention.{k}.undetected"));
+        if k == "returns-self" && v == "no" {
+            assert_eq!(got + undetected, workers, "{k}: {}", r["counters"]);
+        } else {
+            assert_eq!(got, workers, "{k}={v}: {}", r["counters"]);
+        }
+        assert_eq!(c(r, &format!("convention.{k}.conflicts")), 0, "{k}");
+    }
+}
+
 /// Everything the model checks; time-outs (lost packets: the model tolerates their unknown
 /// fate) only within 2% of what was sent.
 fn assert_correct(r: &Value) {
@@ -85,6 +120,8 @@ fn assert_correct(r: &Value) {
         "check.stopped_peer_returned",
         "check.unknown_peer",
         "check.scrape_counts_wrong",
+        "check.self_returned",
+        "check.inconsistent_convention",
         "announce.malformed",
         "announce.error",
         "reply.wrong_txid",
@@ -144,6 +181,8 @@ fn udp_run_against_opentracker_agrees_with_the_model() {
             "0.1",
             "--complete-chance",
             "0.2",
+            "--silent-completion",
+            "0.5",
             "--workers",
             "2",
         ],
@@ -151,6 +190,7 @@ fn udp_run_against_opentracker_agrees_with_the_model() {
     assert_correct(&r);
     assert!(c(&r, "connect.ok") > 0);
     assert_eq!(r["tool"], "tracker-load");
+    assert_conventions(&r, 2, OPENTRACKER);
 }
 
 #[test]
@@ -174,9 +214,14 @@ fn http_run_against_opentracker_agrees_with_the_model() {
             "1-20",
             "--stop-chance",
             "0.1",
+            "--complete-chance",
+            "0.2",
+            "--silent-completion",
+            "0.5",
         ],
     );
     assert_correct(&r);
+    assert_conventions(&r, 1, OPENTRACKER);
     // opentracker closes after every reply: one connection per request.
     assert!(c(&r, "http.connects") >= c(&r, "announce.ok"));
 }
@@ -338,4 +383,125 @@ fn targets_outside_loopback_are_refused_unless_allowed() {
         err.contains("not a loopback address") && err.contains("--allow-remote"),
         "{err}"
     );
+}
+
+/// The hammer run the fake trackers get: every lifecycle step, mixed numwant (0 included),
+/// scrapes of up to 20 torrents.
+fn fake_run(url: &str, seed: u64, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "--peers",
+        "300",
+        "--hammer",
+        "--rate",
+        "600",
+        "--duration",
+        "2",
+        "--numwant",
+        "0,5,50,200",
+        "--scrape-size",
+        "1-20",
+        "--stop-chance",
+        "0.1",
+        "--complete-chance",
+        "0.2",
+        "--silent-completion",
+        "0.5",
+    ];
+    args.extend_from_slice(extra);
+    load(url, seed, &args)
+}
+
+#[test]
+fn a_correct_tracker_with_aquatics_conventions_is_never_wrong() {
+    let udp = FakeTracker::udp(Fault::None);
+    let r = fake_run(
+        &format!("udp://127.0.0.1:{}", udp.port),
+        21,
+        &["--workers", "2"],
+    );
+    assert_correct(&r);
+    assert_conventions(&r, 2, AQUATIC);
+    let http = FakeTracker::http(Fault::None);
+    let url = format!("http://127.0.0.1:{}/announce", http.port);
+    let r = fake_run(&url, 22, &[]);
+    assert_correct(&r);
+    assert_conventions(&r, 1, AQUATIC);
+    // Told opentracker's conventions instead, every counted reply is wrong, and the report
+    // shows one.
+    let r = fake_run(&url, 23, &["--conventions", "opentracker"]);
+    assert!(c(&r, "check.counts_wrong") > 100, "{}", r["counters"]);
+    let ex = r["params"]["wrong_examples"][0].as_str().unwrap_or("");
+    assert!(
+        ex.contains("counted by this tracker") && ex.contains("tolerance"),
+        "{ex}"
+    );
+}
+
+#[test]
+fn trackers_that_break_rules_are_caught_whatever_their_conventions() {
+    for (fault, counter) in [
+        (Fault::Miscount, "check.counts_wrong"),
+        (Fault::ReturnsStopped, "check.stopped_peer_returned"),
+        (Fault::IgnoresNumwant, "check.over_numwant"),
+    ] {
+        let t = FakeTracker::udp(fault);
+        let r = fake_run(&format!("udp://127.0.0.1:{}", t.port), 24, &[]);
+        assert!(c(&r, counter) > 50, "{fault:?}: {}", r["counters"]);
+        assert!(
+            r["params"]["wrong_examples"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty()),
+            "{fault:?}: {}",
+            r["params"]
+        );
+    }
+    let t = FakeTracker::http(Fault::Miscount);
+    let r = fake_run(&format!("http://127.0.0.1:{}/announce", t.port), 25, &[]);
+    assert!(c(&r, "check.counts_wrong") > 50, "{}", r["counters"]);
+    assert!(c(&r, "check.scrape_counts_wrong") > 10, "{}", r["counters"]);
+}
+
+#[test]
+fn the_table_says_which_conventions_were_detected_and_shows_a_wrong_reply() {
+    let t = FakeTracker::udp(Fault::Miscount);
+    let out = run_bounded(
+        ringtorrent().args([
+            "tracker-load",
+            &format!("udp://127.0.0.1:{}", t.port),
+            "--torrents",
+            "20",
+            "--peers",
+            "100",
+            "--hammer",
+            "--rate",
+            "300",
+            "--duration",
+            "1",
+            "--timeout-ms",
+            TIMEOUT_MS,
+            "--conventions",
+            "counts-downloads=no",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("tracker conventions (--conventions counts-downloads=no; what it")
+            && text.contains("scrape downloaded is always 0")
+            && text.contains("  wrong: announce of torrent"),
+        "{text}"
+    );
+    // A convention that does not exist is refused.
+    let out = run_bounded(
+        ringtorrent().args([
+            "tracker-load",
+            "udp://127.0.0.1:1",
+            "--conventions",
+            "counts-everyone=yes",
+        ]),
+        Duration::from_secs(20),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown convention"));
 }

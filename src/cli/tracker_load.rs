@@ -9,6 +9,7 @@ use serde_json::json;
 
 use ringtorrent::load::is_loopback_target;
 use ringtorrent::load::report::{histogram_table, LoadReport};
+use ringtorrent::load::tracker::conventions::{self, Conventions};
 use ringtorrent::load::tracker::model::{self, Lifecycle, Popularity, PopulationConfig};
 use ringtorrent::load::tracker::{
     answered, find_knee, sent, timeouts, LoadConfig, Pace, Protocol, Runner, TOOL,
@@ -58,6 +59,10 @@ pub struct Args {
     /// Chance that a leecher's next announce is `completed`.
     #[arg(long, default_value_t = 0.05)]
     complete_chance: f64,
+    /// Fraction of completions announced as a plain announce with left=0 instead of the
+    /// `completed` event (the peer becomes a seeder either way; only the event is a download).
+    #[arg(long, default_value_t = 0.0)]
+    silent_completion: f64,
     /// Chance that a peer's next announce is `stopped` (it starts again later).
     #[arg(long, default_value_t = 0.02)]
     stop_chance: f64,
@@ -146,6 +151,12 @@ pub struct Args {
     /// Also write the JSON report here.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// The tracker's conventions where trackers differ: `auto` (detected from its first
+    /// decisive replies), `opentracker`, `aquatic`, or KEY=yes|no pairs after an optional
+    /// preset (keys: counts-self, returns-self, counts-downloads, zero-numwant-default; the
+    /// rest detected). See the README's "tracker-load's checks".
+    #[arg(long, default_value = "auto")]
+    conventions: String,
     /// Print the run's info hashes (hex, one a line: a tracker whitelist) and exit.
     #[arg(long)]
     print_hashes: bool,
@@ -241,7 +252,10 @@ fn config(args: &Args) -> Result<LoadConfig> {
         bail!("--torrents must be at least 1");
     }
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
+    let conventions =
+        Conventions::parse(&args.conventions).map_err(|e| anyhow!("--conventions: {e}"))?;
     Ok(LoadConfig {
+        conventions,
         protocol,
         target,
         url,
@@ -259,6 +273,7 @@ fn config(args: &Args) -> Result<LoadConfig> {
         life: Lifecycle {
             hammer: args.hammer,
             complete_chance: args.complete_chance,
+            silent_completion: args.silent_completion,
             stop_chance: args.stop_chance,
             jitter: args.jitter,
             default_interval_us: 1_800_000_000,
@@ -297,6 +312,7 @@ fn params(args: &Args, cfg: &LoadConfig, pace: &str) -> serde_json::Value {
         "seeders": args.seeders,
         "seedbox": args.seedbox,
         "hammer": args.hammer,
+        "silent_completion": args.silent_completion,
         "weights": {"connect": args.connect_weight, "announce": args.announce_weight, "scrape": args.scrape_weight},
         "scrape_size": args.scrape_size,
         "numwant": args.numwant,
@@ -308,6 +324,7 @@ fn params(args: &Args, cfg: &LoadConfig, pace: &str) -> serde_json::Value {
         "compact": cfg.compact,
         "keep_alive": cfg.keep_alive,
         "seed": args.seed,
+        "conventions": args.conventions,
     })
 }
 
@@ -395,6 +412,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     drop(runner);
     let mut report = report;
+    if let Some(ex) = report.params.get("wrong_examples") {
+        p["wrong_examples"] = ex.clone();
+    }
     report.params = p;
     emit(&report, args.json, args.output.as_ref())
 }
@@ -485,6 +505,20 @@ pub fn table(r: &LoadReport) -> String {
         r.counter("check.scrape_counts_ok"),
         r.counter("check.scrape_counts_wrong"),
     ));
+    let extra = r.counter("check.self_returned") + r.counter("check.inconsistent_convention");
+    if extra > 0 {
+        s.push_str(&format!(
+            "against the conventions: announcing peer listed {}, other contradictions {}\n",
+            r.counter("check.self_returned"),
+            r.counter("check.inconsistent_convention"),
+        ));
+    }
+    s.push_str(&conventions_lines(r));
+    if let Some(ex) = r.params["wrong_examples"].as_array() {
+        for e in ex.iter().take(3) {
+            s.push_str(&format!("  wrong: {}\n", e.as_str().unwrap_or("?")));
+        }
+    }
     if r.counter("fault.bad_connection_id_sent") > 0 {
         s.push_str(&format!(
             "wrong connection ids sent {}: refused with an error {}, accepted {}, unanswered {}\n",
@@ -513,6 +547,46 @@ pub fn table(r: &LoadReport) -> String {
             r.counter("http.connects"),
             r.counter("http.retried_on_closed"),
         ));
+    }
+    s
+}
+
+/// What the workers settled on for each convention: `detected` (or `given` by
+/// --conventions), with how many workers said what when they differ, and contradictions.
+fn conventions_lines(r: &LoadReport) -> String {
+    let given = r.params["conventions"].as_str().unwrap_or("auto");
+    let mut s = format!(
+        "tracker conventions (--conventions {given}; what it does not fix is detected from the \
+         replies):\n"
+    );
+    for k in conventions::ALL {
+        let yes = r.counter(k.counter(Some(true)));
+        let no = r.counter(k.counter(Some(false)));
+        let none = r.counter(k.counter(None));
+        let conflicts = r.counter(k.conflict_counter());
+        let mut parts = Vec::new();
+        if yes > 0 {
+            parts.push(format!("yes: {}", k.describe(true)));
+        }
+        if no > 0 {
+            parts.push(format!("no: {}", k.describe(false)));
+        }
+        if none > 0 {
+            parts.push("undetected (no decisive reply; either passes)".to_string());
+        }
+        let mixed = usize::from(yes > 0) + usize::from(no > 0) + usize::from(none > 0) > 1;
+        let mut line = parts.join(" / ");
+        if mixed {
+            line.push_str(&format!(
+                " (worker-phases: yes {yes}, no {no}, undetected {none})"
+            ));
+        }
+        if conflicts > 0 {
+            line.push_str(&format!(
+                "; {conflicts} decisive replies contradicted the others (counted wrong)"
+            ));
+        }
+        s.push_str(&format!("  {:<21} {line}\n", k.key()));
     }
     s
 }

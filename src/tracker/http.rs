@@ -273,8 +273,15 @@ fn dechunk(mut rest: &[u8]) -> Result<Option<Vec<u8>>, TrackerError> {
     }
 }
 
+/// Decodes a reply's dictionary. Whitespace after it is allowed: aquatic_http ends its bodies
+/// with CRLF (counted in its Content-Length), and clients accept that.
 fn decode_dict(body: &[u8]) -> Result<Node<'_>, TrackerError> {
-    let root = bencode::decode_with(body, &reply_limits())?;
+    let (root, used) = bencode::decode_prefix(body, &reply_limits())?;
+    let rest = body.get(used..).unwrap_or_default();
+    if !rest.iter().all(u8::is_ascii_whitespace) {
+        // Anything else after the value is what a strict decode reports.
+        bencode::decode_with(body, &reply_limits())?;
+    }
     if root.as_dict().is_none() {
         return Err(TrackerError::Field {
             field: "(root)",
@@ -540,6 +547,16 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn whitespace_after_the_reply_is_accepted_and_other_bytes_are_not() {
+        // aquatic_http's body, CRLF included in its Content-Length.
+        let body = b"d8:completei2e10:incompletei1e8:intervali120e5:peers0:6:peers60:e\r\n";
+        let r = parse_announce(body).unwrap();
+        assert_eq!((r.seeders, r.leechers), (Some(2), Some(1)));
+        assert!(parse_announce(b"d8:completei2ee junk").is_err());
+        assert!(parse_scrape(b"d5:filesdee\r\n", &[]).is_ok());
     }
 
     #[test]

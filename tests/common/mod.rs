@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_tracker;
 pub mod interop;
 pub mod link;
 pub mod opentracker;

@@ -301,6 +301,7 @@ impl HttpWorker {
                         r.seeders,
                         r.leechers,
                         r.peers.iter().map(|a| a.port()),
+                        self.stats.want_example(),
                     );
                     record_check(&mut self.stats, c);
                     let us = |d: Duration| d.as_micros() as u64;
@@ -338,13 +339,15 @@ impl HttpWorker {
                         for (h, s) in entries {
                             if let Some(k) = hashes.iter().position(|&x| x == h) {
                                 let (t, seq) = torrents[k];
-                                ok &= self.model.scrape_ok(
+                                let wrong = self.model.check_scrape(
                                     t,
                                     seq,
                                     s.seeders,
                                     s.leechers,
                                     s.completed,
                                 );
+                                ok &= wrong.is_none();
+                                self.stats.example(wrong);
                             }
                         }
                         self.stats.bump(if ok {
@@ -484,6 +487,7 @@ impl Worker for HttpWorker {
                 self.fail(job, now, true);
             }
         }
+        self.stats.conventions(&self.model.conventions);
         std::mem::take(&mut self.stats)
     }
 }

@@ -18,9 +18,14 @@
 //! retransmissions spent), `late` (a reply after its request timed out); a UDP reply whose
 //! transaction id matches nothing sent is `reply.wrong_txid`. Checks against the model:
 //! `check.counts_wrong`, `check.over_numwant`, `check.duplicate_peer`,
-//! `check.stopped_peer_returned`, `check.unknown_peer`, `check.scrape_counts_wrong` (and
-//! `check.*_ok` for the checks that passed).
+//! `check.stopped_peer_returned`, `check.unknown_peer`, `check.self_returned`,
+//! `check.inconsistent_convention`, `check.scrape_counts_wrong` (and `check.*_ok` for the
+//! checks that passed). Where trackers legitimately differ the checks follow the target's
+//! [`conventions::Conventions`], detected from its first decisive replies (or given); each
+//! worker reports what it settled on as `convention.KEY.yes|no|undetected`, and the first
+//! few wrong replies are described in the report's `wrong_examples`.
 
+pub mod conventions;
 pub mod http;
 pub mod model;
 pub mod udp;
@@ -129,6 +134,8 @@ pub struct LoadConfig {
     pub keep_alive: bool,
     /// `--shard i/n`.
     pub shard: Option<(u32, u32)>,
+    /// The target's conventions as far as given (`--conventions`); the rest are detected.
+    pub conventions: conventions::Conventions,
 }
 
 impl LoadConfig {
@@ -145,13 +152,19 @@ pub struct Stats {
     pub counters: HashMap<&'static str, u64>,
     /// Latency per action, microseconds.
     pub latency: [Hist; 3],
+    /// The first few wrong replies, described ([`MAX_EXAMPLES`] at most).
+    pub examples: Vec<String>,
 }
+
+/// Wrong replies described per worker and phase.
+pub const MAX_EXAMPLES: usize = 3;
 
 impl Default for Stats {
     fn default() -> Self {
         Stats {
             counters: HashMap::new(),
             latency: std::array::from_fn(|_| Hist::new(MAX_LATENCY_US)),
+            examples: Vec::new(),
         }
     }
 }
@@ -172,12 +185,47 @@ impl Stats {
         }
     }
 
+    /// Whether another wrong reply should be described.
+    pub fn want_example(&self) -> bool {
+        self.examples.len() < MAX_EXAMPLES
+    }
+
+    /// Keeps a wrong reply's description, if there is room.
+    pub fn example(&mut self, text: Option<String>) {
+        if let Some(t) = text {
+            if self.want_example() {
+                self.examples.push(t);
+            }
+        }
+    }
+
+    /// Adds a worker's conventions at the end of a phase: what it settled on (or did not)
+    /// and how many decisive replies contradicted the others.
+    pub fn conventions(&mut self, c: &conventions::Conventions) {
+        for k in conventions::ALL {
+            self.bump(k.counter(c.get(k)));
+            self.add(k.conflict_counter(), u64::from(c.conflicts(k)));
+        }
+    }
+
     /// Records an outcome of `action`: `outcome` is one of the names in the module doc.
     pub fn outcome(&mut self, action: Action, outcome: &'static str) {
         self.bump(counter_name(action, outcome));
     }
 
     fn into_report(self, report: &mut LoadReport) {
+        if !self.examples.is_empty() {
+            if !report.params.is_object() {
+                report.params = serde_json::json!({});
+            }
+            let ex = &mut report.params["wrong_examples"];
+            if !ex.is_array() {
+                *ex = serde_json::json!([]);
+            }
+            if let Some(a) = ex.as_array_mut() {
+                a.extend(self.examples.into_iter().map(serde_json::Value::from));
+            }
+        }
         for (k, v) in self.counters {
             report.add_counter(k, v);
         }
@@ -351,7 +399,8 @@ impl Runner {
         for w in 0..cfg.workers.max(1) {
             let part = shard + shards * w;
             let parts = shards * cfg.workers.max(1);
-            let model = Model::build(&cfg.population, part, parts, cfg.sockets, cfg.life);
+            let mut model = Model::build(&cfg.population, part, parts, cfg.sockets, cfg.life);
+            model.conventions = cfg.conventions.clone();
             let rng = Rng::new(cfg.population.seed.wrapping_mul(31) ^ u64::from(part) << 20);
             let mut worker: Box<dyn Worker> = match cfg.protocol {
                 Protocol::Udp => Box::new(udp::UdpWorker::new(cfg.clone(), model, rng, epoch, w)?),
@@ -527,6 +576,15 @@ pub fn find_knee(
         good = Some(g);
     }
     let mut total = LoadReport::merge(&all).unwrap_or_else(|_| LoadReport::new(TOOL));
+    // Every step's wrong replies, not only the first step's (merge keeps the first params).
+    let examples: Vec<serde_json::Value> = all
+        .iter()
+        .filter_map(|r| r.params.get("wrong_examples").and_then(|e| e.as_array()))
+        .flatten()
+        .take(MAX_EXAMPLES)
+        .cloned()
+        .collect();
+    total.params = serde_json::json!({ "wrong_examples": examples });
     total.duration_secs = step_secs * all.len() as f64;
     total.shard = runner.cfg.shard;
     (good, steps, total)

@@ -17,11 +17,16 @@
 //! counts are compared with the model allowing one difference per other announce in flight on
 //! that torrent and per announce whose fate is unknown (it timed out: the tracker may or may
 //! not have applied it).
+//!
+//! What the model expects where trackers differ (is the announcing peer counted? listed? does
+//! scrape count downloads? what does numwant 0 mean?) comes from [`Conventions`], learned
+//! from the replies themselves (see [`super::conventions`]).
 
 use std::collections::BinaryHeap;
 
 use sha1::{Digest, Sha1};
 
+use super::conventions::{Convention, Conventions};
 use crate::core::{InfoHash, PeerId, Rng};
 use crate::tracker::AnnounceEvent;
 
@@ -141,6 +146,9 @@ pub struct Peer {
     /// Announces of its torrent in flight when its own was sent: a tracker may apply any of
     /// them after answering it (replies and requests cross on many sockets and connections).
     pub overlap: u32,
+    /// Its next announce (no event) is its first with `left=0`: it finished without telling
+    /// the tracker `completed`.
+    pub finishing: bool,
 }
 
 /// A connection id slot (BEP 15): one per peer, one shared by the seedbox.
@@ -196,6 +204,10 @@ pub struct Lifecycle {
     pub hammer: bool,
     /// Chance that a leecher's next announce is `completed`.
     pub complete_chance: f64,
+    /// Of those completions, the fraction sent as a plain announce with `left=0` instead of
+    /// the `completed` event (a tracker makes the peer a seeder either way, and counts a
+    /// download only for the event).
+    pub silent_completion: f64,
     /// Chance that a peer's next announce is `stopped`.
     pub stop_chance: f64,
     /// Interval jitter, a fraction (0.1: +-10%).
@@ -205,7 +217,7 @@ pub struct Lifecycle {
 }
 
 /// The outcome of checking a reply against the model; each `true` field is a counter.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Check {
     /// Seeders or leechers differ from the model by more than the tolerance.
     pub counts_wrong: bool,
@@ -217,6 +229,51 @@ pub struct Check {
     pub stopped_returned: u32,
     /// A port no peer of this torrent announced.
     pub unknown: u32,
+    /// The announcing peer listed by a tracker that was found never to list it.
+    pub self_returned: u32,
+    /// A reply that contradicts a convention in a way no other counter names: numwant 0 got
+    /// no peers from a tracker found to give its default list then, or a list of every other
+    /// live peer left out the announcing peer of a tracker found to list it.
+    pub inconsistent: u32,
+    /// When asked for and something is wrong: the reply and what the model expected.
+    pub example: Option<String>,
+}
+
+impl Check {
+    /// Whether any check failed.
+    pub fn wrong(&self) -> bool {
+        self.counts_wrong
+            || self.over_numwant > 0
+            || self.duplicates > 0
+            || self.stopped_returned > 0
+            || self.unknown > 0
+            || self.self_returned > 0
+            || self.inconsistent > 0
+    }
+
+    /// The failed checks, in words.
+    pub fn describe(&self) -> String {
+        let mut v = Vec::new();
+        if self.counts_wrong {
+            v.push("counts fit no consistent convention".to_string());
+        }
+        for (n, what) in [
+            (self.over_numwant, "peer(s) over numwant"),
+            (self.duplicates, "duplicate peer(s)"),
+            (self.stopped_returned, "stopped peer(s) returned"),
+            (self.unknown, "unknown peer(s)"),
+            (self.self_returned, "announcing peer listed"),
+            (
+                self.inconsistent,
+                "against a convention (numwant 0 without peers, or itself missing from a full list)",
+            ),
+        ] {
+            if n > 0 {
+                v.push(format!("{n} {what}"));
+            }
+        }
+        v.join(", ")
+    }
 }
 
 /// One worker's share of the population and the swarm model.
@@ -232,16 +289,21 @@ pub struct Model {
     pub conns: Vec<Conn>,
     /// Lifecycle settings.
     pub life: Lifecycle,
+    /// The target's conventions, as given or detected so far.
+    pub conventions: Conventions,
+    /// The longest peer list any reply gave (a tracker's cap is at least this).
+    max_listed: u32,
     /// (Reverse due time, peer) for honour mode.
     due: BinaryHeap<(std::cmp::Reverse<u64>, u32)>,
     /// Per peer: stopped and neither in flight nor uncertain (a tracker must not list it).
     /// Kept beside [`Model::peers`] so that checking a reply's 30-odd peers reads one dense
     /// byte each instead of a 56-byte `Peer` each, scattered over megabytes.
     quiet: Vec<bool>,
-    /// Per peer: the number (within its torrent) of its last `stopped` announce. Replies are
-    /// read from many sockets in any order, so a reply to an announce sent before that
-    /// `stopped` may still list the peer after the `stopped` was answered; only a reply to
-    /// an announce sent after it must not.
+    /// Per peer: how many announces its torrent had sent when its last `stopped` was
+    /// answered. Only an announce sent after that (numbered higher) reached the tracker
+    /// surely after it applied the `stopped`: requests leave over many sockets and
+    /// connections, so one sent earlier, even after the `stopped` was sent, may have been
+    /// answered before it, and may list the peer.
     stopped_seq: Vec<u64>,
 }
 
@@ -313,6 +375,7 @@ impl Model {
                     inflight: false,
                     uncertain: false,
                     overlap: 0,
+                    finishing: false,
                 });
             }
             let seedbox =
@@ -339,6 +402,7 @@ impl Model {
                         inflight: false,
                         uncertain: false,
                         overlap: 0,
+                        finishing: false,
                     });
                 }
             }
@@ -370,6 +434,8 @@ impl Model {
             peers,
             conns,
             life,
+            conventions: Conventions::auto(),
+            max_listed: 0,
             due,
             stopped_seq: vec![0; quiet.len()],
             quiet,
@@ -445,9 +511,15 @@ impl Model {
                     }
                 }
                 p.phase = Phase::Off;
-                self.stopped_seq[i as usize] = seq;
             }
-            AnnounceEvent::None => {}
+            AnnounceEvent::None => {
+                if p.finishing && p.phase == Phase::On && !p.seeder {
+                    t.leechers -= 1;
+                    t.seeders += 1;
+                    p.seeder = true;
+                }
+                p.finishing = false;
+            }
         }
         self.sync(i);
         (event, seq)
@@ -480,6 +552,10 @@ impl Model {
             let f = 1.0 + life.jitter * (2.0 * rng.unit() - 1.0);
             ((interval as f64 * f) as u64).max(floor)
         };
+        p.finishing = false;
+        if p.phase == Phase::Off {
+            self.stopped_seq[i as usize] = t.seq;
+        }
         let (next, wait) = match p.phase {
             Phase::Off => {
                 p.seeder = p.born_seeder;
@@ -490,8 +566,14 @@ impl Model {
             }
             Phase::On => {
                 if !p.seeder && rng.chance(life.complete_chance) {
+                    let silent = rng.chance(life.silent_completion);
+                    p.finishing = silent;
                     (
-                        AnnounceEvent::Completed,
+                        if silent {
+                            AnnounceEvent::None
+                        } else {
+                            AnnounceEvent::Completed
+                        },
                         (interval as f64 * rng.unit()) as u64,
                     )
                 } else if rng.chance(life.stop_chance) {
@@ -537,17 +619,21 @@ impl Model {
     }
 
     /// Checks an announce reply for peer `i` (already applied by [`Model::on_send`], which
-    /// numbered it `seq`; still counted in flight) against the model. Replies from several
-    /// sockets are read in any order, so the counts may differ by one for every other
-    /// announce in flight and every announce sent after this one.
+    /// numbered it `seq`; still counted in flight) against the model and the target's
+    /// conventions (learning them while they are unknown). Replies from several sockets are
+    /// read in any order, so the counts may differ by one for every other announce in flight
+    /// and every announce sent after this one. With `explain`, a wrong reply's
+    /// [`Check::example`] says what came and what was expected.
+    #[allow(clippy::too_many_arguments)]
     pub fn check_announce(
-        &self,
+        &mut self,
         i: u32,
         seq: u64,
         numwant: u32,
         seeders: Option<u32>,
         leechers: Option<u32>,
         ports: impl Iterator<Item = u16>,
+        explain: bool,
     ) -> Check {
         let p = &self.peers[i as usize];
         let t = &self.torrents[p.torrent as usize];
@@ -558,18 +644,32 @@ impl Model {
             .max(p.overlap)
             .saturating_add(later)
             .saturating_add(t.uncertain);
-        let off = |got: Option<u32>, want: u32| got.is_some_and(|g| g.abs_diff(want) > tolerance);
-        let mut c = Check {
-            counts_wrong: off(seeders, t.seeders) || off(leechers, t.leechers),
-            ..Check::default()
+        // The announcing peer's own share of the model's counts (none once it stopped).
+        let (own_s, own_l) = match (p.phase, p.seeder) {
+            (Phase::On, true) => (1, 0),
+            (Phase::On, false) => (0, 1),
+            (Phase::Off, _) => (0, 0),
         };
+        let (want_s, want_l) = (t.seeders, t.leechers);
+        let off = |got: Option<u32>, want: u32| got.is_some_and(|g| g.abs_diff(want) > tolerance);
+        let fits_counted = !off(seeders, want_s) && !off(leechers, want_l);
+        let fits_uncounted = !off(seeders, want_s.saturating_sub(own_s))
+            && !off(leechers, want_l.saturating_sub(own_l));
+        let others_on = (want_s + want_l).saturating_sub(own_s + own_l);
+        let (own_port, on) = (p.port, p.phase == Phase::On);
+        let mut c = Check::default();
         let mut seen = Vec::with_capacity(64);
+        let mut own_listed = false;
         for port in ports {
             if seen.contains(&port) {
                 c.duplicates += 1;
                 continue;
             }
             seen.push(port);
+            if port == own_port {
+                own_listed = true;
+                continue;
+            }
             match t.peer_at(port) {
                 None => c.unknown += 1,
                 Some(j) => {
@@ -579,8 +679,121 @@ impl Model {
                 }
             }
         }
-        c.over_numwant = (seen.len() as u32 + c.duplicates).saturating_sub(numwant);
+        let listed = seen.len() as u32;
+        c.counts_wrong =
+            !self
+                .conventions
+                .judge(Convention::CountsSelf, fits_counted, fits_uncounted);
+        // Listing itself is evidence that the tracker may; leaving itself out of a list that
+        // holds every other live peer, with room for more (numwant and a longer list seen
+        // before), is evidence that it never does. Only without concurrency (tolerance 0).
+        let (may, never) = if own_listed {
+            (true, false)
+        } else {
+            let complete = on
+                && tolerance == 0
+                && numwant > 0
+                && listed == others_on
+                && listed < numwant
+                && listed < self.max_listed;
+            (!complete, true)
+        };
+        if !self.conventions.judge(Convention::ReturnsSelf, may, never) {
+            if own_listed {
+                c.self_returned = 1;
+            } else {
+                c.inconsistent = 1;
+            }
+        }
+        if numwant == 0 {
+            // Peers for numwant 0 mean "the default list"; none while others were surely
+            // there means "no peers".
+            let (default, none) = if listed > 0 {
+                (true, false)
+            } else {
+                (others_on <= tolerance, true)
+            };
+            if !self
+                .conventions
+                .judge(Convention::ZeroNumwantDefault, default, none)
+            {
+                if listed > 0 {
+                    c.over_numwant = listed + c.duplicates;
+                } else {
+                    c.inconsistent = 1;
+                }
+            }
+        } else {
+            c.over_numwant = (listed + c.duplicates).saturating_sub(numwant);
+        }
+        self.max_listed = self.max_listed.max(listed);
+        if explain && c.wrong() {
+            let p = &self.peers[i as usize];
+            let t = &self.torrents[p.torrent as usize];
+            c.example = Some(format!(
+                "announce of torrent {} by the {} at port {} (event {:?}, numwant {numwant}): \
+                 the tracker said seeders {} leechers {} and listed {listed} peer(s){}; the \
+                 model holds {want_s} seeders and {want_l} leechers counting the announcing \
+                 peer ({}), {others_on} other live peer(s), tolerance {tolerance}; {}",
+                t.hash.to_hex(),
+                if p.seeder { "seeder" } else { "leecher" },
+                p.port,
+                p.next,
+                seeders.map_or("-".to_string(), |v| v.to_string()),
+                leechers.map_or("-".to_string(), |v| v.to_string()),
+                if own_listed { " including itself" } else { "" },
+                match self.conventions.get(Convention::CountsSelf) {
+                    Some(true) => "counted by this tracker",
+                    Some(false) => "left out by this tracker",
+                    None => "not yet known whether this tracker counts it",
+                },
+                c.describe()
+            ));
+        }
         c
+    }
+
+    /// Checks a scrape's counts for worker torrent `t` against the model, allowing one
+    /// difference per announce in flight now or when the scrape was sent (`mark` was
+    /// [`Model::seq`] then), sent after the scrape, or of unknown fate; `completed` against
+    /// the [`Convention::CountsDownloads`] convention. `None` when they agree, else what is
+    /// wrong.
+    pub fn check_scrape(
+        &mut self,
+        t: u32,
+        mark: u64,
+        seeders: u32,
+        leechers: u32,
+        completed: u32,
+    ) -> Option<String> {
+        let ts = &self.torrents[t as usize];
+        let (seq, overlap) = (mark >> 24, (mark & u64::from(MARK_INFLIGHT_MAX)) as u32);
+        let later = u32::try_from(ts.seq.saturating_sub(seq)).unwrap_or(u32::MAX);
+        let tol = ts
+            .inflight
+            .max(overlap)
+            .saturating_add(later)
+            .saturating_add(ts.uncertain);
+        let (want_s, want_l, want_c) = (ts.seeders, ts.leechers, ts.completed);
+        let peers_ok = seeders.abs_diff(want_s) <= tol && leechers.abs_diff(want_l) <= tol;
+        let counted = completed.abs_diff(want_c) <= tol;
+        let downloads_ok =
+            self.conventions
+                .judge(Convention::CountsDownloads, counted, completed == 0);
+        if peers_ok && downloads_ok {
+            return None;
+        }
+        Some(format!(
+            "scrape of torrent {}: the tracker said seeders {seeders} leechers {leechers} \
+             downloaded {completed}; the model holds {want_s} seeders, {want_l} leechers, \
+             {want_c} completed events ({}), tolerance {tol}",
+            ts.hash.to_hex(),
+            match self.conventions.get(Convention::CountsDownloads) {
+                Some(true) => "this tracker counts them",
+                Some(false) => "this tracker reports 0",
+                None => "not yet known whether this tracker counts them",
+            }
+        ))
     }
 
     /// A mark of torrent `t`'s state, taken when a scrape is sent: its announce count so far
@@ -588,30 +801,6 @@ impl Model {
     pub fn seq(&self, t: u32) -> u64 {
         let t = &self.torrents[t as usize];
         (t.seq << 24) | u64::from(t.inflight.min(MARK_INFLIGHT_MAX))
-    }
-
-    /// Whether a scrape's counts for worker torrent `t` agree with the model, allowing one
-    /// difference per announce in flight now or when the scrape was sent (`mark` was
-    /// [`Model::seq`] then), sent after the scrape, or of unknown fate.
-    pub fn scrape_ok(
-        &self,
-        t: u32,
-        mark: u64,
-        seeders: u32,
-        leechers: u32,
-        completed: u32,
-    ) -> bool {
-        let t = &self.torrents[t as usize];
-        let (seq, overlap) = (mark >> 24, (mark & u64::from(MARK_INFLIGHT_MAX)) as u32);
-        let later = u32::try_from(t.seq.saturating_sub(seq)).unwrap_or(u32::MAX);
-        let tol = t
-            .inflight
-            .max(overlap)
-            .saturating_add(later)
-            .saturating_add(t.uncertain);
-        seeders.abs_diff(t.seeders) <= tol
-            && leechers.abs_diff(t.leechers) <= tol
-            && completed.abs_diff(t.completed) <= tol
     }
 
     /// The `left` a peer announces.
@@ -641,6 +830,7 @@ mod tests {
         Lifecycle {
             hammer,
             complete_chance: 0.2,
+            silent_completion: 0.5,
             stop_chance: 0.1,
             jitter: 0.1,
             default_interval_us: 1_000_000,
@@ -685,7 +875,7 @@ mod tests {
                 continue;
             };
             let (_, seq) = m.on_send(i);
-            let c = m.check_announce(i, seq, 50, None, None, std::iter::empty());
+            let c = m.check_announce(i, seq, 50, None, None, std::iter::empty(), false);
             assert_eq!(c, Check::default());
             m.on_done(i, step, Some(1_000_000), None, false, &mut rng);
         }
@@ -731,15 +921,16 @@ mod tests {
         let (s, l) = before;
         let a_peer = m.peers[a as usize].seeder;
         let (s, l) = if a_peer { (s + 1, l) } else { (s, l + 1) };
-        let c = m.check_announce(a, seq_a, 50, Some(s), Some(l), std::iter::empty());
+        let c = m.check_announce(a, seq_a, 50, Some(s), Some(l), std::iter::empty(), false);
         assert!(!c.counts_wrong, "{c:?}");
         // Off by two is more than one overlapping announce explains.
-        let c = m.check_announce(a, seq_a, 50, Some(s + 2), Some(l), std::iter::empty());
+        let c = m.check_announce(a, seq_a, 50, Some(s + 2), Some(l), std::iter::empty(), true);
         assert!(c.counts_wrong);
         // A scrape sent before both may see neither, both or either.
         let (s0, l0) = before;
-        assert!(m.scrape_ok(t, mark, s0, l0, 0));
-        assert!(!m.scrape_ok(t, mark, s0 + 5, l0, 0));
+        assert!(c.example.is_some_and(|e| e.contains("tolerance 1")));
+        assert_eq!(m.check_scrape(t, mark, s0, l0, 0), None);
+        assert!(m.check_scrape(t, mark, s0 + 5, l0, 0).is_some());
     }
 
     #[test]
@@ -751,12 +942,165 @@ mod tests {
         let port = m.peers[0].port;
         let (s, l) = (m.torrents[t].seeders, m.torrents[t].leechers);
         assert_eq!(
-            m.check_announce(i, seq, 50, Some(s), Some(l), [port].into_iter()),
+            m.check_announce(i, seq, 50, Some(s), Some(l), [port].into_iter(), false),
             Check::default()
         );
-        let c = m.check_announce(i, seq, 1, Some(s + 5), Some(l), [port, port, 1].into_iter());
+        let c = m.check_announce(
+            i,
+            seq,
+            1,
+            Some(s + 5),
+            Some(l),
+            [port, port, 1].into_iter(),
+            false,
+        );
         assert!(c.counts_wrong);
         assert_eq!((c.duplicates, c.unknown, c.over_numwant), (1, 1, 2));
+    }
+
+    /// A tracker applying announces one at a time, with a convention: counts and lists with
+    /// or without the announcing peer, downloads counted or not, numwant 0 as none or 30, and
+    /// optionally a rule it breaks.
+    struct Sim {
+        counts_self: bool,
+        counts_downloads: bool,
+        zero_default: bool,
+        fault: Option<&'static str>,
+        /// Per worker torrent: (port, seeder) of live peers, and `completed` events.
+        swarms: Vec<(Vec<(u16, bool)>, u32)>,
+        stopped: Vec<Vec<u16>>,
+    }
+
+    impl Sim {
+        fn new(
+            m: &Model,
+            counts_self: bool,
+            zero_default: bool,
+            fault: Option<&'static str>,
+        ) -> Sim {
+            Sim {
+                counts_self,
+                counts_downloads: counts_self,
+                zero_default,
+                fault,
+                swarms: vec![(Vec::new(), 0); m.torrents.len()],
+                stopped: vec![Vec::new(); m.torrents.len()],
+            }
+        }
+
+        /// (seeders, leechers, ports) for peer `i`'s announce.
+        fn announce(
+            &mut self,
+            m: &Model,
+            i: u32,
+            event: AnnounceEvent,
+            numwant: u32,
+        ) -> (u32, u32, Vec<u16>) {
+            let p = &m.peers[i as usize];
+            let (swarm, done) = &mut self.swarms[p.torrent as usize];
+            swarm.retain(|&(port, _)| port != p.port);
+            let count = |sw: &Vec<(u16, bool)>| {
+                let s = sw.iter().filter(|x| x.1).count() as u32;
+                (s, sw.len() as u32 - s)
+            };
+            let (mut s, mut l) = count(swarm);
+            let mut ports: Vec<u16> = swarm.iter().map(|x| x.0).collect();
+            if event == AnnounceEvent::Stopped {
+                self.stopped[p.torrent as usize].push(p.port);
+            } else {
+                if event == AnnounceEvent::Completed {
+                    *done += 1;
+                }
+                swarm.push((p.port, p.seeder));
+                if self.counts_self {
+                    (s, l) = count(swarm);
+                    ports.push(p.port);
+                }
+            }
+            let want = match (numwant, self.zero_default) {
+                (0, true) => 30,
+                (n, _) => n.min(200),
+            };
+            ports.truncate(want as usize);
+            match self.fault {
+                Some("miscount") => l += 2,
+                Some("stopped") => ports.extend(self.stopped[p.torrent as usize].iter().take(3)),
+                Some("numwant") => {
+                    ports = swarm.iter().map(|x| x.0).collect();
+                }
+                _ => {}
+            }
+            (s, l, ports)
+        }
+
+        fn scrape(&self, t: u32) -> (u32, u32, u32) {
+            let (sw, done) = &self.swarms[t as usize];
+            let s = sw.iter().filter(|x| x.1).count() as u32;
+            (
+                s,
+                sw.len() as u32 - s,
+                if self.counts_downloads { *done } else { 0 },
+            )
+        }
+    }
+
+    /// Runs 5000 announces (and a scrape after each) one at a time against `sim`; returns
+    /// the summed checks' wrong counts and the model.
+    fn run_sim(mut sim: Sim, mut m: Model) -> (u32, u32, Model) {
+        let mut rng = Rng::new(5);
+        let (mut wrong, mut scrape_wrong) = (0, 0);
+        for step in 0..5000u64 {
+            let Some(i) = m.next_peer(step, &mut rng) else {
+                continue;
+            };
+            let numwant = [0, 5, 50, 200][rng.index(4)];
+            let (event, seq) = m.on_send(i);
+            let (s, l, ports) = sim.announce(&m, i, event, numwant);
+            let c = m.check_announce(i, seq, numwant, Some(s), Some(l), ports.into_iter(), true);
+            wrong += u32::from(c.wrong());
+            m.on_done(i, step, Some(1_000_000), None, false, &mut rng);
+            let t = m.peers[i as usize].torrent;
+            let mark = m.seq(t);
+            let (s, l, d) = sim.scrape(t);
+            scrape_wrong += u32::from(m.check_scrape(t, mark, s, l, d).is_some());
+        }
+        (wrong, scrape_wrong, m)
+    }
+
+    #[test]
+    fn each_real_convention_is_detected_and_never_judged_wrong() {
+        for (counts_self, zero_default) in [(true, false), (false, true)] {
+            let m = Model::build(&cfg(), 0, 1, 1, life(true));
+            let sim = Sim::new(&m, counts_self, zero_default, None);
+            let (wrong, scrape_wrong, m) = run_sim(sim, m);
+            assert_eq!((wrong, scrape_wrong), (0, 0), "counts_self {counts_self}");
+            let c = &m.conventions;
+            assert_eq!(c.get(Convention::CountsSelf), Some(counts_self));
+            assert_eq!(c.get(Convention::ReturnsSelf), Some(counts_self));
+            assert_eq!(c.get(Convention::CountsDownloads), Some(counts_self));
+            assert_eq!(c.get(Convention::ZeroNumwantDefault), Some(zero_default));
+        }
+    }
+
+    #[test]
+    fn a_tracker_that_breaks_a_rule_is_still_caught() {
+        for fault in ["miscount", "stopped", "numwant"] {
+            for counts_self in [true, false] {
+                let m = Model::build(&cfg(), 0, 1, 1, life(true));
+                let sim = Sim::new(&m, counts_self, false, Some(fault));
+                let (wrong, _, _) = run_sim(sim, m);
+                assert!(
+                    wrong > 500,
+                    "{fault} counts_self {counts_self}: {wrong} wrong"
+                );
+            }
+        }
+        // Given the wrong convention, a correct tracker is wrong on every counted reply.
+        let mut m = Model::build(&cfg(), 0, 1, 1, life(true));
+        m.conventions = Conventions::opentracker();
+        let sim = Sim::new(&m, false, true, None);
+        let (wrong, scrape_wrong, _) = run_sim(sim, m);
+        assert!(wrong > 2000 && scrape_wrong > 100, "{wrong} {scrape_wrong}");
     }
 
     #[test]

@@ -437,6 +437,7 @@ impl UdpWorker {
                     Some(seeders),
                     Some(leechers),
                     peers.iter().map(|a| a.port()),
+                    self.stats.want_example(),
                 );
                 record_check(&mut self.stats, c);
                 let us = u64::from(interval) * 1_000_000;
@@ -448,9 +449,11 @@ impl UdpWorker {
                 self.stats.latency[action as usize].record(latency);
                 let mut ok = true;
                 for (s, &(t, seq)) in stats.iter().zip(ts) {
-                    ok &= self
+                    let wrong = self
                         .model
-                        .scrape_ok(t, seq, s.seeders, s.leechers, s.completed);
+                        .check_scrape(t, seq, s.seeders, s.leechers, s.completed);
+                    ok &= wrong.is_none();
+                    self.stats.example(wrong);
                 }
                 self.stats.bump(if ok {
                     "check.scrape_counts_ok"
@@ -547,6 +550,9 @@ impl UdpWorker {
 
 /// Adds a check's findings to the counters.
 pub fn record_check(stats: &mut Stats, c: super::model::Check) {
+    stats.add("check.self_returned", u64::from(c.self_returned));
+    stats.add("check.inconsistent_convention", u64::from(c.inconsistent));
+    stats.example(c.example);
     stats.bump(if c.counts_wrong {
         "check.counts_wrong"
     } else {
@@ -627,6 +633,7 @@ impl Worker for UdpWorker {
             self.late_order.push_back((now + 30_000_000, tx));
         }
         self.deadlines.clear();
+        self.stats.conventions(&self.model.conventions);
         std::mem::take(&mut self.stats)
     }
 }
