@@ -18,11 +18,12 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::state::{Entry, State};
 use crate::core::{InfoHash, Time};
+use crate::driver::net::{bind_to, set_opt};
 use crate::lsd::{Family, Lsd, LsdConfig, LsdStats, GROUP_V4, GROUP_V6, MAX_DATAGRAM_LEN};
 
 /// Datagrams read from one socket per pump (every 50 ms): 1,280 a second, far above what a
@@ -216,95 +217,16 @@ fn reusable_socket(domain: libc::c_int) -> io::Result<OwnedFd> {
     }
     // SAFETY: `fd` was just returned by socket(2), is open, and nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    set_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    set_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    set_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &1)?;
+    set_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, &1)?;
     Ok(fd)
-}
-
-fn set_int(
-    fd: &OwnedFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    set_opt(fd, level, name, &value)
-}
-
-/// setsockopt(2) with a plain-data value.
-fn set_opt<T: Copy>(
-    fd: &OwnedFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: &T,
-) -> io::Result<()> {
-    // SAFETY: `value` points to a live `T` of the length passed, which the kernel only reads
-    // during the call; `fd` is an open socket we own.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn bind(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
-    let r = match addr {
-        SocketAddr::V4(a) => {
-            let sa = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: `sa` is a valid sockaddr_in whose size is passed; bind(2) only reads it.
-            unsafe {
-                libc::bind(
-                    fd.as_raw_fd(),
-                    (&sa as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            }
-        }
-        SocketAddr::V6(a) => {
-            let sa = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: `sa` is a valid sockaddr_in6 whose size is passed; bind(2) only reads it.
-            unsafe {
-                libc::bind(
-                    fd.as_raw_fd(),
-                    (&sa as *const libc::sockaddr_in6).cast(),
-                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
-            }
-        }
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// The IPv4 socket: bound to the group, joined on `interface`, sending from it when it is
 /// not the unspecified address.
 fn open_v4(interface: Ipv4Addr) -> io::Result<UdpSocket> {
     let fd = reusable_socket(libc::AF_INET)?;
-    bind(&fd, Family::V4.group())?;
+    bind_to(&fd, Family::V4.group())?;
     if !interface.is_unspecified() {
         let addr = libc::in_addr {
             s_addr: u32::from_ne_bytes(interface.octets()),
@@ -322,12 +244,12 @@ fn open_v4(interface: Ipv4Addr) -> io::Result<UdpSocket> {
 /// sending from it.
 fn open_v6(index: u32) -> io::Result<UdpSocket> {
     let fd = reusable_socket(libc::AF_INET6)?;
-    set_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
-    set_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, 1)?;
+    set_opt(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, &1)?;
+    set_opt(&fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, &1)?;
     if index != 0 {
         set_opt(&fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_IF, &index)?;
     }
-    bind(&fd, Family::V6.group())?;
+    bind_to(&fd, Family::V6.group())?;
     let socket = UdpSocket::from(fd);
     socket.join_multicast_v6(&GROUP_V6, index)?;
     socket.set_multicast_loop_v6(true)?;

@@ -77,114 +77,58 @@ fn bind_listeners_as(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>>
 
 fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = new_socket(&addr)?;
-    let fd = socket.as_raw_fd();
-    let mut options = vec![(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)];
+    set_opt(&socket, libc::SOL_SOCKET, libc::SO_REUSEADDR, &1)?;
     if reuse_port {
-        options.push((libc::SOL_SOCKET, libc::SO_REUSEPORT, 1));
+        set_opt(&socket, libc::SOL_SOCKET, libc::SO_REUSEPORT, &1)?;
     }
-    if addr.is_ipv6() {
-        // Set either way, not left to `net.ipv6.bindv6only`: `[::]` takes both families,
-        // any other IPv6 address only its own.
-        let v6only = libc::c_int::from(!is_dual_stack(&addr));
-        options.push((libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6only));
-    }
-    for (level, option, value) in options {
-        let value: libc::c_int = value;
-        // SAFETY: `fd` is an open socket owned by `socket`; the option value is a c_int that
-        // outlives the call, and its size is passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                option,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    let sa = SockAddr::from(addr);
-    // SAFETY: `sa.storage` holds a valid address of length `sa.len` for the socket's family.
-    if unsafe {
-        libc::bind(
-            fd,
-            (&sa.storage as *const libc::sockaddr_storage).cast(),
-            sa.len,
-        )
-    } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
+    set_family_rule(&socket, &addr)?;
+    bind_to(&socket, addr)?;
     // SAFETY: listen(2) on an open, bound socket; plain integers.
-    if unsafe { libc::listen(fd, BACKLOG) } != 0 {
+    if unsafe { libc::listen(socket.as_raw_fd(), BACKLOG) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(TcpListener::from(OwnedFd::from(socket)))
 }
 
-/// A non-blocking, close-on-exec UDP socket bound to `addr`, with the listeners' family
-/// rule set explicitly rather than left to `net.ipv6.bindv6only`: `[::]` takes both families
-/// (`IPV6_V6ONLY` off; IPv4 senders arrive as `::ffff:a.b.c.d`, which the loop unmaps), any
-/// other IPv6 address only IPv6, an IPv4 address only IPv4. The DHT's socket: bound where
-/// the peer listener is, so one node answers on every address peers reach us on.
-pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    let family = match addr {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
-    };
-    // SAFETY: socket(2) takes plain integers; the result is checked before use.
-    let fd = unsafe {
-        libc::socket(
-            family,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: socket(2) succeeded, so `fd` is a new descriptor that nothing else owns.
-    let socket = std::net::UdpSocket::from(unsafe { OwnedFd::from_raw_fd(fd) });
+/// For an IPv6 address, `IPV6_V6ONLY` set either way, not left to `net.ipv6.bindv6only`:
+/// `[::]` takes both families, any other IPv6 address only its own.
+fn set_family_rule(socket: &impl AsRawFd, addr: &SocketAddr) -> io::Result<()> {
     if addr.is_ipv6() {
-        let v6only = libc::c_int::from(!is_dual_stack(&addr));
-        // SAFETY: `fd` is the open socket `socket` owns; the option value is a c_int that
-        // outlives the call, and its size is passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::IPPROTO_IPV6,
-                libc::IPV6_V6ONLY,
-                (&v6only as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let v6only = libc::c_int::from(!is_dual_stack(addr));
+        set_opt(socket, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, &v6only)?;
     }
-    let sa = SockAddr::from(addr);
-    // SAFETY: `fd` is open; `sa.storage` holds a valid address of length `sa.len` for the
-    // socket's family.
-    if unsafe {
-        libc::bind(
-            fd,
-            (&sa.storage as *const libc::sockaddr_storage).cast(),
-            sa.len,
-        )
-    } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(socket)
+    Ok(())
 }
 
-/// Binds `socket` to `ip` with a port the kernel picks, before it connects. A loopback
-/// address other than 127.0.0.1 needs no set-up on Linux: all of 127.0.0.0/8 is local.
-pub(crate) fn bind_local(socket: &TcpStream, ip: IpAddr) -> io::Result<()> {
-    let sa = SockAddr::from(SocketAddr::new(ip, 0));
-    // SAFETY: `socket` is an open socket; `sa.storage` holds a valid address of `sa.len`.
+/// setsockopt(2) with a plain-data value (a `c_int`, an `in_addr`, an interface index).
+pub(crate) fn set_opt<T: Copy>(
+    socket: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` points to a live `T` of the length passed, which the kernel only reads
+    // during the call; `socket` is an open socket the caller holds.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// bind(2) of an open socket to `addr`.
+pub(crate) fn bind_to(socket: &impl AsRawFd, addr: SocketAddr) -> io::Result<()> {
+    let sa = SockAddr::from(addr);
+    // SAFETY: `socket` is open; `sa.storage` holds a valid address of length `sa.len` for
+    // the address's family, which bind(2) only reads.
     let rc = unsafe {
         libc::bind(
             socket.as_raw_fd(),
@@ -196,6 +140,24 @@ pub(crate) fn bind_local(socket: &TcpStream, ip: IpAddr) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A non-blocking, close-on-exec UDP socket bound to `addr`, with the listeners' family
+/// rule set explicitly rather than left to `net.ipv6.bindv6only`: `[::]` takes both families
+/// (`IPV6_V6ONLY` off; IPv4 senders arrive as `::ffff:a.b.c.d`, which the loop unmaps), any
+/// other IPv6 address only IPv6, an IPv4 address only IPv4. The DHT's socket: bound where
+/// the peer listener is, so one node answers on every address peers reach us on.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::from(new_fd(&addr, libc::SOCK_DGRAM)?);
+    set_family_rule(&socket, &addr)?;
+    bind_to(&socket, addr)?;
+    Ok(socket)
+}
+
+/// Binds `socket` to `ip` with a port the kernel picks, before it connects. A loopback
+/// address other than 127.0.0.1 needs no set-up on Linux: all of 127.0.0.0/8 is local.
+pub(crate) fn bind_local(socket: &TcpStream, ip: IpAddr) -> io::Result<()> {
+    bind_to(socket, SocketAddr::new(ip, 0))
 }
 
 /// A non-blocking connect to `addr`, from `from` if given: the connection completes later
@@ -226,23 +188,22 @@ pub(crate) fn connect_nonblocking(addr: SocketAddr, from: Option<IpAddr>) -> io:
 
 /// A fresh non-blocking, close-on-exec TCP socket for `addr`'s family.
 pub(crate) fn new_socket(addr: &SocketAddr) -> io::Result<TcpStream> {
+    Ok(TcpStream::from(new_fd(addr, libc::SOCK_STREAM)?))
+}
+
+/// A fresh non-blocking, close-on-exec socket of `kind` for `addr`'s family.
+fn new_fd(addr: &SocketAddr, kind: libc::c_int) -> io::Result<OwnedFd> {
     let family = match addr {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
     };
     // SAFETY: socket(2) takes plain integers; the result is checked before use.
-    let fd = unsafe {
-        libc::socket(
-            family,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    };
+    let fd = unsafe { libc::socket(family, kind | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: socket(2) succeeded, so `fd` is a new descriptor that nothing else owns.
-    Ok(TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The address a C socket address holds (what `recvmsg` filled in), or `None` for a family
