@@ -265,6 +265,21 @@ fn rt_seed_with(
     seed
 }
 
+/// Waits for `leech` (at most 40 s) and fails with both logs unless it succeeded with a
+/// copy of `data` in `out`.
+fn finished(what: &str, leech: &mut Proc, seed: &Proc, data: &Path, out: &Path) {
+    let status = leech
+        .wait_exit(Duration::from_secs(40))
+        .unwrap_or_else(|| panic!("{what} still running\n{}", leech.log()));
+    assert!(
+        status.success(),
+        "{what}: {status}\n{}\n{}",
+        leech.log(),
+        seed.log()
+    );
+    same_tree(data, out);
+}
+
 /// `ringtorrent download` of `torrent` into `out` with no peer and no tracker, run to the end
 /// (at most `secs`).
 fn rt_download(work: &Path, tag: &str, torrent: &Path, out: &Path, io: &str, secs: u64) -> Proc {
@@ -345,16 +360,13 @@ fn inner_transfer_and_private() {
         );
         let out = work.join(format!("out-{io}"));
         let mut leech = rt_download(work, &format!("leech-{io}"), &public, &out, io, 30);
-        let status = leech
-            .wait_exit(Duration::from_secs(40))
-            .unwrap_or_else(|| panic!("download ({io}) still running\n{}", leech.log()));
-        assert!(
-            status.success(),
-            "download ({io}): {status}\n{}\n{}",
-            leech.log(),
-            seed.log()
+        finished(
+            &format!("download ({io})"),
+            &mut leech,
+            &seed,
+            &work.join("public-data"),
+            &out,
         );
-        same_tree(&work.join("public-data"), &out);
         drop(seed);
     }
     // Past the private torrents' start-up announces (0, 2 and 6 s), had there been any.
@@ -431,16 +443,7 @@ fn inner_libtorrent() {
             .args(["--timeout", "30"]),
         &work.join("lt-leech.log"),
     );
-    let status = lt
-        .wait_exit(Duration::from_secs(40))
-        .unwrap_or_else(|| panic!("libtorrent still running\n{}", lt.log()));
-    assert!(
-        status.success(),
-        "libtorrent leech: {status}\n{}\n{}",
-        lt.log(),
-        seed.log()
-    );
-    same_tree(&data, &lt_out);
+    finished("libtorrent", &mut lt, &seed, &data, &lt_out);
     drop(seed);
 
     // A ringtorrent download finds a libtorrent seed, and libtorrent understood our
@@ -460,16 +463,7 @@ fn inner_libtorrent() {
     });
     let out = work.join("rt-out");
     let mut leech = rt_download(work, "rt-leech", &torrent, &out, "epoll", 30);
-    let status = leech
-        .wait_exit(Duration::from_secs(40))
-        .unwrap_or_else(|| panic!("download still running\n{}", leech.log()));
-    assert!(
-        status.success(),
-        "download: {status}\n{}\n{}",
-        leech.log(),
-        lt_seed.log()
-    );
-    same_tree(&data, &out);
+    finished("download", &mut leech, &lt_seed, &data, &out);
     let heard = format!("heard {} from 127.0.0.1:", hash.to_hex());
     lt_seed.wait_line(
         Duration::from_secs(10),
@@ -528,16 +522,7 @@ fn inner_interface() {
     );
     let out = work.join("out-lo");
     let mut leech = rt_download_with(work, "leech-lo", &torrent, &out, 30, &iface, "on");
-    let status = leech
-        .wait_exit(Duration::from_secs(40))
-        .expect("bounded by --timeout");
-    assert!(
-        status.success(),
-        "{status}\n{}\n{}",
-        leech.log(),
-        seed.log()
-    );
-    same_tree(&data, &out);
+    finished("download", &mut leech, &seed, &data, &out);
     drop(seed);
     // Without --lsd-interface, a listener bound to 127.0.0.1 announces where it listens:
     // on the interface holding that address, not the (unrouted) default.
@@ -545,16 +530,7 @@ fn inner_interface() {
     let seed = rt_seed_with(work, "seed-bound", &torrent, &data, "epoll", &bind, "on");
     let out = work.join("out-bound");
     let mut leech = rt_download_with(work, "leech-bound", &torrent, &out, 30, &bind, "on");
-    let status = leech
-        .wait_exit(Duration::from_secs(40))
-        .expect("bounded by --timeout");
-    assert!(
-        status.success(),
-        "{status}\n{}\n{}",
-        leech.log(),
-        seed.log()
-    );
-    same_tree(&data, &out);
+    finished("download", &mut leech, &seed, &data, &out);
 }
 
 #[test]
