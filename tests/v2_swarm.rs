@@ -141,14 +141,20 @@ fn corrupt_every_piece(file: &Path, piece: u64) {
 }
 
 #[test]
-fn a_corrupt_v2_seed_is_banned_and_the_honest_one_is_not() {
+fn a_corrupt_v2_seed_is_banned_and_the_honest_one_is_not_on_both_backends() {
+    for (i, io) in interop::BACKENDS.into_iter().enumerate() {
+        corrupt_seed_banned(io, 951 + i as u64);
+    }
+}
+
+fn corrupt_seed_banned(io: &str, payload: u64) {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    let label = "v2ban";
+    let label = &format!("v2ban-{io}");
     let honest_data = work.join("honest");
     let corrupt_data = work.join("corrupt");
     let file = format!("{label}.bin");
-    write_payload(&honest_data.join(&file), 2_000_003, 951);
+    write_payload(&honest_data.join(&file), 2_000_003, payload);
     std::fs::create_dir_all(&corrupt_data).unwrap();
     std::fs::copy(honest_data.join(&file), corrupt_data.join(&file)).unwrap();
     let torrent = work.join(format!("{label}.torrent"));
@@ -188,7 +194,7 @@ fn a_corrupt_v2_seed_is_banned_and_the_honest_one_is_not() {
     let result = rt_download(
         &leech,
         &out,
-        "uring",
+        io,
         &[honest_addr.clone(), corrupt_addr.clone()],
         &[],
         work,
