@@ -176,11 +176,16 @@ fn corrupt_seed_banned(io: &str, payload: u64) {
         torrent: torrent.clone(),
         data: corrupt_data.clone(),
     };
-    let (honest_seed, honest_port) =
-        lt_seed_with(&honest, &[], &["--listen-ip", "127.0.0.2"], work);
+    let (honest_seed, honest_port) = lt_seed_with(
+        &honest,
+        &[],
+        &["--listen-ip", "127.0.0.2", "--upload-rate", "1000000"],
+        work,
+    );
     let (corrupt_seed, corrupt_port) =
         lt_seed_with(&corrupt, &[], &["--listen-ip", "127.0.0.3"], work);
-    // Checked and seeding: from now on it serves what is on disk without hashing it.
+    // The honest seed is held to 1 MB/s, so that the corrupt one (unlimited) surely serves
+    // blocks before the download is done. Checked and seeding: from now on it serves what is on disk without hashing it.
     corrupt_every_piece(&corrupt_data.join(&file), 64 * 1024);
     let honest_addr = format!("127.0.0.2:{honest_port}");
     let corrupt_addr = format!("127.0.0.3:{corrupt_port}");
