@@ -380,6 +380,10 @@ pub fn wait_complete(
                 ClientEvent::TrackerFailed { url, error, .. } if !quiet => {
                     progress.suspend(|| eprintln!("tracker {url}: {error}"));
                 }
+                // Said even when quiet: which peer sent corrupt data is worth knowing.
+                ClientEvent::PeerBanned { info_hash, addr } if info_hash == hash => {
+                    progress.suspend(|| eprintln!("banned {addr}: it sent corrupt data"));
+                }
                 _ => {}
             }
         }

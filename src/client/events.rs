@@ -98,6 +98,14 @@ pub enum ClientEvent {
         /// The peer.
         addr: SocketAddr,
     },
+    /// A peer was banned from a torrent for sending data that failed its hash (smart ban:
+    /// its IP is refused from then on).
+    PeerBanned {
+        /// The torrent.
+        info_hash: InfoHash,
+        /// The peer.
+        addr: SocketAddr,
+    },
     /// A tracker answered an announce.
     TrackerReplied {
         /// The torrent.
@@ -173,6 +181,7 @@ impl ClientEvent {
             | HashFailed { info_hash, .. }
             | Completed { info_hash }
             | PeerConnected { info_hash, .. }
+            | PeerBanned { info_hash, .. }
             | TrackerReplied { info_hash, .. }
             | TrackerFailed { info_hash, .. }
             | Error { info_hash, .. }

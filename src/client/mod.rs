@@ -860,6 +860,14 @@ fn forward_events(
                     });
                 }
             }
+            Event::PeerBanned { torrent, addr } => {
+                if let Some(info_hash) = hash(*torrent) {
+                    events.publish(ClientEvent::PeerBanned {
+                        info_hash,
+                        addr: *addr,
+                    });
+                }
+            }
             Event::TorrentComplete { torrent } => {
                 if let Some(info_hash) = hash(*torrent) {
                     events.publish(ClientEvent::Completed { info_hash });

@@ -2,7 +2,7 @@
 """Seed one torrent with libtorrent 2.0 on 127.0.0.1, for integration tests.
 
 Usage: lt_seed.py TORRENT DATA_DIR [--port P] [--listen-ip IP] [--peer-id ID] [--tracker URL] [--peer HOST:PORT]...
-                  [--max-seconds S] [--verbose]
+                  [--max-seconds S] [--upload-rate BYTES_PER_S] [--verbose]
                   [--out-enc-policy forced|enabled|disabled] [--in-enc-policy forced|enabled|disabled]
                   [--enc-level rc4|plaintext|both]
 
@@ -93,6 +93,12 @@ def main() -> None:
         action="store_true",
         help="uTP both ways and TCP off both ways (enable_*_tcp False), instead of TCP only",
     )
+    parser.add_argument(
+        "--upload-rate",
+        type=int,
+        default=0,
+        help="upload limit in bytes/s, applied to loopback peers too (default: none)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every alert to stderr")
     args = parser.parse_args()
     VERBOSE = args.verbose
@@ -139,6 +145,14 @@ def main() -> None:
     }
     lt_encryption.apply(lt, settings, args)
     ses = lt.session(settings)
+    if args.upload_rate:
+        # Local peers are in libtorrent's unlimited local class by default: put every address
+        # in the global class only, so the session's limit holds on loopback too.
+        everyone = lt.ip_filter()
+        everyone.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
+        everyone.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1 << lt.session.global_peer_class_id)
+        ses.set_peer_class_filter(everyone)
+        ses.apply_settings({"upload_rate_limit": args.upload_rate})
 
     # Wait for the listen socket, so the port printed is the real, bound one.
     port = None
