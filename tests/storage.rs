@@ -1156,3 +1156,63 @@ fn resume_is_trusted_only_when_nothing_changed() {
     let err = ResumeData::restore(&state, &storage).unwrap_err();
     assert!(matches!(err, ResumeError::UnknownVersion(2)), "{err:?}");
 }
+
+/// BEP 47 `x`: a file the torrent marks executable is created executable (as libtorrent
+/// makes it; the umask still applies), and the others are not.
+#[test]
+fn executable_files_are_created_executable() {
+    use std::os::unix::fs::PermissionsExt;
+    let file = |path: &[&str], attr: Option<&str>| {
+        let mut d = BTreeMap::new();
+        d.insert(b"length".to_vec(), OwnedValue::Int(100));
+        d.insert(
+            b"path".to_vec(),
+            OwnedValue::List(path.iter().map(|c| OwnedValue::str(c)).collect()),
+        );
+        if let Some(a) = attr {
+            d.insert(b"attr".to_vec(), OwnedValue::str(a));
+        }
+        OwnedValue::Dict(d)
+    };
+    let mut info = BTreeMap::new();
+    info.insert(b"name".to_vec(), OwnedValue::str("exe"));
+    info.insert(b"piece length".to_vec(), OwnedValue::Int(16384));
+    info.insert(
+        b"pieces".to_vec(),
+        OwnedValue::Bytes(Sha1::digest([0u8; 200]).to_vec()),
+    );
+    info.insert(
+        b"files".to_vec(),
+        OwnedValue::List(vec![
+            file(&["bin", "run.sh"], Some("x")),
+            file(&["data.txt"], None),
+        ]),
+    );
+    let mut root = BTreeMap::new();
+    root.insert(b"info".to_vec(), OwnedValue::Dict(info));
+    let info = Arc::new(
+        Torrent::from_bytes(&OwnedValue::Dict(root).to_bytes())
+            .unwrap()
+            .info,
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let _storage = Storage::open(info, tmp.path(), OpenMode::Create).unwrap();
+    let mode = |p: &str| {
+        std::fs::metadata(tmp.path().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+    };
+    assert_ne!(
+        mode("exe/bin/run.sh") & 0o100,
+        0,
+        "{:o}",
+        mode("exe/bin/run.sh")
+    );
+    assert_eq!(
+        mode("exe/data.txt") & 0o111,
+        0,
+        "{:o}",
+        mode("exe/data.txt")
+    );
+}

@@ -663,7 +663,9 @@ impl Storage {
             if created {
                 make_folders(root, dir, &rel, resolve, &mut ready_folders, undo)?;
                 let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NONBLOCK;
-                let fd = sys::open_beneath(root, &rel, flags, 0o666, resolve)
+                // BEP 47 `x`: executable, as libtorrent makes it (the umask still applies).
+                let perms = if entry.attr.executable { 0o777 } else { 0o666 };
+                let fd = sys::open_beneath(root, &rel, flags, perms, resolve)
                     .map_err(|e| open_error(path.clone(), e))?;
                 undo.files.push(rel.clone());
                 f.fd = Some(fd);

@@ -186,7 +186,8 @@ fn move_one(
         dst_dir.as_fd(),
         &tmp,
         libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
-        0o666,
+        // The source's permission bits (an executable stays executable); the umask applies.
+        stat.st_mode & 0o777,
         Resolve::NoSymlinks,
     )
     .map_err(|e| (true, e))?;
