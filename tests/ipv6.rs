@@ -6,8 +6,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{Ipv6Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -229,48 +229,6 @@ fn libtorrent_leeches_from_ringtorrent_over_ipv6() {
     same_tree(&data, &out);
 }
 
-/// An HTTP tracker on 127.0.0.1 that answers every announce with no IPv4 peers and, in
-/// `peers6`, `[::1]:peer_port`; each request's first line is sent on the channel. Its thread
-/// ends with the test process.
-fn peers6_tracker(peer_port: u16) -> (u16, mpsc::Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match conn.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
-            }
-            let line = String::from_utf8_lossy(&head)
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            let mut body = b"d8:intervali1800e5:peers0:6:peers618:".to_vec();
-            body.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
-            body.extend_from_slice(&peer_port.to_be_bytes());
-            body.push(b'e');
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = conn.write_all(&body);
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    (port, rx)
-}
-
 #[test]
 fn a_peer_from_a_trackers_peers6_is_dialled() {
     let dir = tempfile::tempdir().unwrap();
@@ -286,7 +244,12 @@ fn a_peer_from_a_trackers_peers6_is_dialled() {
             .arg(&plain),
     );
     let (_seed, addr) = start_seed(dir.path(), &plain, &data, "::1", &["--io", "epoll"]);
-    let (tracker, requests) = peers6_tracker(addr.port());
+    // An HTTP tracker that gives no IPv4 peers and, in `peers6`, the seed at [::1].
+    let mut body = b"d8:intervali1800e5:peers0:6:peers618:".to_vec();
+    body.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+    body.extend_from_slice(&addr.port().to_be_bytes());
+    body.push(b'e');
+    let (tracker, requests) = common::http_tracker::fixed_reply(body);
     let torrent = dir.path().join("v6.torrent");
     run_ok(
         ringtorrent()

@@ -4,52 +4,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ringtorrent::client::{AddTorrent, Client, ClientConfig, IoChoice};
-
-/// An HTTP tracker on a loopback port answering every announce with a 30-minute interval;
-/// each request's first line is sent on the channel.
-fn tracker() -> (u16, mpsc::Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match conn.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
-            }
-            let line = String::from_utf8_lossy(&head)
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            let body = b"d8:intervali1800e5:peers0:e";
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = conn.write_all(body);
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    (port, rx)
-}
 
 fn torrent(dir: &Path, url: &str) -> Vec<u8> {
     common::write_payload(&dir.join("file.bin"), 100_000, 3);
@@ -66,7 +25,8 @@ fn torrent(dir: &Path, url: &str) -> Vec<u8> {
 #[test]
 fn a_reannounce_announces_at_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let (port, announces) = tracker();
+    let (port, announces) =
+        common::http_tracker::fixed_reply(b"d8:intervali1800e5:peers0:e".to_vec());
     let bytes = torrent(tmp.path(), &format!("http://127.0.0.1:{port}/announce"));
     let client = Client::start(ClientConfig {
         listen: Some("127.0.0.1:0".parse().unwrap()),

@@ -3,8 +3,8 @@
 //! PEX tells IPv6 peers in `added6`/`dropped6` and IPv4 ones in `added`, and the peers a PEX
 //! message lists in `added6` are dialled (an IPv4-mapped one as the IPv4 address).
 
+use ::core::net::SocketAddr;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -308,7 +308,7 @@ fn local_peers_for_the_choker_include_ipv6_loopback_link_local_and_unique_local(
 
 #[test]
 fn the_extension_handshake_says_yourip_unmapped_and_our_ipv6() {
-    let ours: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
+    let ours: ::core::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
     let config = Config {
         our_ipv6: Some(ours),
         ..Config::default()

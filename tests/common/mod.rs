@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_tracker;
+pub mod http_tracker;
 pub mod interop;
 pub mod link;
 pub mod opentracker;
