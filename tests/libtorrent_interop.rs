@@ -306,37 +306,7 @@ fn libtorrent_leeches_every_case_from_ringtorrent_on_both_backends() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
     let all = all_cases(work, "to", 300);
-    let jobs = all
-        .iter()
-        .map(|(p, io)| {
-            (
-                format!("ringtorrent -> libtorrent {} --io {io}", p.label),
-                {
-                    move || {
-                        let (seed, addr) = interop::rt_seed(p, io, &[], work);
-                        let out = work.join(format!("{}-out", p.label));
-                        let result = run_bounded(
-                            Command::new("/usr/bin/python3")
-                                .arg(support("lt_leech.py"))
-                                .arg(&p.torrent)
-                                .arg(&out)
-                                .args(["--peer", &addr, "--timeout", "60"]),
-                            Duration::from_secs(90),
-                        );
-                        if !result.status.success() {
-                            return Err(format!(
-                                "lt_leech.py failed: {}\n{}",
-                                String::from_utf8_lossy(&result.stderr),
-                                seed.log()
-                            ));
-                        }
-                        interop::compare_trees(&p.data, &out)
-                    }
-                },
-            )
-        })
-        .collect();
-    interop::run_all(jobs);
+    interop::libtorrent_leeches_all(&all, work);
 }
 
 /// ringtorrent leeches every case from a libtorrent seed on each backend, all at once.

@@ -16,11 +16,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::interop::{self, Prepared};
-use common::{info_json, ringtorrent, run_bounded, run_ok, support, write_payload, write_tree};
+use common::{info_json, ringtorrent, run_bounded, run_ok, write_payload, write_tree};
 
 /// A folder (files smaller than a piece, an empty file, nested folders, so several padding
 /// files) or a single file, as a hybrid torrent.
@@ -116,37 +115,7 @@ fn libtorrent_leeches(seed: u64, mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
     let all = cases(work, "to", seed, mode);
-    let jobs = all
-        .iter()
-        .map(|(p, io)| {
-            (
-                format!("ringtorrent -> libtorrent {} --io {io}", p.label),
-                {
-                    move || {
-                        let (seed, addr) = interop::rt_seed(p, io, &[], work);
-                        let out = work.join(format!("{}-out", p.label));
-                        let result = run_bounded(
-                            Command::new("/usr/bin/python3")
-                                .arg(support("lt_leech.py"))
-                                .arg(&p.torrent)
-                                .arg(&out)
-                                .args(["--peer", &addr, "--timeout", "60"]),
-                            Duration::from_secs(90),
-                        );
-                        if !result.status.success() {
-                            return Err(format!(
-                                "lt_leech.py failed: {}\n{}",
-                                String::from_utf8_lossy(&result.stderr),
-                                seed.log()
-                            ));
-                        }
-                        interop::compare_trees(&p.data, &out)
-                    }
-                },
-            )
-        })
-        .collect();
-    interop::run_all(jobs);
+    interop::libtorrent_leeches_all(&all, work);
 }
 
 fn ringtorrent_leeches(seed: u64, mode: &str) {

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{
-    loopback_addr, ringtorrent, run_bounded, run_ok, sandboxed, write_payload, write_tree,
+    loopback_addr, ringtorrent, run_bounded, run_ok, sandboxed, support, write_payload, write_tree,
     START_LIMIT,
 };
 
@@ -430,4 +430,38 @@ pub fn lt_seed_with(p: &Prepared, peers: &[String], extra: &[&str], work: &Path)
         .unwrap_or_else(|e| panic!("lt_seed.py printed {line:?}: {e}\n{}", proc.log()));
     let port = info["port"].as_u64().unwrap() as u16;
     (proc, port)
+}
+
+/// libtorrent (`lt_leech.py`) leeches each prepared case from a ringtorrent seed on its
+/// backend, all at once; every file compared byte for byte.
+pub fn libtorrent_leeches_all(all: &[(Prepared, &'static str)], work: &Path) {
+    let jobs = all
+        .iter()
+        .map(|(p, io)| {
+            (
+                format!("ringtorrent -> libtorrent {} --io {io}", p.label),
+                move || {
+                    let (seed, addr) = rt_seed(p, io, &[], work);
+                    let out = work.join(format!("{}-out", p.label));
+                    let result = run_bounded(
+                        Command::new("/usr/bin/python3")
+                            .arg(support("lt_leech.py"))
+                            .arg(&p.torrent)
+                            .arg(&out)
+                            .args(["--peer", &addr, "--timeout", "60"]),
+                        Duration::from_secs(90),
+                    );
+                    if !result.status.success() {
+                        return Err(format!(
+                            "lt_leech.py failed: {}\n{}",
+                            String::from_utf8_lossy(&result.stderr),
+                            seed.log()
+                        ));
+                    }
+                    compare_trees(&p.data, &out)
+                },
+            )
+        })
+        .collect();
+    run_all(jobs);
 }
