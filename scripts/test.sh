@@ -44,6 +44,19 @@ if ! "$qbt_venv/bin/python" -c 'import qbittorrentapi' >/dev/null 2>&1; then
     "$qbt_venv/bin/pip" install --quiet --disable-pip-version-check 'qbittorrent-api>=2024.1'
 fi
 
+# --- deploy (issue 24): systemd units, Kubernetes manifests, the container image ---
+deploy_need=()
+# tests/systemd.rs runs `systemd-analyze verify` on deploy/systemd's units.
+command -v systemd-analyze >/dev/null 2>&1 || deploy_need+=(systemd)
+if ((${#deploy_need[@]})); then
+    echo "installing: ${deploy_need[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${deploy_need[@]}"
+fi
+# --- end deploy ---
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 # The fuzz crate is its own workspace, so cargo fmt does not reach it.
