@@ -55,6 +55,16 @@ if ((${#deploy_need[@]})); then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${deploy_need[@]}"
 fi
+# tests/kubernetes.rs validates deploy/kubernetes offline and strictly with kubernetes-validate
+# (PyPI, pinned: its schemas decide what passes), in a virtual environment under the target
+# folder.
+k8s_venv="${CARGO_TARGET_DIR:-target}/k8s-venv"
+if ! "$k8s_venv/bin/kubernetes-validate" --version 2>/dev/null | grep -qx '1.37.0'; then
+    echo "installing kubernetes-validate into $k8s_venv"
+    rm -rf "$k8s_venv"
+    /usr/bin/python3 -m venv "$k8s_venv"
+    "$k8s_venv/bin/pip" install --quiet --disable-pip-version-check 'kubernetes-validate==1.37.0'
+fi
 # --- end deploy ---
 
 echo "== cargo fmt --check"
