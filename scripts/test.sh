@@ -48,6 +48,8 @@ fi
 deploy_need=()
 # tests/systemd.rs runs `systemd-analyze verify` on deploy/systemd's units.
 command -v systemd-analyze >/dev/null 2>&1 || deploy_need+=(systemd)
+# tests/container.rs builds the image (scripts/build-image.sh) with buildah and runs it.
+command -v buildah >/dev/null 2>&1 || deploy_need+=(buildah)
 if ((${#deploy_need[@]})); then
     echo "installing: ${deploy_need[*]}"
     sudo=""
