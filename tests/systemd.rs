@@ -108,6 +108,9 @@ fn sighup_applies_a_changed_config_and_keeps_the_running_one_when_it_is_bad() {
     let (_, _, body) = serve.request("GET", "/queue", &[&bearer], b"");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["max_active_downloads"], 7, "{v}");
+    // The session's upload limit as the qBittorrent WebAPI reports it.
+    let (status, _, body) = serve.request("GET", "/api/v2/transfer/uploadLimit", &[&bearer], b"");
+    assert_eq!((status, body.as_str()), (200, "1048576"), "{}", serve.log());
     // The key is now required: without it, 401.
     assert_eq!(serve.http("GET", "/share_limits", b"").0, 401);
     let log = serve.log();

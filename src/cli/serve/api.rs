@@ -191,6 +191,12 @@ impl Live {
         }
         Ok(changed)
     }
+
+    /// Session rate limits changed by a reload (already set on the client): the
+    /// qBittorrent WebAPI reports them.
+    pub fn set_rate_limits(&self, upload: Option<u64>, download: Option<u64>) {
+        self.0.qbt.set_rate_limits(upload, download);
+    }
 }
 
 struct ServeApi {

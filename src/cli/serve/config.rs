@@ -17,7 +17,10 @@ use super::super::format;
 
 /// The default settings, documented, as `config print` writes them.
 pub const TEMPLATE: &str = r#"# ringtorrent serve: every key is optional; these are the defaults.
-# Flags given to `ringtorrent serve` override the file.
+# Flags given to `ringtorrent serve` override the file. SIGHUP (`systemctl reload`) reads it
+# again: rate limits, [share_limits], [queue], the watch folder, the log level and the API's
+# credentials, hosts and CORS origins change at once; the log names the keys that need a
+# restart, and a file with a mistake changes nothing.
 
 # Address and port peers connect to: IP:PORT, [IPv6]:PORT or an IP alone (port 6881).
 # "[::]" listens on IPv4 and IPv6 both (IPv4 alone on a host without IPv6), "0.0.0.0" on

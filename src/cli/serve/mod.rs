@@ -462,6 +462,7 @@ fn reload(
         client
             .set_limits(up, down)
             .context("the rate limits were not applied")?;
+        live.set_rate_limits(up, down);
         changed.push("limits.upload_rate/download_rate");
     }
     if old.share_limits != new.share_limits {
