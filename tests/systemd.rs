@@ -194,6 +194,33 @@ fn the_units_verify() {
     assert!(ok, "{said}");
     assert!(said.trim().is_empty(), "systemd-analyze verify: {said}");
 
+    // The system call filter lets io_uring through: @system-service holds @aio, which holds
+    // io_uring's three calls (as this host's systemd defines the sets).
+    for name in ["ringtorrent.service", "ringtorrent@.service"] {
+        let text = std::fs::read_to_string(units.join(name)).unwrap();
+        let filters: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("SystemCallFilter="))
+            .collect();
+        assert_eq!(filters, ["@system-service"], "{name}");
+    }
+    let set = |name: &str| {
+        let out = common::run_bounded(
+            Command::new("systemd-analyze").args(["syscall-filter", name]),
+            Duration::from_secs(30),
+        );
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(set("@system-service").contains(&"@aio".to_owned()));
+    let aio = set("@aio");
+    for call in ["io_uring_setup", "io_uring_enter", "io_uring_register"] {
+        assert!(aio.contains(&call.to_owned()), "{call}: {aio:?}");
+    }
+
     // The same check finds a mistake.
     let broken = dir.path().join("ringtorrent.service");
     let text = std::fs::read_to_string(&broken).unwrap();
