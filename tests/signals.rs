@@ -1,7 +1,7 @@
 //! Signals and output, the same for every command: SIGINT, SIGTERM and SIGHUP stop each
-//! long-running command cleanly (except SIGHUP for `serve`, which reloads its config:
-//! tests/systemd.rs) (resume data saved, temporary files removed), a second signal
-//! exits at once, and printing into a closed pipe ends a command quietly, by SIGPIPE.
+//! long-running command cleanly (resume data saved, temporary files removed), a second signal
+//! exits at once, and printing into a closed pipe ends a command quietly, by SIGPIPE. (SIGHUP
+//! makes `serve` reload its config instead: tests/systemd.rs.)
 //!
 //! Every child here is ended by PID when a test fails (`Guard`), its output is read on threads
 //! with a deadline on every wait, and it runs with HOME pointing into the test's folder.
