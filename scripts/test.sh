@@ -44,6 +44,31 @@ if ! "$qbt_venv/bin/python" -c 'import qbittorrentapi' >/dev/null 2>&1; then
     "$qbt_venv/bin/pip" install --quiet --disable-pip-version-check 'qbittorrent-api>=2024.1'
 fi
 
+# --- deploy (issue 24): systemd units, Kubernetes manifests, the container image ---
+deploy_need=()
+# tests/systemd.rs runs `systemd-analyze verify` on deploy/systemd's units.
+command -v systemd-analyze >/dev/null 2>&1 || deploy_need+=(systemd)
+# tests/container.rs builds the image (scripts/build-image.sh) with buildah and runs it.
+command -v buildah >/dev/null 2>&1 || deploy_need+=(buildah)
+if ((${#deploy_need[@]})); then
+    echo "installing: ${deploy_need[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${deploy_need[@]}"
+fi
+# tests/kubernetes.rs validates deploy/kubernetes offline and strictly with kubernetes-validate
+# (PyPI, pinned: its schemas decide what passes), in a virtual environment under the target
+# folder.
+k8s_venv="${CARGO_TARGET_DIR:-target}/k8s-venv"
+if ! "$k8s_venv/bin/kubernetes-validate" --version 2>/dev/null | grep -qx '1.37.0'; then
+    echo "installing kubernetes-validate into $k8s_venv"
+    rm -rf "$k8s_venv"
+    /usr/bin/python3 -m venv "$k8s_venv"
+    "$k8s_venv/bin/pip" install --quiet --disable-pip-version-check 'kubernetes-validate==1.37.0'
+fi
+# --- end deploy ---
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 # The fuzz crate is its own workspace, so cargo fmt does not reach it.

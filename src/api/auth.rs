@@ -173,19 +173,23 @@ pub enum Principal {
 /// The credentials, the sessions and the failed-login counters.
 #[derive(Debug)]
 pub struct Auth {
-    username: Option<[u8; 32]>,
-    password_hash: Option<String>,
-    keys: Vec<[u8; 32]>,
-    ttl: Duration,
+    creds: std::sync::RwLock<Creds>,
     sessions: Mutex<Sessions>,
     limiter: Mutex<Limiter>,
     verifying: Arc<tokio::sync::Semaphore>,
 }
 
-impl Auth {
-    /// Checks and takes `config`: a user name and a password hash come together; every hash
-    /// must parse. `Err` names the key at fault.
-    pub fn new(config: AuthConfig) -> Result<Auth, String> {
+/// What [`AuthConfig`] gives, checked: what [`Auth::reconfigure`] swaps.
+#[derive(Debug, Clone, PartialEq)]
+struct Creds {
+    username: Option<[u8; 32]>,
+    password_hash: Option<String>,
+    keys: Vec<[u8; 32]>,
+    ttl: Duration,
+}
+
+impl Creds {
+    fn new(config: AuthConfig) -> Result<Creds, String> {
         let AuthConfig {
             username,
             password_hash,
@@ -211,25 +215,60 @@ impl Auth {
         if session_ttl.is_zero() {
             return Err("api_session_timeout must be at least 1 second".into());
         }
-        Ok(Auth {
+        Ok(Creds {
             username: (!username.is_empty()).then(|| sha256(username.as_bytes())),
             password_hash: (!password_hash.is_empty()).then_some(password_hash),
             keys,
             ttl: session_ttl,
+        })
+    }
+}
+
+impl Auth {
+    /// Checks and takes `config`: a user name and a password hash come together; every hash
+    /// must parse. `Err` names the key at fault.
+    pub fn new(config: AuthConfig) -> Result<Auth, String> {
+        Ok(Auth {
+            creds: std::sync::RwLock::new(Creds::new(config)?),
             sessions: Mutex::new(Sessions::default()),
             limiter: Mutex::new(Limiter::default()),
             verifying: Arc::new(tokio::sync::Semaphore::new(MAX_VERIFYING)),
         })
     }
 
+    /// Takes new credentials while running (`serve`'s reload), checked as [`Auth::new`]
+    /// checks them; on `Err` the current ones stay. When the user name or the password
+    /// changes, every login session ends (a session proves the old password). Returns
+    /// whether anything changed.
+    pub fn reconfigure(&self, config: AuthConfig) -> Result<bool, String> {
+        let new = Creds::new(config)?;
+        let mut creds = self.creds.write().unwrap_or_else(|e| e.into_inner());
+        if *creds == new {
+            return Ok(false);
+        }
+        let login_changed =
+            creds.username != new.username || creds.password_hash != new.password_hash;
+        *creds = new;
+        drop(creds);
+        if login_changed {
+            *self.sessions.lock().unwrap_or_else(|e| e.into_inner()) = Sessions::default();
+        }
+        Ok(true)
+    }
+
+    fn creds(&self) -> std::sync::RwLockReadGuard<'_, Creds> {
+        self.creds.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Whether requests need credentials (some are configured).
     pub fn required(&self) -> bool {
-        self.password_hash.is_some() || !self.keys.is_empty()
+        let creds = self.creds();
+        creds.password_hash.is_some() || !creds.keys.is_empty()
     }
 
     /// Whether a user name and password are configured (a login can succeed).
     pub fn can_log_in(&self) -> bool {
-        self.password_hash.is_some()
+        self.creds().password_hash.is_some()
     }
 
     /// Lets a request in by its API key (`Authorization: Bearer`) or its session cookie, or
@@ -242,6 +281,7 @@ impl Auth {
             let digest = sha256(key.as_bytes());
             // Every configured key compared, in constant time.
             let known = self
+                .creds()
                 .keys
                 .iter()
                 .fold(subtle::Choice::from(0), |any, k| any | k.ct_eq(&digest));
@@ -253,7 +293,8 @@ impl Auth {
         }
         if let Some(token) = cookie(headers, SESSION_COOKIE) {
             let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-            return if sessions.touch(token, Instant::now(), self.ttl) {
+            let ttl = self.creds().ttl;
+            return if sessions.touch(token, Instant::now(), ttl) {
                 Ok(Principal::Session)
             } else {
                 Err(Refusal::new(
@@ -280,7 +321,11 @@ impl Auth {
         creds: Credentials,
         secure: bool,
     ) -> Result<HeaderValue, Refusal> {
-        let Some(hash) = self.password_hash.clone() else {
+        let (username, ttl, hash) = {
+            let creds = self.creds();
+            (creds.username, creds.ttl, creds.password_hash.clone())
+        };
+        let Some(hash) = hash else {
             return Err(Refusal::new(
                 404,
                 "no user name and password are configured",
@@ -305,11 +350,11 @@ impl Auth {
         let Ok(_permit) = self.verifying.clone().try_acquire_owned() else {
             return Err(Refusal::new(503, "too many logins at once: try again"));
         };
-        let user_ok = self
-            .username
-            .is_some_and(|u| bool::from(u.ct_eq(&sha256(creds.username.as_bytes()))));
+        let user_ok =
+            username.is_some_and(|u| bool::from(u.ct_eq(&sha256(creds.username.as_bytes()))));
         let password = creds.password;
-        let pass_ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
+        let checked = hash.clone();
+        let pass_ok = tokio::task::spawn_blocking(move || verify_password(&checked, &password))
             .await
             .unwrap_or(false);
         if !(user_ok && pass_ok) {
@@ -323,13 +368,16 @@ impl Auth {
             &random_bytes::<32>()
                 .map_err(|e| Refusal::new(500, format!("no random session token: {e}")))?,
         );
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(&token, Instant::now(), self.ttl);
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        // A reload may have changed the password while this one was being checked.
+        if self.creds().password_hash.as_ref() != Some(&hash) {
+            return Err(wrong());
+        }
+        sessions.insert(&token, Instant::now(), ttl);
+        drop(sessions);
         let cookie = format!(
             "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
-            self.ttl.as_secs(),
+            ttl.as_secs(),
             if secure { "; Secure" } else { "" }
         );
         HeaderValue::from_str(&cookie).map_err(|e| Refusal::new(500, e.to_string()))
@@ -609,6 +657,66 @@ mod tests {
             let r = block_on(a.login(peer, creds(u, p), false));
             assert_eq!(r.unwrap_err().status, 401, "{u}");
         }
+    }
+
+    #[test]
+    fn reconfigure_swaps_credentials_and_refuses_bad_ones() {
+        let a = auth(vec![]);
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let cookie = block_on(a.login(peer, creds("admin", "secret"), false)).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            COOKIE,
+            cookie
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(a.authenticate(&h), Ok(Principal::Session));
+        let same = AuthConfig {
+            username: "admin".into(),
+            password_hash: a.creds().password_hash.clone().unwrap(),
+            api_keys: vec![],
+            session_ttl: Duration::from_secs(60),
+        };
+        // Nothing changed: the session lives on.
+        assert_eq!(a.reconfigure(same.clone()), Ok(false));
+        assert_eq!(a.authenticate(&h), Ok(Principal::Session));
+        // A bad config changes nothing.
+        let bad = AuthConfig {
+            password_hash: "not a hash".into(),
+            ..same.clone()
+        };
+        assert!(a.reconfigure(bad).is_err());
+        assert_eq!(a.authenticate(&h), Ok(Principal::Session));
+        // A new key is accepted at once; the login is untouched, so is the session.
+        let key = new_api_key().unwrap();
+        let with_key = AuthConfig {
+            api_keys: vec![key.hash.clone()],
+            ..same.clone()
+        };
+        assert_eq!(a.reconfigure(with_key), Ok(true));
+        assert_eq!(a.authenticate(&h), Ok(Principal::Session));
+        let mut k = HeaderMap::new();
+        k.insert(
+            AUTHORIZATION,
+            format!("Bearer {}", key.key).parse().unwrap(),
+        );
+        assert_eq!(a.authenticate(&k), Ok(Principal::ApiKey));
+        // A new password ends every session, and the old password no longer logs in.
+        let new_password = AuthConfig {
+            password_hash: hash_password("other").unwrap(),
+            ..same
+        };
+        assert_eq!(a.reconfigure(new_password), Ok(true));
+        assert_eq!(a.authenticate(&h).unwrap_err().status, 401);
+        let r = block_on(a.login(peer, creds("admin", "secret"), false));
+        assert_eq!(r.unwrap_err().status, 401);
+        assert!(block_on(a.login(peer, creds("admin", "other"), false)).is_ok());
     }
 
     #[test]

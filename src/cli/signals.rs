@@ -4,14 +4,15 @@
 //!   [`interrupted`] within a fraction of a second, saves resume data, announces `stopped`,
 //!   removes its temporary files and exits: with status 0 when stopping was its normal end
 //!   (`seed`, `serve`), 1 with what was left undone otherwise (`download`, `demo`). A second
-//!   signal exits at once, with 128 + its number.
+//!   signal exits at once, with 128 + its number. `serve` is the exception: there SIGHUP
+//!   reloads the config ([`catch_with_reload`]), as daemons do.
 //! - Writing to a closed pipe (`ringtorrent info x.torrent | head -1`) ends the process the
 //!   way it ends every Unix tool, by SIGPIPE, quietly. Rust ignores SIGPIPE so that a write to
 //!   a closed socket is an error rather than a death; the engine's sockets rely on that, so
 //!   the signal stays ignored and [`out`] turns a broken pipe on stdout into that death.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// The signal that asked us to stop, or 0.
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
@@ -33,6 +34,31 @@ pub fn catch() {
             libc::signal(signal, handler as libc::sighandler_t);
         }
     }
+}
+
+/// Set by SIGHUP under [`catch_with_reload`].
+static RELOAD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_reload(_signal: libc::c_int) {
+    RELOAD.store(true, Ordering::Relaxed);
+}
+
+/// As [`catch`], except that SIGHUP asks for a reload ([`take_reload`]) instead of a stop:
+/// for `serve`, a daemon, whose SIGHUP means "read your config again" (systemd's
+/// `ExecReload=kill -HUP $MAINPID`).
+pub fn catch_with_reload() {
+    catch();
+    let handler: extern "C" fn(libc::c_int) = on_reload;
+    // SAFETY: as in `catch`: a valid signal number and a handler that only stores to an
+    // atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGHUP, handler as libc::sighandler_t);
+    }
+}
+
+/// Whether a reload was asked for since the last call.
+pub fn take_reload() -> bool {
+    RELOAD.swap(false, Ordering::Relaxed)
 }
 
 /// Whether a stop was asked for.

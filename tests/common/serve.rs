@@ -40,6 +40,15 @@ impl Serve {
         Serve::start_via(dir, data, ringtorrent(), extra)
     }
 
+    /// As [`Serve::start`], with `env` added to its environment.
+    pub fn start_with_env(dir: &Path, env: &[(&str, &std::ffi::OsStr)], extra: &[&str]) -> Serve {
+        let mut cmd = ringtorrent();
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Serve::start_via(dir, &dir.join("data"), cmd, extra)
+    }
+
     /// As [`Serve::start`], with at most `nofile` descriptors (`prlimit`, soft and hard).
     pub fn start_with_nofile(dir: &Path, nofile: u64, extra: &[&str]) -> Serve {
         let mut cmd = Command::new("prlimit");

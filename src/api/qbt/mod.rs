@@ -280,6 +280,15 @@ impl WebApi {
         }
     }
 
+    /// Records session rate limits set outside the WebAPI (bytes per second, `None`:
+    /// unlimited; `serve`'s config reload), so that `transfer/*` and `sync/maindata` report
+    /// them. The caller has set them on the client.
+    pub fn set_rate_limits(&self, upload: Option<u64>, download: Option<u64>) {
+        let mut w = self.state();
+        w.settings.upload_limit = upload;
+        w.settings.download_limit = download;
+    }
+
     pub(crate) fn state(&self) -> MutexGuard<'_, WebState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -63,7 +63,8 @@
 //! 404 (unknown route or torrent), 408 (a body too slow), 409 (already added), 413 (body too
 //! large), 429 (too many failed logins), 503 (too many uploads or logins at once) or 500.
 
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -99,8 +100,9 @@ pub enum Routed {
 pub type Call = (Routed, tokio::sync::oneshot::Sender<Response>);
 
 /// Starts the API server on `c.api` with `c`'s policy and credentials; requests arrive on
-/// the returned channel. Dropping the server stops it.
-pub fn start(c: &ServeConfig) -> Result<(mpsc::Receiver<Call>, Server)> {
+/// the returned channel; [`Live`] changes what a reload may change. Dropping the server
+/// stops it.
+pub fn start(c: &ServeConfig) -> Result<(mpsc::Receiver<Call>, Server, Live)> {
     let addr: std::net::SocketAddr = c.api.parse()?;
     let policy = Policy::new(&c.api_hosts, &c.api_cors_origins).map_err(anyhow::Error::msg)?;
     let auth = Auth::new(c.auth_config()).map_err(anyhow::Error::msg)?;
@@ -121,28 +123,97 @@ pub fn start(c: &ServeConfig) -> Result<(mpsc::Receiver<Call>, Server)> {
         max_peers_per_torrent: c.limits.max_peers_per_torrent,
         upload_slots: c.limits.upload_slots,
     };
-    let api = ServeApi {
+    let api = Arc::new(ServeApi {
         calls: tx,
-        policy,
+        policy: RwLock::new(Arc::new(policy)),
         qbt: Arc::new(WebApi::new(auth.clone(), settings)),
         auth,
-        metrics_public: c.api_metrics_public,
-    };
+        metrics_public: AtomicBool::new(c.api_metrics_public),
+    });
     let config = ServerConfig {
         max_connections: c.api_max_connections,
         ..ServerConfig::default()
     };
-    let server = Server::start(addr, config, Arc::new(api))
+    let server = Server::start(addr, config, api.clone())
         .map_err(|e| anyhow::anyhow!("cannot start the control API on {addr}: {e}"))?;
-    Ok((rx, server))
+    Ok((rx, server, Live(api)))
+}
+
+/// What a reload changes in the running API: credentials, the Host and CORS policy, whether
+/// `/metrics` is public.
+pub struct Live(Arc<ServeApi>);
+
+impl Live {
+    /// Checks all of `c`'s API settings first and changes nothing on `Err`; returns the
+    /// names of the keys whose change took effect.
+    pub fn apply(&self, old: &ServeConfig, c: &ServeConfig) -> Result<Vec<&'static str>> {
+        let policy = Policy::new(&c.api_hosts, &c.api_cors_origins).map_err(anyhow::Error::msg)?;
+        // Checked before anything is swapped, so that a bad file changes nothing.
+        Auth::new(c.auth_config()).map_err(anyhow::Error::msg)?;
+        let mut changed = Vec::new();
+        if old.api_hosts != c.api_hosts || old.api_cors_origins != c.api_cors_origins {
+            *self.0.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+        }
+        if old.api_hosts != c.api_hosts {
+            changed.push("api_hosts");
+        }
+        if old.api_cors_origins != c.api_cors_origins {
+            changed.push("api_cors_origins");
+        }
+        if self
+            .0
+            .auth
+            .reconfigure(c.auth_config())
+            .map_err(anyhow::Error::msg)?
+        {
+            for (key, differs) in [
+                ("api_username", old.api_username != c.api_username),
+                (
+                    "api_password_hash",
+                    old.api_password_hash != c.api_password_hash,
+                ),
+                ("api_keys", old.api_keys != c.api_keys),
+                (
+                    "api_session_timeout",
+                    old.api_session_timeout != c.api_session_timeout,
+                ),
+            ] {
+                if differs {
+                    changed.push(key);
+                }
+            }
+        }
+        if old.api_metrics_public != c.api_metrics_public {
+            self.0
+                .metrics_public
+                .store(c.api_metrics_public, Ordering::Relaxed);
+            changed.push("api_metrics_public");
+        }
+        Ok(changed)
+    }
+
+    /// Session rate limits changed by a reload (already set on the client): the
+    /// qBittorrent WebAPI reports them.
+    pub fn set_rate_limits(&self, upload: Option<u64>, download: Option<u64>) {
+        self.0.qbt.set_rate_limits(upload, download);
+    }
 }
 
 struct ServeApi {
     calls: mpsc::Sender<Call>,
-    policy: Policy,
+    policy: RwLock<Arc<Policy>>,
     auth: Arc<Auth>,
     qbt: Arc<WebApi>,
-    metrics_public: bool,
+    metrics_public: AtomicBool,
+}
+
+impl ServeApi {
+    fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 fn refused(r: Refusal) -> Response {
@@ -161,7 +232,7 @@ fn refused(r: Refusal) -> Response {
 impl Handler for ServeApi {
     fn admit(&self, head: &Head) -> Result<(), Response> {
         if head.path.starts_with(qbt::PREFIX) {
-            return self.qbt.admit(head, &self.policy);
+            return self.qbt.admit(head, &self.policy());
         }
         if !self.auth.required() && !head.peer.ip().is_loopback() {
             return Err(Response::error(
@@ -169,9 +240,10 @@ impl Handler for ServeApi {
                 "without credentials the API answers only on loopback",
             ));
         }
-        self.policy.check_host(&head.headers).map_err(refused)?;
+        let policy = self.policy();
+        policy.check_host(&head.headers).map_err(refused)?;
         if head.method == Method::OPTIONS {
-            return Err(match self.policy.preflight(&head.headers) {
+            return Err(match policy.preflight(&head.headers) {
                 Ok(headers) => headers
                     .into_iter()
                     .fold(Response::new(204, "text/plain", Vec::new()), |r, (k, v)| {
@@ -180,7 +252,7 @@ impl Handler for ServeApi {
                 Err(r) => refused(r),
             });
         }
-        self.policy
+        policy
             .check_origin(&head.method, &head.headers)
             .map_err(refused)?;
         if head.path == "/auth/login" || head.path == "/auth/logout" {
@@ -195,7 +267,10 @@ impl Handler for ServeApi {
             }
             return Ok(());
         }
-        if self.metrics_public && head.method == Method::GET && head.path == "/metrics" {
+        if self.metrics_public.load(Ordering::Relaxed)
+            && head.method == Method::GET
+            && head.path == "/metrics"
+        {
             return Ok(());
         }
         self.auth
@@ -205,7 +280,7 @@ impl Handler for ServeApi {
     }
 
     fn handle(&self, req: Request) -> ringtorrent::api::server::ResponseFuture {
-        let cors = self.policy.cors_origin(&req.head.headers);
+        let cors = self.policy().cors_origin(&req.head.headers);
         let with_cors = move |r: Response| match &cors {
             Some(origin) => r
                 .header("access-control-allow-origin", origin.clone())

@@ -17,7 +17,10 @@ use super::super::format;
 
 /// The default settings, documented, as `config print` writes them.
 pub const TEMPLATE: &str = r#"# ringtorrent serve: every key is optional; these are the defaults.
-# Flags given to `ringtorrent serve` override the file.
+# Flags given to `ringtorrent serve` override the file. SIGHUP (`systemctl reload`) reads it
+# again: rate limits, [share_limits], [queue], the watch folder, the log level and the API's
+# credentials, hosts and CORS origins change at once; the log names the keys that need a
+# restart, and a file with a mistake changes nothing.
 
 # Address and port peers connect to: IP:PORT, [IPv6]:PORT or an IP alone (port 6881).
 # "[::]" listens on IPv4 and IPv6 both (IPv4 alone on a host without IPv6), "0.0.0.0" on
@@ -365,10 +368,25 @@ impl ServeConfig {
 
     /// Parses TOML text; unknown keys and wrong types are errors naming the key.
     pub fn parse(text: &str) -> Result<ServeConfig> {
-        // toml's message names the line, the key and what was expected.
-        let config: ServeConfig = toml::from_str(text).map_err(|e| anyhow!("{e}"))?;
+        let config = Self::parse_unchecked(text)?;
         config.check()?;
         Ok(config)
+    }
+
+    /// Reads `path` without [`ServeConfig::check`]ing what it says: for `serve`, whose flags
+    /// may complete the file (`--api-password` for an API the file puts on every address)
+    /// before the whole is checked.
+    pub fn load_unchecked(path: &Path) -> Result<ServeConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        Self::parse_unchecked(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses TOML text (keys and types only).
+    fn parse_unchecked(text: &str) -> Result<ServeConfig> {
+        // toml's message names the line, the key and what was expected.
+        toml::from_str(text).map_err(|e| anyhow!("{e}"))
     }
 
     /// The peer listen address (`listen`; an IP alone listens on port 6881).

@@ -10,6 +10,7 @@
 
 mod api;
 mod config;
+mod notify;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -177,10 +178,11 @@ fn default_config_path() -> Option<PathBuf> {
 
 /// The file's settings with the flags applied, checked.
 fn settings(args: &ServeArgs) -> Result<ServeConfig> {
+    // Checked as a whole once the flags are applied (they may complete the file).
     let mut c = match &args.config {
-        Some(path) => ServeConfig::load(path)?,
+        Some(path) => ServeConfig::load_unchecked(path)?,
         None => match default_config_path().filter(|p| p.exists()) {
-            Some(path) => ServeConfig::load(&path)?,
+            Some(path) => ServeConfig::load_unchecked(&path)?,
             None => ServeConfig::default(),
         },
     };
@@ -240,22 +242,41 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig> {
         c.api_password_hash =
             ringtorrent::api::auth::hash_password(password).map_err(anyhow::Error::msg)?;
     }
-    c.check().context("invalid setting")?;
+    c.check().context(match &args.config {
+        Some(path) => format!("invalid setting (config file {} and flags)", path.display()),
+        None => "invalid setting".to_string(),
+    })?;
     Ok(c)
 }
 
-fn init_logging(level: &str) -> Result<()> {
+/// The log level in force: `RINGTORRENT_LOG` if set, else the config's.
+fn log_level(level: &str) -> Result<tracing::level_filters::LevelFilter> {
     let level = std::env::var("RINGTORRENT_LOG").unwrap_or_else(|_| level.to_string());
-    let filter: tracing::level_filters::LevelFilter = level
+    level
         .parse()
-        .map_err(|_| anyhow!("log level `{level}`: expected error, warn, info, debug or trace"))?;
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
+        .map_err(|_| anyhow!("log level `{level}`: expected error, warn, info, debug or trace"))
+}
+
+/// Changes the log level of a running `serve` (a reload).
+type LogLevel = tracing_subscriber::reload::Handle<
+    tracing::level_filters::LevelFilter,
+    tracing_subscriber::Registry,
+>;
+
+fn init_logging(level: &str) -> Result<LogLevel> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(log_level(level)?);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(false),
+        )
         .try_init();
-    Ok(())
+    Ok(handle)
 }
 
 /// A file in the watch folder, as last seen.
@@ -266,17 +287,19 @@ struct Watched {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let c = settings(&args)?;
-    init_logging(&c.log)?;
-    super::signals::catch();
+    let mut c = settings(&args)?;
+    let log = init_logging(&c.log)?;
+    // Read (and taken out of the environment) before any thread starts.
+    let notifier = notify::Notifier::from_env();
+    super::signals::catch_with_reload();
     let listen: SocketAddr = c.listen_addr()?;
     let (up, down) = c.rates()?;
     let data_dir = ServeConfig::path(&c.data_dir);
     let state_dir = ServeConfig::path(&c.state_dir);
-    let watch_dir = (!c.watch_dir.is_empty()).then(|| ServeConfig::path(&c.watch_dir));
+    let mut watch_dir = (!c.watch_dir.is_empty()).then(|| ServeConfig::path(&c.watch_dir));
     let started = Instant::now();
     // Binding it before the engine starts: a port in use is reported before anything runs.
-    let (calls, api_server) = api::start(&c)?;
+    let (calls, api_server, live) = api::start(&c)?;
     let api_addr = api_server.local_addr();
     let client = super::transfer::start_client(ClientConfig {
         listen: Some(listen),
@@ -335,12 +358,33 @@ pub fn run(args: ServeArgs) -> Result<()> {
         c.encryption()?,
         started.elapsed().as_secs_f64()
     );
+    // The API answers, the peer listener (and DHT socket) are bound, the remembered torrents
+    // are back in the session: ready for systemd's `Type=notify`.
+    notifier.ready(&status_line(&client, api_addr));
     let mut watched: BTreeMap<PathBuf, Watched> = BTreeMap::new();
-    let interval = Duration::from_secs(c.watch_interval);
+    let mut interval = Duration::from_secs(c.watch_interval);
     let mut next_scan = Instant::now();
     loop {
         if super::signals::interrupted() {
             break;
+        }
+        if super::signals::take_reload() {
+            notifier.reloading();
+            match reload(&args, &c, &client, &live, &log) {
+                Ok(running) => {
+                    if running.watch_dir != c.watch_dir {
+                        watched.clear();
+                        next_scan = Instant::now();
+                    }
+                    c = running;
+                    watch_dir = (!c.watch_dir.is_empty()).then(|| ServeConfig::path(&c.watch_dir));
+                    interval = Duration::from_secs(c.watch_interval);
+                }
+                Err(e) => {
+                    tracing::error!("reload refused, the running config is kept: {e:#}");
+                }
+            }
+            notifier.ready(&status_line(&client, api_addr));
         }
         if let Some(dir) = &watch_dir {
             if Instant::now() >= next_scan {
@@ -359,12 +403,136 @@ pub fn run(args: ServeArgs) -> Result<()> {
             }
         }
     }
+    notifier.stopping();
     drop(api_server);
     tracing::info!("stopping: saving resume data");
     let stopping = Instant::now();
     client.shutdown();
     tracing::info!("stopped in {:.2} s", stopping.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// What `STATUS=` says.
+fn status_line(client: &Client, api: SocketAddr) -> String {
+    format!(
+        "serving {} torrents, API on http://{api}",
+        client.sources().len()
+    )
+}
+
+/// SIGHUP: reads the config file again (the flags still override it) and applies what a
+/// running `serve` can change: the session's rate limits, `[share_limits]` and `[queue]`
+/// (applied and kept in the state folder, as a PUT through the API is), the watch folder and
+/// its interval, the log level, and the API's credentials, host and CORS lists and
+/// `api_metrics_public`. Keys that only a restart can change are logged by name and keep
+/// their running value. A file that does not parse or check changes nothing. Returns the
+/// config now running.
+fn reload(
+    args: &ServeArgs,
+    old: &ServeConfig,
+    client: &Client,
+    live: &api::Live,
+    log: &LogLevel,
+) -> Result<ServeConfig> {
+    let path = args
+        .config
+        .clone()
+        .or_else(|| default_config_path().filter(|p| p.exists()));
+    let shown = path
+        .as_ref()
+        .map_or("no config file: the defaults".into(), |p| {
+            p.display().to_string()
+        });
+    tracing::info!("reloading {shown}");
+    let mut new = settings(args)?;
+    if args.api_password.is_some() {
+        // --api-password is hashed afresh (a new salt) each time it is read: the same.
+        new.api_password_hash = old.api_password_hash.clone();
+    }
+    // Everything checked before anything changes.
+    let (up, down) = new.rates()?;
+    let share = new.share_limits()?;
+    let queue = new.queue()?;
+    let level = log_level(&new.log)?;
+    let restart = keep_running(old, &mut new);
+    let mut changed = live.apply(old, &new)?;
+    if (&old.limits.upload_rate, &old.limits.download_rate)
+        != (&new.limits.upload_rate, &new.limits.download_rate)
+    {
+        client
+            .set_limits(up, down)
+            .context("the rate limits were not applied")?;
+        live.set_rate_limits(up, down);
+        changed.push("limits.upload_rate/download_rate");
+    }
+    if old.share_limits != new.share_limits {
+        client
+            .set_share_limits(share)
+            .context("[share_limits] was not applied")?;
+        changed.push("share_limits");
+    }
+    if old.queue != new.queue {
+        client
+            .set_queue_config(queue)
+            .context("[queue] was not applied")?;
+        changed.push("queue");
+    }
+    if old.watch_dir != new.watch_dir {
+        changed.push("watch_dir");
+    }
+    if old.watch_interval != new.watch_interval {
+        changed.push("watch_interval");
+    }
+    if old.log != new.log {
+        log.modify(|f| *f = level)
+            .map_err(|e| anyhow!("the log level was not changed: {e}"))?;
+        changed.push("log");
+    }
+    if changed.is_empty() {
+        tracing::info!("reloaded: nothing that can change while running changed");
+    } else {
+        tracing::info!("reloaded: applied {}", changed.join(", "));
+    }
+    if !restart.is_empty() {
+        tracing::warn!(
+            "reloaded: {} changed but take effect only at a restart (the running values are \
+             kept until then)",
+            restart.join(", ")
+        );
+    }
+    Ok(new)
+}
+
+/// The keys only a restart applies: those that differ between `old` and `new` are named and
+/// put back to their running value in `new`.
+fn keep_running(old: &ServeConfig, new: &mut ServeConfig) -> Vec<&'static str> {
+    let mut differ = Vec::new();
+    macro_rules! keep {
+        ($($field:ident).+, $name:expr) => {
+            if old.$($field).+ != new.$($field).+ {
+                differ.push($name);
+                new.$($field).+ = old.$($field).+.clone();
+            }
+        };
+    }
+    keep!(listen, "listen");
+    keep!(encryption, "encryption");
+    keep!(lsd, "lsd");
+    keep!(lsd_interface, "lsd_interface");
+    keep!(api, "api");
+    keep!(api_max_connections, "api_max_connections");
+    keep!(data_dir, "data_dir");
+    keep!(state_dir, "state_dir");
+    keep!(threads, "threads");
+    keep!(io, "io");
+    keep!(limits.max_connections, "limits.max_connections");
+    keep!(limits.max_peers_per_torrent, "limits.max_peers_per_torrent");
+    keep!(limits.max_peers_per_ip, "limits.max_peers_per_ip");
+    keep!(limits.upload_slots, "limits.upload_slots");
+    keep!(limits.seed_choke, "limits.seed_choke");
+    keep!(limits.upload_buffer, "limits.upload_buffer");
+    keep!(dht, "dht");
+    differ
 }
 
 /// One pass over the watch folder: new or changed `.torrent` files are added, files gone
