@@ -24,7 +24,12 @@ command -v aria2c >/dev/null 2>&1 || need+=(aria2)
 command -v qbittorrent-nox >/dev/null 2>&1 || need+=(qbittorrent-nox)
 # nsenter runs programs on either side of tools/link-emu's emulated link.
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
-# The virtual environment below needs venv and pip.
+# --- webui: the web UI's browser test (tests/webui.rs) runs Debian's headless Chromium
+# through its WebDriver (chromium-driver), driven by selenium from the venv made below.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# --- end webui
+# The virtual environments below need venv and pip.
 /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"
@@ -43,6 +48,17 @@ if ! "$qbt_venv/bin/python" -c 'import qbittorrentapi' >/dev/null 2>&1; then
     /usr/bin/python3 -m venv "$qbt_venv"
     "$qbt_venv/bin/pip" install --quiet --disable-pip-version-check 'qbittorrent-api>=2024.1'
 fi
+
+# --- webui: selenium (PyPI) for tests/webui.rs, in a virtual environment of its own beside
+# the one above.
+webui_venv="${CARGO_TARGET_DIR:-target}/webui-venv"
+if ! "$webui_venv/bin/python" -c 'import selenium' >/dev/null 2>&1; then
+    echo "installing selenium into $webui_venv"
+    rm -rf "$webui_venv"
+    /usr/bin/python3 -m venv "$webui_venv"
+    "$webui_venv/bin/pip" install --quiet --disable-pip-version-check 'selenium>=4.10'
+fi
+# --- end webui
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
