@@ -5,9 +5,10 @@
 //!
 //! - the page lists the torrents; a `.torrent` file and a magnet link added through its add
 //!   dialog (the file with a category) appear; a torrent stopped with its Stop button shows
-//!   `Stopped`, all without reloading the page (a mark set on the page survives); its files
-//!   and pieces show in the detail; no error in the browser's console; the engine agrees
-//!   (the torrents are there, the stopped one paused);
+//!   `Stopped`; its files and pieces show in the detail, and its file skipped there is
+//!   skipped; one deleted with its data leaves the list; all without reloading the page (a
+//!   mark set on the page survives); no error in the browser's console; the engine agrees
+//!   (the torrents there, the stopped one paused, the file skipped, the data deleted);
 //! - with credentials configured the page is a login form, a wrong password is refused, the
 //!   right one shows the torrents, and logging out brings the form back.
 //!
@@ -185,6 +186,7 @@ fn the_browser_lists_adds_and_stops_torrents_live() {
             "category": "linux",
             "added_names": ["delta-arch.iso", "epsilon-magnet"],
             "stop_hash": stop_hash,
+            "delete_hash": torrents[2].1,
         }),
     );
 
@@ -219,6 +221,13 @@ fn the_browser_lists_adds_and_stops_torrents_live() {
     );
     assert_eq!(found["not_reloaded"], true, "the page was reloaded");
     assert_eq!(found["files"], json!(["beta-debian.iso"]), "{found:#}");
+    assert_eq!(found["file_priority"], "0", "{found:#}");
+    assert_eq!(found["delete_question"], "Delete “gamma-fedora.iso”?");
+    let after = names(&found["after_delete_rows"]);
+    assert!(
+        !after.contains(&"gamma-fedora.iso".to_string()) && after.len() == 4,
+        "{after:?}"
+    );
     assert!(
         found["pieces_caption"]
             .as_str()
@@ -239,8 +248,18 @@ fn the_browser_lists_adds_and_stops_torrents_live() {
             .find(|t| t["info_hash"] == h)
             .unwrap_or_else(|| panic!("{h} not in {list:?}"))
     };
-    assert_eq!(list.len(), 5, "{list:?}");
+    assert_eq!(list.len(), 4, "{list:?}");
+    assert!(list
+        .iter()
+        .all(|t| t["info_hash"] != torrents[2].1.as_str()));
+    assert!(
+        !dir.path().join("data/gamma-fedora.iso").exists(),
+        "deleted with its data, but the data is still there"
+    );
+    assert!(dir.path().join("data/beta-debian.iso").exists());
     assert_eq!(by_hash(&stop_hash)["state"], "paused");
+    let (_, files) = serve.json("GET", &format!("/torrents/{stop_hash}/files"), b"");
+    assert_eq!(files[0]["priority"], "skip", "{files}");
     assert_eq!(by_hash(&file_hash)["category"], "linux");
     by_hash(magnet_hash);
     assert!(serve.stop().success());

@@ -182,9 +182,28 @@ def run_list(driver, url, out, s, found):
     driver.find_element(By.CSS_SELECTOR, "#tabs [data-tab=files]").click()
     wait(driver, "the files tab", lambda d: d.find_elements(By.CSS_SELECTOR, "#tab-body select[data-index]"))
     found["files"] = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#tab-body tbody td:first-child")]
+    # Its first file skipped through the priority control.
+    prio = driver.find_element(By.CSS_SELECTOR, "#tab-body select[data-index='0']")
+    prio.find_element(By.CSS_SELECTOR, "option[value='0']").click()
+    wait(driver, "the priority to show as skip", lambda d: d.find_element(
+        By.CSS_SELECTOR, "#tab-body select[data-index='0']").get_attribute("value") == "0"
+        and not d.execute_script("return document.activeElement && document.activeElement.matches('#tab-body select')"))
+    found["file_priority"] = driver.find_element(By.CSS_SELECTOR, "#tab-body select[data-index='0']").get_attribute("value")
     driver.find_element(By.CSS_SELECTOR, "#tabs [data-tab=pieces]").click()
     wait(driver, "the pieces tab", lambda d: d.find_elements(By.CSS_SELECTOR, "#tab-body canvas.pieces"))
     found["pieces_caption"] = driver.find_element(By.CSS_SELECTOR, "#tab-body p").text
+
+    # Delete one with its data: its row goes.
+    gone = s["delete_hash"]
+    driver.find_element(By.CSS_SELECTOR, f"#list-body .row[data-hash='{gone}']").click()
+    driver.find_element(By.ID, "btn-delete").click()
+    dialog = driver.find_element(By.ID, "dlg-delete")
+    wait(driver, "the delete dialog", lambda d: dialog.is_displayed())
+    found["delete_question"] = dialog.find_element(By.CSS_SELECTOR, ".what").text
+    dialog.find_element(By.NAME, "files").click()
+    driver.find_element(By.ID, "delete-submit").click()
+    wait(driver, "the deleted row to go", lambda d: gone not in rows(d))
+    found["after_delete_rows"] = sorted(names_shown(driver))
     found["not_reloaded"] = driver.execute_script("return window.__notReloaded === 42;")
     found["console_errors"] = [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
 
@@ -213,6 +232,50 @@ def run_login(driver, url, out, s, found):
     found["logged_out"] = True
 
 
+def run_scale(driver, url, out, s, found):
+    """For scripts/bench-webui.sh: how the page copes with many torrents. Long tasks (the
+    main thread busy over 50 ms: the page not answering input) are collected from the
+    start."""
+    count = str(s["count"])
+    started = time.monotonic()
+    driver.get(url)
+    driver.execute_script(
+        """window.__long = [];
+        new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__long.push(e.duration); })
+          .observe({ type: 'longtask', buffered: true });""")
+    wait(driver, f"{count} torrents", lambda d: d.execute_script("return document.body.dataset.torrents") == count,
+         timeout=s.get("load_limit", 120))
+    found["first_list_s"] = round(time.monotonic() - started, 2)
+    found["rows_in_dom"] = driver.execute_script("return document.querySelectorAll('#list-body .row').length")
+    found["long_tasks_loading_ms"] = [round(x) for x in driver.execute_script("return window.__long.splice(0)")]
+    # Live updates: the next polls, and the long tasks they caused.
+    rid = driver.execute_script("return document.body.dataset.rid")
+    polls = 0
+    deadline = time.monotonic() + s.get("watch", 30)
+    while time.monotonic() < deadline:
+        now = driver.execute_script("return document.body.dataset.rid")
+        if now != rid:
+            polls, rid = polls + 1, now
+        time.sleep(0.2)
+    found["polls_watched"] = polls
+    found["long_tasks_updating_ms"] = [round(x) for x in driver.execute_script("return window.__long.splice(0)")]
+    # Input: a sort by name, and a scroll to the bottom, each timed in the page.
+    found["sort_by_name_ms"] = round(driver.execute_script(
+        "const t = performance.now(); document.querySelector('#list-head [data-key=name]').click();"
+        "return performance.now() - t;"), 1)
+    found["scroll_to_bottom_ms"] = round(driver.execute_script(
+        """const b = document.getElementById('list-body');
+        const t = performance.now();
+        b.scrollTop = b.scrollHeight;
+        b.dispatchEvent(new Event('scroll'));
+        return new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(() => done(performance.now() - t))));"""), 1)
+    last = driver.execute_script(
+        "return [...document.querySelectorAll('#list-body .row')].filter(r => !r.hidden && r.idx !== undefined)"
+        ".reduce((m, r) => Math.max(m, r.idx), -1);")
+    found["last_row_shown"] = last
+    found["screenshot"] = screenshot(driver, out, "scale")
+
+
 def main():
     url, out, scenario = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("run took too long")))
@@ -224,6 +287,8 @@ def main():
         found["browser"] = driver.capabilities.get("browserVersion")
         if scenario["kind"] == "list":
             run_list(driver, url, out, scenario, found)
+        elif scenario["kind"] == "scale":
+            run_scale(driver, url, out, scenario, found)
         else:
             run_login(driver, url, out, scenario, found)
         found["ok"] = True
