@@ -109,6 +109,8 @@ setsid "$chromium" --headless=new --no-sandbox --disable-gpu --window-size=1280,
     --no-pings --remote-debugging-port=0 "$api/" >"$work/chromium.log" 2>&1 &
 browser_group=$!
 pids+=("$browser_group")
+# The `rid` counter counts maindata answers (read after the windows).
+rid_now() { curl -s "$api/api/v2/sync/maindata?rid=0" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["rid"])'; }
 # The first full update of N torrents is the page's start, measured on its own.
 s0=$(cpu_ticks "$serve_pid")
 b0=$(group_ticks "$browser_group")
@@ -119,6 +121,10 @@ b1=$(group_ticks "$browser_group")
 sleep "$window"
 s2=$(cpu_ticks "$serve_pid")
 b2=$(group_ticks "$browser_group")
+# The page's polls since it opened: nothing asked for maindata before it, and this read
+# is one more.
+r1=$(rid_now)
+polls=$((r1 - 1))
 rss_open=$(rss_mib "$serve_pid")
 kill -KILL -- "-$browser_group" 2>/dev/null || true
 wait "$browser_group" 2>/dev/null || true
@@ -131,7 +137,7 @@ echo "|---|---|---|---|---|"
 per_min() { /usr/bin/python3 -c "print('%.2f' % ($1 / $hz * 60 / $2))"; }
 echo "| page closed, ${window} s | $(secs "$closed") | $(per_min "$closed" "$window") | - | $rss_closed |"
 echo "| page opening (first 15 s: full update) | $(secs $((s1 - s0))) | - | $(secs $((b1 - b0))) | - |"
-echo "| page open, next ${window} s | $(secs $((s2 - s1))) | $(per_min $((s2 - s1)) "$window") | $(secs $((b2 - b1))) | $rss_open |"
+echo "| page open, next ${window} s ($polls maindata polls since it opened) | $(secs $((s2 - s1))) | $(per_min $((s2 - s1)) "$window") | $(secs $((b2 - b1))) | $rss_open |"
 echo
 venv=${CARGO_TARGET_DIR:-$PWD/target}/webui-venv
 if [ -x "$venv/bin/python" ]; then
