@@ -22,7 +22,7 @@ import time
 import zlib
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -96,7 +96,10 @@ def screenshot(driver, out, name):
 
 def wait(driver, what, condition, timeout=WAIT):
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
+        # The detail pane is redrawn after each update: an element found a moment ago may
+        # be gone; the condition is then asked again.
+        return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                             ignored_exceptions=[StaleElementReferenceException]).until(lambda d: condition(d))
     except TimeoutException:
         raise AssertionError(f"timed out waiting for {what}")
 
@@ -181,17 +184,22 @@ def run_list(driver, url, out, s, found):
     # pieces.
     driver.find_element(By.CSS_SELECTOR, "#tabs [data-tab=files]").click()
     wait(driver, "the files tab", lambda d: d.find_elements(By.CSS_SELECTOR, "#tab-body select[data-index]"))
-    found["files"] = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#tab-body tbody td:first-child")]
+    found["files"] = wait(driver, "the file names", lambda d: [
+        e.text for e in d.find_elements(By.CSS_SELECTOR, "#tab-body tbody td:first-child")])
     # Its first file skipped through the priority control.
-    prio = driver.find_element(By.CSS_SELECTOR, "#tab-body select[data-index='0']")
-    prio.find_element(By.CSS_SELECTOR, "option[value='0']").click()
+    def skip_first_file(d):
+        d.find_element(By.CSS_SELECTOR, "#tab-body select[data-index='0'] option[value='0']").click()
+        return True
+    wait(driver, "the first file's priority control", skip_first_file)
     wait(driver, "the priority to show as skip", lambda d: d.find_element(
         By.CSS_SELECTOR, "#tab-body select[data-index='0']").get_attribute("value") == "0"
         and not d.execute_script("return document.activeElement && document.activeElement.matches('#tab-body select')"))
-    found["file_priority"] = driver.find_element(By.CSS_SELECTOR, "#tab-body select[data-index='0']").get_attribute("value")
+    found["file_priority"] = wait(driver, "the priority", lambda d: d.find_element(
+        By.CSS_SELECTOR, "#tab-body select[data-index='0']").get_attribute("value"))
     driver.find_element(By.CSS_SELECTOR, "#tabs [data-tab=pieces]").click()
     wait(driver, "the pieces tab", lambda d: d.find_elements(By.CSS_SELECTOR, "#tab-body canvas.pieces"))
-    found["pieces_caption"] = driver.find_element(By.CSS_SELECTOR, "#tab-body p").text
+    found["pieces_caption"] = wait(driver, "the pieces caption",
+                                   lambda d: d.find_element(By.CSS_SELECTOR, "#tab-body p").text)
 
     # Delete one with its data: its row goes.
     gone = s["delete_hash"]
