@@ -24,7 +24,12 @@ command -v aria2c >/dev/null 2>&1 || need+=(aria2)
 command -v qbittorrent-nox >/dev/null 2>&1 || need+=(qbittorrent-nox)
 # nsenter runs programs on either side of tools/link-emu's emulated link.
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
-# The virtual environment below needs venv and pip.
+# --- webui: the web UI's browser test (tests/webui.rs) runs Debian's headless Chromium
+# through its WebDriver (chromium-driver), driven by selenium from the venv made below.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# --- end webui
+# The virtual environments below need venv and pip.
 /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"
@@ -68,6 +73,16 @@ if ! "$k8s_venv/bin/kubernetes-validate" --version 2>/dev/null | grep -qx '1.37.
     "$k8s_venv/bin/pip" install --quiet --disable-pip-version-check 'kubernetes-validate==1.37.0'
 fi
 # --- end deploy ---
+# --- webui: selenium (PyPI) for tests/webui.rs, in a virtual environment of its own beside
+# the one above.
+webui_venv="${CARGO_TARGET_DIR:-target}/webui-venv"
+if ! "$webui_venv/bin/python" -c 'import selenium, sys; sys.exit(selenium.__version__ != "4.51.0")' >/dev/null 2>&1; then
+    echo "installing selenium into $webui_venv"
+    rm -rf "$webui_venv"
+    /usr/bin/python3 -m venv "$webui_venv"
+    "$webui_venv/bin/pip" install --quiet --disable-pip-version-check 'selenium==4.51.0'
+fi
+# --- end webui
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -15,6 +15,8 @@
 //!   sessions behind an `HttpOnly`, `SameSite=Strict` cookie, API keys (`Authorization:
 //!   Bearer`) stored as hashes, failed logins bounded per address and overall, constant-time
 //!   comparisons; and the tools that make the config's hashes and keys.
+//! - [`webui`]: the web UI, a page and its scripts embedded in the binary, served with
+//!   entity tags and a strict Content-Security-Policy; it drives [`qbt`] from the browser.
 //! - [`parse`]: query strings, cookies, `Authorization` headers, content types, login forms
 //!   (URL-encoded, JSON or multipart); [`multipart`]: `multipart/form-data` bodies.
 //!
@@ -27,5 +29,6 @@ pub mod multipart;
 pub mod parse;
 pub mod qbt;
 pub mod server;
+pub mod webui;
 
 pub use server::{Handler, Head, Request, Response, Server, ServerConfig};

@@ -468,7 +468,12 @@ pub(crate) fn merge<const N: usize>(parts: [Value; N]) -> Value {
     let mut out = serde_json::Map::new();
     for part in parts {
         if let Value::Object(m) = part {
-            out.extend(m);
+            // The first object is taken as it is, not copied key by key.
+            if out.is_empty() {
+                out = m;
+            } else {
+                out.extend(m);
+            }
         }
     }
     Value::Object(out)

@@ -297,10 +297,11 @@ pub fn all_objects(api: &WebApi, client: &Client) -> Vec<(String, Map<String, Va
         let times = times(&mut api.state(), hash, &st);
         out.push((st.info_hash.clone(), info_object(&st, &x, &times)));
     }
-    // Forget the times of torrents that left.
+    // Forget the times of torrents that left (a set: a seedbox lists thousands, and every
+    // `maindata` poll of the web UI comes here).
+    let present: std::collections::HashSet<&str> = out.iter().map(|(h, _)| h.as_str()).collect();
     let mut w = api.state();
-    w.seen
-        .retain(|h, _| out.iter().any(|(s, _)| *s == h.to_hex()));
+    w.seen.retain(|h, _| present.contains(h.to_hex().as_str()));
     out
 }
 

@@ -53,6 +53,9 @@
 //!                                        "nodes_ipv4", "nodes_ipv6", lookups, announces,
 //!                                        queries answered and dropped, stored peers}
 //!   *      /api/v2/...                   the qBittorrent WebAPI (`ringtorrent::api::qbt`)
+//!   GET    /, /ui/...                    the web UI (`ringtorrent::api::webui`): no login
+//!                                        needed for the page itself, which logs in
+//!                                        through the WebAPI
 //! ```
 //!
 //! What a PUT of share limits or queueing sets is kept in the state folder and overrides
@@ -76,6 +79,7 @@ use ringtorrent::api::auth::Auth;
 use ringtorrent::api::guard::{Policy, Refusal};
 use ringtorrent::api::parse;
 use ringtorrent::api::qbt::{self, WebApi, WebSettings};
+use ringtorrent::api::webui;
 use ringtorrent::api::{Handler, Head, Request, Response, Server, ServerConfig};
 use ringtorrent::client::{
     AddTorrent, Client, ClientError, FilePriority, QueueMove, TorrentHandle,
@@ -234,6 +238,22 @@ impl Handler for ServeApi {
         if head.path.starts_with(qbt::PREFIX) {
             return self.qbt.admit(head, &self.policy());
         }
+        if webui::is_ui_path(&head.path) {
+            // The page and its scripts need no login (the login page is one of them), but
+            // the same loopback rule and `Host` allow-list as everything else.
+            if !self.auth.required() && !head.peer.ip().is_loopback() {
+                return Err(Response::error(
+                    403,
+                    "without credentials the API answers only on loopback",
+                ));
+            }
+            self.policy.check_host(&head.headers).map_err(refused)?;
+            return match head.content_length {
+                None | Some(0) => Ok(()),
+                // A body is never read here: answered (405) before it is.
+                Some(_) => Err(webui::respond(head)),
+            };
+        }
         if !self.auth.required() && !head.peer.ip().is_loopback() {
             return Err(Response::error(
                 403,
@@ -288,6 +308,9 @@ impl Handler for ServeApi {
             None => r,
         };
         let auth = self.auth.clone();
+        if webui::is_ui_path(&req.head.path) {
+            return Box::pin(std::future::ready(webui::respond(&req.head)));
+        }
         if let Some(method) = req.head.path.strip_prefix(qbt::PREFIX) {
             let web = self.qbt.clone();
             match method {
