@@ -261,6 +261,9 @@ pub(crate) struct MagnetTorrent {
     /// Its id, settings, randomness and output queue, handed on to the `Torrent` it becomes.
     pub(crate) ctx: Context,
     pub(crate) info_hash: InfoHash,
+    /// `info_hash` is a v2 info hash truncated (a `btmh` link): the metadata must hash to it
+    /// by SHA-256, and the torrent's piece layers come from peers.
+    pub(crate) v2: bool,
     pub(crate) peers: PeerSet,
     decoder: Decoder,
     fetch: Fetch,
@@ -271,10 +274,11 @@ pub(crate) struct MagnetTorrent {
 }
 
 impl MagnetTorrent {
-    pub(crate) fn new(ctx: Context, info_hash: InfoHash) -> MagnetTorrent {
+    pub(crate) fn new(ctx: Context, info_hash: InfoHash, v2: bool) -> MagnetTorrent {
         MagnetTorrent {
             ctx,
             info_hash,
+            v2,
             peers: PeerSet::default(),
             decoder: Decoder::new(),
             fetch: Fetch::default(),

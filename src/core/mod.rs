@@ -12,6 +12,7 @@ pub mod choker;
 pub mod config;
 mod context;
 mod fast;
+mod hashes;
 pub mod hex;
 mod known;
 pub mod lengths;
