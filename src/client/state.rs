@@ -476,12 +476,23 @@ impl State {
             .map_err(|_| ClientError::LoopUnavailable(shard))
     }
 
-    /// Tells every loop but `owner` who owns `hash` (`owned: false`: nobody any more).
+    /// Tells every loop but `owner` who owns `hash` (`owned: false`: nobody any more), and
+    /// the hybrid's truncated v2 hash with it, which v2 peers dial.
     fn route(&self, hash: InfoHash, owner: u32, owned: bool) {
+        let alias = self
+            .torrents
+            .get(&hash)
+            .and_then(|e| e.info.as_ref())
+            .and_then(|i| i.v2_alias());
         for (i, l) in self.loops.iter().enumerate() {
             if i as u32 != owner {
                 let shard = owned.then_some(owner);
-                l.post(move |d| d.session().set_route(hash, shard));
+                l.post(move |d| {
+                    d.session().set_route(hash, shard);
+                    if let Some(alias) = alias {
+                        d.session().set_route(alias, shard);
+                    }
+                });
             }
         }
     }
@@ -1041,6 +1052,11 @@ impl State {
                     continue;
                 };
                 routes.push((hash, shard));
+                if let Some(alias) = self.torrents.get(&hash).and_then(|e| e.info.as_ref()) {
+                    if let Some(alias) = alias.v2_alias() {
+                        routes.push((alias, shard));
+                    }
+                }
                 if let Some(lsd) = self.lsd.as_mut() {
                     lsd.torrents_changed();
                 }

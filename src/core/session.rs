@@ -70,7 +70,7 @@ use super::wire::{Decoded, Handshake, Reserved, ReservedFlag, SplitBytes, HANDSH
 use super::{Bitfield, InfoHash, PeerId, PeerKey, Rng, Time};
 use crate::dht::{Dht, Transmit};
 use crate::limits::MAX_HANDOFF_BUFFER;
-use crate::metainfo::{Info, MetaVersion};
+use crate::metainfo::Info;
 
 /// The reserved bits we announce: the Fast extension and the extension protocol, and a DHT
 /// node when ours runs (`Config::dht_port`).
@@ -237,12 +237,7 @@ impl Entry {
     /// A hybrid torrent's other name: its truncated v2 info hash, under which v2 peers
     /// reach it (it runs under its v1 hash).
     fn v2_alias(&self) -> Option<InfoHash> {
-        match self {
-            Entry::Ready(t) if t.info.version() == MetaVersion::Hybrid => {
-                t.info.info_hash_v2().map(|h| h.truncated())
-            }
-            _ => None,
-        }
+        self.ready().and_then(|t| t.info.v2_alias())
     }
 
     /// Whether the torrent has (or, a magnet by a v2 hash, will have) a v2 tree.

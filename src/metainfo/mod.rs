@@ -416,6 +416,16 @@ impl Info {
         self.v2.as_ref().map(|v| v.info_hash)
     }
 
+    /// A hybrid torrent's second name on the wire: its v2 info hash truncated to 20 bytes,
+    /// under which v2 peers dial it (it runs under [`Info::info_hash`], the v1 hash). `None`
+    /// for a v1 or v2-only torrent, which have one name.
+    pub fn v2_alias(&self) -> Option<InfoHash> {
+        match self.version {
+            MetaVersion::Hybrid => self.info_hash_v2().map(|h| h.truncated()),
+            _ => None,
+        }
+    }
+
     /// SHA1 piece hashes in order (empty for a v2-only torrent).
     pub fn piece_hashes(&self) -> &[[u8; 20]] {
         &self.piece_hashes
