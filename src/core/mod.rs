@@ -15,6 +15,7 @@ mod fast;
 mod hashes;
 pub mod hex;
 mod known;
+mod layers;
 pub mod lengths;
 pub mod limiter;
 mod metadata;

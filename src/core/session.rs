@@ -686,8 +686,14 @@ impl Session {
         self.upload_held += torrent.upload_held;
         slot.entry = Entry::Ready(Box::new(torrent));
         self.out.absorb(&mut slot.entry.ctx_mut().out);
-        if let Some(alias) = self.torrents[id.slot as usize].entry.v2_alias() {
-            self.by_hash.entry(alias).or_insert(id);
+        // A hybrid added by its v2 name (a `btmh` link) answers to its v1 name too, and one
+        // added by its v1 name to its v2 name.
+        let entry = &self.torrents[id.slot as usize].entry;
+        for name in [Some(entry.info_hash()), entry.v2_alias()]
+            .into_iter()
+            .flatten()
+        {
+            self.by_hash.entry(name).or_insert(id);
         }
         self.reap();
         true
@@ -708,27 +714,20 @@ impl Session {
     /// Removes a torrent, closing its connections.
     pub fn remove_torrent(&mut self, id: TorrentId, now: Time) {
         let reason = CloseReason::TorrentRemoved;
-        let Some(hash) = self.with_entry(id, |entry, _| {
-            match entry {
-                Entry::Ready(t) => t.close_all(reason, now),
-                Entry::Magnet(m) => m.close_all(reason, now),
-            }
-            (entry.info_hash(), entry.v2_alias())
-        }) else {
+        let found = self.with_entry(id, |entry, _| match entry {
+            Entry::Ready(t) => t.close_all(reason, now),
+            Entry::Magnet(m) => m.close_all(reason, now),
+        });
+        if found.is_none() {
             return;
-        };
-        let (hash, alias) = hash;
-        if let Some(alias) = alias {
-            if self.by_hash.get(&alias) == Some(&id) {
-                self.by_hash.remove(&alias);
-            }
         }
         let slot = self.torrents.remove(id.slot as usize);
         // What is left are reads in flight, whose completions will find no torrent.
         if let Entry::Ready(t) = &slot.entry {
             self.upload_held -= t.upload_held;
         }
-        self.by_hash.remove(&hash);
+        // Every name it answered to: its info hash, and a hybrid's other one.
+        self.by_hash.retain(|_, t| *t != id);
         // Connections still handshaking for it are closed too.
         let stale: Vec<usize> = self
             .conns
