@@ -11,8 +11,12 @@
 //! elsewhere when a request is rejected or times out. Every other message a peer sends
 //! (bitfield, haves, choke state) is kept, bounded, in `Peer::replay`.
 //!
-//! When every piece is in, the SHA1 of the assembled dictionary must be the info hash and the
-//! dictionary must validate ([`Info::from_bytes`]). On success the torrent keeps its peers,
+//! When every piece is in, the SHA1 of the assembled dictionary must be the info hash (for a
+//! `btmh` link, its SHA-256 truncated) and the dictionary must validate ([`Info::from_bytes`]).
+//! A v2-only torrent's dictionary carries no piece layers: they are fetched next, by BEP 52
+//! `hash request`s (`layers.rs`: chunks of 512 piece hashes with proofs to each file's root,
+//! two requests per peer, re-asked on reject or `metadata_request_timeout`; a peer whose
+//! hashes fail their proof is closed `bad_hashes` and banned). On success the torrent keeps its peers,
 //! serves the metadata to others, and emits [`Event::MetadataReceived`]; the session turns
 //! it into a full [`Torrent`](super::torrent::Torrent) when the driver calls
 //! `Session::start_torrent`, with the same id, peer keys and connections, and each peer's kept
