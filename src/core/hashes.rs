@@ -139,11 +139,10 @@ impl LayerTrees {
             return None;
         }
         let file = v2.files.get(at.file)?;
-        if !self.trees.contains_key(&at.file) {
-            let tree = build(file, piece_height)?;
-            self.trees.insert(at.file, tree);
-        }
-        let tree = self.trees.get(&at.file)?;
+        let tree = match self.trees.entry(at.file) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(build(file, piece_height)?),
+        };
         let (index, length) = (r.index as usize, r.length as usize);
         let mut out: Vec<Hash> = tree.first()?.get(index..index + length)?.to_vec();
         let k = r.length.trailing_zeros() as usize;
@@ -292,7 +291,7 @@ mod tests {
             req(root, 2, 0, 128, 5),  // longer than the layer
             req(root, 2, 0, 8, 6),    // proof up to the root itself
             req(root, 2, 0, 1024, 5), // over the bound
-            req(root, 2, u32::MAX & !1, 2, 5),
+            req(root, 2, !1, 2, 5),
             req(root, u32::MAX, 0, 2, u32::MAX),
         ];
         let mut trees = LayerTrees::default();

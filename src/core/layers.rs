@@ -53,9 +53,9 @@ pub(crate) enum Answer {
 
 impl LayerFetch {
     /// The fetch for `info`'s missing layers, or `info` back when none is missing.
-    pub(crate) fn new(info: Info) -> Result<LayerFetch, Info> {
+    pub(crate) fn new(info: Info) -> Result<LayerFetch, Box<Info>> {
         let Some(v2) = info.v2() else {
-            return Err(info);
+            return Err(Box::new(info));
         };
         let base = piece_layer_height(u64::from(info.lengths().piece_len()));
         let mut chunks = Vec::new();
@@ -82,7 +82,7 @@ impl LayerFetch {
                 };
                 // The tree's height sets how far the proof must reach.
                 let Some(at) = locate(v2, &probe) else {
-                    return Err(info);
+                    return Err(Box::new(info));
                 };
                 let request = HashRequest {
                     proof_layers: at.height - base - 1,
@@ -98,7 +98,7 @@ impl LayerFetch {
             }
         }
         if chunks.is_empty() {
-            return Err(info);
+            return Err(Box::new(info));
         }
         Ok(LayerFetch { info, chunks })
     }

@@ -551,7 +551,7 @@ impl MagnetTorrent {
                         self.layers = Some(Box::new(fetch));
                         self.fill_layers(now);
                     }
-                    Err(info) => self.metadata_ready(info, now),
+                    Err(info) => self.metadata_ready(*info, now),
                 },
                 Ok(info) => self.metadata_ready(info, now),
                 Err(error) => {

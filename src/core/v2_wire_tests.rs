@@ -291,9 +291,11 @@ fn a_peer_asking_too_fast_is_rejected_then_closed_when_it_stops_reading() {
     assert!(s.answers(conn)[0].0);
     assert!(s.closed.is_empty());
     // A peer that does not read what we send is closed rather than queued for.
-    let mut tiny = Config::default();
-    tiny.send_buffer_low = 10;
-    tiny.send_buffer_high = 200;
+    let tiny = Config {
+        send_buffer_low: 10,
+        send_buffer_high: 200,
+        ..Config::default()
+    };
     let mut s = Seed::new(tiny);
     let (conn, _) = s.peer(v2, 3);
     for _ in 0..10 {
