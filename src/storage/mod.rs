@@ -864,6 +864,9 @@ impl Storage {
         let _guard = self.lock_exclusive(block.piece);
         let written = self.write_spans(block, data);
         match written {
+            // A v2-only torrent's pieces are judged by SHA-256 (`verify_piece_v2`): a running
+            // SHA1 would be computed for nothing.
+            Ok(()) if !self.info.version().has_v1() => {}
             Ok(()) => self
                 .arrivals
                 .written(&self.info, block, data, owned, |hasher, b| {
