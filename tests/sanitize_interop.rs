@@ -668,5 +668,25 @@ fn download_from_libtorrent_lands_at_the_sanitised_paths() {
             }
         }
     }
+    // libtorrent, leeching the same torrent from the same seed, makes the same link.
+    let lt_out = dir.path().join("lt-leech");
+    let leech = common::run_bounded(
+        std::process::Command::new("/usr/bin/python3")
+            .arg(common::support("lt_leech.py"))
+            .arg(&torrent_path)
+            .arg(&lt_out)
+            .args(["--peer", &format!("127.0.0.1:{port}"), "--timeout", "60"]),
+        std::time::Duration::from_secs(90),
+    );
+    assert!(
+        leech.status.success(),
+        "lt_leech.py: {}",
+        String::from_utf8_lossy(&leech.stderr)
+    );
+    assert_eq!(
+        std::fs::read_link(lt_out.join("top/to-real")).unwrap(),
+        Path::new("real.txt"),
+        "libtorrent's link"
+    );
     drop(seed);
 }
