@@ -299,6 +299,13 @@ mod tests {
         let info = fetch.finish().unwrap();
         assert_eq!(info.v2(), full.v2());
         assert_eq!(info.piece_layers_bencoded(), full.piece_layers_bencoded());
+        // What a client saves for the magnet reads back with every layer.
+        let mut saved = b"d4:info".to_vec();
+        saved.extend_from_slice(info.raw());
+        saved.extend_from_slice(b"12:piece layers");
+        saved.extend_from_slice(&info.piece_layers_bencoded().unwrap());
+        saved.push(b'e');
+        assert_eq!(Torrent::from_bytes(&saved).unwrap().info.v2(), full.v2());
     }
 
     #[test]
