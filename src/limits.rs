@@ -72,6 +72,15 @@ pub const MAX_TRACKERS: usize = 1024;
 /// [`MAX_BLOCK_LEN`] block; anything longer is a hostile length prefix.
 pub const MAX_MESSAGE_LEN: u32 = 1 << 21;
 
+/// Most hashes of a base layer one BEP 52 `hash request` may ask for: BEP 52 says requests
+/// should not ask for more than 512, and libtorrent asks for piece layers 512 at a time. A
+/// longer request is rejected; the `hashes` answering it fit one message on any connection.
+pub const MAX_HASHES_PER_REQUEST: u32 = 512;
+
+/// The length prefix of the largest `hashes` message we accept or send: the 49-byte header,
+/// [`MAX_HASHES_PER_REQUEST`] hashes and an uncle for each of the 63 layers a tree can have.
+pub const MAX_HASHES_MESSAGE_LEN: u32 = 49 + 32 * (MAX_HASHES_PER_REQUEST + 63);
+
 /// The length prefix of the largest `bitfield` message: its id byte and one bit for each of
 /// [`MAX_PIECES`] pieces (205 KiB).
 pub const MAX_BITFIELD_MESSAGE_LEN: u32 = 1 + MAX_PIECES.div_ceil(8) as u32;
@@ -197,6 +206,7 @@ const _: () = assert!(MAX_BITFIELD_MESSAGE_LEN as u64 == 1 + MAX_PIECES.div_ceil
 const _: () = assert!(MAX_BITFIELD_MESSAGE_LEN <= MAX_TORRENT_MESSAGE_LEN);
 const _: () = assert!(MAX_PIECE_MESSAGE_LEN <= MAX_TORRENT_MESSAGE_LEN);
 const _: () = assert!(MAX_TORRENT_MESSAGE_LEN <= MAX_MESSAGE_LEN);
+const _: () = assert!(MAX_HASHES_MESSAGE_LEN <= MAX_TORRENT_MESSAGE_LEN);
 const _: () = assert!(MAX_PIECES < u32::MAX as u64);
 const _: () = assert!(
     MAX_FILES * BENCODE_VALUES_PER_FILE + BENCODE_VALUES_OUTSIDE_FILES <= MAX_BENCODE_VALUES

@@ -11,12 +11,12 @@ use ringtorrent::core::api::{Action, CloseReason, ConnId, Event, TorrentId, Viol
 use ringtorrent::core::config::Config;
 use ringtorrent::core::mse::SimulatedKeys;
 use ringtorrent::core::wire::{
-    Decoded, Decoder, ExtendedHandshake, Handshake, Message, MetadataMsg, PexMsg, Reserved,
-    ReservedFlag, SplitBytes,
+    Decoded, Decoder, ExtendedHandshake, Handshake, HashRequest, Message, MetadataMsg, PexMsg,
+    Reserved, ReservedFlag, SplitBytes,
 };
 use ringtorrent::core::{Bitfield, PeerId, Session, Time};
 use ringtorrent::limits::MAX_METADATA_SIZE;
-use ringtorrent::metainfo::{Info, Torrent};
+use ringtorrent::metainfo::{merkle, Info, Torrent};
 
 /// A torrent whose info dictionary takes two metadata pieces (1,200 pieces: 24,000 bytes of
 /// hashes), so that pieces can come from different peers.
@@ -523,4 +523,139 @@ fn private_torrents_do_not_exchange_peers() {
         .actions
         .iter()
         .any(|x| matches!(x, Action::Connect { addr, .. } if *addr == learned)));
+}
+
+/// The hash requests queued for `conn`.
+fn hash_requests(net: &mut Net, conn: ConnId) -> Vec<HashRequest> {
+    let bytes: Vec<u8> = net.session.take_send(conn, usize::MAX).concat();
+    let mut at = 0;
+    if let Ok(Decoded::Complete { consumed, .. }) = Handshake::decode(SplitBytes::single(&bytes)) {
+        at = consumed;
+    }
+    let mut out = Vec::new();
+    while at < bytes.len() {
+        let Decoded::Complete { value, consumed } = Decoder::new()
+            .decode(SplitBytes::single(&bytes[at..]))
+            .unwrap()
+        else {
+            panic!("partial message queued");
+        };
+        if let Message::HashRequest(r) = value {
+            out.push(r);
+        }
+        at += consumed;
+    }
+    out
+}
+
+/// A v2-only magnet (`btmh`): the info dictionary is checked by SHA-256 against the truncated
+/// v2 hash, then the piece layers come by `hash request`, two at a time per peer, each
+/// answer checked by its proof; the peer that sends a bad hash is closed and banned, its
+/// chunk asked of the other, and the metadata is complete (layers included) only then.
+#[test]
+fn a_v2_magnet_fetches_piece_layers_and_bans_a_peer_that_lies_about_them() {
+    let bytes = include_bytes!("../src/metainfo/testdata/lt-v2.torrent");
+    let full = Torrent::from_bytes(bytes).unwrap().info;
+    let bare = Arc::new(Info::from_bytes(full.raw()).unwrap());
+    assert!(!bare.v2().unwrap().has_piece_layers());
+    let mut net = Net::magnet();
+    let now = net.now;
+    let mut session = Session::new(
+        Config::default(),
+        PeerId::generate([3; 12]),
+        7,
+        Box::new(SimulatedKeys::new(7)),
+        now,
+    );
+    net.torrent = session.add_magnet_v2(bare.info_hash(), now).unwrap();
+    net.session = session;
+    net.info = bare.clone();
+    let (liar, honest) = (
+        net.peer("10.0.0.2:7000", 0xaa),
+        net.peer("10.0.0.3:7000", 0xbb),
+    );
+    let size = bare.raw().len() as u64;
+    for conn in [liar, honest] {
+        net.ext_handshake(conn, their_hs(3, Some(size)));
+    }
+    for conn in [liar, honest] {
+        let (ext, _) = net.sent(conn);
+        for (_, payload) in ext.iter().filter(|(id, _)| *id == 3) {
+            let Some(MetadataMsg::Request { piece }) = MetadataMsg::decode(payload).unwrap() else {
+                continue;
+            };
+            let d = data(&bare, piece, false);
+            net.ext(conn, 1, &d);
+        }
+    }
+    assert!(
+        !net.events
+            .iter()
+            .any(|e| matches!(e, Event::MetadataReceived { .. })),
+        "not before the piece layers"
+    );
+    // Two files need layers (4 and 2 pieces of 32 KiB): one chunk each.
+    let asked_liar = hash_requests(&mut net, liar);
+    let asked_honest = hash_requests(&mut net, honest);
+    assert_eq!(
+        asked_liar.len() + asked_honest.len(),
+        2,
+        "{asked_liar:?} {asked_honest:?}"
+    );
+    let answer = |r: &HashRequest| {
+        let f = full
+            .v2()
+            .unwrap()
+            .files
+            .iter()
+            .find(|f| f.pieces_root == Some(r.root))
+            .unwrap();
+        // These trees are small enough that the nodes reach the root: no uncles.
+        let mut layer = f.layer.clone().unwrap();
+        layer.resize(r.length as usize, merkle::pad_hash(r.base));
+        layer.concat()
+    };
+    let liar_asked = asked_liar.first().copied().expect("both peers are asked");
+    let mut bad = answer(&liar_asked);
+    bad[40] ^= 1;
+    net.msg(
+        liar,
+        Message::Hashes {
+            request: liar_asked,
+            hashes: SplitBytes::single(&bad),
+        },
+    );
+    assert_eq!(
+        net.closed(liar),
+        Some(&CloseReason::Violation(Violation::BadHashes))
+    );
+    assert!(net
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::PeerBanned { .. })));
+    // The honest peer gets the liar's chunk too, and answers both.
+    let mut asked = asked_honest;
+    asked.extend(hash_requests(&mut net, honest));
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(asked.contains(&liar_asked));
+    for r in asked {
+        let good = answer(&r);
+        net.msg(
+            honest,
+            Message::Hashes {
+                request: r,
+                hashes: SplitBytes::single(&good),
+            },
+        );
+    }
+    let info = net
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::MetadataReceived { info, .. } => Some(info.clone()),
+            _ => None,
+        })
+        .expect("metadata with layers");
+    assert_eq!(info.v2(), full.v2());
+    assert_eq!(net.closed(honest), None);
 }

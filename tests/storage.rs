@@ -1216,3 +1216,131 @@ fn executable_files_are_created_executable() {
         mode("exe/data.txt")
     );
 }
+
+/// A torrent of two files and BEP 47 symlink entries (`attr` `l`, `symlink path`).
+fn symlink_torrent() -> Arc<Info> {
+    let file = |path: &[&str], len: i64, link: Option<&[&str]>| {
+        let mut d = BTreeMap::new();
+        d.insert(b"length".to_vec(), OwnedValue::Int(len));
+        d.insert(
+            b"path".to_vec(),
+            OwnedValue::List(path.iter().map(|c| OwnedValue::str(c)).collect()),
+        );
+        if let Some(target) = link {
+            d.insert(b"attr".to_vec(), OwnedValue::str("l"));
+            d.insert(
+                b"symlink path".to_vec(),
+                OwnedValue::List(target.iter().map(|c| OwnedValue::str(c)).collect()),
+            );
+        }
+        OwnedValue::Dict(d)
+    };
+    let mut info = BTreeMap::new();
+    info.insert(b"name".to_vec(), OwnedValue::str("sym"));
+    info.insert(b"piece length".to_vec(), OwnedValue::Int(16384));
+    info.insert(
+        b"pieces".to_vec(),
+        OwnedValue::Bytes(Sha1::digest([0u8; 200]).to_vec()),
+    );
+    info.insert(
+        b"files".to_vec(),
+        OwnedValue::List(vec![
+            file(&["bin", "run.sh"], 100, None),
+            file(&["data.txt"], 100, None),
+            file(&["links", "to-data"], 0, Some(&["data.txt"])),
+            file(&["links", "deep", "up"], 0, Some(&["bin", "run.sh"])),
+            file(&["links", "folder"], 0, Some(&["bin"])),
+            file(&["escape"], 0, Some(&["..", "..", "..", "etc", "passwd"])),
+            file(&["nowhere"], 0, Some(&["missing.txt"])),
+        ]),
+    );
+    let mut root = BTreeMap::new();
+    root.insert(b"info".to_vec(), OwnedValue::Dict(info));
+    Arc::new(
+        Torrent::from_bytes(&OwnedValue::Dict(root).to_bytes())
+            .unwrap()
+            .info,
+    )
+}
+
+/// BEP 47 `l`: symlink entries whose target is a file or folder of the torrent are created as
+/// relative symlinks in their place, as libtorrent creates them (`../data.txt`), and lead
+/// where the torrent says; a target outside the torrent (or not in it) makes no link. The
+/// payload is written to the files, never through a link.
+#[test]
+fn symlinks_are_created_inside_the_folder_as_libtorrent_makes_them() {
+    let info = symlink_torrent();
+    let tmp = tempfile::tempdir().unwrap();
+    let dl = tmp.path().join("dl");
+    let storage = Storage::open(info.clone(), &dl, OpenMode::Create).unwrap();
+    let payload: Vec<u8> = (0..200u32).map(|i| (i * 13) as u8).collect();
+    for b in blocks(&info) {
+        storage.write_block(b, &slice(&info, &payload, b)).unwrap();
+    }
+    drop(storage);
+    let link = |p: &str| std::fs::read_link(dl.join(p)).ok();
+    assert_eq!(
+        link("sym/links/to-data"),
+        Some(PathBuf::from("../data.txt"))
+    );
+    assert_eq!(
+        link("sym/links/deep/up"),
+        Some(PathBuf::from("../../bin/run.sh"))
+    );
+    assert_eq!(link("sym/links/folder"), Some(PathBuf::from("../bin")));
+    assert_eq!(link("sym/escape"), None);
+    assert!(!dl.join("sym/escape").exists());
+    assert_eq!(link("sym/nowhere"), None);
+    // Each leads to the torrent's own bytes.
+    let data = std::fs::read(dl.join("sym/links/to-data")).unwrap();
+    assert_eq!(data, &payload[100..]);
+    let run = std::fs::read(dl.join("sym/links/deep/up")).unwrap();
+    assert_eq!(run, &payload[..100]);
+    assert!(dl.join("sym/links/folder/run.sh").is_file());
+    // Opening again finds the same links and keeps them.
+    let again = Storage::open(info.clone(), &dl, OpenMode::Create).unwrap();
+    drop(again);
+    assert_eq!(
+        link("sym/links/to-data"),
+        Some(PathBuf::from("../data.txt"))
+    );
+}
+
+/// A link's place already taken (a file of the user's, or a folder on the way that is a
+/// symlink leading out of the download folder) is left as it is: nothing is replaced,
+/// followed or created outside.
+#[test]
+fn symlinks_never_replace_what_is_there_or_lead_out() {
+    let info = symlink_torrent();
+    let tmp = tempfile::tempdir().unwrap();
+    let dl = tmp.path().join("dl");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(dl.join("sym/links")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    // `links/deep` leads out; `links/to-data` is the user's file.
+    std::os::unix::fs::symlink(&outside, dl.join("sym/links/deep")).unwrap();
+    std::fs::write(dl.join("sym/links/to-data"), b"mine").unwrap();
+    let storage = Storage::open(info, &dl, OpenMode::Create).unwrap();
+    drop(storage);
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "something was created outside: {:?}",
+        files_under(&outside)
+    );
+    let meta = std::fs::symlink_metadata(dl.join("sym/links/to-data")).unwrap();
+    assert!(meta.is_file());
+    assert_eq!(
+        std::fs::read(dl.join("sym/links/to-data")).unwrap(),
+        b"mine"
+    );
+    assert_eq!(
+        std::fs::read_link(dl.join("sym/links/deep")).unwrap(),
+        outside,
+        "the user's symlink is left alone"
+    );
+    // The link that had room is made.
+    assert_eq!(
+        std::fs::read_link(dl.join("sym/links/folder")).unwrap(),
+        PathBuf::from("../bin")
+    );
+}

@@ -1,5 +1,5 @@
-//! Fuzzes the peer wire codec: the handshake, every message, the extended handshake and the
-//! `ut_metadata` and `ut_pex` payloads,
+//! Fuzzes the peer wire codec: the handshake, every message (BEP 52's hash messages too), the
+//! extended handshake and the `ut_metadata` and `ut_pex` payloads,
 //! decoded from arbitrary bytes split in two at a position taken from the input. Whatever
 //! decodes must re-encode to exactly the bytes it came from (extended handshakes, which drop
 //! unknown keys, must re-encode to something that decodes to the same value).

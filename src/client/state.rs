@@ -476,12 +476,23 @@ impl State {
             .map_err(|_| ClientError::LoopUnavailable(shard))
     }
 
-    /// Tells every loop but `owner` who owns `hash` (`owned: false`: nobody any more).
+    /// Tells every loop but `owner` who owns `hash` (`owned: false`: nobody any more), and
+    /// the hybrid's truncated v2 hash with it, which v2 peers dial.
     fn route(&self, hash: InfoHash, owner: u32, owned: bool) {
+        let alias = self
+            .torrents
+            .get(&hash)
+            .and_then(|e| e.info.as_ref())
+            .and_then(|i| i.v2_alias());
         for (i, l) in self.loops.iter().enumerate() {
             if i as u32 != owner {
                 let shard = owned.then_some(owner);
-                l.post(move |d| d.session().set_route(hash, shard));
+                l.post(move |d| {
+                    d.session().set_route(hash, shard);
+                    if let Some(alias) = alias {
+                        d.session().set_route(alias, shard);
+                    }
+                });
             }
         }
     }
@@ -794,13 +805,9 @@ impl State {
         metadata_only: bool,
     ) -> Result<(InfoHash, Option<Bitfield>), ClientError> {
         let magnet = Magnet::parse(uri).map_err(|e| ClientError::InvalidMagnet(e.to_string()))?;
-        if magnet.is_v2_only() {
-            // Its metadata would be checked by SHA-256, and the engine runs torrents on SHA1
-            // pieces: a link with a btih (a hybrid torrent's) works.
-            return Err(ClientError::InvalidMagnet(
-                "a v2-only magnet link (btmh without btih) cannot be downloaded yet".into(),
-            ));
-        }
+        // A `btmh`-only link names the torrent by its truncated v2 hash: the metadata is
+        // checked by SHA-256 and, for a v2-only torrent, its piece layers come from peers.
+        let v2_only = magnet.is_v2_only();
         let hash = magnet.info_hash;
         if self.torrents.contains_key(&hash) {
             return Err(ClientError::AlreadyAdded(hash));
@@ -829,7 +836,10 @@ impl State {
         let id = self
             .call(shard, move |d| {
                 let now = d.now();
-                let id = d.session().add_magnet(hash, now)?;
+                let id = match v2_only {
+                    true => d.session().add_magnet_v2(hash, now)?,
+                    false => d.session().add_magnet(hash, now)?,
+                };
                 map.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(id, hash);
@@ -1041,6 +1051,11 @@ impl State {
                     continue;
                 };
                 routes.push((hash, shard));
+                if let Some(alias) = self.torrents.get(&hash).and_then(|e| e.info.as_ref()) {
+                    if let Some(alias) = alias.v2_alias() {
+                        routes.push((alias, shard));
+                    }
+                }
                 if let Some(lsd) = self.lsd.as_mut() {
                     lsd.torrents_changed();
                 }
@@ -1955,6 +1970,11 @@ fn torrent_file(info: &Info, tiers: &[Vec<String>]) -> Vec<u8> {
     }
     bytes.extend_from_slice(b"4:info");
     bytes.extend_from_slice(info.raw());
+    // A v2 torrent's piece layers (fetched from peers for a magnet link) go with it.
+    if let Some(layers) = info.piece_layers_bencoded() {
+        bytes.extend_from_slice(b"12:piece layers");
+        bytes.extend_from_slice(&layers);
+    }
     bytes.push(b'e');
     bytes
 }

@@ -369,6 +369,11 @@ pub enum Violation {
     /// More than `limits::MAX_PRE_METADATA_BUFFER` bytes of messages before the metadata
     /// arrived.
     PreMetadataFlood,
+    /// BEP 52 `hash request`s faster than we answer them, or while the peer does not read
+    /// what we send.
+    HashRequestFlood,
+    /// BEP 52 `hashes` that do not fit the request we sent or fail their proof.
+    BadHashes,
 }
 
 impl Violation {
@@ -390,6 +395,8 @@ impl Violation {
             Violation::CorruptMetadata => "corrupt_metadata",
             Violation::BadPex => "bad_pex",
             Violation::PreMetadataFlood => "pre_metadata_flood",
+            Violation::HashRequestFlood => "hash_request_flood",
+            Violation::BadHashes => "bad_hashes",
         }
     }
 }

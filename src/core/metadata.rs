@@ -11,8 +11,12 @@
 //! elsewhere when a request is rejected or times out. Every other message a peer sends
 //! (bitfield, haves, choke state) is kept, bounded, in `Peer::replay`.
 //!
-//! When every piece is in, the SHA1 of the assembled dictionary must be the info hash and the
-//! dictionary must validate ([`Info::from_bytes`]). On success the torrent keeps its peers,
+//! When every piece is in, the SHA1 of the assembled dictionary must be the info hash (for a
+//! `btmh` link, its SHA-256 truncated) and the dictionary must validate ([`Info::from_bytes`]).
+//! A v2-only torrent's dictionary carries no piece layers: they are fetched next, by BEP 52
+//! `hash request`s (`layers.rs`: chunks of 512 piece hashes with proofs to each file's root,
+//! two requests per peer, re-asked on reject or `metadata_request_timeout`; a peer whose
+//! hashes fail their proof is closed `bad_hashes` and banned). On success the torrent keeps its peers,
 //! serves the metadata to others, and emits [`Event::MetadataReceived`]; the session turns
 //! it into a full [`Torrent`](super::torrent::Torrent) when the driver calls
 //! `Session::start_torrent`, with the same id, peer keys and connections, and each peer's kept
@@ -35,21 +39,29 @@ use sha1::{Digest, Sha1};
 use super::api::{CloseReason, Event, Violation};
 use super::config::Config;
 use super::context::Context;
+use super::hashes;
+use super::layers::{Answer, LayerFetch};
 use super::peer::Peer;
 use super::peers::{Liveness, PeerSet};
 use super::torrent::TorrentStats;
 use super::wire::{
-    Decoder, ExtendedHandshake, Message, MetadataMsg, PexMsg, SplitBytes, EXTENDED_HANDSHAKE_ID,
-    METADATA_PIECE_LEN, UT_METADATA, UT_PEX,
+    Decoder, ExtendedHandshake, HashRequest, Message, MetadataMsg, PexMsg, SplitBytes,
+    EXTENDED_HANDSHAKE_ID, METADATA_PIECE_LEN, UT_METADATA, UT_PEX,
 };
-use super::{InfoHash, PeerKey, Time};
+use super::{InfoHash, InfoHashV2, PeerKey, Time};
 use crate::limits::{MAX_METADATA_SIZE, MAX_PEX_PEERS, MAX_PRE_METADATA_BUFFER};
-use crate::metainfo::Info;
+use crate::metainfo::merkle::Hash;
+use crate::metainfo::{Info, MetaVersion};
+use sha2::Sha256;
 
 /// The extended message id peers send `ut_metadata` messages to us under.
 pub(crate) const OUR_UT_METADATA: u8 = 1;
 /// The extended message id peers send `ut_pex` messages to us under.
 pub(crate) const OUR_UT_PEX: u8 = 2;
+
+/// Piece layer requests (BEP 52 `hash request`) outstanding to one peer at once, as
+/// libtorrent keeps them.
+const HASH_REQUESTS_PER_PEER: u32 = 2;
 
 /// Metadata requests outstanding to one peer at once. libtorrent answers a few at a time; two
 /// keep a peer busy over one round trip while spreading a large dictionary over many peers.
@@ -239,6 +251,13 @@ enum Early {
         id: u8,
         payload: Vec<u8>,
     },
+    /// BEP 52 messages: answered (rejected) or taken by the layer fetch now.
+    HashRequest(HashRequest),
+    Hashes {
+        request: HashRequest,
+        hashes: Vec<u8>,
+    },
+    HashReject(HashRequest),
     /// Anything else: kept for the full torrent, in `Peer::replay`.
     Other,
 }
@@ -251,6 +270,12 @@ impl From<Message<'_>> for Early {
                 id,
                 payload: payload.to_vec(),
             },
+            Message::HashRequest(r) => Early::HashRequest(r),
+            Message::Hashes { request, hashes } => Early::Hashes {
+                request,
+                hashes: hashes.to_vec(),
+            },
+            Message::HashReject(r) => Early::HashReject(r),
             _ => Early::Other,
         }
     }
@@ -261,24 +286,31 @@ pub(crate) struct MagnetTorrent {
     /// Its id, settings, randomness and output queue, handed on to the `Torrent` it becomes.
     pub(crate) ctx: Context,
     pub(crate) info_hash: InfoHash,
+    /// `info_hash` is a v2 info hash truncated (a `btmh` link): the metadata must hash to it
+    /// by SHA-256, and the torrent's piece layers come from peers.
+    pub(crate) v2: bool,
     pub(crate) peers: PeerSet,
     decoder: Decoder,
     fetch: Fetch,
     /// The verified metadata, once it arrived (the torrent waits for `start_torrent`).
     pub(crate) info: Option<Arc<Info>>,
+    /// A v2-only torrent's metadata, verified, while its piece layers are fetched.
+    layers: Option<Box<LayerFetch>>,
     pub(crate) stats: TorrentStats,
     pub(crate) error: Option<String>,
 }
 
 impl MagnetTorrent {
-    pub(crate) fn new(ctx: Context, info_hash: InfoHash) -> MagnetTorrent {
+    pub(crate) fn new(ctx: Context, info_hash: InfoHash, v2: bool) -> MagnetTorrent {
         MagnetTorrent {
             ctx,
             info_hash,
+            v2,
             peers: PeerSet::default(),
             decoder: Decoder::new(),
             fetch: Fetch::default(),
             info: None,
+            layers: None,
             stats: TorrentStats::default(),
             error: None,
         }
@@ -309,6 +341,9 @@ impl MagnetTorrent {
             return;
         }
         self.fetch.drop_peer(key);
+        if let Some(layers) = self.layers.as_mut() {
+            layers.drop_peer(key);
+        }
         if self.fetch.sole == Some(key) {
             self.fetch.sole = None;
         }
@@ -338,6 +373,28 @@ impl MagnetTorrent {
                 Early::Extended { id, payload } => {
                     peer.recv.advance(consumed);
                     (id, payload)
+                }
+                Early::HashRequest(r) => {
+                    peer.recv.advance(consumed);
+                    // Nothing to answer from before the torrent starts: rejected, bounded.
+                    match hashes::admit(peer, &self.ctx.config, now) {
+                        Ok(_) => {
+                            let notify = hashes::send_answer(peer, r, None, now);
+                            self.ctx.out.send(peer.conn, notify);
+                        }
+                        Err(v) => return self.close_peer(key, CloseReason::Violation(v), now),
+                    }
+                    continue;
+                }
+                Early::Hashes { request, hashes } => {
+                    peer.recv.advance(consumed);
+                    self.on_hashes(key, &request, Some(&hashes), now);
+                    continue;
+                }
+                Early::HashReject(r) => {
+                    peer.recv.advance(consumed);
+                    self.on_hashes(key, &r, None, now);
+                    continue;
                 }
                 Early::Other => {
                     if peer.replay.len() + consumed > MAX_PRE_METADATA_BUFFER {
@@ -475,39 +532,28 @@ impl MagnetTorrent {
 
     /// Every piece is in: verify, then either finish or find whom to blame.
     fn assembled(&mut self, now: Time) {
-        let digest: [u8; 20] = Sha1::digest(&self.fetch.buf).into();
+        // A `btmh` link names the SHA-256 of the dictionary, truncated; a `btih` its SHA1.
+        let digest: [u8; 20] = match self.v2 {
+            true => InfoHashV2::from_bytes(Sha256::digest(&self.fetch.buf).into())
+                .truncated()
+                .as_bytes()
+                .to_owned(),
+            false => Sha1::digest(&self.fetch.buf).into(),
+        };
         if digest == *self.info_hash.as_bytes() {
-            // The engine verifies pieces by SHA1 (the v1 wire): a v2-only info dictionary
-            // (no `pieces`) cannot run yet, however it was named.
             let parsed = Info::from_bytes(&self.fetch.buf)
-                .map_err(|e| format!("the torrent's metadata is invalid: {e}"))
-                .and_then(|info| match info.version().has_v1() {
-                    true => Ok(info),
-                    false => Err("the torrent is v2-only (BEP 52), which cannot be \
-                                  downloaded yet"
-                        .to_owned()),
-                });
+                .map_err(|e| format!("the torrent's metadata is invalid: {e}"));
             match parsed {
-                Ok(info) => {
-                    let info = Arc::new(info);
-                    self.info = Some(info.clone());
-                    self.ctx.out.events.push_back(Event::MetadataReceived {
-                        torrent: self.ctx.id,
-                        info: info.clone(),
-                    });
-                    // Peers that asked before we had it may ask again; tell every peer
-                    // our size now.
-                    for peer in self.peers.values_mut() {
-                        if peer.extended {
-                            let mut ext =
-                                our_ext_handshake(&self.ctx.config, peer, None, Some(&info));
-                            ext.client = None;
-                            let notify =
-                                queue_extended(peer, EXTENDED_HANDSHAKE_ID, &ext.to_bytes(), now);
-                            self.ctx.out.send(peer.conn, notify);
-                        }
+                // A v2-only torrent's pieces are checked against piece layers, which the
+                // info dictionary does not carry: they come from peers first.
+                Ok(info) if info.version() == MetaVersion::V2 => match LayerFetch::new(info) {
+                    Ok(fetch) => {
+                        self.layers = Some(Box::new(fetch));
+                        self.fill_layers(now);
                     }
-                }
+                    Err(info) => self.metadata_ready(*info, now),
+                },
+                Ok(info) => self.metadata_ready(info, now),
                 Err(error) => {
                     // The hash matches, so this is the torrent the user asked for, and it is
                     // invalid (or v2-only): nothing to retry.
@@ -546,9 +592,102 @@ impl MagnetTorrent {
         self.fill(now);
     }
 
+    /// The metadata is complete (piece layers included): the torrent waits for
+    /// `start_torrent`, and serves the metadata meanwhile.
+    fn metadata_ready(&mut self, info: Info, now: Time) {
+        let info = Arc::new(info);
+        self.info = Some(info.clone());
+        self.ctx.out.events.push_back(Event::MetadataReceived {
+            torrent: self.ctx.id,
+            info: info.clone(),
+        });
+        // Peers that asked before we had it may ask again; tell every peer our size now.
+        for peer in self.peers.values_mut() {
+            if peer.extended {
+                let mut ext = our_ext_handshake(&self.ctx.config, peer, None, Some(&info));
+                ext.client = None;
+                let notify = queue_extended(peer, EXTENDED_HANDSHAKE_ID, &ext.to_bytes(), now);
+                self.ctx.out.send(peer.conn, notify);
+            }
+        }
+    }
+
+    /// A peer's `hashes` (`Some`) or `hash reject` (`None`) for `r`: taken by the layer
+    /// fetch when it answers what we asked; a peer whose hashes fail their proof is closed
+    /// and banned. Anything else is ignored.
+    fn on_hashes(&mut self, key: PeerKey, r: &HashRequest, hashes: Option<&[u8]>, now: Time) {
+        let Some(fetch) = self.layers.as_mut() else {
+            return;
+        };
+        match hashes {
+            None => {
+                if fetch.on_reject(key, r) {
+                    if let Some(peer) = self.peers.get_mut(&key) {
+                        peer.hash_backoff = Some(now + self.ctx.config.metadata_request_timeout);
+                    }
+                }
+            }
+            Some(bytes) => {
+                let hashes: Vec<Hash> = bytes
+                    .chunks_exact(32)
+                    .filter_map(|c| <[u8; 32]>::try_from(c).ok())
+                    .collect();
+                match fetch.on_hashes(key, r, &hashes) {
+                    Answer::Unasked => return,
+                    Answer::Taken => {}
+                    Answer::Bad => {
+                        self.peers.ban(key, &mut self.ctx, &mut self.stats);
+                        let reason = CloseReason::Violation(Violation::BadHashes);
+                        self.close_peer(key, reason, now);
+                    }
+                }
+            }
+        }
+        if self.layers.as_ref().is_some_and(|f| f.is_done()) {
+            let fetch = self.layers.take().expect("checked");
+            match fetch.finish() {
+                Ok(info) => self.metadata_ready(info, now),
+                Err(error) => {
+                    self.error = Some(error.clone());
+                    self.ctx.out.events.push_back(Event::TorrentError {
+                        torrent: self.ctx.id,
+                        error,
+                    });
+                }
+            }
+            return;
+        }
+        self.fill_layers(now);
+    }
+
+    /// Asks peers for missing piece layer chunks, [`HASH_REQUESTS_PER_PEER`] at a time each.
+    fn fill_layers(&mut self, now: Time) {
+        let Some(fetch) = self.layers.as_mut() else {
+            return;
+        };
+        for key in self.peers.keys() {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            if peer.hash_backoff.is_some_and(|t| t > now) {
+                continue;
+            }
+            peer.hash_requests_out = fetch.asked(key);
+            let mut notify = false;
+            while peer.hash_requests_out < HASH_REQUESTS_PER_PEER {
+                let Some(r) = fetch.next_for(key, now) else {
+                    break;
+                };
+                peer.hash_requests_out += 1;
+                notify |= peer.queue(&Message::HashRequest(r), now);
+            }
+            self.ctx.out.send(peer.conn, notify);
+        }
+    }
+
     /// Asks peers for missing metadata pieces.
     fn fill(&mut self, now: Time) {
-        if self.info.is_some() || self.error.is_some() {
+        if self.info.is_some() || self.error.is_some() || self.layers.is_some() {
             return;
         }
         let usable = |p: &Peer, size: Option<u32>| {
@@ -637,5 +776,16 @@ impl MagnetTorrent {
             self.fetch.next_suspect(key);
         }
         self.fill(now);
+        let timeout = self.ctx.config.metadata_request_timeout;
+        if let Some(fetch) = self.layers.as_mut() {
+            let before =
+                Time::from_micros(now.as_micros().saturating_sub(timeout.as_micros() as u64));
+            for key in fetch.expire(before) {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.hash_backoff = Some(now + timeout);
+                }
+            }
+        }
+        self.fill_layers(now);
     }
 }

@@ -12,8 +12,10 @@ pub mod choker;
 pub mod config;
 mod context;
 mod fast;
+mod hashes;
 pub mod hex;
 mod known;
+mod layers;
 pub mod lengths;
 pub mod limiter;
 mod metadata;
@@ -40,6 +42,8 @@ mod handoff_tests;
 mod ipv6_tests;
 #[cfg(test)]
 mod upload_tests;
+#[cfg(test)]
+mod v2_wire_tests;
 
 pub use bitfield::Bitfield;
 pub use config::Encryption;

@@ -159,6 +159,13 @@ pub(crate) struct Peer {
     /// PEX: what we last told the peer is connected, and when we may tell it again.
     pub(crate) pex_told: BTreeSet<SocketAddr>,
     pub(crate) pex_next: Option<Time>,
+    /// BEP 52: when the current second of hash requests from this peer began, and how many
+    /// it sent in it (bounded by `hashes::HASH_REQUESTS_PER_SEC`).
+    pub(crate) hash_window: (Time, u32),
+    /// BEP 52: our hash requests to this peer not yet answered (a magnet fetching piece
+    /// layers), and no more to it before `hash_backoff` (it rejected or ignored one).
+    pub(crate) hash_requests_out: u32,
+    pub(crate) hash_backoff: Option<Time>,
 }
 
 /// How a connection is protected: which handshake it opened with and what it selected.
@@ -257,6 +264,9 @@ impl Peer {
             meta_backoff: None,
             pex_told: BTreeSet::new(),
             pex_next: None,
+            hash_window: (now, 0),
+            hash_requests_out: 0,
+            hash_backoff: None,
         }
     }
 

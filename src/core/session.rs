@@ -78,9 +78,13 @@ const OUR_RESERVED: Reserved = Reserved::NONE
     .with(ReservedFlag::Fast, true)
     .with(ReservedFlag::ExtensionProtocol, true);
 
-/// [`OUR_RESERVED`] under `config`.
-fn our_reserved(config: &Config) -> Reserved {
-    OUR_RESERVED.with(ReservedFlag::Dht, config.dht_port.is_some())
+/// [`OUR_RESERVED`] under `config`, with BEP 52's v2 bit for a torrent that has a v2 tree
+/// (as libtorrent sets it): on a hybrid dialled by its v1 hash it offers the peer to answer
+/// with the v2 hash instead, which we accept.
+fn our_reserved(config: &Config, v2: bool) -> Reserved {
+    OUR_RESERVED
+        .with(ReservedFlag::Dht, config.dht_port.is_some())
+        .with(ReservedFlag::V2, v2)
 }
 
 /// What a plain BitTorrent handshake opens with: the length and the protocol string.
@@ -228,6 +232,25 @@ impl Entry {
             Entry::Ready(t) => t.info.info_hash(),
             Entry::Magnet(m) => m.info_hash,
         }
+    }
+
+    /// A hybrid torrent's other name: its truncated v2 info hash, under which v2 peers
+    /// reach it (it runs under its v1 hash).
+    fn v2_alias(&self) -> Option<InfoHash> {
+        self.ready().and_then(|t| t.info.v2_alias())
+    }
+
+    /// Whether the torrent has (or, a magnet by a v2 hash, will have) a v2 tree.
+    fn speaks_v2(&self) -> bool {
+        match self {
+            Entry::Ready(t) => t.info.version().has_v2(),
+            Entry::Magnet(m) => m.v2,
+        }
+    }
+
+    /// Whether `hash`, from a peer's handshake, names this torrent.
+    fn answers_to(&self, hash: &InfoHash) -> bool {
+        *hash == self.info_hash() || self.v2_alias().as_ref() == Some(hash)
     }
 
     fn ready(&self) -> Option<&Torrent> {
@@ -568,11 +591,17 @@ impl Session {
         self.by_hash.insert(info.info_hash(), id);
         let ctx = self.torrent_context(id);
         let torrent = Torrent::new(ctx, info, have, now);
-        self.torrents.insert(TorrentSlot {
-            generation,
-            entry: Entry::Ready(Box::new(torrent)),
-        });
+        let entry = Entry::Ready(Box::new(torrent));
+        self.add_alias(&entry, id);
+        self.torrents.insert(TorrentSlot { generation, entry });
         Some(id)
+    }
+
+    /// Routes a hybrid's truncated v2 hash to it too, unless another torrent holds that name.
+    fn add_alias(&mut self, entry: &Entry, id: TorrentId) {
+        if let Some(alias) = entry.v2_alias() {
+            self.by_hash.entry(alias).or_insert(id);
+        }
     }
 
     /// Adds a torrent known only by its info hash (a magnet link): it connects to peers
@@ -582,6 +611,18 @@ impl Session {
     /// nothing, and its peers stay connected. Returns `None` if the torrent is already in
     /// the session.
     pub fn add_magnet(&mut self, info_hash: InfoHash, now: Time) -> Option<TorrentId> {
+        self.add_magnet_as(info_hash, false, now)
+    }
+
+    /// [`Session::add_magnet`] for a link that names the torrent by its v2 info hash alone
+    /// (BEP 52 `btmh`): `info_hash` is that hash truncated, the metadata is checked by
+    /// SHA-256, and piece layers are fetched from peers (`hash request`) before
+    /// [`Event::MetadataReceived`].
+    pub fn add_magnet_v2(&mut self, info_hash: InfoHash, now: Time) -> Option<TorrentId> {
+        self.add_magnet_as(info_hash, true, now)
+    }
+
+    fn add_magnet_as(&mut self, info_hash: InfoHash, v2: bool, now: Time) -> Option<TorrentId> {
         let _ = now;
         if self.by_hash.contains_key(&info_hash) {
             return None;
@@ -595,7 +636,7 @@ impl Session {
         let ctx = self.torrent_context(id);
         self.torrents.insert(TorrentSlot {
             generation,
-            entry: Entry::Magnet(Box::new(MagnetTorrent::new(ctx, info_hash))),
+            entry: Entry::Magnet(Box::new(MagnetTorrent::new(ctx, info_hash, v2))),
         });
         Some(id)
     }
@@ -633,7 +674,7 @@ impl Session {
         }
         // A stand-in for the moment the magnet is out of its slot; it draws nothing.
         let ctx = Context::new(id, self.config.clone(), Rng::new(0));
-        let placeholder = Entry::Magnet(Box::new(MagnetTorrent::new(ctx, info.info_hash())));
+        let placeholder = Entry::Magnet(Box::new(MagnetTorrent::new(ctx, info.info_hash(), false)));
         let slot = &mut self.torrents[id.slot as usize];
         let Entry::Magnet(magnet) = std::mem::replace(&mut slot.entry, placeholder) else {
             unreachable!("checked above")
@@ -645,6 +686,15 @@ impl Session {
         self.upload_held += torrent.upload_held;
         slot.entry = Entry::Ready(Box::new(torrent));
         self.out.absorb(&mut slot.entry.ctx_mut().out);
+        // A hybrid added by its v2 name (a `btmh` link) answers to its v1 name too, and one
+        // added by its v1 name to its v2 name.
+        let entry = &self.torrents[id.slot as usize].entry;
+        for name in [Some(entry.info_hash()), entry.v2_alias()]
+            .into_iter()
+            .flatten()
+        {
+            self.by_hash.entry(name).or_insert(id);
+        }
         self.reap();
         true
     }
@@ -664,21 +714,20 @@ impl Session {
     /// Removes a torrent, closing its connections.
     pub fn remove_torrent(&mut self, id: TorrentId, now: Time) {
         let reason = CloseReason::TorrentRemoved;
-        let Some(hash) = self.with_entry(id, |entry, _| {
-            match entry {
-                Entry::Ready(t) => t.close_all(reason, now),
-                Entry::Magnet(m) => m.close_all(reason, now),
-            }
-            entry.info_hash()
-        }) else {
+        let found = self.with_entry(id, |entry, _| match entry {
+            Entry::Ready(t) => t.close_all(reason, now),
+            Entry::Magnet(m) => m.close_all(reason, now),
+        });
+        if found.is_none() {
             return;
-        };
+        }
         let slot = self.torrents.remove(id.slot as usize);
         // What is left are reads in flight, whose completions will find no torrent.
         if let Entry::Ready(t) = &slot.entry {
             self.upload_held -= t.upload_held;
         }
-        self.by_hash.remove(&hash);
+        // Every name it answered to: its info hash, and a hybrid's other one.
+        self.by_hash.retain(|_, t| *t != id);
         // Connections still handshaking for it are closed too.
         let stale: Vec<usize> = self
             .conns
@@ -1084,17 +1133,17 @@ impl Session {
     /// one (Ya and PadA first; our BitTorrent handshake travels as its initial payload).
     pub fn handle_connected(&mut self, conn: ConnId, now: Time) {
         let peer_id = self.peer_id;
-        let reserved = our_reserved(&self.config);
         let (torrent, encrypt) = match self.conn_mut(conn).map(|c| &c.state) {
             Some(ConnState::Handshaking(h)) => (h.torrent, h.encrypt),
             _ => return,
         };
-        let Some(hash) = torrent
+        let Some((hash, v2)) = torrent
             .and_then(|t| self.slot(t))
-            .map(|t| t.entry.info_hash())
+            .map(|t| (t.entry.info_hash(), t.entry.speaks_v2()))
         else {
             return;
         };
+        let reserved = our_reserved(&self.config, v2);
         let initiator = encrypt.then(|| {
             let (secret, pad_a, pad_c) = (self.secret(), self.padding(), self.padding());
             let ours = Handshake::new(reserved, hash, peer_id).to_bytes().to_vec();
@@ -1412,6 +1461,7 @@ impl Session {
             {
                 return self.close_handshaking(conn, CloseReason::TooManyPeers, now);
             }
+            let reserved = our_reserved(&self.config, t.speaks_v2());
             let Some(Conn {
                 state: ConnState::Handshaking(h),
                 ..
@@ -1420,7 +1470,6 @@ impl Session {
                 return;
             };
             h.torrent = Some(tid);
-            let reserved = our_reserved(&self.config);
             Self::send_handshake(&mut self.out, conn, h, prefix.info_hash, peer_id, reserved);
         }
         let Some(Conn {
@@ -1439,7 +1488,7 @@ impl Session {
         let Some(t) = self.slot(tid).map(|s| &s.entry) else {
             return self.close_handshaking(conn, CloseReason::TorrentRemoved, now);
         };
-        if theirs.info_hash != t.info_hash() {
+        if !t.answers_to(&theirs.info_hash) {
             return self.close_handshaking(conn, CloseReason::WrongInfoHash, now);
         }
         if theirs.peer_id == peer_id {
@@ -1509,7 +1558,10 @@ impl Session {
         h.recv.advance(HANDSHAKE_LEN);
         let leftover = h.recv.split();
         let listen_port = self.listen_port;
-        let ours = our_reserved(&self.config);
+        let ours = our_reserved(
+            &self.config,
+            self.torrents[tid.slot as usize].entry.speaks_v2(),
+        );
         let slot = &mut self.torrents[tid.slot as usize].entry;
         let key = slot.peers_mut().next_key();
         let peer = Peer::new(

@@ -21,6 +21,7 @@ use super::choker::{ChokePeer, Choker, RechokeReason};
 use super::config::Config;
 use super::context::{Context, Outbox};
 use super::fast::allowed_fast_set;
+use super::hashes::{self, LayerTrees};
 use super::limiter::RateLimits;
 use super::metadata::{
     answer_metadata_request, pex_peers, queue_extended, send_dht_port, send_ext_handshake,
@@ -31,8 +32,8 @@ use super::peers::{Liveness, PeerSet};
 use super::picker::{BlockReceived, PickMode, Picker, Priority};
 use super::smartban::{BlockHash, SmartBan};
 use super::wire::{
-    piece_header, BlockRequest, Decoder, ExtendedHandshake, Message, MetadataMsg, PexMsg,
-    SplitBytes, EXTENDED_HANDSHAKE_ID,
+    piece_header, BlockRequest, Decoder, ExtendedHandshake, HashRequest, Message, MetadataMsg,
+    PexMsg, SplitBytes, EXTENDED_HANDSHAKE_ID,
 };
 use super::{Bitfield, BlockRef, Lengths, PeerKey, PieceIndex, Time};
 use crate::limits::{BLOCK_LEN, MAX_PEX_PEERS, PEX_INTERVAL_SECS};
@@ -150,6 +151,8 @@ pub(crate) struct Torrent {
     seed_checks: BTreeSet<u32>,
     /// A seed-mode check failed: pieces not verified are refused until the driver's check.
     seed_mode_failed: bool,
+    /// The upper layers of files' merkle trees, built when peers ask for hashes (BEP 52).
+    layer_trees: LayerTrees,
 }
 
 /// A peer's message with its payload copied out of (or split off) the receive buffer.
@@ -178,6 +181,10 @@ enum Msg {
         id: u8,
         payload: Vec<u8>,
     },
+    HashRequest(HashRequest),
+    /// `hashes` or `hash reject`: a full torrent holds every layer and asks for none, so
+    /// either is ignored.
+    HashAnswer,
 }
 
 impl Torrent {
@@ -217,6 +224,7 @@ impl Torrent {
             unverified: None,
             seed_checks: BTreeSet::new(),
             seed_mode_failed: false,
+            layer_trees: LayerTrees::default(),
         };
         t.recount_wanted();
         t.complete_announced = t.picker.is_complete();
@@ -515,7 +523,14 @@ impl Torrent {
         // after the handshake by libtorrent and by us, and keep-alives and `port` can come at
         // any time: none of them uses up the bitfield's turn.
         let first = !peer.first_message_seen;
-        if !matches!(msg, Msg::KeepAlive | Msg::Port(_) | Msg::Extended { .. }) {
+        if !matches!(
+            msg,
+            Msg::KeepAlive
+                | Msg::Port(_)
+                | Msg::Extended { .. }
+                | Msg::HashRequest(_)
+                | Msg::HashAnswer
+        ) {
             peer.first_message_seen = true;
         }
         let fast = peer.fast;
@@ -527,7 +542,18 @@ impl Torrent {
             return Err(Violation::FastNotNegotiated);
         }
         match msg {
-            Msg::KeepAlive => {}
+            Msg::KeepAlive | Msg::HashAnswer => {}
+            Msg::HashRequest(r) => {
+                let answer = match hashes::admit(peer, &self.ctx.config, now)? {
+                    true => self.info.v2().and_then(|v2| {
+                        let piece_len = u64::from(self.info.lengths().piece_len());
+                        self.layer_trees.answer(v2, piece_len, &r)
+                    }),
+                    false => None,
+                };
+                let notify = hashes::send_answer(peer, r, answer.as_deref(), now);
+                self.ctx.out.send(peer.conn, notify);
+            }
             Msg::Port(port) => {
                 // One per connection, only from a peer that announced a node, for a
                 // public torrent, while our own node runs: a peer cannot make us ping many.
@@ -1749,6 +1775,8 @@ fn owned(msg: Message<'_>) -> (Msg, Option<usize>) {
             id,
             payload: payload.to_vec(),
         },
+        Message::HashRequest(r) => Msg::HashRequest(r),
+        Message::Hashes { .. } | Message::HashReject(_) => Msg::HashAnswer,
     };
     (m, None)
 }

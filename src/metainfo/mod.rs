@@ -416,6 +416,71 @@ impl Info {
         self.v2.as_ref().map(|v| v.info_hash)
     }
 
+    /// A hybrid torrent's second name on the wire: its v2 info hash truncated to 20 bytes,
+    /// under which v2 peers dial it (it runs under [`Info::info_hash`], the v1 hash). `None`
+    /// for a v1 or v2-only torrent, which have one name.
+    pub fn v2_alias(&self) -> Option<InfoHash> {
+        match self.version {
+            MetaVersion::Hybrid => self.info_hash_v2().map(|h| h.truncated()),
+            _ => None,
+        }
+    }
+
+    /// Sets the piece layer of every file whose `pieces root` is `root` and that needs one,
+    /// once `layer` is checked against that root (a magnet link's metadata carries no piece
+    /// layers: they come from peers, BEP 52 `hash request`). Returns whether it fitted.
+    pub fn set_piece_layer(&mut self, root: &merkle::Hash, layer: &[merkle::Hash]) -> bool {
+        let blocks_per_piece = (u64::from(self.lengths.piece_len()) / merkle::BLOCK_LEN) as usize;
+        let Some(v2) = self.v2.as_mut() else {
+            return false;
+        };
+        let mut fitted = false;
+        for f in v2.files.iter_mut() {
+            if f.pieces_root.as_ref() != Some(root)
+                || !f.needs_layer()
+                || layer.len() != f.piece_count as usize
+            {
+                continue;
+            }
+            if !fitted && merkle::root_from_piece_layer(layer, blocks_per_piece) != *root {
+                return false;
+            }
+            fitted = true;
+            f.layer = Some(layer.to_vec());
+        }
+        fitted
+    }
+
+    /// The bencoded `piece layers` dictionary of a v2 torrent whose layers are all known
+    /// (keys are roots, sorted; values the layers' hashes end to end), to write beside `info`
+    /// in a .torrent; `None` when no file needs one or one is missing.
+    pub fn piece_layers_bencoded(&self) -> Option<Vec<u8>> {
+        let v2 = self.v2.as_ref()?;
+        if !v2.has_piece_layers() {
+            return None;
+        }
+        let layers: std::collections::BTreeMap<merkle::Hash, &Vec<merkle::Hash>> = v2
+            .files
+            .iter()
+            .filter(|f| f.needs_layer())
+            .filter_map(|f| Some((f.pieces_root?, f.layer.as_ref()?)))
+            .collect();
+        if layers.is_empty() {
+            return None;
+        }
+        let mut out = b"d".to_vec();
+        for (root, layer) in layers {
+            out.extend_from_slice(b"32:");
+            out.extend_from_slice(&root);
+            out.extend_from_slice(format!("{}:", layer.len() * 32).as_bytes());
+            for h in layer {
+                out.extend_from_slice(h);
+            }
+        }
+        out.push(b'e');
+        Some(out)
+    }
+
     /// SHA1 piece hashes in order (empty for a v2-only torrent).
     pub fn piece_hashes(&self) -> &[[u8; 20]] {
         &self.piece_hashes

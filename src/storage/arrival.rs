@@ -1,6 +1,10 @@
 //! Hashing pieces as their blocks are written, so that verifying a downloaded piece does not
 //! read it back from the page cache (`perf/2026-12-02-recv-hash-on-arrival.md`).
 //!
+//! Only torrents judged by SHA1 (v1 and hybrid) hash on arrival: a v2-only torrent's pieces
+//! are judged by SHA-256 merkle hashes, read back at verification
+//! (`perf/2026-12-03-v2-arrival.md`).
+//!
 //! Each piece being written may have an [`Arrival`]: a running SHA1 over the piece's first
 //! `next` bytes, fed by [`Storage::write_block`](super::Storage::write_block) with the very
 //! bytes it has just written, while it holds the piece's stripe lock exclusively. A block

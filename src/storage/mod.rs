@@ -408,8 +408,72 @@ pub(crate) fn delete_files(download_dir: &Path, info: &Info) -> Result<(), (Path
     Ok(())
 }
 
+/// The target a BEP 47 symlink entry's link holds: `target` (a path of the torrent, in the
+/// same frame as `link`) relative to the link's folder, as libtorrent writes it
+/// (`../x/y`). Both are paths of plain components below the download folder, so the result
+/// never leads above it.
+pub(crate) fn link_target(link: &[String], target: &[String]) -> PathBuf {
+    let folder = link.split_last().map_or(&[][..], |(_, f)| f);
+    let common = folder
+        .iter()
+        .zip(target)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut out = PathBuf::new();
+    for _ in common..folder.len() {
+        out.push("..");
+    }
+    for c in &target[common..] {
+        out.push(c);
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// Creates the torrent's BEP 47 symlinks, as libtorrent does, once its files exist: each
+/// entry whose target resolved inside the torrent (`metainfo/sanitize.rs`) becomes a
+/// relative symlink in its place. Its folders are made or opened without following any
+/// symlink, so the link lands inside the download folder; nothing is ever written through
+/// a link (no file of the torrent lies behind one: a path is never both a file and a
+/// folder). Something already in a link's place is left as it is, unless it is the same
+/// link. Links are not payload: a failure is said, not fatal.
+fn make_links(info: &Info, dir: &Path, root: BorrowedFd<'_>) {
+    for entry in info.files().iter().filter(|e| e.attr.symlink && !stored(e)) {
+        let Some(target) = entry.symlink_target.as_deref() else {
+            continue;
+        };
+        let rel = entry.relative_path();
+        let want = link_target(&entry.path, target);
+        let made = relocate::make_parent(root, &rel).and_then(|parent| {
+            let name = Path::new(rel.file_name().unwrap_or_default());
+            match sys::symlinkat(&want, parent.as_fd(), name) {
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    match sys::readlinkat(parent.as_fd(), name) {
+                        Ok(held)
+                            if held == std::os::unix::ffi::OsStrExt::as_bytes(want.as_os_str()) =>
+                        {
+                            Ok(())
+                        }
+                        _ => Err(e),
+                    }
+                }
+                other => other,
+            }
+        });
+        if let Err(e) = made {
+            tracing::warn!(
+                "symlink {} -> {} not created: {e}",
+                dir.join(&rel).display(),
+                want.display()
+            );
+        }
+    }
+}
+
 /// Whether a file has bytes on disk: not padding, and not an empty BEP 47 symlink entry
-/// (symlinks are not created yet).
+/// (created as a symlink by [`make_links`], never written).
 fn stored(entry: &FileEntry) -> bool {
     let empty_symlink = entry.attr.symlink && entry.length == 0;
     !(entry.attr.padding || empty_symlink)
@@ -586,6 +650,9 @@ impl Storage {
                 return Err(e);
             }
         };
+        if writable {
+            make_links(&info, &dir, root.as_fd());
+        }
 
         // 4. Map and hold within the process budget.
         let mut files = Vec::with_capacity(info.files().len());
@@ -797,6 +864,9 @@ impl Storage {
         let _guard = self.lock_exclusive(block.piece);
         let written = self.write_spans(block, data);
         match written {
+            // A v2-only torrent's pieces are judged by SHA-256 (`verify_piece_v2`): a running
+            // SHA1 would be computed for nothing.
+            Ok(()) if !self.info.version().has_v1() => {}
             Ok(()) => self
                 .arrivals
                 .written(&self.info, block, data, owned, |hasher, b| {

@@ -104,7 +104,7 @@ fn parent_of(root: BorrowedFd<'_>, rel: &Path) -> io::Result<Option<OwnedFd>> {
 }
 
 /// The folder holding `rel` below `root`, its missing folders created, no symlink followed.
-fn make_parent(root: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
+pub(super) fn make_parent(root: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
     let flags = libc::O_RDONLY | libc::O_DIRECTORY;
     let mut held = root.try_clone_to_owned()?;
     if let Some(parent) = rel.parent() {

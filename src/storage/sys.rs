@@ -193,6 +193,37 @@ pub(crate) fn mkdirat(dir: BorrowedFd<'_>, name: &Path) -> io::Result<()> {
     check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o777) }).map(drop)
 }
 
+/// Creates the symlink `name` inside the open folder `dir`, holding `target` (not followed,
+/// not checked: the caller made it relative and inside the download folder).
+pub(crate) fn symlinkat(target: &Path, dir: BorrowedFd<'_>, name: &Path) -> io::Result<()> {
+    let (t, c) = (cstr(target)?, cstr(name)?);
+    // SAFETY: `t` and `c` are valid NUL-terminated strings for the call; `dir` is an open
+    // descriptor.
+    check(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) }).map(drop)
+}
+
+/// What the symlink `name` inside the open folder `dir` holds (at most 4 KiB; an error if
+/// `name` is not a symlink).
+pub(crate) fn readlinkat(dir: BorrowedFd<'_>, name: &Path) -> io::Result<Vec<u8>> {
+    let c = cstr(name)?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: `c` is valid for the call; `buf` is writable for `buf.len()` bytes, the length
+    // passed, and readlinkat writes no more than that.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            buf.as_mut_ptr().cast::<libc::c_char>(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
 /// Removes the file `name` inside the open folder `dir` (`rmdir` too with `folder`).
 pub(crate) fn unlinkat(dir: BorrowedFd<'_>, name: &Path, folder: bool) -> io::Result<()> {
     let c = cstr(name)?;

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Download one torrent with libtorrent 2.0 from given peers on loopback, for tests and benches.
 
-Usage: lt_leech.py TORRENT SAVE_DIR [--peer HOST:PORT ...] [--port P] [--listen-ip IP] [--timeout S]
+Usage: lt_leech.py TORRENT SAVE_DIR [--magnet] [--peer HOST:PORT ...] [--port P] [--listen-ip IP] [--timeout S]
                    [--stats]
                    [--plaintext | --encryption forced]
                    [--out-enc-policy forced|enabled|disabled] [--in-enc-policy forced|enabled|disabled]
@@ -14,6 +14,9 @@ says "[::1]:P"), and "lt_leech.py: torrent added" once the torrent is in the ses
 prints one JSON line: {"seconds": S, "bytes": N, "mb_s": X} where S runs from adding the
 torrent to completion, then exits 0. Exits 1 (message on stderr) if it does not finish in
 --timeout seconds (default 300), so it can never outlive a test or a benchmark.
+
+--magnet: TORRENT is a magnet link; the metadata (and, for a v2 link, the piece layers, by BEP
+52 hash requests) come from the peers.
 
 The three encryption options set libtorrent's settings of the same names (pe_forced, pe_rc4,
 ...), after --plaintext and --encryption; without any, libtorrent's defaults apply (enabled both
@@ -53,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="leech a torrent with libtorrent on loopback")
     parser.add_argument("torrent")
     parser.add_argument("save_dir")
+    parser.add_argument("--magnet", action="store_true", help="TORRENT is a magnet link")
     parser.add_argument("--peer", action="append", default=[], help="HOST:PORT to connect to")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free one)")
     parser.add_argument("--listen-ip", default="127.0.0.1", help="address to listen on (e.g. ::1)")
@@ -84,7 +88,7 @@ def main() -> None:
     if args.plaintext and args.encryption == "forced":
         parser.error("--plaintext and --encryption forced contradict each other")
 
-    ti = lt.torrent_info(args.torrent)
+    ti = None if args.magnet else lt.torrent_info(args.torrent)
     listen = f"[{args.listen_ip}]" if ":" in args.listen_ip else args.listen_ip
     settings = {
         "listen_interfaces": f"{listen}:{args.port}",
@@ -126,8 +130,11 @@ def main() -> None:
             ):
                 listen_port = a.port
     print(f"lt_leech.py: listening on {listen}:{listen_port}", file=sys.stderr, flush=True)
-    params = lt.add_torrent_params()
-    params.ti = ti
+    if args.magnet:
+        params = lt.parse_magnet_uri(args.torrent)
+    else:
+        params = lt.add_torrent_params()
+        params.ti = ti
     params.save_path = args.save_dir
     params.trackers = []
     start = time.monotonic()
@@ -154,7 +161,7 @@ def main() -> None:
         ses.wait_for_alert(50)
         ses.pop_alerts()
     seconds = time.monotonic() - start
-    size = ti.total_size()
+    size = (ti or handle.torrent_file()).total_size()
     print(json.dumps({"seconds": seconds, "bytes": size, "mb_s": size / seconds / 1e6}), flush=True)
 
 

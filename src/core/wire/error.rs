@@ -94,6 +94,12 @@ pub enum MessageError {
         /// The least length a message of this type can have.
         min: u32,
     },
+    /// A `hashes` message whose hashes are not a whole number of 32-byte hashes.
+    #[error("hashes message has length {len}, which is not a whole number of 32-byte hashes")]
+    PartialHash {
+        /// The length from the prefix (id byte included).
+        len: u32,
+    },
     /// An `extended` message with no extended message id byte at all.
     #[error("extended message without an extended message id")]
     EmptyExtended,

@@ -37,14 +37,18 @@ pub enum ReservedFlag {
     Fast,
     /// The peer supports the extension protocol (BEP 10): `reserved[5] & 0x10`.
     ExtensionProtocol,
+    /// The peer speaks BitTorrent v2 (BEP 52) and may upgrade a hybrid torrent's connection
+    /// to its v2 info hash: `reserved[7] & 0x10`.
+    V2,
 }
 
 impl ReservedFlag {
     /// Every named flag, in the order they are listed when printed.
-    pub const ALL: [ReservedFlag; 3] = [
+    pub const ALL: [ReservedFlag; 4] = [
         ReservedFlag::Dht,
         ReservedFlag::Fast,
         ReservedFlag::ExtensionProtocol,
+        ReservedFlag::V2,
     ];
 
     /// The flag's position as BEP 10 counts it: bit number from the right of the 64-bit
@@ -54,6 +58,7 @@ impl ReservedFlag {
             ReservedFlag::Dht => 0,
             ReservedFlag::Fast => 2,
             ReservedFlag::ExtensionProtocol => 20,
+            ReservedFlag::V2 => 4,
         }
     }
 
@@ -63,6 +68,7 @@ impl ReservedFlag {
             ReservedFlag::Dht => "dht",
             ReservedFlag::Fast => "fast",
             ReservedFlag::ExtensionProtocol => "extension protocol",
+            ReservedFlag::V2 => "v2",
         }
     }
 
@@ -71,6 +77,7 @@ impl ReservedFlag {
             0 => Some(ReservedFlag::Dht),
             2 => Some(ReservedFlag::Fast),
             20 => Some(ReservedFlag::ExtensionProtocol),
+            4 => Some(ReservedFlag::V2),
             _ => None,
         }
     }
@@ -493,24 +500,24 @@ mod tests {
     fn reserved_lists_known_and_unknown_bits() {
         // libtorrent: extension protocol, fast, dht and the v2 upgrade bit (reserved[7] & 0x10).
         let r = Reserved::from_bytes([0x80, 0, 0, 0, 0, 0x10, 0, 0x15]);
+        assert!(r.contains(ReservedFlag::V2));
+        let r = r.with(ReservedFlag::V2, false).with_bit(4, true);
+        assert_eq!(r.as_bytes()[7], 0x15);
         let bits: Vec<ReservedBit> = r.bits().collect();
         assert_eq!(
             bits,
             [
                 ReservedBit::Unknown(63),
                 ReservedBit::Known(ReservedFlag::ExtensionProtocol),
-                ReservedBit::Unknown(4),
+                ReservedBit::Known(ReservedFlag::V2),
                 ReservedBit::Known(ReservedFlag::Fast),
                 ReservedBit::Known(ReservedFlag::Dht),
             ]
         );
-        assert_eq!(
-            r.to_string(),
-            "bit 63, extension protocol, bit 4, fast, dht"
-        );
+        assert_eq!(r.to_string(), "bit 63, extension protocol, v2, fast, dht");
         assert_eq!(
             r.unknown(),
-            Reserved::from_bytes([0x80, 0, 0, 0, 0, 0, 0, 0x10])
+            Reserved::from_bytes([0x80, 0, 0, 0, 0, 0, 0, 0])
         );
         assert_eq!(Reserved::NONE.to_string(), "none");
         assert_eq!(

@@ -1,4 +1,5 @@
-//! Peer wire messages (BEP 3, BEP 5's `port`, BEP 6, BEP 10): their ids, the borrowed
+//! Peer wire messages (BEP 3, BEP 5's `port`, BEP 6, BEP 10, BEP 52's hash messages): their
+//! ids, the borrowed
 //! [`Message`] type, the [`Decoder`] and the encoders.
 //!
 //! Every message after the handshake is a 4-byte big-endian length prefix followed by that
@@ -53,6 +54,12 @@ pub enum MessageId {
     AllowedFast = 0x11,
     /// BEP 10: an extension protocol message.
     Extended = 20,
+    /// BEP 52: a request for hashes of a file's merkle tree.
+    HashRequest = 21,
+    /// BEP 52: hashes of a file's merkle tree, answering a `hash request`.
+    Hashes = 22,
+    /// BEP 52: a `hash request` that will not be answered.
+    HashReject = 23,
 }
 
 /// The allowed values of a message type's length prefix (id byte included).
@@ -64,7 +71,7 @@ enum Shape {
 
 impl MessageId {
     /// Every id, in numeric order; tests and fuzzers iterate over it.
-    pub const ALL: [MessageId; 16] = [
+    pub const ALL: [MessageId; 19] = [
         MessageId::Choke,
         MessageId::Unchoke,
         MessageId::Interested,
@@ -81,6 +88,9 @@ impl MessageId {
         MessageId::Reject,
         MessageId::AllowedFast,
         MessageId::Extended,
+        MessageId::HashRequest,
+        MessageId::Hashes,
+        MessageId::HashReject,
     ];
 
     /// The id for a byte from the wire, or `None` when this codec does not know it.
@@ -102,6 +112,9 @@ impl MessageId {
             0x10 => MessageId::Reject,
             0x11 => MessageId::AllowedFast,
             20 => MessageId::Extended,
+            21 => MessageId::HashRequest,
+            22 => MessageId::Hashes,
+            23 => MessageId::HashReject,
             _ => return None,
         })
     }
@@ -130,11 +143,15 @@ impl MessageId {
             MessageId::Reject => "reject request",
             MessageId::AllowedFast => "allowed fast",
             MessageId::Extended => "extended",
+            MessageId::HashRequest => "hash request",
+            MessageId::Hashes => "hashes",
+            MessageId::HashReject => "hash reject",
         }
     }
 
     /// The handshake bit that announces support for this message, or `None` for the BEP 3
-    /// messages every peer must understand. The codec decodes every message regardless; the
+    /// messages every peer must understand (and for BEP 52's hash messages, which a peer may
+    /// send on any connection that runs a torrent under its v2 info hash, bit or not). The codec decodes every message regardless; the
     /// core uses this to apply its policy on messages the peer did not announce.
     pub const fn announced_by(self) -> Option<ReservedFlag> {
         match self {
@@ -160,6 +177,8 @@ impl MessageId {
             MessageId::Have | MessageId::Suggest | MessageId::AllowedFast => Shape::Exact(5),
             MessageId::Request | MessageId::Cancel | MessageId::Reject => Shape::Exact(13),
             MessageId::Port => Shape::Exact(3),
+            MessageId::HashRequest | MessageId::HashReject => Shape::Exact(HASH_REQUEST_LEN),
+            MessageId::Hashes => Shape::AtLeast(HASH_REQUEST_LEN),
             MessageId::Bitfield => Shape::AtLeast(1),
             MessageId::Piece => Shape::AtLeast(9),
             MessageId::Extended => Shape::AtLeast(2),
@@ -201,6 +220,37 @@ impl BlockRequest {
         out.extend_from_slice(&self.piece.to_be_bytes());
         out.extend_from_slice(&self.offset.to_be_bytes());
         out.extend_from_slice(&self.len.to_be_bytes());
+    }
+}
+
+/// The length prefix of `hash request` and `hash reject` (and the least of `hashes`): the id
+/// byte, the 32-byte pieces root and four 32-bit numbers.
+pub const HASH_REQUEST_LEN: u32 = 1 + 32 + 16;
+
+/// The fields shared by BEP 52's `hash request`, `hashes` and `hash reject`.
+///
+/// The codec checks only the shape; whether `root` names a file of the torrent and whether
+/// `base`, `index`, `length` and `proof_layers` fit its tree is the core's to judge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HashRequest {
+    /// The file's `pieces root`.
+    pub root: [u8; 32],
+    /// The layer the hashes start at, counted up from the leaves (0: the 16 KiB blocks).
+    pub base: u32,
+    /// The position of the first hash in the base layer (a multiple of `length`).
+    pub index: u32,
+    /// How many hashes of the base layer.
+    pub length: u32,
+    /// How many layers above the base the proof reaches.
+    pub proof_layers: u32,
+}
+
+impl HashRequest {
+    fn append_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.root);
+        for n in [self.base, self.index, self.length, self.proof_layers] {
+            out.extend_from_slice(&n.to_be_bytes());
+        }
     }
 }
 
@@ -274,6 +324,19 @@ pub enum Message<'a> {
         /// The bytes after the extended id, usually a bencoded dictionary.
         payload: SplitBytes<'a>,
     },
+    /// BEP 52 `hash request`.
+    HashRequest(HashRequest),
+    /// BEP 52 `hashes`: the request it answers and the hashes, 32 bytes each (the decoder
+    /// checks the length is a whole number of hashes): the base layer's, then the proof's
+    /// uncles from the bottom up.
+    Hashes {
+        /// The request answered.
+        request: HashRequest,
+        /// The hashes, borrowed from the input.
+        hashes: SplitBytes<'a>,
+    },
+    /// BEP 52 `hash reject`.
+    HashReject(HashRequest),
 }
 
 impl Message<'_> {
@@ -297,6 +360,9 @@ impl Message<'_> {
             Message::Reject(_) => MessageId::Reject,
             Message::AllowedFast { .. } => MessageId::AllowedFast,
             Message::Extended { .. } => MessageId::Extended,
+            Message::HashRequest(_) => MessageId::HashRequest,
+            Message::Hashes { .. } => MessageId::Hashes,
+            Message::HashReject(_) => MessageId::HashReject,
         })
     }
 
@@ -307,6 +373,9 @@ impl Message<'_> {
             Message::Bitfield { bits } => bits.len().saturating_add(1),
             Message::Piece { data, .. } => data.len().saturating_add(9),
             Message::Extended { payload, .. } => payload.len().saturating_add(2),
+            Message::Hashes { hashes, .. } => {
+                hashes.len().saturating_add(HASH_REQUEST_LEN as usize)
+            }
             fixed => match fixed.id() {
                 Some(id) => match id.shape() {
                     Shape::Exact(n) | Shape::AtLeast(n) => n as usize,
@@ -356,6 +425,11 @@ impl Message<'_> {
             Message::Extended { id, payload } => {
                 out.push(id);
                 payload.append_to(out);
+            }
+            Message::HashRequest(r) | Message::HashReject(r) => r.append_to(out),
+            Message::Hashes { request, hashes } => {
+                request.append_to(out);
+                hashes.append_to(out);
             }
             Message::KeepAlive
             | Message::Choke
@@ -605,6 +679,9 @@ impl Decoder {
             }
             _ => {}
         }
+        if id == MessageId::Hashes && len.saturating_sub(HASH_REQUEST_LEN) % 32 != 0 {
+            return Err(MessageError::PartialHash { len });
+        }
         if let (MessageId::Bitfield, Some(piece_count)) = (id, self.piece_count) {
             let expected = bitfield_len(piece_count);
             let bits_len = usize::try_from(len.saturating_sub(1)).unwrap_or(usize::MAX);
@@ -644,7 +721,22 @@ impl Decoder {
                 len: u32_at(8)?,
             })
         };
+        let hash_request = || -> Result<HashRequest, MessageError> {
+            Ok(HashRequest {
+                root: body.read_array::<32>(0).ok_or_else(wrong)?,
+                base: u32_at(32)?,
+                index: u32_at(36)?,
+                length: u32_at(40)?,
+                proof_layers: u32_at(44)?,
+            })
+        };
         Ok(match id {
+            MessageId::HashRequest => Message::HashRequest(hash_request()?),
+            MessageId::HashReject => Message::HashReject(hash_request()?),
+            MessageId::Hashes => Message::Hashes {
+                request: hash_request()?,
+                hashes: body.split_at(48).ok_or_else(wrong)?.1,
+            },
             MessageId::Choke => Message::Choke,
             MessageId::Unchoke => Message::Unchoke,
             MessageId::Interested => Message::Interested,
@@ -721,8 +813,77 @@ mod tests {
         len: 0x4000,
     };
 
+    const HREQ: HashRequest = HashRequest {
+        root: [0xab; 32],
+        base: 2,
+        index: 512,
+        length: 512,
+        proof_layers: 0x0102_0304,
+    };
+
+    /// A BEP 52 hash message spelled out byte by byte: prefix, id, root, the four numbers.
+    fn hash_frame(id: u8, hashes: &[u8]) -> Vec<u8> {
+        let mut out = u32::try_from(49 + hashes.len())
+            .unwrap()
+            .to_be_bytes()
+            .to_vec();
+        out.push(id);
+        out.extend_from_slice(&[0xab; 32]);
+        out.extend_from_slice(&[0, 0, 0, 2, 0, 0, 2, 0, 0, 0, 2, 0, 1, 2, 3, 4]);
+        out.extend_from_slice(hashes);
+        out
+    }
+
+    #[test]
+    fn hash_messages_check_their_shape() {
+        // A request or reject is exactly 49 bytes; hashes a whole number of hashes past that.
+        for id in [MessageId::HashRequest, MessageId::HashReject] {
+            let mut bytes = hash_frame(id.as_u8(), &[0]);
+            assert_error(
+                &Decoder::new(),
+                &bytes,
+                MessageError::WrongLength {
+                    id,
+                    len: 50,
+                    expected: 49,
+                },
+            );
+            bytes.truncate(4 + 48);
+            bytes[..4].copy_from_slice(&48u32.to_be_bytes());
+            assert!(matches!(
+                Decoder::new().decode(&bytes[..]),
+                Err(MessageError::WrongLength { len: 48, .. })
+            ));
+        }
+        for extra in [1usize, 31, 33, 63] {
+            let bytes = hash_frame(22, &vec![7; extra]);
+            let len = u32::try_from(49 + extra).unwrap();
+            assert_error(&Decoder::new(), &bytes, MessageError::PartialHash { len });
+            // Known from the prefix and id alone, before the body arrives.
+            assert_eq!(
+                Decoder::new().check(&bytes[..5]),
+                Err(MessageError::PartialHash { len })
+            );
+        }
+        let short = [0, 0, 0, 20, 22];
+        assert!(matches!(
+            Decoder::new().decode(&short[..]),
+            Err(MessageError::TooShort {
+                len: 20,
+                min: 49,
+                ..
+            })
+        ));
+        // No hashes at all is a well-formed (if useless) answer: the core judges it.
+        assert!(Decoder::new()
+            .decode(&hash_frame(22, &[])[..])
+            .unwrap()
+            .is_complete());
+    }
+
     #[test]
     fn every_message_has_its_documented_bytes() {
+        let two_hashes = [[0x11u8; 32], [0x22; 32]].concat();
         let block = [0xee; 5];
         let cases: Vec<(Message<'_>, Vec<u8>)> = vec![
             (Message::KeepAlive, vec![0, 0, 0, 0]),
@@ -792,6 +953,15 @@ mod tests {
                     bits: SplitBytes::default(),
                 },
                 vec![0, 0, 0, 1, 5],
+            ),
+            (Message::HashRequest(HREQ), hash_frame(21, &[])),
+            (Message::HashReject(HREQ), hash_frame(23, &[])),
+            (
+                Message::Hashes {
+                    request: HREQ,
+                    hashes: SplitBytes::single(&two_hashes),
+                },
+                hash_frame(22, &two_hashes),
             ),
             (
                 Message::Piece {

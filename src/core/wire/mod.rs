@@ -1,5 +1,6 @@
 //! The sans-IO peer wire codec: the BitTorrent handshake and every peer message of BEP 3,
-//! BEP 5 (`port`), BEP 6 (Fast extension) and BEP 10 (extension protocol), decoded from and
+//! BEP 5 (`port`), BEP 6 (Fast extension), BEP 10 (extension protocol) and BEP 52 (`hash
+//! request`, `hashes`, `hash reject`), decoded from and
 //! encoded to bytes that the caller owns.
 //!
 //! # Design
@@ -54,6 +55,6 @@ pub use handshake::{
 pub use input::{Decoded, SplitBytes};
 pub use message::{
     bitfield_len, encode_piece_header, piece_header, validate_bitfield, BlockRequest, Decoder,
-    Message, MessageId, LENGTH_PREFIX_LEN, PIECE_HEADER_LEN,
+    HashRequest, Message, MessageId, HASH_REQUEST_LEN, LENGTH_PREFIX_LEN, PIECE_HEADER_LEN,
 };
 pub use ut::{MetadataMsg, PexMsg, UtError, METADATA_PIECE_LEN, UT_METADATA, UT_PEX};

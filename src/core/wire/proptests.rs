@@ -15,7 +15,7 @@ type Spec = (u8, u32, u32, u32, u16, u8, Vec<u8>);
 
 fn spec() -> impl Strategy<Value = Spec> {
     (
-        0u8..18,
+        0u8..21,
         any::<u32>(),
         any::<u32>(),
         any::<u32>(),
@@ -27,6 +27,14 @@ fn spec() -> impl Strategy<Value = Spec> {
 
 fn build(spec: &Spec) -> Message<'_> {
     let (kind, a, b, c, port, ext, ref bytes) = *spec;
+    let whole_hashes = &bytes[..];
+    let hash_req = HashRequest {
+        root: [ext; 32],
+        base: a,
+        index: b,
+        length: c,
+        proof_layers: u32::from(port),
+    };
     let bytes = SplitBytes::single(bytes);
     let req = BlockRequest {
         piece: a,
@@ -54,6 +62,12 @@ fn build(spec: &Spec) -> Message<'_> {
         13 => Message::HaveNone,
         14 => Message::Reject(req),
         15 => Message::AllowedFast { piece: a },
+        16 => Message::HashRequest(hash_req),
+        17 => Message::HashReject(hash_req),
+        18 => Message::Hashes {
+            request: hash_req,
+            hashes: SplitBytes::single(&whole_hashes[..whole_hashes.len() / 32 * 32]),
+        },
         _ => Message::Extended {
             id: ext,
             payload: bytes,

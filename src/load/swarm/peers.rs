@@ -663,7 +663,10 @@ impl LoadPeers {
             | Message::Port { .. }
             | Message::Suggest { .. }
             | Message::AllowedFast { .. }
-            | Message::Extended { .. } => {}
+            | Message::Extended { .. }
+            | Message::HashRequest(_)
+            | Message::Hashes { .. }
+            | Message::HashReject(_) => {}
         }
         if p.role == Role::Seed && p.target_has.count() == pieces && !self.target_complete {
             self.target_complete = true;
