@@ -247,7 +247,7 @@ impl Handler for ServeApi {
                     "without credentials the API answers only on loopback",
                 ));
             }
-            self.policy.check_host(&head.headers).map_err(refused)?;
+            self.policy().check_host(&head.headers).map_err(refused)?;
             return match head.content_length {
                 None | Some(0) => Ok(()),
                 // A body is never read here: answered (405) before it is.
