@@ -99,7 +99,12 @@ fn a_downloaded_torrent_paused_and_resumed_keeps_its_pieces() {
     let tmp = tempfile::tempdir().unwrap();
     let torrent = make(&tmp.path().join("seed"), "file.bin", 1_000_000);
     let seed = seeder(&tmp.path().join("seed"), &torrent);
-    let leech = Client::start(config(&tmp.path().join("leech"))).unwrap();
+    // With a state folder, so a stopped torrent's pieces are in its resume data.
+    let leech = Client::start(ClientConfig {
+        state_dir: Some(tmp.path().join("state")),
+        ..config(&tmp.path().join("leech"))
+    })
+    .unwrap();
     let events = leech.subscribe();
     let t = leech
         .add(AddTorrent::bytes(torrent).peers(seed.listen_addr()))
@@ -108,6 +113,10 @@ fn a_downloaded_torrent_paused_and_resumed_keeps_its_pieces() {
     // No peer to fetch anything again from.
     seed.shutdown();
     t.pause().unwrap();
+    // Stopped, its files still show what it holds (the web UI and the WebAPI read this).
+    let files = t.files().unwrap();
+    assert_eq!((files[0].done, files[0].length), (1_000_000, 1_000_000));
+    assert_eq!(t.status().unwrap().pieces_have, 16);
     t.resume().unwrap();
     let status = t.status().unwrap();
     assert_eq!(

@@ -1584,6 +1584,15 @@ impl State {
         };
         let have = match e.id {
             Some(id) => self.call(e.shard, move |d| d.session().have(id).cloned())?,
+            // Queued since it was added: what its check found.
+            None if e.held_have.is_some() => e.held_have.clone(),
+            // Out of the session (stopped or queued): what its resume data says it holds,
+            // the same pieces its status counts (`Entry::saved`).
+            None if e.saved.is_some() => self.resume_dir().and_then(|dir| {
+                crate::storage::ResumeData::load(&dir, info.info_hash())
+                    .ok()
+                    .map(|r| r.verified)
+            }),
             None => None,
         };
         let piece_len = u64::from(info.lengths().piece_len());
