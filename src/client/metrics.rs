@@ -272,6 +272,50 @@ impl Metrics {
             "Connections open, handshaking ones included.",
             one(m.connections_open),
         );
+        let utp = |f: fn(&LoopStats) -> u64| m.loops.iter().map(f).sum::<u64>();
+        let utp_open = utp(|l| l.utp.open);
+        metric(
+            "connections_open_by_transport",
+            "gauge",
+            "Connections open (handshaking and dialling ones included) by transport.",
+            vec![
+                (
+                    "{transport=\"tcp\"}".into(),
+                    m.connections_open.saturating_sub(utp_open) as f64,
+                ),
+                ("{transport=\"utp\"}".into(), utp_open as f64),
+            ],
+        );
+        metric(
+            "utp_connections_total",
+            "counter",
+            "uTP connections: our dials that connected, incoming ones accepted, dials that \
+             failed over uTP and were retried over TCP.",
+            vec![
+                ("{kind=\"dialed\"}".into(), utp(|l| l.utp.dialed) as f64),
+                ("{kind=\"accepted\"}".into(), utp(|l| l.utp.accepted) as f64),
+                (
+                    "{kind=\"fallback_tcp\"}".into(),
+                    utp(|l| l.utp.fallbacks) as f64,
+                ),
+            ],
+        );
+        metric(
+            "utp_bytes_total",
+            "counter",
+            "Peer-wire bytes carried over uTP: received (handed to the sessions) and sent \
+             (taken from them).",
+            vec![
+                (
+                    "{direction=\"received\"}".into(),
+                    utp(|l| l.utp.bytes_received) as f64,
+                ),
+                (
+                    "{direction=\"sent\"}".into(),
+                    utp(|l| l.utp.bytes_sent) as f64,
+                ),
+            ],
+        );
         metric(
             "connections_closed_total",
             "counter",
@@ -403,7 +447,7 @@ impl Metrics {
         metric(
             "udp_datagrams_total",
             "counter",
-            "Datagrams on the UDP socket: received, dropped unread (not KRPC), sent, refused by the kernel.",
+            "Datagrams on the UDP socket: received, dropped unread (neither KRPC nor uTP), sent, refused by the kernel.",
             vec![
                 ("{kind=\"received\"}".into(), udp(|l| l.datagrams_received)),
                 ("{kind=\"dropped\"}".into(), udp(|l| l.datagrams_dropped)),
