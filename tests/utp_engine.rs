@@ -204,7 +204,14 @@ fn ringtorrent_utp_only_leeches_from_transmission_on_both_backends() {
     // One after the other: Transmission drops a second connection from one IP while one is on.
     for (p, io) in &all {
         let out = work.join(format!("{}-out", p.label));
-        let result = rt_download(p, &out, io, &[peer.clone()], &["--transport", "utp"], work);
+        let result = rt_download(
+            p,
+            &out,
+            io,
+            std::slice::from_ref(&peer),
+            &["--transport", "utp"],
+            work,
+        );
         download_ok(
             &format!("transmission -> ringtorrent over uTP --io {io}"),
             &result,
