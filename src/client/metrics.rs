@@ -579,4 +579,46 @@ mod tests {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
     }
+
+    #[test]
+    fn connections_are_counted_per_transport() {
+        let utp = crate::driver::UtpStats {
+            open: 2,
+            dialed: 3,
+            accepted: 4,
+            fallbacks: 5,
+            bytes_received: 6,
+            bytes_sent: 7,
+            packets_received: 8,
+        };
+        let m = Metrics {
+            connections_open: 10,
+            loops: vec![
+                LoopStats {
+                    utp,
+                    ..LoopStats::default()
+                },
+                LoopStats {
+                    utp: crate::driver::UtpStats {
+                        open: 1,
+                        ..Default::default()
+                    },
+                    ..LoopStats::default()
+                },
+            ],
+            ..Metrics::default()
+        };
+        let text = m.to_prometheus();
+        for line in [
+            "ringtorrent_connections_open_by_transport{transport=\"tcp\"} 7\n",
+            "ringtorrent_connections_open_by_transport{transport=\"utp\"} 3\n",
+            "ringtorrent_utp_connections_total{kind=\"dialed\"} 3\n",
+            "ringtorrent_utp_connections_total{kind=\"accepted\"} 4\n",
+            "ringtorrent_utp_connections_total{kind=\"fallback_tcp\"} 5\n",
+            "ringtorrent_utp_bytes_total{direction=\"received\"} 6\n",
+            "ringtorrent_utp_bytes_total{direction=\"sent\"} 7\n",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
 }

@@ -679,6 +679,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("encryption"), "{e}");
+        let e = ServeConfig::parse("transport = \"sctp\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("transport"), "{e}");
+        use ringtorrent::client::Transport;
+        assert_eq!(ServeConfig::default().transport().unwrap(), Transport::Both);
+        for t in [Transport::Tcp, Transport::Utp, Transport::Both] {
+            let c = ServeConfig::parse(&format!("transport = \"{t}\"")).unwrap();
+            assert_eq!(c.transport().unwrap(), t);
+        }
         let e = ServeConfig::parse("[limits]\nupload_rate = \"fast\"")
             .unwrap_err()
             .to_string();
