@@ -24,6 +24,9 @@
 # Unset: every client's default (the table of earlier runs). Each row also reports the CPU
 # time of both processes (libtorrent and ringtorrent rows) and MB per CPU-second.
 # ONLY="lt:lt lt:rt ..." runs only the listed seeder:leecher rows (lt, rt, tr, aria2).
+# TRANSPORT=utp runs the libtorrent and ringtorrent rows over uTP only (lt_seed.py and
+# lt_leech.py --utp-only: TCP off both ways; ringtorrent --transport utp); the default, tcp,
+# over TCP only (ringtorrent --transport tcp). Transmission and aria2 rows stay on TCP.
 # Needs: mktorrent, python3-libtorrent, transmission-daemon, transmission-cli, aria2
 # (scripts/test.sh installs them all).
 # rqbit is not measured yet; to add it, install it outside the repository with
@@ -67,17 +70,24 @@ fi
 encryptions=${ENCRYPTION:-default}
 enc=default
 # The settings for the current encryption, per client.
+# (And the transport's: lt_enc and rt_enc go on every libtorrent and ringtorrent command.)
+transport=${TRANSPORT:-tcp}
+case "$transport" in tcp | utp) ;; *) echo "TRANSPORT=$transport: tcp or utp" >&2; exit 2 ;; esac
 lt_enc() {
     case "$enc" in
     plain) echo --out-enc-policy disabled --in-enc-policy disabled ;;
     rc4) echo --out-enc-policy forced --in-enc-policy forced --enc-level rc4 ;;
     esac
+    [ "$transport" = tcp ] || echo --utp-only
 }
 rt_enc() {
     case "$enc" in
     plain) echo --encryption plaintext ;;
     rc4) echo --encryption require ;;
     esac
+    # An OLD_RT build from before --transport existed runs TCP only anyway.
+    [ "${1:-rt}" = ort ] && [ "$transport" = tcp ] && return
+    echo --transport "$transport"
 }
 aria2_enc() {
     case "$enc" in
@@ -255,7 +265,7 @@ start_seed() {
         rm -rf "$work/rt-state"
         # shellcheck disable=SC2046  # rt_enc is a list of flags
         "${on_a[@]}" "$bin" seed "$work/p.torrent" "$work/seed" --port 0 --bind "$seed_ip" --duration 900 \
-            --state-dir "$work/rt-state" $(rt_enc) > "$out" 2>/dev/null &
+            --state-dir "$work/rt-state" $(rt_enc "$1") > "$out" 2>/dev/null &
         SEED_PID=$!
         ;;
     tr)
@@ -385,6 +395,7 @@ name() {
     esac
 }
 
+echo "Transport of the libtorrent and ringtorrent rows: $transport"
 [ -z "$link" ] || echo "Across an emulated link: $link (seeder 10.77.0.1, leecher 10.77.0.2)${bulk:+, with a bulk TCP flow sharing it}"
 bulk_head="" bulk_rule=""
 [ -z "$bulk" ] || { bulk_head=" bulk flow Mbit/s (runs) |"; bulk_rule="---|"; }

@@ -1,7 +1,7 @@
 //! Transfers across an emulated link (tools/link-emu, see tests/common/link.rs) instead of
 //! loopback: a seed in one network namespace, a leecher in the other, the link between them
 //! with delay (20 ms each way), 1% loss, 1% reordering and a rate limit (50 Mbit/s). ringtorrent to ringtorrent on both I/O
-//! backends, and libtorrent leeching from ringtorrent; every payload compared byte for byte,
+//! backends (over TCP, and over uTP only), and libtorrent leeching from ringtorrent; every payload compared byte for byte,
 //! and the emulator's counters show the packets went across the link and some were lost.
 //! Everything is bounded in time and ended by its handle.
 
@@ -30,11 +30,24 @@ fn payload(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 
 /// `ringtorrent seed` on side A with backend `io`; returns it and the address it listens on.
 fn seed_on_a(link: &Link, dir: &Path, torrent: &Path, data: &Path, io: &str) -> (Proc, String) {
+    seed_on_a_with(link, dir, torrent, data, io, &[])
+}
+
+/// As [`seed_on_a`], with `extra` arguments.
+fn seed_on_a_with(
+    link: &Link,
+    dir: &Path,
+    torrent: &Path,
+    data: &Path,
+    io: &str,
+    extra: &[&str],
+) -> (Proc, String) {
     let mut cmd = link.ringtorrent(Side::A);
     cmd.arg("seed")
         .arg(torrent)
         .arg(data)
         .args(["--port", "0", "--bind", ADDR_A, "--io", io])
+        .args(extra)
         .args(["--duration", "150", "--state-dir"])
         .arg(dir.join("seed-state"));
     let seed = Proc::watch(&format!("seed --io {io}"), &mut cmd, &dir.join("seed.log"));
@@ -59,6 +72,11 @@ fn link_was_used(log: &str) {
 }
 
 fn ringtorrent_across(io: &str) {
+    ringtorrent_across_with(io, &[]);
+}
+
+/// ringtorrent to ringtorrent across the lossy, reordering link, both given `extra`.
+fn ringtorrent_across_with(io: &str, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let (data, torrent) = payload(dir.path());
     let link = Link::start(
@@ -66,7 +84,7 @@ fn ringtorrent_across(io: &str) {
         Duration::from_secs(170),
         dir.path(),
     );
-    let (_seed, addr) = seed_on_a(&link, dir.path(), &torrent, &data, io);
+    let (_seed, addr) = seed_on_a_with(&link, dir.path(), &torrent, &data, io, extra);
     let out = dir.path().join("out");
     let result = run_bounded(
         link.ringtorrent(Side::B)
@@ -75,6 +93,7 @@ fn ringtorrent_across(io: &str) {
             .arg("-o")
             .arg(&out)
             .args(["--bind", ADDR_B, "--peer", &addr, "--io", io])
+            .args(extra)
             .args(["--timeout", "120", "--state-dir"])
             .arg(dir.path().join("leech-state")),
         Duration::from_secs(140),
@@ -97,6 +116,18 @@ fn ringtorrent_to_ringtorrent_across_a_lossy_link_uring() {
 #[test]
 fn ringtorrent_to_ringtorrent_across_a_lossy_link_epoll() {
     ringtorrent_across("epoll");
+}
+
+/// Over uTP only (TCP refused and never dialled): the endpoint's retransmission and
+/// reordering under the engine, byte-exact.
+#[test]
+fn ringtorrent_to_ringtorrent_over_utp_across_a_lossy_link_uring() {
+    ringtorrent_across_with("uring", &["--transport", "utp"]);
+}
+
+#[test]
+fn ringtorrent_to_ringtorrent_over_utp_across_a_lossy_link_epoll() {
+    ringtorrent_across_with("epoll", &["--transport", "utp"]);
 }
 
 #[test]

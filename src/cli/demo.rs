@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use super::format;
 use super::signals::{self, Interrupted};
 use super::transfer::{start_client, wait_complete, Io};
-use ringtorrent::client::{AddTorrent, ClientConfig};
+use ringtorrent::client::{AddTorrent, ClientConfig, Transport};
 use ringtorrent::core::{Encryption, Rng};
 use ringtorrent::metainfo::create::{create, CreateOptions};
 
@@ -40,6 +40,9 @@ pub struct Args {
     /// or plaintext.
     #[arg(long, value_name = "POLICY", default_value_t = Encryption::Prefer)]
     encryption: Encryption,
+    /// Transport between the two sessions: both (uTP first, as libtorrent), tcp or utp.
+    #[arg(long, value_name = "TRANSPORT", default_value_t = Transport::Both)]
+    transport: Transport,
 }
 
 struct WorkDir {
@@ -151,6 +154,7 @@ fn demo(args: &Args, work: &WorkDir) -> Result<()> {
         data_dir: dir.to_path_buf(),
         trackers: false,
         encryption: args.encryption,
+        transport: args.transport,
         ..ClientConfig::default()
     };
     let seeder = start_client(config(&seed_dir))?;

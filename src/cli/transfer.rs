@@ -13,6 +13,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub use super::driver::{backend, Io};
 use super::format;
 use super::signals::{self, Interrupted};
+use ringtorrent::client::Transport;
 use ringtorrent::client::{
     AddTorrent, Client, ClientConfig, ClientEvent, DataSource, Events, FileStatus, Limits,
     TorrentHandle,
@@ -138,6 +139,10 @@ pub struct EngineArgs {
     /// start encryption; still answer a peer that does).
     #[arg(long, value_name = "POLICY", default_value_t = Encryption::Prefer)]
     encryption: Encryption,
+    /// Transports for peer connections: both (dial uTP first, fall back to TCP; accept
+    /// both), tcp or utp. uTP runs on the UDP socket of the listen port (or --dht-port).
+    #[arg(long, value_name = "TRANSPORT", default_value_t = Transport::Both)]
+    transport: Transport,
     /// No local service discovery (BEP 14: announcing the torrent on the local network's
     /// multicast group and dialling the peers heard there; never for a private torrent).
     #[arg(long)]
@@ -189,6 +194,7 @@ impl EngineArgs {
                 ..limits
             },
             encryption: self.encryption,
+            transport: self.transport,
             lsd: !self.no_lsd && lsd_allowed_by_env()?,
             lsd_interface: self.lsd_interface,
             dht: self.dht.settings(None),

@@ -10,7 +10,7 @@ use super::policy::{QueueConfig, ShareLimits};
 use crate::core::choker::SeedChokeMode;
 use crate::core::config::{Config, Encryption};
 use crate::core::PeerId;
-pub use crate::driver::IoChoice;
+pub use crate::driver::{IoChoice, Transport};
 
 /// Session-wide limits. Each event loop runs its own session, so the client splits them:
 /// connections and the upload buffer evenly (torrents spread evenly over the loops by info
@@ -113,6 +113,11 @@ pub struct ClientConfig {
     pub queue: QueueConfig,
     /// The DHT node (off by default here; the commands turn it on): see [`DhtSettings`].
     pub dht: DhtSettings,
+    /// Which transports peers are dialled and accepted on: `both` (the default, as
+    /// libtorrent: dials try uTP first and fall back to TCP, remembering per address what
+    /// failed), `tcp` or `utp`. uTP runs on the UDP socket the DHT uses (the listen port, or
+    /// [`DhtSettings::port`]), on loop 0, whatever loop owns the torrent.
+    pub transport: Transport,
     /// The protocol core's settings beyond [`ClientConfig::limits`] (which override the
     /// matching fields here), for embedders and tests that tune it.
     pub core: Config,
@@ -137,6 +142,7 @@ impl Default for ClientConfig {
             share_limits: ShareLimits::NONE,
             queue: QueueConfig::default(),
             dht: DhtSettings::default(),
+            transport: Transport::default(),
             core: Config::default(),
         }
     }

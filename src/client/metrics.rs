@@ -272,6 +272,50 @@ impl Metrics {
             "Connections open, handshaking ones included.",
             one(m.connections_open),
         );
+        let utp = |f: fn(&LoopStats) -> u64| m.loops.iter().map(f).sum::<u64>();
+        let utp_open = utp(|l| l.utp.open);
+        metric(
+            "connections_open_by_transport",
+            "gauge",
+            "Connections open (handshaking and dialling ones included) by transport.",
+            vec![
+                (
+                    "{transport=\"tcp\"}".into(),
+                    m.connections_open.saturating_sub(utp_open) as f64,
+                ),
+                ("{transport=\"utp\"}".into(), utp_open as f64),
+            ],
+        );
+        metric(
+            "utp_connections_total",
+            "counter",
+            "uTP connections: our dials that connected, incoming ones accepted, dials that \
+             failed over uTP and were retried over TCP.",
+            vec![
+                ("{kind=\"dialed\"}".into(), utp(|l| l.utp.dialed) as f64),
+                ("{kind=\"accepted\"}".into(), utp(|l| l.utp.accepted) as f64),
+                (
+                    "{kind=\"fallback_tcp\"}".into(),
+                    utp(|l| l.utp.fallbacks) as f64,
+                ),
+            ],
+        );
+        metric(
+            "utp_bytes_total",
+            "counter",
+            "Peer-wire bytes carried over uTP: received (handed to the sessions) and sent \
+             (taken from them).",
+            vec![
+                (
+                    "{direction=\"received\"}".into(),
+                    utp(|l| l.utp.bytes_received) as f64,
+                ),
+                (
+                    "{direction=\"sent\"}".into(),
+                    utp(|l| l.utp.bytes_sent) as f64,
+                ),
+            ],
+        );
         metric(
             "connections_closed_total",
             "counter",
@@ -403,7 +447,7 @@ impl Metrics {
         metric(
             "udp_datagrams_total",
             "counter",
-            "Datagrams on the UDP socket: received, dropped unread (not KRPC), sent, refused by the kernel.",
+            "Datagrams on the UDP socket: received, dropped unread (neither KRPC nor uTP), sent, refused by the kernel.",
             vec![
                 ("{kind=\"received\"}".into(), udp(|l| l.datagrams_received)),
                 ("{kind=\"dropped\"}".into(), udp(|l| l.datagrams_dropped)),
@@ -531,6 +575,48 @@ mod tests {
             "ringtorrent_lsd_peers_found_total 2\n",
             "ringtorrent_lsd_dropped_total{reason=\"rejected\"} 7\n",
             "ringtorrent_lsd_dropped_total{reason=\"rate_limited\"} 11\n",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn connections_are_counted_per_transport() {
+        let utp = crate::driver::UtpStats {
+            open: 2,
+            dialed: 3,
+            accepted: 4,
+            fallbacks: 5,
+            bytes_received: 6,
+            bytes_sent: 7,
+            packets_received: 8,
+        };
+        let m = Metrics {
+            connections_open: 10,
+            loops: vec![
+                LoopStats {
+                    utp,
+                    ..LoopStats::default()
+                },
+                LoopStats {
+                    utp: crate::driver::UtpStats {
+                        open: 1,
+                        ..Default::default()
+                    },
+                    ..LoopStats::default()
+                },
+            ],
+            ..Metrics::default()
+        };
+        let text = m.to_prometheus();
+        for line in [
+            "ringtorrent_connections_open_by_transport{transport=\"tcp\"} 7\n",
+            "ringtorrent_connections_open_by_transport{transport=\"utp\"} 3\n",
+            "ringtorrent_utp_connections_total{kind=\"dialed\"} 3\n",
+            "ringtorrent_utp_connections_total{kind=\"accepted\"} 4\n",
+            "ringtorrent_utp_connections_total{kind=\"fallback_tcp\"} 5\n",
+            "ringtorrent_utp_bytes_total{direction=\"received\"} 6\n",
+            "ringtorrent_utp_bytes_total{direction=\"sent\"} 7\n",
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }

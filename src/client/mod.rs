@@ -68,7 +68,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-pub use config::{ClientConfig, IoChoice, Limits};
+pub use config::{ClientConfig, IoChoice, Limits, Transport};
 pub use descriptors::DescriptorBudget;
 pub use dht::DhtSettings;
 pub use error::ClientError;
@@ -765,7 +765,9 @@ impl Drop for Client {
     }
 }
 
-/// Opens the DHT node when `config` asks for one. The socket is bound here (its port goes
+/// Opens the UDP socket when the DHT or uTP needs it, gives it to loop 0 with the uTP
+/// endpoint when the transport allows uTP (see `driver::utp_link`), and tells every loop the
+/// transport policy; then opens the DHT node when `config` asks for one. The socket is bound here (its port goes
 /// into every session's handshakes) and given to loop 0 (and only there); the node itself,
 /// whose bootstrap names may take seconds to resolve, is made on a thread of its own, put
 /// into loop 0's session (nodes to try that come before it wait in the session), and then
@@ -779,7 +781,11 @@ fn start_dht(
     epoch: Instant,
     work: mpsc::Sender<Work>,
 ) -> Result<Option<dht::Lookups>, ClientError> {
-    if !config.dht.enabled || drivers.is_empty() {
+    let wants_utp = config.transport.utp();
+    if !(config.dht.enabled || wants_utp) || drivers.is_empty() {
+        for d in drivers.iter_mut() {
+            d.set_transport(config.transport, false);
+        }
         return Ok(None);
     }
     let bind = listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -787,17 +793,36 @@ fn start_dht(
         let local = socket.local_addr().map_err(|e| e.to_string())?;
         drivers[0]
             .set_udp(socket)
-            .map_err(|e| format!("cannot watch the DHT's UDP socket: {e}"))?;
+            .map_err(|e| format!("cannot watch the UDP socket: {e}"))?;
         Ok(local)
     });
     let local = match bound {
         Ok(local) => local,
-        Err(e) if config.dht.port.is_some() => return Err(ClientError::Start(e)),
+        // The port was asked for, or uTP is the only transport: nothing works without it.
+        Err(e) if config.dht.port.is_some() || !config.transport.tcp() => {
+            return Err(ClientError::Start(e))
+        }
         Err(e) => {
-            tracing::warn!("DHT off: {e}");
+            tracing::warn!("DHT and uTP off: {e}");
+            for d in drivers.iter_mut() {
+                d.set_transport(config.transport, false);
+            }
             return Ok(None);
         }
     };
+    if wants_utp {
+        let max = config.limits.max_connections;
+        drivers[0].run_utp(
+            crate::driver::utp_link::endpoint_config(config.transport, max),
+            random_u64(),
+        );
+    }
+    for d in drivers.iter_mut() {
+        d.set_transport(config.transport, wants_utp);
+    }
+    if !config.dht.enabled {
+        return Ok(None);
+    }
     for d in drivers.iter_mut() {
         d.session().set_dht_port(Some(local.port()));
     }

@@ -149,6 +149,9 @@ impl<P: Protocol> EpollDriver<P> {
             };
             match listener.accept() {
                 Ok((stream, addr)) => {
+                    if !self.core.utp.accepts_tcp() {
+                        continue; // `--transport utp`: dropped, which closes it.
+                    }
                     let addr = crate::net_addr::unmap(addr);
                     let Some(conn) = self.core.proto.accept(addr, now) else {
                         continue;

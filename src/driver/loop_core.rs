@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::disk::DiskBridge;
 use super::shard::PostOffice;
+use super::utp_link::UtpLink;
 use super::{LoopStats, Protocol};
 use crate::core::api::{Action, ConnId, Event};
 use crate::core::Time;
@@ -88,6 +89,9 @@ pub(crate) struct LoopCore<P: Protocol> {
     pub(crate) stats: LoopStats,
     /// The UDP socket, on the loop that owns it.
     pub(crate) udp: Option<Udp>,
+    /// uTP: the endpoint (on the loop with the UDP socket) and the uTP connections this
+    /// loop's protocol holds (`utp_link.rs`).
+    pub(crate) utp: UtpLink,
 }
 
 impl<P: Protocol> LoopCore<P> {
@@ -112,6 +116,7 @@ impl<P: Protocol> LoopCore<P> {
             post,
             stats: LoopStats::default(),
             udp: None,
+            utp: UtpLink::default(),
         })
     }
 
@@ -120,9 +125,10 @@ impl<P: Protocol> LoopCore<P> {
         self.udp.as_ref().and_then(|u| u.socket.local_addr().ok())
     }
 
-    /// Hands one datagram to the protocol: a bencoded dictionary (first byte `d`) goes to
-    /// [`Protocol::handle_datagram`]; anything else (a future uTP's packets) is counted and
-    /// dropped, as is one that may have been cut short.
+    /// Hands one datagram on: a bencoded dictionary (first byte `d`) goes to
+    /// [`Protocol::handle_datagram`], a uTP packet ([`crate::utp::packet::is_utp`]) to the
+    /// endpoint where uTP runs; anything else is counted and dropped, as is one that may have
+    /// been cut short.
     pub(crate) fn deliver_datagram(
         &mut self,
         from: SocketAddr,
@@ -131,11 +137,15 @@ impl<P: Protocol> LoopCore<P> {
         now: Time,
     ) {
         self.stats.datagrams_received += 1;
-        if truncated || data.first() != Some(&b'd') {
+        if truncated {
             self.stats.datagrams_dropped += 1;
             return;
         }
-        self.proto.handle_datagram(unmap(from), data, now);
+        if data.first() == Some(&b'd') {
+            self.proto.handle_datagram(unmap(from), data, now);
+        } else if !(crate::utp::packet::is_utp(data) && self.utp_datagram(from, data, now)) {
+            self.stats.datagrams_dropped += 1;
+        }
     }
 
     /// Reads up to `max` datagrams from the socket without blocking and delivers them.
@@ -166,11 +176,16 @@ impl<P: Protocol> LoopCore<P> {
     /// Sends one datagram without blocking; a full socket buffer or an unreachable address
     /// drops it (the DHT retransmits what matters), counted.
     pub(crate) fn send_datagram(&mut self, t: Transmit) {
+        self.send_to(t.to, &t.payload);
+    }
+
+    /// Sends one datagram on the UDP socket without blocking (see [`Self::send_datagram`]).
+    pub(crate) fn send_to(&mut self, to: SocketAddr, payload: &[u8]) {
         let Some(udp) = self.udp.as_ref() else {
             self.stats.datagrams_unsent += 1;
             return;
         };
-        let to = match (t.to, udp.v6) {
+        let to = match (to, udp.v6) {
             (SocketAddr::V4(a), true) => SocketAddr::new(a.ip().to_ipv6_mapped().into(), a.port()),
             (SocketAddr::V6(a), false) => match a.ip().to_ipv4_mapped() {
                 Some(v4) => SocketAddr::new(v4.into(), a.port()),
@@ -181,7 +196,7 @@ impl<P: Protocol> LoopCore<P> {
             },
             (to, _) => to,
         };
-        match udp.socket.send_to(&t.payload, to) {
+        match udp.socket.send_to(payload, to) {
             Ok(_) => self.stats.datagrams_sent += 1,
             Err(_) => self.stats.datagrams_unsent += 1,
         }
@@ -201,7 +216,16 @@ impl<P: Protocol> LoopCore<P> {
     pub(crate) fn loop_stats(&self) -> LoopStats {
         LoopStats {
             disk_in_flight: self.disk.in_flight(),
+            utp: self.utp.stats(),
             ..self.stats
+        }
+    }
+
+    /// The earlier of the protocol's and the uTP endpoint's deadlines.
+    fn poll_timeout(&self) -> Option<Time> {
+        match (self.proto.poll_timeout(), self.utp.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 }
@@ -250,8 +274,11 @@ pub(crate) trait LoopIo<P: Protocol>: Sized {
                 proto.handle_disk(done, now)
             });
         let mut adopted = Vec::new();
-        core.post
-            .collect(|stream, handoff| adopted.push((stream, handoff)));
+        let utp = &mut core.utp;
+        core.post.collect(
+            |stream, handoff| adopted.push((stream, handoff)),
+            |mail| utp.receive(mail),
+        );
         for (stream, handoff) in adopted {
             if let Some(conn) = self.core().proto.adopt(handoff, now) {
                 self.adopt(stream, conn, now);
@@ -267,6 +294,14 @@ pub(crate) trait LoopIo<P: Protocol>: Sized {
             while let Some(action) = self.core().proto.poll_action() {
                 any = true;
                 let now = self.core().now();
+                if let Some(action) = self.core().utp_action(action, now) {
+                    self.act(action, now);
+                }
+            }
+            let now = self.core().now();
+            any |= self.core().utp_pump(now);
+            while let Some(action) = self.core().utp.fallback.pop_front() {
+                any = true;
                 self.act(action, now);
             }
             while let Some(datagram) = self.core().proto.poll_datagram() {
@@ -290,7 +325,6 @@ pub(crate) trait LoopIo<P: Protocol>: Sized {
         let core = self.core();
         let now = core.now();
         let mut wait = core
-            .proto
             .poll_timeout()
             .map_or(max_wait, |t| t.saturating_since(now).min(max_wait));
         if core.disk.backlog || core.post.backlog {
@@ -317,6 +351,7 @@ pub(crate) trait LoopIo<P: Protocol>: Sized {
         }
         let now = self.core().now();
         self.core().proto.handle_timeout(now);
+        self.core().utp_timeout(now);
         self.process(on_event);
         Ok(())
     }

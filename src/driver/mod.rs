@@ -20,6 +20,7 @@ pub mod protocol;
 pub mod shard;
 pub mod sim;
 pub mod uring;
+pub mod utp_link;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use loop_core::{LoopCore, LoopIo};
 pub use protocol::Protocol;
 use shard::Mailbox;
 use uring::UringDriver;
+pub use utp_link::{Transport, UtpStats};
 
 /// Counters of one event loop, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,13 +48,16 @@ pub struct LoopStats {
     pub disk_in_flight: u64,
     /// Datagrams read from the loop's UDP socket (only the loop that owns it has one).
     pub datagrams_received: u64,
-    /// Of those, dropped unread: not a bencoded dictionary (first byte other than `d`), or
+    /// Of those, dropped unread: neither a bencoded dictionary (first byte `d`) nor a uTP
+    /// packet for a loop that runs uTP, or
     /// too large.
     pub datagrams_dropped: u64,
     /// Datagrams sent.
     pub datagrams_sent: u64,
     /// Datagrams the kernel refused (a full send buffer, an unreachable address): dropped.
     pub datagrams_unsent: u64,
+    /// The uTP connections this loop's protocol holds, and their traffic.
+    pub utp: UtpStats,
 }
 
 /// The kernel interface an event loop runs on.
@@ -186,7 +191,7 @@ impl<P: Protocol> Driver<P> {
         }
     }
 
-    fn core_mut(&mut self) -> &mut LoopCore<P> {
+    pub(crate) fn core_mut(&mut self) -> &mut LoopCore<P> {
         match &mut self.io {
             Io::Uring(d) => &mut d.core,
             Io::Epoll(d) => &mut d.core,
@@ -206,6 +211,27 @@ impl<P: Protocol> Driver<P> {
             Io::Uring(d) => d.set_udp(socket),
             Io::Epoll(d) => d.set_udp(socket),
         }
+    }
+
+    /// Sets which transports this loop dials and accepts on ([`Transport`]). `utp_running`
+    /// says whether the loop with the UDP socket runs uTP ([`Driver::run_utp`]); without it
+    /// every dial goes over TCP. Call on every loop before the first turn.
+    pub fn set_transport(&mut self, transport: Transport, utp_running: bool) {
+        let shard = self.core().utp.shard;
+        self.core_mut().utp.configure(shard, transport, utp_running);
+    }
+
+    /// Runs the uTP endpoint for every loop on this one, which must be loop 0 and have the
+    /// UDP socket ([`Driver::set_udp`]): uTP packets on it go to the endpoint, whose
+    /// connections are byte streams to this loop's protocol and, by mail, to the other
+    /// loops' (see [`utp_link`]). `seed` seeds its connection ids.
+    pub fn run_utp(&mut self, config: crate::utp::EndpointConfig, seed: u64) {
+        self.core_mut().utp.host(config, seed);
+    }
+
+    /// The uTP endpoint's counters, on the loop that runs it.
+    pub fn utp_endpoint_stats(&self) -> Option<crate::utp::EndpointStats> {
+        self.core().utp.endpoint_stats()
     }
 
     /// The UDP socket's address, if this loop has one.

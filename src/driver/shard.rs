@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use super::disk::DiskBridge;
 use super::net::bind_listeners;
+use super::utp_link::UtpMail;
 use super::{Backend, Driver, Protocol};
 use crate::core::api::Event;
 use crate::core::session::HandOff;
@@ -46,6 +47,9 @@ pub enum Mail<P: Protocol = Session> {
     },
     /// Run this on the loop.
     Run(Run<P>),
+    /// uTP traffic between loop 0, which runs the endpoint, and a loop whose session holds a
+    /// uTP connection (see `super::utp_link`).
+    Utp(UtpMail),
 }
 
 /// Where to post a loop's mail.
@@ -98,13 +102,25 @@ impl<P: Protocol> PostOffice<P> {
 
     /// Takes up to a turn's worth of mail: connections go to `adopt`, closures wait for
     /// [`PostOffice::take_runs`]. Call after the eventfd was consumed (see [`crate::wake`]).
-    pub(crate) fn collect(&mut self, mut adopt: impl FnMut(TcpStream, HandOff)) {
+    pub(crate) fn collect(
+        &mut self,
+        mut adopt: impl FnMut(TcpStream, HandOff),
+        mut utp: impl FnMut(UtpMail),
+    ) {
         self.backlog = self.inbox.drain(MAX_MAIL_PER_TURN, &mut self.buf);
         for mail in self.buf.drain(..) {
             match mail {
                 Mail::Adopt { stream, handoff } => adopt(stream, *handoff),
                 Mail::Run(run) => self.runs.push(run),
+                Mail::Utp(m) => utp(m),
             }
+        }
+    }
+
+    /// Posts uTP mail to loop `shard` (dropped where there is no such loop).
+    pub(crate) fn send_to(&self, shard: u32, mail: UtpMail) {
+        if let Some(mailbox) = self.shards.as_ref().and_then(|s| s.get(shard as usize)) {
+            mailbox.send(Mail::Utp(mail));
         }
     }
 
@@ -156,8 +172,9 @@ pub fn build<P: Protocol>(
         )?);
     }
     let mailboxes: Arc<[Mailbox<P>]> = drivers.iter().map(Driver::mailbox).collect();
-    for d in &mut drivers {
+    for (i, d) in drivers.iter_mut().enumerate() {
         d.link(mailboxes.clone());
+        d.core_mut().utp.shard = i as u32;
     }
     Ok(drivers)
 }

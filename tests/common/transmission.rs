@@ -10,7 +10,7 @@ use super::interop::free_port;
 use super::{run_bounded, sandboxed, wait_listening_by, Proc};
 
 /// A `transmission-daemon -f` with its own configuration folder, RPC and peer ports on
-/// 127.0.0.1, no DHT, LPD, uTP, PEX or port mapping, no queueing, no ratio limits.
+/// 127.0.0.1, no DHT, LPD, uTP (unless asked), PEX or port mapping, no queueing, no ratio limits.
 pub struct Transmission {
     pub proc: Proc,
     pub rpc: String,
@@ -23,6 +23,11 @@ impl Transmission {
     /// setting of that name: 0 prefers plaintext, 1 prefers encryption (its default), 2
     /// requires it (RC4 only, both ways).
     pub fn start(work: &Path, encryption: u8) -> Transmission {
+        Transmission::start_with(work, encryption, false)
+    }
+
+    /// As [`Transmission::start`], with uTP on (`utp-enabled`) when `utp`.
+    pub fn start_with(work: &Path, encryption: u8, utp: bool) -> Transmission {
         let config = work.join("transmission-config");
         std::fs::create_dir_all(&config).unwrap();
         let mut why = Vec::new();
@@ -31,7 +36,7 @@ impl Transmission {
             let settings = serde_json::json!({
                 "dht-enabled": false,
                 "lpd-enabled": false,
-                "utp-enabled": false,
+                "utp-enabled": utp,
                 "pex-enabled": false,
                 "port-forwarding-enabled": false,
                 "peer-port": peer_port,

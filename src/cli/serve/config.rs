@@ -34,6 +34,10 @@ listen = "[::]:6881"
 #   refused (like qBittorrent's "Require encryption", Transmission's `encryption: 2`).
 # "plaintext": never start encryption; a peer that starts it is still answered.
 encryption = "prefer"
+# Transports for peer connections, as libtorrent: "both" dials uTP (BEP 29, over UDP on the
+# listen port, or the DHT's port when set) first and falls back to TCP, remembering per peer
+# what failed, and accepts both; "tcp" or "utp" only one.
+transport = "both"
 # Local service discovery (BEP 14): announce public torrents on the local network's
 # multicast group (239.192.152.143:6771, [ff15::efc0:988f]:6771) and dial the peers heard
 # there. Never for private torrents.
@@ -160,6 +164,8 @@ pub struct ServeConfig {
     pub listen: String,
     /// `prefer`, `require` or `plaintext`.
     pub encryption: String,
+    /// `both`, `tcp` or `utp`.
+    pub transport: String,
     /// Local service discovery on.
     pub lsd: bool,
     /// Its interface's IPv4 address ("" for the system's choice).
@@ -317,6 +323,7 @@ impl Default for ServeConfig {
         ServeConfig {
             listen: "[::]:6881".into(),
             encryption: Encryption::default().name().into(),
+            transport: "both".into(),
             lsd: true,
             lsd_interface: String::new(),
             api: "127.0.0.1:7070".into(),
@@ -398,6 +405,7 @@ impl ServeConfig {
     pub fn check(&self) -> Result<()> {
         self.io_backend()?;
         self.encryption()?;
+        self.transport()?;
         self.lsd_interface()?;
         self.seed_choke()?;
         self.rates()?;
@@ -467,6 +475,13 @@ impl ServeConfig {
                 self.encryption
             )
         })
+    }
+
+    /// `transport` as the policy.
+    pub fn transport(&self) -> Result<ringtorrent::client::Transport> {
+        self.transport
+            .parse()
+            .map_err(|e| anyhow!("transport = {:?}: {e}", self.transport))
     }
 
     /// `lsd_interface` as an address (`None` for "").
@@ -682,6 +697,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("encryption"), "{e}");
+        let e = ServeConfig::parse("transport = \"sctp\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("transport"), "{e}");
+        use ringtorrent::client::Transport;
+        assert_eq!(ServeConfig::default().transport().unwrap(), Transport::Both);
+        for t in [Transport::Tcp, Transport::Utp, Transport::Both] {
+            let c = ServeConfig::parse(&format!("transport = \"{t}\"")).unwrap();
+            assert_eq!(c.transport().unwrap(), t);
+        }
         let e = ServeConfig::parse("[limits]\nupload_rate = \"fast\"")
             .unwrap_err()
             .to_string();

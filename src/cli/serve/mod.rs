@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// Protocol encryption: prefer, require or plaintext (overrides `encryption`).
     #[arg(long, value_name = "POLICY")]
     encryption: Option<Encryption>,
+    /// Peer transports: both, tcp or utp (overrides `transport`).
+    #[arg(long, value_name = "TRANSPORT")]
+    transport: Option<ringtorrent::client::Transport>,
     /// Control API address (overrides `api`). Without credentials it must be a loopback
     /// address.
     #[arg(long, value_name = "ADDR:PORT")]
@@ -204,6 +207,9 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig> {
     if let Some(v) = args.encryption {
         c.encryption = v.name().into();
     }
+    if let Some(v) = args.transport {
+        c.transport = v.to_string();
+    }
     if let Some(v) = args.threads {
         c.threads = v;
     }
@@ -319,6 +325,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             upload_buffer: c.upload_buffer()?,
         },
         encryption: c.encryption()?,
+        transport: c.transport()?,
         lsd: c.lsd,
         lsd_interface: c.lsd_interface()?,
         share_limits: c.share_limits()?,

@@ -760,6 +760,9 @@ impl<P: Protocol> UringDriver<P> {
     }
 
     fn accepted(&mut self, stream: TcpStream, now: Time) {
+        if !self.core.utp.accepts_tcp() {
+            return; // `--transport utp`: dropped, which closes it.
+        }
         let Ok(addr) = stream.peer_addr() else {
             return;
         };
