@@ -522,8 +522,48 @@ fn keep_running(old: &ServeConfig, new: &mut ServeConfig) -> Vec<&'static str> {
             }
         };
     }
+    // Every key is named below, as live or restart-only: a key added to the config without
+    // a decision here does not compile.
+    let ServeConfig {
+        listen: _,
+        encryption: _,
+        transport: _,
+        lsd: _,
+        lsd_interface: _,
+        api: _,
+        api_hosts: _live_hosts,
+        api_cors_origins: _live_origins,
+        api_username: _live_username,
+        api_password_hash: _live_password,
+        api_keys: _live_keys,
+        api_session_timeout: _live_session_timeout,
+        api_metrics_public: _live_metrics_public,
+        api_max_connections: _,
+        data_dir: _,
+        state_dir: _,
+        watch_dir: _live_watch_dir,
+        watch_interval: _live_watch_interval,
+        threads: _,
+        io: _,
+        log: _live_log,
+        limits:
+            config::Limits {
+                max_connections: _,
+                max_peers_per_torrent: _,
+                max_peers_per_ip: _,
+                upload_slots: _,
+                seed_choke: _,
+                upload_rate: _live_upload_rate,
+                download_rate: _live_download_rate,
+                upload_buffer: _,
+            },
+        share_limits: _live_share_limits,
+        queue: _live_queue,
+        dht: _,
+    } = old;
     keep!(listen, "listen");
     keep!(encryption, "encryption");
+    keep!(transport, "transport");
     keep!(lsd, "lsd");
     keep!(lsd_interface, "lsd_interface");
     keep!(api, "api");
