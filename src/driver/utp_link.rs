@@ -4,17 +4,17 @@
 //! [`Endpoint`] on loop 0 (the *host*) runs every uTP connection of the client. A connection
 //! cannot move its socket to the loop that owns its torrent the way a TCP connection is
 //! handed off, so it is *proxied*: the loop whose session holds the connection keeps a
-//! [`ProxyConn`] for it (its I/O is mail), and the host keeps the endpoint's side (a
-//! [`Route`]). Between them, over the loops' existing mail ([`UtpMail`]):
+//! `ProxyConn` for it (its I/O is mail), and the host keeps the endpoint's side (a
+//! `Route`). Between them, over the loops' existing mail ([`UtpMail`]):
 //!
 //! - host to owner ([`ToConn`]): connected, dial failed, received bytes, send credit
 //!   returned, closed, and a handed-off incoming connection to adopt;
 //! - owner to host ([`ToHost`]): dial, bytes to send, receive credit returned, close, the
 //!   hand-off of an incoming connection and its adoption.
 //!
-//! Both directions are bounded by credit: an owner moves at most [`SEND_CREDIT`] bytes
+//! Both directions are bounded by credit: an owner moves at most `SEND_CREDIT` bytes
 //! out of its session that the endpoint has not yet taken into its send buffer, and the host
-//! forwards at most [`RECV_CREDIT`] bytes the owner has not yet handed to its session.
+//! forwards at most `RECV_CREDIT` bytes the owner has not yet handed to its session.
 //! Beyond them, bytes wait in the endpoint, whose buffers and advertised window bound
 //! what the peer can make us hold ([`endpoint_config`]). On the host loop itself (always, with
 //! one loop) the same messages pass through local queues and received bytes go straight
