@@ -77,6 +77,9 @@ fn download(dir: &Path, seed: &Client, limit: Option<&str>) -> Command {
         .arg(seed.listen_addr().unwrap().to_string())
         .args(["--bind", "127.0.0.1", "--port", "0", "--threads", "2"])
         .args(["--resume-interval", "1"])
+        // TCP: the seed learns at once (a reset) that a killed leecher is gone. Over uTP it
+        // learns it only when it next sends and hears nothing back (`UtpConfig::max_timeouts`).
+        .args(["--transport", "tcp"])
         .arg("--state-dir")
         .arg(dir.join("state"));
     if let Some(l) = limit {
@@ -144,7 +147,8 @@ fn serve_killed_mid_download_resumes_without_refetching_or_trusting() {
         seed.listen_addr().unwrap()
     );
     let sdir = dir.join("serve");
-    let serve = Serve::start(&sdir, &["--download-limit", "512K"]);
+    // TCP, as `download` above.
+    let serve = Serve::start(&sdir, &["--download-limit", "512K", "--transport", "tcp"]);
     let body = serde_json::json!({ "magnet": magnet }).to_string();
     let (code, v) = serve.json("POST", "/torrents", body.as_bytes());
     assert_eq!(code, 201, "{v}");

@@ -83,7 +83,10 @@ pub struct UtpConfig {
     pub max_window: usize,
     /// SYNs resent before a connect fails (each after one second).
     pub syn_resends: u32,
-    /// Consecutive timeouts before an established connection fails.
+    /// Consecutive timeouts before an established connection fails: 4 gives a vanished
+    /// peer about 15 s from the first loss (500 ms, then doubling), as libtorrent's three
+    /// resends after its one-second floor do; with more, a seed kept a killed leecher's
+    /// slot for over a minute (tests/gaps_resume.rs).
     pub max_timeouts: u32,
     /// How long an ack may wait for a second packet or outgoing data.
     pub delayed_ack: Duration,
@@ -101,7 +104,7 @@ impl Default for UtpConfig {
             gain: 3000,
             max_window: 4 << 20,
             syn_resends: 2,
-            max_timeouts: 6,
+            max_timeouts: 4,
             delayed_ack: Duration::from_millis(20),
             fin_timeout: Duration::from_secs(10),
         }
