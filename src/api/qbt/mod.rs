@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hyper::header::HeaderValue;
 use hyper::Method;
@@ -96,18 +96,29 @@ pub(crate) struct WebState {
     pub uploaded: u64,
 }
 
-/// When a torrent was added and completed (the engine's, kept over restarts), and when this
-/// WebAPI first saw it and saw it complete.
+/// When a torrent was added and completed (the engine's, kept over restarts), when this
+/// WebAPI saw it complete, and how long it has run while this WebAPI watched.
 #[derive(Debug, Clone, Copy)]
 pub struct Times {
     /// Added, seconds since the epoch (`added_on`).
     pub added: i64,
-    /// First seen.
-    pub added_at: Instant,
     /// Completed, seconds since the epoch (`completion_on`).
     pub completed: Option<i64>,
     /// Seen complete.
     pub completed_at: Option<Instant>,
+    /// Time spent running (not paused, queued or stopped on an error) while this WebAPI
+    /// watched, up to `running_since` (`time_active`, which qBittorrent does not count for
+    /// a paused or queued torrent).
+    pub active: Duration,
+    /// Running when last seen, since then.
+    pub running_since: Option<Instant>,
+}
+
+impl Times {
+    /// `time_active` now.
+    pub fn active_secs(&self) -> u64 {
+        (self.active + self.running_since.map_or(Duration::ZERO, |t| t.elapsed())).as_secs()
+    }
 }
 
 /// The qBittorrent WebAPI v2. See the module doc.

@@ -2,7 +2,7 @@
 //! types, filters and sorting, `sync/maindata` deltas, trackers, the log, parameters.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
@@ -56,9 +56,10 @@ fn status(hash: char, state: TorrentState) -> TorrentStatus {
 fn times() -> Times {
     Times {
         added: 1_700_000_000,
-        added_at: Instant::now(),
         completed: None,
         completed_at: None,
+        active: Duration::ZERO,
+        running_since: None,
     }
 }
 

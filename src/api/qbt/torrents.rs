@@ -2,7 +2,7 @@
 //! pieces, and the actions (add, delete, stop/start, limits, peers, file priorities).
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
@@ -168,15 +168,29 @@ pub fn extra(t: &TorrentHandle, st: &TorrentStatus) -> Extra {
 }
 
 /// A torrent's times: when it was added and completed come from the engine, which keeps
-/// them over restarts; the `Instant`s (for `time_active`) are this WebAPI's.
-pub(crate) fn times(w: &mut WebState, hash: InfoHash, st: &TorrentStatus) -> Times {
+/// them over restarts; the `Instant`s (for `time_active`) are this WebAPI's. `paused`: held
+/// by the user (a magnet link's status does not show it).
+pub(crate) fn times(w: &mut WebState, hash: InfoHash, st: &TorrentStatus, paused: bool) -> Times {
     let now = Instant::now();
     let t = w.seen.entry(hash).or_insert_with(|| Times {
         added: unix_now(),
-        added_at: now,
         completed: None,
         completed_at: None,
+        active: Duration::ZERO,
+        running_since: None,
     });
+    // What ran since the last look counts; what runs now is counted from now.
+    if let Some(since) = t.running_since.take() {
+        t.active += now.saturating_duration_since(since);
+    }
+    let running = !paused
+        && !matches!(
+            st.state,
+            TorrentState::Paused | TorrentState::Queued | TorrentState::Error
+        );
+    if running {
+        t.running_since = Some(now);
+    }
     if st.added_on > 0 {
         t.added = st.added_on as i64;
     }
@@ -220,7 +234,7 @@ pub fn info_object(st: &TorrentStatus, x: &Extra, t: &Times) -> Map<String, Valu
     let eta = eta(st);
     let save_path = st.save_dir.display().to_string();
     let content_path = st.save_dir.join(&st.name).display().to_string();
-    let active_secs = t.added_at.elapsed().as_secs() as i64;
+    let active_secs = t.active_secs() as i64;
     let tracker_count: usize = x.trackers.iter().map(Vec::len).sum();
     let a = json!({
         "added_on": t.added,
@@ -294,7 +308,7 @@ pub fn all_objects(api: &WebApi, client: &Client) -> Vec<(String, Map<String, Va
         };
         let mut x = client.get(hash).map(|t| extra(&t, &st)).unwrap_or_default();
         x.priority = prio.get(&st.info_hash).copied().unwrap_or(0);
-        let times = times(&mut api.state(), hash, &st);
+        let times = times(&mut api.state(), hash, &st, x.paused);
         out.push((st.info_hash.clone(), info_object(&st, &x, &times)));
     }
     // Forget the times of torrents that left (a set: a seedbox lists thousands, and every
@@ -433,8 +447,8 @@ pub fn properties(api: &WebApi, t: &TorrentHandle) -> Result<Value, ClientError>
     let meta = t.meta()?;
     let peers = t.peers()?;
     let (seeds, leechs) = peer_counts(&peers);
-    let times = times(&mut api.state(), t.info_hash(), &st);
-    let elapsed = times.added_at.elapsed().as_secs();
+    let times = times(&mut api.state(), t.info_hash(), &st, t.is_paused()?);
+    let elapsed = times.active_secs();
     let limit = |l: Option<u64>| l.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
     let ratio = st.ratio;
     let eta = eta(&st);

@@ -239,7 +239,9 @@ function setup() {
     const names = [...list.selected].map((h) => store.torrents.get(h)?.name || h);
     const answer = await dialogs.confirmDelete(names);
     if (answer) {
-      act(() => api.post('torrents/delete', { hashes: selection(), deleteFiles: String(answer.files) }));
+      const hashes = selection();
+      await detail.release([...list.selected]);
+      act(() => api.post('torrents/delete', { hashes, deleteFiles: String(answer.files) }));
     }
   });
   $('set-category').addEventListener('change', (e) => {

@@ -49,6 +49,7 @@ export class Detail {
     this.hash = null;
     this.tab = 'general';
     this.seq = 0;
+    this.pending = Promise.resolve();
     this.body = document.getElementById('tab-body');
     this.tabs = document.getElementById('tabs');
     this.tabs.addEventListener('click', (e) => {
@@ -71,18 +72,33 @@ export class Detail {
   }
 
   /** Fetches the open tab again (after a list update). Editing is never interrupted. */
-  async refresh() {
+  refresh() {
     const hash = this.hash;
-    if (!hash) return;
-    if (this.body.contains(document.activeElement) && document.activeElement.matches('input, select, textarea')) return;
-    const seq = ++this.seq;
-    try {
-      const view = await this[this.tab](hash);
-      if (seq !== this.seq || hash !== this.hash) return;
-      if (view) this.body.replaceChildren(...view);
-    } catch (e) {
-      this.onError(e);
+    if (!hash) return this.pending;
+    if (this.body.contains(document.activeElement) && document.activeElement.matches('input, select, textarea')) return this.pending;
+    if (!this.store.torrents.has(hash)) {
+      // Removed (by us or elsewhere): asking the server about it would only get a 404.
+      this.body.replaceChildren(el('p', 'muted', 'This torrent is gone.'));
+      return this.pending;
     }
+    const seq = ++this.seq;
+    this.pending = (async () => {
+      try {
+        const view = await this[this.tab](hash);
+        if (seq !== this.seq || hash !== this.hash) return;
+        if (view) this.body.replaceChildren(...view);
+      } catch (e) {
+        this.onError(e);
+      }
+    })();
+    return this.pending;
+  }
+
+  /** Stops showing `hashes` (about to be deleted): no request about them is sent after
+   * this resolves, and none is still waiting for its answer. */
+  async release(hashes) {
+    if (this.hash && hashes.includes(this.hash)) this.show(null);
+    await this.pending;
   }
 
   async general(hash) {
