@@ -41,9 +41,12 @@ const MAX_DISK_PER_TURN: usize = 1024;
 /// buffer (which drops what overflows) for the next turn.
 pub(crate) const MAX_DATAGRAMS_PER_TURN: usize = 128;
 
+/// The largest datagram taken: KRPC messages fit in one MTU, and so do uTP's. Longer ones
+/// are dropped, as are ones that may have been cut short.
+pub(crate) const MAX_DATAGRAM: usize = 4096;
+
 /// The receive buffer: room for the largest UDP datagram, or a run of datagrams the kernel
-/// coalesced (`UDP_GRO`, see [`super::udp_batch`]). One that fills the buffer may have been
-/// cut short and is dropped.
+/// coalesced (`UDP_GRO`, see [`super::udp_batch`]), each at most [`MAX_DATAGRAM`] long.
 pub(crate) const DATAGRAM_BUF: usize = 65536;
 
 /// The loop's UDP socket (only loop 0 has one: with `SO_REUSEPORT` the kernel would scatter
@@ -155,8 +158,8 @@ impl<P: Protocol> LoopCore<P> {
 
     /// Hands one datagram on: a bencoded dictionary (first byte `d`) goes to
     /// [`Protocol::handle_datagram`], a uTP packet ([`crate::utp::packet::is_utp`]) to the
-    /// endpoint where uTP runs; anything else is counted and dropped, as is one that may have
-    /// been cut short.
+    /// endpoint where uTP runs; anything else is counted and dropped, as is one longer than
+    /// [`MAX_DATAGRAM`] or one that may have been cut short.
     pub(crate) fn deliver_datagram(
         &mut self,
         from: SocketAddr,
@@ -165,7 +168,7 @@ impl<P: Protocol> LoopCore<P> {
         now: Time,
     ) {
         self.stats.datagrams_received += 1;
-        if truncated {
+        if truncated || data.len() > MAX_DATAGRAM {
             self.stats.datagrams_dropped += 1;
             return;
         }
