@@ -18,11 +18,13 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::disk::DiskBridge;
 use super::shard::PostOffice;
+use super::udp_batch;
 use super::utp_link::UtpLink;
 use super::{LoopStats, Protocol};
 use crate::core::api::{Action, ConnId, Event};
@@ -39,9 +41,13 @@ const MAX_DISK_PER_TURN: usize = 1024;
 /// buffer (which drops what overflows) for the next turn.
 pub(crate) const MAX_DATAGRAMS_PER_TURN: usize = 128;
 
-/// The largest datagram taken: KRPC messages fit in one MTU, and so will uTP's. One that
-/// fills the buffer may have been cut short and is dropped.
-pub(crate) const DATAGRAM_BUF: usize = 4096;
+/// The largest datagram taken: KRPC messages fit in one MTU, and so do uTP's. Longer ones
+/// are dropped, as are ones that may have been cut short.
+pub(crate) const MAX_DATAGRAM: usize = 4096;
+
+/// The receive buffer: room for the largest UDP datagram, or a run of datagrams the kernel
+/// coalesced (`UDP_GRO`, see [`super::udp_batch`]), each at most [`MAX_DATAGRAM`] long.
+pub(crate) const DATAGRAM_BUF: usize = 65536;
 
 /// The loop's UDP socket (only loop 0 has one: with `SO_REUSEPORT` the kernel would scatter
 /// datagrams across sockets, and the DHT node lives on one session).
@@ -50,17 +56,42 @@ pub(crate) struct Udp {
     /// Whether the socket is IPv6 (dual-stack): IPv4 destinations are sent mapped.
     v6: bool,
     buf: Box<[u8]>,
+    /// Whether runs of datagrams to one peer go out in one GSO send (until the kernel
+    /// refuses one).
+    gso: bool,
+    /// uTP's datagrams of one pump, gathered into GSO runs (kept, so a pump does not
+    /// allocate).
+    pub(crate) out: Vec<crate::utp::Transmit>,
 }
 
 impl Udp {
     pub(crate) fn new(socket: UdpSocket) -> io::Result<Udp> {
         socket.set_nonblocking(true)?;
         let v6 = socket.local_addr()?.is_ipv6();
+        // Where the kernel cannot coalesce, every receive is one datagram, as before.
+        udp_batch::enable_gro(socket.as_raw_fd());
         Ok(Udp {
             socket,
             v6,
             buf: vec![0; DATAGRAM_BUF].into_boxed_slice(),
+            gso: true,
+            out: Vec::new(),
         })
+    }
+
+    /// `to` as this socket sends to it: IPv4 mapped on a dual-stack socket; `None` for an
+    /// IPv6 address from an IPv4 socket.
+    fn dest(&self, to: SocketAddr) -> Option<SocketAddr> {
+        match (to, self.v6) {
+            (SocketAddr::V4(a), true) => {
+                Some(SocketAddr::new(a.ip().to_ipv6_mapped().into(), a.port()))
+            }
+            (SocketAddr::V6(a), false) => a
+                .ip()
+                .to_ipv4_mapped()
+                .map(|v4| SocketAddr::new(v4.into(), a.port())),
+            (to, _) => Some(to),
+        }
     }
 }
 
@@ -127,8 +158,8 @@ impl<P: Protocol> LoopCore<P> {
 
     /// Hands one datagram on: a bencoded dictionary (first byte `d`) goes to
     /// [`Protocol::handle_datagram`], a uTP packet ([`crate::utp::packet::is_utp`]) to the
-    /// endpoint where uTP runs; anything else is counted and dropped, as is one that may have
-    /// been cut short.
+    /// endpoint where uTP runs; anything else is counted and dropped, as is one longer than
+    /// [`MAX_DATAGRAM`] or one that may have been cut short.
     pub(crate) fn deliver_datagram(
         &mut self,
         from: SocketAddr,
@@ -137,7 +168,7 @@ impl<P: Protocol> LoopCore<P> {
         now: Time,
     ) {
         self.stats.datagrams_received += 1;
-        if truncated {
+        if truncated || data.len() > MAX_DATAGRAM {
             self.stats.datagrams_dropped += 1;
             return;
         }
@@ -148,18 +179,36 @@ impl<P: Protocol> LoopCore<P> {
         }
     }
 
-    /// Reads up to `max` datagrams from the socket without blocking and delivers them.
-    /// Returns whether the limit stopped it (more may be waiting).
+    /// Hands on what one receive read: the datagram, or each of a run the kernel coalesced
+    /// (`segment`, see [`udp_batch::segments`]).
+    pub(crate) fn deliver_datagrams(
+        &mut self,
+        from: SocketAddr,
+        data: &[u8],
+        segment: Option<usize>,
+        truncated: bool,
+        now: Time,
+    ) {
+        for d in udp_batch::segments(data, segment) {
+            self.deliver_datagram(from, d, truncated, now);
+        }
+    }
+
+    /// Reads up to `max` receives (each a datagram or a coalesced run) from the socket
+    /// without blocking and delivers them. Returns whether the limit stopped it (more may be
+    /// waiting).
     pub(crate) fn drain_datagrams(&mut self, max: usize, now: Time) -> bool {
         for _ in 0..max {
             let Some(udp) = self.udp.as_mut() else {
                 return false;
             };
-            match udp.socket.recv_from(&mut udp.buf) {
-                Ok((n, from)) => {
+            match udp_batch::recv(udp.socket.as_raw_fd(), &mut udp.buf) {
+                Ok(r) => {
                     // Moved out and back so the protocol can be borrowed meanwhile.
                     let buf = std::mem::take(&mut udp.buf);
-                    self.deliver_datagram(from, &buf[..n], n == buf.len(), now);
+                    if let (Some(from), Some(data)) = (r.from, buf.get(..r.len)) {
+                        self.deliver_datagrams(from, data, r.segment, r.truncated, now);
+                    }
                     if let Some(udp) = self.udp.as_mut() {
                         udp.buf = buf;
                     }
@@ -171,6 +220,55 @@ impl<P: Protocol> LoopCore<P> {
             }
         }
         true
+    }
+
+    /// Sends uTP's datagrams: each run to one peer of equal sizes ([`udp_batch::run_len`])
+    /// in one GSO send where the kernel allows, else one by one; counted as
+    /// [`Self::send_to`] does.
+    pub(crate) fn send_transmits(&mut self, batch: &mut Vec<crate::utp::Transmit>) {
+        let mut i = 0;
+        while let Some(rest) = batch.get(i..) {
+            if rest.is_empty() {
+                break;
+            }
+            let n = udp_batch::run_len(rest, |t| (t.to, t.payload.len()));
+            let run = &rest[..n];
+            let sent = match (self.udp.as_mut(), run) {
+                (Some(udp), [first, _, ..]) if udp.gso => match udp.dest(first.to) {
+                    Some(to) => {
+                        let mut parts = [&[][..]; udp_batch::MAX_SEGMENTS];
+                        for (p, t) in parts.iter_mut().zip(run) {
+                            *p = &t.payload;
+                        }
+                        let seg = u16::try_from(first.payload.len()).ok();
+                        match udp_batch::send_segments(udp.socket.as_raw_fd(), to, &parts[..n], seg)
+                        {
+                            Ok(_) => {
+                                self.stats.datagrams_sent += n as u64;
+                                true
+                            }
+                            Err(e) if udp_batch::gso_unsupported(&e) => {
+                                udp.gso = false;
+                                false
+                            }
+                            Err(_) => {
+                                self.stats.datagrams_unsent += n as u64;
+                                true
+                            }
+                        }
+                    }
+                    None => false,
+                },
+                _ => false,
+            };
+            if !sent {
+                for t in run {
+                    self.send_to(t.to, &t.payload);
+                }
+            }
+            i += n;
+        }
+        batch.clear();
     }
 
     /// Sends one datagram without blocking; a full socket buffer or an unreachable address
@@ -185,16 +283,9 @@ impl<P: Protocol> LoopCore<P> {
             self.stats.datagrams_unsent += 1;
             return;
         };
-        let to = match (to, udp.v6) {
-            (SocketAddr::V4(a), true) => SocketAddr::new(a.ip().to_ipv6_mapped().into(), a.port()),
-            (SocketAddr::V6(a), false) => match a.ip().to_ipv4_mapped() {
-                Some(v4) => SocketAddr::new(v4.into(), a.port()),
-                None => {
-                    self.stats.datagrams_unsent += 1;
-                    return;
-                }
-            },
-            (to, _) => to,
+        let Some(to) = udp.dest(to) else {
+            self.stats.datagrams_unsent += 1;
+            return;
         };
         match udp.socket.send_to(payload, to) {
             Ok(_) => self.stats.datagrams_sent += 1,

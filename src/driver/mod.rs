@@ -19,6 +19,7 @@ pub mod net;
 pub mod protocol;
 pub mod shard;
 pub mod sim;
+mod udp_batch;
 pub mod uring;
 pub mod utp_link;
 

@@ -498,6 +498,8 @@ impl<P: Protocol> LoopCore<P> {
                 did = true;
                 self.host_event(e, now);
             }
+            // Gathered, so that each connection's run of packets goes out in one GSO send.
+            let mut out = self.udp.as_mut().map(|u| std::mem::take(&mut u.out));
             while let Some(t) = self
                 .utp
                 .host
@@ -505,7 +507,16 @@ impl<P: Protocol> LoopCore<P> {
                 .and_then(|h| h.endpoint.poll_transmit())
             {
                 did = true;
-                self.send_to(t.to, &t.payload);
+                match out.as_mut() {
+                    Some(out) => out.push(t),
+                    None => self.send_to(t.to, &t.payload),
+                }
+            }
+            if let Some(mut out) = out {
+                self.send_transmits(&mut out);
+                if let Some(udp) = self.udp.as_mut() {
+                    udp.out = out;
+                }
             }
             if !did {
                 return any;

@@ -230,6 +230,11 @@ pub struct Connection {
     ack_owed: u32,
     ack_now: bool,
     ack_deadline: Option<Time>,
+    /// An ack is owed and waits for the next [`Self::poll_transmit`] (as of this time), so
+    /// that a run of received packets is answered by one ack, not one per two packets.
+    ack_due: Option<Time>,
+    /// The endpoint has listed this connection as owing an ack ([`super::Endpoint`]).
+    pub(super) ack_listed: bool,
     window_was_closed: bool,
     // --- out
     out: VecDeque<Vec<u8>>,
@@ -301,6 +306,8 @@ impl Connection {
             ack_owed: 0,
             ack_now: false,
             ack_deadline: None,
+            ack_due: None,
+            ack_listed: false,
             window_was_closed: false,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -440,8 +447,29 @@ impl Connection {
         self.finish(CloseReason::Aborted);
     }
 
-    /// The next datagram to send to [`Self::peer`].
+    /// The next datagram to send to [`Self::peer`]. An ack owed by the input so far comes
+    /// last, once: inputs taken before polling share it (ack coalescing).
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front().or_else(|| self.poll_ack())
+    }
+
+    /// The next datagram but an owed ack (which [`Self::poll_ack`] gives).
+    pub(super) fn poll_packet(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+
+    /// Whether an ack is owed, to be taken with [`Self::poll_ack`].
+    pub(super) fn ack_due(&self) -> bool {
+        self.ack_due.is_some()
+    }
+
+    /// The owed ack, if one is still owed (a data packet since may have carried it).
+    pub(super) fn poll_ack(&mut self) -> Option<Vec<u8>> {
+        let at = self.ack_due.take()?;
+        if matches!(self.state, State::Closed(_)) || !(self.ack_now || self.ack_owed >= 2) {
+            return None;
+        }
+        self.send_state(at);
         self.out.pop_front()
     }
 
@@ -465,6 +493,12 @@ impl Connection {
         if matches!(self.state, State::Closed(_)) {
             return;
         }
+        // An ack still owed goes out now (the one for the peer's FIN, say).
+        if let Some(at) = self.ack_due.take() {
+            if self.ack_now || self.ack_owed >= 2 {
+                self.send_state(at);
+            }
+        }
         self.state = State::Closed(reason);
         self.unsent = VecDeque::new();
         self.inflight = VecDeque::new();
@@ -473,6 +507,7 @@ impl Connection {
         self.reorder_bytes = 0;
         self.rto_deadline = None;
         self.ack_deadline = None;
+        self.ack_due = None;
         self.close_deadline = None;
         self.events.push_back(ConnEvent::Closed(reason));
     }
@@ -525,6 +560,7 @@ impl Connection {
         self.ack_owed = 0;
         self.ack_now = false;
         self.ack_deadline = None;
+        self.ack_due = None;
     }
 
     /// Takes a sequence number for a new packet and puts it in flight (unsent yet).
@@ -613,7 +649,7 @@ impl Connection {
             self.rto_deadline = Some(now + self.rto);
         }
         if self.ack_now || self.ack_owed >= 2 {
-            self.send_state(now);
+            self.ack_due = Some(now);
         } else if self.ack_owed > 0 && self.ack_deadline.is_none() {
             self.ack_deadline = Some(now + self.config.delayed_ack);
         }
@@ -653,6 +689,7 @@ impl Connection {
             self.ack_owed = 0;
             self.ack_now = false;
             self.ack_deadline = None;
+            self.ack_due = None;
         }
         if self.rto_deadline.is_none() {
             self.rto_deadline = Some(now + self.rto);

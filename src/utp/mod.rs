@@ -135,6 +135,9 @@ pub struct Endpoint {
     syn_order: BTreeMap<(Time, u64), IpAddr>,
     syn_seq: u64,
     transmits: VecDeque<Transmit>,
+    /// Connections owing an ack, sent once the queued transmits are taken: one ack answers
+    /// every packet of a connection received between two drains.
+    acks: Vec<UtpHandle>,
     events: VecDeque<UtpEvent>,
     stats: EndpointStats,
 }
@@ -152,6 +155,7 @@ impl Endpoint {
             syn_order: BTreeMap::new(),
             syn_seq: 0,
             transmits: VecDeque::new(),
+            acks: Vec::new(),
             events: VecDeque::new(),
             stats: EndpointStats::default(),
         }
@@ -327,9 +331,25 @@ impl Endpoint {
         self.collect(h);
     }
 
-    /// The next datagram to send.
+    /// The next datagram to send. The acks owed come after the other packets, one per
+    /// connection for all the input since the last drain.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        if let Some(t) = self.transmits.pop_front() {
+            return Some(t);
+        }
+        while let Some(h) = self.acks.pop() {
+            let Some(c) = self.conns.get_mut(&h) else {
+                continue;
+            };
+            c.ack_listed = false;
+            if let Some(payload) = c.poll_ack() {
+                return Some(Transmit {
+                    to: c.peer(),
+                    payload,
+                });
+            }
+        }
+        None
     }
 
     /// The next event.
@@ -352,8 +372,12 @@ impl Endpoint {
             return;
         };
         let to = c.peer();
-        while let Some(payload) = c.poll_transmit() {
+        while let Some(payload) = c.poll_packet() {
             self.transmits.push_back(Transmit { to, payload });
+        }
+        if c.ack_due() && !c.ack_listed {
+            c.ack_listed = true;
+            self.acks.push(h);
         }
         let mut closed = false;
         while let Some(e) = c.poll_event() {

@@ -536,6 +536,47 @@ fn acks_are_delayed_but_not_for_long() {
 }
 
 #[test]
+fn packets_taken_in_one_drain_share_one_ack() {
+    let (mut a, mut b, ha, _hb) = pair(EndpointConfig::default());
+    // Let a's window open: a few rounds of two packets, each answered.
+    let mut now = 10;
+    for _ in 0..20 {
+        a.write(ha, &[1; 2400], t(now));
+        for x in drain(&mut a) {
+            b.handle_datagram(A, &x.payload, t(now + 1));
+        }
+        for x in drain(&mut b) {
+            a.handle_datagram(B, &x.payload, t(now + 2));
+        }
+        now += 10;
+    }
+    a.write(ha, &[2; 12_000], t(now));
+    let run = drain(&mut a);
+    assert!(run.len() >= 4, "{} packets", run.len());
+    let last = decode(run.last().unwrap()).seq_nr;
+    for x in &run {
+        b.handle_datagram(A, &x.payload, t(now + 1));
+    }
+    // Every packet in (as from one GRO receive, or one drain of the socket): one ack, for
+    // the last of them.
+    let acks = drain(&mut b);
+    assert_eq!(acks.len(), 1);
+    let h = decode(&acks[0]);
+    assert_eq!((h.kind, h.ack_nr), (Type::State, last));
+    // Polled after each packet instead, the ack comes every second packet as before.
+    a.handle_datagram(B, &acks[0].payload, t(now + 2));
+    a.write(ha, &[3; 4800], t(now + 10));
+    let run = drain(&mut a);
+    assert!(run.len() >= 4, "{} packets", run.len());
+    let mut n = 0;
+    for x in &run {
+        b.handle_datagram(A, &x.payload, t(now + 11));
+        n += drain(&mut b).len();
+    }
+    assert_eq!(n, run.len() / 2);
+}
+
+#[test]
 fn reset_closes() {
     let (mut a, mut b, ha, hb) = pair(EndpointConfig::default());
     b.abort(hb, t(10));

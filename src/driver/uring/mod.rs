@@ -88,6 +88,7 @@ use self::probe::{build_ring, Setup};
 use self::token::{Op, Token};
 use super::loop_core::{LoopCore, LoopIo, Udp, DATAGRAM_BUF, MAX_DATAGRAMS_PER_TURN};
 use super::net::{bind_local, from_sockaddr, new_socket, SockAddr};
+use super::udp_batch;
 use super::Protocol;
 use crate::core::api::{Action, ConnId};
 use crate::core::{SendBuf, Session, Time};
@@ -212,6 +213,8 @@ struct UdpRecv {
     msg: libc::msghdr,
     iov: libc::iovec,
     addr: libc::sockaddr_storage,
+    /// Control messages: the `UDP_GRO` segment size of a coalesced receive.
+    control: [u64; udp_batch::CONTROL_WORDS],
     buf: [u8; DATAGRAM_BUF],
 }
 
@@ -448,6 +451,9 @@ impl<P: Protocol> UringDriver<P> {
             (*r).msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
             (*r).msg.msg_iov = std::ptr::addr_of_mut!((*r).iov);
             (*r).msg.msg_iovlen = 1;
+            (*r).control = [0; udp_batch::CONTROL_WORDS];
+            (*r).msg.msg_control = std::ptr::addr_of_mut!((*r).control).cast();
+            (*r).msg.msg_controllen = std::mem::size_of_val(&(*r).control) as _;
             std::ptr::addr_of_mut!((*r).msg)
         };
         let entry = opcode::RecvMsg::new(types::Fd(fd), msg)
@@ -477,9 +483,11 @@ impl<P: Protocol> UringDriver<P> {
             let r = unsafe { &*recv.0.as_ptr() };
             let n = (result as usize).min(DATAGRAM_BUF);
             let truncated = r.msg.msg_flags & libc::MSG_TRUNC != 0 || n == DATAGRAM_BUF;
+            // SAFETY: the control pointer names `r.control`, as the kernel left it.
+            let segment = unsafe { udp_batch::gro_segment(&r.msg) };
             if let Some(from) = from_sockaddr(&r.addr) {
                 self.core
-                    .deliver_datagram(from, &r.buf[..n], truncated, now);
+                    .deliver_datagrams(from, &r.buf[..n], segment, truncated, now);
             }
             self.core.drain_datagrams(MAX_DATAGRAMS_PER_TURN - 1, now);
         }
