@@ -11,14 +11,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::interop::{
-    compare_trees, download_ok, lt_seed_with, prepare, rt_download, rt_seed_with, run_all,
-    Prepared, BACKENDS, CASES,
+    compare_trees, download_ok, libtorrent_leeches_all_with, lt_seed_with, prepare, rt_download,
+    rt_seed_with, run_all, Prepared, BACKENDS, CASES,
 };
-use common::{run_bounded, support};
 
 /// libtorrent (uTP only) leeches from a ringtorrent seed that speaks only uTP.
 #[test]
@@ -34,35 +32,7 @@ fn libtorrent_utp_only_leeches_from_ringtorrent_on_both_backends() {
             ));
         }
     }
-    let jobs = all
-        .iter()
-        .map(|(p, io)| {
-            (
-                format!("ringtorrent -> libtorrent over uTP {} --io {io}", p.label),
-                move || {
-                    let (seed, addr) = rt_seed_with(p, io, &[], &["--transport", "utp"], work);
-                    let out = work.join(format!("{}-out", p.label));
-                    let result = run_bounded(
-                        Command::new("/usr/bin/python3")
-                            .arg(support("lt_leech.py"))
-                            .arg(&p.torrent)
-                            .arg(&out)
-                            .args(["--utp-only", "--peer", &addr, "--timeout", "60"]),
-                        Duration::from_secs(90),
-                    );
-                    if !result.status.success() {
-                        return Err(format!(
-                            "lt_leech.py --utp-only failed: {}\n{}",
-                            String::from_utf8_lossy(&result.stderr),
-                            seed.log()
-                        ));
-                    }
-                    compare_trees(&p.data, &out)
-                },
-            )
-        })
-        .collect();
-    run_all(jobs);
+    libtorrent_leeches_all_with(&all, work, &["--transport", "utp"], &["--utp-only"]);
 }
 
 /// ringtorrent (uTP only) leeches from libtorrent (uTP only): ringtorrent dials over uTP.

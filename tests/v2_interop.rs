@@ -174,6 +174,14 @@ fn ringtorrent_leeches(seed: u64, mode: &str) {
     interop::run_all(jobs);
 }
 
+/// A `btmh`-only magnet link for `p` (its full SHA-256 v2 hash as a multihash, `1220...`).
+fn btmh_magnet(p: &Prepared) -> String {
+    let info = info_json(&p.torrent);
+    let v2 = info["info_hash_v2"].as_str().unwrap().to_owned();
+    assert_eq!(v2.len(), 64, "{info}");
+    format!("magnet:?xt=urn:btmh:1220{v2}&dn={}", p.label)
+}
+
 /// libtorrent joins from a `btmh`-only magnet link (BEP 52 and 9): it fetches the info
 /// dictionary from the ringtorrent seed by ut_metadata, then every file's piece layer by
 /// `hash request`s, which ringtorrent answers from its piece layers with proofs up to each
@@ -192,10 +200,7 @@ fn libtorrent_fetches_metadata_and_piece_layers_by_v2_magnet_on_both_backends() 
                 format!("ringtorrent -> libtorrent by btmh {} --io {io}", p.label),
                 {
                     move || {
-                        let info = info_json(&p.torrent);
-                        let v2 = info["info_hash_v2"].as_str().unwrap().to_owned();
-                        assert_eq!(v2.len(), 64, "{info}");
-                        let magnet = format!("magnet:?xt=urn:btmh:1220{v2}&dn={}", p.label);
+                        let magnet = btmh_magnet(p);
                         let (seed, addr) = interop::rt_seed(p, io, &[], work);
                         let out = work.join(format!("{}-out", p.label));
                         let result = run_bounded(
@@ -241,9 +246,7 @@ fn ringtorrent_downloads_a_btmh_magnet_from_libtorrent_on_both_backends() {
                 format!("libtorrent -> ringtorrent by btmh {} --io {io}", p.label),
                 {
                     move || {
-                        let info = info_json(&p.torrent);
-                        let v2 = info["info_hash_v2"].as_str().unwrap().to_owned();
-                        let magnet = format!("magnet:?xt=urn:btmh:1220{v2}&dn={}", p.label);
+                        let magnet = btmh_magnet(p);
                         let (_seed, port) = interop::lt_seed(p, &[], work);
                         let out = work.join(format!("{}-out", p.label));
                         let result = run_bounded(

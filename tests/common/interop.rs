@@ -435,25 +435,39 @@ pub fn lt_seed_with(p: &Prepared, peers: &[String], extra: &[&str], work: &Path)
 /// libtorrent (`lt_leech.py`) leeches each prepared case from a ringtorrent seed on its
 /// backend, all at once; every file compared byte for byte.
 pub fn libtorrent_leeches_all(all: &[(Prepared, &'static str)], work: &Path) {
+    libtorrent_leeches_all_with(all, work, &[], &[]);
+}
+
+/// As [`libtorrent_leeches_all`], with `seed_args` for each ringtorrent seed and
+/// `leech_args` for each `lt_leech.py` (`--transport utp` and `--utp-only`, say).
+pub fn libtorrent_leeches_all_with(
+    all: &[(Prepared, &'static str)],
+    work: &Path,
+    seed_args: &[&str],
+    leech_args: &[&str],
+) {
+    let how = [seed_args, leech_args].concat().join(" ");
     let jobs = all
         .iter()
         .map(|(p, io)| {
+            let how = &how;
             (
-                format!("ringtorrent -> libtorrent {} --io {io}", p.label),
+                format!("ringtorrent -> libtorrent {} --io {io} {how}", p.label),
                 move || {
-                    let (seed, addr) = rt_seed(p, io, &[], work);
+                    let (seed, addr) = rt_seed_with(p, io, &[], seed_args, work);
                     let out = work.join(format!("{}-out", p.label));
                     let result = run_bounded(
                         Command::new("/usr/bin/python3")
                             .arg(support("lt_leech.py"))
                             .arg(&p.torrent)
                             .arg(&out)
+                            .args(leech_args)
                             .args(["--peer", &addr, "--timeout", "60"]),
                         Duration::from_secs(90),
                     );
                     if !result.status.success() {
                         return Err(format!(
-                            "lt_leech.py failed: {}\n{}",
+                            "lt_leech.py {how} failed: {}\n{}",
                             String::from_utf8_lossy(&result.stderr),
                             seed.log()
                         ));
