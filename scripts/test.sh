@@ -24,11 +24,14 @@ command -v aria2c >/dev/null 2>&1 || need+=(aria2)
 command -v qbittorrent-nox >/dev/null 2>&1 || need+=(qbittorrent-nox)
 # nsenter runs programs on either side of tools/link-emu's emulated link.
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
-# --- webui: the web UI's browser test (tests/webui.rs) runs Debian's headless Chromium
-# through its WebDriver (chromium-driver), driven by selenium from the venv made below.
+# The web UI's browser test (tests/webui.rs) runs Debian's headless Chromium through its
+# WebDriver (chromium-driver), driven by selenium from a virtual environment below.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
-# --- end webui
+# tests/systemd.rs runs `systemd-analyze verify` on deploy/systemd's units.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# tests/container.rs builds the image (scripts/build-image.sh) with buildah and runs it.
+command -v buildah >/dev/null 2>&1 || need+=(buildah)
 # The virtual environments below need venv and pip.
 /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if ((${#need[@]})); then
@@ -39,50 +42,26 @@ if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
-# The real qBittorrent WebAPI client (qbittorrent-api from PyPI) that tests/qbt_webapi.rs
-# drives serve with, in a virtual environment of its own under the target folder.
-qbt_venv="${CARGO_TARGET_DIR:-target}/qbt-venv"
-if ! "$qbt_venv/bin/python" -c 'import qbittorrentapi' >/dev/null 2>&1; then
-    echo "installing qbittorrent-api into $qbt_venv"
-    rm -rf "$qbt_venv"
-    /usr/bin/python3 -m venv "$qbt_venv"
-    "$qbt_venv/bin/pip" install --quiet --disable-pip-version-check 'qbittorrent-api>=2024.1'
-fi
-
-# --- deploy (issue 24): systemd units, Kubernetes manifests, the container image ---
-deploy_need=()
-# tests/systemd.rs runs `systemd-analyze verify` on deploy/systemd's units.
-command -v systemd-analyze >/dev/null 2>&1 || deploy_need+=(systemd)
-# tests/container.rs builds the image (scripts/build-image.sh) with buildah and runs it.
-command -v buildah >/dev/null 2>&1 || deploy_need+=(buildah)
-if ((${#deploy_need[@]})); then
-    echo "installing: ${deploy_need[*]}"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${deploy_need[@]}"
-fi
-# tests/kubernetes.rs validates deploy/kubernetes offline and strictly with kubernetes-validate
-# (PyPI, pinned: its schemas decide what passes), in a virtual environment under the target
-# folder.
-k8s_venv="${CARGO_TARGET_DIR:-target}/k8s-venv"
-if ! "$k8s_venv/bin/kubernetes-validate" --version 2>/dev/null | grep -qx '1.37.0'; then
-    echo "installing kubernetes-validate into $k8s_venv"
-    rm -rf "$k8s_venv"
-    /usr/bin/python3 -m venv "$k8s_venv"
-    "$k8s_venv/bin/pip" install --quiet --disable-pip-version-check 'kubernetes-validate==1.37.0'
-fi
-# --- end deploy ---
-# --- webui: selenium (PyPI) for tests/webui.rs, in a virtual environment of its own beside
-# the one above.
-webui_venv="${CARGO_TARGET_DIR:-target}/webui-venv"
-if ! "$webui_venv/bin/python" -c 'import selenium, sys; sys.exit(selenium.__version__ != "4.51.0")' >/dev/null 2>&1; then
-    echo "installing selenium into $webui_venv"
-    rm -rf "$webui_venv"
-    /usr/bin/python3 -m venv "$webui_venv"
-    "$webui_venv/bin/pip" install --quiet --disable-pip-version-check 'selenium==4.51.0'
-fi
-# --- end webui
+# The Python tools the tests drive, each in a virtual environment of its own under the target
+# folder: `venv NAME CHECK SPEC` makes target/NAME afresh with pip's SPEC unless its Python
+# runs CHECK successfully.
+venv() {
+    local dir="${CARGO_TARGET_DIR:-target}/$1"
+    if ! "$dir/bin/python" -c "$2" >/dev/null 2>&1; then
+        echo "installing $3 into $dir"
+        rm -rf "$dir"
+        /usr/bin/python3 -m venv "$dir"
+        "$dir/bin/pip" install --quiet --disable-pip-version-check "$3"
+    fi
+}
+pinned() { echo "import importlib.metadata as m, sys; sys.exit(m.version('$1') != '$2')"; }
+# The real qBittorrent WebAPI client that tests/qbt_webapi.rs drives serve with.
+venv qbt-venv 'import qbittorrentapi' 'qbittorrent-api>=2024.1'
+# tests/kubernetes.rs validates deploy/kubernetes offline and strictly (pinned: its schemas
+# decide what passes).
+venv k8s-venv "$(pinned kubernetes-validate 1.37.0)" 'kubernetes-validate==1.37.0'
+# tests/webui.rs drives Chromium with selenium.
+venv webui-venv "$(pinned selenium 4.51.0)" 'selenium==4.51.0'
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
