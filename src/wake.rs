@@ -72,6 +72,20 @@ fn with_eventfd<T>(eventfd: Arc<OwnedFd>) -> (WakeSender<T>, WakeQueue<T>) {
 }
 
 impl<T> WakeSender<T> {
+    /// Queues every item of `items`, in order, under one lock, and signals the eventfd once
+    /// if the queue was empty: one wake-up of the loop for a batch of results.
+    pub fn send_all(&self, items: impl IntoIterator<Item = T>) {
+        let was_empty = {
+            let mut queue = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let before = queue.len();
+            queue.extend(items);
+            before == 0 && !queue.is_empty()
+        };
+        if was_empty {
+            sys::eventfd_signal(self.0.eventfd.as_fd());
+        }
+    }
+
     /// Queues an item and signals the eventfd if the queue was empty.
     pub fn send(&self, item: T) {
         let was_empty = {

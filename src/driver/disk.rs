@@ -13,8 +13,8 @@ use slab::Slab;
 use crate::core::api::{DiskDone, DiskOp, TorrentId};
 use crate::core::{BlockRef, PeerKey, PieceIndex};
 use crate::storage::{
-    completion_queue, Completion, CompletionSender, Completions, DiskJob, DiskPool, Outcome,
-    Storage,
+    completion_queue, BatchJob, Completion, CompletionSender, Completions, DiskJob, DiskPool,
+    Outcome, Storage,
 };
 
 /// What a disk job in flight was for.
@@ -41,6 +41,8 @@ pub(crate) struct DiskBridge {
     completions: Completions,
     reply: CompletionSender,
     pending: Slab<Pending>,
+    /// Jobs submitted this turn and not yet handed to the pool ([`DiskBridge::flush`]).
+    batch: Vec<BatchJob>,
     done_buf: Vec<Completion>,
     /// Completions left in the queue after a capped drain: the next turn must not sleep,
     /// since the eventfd has already been consumed.
@@ -56,6 +58,7 @@ impl DiskBridge {
             completions,
             reply,
             pending: Slab::new(),
+            batch: Vec::new(),
             done_buf: Vec::new(),
             backlog: false,
         })
@@ -87,8 +90,8 @@ impl DiskBridge {
         self.storage.remove(&torrent);
     }
 
-    /// Hands a disk operation to the pool. Operations for a torrent without storage are
-    /// dropped (the torrent is gone).
+    /// Queues a disk operation for the pool; [`DiskBridge::flush`] hands over what a turn
+    /// queued. Operations for a torrent without storage are dropped (the torrent is gone).
     pub(crate) fn submit(&mut self, op: DiskOp) {
         let (torrent, pending, job) = match op {
             DiskOp::Write {
@@ -138,7 +141,17 @@ impl DiskBridge {
             return;
         };
         let token = self.pending.insert(pending) as u64;
-        self.pool.submit(storage, token, job, &self.reply);
+        self.batch.push((storage.clone(), token, job));
+    }
+
+    /// Hands the operations queued since the last flush to the pool as one batch (one
+    /// wake-up of a pool thread for the blocks of a receive). The loop calls it once it has
+    /// carried out the core's actions, before it waits.
+    pub(crate) fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            self.pool
+                .submit_batch(std::mem::take(&mut self.batch), &self.reply);
+        }
     }
 
     /// Hands up to `max` finished operations to `deliver`, as the core's results. `clear_event`

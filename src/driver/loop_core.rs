@@ -404,6 +404,8 @@ pub(crate) trait LoopIo<P: Protocol>: Sized {
                 on_event(&event);
             }
             if !any {
+                // The disk jobs these actions queued, as one batch.
+                self.core().disk.flush();
                 return;
             }
         }

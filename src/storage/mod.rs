@@ -54,6 +54,7 @@ mod pool;
 mod relocate;
 mod resume;
 pub(crate) mod sys;
+mod workers;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -76,8 +77,8 @@ use sys::Resolve;
 pub use check::{check, CheckReport, FileCheck, FileVerdict, PieceVerdict};
 pub use error::StorageError;
 pub use pool::{
-    completion_queue, Completion, CompletionSender, Completions, DiskJob, DiskPool, DiskPoolConfig,
-    Outcome,
+    completion_queue, BatchJob, Completion, CompletionSender, Completions, DiskJob, DiskPool,
+    DiskPoolConfig, Outcome,
 };
 pub use relocate::{move_files, move_size, MOVE_SUFFIX};
 pub use resume::{resume_path, FileStamp, ResumeData, ResumeError, RESUME_VERSION};
