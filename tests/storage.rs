@@ -19,10 +19,12 @@ use ringtorrent::core::Bitfield;
 use ringtorrent::core::{BlockRef, InfoHash};
 use ringtorrent::metainfo::{Info, Torrent};
 use ringtorrent::storage::{
-    completion_queue, Completion, DiskJob, DiskPool, DiskPoolConfig, FileStamp, FileState,
-    OpenMode, Outcome, ResumeData, ResumeError, Storage, StorageError, StorageOptions,
+    completion_queue, Allocation, Completion, DiskJob, DiskPool, DiskPoolConfig, FileStamp,
+    FileState, OpenMode, Outcome, ResumeData, ResumeError, Storage, StorageError, StorageOptions,
 };
 use sha1::{Digest, Sha1};
+
+mod common;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -425,6 +427,205 @@ fn disk_full_is_refused_up_front_with_sizes_and_path() {
         "left files behind: {:?}",
         files_under(&mnt)
     );
+}
+
+/// Writes a file of zeros in `dir` until the filesystem is full; returns its path.
+fn fill_disk(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    path
+}
+
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn sparse_allocation_checks_space_up_front_and_a_disk_filled_later_fails_the_write_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    let _mount = Mount::tmpfs(&mnt, "size=8m", false);
+    let sparse = StorageOptions {
+        allocation: Allocation::Sparse,
+        ..StorageOptions::new(OpenMode::Create)
+    };
+
+    // The up-front check still refuses what cannot fit, creating nothing.
+    let (big, _) = torrent("big", &[F("one", 9 << 20, false)], 1 << 20);
+    match Storage::open_with(big, &mnt, sparse) {
+        Err(StorageError::NoSpace { needed, .. }) => assert_eq!(needed, 9 << 20),
+        other => panic!("expected NoSpace, got {other:?}"),
+    }
+    assert!(files_under(&mnt).is_empty());
+
+    // What fits gets its size and no blocks.
+    let (info, payload) = torrent("sp", &[F("one", 6 << 20, false)], 1 << 20);
+    let storage = Storage::open_with(info.clone(), &mnt, sparse).unwrap();
+    let file = mnt.join("sp/one");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 6 << 20);
+    assert!(allocated(&file) < 64 * 1024, "{}", allocated(&file));
+    assert!(matches!(
+        storage.file_states().next(),
+        Some(FileState::Present {
+            created: true,
+            sparse: true
+        })
+    ));
+
+    // Piece 0 written; then another program fills the disk.
+    let piece0: Vec<BlockRef> = blocks(&info)
+        .into_iter()
+        .filter(|b| b.piece.get() == 0)
+        .collect();
+    for &b in &piece0 {
+        storage.write_block(b, &slice(&info, &payload, b)).unwrap();
+    }
+    assert!(allocated(&file) >= 1 << 20);
+    let filler = fill_disk(&mnt);
+
+    // The next write fails with the file's name and says why; piece 0 is intact.
+    let next = blocks(&info)
+        .into_iter()
+        .find(|b| b.piece.get() == 1)
+        .unwrap();
+    let err = storage
+        .write_block(next, &slice(&info, &payload, next))
+        .unwrap_err();
+    match &err {
+        StorageError::NoSpace { path, .. } => assert_eq!(path, &file),
+        other => panic!("expected NoSpace, got {other:?}"),
+    }
+    assert!(err.to_string().contains("not enough space"), "{err}");
+    let piece = piece0[0].piece;
+    assert!(storage.verify_piece(piece, info.piece_hash(piece)).unwrap());
+
+    // Space freed, the download goes on where it stopped and completes.
+    std::fs::remove_file(filler).unwrap();
+    write_all(&storage, &payload);
+    assert_all_read_back(&storage, &payload);
+}
+
+#[test]
+fn a_download_whose_disk_fills_stops_with_the_error_and_loses_nothing() {
+    use ringtorrent::client::{AddTorrent, Client, ClientConfig, Limits, TorrentState};
+    let tmp = tempfile::tempdir().unwrap();
+    let seed_dir = tmp.path().join("seed");
+    common::write_payload(&seed_dir.join("pack/big.bin"), 6 << 20, 7);
+    let bytes = ringtorrent::metainfo::create::create(
+        &ringtorrent::metainfo::create::CreateOptions {
+            path: seed_dir.join("pack"),
+            piece_len: Some(256 * 1024),
+            ..Default::default()
+        },
+        &std::sync::atomic::AtomicU64::new(0),
+    )
+    .unwrap()
+    .bytes;
+    let seed = common::seeding_client(&seed_dir, &bytes, 1);
+    let mnt = tmp.path().join("small");
+    let _mount = Mount::tmpfs(&mnt, "size=8m", false);
+    // Sparse files, the download slowed so the disk can be filled part-way.
+    let config = || ClientConfig {
+        allocation: ringtorrent::client::Allocation::Sparse,
+        state_dir: Some(tmp.path().join("state")),
+        limits: Limits {
+            download_rate: Some(1 << 20),
+            ..Limits::default()
+        },
+        ..common::client_config(&mnt, 1)
+    };
+    let leech = Client::start(config()).unwrap();
+    let add = || AddTorrent::bytes(bytes.clone()).peers(seed.listen_addr());
+    let t = leech.add(add()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while t.status().unwrap().pieces_have < 4 {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let filler = fill_disk(&mnt);
+    let status = loop {
+        let st = t.status().unwrap();
+        if st.state == TorrentState::Error {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "no error: {st:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let error = status.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("not enough space") && error.contains("big.bin"),
+        "{error}"
+    );
+    assert!(status.pieces_have >= 4 && status.pieces_have < status.pieces);
+    leech.shutdown();
+
+    // Every piece it had verified is on disk.
+    let info = Arc::new(Torrent::from_bytes(&bytes).unwrap().info);
+    let storage = Storage::open(info, &mnt, OpenMode::ReadOnly).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().build().unwrap();
+    let report = ringtorrent::storage::check(&storage, &pool, &Default::default());
+    let complete = report.pieces_with(ringtorrent::storage::PieceVerdict::Complete);
+    assert!(
+        complete.len() as u32 >= status.pieces_have,
+        "{} complete, {} reported",
+        complete.len(),
+        status.pieces_have
+    );
+    drop(storage);
+
+    // Space freed, the same torrent added again finishes from where it stopped.
+    std::fs::remove_file(filler).unwrap();
+    let leech = Client::start(config()).unwrap();
+    let t = leech.add(add()).unwrap();
+    assert!(t.status().unwrap().pieces_have >= status.pieces_have);
+    while t.status().unwrap().state != TorrentState::Seeding {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(60),
+            "not finished"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    leech.shutdown();
+    seed.shutdown();
+    assert_eq!(
+        std::fs::read(mnt.join("pack/big.bin")).unwrap(),
+        std::fs::read(seed_dir.join("pack/big.bin")).unwrap()
+    );
+}
+
+#[test]
+fn full_allocation_reserves_the_space_so_a_disk_filled_later_cannot_fail_a_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    let _mount = Mount::tmpfs(&mnt, "size=8m", false);
+    let (info, payload) = torrent("full", &[F("one", 6 << 20, false)], 1 << 20);
+    let full = StorageOptions {
+        allocation: Allocation::Full,
+        ..StorageOptions::new(OpenMode::Create)
+    };
+    let storage = Storage::open_with(info, &mnt, full).unwrap();
+    assert!(allocated(&mnt.join("full/one")) >= 6 << 20);
+    assert!(matches!(
+        storage.file_states().next(),
+        Some(FileState::Present {
+            created: true,
+            sparse: false
+        })
+    ));
+    fill_disk(&mnt);
+    write_all(&storage, &payload);
+    assert_all_read_back(&storage, &payload);
 }
 
 #[test]

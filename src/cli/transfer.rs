@@ -13,11 +13,11 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub use super::driver::{backend, Io};
 use super::format;
 use super::signals::{self, Interrupted};
-use ringtorrent::client::Transport;
 use ringtorrent::client::{
     AddTorrent, Client, ClientConfig, ClientEvent, DataSource, Events, FileStatus, Limits,
     TorrentHandle,
 };
+use ringtorrent::client::{Allocation, Transport};
 use ringtorrent::core::Encryption;
 use ringtorrent::metainfo::{Info, Torrent};
 
@@ -143,6 +143,12 @@ pub struct EngineArgs {
     /// both), tcp or utp. uTP runs on the UDP socket of the listen port (or --dht-port).
     #[arg(long, value_name = "TRANSPORT", default_value_t = Transport::Both)]
     transport: Transport,
+    /// How new files get their disk space: full (reserve it all with fallocate before the
+    /// download starts) or sparse (set the size; blocks are allocated as they are written,
+    /// as libtorrent and qBittorrent do). Either way a torrent larger than the free space is
+    /// refused at the start.
+    #[arg(long, value_name = "MODE", default_value_t = Allocation::Full)]
+    allocation: Allocation,
     /// No local service discovery (BEP 14: announcing the torrent on the local network's
     /// multicast group and dialling the peers heard there; never for a private torrent).
     #[arg(long)]
@@ -182,6 +188,7 @@ impl EngineArgs {
             loops: self.threads,
             io: self.io.into(),
             data_dir: dir.to_path_buf(),
+            allocation: self.allocation,
             state_dir: self
                 .state_dir
                 .clone()

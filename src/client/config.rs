@@ -11,6 +11,7 @@ use crate::core::choker::SeedChokeMode;
 use crate::core::config::{Config, Encryption};
 use crate::core::PeerId;
 pub use crate::driver::{IoChoice, Transport};
+pub use crate::storage::Allocation;
 
 /// Session-wide limits. Each event loop runs its own session, so the client splits them:
 /// connections and the upload buffer evenly (torrents spread evenly over the loops by info
@@ -72,6 +73,10 @@ pub struct ClientConfig {
     pub io: IoChoice,
     /// Where torrents' data goes when [`super::AddTorrent::save_dir`] does not say.
     pub data_dir: PathBuf,
+    /// How new files get their disk space: [`Allocation::Full`] (the default: `fallocate`
+    /// when the torrent is opened) or [`Allocation::Sparse`] (libtorrent's and qBittorrent's
+    /// default). The free space is checked at open either way.
+    pub allocation: Allocation,
     /// Where resume data is kept (`resume/<hash>.resume`), and with
     /// [`ClientConfig::remember_torrents`] the torrents themselves. `None`: nothing is kept,
     /// and every restart checks the data again.
@@ -130,6 +135,7 @@ impl Default for ClientConfig {
             loops: 0,
             io: IoChoice::Auto,
             data_dir: PathBuf::from("."),
+            allocation: Allocation::default(),
             state_dir: None,
             remember_torrents: false,
             limits: Limits::default(),

@@ -68,7 +68,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-pub use config::{ClientConfig, IoChoice, Limits, Transport};
+pub use config::{Allocation, ClientConfig, IoChoice, Limits, Transport};
 pub use descriptors::DescriptorBudget;
 pub use dht::DhtSettings;
 pub use error::ClientError;
@@ -431,6 +431,7 @@ impl Client {
             pool,
             torrents: Default::default(),
             data_dir: config.data_dir.clone(),
+            allocation: config.allocation,
             store,
             trackers,
             lsd,

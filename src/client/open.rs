@@ -19,8 +19,8 @@ use crate::core::picker::{piece_priorities, Priority};
 use crate::core::Bitfield;
 use crate::metainfo::Info;
 use crate::storage::{
-    check, CheckReport, DiskPool, FileState, OpenMode, ResumeData, ResumeError, Storage,
-    StorageOptions,
+    check, Allocation, CheckReport, DiskPool, FileState, OpenMode, ResumeData, ResumeError,
+    Storage, StorageOptions,
 };
 
 /// A torrent's storage, opened, with the pieces it holds.
@@ -73,10 +73,14 @@ pub(crate) fn unneeded_files(info: &Info, prios: Option<&[FilePriority]>) -> Vec
 pub(crate) fn open_storage(
     info: &Arc<Info>,
     dir: &Path,
-    mode: OpenMode,
+    (mode, allocation): (OpenMode, Allocation),
     skip: &[bool],
 ) -> Result<Storage, ClientError> {
-    Storage::open_selected(info.clone(), dir, StorageOptions::new(mode), skip).map_err(|source| {
+    let options = StorageOptions {
+        allocation,
+        ..StorageOptions::new(mode)
+    };
+    Storage::open_selected(info.clone(), dir, options, skip).map_err(|source| {
         ClientError::Storage {
             name: info.name().to_string(),
             source,
@@ -90,12 +94,12 @@ pub(crate) fn open_storage(
 pub(crate) fn open(
     info: &Arc<Info>,
     dir: &Path,
-    (mode, skip): (OpenMode, &[bool]),
+    (mode, allocation, skip): (OpenMode, Allocation, &[bool]),
     pool: &DiskPool,
     trust_data: bool,
     resume_dir: Option<&Path>,
 ) -> Result<Opened, ClientError> {
-    let storage = Arc::new(open_storage(info, dir, mode, skip)?);
+    let storage = Arc::new(open_storage(info, dir, (mode, allocation), skip)?);
     let (have, source) = restore(&storage, pool, trust_data, true, resume_dir);
     Ok(Opened {
         storage,

@@ -157,6 +157,7 @@ impl State {
         keep_intent: bool,
     ) {
         let data_dir = self.data_dir.clone();
+        let allocation = self.allocation;
         let Ok(e) = self.entry_mut(hash) else { return };
         e.moving = None;
         if !keep_intent {
@@ -182,7 +183,10 @@ impl State {
         } else {
             // Files left out (deselected, no wanted piece) stay uncreated there too.
             let skip = super::open::unneeded_files(&info, e.settings.priorities().as_deref());
-            let options = storage::StorageOptions::new(mode);
+            let options = storage::StorageOptions {
+                allocation,
+                ..storage::StorageOptions::new(mode)
+            };
             match Storage::open_selected(info.clone(), &dir, options, &skip) {
                 Ok(s) => {
                     e.storage = Some(Arc::new(s));

@@ -44,7 +44,7 @@ use crate::core::{Bitfield, InfoHash};
 use crate::driver::shard::{shard_of, LoopThread};
 use crate::driver::Driver;
 use crate::metainfo::{Info, Magnet, Torrent};
-use crate::storage::{DiskPool, FileState, OpenMode, Storage};
+use crate::storage::{Allocation, DiskPool, FileState, OpenMode, Storage};
 use crate::tracker::Progress;
 
 /// How long a loop may take to answer before the request fails.
@@ -210,6 +210,7 @@ struct Registered {
 /// batch.
 struct OpenContext<'a> {
     pool: &'a DiskPool,
+    allocation: Allocation,
     store: Option<&'a Store>,
     resume_dir: Option<PathBuf>,
     /// Queueing is on: a torrent added without force start waits for it.
@@ -261,7 +262,7 @@ impl OpenContext<'_> {
             open::open(
                 &info,
                 &data_dir,
-                (mode, &skip),
+                (mode, self.allocation, &skip),
                 self.pool,
                 trust_data || settings.seed_mode,
                 self.resume_dir.as_deref(),
@@ -419,6 +420,8 @@ pub(crate) struct State {
     pub pool: Arc<DiskPool>,
     pub torrents: BTreeMap<InfoHash, Entry>,
     pub data_dir: PathBuf,
+    /// How new files get their space ([`super::ClientConfig::allocation`]).
+    pub allocation: Allocation,
     pub store: Option<Store>,
     pub trackers: Option<Trackers>,
     /// Local service discovery (BEP 14), when on.
@@ -555,6 +558,7 @@ impl State {
             }
             let ctx = OpenContext {
                 pool: &pool,
+                allocation: self.allocation,
                 store: self.store.as_ref(),
                 resume_dir: self.resume_dir(),
                 queueing: self.queue_config.enabled,
@@ -910,6 +914,7 @@ impl State {
         let pool = self.pool.clone();
         let resume_dir = self.resume_dir();
         let data_dir = self.data_dir.clone();
+        let allocation = self.allocation;
         let Some(e) = self.torrents.get_mut(&hash) else {
             return Ok(());
         };
@@ -938,7 +943,7 @@ impl State {
         let opened = open::open(
             &info,
             &dir,
-            (e.mode(), &skip),
+            (e.mode(), allocation, &skip),
             &pool,
             false,
             resume_dir.as_deref(),
@@ -1266,6 +1271,7 @@ impl State {
         let data_dir = self.data_dir.clone();
         let pool = self.pool.clone();
         let resume_dir = self.resume_dir();
+        let allocation = self.allocation;
         let entry = self.entry_mut(hash)?;
         if entry.id.is_some() || entry.magnet.is_some() {
             return Ok(());
@@ -1280,7 +1286,7 @@ impl State {
         let reopened = entry.problem.is_some();
         if reopened {
             let skip = open::unneeded_files(&info, entry.settings.priorities().as_deref());
-            let storage = open::open_storage(&info, &dir, entry.mode(), &skip)?;
+            let storage = open::open_storage(&info, &dir, (entry.mode(), allocation), &skip)?;
             entry.storage = Some(Arc::new(storage));
             entry.problem = None;
         }
@@ -1350,6 +1356,7 @@ impl State {
         hash: InfoHash,
         prios: Vec<FilePriority>,
     ) -> Result<(), ClientError> {
+        let allocation = self.allocation;
         let entry = self.entry_mut(hash)?;
         let info = entry.info.clone().ok_or(ClientError::NoMetadata(hash))?;
         if prios.len() != info.files().len() {
@@ -1372,7 +1379,12 @@ impl State {
         let (storage, old) = match reopen {
             Some(s) => {
                 let dir = s.download_dir().to_path_buf();
-                let opened = Arc::new(open::open_storage(&info, &dir, entry.mode(), &skip)?);
+                let opened = Arc::new(open::open_storage(
+                    &info,
+                    &dir,
+                    (entry.mode(), allocation),
+                    &skip,
+                )?);
                 (Some(opened.clone()), entry.storage.replace(opened))
             }
             None => (None, None),

@@ -27,9 +27,12 @@
 //! [`Storage::open`] resolves every path below the download folder with
 //! `openat2(RESOLVE_BENEATH)` (or, without it, a component walk that follows no symlink), so a
 //! symlink planted inside the folder cannot redirect a write outside it. It checks every
-//! existing file before it changes anything, checks free space with `statvfs`, creates folders
-//! and files, and preallocates them with `fallocate`, so a full disk is an error when the
-//! torrent is added rather than a `SIGBUS` or a failed write later. Files are mapped once and
+//! existing file before it changes anything, checks free space with `statvfs` (a torrent
+//! larger than the free space is an error when it is added), creates folders and files, and
+//! gives them their space as [`Allocation`] says: reserved with `fallocate` ([`Allocation::Full`],
+//! so a disk that others fill later cannot fail a write), or only their size
+//! ([`Allocation::Sparse`]: such a disk fails the write that finds it full with ENOSPC, never a
+//! `SIGBUS`, since writes use `pwrite`). Files are mapped once and
 //! their descriptors kept for `pwrite`, up to [`limits::MAX_OPEN_FILES`] across the process
 //! (fewer when the descriptor limit is low: [`set_open_file_cap`]);
 //! past that a file is opened for each access.
@@ -111,15 +114,65 @@ pub struct StorageOptions {
     /// this, links that stay inside are followed where the kernel has `openat2` (Linux 5.6)
     /// and refused where it has not.
     pub refuse_symlinks: bool,
+    /// How the create modes give new files their space.
+    pub allocation: Allocation,
 }
 
 impl StorageOptions {
-    /// The given mode, files held open.
+    /// The given mode, files held open, space preallocated ([`Allocation::Full`]).
     pub fn new(mode: OpenMode) -> Self {
         StorageOptions {
             mode,
             hold_open: true,
             refuse_symlinks: false,
+            allocation: Allocation::Full,
+        }
+    }
+}
+
+/// How files being downloaded get their disk space. Either way the free space is checked
+/// when the files are opened, so a torrent larger than the free space is refused up front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Allocation {
+    /// Reserve every file's blocks with `fallocate` when it is opened (the default): a disk
+    /// that other programs fill later cannot make a write fail (except on copy-on-write
+    /// filesystems), and files are laid out in one piece. Measured cheaper than sparse on
+    /// tmpfs, where pages are allocated either way and in bulk here
+    /// (`perf/2026-12-03-cpu-leech.md`).
+    #[default]
+    Full,
+    /// Set each file's size only (a sparse file), as libtorrent and qBittorrent do by default:
+    /// blocks are allocated as they are written, and a partly downloaded torrent takes only
+    /// what it has. If the disk fills during the download, the write that finds it full fails
+    /// with [`StorageError::NoSpace`] naming the file, the torrent stops with that error, and
+    /// every block written before stays.
+    Sparse,
+}
+
+impl Allocation {
+    /// The name used in configuration files and flags: `full` or `sparse`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Allocation::Full => "full",
+            Allocation::Sparse => "sparse",
+        }
+    }
+}
+
+impl std::fmt::Display for Allocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Allocation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(Allocation::Full),
+            "sparse" => Ok(Allocation::Sparse),
+            _ => Err(format!("{s:?} is not an allocation: full or sparse")),
         }
     }
 }
@@ -143,8 +196,9 @@ pub enum FileState {
     Present {
         /// Whether this open created it.
         created: bool,
-        /// Whether the filesystem refused `fallocate` (EOPNOTSUPP), so the file is sparse
-        /// and a full disk shows up as a failed write instead of at open.
+        /// Whether the file is not fully allocated ([`Allocation::Sparse`], or a filesystem
+        /// that refused `fallocate`), so a disk filled by others shows up as a failed write
+        /// instead of at open.
         sparse: bool,
     },
     /// The file does not exist ([`OpenMode::ReadOnly`], or a file skipped by
@@ -239,12 +293,7 @@ impl AsRef<[u8]> for MappedBlock {
 /// Kernels before 5.14 lack `MADV_POPULATE_READ` (`EINVAL`): then the pages are only asked
 /// for (`MADV_WILLNEED`).
 fn populate(map: &MmapRaw, start: usize, len: usize) -> io::Result<()> {
-    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    // SAFETY: sysconf has no preconditions.
-    let page = *PAGE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        n if n > 0 => n as usize,
-        _ => 4096,
-    });
+    let page = page_size();
     let first = start / page * page;
     let end = start + len;
     // SAFETY: the range lies inside the mapping (the caller checked it), its start rounded
@@ -271,6 +320,16 @@ fn populate(map: &MmapRaw, start: usize, len: usize) -> io::Result<()> {
         // EINTR, EAGAIN, ENOMEM: let the send fault the pages in.
         _ => Ok(()),
     }
+}
+
+/// The size of a memory page.
+fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: sysconf has no preconditions.
+    *PAGE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    })
 }
 
 /// Zeros fed to the hasher for padding files.
@@ -639,7 +698,7 @@ impl Storage {
             &info,
             &dir,
             root.as_fd(),
-            (mode, &skip),
+            (mode, options.allocation, &skip),
             resolve,
             &mut found,
             &mut undo,
@@ -698,7 +757,7 @@ impl Storage {
         info: &Info,
         dir: &Path,
         root: BorrowedFd<'_>,
-        (mode, skip): (OpenMode, &[bool]),
+        (mode, allocation, skip): (OpenMode, Allocation, &[bool]),
         resolve: Resolve,
         found: &mut [Option<Found>],
         undo: &mut Undo,
@@ -722,7 +781,7 @@ impl Storage {
                     Some(a) if a != entry.length => FileState::WrongSize { actual: a },
                     Some(_) => FileState::Present {
                         created: false,
-                        sparse: false,
+                        sparse: f.allocated < entry.length,
                     },
                 });
                 continue;
@@ -751,6 +810,23 @@ impl Storage {
             // An existing file that is already fully allocated needs nothing more, and
             // fallocate would still update its mtime, which resume data checks.
             let fully_allocated = !created && f.allocated >= entry.length;
+            if allocation == Allocation::Sparse {
+                // Only the size: blocks come as they are written. An existing file keeps
+                // what it has (a short one was cut or extended above only if asked).
+                if entry.length > 0 && f.actual.is_none_or(|a| a < entry.length) {
+                    File::from(
+                        fd.try_clone_to_owned()
+                            .map_err(|e| StorageError::from_io(path.clone(), "resize", e))?,
+                    )
+                    .set_len(entry.length)
+                    .map_err(|e| StorageError::from_io(path.clone(), "resize", e))?;
+                }
+                states.push(FileState::Present {
+                    created,
+                    sparse: f.allocated < entry.length,
+                });
+                continue;
+            }
             if entry.length > 0 && !fully_allocated {
                 match sys::fallocate(fd, entry.length) {
                     Ok(()) => {}
@@ -1037,6 +1113,7 @@ impl Storage {
             self.check_readable(slot, &span)?;
             match &slot.backing {
                 Backing::Held { map, .. } => {
+                    self.guard_holes(slot, map, &span)?;
                     // SAFETY: `check_readable` proved the span lies inside the mapping. The
                     // stripe lock held above keeps this storage's own writes to the piece
                     // out; the mapping is read-only, so nothing in this process writes
@@ -1230,6 +1307,7 @@ impl Storage {
         self.check_readable(slot, span)?;
         match &slot.backing {
             Backing::Held { map, .. } => {
+                self.guard_holes(slot, map, span)?;
                 // SAFETY: `check_readable` proved the span lies inside the mapping and `out`
                 // is exactly `span.len` bytes of our own memory, so the ranges cannot
                 // overlap. The caller holds the piece's stripe lock (see `hash_piece`).
@@ -1248,6 +1326,18 @@ impl Storage {
                 .map_err(|e| self.read_error(slot, e)),
             Backing::Nothing => unreachable!("check_readable refuses files with no data"),
         }
+    }
+
+    /// In a file that is not fully allocated (`FileState::Present { sparse: true }`), faults
+    /// the span in with `MADV_POPULATE_READ` before it is read through the mapping: on tmpfs
+    /// a hole needs a new page even to be read, and on a full one that fault is a `SIGBUS`,
+    /// which this turns into a read error (EFAULT). Fully allocated files skip it.
+    fn guard_holes(&self, slot: &Slot, map: &MmapRaw, span: &FileSpan) -> Result<(), StorageError> {
+        if let FileState::Present { sparse: true, .. } = slot.state {
+            populate(map, span.file_offset as usize, span.len as usize)
+                .map_err(|e| self.read_error(slot, e))?;
+        }
+        Ok(())
     }
 
     fn check_readable(&self, slot: &Slot, span: &FileSpan) -> Result<(), StorageError> {

@@ -61,7 +61,7 @@ pub fn preferences_with(api: &WebApi, q: &QueueConfig, sl: &ShareLimits) -> Valu
         "torrent_content_layout": "Original",
         "start_paused_enabled": false,
         "add_to_top_of_queue": false,
-        "preallocate_all": true,
+        "preallocate_all": s.preallocate_all,
         "incomplete_files_ext": false,
         "scan_dirs": {},
         "export_dir": "",

@@ -81,6 +81,8 @@ pub struct WebSettings {
     pub max_peers_per_torrent: usize,
     /// Upload slots.
     pub upload_slots: usize,
+    /// New files get their space up front (`allocation = "full"`): `preallocate_all`.
+    pub preallocate_all: bool,
 }
 
 /// What the WebAPI remembers between requests (only what the engine does not keep).

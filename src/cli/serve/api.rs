@@ -126,6 +126,7 @@ pub fn start(c: &ServeConfig) -> Result<(mpsc::Receiver<Call>, Server, Live)> {
         max_connections: c.limits.max_connections,
         max_peers_per_torrent: c.limits.max_peers_per_torrent,
         upload_slots: c.limits.upload_slots,
+        preallocate_all: c.allocation()? == ringtorrent::client::Allocation::Full,
     };
     let api = Arc::new(ServeApi {
         calls: tx,

@@ -73,6 +73,13 @@ api_metrics_public = false
 api_max_connections = 128
 # Where torrents' data lives (each torrent's files are created under it).
 data_dir = "~/.local/share/ringtorrent/data"
+# How new files get their disk space, as libtorrent's storage modes: "full" reserves every
+# file's space when the torrent is added (`fallocate`), so a disk that others fill later
+# cannot stop the download; "sparse" sets each file's size and allocates blocks as they are
+# written (libtorrent's and qBittorrent's default). Either way a torrent larger than the free
+# space is refused when added; a disk that fills during a sparse download stops that torrent
+# with the error, keeping every block already written.
+allocation = "full"
 # Where the session's state lives: torrent files, their settings and resume data.
 state_dir = "~/.local/state/ringtorrent/serve"
 # A folder watched for .torrent files: one dropped in is added (its data checked against
@@ -190,6 +197,8 @@ pub struct ServeConfig {
     pub api_max_connections: usize,
     /// Data folder.
     pub data_dir: String,
+    /// `sparse` or `full`.
+    pub allocation: String,
     /// State folder.
     pub state_dir: String,
     /// Watch folder ("" for none).
@@ -336,6 +345,7 @@ impl Default for ServeConfig {
             api_metrics_public: false,
             api_max_connections: 128,
             data_dir: "~/.local/share/ringtorrent/data".into(),
+            allocation: "full".into(),
             state_dir: "~/.local/state/ringtorrent/serve".into(),
             watch_dir: String::new(),
             watch_interval: 2,
@@ -406,6 +416,7 @@ impl ServeConfig {
         self.io_backend()?;
         self.encryption()?;
         self.transport()?;
+        self.allocation()?;
         self.lsd_interface()?;
         self.seed_choke()?;
         self.rates()?;
@@ -482,6 +493,13 @@ impl ServeConfig {
         self.transport
             .parse()
             .map_err(|e| anyhow!("transport = {:?}: {e}", self.transport))
+    }
+
+    /// `allocation` as the storage's mode.
+    pub fn allocation(&self) -> Result<ringtorrent::client::Allocation> {
+        self.allocation
+            .parse()
+            .map_err(|e| anyhow!("allocation = {:?}: {e}", self.allocation))
     }
 
     /// `lsd_interface` as an address (`None` for "").

@@ -39,6 +39,9 @@ pub struct ServeArgs {
     /// Peer transports: both, tcp or utp (overrides `transport`).
     #[arg(long, value_name = "TRANSPORT")]
     transport: Option<ringtorrent::client::Transport>,
+    /// How new files get their space: sparse or full (overrides `allocation`).
+    #[arg(long, value_name = "MODE")]
+    allocation: Option<ringtorrent::client::Allocation>,
     /// Control API address (overrides `api`). Without credentials it must be a loopback
     /// address.
     #[arg(long, value_name = "ADDR:PORT")]
@@ -210,6 +213,9 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig> {
     if let Some(v) = args.transport {
         c.transport = v.to_string();
     }
+    if let Some(v) = args.allocation {
+        c.allocation = v.as_str().into();
+    }
     if let Some(v) = args.threads {
         c.threads = v;
     }
@@ -326,6 +332,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         },
         encryption: c.encryption()?,
         transport: c.transport()?,
+        allocation: c.allocation()?,
         lsd: c.lsd,
         lsd_interface: c.lsd_interface()?,
         share_limits: c.share_limits()?,
@@ -540,6 +547,7 @@ fn keep_running(old: &ServeConfig, new: &mut ServeConfig) -> Vec<&'static str> {
         api_metrics_public: _live_metrics_public,
         api_max_connections: _,
         data_dir: _,
+        allocation: _,
         state_dir: _,
         watch_dir: _live_watch_dir,
         watch_interval: _live_watch_interval,
@@ -569,6 +577,7 @@ fn keep_running(old: &ServeConfig, new: &mut ServeConfig) -> Vec<&'static str> {
     keep!(api, "api");
     keep!(api_max_connections, "api_max_connections");
     keep!(data_dir, "data_dir");
+    keep!(allocation, "allocation");
     keep!(state_dir, "state_dir");
     keep!(threads, "threads");
     keep!(io, "io");
