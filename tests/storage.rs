@@ -628,6 +628,54 @@ fn full_allocation_reserves_the_space_so_a_disk_filled_later_cannot_fail_a_write
     assert_all_read_back(&storage, &payload);
 }
 
+/// The resident size of this process's mappings of `path`, from /proc/self/smaps.
+fn mapped_rss(path: &Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = path.to_str().unwrap();
+    let mut inside = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            inside = line.ends_with(name);
+        } else if inside && line.starts_with("Rss:") {
+            let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+            total += kb * 1024;
+        }
+    }
+    total
+}
+
+#[test]
+fn a_full_check_leaves_no_pages_mapped_and_the_data_reads_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (info, payload) = torrent("rel", &[F("one", 4 << 20, false)], 1 << 20);
+    let storage = Storage::open(info.clone(), tmp.path(), OpenMode::Create).unwrap();
+    write_all(&storage, &payload);
+    drop(storage);
+    let storage = Storage::open(info.clone(), tmp.path(), OpenMode::ReadOnly).unwrap();
+    let file = tmp.path().join("rel/one");
+    // Hashing through the mapping maps its pages...
+    for p in info.lengths().pieces() {
+        assert!(storage.hash_piece(p).is_ok());
+    }
+    assert!(mapped_rss(&file) >= 3 << 20, "{}", mapped_rss(&file));
+    // ... and releasing a piece unmaps its pages again; the data stays readable.
+    for p in info.lengths().pieces() {
+        storage.release_piece(p);
+    }
+    assert!(mapped_rss(&file) < 64 * 1024, "{}", mapped_rss(&file));
+    assert_all_read_back(&storage, &payload);
+
+    // A full check does it piece by piece.
+    drop(storage);
+    let storage = Storage::open(info, tmp.path(), OpenMode::ReadOnly).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().build().unwrap();
+    let report = ringtorrent::storage::check(&storage, &pool, &Default::default());
+    assert!(report.is_complete());
+    assert!(mapped_rss(&file) < 64 * 1024, "{}", mapped_rss(&file));
+}
+
 #[test]
 fn fallocate_enospc_part_way_names_the_file_and_removes_what_was_created() {
     // 1500 one-byte files pass the up-front check (1500 bytes needed, 4 MiB free), but tmpfs

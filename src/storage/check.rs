@@ -112,6 +112,7 @@ pub fn check(storage: &Storage, pool: &rayon::ThreadPool, progress: &AtomicU64) 
                 } else {
                     storage.verify_piece_v2(piece)
                 });
+                storage.release_piece(piece);
                 progress.fetch_add(u64::from(lengths.len_of(piece)), Ordering::Relaxed);
                 verdict
             })

@@ -1235,6 +1235,40 @@ impl Storage {
         }
     }
 
+    /// Drops this process's page-table entries for `piece`'s whole pages, once a full check
+    /// has hashed it (`MADV_DONTNEED`; the data stays in the page cache, and a later read
+    /// faults it back in). A check maps every page of the payload once: dropping them piece
+    /// by piece, on the hashing threads, spares the single thread that would otherwise tear
+    /// down the whole mapping's page tables at the end (`munmap`, or the process's exit),
+    /// which was 2-3% of a 1 GiB `check`'s samples, all of it after the last piece.
+    pub fn release_piece(&self, piece: PieceIndex) {
+        let page = page_size();
+        for span in self.info.piece_spans(piece) {
+            if let Backing::Held { map, readable, .. } = &self.files[span.file].backing {
+                let start = span.file_offset.min(*readable) as usize;
+                let end = (span.file_offset + span.len).min(*readable) as usize;
+                // Whole pages only: a page shared with the next piece stays mapped for it.
+                let first = start.div_ceil(page) * page;
+                let last = end / page * page;
+                if last > first {
+                    // SAFETY: `first..last` lies inside the mapping (`readable` is at most
+                    // its length) and starts on a page boundary. The mapping is a shared,
+                    // read-only file mapping: MADV_DONTNEED only drops page-table entries,
+                    // never data, and the next access reads the file's current contents,
+                    // as any access to a shared mapping does. A hint: failure only costs
+                    // the time it would have saved.
+                    unsafe {
+                        libc::madvise(
+                            map.as_ptr().add(first) as *mut libc::c_void,
+                            last - first,
+                            libc::MADV_DONTNEED,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// Tells the kernel how the files will be read next (see [`Access`]).
     pub fn set_access(&self, access: Access) {
         let (advice, fadvice) = match access {
