@@ -21,9 +21,14 @@
 # Environment: RT=path (the ringtorrent binary; default: this tree's release build, built
 # first), BASE=path (a second ringtorrent, e.g. an older build, measured in the same rounds
 # as "base"), PEERS=500, SECS=8, SWARM_MIB=256, SIZE_MIB=1024, SECTIONS="swarm seed leech
-# check pair". RESULTS=file adds an earlier run's raw lines (sections run apart), KEEP=file
-# saves this run's. Clients run with their default settings (encryption included). Payloads live
-# in /dev/shm. Every process it starts is ended by PID.
+# check pair". VARIANTS="rt-epoll base-epoll lt ..." runs only those (a variant is rt-* or
+# base-*, then uring or epoll, then any suffix: `rt-epoll-sparse`); EXTRA_<variant, with `_`
+# for `-`>="flags" adds ringtorrent flags to that variant's seed and download commands
+# (EXTRA_rt_epoll_sparse="--allocation sparse"), and BIN_<variant>=path runs another binary.
+# `check` takes no extra flags. RESULTS=file adds an earlier run's raw
+# lines (sections run apart), KEEP=file saves this run's. Clients run with their default
+# settings (encryption included). Payloads live in /dev/shm. Every process it starts is ended
+# by PID.
 set -euo pipefail
 # Measure only the transfers set up here: no public DHT routers, no announces on the LAN.
 export RINGTORRENT_DHT_BOOTSTRAP= RINGTORRENT_LSD=off
@@ -56,13 +61,21 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-# The binary of a ringtorrent variant: rt-* is $rt, base-* is $BASE.
-bin_of() { case "$1" in base-*) echo "$base" ;; *) echo "$rt" ;; esac; }
+# The binary of a ringtorrent variant: $BIN_<variant with _ for -> if set, else rt-* is
+# $rt and base-* is $BASE.
+bin_of() {
+    local v="BIN_${1//-/_}"
+    if [ -n "${!v:-}" ]; then echo "${!v}"; return; fi
+    case "$1" in base-*) echo "$base" ;; *) echo "$rt" ;; esac
+}
 # The I/O backend of a ringtorrent variant.
-io_of() { case "$1" in *-epoll) echo epoll ;; *) echo uring ;; esac; }
+io_of() { case "$1" in *-epoll | *-epoll-*) echo epoll ;; *) echo uring ;; esac; }
+# The extra flags of a ringtorrent variant: $EXTRA_<variant with _ for ->.
+extra_of() { local v="EXTRA_${1//-/_}"; echo "${!v:-}"; }
 # The variants every section runs: ringtorrent on both backends, libtorrent, and the base.
 variants="rt-uring rt-epoll lt"
 [ -n "$base" ] && variants="$variants base-uring base-epoll"
+variants=${VARIANTS:-$variants}
 # The order of round $1: reversed every other round.
 order() {
     if [ $(($1 % 2)) -eq 1 ]; then echo "$variants"; else echo "$variants" | tr ' ' '\n' | tac | tr '\n' ' '; fi
@@ -121,7 +134,7 @@ start_seed() {
         # shellcheck disable=SC2086  # RT_SEED_ARGS is a list of flags
         "$(bin_of "$who")" seed "$torrent" "$data" --port "$port" --bind 127.0.0.1 \
             --io "$(io_of "$who")" --max-peers $((peers + 100)) --duration 900 \
-            --state-dir "$work/rt-state" ${RT_SEED_ARGS:-} >"$work/rt-seed.log" 2>&1 &
+            --state-dir "$work/rt-state" ${RT_SEED_ARGS:-} $(extra_of "$who") >"$work/rt-seed.log" 2>&1 &
         SEED_PID=$!
     fi
     pids+=("$SEED_PID")
@@ -233,8 +246,9 @@ leech() {
             if [ "$who" = lt ]; then
                 cpu_run /usr/bin/python3 "$lt_leech" "$work/one/p.torrent" "$work/one/out" --peer "127.0.0.1:$port" --timeout 600
             else
+                # shellcheck disable=SC2046  # the extra flags are a list
                 cpu_run "$(bin_of "$who")" download "$work/one/p.torrent" -o "$work/one/out" --peer "127.0.0.1:$port" \
-                    --bind 127.0.0.1 --io "$(io_of "$who")" --timeout 600 --state-dir "$work/leech-state"
+                    --bind 127.0.0.1 --io "$(io_of "$who")" --timeout 600 --state-dir "$work/leech-state" $(extra_of "$who")
             fi
             stop_seed
             verify_out "libtorrent -> $who"
@@ -255,7 +269,7 @@ check() {
         record check-openssl all "$(awk -v b="$bytes" -v r="$rate" 'BEGIN {printf "%.3f", b / r}')"
         for who in $variants; do
             [ "$who" = lt ] && continue
-            case "$who" in *-epoll) continue ;; esac
+            case "$who" in *-epoll*) continue ;; esac
             echo "check round $round: $who" >&2
             cpu_run "$(bin_of "$who")" check "$work/one/p.torrent" "$work/one/seed" --json
             record check "$who" "$(cat "$work/wall")"
@@ -277,8 +291,10 @@ pair() {
             if [ "$who" = lt ]; then
                 /usr/bin/python3 "$lt_leech" "$work/one/p.torrent" "$work/one/out" --peer "127.0.0.1:$port" --timeout 600 >/dev/null
             else
+                # shellcheck disable=SC2046  # the extra flags are a list
                 "$(bin_of "$who")" download "$work/one/p.torrent" -o "$work/one/out" --peer "127.0.0.1:$port" \
-                    --bind 127.0.0.1 --io "$(io_of "$who")" --timeout 600 --state-dir "$work/leech-state" >/dev/null 2>&1
+                    --bind 127.0.0.1 --io "$(io_of "$who")" --timeout 600 --state-dir "$work/leech-state" \
+                    $(extra_of "$who") >/dev/null 2>&1
             fi
             t1=$(now)
             stop_seed
@@ -304,7 +320,12 @@ med = lambda xs: statistics.median(xs)
 rng = lambda xs: f"{min(xs):.2f}-{max(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
 name = {"rt-uring": "ringtorrent io_uring", "rt-epoll": "ringtorrent epoll", "lt": "libtorrent 2.0",
         "base-uring": "base io_uring", "base-epoll": "base epoll"}
-order = [w for w in ("lt", "rt-uring", "rt-epoll", "base-uring", "base-epoll")]
+order = ["lt", "rt-uring", "rt-epoll", "base-uring", "base-epoll"]
+for r in rows.values():
+    for w in r:
+        if w not in order and w != "all":
+            order.append(w)
+            name.setdefault(w, w)
 print(f"{rounds} rounds, order alternating; {cores} cores\n")
 
 def table(section, title, unit, better, ref="lt", extra=None):
@@ -340,8 +361,8 @@ if "check" in rows:
     print(f"### `check` of {size_mib} MiB, wall from process start, against openssl sha1 on {cores} cores\n")
     print("| ringtorrent | wall s median | range | openssl x cores, s | fraction of openssl x cores |")
     print("|---|---|---|---|---|")
-    for who in ("rt-uring", "base-uring"):
-        if who in rows["check"]:
+    for who in [w for w in order if w in rows["check"]]:
+        if True:
             print(f"| {name[who].split()[0]} | {med(rows['check'][who]):.3f} | {rng(rows['check'][who])} | {med(o):.3f} | {med(o) / med(rows['check'][who]):.2f} |")
     print()
 table("pair", f"{size_mib} MiB, same client both sides, wall from the seeder's start to the leecher's exit",
