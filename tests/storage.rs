@@ -677,6 +677,68 @@ fn a_full_check_leaves_no_pages_mapped_and_the_data_reads_back() {
 }
 
 #[test]
+fn a_batch_of_jobs_larger_than_one_task_completes_every_job_with_its_token() {
+    // 4 MiB of 16 KiB blocks: 256 writes in one batch (several tasks), then 256 reads and
+    // the verifications in another; every result comes back once, under its own token.
+    let (info, payload) = torrent("batch", &[F("one", 4 << 20, false)], 1 << 20);
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = Arc::new(Storage::open(info.clone(), tmp.path(), OpenMode::Create).unwrap());
+    let pool = DiskPool::new(DiskPoolConfig {
+        hash_threads: 2,
+        io_threads: 4,
+    })
+    .unwrap();
+    let (tx, rx) = completion_queue().unwrap();
+    let all = blocks(&info);
+    let writes = all
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            let data = slice(&info, &payload, b).into();
+            (storage.clone(), i as u64, DiskJob::Write { block: b, data })
+        })
+        .collect();
+    pool.submit_batch(writes, &tx);
+    for c in drain_all(&rx, all.len()) {
+        let Outcome::Written { block, result } = c.outcome else {
+            panic!("{c:?}")
+        };
+        result.unwrap();
+        assert_eq!(all[c.token as usize], block);
+    }
+    let mut jobs: Vec<_> = all
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| (storage.clone(), i as u64, DiskJob::Read { block: b }))
+        .collect();
+    for p in info.lengths().pieces() {
+        let token = (all.len() + p.as_usize()) as u64;
+        let expected = Some(*info.piece_hash(p));
+        let job = DiskJob::Verify {
+            piece: p,
+            expected,
+            blocks: false,
+        };
+        jobs.push((storage.clone(), token, job));
+    }
+    let n = jobs.len();
+    pool.submit_batch(jobs, &tx);
+    let mut seen = vec![false; n];
+    for c in drain_all(&rx, n) {
+        assert!(!std::mem::replace(&mut seen[c.token as usize], true));
+        match c.outcome {
+            Outcome::Read { block, result } => {
+                assert_eq!(all[c.token as usize], block);
+                assert_eq!(&result.unwrap()[..], &slice(&info, &payload, block)[..]);
+            }
+            Outcome::Verified { result, .. } => assert!(result.unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(storage.wait_idle(Duration::from_secs(10)));
+}
+
+#[test]
 fn fallocate_enospc_part_way_names_the_file_and_removes_what_was_created() {
     // 1500 one-byte files pass the up-front check (1500 bytes needed, 4 MiB free), but tmpfs
     // allocates a 4 KiB page for each, so fallocate runs out at about the 1000th file. The
