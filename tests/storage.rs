@@ -677,9 +677,9 @@ fn a_full_check_leaves_no_pages_mapped_and_the_data_reads_back() {
 }
 
 #[test]
-fn a_batch_of_jobs_larger_than_one_task_completes_every_job_with_its_token() {
-    // 4 MiB of 16 KiB blocks: 256 writes in one batch (several tasks), then 256 reads and
-    // the verifications in another; every result comes back once, under its own token.
+fn a_batch_of_jobs_completes_every_job_once_with_its_token() {
+    // 4 MiB of 16 KiB blocks: 256 writes in one batch, then 256 reads and the verifications
+    // in another; every result comes back once, under its own token.
     let (info, payload) = torrent("batch", &[F("one", 4 << 20, false)], 1 << 20);
     let tmp = tempfile::tempdir().unwrap();
     let storage = Arc::new(Storage::open(info.clone(), tmp.path(), OpenMode::Create).unwrap());

@@ -127,11 +127,6 @@ pub fn completion_queue() -> Result<(CompletionSender, Completions), StorageErro
 /// One job of a batch: the storage it is for, the caller's token and the job.
 pub type BatchJob = (Arc<Storage>, u64, DiskJob);
 
-/// The most jobs of a batch one task runs (1 MiB of 16 KiB blocks): a loop turn that asks for
-/// more (a seed with many peers) is split, so the parts run on several threads and a slow
-/// disk's reads overlap instead of queueing behind one another.
-const MAX_JOBS_PER_TASK: usize = 64;
-
 /// The pools that run [`DiskJob`]s.
 #[derive(Debug)]
 pub struct DiskPool {
@@ -190,9 +185,9 @@ impl DiskPool {
         });
     }
 
-    /// Runs `jobs` in order as few tasks (verifications each on the hashing pool, the rest in
-    /// tasks of at most [`MAX_JOBS_PER_TASK`] on the I/O pool), each task sending its results
-    /// to `reply` together when it is done. Returns at once.
+    /// Runs `jobs` one after another, in order, as one task (verifications on the hashing
+    /// pool, the rest as one task on the I/O pool), sending each result to `reply` as it is
+    /// done. Returns at once.
     pub fn submit_batch(&self, jobs: Vec<BatchJob>, reply: &CompletionSender) {
         let (verify, io): (Vec<BatchJob>, Vec<BatchJob>) = jobs
             .into_iter()
@@ -210,31 +205,20 @@ impl DiskPool {
                 for (storage, _, _) in &io {
                     storage.job_started();
                 }
-                let mut io = io;
-                while io.len() > MAX_JOBS_PER_TASK {
-                    let rest = io.split_off(MAX_JOBS_PER_TASK);
-                    self.spawn_io_task(io, reply);
-                    io = rest;
-                }
-                self.spawn_io_task(io, reply);
+                let reply = reply.clone();
+                self.io.spawn(move || {
+                    // The results go back together: one wake-up of the loop for the batch
+                    // (a wake-up per block cost the leecher 3-4% in `eventfd_write` alone).
+                    let mut done = Vec::with_capacity(io.len());
+                    for (storage, token, job) in io {
+                        let outcome = run(&storage, job);
+                        storage.job_done();
+                        done.push(Completion { token, outcome });
+                    }
+                    reply.send_all(done);
+                });
             }
         }
-    }
-
-    /// Runs `io` (jobs already counted as started) in order on one I/O thread.
-    fn spawn_io_task(&self, io: Vec<BatchJob>, reply: &CompletionSender) {
-        let reply = reply.clone();
-        self.io.spawn(move || {
-            // The results go back together: one wake-up of the loop for the batch (a
-            // wake-up per block cost the leecher 3-4% in `eventfd_write` alone).
-            let mut done = Vec::with_capacity(io.len());
-            for (storage, token, job) in io {
-                let outcome = run(&storage, job);
-                storage.job_done();
-                done.push(Completion { token, outcome });
-            }
-            reply.send_all(done);
-        });
     }
 }
 
