@@ -7,9 +7,11 @@
 //! handed to the control thread, which asks the [`Client`].
 //!
 //! ```text
-//!   POST   /auth/login                   username, password (form or JSON): sets the
-//!                                        session cookie
+//!   POST   /auth/login                   username, password (or api_key), form or JSON:
+//!                                        sets the session cookie
 //!   POST   /auth/logout
+//!   GET    /auth/status                  which ways in are configured, and whether this
+//!                                        request is in (no credentials needed)
 //!   GET    /torrents                     every torrent's status
 //!   POST   /torrents                     add: the body is a .torrent file (query:
 //!                                        paused, category, tags=a,b), or {"magnet":
@@ -275,6 +277,9 @@ impl Handler for ServeApi {
         policy
             .check_origin(&head.method, &head.headers)
             .map_err(refused)?;
+        if head.path == "/auth/status" {
+            return Ok(());
+        }
         if head.path == "/auth/login" || head.path == "/auth/logout" {
             if head.content_length.is_none_or(|n| n > MAX_LOGIN_BODY) && head.method == Method::POST
             {
@@ -316,6 +321,7 @@ impl Handler for ServeApi {
             match method {
                 "auth/login" => return Box::pin(async move { web.login(req).await }),
                 "auth/logout" => return Box::pin(std::future::ready(web.logout(&req))),
+                "auth/status" => return Box::pin(std::future::ready(web.auth_status(&req))),
                 _ => return self.to_engine(Routed::Qbt(req, web), |r| r),
             }
         }
@@ -342,16 +348,22 @@ impl Handler for ServeApi {
                     Err(r) => refused(r),
                 })
             }),
+            (&Method::GET, "/auth/status") => {
+                let status = auth.status(&req.head.headers).to_json();
+                Box::pin(std::future::ready(with_cors(Response::json(200, &status))))
+            }
             (&Method::POST, "/auth/logout") => {
                 let cookie = auth.logout(&req.head.headers);
                 let r = Response::json(200, &json!({ "logged_in": false }))
                     .header("set-cookie", cookie);
                 Box::pin(std::future::ready(with_cors(r)))
             }
-            (_, "/auth/login" | "/auth/logout") => Box::pin(std::future::ready(Response::error(
-                404,
-                format!("no route {} {}", req.head.method, req.head.path),
-            ))),
+            (_, "/auth/login" | "/auth/logout" | "/auth/status") => {
+                Box::pin(std::future::ready(Response::error(
+                    404,
+                    format!("no route {} {}", req.head.method, req.head.path),
+                )))
+            }
             _ => self.to_engine(Routed::Own(req), with_cors),
         }
     }
