@@ -77,6 +77,7 @@ use hyper::header::HeaderValue;
 use hyper::Method;
 use serde_json::{json, Value};
 
+use super::watch::WatchStats;
 use ringtorrent::api::auth::Auth;
 use ringtorrent::api::guard::{Policy, Refusal};
 use ringtorrent::api::parse;
@@ -549,15 +550,38 @@ fn policy_route(client: &Client, method: &str, parts: &[&str], body: &[u8]) -> O
     })
 }
 
-/// Answers one request against the client.
-pub fn handle(client: &Client, routed: Routed) -> Response {
+/// Answers one request against the client (`watch`: the watch folder's figures, for
+/// `/metrics`).
+pub fn handle(client: &Client, routed: Routed, watch: Option<WatchStats>) -> Response {
     match routed {
-        Routed::Own(req) => handle_own(client, req),
+        Routed::Own(req) => handle_own(client, req, watch),
         Routed::Qbt(req, web) => web.handle(client, req),
     }
 }
 
-fn handle_own(client: &Client, req: Request) -> Response {
+/// The watch folder's lines for `/metrics`.
+fn watch_metrics(w: WatchStats) -> String {
+    format!(
+        "# HELP ringtorrent_watch_scans_total Full scans of the watch folder.\n\
+         # TYPE ringtorrent_watch_scans_total counter\n\
+         ringtorrent_watch_scans_total {}\n\
+         # HELP ringtorrent_watch_skipped_total Watch folder ticks that scanned nothing: no change was notified.\n\
+         # TYPE ringtorrent_watch_skipped_total counter\n\
+         ringtorrent_watch_skipped_total {}\n\
+         # HELP ringtorrent_watch_files .torrent files in the watch folder at the last scan.\n\
+         # TYPE ringtorrent_watch_files gauge\n\
+         ringtorrent_watch_files {}\n\
+         # HELP ringtorrent_watch_notified Whether inotify watches the folder (1) or it is polled (0).\n\
+         # TYPE ringtorrent_watch_notified gauge\n\
+         ringtorrent_watch_notified {}\n",
+        w.scans,
+        w.skipped,
+        w.files,
+        u8::from(w.notified)
+    )
+}
+
+fn handle_own(client: &Client, req: Request, watch: Option<WatchStats>) -> Response {
     let Request { head, body } = req;
     let path = head.path.as_str();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -586,11 +610,13 @@ fn handle_own(client: &Client, req: Request) -> Response {
             };
             Response::new(200, "application/json", body.to_string().into_bytes())
         }
-        ("GET" | "HEAD", ["metrics"]) => Response::new(
-            200,
-            "text/plain; version=0.0.4",
-            client.metrics().to_prometheus().into_bytes(),
-        ),
+        ("GET" | "HEAD", ["metrics"]) => {
+            let mut text = client.metrics().to_prometheus();
+            if let Some(w) = watch {
+                text.push_str(&watch_metrics(w));
+            }
+            Response::new(200, "text/plain; version=0.0.4", text.into_bytes())
+        }
         ("GET" | "HEAD", ["torrents"]) => {
             // Serialised from the statuses themselves, not through a `Value` tree of every
             // torrent first (a seedbox lists thousands).
