@@ -62,6 +62,8 @@ pub(crate) struct Udp {
     /// uTP's datagrams of one pump, gathered into GSO runs (kept, so a pump does not
     /// allocate).
     pub(crate) out: Vec<crate::utp::Transmit>,
+    /// A send reported a queued error: the error queue is to be read.
+    errors_pending: bool,
 }
 
 impl Udp {
@@ -70,13 +72,89 @@ impl Udp {
         let v6 = socket.local_addr()?.is_ipv6();
         // Where the kernel cannot coalesce, every receive is one datagram, as before.
         udp_batch::enable_gro(socket.as_raw_fd());
+        // ICMP errors about our datagrams come to the error queue (`drain_udp_errors`).
+        udp_batch::enable_recverr(socket.as_raw_fd(), v6);
         Ok(Udp {
             socket,
             v6,
             buf: vec![0; DATAGRAM_BUF].into_boxed_slice(),
             gso: true,
             out: Vec::new(),
+            errors_pending: false,
         })
+    }
+
+    /// One `sendmsg` of `parts` to `to` (already as this socket sends to it; see
+    /// [`udp_batch::send_segments`]). A send that only reported an earlier datagram's ICMP
+    /// error ([`udp_batch::pending_icmp`]) is made again, once, and the error queue marked
+    /// to be read.
+    fn send_parts(
+        &mut self,
+        to: SocketAddr,
+        parts: &[&[u8]],
+        seg: Option<u16>,
+    ) -> io::Result<usize> {
+        let fd = self.socket.as_raw_fd();
+        let mut r = udp_batch::send_segments(fd, to, parts, seg);
+        if r.as_ref().is_err_and(udp_batch::pending_icmp) {
+            self.errors_pending = true;
+            r = udp_batch::send_segments(fd, to, parts, seg);
+        }
+        r
+    }
+
+    /// Sends one datagram without blocking; whether the kernel took it.
+    pub(crate) fn send_one(&mut self, to: SocketAddr, payload: &[u8]) -> bool {
+        match self.dest(to) {
+            Some(to) => self.send_parts(to, &[payload], None).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Sends uTP's datagrams: each run to one peer of equal sizes ([`udp_batch::run_len`])
+    /// in one GSO send while the kernel allows (GSO is switched off for the socket at the
+    /// first refusal, [`udp_batch::gso_unsupported`], and that run and all later ones go
+    /// datagram by datagram). Returns how many datagrams went out and how many the kernel
+    /// refused.
+    pub(crate) fn send_batch(&mut self, batch: &[crate::utp::Transmit]) -> (u64, u64) {
+        let (mut sent, mut unsent) = (0, 0);
+        let mut i = 0;
+        while let Some(rest) = batch.get(i..) {
+            if rest.is_empty() {
+                break;
+            }
+            let n = udp_batch::run_len(rest, |t| (t.to, t.payload.len()));
+            let run = &rest[..n];
+            i += n;
+            if let ([first, _, ..], true) = (run, self.gso) {
+                if let Some(to) = self.dest(first.to) {
+                    let mut parts = [&[][..]; udp_batch::MAX_SEGMENTS];
+                    for (p, t) in parts.iter_mut().zip(run) {
+                        *p = &t.payload;
+                    }
+                    let seg = u16::try_from(first.payload.len()).ok();
+                    match self.send_parts(to, &parts[..n], seg) {
+                        Ok(_) => {
+                            sent += n as u64;
+                            continue;
+                        }
+                        Err(e) if udp_batch::gso_unsupported(&e) => self.gso = false,
+                        Err(_) => {
+                            unsent += n as u64;
+                            continue;
+                        }
+                    }
+                }
+            }
+            for t in run {
+                if self.send_one(t.to, &t.payload) {
+                    sent += 1;
+                } else {
+                    unsent += 1;
+                }
+            }
+        }
+        (sent, unsent)
     }
 
     /// `to` as this socket sends to it: IPv4 mapped on a dual-stack socket; `None` for an
@@ -215,58 +293,51 @@ impl<P: Protocol> LoopCore<P> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // ICMP errors (port unreachable) surface here; the next datagram is fine.
-                Err(_) => continue,
+                // A queued ICMP error (port unreachable) surfaces here once: read the queue;
+                // the next datagram is fine.
+                Err(_) => {
+                    self.drain_udp_errors(now);
+                }
             }
         }
         true
     }
 
-    /// Sends uTP's datagrams: each run to one peer of equal sizes ([`udp_batch::run_len`])
-    /// in one GSO send where the kernel allows, else one by one; counted as
-    /// [`Self::send_to`] does.
-    pub(crate) fn send_transmits(&mut self, batch: &mut Vec<crate::utp::Transmit>) {
-        let mut i = 0;
-        while let Some(rest) = batch.get(i..) {
-            if rest.is_empty() {
-                break;
-            }
-            let n = udp_batch::run_len(rest, |t| (t.to, t.payload.len()));
-            let run = &rest[..n];
-            let sent = match (self.udp.as_mut(), run) {
-                (Some(udp), [first, _, ..]) if udp.gso => match udp.dest(first.to) {
-                    Some(to) => {
-                        let mut parts = [&[][..]; udp_batch::MAX_SEGMENTS];
-                        for (p, t) in parts.iter_mut().zip(run) {
-                            *p = &t.payload;
-                        }
-                        let seg = u16::try_from(first.payload.len()).ok();
-                        match udp_batch::send_segments(udp.socket.as_raw_fd(), to, &parts[..n], seg)
-                        {
-                            Ok(_) => {
-                                self.stats.datagrams_sent += n as u64;
-                                true
-                            }
-                            Err(e) if udp_batch::gso_unsupported(&e) => {
-                                udp.gso = false;
-                                false
-                            }
-                            Err(_) => {
-                                self.stats.datagrams_unsent += n as u64;
-                                true
-                            }
-                        }
-                    }
-                    None => false,
-                },
-                _ => false,
+    /// Reads up to [`udp_batch::MAX_ERRORS_PER_DRAIN`] entries of the UDP socket's error
+    /// queue (ICMP errors about datagrams we sent) and hands what they mean to uTP; the DHT
+    /// is not told (its own timeouts retire a dead node). Returns whether the limit stopped
+    /// it (more may be queued: the next error reported reads them).
+    pub(crate) fn drain_udp_errors(&mut self, now: Time) -> bool {
+        for _ in 0..udp_batch::MAX_ERRORS_PER_DRAIN {
+            let Some(udp) = self.udp.as_ref() else {
+                return false;
             };
-            if !sent {
-                for t in run {
-                    self.send_to(t.to, &t.payload);
+            match udp_batch::recv_error(udp.socket.as_raw_fd()) {
+                Ok(e) => {
+                    self.stats.udp_errors += 1;
+                    if let (Some(to), Some(pe)) = (e.to, udp_batch::path_error(&e)) {
+                        self.utp_path_error(unmap(to), pe, now);
+                    }
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => continue,
+                // Empty (or no error queue at all).
+                Err(_) => return false,
             }
-            i += n;
+        }
+        true
+    }
+
+    /// Sends uTP's datagrams ([`Udp::send_batch`]), counted as [`Self::send_to`] does.
+    pub(crate) fn send_transmits(&mut self, batch: &mut Vec<crate::utp::Transmit>) {
+        match self.udp.as_mut() {
+            Some(udp) => {
+                let (sent, unsent) = udp.send_batch(batch);
+                self.stats.datagrams_sent += sent;
+                self.stats.datagrams_unsent += unsent;
+                self.after_send();
+            }
+            None => self.stats.datagrams_unsent += batch.len() as u64,
         }
         batch.clear();
     }
@@ -279,17 +350,24 @@ impl<P: Protocol> LoopCore<P> {
 
     /// Sends one datagram on the UDP socket without blocking (see [`Self::send_datagram`]).
     pub(crate) fn send_to(&mut self, to: SocketAddr, payload: &[u8]) {
-        let Some(udp) = self.udp.as_ref() else {
+        let sent = self.udp.as_mut().is_some_and(|u| u.send_one(to, payload));
+        if sent {
+            self.stats.datagrams_sent += 1;
+        } else {
             self.stats.datagrams_unsent += 1;
-            return;
-        };
-        let Some(to) = udp.dest(to) else {
-            self.stats.datagrams_unsent += 1;
-            return;
-        };
-        match udp.socket.send_to(payload, to) {
-            Ok(_) => self.stats.datagrams_sent += 1,
-            Err(_) => self.stats.datagrams_unsent += 1,
+        }
+        self.after_send();
+    }
+
+    /// Reads the error queue if a send said it holds something.
+    fn after_send(&mut self) {
+        if self
+            .udp
+            .as_mut()
+            .is_some_and(|u| std::mem::take(&mut u.errors_pending))
+        {
+            let now = self.now();
+            self.drain_udp_errors(now);
         }
     }
 

@@ -135,6 +135,9 @@ pub enum CloseReason {
     Timeout,
     /// The application aborted it (RESET sent).
     Aborted,
+    /// The network said the peer cannot be reached (an ICMP error the driver read: port
+    /// unreachable, or host unreachable during the handshake).
+    Unreachable,
 }
 
 /// What a connection tells its owner.
@@ -433,6 +436,20 @@ impl Connection {
         }
         self.close_deadline = Some(now + self.config.fin_timeout);
         self.flush(now);
+    }
+
+    /// The network reported the peer unreachable (an ICMP error). `hard` (port unreachable:
+    /// nothing listens there, a killed peer) ends the connection at once whatever its state;
+    /// a soft one (host or network unreachable, which routing may mend, as TCP treats them)
+    /// ends only a connection still in its handshake, so a dial gives up at once instead of
+    /// resending SYNs for three seconds, and an established one keeps its timers. Returns
+    /// whether it ended.
+    pub fn handle_unreachable(&mut self, hard: bool) -> bool {
+        if matches!(self.state, State::Closed(_)) || !(hard || self.state == State::SynSent) {
+            return false;
+        }
+        self.finish(CloseReason::Unreachable);
+        true
     }
 
     /// Tears the connection down at once with a RESET.

@@ -114,6 +114,22 @@ pub struct EndpointStats {
     pub syns_refused: u64,
     /// Connections accepted.
     pub accepted: u64,
+    /// Path errors reported ([`Endpoint::handle_path_error`]), for our peers or not.
+    pub path_errors: u64,
+    /// Connections they ended.
+    pub unreachable: u64,
+}
+
+/// What the network said about the path to an address: an ICMP error (or a local one) the
+/// driver read from the socket's error queue (`IP_RECVERR`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathError {
+    /// Port unreachable: nothing listens there (a killed peer). A hard error: every
+    /// connection to the address ends at once.
+    PortUnreachable,
+    /// Host or network unreachable, or prohibited: a soft error (routing may mend it, as TCP
+    /// treats it); only connections to the address still in their handshake end.
+    HostUnreachable,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -130,6 +146,8 @@ pub struct Endpoint {
     next_handle: u64,
     conns: HashMap<UtpHandle, Connection>,
     by_id: HashMap<(SocketAddr, u16), UtpHandle>,
+    /// The connections to each address, for path errors (which name an address only).
+    by_peer: HashMap<SocketAddr, Vec<UtpHandle>>,
     syn_buckets: HashMap<IpAddr, Bucket>,
     /// Insertion order of `syn_buckets`, to drop the oldest when full.
     syn_order: BTreeMap<(Time, u64), IpAddr>,
@@ -151,6 +169,7 @@ impl Endpoint {
             next_handle: 1,
             conns: HashMap::new(),
             by_id: HashMap::new(),
+            by_peer: HashMap::new(),
             syn_buckets: HashMap::new(),
             syn_order: BTreeMap::new(),
             syn_seq: 0,
@@ -201,6 +220,7 @@ impl Endpoint {
         let h = self.handle();
         let c = Connection::connect(self.config.conn.clone(), peer, recv_id, now);
         self.by_id.insert((peer, recv_id), h);
+        self.by_peer.entry(peer).or_default().push(h);
         self.conns.insert(h, c);
         self.collect(h);
         Ok(h)
@@ -240,10 +260,31 @@ impl Endpoint {
         let c = Connection::accept(self.config.conn.clone(), from, h, first_seq, now);
         let handle = self.handle();
         self.by_id.insert(key, handle);
+        self.by_peer.entry(from).or_default().push(handle);
         self.conns.insert(handle, c);
         self.stats.accepted += 1;
         self.events.push_back(UtpEvent::Incoming(handle, from));
         self.collect(handle);
+    }
+
+    /// Takes what the network said about the path to `peer` (see [`PathError`]); connections
+    /// it ends report [`CloseReason::Unreachable`]. An address with no connection is
+    /// ignored (the DHT's traffic shares the socket).
+    pub fn handle_path_error(&mut self, peer: SocketAddr, error: PathError, now: Time) {
+        let _ = now;
+        self.stats.path_errors += 1;
+        let handles = self.by_peer.get(&peer).cloned().unwrap_or_default();
+        for h in handles {
+            let hard = error == PathError::PortUnreachable;
+            let ended = self
+                .conns
+                .get_mut(&h)
+                .is_some_and(|c| c.handle_unreachable(hard));
+            if ended {
+                self.stats.unreachable += 1;
+            }
+            self.collect(h);
+        }
     }
 
     fn syn_allowed(&mut self, ip: IpAddr, now: Time) -> bool {
@@ -395,6 +436,12 @@ impl Endpoint {
             let key = (to, c.recv_id());
             self.conns.remove(&h);
             self.by_id.remove(&key);
+            if let Some(v) = self.by_peer.get_mut(&to) {
+                v.retain(|&x| x != h);
+                if v.is_empty() {
+                    self.by_peer.remove(&to);
+                }
+            }
         }
     }
 }

@@ -818,3 +818,63 @@ fn ledbat_holds_the_queue_near_its_target_and_fills_the_link() {
     let s = link.a.connection(link.ha).unwrap().stats();
     assert_eq!(s.retransmits, 0, "{s:?}");
 }
+
+#[test]
+fn port_unreachable_ends_every_connection_to_that_address_at_once() {
+    let (mut a, _b, ha, _hb) = pair(EndpointConfig::default());
+    // A second connection to B (still in its handshake) and one to elsewhere.
+    let ha2 = a.connect(B, t(3)).unwrap();
+    let c = SocketAddr::from(([10, 0, 0, 3], 6883));
+    let hc = a.connect(c, t(3)).unwrap();
+    drain(&mut a);
+    assert_eq!(a.write(ha, b"hello", t(4)), 5);
+    drain(&mut a);
+    a.handle_path_error(B, PathError::PortUnreachable, t(5));
+    let mut got = events(&mut a);
+    got.sort_by_key(|e| format!("{e:?}"));
+    assert_eq!(
+        got,
+        vec![
+            UtpEvent::Closed(ha, CloseReason::Unreachable),
+            UtpEvent::Closed(ha2, CloseReason::Unreachable),
+        ]
+    );
+    assert!(a.connection(ha).is_none() && a.connection(ha2).is_none());
+    assert!(
+        a.connection(hc).is_some(),
+        "another peer's connection lives on"
+    );
+    // No RESET to a port nobody listens on, and nothing further for the dead peer.
+    assert!(drain(&mut a).iter().all(|x| x.to != B));
+    a.handle_timeout(t(60_000));
+    assert!(drain(&mut a).iter().all(|x| x.to != B));
+    assert_eq!((a.stats().path_errors, a.stats().unreachable), (1, 2));
+    // An address without connections (a DHT node's, say) is ignored.
+    a.handle_path_error(
+        SocketAddr::from(([10, 0, 0, 9], 1)),
+        PathError::PortUnreachable,
+        t(6),
+    );
+    assert_eq!(events(&mut a), vec![]);
+    assert_eq!((a.len(), a.stats().unreachable), (1, 2));
+}
+
+#[test]
+fn host_unreachable_ends_a_dial_but_not_an_established_connection() {
+    let (mut a, _b, ha, _hb) = pair(EndpointConfig::default());
+    let dial = a.connect(B, t(3)).unwrap();
+    drain(&mut a);
+    a.handle_path_error(B, PathError::HostUnreachable, t(4));
+    assert_eq!(
+        events(&mut a),
+        vec![UtpEvent::Closed(dial, CloseReason::Unreachable)]
+    );
+    assert_eq!(
+        a.connection(ha).map(Connection::state),
+        Some(State::Connected)
+    );
+    assert_eq!(a.stats().unreachable, 1);
+    // The established one still sends.
+    assert_eq!(a.write(ha, b"x", t(5)), 1);
+    assert_eq!(drain(&mut a).len(), 1);
+}
