@@ -74,6 +74,8 @@ impl Udp {
         udp_batch::enable_gro(socket.as_raw_fd());
         // ICMP errors about our datagrams come to the error queue (`drain_udp_errors`).
         udp_batch::enable_recverr(socket.as_raw_fd(), v6);
+        // Don't-fragment on every datagram: uTP's path MTU discovery sizes its packets.
+        udp_batch::enable_pmtu_probe(socket.as_raw_fd(), v6);
         Ok(Udp {
             socket,
             v6,
@@ -100,22 +102,31 @@ impl Udp {
             self.errors_pending = true;
             r = udp_batch::send_segments(fd, to, parts, seg);
         }
+        if r.as_ref().is_err_and(too_big) {
+            // Larger than the interface: the kernel queued the MTU for uTP to read.
+            self.errors_pending = true;
+        }
         r
     }
 
     /// Sends one datagram without blocking; whether the kernel took it.
     pub(crate) fn send_one(&mut self, to: SocketAddr, payload: &[u8]) -> bool {
+        self.send_single(to, payload).is_ok()
+    }
+
+    fn send_single(&mut self, to: SocketAddr, payload: &[u8]) -> io::Result<usize> {
         match self.dest(to) {
-            Some(to) => self.send_parts(to, &[payload], None).is_ok(),
-            None => false,
+            Some(to) => self.send_parts(to, &[payload], None),
+            None => Err(io::ErrorKind::InvalidInput.into()),
         }
     }
 
     /// Sends uTP's datagrams: each run to one peer of equal sizes ([`udp_batch::run_len`])
-    /// in one GSO send while the kernel allows (GSO is switched off for the socket at the
-    /// first refusal, [`udp_batch::gso_unsupported`], and that run and all later ones go
-    /// datagram by datagram). Returns how many datagrams went out and how many the kernel
-    /// refused.
+    /// in one GSO send while the kernel allows. A refused run ([`udp_batch::gso_unsupported`])
+    /// goes datagram by datagram, and GSO is switched off for the socket unless one of
+    /// them was itself too big (`EMSGSIZE`: a path MTU probe larger than the interface,
+    /// which the kernel refuses as a GSO segment with `EINVAL`). Returns how many datagrams
+    /// went out and how many the kernel refused.
     pub(crate) fn send_batch(&mut self, batch: &[crate::utp::Transmit]) -> (u64, u64) {
         let (mut sent, mut unsent) = (0, 0);
         let mut i = 0;
@@ -126,6 +137,7 @@ impl Udp {
             let n = udp_batch::run_len(rest, |t| (t.to, t.payload.len()));
             let run = &rest[..n];
             i += n;
+            let mut refused = false;
             if let ([first, _, ..], true) = (run, self.gso) {
                 if let Some(to) = self.dest(first.to) {
                     let mut parts = [&[][..]; udp_batch::MAX_SEGMENTS];
@@ -138,7 +150,7 @@ impl Udp {
                             sent += n as u64;
                             continue;
                         }
-                        Err(e) if udp_batch::gso_unsupported(&e) => self.gso = false,
+                        Err(e) if udp_batch::gso_unsupported(&e) => refused = true,
                         Err(_) => {
                             unsent += n as u64;
                             continue;
@@ -146,12 +158,18 @@ impl Udp {
                     }
                 }
             }
+            let mut any_too_big = false;
             for t in run {
-                if self.send_one(t.to, &t.payload) {
-                    sent += 1;
-                } else {
-                    unsent += 1;
+                match self.send_single(t.to, &t.payload) {
+                    Ok(_) => sent += 1,
+                    Err(e) => {
+                        any_too_big |= too_big(&e);
+                        unsent += 1;
+                    }
                 }
+            }
+            if refused && !any_too_big {
+                self.gso = false;
             }
         }
         (sent, unsent)
@@ -171,6 +189,11 @@ impl Udp {
             (to, _) => Some(to),
         }
     }
+}
+
+/// Whether a send failed for its size (larger than the interface, don't-fragment set).
+fn too_big(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EMSGSIZE)
 }
 
 /// `addr` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a dual-stack socket

@@ -70,6 +70,28 @@ pub(crate) fn enable_recverr(fd: RawFd, v6: bool) -> bool {
     v4 && v6
 }
 
+/// Sets don't-fragment on every datagram without the kernel applying its own path MTU
+/// (`IP_PMTUDISC_PROBE`, and `IPV6_PMTUDISC_PROBE` on an IPv6 socket): uTP finds each
+/// path's MTU itself ([`crate::utp::mtu`]), so a datagram too big for a link is dropped or
+/// answered with ICMP "fragmentation needed" rather than cut in fragments. False where the
+/// kernel refused either.
+pub(crate) fn enable_pmtu_probe(fd: RawFd, v6: bool) -> bool {
+    let v4 = set_int_option(
+        fd,
+        libc::SOL_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_PROBE,
+    );
+    let v6 = !v6
+        || set_int_option(
+            fd,
+            libc::SOL_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_PROBE,
+        );
+    v4 && v6
+}
+
 /// One entry of the socket's error queue (`struct sock_extended_err`, and whom it concerns).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct QueuedError {
@@ -191,10 +213,16 @@ unsafe fn extended_err(msg: &libc::msghdr) -> Option<QueuedError> {
 }
 
 /// What an error-queue entry means for uTP: port unreachable (hard), host or network
-/// unreachable or prohibited (soft); `None` for anything else.
+/// unreachable or prohibited (soft), too big (from the network, or the kernel refusing a
+/// datagram larger than the interface; with the MTU it names); `None` for anything else.
 pub(crate) fn path_error(e: &QueuedError) -> Option<crate::utp::PathError> {
     use crate::utp::PathError;
-    if e.origin != libc::SO_EE_ORIGIN_ICMP && e.origin != libc::SO_EE_ORIGIN_ICMP6 {
+    let icmp = e.origin == libc::SO_EE_ORIGIN_ICMP || e.origin == libc::SO_EE_ORIGIN_ICMP6;
+    if e.errno == libc::EMSGSIZE && (icmp || e.origin == libc::SO_EE_ORIGIN_LOCAL) {
+        let mtu = (e.info > 0).then_some(e.info);
+        return Some(PathError::TooBig { mtu });
+    }
+    if !icmp {
         return None;
     }
     match e.errno {
@@ -619,7 +647,15 @@ mod tests {
             (e.errno, e.icmp, e.info, e.offender),
             (libc::EMSGSIZE, (3, 4), 1400, None)
         );
-        assert_eq!(path_error(&e), None);
+        let too_big = crate::utp::PathError::TooBig { mtu: Some(1400) };
+        assert_eq!(path_error(&e), Some(too_big));
+        // The kernel's own (a send larger than the interface) counts too.
+        let mut local = b.clone();
+        local[4] = libc::SO_EE_ORIGIN_LOCAL;
+        assert_eq!(
+            path_error(&parse_extended_err(&local).unwrap()),
+            Some(too_big)
+        );
         for n in 0..12 {
             assert_eq!(parse_extended_err(&b[..n]), None);
         }

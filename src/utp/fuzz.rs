@@ -157,7 +157,7 @@ fn check(e: &Endpoint) {
             c.readable_len() <= cfg.recv_buffer,
             "receive buffer over the bound"
         );
-        assert!(c.bytes_in_flight() <= cfg.send_buffer + cfg.max_payload * 2);
+        assert!(c.bytes_in_flight() <= cfg.send_buffer + c.payload_size() * 2);
     }
     assert!(e.transmits.len() <= 100_000, "unbounded output");
 }

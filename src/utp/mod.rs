@@ -11,6 +11,7 @@
 //! - [`packet`]: the codec (header, selective-ack extension).
 //! - [`conn`]: one connection (handshake, stream, acks, retransmission, close).
 //! - [`ledbat`]: the congestion window.
+//! - [`mtu`]: path MTU discovery (probes padded to size, the floor and ceiling they move).
 //! - this module: [`Endpoint`], the connections of one socket filed by (address, receive id),
 //!   and the bounds on what strangers can make it hold.
 //!
@@ -26,6 +27,7 @@
 pub mod conn;
 pub mod fuzz;
 pub mod ledbat;
+pub mod mtu;
 pub mod packet;
 
 #[cfg(test)]
@@ -130,6 +132,13 @@ pub enum PathError {
     /// Host or network unreachable, or prohibited: a soft error (routing may mend it, as TCP
     /// treats it); only connections to the address still in their handshake end.
     HostUnreachable,
+    /// A datagram was too big for the path (ICMP "fragmentation needed" or "packet too
+    /// big", or the kernel refusing a send larger than the interface): `mtu` is the IP MTU
+    /// named, if any. Path MTU discovery of the connections to the address takes it.
+    TooBig {
+        /// The IP MTU.
+        mtu: Option<u32>,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -271,15 +280,23 @@ impl Endpoint {
     /// it ends report [`CloseReason::Unreachable`]. An address with no connection is
     /// ignored (the DHT's traffic shares the socket).
     pub fn handle_path_error(&mut self, peer: SocketAddr, error: PathError, now: Time) {
-        let _ = now;
         self.stats.path_errors += 1;
         let handles = self.by_peer.get(&peer).cloned().unwrap_or_default();
         for h in handles {
-            let hard = error == PathError::PortUnreachable;
-            let ended = self
-                .conns
-                .get_mut(&h)
-                .is_some_and(|c| c.handle_unreachable(hard));
+            let ended = match error {
+                PathError::TooBig { mtu } => {
+                    if let Some(c) = self.conns.get_mut(&h) {
+                        c.handle_too_big(mtu, now);
+                    }
+                    false
+                }
+                PathError::PortUnreachable | PathError::HostUnreachable => {
+                    let hard = error == PathError::PortUnreachable;
+                    self.conns
+                        .get_mut(&h)
+                        .is_some_and(|c| c.handle_unreachable(hard))
+                }
+            };
             if ended {
                 self.stats.unreachable += 1;
             }
