@@ -248,6 +248,8 @@ pub struct Connection {
     ack_due: Option<Time>,
     /// The endpoint has listed this connection as owing an ack ([`super::Endpoint`]).
     pub(super) ack_listed: bool,
+    /// The deadline the endpoint's heap has for this connection ([`super::Endpoint`]).
+    pub(super) scheduled: Option<Time>,
     window_was_closed: bool,
     // --- path MTU
     mtu: MtuSearch,
@@ -326,6 +328,7 @@ impl Connection {
             ack_deadline: None,
             ack_due: None,
             ack_listed: false,
+            scheduled: None,
             window_was_closed: false,
             out: VecDeque::new(),
             events: VecDeque::new(),

@@ -33,7 +33,8 @@ pub mod packet;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -167,6 +168,10 @@ pub struct Endpoint {
     acks: Vec<UtpHandle>,
     events: VecDeque<UtpEvent>,
     stats: EndpointStats,
+    /// Each connection's next deadline, earliest first. An entry is current while its
+    /// connection's `scheduled` holds the same time; others are stale and skipped (lazy
+    /// invalidation). The top is always current (see [`Self::tidy`]).
+    deadlines: BinaryHeap<Reverse<(Time, UtpHandle)>>,
 }
 
 impl Endpoint {
@@ -186,6 +191,7 @@ impl Endpoint {
             acks: Vec::new(),
             events: VecDeque::new(),
             stats: EndpointStats::default(),
+            deadlines: BinaryHeap::new(),
         }
     }
 
@@ -337,12 +343,19 @@ impl Endpoint {
 
     /// Runs every connection's timers that are due.
     pub fn handle_timeout(&mut self, now: Time) {
-        let due: Vec<UtpHandle> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(h, _)| *h)
-            .collect();
+        let mut due = Vec::new();
+        while let Some(&Reverse((t, h))) = self.deadlines.peek() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(c) = self.conns.get_mut(&h) {
+                if c.scheduled == Some(t) {
+                    c.scheduled = None;
+                    due.push(h);
+                }
+            }
+        }
         for h in due {
             if let Some(c) = self.conns.get_mut(&h) {
                 c.handle_timeout(now);
@@ -357,6 +370,7 @@ impl Endpoint {
             self.syn_order.remove(&(at, seq));
             self.syn_buckets.remove(&ip);
         }
+        self.tidy();
     }
 
     /// Queues bytes on a connection; returns how many it took.
@@ -400,11 +414,13 @@ impl Endpoint {
                 continue;
             };
             c.ack_listed = false;
-            if let Some(payload) = c.poll_ack() {
-                return Some(Transmit {
-                    to: c.peer(),
-                    payload,
-                });
+            let ack = c.poll_ack();
+            let to = c.peer();
+            // The ack cleared its timer: the deadline moves.
+            self.schedule(h);
+            self.tidy();
+            if let Some(payload) = ack {
+                return Some(Transmit { to, payload });
             }
         }
         None
@@ -415,13 +431,53 @@ impl Endpoint {
         self.events.pop_front()
     }
 
-    /// When [`Self::handle_timeout`] wants to run next (a scan of the connections, which
-    /// `max_connections` bounds).
+    /// When [`Self::handle_timeout`] wants to run next: the earliest of the connections'
+    /// deadlines, the top of a heap (not a scan of every connection each turn).
     pub fn poll_timeout(&self) -> Option<Time> {
+        self.deadlines.peek().map(|&Reverse((t, _))| t)
+    }
+
+    /// [`Self::poll_timeout`] by a scan of every connection, as it was before the heap: for
+    /// tests and the `utp_deadlines` bench, which compare the two.
+    #[doc(hidden)]
+    pub fn poll_timeout_by_scan(&self) -> Option<Time> {
         self.conns
             .values()
             .filter_map(Connection::poll_timeout)
             .min()
+    }
+
+    /// Files `h`'s deadline in the heap if it changed.
+    fn schedule(&mut self, h: UtpHandle) {
+        let Some(c) = self.conns.get_mut(&h) else {
+            return;
+        };
+        let t = c.poll_timeout();
+        if t != c.scheduled {
+            c.scheduled = t;
+            if let Some(t) = t {
+                self.deadlines.push(Reverse((t, h)));
+            }
+        }
+    }
+
+    /// Drops stale entries off the heap's top, so its top is current; rebuilds it when
+    /// stale entries outnumber the connections (each change of a deadline leaves one), so
+    /// it stays within twice the connections.
+    fn tidy(&mut self) {
+        if self.deadlines.len() > 2 * self.conns.len() + 64 {
+            self.deadlines = self
+                .conns
+                .iter()
+                .filter_map(|(&h, c)| c.scheduled.map(|t| Reverse((t, h))))
+                .collect();
+        }
+        while let Some(&Reverse((t, h))) = self.deadlines.peek() {
+            if self.conns.get(&h).is_some_and(|c| c.scheduled == Some(t)) {
+                break;
+            }
+            self.deadlines.pop();
+        }
     }
 
     /// Moves a connection's output into the endpoint's queues, and forgets it once closed.
@@ -459,6 +515,9 @@ impl Endpoint {
                     self.by_peer.remove(&to);
                 }
             }
+        } else {
+            self.schedule(h);
         }
+        self.tidy();
     }
 }

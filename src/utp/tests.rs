@@ -321,6 +321,10 @@ impl Link {
             self.a.handle_timeout(self.now);
             self.b.handle_timeout(self.now);
             self.app();
+            // The deadline heap agrees with a scan of the connections at every step.
+            for e in [&self.a, &self.b] {
+                assert_eq!(e.poll_timeout(), e.poll_timeout_by_scan());
+            }
         }
         done(self)
     }
@@ -1122,4 +1126,99 @@ fn discovery_converges_on_a_smaller_path() {
             assert_eq!(c.stats().timeouts, 0, "every lost probe was reported");
         }
     }
+}
+
+/// Many connections in every state, driven at random (dials answered or not, writes,
+/// closes, aborts, resets, lost packets, time passing): the heap's deadline is the scan's
+/// after every step, the due connections run exactly as the scan would have run them, and
+/// the heap stays within its bound.
+#[test]
+fn the_deadline_heap_matches_a_scan() {
+    let mut rng = Rng::new(42);
+    let mut a = Endpoint::new(EndpointConfig::default(), 1);
+    let mut b = Endpoint::new(EndpointConfig::default(), 2);
+    let mut handles = Vec::new();
+    let mut now = t(10);
+    for step in 0..4000u64 {
+        match rng.below(8) {
+            0 | 1 => {
+                let peer = if rng.chance(0.7) {
+                    B
+                } else {
+                    SocketAddr::from(([10, 0, 1, (step % 200) as u8], 7000))
+                };
+                if let Ok(h) = a.connect(peer, now) {
+                    handles.push(h);
+                }
+            }
+            2 => {
+                if let Some(&h) = handles.get(rng.below(handles.len().max(1) as u64) as usize) {
+                    a.write(h, &[7; 3000], now);
+                }
+            }
+            3 => {
+                if let Some(&h) = handles.get(rng.below(handles.len().max(1) as u64) as usize) {
+                    if rng.chance(0.5) {
+                        a.close(h, now);
+                    } else {
+                        a.abort(h, now);
+                    }
+                }
+            }
+            4 => now += Duration::from_millis(rng.below(3000)),
+            5 => {
+                if let Some(at) = a.poll_timeout() {
+                    now = now.max(at);
+                }
+            }
+            _ => {}
+        }
+        // Packets both ways, some lost.
+        for x in drain(&mut a) {
+            if x.to == B && !rng.chance(0.1) {
+                b.handle_datagram(A, &x.payload, now);
+            }
+        }
+        for x in drain(&mut b) {
+            if !rng.chance(0.1) {
+                a.handle_datagram(B, &x.payload, now);
+            }
+        }
+        while let Some(e) = b.poll_event() {
+            if let UtpEvent::Readable(h) = e {
+                let mut buf = [0u8; 4096];
+                while b.read(h, &mut buf, now) > 0 {}
+            }
+        }
+        while a.poll_event().is_some() {}
+        // Which connections are due, by the scan, before the endpoint runs them.
+        let due: Vec<UtpHandle> = handles
+            .iter()
+            .copied()
+            .filter(|&h| {
+                a.connection(h)
+                    .and_then(Connection::poll_timeout)
+                    .is_some_and(|d| d <= now)
+            })
+            .collect();
+        let before: Vec<u64> = due
+            .iter()
+            .map(|&h| a.connection(h).map_or(0, |c| c.stats().timeouts))
+            .collect();
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        assert_eq!(a.poll_timeout(), a.poll_timeout_by_scan(), "step {step}");
+        assert_eq!(b.poll_timeout(), b.poll_timeout_by_scan(), "step {step}");
+        for (h, t0) in due.iter().zip(before) {
+            if let Some(c) = a.connection(*h) {
+                assert!(
+                    c.poll_timeout().is_none_or(|d| d > now) || c.stats().timeouts > t0,
+                    "step {step}: a due connection was not run"
+                );
+            }
+        }
+        assert!(a.deadlines.len() <= 2 * a.len() + 64 + 1);
+        handles.retain(|&h| a.connection(h).is_some());
+    }
+    assert!(a.stats().syns_refused == 0 && b.stats().accepted > 10);
 }
