@@ -64,6 +64,10 @@ pub(crate) struct Udp {
     pub(crate) out: Vec<crate::utp::Transmit>,
     /// A send reported a queued error: the error queue is to be read.
     errors_pending: bool,
+    /// Tests: the error every GSO send fails with, as on a kernel or device without GSO
+    /// (this kernel accepts it, so the fallback would never run otherwise).
+    #[cfg(test)]
+    refuse_gso: Option<i32>,
 }
 
 impl Udp {
@@ -83,6 +87,8 @@ impl Udp {
             gso: true,
             out: Vec::new(),
             errors_pending: false,
+            #[cfg(test)]
+            refuse_gso: None,
         })
     }
 
@@ -90,12 +96,22 @@ impl Udp {
     /// [`udp_batch::send_segments`]). A send that only reported an earlier datagram's ICMP
     /// error ([`udp_batch::pending_icmp`]) is made again, once, and the error queue marked
     /// to be read.
+    /// Whether runs still go out as GSO sends.
+    #[cfg(test)]
+    pub(crate) fn gso(&self) -> bool {
+        self.gso
+    }
+
     fn send_parts(
         &mut self,
         to: SocketAddr,
         parts: &[&[u8]],
         seg: Option<u16>,
     ) -> io::Result<usize> {
+        #[cfg(test)]
+        if let (Some(_), Some(errno)) = (seg, self.refuse_gso) {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
         let fd = self.socket.as_raw_fd();
         let mut r = udp_batch::send_segments(fd, to, parts, seg);
         if r.as_ref().is_err_and(udp_batch::pending_icmp) {
@@ -546,5 +562,113 @@ pub(crate) trait LoopIo<P: Protocol>: Sized {
         self.core().utp_timeout(now);
         self.process(on_event);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::utp::{Endpoint, EndpointConfig, Transmit as UtpTransmit, UtpEvent};
+
+    /// Reads every datagram waiting on `udp`: (sender, datagram, whether its receive held
+    /// more than one).
+    fn receive(udp: &mut Udp) -> Vec<(SocketAddr, Vec<u8>, bool)> {
+        let mut out = Vec::new();
+        loop {
+            match udp_batch::recv(udp.socket.as_raw_fd(), &mut udp.buf) {
+                Ok(r) => {
+                    let (Some(from), Some(data)) = (r.from, udp.buf.get(..r.len)) else {
+                        continue;
+                    };
+                    let parts: Vec<&[u8]> = udp_batch::segments(data, r.segment).collect();
+                    let many = parts.len() > 1;
+                    out.extend(parts.into_iter().map(|d| (from, d.to_vec(), many)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return out,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // An ICMP error reported once (none expected here): the next read is fine.
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn udp() -> Udp {
+        Udp::new(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap()
+    }
+
+    /// A kernel (or device) that refuses GSO, as some do with `EIO`: the first run it
+    /// refuses switches GSO off for the socket, that run and every later datagram go one
+    /// `sendmsg` each (each arrives as a receive of its own), and a uTP transfer over real
+    /// loopback sockets completes byte-exact.
+    #[test]
+    fn refused_gso_falls_back_to_one_datagram_each() {
+        let (mut ua, mut ub) = (udp(), udp());
+        ua.refuse_gso = Some(libc::EIO);
+        let addr_a = ua.socket.local_addr().unwrap();
+        let addr_b = ub.socket.local_addr().unwrap();
+        let mut a = Endpoint::new(EndpointConfig::default(), 1);
+        let mut b = Endpoint::new(EndpointConfig::default(), 2);
+        let epoch = Instant::now();
+        let now = || Time::from_micros(epoch.elapsed().as_micros() as u64);
+        let ha = a.connect(addr_b, now()).unwrap();
+        let data: Vec<u8> = (0..(2u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let (mut written, mut got) = (0, Vec::new());
+        let mut hb = None;
+        let (mut a_sent, mut a_unsent, mut runs, mut b_received, mut b_coalesced) = (0, 0, 0, 0, 0);
+        let mut buf = vec![0u8; 1 << 16];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while got.len() < data.len() && Instant::now() < deadline {
+            let t = now();
+            if let Some(rest) = data.get(written..) {
+                written += a.write(ha, rest, t);
+            }
+            let batch: Vec<UtpTransmit> = std::iter::from_fn(|| a.poll_transmit()).collect();
+            runs += usize::from(
+                batch.len() > 1 && udp_batch::run_len(&batch, |x| (x.to, x.payload.len())) > 1,
+            );
+            let (s, u) = ua.send_batch(&batch);
+            (a_sent, a_unsent) = (a_sent + s, a_unsent + u);
+            let batch: Vec<UtpTransmit> = std::iter::from_fn(|| b.poll_transmit()).collect();
+            ub.send_batch(&batch);
+            for (from, d, many) in receive(&mut ub) {
+                b_received += 1;
+                b_coalesced += u64::from(many);
+                b.handle_datagram(from, &d, now());
+            }
+            for (from, d, _) in receive(&mut ua) {
+                a.handle_datagram(from, &d, now());
+            }
+            let t = now();
+            a.handle_timeout(t);
+            b.handle_timeout(t);
+            while let Some(e) = b.poll_event() {
+                if let UtpEvent::Incoming(h, from) = e {
+                    assert_eq!(from, addr_a);
+                    hb = Some(h);
+                }
+            }
+            while a.poll_event().is_some() {}
+            if let Some(h) = hb {
+                loop {
+                    let n = b.read(h, &mut buf, now());
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        assert!(got == data, "{} of {} bytes arrived", got.len(), data.len());
+        assert!(runs > 0, "the endpoint made GSO runs");
+        assert!(!ua.gso(), "GSO switched off at the refusal");
+        assert!(ub.gso(), "the other socket kept it");
+        assert_eq!(a_unsent, 0, "every datagram went out");
+        assert!(a_sent as usize >= data.len() / 1418);
+        assert_eq!(
+            b_coalesced, 0,
+            "one datagram per send: none arrived coalesced"
+        );
+        assert!(b_received <= a_sent);
     }
 }
