@@ -140,6 +140,8 @@ pub struct Endpoint {
     acks: Vec<UtpHandle>,
     events: VecDeque<UtpEvent>,
     stats: EndpointStats,
+    /// The counters of connections already forgotten, for [`Self::conn_totals`].
+    closed_totals: ConnStats,
 }
 
 impl Endpoint {
@@ -158,12 +160,23 @@ impl Endpoint {
             acks: Vec::new(),
             events: VecDeque::new(),
             stats: EndpointStats::default(),
+            closed_totals: ConnStats::default(),
         }
     }
 
     /// Counters.
     pub fn stats(&self) -> EndpointStats {
         self.stats
+    }
+
+    /// Every connection's counters added up, those already closed included (the simulator
+    /// reports them). A scan of the open connections.
+    pub fn conn_totals(&self) -> ConnStats {
+        let mut t = self.closed_totals;
+        for c in self.conns.values() {
+            add_stats(&mut t, &c.stats());
+        }
+        t
     }
 
     /// Connections open now.
@@ -279,12 +292,15 @@ impl Endpoint {
 
     /// Runs every connection's timers that are due.
     pub fn handle_timeout(&mut self, now: Time) {
-        let due: Vec<UtpHandle> = self
+        let mut due: Vec<UtpHandle> = self
             .conns
             .iter()
             .filter(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
             .map(|(h, _)| *h)
             .collect();
+        // In handle order, not the hash map's: the packets go out in the same order on every
+        // run with the same input (the simulator replays event for event).
+        due.sort_unstable();
         for h in due {
             if let Some(c) = self.conns.get_mut(&h) {
                 c.handle_timeout(now);
@@ -392,9 +408,28 @@ impl Endpoint {
             });
         }
         if closed {
+            add_stats(&mut self.closed_totals, &c.stats());
             let key = (to, c.recv_id());
             self.conns.remove(&h);
             self.by_id.remove(&key);
         }
     }
+}
+
+/// Adds `b`'s counters to `a`'s (destructured, so that a new counter cannot be forgotten).
+fn add_stats(a: &mut ConnStats, b: &ConnStats) {
+    let ConnStats {
+        retransmits,
+        timeouts,
+        fast_resends,
+        dropped,
+        bytes_received,
+        bytes_acked,
+    } = *b;
+    a.retransmits += retransmits;
+    a.timeouts += timeouts;
+    a.fast_resends += fast_resends;
+    a.dropped += dropped;
+    a.bytes_received += bytes_received;
+    a.bytes_acked += bytes_acked;
 }
