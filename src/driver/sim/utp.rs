@@ -502,3 +502,62 @@ pub(crate) fn transport_of(config: &SimConfig, i: usize) -> Transport {
         n => config.transport_mix[i % n],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::sim::simulate;
+
+    #[test]
+    fn wire_time_rounds_up() {
+        // 1228 bytes at 10 MB/s: 122.8 us, never less (the link is never faster than set).
+        assert_eq!(wire_time(1228, 10_000_000), Duration::from_micros(123));
+        assert_eq!(wire_time(1000, 1_000_000), Duration::from_micros(1000));
+    }
+
+    #[test]
+    fn transports_are_handed_out_in_turn() {
+        let mut config = SimConfig {
+            transport: Transport::Utp,
+            ..SimConfig::default()
+        };
+        assert_eq!(transport_of(&config, 5), Transport::Utp);
+        config.transport_mix = vec![Transport::Tcp, Transport::Both];
+        assert_eq!(transport_of(&config, 0), Transport::Tcp);
+        assert_eq!(transport_of(&config, 3), Transport::Both);
+    }
+
+    #[test]
+    fn total_loss_delivers_nothing_and_no_one_connects() {
+        let r = simulate(SimConfig {
+            leechers: 3,
+            size: 256 << 10,
+            piece_len: 64 << 10,
+            transport: Transport::Utp,
+            loss: 1.0,
+            time_limit: Duration::from_secs(30),
+            ..SimConfig::default()
+        })
+        .expect("valid simulation");
+        let u = r.utp.expect("uTP figures");
+        assert!(u.packets_sent > 0);
+        assert_eq!(u.packets_lost, u.packets_sent, "every datagram lost");
+        assert_eq!(r.completed, 0);
+        assert!(r.transports.is_empty(), "{:?}", r.transports);
+    }
+
+    #[test]
+    fn tcp_runs_report_no_utp() {
+        let r = simulate(SimConfig {
+            leechers: 2,
+            size: 256 << 10,
+            piece_len: 64 << 10,
+            ..SimConfig::default()
+        })
+        .expect("valid simulation");
+        assert_eq!(r.completed, 2);
+        assert_eq!(r.transport, "tcp");
+        assert!(r.utp.is_none());
+        assert!(r.transports.get("utp").is_none());
+    }
+}
