@@ -558,6 +558,6 @@ mod tests {
         assert_eq!(r.completed, 2);
         assert_eq!(r.transport, "tcp");
         assert!(r.utp.is_none());
-        assert!(r.transports.get("utp").is_none());
+        assert!(!r.transports.contains_key("utp"));
     }
 }
