@@ -171,3 +171,24 @@ fn churn_over_utp_completes() {
     assert_eq!(r.completed, 10);
     assert!(r.every_byte_right);
 }
+
+#[test]
+fn silent_peers_are_timed_out_over_utp() {
+    // A silent node's endpoint completes the uTP handshake and acks what it is sent, but
+    // nothing above it answers: the core's handshake time-out must still fire.
+    let mut config = SimConfig {
+        leechers: 5,
+        silent: 3,
+        seed: 37,
+        ..utp_swarm()
+    };
+    config.core.handshake_timeout = Duration::from_millis(200);
+    let r = run(config);
+    assert_eq!(r.completed, 5);
+    assert!(r.every_byte_right);
+    assert!(
+        r.closes.get("handshake_timeout").copied().unwrap_or(0) > 0,
+        "{:?}",
+        r.closes
+    );
+}
