@@ -172,6 +172,8 @@ pub struct Endpoint {
     /// connection's `scheduled` holds the same time; others are stale and skipped (lazy
     /// invalidation). The top is always current (see [`Self::tidy`]).
     deadlines: BinaryHeap<Reverse<(Time, UtpHandle)>>,
+    /// The counters of connections already forgotten, for [`Self::conn_totals`].
+    closed_totals: ConnStats,
 }
 
 impl Endpoint {
@@ -192,12 +194,23 @@ impl Endpoint {
             events: VecDeque::new(),
             stats: EndpointStats::default(),
             deadlines: BinaryHeap::new(),
+            closed_totals: ConnStats::default(),
         }
     }
 
     /// Counters.
     pub fn stats(&self) -> EndpointStats {
         self.stats
+    }
+
+    /// Every connection's counters added up, those already closed included (the simulator
+    /// reports them). A scan of the open connections.
+    pub fn conn_totals(&self) -> ConnStats {
+        let mut t = self.closed_totals;
+        for c in self.conns.values() {
+            add_stats(&mut t, &c.stats());
+        }
+        t
     }
 
     /// Connections open now.
@@ -356,6 +369,9 @@ impl Endpoint {
                 }
             }
         }
+        // In handle order, not the heap's: the packets go out in the same order on every run
+        // with the same input (the simulator replays event for event).
+        due.sort_unstable();
         for h in due {
             if let Some(c) = self.conns.get_mut(&h) {
                 c.handle_timeout(now);
@@ -506,6 +522,7 @@ impl Endpoint {
             });
         }
         if closed {
+            add_stats(&mut self.closed_totals, &c.stats());
             let key = (to, c.recv_id());
             self.conns.remove(&h);
             self.by_id.remove(&key);
@@ -520,4 +537,22 @@ impl Endpoint {
         }
         self.tidy();
     }
+}
+
+/// Adds `b`'s counters to `a`'s (destructured, so that a new counter cannot be forgotten).
+fn add_stats(a: &mut ConnStats, b: &ConnStats) {
+    let ConnStats {
+        retransmits,
+        timeouts,
+        fast_resends,
+        dropped,
+        bytes_received,
+        bytes_acked,
+    } = *b;
+    a.retransmits += retransmits;
+    a.timeouts += timeouts;
+    a.fast_resends += fast_resends;
+    a.dropped += dropped;
+    a.bytes_received += bytes_received;
+    a.bytes_acked += bytes_acked;
 }
