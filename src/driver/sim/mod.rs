@@ -16,7 +16,7 @@
 //!
 //! Nodes may run uTP instead ([`SimConfig::transport`]): then the real uTP endpoint of
 //! [`crate::utp`] runs each connection over a simulated datagram network with real
-//! per-packet loss and drop-tail queues ([`utp`]'s module doc).
+//! per-packet loss and drop-tail queues (the `utp` submodule's doc).
 //!
 //! # Storage
 //! The payload is a deterministic pattern kept once, as one shared `Bytes` per block, so 200
