@@ -209,6 +209,47 @@ fn a_seed_stops_at_its_ratio_and_keeps_its_totals() {
 }
 
 #[test]
+fn an_idle_seed_keeps_its_seeding_time_without_rewriting_its_settings_each_save() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seed_dir = tmp.path().join("seed");
+    let state = tmp.path().join("state");
+    let torrent = make(&seed_dir, "idle.bin", 200_000);
+    let fast_saves = || ClientConfig {
+        resume_interval: Duration::from_millis(300),
+        ..config(&seed_dir, Some(&state))
+    };
+    let seed = Client::start(fast_saves()).unwrap();
+    let t = seed.add(AddTorrent::bytes(torrent)).unwrap();
+    wait_state(&t, TorrentState::Seeding);
+    let hash = t.info_hash();
+    let settings = state.join(format!("torrents/{}.json", hash.to_hex()));
+    let stamp = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    // Its settings are written when it is added; seeding alone adds nothing worth a write
+    // for minutes, however often resume data is saved.
+    std::thread::sleep(Duration::from_millis(1500));
+    let written = stamp(&settings);
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(
+        stamp(&settings),
+        written,
+        "an idle seed's settings were rewritten"
+    );
+    let seeded = t.status().unwrap().seeding_time;
+    assert!(seeded >= 3, "seeded {seeded} s");
+    seed.shutdown();
+    // The shutdown keeps what it seeded all the same.
+    let again = Client::start(fast_saves()).unwrap();
+    let back = again.get(hash).unwrap().status().unwrap();
+    assert!(
+        back.seeding_time >= seeded,
+        "{} s seeded before the restart, {} s after",
+        seeded,
+        back.seeding_time
+    );
+    again.shutdown();
+}
+
+#[test]
 fn a_global_seeding_time_limit_removes_with_data() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

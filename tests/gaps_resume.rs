@@ -7,6 +7,13 @@
 //! - the download finishes byte-exact (the garbage was not trusted: it was fetched again);
 //! - the seed uploads exactly the pieces the resume data did not list (verified pieces are
 //!   not fetched again, unverified ones all are).
+//!
+//! The killed leecher talks uTP, and the seed's upload is the limit (512 KiB/s), so the seed
+//! still has requested blocks to send when the leecher dies: it learns the leecher is gone
+//! from the ICMP port unreachable its next packet draws (read from the UDP socket's error
+//! queue), within [`NOTICED`], not after the retransmission timeouts' 15 s. The first
+//! test's seed runs on the default backend (io_uring), the second's on epoll, so both read
+//! the error queue.
 
 mod common;
 mod gaps;
@@ -14,14 +21,17 @@ mod gaps;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use gaps::{Kid, Serve};
-use ringtorrent::client::Client;
+use ringtorrent::client::{AddTorrent, Client, ClientConfig, IoChoice};
 use ringtorrent::core::InfoHash;
 use ringtorrent::storage::ResumeData;
 
 const LIMIT: Duration = Duration::from_secs(60);
+/// How soon the seed drops a killed uTP leecher: at once on the ICMP error, where without it
+/// the retransmission timer gives up only after 0.5 + 1 + 2 + 4 + 8 s.
+const NOTICED: Duration = Duration::from_secs(5);
 const PIECE: u64 = 64 * 1024;
 const PIECES: u64 = 64;
 const SIZE: u64 = PIECE * PIECES;
@@ -58,6 +68,18 @@ fn garble_unverified(file: &Path, resume: &ResumeData) -> u64 {
     garbled
 }
 
+/// What the seed uploaded once its leecher, killed at `killed`, is gone, which must be
+/// within [`NOTICED`].
+fn uploaded_when_killed_gone(seed: &Client, killed: Instant) -> u64 {
+    let uploaded = uploaded_when_idle(seed);
+    let took = killed.elapsed();
+    assert!(
+        took < NOTICED,
+        "the seed noticed the killed uTP leecher after {took:?}"
+    );
+    uploaded
+}
+
 /// What the seed uploaded once no leecher is connected to it.
 fn uploaded_when_idle(seed: &Client) -> u64 {
     let t = seed.torrents().pop().unwrap();
@@ -67,7 +89,7 @@ fn uploaded_when_idle(seed: &Client) -> u64 {
     t.status().unwrap().uploaded
 }
 
-fn download(dir: &Path, seed: &Client, limit: Option<&str>) -> Command {
+fn download(dir: &Path, seed: &Client) -> Command {
     let mut cmd = common::ringtorrent();
     cmd.arg("download")
         .arg(dir.join("f.torrent"))
@@ -77,14 +99,10 @@ fn download(dir: &Path, seed: &Client, limit: Option<&str>) -> Command {
         .arg(seed.listen_addr().unwrap().to_string())
         .args(["--bind", "127.0.0.1", "--port", "0", "--threads", "2"])
         .args(["--resume-interval", "1"])
-        // TCP: the seed learns at once (a reset) that a killed leecher is gone. Over uTP it
-        // learns it only when it next sends and hears nothing back (`UtpConfig::max_timeouts`).
-        .args(["--transport", "tcp"])
+        // uTP only: the seed learns a killed leecher is gone from an ICMP error.
+        .args(["--transport", "utp"])
         .arg("--state-dir")
         .arg(dir.join("state"));
-    if let Some(l) = limit {
-        cmd.args(["--download-limit", l]);
-    }
     gaps::homeless(&mut cmd, dir);
     cmd
 }
@@ -98,23 +116,26 @@ fn a_download_killed_mid_way_resumes_without_refetching_or_trusting() {
     let seed = gaps::seeder(&dir.join("seed"), &torrent);
 
     // 4 MiB at 512 KiB/s: about 8 s, resume data saved every second on the way.
+    seed.set_limits(Some(512 << 10), None).unwrap();
     let log = std::fs::File::create(dir.join("first.log")).unwrap();
-    let mut first = Kid::spawn("download", download(dir, &seed, Some("512K")).stderr(log));
+    let mut first = Kid::spawn("download", download(dir, &seed).stderr(log));
     let resume_dir = dir.join("state/resume");
     resume_with(&resume_dir, hash, 8);
     first.kill();
+    let killed = Instant::now();
     let resume = ResumeData::load(&resume_dir, hash).unwrap();
     let verified = resume.verified.ones().count() as u64;
     assert!(
         (8..PIECES).contains(&verified),
         "killed mid-way: {verified} verified"
     );
-    let before = uploaded_when_idle(&seed);
+    let before = uploaded_when_killed_gone(&seed, killed);
     let garbled = garble_unverified(&dir.join("leech/f.bin"), &resume);
     assert_eq!(garbled, PIECES - verified);
 
+    seed.set_limits(None, None).unwrap();
     let log = std::fs::File::create(dir.join("second.log")).unwrap();
-    let mut second = Kid::spawn("download", download(dir, &seed, None).stderr(log));
+    let mut second = Kid::spawn("download", download(dir, &seed).stderr(log));
     let status = second.wait(LIMIT);
     let stderr = std::fs::read_to_string(dir.join("second.log")).unwrap();
     assert!(status.success(), "{stderr}");
@@ -140,15 +161,22 @@ fn serve_killed_mid_download_resumes_without_refetching_or_trusting() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (torrent, hash) = gaps::make(&dir.join("seed"), "f.bin", SIZE as usize, PIECE);
-    let seed = gaps::seeder(&dir.join("seed"), &torrent);
+    let seed = Client::start(ClientConfig {
+        io: IoChoice::Epoll,
+        ..gaps::config(&dir.join("seed"))
+    })
+    .unwrap();
+    seed.add(AddTorrent::bytes(torrent.clone()).seed_only())
+        .unwrap();
     let magnet = format!(
         "magnet:?xt=urn:btih:{}&x.pe={}",
         hash.to_hex(),
         seed.listen_addr().unwrap()
     );
     let sdir = dir.join("serve");
-    // TCP, as `download` above.
-    let serve = Serve::start(&sdir, &["--download-limit", "512K", "--transport", "tcp"]);
+    // uTP and the seed's limit, as above.
+    seed.set_limits(Some(512 << 10), None).unwrap();
+    let serve = Serve::start(&sdir, &["--transport", "utp"]);
     let body = serde_json::json!({ "magnet": magnet }).to_string();
     let (code, v) = serve.json("POST", "/torrents", body.as_bytes());
     assert_eq!(code, 201, "{v}");
@@ -169,6 +197,7 @@ fn serve_killed_mid_download_resumes_without_refetching_or_trusting() {
     });
     let mut serve = serve;
     serve.kid.kill();
+    let killed = Instant::now();
     let resume = ResumeData::load(&resume_dir, hash).unwrap();
     assert_eq!(
         resume.verified.ones().count() as u64,
@@ -176,8 +205,9 @@ fn serve_killed_mid_download_resumes_without_refetching_or_trusting() {
         "nothing saved after the pause"
     );
     assert!(saved < PIECES);
-    let before = uploaded_when_idle(&seed);
+    let before = uploaded_when_killed_gone(&seed, killed);
     garble_unverified(&sdir.join("data/f.bin"), &resume);
+    seed.set_limits(None, None).unwrap();
 
     // Started again on the same folders, without the limit: it remembers the torrent.
     let serve = Serve::start(&sdir, &[]);

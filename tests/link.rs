@@ -130,6 +130,65 @@ fn ringtorrent_to_ringtorrent_over_utp_across_a_lossy_link_epoll() {
     ringtorrent_across_with("epoll", &["--transport", "utp"]);
 }
 
+/// Over uTP only across a clean link whose devices have a 1400-byte MTU (the sockets send
+/// with don't-fragment, so bigger datagrams are refused by the kernel with `EMSGSIZE` and
+/// the MTU it names is read from the error queue): the transfer is byte-exact and path MTU
+/// discovery settles just under the path. The seed's packets average more than a fixed
+/// 1200-byte payload could make them (at most 1200 + 54 + 28 = 1282 bytes of IP packet,
+/// with the largest selective ack), and none is over the MTU (the link carried them).
+#[test]
+fn utp_path_mtu_discovery_settles_under_a_1400_byte_link() {
+    for io in ["uring", "epoll"] {
+        mtu_1400_across(io);
+    }
+}
+
+fn mtu_1400_across(io: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, torrent) = payload(dir.path());
+    let link = Link::start("1ms", Duration::from_secs(170), dir.path());
+    for side in [Side::A, Side::B] {
+        run_ok(
+            link.command(side, "ip")
+                .args(["link", "set", "dev", "le0", "mtu", "1400"]),
+        );
+    }
+    let utp = ["--transport", "utp"];
+    let (_seed, addr) = seed_on_a_with(&link, dir.path(), &torrent, &data, io, &utp);
+    let out = dir.path().join("out");
+    let result = run_bounded(
+        link.ringtorrent(Side::B)
+            .arg("download")
+            .arg(&torrent)
+            .arg("-o")
+            .arg(&out)
+            .args(["--bind", ADDR_B, "--peer", &addr, "--io", io])
+            .args(utp)
+            .args(["--timeout", "120", "--state-dir"])
+            .arg(dir.path().join("leech-state")),
+        Duration::from_secs(140),
+    );
+    assert!(
+        result.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    same_tree(&data, &out);
+    let log = link.finish();
+    let (packets, bytes) = (
+        counter(&log, "a->b", "offered"),
+        counter(&log, "a->b", "bytes"),
+    );
+    assert!(packets > 2000, "{log}");
+    let average = bytes / packets;
+    eprintln!("{io}: a->b: {packets} packets, {bytes} bytes, {average} on average");
+    assert!(
+        (1290..=1400).contains(&average),
+        "{io}: the seed's packets average {average} bytes\n{log}"
+    );
+}
+
 #[test]
 fn libtorrent_leeches_from_ringtorrent_across_a_lossy_reordering_link() {
     for io in common::interop::BACKENDS {

@@ -126,6 +126,7 @@ fn the_watch_folder_adds_ignores_garbage_and_removes() {
     std::fs::create_dir_all(&watch).unwrap();
     let (t, hash) = torrent(dir.path(), "watched.bin", 300_001, 2);
     let w = watch.to_str().unwrap().to_owned();
+    std::fs::write(dir.path().join("serve.toml"), "watch_interval = 1\n").unwrap();
     let serve = Serve::start(dir.path(), &["--watch-dir", &w]);
     std::fs::write(watch.join("garbage.torrent"), b"this is not bencode").unwrap();
     std::fs::copy(&t, watch.join("good.torrent")).unwrap();
@@ -145,6 +146,45 @@ fn the_watch_folder_adds_ignores_garbage_and_removes() {
         serve.log().contains("garbage.torrent not added"),
         "{}",
         serve.log()
+    );
+    // Nothing changes: inotify says so, and the folder is not scanned again each second.
+    let metric = |serve: &Serve, name: &str| -> u64 {
+        let (_, text) = serve.http("GET", "/metrics", b"");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    };
+    assert_eq!(metric(&serve, "ringtorrent_watch_notified"), 1);
+    assert_eq!(metric(&serve, "ringtorrent_watch_files"), 2);
+    let (scans, skipped) = (
+        metric(&serve, "ringtorrent_watch_scans_total"),
+        metric(&serve, "ringtorrent_watch_skipped_total"),
+    );
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(metric(&serve, "ringtorrent_watch_scans_total"), scans);
+    assert!(metric(&serve, "ringtorrent_watch_skipped_total") >= skipped + 2);
+    // Rewritten in place (the folder's listing unchanged): the new torrent is added.
+    let (other, other_hash) = torrent(dir.path(), "rewritten.bin", 200_003, 5);
+    std::fs::write(watch.join("good.torrent"), std::fs::read(&other).unwrap()).unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || listed(&serve)
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["info_hash"] == other_hash.as_str())),
+        "{}",
+        serve.log()
+    );
+    assert!(metric(&serve, "ringtorrent_watch_scans_total") > scans);
+    assert!(
+        eventually(Duration::from_secs(15), || listed(&serve)
+            .as_array()
+            .unwrap()
+            .len()
+            == 1),
+        "the torrent the file held before stays: {}",
+        listed(&serve)
     );
     std::fs::remove_file(watch.join("good.torrent")).unwrap();
     assert!(

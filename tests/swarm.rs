@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use ringtorrent::driver::sim::{simulate, SimConfig, SimReport};
+use ringtorrent::driver::sim::{simulate, SimConfig, SimReport, Transport};
 
 fn run(config: SimConfig) -> SimReport {
     let report = simulate(config).expect("valid simulation");
@@ -190,15 +190,22 @@ fn endgame_finishes_without_stalls() {
 
 #[test]
 fn same_seed_same_report() {
-    let config = SimConfig {
-        leechers: 8,
-        seeds: 1,
-        corrupt: 1,
-        seed: 99,
-        ..small()
-    };
-    let a = run(config.clone());
-    let b = run(config);
-    assert_eq!(a, b);
-    assert_eq!(a.to_string(), b.to_string());
+    // Over TCP, and over uTP with real packet loss (the endpoints' timers, ids and the losses
+    // drawn all replay).
+    for (transport, loss) in [(Transport::Tcp, 0.0), (Transport::Utp, 0.02)] {
+        let config = SimConfig {
+            leechers: 8,
+            seeds: 1,
+            corrupt: 1,
+            seed: 99,
+            transport,
+            loss,
+            ..small()
+        };
+        let a = run(config.clone());
+        let b = run(config);
+        assert_eq!(a, b, "{transport}");
+        assert_eq!(a.to_string(), b.to_string(), "{transport}");
+        assert_eq!(a.transport, transport.to_string());
+    }
 }

@@ -220,6 +220,10 @@ fn the_browser_lists_adds_and_stops_torrents_live() {
         "{found:#}"
     );
     assert_eq!(found["not_reloaded"], true, "the page was reloaded");
+    assert_eq!(
+        found["logout_shown"], false,
+        "the API is open, yet the page offers to log out"
+    );
     assert_eq!(found["files"], json!(["beta-debian.iso"]), "{found:#}");
     assert_eq!(found["file_priority"], "0", "{found:#}");
     assert_eq!(found["delete_question"], "Delete “gamma-fedora.iso”?");
@@ -314,6 +318,88 @@ fn with_credentials_the_page_is_a_login_form() {
         found["refused"]
             .as_str()
             .is_some_and(|r| r.contains("Wrong")),
+        "{found:#}"
+    );
+    let shown = names(&found["after_login_rows"]);
+    for (name, _) in &torrents {
+        assert!(shown.contains(name), "{shown:?} lacks {name}");
+    }
+    assert_eq!(found["logged_out"], true);
+    assert_eq!(
+        found["key_form_shown"], false,
+        "no API key is configured, yet the page asks for one"
+    );
+    assert!(serve.stop().success());
+}
+
+#[test]
+fn with_only_api_keys_the_page_logs_in_with_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::run_ok(common::ringtorrent().args(["config", "api-key"]));
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("key: "))
+        .expect("a key in the output")
+        .to_owned();
+    let keys_line = out.lines().find(|l| l.starts_with("api_keys")).unwrap();
+    std::fs::write(dir.path().join("keys.toml"), format!("{keys_line}\n")).unwrap();
+    let config = dir.path().join("keys.toml");
+    let (serve, torrents) =
+        serve_with_torrents(dir.path(), &["--config", config.to_str().unwrap()]);
+    let bearer = format!("Authorization: Bearer {key}");
+    add_through_api(&serve, dir.path(), &torrents, &[&bearer]);
+    // The status a login page reads: keys only, and this request not in.
+    let (status, _, body) = serve.request("GET", "/api/v2/auth/status", &[], b"");
+    assert_eq!(status, 200, "{body}");
+    let st: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        st,
+        json!({"required": true, "password": false, "api_key": true, "signed_in": null})
+    );
+    // A qBittorrent client's password login fails (there is none); the key buys a session.
+    let form = ["Content-Type: application/x-www-form-urlencoded"];
+    let (_, _, body) = serve.request(
+        "POST",
+        "/api/v2/auth/login",
+        &form,
+        b"username=admin&password=x",
+    );
+    assert_eq!(body.trim(), "Fails.");
+    let (_, head, body) = serve.request(
+        "POST",
+        "/api/v2/auth/login",
+        &form,
+        format!("api_key={key}").as_bytes(),
+    );
+    assert_eq!(body.trim(), "Ok.", "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let with_cookie = format!("Cookie: {cookie}");
+    let (status, _, body) = serve.request("GET", "/api/v2/auth/status", &[&with_cookie], b"");
+    assert_eq!(status, 200);
+    let st: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(st["signed_in"], "session", "{st}");
+
+    let found = browse(
+        &format!("http://{}/", serve.api),
+        &dir.path().join("key-login"),
+        json!({
+            "kind": "key_login",
+            "key": key,
+            "names": torrents.iter().map(|t| &t.0).collect::<Vec<_>>(),
+        }),
+    );
+    assert_not_blank(&found["key_login"], "key login");
+    assert_eq!(found["password_form_shown"], false, "{found:#}");
+    assert_eq!(found["key_form_shown"], true, "{found:#}");
+    assert!(
+        found["refused"]
+            .as_str()
+            .is_some_and(|r| r.contains("Unknown API key")),
         "{found:#}"
     );
     let shown = names(&found["after_login_rows"]);

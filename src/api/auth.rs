@@ -10,7 +10,9 @@
 //!   reveals nothing through its timing. A session ends after `session_ttl` unused, at
 //!   logout, or when [`MAX_SESSIONS`] newer ones push it out.
 //! - **API keys** ([`new_api_key`]): `Authorization: Bearer rtk_...`; compared in constant
-//!   time against every configured hash.
+//!   time against every configured hash. A login may also give a key (`api_key=...`) for a
+//!   session cookie, so a browser can sign in where only keys are configured; such a session
+//!   ends when its key is removed.
 //! - **Failed logins** are bounded per address (an IPv6 /64 counts as one) and overall, in a
 //!   table of at most [`MAX_TRACKED_ADDRESSES`] entries: past the bound a login is refused
 //!   with 429 before any hashing.
@@ -26,7 +28,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::guard::Refusal;
-use super::parse::{bearer, cookie, Credentials};
+use super::parse::{bearer, cookie, Credentials, Login};
 
 /// The session cookie's name (qBittorrent's).
 pub const SESSION_COOKIE: &str = "SID";
@@ -170,6 +172,43 @@ pub enum Principal {
     ApiKey,
 }
 
+impl Principal {
+    /// Its name in the API's answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Principal::Open => "open",
+            Principal::Session => "session",
+            Principal::ApiKey => "api_key",
+        }
+    }
+}
+
+/// The answer of `auth/status`: see [`Auth::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthStatus {
+    /// Credentials are configured, so requests need them.
+    pub required: bool,
+    /// A user name and password can log in.
+    pub password: bool,
+    /// API keys are configured (and can log in for a session too).
+    pub api_key: bool,
+    /// How this request is let in, if it is.
+    pub signed_in: Option<Principal>,
+}
+
+impl AuthStatus {
+    /// As `auth/status` answers it: `{"required", "password", "api_key", "signed_in"}`, the
+    /// last one `"open"`, `"session"`, `"api_key"` or `null`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "required": self.required,
+            "password": self.password,
+            "api_key": self.api_key,
+            "signed_in": self.signed_in.map(Principal::as_str),
+        })
+    }
+}
+
 /// The credentials, the sessions and the failed-login counters.
 #[derive(Debug)]
 pub struct Auth {
@@ -248,11 +287,18 @@ impl Auth {
         }
         let login_changed =
             creds.username != new.username || creds.password_hash != new.password_hash;
+        let keys = new.keys.clone();
         *creds = new;
         drop(creds);
-        if login_changed {
-            *self.sessions.lock().unwrap_or_else(|e| e.into_inner()) = Sessions::default();
-        }
+        // A session lasts only as long as what it was opened with.
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map
+            .retain(|_, s| match s.key {
+                None => !login_changed,
+                Some(k) => keys.contains(&k),
+            });
         Ok(true)
     }
 
@@ -266,9 +312,24 @@ impl Auth {
         creds.password_hash.is_some() || !creds.keys.is_empty()
     }
 
-    /// Whether a user name and password are configured (a login can succeed).
+    /// Whether a user name and password are configured (a password login can succeed).
     pub fn can_log_in(&self) -> bool {
         self.creds().password_hash.is_some()
+    }
+
+    /// What a login page needs to know: which ways in are configured, and whether the
+    /// request (its cookie or key) is already in. Reveals nothing a refused request does not.
+    pub fn status(&self, headers: &HeaderMap) -> AuthStatus {
+        let (password, api_key) = {
+            let creds = self.creds();
+            (creds.password_hash.is_some(), !creds.keys.is_empty())
+        };
+        AuthStatus {
+            required: password || api_key,
+            password,
+            api_key,
+            signed_in: self.authenticate(headers).ok(),
+        }
     }
 
     /// Lets a request in by its API key (`Authorization: Bearer`) or its session cookie, or
@@ -310,17 +371,56 @@ impl Auth {
         ))
     }
 
-    /// Checks a login from `peer`; on success returns the `Set-Cookie` value of a new
-    /// session (`Secure` too when `secure`: the client reached us over TLS, through a proxy). Refusals: 401 (wrong user name or password), 429 (too many failures, with
-    /// the seconds to wait), 503 (too many logins being checked), 404 (no login is
-    /// configured). Runs the password hash on tokio's blocking pool: call it on a tokio
-    /// runtime.
+    /// Checks a login from `peer` (a user name with its password, or an API key); on
+    /// success returns the `Set-Cookie` value of a new session (`Secure` too when `secure`:
+    /// the client reached us over TLS, through a proxy). Refusals: 401 (wrong user name,
+    /// password or key), 429 (too many failures, with the seconds to wait), 503 (too many
+    /// logins being checked), 404 (that way in is not configured). Runs the password hash on
+    /// tokio's blocking pool: call it on a tokio runtime.
     pub async fn login(
         &self,
         peer: IpAddr,
-        creds: Credentials,
+        login: Login,
         secure: bool,
     ) -> Result<HeaderValue, Refusal> {
+        let (ttl, key) = match login {
+            Login::Password(creds) => (self.check_password(peer, creds).await?, None),
+            Login::ApiKey(key) => {
+                let (ttl, digest) = self.check_key(peer, &key)?;
+                (ttl, Some(digest))
+            }
+        };
+        self.limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .succeeded(peer);
+        let token = to_hex(
+            &random_bytes::<32>()
+                .map_err(|e| Refusal::new(500, format!("no random session token: {e}")))?,
+        );
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(&token, Instant::now(), ttl, key);
+        let cookie = format!(
+            "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+            ttl.as_secs(),
+            if secure { "; Secure" } else { "" }
+        );
+        HeaderValue::from_str(&cookie).map_err(|e| Refusal::new(500, e.to_string()))
+    }
+
+    /// Counts a failed login from `peer` and returns `r`.
+    fn failed(&self, peer: IpAddr, r: Refusal) -> Refusal {
+        self.limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .failed(peer, Instant::now());
+        r
+    }
+
+    /// A password login: `Ok` with the session's lifetime.
+    async fn check_password(&self, peer: IpAddr, creds: Credentials) -> Result<Duration, Refusal> {
         let (username, ttl, hash) = {
             let creds = self.creds();
             (creds.username, creds.ttl, creds.password_hash.clone())
@@ -331,21 +431,13 @@ impl Auth {
                 "no user name and password are configured",
             ));
         };
-        let now = Instant::now();
         self.limiter
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .check(peer, now)?;
+            .check(peer, Instant::now())?;
         let wrong = || Refusal::new(401, "wrong user name or password");
-        let fail = |r: Refusal| {
-            self.limiter
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .failed(peer, Instant::now());
-            r
-        };
         if creds.username.len() > MAX_CREDENTIAL_LEN || creds.password.len() > MAX_CREDENTIAL_LEN {
-            return Err(fail(wrong()));
+            return Err(self.failed(peer, wrong()));
         }
         let Ok(_permit) = self.verifying.clone().try_acquire_owned() else {
             return Err(Refusal::new(503, "too many logins at once: try again"));
@@ -358,29 +450,37 @@ impl Auth {
             .await
             .unwrap_or(false);
         if !(user_ok && pass_ok) {
-            return Err(fail(wrong()));
+            return Err(self.failed(peer, wrong()));
         }
-        self.limiter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .succeeded(peer);
-        let token = to_hex(
-            &random_bytes::<32>()
-                .map_err(|e| Refusal::new(500, format!("no random session token: {e}")))?,
-        );
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         // A reload may have changed the password while this one was being checked.
         if self.creds().password_hash.as_ref() != Some(&hash) {
             return Err(wrong());
         }
-        sessions.insert(&token, Instant::now(), ttl);
-        drop(sessions);
-        let cookie = format!(
-            "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
-            ttl.as_secs(),
-            if secure { "; Secure" } else { "" }
-        );
-        HeaderValue::from_str(&cookie).map_err(|e| Refusal::new(500, e.to_string()))
+        Ok(ttl)
+    }
+
+    /// An API key login: `Ok` with the session's lifetime and the key's digest. Failures
+    /// count as a wrong password does: guessing keys through the login is no cheaper.
+    fn check_key(&self, peer: IpAddr, key: &str) -> Result<(Duration, [u8; 32]), Refusal> {
+        if self.creds().keys.is_empty() {
+            return Err(Refusal::new(404, "no API keys are configured"));
+        }
+        self.limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .check(peer, Instant::now())?;
+        let digest = sha256(key.as_bytes());
+        let creds = self.creds();
+        let known = creds
+            .keys
+            .iter()
+            .fold(subtle::Choice::from(0), |any, k| any | k.ct_eq(&digest));
+        let ttl = creds.ttl;
+        drop(creds);
+        if key.len() > MAX_CREDENTIAL_LEN || !bool::from(known) {
+            return Err(self.failed(peer, Refusal::new(401, "unknown API key")));
+        }
+        Ok((ttl, digest))
     }
 
     /// Ends the session of the request's cookie (if any) and returns the `Set-Cookie` value
@@ -399,33 +499,52 @@ impl Auth {
     pub fn session_count(&self) -> usize {
         let now = Instant::now();
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions.map.values().filter(|&&e| e > now).count()
+        sessions.map.values().filter(|s| s.expires > now).count()
     }
 }
 
-/// Live sessions by their token's SHA-256, each with its expiry.
+/// One live session: when it expires, and the digest of the API key it was opened with
+/// (`None`: the password).
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    expires: Instant,
+    key: Option<[u8; 32]>,
+}
+
+/// Live sessions by their token's SHA-256.
 #[derive(Debug, Default)]
 struct Sessions {
-    map: HashMap<[u8; 32], Instant>,
+    map: HashMap<[u8; 32], Session>,
 }
 
 impl Sessions {
-    fn insert(&mut self, token: &str, now: Instant, ttl: Duration) {
-        self.map.retain(|_, e| *e > now);
+    fn insert(&mut self, token: &str, now: Instant, ttl: Duration, key: Option<[u8; 32]>) {
+        self.map.retain(|_, s| s.expires > now);
         if self.map.len() >= MAX_SESSIONS {
-            if let Some(oldest) = self.map.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k) {
+            if let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(k, _)| *k)
+            {
                 self.map.remove(&oldest);
             }
         }
-        self.map.insert(sha256(token.as_bytes()), now + ttl);
+        self.map.insert(
+            sha256(token.as_bytes()),
+            Session {
+                expires: now + ttl,
+                key,
+            },
+        );
     }
 
     /// Whether `token` is a live session; if so, its expiry moves to `now + ttl`.
     fn touch(&mut self, token: &str, now: Instant, ttl: Duration) -> bool {
         let key = sha256(token.as_bytes());
         match self.map.get_mut(&key) {
-            Some(e) if *e > now => {
-                *e = now + ttl;
+            Some(s) if s.expires > now => {
+                s.expires = now + ttl;
                 true
             }
             Some(_) => {
@@ -545,11 +664,11 @@ mod tests {
         .unwrap()
     }
 
-    fn creds(u: &str, p: &str) -> Credentials {
-        Credentials {
+    fn creds(u: &str, p: &str) -> Login {
+        Login::Password(Credentials {
             username: u.into(),
             password: p.into(),
-        }
+        })
     }
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -659,6 +778,64 @@ mod tests {
         }
     }
 
+    fn cookie_of(v: &HeaderValue) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let pair = v.to_str().unwrap().split(';').next().unwrap().to_owned();
+        h.insert(COOKIE, pair.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn an_api_key_logs_in_for_a_session_that_ends_with_the_key() {
+        let key = new_api_key().unwrap();
+        let other = new_api_key().unwrap();
+        let only_keys = |keys: Vec<String>| AuthConfig {
+            api_keys: keys,
+            session_ttl: Duration::from_secs(60),
+            ..AuthConfig::default()
+        };
+        let a = Auth::new(only_keys(vec![key.hash.clone(), other.hash.clone()])).unwrap();
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let nobody = HeaderMap::new();
+        let st = a.status(&nobody);
+        assert_eq!(
+            (st.required, st.password, st.api_key, st.signed_in),
+            (true, false, true, None)
+        );
+        // No password is configured: a password login is not a way in.
+        let r = block_on(a.login(peer, creds("admin", "x"), false));
+        assert_eq!(r.unwrap_err().status, 404);
+        let wrong = block_on(a.login(peer, Login::ApiKey(format!("{}x", key.key)), false));
+        assert_eq!(wrong.unwrap_err().status, 401);
+        let cookie = block_on(a.login(peer, Login::ApiKey(key.key.clone()), false)).unwrap();
+        let h = cookie_of(&cookie);
+        assert_eq!(a.authenticate(&h), Ok(Principal::Session));
+        assert_eq!(a.status(&h).signed_in, Some(Principal::Session));
+        // Removing another key leaves this session; removing its key ends it.
+        assert_eq!(a.reconfigure(only_keys(vec![key.hash.clone()])), Ok(true));
+        assert_eq!(a.authenticate(&h), Ok(Principal::Session));
+        assert_eq!(a.reconfigure(only_keys(vec![other.hash.clone()])), Ok(true));
+        assert_eq!(a.authenticate(&h).unwrap_err().status, 401);
+        // Failed key logins count towards the same limit as wrong passwords.
+        for _ in 0..MAX_FAILURES_PER_ADDRESS {
+            let r = block_on(a.login(peer, Login::ApiKey("rtk_guess".into()), false));
+            assert_eq!(r.unwrap_err().status, 401);
+        }
+        let r = block_on(a.login(peer, Login::ApiKey(other.key.clone()), false));
+        assert_eq!(
+            r.unwrap_err().status,
+            429,
+            "limited even with the right key"
+        );
+        // Without credentials the status says the API is open.
+        let open = Auth::new(only_keys(vec![])).unwrap();
+        let st = open.status(&nobody);
+        assert_eq!(
+            (st.required, st.password, st.api_key, st.signed_in),
+            (false, false, false, Some(Principal::Open))
+        );
+    }
+
     #[test]
     fn reconfigure_swaps_credentials_and_refuses_bad_ones() {
         let a = auth(vec![]);
@@ -724,7 +901,7 @@ mod tests {
         let mut s = Sessions::default();
         let t0 = Instant::now();
         let ttl = Duration::from_secs(10);
-        s.insert("a", t0, ttl);
+        s.insert("a", t0, ttl, None);
         assert!(s.touch("a", t0 + Duration::from_secs(9), ttl));
         assert!(
             s.touch("a", t0 + Duration::from_secs(18), ttl),
@@ -733,7 +910,12 @@ mod tests {
         assert!(!s.touch("a", t0 + Duration::from_secs(29), ttl));
         assert!(s.map.is_empty(), "an expired session is forgotten");
         for i in 0..MAX_SESSIONS + 10 {
-            s.insert(&i.to_string(), t0 + Duration::from_millis(i as u64), ttl);
+            s.insert(
+                &i.to_string(),
+                t0 + Duration::from_millis(i as u64),
+                ttl,
+                None,
+            );
         }
         assert_eq!(s.map.len(), MAX_SESSIONS);
         assert!(!s.touch("0", t0, ttl), "the oldest went first");

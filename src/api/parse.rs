@@ -212,55 +212,76 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// The credentials of a login request: a URL-encoded form (`username=...&password=...`, as
-/// qBittorrent's login takes them), JSON (`{"username": ..., "password": ...}`) or a
-/// multipart form with those fields. `Err` says what is missing or malformed.
-pub fn login_form(content_type: Option<&str>, body: &[u8]) -> Result<Credentials, String> {
+/// What a login request proves: a user name with its password, or an API key (for a
+/// browser on a setup that has only keys: the key buys a session cookie, as a password
+/// does).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Login {
+    /// `username` and `password`.
+    Password(Credentials),
+    /// `api_key`.
+    ApiKey(String),
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Login::Password(c) => c.fmt(f),
+            Login::ApiKey(_) => f.write_str("ApiKey(hidden)"),
+        }
+    }
+}
+
+/// The fields of a login request: a URL-encoded form (`username=...&password=...`, as
+/// qBittorrent's login takes them, or `api_key=...`), JSON (`{"username": ..., "password":
+/// ...}` or `{"api_key": ...}`) or a multipart form with those fields. `Err` says what is
+/// missing or malformed.
+pub fn login_form(content_type: Option<&str>, body: &[u8]) -> Result<Login, String> {
     let (essence, _) = media_type(content_type.unwrap_or(""));
-    let get = |pairs: Vec<(String, String)>| -> Result<Credentials, String> {
-        let find = |key: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-                .ok_or_else(|| format!("the login form has no `{key}`"))
-        };
-        Ok(Credentials {
-            username: find("username")?,
-            password: find("password")?,
-        })
-    };
-    match essence.as_str() {
+    let pairs: Vec<(String, String)> = match essence.as_str() {
         "application/json" => {
-            #[derive(serde::Deserialize)]
-            struct Login {
-                username: String,
-                password: String,
-            }
-            let l: Login = serde_json::from_slice(body).map_err(|e| {
-                format!("send {{\"username\": \"...\", \"password\": \"...\"}}: {e}")
-            })?;
-            Ok(Credentials {
-                username: l.username,
-                password: l.password,
-            })
+            let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+                .map_err(|e| {
+                    format!("send {{\"username\": \"...\", \"password\": \"...\"}} or {{\"api_key\": \"...\"}}: {e}")
+                })?;
+            map.into_iter()
+                .filter(|(k, _)| matches!(k.as_str(), "username" | "password" | "api_key"))
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => Ok((k, s)),
+                    _ => Err(format!("the login's `{k}` is not a string")),
+                })
+                .collect::<Result<_, _>>()?
         }
         "multipart/form-data" => {
             let boundary = multipart_boundary(content_type.unwrap_or(""))
                 .ok_or("a multipart form without a valid boundary")?;
             let parts = super::multipart::parse(body, &boundary).map_err(|e| e.to_string())?;
-            get(parts
+            parts
                 .into_iter()
-                .filter(|p| p.name == "username" || p.name == "password")
+                .filter(|p| matches!(p.name.as_str(), "username" | "password" | "api_key"))
                 .filter_map(|p| Some((p.name, String::from_utf8(p.data.to_vec()).ok()?)))
-                .collect())
+                .collect()
         }
         _ => {
             // URL-encoded, whatever it is labelled (curl -d sends that type).
             let text = std::str::from_utf8(body).map_err(|_| "the login form is not UTF-8")?;
-            get(query_pairs(text))
+            query_pairs(text)
         }
+    };
+    let find = |key: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| format!("the login form has no `{key}`"))
+    };
+    if let Ok(key) = find("api_key") {
+        return Ok(Login::ApiKey(key));
     }
+    Ok(Login::Password(Credentials {
+        username: find("username")?,
+        password: find("password")?,
+    }))
 }
 
 #[cfg(test)]
@@ -355,10 +376,10 @@ mod tests {
 
     #[test]
     fn login_forms() {
-        let want = Credentials {
+        let want = Login::Password(Credentials {
             username: "admin".into(),
             password: "p&ss word".into(),
-        };
+        });
         let form = login_form(
             Some("application/x-www-form-urlencoded"),
             b"username=admin&password=p%26ss+word",
@@ -376,5 +397,17 @@ mod tests {
         assert!(login_form(Some("application/json"), b"{\"username\": 1}").is_err());
         assert!(login_form(None, b"\xff").is_err());
         assert!(!format!("{want:?}").contains("ss word"), "Debug hides it");
+        let key = Login::ApiKey("rtk_abc".into());
+        assert_eq!(login_form(None, b"api_key=rtk_abc").unwrap(), key);
+        assert_eq!(
+            login_form(Some("application/json"), br#"{"api_key": "rtk_abc"}"#).unwrap(),
+            key
+        );
+        let body = b"--XX\r\nContent-Disposition: form-data; name=\"api_key\"\r\n\r\nrtk_abc\r\n--XX--\r\n";
+        assert_eq!(
+            login_form(Some("multipart/form-data; boundary=XX"), body).unwrap(),
+            key
+        );
+        assert!(!format!("{key:?}").contains("abc"), "Debug hides it");
     }
 }

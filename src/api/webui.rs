@@ -1,8 +1,8 @@
 //! The web UI: a page and its static assets (`webui/`), embedded in the binary with
 //! `include_bytes!`, served at `/` and under `/ui/`. It is plain HTML, CSS and JavaScript
 //! modules, no framework and no build step; in the browser it talks only to this same
-//! origin, through the qBittorrent WebAPI ([`super::qbt`]): `auth/login` when credentials are
-//! configured, `sync/maindata` with `rid` deltas for live updates, `torrents/*` for actions.
+//! origin, through the qBittorrent WebAPI ([`super::qbt`]): `auth/status` to learn which ways
+//! in exist, `auth/login` (password or API key) when credentials are configured, `sync/maindata` with `rid` deltas for live updates, `torrents/*` for actions.
 //!
 //! Every asset is answered with its content type, an `ETag` computed at compile time (a
 //! matching `If-None-Match` gets `304`) under `Cache-Control: no-cache` (revalidated, so an

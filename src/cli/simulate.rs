@@ -6,7 +6,7 @@ use anyhow::{anyhow, Result};
 
 use super::format;
 use ringtorrent::core::Encryption;
-use ringtorrent::driver::sim::{simulate, SimConfig};
+use ringtorrent::driver::sim::{simulate, SimConfig, Transport};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -46,9 +46,19 @@ pub struct Args {
     /// Each node's download rate, bytes per second.
     #[arg(long, default_value = "50M", value_parser = format::parse_size)]
     down: u64,
-    /// Probability that a window is lost and arrives a retransmission time-out late.
+    /// Loss probability: a TCP window is lost and arrives a retransmission time-out late; a
+    /// uTP packet is dropped and uTP must resend it.
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
+    /// Transports (tcp, utp, both), comma-separated, handed out to the nodes in turn, with
+    /// the engine's policy: both dials uTP first and falls back to TCP, accepting both. uTP
+    /// runs the real uTP endpoint over simulated packets. Default: every node tcp.
+    #[arg(long, value_delimiter = ',', value_name = "TRANSPORT,...")]
+    transport: Vec<Transport>,
+    /// The longest a uTP packet waits in a node's uplink or downlink queue before the queue
+    /// drops it (drop-tail), in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    queue_limit_ms: u64,
     /// Mean seconds a leecher stays online before leaving for a while (churn). 0: no churn.
     #[arg(long, default_value_t = 0.0)]
     churn: f64,
@@ -98,6 +108,8 @@ pub fn run(args: Args) -> Result<()> {
         peers_per_node: args.peers_per_node,
         time_limit: secs(args.time_limit),
         encryption_mix: args.encryption,
+        transport_mix: args.transport,
+        queue_limit: Duration::from_millis(args.queue_limit_ms),
         ..SimConfig::default()
     };
     let started = Instant::now();

@@ -447,12 +447,13 @@ impl Metrics {
         metric(
             "udp_datagrams_total",
             "counter",
-            "Datagrams on the UDP socket: received, dropped unread (neither KRPC nor uTP), sent, refused by the kernel.",
+            "Datagrams on the UDP socket: received, dropped unread (neither KRPC nor uTP), sent, refused by the kernel, and ICMP errors read about ours.",
             vec![
                 ("{kind=\"received\"}".into(), udp(|l| l.datagrams_received)),
                 ("{kind=\"dropped\"}".into(), udp(|l| l.datagrams_dropped)),
                 ("{kind=\"sent\"}".into(), udp(|l| l.datagrams_sent)),
                 ("{kind=\"unsent\"}".into(), udp(|l| l.datagrams_unsent)),
+                ("{kind=\"icmp_error\"}".into(), udp(|l| l.udp_errors)),
             ],
         );
         if let Some(d) = &m.dht {

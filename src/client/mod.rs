@@ -750,7 +750,7 @@ impl Client {
         {
             let mut s = self.shared.lock();
             s.save_haves(haves, true, true);
-            s.save_counters();
+            s.save_counters(true);
             if let Some(t) = s.trackers.as_mut() {
                 t.stop_all();
             }

@@ -38,6 +38,17 @@ struct Seen {
     rates: (u64, u64),
 }
 
+/// How much seeding time a torrent gathers before its settings are kept again for it alone
+/// (a crash loses at most this much, plus [`seeding_save_step`]'s spread). Totals that
+/// change, a stop and a shutdown keep it at once.
+pub(crate) const SEEDING_SAVE_STEP: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// [`SEEDING_SAVE_STEP`] plus up to 255 s chosen by the info hash, so torrents started
+/// together do not all write their settings in the same second ever after.
+fn seeding_save_step(hash: &InfoHash) -> u64 {
+    SEEDING_SAVE_STEP.as_millis() as u64 + u64::from(hash.as_bytes()[0]) * 1000
+}
+
 impl State {
     // ------------------------------------------------------------------------- start
 
@@ -509,12 +520,17 @@ impl State {
                 (true, Some(t)) => {
                     e.settings.seeding_ms += now.duration_since(t).as_millis() as u64;
                     e.seeding_since = Some(now);
-                    e.counters_dirty = true;
+                    // Kept every few minutes, not every second: ten thousand idle seeds
+                    // would otherwise rewrite ten thousand files each resume interval.
+                    if e.settings.seeding_ms >= e.seeding_saved_ms + seeding_save_step(hash) {
+                        e.counters_dirty = true;
+                    }
                 }
                 (true, None) => e.seeding_since = Some(now),
                 (false, Some(t)) => {
                     e.settings.seeding_ms += now.duration_since(t).as_millis() as u64;
                     e.seeding_since = None;
+                    e.counters_dirty = true;
                 }
                 (false, None) => {}
             }
@@ -577,15 +593,19 @@ impl State {
         }
     }
 
-    /// Keeps the settings of torrents whose totals or seeding time changed since last kept
-    /// (with the resume saves, and at shutdown).
-    pub fn save_counters(&mut self) {
+    /// Keeps the settings of torrents whose totals changed, or whose seeding time grew by a
+    /// step, since last kept (with the resume saves); with `all` (at shutdown), of every
+    /// torrent whose seeding time grew at all.
+    pub fn save_counters(&mut self, all: bool) {
         let dirty: Vec<InfoHash> = self
             .torrents
             .iter_mut()
-            .filter(|(_, e)| e.counters_dirty)
+            .filter(|(_, e)| {
+                e.counters_dirty || (all && e.settings.seeding_ms != e.seeding_saved_ms)
+            })
             .map(|(h, e)| {
                 e.counters_dirty = false;
+                e.seeding_saved_ms = e.settings.seeding_ms;
                 *h
             })
             .collect();

@@ -105,8 +105,11 @@ pub(crate) struct Entry {
     pub complete: bool,
     /// Since when it runs slower than queueing's thresholds.
     pub slow_since: Option<Instant>,
-    /// Its totals or seeding time changed since its settings were last kept.
+    /// Its totals changed, or its seeding time grew by [`super::organize::SEEDING_SAVE_STEP`]
+    /// or more, since its settings were last kept.
     pub counters_dirty: bool,
+    /// `settings.seeding_ms` as last kept.
+    pub seeding_saved_ms: u64,
     /// What the check at its add found, when the queue held it from the start: used when
     /// it first starts, so its data is not checked twice.
     pub held_have: Option<Bitfield>,
@@ -338,6 +341,7 @@ impl Entry {
     /// in no loop; the caller fills in what it knows.
     fn new(shard: u32, settings: Settings) -> Entry {
         Entry {
+            seeding_saved_ms: settings.seeding_ms,
             info: None,
             display_name: None,
             magnet: None,

@@ -163,7 +163,7 @@ pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>, resume_every: Durat
             if now >= next_save {
                 next_save = now + resume_every;
                 s.save_resume(false);
-                s.save_counters();
+                s.save_counters(false);
             }
             Ok(())
         });

@@ -130,8 +130,11 @@ impl<P: Protocol> EpollDriver<P> {
 
     /// Reads a turn's worth of datagrams; with more waiting, asks for another readiness
     /// event (edge-triggered: the re-registration reports the socket readable again).
-    fn udp_readable(&mut self, now: Time) {
-        if self.core.drain_datagrams(MAX_DATAGRAMS_PER_TURN, now) {
+    /// With `error` (EPOLLERR: the error queue holds ICMP errors about datagrams we sent),
+    /// reads a bounded number of them first; more left also asks for another event.
+    fn udp_readable(&mut self, error: bool, now: Time) {
+        let more_errors = error && self.core.drain_udp_errors(now);
+        if self.core.drain_datagrams(MAX_DATAGRAMS_PER_TURN, now) || more_errors {
             if let Some(udp) = self.core.udp.as_ref() {
                 let _ = self.poll.registry().reregister(
                     &mut SourceFd(&udp.socket.as_raw_fd()),
@@ -356,7 +359,7 @@ impl<P: Protocol> LoopIo<P> for EpollDriver<P> {
             LISTENER => self.accept(now),
             // Consumes the shared eventfd, then drains both queues behind it.
             DISK => self.wake(now),
-            UDP => self.udp_readable(now),
+            UDP => self.udp_readable(ready.error, now),
             Token(t) => {
                 let conn = ConnId::from_u64(t as u64);
                 if ready.error {

@@ -62,6 +62,12 @@ pub(crate) struct Udp {
     /// uTP's datagrams of one pump, gathered into GSO runs (kept, so a pump does not
     /// allocate).
     pub(crate) out: Vec<crate::utp::Transmit>,
+    /// A send reported a queued error: the error queue is to be read.
+    errors_pending: bool,
+    /// Tests: the error every GSO send fails with, as on a kernel or device without GSO
+    /// (this kernel accepts it, so the fallback would never run otherwise).
+    #[cfg(test)]
+    refuse_gso: Option<i32>,
 }
 
 impl Udp {
@@ -70,13 +76,119 @@ impl Udp {
         let v6 = socket.local_addr()?.is_ipv6();
         // Where the kernel cannot coalesce, every receive is one datagram, as before.
         udp_batch::enable_gro(socket.as_raw_fd());
+        // ICMP errors about our datagrams come to the error queue (`drain_udp_errors`).
+        udp_batch::enable_recverr(socket.as_raw_fd(), v6);
+        // Don't-fragment on every datagram: uTP's path MTU discovery sizes its packets.
+        udp_batch::enable_pmtu_probe(socket.as_raw_fd(), v6);
         Ok(Udp {
             socket,
             v6,
             buf: vec![0; DATAGRAM_BUF].into_boxed_slice(),
             gso: true,
             out: Vec::new(),
+            errors_pending: false,
+            #[cfg(test)]
+            refuse_gso: None,
         })
+    }
+
+    /// One `sendmsg` of `parts` to `to` (already as this socket sends to it; see
+    /// [`udp_batch::send_segments`]). A send that only reported an earlier datagram's ICMP
+    /// error ([`udp_batch::pending_icmp`]) is made again, once, and the error queue marked
+    /// to be read.
+    /// Whether runs still go out as GSO sends.
+    #[cfg(test)]
+    pub(crate) fn gso(&self) -> bool {
+        self.gso
+    }
+
+    fn send_parts(
+        &mut self,
+        to: SocketAddr,
+        parts: &[&[u8]],
+        seg: Option<u16>,
+    ) -> io::Result<usize> {
+        #[cfg(test)]
+        if let (Some(_), Some(errno)) = (seg, self.refuse_gso) {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        let fd = self.socket.as_raw_fd();
+        let mut r = udp_batch::send_segments(fd, to, parts, seg);
+        if r.as_ref().is_err_and(udp_batch::pending_icmp) {
+            self.errors_pending = true;
+            r = udp_batch::send_segments(fd, to, parts, seg);
+        }
+        if r.as_ref().is_err_and(too_big) {
+            // Larger than the interface: the kernel queued the MTU for uTP to read.
+            self.errors_pending = true;
+        }
+        r
+    }
+
+    /// Sends one datagram without blocking; whether the kernel took it.
+    pub(crate) fn send_one(&mut self, to: SocketAddr, payload: &[u8]) -> bool {
+        self.send_single(to, payload).is_ok()
+    }
+
+    fn send_single(&mut self, to: SocketAddr, payload: &[u8]) -> io::Result<usize> {
+        match self.dest(to) {
+            Some(to) => self.send_parts(to, &[payload], None),
+            None => Err(io::ErrorKind::InvalidInput.into()),
+        }
+    }
+
+    /// Sends uTP's datagrams: each run to one peer of equal sizes ([`udp_batch::run_len`])
+    /// in one GSO send while the kernel allows. A refused run ([`udp_batch::gso_unsupported`])
+    /// goes datagram by datagram, and GSO is switched off for the socket unless one of
+    /// them was itself too big (`EMSGSIZE`: a path MTU probe larger than the interface,
+    /// which the kernel refuses as a GSO segment with `EINVAL`). Returns how many datagrams
+    /// went out and how many the kernel refused.
+    pub(crate) fn send_batch(&mut self, batch: &[crate::utp::Transmit]) -> (u64, u64) {
+        let (mut sent, mut unsent) = (0, 0);
+        let mut i = 0;
+        while let Some(rest) = batch.get(i..) {
+            if rest.is_empty() {
+                break;
+            }
+            let n = udp_batch::run_len(rest, |t| (t.to, t.payload.len()));
+            let run = &rest[..n];
+            i += n;
+            let mut refused = false;
+            if let ([first, _, ..], true) = (run, self.gso) {
+                if let Some(to) = self.dest(first.to) {
+                    let mut parts = [&[][..]; udp_batch::MAX_SEGMENTS];
+                    for (p, t) in parts.iter_mut().zip(run) {
+                        *p = &t.payload;
+                    }
+                    let seg = u16::try_from(first.payload.len()).ok();
+                    match self.send_parts(to, &parts[..n], seg) {
+                        Ok(_) => {
+                            sent += n as u64;
+                            continue;
+                        }
+                        Err(e) if udp_batch::gso_unsupported(&e) => refused = true,
+                        Err(_) => {
+                            unsent += n as u64;
+                            continue;
+                        }
+                    }
+                }
+            }
+            let mut any_too_big = false;
+            for t in run {
+                match self.send_single(t.to, &t.payload) {
+                    Ok(_) => sent += 1,
+                    Err(e) => {
+                        any_too_big |= too_big(&e);
+                        unsent += 1;
+                    }
+                }
+            }
+            if refused && !any_too_big {
+                self.gso = false;
+            }
+        }
+        (sent, unsent)
     }
 
     /// `to` as this socket sends to it: IPv4 mapped on a dual-stack socket; `None` for an
@@ -93,6 +205,11 @@ impl Udp {
             (to, _) => Some(to),
         }
     }
+}
+
+/// Whether a send failed for its size (larger than the interface, don't-fragment set).
+fn too_big(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EMSGSIZE)
 }
 
 /// `addr` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a dual-stack socket
@@ -215,58 +332,51 @@ impl<P: Protocol> LoopCore<P> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // ICMP errors (port unreachable) surface here; the next datagram is fine.
-                Err(_) => continue,
+                // A queued ICMP error (port unreachable) surfaces here once: read the queue;
+                // the next datagram is fine.
+                Err(_) => {
+                    self.drain_udp_errors(now);
+                }
             }
         }
         true
     }
 
-    /// Sends uTP's datagrams: each run to one peer of equal sizes ([`udp_batch::run_len`])
-    /// in one GSO send where the kernel allows, else one by one; counted as
-    /// [`Self::send_to`] does.
-    pub(crate) fn send_transmits(&mut self, batch: &mut Vec<crate::utp::Transmit>) {
-        let mut i = 0;
-        while let Some(rest) = batch.get(i..) {
-            if rest.is_empty() {
-                break;
-            }
-            let n = udp_batch::run_len(rest, |t| (t.to, t.payload.len()));
-            let run = &rest[..n];
-            let sent = match (self.udp.as_mut(), run) {
-                (Some(udp), [first, _, ..]) if udp.gso => match udp.dest(first.to) {
-                    Some(to) => {
-                        let mut parts = [&[][..]; udp_batch::MAX_SEGMENTS];
-                        for (p, t) in parts.iter_mut().zip(run) {
-                            *p = &t.payload;
-                        }
-                        let seg = u16::try_from(first.payload.len()).ok();
-                        match udp_batch::send_segments(udp.socket.as_raw_fd(), to, &parts[..n], seg)
-                        {
-                            Ok(_) => {
-                                self.stats.datagrams_sent += n as u64;
-                                true
-                            }
-                            Err(e) if udp_batch::gso_unsupported(&e) => {
-                                udp.gso = false;
-                                false
-                            }
-                            Err(_) => {
-                                self.stats.datagrams_unsent += n as u64;
-                                true
-                            }
-                        }
-                    }
-                    None => false,
-                },
-                _ => false,
+    /// Reads up to [`udp_batch::MAX_ERRORS_PER_DRAIN`] entries of the UDP socket's error
+    /// queue (ICMP errors about datagrams we sent) and hands what they mean to uTP; the DHT
+    /// is not told (its own timeouts retire a dead node). Returns whether the limit stopped
+    /// it (more may be queued: the next error reported reads them).
+    pub(crate) fn drain_udp_errors(&mut self, now: Time) -> bool {
+        for _ in 0..udp_batch::MAX_ERRORS_PER_DRAIN {
+            let Some(udp) = self.udp.as_ref() else {
+                return false;
             };
-            if !sent {
-                for t in run {
-                    self.send_to(t.to, &t.payload);
+            match udp_batch::recv_error(udp.socket.as_raw_fd()) {
+                Ok(e) => {
+                    self.stats.udp_errors += 1;
+                    if let (Some(to), Some(pe)) = (e.to, udp_batch::path_error(&e)) {
+                        self.utp_path_error(unmap(to), pe, now);
+                    }
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => continue,
+                // Empty (or no error queue at all).
+                Err(_) => return false,
             }
-            i += n;
+        }
+        true
+    }
+
+    /// Sends uTP's datagrams ([`Udp::send_batch`]), counted as [`Self::send_to`] does.
+    pub(crate) fn send_transmits(&mut self, batch: &mut Vec<crate::utp::Transmit>) {
+        match self.udp.as_mut() {
+            Some(udp) => {
+                let (sent, unsent) = udp.send_batch(batch);
+                self.stats.datagrams_sent += sent;
+                self.stats.datagrams_unsent += unsent;
+                self.after_send();
+            }
+            None => self.stats.datagrams_unsent += batch.len() as u64,
         }
         batch.clear();
     }
@@ -279,17 +389,24 @@ impl<P: Protocol> LoopCore<P> {
 
     /// Sends one datagram on the UDP socket without blocking (see [`Self::send_datagram`]).
     pub(crate) fn send_to(&mut self, to: SocketAddr, payload: &[u8]) {
-        let Some(udp) = self.udp.as_ref() else {
+        let sent = self.udp.as_mut().is_some_and(|u| u.send_one(to, payload));
+        if sent {
+            self.stats.datagrams_sent += 1;
+        } else {
             self.stats.datagrams_unsent += 1;
-            return;
-        };
-        let Some(to) = udp.dest(to) else {
-            self.stats.datagrams_unsent += 1;
-            return;
-        };
-        match udp.socket.send_to(payload, to) {
-            Ok(_) => self.stats.datagrams_sent += 1,
-            Err(_) => self.stats.datagrams_unsent += 1,
+        }
+        self.after_send();
+    }
+
+    /// Reads the error queue if a send said it holds something.
+    fn after_send(&mut self) {
+        if self
+            .udp
+            .as_mut()
+            .is_some_and(|u| std::mem::take(&mut u.errors_pending))
+        {
+            let now = self.now();
+            self.drain_udp_errors(now);
         }
     }
 
@@ -447,5 +564,113 @@ pub(crate) trait LoopIo<P: Protocol>: Sized {
         self.core().utp_timeout(now);
         self.process(on_event);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::utp::{Endpoint, EndpointConfig, Transmit as UtpTransmit, UtpEvent};
+
+    /// Reads every datagram waiting on `udp`: (sender, datagram, whether its receive held
+    /// more than one).
+    fn receive(udp: &mut Udp) -> Vec<(SocketAddr, Vec<u8>, bool)> {
+        let mut out = Vec::new();
+        loop {
+            match udp_batch::recv(udp.socket.as_raw_fd(), &mut udp.buf) {
+                Ok(r) => {
+                    let (Some(from), Some(data)) = (r.from, udp.buf.get(..r.len)) else {
+                        continue;
+                    };
+                    let parts: Vec<&[u8]> = udp_batch::segments(data, r.segment).collect();
+                    let many = parts.len() > 1;
+                    out.extend(parts.into_iter().map(|d| (from, d.to_vec(), many)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return out,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // An ICMP error reported once (none expected here): the next read is fine.
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn udp() -> Udp {
+        Udp::new(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap()
+    }
+
+    /// A kernel (or device) that refuses GSO, as some do with `EIO`: the first run it
+    /// refuses switches GSO off for the socket, that run and every later datagram go one
+    /// `sendmsg` each (each arrives as a receive of its own), and a uTP transfer over real
+    /// loopback sockets completes byte-exact.
+    #[test]
+    fn refused_gso_falls_back_to_one_datagram_each() {
+        let (mut ua, mut ub) = (udp(), udp());
+        ua.refuse_gso = Some(libc::EIO);
+        let addr_a = ua.socket.local_addr().unwrap();
+        let addr_b = ub.socket.local_addr().unwrap();
+        let mut a = Endpoint::new(EndpointConfig::default(), 1);
+        let mut b = Endpoint::new(EndpointConfig::default(), 2);
+        let epoch = Instant::now();
+        let now = || Time::from_micros(epoch.elapsed().as_micros() as u64);
+        let ha = a.connect(addr_b, now()).unwrap();
+        let data: Vec<u8> = (0..(2u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let (mut written, mut got) = (0, Vec::new());
+        let mut hb = None;
+        let (mut a_sent, mut a_unsent, mut runs, mut b_received, mut b_coalesced) = (0, 0, 0, 0, 0);
+        let mut buf = vec![0u8; 1 << 16];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while got.len() < data.len() && Instant::now() < deadline {
+            let t = now();
+            if let Some(rest) = data.get(written..) {
+                written += a.write(ha, rest, t);
+            }
+            let batch: Vec<UtpTransmit> = std::iter::from_fn(|| a.poll_transmit()).collect();
+            runs += usize::from(
+                batch.len() > 1 && udp_batch::run_len(&batch, |x| (x.to, x.payload.len())) > 1,
+            );
+            let (s, u) = ua.send_batch(&batch);
+            (a_sent, a_unsent) = (a_sent + s, a_unsent + u);
+            let batch: Vec<UtpTransmit> = std::iter::from_fn(|| b.poll_transmit()).collect();
+            ub.send_batch(&batch);
+            for (from, d, many) in receive(&mut ub) {
+                b_received += 1;
+                b_coalesced += u64::from(many);
+                b.handle_datagram(from, &d, now());
+            }
+            for (from, d, _) in receive(&mut ua) {
+                a.handle_datagram(from, &d, now());
+            }
+            let t = now();
+            a.handle_timeout(t);
+            b.handle_timeout(t);
+            while let Some(e) = b.poll_event() {
+                if let UtpEvent::Incoming(h, from) = e {
+                    assert_eq!(from, addr_a);
+                    hb = Some(h);
+                }
+            }
+            while a.poll_event().is_some() {}
+            if let Some(h) = hb {
+                loop {
+                    let n = b.read(h, &mut buf, now());
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        assert!(got == data, "{} of {} bytes arrived", got.len(), data.len());
+        assert!(runs > 0, "the endpoint made GSO runs");
+        assert!(!ua.gso(), "GSO switched off at the refusal");
+        assert!(ub.gso(), "the other socket kept it");
+        assert_eq!(a_unsent, 0, "every datagram went out");
+        assert!(a_sent as usize >= data.len() / 1418);
+        assert_eq!(
+            b_coalesced, 0,
+            "one datagram per send: none arrived coalesced"
+        );
+        assert!(b_received <= a_sent);
     }
 }

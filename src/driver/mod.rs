@@ -57,6 +57,9 @@ pub struct LoopStats {
     pub datagrams_sent: u64,
     /// Datagrams the kernel refused (a full send buffer, an unreachable address): dropped.
     pub datagrams_unsent: u64,
+    /// Entries read from the UDP socket's error queue: ICMP errors about datagrams we sent
+    /// (port or host unreachable, too big), which end or steer uTP connections.
+    pub udp_errors: u64,
     /// The uTP connections this loop's protocol holds, and their traffic.
     pub utp: UtpStats,
 }

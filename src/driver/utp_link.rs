@@ -23,8 +23,10 @@
 //! Outgoing dials follow the [`Transport`] policy as libtorrent does: uTP first when it is
 //! allowed, and with [`Transport::Both`] a uTP dial that fails (no answer to the SYNs within
 //! about three seconds, or a reset) is retried over TCP at once, and the address is
-//! remembered (bounded) so later dials to it go straight to TCP. Incoming connections are
-//! accepted on both transports the policy allows.
+//! remembered (bounded) so later dials to it go straight to TCP. A dial answered by an ICMP
+//! error (port or host unreachable, read from the socket's error queue) fails at once, so the
+//! fallback does not wait. Incoming connections are accepted on both transports the policy
+//! allows.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -461,6 +463,15 @@ impl<P: Protocol> LoopCore<P> {
         self.utp.stats.packets_received += 1;
         host.endpoint.handle_datagram(unmap(from), data, now);
         true
+    }
+
+    /// The network reported `peer` unreachable (an ICMP error from the socket's error
+    /// queue): the endpoint ends the connections it concerns, and a dial so ended falls back
+    /// to TCP at once.
+    pub(crate) fn utp_path_error(&mut self, peer: SocketAddr, e: crate::utp::PathError, now: Time) {
+        if let Some(host) = self.utp.host.as_mut() {
+            host.endpoint.handle_path_error(peer, e, now);
+        }
     }
 
     /// Runs the endpoint's timers when due.

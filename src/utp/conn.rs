@@ -34,12 +34,14 @@
 //!
 //! ## Payload size
 //!
-//! Packets carry at most `max_payload` bytes (default [`DEFAULT_MAX_PAYLOAD`]), a fixed,
-//! conservative size instead of path-MTU probing: 1200 bytes of payload plus 20 of header,
-//! 8 of UDP and 40 of IPv6 stay under IPv6's minimum MTU of 1280, so no packet is fragmented
-//! or black-holed on any path either family can take, and the first packets of a connection
-//! (a BitTorrent handshake) never wait for a probe. The price is about 10% more packets than
-//! 1400-byte payloads on an Ethernet path; a driver that knows the path (loopback) may raise it.
+//! Packets start at `max_payload` bytes (default [`DEFAULT_MAX_PAYLOAD`]), a conservative
+//! size: 1200 bytes of payload plus 20 of header, 8 of UDP and 40 of IPv6 stay under IPv6's
+//! minimum MTU of 1280 (as QUIC's floor does), so the first packets of a connection (a
+//! BitTorrent handshake) never wait for a probe and pass on any path either family can take.
+//! IPv4's 576-byte minimum is not used as the floor: no path a BitTorrent peer is reached on
+//! is that small, and it would cost twice the packets. From there path MTU discovery
+//! ([`super::mtu`]) probes up towards `path_mtu` (1500, Ethernet: 1418 bytes of payload over
+//! IPv4, 1398 over IPv6, leaving room for the largest selective ack).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -48,7 +50,8 @@ use std::time::Duration;
 use crate::core::Time;
 
 use super::ledbat::Ledbat;
-use super::packet::{encode, Header, Packet, Type, MAX_SACK_LEN};
+use super::mtu::{payload_for_mtu, MtuSearch, MtuStats, UTP_OVERHEAD};
+use super::packet::{encode, encode_padded, Header, Packet, Type, MAX_PADDING, MAX_SACK_LEN};
 
 /// The default payload per packet (see the module doc).
 pub const DEFAULT_MAX_PAYLOAD: usize = 1200;
@@ -92,6 +95,10 @@ pub struct UtpConfig {
     pub delayed_ack: Duration,
     /// How long a closed connection waits for the peer to acknowledge our FIN.
     pub fin_timeout: Duration,
+    /// The largest IP packet the path is assumed to carry at best: path MTU discovery
+    /// searches between `max_payload` and what this leaves for a payload. At most
+    /// `max_payload` turns discovery off.
+    pub path_mtu: usize,
 }
 
 impl Default for UtpConfig {
@@ -107,6 +114,7 @@ impl Default for UtpConfig {
             max_timeouts: 4,
             delayed_ack: Duration::from_millis(20),
             fin_timeout: Duration::from_secs(10),
+            path_mtu: 1500,
         }
     }
 }
@@ -135,6 +143,9 @@ pub enum CloseReason {
     Timeout,
     /// The application aborted it (RESET sent).
     Aborted,
+    /// The network said the peer cannot be reached (an ICMP error the driver read: port
+    /// unreachable, or host unreachable during the handshake).
+    Unreachable,
 }
 
 /// What a connection tells its owner.
@@ -165,6 +176,8 @@ struct Outgoing {
     sacked: bool,
     /// Declared lost and waiting to be resent.
     resend: bool,
+    /// A path MTU probe: its first transmission is padded to this payload size (0: none).
+    probe: usize,
 }
 
 /// Counters one connection keeps, for tests and metrics.
@@ -235,7 +248,11 @@ pub struct Connection {
     ack_due: Option<Time>,
     /// The endpoint has listed this connection as owing an ack ([`super::Endpoint`]).
     pub(super) ack_listed: bool,
+    /// The deadline the endpoint's heap has for this connection ([`super::Endpoint`]).
+    pub(super) scheduled: Option<Time>,
     window_was_closed: bool,
+    // --- path MTU
+    mtu: MtuSearch,
     // --- out
     out: VecDeque<Vec<u8>>,
     events: VecDeque<ConnEvent>,
@@ -271,7 +288,10 @@ impl Connection {
             config.target_delay,
             config.gain,
         );
+        // The ceiling leaves room for the padding a probe of it needs beside a full packet.
+        let ceiling = payload_for_mtu(config.path_mtu, peer.is_ipv6()).min(mss + MAX_PADDING);
         Connection {
+            mtu: MtuSearch::new(mss, ceiling),
             state: State::SynSent,
             peer,
             recv_id,
@@ -308,6 +328,7 @@ impl Connection {
             ack_deadline: None,
             ack_due: None,
             ack_listed: false,
+            scheduled: None,
             window_was_closed: false,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -368,6 +389,48 @@ impl Connection {
     /// The congestion window, in bytes.
     pub fn window(&self) -> usize {
         self.cc.window()
+    }
+
+    /// The payload new packets carry (path MTU discovery's floor).
+    pub fn payload_size(&self) -> usize {
+        self.mtu.size()
+    }
+
+    /// Path MTU discovery's counters.
+    pub fn mtu_stats(&self) -> MtuStats {
+        self.mtu.stats()
+    }
+
+    /// Path MTU discovery's ceiling now.
+    pub fn mtu_ceiling(&self) -> usize {
+        self.mtu.ceiling()
+    }
+
+    /// The network said a packet to the peer was too big: `mtu`, the IP MTU it named, if
+    /// any, caps the packets from now on; a probe it concerns is resent without padding at
+    /// once (no window cut: the path's size is not congestion).
+    pub fn handle_too_big(&mut self, mtu: Option<u32>, now: Time) {
+        if matches!(self.state, State::Closed(_)) {
+            return;
+        }
+        let payload = mtu.map(|m| payload_for_mtu(m as usize, self.peer.is_ipv6()));
+        if let Some(seq) = self.mtu.too_big(payload) {
+            self.probe_lost(seq);
+            self.flush(now);
+        }
+    }
+
+    /// Marks the probe `seq` for a resend (unpadded); not a congestion signal.
+    fn probe_lost(&mut self, seq: u16) {
+        if let Some(o) = self.inflight.iter_mut().find(|o| o.seq == seq) {
+            if !o.sacked && !o.resend && o.transmissions > 0 {
+                o.resend = true;
+                if o.counted {
+                    o.counted = false;
+                    self.bytes_in_flight = self.bytes_in_flight.saturating_sub(o.payload.len());
+                }
+            }
+        }
     }
 
     /// The current retransmission timeout.
@@ -433,6 +496,20 @@ impl Connection {
         }
         self.close_deadline = Some(now + self.config.fin_timeout);
         self.flush(now);
+    }
+
+    /// The network reported the peer unreachable (an ICMP error). `hard` (port unreachable:
+    /// nothing listens there, a killed peer) ends the connection at once whatever its state;
+    /// a soft one (host or network unreachable, which routing may mend, as TCP treats them)
+    /// ends only a connection still in its handshake, so a dial gives up at once instead of
+    /// resending SYNs for three seconds, and an established one keeps its timers. Returns
+    /// whether it ended.
+    pub fn handle_unreachable(&mut self, hard: bool) -> bool {
+        if matches!(self.state, State::Closed(_)) || !(hard || self.state == State::SynSent) {
+            return false;
+        }
+        self.finish(CloseReason::Unreachable);
+        true
     }
 
     /// Tears the connection down at once with a RESET.
@@ -535,7 +612,14 @@ impl Connection {
     }
 
     fn packet(&self, kind: Type, seq: u16, sack: &[u8], payload: &[u8], now: Time) -> Vec<u8> {
-        let header = Header {
+        let header = self.header(kind, seq, now);
+        let mut out = Vec::new();
+        encode(&header, sack, payload, &mut out);
+        out
+    }
+
+    fn header(&self, kind: Type, seq: u16, now: Time) -> Header {
+        Header {
             kind,
             conn_id: if kind == Type::Syn {
                 self.recv_id
@@ -547,10 +631,7 @@ impl Connection {
             wnd_size: u32::try_from(self.advertised_window()).unwrap_or(u32::MAX),
             seq_nr: seq,
             ack_nr: self.ack_nr,
-        };
-        let mut out = Vec::new();
-        encode(&header, sack, payload, &mut out);
-        out
+        }
     }
 
     fn send_state(&mut self, now: Time) {
@@ -577,6 +658,7 @@ impl Connection {
             counted: false,
             sacked: false,
             resend: true,
+            probe: 0,
         });
     }
 
@@ -614,7 +696,8 @@ impl Connection {
         }
         if self.state == State::Connected {
             while !self.unsent.is_empty() && self.inflight.len() < MAX_INFLIGHT {
-                let len = self.unsent.len().min(self.config.max_payload.max(1));
+                let size = self.mtu.size();
+                let len = self.unsent.len().min(size);
                 let window_ok = self.fits(len)
                     && (self.send_window() >= len
                         || self.bytes_in_flight == 0 && self.peer_wnd > 0);
@@ -626,6 +709,15 @@ impl Connection {
                 self.unsent.drain(..len);
                 self.push_packet(Type::Data, payload, now);
                 let last = self.inflight.len() - 1;
+                // A full packet may go as the path MTU probe, padded to the probe's size.
+                if len == size {
+                    if let Some(probe) = self.mtu.next_probe(now).filter(|&p| p > size) {
+                        if let Some(o) = self.inflight.get_mut(last) {
+                            o.probe = probe;
+                            self.mtu.sent(o.seq, probe);
+                        }
+                    }
+                }
                 self.transmit(last, now);
             }
             if self.write_blocked && self.unsent.len() < self.config.send_buffer / 2 {
@@ -665,7 +757,13 @@ impl Connection {
             return;
         };
         let (kind, seq) = (p.kind, p.seq);
-        let bytes = {
+        let bytes = if p.probe > 0 && p.transmissions == 0 {
+            // As big as the largest packet of the probe's payload (with a full sack).
+            let mut b = Vec::new();
+            let header = self.header(kind, seq, now);
+            encode_padded(&header, &sack, &p.payload, p.probe + UTP_OVERHEAD, &mut b);
+            b
+        } else {
             let payload = &p.payload;
             self.packet(kind, seq, &sack, payload, now)
         };
@@ -759,7 +857,7 @@ impl Connection {
         // Packets newly acknowledged by the cumulative ack.
         let n = usize::from(h.ack_nr.wrapping_sub(base).wrapping_add(1));
         let n = if n <= self.inflight.len() { n } else { 0 };
-        let was_full = self.bytes_in_flight + self.config.max_payload > self.send_window();
+        let was_full = self.bytes_in_flight + self.mtu.size() > self.send_window();
         let mut acked_bytes = 0;
         let mut rtt_sample = None;
         for _ in 0..n {
@@ -787,6 +885,11 @@ impl Connection {
                     if o.transmissions == 1 && rtt_sample.is_none() {
                         rtt_sample = Some(now.saturating_since(o.sent_at));
                     }
+                    if o.transmissions == 1 {
+                        self.mtu.acked(o.seq);
+                    } else {
+                        self.mtu.lost(o.seq);
+                    }
                     o.payload = Vec::new();
                 }
             }
@@ -809,7 +912,10 @@ impl Connection {
                             self.bytes_in_flight =
                                 self.bytes_in_flight.saturating_sub(o.payload.len());
                         }
-                        any = true;
+                        // A lost path MTU probe says the path is smaller, not congested.
+                        if !self.mtu.lost(o.seq) {
+                            any = true;
+                        }
                     }
                 }
                 if any {
@@ -836,7 +942,9 @@ impl Connection {
                                 self.bytes_in_flight.saturating_sub(o.payload.len());
                         }
                         self.stats.fast_resends += 1;
-                        self.cut_window();
+                        if !self.mtu.lost(o.seq) {
+                            self.cut_window();
+                        }
                     }
                 }
             }
@@ -881,6 +989,9 @@ impl Connection {
         }
         if o.transmissions == 1 {
             *rtt = Some(now.saturating_since(o.sent_at));
+            self.mtu.acked(o.seq);
+        } else {
+            self.mtu.lost(o.seq);
         }
         o.payload.len()
     }
@@ -1064,10 +1175,23 @@ impl Connection {
             let _ = now;
             return;
         }
+        // Only the path MTU probe outstanding: it was too big, not a congestion loss. It is
+        // resent without padding, and the timer neither backs off nor counts towards giving up.
+        let unacked = |o: &&Outgoing| !o.sacked && o.transmissions > 0;
+        if let Some((seq, _)) = self.mtu.probe() {
+            let mut out = self.inflight.iter().filter(unacked);
+            if out.next().is_some_and(|o| o.seq == seq) && out.next().is_none() {
+                self.timeouts -= 1;
+                self.mtu.lost(seq);
+                self.probe_lost(seq);
+                return;
+            }
+        }
         if self.timeouts > self.config.max_timeouts {
             self.finish(CloseReason::Timeout);
             return;
         }
+        self.mtu.timed_out(self.timeouts);
         self.rto = (self.rto * 2).min(MAX_RTO);
         if self.inflight.is_empty() {
             // Nothing in flight: the peer's window was closed. Probe it with one packet.
@@ -1080,6 +1204,7 @@ impl Connection {
             if !o.sacked && o.transmissions > 0 {
                 o.resend = true;
                 o.counted = false;
+                self.mtu.lost(o.seq);
             }
         }
         self.bytes_in_flight = 0;

@@ -1,6 +1,6 @@
 //! A driver for fuzzing: runs two [`Endpoint`]s joined by a link the script controls, and
 //! lets the script inject arbitrary datagrams, datagrams with a real connection's ids and
-//! sequence numbers (so the stream paths are reached), writes, reads, closes and time passing.
+//! sequence numbers (so the stream paths are reached), writes, reads, closes, time passing and ICMP errors (path errors).
 //! `fuzz/fuzz_targets/utp.rs` feeds it libFuzzer's inputs; a unit test feeds it random bytes.
 //! Nothing a peer sends may panic the endpoint, and what it holds stays bounded.
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::core::Time;
 
 use super::packet::{self, Header, Type};
-use super::{conn, Endpoint, EndpointConfig, UtpEvent, UtpHandle};
+use super::{conn, Endpoint, EndpointConfig, PathError, UtpEvent, UtpHandle};
 
 /// Plays `data` as a script (`[op, len, bytes...]` steps); panics only if an invariant
 /// breaks or the endpoint itself panics.
@@ -125,9 +125,26 @@ pub fn run_script(data: &[u8]) {
                 b.handle_datagram(a_addr, &p, now);
                 a.handle_datagram(b_addr, &p, now);
             }
-            // Time passes.
+            // Time passes, and the network may say something about the path to b (an ICMP
+            // error as the driver reads it: too big with any MTU, unreachable).
             _ => {
                 now += Duration::from_millis(u64::from(body.first().copied().unwrap_or(1)) * 40);
+                let mtu = u32::from_le_bytes([
+                    body.get(2).copied().unwrap_or(0),
+                    body.get(3).copied().unwrap_or(0),
+                    0,
+                    0,
+                ]);
+                let error = match body.get(1).map(|b| b % 16) {
+                    Some(1..=4) => Some(PathError::TooBig { mtu: Some(mtu) }),
+                    Some(5) => Some(PathError::TooBig { mtu: None }),
+                    Some(6) => Some(PathError::HostUnreachable),
+                    Some(7) => Some(PathError::PortUnreachable),
+                    _ => None,
+                };
+                if let Some(error) = error {
+                    a.handle_path_error(b_addr, error, now);
+                }
                 a.handle_timeout(now);
                 b.handle_timeout(now);
             }
@@ -157,7 +174,12 @@ fn check(e: &Endpoint) {
             c.readable_len() <= cfg.recv_buffer,
             "receive buffer over the bound"
         );
-        assert!(c.bytes_in_flight() <= cfg.send_buffer + cfg.max_payload * 2);
+        assert!(c.bytes_in_flight() <= cfg.send_buffer + c.payload_size() * 2);
     }
     assert!(e.transmits.len() <= 100_000, "unbounded output");
+    assert_eq!(e.poll_timeout(), e.poll_timeout_by_scan(), "deadline heap");
+    assert!(
+        e.deadlines.len() <= 2 * e.len() + 65,
+        "deadline heap unbounded"
+    );
 }

@@ -11,6 +11,7 @@
 //! - [`packet`]: the codec (header, selective-ack extension).
 //! - [`conn`]: one connection (handshake, stream, acks, retransmission, close).
 //! - [`ledbat`]: the congestion window.
+//! - [`mtu`]: path MTU discovery (probes padded to size, the floor and ceiling they move).
 //! - this module: [`Endpoint`], the connections of one socket filed by (address, receive id),
 //!   and the bounds on what strangers can make it hold.
 //!
@@ -26,12 +27,14 @@
 pub mod conn;
 pub mod fuzz;
 pub mod ledbat;
+pub mod mtu;
 pub mod packet;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -114,6 +117,29 @@ pub struct EndpointStats {
     pub syns_refused: u64,
     /// Connections accepted.
     pub accepted: u64,
+    /// Path errors reported ([`Endpoint::handle_path_error`]), for our peers or not.
+    pub path_errors: u64,
+    /// Connections they ended.
+    pub unreachable: u64,
+}
+
+/// What the network said about the path to an address: an ICMP error (or a local one) the
+/// driver read from the socket's error queue (`IP_RECVERR`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathError {
+    /// Port unreachable: nothing listens there (a killed peer). A hard error: every
+    /// connection to the address ends at once.
+    PortUnreachable,
+    /// Host or network unreachable, or prohibited: a soft error (routing may mend it, as TCP
+    /// treats it); only connections to the address still in their handshake end.
+    HostUnreachable,
+    /// A datagram was too big for the path (ICMP "fragmentation needed" or "packet too
+    /// big", or the kernel refusing a send larger than the interface): `mtu` is the IP MTU
+    /// named, if any. Path MTU discovery of the connections to the address takes it.
+    TooBig {
+        /// The IP MTU.
+        mtu: Option<u32>,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -130,6 +156,8 @@ pub struct Endpoint {
     next_handle: u64,
     conns: HashMap<UtpHandle, Connection>,
     by_id: HashMap<(SocketAddr, u16), UtpHandle>,
+    /// The connections to each address, for path errors (which name an address only).
+    by_peer: HashMap<SocketAddr, Vec<UtpHandle>>,
     syn_buckets: HashMap<IpAddr, Bucket>,
     /// Insertion order of `syn_buckets`, to drop the oldest when full.
     syn_order: BTreeMap<(Time, u64), IpAddr>,
@@ -140,6 +168,12 @@ pub struct Endpoint {
     acks: Vec<UtpHandle>,
     events: VecDeque<UtpEvent>,
     stats: EndpointStats,
+    /// Each connection's next deadline, earliest first. An entry is current while its
+    /// connection's `scheduled` holds the same time; others are stale and skipped (lazy
+    /// invalidation). The top is always current (see [`Self::tidy`]).
+    deadlines: BinaryHeap<Reverse<(Time, UtpHandle)>>,
+    /// The counters of connections already forgotten, for [`Self::conn_totals`].
+    closed_totals: ConnStats,
 }
 
 impl Endpoint {
@@ -151,6 +185,7 @@ impl Endpoint {
             next_handle: 1,
             conns: HashMap::new(),
             by_id: HashMap::new(),
+            by_peer: HashMap::new(),
             syn_buckets: HashMap::new(),
             syn_order: BTreeMap::new(),
             syn_seq: 0,
@@ -158,12 +193,24 @@ impl Endpoint {
             acks: Vec::new(),
             events: VecDeque::new(),
             stats: EndpointStats::default(),
+            deadlines: BinaryHeap::new(),
+            closed_totals: ConnStats::default(),
         }
     }
 
     /// Counters.
     pub fn stats(&self) -> EndpointStats {
         self.stats
+    }
+
+    /// Every connection's counters added up, those already closed included (the simulator
+    /// reports them). A scan of the open connections.
+    pub fn conn_totals(&self) -> ConnStats {
+        let mut t = self.closed_totals;
+        for c in self.conns.values() {
+            add_stats(&mut t, &c.stats());
+        }
+        t
     }
 
     /// Connections open now.
@@ -201,6 +248,7 @@ impl Endpoint {
         let h = self.handle();
         let c = Connection::connect(self.config.conn.clone(), peer, recv_id, now);
         self.by_id.insert((peer, recv_id), h);
+        self.by_peer.entry(peer).or_default().push(h);
         self.conns.insert(h, c);
         self.collect(h);
         Ok(h)
@@ -240,10 +288,39 @@ impl Endpoint {
         let c = Connection::accept(self.config.conn.clone(), from, h, first_seq, now);
         let handle = self.handle();
         self.by_id.insert(key, handle);
+        self.by_peer.entry(from).or_default().push(handle);
         self.conns.insert(handle, c);
         self.stats.accepted += 1;
         self.events.push_back(UtpEvent::Incoming(handle, from));
         self.collect(handle);
+    }
+
+    /// Takes what the network said about the path to `peer` (see [`PathError`]); connections
+    /// it ends report [`CloseReason::Unreachable`]. An address with no connection is
+    /// ignored (the DHT's traffic shares the socket).
+    pub fn handle_path_error(&mut self, peer: SocketAddr, error: PathError, now: Time) {
+        self.stats.path_errors += 1;
+        let handles = self.by_peer.get(&peer).cloned().unwrap_or_default();
+        for h in handles {
+            let ended = match error {
+                PathError::TooBig { mtu } => {
+                    if let Some(c) = self.conns.get_mut(&h) {
+                        c.handle_too_big(mtu, now);
+                    }
+                    false
+                }
+                PathError::PortUnreachable | PathError::HostUnreachable => {
+                    let hard = error == PathError::PortUnreachable;
+                    self.conns
+                        .get_mut(&h)
+                        .is_some_and(|c| c.handle_unreachable(hard))
+                }
+            };
+            if ended {
+                self.stats.unreachable += 1;
+            }
+            self.collect(h);
+        }
     }
 
     fn syn_allowed(&mut self, ip: IpAddr, now: Time) -> bool {
@@ -279,12 +356,22 @@ impl Endpoint {
 
     /// Runs every connection's timers that are due.
     pub fn handle_timeout(&mut self, now: Time) {
-        let due: Vec<UtpHandle> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(h, _)| *h)
-            .collect();
+        let mut due = Vec::new();
+        while let Some(&Reverse((t, h))) = self.deadlines.peek() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(c) = self.conns.get_mut(&h) {
+                if c.scheduled == Some(t) {
+                    c.scheduled = None;
+                    due.push(h);
+                }
+            }
+        }
+        // In handle order, not the heap's: the packets go out in the same order on every run
+        // with the same input (the simulator replays event for event).
+        due.sort_unstable();
         for h in due {
             if let Some(c) = self.conns.get_mut(&h) {
                 c.handle_timeout(now);
@@ -299,6 +386,7 @@ impl Endpoint {
             self.syn_order.remove(&(at, seq));
             self.syn_buckets.remove(&ip);
         }
+        self.tidy();
     }
 
     /// Queues bytes on a connection; returns how many it took.
@@ -342,11 +430,13 @@ impl Endpoint {
                 continue;
             };
             c.ack_listed = false;
-            if let Some(payload) = c.poll_ack() {
-                return Some(Transmit {
-                    to: c.peer(),
-                    payload,
-                });
+            let ack = c.poll_ack();
+            let to = c.peer();
+            // The ack cleared its timer: the deadline moves.
+            self.schedule(h);
+            self.tidy();
+            if let Some(payload) = ack {
+                return Some(Transmit { to, payload });
             }
         }
         None
@@ -357,13 +447,53 @@ impl Endpoint {
         self.events.pop_front()
     }
 
-    /// When [`Self::handle_timeout`] wants to run next (a scan of the connections, which
-    /// `max_connections` bounds).
+    /// When [`Self::handle_timeout`] wants to run next: the earliest of the connections'
+    /// deadlines, the top of a heap (not a scan of every connection each turn).
     pub fn poll_timeout(&self) -> Option<Time> {
+        self.deadlines.peek().map(|&Reverse((t, _))| t)
+    }
+
+    /// [`Self::poll_timeout`] by a scan of every connection, as it was before the heap: for
+    /// tests and the `utp_deadlines` bench, which compare the two.
+    #[doc(hidden)]
+    pub fn poll_timeout_by_scan(&self) -> Option<Time> {
         self.conns
             .values()
             .filter_map(Connection::poll_timeout)
             .min()
+    }
+
+    /// Files `h`'s deadline in the heap if it changed.
+    fn schedule(&mut self, h: UtpHandle) {
+        let Some(c) = self.conns.get_mut(&h) else {
+            return;
+        };
+        let t = c.poll_timeout();
+        if t != c.scheduled {
+            c.scheduled = t;
+            if let Some(t) = t {
+                self.deadlines.push(Reverse((t, h)));
+            }
+        }
+    }
+
+    /// Drops stale entries off the heap's top, so its top is current; rebuilds it when
+    /// stale entries outnumber the connections (each change of a deadline leaves one), so
+    /// it stays within twice the connections.
+    fn tidy(&mut self) {
+        if self.deadlines.len() > 2 * self.conns.len() + 64 {
+            self.deadlines = self
+                .conns
+                .iter()
+                .filter_map(|(&h, c)| c.scheduled.map(|t| Reverse((t, h))))
+                .collect();
+        }
+        while let Some(&Reverse((t, h))) = self.deadlines.peek() {
+            if self.conns.get(&h).is_some_and(|c| c.scheduled == Some(t)) {
+                break;
+            }
+            self.deadlines.pop();
+        }
     }
 
     /// Moves a connection's output into the endpoint's queues, and forgets it once closed.
@@ -392,9 +522,37 @@ impl Endpoint {
             });
         }
         if closed {
+            add_stats(&mut self.closed_totals, &c.stats());
             let key = (to, c.recv_id());
             self.conns.remove(&h);
             self.by_id.remove(&key);
+            if let Some(v) = self.by_peer.get_mut(&to) {
+                v.retain(|&x| x != h);
+                if v.is_empty() {
+                    self.by_peer.remove(&to);
+                }
+            }
+        } else {
+            self.schedule(h);
         }
+        self.tidy();
     }
+}
+
+/// Adds `b`'s counters to `a`'s (destructured, so that a new counter cannot be forgotten).
+fn add_stats(a: &mut ConnStats, b: &ConnStats) {
+    let ConnStats {
+        retransmits,
+        timeouts,
+        fast_resends,
+        dropped,
+        bytes_received,
+        bytes_acked,
+    } = *b;
+    a.retransmits += retransmits;
+    a.timeouts += timeouts;
+    a.fast_resends += fast_resends;
+    a.dropped += dropped;
+    a.bytes_received += bytes_received;
+    a.bytes_acked += bytes_acked;
 }

@@ -179,10 +179,36 @@ pub fn decode(datagram: &[u8]) -> Result<Packet<'_>, DecodeError> {
 /// (its length must be a multiple of 4, at most [`MAX_SACK_LEN`]; longer is cut), then the
 /// payload.
 pub fn encode(header: &Header, sack: &[u8], payload: &[u8], out: &mut Vec<u8>) {
+    encode_padded(header, sack, payload, 0, out);
+}
+
+/// The extension type of padding: unknown to BEP 29, so a peer skips it (libtorrent and
+/// libutp step over any extension by its length). Path MTU probes are padded with it.
+pub const PADDING_EXTENSION: u8 = 0x7e;
+
+/// The most padding one packet carries: the extensions left beside a selective ack, each
+/// up to 255 bytes with its two-byte head.
+pub const MAX_PADDING: usize = (MAX_EXTENSIONS - 1) * 257;
+
+/// As [`encode`], padded with [`PADDING_EXTENSION`]s to at least `size` bytes in all (one
+/// byte more where one is missing, the smallest extension being two), at most
+/// [`MAX_PADDING`] bytes of padding.
+pub fn encode_padded(header: &Header, sack: &[u8], payload: &[u8], size: usize, out: &mut Vec<u8>) {
     let sack = &sack[..sack.len().min(MAX_SACK_LEN) / 4 * 4];
-    out.reserve(HEADER_LEN + 2 + sack.len() + payload.len());
+    let plain = HEADER_LEN + if sack.is_empty() { 0 } else { 2 + sack.len() } + payload.len();
+    let mut pad = size.saturating_sub(plain).min(MAX_PADDING);
+    if pad == 1 {
+        pad = 2;
+    }
+    let start = out.len();
+    out.reserve(plain + pad);
+    let first_ext = match (sack.is_empty(), pad > 0) {
+        (false, _) => 1,
+        (true, true) => PADDING_EXTENSION,
+        (true, false) => 0,
+    };
     out.push((header.kind as u8) << 4 | VERSION);
-    out.push(if sack.is_empty() { 0 } else { 1 });
+    out.push(first_ext);
     out.extend_from_slice(&header.conn_id.to_be_bytes());
     out.extend_from_slice(&header.timestamp.to_be_bytes());
     out.extend_from_slice(&header.timestamp_diff.to_be_bytes());
@@ -190,11 +216,23 @@ pub fn encode(header: &Header, sack: &[u8], payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&header.seq_nr.to_be_bytes());
     out.extend_from_slice(&header.ack_nr.to_be_bytes());
     if !sack.is_empty() {
-        out.push(0);
+        out.push(if pad > 0 { PADDING_EXTENSION } else { 0 });
         out.push(sack.len() as u8);
         out.extend_from_slice(sack);
     }
+    while pad > 0 {
+        // Each extension takes 2..=257 bytes; never leave a single byte for the last.
+        let mut take = pad.min(257);
+        if pad - take == 1 {
+            take -= 1;
+        }
+        pad -= take;
+        out.push(if pad > 0 { PADDING_EXTENSION } else { 0 });
+        out.push((take - 2) as u8);
+        out.resize(out.len() + take - 2, 0);
+    }
     out.extend_from_slice(payload);
+    debug_assert!(out.len() - start >= size.min(plain + MAX_PADDING));
 }
 
 #[cfg(test)]
@@ -296,5 +334,41 @@ mod tests {
             chain.extend_from_slice(&[9, 0]);
         }
         assert_eq!(decode(&chain), Err(DecodeError::Extension));
+    }
+
+    #[test]
+    fn padding_reaches_the_size_and_decodes_to_the_same_packet() {
+        let h = header(Type::Data);
+        let payload = vec![7u8; 100];
+        for sack in [&[][..], &[1, 0, 0, 0][..]] {
+            let mut plain = Vec::new();
+            encode(&h, sack, &payload, &mut plain);
+            for size in [
+                0,
+                plain.len(),
+                plain.len() + 1,
+                plain.len() + 2,
+                500,
+                1300,
+                1420,
+            ] {
+                let mut out = Vec::new();
+                encode_padded(&h, sack, &payload, size, &mut out);
+                let want = if size == plain.len() + 1 {
+                    size + 1
+                } else {
+                    size.max(plain.len())
+                };
+                assert_eq!(out.len(), want, "size {size}, sack {}", sack.len());
+                let p = decode(&out).unwrap();
+                assert_eq!(p.header, h);
+                assert_eq!(p.sack, sack);
+                assert_eq!(p.payload, &payload[..]);
+            }
+        }
+        // Capped: never more padding than the decoder's extension limit reads.
+        let mut out = Vec::new();
+        encode_padded(&h, &[1, 0, 0, 0], &payload, 60_000, &mut out);
+        assert!(decode(&out).is_ok());
     }
 }

@@ -47,6 +47,17 @@ fn pair(config: EndpointConfig) -> (Endpoint, Endpoint, UtpHandle, UtpHandle) {
     (a, b, ha, hb)
 }
 
+/// The default config with path MTU discovery off: every packet carries 1200 bytes.
+fn fixed_size() -> EndpointConfig {
+    EndpointConfig {
+        conn: UtpConfig {
+            path_mtu: 0,
+            ..UtpConfig::default()
+        },
+        ..EndpointConfig::default()
+    }
+}
+
 #[test]
 fn handshake_follows_the_connection_id_rules() {
     let mut a = Endpoint::new(EndpointConfig::default(), 7);
@@ -181,6 +192,12 @@ struct Link {
     free_at: [Time; 2],
     /// The queuing delay of each packet a sent (microseconds), when `rate` is set.
     queued_us: Vec<u64>,
+    /// The path's IP MTU (IPv4): bigger datagrams are dropped, with a "fragmentation
+    /// needed" naming it back to the sender when `icmp`, silently (a black hole) if not.
+    mtu: Option<usize>,
+    icmp: bool,
+    /// Datagrams dropped as too big.
+    too_big: u64,
 }
 
 impl Link {
@@ -205,12 +222,23 @@ impl Link {
             rate: None,
             free_at: [Time::ZERO; 2],
             queued_us: Vec::new(),
+            mtu: None,
+            icmp: false,
+            too_big: 0,
         }
     }
 
     fn collect(&mut self) {
+        let mut reports = Vec::new();
         for (to_b, e) in [(true, &mut self.a), (false, &mut self.b)] {
             while let Some(x) = e.poll_transmit() {
+                if let Some(mtu) = self.mtu.filter(|&m| x.payload.len() + 28 > m) {
+                    self.too_big += 1;
+                    if self.icmp {
+                        reports.push((to_b, x.to, mtu));
+                    }
+                    continue;
+                }
                 if self.rng.chance(self.loss) {
                     continue;
                 }
@@ -232,6 +260,16 @@ impl Link {
                 self.queue.push((leave + self.delay + j, to_b, x.payload));
             }
             while e.poll_event().is_some() {}
+        }
+        let again = !reports.is_empty();
+        for (to_b, to, mtu) in reports {
+            let e = if to_b { &mut self.a } else { &mut self.b };
+            let mtu = Some(mtu as u32);
+            e.handle_path_error(to, PathError::TooBig { mtu }, self.now);
+        }
+        if again {
+            // What the reports made the endpoints send at once (unpadded resends).
+            self.collect();
         }
     }
 
@@ -283,6 +321,10 @@ impl Link {
             self.a.handle_timeout(self.now);
             self.b.handle_timeout(self.now);
             self.app();
+            // The deadline heap agrees with a scan of the connections at every step.
+            for e in [&self.a, &self.b] {
+                assert_eq!(e.poll_timeout(), e.poll_timeout_by_scan());
+            }
         }
         done(self)
     }
@@ -537,7 +579,8 @@ fn acks_are_delayed_but_not_for_long() {
 
 #[test]
 fn packets_taken_in_one_drain_share_one_ack() {
-    let (mut a, mut b, ha, _hb) = pair(EndpointConfig::default());
+    // Packets of one size throughout (no path MTU probing): the counts below are in packets.
+    let (mut a, mut b, ha, _hb) = pair(fixed_size());
     // Let a's window open: a few rounds of two packets, each answered.
     let mut now = 10;
     for _ in 0..20 {
@@ -817,4 +860,365 @@ fn ledbat_holds_the_queue_near_its_target_and_fills_the_link() {
     assert!(max < 300_000, "max queuing delay {max} us");
     let s = link.a.connection(link.ha).unwrap().stats();
     assert_eq!(s.retransmits, 0, "{s:?}");
+}
+
+#[test]
+fn port_unreachable_ends_every_connection_to_that_address_at_once() {
+    let (mut a, _b, ha, _hb) = pair(EndpointConfig::default());
+    // A second connection to B (still in its handshake) and one to elsewhere.
+    let ha2 = a.connect(B, t(3)).unwrap();
+    let c = SocketAddr::from(([10, 0, 0, 3], 6883));
+    let hc = a.connect(c, t(3)).unwrap();
+    drain(&mut a);
+    assert_eq!(a.write(ha, b"hello", t(4)), 5);
+    drain(&mut a);
+    a.handle_path_error(B, PathError::PortUnreachable, t(5));
+    let mut got = events(&mut a);
+    got.sort_by_key(|e| format!("{e:?}"));
+    assert_eq!(
+        got,
+        vec![
+            UtpEvent::Closed(ha, CloseReason::Unreachable),
+            UtpEvent::Closed(ha2, CloseReason::Unreachable),
+        ]
+    );
+    assert!(a.connection(ha).is_none() && a.connection(ha2).is_none());
+    assert!(
+        a.connection(hc).is_some(),
+        "another peer's connection lives on"
+    );
+    // No RESET to a port nobody listens on, and nothing further for the dead peer.
+    assert!(drain(&mut a).iter().all(|x| x.to != B));
+    a.handle_timeout(t(60_000));
+    assert!(drain(&mut a).iter().all(|x| x.to != B));
+    assert_eq!((a.stats().path_errors, a.stats().unreachable), (1, 2));
+    // An address without connections (a DHT node's, say) is ignored.
+    a.handle_path_error(
+        SocketAddr::from(([10, 0, 0, 9], 1)),
+        PathError::PortUnreachable,
+        t(6),
+    );
+    assert_eq!(events(&mut a), vec![]);
+    assert_eq!((a.len(), a.stats().unreachable), (1, 2));
+}
+
+#[test]
+fn host_unreachable_ends_a_dial_but_not_an_established_connection() {
+    let (mut a, _b, ha, _hb) = pair(EndpointConfig::default());
+    let dial = a.connect(B, t(3)).unwrap();
+    drain(&mut a);
+    a.handle_path_error(B, PathError::HostUnreachable, t(4));
+    assert_eq!(
+        events(&mut a),
+        vec![UtpEvent::Closed(dial, CloseReason::Unreachable)]
+    );
+    assert_eq!(
+        a.connection(ha).map(Connection::state),
+        Some(State::Connected)
+    );
+    assert_eq!(a.stats().unreachable, 1);
+    // The established one still sends.
+    assert_eq!(a.write(ha, b"x", t(5)), 1);
+    assert_eq!(drain(&mut a).len(), 1);
+}
+
+/// Payload sizes of the DATA packets among `xs`, with the bytes each datagram took.
+fn data_sizes(xs: &[Transmit]) -> Vec<(usize, usize)> {
+    xs.iter()
+        .filter_map(|x| {
+            let p = packet::decode(&x.payload).ok()?;
+            (p.header.kind == Type::Data).then_some((p.payload.len(), x.payload.len()))
+        })
+        .collect()
+}
+
+/// The largest DATA datagram of payload `p` (header and a full selective ack).
+fn datagram_of(p: usize) -> usize {
+    p + mtu::UTP_OVERHEAD
+}
+
+#[test]
+fn an_acked_probe_raises_the_packet_size() {
+    let (mut a, mut b, ha, _hb) = pair(EndpointConfig::default());
+    let ceiling = mtu::payload_for_mtu(1500, false);
+    assert_eq!(ceiling, 1418);
+    assert_eq!(a.connection(ha).unwrap().payload_size(), 1200);
+    a.write(ha, &[1; 20_000], t(10));
+    let first = drain(&mut a);
+    // The first full packet goes padded to the ceiling: 1200 bytes of stream, 1472 in all.
+    let sizes = data_sizes(&first);
+    assert_eq!(sizes.first(), Some(&(1200, datagram_of(ceiling))));
+    assert!(sizes.iter().skip(1).all(|&(p, _)| p == 1200), "{sizes:?}");
+    for x in &first {
+        b.handle_datagram(A, &x.payload, t(20));
+    }
+    for x in drain(&mut b) {
+        a.handle_datagram(B, &x.payload, t(30));
+    }
+    let c = a.connection(ha).unwrap();
+    assert_eq!(c.payload_size(), ceiling);
+    assert_eq!((c.mtu_stats().probes, c.mtu_stats().acked), (1, 1));
+    // From now on, full packets carry the ceiling, and no more probes go (it is reached).
+    let next = data_sizes(&drain(&mut a));
+    assert!(!next.is_empty());
+    assert!(
+        next.iter().all(|&(p, d)| p == ceiling && d <= 1472),
+        "{next:?}"
+    );
+}
+
+#[test]
+fn a_lost_probe_alone_is_resent_unpadded_without_back_off() {
+    let (mut a, mut b, ha, _hb) = pair(EndpointConfig::default());
+    // One full packet: it goes as the probe, and is lost (too big for the path, silently).
+    a.write(ha, &[1; 1200], t(10));
+    let first = drain(&mut a);
+    assert_eq!(data_sizes(&first), vec![(1200, datagram_of(1418))]);
+    let (window, rto) = {
+        let c = a.connection(ha).unwrap();
+        (c.window(), c.rto())
+    };
+    // Its timer fires: resent without the padding; the window and timer as they were.
+    let deadline = a.poll_timeout().unwrap();
+    a.handle_timeout(deadline);
+    let resent = drain(&mut a);
+    let c = a.connection(ha).unwrap();
+    assert_eq!(c.mtu_stats().lost, 1);
+    assert_eq!(c.mtu_ceiling(), 1417);
+    assert_eq!(c.payload_size(), 1200);
+    assert_eq!(c.window(), window);
+    assert_eq!(c.rto(), rto, "no back-off for a probe");
+    assert_eq!(data_sizes(&resent), vec![(1200, 1220)]);
+    // Delivered, acked: the next probe tries halfway between floor and ceiling.
+    for x in &resent {
+        b.handle_datagram(A, &x.payload, deadline);
+    }
+    let later = deadline + Duration::from_millis(10);
+    for x in drain(&mut b) {
+        a.handle_datagram(B, &x.payload, later);
+    }
+    a.write(ha, &[2; 20_000], later);
+    let next = data_sizes(&drain(&mut a));
+    let halfway = 1200 + (1417 - 1200usize).div_ceil(2);
+    assert_eq!(
+        next.first(),
+        Some(&(1200, datagram_of(halfway))),
+        "{next:?}"
+    );
+    assert_eq!(a.connection(ha).unwrap().mtu_stats().probes, 2);
+}
+
+#[test]
+fn a_probe_lost_among_others_does_not_cut_the_window() {
+    let (mut a, mut b, ha, hb) = pair(EndpointConfig::default());
+    a.write(ha, &[1; 200_000], t(10));
+    let probe_len = datagram_of(1418);
+    let mut now = 10;
+    let mut dropped = 0;
+    // Rounds of everything a sends to b (but the padded probe) and b's acks back.
+    for _ in 0..6 {
+        now += 10;
+        for x in drain(&mut a) {
+            if x.payload.len() == probe_len {
+                dropped += 1;
+                continue;
+            }
+            b.handle_datagram(A, &x.payload, t(now));
+        }
+        now += 10;
+        for x in drain(&mut b) {
+            a.handle_datagram(B, &x.payload, t(now));
+        }
+    }
+    let c = a.connection(ha).unwrap();
+    assert_eq!(dropped, 1);
+    assert_eq!(c.mtu_stats().lost, 1, "declared lost by the selective acks");
+    assert_eq!(c.stats().timeouts, 0);
+    assert!(c.stats().retransmits >= 1);
+    assert!(
+        c.window() > 8 * 1200,
+        "still in slow start, never halved: {}",
+        c.window()
+    );
+    assert_eq!(c.mtu_ceiling(), 1417);
+    let mut b_got = vec![0; 300_000];
+    let n = b.read(hb, &mut b_got, t(now));
+    assert!(n > 5 * 1200, "the stream went on past the lost probe: {n}");
+}
+
+#[test]
+fn a_too_big_report_sets_the_ceiling_and_resends_the_probe_at_once() {
+    let (mut a, _b, ha, _hb) = pair(EndpointConfig::default());
+    a.write(ha, &[1; 20_000], t(10));
+    let first = drain(&mut a);
+    let probe = first
+        .iter()
+        .find(|x| x.payload.len() == datagram_of(1418))
+        .map(decode)
+        .unwrap();
+    // "Fragmentation needed, next-hop MTU 1400" for it.
+    a.handle_path_error(B, PathError::TooBig { mtu: Some(1400) }, t(11));
+    let again = drain(&mut a);
+    assert_eq!(again.len(), 1, "the probe's bytes at once, unpadded");
+    assert_eq!(decode(&again[0]).seq_nr, probe.seq_nr);
+    assert_eq!(again[0].payload.len(), 1220);
+    let c = a.connection(ha).unwrap();
+    assert_eq!(c.mtu_ceiling(), mtu::payload_for_mtu(1400, false));
+    assert_eq!(c.payload_size(), 1200);
+    assert_eq!(c.stats().fast_resends, 0);
+    // A report below the floor (or without an MTU) never takes it under 1200.
+    a.handle_path_error(B, PathError::TooBig { mtu: Some(576) }, t(12));
+    a.handle_path_error(B, PathError::TooBig { mtu: None }, t(12));
+    let c = a.connection(ha).unwrap();
+    assert_eq!((c.payload_size(), c.mtu_ceiling()), (1200, 1200));
+    assert_eq!(c.mtu_stats().too_big, 3);
+}
+
+#[test]
+fn a_black_hole_drops_the_size_back_to_the_floor() {
+    let (mut a, mut b, ha, _hb) = pair(EndpointConfig::default());
+    a.write(ha, &[1; 20_000], t(10));
+    for x in drain(&mut a) {
+        b.handle_datagram(A, &x.payload, t(20));
+    }
+    for x in drain(&mut b) {
+        a.handle_datagram(B, &x.payload, t(30));
+    }
+    assert_eq!(a.connection(ha).unwrap().payload_size(), 1418);
+    drain(&mut a);
+    // The path now carries nothing of that size, and says nothing: two timeouts in a row.
+    for _ in 0..2 {
+        let at = a.poll_timeout().unwrap();
+        a.handle_timeout(at);
+        drain(&mut a);
+    }
+    let c = a.connection(ha).unwrap();
+    assert_eq!(c.mtu_stats().black_holes, 1);
+    assert_eq!((c.payload_size(), c.mtu_ceiling()), (1200, 1417));
+}
+
+/// Across a path whose MTU is 1400, silent or reporting: the transfer completes byte-exact
+/// and the packet size settles just under what the path carries.
+#[test]
+fn discovery_converges_on_a_smaller_path() {
+    for icmp in [false, true] {
+        let mut link = Link::new(EndpointConfig::default(), 10, 0, 0.0, 3);
+        link.mtu = Some(1400);
+        link.icmp = icmp;
+        link.to_send = data(2 << 20, 9);
+        let want = link.to_send.clone();
+        assert!(link.run(Duration::from_secs(60), |l| l.received.len() == want.len()));
+        assert_eq!(link.received, want);
+        let c = link.a.connection(link.ha).unwrap();
+        let best = mtu::payload_for_mtu(1400, false);
+        let size = c.payload_size();
+        assert!(
+            size <= best && size + mtu::PROBE_STEP > best,
+            "icmp {icmp}: settled on {size}, the path carries {best}"
+        );
+        assert!(
+            link.too_big > 0 && link.too_big <= 4,
+            "{} too big",
+            link.too_big
+        );
+        assert_eq!(c.mtu_stats().black_holes, 0);
+        if icmp {
+            assert_eq!(c.stats().timeouts, 0, "every lost probe was reported");
+        }
+    }
+}
+
+/// Many connections in every state, driven at random (dials answered or not, writes,
+/// closes, aborts, resets, lost packets, time passing): the heap's deadline is the scan's
+/// after every step, the due connections run exactly as the scan would have run them, and
+/// the heap stays within its bound.
+#[test]
+fn the_deadline_heap_matches_a_scan() {
+    let mut rng = Rng::new(42);
+    let mut a = Endpoint::new(EndpointConfig::default(), 1);
+    let mut b = Endpoint::new(EndpointConfig::default(), 2);
+    let mut handles = Vec::new();
+    let mut now = t(10);
+    for step in 0..4000u64 {
+        match rng.below(8) {
+            0 | 1 => {
+                let peer = if rng.chance(0.7) {
+                    B
+                } else {
+                    SocketAddr::from(([10, 0, 1, (step % 200) as u8], 7000))
+                };
+                if let Ok(h) = a.connect(peer, now) {
+                    handles.push(h);
+                }
+            }
+            2 => {
+                if let Some(&h) = handles.get(rng.below(handles.len().max(1) as u64) as usize) {
+                    a.write(h, &[7; 3000], now);
+                }
+            }
+            3 => {
+                if let Some(&h) = handles.get(rng.below(handles.len().max(1) as u64) as usize) {
+                    if rng.chance(0.5) {
+                        a.close(h, now);
+                    } else {
+                        a.abort(h, now);
+                    }
+                }
+            }
+            4 => now += Duration::from_millis(rng.below(3000)),
+            5 => {
+                if let Some(at) = a.poll_timeout() {
+                    now = now.max(at);
+                }
+            }
+            _ => {}
+        }
+        // Packets both ways, some lost.
+        for x in drain(&mut a) {
+            if x.to == B && !rng.chance(0.1) {
+                b.handle_datagram(A, &x.payload, now);
+            }
+        }
+        for x in drain(&mut b) {
+            if !rng.chance(0.1) {
+                a.handle_datagram(B, &x.payload, now);
+            }
+        }
+        while let Some(e) = b.poll_event() {
+            if let UtpEvent::Readable(h) = e {
+                let mut buf = [0u8; 4096];
+                while b.read(h, &mut buf, now) > 0 {}
+            }
+        }
+        while a.poll_event().is_some() {}
+        // Which connections are due, by the scan, before the endpoint runs them.
+        let due: Vec<UtpHandle> = handles
+            .iter()
+            .copied()
+            .filter(|&h| {
+                a.connection(h)
+                    .and_then(Connection::poll_timeout)
+                    .is_some_and(|d| d <= now)
+            })
+            .collect();
+        let before: Vec<u64> = due
+            .iter()
+            .map(|&h| a.connection(h).map_or(0, |c| c.stats().timeouts))
+            .collect();
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        assert_eq!(a.poll_timeout(), a.poll_timeout_by_scan(), "step {step}");
+        assert_eq!(b.poll_timeout(), b.poll_timeout_by_scan(), "step {step}");
+        for (h, t0) in due.iter().zip(before) {
+            if let Some(c) = a.connection(*h) {
+                assert!(
+                    c.poll_timeout().is_none_or(|d| d > now) || c.stats().timeouts > t0,
+                    "step {step}: a due connection was not run"
+                );
+            }
+        }
+        assert!(a.deadlines.len() <= 2 * a.len() + 64 + 1);
+        handles.retain(|&h| a.connection(h).is_some());
+    }
+    assert!(a.stats().syns_refused == 0 && b.stats().accepted > 10);
 }

@@ -150,6 +150,9 @@ def run_list(driver, url, out, s, found):
     driver.execute_script("window.__notReloaded = 42;")
     found["list"] = screenshot(driver, out, "1-list")
     found["list_rows"] = sorted(names_shown(driver))
+    # The API is open: there is nothing to log out of.
+    wait(driver, "the log-out button hidden", lambda d: not d.find_element(By.ID, "btn-logout").is_displayed())
+    found["logout_shown"] = driver.find_element(By.ID, "btn-logout").is_displayed()
 
     # Add a .torrent file and a magnet link through the add dialog.
     driver.find_element(By.ID, "btn-add").click()
@@ -220,6 +223,7 @@ def run_login(driver, url, out, s, found):
     driver.get(url)
     wait(driver, "the login page", lambda d: d.execute_script("return document.body.dataset.view") == "login")
     found["login"] = screenshot(driver, out, "4-login")
+    found["key_form_shown"] = driver.find_element(By.ID, "key-form").is_displayed()
     form = driver.find_element(By.ID, "login-form")
     form.find_element(By.NAME, "username").send_keys(s["username"])
     form.find_element(By.NAME, "password").send_keys("wrong password")
@@ -234,6 +238,33 @@ def run_login(driver, url, out, s, found):
     wait(driver, f"rows {sorted(expected)} after the login", lambda d: expected <= names_shown(d))
     found["after_login_rows"] = sorted(names_shown(driver))
     found["logged_in"] = screenshot(driver, out, "5-logged-in")
+    driver.find_element(By.ID, "btn-logout").click()
+    wait(driver, "the login page after logging out",
+         lambda d: d.execute_script("return document.body.dataset.view") == "login")
+    found["logged_out"] = True
+
+
+def run_key_login(driver, url, out, s, found):
+    """Only API keys are configured: the page offers the key form alone, refuses a wrong key,
+    takes the right one for a session, and logs out."""
+    driver.get(url)
+    wait(driver, "the login page", lambda d: d.execute_script("return document.body.dataset.view") == "login")
+    found["key_login"] = screenshot(driver, out, "6-key-login")
+    found["password_form_shown"] = driver.find_element(By.ID, "login-form").is_displayed()
+    form = driver.find_element(By.ID, "key-form")
+    found["key_form_shown"] = form.is_displayed()
+    field = form.find_element(By.NAME, "api_key")
+    field.send_keys(s["key"] + "x")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(driver, "the refusal", lambda d: d.find_element(By.ID, "login-error").text)
+    found["refused"] = driver.find_element(By.ID, "login-error").text
+    field.clear()
+    field.send_keys(s["key"])
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    expected = set(s["names"])
+    wait(driver, f"rows {sorted(expected)} after the key login", lambda d: expected <= names_shown(d))
+    found["after_login_rows"] = sorted(names_shown(driver))
+    wait(driver, "the log-out button", lambda d: d.find_element(By.ID, "btn-logout").is_displayed())
     driver.find_element(By.ID, "btn-logout").click()
     wait(driver, "the login page after logging out",
          lambda d: d.execute_script("return document.body.dataset.view") == "login")
@@ -297,6 +328,8 @@ def main():
             run_list(driver, url, out, scenario, found)
         elif scenario["kind"] == "scale":
             run_scale(driver, url, out, scenario, found)
+        elif scenario["kind"] == "key_login":
+            run_key_login(driver, url, out, scenario, found)
         else:
             run_login(driver, url, out, scenario, found)
         found["ok"] = True

@@ -329,6 +329,10 @@ impl WebApi {
                 .map_err(|_| text(401, "Unauthorized"))?;
         }
         let method = &head.path[PREFIX.len().min(head.path.len())..];
+        if method == "auth/status" {
+            // Which ways in exist, for a login page: nothing a refusal does not tell.
+            return Ok(());
+        }
         if method == "auth/login" {
             if head.method == Method::POST && head.content_length.is_none_or(|n| n > MAX_LOGIN_BODY)
             {
@@ -349,7 +353,7 @@ impl WebApi {
         if req.head.method != Method::POST {
             return method_not_allowed();
         }
-        if !self.auth.can_log_in() {
+        if !self.auth.required() {
             // No credentials configured: the API is open (on loopback), as qBittorrent's
             // "bypass authentication" leaves it; a login succeeds.
             return text(200, "Ok.");
@@ -388,8 +392,20 @@ impl WebApi {
                 self.log(log::WARNING, format!("WebAPI: failed login from {peer}"));
                 text(200, "Fails.")
             }
+            // A way in that is not configured (a password where only keys are) is a wrong
+            // login to a qBittorrent client.
+            Err(r) if r.status == 404 => text(200, "Fails."),
             Err(r) => text(r.status, r.message),
         }
+    }
+
+    /// `auth/status` (ringtorrent's; qBittorrent has none): which ways in are configured
+    /// and whether this request is in, as JSON, for the web UI's login page.
+    pub fn auth_status(&self, req: &Request) -> Response {
+        if req.head.method != Method::GET {
+            return method_not_allowed();
+        }
+        json(&self.auth.status(&req.head.headers).to_json())
     }
 
     /// `auth/logout`: ends the session; 200 with an empty body.

@@ -28,18 +28,27 @@ export const get = (method, params) => call(method, params, false);
 export const post = (method, params) =>
   params instanceof FormData ? call(method, null, true, params) : call(method, params, true);
 
-/** Logs in: resolves to null when it worked, else to the reason. */
-export async function login(username, password) {
+async function loginWith(params, wrong) {
   const r = await fetch(BASE + 'auth/login', {
     method: 'POST',
     credentials: 'same-origin',
-    body: new URLSearchParams({ username, password }),
+    body: new URLSearchParams(params),
   });
   const text = (await r.text()).trim();
   if (r.ok && text === 'Ok.') return null;
-  if (r.ok) return 'Wrong user name or password.';
+  if (r.ok) return wrong;
   return text || `Login failed (${r.status}).`;
 }
+
+/** Logs in: resolves to null when it worked, else to the reason. */
+export const login = (username, password) =>
+  loginWith({ username, password }, 'Wrong user name or password.');
+
+/** Logs in with an API key (a session, as a password gives): null when it worked, else the reason. */
+export const loginWithKey = (key) => loginWith({ api_key: key }, 'Unknown API key.');
+
+/** Which ways in the server has (`password`, `api_key`) and how this page is in (`signed_in`). */
+export const authStatus = () => get('auth/status');
 
 export const logout = () => call('auth/logout', {}, true);
 

@@ -16,19 +16,37 @@ const $ = (id) => document.getElementById(id);
 let list, detail, graph;
 let timer = null, polling = false, failures = 0, interval = 1500;
 
-function showLogin(message) {
+/** Asks which ways in the server has; on failure assumes a password login. */
+async function authStatus() {
+  try {
+    return await api.authStatus();
+  } catch (e) {
+    return { required: true, password: true, api_key: false, signed_in: null };
+  }
+}
+
+async function showLogin(message) {
   stopPolling();
   $('app').hidden = true;
-  $('login').hidden = false;
   $('login-error').textContent = message || '';
+  // Only the ways in the server has: a password form, a key form, or both.
+  const st = await authStatus();
+  const password = st.password || !st.api_key;
+  $('login-form').hidden = !password;
+  $('key-form').hidden = !st.api_key;
+  $('login-or').hidden = !(password && st.api_key);
+  $('login').hidden = false;
   document.body.dataset.view = 'login';
-  $('login-form').username.focus();
+  (password ? $('login-form').username : $('key-form').api_key).focus();
 }
 
 function showApp() {
+  if (!$('app').hidden) return;
   $('login').hidden = true;
   $('app').hidden = false;
   document.body.dataset.view = 'app';
+  // Logging out means nothing where the API is open.
+  authStatus().then((st) => { $('btn-logout').hidden = st.signed_in === 'open'; });
 }
 
 function stopPolling() {
@@ -263,15 +281,27 @@ function setup() {
     store.rid = 0;
     pollSoon();
   });
+  const loggedIn = () => {
+    $('login-error').textContent = '';
+    store.rid = 0;
+    showApp();
+    pollSoon();
+  };
   $('login-form').addEventListener('submit', async (e) => {
     e.preventDefault();
     const f = e.target;
     const problem = await api.login(f.username.value, f.password.value);
     if (problem) { $('login-error').textContent = problem; return; }
     f.password.value = '';
-    store.rid = 0;
-    showApp();
-    pollSoon();
+    loggedIn();
+  });
+  $('key-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const f = e.target;
+    const problem = await api.loginWithKey(f.api_key.value.trim());
+    if (problem) { $('login-error').textContent = problem; return; }
+    f.api_key.value = '';
+    loggedIn();
   });
   document.addEventListener('visibilitychange', () => {
     if (!document.hidden && !timer && !polling && $('login').hidden) pollSoon();

@@ -7,9 +7,11 @@
 //! handed to the control thread, which asks the [`Client`].
 //!
 //! ```text
-//!   POST   /auth/login                   username, password (form or JSON): sets the
-//!                                        session cookie
+//!   POST   /auth/login                   username, password (or api_key), form or JSON:
+//!                                        sets the session cookie
 //!   POST   /auth/logout
+//!   GET    /auth/status                  which ways in are configured, and whether this
+//!                                        request is in (no credentials needed)
 //!   GET    /torrents                     every torrent's status
 //!   POST   /torrents                     add: the body is a .torrent file (query:
 //!                                        paused, category, tags=a,b), or {"magnet":
@@ -75,6 +77,7 @@ use hyper::header::HeaderValue;
 use hyper::Method;
 use serde_json::{json, Value};
 
+use super::watch::WatchStats;
 use ringtorrent::api::auth::Auth;
 use ringtorrent::api::guard::{Policy, Refusal};
 use ringtorrent::api::parse;
@@ -276,6 +279,9 @@ impl Handler for ServeApi {
         policy
             .check_origin(&head.method, &head.headers)
             .map_err(refused)?;
+        if head.path == "/auth/status" {
+            return Ok(());
+        }
         if head.path == "/auth/login" || head.path == "/auth/logout" {
             if head.content_length.is_none_or(|n| n > MAX_LOGIN_BODY) && head.method == Method::POST
             {
@@ -317,6 +323,7 @@ impl Handler for ServeApi {
             match method {
                 "auth/login" => return Box::pin(async move { web.login(req).await }),
                 "auth/logout" => return Box::pin(std::future::ready(web.logout(&req))),
+                "auth/status" => return Box::pin(std::future::ready(web.auth_status(&req))),
                 _ => return self.to_engine(Routed::Qbt(req, web), |r| r),
             }
         }
@@ -343,16 +350,22 @@ impl Handler for ServeApi {
                     Err(r) => refused(r),
                 })
             }),
+            (&Method::GET, "/auth/status") => {
+                let status = auth.status(&req.head.headers).to_json();
+                Box::pin(std::future::ready(with_cors(Response::json(200, &status))))
+            }
             (&Method::POST, "/auth/logout") => {
                 let cookie = auth.logout(&req.head.headers);
                 let r = Response::json(200, &json!({ "logged_in": false }))
                     .header("set-cookie", cookie);
                 Box::pin(std::future::ready(with_cors(r)))
             }
-            (_, "/auth/login" | "/auth/logout") => Box::pin(std::future::ready(Response::error(
-                404,
-                format!("no route {} {}", req.head.method, req.head.path),
-            ))),
+            (_, "/auth/login" | "/auth/logout" | "/auth/status") => {
+                Box::pin(std::future::ready(Response::error(
+                    404,
+                    format!("no route {} {}", req.head.method, req.head.path),
+                )))
+            }
             _ => self.to_engine(Routed::Own(req), with_cors),
         }
     }
@@ -538,15 +551,38 @@ fn policy_route(client: &Client, method: &str, parts: &[&str], body: &[u8]) -> O
     })
 }
 
-/// Answers one request against the client.
-pub fn handle(client: &Client, routed: Routed) -> Response {
+/// Answers one request against the client (`watch`: the watch folder's figures, for
+/// `/metrics`).
+pub fn handle(client: &Client, routed: Routed, watch: Option<WatchStats>) -> Response {
     match routed {
-        Routed::Own(req) => handle_own(client, req),
+        Routed::Own(req) => handle_own(client, req, watch),
         Routed::Qbt(req, web) => web.handle(client, req),
     }
 }
 
-fn handle_own(client: &Client, req: Request) -> Response {
+/// The watch folder's lines for `/metrics`.
+fn watch_metrics(w: WatchStats) -> String {
+    format!(
+        "# HELP ringtorrent_watch_scans_total Full scans of the watch folder.\n\
+         # TYPE ringtorrent_watch_scans_total counter\n\
+         ringtorrent_watch_scans_total {}\n\
+         # HELP ringtorrent_watch_skipped_total Watch folder ticks that scanned nothing: no change was notified.\n\
+         # TYPE ringtorrent_watch_skipped_total counter\n\
+         ringtorrent_watch_skipped_total {}\n\
+         # HELP ringtorrent_watch_files .torrent files in the watch folder at the last scan.\n\
+         # TYPE ringtorrent_watch_files gauge\n\
+         ringtorrent_watch_files {}\n\
+         # HELP ringtorrent_watch_notified Whether inotify watches the folder (1) or it is polled (0).\n\
+         # TYPE ringtorrent_watch_notified gauge\n\
+         ringtorrent_watch_notified {}\n",
+        w.scans,
+        w.skipped,
+        w.files,
+        u8::from(w.notified)
+    )
+}
+
+fn handle_own(client: &Client, req: Request, watch: Option<WatchStats>) -> Response {
     let Request { head, body } = req;
     let path = head.path.as_str();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -575,11 +611,13 @@ fn handle_own(client: &Client, req: Request) -> Response {
             };
             Response::new(200, "application/json", body.to_string().into_bytes())
         }
-        ("GET" | "HEAD", ["metrics"]) => Response::new(
-            200,
-            "text/plain; version=0.0.4",
-            client.metrics().to_prometheus().into_bytes(),
-        ),
+        ("GET" | "HEAD", ["metrics"]) => {
+            let mut text = client.metrics().to_prometheus();
+            if let Some(w) = watch {
+                text.push_str(&watch_metrics(w));
+            }
+            Response::new(200, "text/plain; version=0.0.4", text.into_bytes())
+        }
         ("GET" | "HEAD", ["torrents"]) => {
             // Serialised from the statuses themselves, not through a `Value` tree of every
             // torrent first (a seedbox lists thousands).

@@ -85,7 +85,8 @@ state_dir = "~/.local/state/ringtorrent/serve"
 # A folder watched for .torrent files: one dropped in is added (its data checked against
 # resume state), one removed is removed from the session (its data kept). Empty: no folder.
 watch_dir = ""
-# How often the watch folder is scanned, in seconds.
+# How often the watch folder is checked, in seconds. It is read only when inotify reported
+# a change since (and at least once a minute); where inotify is unavailable, every time.
 watch_interval = 2
 # Event loops, one per thread; 0 means one per core.
 threads = 0

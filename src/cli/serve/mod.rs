@@ -11,17 +11,17 @@
 mod api;
 mod config;
 mod notify;
+mod watch;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::mpsc::RecvTimeoutError;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
 pub use config::ServeConfig;
-use ringtorrent::client::{AddTorrent, Client, ClientConfig, ClientError, Limits};
+use ringtorrent::client::{Client, ClientConfig, ClientError, Limits};
 use ringtorrent::core::Encryption;
 
 #[derive(Debug, clap::Args)]
@@ -291,13 +291,6 @@ fn init_logging(level: &str) -> Result<LogLevel> {
     Ok(handle)
 }
 
-/// A file in the watch folder, as last seen.
-struct Watched {
-    modified: Option<SystemTime>,
-    /// The torrent it added, or why it was refused (reported once per version of the file).
-    outcome: Result<ringtorrent::core::InfoHash, String>,
-}
-
 pub fn run(args: ServeArgs) -> Result<()> {
     let mut c = settings(&args)?;
     let log = init_logging(&c.log)?;
@@ -308,7 +301,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let (up, down) = c.rates()?;
     let data_dir = ServeConfig::path(&c.data_dir);
     let state_dir = ServeConfig::path(&c.state_dir);
-    let mut watch_dir = (!c.watch_dir.is_empty()).then(|| ServeConfig::path(&c.watch_dir));
+    let watch_dir = (!c.watch_dir.is_empty()).then(|| ServeConfig::path(&c.watch_dir));
     let started = Instant::now();
     // Binding it before the engine starts: a port in use is reported before anything runs.
     let (calls, api_server, live) = api::start(&c)?;
@@ -375,7 +368,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     // The API answers, the peer listener (and DHT socket) are bound, the remembered torrents
     // are back in the session: ready for systemd's `Type=notify`.
     notifier.ready(&status_line(&client, api_addr));
-    let mut watched: BTreeMap<PathBuf, Watched> = BTreeMap::new();
+    let mut watcher = watch_dir.map(watch::Watcher::new);
     let mut interval = Duration::from_secs(c.watch_interval);
     let mut next_scan = Instant::now();
     loop {
@@ -387,11 +380,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
             match reload(&args, &c, &client, &live, &log) {
                 Ok(running) => {
                     if running.watch_dir != c.watch_dir {
-                        watched.clear();
+                        watcher = (!running.watch_dir.is_empty())
+                            .then(|| watch::Watcher::new(ServeConfig::path(&running.watch_dir)));
                         next_scan = Instant::now();
                     }
                     c = running;
-                    watch_dir = (!c.watch_dir.is_empty()).then(|| ServeConfig::path(&c.watch_dir));
                     interval = Duration::from_secs(c.watch_interval);
                 }
                 Err(e) => {
@@ -400,15 +393,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
             }
             notifier.ready(&status_line(&client, api_addr));
         }
-        if let Some(dir) = &watch_dir {
+        if let Some(w) = &mut watcher {
             if Instant::now() >= next_scan {
                 next_scan = Instant::now() + interval;
-                scan(&client, dir, &mut watched);
+                w.tick(&client);
             }
         }
         match calls.recv_timeout(Duration::from_millis(100)) {
             Ok((req, reply)) => {
-                let answer = api::handle(&client, req);
+                let answer = api::handle(&client, req, watcher.as_ref().map(|w| w.stats()));
                 let _ = reply.send(answer);
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -589,91 +582,6 @@ fn keep_running(old: &ServeConfig, new: &mut ServeConfig) -> Vec<&'static str> {
     keep!(limits.upload_buffer, "limits.upload_buffer");
     keep!(dht, "dht");
     differ
-}
-
-/// One pass over the watch folder: new or changed `.torrent` files are added, files gone
-/// take their torrent out of the session (data kept). A file that is not a torrent is
-/// reported once (until it changes) and otherwise ignored.
-fn scan(client: &Client, dir: &std::path::Path, watched: &mut BTreeMap<PathBuf, Watched>) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!("cannot read the watch folder {}: {e}", dir.display());
-            return;
-        }
-    };
-    let mut present = std::collections::HashSet::new();
-    // New or changed files, added in one batch (one round trip per event loop).
-    let mut adds = Vec::new();
-    let mut adding = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().is_none_or(|x| x != "torrent") || !path.is_file() {
-            continue;
-        }
-        present.insert(path.clone());
-        let modified = entry.metadata().ok().and_then(|m| m.modified().ok());
-        if watched.get(&path).is_some_and(|w| w.modified == modified) {
-            continue;
-        }
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                adds.push(AddTorrent::bytes(bytes).label(format!("watch:{}", path.display())));
-                adding.push((path, modified));
-            }
-            Err(e) => {
-                let e = format!("cannot read it: {e}");
-                tracing::warn!("watch folder: {} not added: {e}", path.display());
-                let outcome = Err(e);
-                watched.insert(path, Watched { modified, outcome });
-            }
-        }
-    }
-    for ((path, modified), result) in adding.into_iter().zip(client.add_many(adds)) {
-        let outcome = match result {
-            Ok(handle) => Ok(handle.info_hash()),
-            Err(ClientError::AlreadyAdded(hash)) => Ok(hash),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = &outcome {
-            tracing::warn!("watch folder: {} not added: {e}", path.display());
-        }
-        watched.insert(path, Watched { modified, outcome });
-    }
-    let gone: Vec<PathBuf> = watched
-        .keys()
-        .filter(|p| !present.contains(*p))
-        .cloned()
-        .collect();
-    for path in gone {
-        let Some(w) = watched.remove(&path) else {
-            continue;
-        };
-        if let Ok(hash) = w.outcome {
-            // Only what the folder added goes when the file goes.
-            let label = format!("watch:{}", path.display());
-            if client
-                .sources()
-                .iter()
-                .any(|(h, s)| *h == hash && *s == label)
-            {
-                if let Err(e) = remove(client, hash) {
-                    tracing::warn!("watch folder: cannot remove {hash}: {e:#}");
-                }
-            }
-        }
-    }
-    // Torrents the folder added whose file went while we were not running.
-    for (hash, source) in client.sources() {
-        if let Some(path) = source.strip_prefix("watch:") {
-            let path = PathBuf::from(path);
-            if path.starts_with(dir) && !present.contains(&path) && !watched.contains_key(&path) {
-                if let Err(e) = remove(client, hash) {
-                    tracing::warn!("watch folder: cannot remove {hash}: {e:#}");
-                }
-            }
-        }
-    }
 }
 
 /// Removes a torrent the watch folder added (its data kept).

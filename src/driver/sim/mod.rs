@@ -14,6 +14,10 @@
 //! for `len / down_rate`. Loss is modelled as delay: a lost window arrives one retransmission
 //! time-out late, and, like TCP, holds back everything after it on that connection.
 //!
+//! Nodes may run uTP instead ([`SimConfig::transport`]): then the real uTP endpoint of
+//! [`crate::utp`] runs each connection over a simulated datagram network with real
+//! per-packet loss and drop-tail queues (the `utp` submodule's doc).
+//!
 //! # Storage
 //! The payload is a deterministic pattern kept once, as one shared `Bytes` per block, so 200
 //! peers cost no more memory than one copy. Seeds serve those blocks without copying;
@@ -23,6 +27,7 @@
 
 mod network;
 mod report;
+mod utp;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -43,7 +48,8 @@ use crate::core::TorrentStats;
 use crate::core::{Bitfield, PeerId, Rng, Time};
 use crate::metainfo::{Info, Torrent};
 
-pub use report::{Distribution, SimReport};
+pub use crate::driver::Transport;
+pub use report::{Distribution, SimReport, UtpFigures};
 
 use network::Network;
 
@@ -70,8 +76,19 @@ pub struct SimConfig {
     pub up_rate: u64,
     /// Downlink rate of every node, bytes per second.
     pub down_rate: u64,
-    /// Probability that a window is lost (and so arrives a retransmission time-out late).
+    /// Probability that a TCP window is lost (and so arrives a retransmission time-out late),
+    /// and that a uTP datagram is lost (dropped: uTP resends it).
     pub loss: f64,
+    /// The transport every node runs, with the engine's policy ([`Transport`]: `both` dials
+    /// uTP first and falls back to TCP). TCP by default.
+    pub transport: Transport,
+    /// Transports handed out to the nodes in turn (node `i` gets `transport_mix[i % len]`),
+    /// for swarms of mixed transports; empty: `transport` for all.
+    pub transport_mix: Vec<Transport>,
+    /// The longest a uTP datagram waits in a bottleneck queue (a node's uplink or downlink);
+    /// one that would wait longer is dropped (drop-tail). Above LEDBAT's 100 ms target, so
+    /// uTP backs off on delay before the queue overflows, as behind a home router's buffer.
+    pub queue_limit: Duration,
     /// Leechers join over this window of time, uniformly, instead of all at once.
     pub join_spread: Duration,
     /// Mean time a leecher stays online before leaving for a while (churn); `None`: never.
@@ -114,6 +131,9 @@ impl Default for SimConfig {
             up_rate: 10_000_000,
             down_rate: 50_000_000,
             loss: 0.0,
+            transport: Transport::Tcp,
+            transport_mix: Vec::new(),
+            queue_limit: Duration::from_millis(200),
             join_spread: Duration::from_secs(5),
             churn_mean_online: None,
             churn_offline: Duration::from_secs(10),
@@ -190,6 +210,11 @@ impl Payload {
 /// One simulated host.
 pub(crate) struct Node {
     pub(crate) role: Role,
+    /// Which transports it dials and accepts.
+    pub(crate) transport: Transport,
+    /// Its uTP endpoint, while online, when `transport` allows uTP.
+    utp: Option<utp::UtpNode>,
+    utp_timer: Option<Time>,
     pub(crate) addr: SocketAddr,
     pub(crate) session: Option<Session>,
     pub(crate) torrent: Option<TorrentId>,
@@ -213,6 +238,8 @@ pub(crate) struct Node {
 pub(crate) enum SimEvent {
     /// A node's session wants its timer.
     Timer(usize),
+    /// A node's uTP endpoint wants its timer.
+    UtpTimer(usize),
     /// A node (re)joins the swarm.
     Join(usize),
     /// A churning node leaves.
@@ -264,6 +291,12 @@ pub struct Simulation {
     leecher_links: u64,
     /// Connections by how they are protected, counted at each end.
     crypto: BTreeMap<&'static str, u64>,
+    /// Connections by transport, counted at each end.
+    transports: BTreeMap<&'static str, u64>,
+    /// Scratch space for reads from uTP endpoints.
+    utp_buf: Vec<u8>,
+    /// When the uTP windows are sampled next.
+    next_sample: Time,
 }
 
 impl Simulation {
@@ -290,6 +323,9 @@ impl Simulation {
                 let n = i as u32 + 2;
                 Node {
                     role,
+                    transport: utp::transport_of(&config, i),
+                    utp: None,
+                    utp_timer: None,
                     addr: SocketAddr::new(
                         IpAddr::V4(Ipv4Addr::new(127, (n >> 16) as u8, (n >> 8) as u8, n as u8)),
                         6881,
@@ -323,7 +359,8 @@ impl Simulation {
             };
             queue.push(at, SimEvent::Join(i));
         }
-        let net = Network::new(&config, nodes.len());
+        let mut net = Network::new(&config, nodes.len());
+        net.set_addrs(nodes.iter().map(|n| n.addr));
         Ok(Simulation {
             config,
             payload,
@@ -341,6 +378,9 @@ impl Simulation {
             metadata_wrong: 0,
             leecher_links: 0,
             crypto: BTreeMap::new(),
+            transports: BTreeMap::new(),
+            utp_buf: Vec::new(),
+            next_sample: Time::ZERO,
         })
     }
 
@@ -366,17 +406,41 @@ impl Simulation {
                         self.drain(i);
                     }
                 }
+                SimEvent::UtpTimer(i) => {
+                    if self.nodes[i].utp_timer == Some(at) {
+                        self.nodes[i].utp_timer = None;
+                        if let Some(u) = self.nodes[i].utp.as_mut() {
+                            u.handle_timeout(at);
+                        }
+                        self.drain(i);
+                    }
+                }
                 SimEvent::Net(ev) => {
                     for touched in network::handle(&mut self, ev) {
                         self.drain(touched);
                     }
                 }
             }
+            if self.now >= self.next_sample {
+                self.sample_windows();
+            }
             if self.all_done() {
                 break;
             }
         }
         report::build(&self)
+    }
+
+    /// Samples the congestion window of every uTP connection with bytes in flight.
+    fn sample_windows(&mut self) {
+        self.next_sample = self.now + utp::SAMPLE_EVERY;
+        let d = &mut self.net.datagrams;
+        for u in self.nodes.iter().filter_map(|n| n.utp.as_ref()) {
+            for w in u.sending_windows() {
+                d.window_sum += w as u64;
+                d.window_samples += 1;
+            }
+        }
     }
 
     fn all_done(&self) -> bool {
@@ -430,6 +494,11 @@ impl Simulation {
         let node = &mut self.nodes[i];
         node.session = Some(session);
         node.torrent = Some(torrent);
+        if node.transport.utp() {
+            // Drawn only for uTP nodes, so that TCP runs replay as before.
+            node.utp = Some(utp::UtpNode::new(node.transport, self.rng.next_u64()));
+        }
+        let node = &mut self.nodes[i];
         self.net.set_online(i, true);
         if node.role == Role::Leecher {
             if let Some(mean) = self.config.churn_mean_online {
@@ -459,6 +528,8 @@ impl Simulation {
         }
         self.nodes[i].session = None;
         self.nodes[i].timer = None;
+        self.nodes[i].utp_timer = None;
+        utp::shut_down(self, i);
         let touched = self.net.drop_node(i, now, &mut self.queue);
         self.net.set_online(i, false);
         for j in touched {
@@ -476,20 +547,45 @@ impl Simulation {
                 return;
             };
             let Some(action) = session.poll_action() else {
+                // The endpoint's events may give the session more to do.
+                if utp::pump(self, i) {
+                    continue;
+                }
                 break;
             };
+            let node = &self.nodes[i];
+            let is_utp = |conn| node.utp.as_ref().is_some_and(|u| u.owns(conn));
             match action {
-                Action::Connect { conn, addr, .. } => network::connect(self, i, conn, addr),
+                Action::Connect { conn, addr, .. } => {
+                    if node
+                        .utp
+                        .as_ref()
+                        .is_some_and(|u| u.dials(node.transport, addr))
+                    {
+                        utp::connect(self, i, conn, addr)
+                    } else if node.transport.tcp() {
+                        network::connect(self, i, conn, addr)
+                    } else if let Some(s) = self.nodes[i].session.as_mut() {
+                        s.handle_closed(conn, now);
+                    }
+                }
+                Action::Send { conn } if is_utp(conn) => utp::pull(self, i, conn),
                 Action::Send { conn } => network::want_send(self, i, conn),
+                Action::Close { conn } if is_utp(conn) => utp::close(self, i, conn),
                 Action::Close { conn } => network::close(self, i, conn),
                 // Each simulated node is one session and is told no routes, so nothing is
                 // ever handed over; were it asked to, dropping the connection is what a
                 // driver without other shards does.
                 Action::HandOff { conn, .. } => {
+                    let on_utp = is_utp(conn);
                     if let Some(s) = self.nodes[i].session.as_mut() {
                         let _ = s.take_handoff(conn);
                     }
-                    network::close(self, i, conn)
+                    if on_utp {
+                        utp::close(self, i, conn)
+                    } else {
+                        network::close(self, i, conn)
+                    }
                 }
                 Action::Disk(op) => {
                     let done = self.disk(i, op);
@@ -514,6 +610,17 @@ impl Simulation {
                 self.queue.push(at, SimEvent::Timer(i));
             }
         }
+        if let Some(at) = self.nodes[i]
+            .utp
+            .as_ref()
+            .and_then(utp::UtpNode::poll_timeout)
+        {
+            let at = at.max(now);
+            if self.nodes[i].utp_timer.is_none_or(|t| t != at) {
+                self.nodes[i].utp_timer = Some(at);
+                self.queue.push(at, SimEvent::UtpTimer(i));
+            }
+        }
     }
 
     /// Handles node `i`'s events; true if that queued more actions.
@@ -532,8 +639,15 @@ impl Simulation {
                         again |= s.start_torrent(torrent, &node.have, now);
                     }
                 }
-                Event::PeerConnected { addr, crypto, .. } => {
+                Event::PeerConnected {
+                    addr, crypto, conn, ..
+                } => {
                     *self.crypto.entry(crypto.name()).or_default() += 1;
+                    let on_utp = self.nodes[i].utp.as_ref().is_some_and(|u| u.carried(conn));
+                    *self
+                        .transports
+                        .entry(if on_utp { "utp" } else { "tcp" })
+                        .or_default() += 1;
                     let leecher = |n: &Node| n.role == Role::Leecher;
                     if leecher(&self.nodes[i])
                         && self.nodes.iter().any(|n| n.addr == addr && leecher(n))
@@ -557,6 +671,9 @@ impl Simulation {
                 }
                 _ => {}
             }
+        }
+        if let Some(u) = self.nodes[i].utp.as_mut() {
+            u.end_turn();
         }
         again
     }

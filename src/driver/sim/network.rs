@@ -1,5 +1,6 @@
 //! Simulated TCP links between nodes: connection set-up, fair sharing of each node's uplink,
-//! latency, downlink serialisation, loss as delay, and closes.
+//! latency, downlink serialisation, loss as delay, and closes. The uplinks and downlinks are
+//! shared with the datagrams of uTP links ([`super::utp`]): both queue on the same FIFO.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -35,6 +36,20 @@ pub(crate) enum NetEvent {
     },
     /// `node`'s uplink finished sending a window.
     UplinkFree { node: usize },
+    /// A uTP datagram reaches `node`'s downlink, having queued `waited` on the way.
+    Arrive {
+        node: usize,
+        from: SocketAddr,
+        payload: Vec<u8>,
+        waited: Duration,
+    },
+    /// A uTP datagram is delivered to `node`.
+    Datagram {
+        node: usize,
+        from: SocketAddr,
+        payload: Vec<u8>,
+        waited: Duration,
+    },
 }
 
 #[derive(Debug)]
@@ -47,7 +62,11 @@ struct Link {
 
 #[derive(Debug, Default)]
 struct Uplink {
+    /// When everything queued on the uplink (TCP windows and datagrams) has left.
     busy_until: Time,
+    /// When the last TCP window has left: the next one goes only then, behind whatever
+    /// datagrams queued meanwhile.
+    tcp_until: Time,
     free_scheduled: bool,
     queue: VecDeque<ConnId>,
     queued: BTreeSet<ConnId>,
@@ -67,6 +86,8 @@ pub(crate) struct Network {
     up_rate: u64,
     down_rate: u64,
     loss: f64,
+    /// uTP datagram counters.
+    pub(crate) datagrams: super::utp::Datagrams,
 }
 
 impl Network {
@@ -84,22 +105,55 @@ impl Network {
             up_rate: config.up_rate.max(1),
             down_rate: config.down_rate.max(1),
             loss: config.loss,
+            datagrams: Default::default(),
         }
+    }
+
+    /// Learns every node's address.
+    pub(crate) fn set_addrs(&mut self, addrs: impl Iterator<Item = SocketAddr>) {
+        self.by_addr = addrs.enumerate().map(|(i, a)| (a, i)).collect();
+    }
+
+    /// The node at `addr`.
+    pub(crate) fn node_at(&self, addr: SocketAddr) -> Option<usize> {
+        self.by_addr.get(&addr).copied()
+    }
+
+    pub(crate) fn uplink_tail(&self, node: usize) -> Time {
+        self.uplinks[node].busy_until
+    }
+
+    pub(crate) fn set_uplink_tail(&mut self, node: usize, at: Time) {
+        self.uplinks[node].busy_until = at;
+    }
+
+    pub(crate) fn downlink_tail(&self, node: usize) -> Time {
+        self.downlink_busy[node]
+    }
+
+    pub(crate) fn set_downlink_tail(&mut self, node: usize, at: Time) {
+        self.downlink_busy[node] = at;
+    }
+
+    pub(crate) fn up_rate(&self) -> u64 {
+        self.up_rate
+    }
+
+    pub(crate) fn down_rate(&self) -> u64 {
+        self.down_rate
+    }
+
+    pub(crate) fn latency(&self) -> Duration {
+        self.latency
+    }
+
+    /// Draws whether a datagram is lost.
+    pub(crate) fn lose(&mut self) -> bool {
+        self.loss > 0.0 && self.rng.chance(self.loss)
     }
 
     pub(crate) fn set_online(&mut self, node: usize, online: bool) {
         self.online[node] = online;
-    }
-
-    fn register_addrs(sim: &mut Simulation) {
-        if sim.net.by_addr.is_empty() {
-            sim.net.by_addr = sim
-                .nodes
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.addr, i))
-                .collect();
-        }
     }
 
     fn transfer_time(bytes: usize, rate: u64) -> Duration {
@@ -147,7 +201,6 @@ impl Network {
 
 /// Node `i` dials `addr` for `conn`.
 pub(crate) fn connect(sim: &mut Simulation, i: usize, conn: ConnId, addr: SocketAddr) {
-    Network::register_addrs(sim);
     let now = sim.now;
     let rtt = sim.net.latency * 2;
     let target = sim
@@ -155,7 +208,7 @@ pub(crate) fn connect(sim: &mut Simulation, i: usize, conn: ConnId, addr: Socket
         .by_addr
         .get(&addr)
         .copied()
-        .filter(|&j| sim.net.online[j] && j != i);
+        .filter(|&j| sim.net.online[j] && j != i && sim.nodes[j].transport.tcp());
     let Some(j) = target else {
         sim.queue
             .push(now + rtt, SimEvent::Net(NetEvent::Closed { node: i, conn }));
@@ -210,10 +263,10 @@ pub(crate) fn want_send(sim: &mut Simulation, i: usize, conn: ConnId) {
 /// Puts the next window on node `i`'s uplink if it is idle.
 fn pump(sim: &mut Simulation, i: usize) {
     let now = sim.now;
-    if sim.net.uplinks[i].busy_until > now {
+    if sim.net.uplinks[i].tcp_until > now {
         if !sim.net.uplinks[i].free_scheduled {
             sim.net.uplinks[i].free_scheduled = true;
-            let at = sim.net.uplinks[i].busy_until;
+            let at = sim.net.uplinks[i].tcp_until;
             sim.queue
                 .push(at, SimEvent::Net(NetEvent::UplinkFree { node: i }));
         }
@@ -237,8 +290,10 @@ fn pump(sim: &mut Simulation, i: usize) {
         if up.queued.insert(conn) {
             up.queue.push_back(conn);
         }
-        let end = now + Network::transfer_time(bytes, sim.net.up_rate);
+        // Behind any datagrams queued (with TCP alone, the uplink is idle now).
+        let end = up.busy_until.max(now) + Network::transfer_time(bytes, sim.net.up_rate);
         up.busy_until = end;
+        up.tcp_until = end;
         up.free_scheduled = true;
         sim.queue
             .push(end, SimEvent::Net(NetEvent::UplinkFree { node: i }));
@@ -336,6 +391,27 @@ pub(crate) fn handle(sim: &mut Simulation, ev: NetEvent) -> Vec<usize> {
             sim.net.uplinks[node].free_scheduled = false;
             pump(sim, node);
             vec![node]
+        }
+        NetEvent::Arrive {
+            node,
+            from,
+            payload,
+            waited,
+        } => {
+            super::utp::arrive(sim, node, from, payload, waited);
+            Vec::new()
+        }
+        NetEvent::Datagram {
+            node,
+            from,
+            payload,
+            waited,
+        } => {
+            if super::utp::deliver(sim, node, from, &payload, waited) {
+                vec![node]
+            } else {
+                Vec::new()
+            }
         }
     }
 }

@@ -96,10 +96,44 @@ pub struct SimReport {
     /// Connections by how they are protected (`none`, `mse_plaintext`, `rc4`), counted at
     /// each end.
     pub crypto: BTreeMap<String, u64>,
+    /// The nodes' transports: one (`tcp`, `utp`, `both`) or the mix handed out in turn.
+    pub transport: String,
+    /// Connections by transport (`tcp`, `utp`), counted at each end.
+    pub transports: BTreeMap<String, u64>,
+    /// What the uTP links did, when some node ran uTP.
+    pub utp: Option<UtpFigures>,
     /// Simulation events processed.
     pub events: u64,
     /// Virtual seconds simulated.
     pub virtual_s: f64,
+}
+
+/// What the uTP links did: the datagram network's counters and the endpoints'.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UtpFigures {
+    /// Datagrams sent (data, acks, handshakes, closes; dropped ones included).
+    pub packets_sent: u64,
+    /// Their bytes, IP and UDP headers included.
+    pub bytes_sent: u64,
+    /// Datagrams lost to the configured loss.
+    pub packets_lost: u64,
+    /// Datagrams dropped by a full queue (drop-tail).
+    pub queue_drops: u64,
+    /// Datagrams to an address with no uTP endpoint (a TCP-only node, or one offline).
+    pub unanswered: u64,
+    /// Data packets sent again (after a time-out or a fast resend).
+    pub retransmits: u64,
+    /// Retransmission time-outs.
+    pub timeouts: u64,
+    /// Fast resends (duplicate or selective acks).
+    pub fast_resends: u64,
+    /// uTP dials that got no answer and were retried over TCP (`both` nodes).
+    pub fallbacks: u64,
+    /// Mean congestion window of connections with bytes in flight, in bytes (sampled every
+    /// 100 ms of virtual time).
+    pub mean_window: f64,
+    /// Mean time a delivered datagram waited in queues, in milliseconds.
+    pub mean_queue_ms: f64,
 }
 
 /// Jain's fairness index: (Σx)² / (n·Σx²); 1 when all equal, 1/n when one does everything.
@@ -195,9 +229,48 @@ pub(super) fn build(sim: &Simulation) -> SimReport {
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
+        transport: match sim.config.transport_mix.as_slice() {
+            [] => sim.config.transport.to_string(),
+            mix => mix
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        },
+        transports: sim
+            .transports
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        utp: utp_figures(sim),
         events: sim.events_handled,
         virtual_s: sim.now.as_secs_f64(),
     }
+}
+
+fn utp_figures(sim: &Simulation) -> Option<UtpFigures> {
+    if !sim.nodes.iter().any(|n| n.transport.utp()) {
+        return None;
+    }
+    let d = &sim.net.datagrams;
+    let mut totals = d.departed;
+    for u in sim.nodes.iter().filter_map(|n| n.utp.as_ref()) {
+        super::utp::add(&mut totals, &u.totals());
+    }
+    let mean = |sum: u64, n: u64| if n == 0 { 0.0 } else { sum as f64 / n as f64 };
+    Some(UtpFigures {
+        packets_sent: d.sent,
+        bytes_sent: d.bytes,
+        packets_lost: d.lost,
+        queue_drops: d.queue_drops,
+        unanswered: d.unanswered,
+        retransmits: totals.retransmits,
+        timeouts: totals.timeouts,
+        fast_resends: totals.fast_resends,
+        fallbacks: d.fallbacks,
+        mean_window: mean(d.window_sum, d.window_samples),
+        mean_queue_ms: mean(d.queued_us, d.delivered) / 1000.0,
+    })
 }
 
 impl fmt::Display for SimReport {
@@ -295,6 +368,51 @@ impl fmt::Display for SimReport {
                 crypto.join(", ")
             }
         )?;
+        let transports: Vec<String> = self
+            .transports
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        writeln!(
+            f,
+            "transport:        {}; connections {} (each end)",
+            self.transport,
+            if transports.is_empty() {
+                "none".into()
+            } else {
+                transports.join(", ")
+            }
+        )?;
+        if let Some(u) = &self.utp {
+            let pct = |x: u64| {
+                if u.packets_sent == 0 {
+                    0.0
+                } else {
+                    100.0 * x as f64 / u.packets_sent as f64
+                }
+            };
+            writeln!(
+                f,
+                "utp packets:      {} sent ({} bytes), {} lost ({:.2}%), {} queue drops ({:.2}%), {} unanswered",
+                u.packets_sent,
+                u.bytes_sent,
+                u.packets_lost,
+                pct(u.packets_lost),
+                u.queue_drops,
+                pct(u.queue_drops),
+                u.unanswered
+            )?;
+            writeln!(
+                f,
+                "utp recovery:     {} retransmits, {} time-outs, {} fast resends; {} dials fell back to TCP",
+                u.retransmits, u.timeouts, u.fast_resends, u.fallbacks
+            )?;
+            writeln!(
+                f,
+                "utp congestion:   mean window {:.0} bytes, mean queueing {:.1} ms",
+                u.mean_window, u.mean_queue_ms
+            )?;
+        }
         write!(
             f,
             "events:           {} in {:.3} virtual s",

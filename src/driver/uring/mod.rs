@@ -490,9 +490,12 @@ impl<P: Protocol> UringDriver<P> {
                     .deliver_datagrams(from, &r.buf[..n], segment, truncated, now);
             }
             self.core.drain_datagrams(MAX_DATAGRAMS_PER_TURN - 1, now);
+        } else if result != -libc::EAGAIN && result != -libc::EINTR {
+            // An ICMP error about something we sent (ECONNREFUSED: port unreachable) is
+            // reported once here and queued on the error queue: read it. The socket is still
+            // good.
+            self.core.drain_udp_errors(now);
         }
-        // Errors such as ECONNREFUSED (an ICMP reply to something we sent) pass; the socket
-        // is still good.
         self.arm_udp();
     }
 
