@@ -203,6 +203,16 @@ def main() -> None:
             if st.num_peers == 0 and time.monotonic() >= next_announce:
                 h.force_dht_announce()
                 next_announce = time.monotonic() + 2.0
+        # Seeding means every piece passed its hash, which libtorrent 2.0 may check from the
+        # received buffers before its disk thread has written them: the writes must land
+        # before the process ends, or the copy has holes.
+        h.flush_cache()
+        flushed = False
+        while not flushed:
+            if time.monotonic() > deadline:
+                fail("timed out flushing the downloaded data to disk")
+            ses.wait_for_alert(200)
+            flushed = any(isinstance(al, lt.cache_flushed_alert) for al in drain(ses))
         print(json.dumps({"done": True, "peers": h.status().num_peers}), flush=True)
         sys.stdout.flush()
         os._exit(0)
