@@ -198,6 +198,26 @@ pub struct ConnStats {
     pub bytes_acked: u64,
 }
 
+impl std::ops::AddAssign for ConnStats {
+    /// Adds `b`'s counters (destructured, so that a new counter cannot be forgotten).
+    fn add_assign(&mut self, b: ConnStats) {
+        let ConnStats {
+            retransmits,
+            timeouts,
+            fast_resends,
+            dropped,
+            bytes_received,
+            bytes_acked,
+        } = b;
+        self.retransmits += retransmits;
+        self.timeouts += timeouts;
+        self.fast_resends += fast_resends;
+        self.dropped += dropped;
+        self.bytes_received += bytes_received;
+        self.bytes_acked += bytes_acked;
+    }
+}
+
 /// One uTP connection.
 #[derive(Debug)]
 pub struct Connection {

@@ -208,7 +208,7 @@ impl Endpoint {
     pub fn conn_totals(&self) -> ConnStats {
         let mut t = self.closed_totals;
         for c in self.conns.values() {
-            add_stats(&mut t, &c.stats());
+            t += c.stats();
         }
         t
     }
@@ -522,7 +522,7 @@ impl Endpoint {
             });
         }
         if closed {
-            add_stats(&mut self.closed_totals, &c.stats());
+            self.closed_totals += c.stats();
             let key = (to, c.recv_id());
             self.conns.remove(&h);
             self.by_id.remove(&key);
@@ -537,22 +537,4 @@ impl Endpoint {
         }
         self.tidy();
     }
-}
-
-/// Adds `b`'s counters to `a`'s (destructured, so that a new counter cannot be forgotten).
-fn add_stats(a: &mut ConnStats, b: &ConnStats) {
-    let ConnStats {
-        retransmits,
-        timeouts,
-        fast_resends,
-        dropped,
-        bytes_received,
-        bytes_acked,
-    } = *b;
-    a.retransmits += retransmits;
-    a.timeouts += timeouts;
-    a.fast_resends += fast_resends;
-    a.dropped += dropped;
-    a.bytes_received += bytes_received;
-    a.bytes_acked += bytes_acked;
 }

@@ -255,7 +255,7 @@ fn utp_figures(sim: &Simulation) -> Option<UtpFigures> {
     let d = &sim.net.datagrams;
     let mut totals = d.departed;
     for u in sim.nodes.iter().filter_map(|n| n.utp.as_ref()) {
-        super::utp::add(&mut totals, &u.totals());
+        totals += u.totals();
     }
     let mean = |sum: u64, n: u64| if n == 0 { 0.0 } else { sum as f64 / n as f64 };
     Some(UtpFigures {

@@ -260,25 +260,7 @@ pub(crate) fn shut_down(sim: &mut Simulation, i: usize) {
         send(sim, i, t.to, t.payload);
     }
     let t = u.totals();
-    add(&mut sim.net.datagrams.departed, &t);
-}
-
-/// Adds `b`'s counters to `a`'s (destructured, so that a new counter cannot be forgotten).
-pub(crate) fn add(a: &mut ConnStats, b: &ConnStats) {
-    let ConnStats {
-        retransmits,
-        timeouts,
-        fast_resends,
-        dropped,
-        bytes_received,
-        bytes_acked,
-    } = *b;
-    a.retransmits += retransmits;
-    a.timeouts += timeouts;
-    a.fast_resends += fast_resends;
-    a.dropped += dropped;
-    a.bytes_received += bytes_received;
-    a.bytes_acked += bytes_acked;
+    sim.net.datagrams.departed += t;
 }
 
 /// Carries node `i`'s endpoint events into its session and its datagrams onto the network,
