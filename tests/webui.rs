@@ -161,6 +161,15 @@ fn add_through_api(serve: &Serve, dir: &Path, torrents: &[(String, String)], aut
     }
 }
 
+/// The `name=value` of the cookie a login's answer head sets.
+fn session_cookie(head: &str) -> String {
+    head.lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned()
+}
+
 #[test]
 fn the_browser_lists_adds_and_stops_torrents_live() {
     let dir = tempfile::tempdir().unwrap();
@@ -289,12 +298,7 @@ fn with_credentials_the_page_is_a_login_form() {
         b"username=admin&password=ui-pass-123",
     );
     assert_eq!(status, 200, "{head}");
-    let cookie = head
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_owned();
+    let cookie = session_cookie(&head);
     add_through_api(
         &serve,
         dir.path(),
@@ -372,12 +376,7 @@ fn with_only_api_keys_the_page_logs_in_with_a_key() {
         format!("api_key={key}").as_bytes(),
     );
     assert_eq!(body.trim(), "Ok.", "{head}");
-    let cookie = head
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_owned();
+    let cookie = session_cookie(&head);
     let with_cookie = format!("Cookie: {cookie}");
     let (status, _, body) = serve.request("GET", "/api/v2/auth/status", &[&with_cookie], b"");
     assert_eq!(status, 200);
