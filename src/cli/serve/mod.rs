@@ -4,7 +4,7 @@
 //! The engine is the library's [`Client`], started on the state folder with
 //! `remember_torrents`, so it announces, saves resume data, fetches magnet links' metadata
 //! and shares the rate limits by itself. The control thread (this module's [`run`]) answers
-//! API requests as they come, scans the watch folder every `watch_interval`, and on a signal
+//! API requests as they come, checks the watch folder every `watch_interval` (`watch.rs`), and on a signal
 //! shuts the client down (resume data saved, `stopped` announced; a second signal exits at
 //! once).
 
