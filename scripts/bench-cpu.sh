@@ -27,8 +27,9 @@
 # (EXTRA_rt_epoll_sparse="--allocation sparse"), and BIN_<variant>=path runs another binary.
 # `check` takes no extra flags. RESULTS=file adds an earlier run's raw
 # lines (sections run apart), KEEP=file saves this run's. Clients run with their default
-# settings (encryption included). Payloads live in /dev/shm. Every process it starts is ended
-# by PID.
+# settings (encryption included). A leecher starts once its seed has checked its payload and
+# seeds (NO_WAIT_CHECK=1: as soon as the seed listens). Payloads live in /dev/shm. Every
+# process it starts is ended by PID.
 set -euo pipefail
 # Measure only the transfers set up here: no public DHT routers, no announces on the LAN.
 export RINGTORRENT_DHT_BOOTSTRAP= RINGTORRENT_LSD=off
@@ -139,16 +140,19 @@ start_seed() {
     fi
     pids+=("$SEED_PID")
     wait_port "$port"
-    if [ "$who" = lt ] && [ -z "${NO_WAIT_CHECK:-}" ]; then
-        # libtorrent listens before its check is over (and drops connections meanwhile):
-        # lt_seed.py prints its JSON line once the torrent seeds.
-        for _ in $(seq 1 1200); do
-            grep -q '"port"' "$work/lt-seed.log" && return 0
-            sleep 0.05
-        done
-        echo "libtorrent did not finish checking" >&2
-        exit 1
-    fi
+    [ -n "${NO_WAIT_CHECK:-}" ] && return 0
+    # Both clients listen before their check is over and refuse the torrent's connections
+    # meanwhile (a refused leecher redials only after its back-off, 5 s for ours), so every
+    # leecher starts once its seed seeds: lt_seed.py prints its JSON line then, and
+    # `ringtorrent seed` its "seeding ... on" line.
+    local log=$work/lt-seed.log ready='"port"'
+    [ "$who" = lt ] || { log=$work/rt-seed.log; ready='^seeding .* on '; }
+    for _ in $(seq 1 1200); do
+        grep -q "$ready" "$log" && return 0
+        sleep 0.05
+    done
+    echo "$who did not finish checking" >&2
+    exit 1
 }
 stop_seed() {
     { exec 5>&-; } 2>/dev/null || true
