@@ -3,6 +3,8 @@
 # connections that complete the handshake and then sit idle; reports resident memory per
 # connection (RSS growth / N) and the seeder's CPU use while they idle, for each backend.
 # Usage: scripts/bench-idle.sh [N=10000] [IDLE_S=10]
+# RT=path measures another ringtorrent binary (an older build, for a before/after pair)
+# instead of this tree's release build.
 # Loopback only; every process it starts is ended by PID.
 set -euo pipefail
 # Measure only the transfers set up here: no public DHT routers, no announces on the LAN.
@@ -11,8 +13,10 @@ cd "$(dirname "$0")/.."
 n=${1:-10000}
 idle=${2:-10}
 ulimit -n $((n + 4096))
-cargo build --release --quiet
-rt=$PWD/target/release/ringtorrent
+if [ -z "${RT:-}" ]; then
+    cargo build --release --quiet
+fi
+rt=${RT:-$PWD/target/release/ringtorrent}
 work=$(mktemp -d /dev/shm/rt-bench-idle.XXXXXX)
 seed_pid=""
 cleanup() { [ -n "$seed_pid" ] && kill "$seed_pid" 2>/dev/null; rm -rf "$work"; }
