@@ -630,3 +630,56 @@ fn metrics_totals_never_drop_when_torrents_pause_or_leave() {
     leech.shutdown();
     seed.shutdown();
 }
+
+/// A peer that dials while a torrent's data is being checked is answered when the check
+/// ends, instead of being refused as unknown and coming back only after its redial back-off
+/// (what made a leecher started beside a checking seed wait 5 s).
+#[test]
+fn a_peer_that_dials_during_a_check_is_answered_when_it_ends() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("seed");
+    // Large enough that its check outlasts a connection and a handshake on loopback.
+    let torrent = make(&dir, "big.bin", 128 << 20);
+    let seed = seeder(&dir, &torrent);
+    let handle = seed.torrents().pop().unwrap();
+    let hash = handle.info_hash();
+    let addr = seed.listen_addr().unwrap();
+    let mut handshake = vec![19u8];
+    handshake.extend_from_slice(b"BitTorrent protocol");
+    handshake.extend_from_slice(&[0; 8]);
+    handshake.extend_from_slice(hash.as_bytes());
+    handshake.extend_from_slice(b"-XX0001-checkwaiter0");
+    // The handshake must arrive while the check runs; on a loaded machine the check may
+    // end first, so a few tries.
+    let mut during = None;
+    for _ in 0..5 {
+        handle.start_recheck().unwrap();
+        let mut peer = std::net::TcpStream::connect(addr).unwrap();
+        peer.write_all(&handshake).unwrap();
+        if handle.status().unwrap().state == TorrentState::Checking {
+            during = Some(peer);
+            break;
+        }
+    }
+    let mut peer = during.expect("a handshake sent while the data was being checked");
+    peer.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut reply = [0u8; 68];
+    if let Err(e) = peer.read_exact(&mut reply) {
+        panic!(
+            "not answered after the check: {e}; closes {:?}, held {}",
+            seed.metrics().closes,
+            seed.metrics().held_during_check
+        );
+    }
+    assert_eq!(
+        &reply[28..48],
+        hash.as_bytes(),
+        "our handshake, for the torrent"
+    );
+    assert_eq!(handle.status().unwrap().state, TorrentState::Seeding);
+    let m = seed.metrics();
+    assert_eq!(m.held_during_check, 1, "held, then answered");
+    assert_eq!(m.closes.get("unknown_torrent"), None);
+    seed.shutdown();
+}

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub handoffs_adopted: u64,
     /// Incoming connections accepted.
     pub accepted: u64,
+    /// Incoming connections held while their torrent's data was checked, then served.
+    pub held_during_check: u64,
     /// Block payload held for uploads now (read from disk, queued to send, or with the
     /// kernel not yet accepted), against `Limits::upload_buffer`.
     pub upload_buffered: u64,
@@ -121,6 +123,7 @@ impl Metrics {
         self.connections_open += part.connections_open;
         self.handoffs_sent += part.handoffs_sent;
         self.handoffs_adopted += part.handoffs_adopted;
+        self.held_during_check += part.held_during_check;
         self.accepted += part.accepted;
         self.upload_buffered += part.upload_buffered;
         for (k, v) in part.closes {
@@ -148,6 +151,7 @@ pub(crate) fn gather(d: &mut Driver) -> Metrics {
     let h = s.connection_stats();
     part.handoffs_sent = h.sent;
     part.handoffs_adopted = h.adopted;
+    part.held_during_check = h.held;
     part.accepted = h.accepted;
     part.connections_open = s.connection_count() as u64;
     part.upload_buffered = s.upload_buffered() as u64;
@@ -330,6 +334,12 @@ impl Metrics {
             "counter",
             "Incoming connections moved to the loop that owns their torrent.",
             one(m.handoffs_adopted),
+        );
+        metric(
+            "connections_held_during_check_total",
+            "counter",
+            "Incoming connections held while their torrent's data was checked, then answered.",
+            one(m.held_during_check),
         );
         metric(
             "upload_buffered_bytes",

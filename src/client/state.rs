@@ -135,6 +135,10 @@ impl RecheckJob {
     }
 }
 
+/// A torrent whose data is about to be checked, for [`State::expect`]: its info hash, a
+/// hybrid's v2 name, and the loop that will own it.
+type Expected = (InfoHash, Option<InfoHash>, u32);
+
 /// A torrent to add with what could be read without the registry: its kept settings and its
 /// file, read and parsed (`torrent` is `None` for a magnet link).
 struct Parsed {
@@ -537,6 +541,7 @@ impl State {
         let mut results: Vec<Option<Result<InfoHash, ClientError>>> = Vec::new();
         let mut ready = Vec::new();
         let mut batch = std::collections::HashSet::new();
+        let mut expected = Vec::new();
         let mut adds = adds.into_iter();
         // A chunk at a time, so what is read and parsed for a torrent is dropped once it is
         // registered: ten thousand parsed torrents held at once outgrew the registry itself.
@@ -560,6 +565,15 @@ impl State {
                     Err(e) => Some(Err(e)),
                 });
             }
+            // Those whose data may be checked now: peers that dial meanwhile wait for them.
+            let n = self.loops.len();
+            let checking: Vec<Expected> = pending
+                .iter()
+                .filter(|(_, p)| !p.settings.paused && !p.trust_data && !p.settings.seed_mode)
+                .map(|(_, p)| (p.hash, p.info.v2_alias(), shard_of(&p.hash, n)))
+                .collect();
+            self.expect(&checking);
+            expected.extend(checking);
             let ctx = OpenContext {
                 pool: &pool,
                 allocation: self.allocation,
@@ -606,6 +620,7 @@ impl State {
             self.torrents.remove(&hash);
             self.dequeue(hash);
         }
+        self.settle_expected(&expected);
         if self.queue_config.enabled && !self.queue_loading {
             self.apply_queue_now();
         }
@@ -1102,6 +1117,77 @@ impl State {
         failed
     }
 
+    /// Tells the loops that these torrents (info hash, and a hybrid's v2 name) are on their
+    /// way in, their data about to be checked: the loop that will own each holds incoming
+    /// connections for it ([`crate::core::Session::expect_torrent`]) and the others route
+    /// them there, so a peer that dials during the check is answered when it ends rather
+    /// than refused. [`State::settle_expected`] undoes it for those that did not come.
+    fn expect(&self, torrents: &[Expected]) {
+        if torrents.is_empty() {
+            return;
+        }
+        let mut answers = Vec::with_capacity(self.loops.len());
+        for (i, l) in self.loops.iter().enumerate() {
+            let i = i as u32;
+            let names: Vec<(InfoHash, u32)> = torrents
+                .iter()
+                .flat_map(|&(hash, alias, owner)| {
+                    std::iter::once(hash).chain(alias).map(move |h| (h, owner))
+                })
+                .collect();
+            let (tx, rx) = mpsc::sync_channel(1);
+            l.post(move |d| {
+                for (name, owner) in names {
+                    if owner == i {
+                        d.session().expect_torrent(name);
+                    } else {
+                        d.session().set_route(name, Some(owner));
+                    }
+                }
+                let _ = tx.send(());
+            });
+            answers.push(rx);
+        }
+        // A loop runs posted closures after the turn that brought them, so a connection in
+        // that turn would not see them yet: the check starts once every loop has.
+        for rx in answers {
+            let _ = rx.recv_timeout(CALL_TIMEOUT);
+        }
+    }
+
+    /// The end of [`State::expect`]: connections still held for a torrent that is not in its
+    /// loop now (its add failed, it is paused or queued) are closed, and the routes to it
+    /// removed.
+    fn settle_expected(&self, torrents: &[Expected]) {
+        if torrents.is_empty() {
+            return;
+        }
+        let absent: Vec<(InfoHash, u32)> = torrents
+            .iter()
+            .filter(|(hash, ..)| self.torrents.get(hash).is_none_or(|e| e.id.is_none()))
+            .flat_map(|&(hash, alias, owner)| {
+                std::iter::once(hash).chain(alias).map(move |h| (h, owner))
+            })
+            .collect();
+        if absent.is_empty() {
+            return;
+        }
+        for (i, l) in self.loops.iter().enumerate() {
+            let i = i as u32;
+            let absent = absent.clone();
+            l.post(move |d| {
+                let now = d.now();
+                for (name, owner) in absent {
+                    if owner == i {
+                        d.session().forget_expected(&name, now);
+                    } else {
+                        d.session().set_route(name, None);
+                    }
+                }
+            });
+        }
+    }
+
     /// Takes a torrent out of its loop's session (closing its peers), saves its resume data
     /// and sends `stopped` to its trackers; it stays registered.
     pub(crate) fn deactivate(&mut self, hash: InfoHash) -> Result<(), ClientError> {
@@ -1175,7 +1261,12 @@ impl State {
         entry.settings.seed_mode = false;
         entry.saved = None;
         entry.checking = Some(progress.clone());
+        let expected = (hash, storage.info().v2_alias(), entry.shard);
         self.save_settings(&hash)?;
+        // Peers that dial during the check wait for its end (unless it is paused meanwhile).
+        if !self.entry(hash)?.settings.paused {
+            self.expect(&[expected]);
+        }
         Ok(RecheckJob {
             storage,
             pool,
@@ -1198,15 +1289,17 @@ impl State {
             .clone()
             .expect("torrents with metadata have storage");
         let hold = entry.settings.paused || entry.queued;
+        let expected = [(hash, storage.info().v2_alias(), entry.shard)];
         // What the check found is what its status shows while it stays out of its loop.
         entry.saved = Some(have.count());
-        if let Some(dir) = resume_dir {
-            open::save_resume(&storage, have.clone(), &dir)?;
-        }
-        if hold {
-            return Ok(());
-        }
-        if self.activate(vec![(hash, have)]).contains(&hash) {
+        let saved = match resume_dir {
+            Some(dir) => open::save_resume(&storage, have.clone(), &dir),
+            None => Ok(()),
+        };
+        let refused = !hold && saved.is_ok() && self.activate(vec![(hash, have)]).contains(&hash);
+        self.settle_expected(&expected);
+        saved?;
+        if refused {
             return Err(ClientError::Refused(hash));
         }
         Ok(())
@@ -1300,15 +1393,24 @@ impl State {
             .clone()
             .expect("torrents with metadata have storage");
         let held = entry.held_have.take().filter(|_| !reopened);
+        let expected = [(hash, info.v2_alias(), entry.shard)];
         let (have, source) = match held {
             Some(have) => (have, DataSource::Resumed),
-            None => open::restore(&storage, &pool, false, reopened, resume_dir.as_deref()),
+            None => {
+                // It may be checked: peers that dial meanwhile wait for it.
+                self.expect(&expected);
+                open::restore(&storage, &pool, false, reopened, resume_dir.as_deref())
+            }
         };
+        let entry = self.entry_mut(hash)?;
         if matches!(source, DataSource::Checked { .. }) {
             entry.saved = None;
         }
-        self.save_settings(&hash)?;
-        if self.activate(vec![(hash, have)]).contains(&hash) {
+        let saved = self.save_settings(&hash);
+        let refused = saved.is_ok() && self.activate(vec![(hash, have)]).contains(&hash);
+        self.settle_expected(&expected);
+        saved?;
+        if refused {
             self.entry_mut(hash)?.settings.paused = true;
             return Err(ClientError::Refused(hash));
         }

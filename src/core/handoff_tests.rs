@@ -399,3 +399,158 @@ fn the_bitfield_of_the_largest_torrent_is_accepted() {
     let t = s.torrent_by_hash(&info.info_hash()).unwrap();
     assert_eq!(s.peer_count(t), 1);
 }
+
+// ------------------------------------------------- connections for a torrent being checked
+
+/// One session that expects the torrent (its data being checked) and has accepted a
+/// connection.
+fn expecting() -> (Session, Arc<Info>, ConnId) {
+    let info = info();
+    let mut s = session(3);
+    s.expect_torrent(info.info_hash());
+    let conn = s.accept("127.0.0.9:5000".parse().unwrap(), NOW).unwrap();
+    (s, info, conn)
+}
+
+/// Our handshake, decoded from what the session sent on `conn`.
+fn our_handshake(s: &mut Session, conn: ConnId) -> Handshake {
+    let sent: Vec<u8> = s.take_send(conn, usize::MAX).concat();
+    let Ok(Decoded::Complete { value, .. }) = Handshake::decode(SplitBytes::single(&sent)) else {
+        panic!("our handshake goes first");
+    };
+    value
+}
+
+#[test]
+fn a_peer_that_dials_during_the_check_is_held_then_served() {
+    let (mut s, info, conn) = expecting();
+    let mut bytes = their_handshake(&info);
+    bytes.extend(encode(Message::Interested));
+    s.handle_recv(conn, &bytes, NOW);
+    assert!(actions(&mut s).is_empty(), "no answer, no close");
+    assert!(s.take_send(conn, usize::MAX).is_empty());
+    assert!(closed(&events(&mut s)).is_empty());
+    assert_eq!(s.connection_count(), 1);
+
+    let t = s
+        .add_torrent(info.clone(), &Bitfield::full(PIECES), NOW)
+        .unwrap();
+    assert!(actions(&mut s).contains(&Action::Send { conn }));
+    assert_eq!(our_handshake(&mut s, conn).info_hash, info.info_hash());
+    assert_eq!(s.peer_count(t), 1, "the handshake completed");
+    assert!(
+        s.peers(t, NOW)[0].peer_interested,
+        "what it sent while held was kept"
+    );
+    assert_eq!(s.connection_stats().held, 1);
+    assert!(closed(&events(&mut s)).is_empty());
+}
+
+#[test]
+fn an_encrypted_peer_is_held_after_the_key_exchange() {
+    let (mut s, info, conn) = expecting();
+    let hash = info.info_hash();
+    let hs = their_handshake(&info);
+    let (mut initiator, first) =
+        Initiator::new([7; 20], hash, CRYPTO_RC4, vec![2; 5], vec![], hs.clone());
+    s.handle_recv(conn, &first, NOW);
+    let yb: Vec<u8> = s.take_send(conn, usize::MAX).concat();
+    let Ok(Step::Send(second)) = initiator.feed(&yb) else {
+        panic!("the initiator answers Yb");
+    };
+    // The SKEY names a torrent on its way in: the key exchange completes, the handshake waits.
+    s.handle_recv(conn, &second, NOW);
+    assert!(closed(&events(&mut s)).is_empty());
+    let reply: Vec<u8> = s.take_send(conn, usize::MAX).concat();
+    let Ok(Step::Established {
+        plaintext_after,
+        cipher: Some(mut cipher),
+        ..
+    }) = initiator.feed(&reply)
+    else {
+        panic!("the reply selects RC4");
+    };
+    assert!(
+        plaintext_after.is_empty(),
+        "no handshake before the torrent is in"
+    );
+
+    let t = s.add_torrent(info, &Bitfield::full(PIECES), NOW).unwrap();
+    assert_eq!(s.peer_count(t), 1);
+    let mut theirs: Vec<u8> = s.take_send(conn, usize::MAX).concat();
+    cipher.recv.apply(&mut theirs);
+    let Ok(Decoded::Complete { value, .. }) = Handshake::decode(SplitBytes::single(&theirs)) else {
+        panic!("an encrypted handshake once the torrent is in");
+    };
+    assert_eq!(value.info_hash, hash);
+}
+
+#[test]
+fn held_peers_are_closed_when_their_torrent_does_not_come() {
+    let (mut s, info, conn) = expecting();
+    s.handle_recv(conn, &their_handshake(&info), NOW);
+    s.forget_expected(&info.info_hash(), NOW);
+    assert_eq!(actions(&mut s), vec![Action::Close { conn }]);
+    assert_eq!(closed(&events(&mut s)), vec![CloseReason::UnknownTorrent]);
+    // Forgotten: the next one is refused at once, and adding it later holds nothing.
+    let conn = s.accept("127.0.0.9:5001".parse().unwrap(), NOW).unwrap();
+    s.handle_recv(conn, &their_handshake(&info), NOW);
+    assert_eq!(closed(&events(&mut s)), vec![CloseReason::UnknownTorrent]);
+    s.add_torrent(info, &Bitfield::full(PIECES), NOW).unwrap();
+    assert_eq!(s.connection_stats().held, 0);
+}
+
+#[test]
+fn a_held_peer_is_bounded_in_bytes_and_time() {
+    let (mut s, info, conn) = expecting();
+    s.handle_recv(conn, &their_handshake(&info), NOW);
+    s.handle_recv(conn, &vec![0u8; MAX_HANDOFF_BUFFER - HANDSHAKE_LEN], NOW);
+    assert!(
+        closed(&events(&mut s)).is_empty(),
+        "up to the bound is kept"
+    );
+    s.handle_recv(conn, &[0], NOW);
+    assert_eq!(actions(&mut s), vec![Action::Close { conn }]);
+    assert_eq!(closed(&events(&mut s)), vec![CloseReason::HandOffFlood]);
+
+    // A check that outlasts the handshake time-out closes what it held.
+    let conn = s.accept("127.0.0.9:5001".parse().unwrap(), NOW).unwrap();
+    s.handle_recv(conn, &their_handshake(&info), NOW);
+    s.handle_timeout(NOW + Duration::from_secs(11));
+    assert_eq!(actions(&mut s), vec![Action::Close { conn }]);
+    assert_eq!(closed(&events(&mut s)), vec![CloseReason::HandshakeTimeout]);
+    // The torrent still comes; nothing is left to release.
+    let t = s.add_torrent(info, &Bitfield::full(PIECES), NOW).unwrap();
+    assert_eq!(s.peer_count(t), 0);
+    assert_eq!(s.connection_stats().held, 0);
+}
+
+#[test]
+fn another_loop_routes_to_the_one_that_checks() {
+    let info = info();
+    let hash = info.info_hash();
+    let mut a = session(1);
+    let mut b = session(2);
+    // What the client tells the loops before a check: b will own it, a routes to b.
+    b.expect_torrent(hash);
+    a.set_route(hash, Some(1));
+    let conn = a.accept("127.0.0.9:5000".parse().unwrap(), NOW).unwrap();
+    a.handle_recv(conn, &their_handshake(&info), NOW);
+    assert_eq!(actions(&mut a), vec![Action::HandOff { conn, shard: 1 }]);
+    let conn = b.adopt(a.take_handoff(conn).unwrap(), NOW).unwrap();
+    assert!(b.take_send(conn, usize::MAX).is_empty(), "held in b");
+    assert!(closed(&events(&mut b)).is_empty());
+    let t = b.add_torrent(info, &Bitfield::full(PIECES), NOW).unwrap();
+    assert_eq!(b.peer_count(t), 1);
+    assert_eq!(our_handshake(&mut b, conn).info_hash, hash);
+}
+
+#[test]
+fn without_an_expected_torrent_an_unknown_hash_is_refused_at_once() {
+    let info = info();
+    let mut s = session(4);
+    let conn = s.accept("127.0.0.9:5000".parse().unwrap(), NOW).unwrap();
+    s.handle_recv(conn, &their_handshake(&info), NOW);
+    assert_eq!(actions(&mut s), vec![Action::Close { conn }]);
+    assert_eq!(closed(&events(&mut s)), vec![CloseReason::UnknownTorrent]);
+}

@@ -110,6 +110,9 @@ struct Handshaking {
     /// After an MSE handshake that selected RC4: decrypts what arrives (the send side's
     /// stream is in `send`).
     recv_cipher: Option<Box<Rc4>>,
+    /// Incoming, for a torrent on its way into this session ([`Session::expect_torrent`]):
+    /// held unanswered until it is added.
+    held: Option<InfoHash>,
 }
 
 /// Where a connection stands with the encrypted (MSE/PE) handshake.
@@ -322,6 +325,9 @@ pub struct Session {
     handshake_closes: std::collections::BTreeMap<&'static str, u64>,
     /// Torrents other sessions own, and which (see "Sharding" above).
     routes: HashMap<InfoHash, u32>,
+    /// Torrents on their way into this session ([`Session::expect_torrent`]), each with the
+    /// number of incoming connections held for it.
+    expected: HashMap<InfoHash, u32>,
     conn_stats: ConnectionStats,
     /// Which torrent is served first when rate-limit wake-ups fall due, turning each time so
     /// that no torrent always spends the session's tokens first.
@@ -392,6 +398,9 @@ pub struct ConnectionStats {
     pub adopted: u64,
     /// Incoming connections this session accepted (whether kept or handed over).
     pub accepted: u64,
+    /// Incoming connections held while their torrent was on its way in (its data being
+    /// checked), then answered once it was added.
+    pub held: u64,
 }
 
 impl Session {
@@ -422,6 +431,7 @@ impl Session {
             session_limits,
             handshake_closes: Default::default(),
             routes: HashMap::new(),
+            expected: HashMap::new(),
             conn_stats: ConnectionStats::default(),
             rate_turn: 0,
             upload_held: 0,
@@ -542,6 +552,62 @@ impl Session {
         };
     }
 
+    /// Says that the torrent `hash` is on its way into this session: its data is being
+    /// checked before [`Session::add_torrent`]. Meanwhile incoming connections for it are
+    /// held, unanswered, instead of refused as unknown (a refused peer comes back only after
+    /// its redial back-off); once it is added they carry on as if it had been there. They
+    /// are closed as unknown if [`Session::forget_expected`] comes first, and as any
+    /// handshake if it outlasts the handshake time-out. What each sends meanwhile is bounded
+    /// as a connection moving between loops is (`limits::MAX_HANDOFF_BUFFER`).
+    pub fn expect_torrent(&mut self, hash: InfoHash) {
+        if !self.by_hash.contains_key(&hash) {
+            self.expected.entry(hash).or_insert(0);
+        }
+    }
+
+    /// The torrent `hash` will not come after all (its add failed, or it was paused or
+    /// removed during its check): the connections held for it are closed as unknown.
+    pub fn forget_expected(&mut self, hash: &InfoHash, now: Time) {
+        if self.expected.remove(hash).is_some_and(|held| held > 0) {
+            for conn in self.held_for(hash) {
+                self.close_handshaking(conn, CloseReason::UnknownTorrent, now);
+            }
+            self.reap();
+        }
+    }
+
+    /// The torrent `hash` is here now: the connections held for it carry on.
+    fn release_held(&mut self, hash: &InfoHash, now: Time) {
+        if self.expected.remove(hash).is_none_or(|held| held == 0) {
+            return;
+        }
+        for conn in self.held_for(hash) {
+            if let Some(Conn {
+                state: ConnState::Handshaking(h),
+                ..
+            }) = conn_in(&mut self.conns, conn)
+            {
+                h.held = None;
+                self.conn_stats.held += 1;
+                self.advance_handshake(conn, now);
+            }
+        }
+    }
+
+    /// The connections held for `hash`.
+    fn held_for(&self, hash: &InfoHash) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .filter_map(|(slot, c)| match &c.state {
+                ConnState::Handshaking(h) if h.held.as_ref() == Some(hash) => Some(ConnId {
+                    slot: slot as u32,
+                    generation: c.generation,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Incoming connections accepted, handed to other sessions and adopted from them.
     pub fn connection_stats(&self) -> ConnectionStats {
         self.conn_stats
@@ -590,10 +656,16 @@ impl Session {
         };
         self.by_hash.insert(info.info_hash(), id);
         let ctx = self.torrent_context(id);
+        let hash = info.info_hash();
+        let alias = info.v2_alias();
         let torrent = Torrent::new(ctx, info, have, now);
         let entry = Entry::Ready(Box::new(torrent));
         self.add_alias(&entry, id);
         self.torrents.insert(TorrentSlot { generation, entry });
+        for name in std::iter::once(hash).chain(alias) {
+            self.release_held(&name, now);
+        }
+        self.reap();
         Some(id)
     }
 
@@ -1033,6 +1105,7 @@ impl Session {
             mse: Mse::Off,
             encrypt,
             recv_cipher: None,
+            held: None,
         })));
         self.out.actions.push_back(Action::Connect {
             conn,
@@ -1239,6 +1312,7 @@ impl Session {
                 mse: Mse::Off,
                 encrypt: false,
                 recv_cipher: None,
+                held: None,
             }))),
         )
     }
@@ -1282,6 +1356,12 @@ impl Session {
         now: Time,
         close_socket: bool,
     ) {
+        let Some(c) = self.conn_mut(conn) else { return };
+        if let ConnState::Handshaking(h) = &c.state {
+            if let Some(held) = h.held.and_then(|hash| self.expected.get_mut(&hash)) {
+                *held = held.saturating_sub(1);
+            }
+        }
         let Some(c) = self.conn_mut(conn) else { return };
         let (addr, torrent, outgoing, refused) = match &c.state {
             ConnState::Handshaking(h) => {
@@ -1386,7 +1466,8 @@ impl Session {
         let step = match &mut h.mse {
             Mse::Responding(responder) => {
                 let data = h.recv.split();
-                Some(responder.feed(&data, self.by_hash.keys().chain(self.routes.keys())))
+                let known = self.by_hash.keys().chain(self.routes.keys());
+                Some(responder.feed(&data, known.chain(self.expected.keys())))
             }
             Mse::Initiating(initiator) => {
                 let data = h.recv.split();
@@ -1440,6 +1521,24 @@ impl Session {
             let Some(&tid) = self.by_hash.get(&prefix.info_hash) else {
                 if let Some(&shard) = self.routes.get(&prefix.info_hash) {
                     return self.hand_off(conn, prefix.info_hash, shard, Vec::new(), None);
+                }
+                if let Some(held) = self.expected.get_mut(&prefix.info_hash) {
+                    // Its torrent is being checked: wait for it, within the bound a moving
+                    // connection has.
+                    if let Some(Conn {
+                        state: ConnState::Handshaking(h),
+                        ..
+                    }) = conn_in(&mut self.conns, conn)
+                    {
+                        if h.held.is_none() {
+                            h.held = Some(prefix.info_hash);
+                            *held += 1;
+                        }
+                        if h.recv.len() > MAX_HANDOFF_BUFFER {
+                            return self.close_handshaking(conn, CloseReason::HandOffFlood, now);
+                        }
+                    }
+                    return;
                 }
                 return self.close_handshaking(conn, CloseReason::UnknownTorrent, now);
             };
@@ -1698,6 +1797,7 @@ impl Session {
             mse,
             encrypt: false,
             recv_cipher: None,
+            held: None,
         })));
         self.conn_stats.adopted += 1;
         if let Some(Conn {
