@@ -565,11 +565,14 @@ impl State {
                     Err(e) => Some(Err(e)),
                 });
             }
-            // Those whose data may be checked now: peers that dial meanwhile wait for them.
+            // New torrents whose data may be checked now: peers that dial meanwhile wait for
+            // them. (Those loaded again from the state folder trust their resume data, and a
+            // restart of thousands should not wait on the loops for them.)
             let n = self.loops.len();
             let checking: Vec<Expected> = pending
                 .iter()
-                .filter(|(_, p)| !p.settings.paused && !p.trust_data && !p.settings.seed_mode)
+                .filter(|(_, p)| p.settings.added == 0 && !p.settings.paused)
+                .filter(|(_, p)| !p.trust_data && !p.settings.seed_mode)
                 .map(|(_, p)| (p.hash, p.info.v2_alias(), shard_of(&p.hash, n)))
                 .collect();
             self.expect(&checking);
