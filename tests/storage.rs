@@ -1468,6 +1468,57 @@ fn resume_is_trusted_only_when_nothing_changed() {
     assert!(matches!(err, ResumeError::UnknownVersion(2)), "{err:?}");
 }
 
+/// A restart validates resume data against the stamps of the descriptors its storage just
+/// opened (one fstat each): they are the stamps the paths give, so the same data is
+/// trusted, and a file changed before the open is still refused.
+#[test]
+fn resume_validated_on_opened_descriptors_trusts_and_refuses_as_by_path() {
+    let (info, payload) = layout();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let dl = tmp.path().join("dl");
+    let storage = Storage::open(info.clone(), &dl, OpenMode::Create).unwrap();
+    write_all(&storage, &payload);
+    let verified = Bitfield::full(info.lengths().piece_count());
+    ResumeData::capture(&storage, verified.clone())
+        .unwrap()
+        .save(&state)
+        .unwrap();
+    drop(storage);
+
+    let reopened = Storage::open(info.clone(), &dl, OpenMode::Create).unwrap();
+    assert_eq!(
+        reopened.opened_file_stamps().unwrap(),
+        reopened.file_stamps().unwrap()
+    );
+    let loaded = ResumeData::load(&state, info.info_hash());
+    assert_eq!(
+        ResumeData::restore_opened(loaded, &reopened).unwrap(),
+        verified
+    );
+    drop(reopened);
+
+    // Changed while nothing held it: the next open refuses the data, naming the file.
+    let b = dl.join("t/d/b.bin");
+    let f = std::fs::OpenOptions::new().write(true).open(&b).unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000))
+        .unwrap();
+    drop(f);
+    let reopened = Storage::open(info.clone(), &dl, OpenMode::Create).unwrap();
+    let err = ResumeData::restore_opened(ResumeData::load(&state, info.info_hash()), &reopened)
+        .unwrap_err();
+    assert!(
+        matches!(&err, ResumeError::FileChanged { path, .. } if path == &b),
+        "{err:?}"
+    );
+    // No resume data: not found, as by path.
+    std::fs::remove_dir_all(&state).unwrap();
+    assert!(matches!(
+        ResumeData::restore_opened(ResumeData::load(&state, info.info_hash()), &reopened),
+        Err(ResumeError::NotFound(_))
+    ));
+}
+
 /// BEP 47 `x`: a file the torrent marks executable is created executable (as libtorrent
 /// makes it; the umask still applies), and the others are not.
 #[test]

@@ -90,17 +90,18 @@ pub(crate) fn open_storage(
 
 /// Opens `info`'s files under `dir` (`mode` says whether missing ones are created, `skip`
 /// which are not) and finds which pieces they hold (see the module doc). `resume_dir` is
-/// where resume data lives.
+/// where resume data lives; `loaded`, its data for this torrent if the caller read it
+/// already ([`ResumeData::load`]'s result), so it is not read twice.
 pub(crate) fn open(
     info: &Arc<Info>,
     dir: &Path,
     (mode, allocation, skip): (OpenMode, Allocation, &[bool]),
     pool: &DiskPool,
     trust_data: bool,
-    resume_dir: Option<&Path>,
+    (resume_dir, loaded): (Option<&Path>, Option<Result<ResumeData, ResumeError>>),
 ) -> Result<Opened, ClientError> {
     let storage = Arc::new(open_storage(info, dir, (mode, allocation), skip)?);
-    let (have, source) = restore(&storage, pool, trust_data, true, resume_dir);
+    let (have, source) = restore_with(&storage, pool, trust_data, true, resume_dir, loaded);
     Ok(Opened {
         storage,
         have,
@@ -117,6 +118,18 @@ pub(crate) fn restore(
     trust_data: bool,
     just_opened: bool,
     resume_dir: Option<&Path>,
+) -> (Bitfield, DataSource) {
+    restore_with(storage, pool, trust_data, just_opened, resume_dir, None)
+}
+
+/// [`restore`], with the resume data already read when `loaded` holds it.
+fn restore_with(
+    storage: &Storage,
+    pool: &DiskPool,
+    trust_data: bool,
+    just_opened: bool,
+    resume_dir: Option<&Path>,
+    loaded: Option<Result<ResumeData, ResumeError>>,
 ) -> (Bitfield, DataSource) {
     let info = storage.info();
     let pieces = info.lengths().piece_count();
@@ -140,7 +153,15 @@ pub(crate) fn restore(
     // it was when the data was saved.
     let mut resume_rejected = None;
     if let Some(dir) = resume_dir {
-        match ResumeData::restore(dir, storage) {
+        // A storage just opened holds a descriptor on each file there: their stamps come
+        // from those (one fstat each), not from the paths walked again.
+        let restored = if just_opened {
+            let loaded = loaded.unwrap_or_else(|| ResumeData::load(dir, info.info_hash()));
+            ResumeData::restore_opened(loaded, storage)
+        } else {
+            ResumeData::restore(dir, storage)
+        };
+        match restored {
             Ok(have) => return (have, DataSource::Resumed),
             Err(ResumeError::NotFound(_)) => {}
             Err(e) => {

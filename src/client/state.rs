@@ -44,7 +44,7 @@ use crate::core::{Bitfield, InfoHash};
 use crate::driver::shard::{shard_of, LoopThread};
 use crate::driver::Driver;
 use crate::metainfo::{Info, Magnet, Torrent};
-use crate::storage::{Allocation, DiskPool, FileState, OpenMode, Storage};
+use crate::storage::{Allocation, DiskPool, FileState, OpenMode, ResumeData, ResumeError, Storage};
 use crate::tracker::Progress;
 
 /// How long a loop may take to answer before the request fails.
@@ -244,8 +244,17 @@ impl OpenContext<'_> {
         // A torrent that had data here (it was added before and has resume data) whose files
         // are gone is held with the reason, not given fresh empty files to download again:
         // the disk or mount may just be missing, and a seedbox must not silently refill it.
-        let problem = (settings.added != 0 && !settings.paused)
-            .then(|| missing_data(self.store, &info, &data_dir, &settings))
+        // Its resume data, read once: whether there is any says whether it had data here,
+        // and `open` validates it against the files.
+        let loaded = match (&self.resume_dir, settings.added != 0) {
+            (Some(dir), true) => Some(ResumeData::load(dir, hash)),
+            _ => None,
+        };
+        let had_data = loaded
+            .as_ref()
+            .is_some_and(|r| !matches!(r, Err(ResumeError::NotFound(_))));
+        let problem = (had_data && !settings.paused)
+            .then(|| missing_data(&info, &data_dir, &settings))
             .flatten();
         let mode = if problem.is_some() || settings.seed_only {
             OpenMode::ReadOnly
@@ -272,7 +281,7 @@ impl OpenContext<'_> {
                 (mode, self.allocation, &skip),
                 self.pool,
                 trust_data || settings.seed_mode,
-                self.resume_dir.as_deref(),
+                (self.resume_dir.as_deref(), loaded),
             )?
         };
         let new = settings.added == 0;
@@ -313,15 +322,7 @@ impl OpenContext<'_> {
 
 /// Why a torrent that had data under `dir` (it has resume data) cannot run: a file it needs
 /// is gone.
-fn missing_data(
-    store: Option<&Store>,
-    info: &Info,
-    dir: &Path,
-    settings: &Settings,
-) -> Option<String> {
-    if !store?.has_resume(info.info_hash()) {
-        return None;
-    }
+fn missing_data(info: &Info, dir: &Path, settings: &Settings) -> Option<String> {
     // Files never created because nothing of them is wanted are not missing.
     let skip = open::unneeded_files(info, settings.priorities().as_deref());
     info.files()
@@ -968,7 +969,7 @@ impl State {
             (e.mode(), allocation, &skip),
             &pool,
             false,
-            resume_dir.as_deref(),
+            (resume_dir.as_deref(), None),
         );
         let opened = match opened {
             Ok(o) => o,

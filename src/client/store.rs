@@ -222,11 +222,6 @@ impl Store {
         let _ = std::fs::remove_file(crate::storage::resume_path(&self.resume_dir(), *hash));
     }
 
-    /// Whether resume data exists for `hash` (so its data was here before).
-    pub fn has_resume(&self, hash: InfoHash) -> bool {
-        crate::storage::resume_path(&self.resume_dir(), hash).exists()
-    }
-
     /// Everything kept: magnet links (uri, settings) and the paths of torrent files, each in
     /// file name order. A torrent's file and settings are read when it is added
     /// ([`Store::settings`]), one at a time, so a restart of ten thousand torrents never

@@ -582,17 +582,23 @@ impl Storage {
         let mode = options.mode;
         let writable = mode != OpenMode::ReadOnly;
         let dir = download_dir.to_path_buf();
-        if writable {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| StorageError::from_io(dir.clone(), "create folder", e))?;
+        // The folder is created only when it is not there: ten thousand torrents in one data
+        // folder cost one open each, not a mkdir and a stat before it.
+        let root = match sys::open_dir(&dir) {
+            Err(e) if writable && e.raw_os_error() == Some(libc::ENOENT) => {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| StorageError::from_io(dir.clone(), "create folder", e))?;
+                sys::open_dir(&dir)
+            }
+            opened => opened,
         }
-        let root = sys::open_dir(&dir).map_err(|e| match e.raw_os_error() {
+        .map_err(|e| match e.raw_os_error() {
             Some(libc::ENOENT) => StorageError::Missing { path: dir.clone() },
             _ => StorageError::from_io(dir.clone(), "open folder", e),
         })?;
-        let root_dev = sys::fstat(root.as_fd())
-            .map_err(|e| StorageError::from_io(dir.clone(), "examine", e))?
-            .st_dev;
+        // The folder's device, asked for only when a file is missing (a file found tells its
+        // own).
+        let mut root_dev = None;
 
         // 1. Examine what is there; change nothing.
         let access = if writable {
@@ -649,7 +655,16 @@ impl Storage {
                         fd: None,
                         actual: None,
                         allocated: 0,
-                        dev: dev.unwrap_or(root_dev),
+                        dev: match (dev, root_dev) {
+                            (Some(d), _) | (None, Some(d)) => d,
+                            (None, None) => {
+                                let d = sys::fstat(root.as_fd())
+                                    .map_err(|e| StorageError::from_io(dir.clone(), "examine", e))?
+                                    .st_dev;
+                                root_dev = Some(d);
+                                d
+                            }
+                        },
                     }));
                 }
                 Err(e) => return Err(open_error(path, e)),
@@ -1310,26 +1325,48 @@ impl Storage {
     pub fn file_stamps(&self) -> Result<Vec<Option<FileStamp>>, StorageError> {
         self.files
             .iter()
-            .map(|slot| {
-                if slot.state == FileState::NotStored {
-                    return Ok(None);
+            .map(|slot| self.stamp_by_path(slot))
+            .collect()
+    }
+
+    /// [`Storage::file_stamps`] for a storage just opened: read from the descriptors it holds
+    /// (one `fstat` each, no path walked), which are the files at those paths at open; by
+    /// path for a file it holds none of. A storage that has been open a while may hold a file
+    /// since replaced at its path: use [`Storage::file_stamps`] there.
+    pub fn opened_file_stamps(&self) -> Result<Vec<Option<FileStamp>>, StorageError> {
+        self.files
+            .iter()
+            .map(|slot| match &slot.backing {
+                Backing::Held { file, .. } if slot.state != FileState::NotStored => {
+                    let st = sys::fstat(file.as_fd()).map_err(|e| {
+                        StorageError::from_io(self.dir.join(&slot.rel), "examine", e)
+                    })?;
+                    Ok(Some(FileStamp {
+                        size: st.st_size as u64,
+                        mtime_ns: sys::mtime_ns(&st),
+                    }))
                 }
-                let path = || self.dir.join(&slot.rel);
-                let flags = libc::O_PATH;
-                let fd =
-                    match sys::open_beneath(self.root.as_fd(), &slot.rel, flags, 0, self.resolve) {
-                        Ok(fd) => fd,
-                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-                        Err(e) => return Err(open_error(path(), e)),
-                    };
-                let st = sys::fstat(fd.as_fd())
-                    .map_err(|e| StorageError::from_io(path(), "examine", e))?;
-                Ok(Some(FileStamp {
-                    size: st.st_size as u64,
-                    mtime_ns: sys::mtime_ns(&st),
-                }))
+                _ => self.stamp_by_path(slot),
             })
             .collect()
+    }
+
+    fn stamp_by_path(&self, slot: &Slot) -> Result<Option<FileStamp>, StorageError> {
+        if slot.state == FileState::NotStored {
+            return Ok(None);
+        }
+        let path = || self.dir.join(&slot.rel);
+        let flags = libc::O_PATH;
+        let fd = match sys::open_beneath(self.root.as_fd(), &slot.rel, flags, 0, self.resolve) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+            Err(e) => return Err(open_error(path(), e)),
+        };
+        let st = sys::fstat(fd.as_fd()).map_err(|e| StorageError::from_io(path(), "examine", e))?;
+        Ok(Some(FileStamp {
+            size: st.st_size as u64,
+            mtime_ns: sys::mtime_ns(&st),
+        }))
     }
 
     fn read_span(&self, span: &FileSpan, out: &mut [u8]) -> Result<(), StorageError> {

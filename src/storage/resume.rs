@@ -315,6 +315,16 @@ impl ResumeData {
 
     /// Checks the data against `storage`'s torrent and its files as they are now.
     pub fn validate(&self, storage: &Storage) -> Result<(), ResumeError> {
+        self.validate_against(storage, &storage.file_stamps()?)
+    }
+
+    /// [`ResumeData::validate`] against the files' stamps as the caller read them (`now`,
+    /// one per file of the torrent, as [`Storage::file_stamps`] gives them).
+    pub fn validate_against(
+        &self,
+        storage: &Storage,
+        now: &[Option<FileStamp>],
+    ) -> Result<(), ResumeError> {
         let info = storage.info();
         if self.info_hash != info.info_hash() {
             return Err(ResumeError::WrongTorrent {
@@ -337,11 +347,17 @@ impl ResumeData {
                 found: self.files.len() as u64,
             });
         }
-        let now = storage.file_stamps()?;
+        if now.len() != self.files.len() {
+            return Err(ResumeError::Layout {
+                what: "files",
+                expected: self.files.len() as u64,
+                found: now.len() as u64,
+            });
+        }
         for (i, ((recorded, now), state)) in self
             .files
             .iter()
-            .zip(&now)
+            .zip(now)
             .zip(storage.file_states())
             .enumerate()
         {
@@ -373,6 +389,18 @@ impl ResumeData {
     pub fn restore(state_dir: &Path, storage: &Storage) -> Result<Bitfield, ResumeError> {
         let data = Self::load(state_dir, storage.info().info_hash())?;
         data.validate(storage)?;
+        Ok(data.verified)
+    }
+
+    /// [`ResumeData::restore`] with the data already read ([`ResumeData::load`]'s result),
+    /// for a storage just opened: its files' stamps come from the descriptors it holds
+    /// ([`Storage::opened_file_stamps`]).
+    pub fn restore_opened(
+        loaded: Result<ResumeData, ResumeError>,
+        storage: &Storage,
+    ) -> Result<Bitfield, ResumeError> {
+        let data = loaded?;
+        data.validate_against(storage, &storage.opened_file_stamps()?)?;
         Ok(data.verified)
     }
 }

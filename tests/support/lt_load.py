@@ -6,11 +6,15 @@ Usage: lt_load.py TORRENTS_DIR DATA_DIR [--check]
 
 Each torrent is added with its data in DATA_DIR; without --check in seed mode (libtorrent
 trusts the data, as ringtorrent trusts resume data on a restart), with --check the data is
-hashed first. TCP only on 127.0.0.1, no DHT, LSD, UPnP or NAT-PMP. When every torrent is added
-(and, with --check, checked) it prints one JSON line {"torrents": N, "seconds": S,
-"rss_kib": R, "cpu_s": C} where S runs from the start of the script's work, R is the
-process's resident memory and C its CPU time (user + system, all threads, from its start),
-then exits.
+hashed first. TCP only on 127.0.0.1, no DHT, LSD, UPnP or NAT-PMP. When every torrent is in
+the session and done with its data (libtorrent's `torrent_checked_alert`, posted by
+`files_checked()` once a torrent leaves checking_resume_data in seed mode, or once its last
+piece is hashed with --check: the same point as ringtorrent's torrents in their loops with
+their pieces known) it prints one JSON line {"torrents": N, "seconds": S, "rss_kib": R,
+"cpu_s": C, "added_s": A} where S runs from the start of the script's work, R is the
+process's resident memory, C its CPU time (user + system, all threads, from its start) and A
+when `get_torrents()` first listed every torrent (the earlier, weaker point this script used
+to stop at in seed mode: added, not yet through its resume check), then exits.
 """
 
 import argparse
@@ -45,7 +49,11 @@ def main() -> None:
         "enable_lsd": False,
         "enable_upnp": False,
         "enable_natpmp": False,
-        "alert_mask": lt.alert.category_t.error_notification,
+        # Status alerts for torrent_checked_alert; a queue that holds every torrent's (its
+        # state changes come too), so none is dropped.
+        "alert_mask": lt.alert.category_t.error_notification
+        | lt.alert.category_t.status_notification,
+        "alert_queue_size": 1000000,
         # Every torrent active, as a seedbox runs them (libtorrent queues beyond 8 by default).
         "active_limit": -1,
         "active_seeds": -1,
@@ -64,20 +72,22 @@ def main() -> None:
         p.flags &= ~lt.torrent_flags.paused
         ses.async_add_torrent(p)
     deadline = start + 3600
-    while True:
-        handles = ses.get_torrents()
-        if len(handles) == len(names):
-            states = [h.status().state for h in handles] if args.check else []
-            if not args.check or all(s == lt.torrent_status.seeding for s in states):
-                break
+    checked = set()
+    added_s = None
+    while len(checked) < len(names):
+        if added_s is None and len(ses.get_torrents()) == len(names):
+            added_s = time.monotonic() - start
         if time.monotonic() > deadline:
             print("lt_load.py: not all torrents loaded in time", file=sys.stderr)
             sys.exit(1)
         ses.wait_for_alert(100)
-        ses.pop_alerts()
+        for a in ses.pop_alerts():
+            if isinstance(a, lt.torrent_checked_alert):
+                checked.add(str(a.handle.info_hash()))
     seconds = time.monotonic() - start
     print(json.dumps({"torrents": len(names), "seconds": seconds, "rss_kib": rss_kib(),
-                      "cpu_s": time.process_time()}), flush=True)
+                      "cpu_s": time.process_time(),
+                      "added_s": added_s if added_s is not None else seconds}), flush=True)
 
 
 if __name__ == "__main__":

@@ -129,7 +129,8 @@ impl Watcher {
             }
         };
         let mut present = HashSet::new();
-        // New or changed files, added in one batch (one round trip per event loop).
+        // New or changed files, added in one batch (one round trip per event loop; their
+        // files read and parsed on the disk pool's hashing threads).
         let mut adds = Vec::new();
         let mut adding = Vec::new();
         for entry in entries.flatten() {
@@ -153,18 +154,9 @@ impl Watcher {
             if known {
                 continue;
             }
-            match std::fs::read(&path) {
-                Ok(bytes) => {
-                    adds.push(AddTorrent::bytes(bytes).label(format!("watch:{}", path.display())));
-                    adding.push((path, modified));
-                }
-                Err(e) => {
-                    let e = format!("cannot read it: {e}");
-                    tracing::warn!("watch folder: {} not added: {e}", path.display());
-                    let outcome = Err(e);
-                    self.watched.insert(path, Watched { modified, outcome });
-                }
-            }
+            // Read and parsed by `add_many`, on all cores, not one file at a time here.
+            adds.push(AddTorrent::file(path.clone()).label(format!("watch:{}", path.display())));
+            adding.push((path, modified));
         }
         self.stats.files = present.len();
         let mut replaced_by_file = Vec::new();
