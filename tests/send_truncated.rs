@@ -96,6 +96,60 @@ fn a_block_of_a_truncated_file_fails_to_send_with_efault_on_both_drivers_send_ca
     assert_eq!(cqe.result(), -libc::EFAULT);
 }
 
+#[test]
+fn batched_and_resident_reads_are_byte_exact_and_a_truncation_fails_only_the_blocks_it_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (payload, torrent) = make(tmp.path());
+    let info = Arc::new(Torrent::from_bytes(&torrent).unwrap().info);
+    let storage = Arc::new(Storage::open(info.clone(), tmp.path(), OpenMode::ReadOnly).unwrap());
+    let lengths = info.lengths();
+    let bytes_of = |b: &ringtorrent::core::BlockRef| {
+        let at = lengths.offset_of(b.piece) as usize + b.offset as usize;
+        &payload[at..at + b.len as usize]
+    };
+    // Every block of the payload in order (runs across pieces), then a few out of order.
+    let mut blocks: Vec<_> = lengths
+        .pieces()
+        .flat_map(|p| lengths.blocks(p).collect::<Vec<_>>())
+        .collect();
+    let all = blocks.len();
+    blocks.extend([blocks[5], blocks[2], blocks[3], blocks[all - 1]]);
+    let read = storage.read_blocks_shared(&blocks);
+    assert_eq!(read.len(), blocks.len());
+    for (b, r) in blocks.iter().zip(&read) {
+        assert_eq!(&r.as_ref().unwrap()[..], bytes_of(b), "{b:?}");
+    }
+    drop(read);
+    // Every page was just made resident: each block is now answerable without the pool.
+    for b in &blocks {
+        assert_eq!(&storage.read_block_resident(*b).unwrap()[..], bytes_of(b));
+    }
+
+    // Cut the file two blocks into its last piece: a batch over that piece's four blocks
+    // serves the two before the cut and fails the two after it.
+    let piece = lengths.pieces().last().unwrap();
+    let last: Vec<_> = lengths.blocks(piece).collect();
+    assert_eq!(last.len(), 4);
+    let cut = lengths.offset_of(piece) + u64::from(last[2].offset);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(tmp.path().join("t.bin"))
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    // Blocks before the cut stay answerable on the loop; past it their pages left the page
+    // cache, so they go to the pool, which reports the truncation.
+    let read = storage.read_blocks_shared(&last);
+    let resident = storage.read_block_resident(last[0]);
+    assert_eq!(&resident.unwrap()[..], bytes_of(&last[0]));
+    assert!(storage.read_block_resident(last[2]).is_none());
+    assert!(storage.read_block_resident(last[3]).is_none());
+    assert_eq!(&read[0].as_ref().unwrap()[..], bytes_of(&last[0]));
+    assert_eq!(&read[1].as_ref().unwrap()[..], bytes_of(&last[1]));
+    assert!(read[2].is_err(), "a block past the cut was served");
+    assert!(read[3].is_err(), "a block past the cut was served");
+}
+
 /// A peer speaking the wire protocol by hand.
 struct Peer {
     stream: TcpStream,

@@ -4,7 +4,7 @@
 //! holds the data and the small helpers that keep its invariants. See `STATE.md` for the
 //! states and transitions.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::num::NonZeroU8;
 
 use ::core::net::SocketAddr;
@@ -107,7 +107,7 @@ pub(crate) struct Peer {
     pub(crate) suggested: Vec<PieceIndex>,
 
     /// Requests from the peer waiting for a disk read.
-    pub(crate) requests_in: VecDeque<BlockRef>,
+    pub(crate) requests_in: RequestQueue,
     /// Blocks being read from disk for the peer, to be sent when the read completes (a
     /// cancel or a choke removes them; their reads stay counted below until they complete).
     pub(crate) reading: Vec<BlockRef>,
@@ -235,7 +235,7 @@ impl Peer {
             snubbed: false,
             allowed_fast_in: Vec::new(),
             suggested: Vec::new(),
-            requests_in: VecDeque::new(),
+            requests_in: RequestQueue::default(),
             reading: Vec::new(),
             reads_in_flight: 0,
             read_bytes: 0,
@@ -335,5 +335,113 @@ impl Peer {
     /// Whether the peer may be served `piece` while we choke it.
     pub(crate) fn allowed_fast(&self, piece: u32) -> bool {
         self.fast && self.allowed_fast_out.contains(&piece)
+    }
+}
+
+/// A peer's requests waiting for a disk read, in arrival order, with a set of the same blocks
+/// so that a request is checked against the queue in constant time: a fast leecher keeps
+/// hundreds queued (up to `max_queued_requests`), and a linear search per request was 6-10%
+/// of a one-leecher seeder's CPU (`perf/2026-12-03-seed-send.md`).
+#[derive(Debug, Default)]
+pub(crate) struct RequestQueue {
+    order: VecDeque<BlockRef>,
+    set: HashSet<BlockRef>,
+}
+
+impl RequestQueue {
+    /// Whether `block` is queued.
+    pub(crate) fn contains(&self, block: &BlockRef) -> bool {
+        self.set.contains(block)
+    }
+
+    /// Queues `block` last, unless it is queued already. Returns whether it was added.
+    pub(crate) fn push_back(&mut self, block: BlockRef) -> bool {
+        if !self.set.insert(block) {
+            return false;
+        }
+        self.order.push_back(block);
+        true
+    }
+
+    /// The oldest request.
+    pub(crate) fn front(&self) -> Option<&BlockRef> {
+        self.order.front()
+    }
+
+    /// Takes the oldest request.
+    pub(crate) fn pop_front(&mut self) -> Option<BlockRef> {
+        let block = self.order.pop_front()?;
+        self.set.remove(&block);
+        Some(block)
+    }
+
+    /// Removes `block` (a cancel). Returns whether it was queued.
+    pub(crate) fn remove(&mut self, block: &BlockRef) -> bool {
+        if !self.set.remove(block) {
+            return false;
+        }
+        if let Some(i) = self.order.iter().position(|b| b == block) {
+            self.order.remove(i);
+        }
+        true
+    }
+
+    /// Keeps only the requests `keep` accepts, in order.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&BlockRef) -> bool) {
+        let set = &mut self.set;
+        self.order.retain(|b| {
+            let kept = keep(b);
+            if !kept {
+                set.remove(b);
+            }
+            kept
+        });
+    }
+
+    /// The requests, oldest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &BlockRef> + '_ {
+        self.order.iter()
+    }
+
+    /// How many are queued.
+    pub(crate) fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether none is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestQueue;
+    use crate::core::Lengths;
+
+    #[test]
+    fn request_queue_keeps_order_and_set_together() {
+        let lengths = Lengths::new(1 << 20, 1 << 16).unwrap();
+        let b = |piece, n| lengths.block(lengths.piece(piece).unwrap(), n).unwrap();
+        let mut q = RequestQueue::default();
+        assert!(q.push_back(b(0, 0)));
+        assert!(q.push_back(b(0, 1)));
+        assert!(q.push_back(b(1, 0)));
+        // A duplicate is refused and changes nothing.
+        assert!(!q.push_back(b(0, 1)));
+        assert_eq!(q.len(), 3);
+        assert!(q.contains(&b(0, 1)));
+        // A cancel removes from the middle; a second one finds nothing.
+        assert!(q.remove(&b(0, 1)));
+        assert!(!q.remove(&b(0, 1)));
+        assert!(!q.contains(&b(0, 1)));
+        q.retain(|blk| blk.piece.get() == 1);
+        assert!(!q.contains(&b(0, 0)));
+        assert_eq!(q.iter().copied().collect::<Vec<_>>(), vec![b(1, 0)]);
+        assert_eq!(q.pop_front(), Some(b(1, 0)));
+        assert!(q.is_empty() && !q.contains(&b(1, 0)));
+        // Removed blocks can be queued again.
+        assert!(q.push_back(b(0, 1)));
+        assert_eq!(q.front(), Some(&b(0, 1)));
     }
 }

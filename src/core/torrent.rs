@@ -632,15 +632,12 @@ impl Torrent {
             } => self.on_piece(key, piece, offset, data, now, session_limits)?,
             Msg::Cancel(r) => {
                 let block = wire_block(self.info.lengths(), r)?;
-                let queued = peer.requests_in.iter().position(|b| *b == block);
+                let queued = peer.requests_in.remove(&block);
                 let reading = peer.reading.iter().position(|b| *b == block);
-                if let Some(i) = queued {
-                    peer.requests_in.remove(i);
-                }
                 if let Some(i) = reading {
                     peer.reading.swap_remove(i);
                 }
-                if peer.fast && (queued.is_some() || reading.is_some()) {
+                if peer.fast && (queued || reading.is_some()) {
                     let notify = peer.queue(&Message::Reject(r), now);
                     self.ctx.out.send(peer.conn, notify);
                 }

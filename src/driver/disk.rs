@@ -44,6 +44,9 @@ pub(crate) struct DiskBridge {
     /// Jobs submitted this turn and not yet handed to the pool ([`DiskBridge::flush`]).
     batch: Vec<BatchJob>,
     done_buf: Vec<Completion>,
+    /// Reads answered on the loop because their pages were already cached
+    /// ([`Storage::read_block_resident`]), delivered with the next completions.
+    ready: Vec<DiskDone>,
     /// Completions left in the queue after a capped drain: the next turn must not sleep,
     /// since the eventfd has already been consumed.
     pub(crate) backlog: bool,
@@ -60,6 +63,7 @@ impl DiskBridge {
             pending: Slab::new(),
             batch: Vec::new(),
             done_buf: Vec::new(),
+            ready: Vec::new(),
             backlog: false,
         })
     }
@@ -107,15 +111,32 @@ impl DiskBridge {
                 torrent,
                 peer,
                 block,
-            } => (
-                torrent,
-                Pending::Read {
+            } => {
+                // A block whose pages are cached needs no pool job: the send maps them
+                // without waiting on the disk.
+                if let Some(data) = self
+                    .storage
+                    .get(&torrent)
+                    .and_then(|s| s.read_block_resident(block))
+                {
+                    self.ready.push(DiskDone::Read {
+                        torrent,
+                        peer,
+                        block,
+                        result: Ok(data),
+                    });
+                    return;
+                }
+                (
                     torrent,
-                    peer,
-                    block,
-                },
-                DiskJob::Read { block },
-            ),
+                    Pending::Read {
+                        torrent,
+                        peer,
+                        block,
+                    },
+                    DiskJob::Read { block },
+                )
+            }
             DiskOp::Verify {
                 torrent,
                 piece,
@@ -152,6 +173,8 @@ impl DiskBridge {
             self.pool
                 .submit_batch(std::mem::take(&mut self.batch), &self.reply);
         }
+        // Reads answered on the loop: the loop must not sleep before it delivers them.
+        self.backlog |= !self.ready.is_empty();
     }
 
     /// Hands up to `max` finished operations to `deliver`, as the core's results. `clear_event`
@@ -164,6 +187,9 @@ impl DiskBridge {
     ) {
         if clear_event {
             self.completions.acknowledge();
+        }
+        for done in std::mem::take(&mut self.ready) {
+            deliver(done);
         }
         self.backlog = self.completions.drain(max, &mut self.done_buf);
         for done in std::mem::take(&mut self.done_buf) {

@@ -6,7 +6,7 @@
 //! - **The event loop never touches file data.** Copying a cold block out of a mapping held
 //!   the copying thread for 0.2 to 9 ms (p99), even with `MADV_WILLNEED` issued just before;
 //!   prefetching pieces ahead helped the median but not the tail. So every call in this module
-//!   runs on a pool thread ([`DiskPool`]), and results come back through a per-loop
+//!   that touches file data runs on a pool thread ([`DiskPool`]), and results come back through a per-loop
 //!   [`Completions`] queue and its eventfd.
 //! - **Writes use `pwrite`, never the mapping.** Overwriting cold data through a mapping reads
 //!   every page first (30 times slower than `pwrite` here), and a write fault that cannot
@@ -18,9 +18,13 @@
 //!   fault) plus `MADV_WILLNEED` over the whole piece when its first block is read, and
 //!   `MADV_SEQUENTIAL` for a full check ([`Access`]).
 //! - **Blocks for peers are not copied** ([`Storage::read_block_shared`]): the pool faults
-//!   the block in (`MADV_POPULATE_READ`) and returns `Bytes` pointing into the mapping, so
+//!   the block in (`MADV_POPULATE_READ`, one call over a batch's neighbouring blocks:
+//!   [`Storage::read_blocks_shared`]) and returns `Bytes` pointing into the mapping, so
 //!   the kernel copies it into the socket straight from the page cache
-//!   (`perf/2026-12-02-send-from-mapping.md`).
+//!   (`perf/2026-12-02-send-from-mapping.md`). The one call a loop makes here,
+//!   [`Storage::read_block_resident`], answers only when `mincore` finds every page of the
+//!   block cached: touches no file data, so the send's faults are minor ones
+//!   (`perf/2026-12-03-seed-send.md`).
 //!
 //! # Files
 //!
@@ -62,7 +66,7 @@ mod workers;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -266,6 +270,11 @@ enum Backing {
 /// megabytes for the largest torrents.
 const LOCK_STRIPES: usize = 64;
 
+/// The most bytes [`Storage::read_blocks_shared`] makes resident with one `madvise`: a
+/// peer's reads in flight (`max_reads_per_peer` blocks of 16 KiB) fit, and a pool thread
+/// never walks more than this before the next block's result can go back.
+pub const READ_RUN_MAX: u64 = 1 << 20;
+
 /// A block inside a file's read-only mapping, owned by the [`Bytes`] that
 /// [`Storage::read_block_shared`] returns: the storage it holds keeps the mapping alive.
 struct MappedBlock {
@@ -320,6 +329,44 @@ fn populate(map: &MmapRaw, start: usize, len: usize) -> io::Result<()> {
         // EINTR, EAGAIN, ENOMEM: let the send fault the pages in.
         _ => Ok(()),
     }
+}
+
+/// Whether `file` is still at least `end` bytes long (`fstat`). `mincore` alone cannot tell:
+/// a truncation that cuts a large folio may keep the folio cached, and a page past the end
+/// then reads as resident though touching it faults. Any error answers no.
+fn still_covers(file: &File, end: u64) -> bool {
+    // SAFETY: `stat` is a plain C struct for which all-zero bytes is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is open (the `File` owns it) and `st` is a valid `stat` to fill.
+    let rc = unsafe { libc::fstat(file.as_raw_fd(), &mut st) };
+    rc == 0 && u64::try_from(st.st_size).is_ok_and(|size| size >= end)
+}
+
+/// Whether every page of `start..start + len` of `map` is in the page cache (`mincore`).
+/// Any error answers no, which sends the block the slow, checked way.
+fn resident(map: &MmapRaw, start: usize, len: usize) -> bool {
+    let page = page_size();
+    let first = start / page * page;
+    let end = start + len;
+    let pages = (end - first).div_ceil(page);
+    // A block is at most a few pages: 16 KiB is 4, and the largest request we serve
+    // (`max_request_len`) fits 64 bytes of vector with 4 KiB pages. Larger ones go the slow way.
+    let mut vec = [0u8; 64];
+    if pages == 0 || pages > vec.len() {
+        return false;
+    }
+    // SAFETY: the range lies inside the mapping (the caller checked it against the mapped
+    // length), its start rounded down to a page boundary, which stays inside since the
+    // mapping starts on one; `vec` holds one byte for each of the `pages` pages. mincore
+    // only reports, it changes nothing.
+    let rc = unsafe {
+        libc::mincore(
+            map.as_ptr().add(first) as *mut libc::c_void,
+            end - first,
+            vec.as_mut_ptr(),
+        )
+    };
+    rc == 0 && vec[..pages].iter().all(|b| b & 1 == 1)
 }
 
 /// The size of a memory page.
@@ -1057,6 +1104,129 @@ impl Storage {
         let mut buf = vec![0; block.len as usize];
         self.read_block(block, &mut buf)?;
         Ok(Bytes::from(buf))
+    }
+
+    /// Several blocks as [`Storage::read_block_shared`] returns them, one result per block,
+    /// in order. Blocks that follow one another in the same file (a peer's requests of one
+    /// piece, as a pool batch carries them) are made resident with one `MADV_POPULATE_READ`
+    /// over their union, up to [`READ_RUN_MAX`] bytes, instead of one each. When the union
+    /// cannot be made resident (the file was truncated under it), each of its blocks is read
+    /// on its own, so only the blocks past the new end fail.
+    pub fn read_blocks_shared(
+        self: &Arc<Self>,
+        blocks: &[BlockRef],
+    ) -> Vec<Result<Bytes, StorageError>> {
+        let mut out = Vec::with_capacity(blocks.len());
+        let mut i = 0;
+        while let Some(&first) = blocks.get(i) {
+            let Some((file, start, len)) = self.mapped_span(first) else {
+                out.push(self.read_block_shared(first));
+                i += 1;
+                continue;
+            };
+            let mut end = start + len;
+            let mut j = i + 1;
+            while let Some(&next) = blocks.get(j) {
+                match self.mapped_span(next) {
+                    Some((f, s, l)) if f == file && s == end && end + l - start <= READ_RUN_MAX => {
+                        end += l;
+                        j += 1;
+                    }
+                    _ => break,
+                }
+            }
+            let run = &blocks[i..j];
+            i = j;
+            if run.len() == 1 {
+                out.push(self.read_block_shared(first));
+                continue;
+            }
+            for block in run.iter().filter(|b| b.offset == 0) {
+                self.prefetch_piece(block.piece);
+            }
+            let slot = &self.files[file];
+            let Backing::Held { map, .. } = &slot.backing else {
+                out.extend(run.iter().map(|b| self.read_block_shared(*b)));
+                continue;
+            };
+            let union = FileSpan {
+                file,
+                file_offset: start,
+                len: end - start,
+                padding: false,
+            };
+            let resident = self.check_readable(slot, &union).is_ok()
+                && populate(map, start as usize, (end - start) as usize).is_ok();
+            if !resident {
+                out.extend(run.iter().map(|b| self.read_block_shared(*b)));
+                continue;
+            }
+            let mut at = start as usize;
+            for block in run {
+                // SAFETY: `check_readable` proved the union `start..end`, which holds this
+                // block's `at..at + len`, lies inside the mapping, which the `Arc<Storage>`
+                // the owner holds keeps mapped.
+                let ptr = unsafe { map.as_ptr().add(at) };
+                out.push(Ok(Bytes::from_owner(MappedBlock {
+                    _storage: self.clone(),
+                    ptr,
+                    len: block.len as usize,
+                })));
+                at += block.len as usize;
+            }
+        }
+        out
+    }
+
+    /// `block` as [`Storage::read_block_shared`] returns it, but only when every page of it is
+    /// in the page cache now (`mincore`), so that the event loop can send it without a pool
+    /// job: the kernel's copy into the socket then maps the pages with minor faults and never
+    /// waits on the disk. `None` when any page is not cached, when the block spans files or
+    /// padding, when its file has no held mapping, or when the file is shorter than recorded:
+    /// the caller then asks the pool ([`Storage::read_blocks_shared`]), which reads what is
+    /// missing and reports truncation as a read error. A page evicted between this check and
+    /// the send is faulted back in by the send, as a page evicted while a pool-read block
+    /// waits in a send queue already is.
+    pub fn read_block_resident(self: &Arc<Self>, block: BlockRef) -> Option<Bytes> {
+        let (file, start, len) = self.mapped_span(block)?;
+        let slot = self.files.get(file)?;
+        let Backing::Held {
+            map,
+            readable,
+            file: fd,
+            ..
+        } = &slot.backing
+        else {
+            return None;
+        };
+        if start + len > *readable || !still_covers(fd, start + len) {
+            return None;
+        }
+        let (start, len) = (start as usize, len as usize);
+        if !resident(map, start, len) {
+            return None;
+        }
+        // SAFETY: `start..start + len` lies inside the mapping (at most `readable`, which is
+        // at most the mapping's length), which the `Arc<Storage>` the owner holds keeps mapped.
+        let ptr = unsafe { map.as_ptr().add(start) };
+        Some(Bytes::from_owner(MappedBlock {
+            _storage: self.clone(),
+            ptr,
+            len,
+        }))
+    }
+
+    /// The file, offset and length of `block` when [`Storage::read_block_shared`] would point
+    /// into a mapping for it: one span of a real file whose mapping is held.
+    fn mapped_span(&self, block: BlockRef) -> Option<(usize, u64, u64)> {
+        let mut spans = self.info.block_spans(block);
+        match (spans.next(), spans.next()) {
+            (Some(span), None) if !span.padding => match self.files.get(span.file)?.backing {
+                Backing::Held { .. } => Some((span.file, span.file_offset, span.len)),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// Reads a whole piece into `out` (resized to the piece's length).
