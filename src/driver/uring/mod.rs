@@ -818,12 +818,13 @@ impl<P: Protocol> UringDriver<P> {
         let deliver = open || c.state == State::HandingOff;
         if let Some(bid) = cqueue::buffer_select(flags) {
             if deliver && result > 0 {
-                // SAFETY: this completion handed us `bid`, holding `result` bytes; the slice
-                // is dropped (handle_recv copies what it keeps) before the buffer goes back.
-                let data = unsafe { self.bufs.get(bid, result as usize) };
-                self.core.proto.handle_recv(id, data, now);
+                // SAFETY: this completion handed us `bid`, holding `result` bytes.
+                let chunk = unsafe { self.bufs.take(bid, result as usize) };
+                // The session keeps the buffer itself: no copy on the loop.
+                self.core.proto.handle_recv_owned(id, chunk, now);
+            } else {
+                self.bufs.give_back(bid);
             }
-            self.bufs.give_back(bid);
         }
         if !deliver || !self.conns.contains(slot) {
             return;
