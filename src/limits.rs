@@ -214,3 +214,16 @@ const _: () = assert!(
 const _: () = assert!(16 + 20 * MAX_SCRAPE_HASHES_UDP <= 1500);
 const _: () = assert!(20 + 18 * MAX_TRACKER_PEERS <= MAX_TRACKER_RESPONSE_LEN);
 const _: () = assert!(MAX_SMART_BAN_RECORDS as u64 >= 16 * (MAX_PIECE_LEN / BLOCK_LEN as u64));
+
+/// How much room a driver reading straight into a connection's receive buffer
+/// (`Session::recv_buffer`) is given when the buffer has less than [`RECV_MIN_SPARE`] free:
+/// enough for one read to take a loopback burst of 16 blocks.
+pub const RECV_READ_LEN: usize = 256 * 1024;
+
+/// Below this much free room a receive buffer grows by [`RECV_READ_LEN`] before a read.
+pub const RECV_MIN_SPARE: usize = 32 * 1024;
+
+/// Free room a receive buffer holding part of a message may keep once its socket is drained
+/// (`Session::recv_drained`); more is given back by copying the part into a buffer of its own
+/// size, so a quiet peer holds what it sent plus at most this.
+pub const RECV_KEEP_SPARE: usize = 32 * 1024;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::core::net::SocketAddr;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::api::{Action, CloseReason, ConnId, DiskDone, DiskOp, Event, TorrentId};
 use super::config::{Config, Encryption};
@@ -89,6 +89,43 @@ struct Wire {
     /// Send as the epoll driver does (`send_chunks`, which leaves the bytes in place, then
     /// `handle_sent`) rather than as io_uring and the simulator do (`take_send`).
     chunked: bool,
+    /// How both sides take what arrives.
+    recv: Recv,
+}
+
+/// The three ways a driver hands received bytes to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recv {
+    /// `handle_recv` with a slice of the driver's buffer.
+    Copy,
+    /// Into the connection's own buffer (`recv_buffer`, `handle_recv_in_place`, then
+    /// `recv_drained`), as the epoll driver reads.
+    InPlace,
+    /// A buffer given away (`handle_recv_owned`), as the io_uring driver's ring hands them.
+    Owned,
+}
+
+/// Bytes arrive on `conn` the way `how` says. In place, each read fills at most the room the
+/// session lent, so a large read is cut where the room ends.
+fn receive(s: &mut Session, conn: ConnId, mut bytes: &[u8], how: Recv, now: Time) {
+    match how {
+        Recv::Copy => s.handle_recv(conn, bytes, now),
+        Recv::Owned => s.handle_recv_owned(conn, BytesMut::from(bytes), now),
+        Recv::InPlace => {
+            while !bytes.is_empty() {
+                let Some(buf) = s.recv_buffer(conn) else {
+                    return;
+                };
+                let room = buf.capacity() - buf.len();
+                assert!(room >= crate::limits::RECV_MIN_SPARE);
+                let n = room.min(bytes.len());
+                buf.extend_from_slice(&bytes[..n]);
+                s.handle_recv_in_place(conn, n, now);
+                bytes = &bytes[n..];
+            }
+            s.recv_drained(conn);
+        }
+    }
 }
 
 /// Everything queued on `conn`, the way a driver of either kind takes it, reported sent.
@@ -105,7 +142,12 @@ fn drain(s: &mut Session, conn: ConnId, chunked: bool, now: Time) -> Vec<u8> {
 }
 
 impl Wire {
-    fn new(seed_policy: Encryption, leecher_policy: Encryption, chunked: bool) -> Wire {
+    fn receiving(
+        seed_policy: Encryption,
+        leecher_policy: Encryption,
+        chunked: bool,
+        recv: Recv,
+    ) -> Wire {
         let info = info();
         let now = Time::from_secs(1);
         let mut seed = session(seed_policy, 1);
@@ -128,6 +170,7 @@ impl Wire {
             leecher_events: Vec::new(),
             now,
             chunked,
+            recv,
             inbox: Default::default(),
         }
     }
@@ -237,10 +280,12 @@ impl Wire {
             // does.
             if let Some((to_seed, conn, bytes)) = self.inbox.pop_front() {
                 busy = true;
-                match to_seed {
-                    true => self.seed.handle_recv(conn, &bytes, self.now),
-                    false => self.leecher.handle_recv(conn, &bytes, self.now),
-                }
+                let to = if to_seed {
+                    &mut self.seed
+                } else {
+                    &mut self.leecher
+                };
+                receive(to, conn, &bytes, self.recv, self.now);
             }
             self.seed_events
                 .extend(std::iter::from_fn(|| self.seed.poll_event()));
@@ -301,59 +346,74 @@ impl Wire {
     }
 }
 
-/// What a leecher dialling a seed gets, for each pair of policies (libtorrent's semantics):
-/// the protection both ends report, or why the seed refused.
-#[test]
-fn every_pair_of_policies_connects_as_specified_and_rc4_carries_the_payload() {
+/// What a leecher dialling a seed gets with these policies (libtorrent's semantics): the
+/// protection both ends report, or why the seed refused.
+fn expected(leecher: Encryption, seed: Encryption) -> Result<Crypto, CloseReason> {
     use Encryption::*;
-    let expect = |leecher: Encryption, seed: Encryption| -> Result<Crypto, CloseReason> {
-        match (leecher, seed) {
-            (Plaintext, Require) => Err(CloseReason::EncryptionRequired),
-            (Plaintext, _) => Ok(Crypto::None),
-            // An encrypted dial offering both: plaintext selected unless the seed insists.
-            (Prefer, Require) => Ok(Crypto::Rc4),
-            (Prefer, _) => Ok(Crypto::Plaintext),
-            // RC4 only: every policy answers it, `plaintext` included.
-            (Require, _) => Ok(Crypto::Rc4),
-        }
-    };
+    match (leecher, seed) {
+        (Plaintext, Require) => Err(CloseReason::EncryptionRequired),
+        (Plaintext, _) => Ok(Crypto::None),
+        // An encrypted dial offering both: plaintext selected unless the seed insists.
+        (Prefer, Require) => Ok(Crypto::Rc4),
+        (Prefer, _) => Ok(Crypto::Plaintext),
+        // RC4 only: every policy answers it, `plaintext` included.
+        (Require, _) => Ok(Crypto::Rc4),
+    }
+}
+
+/// Every pair of policies, sending whole and in 61-byte reads, both sides receiving `how`:
+/// each connects as [`expected`] says and carries the whole torrent intact, or is refused.
+fn every_pair_of_policies(how: Recv) {
+    use Encryption::*;
     for (leecher, seed, chunked) in [Plaintext, Prefer, Require]
         .into_iter()
         .flat_map(|l| [Plaintext, Prefer, Require].map(|s| (l, s)))
         .flat_map(|(l, s)| [(l, s, false), (l, s, true)])
     {
-        {
-            let case = format!("leecher {leecher}, seed {seed}, chunked sends {chunked}");
-            let mut w = Wire::new(seed, leecher, chunked);
-            w.dial();
-            w.pump();
-            for _ in 0..20 {
-                w.wait(Duration::from_millis(500));
+        let case = format!("leecher {leecher}, seed {seed}, chunked sends {chunked}, {how:?}");
+        let mut w = Wire::receiving(seed, leecher, chunked, how);
+        w.dial();
+        w.pump();
+        for _ in 0..20 {
+            w.wait(Duration::from_millis(500));
+        }
+        match expected(leecher, seed) {
+            Ok(crypto) => {
+                assert_eq!(Wire::connected(&w.seed_events), vec![crypto], "{case}");
+                assert_eq!(Wire::connected(&w.leecher_events), vec![crypto], "{case}");
+                // Every block went through the stream (and its cipher, if any) and
+                // arrived right: the whole torrent verified.
+                assert!(w.leecher.is_complete(w.leecher_torrent), "{case}");
+                assert!(
+                    (0..PIECES).all(|p| w.piece_written_right(p)),
+                    "{case}: the payload arrived intact"
+                );
+                let summary = w.seed.peers(w.seed_torrent, w.now);
+                assert!(summary.iter().all(|p| p.crypto == crypto), "{case}");
             }
-            match expect(leecher, seed) {
-                Ok(crypto) => {
-                    assert_eq!(Wire::connected(&w.seed_events), vec![crypto], "{case}");
-                    assert_eq!(Wire::connected(&w.leecher_events), vec![crypto], "{case}");
-                    // Every block went through the stream (and its cipher, if any) and
-                    // arrived right: the whole torrent verified.
-                    assert!(w.leecher.is_complete(w.leecher_torrent), "{case}");
-                    assert!(
-                        (0..PIECES).all(|p| w.piece_written_right(p)),
-                        "{case}: the payload arrived intact"
-                    );
-                    let summary = w.seed.peers(w.seed_torrent, w.now);
-                    assert!(summary.iter().all(|p| p.crypto == crypto), "{case}");
-                }
-                Err(reason) => {
-                    assert!(Wire::connected(&w.seed_events).is_empty(), "{case}");
-                    assert_eq!(Wire::closes(&w.seed_events), vec![reason.clone()], "{case}");
-                    assert_eq!(w.seed.handshake_closes().get(reason.name()), Some(&1));
-                    // `plaintext` never starts encryption, so it does not redial encrypted.
-                    assert!(!w.leecher.is_complete(w.leecher_torrent), "{case}");
-                }
+            Err(reason) => {
+                assert!(Wire::connected(&w.seed_events).is_empty(), "{case}");
+                assert_eq!(Wire::closes(&w.seed_events), vec![reason.clone()], "{case}");
+                assert_eq!(w.seed.handshake_closes().get(reason.name()), Some(&1));
+                // `plaintext` never starts encryption, so it does not redial encrypted.
+                assert!(!w.leecher.is_complete(w.leecher_torrent), "{case}");
             }
         }
     }
+}
+
+#[test]
+fn every_pair_of_policies_connects_as_specified_and_rc4_carries_the_payload() {
+    every_pair_of_policies(Recv::Copy);
+}
+
+/// The same, read straight into each connection's buffer (handshakes, MSE key exchanges and
+/// RC4 decrypted in place; 61-byte reads end inside length prefixes and blocks) and handed
+/// over in owned buffers (the rest of a message copied across, the remainder kept).
+#[test]
+fn every_pair_of_policies_carries_the_payload_read_in_place_or_in_owned_buffers() {
+    every_pair_of_policies(Recv::InPlace);
+    every_pair_of_policies(Recv::Owned);
 }
 
 #[test]

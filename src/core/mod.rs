@@ -41,6 +41,8 @@ mod handoff_tests;
 #[cfg(test)]
 mod ipv6_tests;
 #[cfg(test)]
+mod recv_tests;
+#[cfg(test)]
 mod upload_tests;
 #[cfg(test)]
 mod v2_wire_tests;

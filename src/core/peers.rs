@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use ::core::net::{IpAddr, SocketAddr};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::api::{Action, CloseReason, Event, Violation};
 use super::config::{Config, Encryption};
@@ -356,6 +356,52 @@ impl PeerSet {
         }
     }
 
+    /// `n` bytes were read straight into the end of a peer's receive buffer: decrypts them
+    /// in place on an RC4 connection.
+    pub(crate) fn filled(&mut self, key: PeerKey, n: usize, now: Time) {
+        if let Some(peer) = self.peers.get_mut(&key) {
+            if let Some(rc4) = &mut peer.recv_cipher {
+                let start = peer.recv.len().saturating_sub(n);
+                rc4.apply(&mut peer.recv[start..]);
+            }
+            if n > 0 {
+                peer.last_recv = now;
+            }
+        }
+    }
+
+    /// Moves bytes from `chunk` (which arrived from the peer in a buffer we own) into its
+    /// receive buffer: the whole chunk, without copying, when the buffer is empty; otherwise
+    /// only what completes the message waiting there (its length prefix first), so the
+    /// torrent can handle it and the next call hands over the rest. `decrypt`: the chunk has
+    /// not been through the connection's RC4 stream yet (the first call for it).
+    pub(crate) fn receive_owned(
+        &mut self,
+        key: PeerKey,
+        chunk: &mut BytesMut,
+        decrypt: bool,
+        now: Time,
+    ) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if decrypt {
+            if let Some(rc4) = &mut peer.recv_cipher {
+                rc4.apply(chunk);
+            }
+        }
+        if !chunk.is_empty() {
+            peer.last_recv = now;
+        }
+        if peer.recv.is_empty() {
+            peer.recv = std::mem::take(chunk);
+            return;
+        }
+        let take = frame_rest(&peer.recv).min(chunk.len());
+        peer.recv.extend_from_slice(&chunk[..take]);
+        chunk.advance(take);
+    }
+
     /// Decodes the next whole message in a peer's receive buffer and makes it owned with
     /// `convert`; returns it with the frame's length, which the caller removes from
     /// `Peer::recv`, and the peer. `None` when no whole message is buffered (or the peer is
@@ -409,6 +455,22 @@ fn is_idle(p: &Peer, now: Time, config: &Config) -> bool {
         && p.down.rate(now) == 0
         && p.up.rate(now) == 0
         && now.saturating_since(p.connected_at) >= config.evict_idle_after
+}
+
+/// How many more bytes complete the length-prefixed message that `buf` starts with: the rest
+/// of its 4-byte prefix while that is incomplete, else the rest of the message; everything
+/// (`usize::MAX`) when `buf` already holds a whole message the torrent left there.
+fn frame_rest(buf: &[u8]) -> usize {
+    match buf.first_chunk::<4>() {
+        None => 4 - buf.len(),
+        Some(prefix) => {
+            let total = 4 + u32::from_be_bytes(*prefix) as usize;
+            match total.checked_sub(buf.len()) {
+                Some(rest) if rest > 0 => rest,
+                _ => usize::MAX,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -69,7 +69,7 @@ use super::types::unmap;
 use super::wire::{Decoded, Handshake, Reserved, ReservedFlag, SplitBytes, HANDSHAKE_LEN};
 use super::{Bitfield, InfoHash, PeerId, PeerKey, Rng, Time};
 use crate::dht::{Dht, Transmit};
-use crate::limits::MAX_HANDOFF_BUFFER;
+use crate::limits::{MAX_HANDOFF_BUFFER, RECV_KEEP_SPARE, RECV_MIN_SPARE, RECV_READ_LEN};
 use crate::metainfo::Info;
 
 /// The reserved bits we announce: the Fast extension and the extension protocol, and a DHT
@@ -294,6 +294,33 @@ impl Entry {
         session_limits: &mut RateLimits,
     ) {
         self.peers_mut().receive(key, data, decrypted, now);
+        self.on_received(key, now, session_limits);
+    }
+
+    /// `n` bytes were read into a peer's receive buffer in place.
+    fn on_filled(&mut self, key: PeerKey, n: usize, now: Time, session_limits: &mut RateLimits) {
+        self.peers_mut().filled(key, n, now);
+        self.on_received(key, now, session_limits);
+    }
+
+    /// A chunk of bytes arrived for a peer in a buffer we own: moved into its receive
+    /// buffer a message at a time (see [`PeerSet::receive_owned`]).
+    fn on_chunk(
+        &mut self,
+        key: PeerKey,
+        chunk: &mut BytesMut,
+        now: Time,
+        session_limits: &mut RateLimits,
+    ) {
+        let mut first = true;
+        while !chunk.is_empty() && self.peers().contains(&key) {
+            self.peers_mut().receive_owned(key, chunk, first, now);
+            first = false;
+            self.on_received(key, now, session_limits);
+        }
+    }
+
+    fn on_received(&mut self, key: PeerKey, now: Time, session_limits: &mut RateLimits) {
         match self {
             Entry::Ready(t) => t.on_received(key, now, session_limits),
             Entry::Magnet(m) => m.on_received(key, now),
@@ -1343,6 +1370,100 @@ impl Session {
         self.reap();
     }
 
+    /// Lends `conn`'s receive buffer for the driver to read into, so that arriving bytes need
+    /// no copy: the driver writes into its spare capacity (at least [`RECV_MIN_SPARE`] bytes,
+    /// reserved here when it has less), extends its length by what it wrote and reports that
+    /// with [`Session::handle_recv_in_place`]. The bytes already in it are not the driver's to
+    /// change. `None` when the connection is unknown.
+    ///
+    /// A driver asks only when a read is due and calls [`Session::recv_drained`] once the
+    /// socket has nothing more, so an idle connection holds no reserved space.
+    pub fn recv_buffer(&mut self, conn: ConnId) -> Option<&mut BytesMut> {
+        let buf = self.recv_buf_mut(conn)?;
+        if buf.capacity() - buf.len() < RECV_MIN_SPARE {
+            buf.reserve(RECV_READ_LEN);
+        }
+        Some(buf)
+    }
+
+    /// `n` bytes arrived on `conn` at the end of the buffer [`Session::recv_buffer`] lent:
+    /// decrypts them in place on an RC4 connection and handles them as
+    /// [`Session::handle_recv`] does.
+    pub fn handle_recv_in_place(&mut self, conn: ConnId, n: usize, now: Time) {
+        self.dht_now = self.dht_now.max(now);
+        let Some(c) = self.conn_mut(conn) else { return };
+        match &mut c.state {
+            ConnState::Peer { torrent, key } => {
+                let (torrent, key) = (*torrent, *key);
+                self.with_entry(torrent, |entry, limits| {
+                    entry.on_filled(key, n, now, limits)
+                });
+            }
+            ConnState::Handshaking(h) => {
+                decrypt_tail(&mut h.recv, n, h.recv_cipher.as_deref_mut());
+                self.advance_handshake(conn, now);
+            }
+            ConnState::HandingOff(h) => {
+                if h.recv.len() > MAX_HANDOFF_BUFFER {
+                    return self.close_handshaking(conn, CloseReason::HandOffFlood, now);
+                }
+                let rc4 = h.mse.as_mut().and_then(|c| c.as_mut()).map(|c| &mut c.recv);
+                decrypt_tail(&mut h.recv, n, rc4);
+            }
+        }
+        self.reap();
+    }
+
+    /// Bytes arrived on `conn` in a buffer the driver gives away (a receive buffer it does not
+    /// reuse). When the connection's own buffer is empty the chunk becomes it, without a
+    /// copy; otherwise only the rest of the message waiting in it is copied across and the
+    /// chunk takes over from there. Handles them as [`Session::handle_recv`] does.
+    pub fn handle_recv_owned(&mut self, conn: ConnId, mut chunk: BytesMut, now: Time) {
+        self.dht_now = self.dht_now.max(now);
+        let Some(c) = self.conn_mut(conn) else { return };
+        let ConnState::Peer { torrent, key } = c.state else {
+            return self.handle_recv(conn, &chunk, now);
+        };
+        self.with_entry(torrent, |entry, limits| {
+            entry.on_chunk(key, &mut chunk, now, limits)
+        });
+        // Each chunk is a whole read: an emptied buffer gives the chunk's room back, and
+        // a short chunk's unused room is not kept behind part of a message.
+        self.recv_drained(conn);
+        self.reap();
+    }
+
+    /// The driver read `conn` until the socket had nothing more: an empty receive buffer
+    /// gives its capacity back, and one holding part of a message keeps no more than
+    /// [`RECV_KEEP_SPARE`] spare bytes, so what a quiet peer makes us hold is what it sent.
+    pub fn recv_drained(&mut self, conn: ConnId) {
+        let Some(buf) = self.recv_buf_mut(conn) else {
+            return;
+        };
+        shrink_recv(buf);
+    }
+
+    /// The length and capacity of `conn`'s receive buffer, for tests of what it holds.
+    #[cfg(test)]
+    pub(crate) fn recv_held(&mut self, conn: ConnId) -> Option<(usize, usize)> {
+        self.recv_buf_mut(conn).map(|b| (b.len(), b.capacity()))
+    }
+
+    fn recv_buf_mut(&mut self, conn: ConnId) -> Option<&mut BytesMut> {
+        let c = conn_in(&mut self.conns, conn)?;
+        match &mut c.state {
+            ConnState::Peer { torrent, key } => {
+                let slot = self
+                    .torrents
+                    .get_mut(torrent.slot as usize)
+                    .filter(|t| t.generation == torrent.generation)?;
+                Some(&mut slot.entry.peers_mut().get_mut(key)?.recv)
+            }
+            ConnState::Handshaking(h) => Some(&mut h.recv),
+            ConnState::HandingOff(h) => Some(&mut h.recv),
+        }
+    }
+
     fn close_handshaking(&mut self, conn: ConnId, reason: CloseReason, now: Time) {
         self.forget_handshaking(conn, reason, now, true);
     }
@@ -2088,6 +2209,23 @@ impl Session {
     /// Closes of connections that never joined a torrent, by reason.
     pub fn handshake_closes(&self) -> &std::collections::BTreeMap<&'static str, u64> {
         &self.handshake_closes
+    }
+}
+
+/// Decrypts the last `n` bytes of `buf` in place with `rc4` when the connection has one.
+fn decrypt_tail(buf: &mut BytesMut, n: usize, rc4: Option<&mut Rc4>) {
+    if let Some(rc4) = rc4 {
+        let start = buf.len().saturating_sub(n);
+        rc4.apply(&mut buf[start..]);
+    }
+}
+
+/// See [`Session::recv_drained`].
+pub(crate) fn shrink_recv(buf: &mut BytesMut) {
+    if buf.is_empty() {
+        *buf = BytesMut::new();
+    } else if buf.capacity() - buf.len() > RECV_KEEP_SPARE {
+        *buf = BytesMut::from(&buf[..]);
     }
 }
 

@@ -17,6 +17,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -32,8 +33,10 @@ const LISTENER: Token = Token(usize::MAX);
 const DISK: Token = Token(usize::MAX - 1);
 const UDP: Token = Token(usize::MAX - 2);
 
-/// Bytes read from a socket per `read` call. 256 KiB lets one call drain a loopback burst
-/// of 16 blocks; the session copies what it needs, so the buffer is reused.
+/// Bytes read from a socket per `read` call for a protocol that lends no receive buffer
+/// (`Protocol::recv_buffer`; the session reads straight into its connections' buffers).
+/// 256 KiB lets one call drain a loopback burst of 16 blocks; the protocol copies what it
+/// needs, so the buffer is reused.
 const READ_BUF: usize = 256 * 1024;
 
 /// Socket reads per connection per readiness event before moving on (fairness).
@@ -178,15 +181,23 @@ impl<P: Protocol> EpollDriver<P> {
         for _ in 0..MAX_READS_PER_EVENT {
             if !self.core.proto.wants_recv(conn) {
                 // Stopped for good: what arrives stays in the kernel's buffer.
-                return;
+                return self.core.proto.recv_drained(conn);
             }
             let Some(socket) = self.sockets.get_mut(&conn) else {
                 return;
             };
-            match socket.stream.read(&mut self.read_buf) {
-                Ok(0) => return self.socket_closed(conn, now),
-                Ok(n) => self.core.proto.handle_recv(conn, &self.read_buf[..n], now),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            let read = match self.core.proto.recv_buffer(conn) {
+                // Straight into the connection's receive buffer: no copy on the loop.
+                Some(buf) => read_into(&socket.stream, buf),
+                None => socket.stream.read(&mut self.read_buf).map(|n| (n, false)),
+            };
+            match read {
+                Ok((0, _)) => return self.socket_closed(conn, now),
+                Ok((n, true)) => self.core.proto.handle_recv_in_place(conn, n, now),
+                Ok((n, false)) => self.core.proto.handle_recv(conn, &self.read_buf[..n], now),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    return self.core.proto.recv_drained(conn);
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return self.socket_closed(conn, now),
             }
@@ -374,4 +385,21 @@ impl<P: Protocol> LoopIo<P> for EpollDriver<P> {
             }
         }
     }
+}
+
+/// One `read` from `stream` into the spare capacity of `buf`, whose length grows by what
+/// arrived. Returns that count, and `true`: the bytes are in `buf`, not the driver's buffer.
+fn read_into(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<(usize, bool)> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `spare` is writable memory of `spare.len()` bytes that `buf` owns and nothing
+    // else borrows while the call runs; `read` writes at most that many bytes into it.
+    let n = unsafe { libc::read(stream.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: the kernel initialised the first `n` bytes of the spare capacity (n <= its
+    // length, as `read` never returns more than it was given).
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok((n, true))
 }

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::core::api::{Action, ConnId, DiskDone, Event};
 use crate::core::session::HandOff;
@@ -34,6 +34,21 @@ pub trait Protocol {
     fn handle_connected(&mut self, conn: ConnId, now: Time);
     /// Bytes arrived.
     fn handle_recv(&mut self, conn: ConnId, data: &[u8], now: Time);
+    /// Lends `conn`'s receive buffer for the driver to read into (see
+    /// [`Session::recv_buffer`]); the driver extends its length by what it read and reports
+    /// it with [`Protocol::handle_recv_in_place`]. `None`: read elsewhere and call
+    /// [`Protocol::handle_recv`].
+    fn recv_buffer(&mut self, _conn: ConnId) -> Option<&mut BytesMut> {
+        None
+    }
+    /// `n` bytes were read into the end of the buffer [`Protocol::recv_buffer`] lent.
+    fn handle_recv_in_place(&mut self, _conn: ConnId, _n: usize, _now: Time) {}
+    /// Bytes arrived in a buffer the driver gives away (see [`Session::handle_recv_owned`]).
+    fn handle_recv_owned(&mut self, conn: ConnId, chunk: BytesMut, now: Time) {
+        self.handle_recv(conn, &chunk, now)
+    }
+    /// The socket has nothing more to read for now (see [`Session::recv_drained`]).
+    fn recv_drained(&mut self, _conn: ConnId) {}
     /// `n` bytes from the front of what is queued on `conn` were sent: bytes taken with
     /// [`Protocol::take_send`] first, then those of [`Protocol::send_chunks`]. A driver that
     /// takes reports every taken byte this way once the kernel accepted it; until then the
@@ -92,6 +107,18 @@ impl Protocol for Session {
     }
     fn handle_recv(&mut self, conn: ConnId, data: &[u8], now: Time) {
         Session::handle_recv(self, conn, data, now)
+    }
+    fn recv_buffer(&mut self, conn: ConnId) -> Option<&mut BytesMut> {
+        Session::recv_buffer(self, conn)
+    }
+    fn handle_recv_in_place(&mut self, conn: ConnId, n: usize, now: Time) {
+        Session::handle_recv_in_place(self, conn, n, now)
+    }
+    fn handle_recv_owned(&mut self, conn: ConnId, chunk: BytesMut, now: Time) {
+        Session::handle_recv_owned(self, conn, chunk, now)
+    }
+    fn recv_drained(&mut self, conn: ConnId) {
+        Session::recv_drained(self, conn)
     }
     fn handle_sent(&mut self, conn: ConnId, n: usize, now: Time) {
         Session::handle_sent(self, conn, n, now)

@@ -4,21 +4,26 @@
 //!
 //! Ownership of each buffer moves between us and the kernel: after [`BufRing::new`] every
 //! buffer is the kernel's; a completion with `IORING_CQE_F_BUFFER` hands buffer `bid` back to
-//! us; [`BufRing::give_back`] returns it. We read a buffer only between those two moments.
+//! us; [`BufRing::take`] keeps what it holds (the session's receive buffer becomes it, without
+//! a copy) and hands the kernel a fresh allocation under the same id, or
+//! [`BufRing::give_back`] returns it unread. Each buffer is its own heap allocation, so one
+//! taken lives on as long as its bytes are needed (blocks waiting to be written).
 
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 
+use bytes::BytesMut;
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
 
-/// Two anonymous private mappings: the ring of 16-byte entries and the buffers.
+/// An anonymous private mapping for the ring of 16-byte entries, and the buffers.
 pub(crate) struct BufRing {
     ring: NonNull<BufRingEntry>,
     ring_bytes: usize,
-    bufs: NonNull<u8>,
-    bufs_bytes: usize,
+    /// Buffer `bid`: an allocation of `buf_len` bytes (length 0; the kernel writes into its
+    /// capacity). Never touched by us while the kernel owns it.
+    bufs: Vec<Vec<u8>>,
     entries: u16,
     buf_len: u32,
     /// Our copy of the tail: the next entry we fill.
@@ -46,26 +51,19 @@ fn map(len: usize) -> io::Result<NonNull<u8>> {
 }
 
 impl BufRing {
-    /// Maps `entries` buffers of `buf_len` bytes, registers them as buffer group `group` on
+    /// Allocates `entries` buffers of `buf_len` bytes, registers them as buffer group `group` on
     /// `ring` and hands them all to the kernel. `entries` must be a power of two.
     pub fn new(ring: &IoUring, group: u16, entries: u16, buf_len: u32) -> io::Result<BufRing> {
         assert!(entries.is_power_of_two() && entries <= 32768);
         let ring_bytes = entries as usize * std::mem::size_of::<BufRingEntry>();
-        let bufs_bytes = entries as usize * buf_len as usize;
         let ring_mem = map(ring_bytes)?;
-        let bufs = match map(bufs_bytes) {
-            Ok(b) => b,
-            Err(e) => {
-                // SAFETY: ring_mem was mapped above with ring_bytes and is not used after.
-                unsafe { libc::munmap(ring_mem.as_ptr().cast(), ring_bytes) };
-                return Err(e);
-            }
-        };
+        let bufs = (0..entries)
+            .map(|_| Vec::with_capacity(buf_len as usize))
+            .collect();
         let mut this = BufRing {
             ring: ring_mem.cast(),
             ring_bytes,
             bufs,
-            bufs_bytes,
             entries,
             buf_len,
             tail: 0,
@@ -95,24 +93,24 @@ impl BufRing {
         self.group
     }
 
-    /// The bytes the kernel put in buffer `bid`, which a completion has just handed us.
+    /// Takes the bytes the kernel put in buffer `bid`, which a completion has just handed us,
+    /// and gives the kernel a fresh buffer under the same id.
     ///
     /// # Safety
     ///
     /// `bid` must come from a completion of an operation on this ring's group, and must not
-    /// have been given back since; `len` is that completion's result. The slice must be
-    /// dropped before [`BufRing::give_back`] for the same `bid`.
-    pub unsafe fn get(&self, bid: u16, len: usize) -> &[u8] {
+    /// have been given back or taken since; `len` is that completion's result.
+    pub unsafe fn take(&mut self, bid: u16, len: usize) -> BytesMut {
         assert!(bid < self.entries && len <= self.buf_len as usize);
-        // SAFETY: in bounds (asserted). The kernel finished writing before it posted the
-        // completion and will not touch this buffer until we give it back (caller contract),
-        // so nothing writes it while the shared slice lives.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.bufs.as_ptr().add(bid as usize * self.buf_len as usize),
-                len,
-            )
-        }
+        let fresh = Vec::with_capacity(self.buf_len as usize);
+        let mut full = std::mem::replace(&mut self.bufs[bid as usize], fresh);
+        // SAFETY: the kernel wrote `len` bytes (at most the capacity, asserted) at the start
+        // of this allocation before it posted the completion, and no longer uses it: the
+        // completion handed the buffer to us (caller contract).
+        unsafe { full.set_len(len) };
+        self.put(bid);
+        self.publish();
+        BytesMut::from(bytes::Bytes::from(full))
     }
 
     /// Hands buffer `bid` back to the kernel.
@@ -130,7 +128,7 @@ impl BufRing {
         // kernel does not read it until `publish` moves the tail past it.
         unsafe {
             let entry = &mut *self.ring.as_ptr().add((self.tail & mask) as usize);
-            entry.set_addr(self.bufs.as_ptr().add(bid as usize * self.buf_len as usize) as u64);
+            entry.set_addr(self.bufs[bid as usize].as_mut_ptr() as u64);
             entry.set_len(self.buf_len);
             entry.set_bid(bid);
         }
@@ -150,15 +148,16 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: both mappings were made in `new` with these lengths; the driver drops the
-        // ring only once no operation can select a buffer (see `UringDriver`'s `Drop`).
+        // SAFETY: the ring mapping was made in `new` with this length; the driver drops the
+        // ring (and with it the buffers) only once no operation can select a buffer (see
+        // `UringDriver`'s `Drop`).
         unsafe {
-            libc::munmap(self.bufs.as_ptr().cast(), self.bufs_bytes);
             libc::munmap(self.ring.as_ptr().cast(), self.ring_bytes);
         }
     }
 }
 
-// SAFETY: the two mappings are owned by this value alone (no other pointer to them escapes
-// except to the kernel, which is thread-agnostic), so moving it to another thread is sound.
+// SAFETY: the ring mapping and the buffers are owned by this value alone (no other pointer to
+// them escapes except to the kernel, which is thread-agnostic), so moving it to another thread
+// is sound.
 unsafe impl Send for BufRing {}

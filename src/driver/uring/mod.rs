@@ -12,8 +12,8 @@
 //! - The listener has one multishot `ACCEPT` armed; it is re-armed when the kernel ends it.
 //! - Each open connection has one multishot `RECV` armed, selecting from a provided buffer
 //!   ring shared by all connections (`bufring::BufRing`), so an idle connection holds no
-//!   receive buffer. The session copies what it needs in `handle_recv`, so each buffer goes
-//!   back to the ring before the next completion is looked at.
+//!   receive buffer. Each completion's buffer is handed to the session, which keeps it
+//!   (`handle_recv_owned`), and a fresh allocation takes its place in the ring.
 //! - Each connection has at most one `SENDMSG` in flight, over chunks the driver has taken
 //!   from the session with [`Session::take_send`] (see "Buffer ownership" below).
 //! - Outgoing connections start with `CONNECT` on a fresh socket.
@@ -98,12 +98,15 @@ use crate::storage::DiskPool;
 /// full queue is flushed to the kernel and refilled, so this bounds only batching.
 const SQ_ENTRIES: u32 = 256;
 
-/// Receive buffers in the provided ring, and their size: 256 x 64 KiB = 16 MiB per loop,
-/// whatever the number of connections. 64 KiB takes a loopback burst in one completion;
-/// 256 of them outlast a full turn's worth of completions before the ring runs dry (when it
-/// does, the kernel ends the multishot receive with ENOBUFS and the driver re-arms it).
-const RECV_BUFS: u16 = 256;
-const RECV_BUF_LEN: u32 = 64 * 1024;
+/// Receive buffers in the provided ring, and their size: 64 x 256 KiB = 16 MiB per loop,
+/// whatever the number of connections. The session keeps each buffer it is handed (blocks
+/// are split off it without a copy), so larger buffers mean fewer completions, and fewer
+/// messages straddling two buffers (the rest of such a message is copied): 256 KiB took
+/// 0.90x the leecher's CPU of 64 KiB in one run (`perf/2026-12-03-leech-recv.md`). 64 of
+/// them outlast a turn's worth of completions before the ring runs dry (when it does, the
+/// kernel ends the multishot receive with ENOBUFS and the driver re-arms it).
+const RECV_BUFS: u16 = 64;
+const RECV_BUF_LEN: u32 = 256 * 1024;
 const BUF_GROUP: u16 = 0;
 
 /// Completions handled per loop turn, so one busy turn cannot starve the session's timers.
@@ -818,12 +821,13 @@ impl<P: Protocol> UringDriver<P> {
         let deliver = open || c.state == State::HandingOff;
         if let Some(bid) = cqueue::buffer_select(flags) {
             if deliver && result > 0 {
-                // SAFETY: this completion handed us `bid`, holding `result` bytes; the slice
-                // is dropped (handle_recv copies what it keeps) before the buffer goes back.
-                let data = unsafe { self.bufs.get(bid, result as usize) };
-                self.core.proto.handle_recv(id, data, now);
+                // SAFETY: this completion handed us `bid`, holding `result` bytes.
+                let chunk = unsafe { self.bufs.take(bid, result as usize) };
+                // The session keeps the buffer itself: no copy on the loop.
+                self.core.proto.handle_recv_owned(id, chunk, now);
+            } else {
+                self.bufs.give_back(bid);
             }
-            self.bufs.give_back(bid);
         }
         if !deliver || !self.conns.contains(slot) {
             return;

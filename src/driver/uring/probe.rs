@@ -165,8 +165,7 @@ fn check(mut ring: IoUring) -> Result<(), String> {
             match cqueue::buffer_select(c.flags()) {
                 Some(bid) => {
                     // SAFETY: `bid` was just handed to us by this completion, with 1 byte.
-                    let ok = unsafe { bufs.get(bid, 1) } == b"x";
-                    bufs.give_back(bid);
+                    let ok = &unsafe { bufs.take(bid, 1) }[..] == b"x";
                     if ok {
                         Ok(())
                     } else {
