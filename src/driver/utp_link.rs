@@ -718,6 +718,8 @@ impl<P: Protocol> LoopCore<P> {
             if n == 0 {
                 if host.endpoint.connection(h).is_none_or(|c| c.eof()) {
                     r.owner = None;
+                    // A closing connection takes no more bytes (as on the owner's close).
+                    r.pending.clear();
                     host.by_owner.remove(&(shard, conn));
                     host.endpoint.close(h, now);
                     self.utp.to_conn.push_back((shard, ToConn::Closed { conn }));

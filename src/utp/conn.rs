@@ -485,7 +485,10 @@ impl Connection {
     pub fn write(&mut self, data: &[u8], now: Time) -> usize {
         let n = data.len().min(self.writable_len());
         self.unsent.extend(data.get(..n).unwrap_or_default());
-        if n < data.len() {
+        // Blocked only by a full buffer, which draining reopens. Once closing, no write is
+        // ever taken again: a `Writable` then would have the caller write again, refused
+        // again, for ever (the engine's proxy did: loop 0 spun in `utp_pump`).
+        if n < data.len() && !self.close_requested {
             self.write_blocked = true;
         }
         self.flush(now);
@@ -740,7 +743,10 @@ impl Connection {
                 }
                 self.transmit(last, now);
             }
-            if self.write_blocked && self.unsent.len() < self.config.send_buffer / 2 {
+            if self.write_blocked
+                && !self.close_requested
+                && self.unsent.len() < self.config.send_buffer / 2
+            {
                 self.write_blocked = false;
                 self.events.push_back(ConnEvent::Writable);
             }

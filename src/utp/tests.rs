@@ -416,6 +416,35 @@ fn closing_flushes_what_was_written_first() {
     assert_eq!(link.received, link.to_send);
 }
 
+/// A write refused because the connection is closing must not announce `Writable`: the
+/// engine's proxy answers `Writable` by writing the bytes it still holds, so a closing
+/// connection that said `Writable` to every refused write kept loop 0 in `utp_pump` forever
+/// (the four-loop transfer test's stall and unkillable seed).
+#[test]
+fn a_write_refused_after_close_does_not_say_writable() {
+    let (mut a, _b, ha, _hb) = pair(fixed_size());
+    // Bytes still queued (the window holds most of them back), then our side closes.
+    assert_eq!(a.write(ha, &data(100_000, 1), t(3)), 100_000);
+    drain(&mut a);
+    events(&mut a);
+    a.close(ha, t(4));
+    // The proxy's loop: every `Writable` is answered with another write.
+    let mut rounds = 0;
+    loop {
+        assert_eq!(a.write(ha, &[7; 182], t(5)), 0);
+        if !events(&mut a).contains(&UtpEvent::Writable(ha)) {
+            break;
+        }
+        rounds += 1;
+        assert!(
+            rounds < 100,
+            "a closing connection says Writable to every refused write"
+        );
+    }
+    // What was written before the close still goes, then the FIN.
+    assert!(a.connection(ha).is_some_and(|c| !c.eof()));
+}
+
 #[test]
 fn a_receiver_that_does_not_read_closes_the_window_then_reopens_it() {
     let config = EndpointConfig {
