@@ -18,9 +18,8 @@ use super::config::{Config, Encryption};
 use super::mse::{MseError, SimulatedKeys};
 use super::wire::{Handshake, Reserved};
 use super::{Bitfield, Crypto, PeerId, Session, Time};
-use crate::bencode::OwnedValue;
 use crate::driver::sim::{simulate, SimConfig};
-use crate::metainfo::{Info, Torrent};
+use crate::metainfo::Info;
 
 const PIECES: u32 = 4;
 const PIECE_LEN: u32 = 32 * 1024;
@@ -39,18 +38,7 @@ fn info() -> Arc<Info> {
         use sha1::Digest;
         pieces.extend_from_slice(&sha1::Sha1::digest(chunk));
     }
-    let mut info = BTreeMap::new();
-    info.insert(b"name".to_vec(), OwnedValue::str("t.bin"));
-    info.insert(b"piece length".to_vec(), OwnedValue::Int(PIECE_LEN.into()));
-    info.insert(b"pieces".to_vec(), OwnedValue::Bytes(pieces));
-    info.insert(b"length".to_vec(), OwnedValue::Int(data.len() as i64));
-    let mut root = BTreeMap::new();
-    root.insert(b"info".to_vec(), OwnedValue::Dict(info));
-    Arc::new(
-        Torrent::from_bytes(&OwnedValue::Dict(root).to_bytes())
-            .unwrap()
-            .info,
-    )
+    super::fixtures::single_file_info("t.bin", PIECE_LEN, data.len() as i64, pieces)
 }
 
 fn session(policy: Encryption, id: u8) -> Session {

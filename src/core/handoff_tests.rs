@@ -19,21 +19,7 @@ use crate::metainfo::{Info, Torrent};
 const PIECES: u32 = 4;
 
 fn info() -> Arc<Info> {
-    let mut info = BTreeMap::new();
-    info.insert(b"name".to_vec(), OwnedValue::str("t.bin"));
-    info.insert(b"piece length".to_vec(), OwnedValue::Int(32 * 1024));
-    info.insert(
-        b"pieces".to_vec(),
-        OwnedValue::Bytes(vec![0; 20 * PIECES as usize]),
-    );
-    info.insert(b"length".to_vec(), OwnedValue::Int(4 * 32 * 1024));
-    let mut root = BTreeMap::new();
-    root.insert(b"info".to_vec(), OwnedValue::Dict(info));
-    Arc::new(
-        Torrent::from_bytes(&OwnedValue::Dict(root).to_bytes())
-            .unwrap()
-            .info,
-    )
+    super::fixtures::zero_hash_info("t.bin", 32 * 1024, PIECES)
 }
 
 const NOW: Time = Time::from_secs(1);

@@ -4,7 +4,6 @@
 //! message lists in `added6` are dialled (an IPv4-mapped one as the IPv4 address).
 
 use ::core::net::SocketAddr;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,32 +15,14 @@ use super::wire::{
     SplitBytes,
 };
 use super::{Bitfield, PeerId, Session, Time};
-use crate::bencode::OwnedValue;
-use crate::metainfo::{Info, Torrent};
+use crate::metainfo::Info;
 
 const PIECES: u32 = 8;
 /// The `ut_pex` id the test peers ask us to use.
 const PEX_ID: u8 = 9;
 
 fn info() -> Arc<Info> {
-    let mut info = BTreeMap::new();
-    info.insert(b"name".to_vec(), OwnedValue::str("v6.bin"));
-    info.insert(b"piece length".to_vec(), OwnedValue::Int(16384));
-    info.insert(
-        b"pieces".to_vec(),
-        OwnedValue::Bytes(vec![0; 20 * PIECES as usize]),
-    );
-    info.insert(
-        b"length".to_vec(),
-        OwnedValue::Int(i64::from(PIECES) * 16384),
-    );
-    let mut root = BTreeMap::new();
-    root.insert(b"info".to_vec(), OwnedValue::Dict(info));
-    Arc::new(
-        Torrent::from_bytes(&OwnedValue::Dict(root).to_bytes())
-            .unwrap()
-            .info,
-    )
+    super::fixtures::zero_hash_info("v6.bin", 16384, PIECES)
 }
 
 struct Leech {

@@ -37,6 +37,8 @@ pub mod wire;
 #[cfg(test)]
 mod encryption_tests;
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod handoff_tests;
 #[cfg(test)]
 mod ipv6_tests;

@@ -16,32 +16,14 @@ use super::config::Config;
 use super::mse::SimulatedKeys;
 use super::wire::{BlockRequest, Decoded, Decoder, Handshake, Message, Reserved, SplitBytes};
 use super::{Bitfield, PeerId, Session, Time};
-use crate::bencode::OwnedValue;
 use crate::limits::{MAX_TORRENT_MESSAGE_LEN, RECV_KEEP_SPARE, RECV_READ_LEN};
-use crate::metainfo::{Info, Torrent};
+use crate::metainfo::Info;
 
 const PIECE_LEN: u32 = 64 * 1024;
 const PIECES: u32 = 16;
 
 fn info() -> Arc<Info> {
-    let mut info = BTreeMap::new();
-    info.insert(b"name".to_vec(), OwnedValue::str("r.bin"));
-    info.insert(b"piece length".to_vec(), OwnedValue::Int(PIECE_LEN.into()));
-    info.insert(
-        b"pieces".to_vec(),
-        OwnedValue::Bytes(vec![0; 20 * PIECES as usize]),
-    );
-    info.insert(
-        b"length".to_vec(),
-        OwnedValue::Int(i64::from(PIECES) * i64::from(PIECE_LEN)),
-    );
-    let mut root = BTreeMap::new();
-    root.insert(b"info".to_vec(), OwnedValue::Dict(info));
-    Arc::new(
-        Torrent::from_bytes(&OwnedValue::Dict(root).to_bytes())
-            .unwrap()
-            .info,
-    )
+    super::fixtures::zero_hash_info("r.bin", PIECE_LEN, PIECES)
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -4,7 +4,6 @@
 //! crowd of them at most the budget plus one block each, and every request must still be
 //! served once its peer reads.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,33 +17,15 @@ use super::wire::{
     SplitBytes,
 };
 use super::{Bitfield, BlockRef, PeerId, PeerKey, Session, Time};
-use crate::bencode::OwnedValue;
 use crate::limits::BLOCK_LEN;
-use crate::metainfo::{Info, Torrent};
+use crate::metainfo::Info;
 
 const PIECE_LEN: u32 = 256 * 1024;
 const PIECES: u32 = 16;
 const BLOCK: usize = BLOCK_LEN as usize;
 
 fn info() -> Arc<Info> {
-    let mut info = BTreeMap::new();
-    info.insert(b"name".to_vec(), OwnedValue::str("t.bin"));
-    info.insert(b"piece length".to_vec(), OwnedValue::Int(PIECE_LEN.into()));
-    info.insert(
-        b"pieces".to_vec(),
-        OwnedValue::Bytes(vec![0; 20 * PIECES as usize]),
-    );
-    info.insert(
-        b"length".to_vec(),
-        OwnedValue::Int(i64::from(PIECES) * i64::from(PIECE_LEN)),
-    );
-    let mut root = BTreeMap::new();
-    root.insert(b"info".to_vec(), OwnedValue::Dict(info));
-    Arc::new(
-        Torrent::from_bytes(&OwnedValue::Dict(root).to_bytes())
-            .unwrap()
-            .info,
-    )
+    super::fixtures::zero_hash_info("t.bin", PIECE_LEN, PIECES)
 }
 
 /// Block `i` of the torrent as a request.
