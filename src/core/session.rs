@@ -619,6 +619,7 @@ impl Session {
                 self.advance_handshake(conn, now);
             }
         }
+        self.reap();
     }
 
     /// The connections held for `hash`.
@@ -692,7 +693,6 @@ impl Session {
         for name in std::iter::once(hash).chain(alias) {
             self.release_held(&name, now);
         }
-        self.reap();
         Some(id)
     }
 
