@@ -1443,6 +1443,78 @@ impl Session {
         shrink_recv(buf);
     }
 
+    /// Receiving a block straight into storage (`perf/2026-12-03-leech-direct.md`). When
+    /// `conn`'s receive buffer holds the start of a piece message whose block may be received
+    /// in place (requested from this peer, delivered by nobody, received in place by no
+    /// other connection, a plaintext connection: see `Torrent::direct_offer`), returns the
+    /// torrent and block, and the payload bytes already buffered (after the 13-byte header).
+    /// The driver then either puts those bytes at the start of the block in storage and calls
+    /// [`Session::direct_begin`], or calls [`Session::direct_refuse`]. Pure otherwise: asking
+    /// changes nothing.
+    pub fn direct_offer(&mut self, conn: ConnId) -> Option<(TorrentId, super::BlockRef, &[u8])> {
+        let (torrent, key) = self.peer_of(conn)?;
+        let (block, have) = self.torrent_mut(torrent)?.direct_offer(key)?;
+        Some((torrent, block, have))
+    }
+
+    /// The driver put the offered block's buffered payload in place: until the block's last
+    /// byte, every byte `conn` delivers goes to [`Session::direct_target`]'s place, read by
+    /// the driver and reported with [`Session::handle_recv_direct`]. The block is claimed:
+    /// the same block from another connection is not written meanwhile. A connection that
+    /// closes before the block is whole leaves it unreceived. False without an offer.
+    pub fn direct_begin(&mut self, conn: ConnId) -> bool {
+        let Some((torrent, key)) = self.peer_of(conn) else {
+            return false;
+        };
+        self.torrent_mut(torrent)
+            .is_some_and(|t| t.direct_begin(key))
+    }
+
+    /// The driver cannot receive the offered block in place (its storage said no): it is
+    /// received the buffered way and not offered again.
+    pub fn direct_refuse(&mut self, conn: ConnId) {
+        if let Some((torrent, key)) = self.peer_of(conn) {
+            if let Some(t) = self.torrent_mut(torrent) {
+                t.direct_refuse(key);
+            }
+        }
+    }
+
+    /// The block `conn` is receiving in place, and how many of its bytes have arrived: the
+    /// next `block.len - got` bytes it delivers are the block's.
+    pub fn direct_target(&mut self, conn: ConnId) -> Option<(TorrentId, super::BlockRef, u32)> {
+        let (torrent, key) = self.peer_of(conn)?;
+        let (block, got) = self.torrent_mut(torrent)?.direct_target(key)?;
+        Some((torrent, block, got))
+    }
+
+    /// The driver read `n` bytes of [`Session::direct_target`]'s block into its place (at
+    /// most what was left of it), then `tail` bytes into the end of the receive buffer
+    /// [`Session::recv_buffer`] lent (only once the block was whole). A whole block is handled
+    /// as its piece message would be, its write already done ([`DiskOp::Landed`] asks the
+    /// pool to hash it).
+    pub fn handle_recv_direct(&mut self, conn: ConnId, n: usize, tail: usize, now: Time) {
+        self.dht_now = self.dht_now.max(now);
+        let Some((torrent, key)) = self.peer_of(conn) else {
+            return;
+        };
+        self.with_torrent(torrent, |t, limits| {
+            t.direct_filled(key, n, tail, now, limits)
+        });
+        self.reap();
+    }
+
+    fn peer_of(&self, conn: ConnId) -> Option<(TorrentId, PeerKey)> {
+        let c = self
+            .conns
+            .get(conn.slot as usize)
+            .filter(|c| c.generation == conn.generation)?;
+        match c.state {
+            ConnState::Peer { torrent, key } => Some((torrent, key)),
+            _ => None,
+        }
+    }
+
     /// The length and capacity of `conn`'s receive buffer, for tests of what it holds.
     #[cfg(test)]
     pub(crate) fn recv_held(&mut self, conn: ConnId) -> Option<(usize, usize)> {
