@@ -518,18 +518,6 @@ fn sparse_allocation_checks_space_up_front_and_a_disk_filled_later_fails_the_wri
 
 #[test]
 fn a_download_whose_disk_fills_stops_with_the_error_and_loses_nothing() {
-    download_whose_disk_fills(ringtorrent::client::IoChoice::Auto);
-}
-
-/// On epoll, blocks are received straight into the files' pages (`Storage::landing`): a disk
-/// that fills is found when their pages are made present, and the block goes the `pwrite`
-/// way, which reports it; no SIGBUS.
-#[test]
-fn a_download_received_in_place_whose_disk_fills_stops_with_the_error_and_loses_nothing() {
-    download_whose_disk_fills(ringtorrent::client::IoChoice::Epoll);
-}
-
-fn download_whose_disk_fills(io: ringtorrent::client::IoChoice) {
     use ringtorrent::client::{AddTorrent, Client, ClientConfig, Limits, TorrentState};
     let tmp = tempfile::tempdir().unwrap();
     let seed_dir = tmp.path().join("seed");
@@ -555,7 +543,6 @@ fn download_whose_disk_fills(io: ringtorrent::client::IoChoice) {
             download_rate: Some(1 << 20),
             ..Limits::default()
         },
-        io,
         ..common::client_config(&mnt, 1)
     };
     let leech = Client::start(config()).unwrap();

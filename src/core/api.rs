@@ -96,16 +96,6 @@ pub enum DiskOp {
         /// The block's bytes.
         data: Bytes,
     },
-    /// A block the driver received straight into storage (see
-    /// [`Session::direct_offer`](crate::core::Session::direct_offer)): all its bytes are
-    /// there; hash them on arrival as a write's would be. Answered with
-    /// [`DiskDone::Written`].
-    Landed {
-        /// The torrent.
-        torrent: TorrentId,
-        /// The block.
-        block: BlockRef,
-    },
     /// Read a block to serve it to `peer`.
     Read {
         /// The torrent.

@@ -136,12 +136,6 @@ pub(crate) struct Peer {
     pub(crate) crypto: Crypto,
     /// On an RC4 connection, the stream that decrypts what arrives, before it joins `recv`.
     pub(crate) recv_cipher: Option<Box<Rc4>>,
-    /// The block whose payload the driver is receiving straight into storage, and how many
-    /// of its bytes have arrived (see `Session::direct_offer`): until all have, every byte
-    /// the connection delivers is the block's.
-    pub(crate) direct: Option<(BlockRef, u32)>,
-    /// The last block the driver could not receive in place (not offered again).
-    pub(crate) direct_refused: Option<BlockRef>,
 
     /// In the torrent's queue of peers waiting for upload tokens (rate limits).
     pub(crate) up_waiting: bool,
@@ -259,8 +253,6 @@ impl Peer {
             send_notified,
             crypto: Crypto::None,
             recv_cipher: None,
-            direct: None,
-            direct_refused: None,
             up_waiting: false,
             down_waiting: false,
             ut_metadata: None,

@@ -153,14 +153,7 @@ pub(crate) struct Torrent {
     seed_mode_failed: bool,
     /// The upper layers of files' merkle trees, built when peers ask for hashes (BEP 52).
     layer_trees: LayerTrees,
-    /// Blocks being received straight into storage, and by which peer (`Peer::direct`):
-    /// the same block from another peer is not written meanwhile. An entry whose peer no
-    /// longer receives that block is stale and ignored (removed when found).
-    in_place: HashMap<BlockRef, PeerKey>,
 }
-
-/// A piece message's bytes before its payload: length, id 7, index, begin.
-pub(crate) const PIECE_HEADER: usize = 13;
 
 /// A peer's message with its payload copied out of (or split off) the receive buffer.
 enum Msg {
@@ -232,7 +225,6 @@ impl Torrent {
             seed_checks: BTreeSet::new(),
             seed_mode_failed: false,
             layer_trees: LayerTrees::default(),
-            in_place: HashMap::new(),
         };
         t.recount_wanted();
         t.complete_announced = t.picker.is_complete();
@@ -450,10 +442,6 @@ impl Torrent {
         else {
             return;
         };
-        // A block it was receiving in place stays unreceived, free for others.
-        if let Some((block, _)) = peer.direct {
-            self.in_place.remove(&block);
-        }
         // Its queued payload goes with it; reads in flight are released as they complete.
         self.upload_held -= peer.send.payload();
         for r in &peer.requests_out {
@@ -511,128 +499,6 @@ impl Torrent {
             };
             self.on_message(key, msg, now, session_limits);
         }
-    }
-
-    /// Whether a peer is receiving `block` straight into storage now.
-    fn claimed(&mut self, block: BlockRef) -> bool {
-        let Some(key) = self.in_place.get(&block) else {
-            return false;
-        };
-        let live = self
-            .peers
-            .get(key)
-            .is_some_and(|p| p.direct.is_some_and(|(b, _)| b == block));
-        if !live {
-            self.in_place.remove(&block);
-        }
-        live
-    }
-
-    /// The block whose payload a peer's receive buffer has begun, when the rest of it may
-    /// be received straight into storage: the buffer holds only the start of a piece message
-    /// (its header and part of the payload, every whole message before it handled), for a
-    /// block this peer was asked for, that nobody has delivered, that no other peer is
-    /// receiving in place, on a plaintext connection. Returns it with the payload's bytes
-    /// already buffered. Anything else, a hostile or malformed message included, is left to
-    /// the buffered path and its checks.
-    pub(crate) fn direct_offer(&mut self, key: PeerKey) -> Option<(BlockRef, &[u8])> {
-        if self.error.is_some() {
-            return None;
-        }
-        let peer = self.peers.get(&key)?;
-        if peer.direct.is_some() || peer.recv_cipher.is_some() {
-            return None;
-        }
-        let head = peer.recv.get(..PIECE_HEADER)?;
-        let word = |at: usize| {
-            head.get(at..at + 4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_be_bytes)
-        };
-        if head.get(4) != Some(&7) {
-            return None;
-        }
-        let data_len = word(0)?.checked_sub(9)?;
-        let (index, begin) = (word(5)?, word(9)?);
-        let have = peer.recv.len() - PIECE_HEADER;
-        if have >= data_len as usize {
-            return None;
-        }
-        let block = self.info.lengths().block_at(index, begin, data_len)?;
-        if peer.direct_refused == Some(block) || !self.picker.is_requested_by(key, block) {
-            return None;
-        }
-        if self.claimed(block) {
-            return None;
-        }
-        let peer = self.peers.get(&key)?;
-        Some((block, &peer.recv[PIECE_HEADER..]))
-    }
-
-    /// The driver put the payload bytes [`Torrent::direct_offer`] returned in place and will
-    /// receive the rest there: they leave the receive buffer with the header, and the block
-    /// is claimed. False when there is no offer (nothing changes).
-    pub(crate) fn direct_begin(&mut self, key: PeerKey) -> bool {
-        let Some((block, have)) = self.direct_offer(key).map(|(b, h)| (b, h.len())) else {
-            return false;
-        };
-        let Some(peer) = self.peers.get_mut(&key) else {
-            return false;
-        };
-        peer.recv.advance(PIECE_HEADER + have);
-        peer.direct = Some((block, have as u32));
-        self.in_place.insert(block, key);
-        true
-    }
-
-    /// The driver cannot receive the offered block in place (storage said no): it arrives
-    /// the buffered way, and is not offered again.
-    pub(crate) fn direct_refuse(&mut self, key: PeerKey) {
-        let block = self.direct_offer(key).map(|(b, _)| b);
-        if let (Some(block), Some(peer)) = (block, self.peers.get_mut(&key)) {
-            peer.direct_refused = Some(block);
-        }
-    }
-
-    /// `n` more bytes of the block a peer is receiving in place arrived there (at most what
-    /// was left of it), then `tail` bytes at the end of its receive buffer. A block complete
-    /// is handled as a piece message whose payload is already stored.
-    pub(crate) fn direct_filled(
-        &mut self,
-        key: PeerKey,
-        n: usize,
-        tail: usize,
-        now: Time,
-        session_limits: &mut RateLimits,
-    ) {
-        let Some(peer) = self.peers.get_mut(&key) else {
-            return;
-        };
-        if n + tail > 0 {
-            peer.last_recv = now;
-        }
-        if let Some((block, got)) = &mut peer.direct {
-            *got = (*got as usize + n).min(block.len as usize) as u32;
-            if *got == block.len {
-                let block = *block;
-                peer.direct = None;
-                self.in_place.remove(&block);
-                let (index, offset) = (block.piece.get(), block.offset);
-                if let Err(v) =
-                    self.on_piece(key, index, offset, block.len, None, now, session_limits)
-                {
-                    return self.close_peer(key, CloseReason::Violation(v), now);
-                }
-            }
-        }
-        if tail > 0 {
-            self.on_received(key, now, session_limits);
-        }
-    }
-
-    /// The block a peer is receiving in place and how many of its bytes have arrived.
-    pub(crate) fn direct_target(&self, key: PeerKey) -> Option<(BlockRef, u32)> {
-        self.peers.get(&key)?.direct
     }
 
     /// Handles one message; a protocol violation closes the peer with its reason.
@@ -763,10 +629,7 @@ impl Torrent {
                 piece,
                 offset,
                 data,
-            } => {
-                let len = data.len() as u32;
-                self.on_piece(key, piece, offset, len, Some(data), now, session_limits)?
-            }
+            } => self.on_piece(key, piece, offset, data, now, session_limits)?,
             Msg::Cancel(r) => {
                 let block = wire_block(self.info.lengths(), r)?;
                 let queued = peer.requests_in.remove(&block);
@@ -1079,35 +942,19 @@ impl Torrent {
         (bytes, more)
     }
 
-    /// A block arrived: `data`, or `None` when the driver received it straight into storage
-    /// (`direct_filled`).
-    #[allow(clippy::too_many_arguments)]
     fn on_piece(
         &mut self,
         key: PeerKey,
         index: u32,
         offset: u32,
-        len: u32,
-        data: Option<Bytes>,
+        data: Bytes,
         now: Time,
         session_limits: &mut RateLimits,
     ) -> Result<(), Violation> {
+        let len = data.len() as u32;
         let Some(block) = self.info.lengths().block_at(index, offset, len) else {
             return Err(Violation::BadBlock);
         };
-        if data.is_some() && self.claimed(block) {
-            // Another peer is sending this block straight into its place in the file: these
-            // bytes must not be written over it. The request they answer is over.
-            self.stats.wasted += u64::from(len);
-            if let Some(peer) = self.peers.get_mut(&key) {
-                if let Some(i) = peer.requests_out.iter().position(|r| r.block == block) {
-                    peer.requests_out.swap_remove(i);
-                    self.picker.request_dropped(key, block);
-                }
-            }
-            self.fill_requests(key, now, session_limits);
-            return Ok(());
-        }
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
         };
@@ -1133,14 +980,10 @@ impl Torrent {
                 if piece_complete {
                     self.complete_unwritten.insert(piece);
                 }
-                let torrent = self.ctx.id;
-                self.ctx.out.actions.push_back(Action::Disk(match data {
-                    Some(data) => DiskOp::Write {
-                        torrent,
-                        block,
-                        data,
-                    },
-                    None => DiskOp::Landed { torrent, block },
+                self.ctx.out.actions.push_back(Action::Disk(DiskOp::Write {
+                    torrent: self.ctx.id,
+                    block,
+                    data,
                 }));
                 for other in cancel {
                     let Some(p) = self.peers.get_mut(&other) else {

@@ -88,11 +88,6 @@ impl DiskBridge {
         self.storage.insert(torrent, storage);
     }
 
-    /// The storage serving a torrent, if it has one here.
-    pub(crate) fn storage(&self, torrent: TorrentId) -> Option<&Arc<Storage>> {
-        self.storage.get(&torrent)
-    }
-
     /// Forgets a torrent's storage (the torrent left this loop), so that its files and
     /// mappings close once the jobs in flight, which hold their own reference, are done.
     pub(crate) fn detach(&mut self, torrent: TorrentId) {
@@ -111,11 +106,6 @@ impl DiskBridge {
                 torrent,
                 Pending::Write { torrent, block },
                 DiskJob::Write { block, data },
-            ),
-            DiskOp::Landed { torrent, block } => (
-                torrent,
-                Pending::Write { torrent, block },
-                DiskJob::Landed { block },
             ),
             DiskOp::Read {
                 torrent,

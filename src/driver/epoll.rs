@@ -42,15 +42,6 @@ const READ_BUF: usize = 256 * 1024;
 /// Socket reads per connection per readiness event before moving on (fairness).
 const MAX_READS_PER_EVENT: usize = 16;
 
-/// A read straight into a block's place in storage brings at most a block (16 KiB) where a
-/// buffered read brings up to 256 KiB: it counts as this fraction of a read against
-/// [`MAX_READS_PER_EVENT`].
-const DIRECT_READS_PER_READ: usize = 16;
-
-/// Bytes read into the receive buffer after a block received in place: exactly the next
-/// piece message's header, so its payload can be received in place too.
-const DIRECT_TAIL: usize = 13;
-
 /// How long to wait before accepting again after `accept` failed (EMFILE, ENFILE, ENOBUFS):
 /// such errors last until something closes, and the listener is edge-triggered, so without
 /// a retry the connections waiting in its backlog would wait for the next one to arrive,
@@ -187,25 +178,10 @@ impl<P: Protocol> EpollDriver<P> {
     }
 
     fn readable(&mut self, conn: ConnId, now: Time) {
-        let mut budget = MAX_READS_PER_EVENT * DIRECT_READS_PER_READ;
-        while budget > 0 {
+        for _ in 0..MAX_READS_PER_EVENT {
             if !self.core.proto.wants_recv(conn) {
                 // Stopped for good: what arrives stays in the kernel's buffer.
                 return self.core.proto.recv_drained(conn);
-            }
-            match self.read_direct(conn, now) {
-                Some(Ok(0)) => return self.socket_closed(conn, now),
-                Some(Ok(_)) => {
-                    budget -= 1;
-                    continue;
-                }
-                Some(Err(e)) if e.kind() == ErrorKind::WouldBlock => {
-                    return self.core.proto.recv_drained(conn);
-                }
-                Some(Err(e)) if e.kind() == ErrorKind::Interrupted => continue,
-                // EFAULT included: the file was cut short under the block by another program.
-                Some(Err(_)) => return self.socket_closed(conn, now),
-                None => budget = budget.saturating_sub(DIRECT_READS_PER_READ),
             }
             let Some(socket) = self.sockets.get_mut(&conn) else {
                 return;
@@ -235,75 +211,6 @@ impl<P: Protocol> EpollDriver<P> {
                 Interest::READABLE | Interest::WRITABLE,
             );
         }
-    }
-
-    /// One read straight into the place in storage of the block `conn` is sending, when the
-    /// protocol says there is one (`Protocol::direct_target`, or a new `direct_offer`
-    /// storage accepts): the rest of the block, then at most [`DIRECT_TAIL`] bytes into the
-    /// receive buffer. `None`: read the buffered way.
-    fn read_direct(&mut self, conn: ConnId, now: Time) -> Option<io::Result<usize>> {
-        let proto = &mut self.core.proto;
-        let (mut landing, block, got) = match proto.direct_target(conn) {
-            Some((torrent, block, got)) => {
-                let storage = self.core.disk.storage(torrent)?;
-                (storage.landing(block, false)?, block, got)
-            }
-            None => {
-                let (torrent, block, have) = proto.direct_offer(conn)?;
-                // The pages are made present for writing first: a full disk says so here.
-                let landing = self
-                    .core
-                    .disk
-                    .storage(torrent)
-                    .and_then(|s| s.landing(block, true));
-                let Some(mut landing) = landing else {
-                    proto.direct_refuse(conn);
-                    return None;
-                };
-                let have_len = have.len();
-                landing.copy_in(0, have);
-                if !proto.direct_begin(conn) {
-                    return None;
-                }
-                (landing, block, have_len as u32)
-            }
-        };
-        let socket = self.sockets.get(&conn)?;
-        let left = (block.len - got) as usize;
-        let mut iov = Vec::with_capacity(3);
-        landing.iovecs(got as usize, left, &mut iov);
-        let buf = self.core.proto.recv_buffer(conn)?;
-        let spare = buf.spare_capacity_mut();
-        let tail_room = spare.len().min(DIRECT_TAIL);
-        iov.push(libc::iovec {
-            iov_base: spare.as_mut_ptr().cast(),
-            iov_len: tail_room,
-        });
-        // SAFETY: every iovec is writable memory nothing else uses during the call: the
-        // block's place in a live writable mapping (the `landing` holds the storage; the core
-        // lets one connection at a time receive a block), then spare capacity of the receive
-        // buffer, which is borrowed mutably here. `readv` writes at most the iovecs' total.
-        let n = unsafe {
-            libc::readv(
-                socket.stream.as_raw_fd(),
-                iov.as_ptr(),
-                iov.len() as libc::c_int,
-            )
-        };
-        if n < 0 {
-            return Some(Err(io::Error::last_os_error()));
-        }
-        let n = n as usize;
-        let (into_block, tail) = (n.min(left), n.saturating_sub(left));
-        // SAFETY: the kernel initialised the first `tail` bytes of the spare capacity (the
-        // last iovec, filled only after the block's, at most `tail_room` long).
-        unsafe { buf.set_len(buf.len() + tail) };
-        if n > 0 {
-            self.core
-                .proto
-                .handle_recv_direct(conn, into_block, tail, now);
-        }
-        Some(Ok(n))
     }
 
     fn writable(&mut self, conn: ConnId, now: Time) {

@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::core::api::{Action, ConnId, DiskDone, Event, TorrentId};
+use crate::core::api::{Action, ConnId, DiskDone, Event};
 use crate::core::session::HandOff;
-use crate::core::{BlockRef, Session, Time};
+use crate::core::{Session, Time};
 use crate::dht::Transmit;
 
 /// A sans-IO state machine over TCP connections (and, on the loop that owns it, the UDP
@@ -49,23 +49,6 @@ pub trait Protocol {
     }
     /// The socket has nothing more to read for now (see [`Session::recv_drained`]).
     fn recv_drained(&mut self, _conn: ConnId) {}
-    /// A block whose rest may be received straight into storage ([`Session::direct_offer`]);
-    /// `None` (the default): read into the receive buffer.
-    fn direct_offer(&mut self, _conn: ConnId) -> Option<(TorrentId, BlockRef, &[u8])> {
-        None
-    }
-    /// See [`Session::direct_begin`].
-    fn direct_begin(&mut self, _conn: ConnId) -> bool {
-        false
-    }
-    /// See [`Session::direct_refuse`].
-    fn direct_refuse(&mut self, _conn: ConnId) {}
-    /// See [`Session::direct_target`].
-    fn direct_target(&mut self, _conn: ConnId) -> Option<(TorrentId, BlockRef, u32)> {
-        None
-    }
-    /// See [`Session::handle_recv_direct`].
-    fn handle_recv_direct(&mut self, _conn: ConnId, _n: usize, _tail: usize, _now: Time) {}
     /// `n` bytes from the front of what is queued on `conn` were sent: bytes taken with
     /// [`Protocol::take_send`] first, then those of [`Protocol::send_chunks`]. A driver that
     /// takes reports every taken byte this way once the kernel accepted it; until then the
@@ -136,21 +119,6 @@ impl Protocol for Session {
     }
     fn recv_drained(&mut self, conn: ConnId) {
         Session::recv_drained(self, conn)
-    }
-    fn direct_offer(&mut self, conn: ConnId) -> Option<(TorrentId, BlockRef, &[u8])> {
-        Session::direct_offer(self, conn)
-    }
-    fn direct_begin(&mut self, conn: ConnId) -> bool {
-        Session::direct_begin(self, conn)
-    }
-    fn direct_refuse(&mut self, conn: ConnId) {
-        Session::direct_refuse(self, conn)
-    }
-    fn direct_target(&mut self, conn: ConnId) -> Option<(TorrentId, BlockRef, u32)> {
-        Session::direct_target(self, conn)
-    }
-    fn handle_recv_direct(&mut self, conn: ConnId, n: usize, tail: usize, now: Time) {
-        Session::handle_recv_direct(self, conn, n, tail, now)
     }
     fn handle_sent(&mut self, conn: ConnId, n: usize, now: Time) {
         Session::handle_sent(self, conn, n, now)

@@ -8,16 +8,10 @@
 //!   prefetching pieces ahead helped the median but not the tail. So every call in this module
 //!   that touches file data runs on a pool thread ([`DiskPool`]), and results come back through a per-loop
 //!   [`Completions`] queue and its eventfd.
-//! - **Writes use `pwrite`, or the kernel's copy from a socket into the mapping.** Overwriting
-//!   cold data through a mapping reads every page first (30 times slower than `pwrite` here),
-//!   and a write fault that cannot allocate (a full copy-on-write filesystem) is a `SIGBUS`,
-//!   where `pwrite` returns ENOSPC. So this process never stores into a mapping from user
-//!   space except into pages made present for writing first: a block received in place
-//!   ([`Storage::landing`], `perf/2026-12-03-leech-direct.md`) has its pages populated
-//!   (`MADV_POPULATE_WRITE`, whose failure sends the block the `pwrite` way), then the
-//!   driver's `readv` fills them (a kernel copy: `EFAULT`, never `SIGBUS`). A writable
-//!   storage's files are mapped `PROT_READ | PROT_WRITE` for that; a read-only one's
-//!   `PROT_READ`.
+//! - **Writes use `pwrite`, never the mapping.** Overwriting cold data through a mapping reads
+//!   every page first (30 times slower than `pwrite` here), and a write fault that cannot
+//!   allocate (a full copy-on-write filesystem) is a `SIGBUS`, where `pwrite` returns ENOSPC.
+//!   So mappings are read-only (`PROT_READ`) and a stray write through one cannot happen.
 //! - **Reads and hashing use the mapping** (no copy for hashing; the hasher prefetches 2 KiB
 //!   ahead, which doubles its speed on pieces not in the CPU's caches), with `MADV_RANDOM` while
 //!   serving (the default: this machine's 8 MiB readahead otherwise reads 8 MiB around every
@@ -258,14 +252,10 @@ struct Slot {
 enum Backing {
     /// Nothing to read or write: padding, zero length, or missing.
     Nothing,
-    /// Descriptor (for `pwrite`) and mapping held for the storage's life: read-only, or
-    /// writable for a writable storage (only blocks received in place are written through
-    /// it: [`Storage::landing`]).
+    /// Descriptor (for `pwrite`) and read-only mapping held for the storage's life.
     Held {
         file: File,
         map: MmapRaw,
-        /// The mapping is `PROT_READ | PROT_WRITE`.
-        map_writable: bool,
         /// Bytes readable: the torrent's length, or less for a short file (read-only mode).
         readable: u64,
         _budget: OpenFileBudget,
@@ -285,8 +275,7 @@ const LOCK_STRIPES: usize = 64;
 /// never walks more than this before the next block's result can go back.
 pub const READ_RUN_MAX: u64 = 1 << 20;
 
-/// A block inside a file's mapping (read-only, or writable for received blocks but never
-/// written in a served, verified piece), owned by the [`Bytes`] that
+/// A block inside a file's read-only mapping, owned by the [`Bytes`] that
 /// [`Storage::read_block_shared`] returns: the storage it holds keeps the mapping alive.
 struct MappedBlock {
     _storage: Arc<Storage>,
@@ -294,120 +283,16 @@ struct MappedBlock {
     len: usize,
 }
 
-// SAFETY: `ptr..ptr + len` is memory of a mapping that `_storage` owns and that no one unmaps
-// while this value lives; only verified pieces are served, and nothing in this process writes
-// those (blocks are received in place only while unreceived), so reading it from any thread
-// is sound.
+// SAFETY: `ptr..ptr + len` is read-only memory of a mapping that `_storage` owns and that no
+// one unmaps while this value lives; reading it from any thread is sound.
 unsafe impl Send for MappedBlock {}
 
 impl AsRef<[u8]> for MappedBlock {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: see `Send` above: the range is inside a live mapping (checked
+        // SAFETY: see `Send` above: the range is inside a live `PROT_READ` mapping (checked
         // against the file's length when the value was made). Bytes changed by another
         // program show through, as with any shared file.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
-/// A block's place in its files' writable mappings ([`Storage::landing`]): one run of bytes
-/// per file it spans, in order. It holds the storage, so the mappings stay alive while a
-/// driver reads into them.
-pub struct Landing {
-    _storage: Arc<Storage>,
-    parts: Vec<(*mut u8, usize)>,
-}
-
-// SAFETY: the runs are memory of mappings `_storage` owns and keeps mapped; a `Landing` is
-// used by one thread at a time (it is not `Sync`), and the core hands a block to one
-// connection at a time.
-unsafe impl Send for Landing {}
-
-impl Landing {
-    /// The block's length.
-    pub fn len(&self) -> usize {
-        self.parts.iter().map(|p| p.1).sum()
-    }
-
-    /// Whether the block is empty (never: blocks have bytes).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Copies `bytes` into the block from offset `at` (what arrived in the receive buffer
-    /// before the block was received in place). Bytes past the block's end are ignored.
-    pub fn copy_in(&mut self, at: usize, bytes: &[u8]) {
-        let mut bytes = bytes;
-        for part in self.slices_mut(at, bytes.len()) {
-            let (now, rest) = bytes.split_at(part.len());
-            part.copy_from_slice(now);
-            bytes = rest;
-        }
-    }
-
-    /// The block's bytes from `at` on, at most `max` of them, as `iovec`s appended to `out`
-    /// (for `readv`/`recvmsg`): the kernel writes into the mapping, and a page it cannot
-    /// write (the file truncated by another program) fails the call with `EFAULT`.
-    pub fn iovecs(&mut self, at: usize, max: usize, out: &mut Vec<libc::iovec>) {
-        let (mut skip, mut left) = (at, max);
-        for &(ptr, len) in &self.parts {
-            if left == 0 {
-                break;
-            }
-            if skip >= len {
-                skip -= len;
-                continue;
-            }
-            let n = (len - skip).min(left);
-            // SAFETY: `skip < len`, so the pointer stays inside this run of the mapping.
-            let base = unsafe { ptr.add(skip) };
-            out.push(libc::iovec {
-                iov_base: base.cast(),
-                iov_len: n,
-            });
-            left -= n;
-            skip = 0;
-        }
-    }
-
-    /// The block's bytes `at..at + n` (clipped to the block), as slices of the mapping, in
-    /// order: what a read just put there, for an RC4 connection to decrypt in place.
-    pub fn slices_mut(&mut self, at: usize, n: usize) -> Vec<&mut [u8]> {
-        let mut v = Vec::new();
-        self.iovecs(at, n, &mut v);
-        v.into_iter()
-            // SAFETY: each iovec lies inside a run of a live writable mapping (above); the
-            // slices do not overlap (a block's runs are disjoint file ranges, or ranges of
-            // different files), and they borrow `self` mutably, so no other slice of the
-            // block exists meanwhile. The pages were made present by `landing(_, true)`; a
-            // file truncated under them by another program is the SIGBUS of the module
-            // documentation, as for any access to a mapping.
-            .map(|io| unsafe { std::slice::from_raw_parts_mut(io.iov_base.cast(), io.iov_len) })
-            .collect()
-    }
-}
-
-/// Makes `start..start + len` of a writable shared mapping present for writing
-/// (`MADV_POPULATE_WRITE`, Linux 5.14): allocates what is missing (a hole of a sparse file,
-/// a tmpfs page) now, so that a full disk is an error here. Older kernels (`EINVAL`) and every
-/// failure are an error: the caller then writes the block with `pwrite`.
-fn populate_write(map: &MmapRaw, start: usize, len: usize) -> io::Result<()> {
-    let page = page_size();
-    let first = start / page * page;
-    let end = start + len;
-    // SAFETY: the range lies inside the mapping (the caller checked it), its start rounded
-    // down to a page boundary, which stays inside since the mapping starts on one;
-    // MADV_POPULATE_WRITE faults pages in for writing but does not change their contents.
-    let rc = unsafe {
-        libc::madvise(
-            map.as_ptr().add(first) as *mut libc::c_void,
-            end - first,
-            libc::MADV_POPULATE_WRITE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
@@ -900,7 +785,7 @@ impl Storage {
                 FileState::NotStored | FileState::Missing => 0,
             };
             let backing = match f.and_then(|f| f.fd) {
-                Some(fd) if readable > 0 => hold(fd, readable, options.hold_open, writable),
+                Some(fd) if readable > 0 => hold(fd, readable, options.hold_open),
                 _ => Backing::Nothing,
             };
             files.push(Slot {
@@ -1344,107 +1229,6 @@ impl Storage {
         }
     }
 
-    /// Where `block`'s bytes go when the driver receives them straight into the file's
-    /// pages (a writable storage's shared, writable mappings), so that they are copied once,
-    /// from the socket, instead of into a receive buffer and then by `pwrite`. With
-    /// `populate`, the block's pages are made present for writing first
-    /// (`MADV_POPULATE_WRITE`): a disk (or tmpfs) that has no room for them fails here, where
-    /// the caller can still receive the block the buffered way, instead of faulting later
-    /// in user space (`SIGBUS`). `None` when the block cannot be received in place: a
-    /// read-only storage or mapping, padding or a file without a held mapping in it, a file
-    /// shorter than recorded, or pages that could not be made present.
-    ///
-    /// The caller (the core) hands out each block to at most one connection at a time, and
-    /// only blocks not yet received, whose piece is therefore neither verified nor being
-    /// verified; once all its bytes are there, [`Storage::landed`] feeds them to the piece's
-    /// running hash.
-    pub fn landing(self: &Arc<Self>, block: BlockRef, populate: bool) -> Option<Landing> {
-        if !self.writable {
-            return None;
-        }
-        let mut parts = Vec::with_capacity(1);
-        for span in self.info.block_spans(block) {
-            if span.padding {
-                return None;
-            }
-            let slot = self.files.get(span.file)?;
-            let Backing::Held {
-                map,
-                map_writable: true,
-                readable,
-                ..
-            } = &slot.backing
-            else {
-                return None;
-            };
-            let end = span.file_offset.checked_add(span.len)?;
-            if end > *readable {
-                return None;
-            }
-            let (start, len) = (span.file_offset as usize, span.len as usize);
-            if populate && populate_write(map, start, len).is_err() {
-                return None;
-            }
-            // SAFETY: `start..start + len` lies inside the mapping (at most `readable`, which
-            // is at most its length); the pointer is only used while the `Arc<Storage>` in
-            // the `Landing` keeps the mapping alive.
-            let ptr = unsafe { map.as_mut_ptr().add(start) };
-            parts.push((ptr, len));
-            slot.dirty.store(true, Ordering::Release);
-        }
-        Some(Landing {
-            _storage: self.clone(),
-            parts,
-        })
-    }
-
-    /// All of `block` was received in place ([`Storage::landing`]): feeds it to its piece's
-    /// running hash as [`Storage::write_block`] feeds what it writes (read from the mapping,
-    /// where the bytes have just arrived, so they are in the CPU's caches), under the piece's
-    /// stripe lock, so the verdict is still about the bytes in the file.
-    pub fn landed(&self, block: BlockRef) -> Result<(), StorageError> {
-        let _guard = self.lock_exclusive(block.piece);
-        if !self.info.version().has_v1() {
-            return Ok(());
-        }
-        let mut spans = self.info.block_spans(block);
-        let single = match (spans.next(), spans.next()) {
-            (Some(span), None) => Some(span),
-            _ => None,
-        };
-        let read_back = |hasher: &mut Sha1, b: BlockRef| {
-            let (from, to) = (b.offset, b.offset + b.len);
-            self.feed_stored(b.piece, hasher, from, to).is_ok()
-        };
-        if let Some(span) = single.filter(|s| !s.padding) {
-            let slot = &self.files[span.file];
-            if let Backing::Held { map, .. } = &slot.backing {
-                self.check_readable(slot, &span)?;
-                // SAFETY: `check_readable` proved the span lies inside the mapping, which
-                // `self` keeps alive; the stripe lock held keeps this storage's writes to the
-                // piece out, and no connection receives into this block any more (the core
-                // asks for this only once all of it arrived).
-                let bytes = unsafe {
-                    std::slice::from_raw_parts(
-                        map.as_ptr().add(span.file_offset as usize),
-                        span.len as usize,
-                    )
-                };
-                self.arrivals
-                    .written(&self.info, block, bytes, None, read_back);
-                return Ok(());
-            }
-        }
-        // Across files (rare): the block as stored, read back once.
-        drop(_guard);
-        let mut buf = vec![0; block.len as usize];
-        self.read_block(block, &mut buf)?;
-        let _guard = self.lock_exclusive(block.piece);
-        self.arrivals
-            .written(&self.info, block, &buf, None, read_back);
-        Ok(())
-    }
-
     /// Reads a whole piece into `out` (resized to the piece's length).
     pub fn read_piece(&self, piece: PieceIndex, out: &mut Vec<u8>) -> Result<(), StorageError> {
         out.resize(self.info.lengths().len_of(piece) as usize, 0);
@@ -1517,9 +1301,8 @@ impl Storage {
                     self.guard_holes(slot, map, &span)?;
                     // SAFETY: `check_readable` proved the span lies inside the mapping. The
                     // stripe lock held above keeps this storage's own writes to the piece
-                    // out; the only writes through the mapping are blocks received in place,
-                    // which the core allows only into blocks not yet received, so never into
-                    // a piece being hashed. Another process changing the file changes the bytes seen
+                    // out; the mapping is read-only, so nothing in this process writes
+                    // through it. Another process changing the file changes the bytes seen
                     // (the hash then fails), as with any shared file; truncation is the
                     // SIGBUS caveat in the module doc.
                     let bytes = unsafe {
@@ -1906,11 +1689,9 @@ pub fn sha1_prefetched(bytes: &[u8]) -> [u8; 20] {
     hasher.finalize().into()
 }
 
-/// Maps `fd` and keeps it, or falls back to opening per access when the process budget is
-/// spent, the caller asked so, or the mapping fails (e.g. `vm.max_map_count`). A writable
-/// storage's files are mapped writable (for blocks received in place), falling back to
-/// read-only when the descriptor does not allow it.
-fn hold(fd: OwnedFd, readable: u64, hold_open: bool, writable: bool) -> Backing {
+/// Maps `fd` read-only and keeps it, or falls back to opening per access when the process
+/// budget is spent, the caller asked so, or the mapping fails (e.g. `vm.max_map_count`).
+fn hold(fd: OwnedFd, readable: u64, hold_open: bool) -> Backing {
     let budget = if hold_open {
         OpenFileBudget::take()
     } else {
@@ -1923,18 +1704,10 @@ fn hold(fd: OwnedFd, readable: u64, hold_open: bool, writable: bool) -> Backing 
     let Ok(len) = usize::try_from(readable) else {
         return Backing::Reopen { readable };
     };
-    let rw = writable
-        .then(|| MmapOptions::new().len(len).map_raw(&file).ok())
-        .flatten();
-    let (map, map_writable) = match rw {
-        Some(map) => (Ok(map), true),
-        None => (MmapOptions::new().len(len).map_raw_read_only(&file), false),
-    };
-    match map {
+    match MmapOptions::new().len(len).map_raw_read_only(&file) {
         Ok(map) => Backing::Held {
             file,
             map,
-            map_writable,
             readable,
             _budget: budget,
         },

@@ -63,13 +63,6 @@ pub enum DiskJob {
         /// The block's bytes.
         data: Bytes,
     },
-    /// A block received in place, straight into the file's mapping ([`Storage::landing`]):
-    /// feed it to its piece's running hash ([`Storage::landed`]); comes back in
-    /// [`Outcome::Written`].
-    Landed {
-        /// The block.
-        block: BlockRef,
-    },
     /// Read a block as [`Bytes`] that point into the file's mapping where they can
     /// ([`Storage::read_block_shared`]), for sending; comes back in [`Outcome::Read`].
     Read {
@@ -182,7 +175,7 @@ impl DiskPool {
         let reply = reply.clone();
         let pool = match job {
             DiskJob::Verify { .. } => &self.verify,
-            DiskJob::Write { .. } | DiskJob::Landed { .. } | DiskJob::Read { .. } => &self.io,
+            DiskJob::Write { .. } | DiskJob::Read { .. } => &self.io,
         };
         storage.job_started();
         pool.spawn(move || {
@@ -292,10 +285,6 @@ fn run(storage: &Arc<Storage>, job: DiskJob) -> Outcome {
             };
             Outcome::Written { block, result }
         }
-        DiskJob::Landed { block } => Outcome::Written {
-            block,
-            result: storage.landed(block),
-        },
         DiskJob::Read { block } => Outcome::Read {
             block,
             result: storage.read_block_shared(block),

@@ -512,18 +512,6 @@ impl Picker {
         self.drop_request_at(idx, b, peer);
     }
 
-    /// Whether `peer` has an outstanding request for `block`, which nobody has delivered yet
-    /// and whose piece is still wanted: what may be received straight into storage.
-    pub fn is_requested_by(&self, peer: PeerKey, block: BlockRef) -> bool {
-        let Some((p, b)) = self.block_index(block) else {
-            return false;
-        };
-        let Some(idx) = self.partial_of(p) else {
-            return false;
-        };
-        self.pieces[p as usize].prio != Priority::Skip && self.partials[idx].is_requester(b, peer)
-    }
-
     /// Records that `peer` delivered `block`, remembering the peer so a failed hash check can
     /// name it. See [`BlockReceived`] for the outcomes.
     pub fn block_received(&mut self, peer: PeerKey, block: BlockRef) -> BlockReceived {

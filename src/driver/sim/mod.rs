@@ -700,12 +700,6 @@ impl Simulation {
                     result: Ok(()),
                 }
             }
-            // Simulated connections never receive a block in place.
-            DiskOp::Landed { torrent, block } => DiskDone::Written {
-                torrent,
-                block,
-                result: Err("the simulator receives no block in place".into()),
-            },
             DiskOp::Read {
                 torrent,
                 peer,
