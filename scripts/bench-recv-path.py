@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# Usage: scripts/bench-recv-path.py [ROUNDS=3]  (writes 1 GiB files in /dev/shm, one at a time)
+# Usage: [DIR=/dev/shm] scripts/bench-recv-path.py [ROUNDS=3]  (writes 1 GiB files in DIR, one at a time)
 """Kernel cost of getting 1 GiB from a loopback socket into a fallocated tmpfs file: read
 into a 256 KiB buffer then pwrite each 16 KiB block (ringtorrent today);
 MADV_POPULATE_WRITE each block (or each 1 MiB, or nothing: the copy faults) of a shared
@@ -84,7 +84,7 @@ res = {v: [] for v in variants}
 for r in range(rounds):
     order = variants if r % 2 == 0 else variants[::-1]
     for v in order:
-        u, s, w = receive(v, "/dev/shm/ld-exp-recv.bin")
+        u, s, w = receive(v, os.path.join(os.environ.get("DIR", "/dev/shm"), "ld-exp-recv.bin"))
         res[v].append((u, s))
         print(f"round {r+1} {v}: user {u:.2f} sys {s:.2f} wall {w:.2f}", flush=True)
 for v in variants:
