@@ -12,6 +12,9 @@
 //!   every page first (30 times slower than `pwrite` here), and a write fault that cannot
 //!   allocate (a full copy-on-write filesystem) is a `SIGBUS`, where `pwrite` returns ENOSPC.
 //!   So mappings are read-only (`PROT_READ`) and a stray write through one cannot happen.
+//!   Receiving blocks from the socket straight into a writable mapping (one copy instead of
+//!   two) was measured and did not pay on tmpfs: a page faulted in for writing is cleared
+//!   first, which a whole-page `pwrite` never does (`perf/2026-12-03-leech-direct.md`).
 //! - **Reads and hashing use the mapping** (no copy for hashing; the hasher prefetches 2 KiB
 //!   ahead, which doubles its speed on pieces not in the CPU's caches), with `MADV_RANDOM` while
 //!   serving (the default: this machine's 8 MiB readahead otherwise reads 8 MiB around every
