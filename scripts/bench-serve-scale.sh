@@ -264,6 +264,13 @@ for (n, who), v in sorted(series.items()):
     rw = [w / lt[(n, r, k)][0] for r, k, w, _ in v]
     rc = [c / lt[(n, r, k)][1] for r, k, _, c in v]
     print("| %s | %s | %d | %s | %s | %s | %s |" % (n, who, len(v), spread(walls), spread(cpus), spread(rw), spread(rc)))
+print()
+print("Each load, in the order run (torrents, round, restart: client wall/CPU s ...):")
+line = {}
+for _, n, rnd, k, who, wall, cpu in rows:
+    line.setdefault((n, rnd, k), []).append("%s %s/%s" % (who, wall, cpu))
+for (n, rnd, k), loads in line.items():
+    print("- %s %s %s: %s" % (n, rnd, k, ", ".join(loads)))
 PY
 fi
 echo
