@@ -341,3 +341,44 @@ fn held_files_stay_within_the_cap_with_more_torrents_read_than_it() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// A single-file torrent `name` of `len` pseudo-random bytes, written at `dir/name`.
+fn single_file(dir: &Path, name: &str, len: u64) -> Arc<Info> {
+    let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+    std::fs::write(dir.join(name), &bytes).unwrap();
+    let pieces: Vec<u8> = bytes
+        .chunks(PIECE as usize)
+        .flat_map(|c| Sha1::digest(c).to_vec())
+        .collect();
+    let mut info = BTreeMap::new();
+    info.insert(b"name".to_vec(), OwnedValue::str(name));
+    info.insert(b"piece length".to_vec(), OwnedValue::Int(PIECE as i64));
+    info.insert(b"pieces".to_vec(), OwnedValue::Bytes(pieces));
+    info.insert(b"length".to_vec(), OwnedValue::Int(len as i64));
+    let mut root = BTreeMap::new();
+    root.insert(b"info".to_vec(), OwnedValue::Dict(info));
+    let bytes = OwnedValue::Dict(root).to_bytes();
+    Arc::new(Torrent::from_bytes(&bytes).unwrap().info)
+}
+
+#[test]
+fn a_file_directly_in_the_folder_is_stat_ed_without_following_a_symlink() {
+    let _cap = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let info = single_file(dir, "one.bin", 2 * PIECE);
+    let storage = lazy(&info, dir);
+    assert_eq!(held_under(dir), 0);
+    assert!(piece_ok(&storage, 1));
+    assert_eq!(held_under(dir), 1);
+    drop(storage);
+    // The same bytes behind a symlink (leading out of the folder): declined, not followed.
+    let out = tempfile::tempdir().unwrap();
+    std::fs::rename(dir.join("one.bin"), out.path().join("one.bin")).unwrap();
+    std::os::unix::fs::symlink(out.path().join("one.bin"), dir.join("one.bin")).unwrap();
+    let options = StorageOptions::new(OpenMode::Create);
+    assert!(Storage::open_lazy(info.clone(), dir, options, &[]).is_none());
+    // Gone: declined too (an open creates it).
+    std::fs::remove_file(dir.join("one.bin")).unwrap();
+    assert!(Storage::open_lazy(info, dir, options, &[]).is_none());
+}

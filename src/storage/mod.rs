@@ -907,7 +907,11 @@ impl Storage {
             return None;
         }
         let dir = download_dir.to_path_buf();
-        let root = sys::open_dir(&dir).ok()?;
+        // Opened only for a file in a subfolder: a file directly in the download folder is
+        // stat'ed by its full path without following a symlink in its place, which no
+        // open beneath the folder would do differently (a symlink there is not a regular
+        // file: declined).
+        let mut root: Option<OwnedFd> = None;
         let mut files = Vec::with_capacity(info.files().len());
         for (i, entry) in info.files().iter().enumerate() {
             let rel = entry.relative_path();
@@ -923,9 +927,18 @@ impl Storage {
                 files.push(slot);
                 continue;
             }
-            match sys::open_beneath(root.as_fd(), &slot.rel, libc::O_PATH, 0, resolve) {
-                Ok(fd) => {
-                    let st = sys::fstat(fd.as_fd()).ok()?;
+            let stat = if slot.rel.components().count() == 1 {
+                sys::lstat(&dir.join(&slot.rel))
+            } else {
+                if root.is_none() {
+                    root = Some(sys::open_dir(&dir).ok()?);
+                }
+                let root = root.as_ref().expect("opened above").as_fd();
+                sys::open_beneath(root, &slot.rel, libc::O_PATH, 0, resolve)
+                    .and_then(|fd| sys::fstat(fd.as_fd()))
+            };
+            match stat {
+                Ok(st) => {
                     if st.st_mode & libc::S_IFMT != libc::S_IFREG
                         || st.st_size as u64 != entry.length
                     {
