@@ -32,6 +32,11 @@
 #   RT="bin1 bin2": ringtorrent binaries measured in turn in each round (a base build and a
 #   new one, alternated in one run); ROUNDS=k repeats the whole (default 1).
 #   LT_LOAD_OLD=path: also runs that (older) lt_load.py, for its old stop point.
+#   RESTARTS=k: after each round's first starts (each binary on its own state folder), k
+#   restarts of each binary alternated with k libtorrent seed-mode loads, one after another,
+#   so each restart has a libtorrent figure taken seconds from it; a summary gives each
+#   binary's median ratio to its neighbouring libtorrent load and the spread of both sides
+#   (2026-12-03: one pair per round swung 0.23-0.96x, RESTARTS shows whose time moves).
 # Every process it starts is ended by PID.
 set -euo pipefail
 # Measure only the transfers set up here: no public DHT routers, no announces on the LAN.
@@ -164,14 +169,17 @@ PY
     first=${rts%% *}
     ls "$dir/data" | xargs -P 2 -I{} "$first" create "$dir/data/{}" -l 16K -o "$dir/torrents/{}.torrent" >/dev/null
     for round in $(seq 1 "$rounds"); do
+        idx=0
         for rt in $rts; do
+            idx=$((idx + 1))
             name=$(basename "$rt")
             base=${rt_base[$rt]}
-            rm -rf "$dir/state"
+            state=$dir/state-$idx
+            rm -rf "$state"
             # ringtorrent, first start through the watch folder.
             notify_listen
             t0=$(now)
-            serve_start "$rt" "$dir/state" "$dir/data" --watch-dir "$dir/torrents"
+            serve_start "$rt" "$state" "$dir/data" --watch-dir "$dir/torrents"
             wait_api
             wait_active "$n"
             t1=$(now)
@@ -185,7 +193,7 @@ PY
             # ringtorrent, restart from the state folder.
             notify_listen
             t0=$(now)
-            serve_start "$rt" "$dir/state" "$dir/data"
+            serve_start "$rt" "$state" "$dir/data"
             t1=$(wait_ready)
             rss=$(rss_of "$serve_pid")
             cpu=$(cpu_of "$serve_pid")
@@ -212,9 +220,59 @@ PY
             fi
             echo "| $n | $round | libtorrent | $phase | $(field seconds) | $(field cpu_s) | $((rss / 1024)) | $(( (rss - lt_base) / n )) | $old |"
         done
+        # Restarts alternated with libtorrent's seed mode, each on the state its first start
+        # left. One line per load: ringtorrent's to READY=1, libtorrent's to its last
+        # torrent_checked_alert.
+        for k in $(seq 1 "${RESTARTS:-0}"); do
+            idx=0
+            for rt in $rts; do
+                idx=$((idx + 1))
+                notify_listen
+                t0=$(now)
+                serve_start "$rt" "$dir/state-$idx" "$dir/data"
+                t1=$(wait_ready)
+                cpu=$(cpu_of "$serve_pid")
+                serve_stop
+                echo "restart $n $round $k $(basename "$rt") $(elapsed "$t0" "$t1") $cpu" >>"$work/restarts"
+            done
+            out=$(/usr/bin/python3 "$lt_load" "$dir/torrents" "$dir/data")
+            echo "restart $n $round $k libtorrent $(echo "$out" | /usr/bin/python3 -c 'import json,sys; d = json.load(sys.stdin); print("%.2f %.2f" % (d["seconds"], d["cpu_s"]))')" >>"$work/restarts"
+        done
     done
     rm -rf "$dir"
 done
+if [ -s "$work/restarts" ]; then
+    echo
+    echo "Restarts alternated with libtorrent's seed mode (wall s / CPU s per load):"
+    /usr/bin/python3 - "$work/restarts" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+series = {}
+for _, n, rnd, k, who, wall, cpu in rows:
+    series.setdefault((n, who), []).append((rnd, k, float(wall), float(cpu)))
+lt = {(n, r, k): (w, c) for (n, who), v in series.items() if who == "libtorrent" for r, k, w, c in v}
+print("| torrents | client | loads | wall s: median (min-max) | CPU s: median (min-max) | wall / lt's neighbour: median (min-max) | CPU / lt's: median (min-max) |")
+print("|---|---|---|---|---|---|---|")
+def spread(xs):
+    return "%.2f (%.2f-%.2f)" % (statistics.median(xs), min(xs), max(xs))
+for (n, who), v in sorted(series.items()):
+    walls = [w for _, _, w, _ in v]
+    cpus = [c for _, _, _, c in v]
+    if who == "libtorrent":
+        print("| %s | %s | %d | %s | %s | | |" % (n, who, len(v), spread(walls), spread(cpus)))
+        continue
+    rw = [w / lt[(n, r, k)][0] for r, k, w, _ in v]
+    rc = [c / lt[(n, r, k)][1] for r, k, _, c in v]
+    print("| %s | %s | %d | %s | %s | %s | %s |" % (n, who, len(v), spread(walls), spread(cpus), spread(rw), spread(rc)))
+print()
+print("Each load, in the order run (torrents, round, restart: client wall/CPU s ...):")
+line = {}
+for _, n, rnd, k, who, wall, cpu in rows:
+    line.setdefault((n, rnd, k), []).append("%s %s/%s" % (who, wall, cpu))
+for (n, rnd, k), loads in line.items():
+    print("- %s %s %s: %s" % (n, rnd, k, ", ".join(loads)))
+PY
+fi
 echo
 for rt in $rts; do
     echo "baseline with no torrent: ringtorrent $(basename "$rt") $((${rt_base[$rt]} / 1024)) MiB"

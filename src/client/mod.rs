@@ -928,6 +928,7 @@ fn forward_events(
                         info_hash,
                         message: error.clone(),
                     });
+                    let _ = work.send(Work::DiskError(info_hash));
                 }
             }
             Event::Dht(crate::dht::DhtEvent::Peers {

@@ -109,6 +109,36 @@ pub(crate) fn open(
     })
 }
 
+/// Restores a torrent from resume data `data` without opening its files, when the data holds
+/// for them as they are (each stat'ed by path): they are opened on their first read or write,
+/// and compared with that stat again then ([`Storage::open_lazy`]). `Err` gives `data` back
+/// when it cannot be done that way (a file missing, changed, or to create or allocate): the
+/// caller opens the files ([`open`]), which then finds why.
+pub(crate) fn open_resumed(
+    info: &Arc<Info>,
+    dir: &Path,
+    (mode, allocation, skip): (OpenMode, Allocation, &[bool]),
+    data: ResumeData,
+) -> Result<Opened, ResumeData> {
+    let options = StorageOptions {
+        allocation,
+        ..StorageOptions::new(mode)
+    };
+    let lazy = Storage::open_lazy(info.clone(), dir, options, skip).filter(|storage| {
+        storage
+            .opened_file_stamps()
+            .is_ok_and(|now| data.validate_against(storage, &now).is_ok())
+    });
+    match lazy {
+        Some(storage) => Ok(Opened {
+            storage: Arc::new(storage),
+            have: data.verified,
+            source: DataSource::Resumed,
+        }),
+        None => Err(data),
+    }
+}
+
 /// The pieces `storage` holds verified, and how that was learnt. `just_opened`: the storage
 /// was opened by this call, so files it created hold nothing yet; a storage that has been in
 /// use (a paused torrent resuming) may have filled the files it created since.

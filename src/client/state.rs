@@ -199,6 +199,15 @@ struct Prepared {
     data_dir: PathBuf,
 }
 
+/// What [`Prepared`] says of the torrent itself: hash, info, .torrent bytes, trackers, meta.
+type PreparedTorrent = (
+    InfoHash,
+    Arc<Info>,
+    Vec<u8>,
+    Vec<Vec<String>>,
+    super::TorrentMeta,
+);
+
 /// A torrent whose files are open and whose settings are kept, for
 /// [`State::finish_register`].
 struct Registered {
@@ -235,7 +244,7 @@ impl OpenContext<'_> {
             bytes,
             tiers,
             meta,
-            mut settings,
+            settings,
             peers,
             trust_data,
             recovered,
@@ -246,10 +255,34 @@ impl OpenContext<'_> {
         // the disk or mount may just be missing, and a seedbox must not silently refill it.
         // Its resume data, read once: whether there is any says whether it had data here,
         // and `open` validates it against the files.
-        let loaded = match (&self.resume_dir, settings.added != 0) {
+        let mut loaded = match (&self.resume_dir, settings.added != 0) {
             (Some(dir), true) => Some(ResumeData::load(dir, hash)),
             _ => None,
         };
+        // Resume data that holds for the files as they are restores the torrent without
+        // opening them (no file is missing then).
+        if let (Some(Ok(_)), false) = (&loaded, trust_data || settings.seed_mode) {
+            let Some(Ok(data)) = loaded.take() else {
+                unreachable!("matched above")
+            };
+            let mode = if settings.seed_only {
+                OpenMode::ReadOnly
+            } else {
+                OpenMode::Create
+            };
+            let skip = open::unneeded_files(&info, settings.priorities().as_deref());
+            match open::open_resumed(&info, &data_dir, (mode, self.allocation, &skip), data) {
+                Ok(opened) => {
+                    return self.registered(
+                        (hash, info, bytes, tiers, meta),
+                        (settings, peers, recovered),
+                        opened,
+                        None,
+                    )
+                }
+                Err(data) => loaded = Some(Ok(data)),
+            }
+        }
         let had_data = loaded
             .as_ref()
             .is_some_and(|r| !matches!(r, Err(ResumeError::NotFound(_))));
@@ -284,6 +317,22 @@ impl OpenContext<'_> {
                 (self.resume_dir.as_deref(), loaded),
             )?
         };
+        self.registered(
+            (hash, info, bytes, tiers, meta),
+            (settings, peers, recovered),
+            opened,
+            problem,
+        )
+    }
+
+    /// The end of [`OpenContext::open`]: the torrent's files opened as `opened`.
+    fn registered(
+        &self,
+        (hash, info, bytes, tiers, meta): PreparedTorrent,
+        (mut settings, peers, recovered): (Settings, Vec<SocketAddr>, bool),
+        opened: Opened,
+        problem: Option<String>,
+    ) -> Result<Registered, ClientError> {
         let new = settings.added == 0;
         // One loaded from the state folder is there already.
         if let (Some(store), true) = (self.store, new) {
@@ -1254,6 +1303,7 @@ impl State {
         }
         self.refuse_while_moving(hash)?;
         self.refuse_while_checking(hash)?;
+        self.reopen_if_changed(hash)?;
         self.deactivate(hash)?;
         let pool = self.pool.clone();
         let entry = self.entry_mut(hash)?;
@@ -1276,6 +1326,34 @@ impl State {
             pool,
             progress,
         })
+    }
+
+    /// Whether a file of the torrent, opened on its first access, was found changed since
+    /// its resume data was validated (`Storage::open_lazy`), and no check has begun since:
+    /// its data must be checked again.
+    pub(crate) fn changed_on_disk(&self, hash: InfoHash) -> bool {
+        self.torrents.get(&hash).is_some_and(|e| {
+            e.checking.is_none() && e.storage.as_ref().is_some_and(|s| s.changed_on_disk())
+        })
+    }
+
+    /// A storage that found a file changed since its resume data was validated refuses that
+    /// file's reads: it is replaced by one opened anew, which takes the files as they are
+    /// now, before they are checked.
+    fn reopen_if_changed(&mut self, hash: InfoHash) -> Result<(), ClientError> {
+        let allocation = self.allocation;
+        let entry = self.entry_mut(hash)?;
+        let (Some(info), Some(old)) = (entry.info.clone(), entry.storage.as_ref()) else {
+            return Ok(());
+        };
+        if !old.changed_on_disk() {
+            return Ok(());
+        }
+        let dir = old.download_dir().to_path_buf();
+        let skip = open::unneeded_files(&info, entry.settings.priorities().as_deref());
+        let storage = open::open_storage(&info, &dir, (entry.mode(), allocation), &skip)?;
+        entry.storage = Some(Arc::new(storage));
+        Ok(())
     }
 
     /// The end of a check: `have` is what it found. Kept as resume data; the torrent goes
@@ -1384,7 +1462,10 @@ impl State {
         }
         let info = entry.info.clone().ok_or(ClientError::NoMetadata(hash))?;
         let dir = entry.settings.save_dir.clone().unwrap_or(data_dir);
-        let reopened = entry.problem.is_some();
+        // A file found changed since its resume data was validated: opened anew, and
+        // checked below unless its resume data (stamped before the change) says otherwise.
+        let reopened =
+            entry.problem.is_some() || entry.storage.as_ref().is_some_and(|s| s.changed_on_disk());
         if reopened {
             let skip = open::unneeded_files(&info, entry.settings.priorities().as_deref());
             let storage = open::open_storage(&info, &dir, (entry.mode(), allocation), &skip)?;

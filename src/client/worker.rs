@@ -33,6 +33,9 @@ pub(crate) enum Work {
     Completed(InfoHash),
     /// A torrent's data must be checked again (a seed-mode piece failed).
     Recheck(InfoHash),
+    /// A torrent's loop reported a disk error: if it was a file found changed since its
+    /// resume data was validated (`Storage::changed_on_disk`), its data is checked again.
+    DiskError(InfoHash),
     /// The DHT node is in loop 0's session: its lookups may start.
     DhtReady,
     /// Peers a DHT lookup found for a torrent.
@@ -68,29 +71,14 @@ pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>, resume_every: Durat
     loop {
         match work.recv_timeout(TICK) {
             Ok(Work::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-            Ok(Work::Recheck(hash)) => {
-                // On its own thread: a check of a large torrent takes minutes, and this
-                // thread runs the trackers and the resume saves.
-                let shared = shared.clone();
-                let spawned =
-                    std::thread::Builder::new()
-                        .name("rt-check".into())
-                        .spawn(move || {
-                            let job = match shared.with(|s| s.begin_recheck(hash)) {
-                                Ok(job) => job,
-                                Err(e) => {
-                                    return tracing::warn!(
-                                        "{hash}: cannot check the data again: {e}"
-                                    )
-                                }
-                            };
-                            let have = job.run();
-                            if let Err(e) = shared.with(|s| s.finish_recheck(hash, have)) {
-                                tracing::warn!("{hash}: cannot start after its check: {e}");
-                            }
-                        });
-                if let Err(e) = spawned {
-                    tracing::warn!("{hash}: cannot start a thread to check the data: {e}");
+            Ok(Work::Recheck(hash)) => recheck(&shared, hash),
+            Ok(Work::DiskError(hash)) => {
+                if shared
+                    .with(|s| Ok(s.changed_on_disk(hash)))
+                    .unwrap_or(false)
+                {
+                    tracing::warn!("{hash}: a file changed since its resume data was saved");
+                    recheck(&shared, hash);
                 }
             }
             Ok(Work::Metadata(hash, info)) => {
@@ -170,5 +158,26 @@ pub(crate) fn run(shared: Arc<Shared>, work: Receiver<Work>, resume_every: Durat
         if stop.is_err() {
             return;
         }
+    }
+}
+
+/// Checks a torrent's data again on a thread of its own: a check of a large torrent takes
+/// minutes, and the housekeeping thread runs the trackers and the resume saves.
+fn recheck(shared: &Arc<Shared>, hash: InfoHash) {
+    let shared = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("rt-check".into())
+        .spawn(move || {
+            let job = match shared.with(|s| s.begin_recheck(hash)) {
+                Ok(job) => job,
+                Err(e) => return tracing::warn!("{hash}: cannot check the data again: {e}"),
+            };
+            let have = job.run();
+            if let Err(e) = shared.with(|s| s.finish_recheck(hash, have)) {
+                tracing::warn!("{hash}: cannot start after its check: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("{hash}: cannot start a thread to check the data: {e}");
     }
 }

@@ -98,6 +98,8 @@ impl CheckReport {
 pub fn check(storage: &Storage, pool: &rayon::ThreadPool, progress: &AtomicU64) -> CheckReport {
     let info = storage.info();
     let lengths = *info.lengths();
+    // What is hashed now is what the verdicts describe, whatever a file's stamp was.
+    storage.accept_changes();
     storage.set_access(Access::Sequential);
     let results: Vec<(PieceVerdict, Option<String>)> = pool.install(|| {
         (0..lengths.piece_count())

@@ -88,6 +88,18 @@ pub enum StorageError {
         /// The system's error.
         source: io::Error,
     },
+    /// A file opened on demand ([`super::Storage::open_lazy`]) is not the one its resume
+    /// data described: its size or modification time changed while it sat unopened. Its
+    /// bytes are not served; the torrent's data must be checked again.
+    #[error(
+        "{path} changed since its resume data was saved ({change}); its data must be checked again"
+    )]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// What differs.
+        change: String,
+    },
     /// The pool's threads could not be started.
     #[error("cannot start the disk threads: {0}")]
     Pool(String),

@@ -44,6 +44,15 @@
 //! (fewer when the descriptor limit is low: [`set_open_file_cap`]);
 //! past that a file is opened for each access.
 //!
+//! A torrent restored from resume data need not touch its files until it is asked for data
+//! ([`Storage::open_lazy`]): each file is only stat'ed by path (beneath the download folder,
+//! by the same rules) and opened, mapped and held on its first read or write. The stat is what
+//! the resume data is validated against; the first open compares the file with it again, and
+//! a file whose size or modification time changed meanwhile is not served
+//! ([`StorageError::Changed`], [`Storage::changed_on_disk`]): the client checks the data
+//! again. A file removed meanwhile reads as [`StorageError::Missing`]. Until a file is asked
+//! for, it holds no descriptor, so ten thousand idle torrents hold only their folders'.
+//!
 //! Files the caller does not want ([`Storage::open_selected`]'s `skip`: deselected files that
 //! no wanted piece touches) are not created either until a later open wants them.
 //!
@@ -73,7 +82,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 use memmap2::{Advice, MmapOptions, MmapRaw};
@@ -230,7 +239,10 @@ pub enum FileState {
 pub struct Storage {
     info: Arc<Info>,
     dir: PathBuf,
-    root: OwnedFd,
+    /// The download folder, which every file's path is resolved beneath. Held by an eager
+    /// open; a storage of [`Storage::open_lazy`] holds none and opens the folder for each
+    /// file it opens, so idle torrents hold no descriptor and busy ones only their files'.
+    root: Option<OwnedFd>,
     writable: bool,
     resolve: Resolve,
     files: Vec<Slot>,
@@ -240,6 +252,14 @@ pub struct Storage {
     jobs: AtomicUsize,
     /// Pieces hashed as their blocks are written (see `arrival.rs`).
     arrivals: arrival::Arrivals,
+    /// [`StorageOptions::hold_open`], for files opened on demand.
+    hold_open: bool,
+    /// The last [`Access`] asked for is sequential (applied to files opened on demand).
+    sequential: AtomicBool,
+    /// A file opened on demand was found changed since it was stat'ed ([`Storage::open_lazy`]).
+    changed: AtomicBool,
+    /// A full check has begun: files opened on demand from now are taken as they are.
+    accept_changes: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -249,6 +269,17 @@ struct Slot {
     state: FileState,
     backing: Backing,
     dirty: AtomicBool,
+    /// Set for a file [`Storage::open_lazy`] did not open (then `backing` is `Nothing`).
+    lazy: Option<Box<Lazy>>,
+}
+
+/// A file opened on its first access: the stamp it had when the storage was opened (what
+/// the resume data was validated against), and, once opened, what it became.
+#[derive(Debug)]
+struct Lazy {
+    stamp: FileStamp,
+    /// The held file, or (`Err`) how it differed from `stamp` when it was opened.
+    opened: OnceLock<Result<Backing, String>>,
 }
 
 #[derive(Debug)]
@@ -418,6 +449,21 @@ impl OpenFileBudget {
 impl Drop for OpenFileBudget {
     fn drop(&mut self) {
         OPEN_FILES.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The download folder's descriptor: held by the storage, or opened for one use.
+enum Root<'a> {
+    Held(BorrowedFd<'a>),
+    Opened(OwnedFd),
+}
+
+impl Root<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Root::Held(fd) => *fd,
+            Root::Opened(fd) => fd.as_fd(),
+        }
     }
 }
 
@@ -797,12 +843,26 @@ impl Storage {
                 state,
                 backing,
                 dirty: AtomicBool::new(false),
+                lazy: None,
             });
         }
+        let storage = Self::assemble(info, dir, Some(root), (writable, resolve), files, options);
+        storage.set_access(Access::Random);
+        Ok(storage)
+    }
+
+    fn assemble(
+        info: Arc<Info>,
+        dir: PathBuf,
+        root: Option<OwnedFd>,
+        (writable, resolve): (bool, Resolve),
+        files: Vec<Slot>,
+        options: StorageOptions,
+    ) -> Storage {
         let stripes = (0..LOCK_STRIPES.min(info.lengths().piece_count() as usize))
             .map(|_| RwLock::new(()))
             .collect();
-        let storage = Storage {
+        Storage {
             info,
             dir,
             root,
@@ -812,9 +872,234 @@ impl Storage {
             stripes,
             jobs: AtomicUsize::new(0),
             arrivals: arrival::Arrivals::default(),
+            hold_open: options.hold_open,
+            sequential: AtomicBool::new(false),
+            changed: AtomicBool::new(false),
+            accept_changes: AtomicBool::new(false),
+        }
+    }
+
+    /// Opens `info`'s storage under `download_dir` without opening its files: each is only
+    /// stat'ed by path, beneath the folder by [`Storage::open_with`]'s rules, and opened (and
+    /// mapped, within the process budget) on its first read or write. Meant for a torrent
+    /// whose resume data is about to be validated against [`Storage::opened_file_stamps`],
+    /// which here are the stamps just read.
+    ///
+    /// `None` when the files are not all as an open would leave them unchanged: a file
+    /// missing (unless skipped), of another size or not a regular file, one a create mode
+    /// would still preallocate, BEP 47 symlinks to make, or any error. The caller then opens
+    /// with [`Storage::open_selected`], which creates, allocates or reports as it does.
+    ///
+    /// A file opened later is compared with its stamp: a size or modification time that
+    /// changed meanwhile makes its reads and writes fail ([`StorageError::Changed`]) and
+    /// sets [`Storage::changed_on_disk`], until a full check begins ([`check`]), which takes
+    /// the files as they are then.
+    pub fn open_lazy(
+        info: Arc<Info>,
+        download_dir: &Path,
+        options: StorageOptions,
+        skip: &[bool],
+    ) -> Option<Storage> {
+        let resolve = if options.refuse_symlinks {
+            Resolve::NoSymlinks
+        } else {
+            Resolve::Auto
         };
-        storage.set_access(Access::Random);
-        Ok(storage)
+        let writable = options.mode != OpenMode::ReadOnly;
+        if info.files().iter().any(|e| e.attr.symlink) {
+            return None;
+        }
+        let dir = download_dir.to_path_buf();
+        // Opened only for a file in a subfolder: a file directly in the download folder is
+        // stat'ed by its full path without following a symlink in its place, which no
+        // open beneath the folder would do differently (a symlink there is not a regular
+        // file: declined).
+        let mut root: Option<OwnedFd> = None;
+        let mut files = Vec::with_capacity(info.files().len());
+        for (i, entry) in info.files().iter().enumerate() {
+            let rel = entry.relative_path();
+            let mut slot = Slot {
+                rel,
+                len: entry.length,
+                state: FileState::NotStored,
+                backing: Backing::Nothing,
+                dirty: AtomicBool::new(false),
+                lazy: None,
+            };
+            if !stored(entry) {
+                files.push(slot);
+                continue;
+            }
+            let stat = if slot.rel.components().count() == 1 {
+                sys::lstat(&dir.join(&slot.rel))
+            } else {
+                if root.is_none() {
+                    root = Some(sys::open_dir(&dir).ok()?);
+                }
+                let root = root.as_ref().expect("opened above").as_fd();
+                sys::open_beneath(root, &slot.rel, libc::O_PATH, 0, resolve)
+                    .and_then(|fd| sys::fstat(fd.as_fd()))
+            };
+            match stat {
+                Ok(st) => {
+                    if st.st_mode & libc::S_IFMT != libc::S_IFREG
+                        || st.st_size as u64 != entry.length
+                    {
+                        return None;
+                    }
+                    let sparse = (st.st_blocks as u64).saturating_mul(512) < entry.length;
+                    if writable && sparse && options.allocation != Allocation::Sparse {
+                        return None;
+                    }
+                    slot.state = FileState::Present {
+                        created: false,
+                        sparse,
+                    };
+                    if entry.length > 0 {
+                        slot.lazy = Some(Box::new(Lazy {
+                            stamp: FileStamp {
+                                size: entry.length,
+                                mtime_ns: sys::mtime_ns(&st),
+                            },
+                            opened: OnceLock::new(),
+                        }));
+                    }
+                }
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ENOENT)
+                        && skip.get(i).copied().unwrap_or(false) =>
+                {
+                    slot.state = FileState::Missing;
+                }
+                Err(_) => return None,
+            }
+            files.push(slot);
+        }
+        // The folder is closed again: ten thousand idle torrents hold no descriptor.
+        drop(root);
+        Some(Self::assemble(
+            info,
+            dir,
+            None,
+            (writable, resolve),
+            files,
+            options,
+        ))
+    }
+
+    /// Whether a file opened on demand was found changed since [`Storage::open_lazy`]
+    /// stat'ed it: the pieces recorded for it cannot be trusted, and reads of it fail until
+    /// the data is checked again by a storage opened anew.
+    pub fn changed_on_disk(&self) -> bool {
+        self.changed.load(Ordering::Acquire)
+    }
+
+    /// Whether some file is still to be opened on demand ([`Storage::open_lazy`]).
+    pub fn has_unopened_files(&self) -> bool {
+        self.files
+            .iter()
+            .any(|s| s.lazy.as_ref().is_some_and(|l| l.opened.get().is_none()))
+    }
+
+    /// From now on, files opened on demand are taken as they are: a full check is about to
+    /// hash them (see [`check`]).
+    pub(crate) fn accept_changes(&self) {
+        self.accept_changes.store(true, Ordering::Release);
+    }
+
+    /// The download folder's descriptor: the one held, or one opened for the caller's use.
+    fn root(&self) -> io::Result<Root<'_>> {
+        match &self.root {
+            Some(fd) => Ok(Root::Held(fd.as_fd())),
+            None => sys::open_dir(&self.dir).map(Root::Opened),
+        }
+    }
+
+    /// `slot`'s backing, opening the file first if it is opened on demand and not yet.
+    fn backing<'a>(&self, slot: &'a Slot) -> Result<&'a Backing, StorageError> {
+        let Some(lazy) = &slot.lazy else {
+            return Ok(&slot.backing);
+        };
+        let opened = match lazy.opened.get() {
+            Some(opened) => opened,
+            None => {
+                let opened = self.open_on_demand(slot, lazy)?;
+                // Two threads may race here; the loser's file is closed as it is dropped.
+                lazy.opened.get_or_init(|| opened)
+            }
+        };
+        opened.as_ref().map_err(|change| StorageError::Changed {
+            path: self.dir.join(&slot.rel),
+            change: change.clone(),
+        })
+    }
+
+    /// `slot`'s backing as it is now, opening nothing: a file not yet opened on demand (or
+    /// found changed) has none.
+    fn peek(slot: &Slot) -> &Backing {
+        match slot.lazy.as_ref().and_then(|l| l.opened.get()) {
+            Some(Ok(backing)) => backing,
+            _ => &slot.backing,
+        }
+    }
+
+    /// Opens a file of [`Storage::open_lazy`] for its first access and compares it with the
+    /// stamp taken then: `Err` inside when it changed. An open that fails (the file removed:
+    /// [`StorageError::Missing`]) is not remembered; the next access tries again.
+    fn open_on_demand(
+        &self,
+        slot: &Slot,
+        lazy: &Lazy,
+    ) -> Result<Result<Backing, String>, StorageError> {
+        let path = || self.dir.join(&slot.rel);
+        let access = if self.writable {
+            libc::O_RDWR
+        } else {
+            libc::O_RDONLY
+        };
+        let flags = access | libc::O_NONBLOCK;
+        let fd = self
+            .root()
+            .and_then(|root| sys::open_beneath(root.as_fd(), &slot.rel, flags, 0, self.resolve))
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) => StorageError::Missing { path: path() },
+                _ => open_error(path(), e),
+            })?;
+        let st = sys::fstat(fd.as_fd()).map_err(|e| StorageError::from_io(path(), "examine", e))?;
+        let (size, mtime_ns) = (st.st_size as u64, sys::mtime_ns(&st));
+        let change = if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            Some("it is not a regular file now".to_owned())
+        } else if size != lazy.stamp.size {
+            Some(format!(
+                "its size was {} bytes, now {size}",
+                lazy.stamp.size
+            ))
+        } else if mtime_ns != lazy.stamp.mtime_ns {
+            Some(format!(
+                "it was modified (time was {} ns, now {mtime_ns} ns)",
+                lazy.stamp.mtime_ns
+            ))
+        } else {
+            None
+        };
+        let accept = self.accept_changes.load(Ordering::Acquire);
+        match change {
+            Some(change) if !accept || size != slot.len => {
+                tracing::warn!("{}: {change}", path().display());
+                self.changed.store(true, Ordering::Release);
+                Ok(Err(change))
+            }
+            _ => {
+                let backing = hold(fd, slot.len, self.hold_open);
+                let access = if self.sequential.load(Ordering::Acquire) {
+                    Access::Sequential
+                } else {
+                    Access::Random
+                };
+                advise(&backing, access);
+                Ok(Ok(backing))
+            }
+        }
     }
 
     /// Creates and preallocates the files; `skip` (by index) are left missing.
@@ -1030,7 +1315,7 @@ impl Storage {
                 continue;
             }
             let slot = &self.files[span.file];
-            let result = match &slot.backing {
+            let result = match self.backing(slot)? {
                 Backing::Held { file, .. } => file.write_all_at(part, span.file_offset),
                 Backing::Reopen { .. } => self
                     .reopen(slot, true)
@@ -1090,8 +1375,13 @@ impl Storage {
         let mut spans = self.info.block_spans(block);
         if let (Some(span), None) = (spans.next(), spans.next()) {
             let slot = &self.files[span.file];
-            if let (false, Backing::Held { map, .. }) = (span.padding, &slot.backing) {
-                self.check_readable(slot, &span)?;
+            let backing = if span.padding {
+                &Backing::Nothing
+            } else {
+                self.backing(slot)?
+            };
+            if let Backing::Held { map, .. } = backing {
+                self.check_readable(slot, backing, &span)?;
                 let (start, len) = (span.file_offset as usize, span.len as usize);
                 populate(map, start, len).map_err(|e| self.read_error(slot, e))?;
                 // SAFETY: `check_readable` proved `start..start + len` lies inside the
@@ -1148,7 +1438,8 @@ impl Storage {
                 self.prefetch_piece(block.piece);
             }
             let slot = &self.files[file];
-            let Backing::Held { map, .. } = &slot.backing else {
+            let backing = Self::peek(slot);
+            let Backing::Held { map, .. } = backing else {
                 out.extend(run.iter().map(|b| self.read_block_shared(*b)));
                 continue;
             };
@@ -1158,7 +1449,7 @@ impl Storage {
                 len: end - start,
                 padding: false,
             };
-            let resident = self.check_readable(slot, &union).is_ok()
+            let resident = self.check_readable(slot, backing, &union).is_ok()
                 && populate(map, start as usize, (end - start) as usize).is_ok();
             if !resident {
                 out.extend(run.iter().map(|b| self.read_block_shared(*b)));
@@ -1198,7 +1489,7 @@ impl Storage {
             readable,
             file: fd,
             ..
-        } = &slot.backing
+        } = Self::peek(slot)
         else {
             return None;
         };
@@ -1224,7 +1515,7 @@ impl Storage {
     fn mapped_span(&self, block: BlockRef) -> Option<(usize, u64, u64)> {
         let mut spans = self.info.block_spans(block);
         match (spans.next(), spans.next()) {
-            (Some(span), None) if !span.padding => match self.files.get(span.file)?.backing {
+            (Some(span), None) if !span.padding => match Self::peek(self.files.get(span.file)?) {
                 Backing::Held { .. } => Some((span.file, span.file_offset, span.len)),
                 _ => None,
             },
@@ -1298,8 +1589,9 @@ impl Storage {
                 continue;
             }
             let slot = &self.files[span.file];
-            self.check_readable(slot, &span)?;
-            match &slot.backing {
+            let backing = self.backing(slot)?;
+            self.check_readable(slot, backing, &span)?;
+            match backing {
                 Backing::Held { map, .. } => {
                     self.guard_holes(slot, map, &span)?;
                     // SAFETY: `check_readable` proved the span lies inside the mapping. The
@@ -1412,7 +1704,7 @@ impl Storage {
     /// at once. Useful before hashing or serving a piece that may be cold.
     pub fn prefetch_piece(&self, piece: PieceIndex) {
         for span in self.info.piece_spans(piece) {
-            if let Backing::Held { map, readable, .. } = &self.files[span.file].backing {
+            if let Backing::Held { map, readable, .. } = Self::peek(&self.files[span.file]) {
                 if span.file_offset < *readable {
                     let len = span.len.min(readable - span.file_offset);
                     // A hint: failure only costs speed.
@@ -1432,7 +1724,7 @@ impl Storage {
     pub fn release_piece(&self, piece: PieceIndex) {
         let page = page_size();
         for span in self.info.piece_spans(piece) {
-            if let Backing::Held { map, readable, .. } = &self.files[span.file].backing {
+            if let Backing::Held { map, readable, .. } = Self::peek(&self.files[span.file]) {
                 let start = span.file_offset.min(*readable) as usize;
                 let end = (span.file_offset + span.len).min(*readable) as usize;
                 // Whole pages only: a page shared with the next piece stays mapped for it.
@@ -1459,16 +1751,10 @@ impl Storage {
 
     /// Tells the kernel how the files will be read next (see [`Access`]).
     pub fn set_access(&self, access: Access) {
-        let (advice, fadvice) = match access {
-            Access::Random => (Advice::Random, libc::POSIX_FADV_RANDOM),
-            Access::Sequential => (Advice::Sequential, libc::POSIX_FADV_SEQUENTIAL),
-        };
+        self.sequential
+            .store(access == Access::Sequential, Ordering::Release);
         for slot in &self.files {
-            if let Backing::Held { file, map, .. } = &slot.backing {
-                // Hints: failure only costs speed.
-                let _ = map.advise(advice);
-                sys::fadvise(file.as_fd(), 0, 0, fadvice);
-            }
+            advise(Self::peek(slot), access);
         }
     }
 
@@ -1479,7 +1765,8 @@ impl Storage {
             if !slot.dirty.swap(false, Ordering::AcqRel) {
                 continue;
             }
-            let result = match &slot.backing {
+            // A file written was opened: `peek` sees it.
+            let result = match Self::peek(slot) {
                 Backing::Held { file, .. } => file.sync_all(),
                 Backing::Reopen { .. } => self.reopen(slot, true).and_then(|f| f.sync_all()),
                 Backing::Nothing => Ok(()),
@@ -1495,11 +1782,29 @@ impl Storage {
     /// The size and modification time of every file now, for resume data; `None` for files
     /// not stored (padding) or missing. Taken by path, not from held descriptors, so a file
     /// deleted or replaced behind the storage's back shows as such.
+    ///
+    /// A file [`Storage::open_lazy`] has not opened yet, or found changed when it did,
+    /// gives the stamp taken at that open: what the pieces recorded for it were verified
+    /// against. A file changed since then then fails the next validation instead of being
+    /// trusted with pieces it may no longer hold.
     pub fn file_stamps(&self) -> Result<Vec<Option<FileStamp>>, StorageError> {
         self.files
             .iter()
-            .map(|slot| self.stamp_by_path(slot))
+            .map(|slot| match Self::unopened_stamp(slot) {
+                Some(stamp) => Ok(Some(stamp)),
+                None => self.stamp_by_path(slot),
+            })
             .collect()
+    }
+
+    /// The stamp [`Storage::open_lazy`] took of `slot`, while the file is unopened or was
+    /// found changed.
+    fn unopened_stamp(slot: &Slot) -> Option<FileStamp> {
+        let lazy = slot.lazy.as_ref()?;
+        match lazy.opened.get() {
+            None | Some(Err(_)) => Some(lazy.stamp),
+            Some(Ok(_)) => None,
+        }
     }
 
     /// [`Storage::file_stamps`] for a storage just opened: read from the descriptors it holds
@@ -1509,18 +1814,21 @@ impl Storage {
     pub fn opened_file_stamps(&self) -> Result<Vec<Option<FileStamp>>, StorageError> {
         self.files
             .iter()
-            .map(|slot| match &slot.backing {
-                Backing::Held { file, .. } if slot.state != FileState::NotStored => {
-                    let st = sys::fstat(file.as_fd()).map_err(|e| {
-                        StorageError::from_io(self.dir.join(&slot.rel), "examine", e)
-                    })?;
-                    Ok(Some(FileStamp {
-                        size: st.st_size as u64,
-                        mtime_ns: sys::mtime_ns(&st),
-                    }))
-                }
-                _ => self.stamp_by_path(slot),
-            })
+            .map(
+                |slot| match (Self::unopened_stamp(slot), Self::peek(slot)) {
+                    (Some(stamp), _) => Ok(Some(stamp)),
+                    (None, Backing::Held { file, .. }) if slot.state != FileState::NotStored => {
+                        let st = sys::fstat(file.as_fd()).map_err(|e| {
+                            StorageError::from_io(self.dir.join(&slot.rel), "examine", e)
+                        })?;
+                        Ok(Some(FileStamp {
+                            size: st.st_size as u64,
+                            mtime_ns: sys::mtime_ns(&st),
+                        }))
+                    }
+                    _ => self.stamp_by_path(slot),
+                },
+            )
             .collect()
     }
 
@@ -1530,7 +1838,10 @@ impl Storage {
         }
         let path = || self.dir.join(&slot.rel);
         let flags = libc::O_PATH;
-        let fd = match sys::open_beneath(self.root.as_fd(), &slot.rel, flags, 0, self.resolve) {
+        let opened = self
+            .root()
+            .and_then(|root| sys::open_beneath(root.as_fd(), &slot.rel, flags, 0, self.resolve));
+        let fd = match opened {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
             Err(e) => return Err(open_error(path(), e)),
@@ -1548,8 +1859,9 @@ impl Storage {
             return Ok(());
         }
         let slot = &self.files[span.file];
-        self.check_readable(slot, span)?;
-        match &slot.backing {
+        let backing = self.backing(slot)?;
+        self.check_readable(slot, backing, span)?;
+        match backing {
             Backing::Held { map, .. } => {
                 self.guard_holes(slot, map, span)?;
                 // SAFETY: `check_readable` proved the span lies inside the mapping and `out`
@@ -1584,8 +1896,13 @@ impl Storage {
         Ok(())
     }
 
-    fn check_readable(&self, slot: &Slot, span: &FileSpan) -> Result<(), StorageError> {
-        let readable = match (&slot.backing, slot.state) {
+    fn check_readable(
+        &self,
+        slot: &Slot,
+        backing: &Backing,
+        span: &FileSpan,
+    ) -> Result<(), StorageError> {
+        let readable = match (backing, slot.state) {
             (_, FileState::Missing) => {
                 return Err(StorageError::Missing {
                     path: self.dir.join(&slot.rel),
@@ -1610,7 +1927,8 @@ impl Storage {
 
     fn reopen(&self, slot: &Slot, write: bool) -> io::Result<File> {
         let flags = if write { libc::O_RDWR } else { libc::O_RDONLY };
-        sys::open_beneath(self.root.as_fd(), &slot.rel, flags, 0, self.resolve).map(File::from)
+        let root = self.root()?;
+        sys::open_beneath(root.as_fd(), &slot.rel, flags, 0, self.resolve).map(File::from)
     }
 
     fn write_error(&self, slot: &Slot, len: u64, e: io::Error) -> StorageError {
@@ -1619,7 +1937,10 @@ impl Storage {
             // Only on filesystems where preallocation does not reserve space for rewrites
             // (copy-on-write ones) or where the file is sparse.
             return StorageError::NoSpace {
-                available: sys::free_bytes(self.root.as_fd()).unwrap_or(0),
+                available: self
+                    .root()
+                    .and_then(|root| sys::free_bytes(root.as_fd()))
+                    .unwrap_or(0),
                 path,
                 needed: len,
             };
@@ -1690,6 +2011,18 @@ pub fn sha1_prefetched(bytes: &[u8]) -> [u8; 20] {
     let mut hasher = Sha1::new();
     hash_prefetched(&mut hasher, bytes);
     hasher.finalize().into()
+}
+
+/// Passes `access` to the kernel for a held file (hints: failure only costs speed).
+fn advise(backing: &Backing, access: Access) {
+    let (advice, fadvice) = match access {
+        Access::Random => (Advice::Random, libc::POSIX_FADV_RANDOM),
+        Access::Sequential => (Advice::Sequential, libc::POSIX_FADV_SEQUENTIAL),
+    };
+    if let Backing::Held { file, map, .. } = backing {
+        let _ = map.advise(advice);
+        sys::fadvise(file.as_fd(), 0, 0, fadvice);
+    }
 }
 
 /// Maps `fd` read-only and keeps it, or falls back to opening per access when the process

@@ -299,6 +299,25 @@ pub(crate) fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     Ok(st)
 }
 
+/// The status of `path` itself, a symlink not followed (`fstatat(AT_SYMLINK_NOFOLLOW)`): one
+/// system call, where an `O_PATH` open, `fstat` and close are three.
+pub(crate) fn lstat(path: &Path) -> io::Result<libc::stat> {
+    let c = cstr(path)?;
+    // SAFETY: `stat` is plain old data; all-zero is a valid value that fstatat overwrites.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call and `st` a valid,
+    // writable stat buffer.
+    check(unsafe {
+        libc::fstatat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(st)
+}
+
 /// Bytes that can still be allocated on the filesystem holding `fd`: the blocks available to
 /// unprivileged users, or all free blocks for root (which may use the reserve).
 pub(crate) fn free_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {
