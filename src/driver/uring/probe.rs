@@ -55,6 +55,131 @@ pub(crate) fn build_ring(sq: u32) -> io::Result<(IoUring, Setup)> {
     builder.build(sq).map(|ring| (ring, Setup::Plain))
 }
 
+/// Registers a sparse table of `want` direct descriptors (5.19+), capped by `RLIMIT_NOFILE`
+/// (the kernel refuses a larger table). Returns the table's length: 0 where the kernel cannot
+/// (older, or `want` is 0), and the driver then names every socket by its descriptor.
+pub(crate) fn register_fixed_files(ring: &IoUring, want: u32) -> u32 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the valid struct it is given.
+    let n = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        want.min(u32::try_from(limit.rlim_cur).unwrap_or(u32::MAX))
+    } else {
+        0
+    };
+    if n == 0 {
+        return 0;
+    }
+    match ring.submitter().register_files_sparse(n) {
+        Ok(()) => n,
+        Err(_) => 0,
+    }
+}
+
+/// The kernel's `io_uring_rsrc_update`, the argument of `IORING_REGISTER_RING_FDS`.
+#[repr(C)]
+struct RsrcUpdate {
+    offset: u32,
+    resv: u32,
+    data: u64,
+}
+
+const IORING_REGISTER_RING_FDS: libc::c_uint = 20;
+const IORING_UNREGISTER_RING_FDS: libc::c_uint = 21;
+
+/// Registers the ring's own descriptor in the calling thread's io_uring context
+/// (`IORING_REGISTER_RING_FDS`, 5.18+), so `io_uring_enter` can name it by index
+/// (`IORING_ENTER_REGISTERED_RING`) and skip the descriptor lookup. Per thread: only the
+/// thread that registered may use the index, and it should unregister it
+/// ([`unregister_ring_fd`]) before the ring goes, or the ring lives until that thread exits.
+/// `None` where the kernel cannot (older, or the thread's 16 slots are taken).
+pub(crate) fn register_ring_fd(ring: &IoUring) -> Option<u32> {
+    let mut up = RsrcUpdate {
+        offset: u32::MAX,
+        resv: 0,
+        data: ring.as_raw_fd() as u64,
+    };
+    // SAFETY: the argument is one valid `io_uring_rsrc_update`, which the kernel reads and
+    // writes the chosen index into.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring.as_raw_fd(),
+            IORING_REGISTER_RING_FDS,
+            &mut up as *mut RsrcUpdate,
+            1,
+        )
+    };
+    (r == 1).then_some(up.offset)
+}
+
+/// Undoes [`register_ring_fd`]; must run on the thread that registered `index`.
+pub(crate) fn unregister_ring_fd(ring: &IoUring, index: u32) {
+    let mut up = RsrcUpdate {
+        offset: index,
+        resv: 0,
+        data: 0,
+    };
+    // SAFETY: as in `register_ring_fd`.
+    unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring.as_raw_fd(),
+            IORING_UNREGISTER_RING_FDS,
+            &mut up as *mut RsrcUpdate,
+            1,
+        );
+    }
+}
+
+/// The kernel's `io_uring_getevents_arg` (`IORING_ENTER_EXT_ARG`).
+#[repr(C)]
+struct GeteventsArg {
+    sigmask: u64,
+    sigmask_sz: u32,
+    min_wait_usec: u32,
+    ts: u64,
+}
+
+const IORING_ENTER_GETEVENTS: libc::c_uint = 1;
+const IORING_ENTER_EXT_ARG: libc::c_uint = 8;
+const IORING_ENTER_REGISTERED_RING: libc::c_uint = 16;
+
+/// `io_uring_enter` through a registered ring index: submits `to_submit` entries and waits at
+/// most `wait` for one completion. Errors as [`io_uring::Submitter::submit_with_args`].
+pub(crate) fn enter_registered(index: u32, to_submit: u32, wait: Duration) -> io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: wait.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as _,
+    };
+    let arg = GeteventsArg {
+        sigmask: 0,
+        sigmask_sz: 0,
+        min_wait_usec: 0,
+        ts: &ts as *const libc::timespec as u64,
+    };
+    // SAFETY: `arg` and the timespec it points to are valid for the call; the kernel only
+    // reads them. `index` names this thread's registration of the ring (`register_ring_fd`).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_enter,
+            index,
+            to_submit,
+            1u32,
+            IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG | IORING_ENTER_REGISTERED_RING,
+            &arg as *const GeteventsArg,
+            std::mem::size_of::<GeteventsArg>(),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 fn setup_error(e: &io::Error) -> String {
     let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
         .map(|s| s.trim().to_string())
