@@ -133,9 +133,6 @@ const MAX_IOVECS: usize = 1024;
 /// its descriptor. The kernel keeps 16 bytes per entry (64 KiB per loop).
 const FIXED_FILES: u32 = 4096;
 
-/// EXPERIMENT: the smallest send made zero-copy.
-const ZC_MIN: usize = 64 * 1024;
-
 const _: () = assert!(RECV_BUFS.is_power_of_two());
 const _: () = assert!(SQ_ENTRIES.is_power_of_two());
 
@@ -215,8 +212,6 @@ struct Conn {
     /// where it could not be registered. The table holds its own reference to the socket,
     /// cleared before the socket is closed or handed to another loop (`release_fixed`).
     fixed: Option<u32>,
-    /// EXPERIMENT (zero-copy sends): bytes the send reported, held until its notification.
-    zc_sent: Option<i32>,
 }
 
 /// Builds an entry for a connection's socket: by its direct descriptor if it has one, else by
@@ -320,8 +315,6 @@ pub struct UringDriver<P: Protocol = Session> {
     want_registered_ring: bool,
     /// The ring's registered index and the thread it is registered with (the first turn's).
     registered_ring: Option<(u32, std::thread::ThreadId)>,
-    /// EXPERIMENT: `SENDMSG_ZC` for sends of `ZC_MIN` bytes and more.
-    zc: bool,
     listener: Option<TcpListener>,
     accept_armed: bool,
     /// When to re-arm an accept that failed (out of descriptors, say): not at once, or the
@@ -399,7 +392,6 @@ impl<P: Protocol> UringDriver<P> {
             fixed_len,
             want_registered_ring: options.registered_ring,
             registered_ring: None,
-            zc: std::env::var_os("RINGTORRENT_URING_SENDZC").is_some(),
             listener,
             accept_armed: false,
             accept_retry: None,
@@ -611,7 +603,6 @@ impl<P: Protocol> UringDriver<P> {
             connect_addr: None,
             out: Outgoing::new(),
             fixed: None,
-            zc_sent: None,
         });
         self.by_id.insert(id, slot);
         if let Ok(index) = u32::try_from(slot) {
@@ -687,15 +678,9 @@ impl<P: Protocol> UringDriver<P> {
             }
         }
         let msg = c.out.prepare();
-        let entry = if self.zc && c.out.buf.len() >= ZC_MIN {
-            on_socket!(c, |t| opcode::SendMsgZc::new(t, msg)
-                .flags(libc::MSG_NOSIGNAL as u32)
-                .build())
-        } else {
-            on_socket!(c, |t| opcode::SendMsg::new(t, msg)
-                .flags(libc::MSG_NOSIGNAL as u32)
-                .build())
-        }
+        let entry = on_socket!(c, |t| opcode::SendMsg::new(t, msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build())
         .user_data(self.token(Op::Send, slot));
         // SAFETY: `msg`, the iovec array it points to and the chunks those point into are all
         // owned by the slot's `Outgoing` (the `Bytes` were moved out of the session by
@@ -894,12 +879,6 @@ impl<P: Protocol> UringDriver<P> {
                 match token.op {
                     Op::Connect => self.connected(slot, result, now),
                     Op::Recv => self.received(slot, result, flags, now),
-                    // A zero-copy send: the kernel reads the chunks until its notification.
-                    _ if cqueue::notif(flags) => {
-                        let n = self.conns[slot].zc_sent.take().unwrap_or(0);
-                        self.sent(slot, n, now)
-                    }
-                    _ if more => self.conns[slot].zc_sent = Some(result),
                     _ => self.sent(slot, result, now),
                 }
                 if self.conns.contains(slot) {
@@ -1064,7 +1043,7 @@ impl<P: Protocol> LoopIo<P> for UringDriver<P> {
             self.ring.submitter().register_enable_rings()?;
             self.enabled = true;
         }
-        if std::mem::take(&mut self.want_registered_ring) && !self.ring.params().is_setup_sqpoll() {
+        if std::mem::take(&mut self.want_registered_ring) {
             // Per thread, so here, on the thread that turns the loop from now on.
             self.registered_ring = probe::register_ring_fd(&self.ring)
                 .map(|index| (index, std::thread::current().id()));

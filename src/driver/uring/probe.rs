@@ -20,8 +20,6 @@ pub(crate) enum Setup {
     CoopTaskrun,
     /// No optional flags.
     Plain,
-    /// EXPERIMENT: `SQPOLL`.
-    Sqpoll,
 }
 
 /// Opcodes the driver submits, with their names for error messages.
@@ -38,13 +36,6 @@ const OPCODES: &[(u8, &str)] = &[
 /// best optional flags the kernel accepts.
 pub(crate) fn build_ring(sq: u32) -> io::Result<(IoUring, Setup)> {
     let cq = sq * 2;
-    if std::env::var_os("RINGTORRENT_URING_SQPOLL").is_some() {
-        let mut builder = IoUring::builder();
-        builder.setup_cqsize(cq).setup_sqpoll(100);
-        if let Ok(ring) = builder.build(sq) {
-            return Ok((ring, Setup::Sqpoll));
-        }
-    }
     let mut builder = IoUring::builder();
     builder
         .setup_cqsize(cq)
