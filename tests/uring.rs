@@ -56,7 +56,7 @@ fn side(
     seeding: bool,
     pool: &Arc<DiskPool>,
     seed: u64,
-    options: UringOptions,
+    tiny_recv: bool,
 ) -> (Driver, TorrentId) {
     let mode = if seeding {
         OpenMode::ReadOnly
@@ -73,6 +73,14 @@ fn side(
     let listen = Some(loopback_listener());
     let epoch = Instant::now();
     let mut d = if uring {
+        let options = if tiny_recv {
+            UringOptions {
+                recv_buffers: 2,
+                recv_buffer_len: 4096,
+            }
+        } else {
+            UringOptions::default()
+        };
         Driver::from(
             UringDriver::with_options(session(seed), listen, pool.clone(), epoch, options).unwrap(),
         )
@@ -111,8 +119,9 @@ fn payload(dir: &Path, len: usize, piece_len: u64) -> Arc<Info> {
 
 /// Seeds from one driver in a thread, leeches into another here, compares the bytes.
 /// `junk` raw connections send garbage to the seeder while the transfer runs.
-/// `options` are the io_uring drivers' (both sides).
-fn transfer(seed_uring: bool, leech_uring: bool, junk: usize, options: UringOptions) {
+/// `tiny_recv` gives io_uring drivers a ring of two 4 KiB receive buffers, which the kernel
+/// runs dry all the time (each time ending the multishot receive with ENOBUFS).
+fn transfer(seed_uring: bool, leech_uring: bool, junk: usize, tiny_recv: bool) {
     let dir = tempfile::tempdir().unwrap();
     let info = payload(dir.path(), 3 * 1024 * 1024 + 17, 64 * 1024);
     let pool = Arc::new(DiskPool::new(DiskPoolConfig::default()).unwrap());
@@ -123,7 +132,7 @@ fn transfer(seed_uring: bool, leech_uring: bool, junk: usize, options: UringOpti
         true,
         &pool,
         1,
-        options,
+        tiny_recv,
     );
     let addr = seeder.local_addr().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -152,7 +161,7 @@ fn transfer(seed_uring: bool, leech_uring: bool, junk: usize, options: UringOpti
         .collect();
     let leech_dir = dir.path().join("leech");
     std::fs::create_dir_all(&leech_dir).unwrap();
-    let (mut leecher, t) = side(leech_uring, &info, &leech_dir, false, &pool, 2, options);
+    let (mut leecher, t) = side(leech_uring, &info, &leech_dir, false, &pool, 2, tiny_recv);
     let now = leecher.now();
     leecher.session().add_peers(t, &[addr], now);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -179,19 +188,19 @@ fn transfer(seed_uring: bool, leech_uring: bool, junk: usize, options: UringOpti
 #[test]
 fn uring_to_uring() {
     require_uring();
-    transfer(true, true, 0, UringOptions::default());
+    transfer(true, true, 0, false);
 }
 
 #[test]
 fn uring_seeds_epoll() {
     require_uring();
-    transfer(true, false, 0, UringOptions::default());
+    transfer(true, false, 0, false);
 }
 
 #[test]
 fn epoll_seeds_uring() {
     require_uring();
-    transfer(false, true, 0, UringOptions::default());
+    transfer(false, true, 0, false);
 }
 
 /// Junk peers are closed by the session (`Action::Close`: cancel, then close when the last
@@ -199,7 +208,7 @@ fn epoll_seeds_uring() {
 #[test]
 fn uring_closes_junk_peers_during_a_transfer() {
     require_uring();
-    transfer(true, true, 64, UringOptions::default());
+    transfer(true, true, 64, false);
 }
 
 /// With two 4 KiB receive buffers the provided ring runs dry constantly; each receive ends
@@ -207,86 +216,7 @@ fn uring_closes_junk_peers_during_a_transfer() {
 #[test]
 fn uring_survives_an_empty_buffer_ring() {
     require_uring();
-    let tiny = UringOptions {
-        recv_buffers: 2,
-        recv_buffer_len: 4096,
-        ..UringOptions::default()
-    };
-    transfer(true, true, 0, tiny);
-}
-
-/// The path of a kernel without sparse file tables or registered ring descriptors: every
-/// socket named by its descriptor, `io_uring_enter` by the ring's descriptor.
-#[test]
-fn uring_without_fixed_files_or_a_registered_ring() {
-    require_uring();
-    let plain = UringOptions {
-        fixed_files: 0,
-        registered_ring: false,
-        ..UringOptions::default()
-    };
-    transfer(true, true, 16, plain);
-}
-
-/// A table of two direct descriptors and 64 junk peers: some connections are named by table
-/// index and the rest by descriptor, and table entries are cleared and reused as the session
-/// closes junk peers.
-#[test]
-fn uring_with_fewer_fixed_files_than_connections() {
-    require_uring();
-    let two = UringOptions {
-        fixed_files: 2,
-        ..UringOptions::default()
-    };
-    transfer(true, true, 64, two);
-}
-
-/// A connection registered as a direct descriptor that the session closes (a bad handshake)
-/// is closed for the peer too: the ring's table must not keep the socket open once the driver
-/// closes its descriptor. Checked with the table on and off.
-#[test]
-fn a_peer_closed_by_the_session_sees_the_close() {
-    require_uring();
-    for fixed_files in [UringOptions::default().fixed_files, 0] {
-        let options = UringOptions {
-            fixed_files,
-            ..UringOptions::default()
-        };
-        let pool = Arc::new(DiskPool::new(DiskPoolConfig::default()).unwrap());
-        let mut d = Driver::from(
-            UringDriver::with_options(
-                session(4),
-                Some(loopback_listener()),
-                pool,
-                Instant::now(),
-                options,
-            )
-            .unwrap(),
-        );
-        let addr = d.local_addr().unwrap();
-        let mut peer = TcpStream::connect(addr).unwrap();
-        // A plaintext handshake with the wrong protocol string: the session closes at once.
-        peer.write_all(&[19; 68]).unwrap();
-        peer.set_nonblocking(true).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut buf = [0u8; 1024];
-        loop {
-            assert!(
-                Instant::now() < deadline,
-                "the peer saw no close in 30 s (fixed_files {fixed_files})"
-            );
-            d.turn(Duration::from_millis(10), &mut |_| {}).unwrap();
-            match std::io::Read::read(&mut peer, &mut buf) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        assert_eq!(d.session().connection_count(), 0);
-        drop(d);
-    }
+    transfer(true, true, 0, true);
 }
 
 /// Dropping a driver with an accept, receives and the eventfd read in flight cancels them and

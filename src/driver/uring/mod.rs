@@ -127,12 +127,6 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// The kernel's limit on iovecs per call (`IOV_MAX`).
 const MAX_IOVECS: usize = 1024;
 
-/// Direct descriptors registered per loop: the connection in driver slot `i` is registered at
-/// index `i` when `i` is below this (slots are reused lowest-first, so in practice every
-/// connection of a loop); one above it, or on a kernel without sparse file tables, is named by
-/// its descriptor. The kernel keeps 16 bytes per entry (64 KiB per loop).
-const FIXED_FILES: u32 = 4096;
-
 const _: () = assert!(RECV_BUFS.is_power_of_two());
 const _: () = assert!(SQ_ENTRIES.is_power_of_two());
 
@@ -207,28 +201,6 @@ struct Conn {
     /// The address a `CONNECT` in flight reads.
     connect_addr: Option<Box<SockAddr>>,
     out: Outgoing,
-    /// The socket's index in the ring's table of direct descriptors (the slot number), used
-    /// by every operation on it with `IOSQE_FIXED_FILE` instead of the descriptor; `None`
-    /// where it could not be registered. The table holds its own reference to the socket,
-    /// cleared before the socket is closed or handed to another loop (`release_fixed`).
-    fixed: Option<u32>,
-}
-
-/// Builds an entry for a connection's socket: by its direct descriptor if it has one, else by
-/// its descriptor (the crate's two target types have no common nameable type).
-macro_rules! on_socket {
-    ($conn:expr, |$t:ident| $build:expr) => {
-        match $conn.fixed {
-            Some(i) => {
-                let $t = types::Fixed(i);
-                $build
-            }
-            None => {
-                let $t = types::Fd($conn.stream.as_raw_fd());
-                $build
-            }
-        }
-    };
 }
 
 /// The 8 bytes the eventfd read fills, in a heap allocation whose address never changes.
@@ -257,22 +229,13 @@ struct UdpRecvBuf(NonNull<UdpRecv>);
 // tied to a thread), so moving the value between threads is sound.
 unsafe impl Send for UdpRecvBuf {}
 
-/// Sizes of the driver's receive memory, and the optional ring features it asks for.
+/// Sizes of the driver's receive memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UringOptions {
     /// Buffers in the provided buffer ring (a power of two, at most 32768).
     pub recv_buffers: u16,
     /// Bytes per receive buffer.
     pub recv_buffer_len: u32,
-    /// Entries in the ring's table of direct descriptors (registered files, 5.19+; capped by
-    /// `RLIMIT_NOFILE`): connections in driver slots below it are named by table index
-    /// (`IOSQE_FIXED_FILE`), the rest by descriptor. 0 names every socket by descriptor, as
-    /// does a kernel that refuses the table.
-    pub fixed_files: u32,
-    /// Register the ring's own descriptor with the turning thread (`IORING_REGISTER_RING_FDS`,
-    /// 5.18+) so `io_uring_enter` skips its descriptor lookup; ignored where the kernel
-    /// refuses.
-    pub registered_ring: bool,
 }
 
 impl Default for UringOptions {
@@ -280,26 +243,7 @@ impl Default for UringOptions {
         UringOptions {
             recv_buffers: RECV_BUFS,
             recv_buffer_len: RECV_BUF_LEN,
-            fixed_files: FIXED_FILES,
-            registered_ring: true,
         }
-    }
-}
-
-impl UringOptions {
-    /// The defaults, less the features named in `RINGTORRENT_URING_OFF` (comma-separated:
-    /// `fixed-files`, `registered-ring`), to rule one out when a kernel misbehaves.
-    pub fn from_env() -> UringOptions {
-        let mut options = UringOptions::default();
-        let off = std::env::var("RINGTORRENT_URING_OFF").unwrap_or_default();
-        for feature in off.split(',').map(str::trim) {
-            match feature {
-                "fixed-files" => options.fixed_files = 0,
-                "registered-ring" => options.registered_ring = false,
-                _ => {}
-            }
-        }
-        options
     }
 }
 
@@ -309,12 +253,6 @@ pub struct UringDriver<P: Protocol = Session> {
     ring: IoUring,
     /// Whether the ring has been enabled (rings made with `DeferTaskrun` start disabled).
     enabled: bool,
-    /// Length of the ring's table of direct descriptors (0: none).
-    fixed_len: u32,
-    /// Whether to register the ring's descriptor with the thread of the first turn.
-    want_registered_ring: bool,
-    /// The ring's registered index and the thread it is registered with (the first turn's).
-    registered_ring: Option<(u32, std::thread::ThreadId)>,
     listener: Option<TcpListener>,
     accept_armed: bool,
     /// When to re-arm an accept that failed (out of descriptors, say): not at once, or the
@@ -342,16 +280,15 @@ pub struct UringDriver<P: Protocol = Session> {
 
 impl<P: Protocol> UringDriver<P> {
     /// A driver for `session`, accepting on `listener` if given (see
-    /// [`super::net::bind_listeners`]), with [`UringOptions::from_env`]. Fails where io_uring
-    /// is unavailable; choose the backend with [`super::resolve`] (which calls [`probe`])
-    /// first.
+    /// [`super::net::bind_listeners`]). Fails where io_uring is unavailable; choose the
+    /// backend with [`super::resolve`] (which calls [`probe`]) first.
     pub fn new(
         session: P,
         listener: Option<TcpListener>,
         disk: Arc<DiskPool>,
         epoch: Instant,
     ) -> io::Result<UringDriver<P>> {
-        Self::with_options(session, listener, disk, epoch, UringOptions::from_env())
+        Self::with_options(session, listener, disk, epoch, UringOptions::default())
     }
 
     /// As [`UringDriver::new`], with receive buffers sized by `options` (tests use tiny ones
@@ -379,9 +316,6 @@ impl<P: Protocol> UringDriver<P> {
             options.recv_buffers,
             options.recv_buffer_len,
         )?;
-        // Before the ring is enabled: a `SINGLE_ISSUER` ring takes registrations from any
-        // thread until then.
-        let fixed_len = probe::register_fixed_files(&ring, options.fixed_files);
         let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
         let core = LoopCore::new(session, local_addr, disk, epoch)?;
         let event_buf = EventBuf(NonNull::from(Box::leak(Box::new(0u64))));
@@ -389,9 +323,6 @@ impl<P: Protocol> UringDriver<P> {
             core,
             ring,
             enabled: setup != Setup::DeferTaskrun,
-            fixed_len,
-            want_registered_ring: options.registered_ring,
-            registered_ring: None,
             listener,
             accept_armed: false,
             accept_retry: None,
@@ -417,14 +348,7 @@ impl<P: Protocol> UringDriver<P> {
     fn submit_and_wait(&mut self, wait: Duration) -> io::Result<()> {
         let ts = types::Timespec::from(wait);
         let args = types::SubmitArgs::new().timespec(&ts);
-        let result = match self.registered_ring {
-            Some((index, _)) => {
-                let queued = self.ring.submission().len() as u32;
-                probe::enter_registered(index, queued, wait)
-            }
-            None => self.ring.submitter().submit_with_args(1, &args).map(drop),
-        };
-        match result {
+        match self.ring.submitter().submit_with_args(1, &args) {
             Ok(_) => Ok(()),
             Err(e)
                 if matches!(
@@ -602,37 +526,9 @@ impl<P: Protocol> UringDriver<P> {
             send_wanted: false,
             connect_addr: None,
             out: Outgoing::new(),
-            fixed: None,
         });
         self.by_id.insert(id, slot);
-        if let Ok(index) = u32::try_from(slot) {
-            if index < self.fixed_len {
-                let fd = self.conns[slot].stream.as_raw_fd();
-                // The entry is empty (`release_fixed` cleared it when the slot's previous
-                // occupant went); on failure the socket is named by its descriptor.
-                if matches!(
-                    self.ring.submitter().register_files_update(index, &[fd]),
-                    Ok(1)
-                ) {
-                    self.conns[slot].fixed = Some(index);
-                }
-            }
-        }
         slot
-    }
-
-    /// Clears a connection's entry in the table of direct descriptors, so that closing (or
-    /// handing over) its socket is not kept from taking effect by the table's reference.
-    /// Called with nothing in flight on it. Returns false if the kernel refused, in which
-    /// case the table still holds the socket open.
-    fn release_fixed(&mut self, slot: usize) -> bool {
-        let Some(index) = self.conns[slot].fixed.take() else {
-            return true;
-        };
-        matches!(
-            self.ring.submitter().register_files_update(index, &[-1]),
-            Ok(1)
-        )
     }
 
     fn arm_recv(&mut self, slot: usize) {
@@ -640,8 +536,8 @@ impl<P: Protocol> UringDriver<P> {
         if c.state != State::Open || c.recv_armed || c.recv_stopped {
             return;
         }
-        let group = self.bufs.group();
-        let entry = on_socket!(c, |t| opcode::RecvMulti::new(t, group).build())
+        let entry = opcode::RecvMulti::new(types::Fd(c.stream.as_raw_fd()), self.bufs.group())
+            .build()
             .user_data(self.token(Op::Recv, slot));
         // SAFETY: the receive writes only into provided buffers, which live as long as the
         // driver (Drop waits for every operation to end before unmapping them). The socket
@@ -678,10 +574,11 @@ impl<P: Protocol> UringDriver<P> {
             }
         }
         let msg = c.out.prepare();
-        let entry = on_socket!(c, |t| opcode::SendMsg::new(t, msg)
+        let fd = c.stream.as_raw_fd();
+        let entry = opcode::SendMsg::new(types::Fd(fd), msg)
             .flags(libc::MSG_NOSIGNAL as u32)
-            .build())
-        .user_data(self.token(Op::Send, slot));
+            .build()
+            .user_data(self.token(Op::Send, slot));
         // SAFETY: `msg`, the iovec array it points to and the chunks those point into are all
         // owned by the slot's `Outgoing` (the `Bytes` were moved out of the session by
         // `take_send`, so the session cannot free them). None of them is changed while
@@ -706,7 +603,9 @@ impl<P: Protocol> UringDriver<P> {
         let (ptr, len) = (&sa.storage as *const libc::sockaddr_storage, sa.len);
         let c = &mut self.conns[slot];
         c.connect_addr = Some(sa);
-        let entry = on_socket!(c, |t| opcode::Connect::new(t, ptr.cast(), len).build())
+        let fd = c.stream.as_raw_fd();
+        let entry = opcode::Connect::new(types::Fd(fd), ptr.cast(), len)
+            .build()
             .user_data(self.token(Op::Connect, slot));
         // SAFETY: the address lives in a Box held by the slot until the slot is freed, which
         // waits for this operation's completion; the Box's contents never move.
@@ -751,29 +650,15 @@ impl<P: Protocol> UringDriver<P> {
         }
         match c.state {
             // Closes the socket and frees the send chunks: nothing in flight refers to them.
-            State::Closing => {
-                if !self.release_fixed(slot) {
-                    // The table keeps the socket open: end the connection anyway.
-                    // SAFETY: shutdown on a descriptor the slot owns; it touches no memory.
-                    unsafe { libc::shutdown(self.conns[slot].stream.as_raw_fd(), libc::SHUT_RDWR) };
-                }
-                drop(self.conns.remove(slot));
-            }
+            State::Closing => drop(self.conns.remove(slot)),
             State::HandingOff if c.out.buf.is_empty() => {
-                let released = self.release_fixed(slot);
                 let c = self.conns.remove(slot);
                 if self.by_id.get(&c.id) == Some(&slot) {
                     self.by_id.remove(&c.id);
                 }
                 // `None`: the session closed it meanwhile; dropping the stream closes it.
                 if let Some(handoff) = self.core.proto.take_handoff(c.id) {
-                    if released {
-                        self.core.post.forward(c.stream, handoff);
-                    } else {
-                        // This ring would keep the socket open after its new owner closed
-                        // it: end the connection instead of handing it over.
-                        let _ = c.stream.shutdown(std::net::Shutdown::Both);
-                    }
+                    self.core.post.forward(c.stream, handoff);
                 }
             }
             _ => {}
@@ -1043,11 +928,6 @@ impl<P: Protocol> LoopIo<P> for UringDriver<P> {
             self.ring.submitter().register_enable_rings()?;
             self.enabled = true;
         }
-        if std::mem::take(&mut self.want_registered_ring) {
-            // Per thread, so here, on the thread that turns the loop from now on.
-            self.registered_ring = probe::register_ring_fd(&self.ring)
-                .map(|index| (index, std::thread::current().id()));
-        }
         Ok(())
     }
 
@@ -1113,14 +993,6 @@ impl<P: Protocol> LoopIo<P> for UringDriver<P> {
 
 impl<P: Protocol> Drop for UringDriver<P> {
     fn drop(&mut self) {
-        if let Some((index, thread)) = self.registered_ring.take() {
-            // Only the registering thread can undo it (on another, the index names that
-            // thread's registrations); if this is not that thread, the registration keeps the
-            // ring until that thread exits.
-            if thread == std::thread::current().id() {
-                probe::unregister_ring_fd(&self.ring, index);
-            }
-        }
         if self.quiesce() {
             // SAFETY: nothing is in flight, so the kernel no longer selects receive buffers
             // nor writes the eventfd buffer; both are dropped once, here.
