@@ -16,8 +16,8 @@
 //!   eventfd, the listener, the probe's ring);
 //! - storage's open files: an eighth of the limit, at least [`MIN_FILES`] and at most
 //!   [`limits::MAX_OPEN_FILES`]; storage's process-wide cap on held files is set to it
-//!   (`storage::set_open_file_cap`), plus one file per disk-pool thread opened for an
-//!   access past that cap;
+//!   (`storage::set_open_file_cap`), plus [`PAST_CAP_PER_THREAD`] per disk-pool thread for
+//!   an access past that cap;
 //! - a sixteenth of the limit (between [`MIN_OTHER`] and [`MAX_OTHER`]) for trackers (UDP
 //!   sockets, HTTP(S) connections, DNS), the control API, the state folder and resume saves;
 //! - a reserve of a thirty-second of the limit (at least [`MIN_RESERVE`]), so that accepting a
@@ -34,6 +34,11 @@ use crate::limits;
 /// Descriptors each event loop holds: its ring or epoll instance, the eventfd the disk pool
 /// and its mail share, the listener, and one for the short-lived probe ring.
 pub const PER_LOOP: u64 = 4;
+
+/// Descriptors one disk-pool thread may hold for an access past storage's cap on held files:
+/// the file, and the data folder it is opened beneath when its storage holds no folder
+/// descriptor (a restored torrent whose files open on demand, `Storage::open_lazy`).
+pub const PAST_CAP_PER_THREAD: u64 = 2;
 
 /// Most descriptors set aside for trackers (a UDP socket per address family, one HTTP(S)
 /// connection per worker, DNS), the control API's connections, the state folder, resume
@@ -84,7 +89,10 @@ impl DescriptorBudget {
         let in_use = open_descriptors().unwrap_or(16);
         let budget =
             DescriptorBudget::compute(soft_before, limit, in_use, loops, disk_threads, configured);
-        let held_files = budget.files.saturating_sub(disk_threads as u64).max(1);
+        let held_files = budget
+            .files
+            .saturating_sub(PAST_CAP_PER_THREAD * disk_threads as u64)
+            .max(1);
         crate::storage::set_open_file_cap(held_files as usize);
         budget
     }
@@ -101,8 +109,8 @@ impl DescriptorBudget {
         configured: usize,
     ) -> DescriptorBudget {
         let loops = PER_LOOP * loops.max(1) as u64;
-        let files =
-            (limit / 8).clamp(MIN_FILES, limits::MAX_OPEN_FILES as u64) + disk_threads as u64;
+        let files = (limit / 8).clamp(MIN_FILES, limits::MAX_OPEN_FILES as u64)
+            + PAST_CAP_PER_THREAD * disk_threads as u64;
         let other = (limit / 16).clamp(MIN_OTHER, MAX_OTHER);
         let reserve = (limit / 32).max(MIN_RESERVE);
         let left = limit.saturating_sub(in_use + loops + files + other + reserve);
@@ -193,7 +201,7 @@ mod tests {
     #[test]
     fn a_large_limit_leaves_the_configured_connections_alone() {
         let b = DescriptorBudget::compute(1024, 1 << 20, 10, 4, 8, 20_000);
-        assert_eq!(b.files, limits::MAX_OPEN_FILES as u64 + 8);
+        assert_eq!(b.files, limits::MAX_OPEN_FILES as u64 + 2 * 8);
         assert_eq!(b.max_connections, 20_000);
         assert!(!b.lowered() && b.note().is_none());
     }
@@ -201,17 +209,17 @@ mod tests {
     #[test]
     fn a_small_limit_lowers_max_connections_with_every_share_accounted_for() {
         let b = DescriptorBudget::compute(1024, 1024, 10, 2, 4, 20_000);
-        assert_eq!((b.loops, b.files, b.reserve), (8, 128 + 4, 32));
+        assert_eq!((b.loops, b.files, b.reserve), (8, 128 + 2 * 4, 32));
         let shares = b.in_use + b.loops + b.files + b.other + b.reserve;
         assert_eq!(b.connections as u64, 1024 - shares);
         assert_eq!(b.max_connections, b.connections);
         let note = b.note().expect("lowered");
         assert_eq!(b.other, 64);
-        assert!(note.contains("20000 lowered to 778"), "{note}");
+        assert!(note.contains("20000 lowered to 774"), "{note}");
         // `ulimit -n 64`: the shares shrink with the limit and still leave some connections.
         let small = DescriptorBudget::compute(64, 64, 10, 1, 4, 200);
-        assert_eq!((small.files, small.other, small.reserve), (12, 16, 8));
-        assert_eq!(small.max_connections, 14);
+        assert_eq!((small.files, small.other, small.reserve), (16, 16, 8));
+        assert_eq!(small.max_connections, 10);
         // A limit below the shares leaves one connection, not none.
         let tiny = DescriptorBudget::compute(32, 32, 10, 1, 4, 200);
         assert_eq!((tiny.connections, tiny.max_connections), (0, 1));
