@@ -1,8 +1,8 @@
-//! `add_many` is pipelined: the hashing threads read and open one chunk of torrents while
-//! the control thread registers the chunk before. What that could break: a torrent lost or
-//! counted twice at a chunk's edge, one damaged torrent taking others with it, or a torrent
-//! visible before it is whole. A restart of several chunks' worth of torrents, some of them
-//! damaged in different ways, and an add watched from another thread, check each.
+//! A restart and an add of several of `add_many`'s chunks (256 torrents each), which the
+//! hashing threads read and open while the control thread registers. What that could break:
+//! a torrent lost or counted twice at a chunk's edge, one damaged torrent taking others
+//! with it, or a torrent visible before it is whole. A restart with torrents damaged in
+//! different ways, and an add watched from another thread, check each.
 
 mod common;
 
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use ringtorrent::client::{AddTorrent, Client, ClientConfig, TorrentState};
 use ringtorrent::core::InfoHash;
 
-/// More than two of `add_many`'s chunks (256), so the pipeline runs through chunk edges.
+/// More than two of `add_many`'s chunks (256), so the batch crosses chunk edges.
 const COUNT: usize = 600;
 const LEN: usize = 16 * 1024;
 

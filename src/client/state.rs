@@ -590,16 +590,6 @@ impl State {
         let started = Instant::now();
         let mut serial = Duration::ZERO;
         let pool = self.pool.clone();
-        // What opening needs of the registry, copied out of it, so the hashing threads open
-        // one chunk while this thread registers the one before (below).
-        let store = self.store.clone();
-        let ctx = OpenContext {
-            pool: &pool,
-            allocation: self.allocation,
-            store: store.as_ref(),
-            resume_dir: self.resume_dir(),
-            queueing: self.queue_config.enabled,
-        };
         let mut results: Vec<Option<Result<InfoHash, ClientError>>> = Vec::new();
         let mut ready = Vec::new();
         let mut batch = std::collections::HashSet::new();
@@ -607,17 +597,17 @@ impl State {
         let mut adds = adds.into_iter();
         // A chunk at a time, so what is read and parsed for a torrent is dropped once it is
         // registered: ten thousand parsed torrents held at once outgrew the registry itself.
-        // Pipelined: while the hashing threads open chunk k and read chunk k + 1, this thread
-        // registers chunk k - 1 (the registry is touched only here, in the order given).
-        let first: Vec<AddTorrent> = adds.by_ref().take(ADD_CHUNK).collect();
-        let mut parsed: Vec<Parsed> = pool
-            .hash_pool()
-            .install(|| first.into_par_iter().map(Parsed::read).collect());
-        let mut opened_before: Vec<(usize, Result<Registered, ClientError>)> = Vec::new();
-        while !parsed.is_empty() || !opened_before.is_empty() {
+        loop {
+            let chunk: Vec<AddTorrent> = adds.by_ref().take(ADD_CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let parsed: Vec<Parsed> = pool
+                .hash_pool()
+                .install(|| chunk.into_par_iter().map(Parsed::read).collect());
             let t = Instant::now();
             let mut pending = Vec::new();
-            for p in parsed.drain(..) {
+            for p in parsed {
                 let i = results.len();
                 results.push(match self.prepare(p, &mut batch) {
                     Ok(Prepare::Done(hash)) => Some(Ok(hash)),
@@ -641,43 +631,34 @@ impl State {
             self.expect(&checking);
             expected.extend(checking);
             serial += t.elapsed();
-            let next: Vec<AddTorrent> = adds.by_ref().take(ADD_CHUNK).collect();
-            let mut opened = Vec::new();
-            let mut next_parsed = Vec::new();
-            let (opened_slot, parsed_slot, ctx) = (&mut opened, &mut next_parsed, &ctx);
-            pool.hash_pool().in_place_scope(|scope| {
-                if !pending.is_empty() || !next.is_empty() {
-                    scope.spawn(move |_| {
-                        let (o, p) = rayon::join(
-                            || {
-                                pending
-                                    .into_par_iter()
-                                    .map(|(i, p)| (i, ctx.open(*p)))
-                                    .collect()
-                            },
-                            || next.into_par_iter().map(Parsed::read).collect(),
-                        );
-                        *opened_slot = o;
-                        *parsed_slot = p;
-                    });
-                }
-                let t = Instant::now();
-                for (i, r) in opened_before.drain(..) {
-                    results[i] = Some(match r {
-                        Ok(r) => {
-                            let (hash, have) = self.finish_register(r);
-                            if let Some(have) = have {
-                                ready.push((hash, have));
-                            }
-                            Ok(hash)
+            let ctx = OpenContext {
+                pool: &pool,
+                allocation: self.allocation,
+                store: self.store.as_ref(),
+                resume_dir: self.resume_dir(),
+                queueing: self.queue_config.enabled,
+            };
+            let opened: Vec<(usize, Result<Registered, ClientError>)> =
+                pool.hash_pool().install(|| {
+                    pending
+                        .into_par_iter()
+                        .map(|(i, p)| (i, ctx.open(*p)))
+                        .collect()
+                });
+            let t = Instant::now();
+            for (i, r) in opened {
+                results[i] = Some(match r {
+                    Ok(r) => {
+                        let (hash, have) = self.finish_register(r);
+                        if let Some(have) = have {
+                            ready.push((hash, have));
                         }
-                        Err(e) => Err(e),
-                    });
-                }
-                serial += t.elapsed();
-            });
-            opened_before = opened;
-            parsed = next_parsed;
+                        Ok(hash)
+                    }
+                    Err(e) => Err(e),
+                });
+            }
+            serial += t.elapsed();
         }
         let registered = started.elapsed();
         if results.iter().any(|r| matches!(r, Some(Ok(_)))) && !self.queue_loading {
@@ -1125,23 +1106,13 @@ impl State {
         }
         let mut failed = Vec::new();
         let mut routes: Vec<(InfoHash, u32)> = Vec::new();
-        // Every loop gets its share first, then the answers are taken in turn: the loops
-        // add their torrents at the same time, not one after the other.
-        let deadline = Instant::now() + CALL_TIMEOUT;
-        let mut asked = Vec::with_capacity(by_shard.len());
         for (shard, jobs) in by_shard {
             let hashes: Vec<InfoHash> = jobs.iter().map(|j| j.0).collect();
             let map = self.maps[shard as usize].clone();
-            let (tx, rx) = mpsc::sync_channel(1);
-            let Some(l) = self.loops.get(shard as usize) else {
-                failed.extend(hashes);
-                continue;
-            };
-            l.post(move |d| {
+            let started = self.call(shard, move |d| {
                 let now = d.now();
                 let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
-                let started = jobs
-                    .into_iter()
+                jobs.into_iter()
                     .map(
                         |(hash, info, storage, have, (up, down), prio, (peers, seed_mode))| {
                             let id = d.session().add_torrent(info, &have, now);
@@ -1160,14 +1131,9 @@ impl State {
                             (hash, id, left)
                         },
                     )
-                    .collect::<Vec<_>>();
-                let _ = tx.send(started);
+                    .collect::<Vec<_>>()
             });
-            asked.push((shard, hashes, rx));
-        }
-        for (shard, hashes, rx) in asked {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            let Ok(started) = rx.recv_timeout(wait) else {
+            let Ok(started) = started else {
                 failed.extend(hashes);
                 continue;
             };
