@@ -587,6 +587,8 @@ impl State {
     /// what touches the registry runs here, in the order given.
     pub fn add_many(&mut self, adds: Vec<AddTorrent>) -> Vec<Result<InfoHash, ClientError>> {
         use rayon::prelude::*;
+        let started = Instant::now();
+        let mut serial = Duration::ZERO;
         let pool = self.pool.clone();
         let mut results: Vec<Option<Result<InfoHash, ClientError>>> = Vec::new();
         let mut ready = Vec::new();
@@ -603,6 +605,7 @@ impl State {
             let parsed: Vec<Parsed> = pool
                 .hash_pool()
                 .install(|| chunk.into_par_iter().map(Parsed::read).collect());
+            let t = Instant::now();
             let mut pending = Vec::new();
             for p in parsed {
                 let i = results.len();
@@ -627,6 +630,7 @@ impl State {
                 .collect();
             self.expect(&checking);
             expected.extend(checking);
+            serial += t.elapsed();
             let ctx = OpenContext {
                 pool: &pool,
                 allocation: self.allocation,
@@ -641,6 +645,7 @@ impl State {
                         .map(|(i, p)| (i, ctx.open(*p)))
                         .collect()
                 });
+            let t = Instant::now();
             for (i, r) in opened {
                 results[i] = Some(match r {
                     Ok(r) => {
@@ -653,7 +658,9 @@ impl State {
                     Err(e) => Err(e),
                 });
             }
+            serial += t.elapsed();
         }
+        let registered = started.elapsed();
         if results.iter().any(|r| matches!(r, Some(Ok(_)))) && !self.queue_loading {
             let _ = self.save_queue();
         }
@@ -661,7 +668,15 @@ impl State {
             .into_iter()
             .map(|r| r.expect("every torrent has a result"))
             .collect();
+        let count = ready.len();
+        let t = Instant::now();
         let failed = self.activate(ready);
+        tracing::debug!(
+            "add_many: {} torrents registered in {registered:?} ({serial:?} of it on this \
+             thread), {count} activated in {:?}",
+            results.len(),
+            t.elapsed()
+        );
         for r in results.iter_mut() {
             if let Ok(hash) = r {
                 if failed.contains(hash) {
