@@ -7,8 +7,7 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringtorrent::client::{AddTorrent, Client, ClientConfig, ClientEvent, Events, TorrentHandle};
 
@@ -26,34 +25,7 @@ fn config(data: &Path, state: Option<&Path>) -> ClientConfig {
 
 /// A 16-piece payload in `dir/file.bin` and its torrent.
 fn make(dir: &Path) -> Vec<u8> {
-    common::write_payload(&dir.join("file.bin"), LEN, 17);
-    let opts = ringtorrent::metainfo::create::CreateOptions {
-        path: dir.join("file.bin"),
-        piece_len: Some(PIECE as u64),
-        ..Default::default()
-    };
-    ringtorrent::metainfo::create::create(&opts, &AtomicU64::new(0))
-        .unwrap()
-        .bytes
-}
-
-fn first(events: &Events, mut pick: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let e = events.recv_timeout(left).expect("the event came in time");
-        if pick(&e) {
-            return e;
-        }
-    }
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LIMIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::single_file_torrent(&dir.join("file.bin"), LEN, PIECE, 17)
 }
 
 /// Descriptors of this process open on `path`.
@@ -77,7 +49,7 @@ fn restarted_seed(tmp: &Path) -> (Client, Events, Vec<u8>) {
     assert_eq!(t.status().unwrap().pieces_have, 16);
     drop(t);
     first_run.shutdown();
-    wait_for("the first run to close the payload", || {
+    common::wait_until("the first run to close the payload", LIMIT, || {
         held(&seed_dir.join("file.bin")) == 0
     });
 
@@ -111,7 +83,7 @@ fn a_restored_torrent_opens_no_file_until_a_peer_asks() {
     leech
         .add(AddTorrent::bytes(torrent).peers(seed.listen_addr()))
         .unwrap();
-    first(&leech_events, |e| {
+    common::first_event(&leech_events, LIMIT, |e| {
         matches!(e, ClientEvent::Completed { .. })
     });
     assert_eq!(leech.metrics().pieces_failed, 0);
@@ -145,17 +117,17 @@ fn a_file_changed_while_unopened_is_checked_again_not_served() {
         .add(AddTorrent::bytes(torrent).peers(seed.listen_addr()))
         .unwrap();
     // The first read finds the change: an error, then a check that finds piece 5 bad.
-    let err = first(&events, |e| matches!(e, ClientEvent::Error { .. }));
+    let err = common::first_event(&events, LIMIT, |e| matches!(e, ClientEvent::Error { .. }));
     assert!(
         matches!(&err, ClientEvent::Error { message, .. } if message.contains("changed")),
         "{err:?}"
     );
-    wait_for("the seed's check", || {
+    common::wait_until("the seed's check", LIMIT, || {
         t.status().is_ok_and(|s| s.pieces_have == 15)
     });
     // The leecher gets every good piece from the checked seed, and never a byte of piece 5.
     lt.add_peers(&[seed.listen_addr().unwrap()]).unwrap();
-    wait_for("the good pieces", || {
+    common::wait_until("the good pieces", LIMIT, || {
         lt.status()
             .is_ok_and(|s| s.pieces_have == 15 && s.bytes_left == PIECE as u64)
     });
@@ -181,7 +153,7 @@ fn a_file_removed_while_unopened_is_reported_missing() {
     let lt = leech
         .add(AddTorrent::bytes(torrent).peers(seed.listen_addr()))
         .unwrap();
-    let err = first(&events, |e| matches!(e, ClientEvent::Error { .. }));
+    let err = common::first_event(&events, LIMIT, |e| matches!(e, ClientEvent::Error { .. }));
     assert!(
         matches!(&err, ClientEvent::Error { message, .. }
             if message.contains("missing") && message.contains("file.bin")),

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use ringtorrent::client::{
-    AddTorrent, Client, ClientConfig, ClientEvent, DataSource, Events, TorrentState,
+    AddTorrent, Client, ClientConfig, ClientEvent, DataSource, TorrentState,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -24,34 +24,7 @@ fn config(data: &Path) -> ClientConfig {
 
 /// A 16-piece payload in `dir/file.bin` and its torrent.
 fn make(dir: &Path) -> Vec<u8> {
-    common::write_payload(&dir.join("file.bin"), LEN, 11);
-    let opts = ringtorrent::metainfo::create::CreateOptions {
-        path: dir.join("file.bin"),
-        piece_len: Some(PIECE as u64),
-        ..Default::default()
-    };
-    ringtorrent::metainfo::create::create(&opts, &AtomicU64::new(0))
-        .unwrap()
-        .bytes
-}
-
-fn first(events: &Events, mut pick: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let e = events.recv_timeout(left).expect("the event came in time");
-        if pick(&e) {
-            return e;
-        }
-    }
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LIMIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::single_file_torrent(&dir.join("file.bin"), LEN, PIECE, 11)
 }
 
 #[test]
@@ -64,7 +37,9 @@ fn a_seed_mode_torrent_serves_at_once_and_checks_each_piece_on_first_read() {
         .add(AddTorrent::bytes(torrent.clone()).seed_mode())
         .unwrap();
     // No check: taken on trust, seeding at once.
-    let added = first(&seed_events, |e| matches!(e, ClientEvent::Added { .. }));
+    let added = common::first_event(&seed_events, LIMIT, |e| {
+        matches!(e, ClientEvent::Added { .. })
+    });
     assert!(
         matches!(
             added,
@@ -83,7 +58,7 @@ fn a_seed_mode_torrent_serves_at_once_and_checks_each_piece_on_first_read() {
     leech
         .add(AddTorrent::bytes(torrent).peers(seed.listen_addr()))
         .unwrap();
-    first(&leech_events, |e| {
+    common::first_event(&leech_events, LIMIT, |e| {
         matches!(e, ClientEvent::Completed { .. })
     });
     // Each piece was verified once, as it was first read.
@@ -120,20 +95,20 @@ fn a_corrupt_piece_found_in_seed_mode_stops_serving_and_checks_the_torrent() {
         .unwrap();
     // The seed finds piece 3 bad when it is first asked for, checks everything, and holds
     // the 15 good pieces.
-    let failed = first(&seed_events, |e| {
+    let failed = common::first_event(&seed_events, LIMIT, |e| {
         matches!(e, ClientEvent::HashFailed { .. })
     });
     assert!(
         matches!(failed, ClientEvent::HashFailed { piece: 3, .. }),
         "{failed:?}"
     );
-    wait_for("the seed's check", || {
+    common::wait_until("the seed's check", LIMIT, || {
         t.status().is_ok_and(|s| s.pieces_have == 15)
     });
     // The leecher gets every good piece (it reconnects to the checked seed) and never a
     // byte of the bad one.
     lt.add_peers(&[seed.listen_addr().unwrap()]).unwrap();
-    wait_for("the good pieces", || {
+    common::wait_until("the good pieces", LIMIT, || {
         lt.status()
             .is_ok_and(|s| s.pieces_have == 15 && s.bytes_left == PIECE as u64)
     });

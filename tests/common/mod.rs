@@ -643,6 +643,40 @@ pub fn seeding_client(dir: &Path, torrent: &[u8], loops: usize) -> ringtorrent::
     client
 }
 
+/// A single-file torrent (`piece_len`-byte pieces) over a new `len`-byte payload at `path`,
+/// written from `seed`.
+pub fn single_file_torrent(path: &Path, len: usize, piece_len: usize, seed: u64) -> Vec<u8> {
+    write_payload(path, len, seed);
+    let opts = ringtorrent::metainfo::create::CreateOptions {
+        path: path.to_path_buf(),
+        piece_len: Some(piece_len as u64),
+        ..Default::default()
+    };
+    ringtorrent::metainfo::create::create(&opts, &AtomicU64::new(0))
+        .unwrap()
+        .bytes
+}
+
+/// Polls `done` every 50 ms; the test fails, naming `what`, if `limit` passes first.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The first of a client's events that `pick` accepts, within `limit`.
+pub fn first_event(
+    events: &ringtorrent::client::Events,
+    limit: Duration,
+    pick: impl FnMut(&ringtorrent::client::ClientEvent) -> bool,
+) -> ringtorrent::client::ClientEvent {
+    let mut seen = events_until(events, limit, pick);
+    seen.pop()
+        .expect("events_until returns the event it stopped at")
+}
+
 /// A client's events until `done` says stop; the test fails if `limit` passes first.
 pub fn events_until(
     events: &ringtorrent::client::Events,
