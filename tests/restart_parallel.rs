@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ringtorrent::client::{AddTorrent, Client, ClientConfig, TorrentState};
 use ringtorrent::core::InfoHash;
@@ -28,16 +28,12 @@ fn config(data: &Path, state: &Path) -> ClientConfig {
 fn make(data: &Path) -> Vec<(Vec<u8>, InfoHash)> {
     (0..COUNT)
         .map(|i| {
-            let path = data.join(format!("f{i}.bin"));
-            common::write_payload(&path, LEN, i as u64 + 1);
-            let opts = ringtorrent::metainfo::create::CreateOptions {
-                path,
-                piece_len: Some(LEN as u64),
-                ..Default::default()
-            };
-            let bytes = ringtorrent::metainfo::create::create(&opts, &AtomicU64::new(0))
-                .unwrap()
-                .bytes;
+            let bytes = common::single_file_torrent(
+                &data.join(format!("f{i}.bin")),
+                LEN,
+                LEN,
+                i as u64 + 1,
+            );
             let hash = ringtorrent::metainfo::Torrent::from_bytes(&bytes)
                 .unwrap()
                 .info
